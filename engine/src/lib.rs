@@ -1,0 +1,1 @@
+//! The wgpu engine of wllm.

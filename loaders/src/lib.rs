@@ -1,0 +1,12 @@
+//! File formats for wllm: GGUF and safetensors readers, ggml quant block layouts with CPU
+//! reference dequantization, and tokenizers built from model metadata. No GPU code lives here.
+
+pub mod error;
+pub mod ggml_type;
+pub mod gguf;
+pub mod model;
+
+pub use error::{Error, Result};
+pub use ggml_type::GgmlType;
+pub use gguf::{GgufError, GgufFile, TensorInfo};
+pub use model::{Arch, ModelConfig, ModelError, ModelWeights, TensorSource};

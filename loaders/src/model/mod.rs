@@ -1,0 +1,33 @@
+//! Model-level description: hyperparameters and the tensor inventory, independent of the file
+//! format and of where the model will run.
+
+pub mod config;
+pub mod weights;
+
+pub use config::{Arch, ExpertGating, FfnActivation, ModelConfig, MoeConfig, RopeLayout};
+pub use weights::{FfnWeights, LayerWeights, ModelWeights, TensorBytes, TensorMeta, TensorSource};
+
+use crate::gguf::GgufError;
+
+/// Problems with a model that parsed fine as a file but cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("the model has no general.architecture key")]
+    MissingArchitecture,
+    #[error("architecture {0:?} is not supported (supported: {supported})", supported = Arch::SUPPORTED)]
+    UnknownArchitecture(String),
+    #[error("required tensor {0:?} is missing")]
+    MissingTensor(String),
+    #[error("tensor {tensor:?} has shape {found:?}, but the hyperparameters call for {expected:?}")]
+    ShapeMismatch {
+        tensor: String,
+        found: Vec<u64>,
+        expected: Vec<u64>,
+    },
+    #[error("bad hyperparameter: {0}")]
+    BadHyperparameter(String),
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error(transparent)]
+    Metadata(#[from] GgufError),
+}

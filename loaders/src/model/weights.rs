@@ -1,0 +1,263 @@
+//! Which tensors a model needs, found by GGUF tensor name and checked against the
+//! hyperparameters before anything is allocated or uploaded.
+
+use std::borrow::Cow;
+
+use super::ModelError;
+use super::config::ModelConfig;
+use crate::ggml_type::GgmlType;
+
+/// Name, element type and ggml-order dims of a stored tensor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorMeta {
+    pub name: String,
+    pub ggml_type: GgmlType,
+    /// ggml order: `dims[0]` is the row length.
+    pub dims: Vec<u64>,
+}
+
+impl TensorMeta {
+    pub fn ne(&self, i: usize) -> u64 {
+        self.dims.get(i).copied().unwrap_or(1)
+    }
+    pub fn n_elements(&self) -> u64 {
+        self.dims.iter().product()
+    }
+    pub fn n_bytes(&self) -> u64 {
+        self.ggml_type.bytes_for(self.n_elements()).unwrap_or(0)
+    }
+}
+
+/// A tensor's bytes: borrowed from a memory map, or owned after a conversion on load.
+pub struct TensorBytes<'a> {
+    pub meta: TensorMeta,
+    pub bytes: Cow<'a, [u8]>,
+}
+
+/// Anything that holds named tensors in GGUF naming (a GGUF file, a safetensors directory).
+pub trait TensorSource: Send + Sync {
+    fn meta(&self, name: &str) -> Option<TensorMeta>;
+    fn bytes(&self, name: &str) -> Option<TensorBytes<'_>>;
+}
+
+impl TensorSource for crate::gguf::GgufFile {
+    fn meta(&self, name: &str) -> Option<TensorMeta> {
+        self.tensor(name).map(|t| TensorMeta {
+            name: t.name.clone(),
+            ggml_type: t.ggml_type,
+            dims: t.dims.clone(),
+        })
+    }
+    fn bytes(&self, name: &str) -> Option<TensorBytes<'_>> {
+        let t = self.tensor(name)?;
+        Some(TensorBytes {
+            meta: self.meta(name)?,
+            bytes: Cow::Borrowed(self.tensor_data(t)),
+        })
+    }
+}
+
+/// The per-layer tensors. Optional ones exist only for the architectures that use them.
+#[derive(Clone, Debug)]
+pub struct LayerWeights<T> {
+    pub attn_norm: T,
+    pub attn_q: T,
+    pub attn_k: T,
+    pub attn_v: T,
+    pub attn_output: T,
+    pub attn_q_bias: Option<T>,
+    pub attn_k_bias: Option<T>,
+    pub attn_v_bias: Option<T>,
+    pub attn_q_norm: Option<T>,
+    pub attn_k_norm: Option<T>,
+    pub post_attention_norm: Option<T>,
+    pub ffn_norm: T,
+    pub ffn: FfnWeights<T>,
+    pub post_ffw_norm: Option<T>,
+}
+
+#[derive(Clone, Debug)]
+pub enum FfnWeights<T> {
+    Dense {
+        gate: T,
+        up: T,
+        down: T,
+    },
+    /// Stacked experts: `gate_exps`/`up_exps` are [n_embd, n_ff_exp, n_expert] in ggml order.
+    Moe {
+        router: T,
+        gate_exps: T,
+        up_exps: T,
+        down_exps: T,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct ModelWeights<T> {
+    pub token_embd: T,
+    pub output_norm: T,
+    /// `None` when the output head is tied to `token_embd`.
+    pub output: Option<T>,
+    pub layers: Vec<LayerWeights<T>>,
+}
+
+impl<T> ModelWeights<T> {
+    /// The output projection (tied or not).
+    pub fn output_head(&self) -> &T {
+        self.output.as_ref().unwrap_or(&self.token_embd)
+    }
+}
+
+impl ModelWeights<TensorMeta> {
+    /// Finds every tensor the config calls for and checks its shape.
+    pub fn resolve(cfg: &ModelConfig, src: &dyn TensorSource) -> Result<Self, ModelError> {
+        let e = cfg.n_embd as u64;
+        let v = cfg.n_vocab as u64;
+        let req = |name: String, shape: &[u64]| -> Result<TensorMeta, ModelError> {
+            let t = src.meta(&name).ok_or_else(|| ModelError::MissingTensor(name.clone()))?;
+            check_shape(&t, shape)?;
+            Ok(t)
+        };
+        let opt = |name: String, shape: &[u64]| -> Result<Option<TensorMeta>, ModelError> {
+            match src.meta(&name) {
+                None => Ok(None),
+                Some(t) => check_shape(&t, shape).map(|_| Some(t)),
+            }
+        };
+
+        let token_embd = req("token_embd.weight".into(), &[e, v])?;
+        let output_norm = req("output_norm.weight".into(), &[e])?;
+        let output = opt("output.weight".into(), &[e, v])?;
+
+        let q = cfg.n_embd_q() as u64;
+        let kd = cfg.n_embd_k() as u64;
+        let vd = cfg.n_embd_v() as u64;
+        let hd = cfg.head_dim as u64;
+        let mut layers = Vec::with_capacity(cfg.n_layer as usize);
+        for il in 0..cfg.n_layer {
+            let n = |s: &str| format!("blk.{il}.{s}");
+            let (q_norm, k_norm) = if cfg.has_qk_norm {
+                (Some(req(n("attn_q_norm.weight"), &[hd])?), Some(req(n("attn_k_norm.weight"), &[hd])?))
+            } else {
+                (None, None)
+            };
+            let (qb, kb, vb) = if cfg.has_qkv_bias {
+                (
+                    Some(req(n("attn_q.bias"), &[q])?),
+                    Some(req(n("attn_k.bias"), &[kd])?),
+                    Some(req(n("attn_v.bias"), &[vd])?),
+                )
+            } else {
+                (None, None, None)
+            };
+            let ffn = match &cfg.moe {
+                None => {
+                    let f = cfg.n_ff as u64;
+                    FfnWeights::Dense {
+                        gate: req(n("ffn_gate.weight"), &[e, f])?,
+                        up: req(n("ffn_up.weight"), &[e, f])?,
+                        down: req(n("ffn_down.weight"), &[f, e])?,
+                    }
+                }
+                Some(m) => {
+                    let (f, x) = (m.n_ff_expert as u64, m.n_expert as u64);
+                    FfnWeights::Moe {
+                        router: req(n("ffn_gate_inp.weight"), &[e, x])?,
+                        gate_exps: req(n("ffn_gate_exps.weight"), &[e, f, x])?,
+                        up_exps: req(n("ffn_up_exps.weight"), &[e, f, x])?,
+                        down_exps: req(n("ffn_down_exps.weight"), &[f, e, x])?,
+                    }
+                }
+            };
+            let (post_attn, post_ffw) = if cfg.has_post_norms {
+                (
+                    Some(req(n("post_attention_norm.weight"), &[e])?),
+                    Some(req(n("post_ffw_norm.weight"), &[e])?),
+                )
+            } else {
+                (None, None)
+            };
+            layers.push(LayerWeights {
+                attn_norm: req(n("attn_norm.weight"), &[e])?,
+                attn_q: req(n("attn_q.weight"), &[e, q])?,
+                attn_k: req(n("attn_k.weight"), &[e, kd])?,
+                attn_v: req(n("attn_v.weight"), &[e, vd])?,
+                attn_output: req(n("attn_output.weight"), &[cfg.head_dim_v as u64 * cfg.n_head as u64, e])?,
+                attn_q_bias: qb,
+                attn_k_bias: kb,
+                attn_v_bias: vb,
+                attn_q_norm: q_norm,
+                attn_k_norm: k_norm,
+                post_attention_norm: post_attn,
+                ffn_norm: req(n("ffn_norm.weight"), &[e])?,
+                ffn,
+                post_ffw_norm: post_ffw,
+            });
+        }
+        Ok(ModelWeights {
+            token_embd,
+            output_norm,
+            output,
+            layers,
+        })
+    }
+
+    /// Every tensor in a fixed order (for uploads and memory plans).
+    pub fn all(&self) -> Vec<&TensorMeta> {
+        let mut out = vec![&self.token_embd, &self.output_norm];
+        out.extend(self.output.iter());
+        for l in &self.layers {
+            out.extend(l.iter());
+        }
+        out
+    }
+}
+
+impl<T> LayerWeights<T> {
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        let ffn: Vec<&T> = match &self.ffn {
+            FfnWeights::Dense { gate, up, down } => vec![gate, up, down],
+            FfnWeights::Moe {
+                router,
+                gate_exps,
+                up_exps,
+                down_exps,
+            } => vec![router, gate_exps, up_exps, down_exps],
+        };
+        [&self.attn_norm, &self.attn_q, &self.attn_k, &self.attn_v, &self.attn_output, &self.ffn_norm]
+            .into_iter()
+            .chain(
+                [
+                    &self.attn_q_bias,
+                    &self.attn_k_bias,
+                    &self.attn_v_bias,
+                    &self.attn_q_norm,
+                    &self.attn_k_norm,
+                    &self.post_attention_norm,
+                    &self.post_ffw_norm,
+                ]
+                .into_iter()
+                .flatten(),
+            )
+            .chain(ffn)
+    }
+}
+
+fn check_shape(t: &TensorMeta, expected: &[u64]) -> Result<(), ModelError> {
+    // Trailing 1s are insignificant in ggml shapes.
+    let trim = |d: &[u64]| {
+        let mut v = d.to_vec();
+        while v.len() > 1 && v.last() == Some(&1) {
+            v.pop();
+        }
+        v
+    };
+    if trim(&t.dims) != trim(expected) {
+        return Err(ModelError::ShapeMismatch {
+            tensor: t.name.clone(),
+            found: t.dims.clone(),
+            expected: expected.to_vec(),
+        });
+    }
+    Ok(())
+}
