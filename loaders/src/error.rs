@@ -31,15 +31,9 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: &Path, source: std::io::Error) -> Error {
-        Error::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        Error::Io { path: path.to_path_buf(), source }
     }
     pub fn gguf(path: &Path, source: GgufError) -> Error {
-        Error::Gguf {
-            path: path.to_path_buf(),
-            source,
-        }
+        Error::Gguf { path: path.to_path_buf(), source }
     }
 }

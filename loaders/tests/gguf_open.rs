@@ -25,7 +25,14 @@ fn opens_reference_tiny_models() {
 fn resolves_weights_of_every_tiny_model() {
     use wllm_loaders::{ModelConfig, ModelWeights};
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/models");
-    for name in ["tiny-llama-q4_k_m", "tiny-qwen2-q4_k_m", "tiny-qwen3-q4_k_m", "tiny-qwen3moe-q4_k_m", "tiny-llama-moe-q4_k_m", "tiny-gemma3-q4_k_m"] {
+    for name in [
+        "tiny-llama-q4_k_m",
+        "tiny-qwen2-q4_k_m",
+        "tiny-qwen3-q4_k_m",
+        "tiny-qwen3moe-q4_k_m",
+        "tiny-llama-moe-q4_k_m",
+        "tiny-gemma3-q4_k_m",
+    ] {
         let f = GgufFile::open(dir.join(format!("{name}.gguf"))).unwrap();
         let cfg = ModelConfig::from_gguf(&f).unwrap();
         let w = ModelWeights::resolve(&cfg, &f).unwrap_or_else(|e| panic!("{name}: {e}"));

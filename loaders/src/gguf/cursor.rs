@@ -79,11 +79,7 @@ impl<'a> Cursor<'a> {
         let len_offset = self.pos as u64;
         let len = self.u64()?;
         if len > self.remaining() {
-            return Err(GgufError::StringTooLong {
-                len,
-                offset: len_offset,
-                remaining: self.remaining(),
-            });
+            return Err(GgufError::StringTooLong { len, offset: len_offset, remaining: self.remaining() });
         }
         let start = self.pos;
         self.take(len)?;
@@ -93,9 +89,7 @@ impl<'a> Cursor<'a> {
     /// A GGUF string that must be UTF-8 (keys and tensor names).
     pub fn utf8(&mut self, what: &'static str) -> Result<&'a str, GgufError> {
         let span = self.string_span()?;
-        std::str::from_utf8(&self.bytes[span.clone()]).map_err(|_| GgufError::InvalidUtf8 {
-            what,
-            offset: span.start as u64,
-        })
+        std::str::from_utf8(&self.bytes[span.clone()])
+            .map_err(|_| GgufError::InvalidUtf8 { what, offset: span.start as u64 })
     }
 }

@@ -16,24 +16,14 @@ pub enum GgufError {
     UnsupportedVersion(u32),
 
     #[error("truncated {section}: need {needed} bytes at offset {offset}, file has {file_len}")]
-    Truncated {
-        section: &'static str,
-        offset: u64,
-        needed: u64,
-        file_len: u64,
-    },
+    Truncated { section: &'static str, offset: u64, needed: u64, file_len: u64 },
+
+    #[error("{what} count {count} at offset {offset} is larger than the {remaining} bytes left could hold")]
+    CountTooLarge { what: &'static str, count: u64, offset: u64, remaining: u64 },
 
     #[error(
-        "{what} count {count} at offset {offset} is larger than the {remaining} bytes left could hold"
+        "string of {len} bytes at offset {offset} runs past the end of the file ({remaining} bytes left)"
     )]
-    CountTooLarge {
-        what: &'static str,
-        count: u64,
-        offset: u64,
-        remaining: u64,
-    },
-
-    #[error("string of {len} bytes at offset {offset} runs past the end of the file ({remaining} bytes left)")]
     StringTooLong { len: u64, offset: u64, remaining: u64 },
 
     #[error("{what} at offset {offset} is not valid UTF-8")]
@@ -63,12 +53,7 @@ pub enum GgufError {
     #[error(
         "tensor {tensor:?}: row length {ne0} is not a whole number of {ggml_type} blocks ({block_size} elements each)"
     )]
-    NotWholeBlocks {
-        tensor: String,
-        ggml_type: GgmlType,
-        ne0: u64,
-        block_size: u64,
-    },
+    NotWholeBlocks { tensor: String, ggml_type: GgmlType, ne0: u64, block_size: u64 },
 
     #[error("duplicate tensor name {0:?}")]
     DuplicateTensor(String),
@@ -79,20 +64,11 @@ pub enum GgufError {
     #[error(
         "tensor {tensor:?}: data bytes {start}..{end} lie outside the file ({file_len} bytes); the file is truncated or corrupt"
     )]
-    TensorOutOfBounds {
-        tensor: String,
-        start: u64,
-        end: u64,
-        file_len: u64,
-    },
+    TensorOutOfBounds { tensor: String, start: u64, end: u64, file_len: u64 },
 
     #[error("metadata key {0:?} is missing")]
     MissingKey(String),
 
     #[error("metadata key {key:?} holds {found}, expected {expected}")]
-    WrongType {
-        key: String,
-        expected: &'static str,
-        found: String,
-    },
+    WrongType { key: String, expected: &'static str, found: String },
 }

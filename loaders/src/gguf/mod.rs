@@ -114,7 +114,9 @@ impl GgufHeader {
         let alignment = match key_index.get("general.alignment").map(|&i| &keys[i].1) {
             None => DEFAULT_ALIGNMENT,
             Some(Stored::Scalar(Scalar::U32(a))) if *a != 0 && a.is_power_of_two() => *a as u64,
-            Some(Stored::Scalar(s)) => return Err(GgufError::BadAlignment(format!("{} {s}", s.value_type().name()))),
+            Some(Stored::Scalar(s)) => {
+                return Err(GgufError::BadAlignment(format!("{} {s}", s.value_type().name())));
+            }
             Some(_) => return Err(GgufError::BadAlignment("a non-scalar value".into())),
         };
 
@@ -141,15 +143,11 @@ impl GgufHeader {
         let mut tensors = Vec::with_capacity(raw.len());
         let mut tensor_index = HashMap::with_capacity(raw.len());
         for (name, dims, type_id, offset) in raw {
-            let ggml_type = GgmlType::from_id(type_id).map_err(|reason| GgufError::UnknownTensorType {
-                tensor: name.clone(),
-                reason,
-            })?;
+            let ggml_type = GgmlType::from_id(type_id)
+                .map_err(|reason| GgufError::UnknownTensorType { tensor: name.clone(), reason })?;
             // ggml keeps element counts in int64_t.
-            let n = dims
-                .iter()
-                .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-                .filter(|&n| n <= i64::MAX as u64);
+            let n =
+                dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).filter(|&n| n <= i64::MAX as u64);
             let Some(n) = n else {
                 return Err(GgufError::DimOverflow { tensor: name, dims });
             };
@@ -166,11 +164,7 @@ impl GgufHeader {
                 return Err(GgufError::DimOverflow { tensor: name, dims });
             };
             if offset % alignment != 0 {
-                return Err(GgufError::TensorMisaligned {
-                    tensor: name,
-                    offset,
-                    alignment,
-                });
+                return Err(GgufError::TensorMisaligned { tensor: name, offset, alignment });
             }
             let start = data_offset.checked_add(offset);
             let end = start.and_then(|s| s.checked_add(n_bytes));
@@ -183,33 +177,15 @@ impl GgufHeader {
                 });
             };
             if end > file_len {
-                return Err(GgufError::TensorOutOfBounds {
-                    tensor: name,
-                    start,
-                    end,
-                    file_len,
-                });
+                return Err(GgufError::TensorOutOfBounds { tensor: name, start, end, file_len });
             }
             if tensor_index.insert(name.clone(), tensors.len()).is_some() {
                 return Err(GgufError::DuplicateTensor(name));
             }
-            tensors.push(TensorInfo {
-                name,
-                ggml_type,
-                dims,
-                data: start..end,
-            });
+            tensors.push(TensorInfo { name, ggml_type, dims, data: start..end });
         }
 
-        Ok(GgufHeader {
-            version,
-            alignment,
-            data_offset,
-            keys,
-            key_index,
-            tensors,
-            tensor_index,
-        })
+        Ok(GgufHeader { version, alignment, data_offset, keys, key_index, tensors, tensor_index })
     }
 }
 
@@ -271,11 +247,7 @@ impl GgufFile {
     pub fn from_bytes(bytes: impl Into<Arc<[u8]>>) -> std::result::Result<GgufFile, GgufError> {
         let bytes: Arc<[u8]> = bytes.into();
         let header = GgufHeader::parse(&bytes)?;
-        Ok(GgufFile {
-            path: None,
-            backing: Backing::Owned(bytes),
-            header: Arc::new(header),
-        })
+        Ok(GgufFile { path: None, backing: Backing::Owned(bytes), header: Arc::new(header) })
     }
 
     pub fn path(&self) -> Option<&Path> {
@@ -481,17 +453,9 @@ impl GgufFile {
 }
 
 fn wrong(key: &str, expected: &'static str, found: &Value<'_>) -> GgufError {
-    GgufError::WrongType {
-        key: key.into(),
-        expected,
-        found: found.type_name(),
-    }
+    GgufError::WrongType { key: key.into(), expected, found: found.type_name() }
 }
 
 fn array_wrong(key: &str, expected: &'static str, a: &ArrayView<'_>) -> GgufError {
-    GgufError::WrongType {
-        key: key.into(),
-        expected,
-        found: format!("an array of {}", a.elem_type().name()),
-    }
+    GgufError::WrongType { key: key.into(), expected, found: format!("an array of {}", a.elem_type().name()) }
 }

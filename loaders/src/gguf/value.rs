@@ -203,12 +203,7 @@ impl<'a> ArrayView<'a> {
         self.len == 0
     }
     pub fn iter(&self) -> ArrayIter<'a> {
-        ArrayIter {
-            cursor: Cursor::new(self.bytes),
-            elem: self.elem,
-            left: self.len,
-            bytes: self.bytes,
-        }
+        ArrayIter { cursor: Cursor::new(self.bytes), elem: self.elem, left: self.len, bytes: self.bytes }
     }
 }
 
@@ -241,11 +236,9 @@ pub(crate) fn view<'a>(stored: &Stored, bytes: &'a [u8]) -> Value<'a> {
     match stored {
         Stored::Scalar(s) => Value::Scalar(*s),
         Stored::String(span) => Value::String(&bytes[span.clone()]),
-        Stored::Array { elem, len, span } => Value::Array(ArrayView {
-            elem: *elem,
-            len: *len,
-            bytes: &bytes[span.clone()],
-        }),
+        Stored::Array { elem, len, span } => {
+            Value::Array(ArrayView { elem: *elem, len: *len, bytes: &bytes[span.clone()] })
+        }
     }
 }
 
@@ -301,11 +294,7 @@ pub(crate) fn read_value(
                     c.take(len * elem.min_size())?;
                 }
             }
-            Stored::Array {
-                elem,
-                len,
-                span: start..c.pos(),
-            }
+            Stored::Array { elem, len, span: start..c.pos() }
         }
     })
 }

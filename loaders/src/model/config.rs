@@ -121,11 +121,10 @@ pub struct ModelConfig {
 
 impl ModelConfig {
     pub fn from_gguf(f: &GgufFile) -> Result<ModelConfig, ModelError> {
-        let arch_name = f
-            .opt_str("general.architecture")?
-            .ok_or(ModelError::MissingArchitecture)?
-            .to_string();
-        let arch = Arch::from_name(&arch_name).ok_or_else(|| ModelError::UnknownArchitecture(arch_name.clone()))?;
+        let arch_name =
+            f.opt_str("general.architecture")?.ok_or(ModelError::MissingArchitecture)?.to_string();
+        let arch =
+            Arch::from_name(&arch_name).ok_or_else(|| ModelError::UnknownArchitecture(arch_name.clone()))?;
         let k = |s: &str| format!("{arch_name}.{s}");
 
         let n_layer = f.get_u32(&k("block_count"))?;
@@ -163,10 +162,9 @@ impl ModelConfig {
         let n_ff = f.opt_u32(&k("feed_forward_length"))?.unwrap_or(0);
         let n_vocab = match f.opt_u32(&k("vocab_size"))? {
             Some(v) => v,
-            None => f
-                .opt_array("tokenizer.ggml.tokens")?
-                .map(|a| a.len() as u32)
-                .ok_or_else(|| ModelError::BadHyperparameter("no vocab_size and no tokenizer.ggml.tokens".into()))?,
+            None => f.opt_array("tokenizer.ggml.tokens")?.map(|a| a.len() as u32).ok_or_else(|| {
+                ModelError::BadHyperparameter("no vocab_size and no tokenizer.ggml.tokens".into())
+            })?,
         };
         let context_length = f.opt_u32(&k("context_length"))?.unwrap_or(2048);
         let rms_eps = f.get_f32(&k("attention.layer_norm_rms_epsilon"))?;

@@ -19,11 +19,7 @@ pub enum ModelError {
     #[error("required tensor {0:?} is missing")]
     MissingTensor(String),
     #[error("tensor {tensor:?} has shape {found:?}, but the hyperparameters call for {expected:?}")]
-    ShapeMismatch {
-        tensor: String,
-        found: Vec<u64>,
-        expected: Vec<u64>,
-    },
+    ShapeMismatch { tensor: String, found: Vec<u64>, expected: Vec<u64> },
     #[error("bad hyperparameter: {0}")]
     BadHyperparameter(String),
     #[error("unsupported: {0}")]

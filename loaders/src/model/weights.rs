@@ -50,10 +50,7 @@ impl TensorSource for crate::gguf::GgufFile {
     }
     fn bytes(&self, name: &str) -> Option<TensorBytes<'_>> {
         let t = self.tensor(name)?;
-        Some(TensorBytes {
-            meta: self.meta(name)?,
-            bytes: Cow::Borrowed(self.tensor_data(t)),
-        })
+        Some(TensorBytes { meta: self.meta(name)?, bytes: Cow::Borrowed(self.tensor_data(t)) })
     }
 }
 
@@ -194,12 +191,7 @@ impl ModelWeights<TensorMeta> {
                 post_ffw_norm: post_ffw,
             });
         }
-        Ok(ModelWeights {
-            token_embd,
-            output_norm,
-            output,
-            layers,
-        })
+        Ok(ModelWeights { token_embd, output_norm, output, layers })
     }
 
     /// Every tensor in a fixed order (for uploads and memory plans).
@@ -217,12 +209,9 @@ impl<T> LayerWeights<T> {
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         let ffn: Vec<&T> = match &self.ffn {
             FfnWeights::Dense { gate, up, down } => vec![gate, up, down],
-            FfnWeights::Moe {
-                router,
-                gate_exps,
-                up_exps,
-                down_exps,
-            } => vec![router, gate_exps, up_exps, down_exps],
+            FfnWeights::Moe { router, gate_exps, up_exps, down_exps } => {
+                vec![router, gate_exps, up_exps, down_exps]
+            }
         };
         [&self.attn_norm, &self.attn_q, &self.attn_k, &self.attn_v, &self.attn_output, &self.ffn_norm]
             .into_iter()
