@@ -168,7 +168,7 @@ impl GgmlType {
     /// blocks or the product overflows.
     pub fn bytes_for(self, n: u64) -> Option<u64> {
         let bs = self.block_size();
-        if n % bs != 0 {
+        if !n.is_multiple_of(bs) {
             return None;
         }
         (n / bs).checked_mul(self.type_size())
