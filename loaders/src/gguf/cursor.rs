@@ -3,6 +3,17 @@
 
 use super::error::GgufError;
 
+/// Most entries a parser pre-allocates for, whatever count the file claims. A checked count can
+/// still be a million times larger than the entries' in-memory size warrants (a 13-byte key
+/// becomes a ~100-byte map entry), so vectors start small and grow as entries actually parse.
+const MAX_PREALLOC: u64 = 1024;
+
+/// A capacity to pre-allocate for `count` entries read from the file.
+pub(crate) fn capacity_for(count: u64) -> usize {
+    // Fits every usize: MAX_PREALLOC is tiny.
+    count.min(MAX_PREALLOC) as usize
+}
+
 pub(crate) struct Cursor<'a> {
     bytes: &'a [u8],
     pos: usize,

@@ -7,17 +7,21 @@
 
 mod cursor;
 mod error;
+mod meta_value;
 mod value;
+mod writer;
 
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cursor::Cursor;
+use cursor::{Cursor, capacity_for};
 pub use error::GgufError;
+pub use meta_value::MetaValue;
 pub use value::{ArrayIter, ArrayView, Scalar, Value, ValueType};
 use value::{Stored, read_value, view};
+pub use writer::{GgufWriteError, GgufWriter};
 
 use crate::error::{Error, Result};
 use crate::ggml_type::GgmlType;
@@ -39,15 +43,16 @@ pub struct TensorInfo {
 
 impl TensorInfo {
     pub fn n_elements(&self) -> u64 {
-        // Checked when the table was parsed.
-        self.dims.iter().product()
+        // The parser rejects dims whose product overflows; saturating keeps a hand-built
+        // TensorInfo from panicking.
+        self.dims.iter().fold(1u64, |acc, &d| acc.saturating_mul(d))
     }
     pub fn n_bytes(&self) -> u64 {
-        self.data.end - self.data.start
+        self.data.end.saturating_sub(self.data.start)
     }
     /// Rows of `dims[0]` elements (all higher dims flattened).
     pub fn n_rows(&self) -> u64 {
-        self.dims.iter().skip(1).product()
+        self.dims.iter().skip(1).fold(1u64, |acc, &d| acc.saturating_mul(d))
     }
     pub fn ne(&self, i: usize) -> u64 {
         self.dims.get(i).copied().unwrap_or(1)
@@ -93,8 +98,8 @@ impl GgufHeader {
         c.section = "metadata";
         // key (8-byte length) + value type (4) + smallest value (1)
         c.check_count("metadata key/value", n_kv, 13)?;
-        let mut keys = Vec::with_capacity(n_kv as usize);
-        let mut key_index = HashMap::with_capacity(n_kv as usize);
+        let mut keys = Vec::with_capacity(capacity_for(n_kv));
+        let mut key_index = HashMap::with_capacity(capacity_for(n_kv));
         for _ in 0..n_kv {
             let key = c.utf8("metadata key")?.to_string();
             let type_offset = c.pos() as u64;
@@ -123,14 +128,14 @@ impl GgufHeader {
         c.section = "tensor table";
         // name length (8) + n_dims (4) + type (4) + offset (8)
         c.check_count("tensor", n_tensors, 24)?;
-        let mut raw = Vec::with_capacity(n_tensors as usize);
+        let mut raw = Vec::with_capacity(capacity_for(n_tensors));
         for _ in 0..n_tensors {
             let name = c.utf8("tensor name")?.to_string();
             let n_dims = c.u32()?;
             if n_dims > MAX_DIMS {
                 return Err(GgufError::TooManyDims { tensor: name, n_dims });
             }
-            let mut dims = Vec::with_capacity(n_dims as usize);
+            let mut dims = Vec::with_capacity(MAX_DIMS as usize);
             for _ in 0..n_dims {
                 dims.push(c.u64()?);
             }
@@ -145,10 +150,7 @@ impl GgufHeader {
         for (name, dims, type_id, offset) in raw {
             let ggml_type = GgmlType::from_id(type_id)
                 .map_err(|reason| GgufError::UnknownTensorType { tensor: name.clone(), reason })?;
-            // ggml keeps element counts in int64_t.
-            let n =
-                dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).filter(|&n| n <= i64::MAX as u64);
-            let Some(n) = n else {
+            let Some(n) = element_count(&dims) else {
                 return Err(GgufError::DimOverflow { tensor: name, dims });
             };
             let ne0 = dims.first().copied().unwrap_or(1);
@@ -187,6 +189,18 @@ impl GgufHeader {
 
         Ok(GgufHeader { version, alignment, data_offset, keys, key_index, tensors, tensor_index })
     }
+}
+
+/// The element count of `dims`, or `None` when ggml could not represent it. ggml keeps counts
+/// in int64_t. Zero dims are skipped in the overflow check so that no partial product (row
+/// counts, strides) can overflow either: `[0, 2^40, 2^40]` holds nothing but would still wrap
+/// the moment anyone multiplies its higher dims.
+fn element_count(dims: &[u64]) -> Option<u64> {
+    let nonzero = dims.iter().filter(|&&d| d != 0).try_fold(1u64, |acc, &d| acc.checked_mul(d))?;
+    if nonzero > i64::MAX as u64 {
+        return None;
+    }
+    Some(if dims.contains(&0) { 0 } else { nonzero })
 }
 
 fn align_up(x: u64, a: u64) -> u64 {
@@ -280,11 +294,13 @@ impl GgufFile {
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
         self.header.tensor_index.get(name).map(|&i| &self.header.tensors[i])
     }
-    /// The tensor's bytes inside the map (bounds were checked when the file was opened).
+    /// The tensor's bytes inside the map (bounds were checked when the file was opened; a
+    /// `TensorInfo` from elsewhere that does not fit gets an empty slice).
     pub fn tensor_data(&self, t: &TensorInfo) -> &[u8] {
-        let bytes = self.bytes();
-        let (s, e) = (t.data.start as usize, t.data.end as usize);
-        bytes.get(s..e).unwrap_or(&[])
+        let (Ok(s), Ok(e)) = (usize::try_from(t.data.start), usize::try_from(t.data.end)) else {
+            return &[];
+        };
+        self.bytes().get(s..e).unwrap_or(&[])
     }
 
     // ---- metadata ----
@@ -425,10 +441,13 @@ impl GgufFile {
     /// A numeric array converted to f32 (f32, f64 or integer elements).
     pub fn opt_f32_array(&self, key: &str) -> std::result::Result<Option<Vec<f32>>, GgufError> {
         let Some(a) = self.opt_array(key)? else { return Ok(None) };
-        let mut out = Vec::with_capacity(a.len() as usize);
+        let mut out = Vec::with_capacity(capacity_for(a.len()));
         for v in a.iter() {
             match v {
-                Value::Scalar(s) if s.as_f64().is_some() => out.push(s.as_f64().unwrap_or(0.0) as f32),
+                Value::Scalar(s) => match s.as_f64() {
+                    Some(x) => out.push(x as f32),
+                    None => return Err(array_wrong(key, "an array of numbers", &a)),
+                },
                 _ => return Err(array_wrong(key, "an array of numbers", &a)),
             }
         }
@@ -438,7 +457,7 @@ impl GgufFile {
     /// An integer array converted to i64.
     pub fn opt_i64_array(&self, key: &str) -> std::result::Result<Option<Vec<i64>>, GgufError> {
         let Some(a) = self.opt_array(key)? else { return Ok(None) };
-        let mut out = Vec::with_capacity(a.len() as usize);
+        let mut out = Vec::with_capacity(capacity_for(a.len()));
         for v in a.iter() {
             match v {
                 Value::Scalar(s) => match s.as_int().and_then(|i| i64::try_from(i).ok()) {

@@ -47,6 +47,26 @@ impl ValueType {
         })
     }
 
+    /// The id stored in the file; the inverse of [`ValueType::from_id`].
+    pub fn id(self) -> u32 {
+        use ValueType::*;
+        match self {
+            U8 => 0,
+            I8 => 1,
+            U16 => 2,
+            I16 => 3,
+            U32 => 4,
+            I32 => 5,
+            F32 => 6,
+            Bool => 7,
+            String => 8,
+            Array => 9,
+            U64 => 10,
+            I64 => 11,
+            F64 => 12,
+        }
+    }
+
     /// Smallest number of bytes one value of this type occupies in the file.
     pub(crate) fn min_size(self) -> u64 {
         use ValueType::*;
@@ -232,12 +252,14 @@ impl<'a> Iterator for ArrayIter<'a> {
     }
 }
 
+/// Spans always come from parsing these same bytes; an empty slice is the non-panicking answer
+/// should that ever not hold.
 pub(crate) fn view<'a>(stored: &Stored, bytes: &'a [u8]) -> Value<'a> {
     match stored {
         Stored::Scalar(s) => Value::Scalar(*s),
-        Stored::String(span) => Value::String(&bytes[span.clone()]),
+        Stored::String(span) => Value::String(bytes.get(span.clone()).unwrap_or(&[])),
         Stored::Array { elem, len, span } => {
-            Value::Array(ArrayView { elem: *elem, len: *len, bytes: &bytes[span.clone()] })
+            Value::Array(ArrayView { elem: *elem, len: *len, bytes: bytes.get(span.clone()).unwrap_or(&[]) })
         }
     }
 }

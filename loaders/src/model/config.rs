@@ -134,6 +134,15 @@ impl ModelConfig {
         if n_layer == 0 {
             return Err(ModelError::BadHyperparameter("block_count is 0".into()));
         }
+        // Per-layer vectors are sized by this count, so it must be bounded before anything is.
+        if n_layer > MAX_LAYERS {
+            return Err(ModelError::BadHyperparameter(format!(
+                "block_count {n_layer} is larger than any supported model ({MAX_LAYERS} layers at most)"
+            )));
+        }
+        if n_embd == 0 {
+            return Err(ModelError::BadHyperparameter("embedding_length is 0".into()));
+        }
         if n_head == 0 || n_head_kv == 0 {
             return Err(ModelError::BadHyperparameter(format!(
                 "attention.head_count {n_head} / head_count_kv {n_head_kv}: a model needs at least one head"
@@ -159,13 +168,31 @@ impl ModelConfig {
                 "head size {head_dim} (v {head_dim_v}) must be even and non-zero"
             )));
         }
+        // n_embd_q / n_embd_k / n_embd_v and the output projection multiply these in u32.
+        if head_dim.max(head_dim_v).checked_mul(n_head).is_none() {
+            return Err(ModelError::BadHyperparameter(format!(
+                "head size {} times head_count {n_head} overflows a 32-bit size",
+                head_dim.max(head_dim_v)
+            )));
+        }
         let n_ff = f.opt_u32(&k("feed_forward_length"))?.unwrap_or(0);
         let n_vocab = match f.opt_u32(&k("vocab_size"))? {
             Some(v) => v,
-            None => f.opt_array("tokenizer.ggml.tokens")?.map(|a| a.len() as u32).ok_or_else(|| {
-                ModelError::BadHyperparameter("no vocab_size and no tokenizer.ggml.tokens".into())
-            })?,
+            None => {
+                let tokens = f.opt_array("tokenizer.ggml.tokens")?.ok_or_else(|| {
+                    ModelError::BadHyperparameter("no vocab_size and no tokenizer.ggml.tokens".into())
+                })?;
+                u32::try_from(tokens.len()).map_err(|_| {
+                    ModelError::BadHyperparameter(format!(
+                        "tokenizer.ggml.tokens has {} entries, more than a u32 vocabulary holds",
+                        tokens.len()
+                    ))
+                })?
+            }
         };
+        if n_vocab == 0 {
+            return Err(ModelError::BadHyperparameter("the vocabulary is empty".into()));
+        }
         let context_length = f.opt_u32(&k("context_length"))?.unwrap_or(2048);
         let rms_eps = f.get_f32(&k("attention.layer_norm_rms_epsilon"))?;
         let rope_base = f.opt_f32(&k("rope.freq_base"))?.unwrap_or(10000.0);
@@ -276,6 +303,10 @@ impl ModelConfig {
         self.head_dim * self.n_head
     }
 }
+
+/// Far above any released model (the largest have ~128 layers); only here so a corrupt count
+/// cannot size per-layer allocations.
+pub const MAX_LAYERS: u32 = 1 << 14;
 
 /// llama.cpp accepts either a per-layer bool array or a period `n` (every n-th layer global).
 fn swa_pattern(f: &GgufFile, key: &str, n_layer: u32, default_period: u32) -> Result<Vec<bool>, ModelError> {

@@ -21,7 +21,8 @@ impl TensorMeta {
         self.dims.get(i).copied().unwrap_or(1)
     }
     pub fn n_elements(&self) -> u64 {
-        self.dims.iter().product()
+        // Saturating: sources validate their dims, but a hand-built meta must not panic here.
+        self.dims.iter().fold(1u64, |acc, &d| acc.saturating_mul(d))
     }
     pub fn n_bytes(&self) -> u64 {
         self.ggml_type.bytes_for(self.n_elements()).unwrap_or(0)
@@ -126,11 +127,13 @@ impl ModelWeights<TensorMeta> {
         let output_norm = req("output_norm.weight".into(), &[e])?;
         let output = opt("output.weight".into(), &[e, v])?;
 
-        let q = cfg.n_embd_q() as u64;
-        let kd = cfg.n_embd_k() as u64;
-        let vd = cfg.n_embd_v() as u64;
+        // In u64: a hand-built config could overflow the u32 helpers.
         let hd = cfg.head_dim as u64;
-        let mut layers = Vec::with_capacity(cfg.n_layer as usize);
+        let q = hd * cfg.n_head as u64;
+        let kd = hd * cfg.n_head_kv as u64;
+        let vd = cfg.head_dim_v as u64 * cfg.n_head_kv as u64;
+        // Grows as layers resolve: a bogus n_layer fails at the first missing tensor instead.
+        let mut layers = Vec::with_capacity((cfg.n_layer as usize).min(256));
         for il in 0..cfg.n_layer {
             let n = |s: &str| format!("blk.{il}.{s}");
             let (q_norm, k_norm) = if cfg.has_qk_norm {
