@@ -4,7 +4,7 @@ use crate::ggml_type::{GgmlType, UnknownType};
 /// tensor or key where it was found.
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
-    #[error("not a GGUF file: magic bytes are {found:?}, expected \"GGUF\"")]
+    #[error("not a GGUF file: magic bytes at offset 0 are \"{}\", expected \"GGUF\"", found.escape_ascii())]
     BadMagic { found: [u8; 4] },
 
     #[error(
@@ -47,7 +47,7 @@ pub enum GgufError {
     #[error("tensor {tensor:?}: dimensions {dims:?} overflow when multiplied")]
     DimOverflow { tensor: String, dims: Vec<u64> },
 
-    #[error("tensor {tensor:?} has type {reason}")]
+    #[error("tensor {tensor:?} has a type wllm cannot read: {reason}")]
     UnknownTensorType { tensor: String, reason: UnknownType },
 
     #[error(
