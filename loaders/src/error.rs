@@ -2,6 +2,7 @@ use std::path::{Path, PathBuf};
 
 use crate::gguf::GgufError;
 use crate::model::ModelError;
+use crate::quant::QuantError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -27,6 +28,9 @@ pub enum Error {
 
     #[error(transparent)]
     Model(#[from] ModelError),
+
+    #[error(transparent)]
+    Quant(#[from] QuantError),
 }
 
 impl Error {
