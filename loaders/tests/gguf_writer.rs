@@ -249,3 +249,18 @@ fn scalar_conversions_pick_the_gguf_type() {
     assert_eq!(MetaValue::from(vec![1i64]).value_type(), ValueType::Array);
     assert_eq!(MetaValue::from("s"), MetaValue::String(b"s".to_vec()));
 }
+
+/// v2 differs from v3 only in what v3 allowed (big-endian files), so a v2 header over the same
+/// bytes reads the same.
+#[test]
+fn version_2_reads_like_version_3() {
+    let mut w = GgufWriter::new();
+    w.add_metadata("general.architecture", "llama").unwrap();
+    w.add_tensor("t", GgmlType::F16, &[4], pattern(8, 3)).unwrap();
+    let mut bytes = w.to_bytes().unwrap();
+    bytes[4..8].copy_from_slice(&2u32.to_le_bytes());
+    let f = GgufFile::from_bytes(bytes).unwrap();
+    assert_eq!(f.version(), 2);
+    assert_eq!(f.get_str("general.architecture").unwrap(), "llama");
+    assert_eq!(f.tensor_data(f.tensor("t").unwrap()), &pattern(8, 3)[..]);
+}
