@@ -2,6 +2,7 @@ use std::path::{Path, PathBuf};
 
 use crate::gguf::GgufError;
 use crate::model::ModelError;
+use crate::safetensors::SafetensorsError;
 use crate::quant::QuantError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -29,6 +30,13 @@ pub enum Error {
     #[error(transparent)]
     Model(#[from] ModelError),
 
+    #[error("{}: {source}", path.display())]
+    Safetensors {
+        path: PathBuf,
+        #[source]
+        source: SafetensorsError,
+    },
+
     #[error(transparent)]
     Quant(#[from] QuantError),
 }
@@ -39,5 +47,8 @@ impl Error {
     }
     pub fn gguf(path: &Path, source: GgufError) -> Error {
         Error::Gguf { path: path.to_path_buf(), source }
+    }
+    pub fn safetensors(path: &Path, source: SafetensorsError) -> Error {
+        Error::Safetensors { path: path.to_path_buf(), source }
     }
 }

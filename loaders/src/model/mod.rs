@@ -2,6 +2,7 @@
 //! format and of where the model will run.
 
 pub mod config;
+pub mod hf_config;
 pub mod weights;
 
 pub use config::{Arch, ExpertGating, FfnActivation, ModelConfig, MoeConfig, RopeLayout};

@@ -1,0 +1,191 @@
+//! Hugging Face tensor names to GGUF names, following the tensor map of gguf-py
+//! (`gguf/tensor_mapping.py`) and the per-model rules of convert_hf_to_gguf.py at llama.cpp
+//! 0c1e570.
+
+use crate::model::Arch;
+
+/// Where a Hugging Face tensor goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Slot {
+    /// One tensor to one tensor. `norm_shift`: Gemma stores RMSNorm weights as `w` and
+    /// multiplies by `1 + w`; GGUF stores `1 + w`.
+    Single { gguf: String, norm_shift: bool },
+    /// One expert's matrix, stacked with its siblings into `blk.{layer}.ffn_{part}_exps.weight`.
+    Expert { layer: u32, part: ExpertPart, expert: u64 },
+    /// transformers 5's fused `[n_expert, 2 * n_ff, n_embd]` tensor: gate rows, then up rows.
+    FusedGateUp { layer: u32 },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) enum ExpertPart {
+    Gate,
+    Up,
+    Down,
+}
+
+impl ExpertPart {
+    pub fn gguf_name(self, layer: u32) -> String {
+        let part = match self {
+            ExpertPart::Gate => "gate",
+            ExpertPart::Up => "up",
+            ExpertPart::Down => "down",
+        };
+        format!("blk.{layer}.ffn_{part}_exps.weight")
+    }
+}
+
+/// `None` for tensors the model does not use (vision towers, rotary caches, layers past
+/// `n_layer` such as multi-token-prediction heads).
+pub(super) fn classify(hf_name: &str, arch: Arch, n_layer: u32) -> Option<Slot> {
+    // Multimodal checkpoints nest the text model under `language_model.` (transformers < 4.52:
+    // `language_model.model.layers...`, later `model.language_model.layers...`); the converter
+    // drops the component wherever it appears.
+    let name = hf_name.replace("language_model.", "");
+    let gemma = arch == Arch::Gemma3;
+    let single =
+        |gguf: String| Some(Slot::Single { gguf, norm_shift: gemma && name.ends_with("norm.weight") });
+
+    match name.as_str() {
+        "model.embed_tokens.weight" => return single("token_embd.weight".into()),
+        "model.norm.weight" => return single("output_norm.weight".into()),
+        "lm_head.weight" => return single("output.weight".into()),
+        _ => {}
+    }
+    let rest = name.strip_prefix("model.layers.")?;
+    let (index, rest) = rest.split_once('.')?;
+    let layer = parse_index(index).filter(|&il| il < n_layer as u64)? as u32;
+    let blk = |s: &str| single(format!("blk.{layer}.{s}"));
+
+    let mapped = match rest {
+        "input_layernorm.weight" => "attn_norm.weight",
+        "self_attn.q_proj.weight" => "attn_q.weight",
+        "self_attn.k_proj.weight" => "attn_k.weight",
+        "self_attn.v_proj.weight" => "attn_v.weight",
+        "self_attn.q_proj.bias" => "attn_q.bias",
+        "self_attn.k_proj.bias" => "attn_k.bias",
+        "self_attn.v_proj.bias" => "attn_v.bias",
+        "self_attn.o_proj.weight" => "attn_output.weight",
+        "self_attn.q_norm.weight" => "attn_q_norm.weight",
+        "self_attn.k_norm.weight" => "attn_k_norm.weight",
+        // Gemma 3 has four norms per layer; the one before the FFN is GGUF's ffn_norm.
+        "post_attention_layernorm.weight" if gemma => "post_attention_norm.weight",
+        "post_attention_layernorm.weight" => "ffn_norm.weight",
+        "pre_feedforward_layernorm.weight" => "ffn_norm.weight",
+        "post_feedforward_layernorm.weight" => "post_ffw_norm.weight",
+        "mlp.gate_proj.weight" => "ffn_gate.weight",
+        "mlp.up_proj.weight" => "ffn_up.weight",
+        "mlp.down_proj.weight" => "ffn_down.weight",
+        "mlp.gate.weight" | "block_sparse_moe.gate.weight" => "ffn_gate_inp.weight",
+        // Already in ffn_down_exps layout: [n_expert, n_embd, n_ff] row-major.
+        "mlp.experts.down_proj" | "mlp.experts.down_proj.weight" => "ffn_down_exps.weight",
+        "mlp.experts.gate_up_proj" | "mlp.experts.gate_up_proj.weight" => {
+            return Some(Slot::FusedGateUp { layer });
+        }
+        _ => return expert(layer, rest),
+    };
+    blk(mapped)
+}
+
+/// `mlp.experts.E.{gate,up,down}_proj.weight` (qwen3moe) and
+/// `block_sparse_moe.experts.E.{w1,w3,w2}.weight` (mixtral).
+fn expert(layer: u32, rest: &str) -> Option<Slot> {
+    let (index, part) = if let Some(r) = rest.strip_prefix("mlp.experts.") {
+        let (index, part) = r.split_once('.')?;
+        let part = match part {
+            "gate_proj.weight" => ExpertPart::Gate,
+            "up_proj.weight" => ExpertPart::Up,
+            "down_proj.weight" => ExpertPart::Down,
+            _ => return None,
+        };
+        (index, part)
+    } else {
+        let r = rest.strip_prefix("block_sparse_moe.experts.")?;
+        let (index, part) = r.split_once('.')?;
+        let part = match part {
+            "w1.weight" => ExpertPart::Gate,
+            "w3.weight" => ExpertPart::Up,
+            "w2.weight" => ExpertPart::Down,
+            _ => return None,
+        };
+        (index, part)
+    };
+    Some(Slot::Expert { layer, part, expert: parse_index(index)? })
+}
+
+/// A decimal index as PyTorch writes it: digits only, no sign, no leading zeros.
+fn parse_index(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0')) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gguf(name: &str, arch: Arch) -> Option<(String, bool)> {
+        match classify(name, arch, 4)? {
+            Slot::Single { gguf, norm_shift } => Some((gguf, norm_shift)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn maps_llama_names() {
+        let l = Arch::Llama;
+        assert_eq!(gguf("model.embed_tokens.weight", l), Some(("token_embd.weight".into(), false)));
+        assert_eq!(gguf("lm_head.weight", l), Some(("output.weight".into(), false)));
+        assert_eq!(
+            gguf("model.layers.3.self_attn.o_proj.weight", l),
+            Some(("blk.3.attn_output.weight".into(), false))
+        );
+        assert_eq!(
+            gguf("model.layers.1.post_attention_layernorm.weight", l),
+            Some(("blk.1.ffn_norm.weight".into(), false))
+        );
+        assert_eq!(classify("model.layers.4.mlp.up_proj.weight", l, 4), None);
+        assert_eq!(classify("model.layers.01.mlp.up_proj.weight", l, 4), None);
+        assert_eq!(classify("model.layers.0.self_attn.rotary_emb.inv_freq", l, 4), None);
+    }
+
+    #[test]
+    fn maps_gemma3_norms_with_the_shift() {
+        let g = Arch::Gemma3;
+        assert_eq!(
+            gguf("model.language_model.layers.0.post_attention_layernorm.weight", g),
+            Some(("blk.0.post_attention_norm.weight".into(), true))
+        );
+        assert_eq!(
+            gguf("language_model.model.layers.2.pre_feedforward_layernorm.weight", g),
+            Some(("blk.2.ffn_norm.weight".into(), true))
+        );
+        assert_eq!(
+            gguf("model.layers.0.self_attn.k_norm.weight", g),
+            Some(("blk.0.attn_k_norm.weight".into(), true))
+        );
+        assert_eq!(gguf("model.norm.weight", g), Some(("output_norm.weight".into(), true)));
+        assert_eq!(gguf("model.embed_tokens.weight", g), Some(("token_embd.weight".into(), false)));
+        assert_eq!(classify("vision_tower.vision_model.post_layernorm.weight", g, 4), None);
+    }
+
+    #[test]
+    fn maps_experts() {
+        assert_eq!(
+            classify("model.layers.1.mlp.experts.17.down_proj.weight", Arch::Qwen3Moe, 4),
+            Some(Slot::Expert { layer: 1, part: ExpertPart::Down, expert: 17 })
+        );
+        assert_eq!(
+            classify("model.layers.0.block_sparse_moe.experts.2.w3.weight", Arch::Llama, 4),
+            Some(Slot::Expert { layer: 0, part: ExpertPart::Up, expert: 2 })
+        );
+        assert_eq!(
+            classify("model.layers.0.mlp.experts.gate_up_proj", Arch::Qwen3Moe, 4),
+            Some(Slot::FusedGateUp { layer: 0 })
+        );
+        assert_eq!(
+            gguf("model.layers.0.block_sparse_moe.gate.weight", Arch::Llama),
+            Some(("blk.0.ffn_gate_inp.weight".into(), false))
+        );
+    }
+}

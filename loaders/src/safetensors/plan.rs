@@ -1,0 +1,209 @@
+//! How each GGUF-named tensor is made from the stored ones. Decided once when a model opens,
+//! with every shape and dtype checked, so producing the bytes later cannot fail.
+//!
+//! GGUF semantics the plan reproduces (convert_hf_to_gguf.py at llama.cpp 0c1e570):
+//! dims in ggml order (the reverse of PyTorch's); 1-D tensors and the MoE router in F32, as
+//! the converter writes them and kernels expect; Gemma norm weights as `1 + w`; per-expert
+//! matrices stacked into one 3-D tensor per layer and projection.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::dtype::Dtype;
+use super::error::SafetensorsError;
+use super::files::{RawTensor, SafetensorsFiles};
+use super::names::{ExpertPart, Slot, classify};
+use crate::ggml_type::GgmlType;
+use crate::model::{ModelConfig, TensorMeta};
+
+/// ggml tensors have at most this many dims.
+const GGML_MAX_DIMS: usize = 4;
+
+#[derive(Clone, Debug)]
+pub(super) enum Recipe {
+    /// The stored bytes, untouched.
+    Borrow(usize),
+    /// Widened to F32 with `shift` added to every element.
+    F32 { src: usize, shift: f32 },
+    /// Expert matrices, expert 0 first.
+    Stack(Vec<usize>),
+    /// Gate (first) or up (second) half of a fused gate_up tensor.
+    FusedHalf { src: usize, second: bool },
+    /// Computed when the model opened (little-endian bytes).
+    Computed(Vec<u8>),
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Planned {
+    pub meta: TensorMeta,
+    pub recipe: Recipe,
+    /// The Hugging Face tensor it came from (the first, for stacks), for error messages.
+    pub source: String,
+}
+
+pub(super) struct Plan {
+    pub tensors: HashMap<String, Planned>,
+    /// Stored tensors the model does not use.
+    pub unmapped: Vec<String>,
+}
+
+pub(super) fn plan(files: &SafetensorsFiles, cfg: &ModelConfig) -> Result<Plan, SafetensorsError> {
+    let mut out = Plan { tensors: HashMap::new(), unmapped: Vec::new() };
+    let n_expert = cfg.moe.as_ref().map(|m| m.n_expert);
+    // (layer, part) -> expert -> tensor id; sized by the tensors present, not by the config.
+    let mut experts: BTreeMap<(u32, ExpertPart), BTreeMap<u32, usize>> = BTreeMap::new();
+
+    for (id, t) in files.tensors().iter().enumerate() {
+        let slot = classify(&t.name, cfg.arch, cfg.n_layer);
+        match (slot, n_expert) {
+            (None, _) | (Some(Slot::Expert { .. } | Slot::FusedGateUp { .. }), None) => {
+                out.unmapped.push(t.name.clone());
+            }
+            (Some(Slot::Single { gguf, norm_shift }), _) => {
+                let planned = single(id, t, &gguf, norm_shift)?;
+                insert(&mut out.tensors, gguf, planned)?;
+            }
+            (Some(Slot::Expert { layer, part, expert }), Some(n)) => {
+                let e = u32::try_from(expert).ok().filter(|&e| e < n).ok_or_else(|| {
+                    SafetensorsError::ExpertOutOfRange { tensor: t.name.clone(), expert, n_expert: n }
+                })?;
+                if let Some(prev) = experts.entry((layer, part)).or_default().insert(e, id) {
+                    return Err(SafetensorsError::SameTarget {
+                        target: format!("expert {e} of {}", part.gguf_name(layer)),
+                        tensor: t.name.clone(),
+                        other: files.tensors()[prev].name.clone(),
+                    });
+                }
+            }
+            (Some(Slot::FusedGateUp { layer }), Some(n)) => {
+                for (part, second) in [(ExpertPart::Gate, false), (ExpertPart::Up, true)] {
+                    let planned = fused_half(id, t, n, second)?;
+                    insert(&mut out.tensors, part.gguf_name(layer), planned)?;
+                }
+            }
+        }
+    }
+
+    for ((layer, part), group) in experts {
+        let target = part.gguf_name(layer);
+        let n = n_expert.unwrap_or(0);
+        let planned = stack(files, &target, &group, n)?;
+        insert(&mut out.tensors, target, planned)?;
+    }
+    Ok(out)
+}
+
+fn insert(
+    map: &mut HashMap<String, Planned>,
+    gguf: String,
+    mut planned: Planned,
+) -> Result<(), SafetensorsError> {
+    planned.meta.name.clone_from(&gguf);
+    if let Some(prev) = map.get(&gguf) {
+        return Err(SafetensorsError::SameTarget {
+            target: gguf,
+            tensor: planned.source,
+            other: prev.source.clone(),
+        });
+    }
+    map.insert(gguf, planned);
+    Ok(())
+}
+
+fn ggml_type(t: &RawTensor) -> Result<GgmlType, SafetensorsError> {
+    t.dtype
+        .ggml_type()
+        .ok_or_else(|| SafetensorsError::UnsupportedDtype { tensor: t.name.clone(), dtype: t.dtype.name() })
+}
+
+fn ggml_dims(t: &RawTensor) -> Result<Vec<u64>, SafetensorsError> {
+    if t.shape.len() > GGML_MAX_DIMS {
+        return Err(bad_shape(t, "a ggml tensor (at most 4 dims)"));
+    }
+    let mut dims: Vec<u64> = t.shape.iter().rev().copied().collect();
+    if dims.is_empty() {
+        dims.push(1);
+    }
+    Ok(dims)
+}
+
+fn bad_shape(t: &RawTensor, expected: &'static str) -> SafetensorsError {
+    SafetensorsError::BadShape { tensor: t.name.clone(), shape: t.shape.clone(), expected }
+}
+
+fn single(id: usize, t: &RawTensor, gguf: &str, norm_shift: bool) -> Result<Planned, SafetensorsError> {
+    let ggml_type = ggml_type(t)?;
+    let dims = ggml_dims(t)?;
+    let wants_f32 = norm_shift || t.shape.len() <= 1 || gguf.ends_with(".ffn_gate_inp.weight");
+    let (ggml_type, recipe) = if !wants_f32 || (t.dtype == Dtype::F32 && !norm_shift) {
+        (ggml_type, Recipe::Borrow(id))
+    } else {
+        (GgmlType::F32, Recipe::F32 { src: id, shift: if norm_shift { 1.0 } else { 0.0 } })
+    };
+    Ok(Planned {
+        meta: TensorMeta { name: gguf.to_string(), ggml_type, dims },
+        recipe,
+        source: t.name.clone(),
+    })
+}
+
+fn fused_half(id: usize, t: &RawTensor, n_expert: u32, second: bool) -> Result<Planned, SafetensorsError> {
+    let ggml_type = ggml_type(t)?;
+    let [x, rows, cols] = t.shape[..] else {
+        return Err(bad_shape(t, "fused experts [n_expert, 2 * n_ff, n_embd]"));
+    };
+    if x != n_expert as u64 || rows % 2 != 0 {
+        return Err(bad_shape(t, "fused experts [n_expert, 2 * n_ff, n_embd]"));
+    }
+    let part = if second { "up" } else { "gate" };
+    let name = t.name.replace("gate_up_proj", &format!("{part} half of gate_up_proj"));
+    Ok(Planned {
+        meta: TensorMeta { name: String::new(), ggml_type, dims: vec![cols, rows / 2, x] },
+        recipe: Recipe::FusedHalf { src: id, second },
+        source: name,
+    })
+}
+
+fn stack(
+    files: &SafetensorsFiles,
+    target: &str,
+    group: &BTreeMap<u32, usize>,
+    n_expert: u32,
+) -> Result<Planned, SafetensorsError> {
+    let tensors = files.tensors();
+    // Every key is below n_expert, so a full group has exactly n_expert keys.
+    if group.len() != n_expert as usize {
+        let missing = (0..n_expert).find(|e| !group.contains_key(e)).unwrap_or(0);
+        // Name the missing tensor after a sibling that is there.
+        let tensor = group
+            .iter()
+            .next()
+            .map(|(e, &id)| {
+                tensors[id].name.replace(&format!(".experts.{e}."), &format!(".experts.{missing}."))
+            })
+            .unwrap_or_default();
+        return Err(SafetensorsError::MissingExpert { target: target.to_string(), expert: missing, tensor });
+    }
+    let ids: Vec<usize> = group.values().copied().collect();
+    let first = &tensors[ids[0]];
+    let ggml_type = ggml_type(first)?;
+    let [rows, cols] = first.shape[..] else {
+        return Err(bad_shape(first, "an expert matrix [rows, cols]"));
+    };
+    let describe = |t: &RawTensor| format!("{} {:?}", t.dtype, t.shape);
+    for &id in &ids[1..] {
+        let t = &tensors[id];
+        if t.dtype != first.dtype || t.shape != first.shape {
+            return Err(SafetensorsError::ExpertMismatch {
+                target: target.to_string(),
+                tensor: t.name.clone(),
+                found: describe(t),
+                expected: describe(first),
+            });
+        }
+    }
+    Ok(Planned {
+        meta: TensorMeta { name: target.to_string(), ggml_type, dims: vec![cols, rows, n_expert as u64] },
+        recipe: Recipe::Stack(ids),
+        source: first.name.clone(),
+    })
+}

@@ -1,0 +1,538 @@
+//! safetensors models through the public API: the tiny checkpoints under
+//! `tests/data/safetensors` (written by the reference `safetensors` package, with numpy-computed
+//! expectations of their GGUF view), models written here for the layouts those do not cover,
+//! `config.json` edge cases, and the malformed corpus.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use half::{bf16, f16};
+use serde_json::{Value, json};
+use wllm_loaders::model::{ExpertGating, FfnActivation, FfnWeights, RopeLayout};
+use wllm_loaders::safetensors::Dtype;
+use wllm_loaders::{
+    Arch, Error, GgmlType, ModelConfig, ModelError, ModelWeights, SafetensorsError, SafetensorsFiles,
+    SafetensorsModel, TensorSource,
+};
+
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data")
+}
+
+fn decode(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
+    match ty {
+        GgmlType::F32 => {
+            bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        }
+        GgmlType::F16 => bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        GgmlType::BF16 => bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        other => panic!("unexpected type {other}"),
+    }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-5 * (1.0 + a.abs().max(b.abs()))
+}
+
+/// Every GGUF tensor of the view against expected.json, and nothing more.
+fn check_against_expected(model: &SafetensorsModel, dir: &Path) {
+    let expected: Value = serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+    let expected = expected.as_object().unwrap();
+    let names: Vec<&str> = model.tensor_metas().iter().map(|m| m.name.as_str()).collect();
+    let mut want: Vec<&str> = expected.keys().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(names, want, "{}", dir.display());
+
+    for (name, exp) in expected {
+        let t = model.bytes(name).unwrap();
+        let ty = exp["type"].as_str().unwrap();
+        assert_eq!(t.meta.ggml_type.name(), ty, "{name}");
+        let dims: Vec<u64> = exp["dims"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect();
+        assert_eq!(t.meta.dims, dims, "{name}");
+        assert_eq!(t.bytes.len() as u64, t.meta.n_bytes(), "{name}");
+        let values = decode(t.meta.ggml_type, &t.bytes);
+        let sum: f64 = values.iter().map(|&v| v as f64).sum();
+        assert!(close(sum, exp["sum"].as_f64().unwrap()), "{name}: sum {sum} vs {}", exp["sum"]);
+        for s in exp["samples"].as_array().unwrap() {
+            let (i, v) = (s[0].as_u64().unwrap() as usize, s[1].as_f64().unwrap());
+            assert!(close(values[i] as f64, v), "{name}[{i}] = {} expected {v}", values[i]);
+        }
+        // GGUF semantics: every 1-D tensor is F32; big matrices stay borrowed from the map.
+        if t.meta.dims.len() == 1 {
+            assert_eq!(t.meta.ggml_type, GgmlType::F32, "{name}");
+        }
+        if name.ends_with("attn_q.weight") {
+            assert!(matches!(t.bytes, Cow::Borrowed(_)), "{name} was copied");
+        }
+    }
+}
+
+#[test]
+fn tiny_models_present_their_gguf_view() {
+    for name in ["tiny-llama", "tiny-qwen3moe", "tiny-gemma3"] {
+        let dir = data_dir().join("safetensors").join(name);
+        let model = SafetensorsModel::open(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let w = ModelWeights::resolve(model.config(), &model).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(w.layers.len(), model.config().n_layer as usize);
+        check_against_expected(&model, &dir);
+    }
+}
+
+#[test]
+fn sharded_llama() {
+    let dir = data_dir().join("safetensors/tiny-llama");
+    let model = SafetensorsModel::open(&dir).unwrap();
+    assert_eq!(model.files().shard_paths().count(), 2);
+    let c = model.config();
+    assert_eq!(c.arch, Arch::Llama);
+    assert_eq!(c.name.as_deref(), Some("tiny-llama"));
+    assert_eq!((c.n_layer, c.n_embd, c.n_head, c.n_head_kv, c.head_dim), (2, 32, 4, 2, 8));
+    assert_eq!((c.n_ff, c.n_vocab, c.context_length), (64, 64, 256));
+    assert_eq!(c.rope_layout, RopeLayout::Neox);
+    assert_eq!(c.rms_eps, 1e-5);
+    assert_eq!(c.rope_base, 10000.0);
+    assert_eq!(c.rope_freq_scale, 1.0);
+    assert_eq!(c.ffn_act, FfnActivation::Silu);
+    assert!(c.moe.is_none() && !c.has_qk_norm && !c.has_qkv_bias && !c.has_post_norms);
+    assert!((c.attn_scale - 1.0 / 8f32.sqrt()).abs() < 1e-7);
+    let w = ModelWeights::resolve(c, &model).unwrap();
+    assert!(w.output.is_some());
+    assert_eq!(model.meta("rope_freqs.weight").unwrap().dims, vec![4]);
+
+    // The raw layer: Hugging Face names, PyTorch shapes, and a shard opened on its own.
+    let q = model.files().view("model.layers.1.self_attn.q_proj.weight").unwrap();
+    assert_eq!((q.dtype, q.shape), (Dtype::F16, &[32u64, 32][..]));
+    assert_eq!(q.bytes.len(), 32 * 32 * 2);
+    let shard = SafetensorsFiles::open(dir.join("model-00002-of-00002.safetensors")).unwrap();
+    assert!(shard.tensor("lm_head.weight").is_some());
+    assert!(shard.tensor("model.embed_tokens.weight").is_none());
+    assert_eq!(shard.views().count(), shard.tensors().len());
+    let same = shard.view("model.layers.1.self_attn.q_proj.weight").unwrap();
+    assert_eq!(same.bytes, q.bytes);
+}
+
+#[test]
+fn qwen3moe_single_file_bf16() {
+    let dir = data_dir().join("safetensors/tiny-qwen3moe");
+    let model = SafetensorsModel::open(dir.join("model.safetensors")).unwrap();
+    let c = model.config();
+    assert_eq!(c.arch, Arch::Qwen3Moe);
+    assert_eq!(c.head_dim, 16);
+    assert!(c.has_qk_norm);
+    let moe = c.moe.as_ref().unwrap();
+    assert_eq!((moe.n_expert, moe.n_expert_used, moe.n_ff_expert), (4, 2, 16));
+    assert_eq!(moe.gating, ExpertGating::SoftmaxTopK { renormalize: true });
+    let w = ModelWeights::resolve(c, &model).unwrap();
+    assert!(w.output.is_none(), "tied embeddings");
+    let FfnWeights::Moe { gate_exps, router, .. } = &w.layers[1].ffn else { panic!("dense ffn") };
+    assert_eq!(gate_exps.dims, vec![32, 16, 4]);
+    assert_eq!(gate_exps.ggml_type, GgmlType::BF16);
+    assert_eq!(router.ggml_type, GgmlType::F32);
+
+    // Stacked bytes are the experts' bytes, expert 0 first.
+    let stacked = model.bytes("blk.1.ffn_down_exps.weight").unwrap();
+    let e2 = model.files().view("model.layers.1.mlp.experts.2.down_proj.weight").unwrap();
+    let n = e2.bytes.len();
+    assert_eq!(&stacked.bytes[2 * n..3 * n], e2.bytes);
+}
+
+#[test]
+fn gemma3_multimodal_config_and_norms() {
+    let dir = data_dir().join("safetensors/tiny-gemma3");
+    let model = SafetensorsModel::open(&dir).unwrap();
+    let c = model.config();
+    assert_eq!(c.arch, Arch::Gemma3);
+    assert_eq!((c.n_layer, c.n_head, c.n_head_kv, c.head_dim, c.n_vocab), (3, 2, 1, 16, 64));
+    assert_eq!(c.swa_layers, vec![true, true, false]);
+    assert_eq!(c.sliding_window, 8);
+    assert!((c.attn_scale - 1.0 / 24f32.sqrt()).abs() < 1e-7);
+    assert_eq!(c.rope_base, 1_000_000.0, "class default");
+    assert_eq!(c.rope_base_swa, 10_000.0);
+    assert_eq!(c.rope_freq_scale, 0.125);
+    assert_eq!(c.embed_scale, Some(32f32.sqrt()));
+    assert_eq!(c.rms_eps, 1e-6);
+    assert_eq!(c.ffn_act, FfnActivation::GeluTanh);
+    assert_eq!(c.final_logit_softcap, None);
+    assert!(c.has_post_norms && c.has_qk_norm);
+    assert_eq!(model.unmapped(), ["model.vision_tower.vision_model.post_layernorm.weight"]);
+
+    // GGUF stores 1 + w for every Gemma RMSNorm weight.
+    let raw = model.files().view("model.language_model.layers.2.pre_feedforward_layernorm.weight").unwrap();
+    let norm = model.bytes("blk.2.ffn_norm.weight").unwrap();
+    for (r, g) in decode(GgmlType::F32, raw.bytes).iter().zip(decode(GgmlType::F32, &norm.bytes)) {
+        assert_eq!(r + 1.0, g);
+    }
+}
+
+/// Writes a safetensors file the way the reference writer lays it out.
+fn write_st(path: &Path, tensors: &[(String, Dtype, Vec<u64>, Vec<u8>)]) {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, dtype, shape, bytes) in tensors {
+        let start = data.len();
+        data.extend_from_slice(bytes);
+        header.insert(
+            name.clone(),
+            json!({"dtype": dtype.name(), "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    let mut text = serde_json::to_vec(&header).unwrap();
+    // Padded with spaces so the data starts 8-byte aligned, as the reference writer does.
+    text.resize(text.len() + (8 - text.len() % 8) % 8, b' ');
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&data);
+    std::fs::write(path, out).unwrap();
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wllm-st-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `n` elements counting up from `start` (distinct, so misplaced bytes show).
+fn ramp(dtype: Dtype, n: u64, start: f32) -> Vec<u8> {
+    let v = (0..n).map(|i| start + i as f32 * 0.5);
+    match dtype {
+        Dtype::F16 => v.flat_map(|x| f16::from_f32(x).to_le_bytes()).collect(),
+        Dtype::BF16 => v.flat_map(|x| bf16::from_f32(x).to_le_bytes()).collect(),
+        _ => v.flat_map(|x| x.to_le_bytes()).collect(),
+    }
+}
+
+/// Attention and norm tensors of one layer in Hugging Face naming.
+fn attention(
+    il: u32,
+    e: u64,
+    hd: u64,
+    heads: u64,
+    kv: u64,
+    dtype: Dtype,
+) -> Vec<(String, Dtype, Vec<u64>, Vec<u8>)> {
+    let p = format!("model.layers.{il}.");
+    vec![
+        (format!("{p}input_layernorm.weight"), dtype, vec![e], ramp(dtype, e, 1.0)),
+        (format!("{p}post_attention_layernorm.weight"), dtype, vec![e], ramp(dtype, e, 2.0)),
+        (format!("{p}self_attn.q_proj.weight"), dtype, vec![heads * hd, e], ramp(dtype, heads * hd * e, 0.0)),
+        (format!("{p}self_attn.k_proj.weight"), dtype, vec![kv * hd, e], ramp(dtype, kv * hd * e, 0.0)),
+        (format!("{p}self_attn.v_proj.weight"), dtype, vec![kv * hd, e], ramp(dtype, kv * hd * e, 0.0)),
+        (format!("{p}self_attn.o_proj.weight"), dtype, vec![e, heads * hd], ramp(dtype, heads * hd * e, 0.0)),
+    ]
+}
+
+fn write_model(
+    dir: &Path,
+    config: Value,
+    tensors: Vec<(String, Dtype, Vec<u64>, Vec<u8>)>,
+) -> SafetensorsModel {
+    std::fs::write(dir.join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+    write_st(&dir.join("model.safetensors"), &tensors);
+    SafetensorsModel::open(dir).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn mixtral_experts_stack_w1_w3_w2() {
+    let dir = temp_dir("mixtral");
+    let (e, ff, x, v, dt) = (8u64, 12u64, 3u64, 16u64, Dtype::F16);
+    let mut t = vec![
+        ("model.embed_tokens.weight".to_string(), dt, vec![v, e], ramp(dt, v * e, 0.0)),
+        ("model.norm.weight".to_string(), dt, vec![e], ramp(dt, e, 1.0)),
+        ("lm_head.weight".to_string(), dt, vec![v, e], ramp(dt, v * e, 3.0)),
+        ("model.layers.0.block_sparse_moe.gate.weight".to_string(), dt, vec![x, e], ramp(dt, x * e, 0.0)),
+    ];
+    t.extend(attention(0, e, 4, 2, 1, dt));
+    for xi in 0..x {
+        for (w, shape) in [("w1", vec![ff, e]), ("w3", vec![ff, e]), ("w2", vec![e, ff])] {
+            let start = 100.0 * xi as f32
+                + if w == "w2" {
+                    50.0
+                } else if w == "w3" {
+                    25.0
+                } else {
+                    0.0
+                };
+            let name = format!("model.layers.0.block_sparse_moe.experts.{xi}.{w}.weight");
+            t.push((name, dt, shape, ramp(dt, ff * e, start)));
+        }
+    }
+    let config = json!({
+        "architectures": ["MixtralForCausalLM"], "hidden_size": e, "intermediate_size": ff,
+        "num_attention_heads": 2, "num_key_value_heads": 1, "num_hidden_layers": 1, "vocab_size": v,
+        "num_local_experts": x, "num_experts_per_tok": 2, "rms_norm_eps": 1e-5, "rope_theta": 1e6,
+        "sliding_window": null, "tie_word_embeddings": false
+    });
+    let model = write_model(&dir, config, t);
+    let c = model.config();
+    assert_eq!(c.arch, Arch::Llama);
+    assert_eq!(c.rope_layout, RopeLayout::Neox);
+    let moe = c.moe.as_ref().unwrap();
+    assert_eq!((moe.n_expert, moe.n_expert_used, moe.n_ff_expert), (3, 2, 12));
+    assert_eq!(moe.gating, ExpertGating::SoftmaxTopK { renormalize: true });
+    ModelWeights::resolve(c, &model).unwrap();
+
+    for (gguf, start) in [("ffn_gate_exps", 0.0), ("ffn_up_exps", 25.0), ("ffn_down_exps", 50.0)] {
+        let s = model.bytes(&format!("blk.0.{gguf}.weight")).unwrap();
+        assert_eq!(s.meta.ggml_type, GgmlType::F16);
+        let vals = decode(GgmlType::F16, &s.bytes);
+        let per = (ff * e) as usize;
+        for xi in 0..x as usize {
+            assert_eq!(vals[xi * per], 100.0 * xi as f32 + start, "{gguf} expert {xi}");
+        }
+    }
+    let router = model.bytes("blk.0.ffn_gate_inp.weight").unwrap();
+    assert_eq!((router.meta.ggml_type, router.meta.dims.clone()), (GgmlType::F32, vec![e, x]));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn qwen2_biases_widen_to_f32() {
+    let dir = temp_dir("qwen2");
+    let (e, ff, v, dt) = (8u64, 16u64, 16u64, Dtype::BF16);
+    let mut t = vec![
+        ("model.embed_tokens.weight".to_string(), dt, vec![v, e], ramp(dt, v * e, 0.0)),
+        ("model.norm.weight".to_string(), dt, vec![e], ramp(dt, e, 1.0)),
+        ("model.layers.0.self_attn.q_proj.bias".to_string(), dt, vec![8], ramp(dt, 8, 0.5)),
+        ("model.layers.0.self_attn.k_proj.bias".to_string(), dt, vec![4], ramp(dt, 4, 0.5)),
+        ("model.layers.0.self_attn.v_proj.bias".to_string(), dt, vec![4], ramp(dt, 4, 0.5)),
+        ("model.layers.0.mlp.gate_proj.weight".to_string(), dt, vec![ff, e], ramp(dt, ff * e, 0.0)),
+        ("model.layers.0.mlp.up_proj.weight".to_string(), dt, vec![ff, e], ramp(dt, ff * e, 0.0)),
+        ("model.layers.0.mlp.down_proj.weight".to_string(), dt, vec![e, ff], ramp(dt, ff * e, 0.0)),
+        (
+            "model.layers.0.self_attn.rotary_emb.inv_freq".to_string(),
+            Dtype::F32,
+            vec![2],
+            ramp(Dtype::F32, 2, 0.0),
+        ),
+    ];
+    t.extend(attention(0, e, 4, 2, 1, dt));
+    let config = json!({
+        "architectures": ["Qwen2ForCausalLM"], "hidden_size": e, "intermediate_size": ff,
+        "num_attention_heads": 2, "num_key_value_heads": 1, "num_hidden_layers": 1, "vocab_size": v,
+        "rms_norm_eps": 1e-6, "rope_theta": 1e6, "tie_word_embeddings": true, "use_sliding_window": false
+    });
+    let model = write_model(&dir, config, t);
+    assert!(model.config().has_qkv_bias);
+    let w = ModelWeights::resolve(model.config(), &model).unwrap();
+    assert_eq!(w.layers[0].attn_k_bias.as_ref().unwrap().ggml_type, GgmlType::F32);
+    let b = model.bytes("blk.0.attn_q.bias").unwrap();
+    assert_eq!(decode(GgmlType::F32, &b.bytes), vec![0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]);
+    assert_eq!(model.unmapped(), ["model.layers.0.self_attn.rotary_emb.inv_freq"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn fused_experts_split_into_gate_and_up() {
+    let dir = temp_dir("fused");
+    let (e, ff, x, v, dt) = (8u64, 4u64, 2u64, 16u64, Dtype::F32);
+    let mut t = vec![
+        ("model.embed_tokens.weight".to_string(), dt, vec![v, e], ramp(dt, v * e, 0.0)),
+        ("model.norm.weight".to_string(), dt, vec![e], ramp(dt, e, 1.0)),
+        ("model.layers.0.self_attn.q_norm.weight".to_string(), dt, vec![4], ramp(dt, 4, 1.0)),
+        ("model.layers.0.self_attn.k_norm.weight".to_string(), dt, vec![4], ramp(dt, 4, 1.0)),
+        ("model.layers.0.mlp.gate.weight".to_string(), dt, vec![x, e], ramp(dt, x * e, 0.0)),
+        (
+            "model.layers.0.mlp.experts.gate_up_proj".to_string(),
+            dt,
+            vec![x, 2 * ff, e],
+            ramp(dt, x * 2 * ff * e, 0.0),
+        ),
+        ("model.layers.0.mlp.experts.down_proj".to_string(), dt, vec![x, e, ff], ramp(dt, x * ff * e, 0.0)),
+    ];
+    t.extend(attention(0, e, 4, 2, 1, dt));
+    let config = json!({
+        "architectures": ["Qwen3MoeForCausalLM"], "hidden_size": e, "num_attention_heads": 2,
+        "num_key_value_heads": 1, "head_dim": 4, "num_hidden_layers": 1, "vocab_size": v, "num_experts": x,
+        "num_experts_per_tok": 1, "moe_intermediate_size": ff,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 5e5}
+    });
+    let model = write_model(&dir, config, t);
+    let c = model.config();
+    assert_eq!(c.rope_base, 5e5);
+    assert_eq!(c.moe.as_ref().unwrap().gating, ExpertGating::SoftmaxTopK { renormalize: false });
+    ModelWeights::resolve(c, &model).unwrap();
+    let block = (ff * e) as usize; // one expert's gate (or up) elements
+    let gate = decode(GgmlType::F32, &model.bytes("blk.0.ffn_gate_exps.weight").unwrap().bytes);
+    let up = decode(GgmlType::F32, &model.bytes("blk.0.ffn_up_exps.weight").unwrap().bytes);
+    // Element i of the fused tensor is 0.5 * i; expert 1 starts at 2 * block.
+    assert_eq!((gate[0], up[0]), (0.0, 0.5 * block as f32));
+    assert_eq!((gate[block], up[block]), (0.5 * (2 * block) as f32, 0.5 * (3 * block) as f32));
+    let down = model.bytes("blk.0.ffn_down_exps.weight").unwrap();
+    assert!(matches!(down.bytes, Cow::Borrowed(_)));
+    assert_eq!(down.meta.dims, vec![ff, e, x]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn base_llama() -> Value {
+    json!({
+        "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+        "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 100
+    })
+}
+
+fn with(mut v: Value, key: &str, value: Value) -> Value {
+    v[key] = value;
+    v
+}
+
+#[test]
+fn hf_config_fields_and_defaults() {
+    let c = ModelConfig::from_hf_config(&base_llama()).unwrap();
+    assert_eq!((c.n_head_kv, c.head_dim, c.rope_dim, c.context_length), (4, 16, 16, 2048));
+    assert_eq!((c.rms_eps, c.rope_base), (1e-6, 10000.0));
+    assert_eq!(c.swa_layers, vec![false, false]);
+
+    // Mistral writes "head_dim": null; model_type works without "architectures".
+    let mut m = with(base_llama(), "head_dim", Value::Null);
+    m.as_object_mut().unwrap().remove("architectures");
+    m["model_type"] = json!("mistral");
+    assert_eq!(ModelConfig::from_hf_config(&m).unwrap().head_dim, 16);
+
+    let linear = with(base_llama(), "rope_scaling", json!({"type": "linear", "factor": 4.0}));
+    assert_eq!(ModelConfig::from_hf_config(&linear).unwrap().rope_freq_scale, 0.25);
+
+    let gemma = json!({
+        "architectures": ["Gemma3ForCausalLM"], "num_hidden_layers": 4, "sliding_window": 512,
+        "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+        "final_logit_softcapping": 30.0,
+        "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 2e6},
+                            "sliding_attention": {"rope_type": "default", "rope_theta": 5e3}}
+    });
+    let g = ModelConfig::from_hf_config(&gemma).unwrap();
+    assert_eq!(g.swa_layers, vec![true, false, true, false]);
+    assert_eq!((g.sliding_window, g.rope_base, g.rope_base_swa), (512, 2e6, 5e3));
+    assert_eq!(g.final_logit_softcap, Some(30.0));
+    // Gemma3TextConfig defaults fill the rest.
+    assert_eq!((g.n_embd, g.n_head, g.n_head_kv, g.head_dim, g.n_vocab), (2304, 8, 4, 256, 262_208));
+    assert!((g.attn_scale - 1.0 / 16.0).abs() < 1e-7);
+}
+
+#[test]
+fn hf_config_errors_name_the_key() {
+    let err = |v: Value| ModelConfig::from_hf_config(&v).unwrap_err();
+    let msg = |v: Value| err(v).to_string();
+
+    assert!(matches!(
+        err(with(base_llama(), "architectures", json!(["BertModel"]))),
+        ModelError::UnknownArchitecture(_)
+    ));
+    assert!(msg(json!({"hidden_size": 8})).contains("architectures"));
+    assert!(msg(json!([])).contains("not an object"));
+    let no_heads = base_llama().as_object().unwrap().clone();
+    let mut no_heads = Value::Object(no_heads);
+    no_heads.as_object_mut().unwrap().remove("num_attention_heads");
+    assert!(msg(no_heads).contains("num_attention_heads"));
+    assert!(msg(with(base_llama(), "num_attention_heads", json!(0))).contains("at least one head"));
+    assert!(msg(with(base_llama(), "num_key_value_heads", json!(3))).contains("multiple"));
+    assert!(msg(with(base_llama(), "hidden_size", json!(-64))).contains("hidden_size"));
+    assert!(msg(with(base_llama(), "head_dim", json!(7))).contains("even"));
+    assert!(msg(with(base_llama(), "vocab_size", json!(1e30))).contains("vocab_size"));
+    assert!(matches!(
+        err(with(base_llama(), "rope_scaling", json!({"rope_type": "yarn", "factor": 4.0}))),
+        ModelError::Unsupported(_)
+    ));
+    assert!(matches!(err(with(base_llama(), "attention_bias", json!(true))), ModelError::Unsupported(_)));
+    assert!(matches!(err(with(base_llama(), "hidden_act", json!("relu"))), ModelError::Unsupported(_)));
+
+    let moe = json!({
+        "architectures": ["Qwen3MoeForCausalLM"], "hidden_size": 64, "num_attention_heads": 4,
+        "num_hidden_layers": 2, "vocab_size": 100, "num_experts": 8, "num_experts_per_tok": 2,
+        "moe_intermediate_size": 32
+    });
+    assert!(ModelConfig::from_hf_config(&moe).is_ok());
+    assert!(matches!(err(with(moe.clone(), "mlp_only_layers", json!([0]))), ModelError::Unsupported(_)));
+    assert!(msg(with(moe.clone(), "num_experts_per_tok", json!(9))).contains("num_experts_per_tok"));
+    assert!(msg(with(moe, "num_experts", json!(1_000_000))).contains("num_experts"));
+
+    let gemma = json!({"architectures": ["Gemma3ForCausalLM"], "num_hidden_layers": 2, "layer_types": ["full_attention"]});
+    assert!(msg(gemma).contains("layer_types"));
+}
+
+#[derive(serde::Deserialize)]
+struct Manifest {
+    cases: Vec<Case>,
+}
+
+#[derive(serde::Deserialize)]
+struct Case {
+    path: String,
+    open: String,
+    expect: String,
+    description: String,
+}
+
+#[test]
+fn malformed_corpus_fails_with_the_expected_error() {
+    let root = data_dir().join("malformed/safetensors");
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(root.join("MANIFEST.json")).unwrap()).unwrap();
+    assert!(manifest.cases.len() >= 10);
+    for case in &manifest.cases {
+        let path = root.join(&case.path);
+        let start = Instant::now();
+        let result = match case.open.as_str() {
+            "files" => SafetensorsFiles::open(&path).map(|_| ()),
+            "model" => SafetensorsModel::open(&path).map(|_| ()),
+            other => panic!("{}: unknown open mode {other}", case.path),
+        };
+        let elapsed = start.elapsed();
+        let err = match result {
+            Ok(()) => panic!("{} ({}) opened without error", case.path, case.description),
+            Err(e) => e,
+        };
+        let Error::Safetensors { path: at, source } = &err else {
+            panic!("{}: expected a safetensors error, got {err:?}", case.path);
+        };
+        let kind = format!("{source:?}");
+        assert!(
+            kind.starts_with(&case.expect),
+            "{} ({}): expected {}, got {kind}",
+            case.path,
+            case.description,
+            case.expect
+        );
+        assert!(at.starts_with(&root), "{}: error names {}", case.path, at.display());
+        assert!(err.to_string().len() > at.as_os_str().len() + 10, "{}: terse message {err}", case.path);
+        assert!(elapsed < Duration::from_secs(1), "{} took {elapsed:?}", case.path);
+    }
+}
+
+#[test]
+fn in_memory_images_parse_and_fail_alike() {
+    let mut ok = b"{\"a\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[0,4]}}".to_vec();
+    let mut file = (ok.len() as u64).to_le_bytes().to_vec();
+    file.append(&mut ok);
+    file.extend_from_slice(&[1, 2, 3, 4]);
+    let f = SafetensorsFiles::from_bytes(file.clone()).unwrap();
+    assert_eq!(f.view("a").unwrap().bytes, &[1, 2, 3, 4]);
+    file.pop();
+    assert!(matches!(SafetensorsFiles::from_bytes(file), Err(SafetensorsError::OutOfBounds { .. })));
+}
+
+/// Byte flips and truncations of a real shard: every outcome is Ok or a typed error, never a
+/// panic (a cheap stand-in for fuzzing that runs in every test pass).
+#[test]
+fn mutated_shards_never_panic() {
+    let shard =
+        std::fs::read(data_dir().join("safetensors/tiny-llama/model-00001-of-00002.safetensors")).unwrap();
+    let header_end = 8 + u64::from_le_bytes(shard[..8].try_into().unwrap()) as usize;
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for i in 0..3000 {
+        let mut bytes = shard.clone();
+        // Mostly the header: that is where the parser looks.
+        let at = (next() as usize) % if i % 4 == 0 { bytes.len() } else { header_end };
+        bytes[at] = next() as u8;
+        if i % 3 == 0 {
+            bytes.truncate((next() as usize) % bytes.len());
+        }
+        let _ = SafetensorsFiles::from_bytes(bytes);
+    }
+}
