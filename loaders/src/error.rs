@@ -2,8 +2,8 @@ use std::path::{Path, PathBuf};
 
 use crate::gguf::GgufError;
 use crate::model::ModelError;
-use crate::safetensors::SafetensorsError;
 use crate::quant::QuantError;
+use crate::safetensors::SafetensorsError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

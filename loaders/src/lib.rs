@@ -5,12 +5,12 @@ pub mod error;
 pub mod ggml_type;
 pub mod gguf;
 pub mod model;
-pub mod safetensors;
 pub mod quant;
+pub mod safetensors;
 
 pub use error::{Error, Result};
 pub use ggml_type::GgmlType;
 pub use gguf::{GgufError, GgufFile, TensorInfo};
 pub use model::{Arch, ModelConfig, ModelError, ModelWeights, TensorSource};
-pub use safetensors::{SafetensorsError, SafetensorsFiles, SafetensorsModel};
 pub use quant::QuantError;
+pub use safetensors::{SafetensorsError, SafetensorsFiles, SafetensorsModel};
