@@ -1,1 +1,14 @@
-//! The wgpu engine of wllm.
+//! The wgpu engine of wllm: device selection, WGSL kernels as typed ops, the transformer, and
+//! sampling.
+
+pub mod device;
+pub mod error;
+pub mod model;
+pub mod ops;
+pub mod pipeline;
+pub mod shader;
+pub mod tensor;
+
+pub use device::{Backend, Caps, DeviceOptions, Gpu};
+pub use error::{EngineError, Result};
+pub use model::{Context, ContextOptions, GpuModel, Logits};

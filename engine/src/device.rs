@@ -1,0 +1,254 @@
+//! Adapter choice, device creation with the adapter's real limits, and the optional features
+//! the kernels can use.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::{EngineError, Result};
+use crate::pipeline::PipelineCache;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Backend {
+    Vulkan,
+    Metal,
+    Dx12,
+    Gl,
+}
+
+impl Backend {
+    pub fn parse(s: &str) -> Result<Backend> {
+        match s.to_ascii_lowercase().as_str() {
+            "vulkan" | "vk" => Ok(Backend::Vulkan),
+            "metal" | "mtl" => Ok(Backend::Metal),
+            "dx12" | "d3d12" => Ok(Backend::Dx12),
+            "gl" | "gles" | "opengl" => Ok(Backend::Gl),
+            _ => Err(EngineError::UnknownBackend(s.to_string())),
+        }
+    }
+    fn wgpu(self) -> wgpu::Backends {
+        match self {
+            Backend::Vulkan => wgpu::Backends::VULKAN,
+            Backend::Metal => wgpu::Backends::METAL,
+            Backend::Dx12 => wgpu::Backends::DX12,
+            Backend::Gl => wgpu::Backends::GL,
+        }
+    }
+    fn from_wgpu(b: wgpu::Backend) -> Option<Backend> {
+        match b {
+            wgpu::Backend::Vulkan => Some(Backend::Vulkan),
+            wgpu::Backend::Metal => Some(Backend::Metal),
+            wgpu::Backend::Dx12 => Some(Backend::Dx12),
+            wgpu::Backend::Gl => Some(Backend::Gl),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Vulkan => "vulkan",
+            Backend::Metal => "metal",
+            Backend::Dx12 => "dx12",
+            Backend::Gl => "gl",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How to pick and open a device.
+#[derive(Clone, Debug, Default)]
+pub struct DeviceOptions {
+    /// Restrict to one backend; `None` reads `WLLM_BACKEND`, then tries all.
+    pub backend: Option<Backend>,
+    /// Pretend these optional features are absent (tests exercise the fallback paths).
+    pub disable_f16: bool,
+    pub disable_subgroups: bool,
+    pub disable_timestamps: bool,
+}
+
+/// Optional capabilities the kernels branch on.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Caps {
+    pub f16: bool,
+    pub subgroups: bool,
+    /// The subgroup size when the adapter guarantees a single one (min == max).
+    pub fixed_subgroup_size: Option<u32>,
+    pub timestamps: bool,
+    pub timestamps_in_passes: bool,
+    /// Integrated and CPU adapters share memory with the host.
+    pub unified_memory: bool,
+    pub mappable_primary_buffers: bool,
+}
+
+/// The GPU the engine runs on, with its pipeline cache.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub caps: Caps,
+    pub pipelines: PipelineCache,
+}
+
+impl fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gpu").field("adapter", &self.info.name).field("caps", &self.caps).finish()
+    }
+}
+
+fn type_rank(t: wgpu::DeviceType) -> u32 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+fn backend_rank(b: wgpu::Backend) -> u32 {
+    // GL lacks storage-buffer features we rely on in places; it is the last resort.
+    match b {
+        wgpu::Backend::Gl => 1,
+        _ => 0,
+    }
+}
+
+impl Gpu {
+    /// Picks an adapter (discrete, then integrated, then virtual, then software) and opens it.
+    pub fn new(opts: &DeviceOptions) -> Result<Arc<Gpu>> {
+        let backend = match opts.backend {
+            Some(b) => Some(b),
+            None => match std::env::var("WLLM_BACKEND") {
+                Ok(s) if !s.is_empty() => Some(Backend::parse(&s)?),
+                _ => None,
+            },
+        };
+        // GL is only a fallback: probing it (EGL) is slow and noisy where no display exists.
+        let tries = match backend {
+            Some(b) => vec![b.wgpu()],
+            None => vec![wgpu::Backends::PRIMARY, wgpu::Backends::GL],
+        };
+        let mut adapters = Vec::new();
+        for backends in tries {
+            let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+                backends,
+                ..wgpu::InstanceDescriptor::new_without_display_handle()
+            });
+            adapters = pollster::block_on(instance.enumerate_adapters(backends));
+            adapters.retain(|a| Backend::from_wgpu(a.get_info().backend).is_some());
+            if !adapters.is_empty() {
+                break;
+            }
+        }
+        adapters.sort_by_key(|a| {
+            let i = a.get_info();
+            (type_rank(i.device_type), backend_rank(i.backend))
+        });
+        let Some(adapter) = adapters.into_iter().next() else {
+            let which = backend.map(|b| format!(" for backend {b}")).unwrap_or_default();
+            return Err(EngineError::NoAdapter(format!(
+                "{which}: install a Vulkan, Metal or DX12 driver (on Linux without a GPU, Mesa's lavapipe: mesa-vulkan-drivers)"
+            )));
+        };
+        Self::open(adapter, opts)
+    }
+
+    fn open(adapter: wgpu::Adapter, opts: &DeviceOptions) -> Result<Arc<Gpu>> {
+        let info = adapter.get_info();
+        let available = adapter.features();
+        let mut wanted = wgpu::Features::empty();
+        if !opts.disable_f16 {
+            wanted |= wgpu::Features::SHADER_F16;
+        }
+        if !opts.disable_subgroups {
+            wanted |= wgpu::Features::SUBGROUP;
+        }
+        if !opts.disable_timestamps {
+            wanted |= wgpu::Features::TIMESTAMP_QUERY
+                | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
+                | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        }
+        let unified = matches!(info.device_type, wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::Cpu);
+        if unified {
+            // Lets weights be written into device buffers straight from the memory map.
+            wanted |= wgpu::Features::MAPPABLE_PRIMARY_BUFFERS;
+        }
+        let features = available & wanted;
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("wllm"),
+            required_features: features,
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| EngineError::RequestDevice { adapter: info.name.clone(), message: e.to_string() })?;
+        let caps = Caps {
+            f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            fixed_subgroup_size: (info.subgroup_min_size == info.subgroup_max_size
+                && info.subgroup_min_size > 0)
+                .then_some(info.subgroup_min_size),
+            timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            timestamps_in_passes: features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
+            unified_memory: unified,
+            mappable_primary_buffers: features.contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
+        };
+        Ok(Arc::new(Gpu { device, queue, info, limits, caps, pipelines: PipelineCache::default() }))
+    }
+
+    /// Runs on a device the host application created (a game's renderer, say). The engine uses
+    /// only the features and limits that device was created with.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Arc<Gpu> {
+        let features = device.features();
+        let limits = device.limits();
+        let caps = Caps {
+            f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            fixed_subgroup_size: (info.subgroup_min_size == info.subgroup_max_size
+                && info.subgroup_min_size > 0)
+                .then_some(info.subgroup_min_size),
+            timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            timestamps_in_passes: features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
+            unified_memory: matches!(
+                info.device_type,
+                wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::Cpu
+            ),
+            mappable_primary_buffers: features.contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
+        };
+        Arc::new(Gpu { device, queue, info, limits, caps, pipelines: PipelineCache::default() })
+    }
+
+    pub fn backend(&self) -> Backend {
+        Backend::from_wgpu(self.info.backend).unwrap_or(Backend::Vulkan)
+    }
+
+    pub fn adapter_name(&self) -> &str {
+        &self.info.name
+    }
+
+    pub fn device_type(&self) -> &'static str {
+        match self.info.device_type {
+            wgpu::DeviceType::DiscreteGpu => "discrete GPU",
+            wgpu::DeviceType::IntegratedGpu => "integrated GPU",
+            wgpu::DeviceType::VirtualGpu => "virtual GPU",
+            wgpu::DeviceType::Cpu => "software (CPU) adapter",
+            wgpu::DeviceType::Other => "other adapter",
+        }
+    }
+
+    /// Largest byte range one storage binding may cover, rounded down to 256 bytes.
+    pub fn max_binding(&self) -> u64 {
+        let b = (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size);
+        b & !255
+    }
+
+    /// Blocks until all submitted work is done.
+    pub fn wait(&self) -> Result<()> {
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| EngineError::gpu("poll", e))?;
+        Ok(())
+    }
+}

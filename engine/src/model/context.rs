@@ -1,0 +1,295 @@
+//! A context: one sequence's KV cache, scratch buffers and prebuilt step graph on top of a
+//! shared model. Each step is recorded into one command encoder and one compute pass and
+//! submitted once; only the sampled token (or the logits asked for) is read back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::GpuModel;
+use super::graph::{self, Graph};
+use crate::error::{EngineError, Result};
+use crate::ops::rope::rope_table;
+
+#[derive(Clone, Debug)]
+pub struct ContextOptions {
+    /// Maximum number of positions (prompt + generated).
+    pub n_ctx: u32,
+    /// Largest batch of prompt tokens processed in one step.
+    pub n_batch: u32,
+}
+
+impl Default for ContextOptions {
+    fn default() -> Self {
+        ContextOptions { n_ctx: 4096, n_batch: 256 }
+    }
+}
+
+/// Which logits a step returns.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Logits {
+    None,
+    /// The last position of the batch.
+    Last,
+    /// Every position of the batch.
+    All,
+}
+
+pub(crate) struct Buffers {
+    pub n_ctx: u32,
+    pub n_batch: u32,
+    /// Rows the logits buffer holds; batches that want every row's logits are cut to this.
+    pub logit_rows: u32,
+    pub kv_f16: bool,
+    pub tokens: wgpu::Buffer,
+    pub step: wgpu::Buffer,
+    pub x: wgpu::Buffer,
+    pub h: wgpu::Buffer,
+    pub qkv: wgpu::Buffer,
+    pub attn: wgpu::Buffer,
+    pub g: wgpu::Buffer,
+    pub u: wgpu::Buffer,
+    pub a: wgpu::Buffer,
+    pub logits: wgpu::Buffer,
+    pub k_cache: Vec<wgpu::Buffer>,
+    pub v_cache: Vec<wgpu::Buffer>,
+    /// RoPE (cos, sin) tables: [0] global layers, [1] sliding-window layers.
+    pub rope_tables: Vec<wgpu::Buffer>,
+    pub read_tokens: wgpu::Buffer,
+    pub read_logits: wgpu::Buffer,
+}
+
+/// Wall-clock time spent in steps, split by kind.
+#[derive(Copy, Clone, Debug, Default)]
+pub struct StepTimings {
+    pub prompt_tokens: u64,
+    pub prompt_time: Duration,
+    pub decode_tokens: u64,
+    pub decode_time: Duration,
+}
+
+pub struct Context {
+    model: Arc<GpuModel>,
+    bufs: Buffers,
+    graph: Graph,
+    n_past: u32,
+    pub timings: StepTimings,
+}
+
+/// What a step produced.
+#[derive(Clone, Debug, Default)]
+pub struct StepOutput {
+    /// Row-major logits of the rows asked for.
+    pub logits: Vec<f32>,
+    /// argmax of the last row, when asked for.
+    pub token: Option<u32>,
+}
+
+impl Context {
+    pub fn new(model: Arc<GpuModel>, opts: &ContextOptions) -> Result<Context> {
+        let gpu = &model.gpu;
+        let c = &model.cfg;
+        if opts.n_ctx == 0 || opts.n_batch == 0 {
+            return Err(EngineError::InvalidArgument("context and batch sizes must be positive".into()));
+        }
+        let n_ctx = opts.n_ctx;
+        let n_batch = opts.n_batch.min(n_ctx);
+        let kv_f16 = gpu.caps.f16;
+        let f = 4u64;
+        let nb = n_batch as u64;
+        let e = c.n_embd as u64;
+        let qkv = (c.n_embd_q() + c.n_embd_k() + c.n_embd_v()) as u64;
+        let n_ff = c.n_ff.max(c.moe.as_ref().map(|m| m.n_ff_expert).unwrap_or(0)) as u64;
+        // Logits for every row of a full batch, but no more than 64 MiB at once.
+        let vocab_bytes = c.n_vocab as u64 * f;
+        let logit_rows = nb.min((64u64 << 20) / vocab_bytes).max(1);
+        let kv_elem = if kv_f16 { 2 } else { 4 };
+        let k_bytes = c.n_head_kv as u64 * n_ctx as u64 * c.head_dim as u64 * kv_elem;
+        let v_bytes = c.n_head_kv as u64 * n_ctx as u64 * c.head_dim_v as u64 * kv_elem;
+        if k_bytes.max(v_bytes) > gpu.max_binding() {
+            return Err(EngineError::Unsupported(format!(
+                "a context of {n_ctx} needs {} MiB per layer of KV cache, more than one {} MiB binding on this adapter; use a smaller --ctx",
+                k_bytes.max(v_bytes) >> 20,
+                gpu.max_binding() >> 20
+            )));
+        }
+        let tables = {
+            let mut t = vec![rope_table(n_ctx, c.rope_dim, c.rope_base, c.rope_freq_scale)];
+            if c.swa_layers.iter().any(|s| *s) {
+                t.push(rope_table(n_ctx, c.rope_dim, c.rope_base_swa, c.rope_freq_scale));
+            } else {
+                t.push(t[0].clone());
+            }
+            t.iter().map(|v| gpu.storage_init("rope.table", bytemuck::cast_slice(v))).collect()
+        };
+        let bufs = Buffers {
+            n_ctx,
+            n_batch,
+            logit_rows: logit_rows as u32,
+            kv_f16,
+            tokens: gpu.storage("tokens", nb * 4),
+            step: gpu.uniform("step", &[0u32; 4]),
+            x: gpu.storage("x", nb * e * f),
+            h: gpu.storage("h", nb * e * f),
+            qkv: gpu.storage("qkv", nb * qkv * f),
+            attn: gpu.storage("attn", nb * (c.n_head * c.head_dim_v) as u64 * f),
+            g: gpu.storage("ffn.gate", nb * n_ff * f),
+            u: gpu.storage("ffn.up", nb * n_ff * f),
+            a: gpu.storage("block_out", nb * e * f),
+            logits: gpu.storage("logits", logit_rows * vocab_bytes),
+            k_cache: (0..c.n_layer).map(|_| gpu.storage("k_cache", k_bytes)).collect(),
+            v_cache: (0..c.n_layer).map(|_| gpu.storage("v_cache", v_bytes)).collect(),
+            rope_tables: tables,
+            read_tokens: gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("read.tokens"),
+                size: 16,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            read_logits: gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("read.logits"),
+                size: logit_rows * vocab_bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+        };
+        let graph = graph::build(&model, &bufs)?;
+        Ok(Context { model, bufs, graph, n_past: 0, timings: StepTimings::default() })
+    }
+
+    pub fn model(&self) -> &Arc<GpuModel> {
+        &self.model
+    }
+    pub fn n_past(&self) -> u32 {
+        self.n_past
+    }
+    pub fn n_ctx(&self) -> u32 {
+        self.bufs.n_ctx
+    }
+    /// Forgets the sequence (the KV cache is simply overwritten from position 0).
+    pub fn clear(&mut self) {
+        self.n_past = 0;
+    }
+    /// Drops positions from `n` on, so the next step continues from position `n`.
+    pub fn truncate(&mut self, n: u32) {
+        self.n_past = self.n_past.min(n);
+    }
+
+    /// Feeds `tokens` at the current position. Returns the logits asked for (of the last
+    /// batch only for `Logits::Last`) and, if `argmax`, the greedy next token.
+    pub fn eval(&mut self, tokens: &[u32], logits: Logits, argmax: bool) -> Result<StepOutput> {
+        if tokens.is_empty() {
+            return Err(EngineError::InvalidArgument("no tokens to evaluate".into()));
+        }
+        let n_vocab = self.model.cfg.n_vocab;
+        if let Some(bad) = tokens.iter().find(|&&t| t >= n_vocab) {
+            return Err(EngineError::InvalidArgument(format!("token id {bad} is outside the vocabulary of {n_vocab}")));
+        }
+        let total = self.n_past as usize + tokens.len();
+        if total > self.bufs.n_ctx as usize {
+            return Err(EngineError::ContextOverflow { n_tokens: total, n_ctx: self.bufs.n_ctx as usize });
+        }
+        let mut out = StepOutput::default();
+        let chunk = if logits == Logits::All { self.bufs.logit_rows } else { self.bufs.n_batch } as usize;
+        let n_chunks = tokens.len().div_ceil(chunk);
+        for (i, part) in tokens.chunks(chunk).enumerate() {
+            let last = i + 1 == n_chunks;
+            let want = match logits {
+                Logits::All => Logits::All,
+                Logits::Last if last => Logits::Last,
+                _ => Logits::None,
+            };
+            let r = self.step(part, want, argmax && last)?;
+            out.logits.extend_from_slice(&r.logits);
+            out.token = r.token;
+        }
+        Ok(out)
+    }
+
+    fn step(&mut self, tokens: &[u32], logits: Logits, argmax: bool) -> Result<StepOutput> {
+        let start = Instant::now();
+        let gpu = self.model.gpu.clone();
+        let n = tokens.len() as u32;
+        let n_vocab = self.model.cfg.n_vocab as u64;
+        gpu.queue.write_buffer(&self.bufs.tokens, 0, bytemuck::cast_slice(tokens));
+        gpu.queue.write_buffer(&self.bufs.step, 0, bytemuck::cast_slice(&[self.n_past, n, 0, 0]));
+        let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("step"), timestamp_writes: None });
+            let body = if n == 1 { &self.graph.body_decode } else { &self.graph.body_prefill };
+            for op in body {
+                op.record(&mut pass, n);
+            }
+            let head = match logits {
+                Logits::All => Some(&self.graph.head_all),
+                Logits::Last => Some(&self.graph.head_last),
+                Logits::None if argmax => Some(&self.graph.head_last),
+                Logits::None => None,
+            };
+            if let Some(head) = head {
+                for op in head {
+                    op.record(&mut pass, n);
+                }
+            }
+            if argmax {
+                if logits == Logits::All {
+                    return Err(EngineError::InvalidArgument("argmax with all-row logits".into()));
+                }
+                for op in &self.graph.argmax.ops {
+                    op.record(&mut pass, n);
+                }
+            }
+        }
+        let logit_bytes = match logits {
+            Logits::None => 0,
+            Logits::Last => n_vocab * 4,
+            Logits::All => n as u64 * n_vocab * 4,
+        };
+        if logit_bytes > 0 {
+            enc.copy_buffer_to_buffer(&self.bufs.logits, 0, &self.bufs.read_logits, 0, logit_bytes);
+        }
+        if argmax {
+            enc.copy_buffer_to_buffer(&self.bufs.tokens, 0, &self.bufs.read_tokens, 0, 4);
+        }
+        gpu.queue.submit([enc.finish()]);
+        let mut out = StepOutput::default();
+        if logit_bytes > 0 {
+            out.logits = read_f32(&gpu, &self.bufs.read_logits, logit_bytes)?;
+        }
+        if argmax {
+            let v = read_f32(&gpu, &self.bufs.read_tokens, 4)?;
+            out.token = Some(v[0].to_bits());
+        }
+        if logit_bytes == 0 && !argmax {
+            gpu.wait()?;
+        }
+        self.n_past += n;
+        let dt = start.elapsed();
+        if n == 1 {
+            self.timings.decode_tokens += 1;
+            self.timings.decode_time += dt;
+        } else {
+            self.timings.prompt_tokens += n as u64;
+            self.timings.prompt_time += dt;
+        }
+        Ok(out)
+    }
+}
+
+/// Maps a readback buffer, copies out `bytes` bytes as f32, and unmaps it.
+fn read_f32(gpu: &crate::device::Gpu, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<f32>> {
+    let slice = buf.slice(0..bytes);
+    let (tx, rx) = std::sync::mpsc::channel();
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    gpu.wait()?;
+    rx.recv()
+        .map_err(|e| EngineError::gpu("readback", e))?
+        .map_err(|e| EngineError::gpu("readback", e))?;
+    let v = {
+        let view = slice.get_mapped_range().map_err(|e| EngineError::gpu("readback", e))?;
+        bytemuck::pod_collect_to_vec::<u8, f32>(&view)
+    };
+    buf.unmap();
+    Ok(v)
+}

@@ -1,0 +1,190 @@
+//! The op sequence of one forward step, built once per context (bind groups included) in two
+//! flavours: decode (one token, matvec kernels) and prefill (a batch, tiled matmul kernels).
+
+use wllm_loaders::model::FfnActivation;
+
+use super::GpuModel;
+use super::context::Buffers;
+use crate::error::{EngineError, Result};
+use crate::ops::argmax::{ArgmaxOps, argmax};
+use crate::ops::attention::{AttentionArgs, attention};
+use crate::ops::get_rows::get_rows;
+use crate::ops::matmul::matmul;
+use crate::ops::matvec::{Epilogue, LinearIo, matvec};
+use crate::ops::norm::{NormArgs, rms_norm};
+use crate::ops::rope::{RopeArgs, rope_kv};
+use crate::ops::{Grid, Op};
+use crate::tensor::GpuWeight;
+
+pub(crate) struct Graph {
+    /// Embedding lookup and every layer.
+    pub body_decode: Vec<Op>,
+    pub body_prefill: Vec<Op>,
+    /// Final norm of the batch's last row and the output head, into logits row 0.
+    pub head_last: Vec<Op>,
+    /// Final norm of every row and the output head, into logits rows 0..n.
+    pub head_all: Vec<Op>,
+    /// argmax(logits row 0) into tokens[0].
+    pub argmax: ArgmaxOps,
+}
+
+pub(crate) fn build(m: &GpuModel, b: &Buffers) -> Result<Graph> {
+    Ok(Graph {
+        body_decode: body(m, b, false)?,
+        body_prefill: body(m, b, true)?,
+        head_last: head(m, b, false)?,
+        head_all: head(m, b, true)?,
+        argmax: argmax(&m.gpu, &b.logits, 0, m.cfg.n_vocab, &b.tokens, 0)?,
+    })
+}
+
+fn linear(m: &GpuModel, b: &Buffers, batched: bool, w: &GpuWeight, io: LinearIo<'_>, epi: Epilogue) -> Result<Vec<Op>> {
+    if w.nrows == 0 {
+        return Err(EngineError::InvalidArgument(format!("{} has no rows", w.name)));
+    }
+    if batched { matmul(&m.gpu, w, &io, epi, &b.step) } else { matvec(&m.gpu, w, &io, epi) }
+}
+
+fn io<'a>(x: &'a wgpu::Buffer, x_stride: u32, y: &'a wgpu::Buffer, y_offset: u32, y_stride: u32) -> LinearIo<'a> {
+    LinearIo { x, x_offset: 0, x_stride, y, y_offset, y_stride, bias: None, gate: None }
+}
+
+fn body(m: &GpuModel, b: &Buffers, batched: bool) -> Result<Vec<Op>> {
+    let gpu = &m.gpu;
+    let c = &m.cfg;
+    let e = c.n_embd;
+    let (nq, nk, nv) = (c.n_embd_q(), c.n_embd_k(), c.n_embd_v());
+    let qkv_stride = nq + nk + nv;
+    let attn_w = c.n_head * c.head_dim_v;
+    let post_norms = c.has_post_norms;
+    let mut ops = get_rows(gpu, &m.token_embd, &b.tokens, &b.x, e, c.embed_scale.unwrap_or(1.0))?;
+    for (il, l) in m.layers.iter().enumerate() {
+        // Pre-attention norm; with post-norms it also finishes the previous layer's FFN.
+        let prev_post = if il > 0 && post_norms {
+            m.layers[il - 1].post_ffw_norm.as_ref().map(|w| (&b.a, w))
+        } else {
+            None
+        };
+        ops.push(rms_norm(
+            gpu,
+            &NormArgs { n: e, eps: c.rms_eps, x: &b.x, weight: &l.attn_norm, out: &b.h, post: prev_post, last_row_of: None },
+        )?);
+        for (w, bias, off) in [(&l.wq, &l.bq, 0), (&l.wk, &l.bk, nq), (&l.wv, &l.bv, nq + nk)] {
+            let mut o = io(&b.h, e, &b.qkv, off, qkv_stride);
+            o.bias = bias.as_ref();
+            ops.extend(linear(m, b, batched, w, o, Epilogue::Store)?);
+        }
+        let table = &b.rope_tables[if c.is_swa(il) { 1 } else { 0 }];
+        ops.push(rope_kv(
+            gpu,
+            &RopeArgs {
+                n_head: c.n_head,
+                n_kv: c.n_head_kv,
+                head_dim: c.head_dim,
+                head_dim_v: c.head_dim_v,
+                n_rot: c.rope_dim,
+                neox: c.rope_layout == wllm_loaders::model::RopeLayout::Neox,
+                ctx: b.n_ctx,
+                eps: c.rms_eps,
+                kv_f16: b.kv_f16,
+                qkv: &b.qkv,
+                k_cache: &b.k_cache[il],
+                v_cache: &b.v_cache[il],
+                table,
+                step: &b.step,
+                qk_norm: l.qk_norm.as_ref(),
+            },
+        )?);
+        ops.push(attention(
+            gpu,
+            &AttentionArgs {
+                n_head: c.n_head,
+                n_kv: c.n_head_kv,
+                head_dim: c.head_dim,
+                head_dim_v: c.head_dim_v,
+                ctx: b.n_ctx,
+                window: if c.is_swa(il) { c.sliding_window } else { 0 },
+                scale: c.attn_scale,
+                kv_f16: b.kv_f16,
+                qkv: &b.qkv,
+                k_cache: &b.k_cache[il],
+                v_cache: &b.v_cache[il],
+                out: &b.attn,
+                step: &b.step,
+            },
+        )?);
+        if let Some(post) = &l.post_attn_norm {
+            ops.extend(linear(m, b, batched, &l.wo, io(&b.attn, attn_w, &b.a, 0, e), Epilogue::Store)?);
+            ops.push(rms_norm(
+                gpu,
+                &NormArgs {
+                    n: e,
+                    eps: c.rms_eps,
+                    x: &b.x,
+                    weight: &l.ffn_norm,
+                    out: &b.h,
+                    post: Some((&b.a, post)),
+                    last_row_of: None,
+                },
+            )?);
+        } else {
+            ops.extend(linear(m, b, batched, &l.wo, io(&b.attn, attn_w, &b.x, 0, e), Epilogue::Add)?);
+            ops.push(rms_norm(
+                gpu,
+                &NormArgs { n: e, eps: c.rms_eps, x: &b.x, weight: &l.ffn_norm, out: &b.h, post: None, last_row_of: None },
+            )?);
+        }
+        match &l.ffn {
+            super::GpuFfn::Dense { gate, up, down } => {
+                let nff = c.n_ff;
+                let glu = match c.ffn_act {
+                    FfnActivation::Silu => Epilogue::GluSilu,
+                    FfnActivation::GeluTanh => Epilogue::GluGelu,
+                };
+                ops.extend(linear(m, b, batched, gate, io(&b.h, e, &b.g, 0, nff), Epilogue::Store)?);
+                let mut o = io(&b.h, e, &b.u, 0, nff);
+                o.gate = Some(&b.g);
+                ops.extend(linear(m, b, batched, up, o, glu)?);
+                let (dst, epi) = if post_norms { (&b.a, Epilogue::Store) } else { (&b.x, Epilogue::Add) };
+                ops.extend(linear(m, b, batched, down, io(&b.u, nff, dst, 0, e), epi)?);
+            }
+            super::GpuFfn::Moe { .. } => {
+                return Err(EngineError::Unsupported("mixture-of-experts layers on the GPU".into()));
+            }
+        }
+    }
+    Ok(ops)
+}
+
+fn head(m: &GpuModel, b: &Buffers, all_rows: bool) -> Result<Vec<Op>> {
+    let gpu = &m.gpu;
+    let c = &m.cfg;
+    let e = c.n_embd;
+    let post = if c.has_post_norms {
+        m.layers.last().and_then(|l| l.post_ffw_norm.as_ref()).map(|w| (&b.a, w))
+    } else {
+        None
+    };
+    let mut ops = vec![rms_norm(
+        gpu,
+        &NormArgs {
+            n: e,
+            eps: c.rms_eps,
+            x: &b.x,
+            weight: &m.output_norm,
+            out: &b.h,
+            post,
+            last_row_of: if all_rows { None } else { Some(&b.step) },
+        },
+    )?];
+    let o = io(&b.h, e, &b.logits, 0, c.n_vocab);
+    if all_rows {
+        ops.extend(matmul(gpu, m.head(), &o, Epilogue::Store, &b.step)?);
+    } else {
+        for mut op in matvec(gpu, m.head(), &o, Epilogue::Store)? {
+            op.grid = Grid::Fixed(op.grid.dims(1));
+            ops.push(op);
+        }
+    }
+    Ok(ops)
+}

@@ -1,0 +1,117 @@
+//! Fused flash-style attention over the KV cache.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{Grid, Op, Res};
+use crate::device::Gpu;
+use crate::error::{EngineError, Result};
+use crate::pipeline::{Kernel, KernelSpec, PipelineKey};
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AttentionKey {
+    pub kv_f16: bool,
+    pub head_dim: u32,
+    pub head_dim_v: u32,
+    /// Invocations per (token, head) row.
+    pub team: u32,
+    /// The team is exactly one subgroup: reduce with subgroupAdd, no barriers.
+    pub team_is_subgroup: bool,
+    pub wg: u32,
+}
+
+impl Kernel for AttentionKey {
+    fn label(&self) -> String {
+        format!(
+            "attention.hd{}{}{}.team{}{}.wg{}",
+            self.head_dim,
+            if self.head_dim_v != self.head_dim { format!("v{}", self.head_dim_v) } else { String::new() },
+            if self.kv_f16 { ".f16" } else { ".f32" },
+            self.team,
+            if self.team_is_subgroup { "sg" } else { "" },
+            self.wg
+        )
+    }
+    fn spec(&self, _gpu: &Gpu) -> KernelSpec {
+        KernelSpec::new("attention.wgsl")
+            .define_if(self.kv_f16, "KV_F16")
+            .define_if(self.team_is_subgroup, "TEAM_SUBGROUP")
+            .define_value("HEAD_DIM", format!("{}u", self.head_dim))
+            .define_value("HEAD_DIM_V", format!("{}u", self.head_dim_v))
+            .define_value("TEAM", format!("{}u", self.team))
+            .constant("WG", self.wg as f64)
+    }
+}
+
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Pod, Zeroable)]
+struct Params {
+    n_head: u32,
+    n_kv: u32,
+    ctx: u32,
+    qkv_stride: u32,
+    o_stride: u32,
+    window: u32,
+    scale: f32,
+    _pad: u32,
+}
+
+pub struct AttentionArgs<'a> {
+    pub n_head: u32,
+    pub n_kv: u32,
+    pub head_dim: u32,
+    pub head_dim_v: u32,
+    pub ctx: u32,
+    pub window: u32,
+    pub scale: f32,
+    pub kv_f16: bool,
+    pub qkv: &'a wgpu::Buffer,
+    pub k_cache: &'a wgpu::Buffer,
+    pub v_cache: &'a wgpu::Buffer,
+    pub out: &'a wgpu::Buffer,
+    pub step: &'a wgpu::Buffer,
+}
+
+pub fn attention(gpu: &Gpu, a: &AttentionArgs<'_>) -> Result<Op> {
+    if a.head_dim % 4 != 0 || a.head_dim_v % 4 != 0 {
+        return Err(EngineError::Unsupported(format!("head size {} is not a multiple of 4", a.head_dim)));
+    }
+    // The team splits a head into vec4 chunks; it must divide both head sizes.
+    let chunks = (a.head_dim / 4).min(a.head_dim_v / 4);
+    let sg = if gpu.caps.subgroups { gpu.caps.fixed_subgroup_size } else { None };
+    let (team, team_is_subgroup) = match sg {
+        Some(s) if chunks % s == 0 && (a.head_dim_v / 4) % s == 0 && (a.head_dim / 4) % s == 0 => (s, true),
+        _ => {
+            let mut t = 8;
+            while t > 1 && ((a.head_dim / 4) % t != 0 || (a.head_dim_v / 4) % t != 0) {
+                t /= 2;
+            }
+            (t, false)
+        }
+    };
+    let wg = (team * 8).clamp(32, 256).max(team);
+    let key = AttentionKey { kv_f16: a.kv_f16, head_dim: a.head_dim, head_dim_v: a.head_dim_v, team, team_is_subgroup, wg };
+    let pipeline = gpu.pipeline(PipelineKey::Attention(key))?;
+    let p = Params {
+        n_head: a.n_head,
+        n_kv: a.n_kv,
+        ctx: a.ctx,
+        qkv_stride: a.n_head * a.head_dim + a.n_kv * (a.head_dim + a.head_dim_v),
+        o_stride: a.n_head * a.head_dim_v,
+        window: a.window,
+        scale: a.scale,
+        _pad: 0,
+    };
+    let ubuf = gpu.uniform("attention.params", &p);
+    Ok(gpu.op(
+        pipeline,
+        &[
+            (0, Res::Buf(a.qkv)),
+            (1, Res::Buf(a.k_cache)),
+            (2, Res::Buf(a.v_cache)),
+            (3, Res::Buf(a.out)),
+            (4, Res::Buf(&ubuf)),
+            (5, Res::Buf(a.step)),
+        ],
+        Grid::Rows { rows_per_token: a.n_head, rows_per_group: wg / team },
+    ))
+}

@@ -1,0 +1,51 @@
+//! Element-wise add and GLU over f32 rows.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{Grid, Op, Res, fold};
+use crate::device::Gpu;
+use crate::error::Result;
+use crate::pipeline::{Kernel, KernelSpec, PipelineKey};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ElementwiseKey {
+    /// y += x
+    Add,
+    /// y = silu(x) * y
+    GluSilu,
+    /// y = gelu_tanh(x) * y
+    GluGelu,
+}
+
+impl Kernel for ElementwiseKey {
+    fn label(&self) -> String {
+        match self {
+            ElementwiseKey::Add => "add".into(),
+            ElementwiseKey::GluSilu => "swiglu".into(),
+            ElementwiseKey::GluGelu => "geglu".into(),
+        }
+    }
+    fn spec(&self, _gpu: &Gpu) -> KernelSpec {
+        let s = KernelSpec::new("elementwise.wgsl").constant("WG", 256.0);
+        match self {
+            ElementwiseKey::Add => s.define("ADD"),
+            ElementwiseKey::GluSilu => s.define("GLU").define("GLU_SILU"),
+            ElementwiseKey::GluGelu => s.define("GLU").define("GLU_GELU"),
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Pod, Zeroable)]
+struct Params {
+    n: u32,
+    _pad: [u32; 3],
+}
+
+/// An element-wise op over the first `n` elements (a fixed-size op, for tests and tools).
+pub fn elementwise(gpu: &Gpu, op: ElementwiseKey, x: &wgpu::Buffer, y: &wgpu::Buffer, n: u32) -> Result<Op> {
+    let pipeline = gpu.pipeline(PipelineKey::Elementwise(op))?;
+    let ubuf = gpu.uniform("elementwise.params", &Params { n, _pad: [0; 3] });
+    let (gx, gy) = fold(n.div_ceil(256));
+    Ok(gpu.op(pipeline, &[(0, Res::Buf(x)), (1, Res::Buf(y)), (2, Res::Buf(&ubuf))], Grid::Fixed([gx, gy, 1])))
+}

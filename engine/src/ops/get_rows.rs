@@ -1,0 +1,64 @@
+//! Embedding lookup from (possibly quantized, possibly split) rows.
+
+use bytemuck::{Pod, Zeroable};
+use wllm_loaders::GgmlType;
+
+use super::matvec::wtype_define;
+use super::{Grid, Op, Res};
+use crate::device::Gpu;
+use crate::error::Result;
+use crate::pipeline::{Kernel, KernelSpec, PipelineKey};
+use crate::tensor::GpuWeight;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GetRowsKey {
+    pub wtype: GgmlType,
+}
+
+impl Kernel for GetRowsKey {
+    fn label(&self) -> String {
+        format!("get_rows.{}", self.wtype)
+    }
+    fn spec(&self, _gpu: &Gpu) -> KernelSpec {
+        KernelSpec::new("get_rows.wgsl").define(&wtype_define(self.wtype)).constant("WG", 64.0)
+    }
+}
+
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Pod, Zeroable)]
+struct Params {
+    ncols: u32,
+    row_bytes: u32,
+    row0: u32,
+    nrows: u32,
+    ids_offset: u32,
+    out_stride: u32,
+    scale: f32,
+    _pad: u32,
+}
+
+/// out[t, :] = W[ids[t], :] * scale for every token of the batch.
+pub fn get_rows(gpu: &Gpu, w: &GpuWeight, ids: &wgpu::Buffer, out: &wgpu::Buffer, out_stride: u32, scale: f32) -> Result<Vec<Op>> {
+    let pipeline = gpu.pipeline(PipelineKey::GetRows(GetRowsKey { wtype: w.ggml_type }))?;
+    Ok(w.parts
+        .iter()
+        .map(|part| {
+            let p = Params {
+                ncols: w.ncols,
+                row_bytes: w.row_bytes,
+                row0: part.row0,
+                nrows: part.nrows,
+                ids_offset: 0,
+                out_stride,
+                scale,
+                _pad: 0,
+            };
+            let ubuf = gpu.uniform("get_rows.params", &p);
+            gpu.op(
+                pipeline.clone(),
+                &[(0, Res::Buf(&part.buffer)), (1, Res::Buf(ids)), (2, Res::Buf(out)), (3, Res::Buf(&ubuf))],
+                Grid::TokensX { y: 1 },
+            )
+        })
+        .collect())
+}

@@ -1,0 +1,228 @@
+//! Ops as data: a pipeline, its bind group and how many workgroups to launch for a batch.
+//! Constructors check shapes and return `Result`; recording is separate, so a whole token step
+//! goes into one compute pass of one command encoder.
+
+pub mod argmax;
+pub mod attention;
+pub mod elementwise;
+pub mod get_rows;
+pub mod matmul;
+pub mod matvec;
+pub mod norm;
+pub mod rope;
+
+use std::sync::Arc;
+
+use bytemuck::Pod;
+use wgpu::util::DeviceExt;
+
+use crate::device::Gpu;
+use crate::pipeline::Pipeline;
+
+/// Largest workgroup count per grid dimension that every WebGPU device accepts.
+pub const MAX_GRID: u32 = 65535;
+
+/// How many workgroups a dispatch needs for `n` tokens.
+#[derive(Copy, Clone, Debug)]
+pub enum Grid {
+    Fixed([u32; 3]),
+    /// `groups` workgroups (folded into x*y when over the limit) for each token along z.
+    PerToken { groups: u32 },
+    /// One workgroup per token along x, times `y` along y.
+    TokensX { y: u32 },
+    /// `x` workgroups, and one per token along y.
+    TokensY { x: u32 },
+    /// `x` workgroups, and ceil(tokens / tile) along y.
+    TokenTiles { x: u32, tile: u32 },
+    /// ceil(tokens * rows_per_token / rows_per_group) along x.
+    Rows { rows_per_token: u32, rows_per_group: u32 },
+}
+
+impl Grid {
+    pub fn dims(&self, n_tokens: u32) -> [u32; 3] {
+        match *self {
+            Grid::Fixed(d) => d,
+            Grid::PerToken { groups } => {
+                let (x, y) = fold(groups);
+                [x, y, n_tokens]
+            }
+            Grid::TokensX { y } => [n_tokens, y, 1],
+            Grid::TokensY { x } => [x, n_tokens, 1],
+            Grid::TokenTiles { x, tile } => [x, n_tokens.div_ceil(tile), 1],
+            Grid::Rows { rows_per_token, rows_per_group } => {
+                [(n_tokens * rows_per_token).div_ceil(rows_per_group), 1, 1]
+            }
+        }
+    }
+}
+
+/// Splits a workgroup count over x and y so neither exceeds the per-dimension limit. Kernels
+/// rebuild the flat index as `wid.x + wid.y * num_workgroups.x` and skip the excess.
+pub fn fold(groups: u32) -> (u32, u32) {
+    if groups <= MAX_GRID {
+        (groups.max(1), 1)
+    } else {
+        let y = groups.div_ceil(MAX_GRID);
+        (groups.div_ceil(y), y)
+    }
+}
+
+/// One recorded dispatch.
+#[derive(Clone, Debug)]
+pub struct Op {
+    pub pipeline: Arc<Pipeline>,
+    pub bind_group: wgpu::BindGroup,
+    pub grid: Grid,
+}
+
+impl Op {
+    pub fn label(&self) -> &str {
+        &self.pipeline.label
+    }
+
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
+        let [x, y, z] = self.grid.dims(n_tokens);
+        if x == 0 || y == 0 || z == 0 {
+            return;
+        }
+        pass.set_pipeline(&self.pipeline.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(x, y, z);
+    }
+}
+
+/// A bound resource: a whole buffer or a byte range of one.
+#[derive(Copy, Clone, Debug)]
+pub enum Res<'a> {
+    Buf(&'a wgpu::Buffer),
+    Range(&'a wgpu::Buffer, u64, u64),
+}
+
+impl<'a> From<&'a wgpu::Buffer> for Res<'a> {
+    fn from(b: &'a wgpu::Buffer) -> Self {
+        Res::Buf(b)
+    }
+}
+
+impl Gpu {
+    pub fn uniform<T: Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::bytes_of(value),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        })
+    }
+
+    pub fn bind_group(&self, p: &Pipeline, entries: &[(u32, Res<'_>)]) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = entries
+            .iter()
+            .map(|(binding, res)| wgpu::BindGroupEntry {
+                binding: *binding,
+                resource: match *res {
+                    Res::Buf(b) => b.as_entire_binding(),
+                    Res::Range(b, offset, size) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: b,
+                        offset,
+                        size: wgpu::BufferSize::new(size),
+                    }),
+                },
+            })
+            .collect();
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&p.label),
+            layout: &p.layout,
+            entries: &entries,
+        })
+    }
+
+    pub fn op(&self, p: Arc<Pipeline>, entries: &[(u32, Res<'_>)], grid: Grid) -> Op {
+        let bind_group = self.bind_group(&p, entries);
+        Op { pipeline: p, bind_group, grid }
+    }
+
+    /// A storage buffer of `size` bytes (rounded up to 4), usable as copy source and target.
+    pub fn storage(&self, label: &str, size: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.max(4).next_multiple_of(4),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// A storage buffer holding `data` (padded with zeros to a multiple of 4 bytes).
+    pub fn storage_init(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
+        let size = (data.len() as u64).max(4).next_multiple_of(4);
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: true,
+        });
+        {
+            // A buffer mapped at creation is always mappable in full.
+            if let Ok(mut view) = buf.slice(..).get_mapped_range_mut() {
+                let mut padded;
+                let bytes = if data.len() as u64 == size {
+                    data
+                } else {
+                    padded = vec![0u8; size as usize];
+                    padded[..data.len()].copy_from_slice(data);
+                    &padded[..]
+                };
+                view.copy_from_slice(bytes);
+            }
+        }
+        buf.unmap();
+        buf
+    }
+}
+
+/// Smallest power of two >= n, within [lo, hi].
+pub fn pow2_clamp(n: u32, lo: u32, hi: u32) -> u32 {
+    n.next_power_of_two().clamp(lo, hi)
+}
+
+impl Gpu {
+    /// Records `ops` into one compute pass, submits, and waits (tests, benches, tools).
+    pub fn run(&self, ops: &[Op], n_tokens: u32) -> crate::error::Result<()> {
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run") });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("run"), timestamp_writes: None });
+            for op in ops {
+                op.record(&mut pass, n_tokens);
+            }
+        }
+        self.queue.submit([enc.finish()]);
+        self.wait()
+    }
+
+    /// Copies a whole buffer back to the host (tests, tools; not for the token loop).
+    pub fn read_bytes(&self, buf: &wgpu::Buffer) -> crate::error::Result<Vec<u8>> {
+        use crate::error::EngineError;
+        let size = buf.size();
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("read"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read") });
+        enc.copy_buffer_to_buffer(buf, 0, &staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        let slice = staging.slice(..);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv().map_err(|e| EngineError::gpu("read", e))?.map_err(|e| EngineError::gpu("read", e))?;
+        let out = slice.get_mapped_range().map_err(|e| EngineError::gpu("read", e))?.to_vec();
+        staging.unmap();
+        Ok(out)
+    }
+
+    pub fn read_f32(&self, buf: &wgpu::Buffer) -> crate::error::Result<Vec<f32>> {
+        Ok(bytemuck::pod_collect_to_vec(&self.read_bytes(buf)?))
+    }
+}

@@ -1,0 +1,70 @@
+//! RMS norm, optionally fused with Gemma's post-norm and residual add.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{Grid, Op, Res, pow2_clamp};
+use crate::device::Gpu;
+use crate::error::Result;
+use crate::pipeline::{Kernel, KernelSpec, PipelineKey};
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NormKey {
+    pub post_add: bool,
+    pub last_row: bool,
+    pub wg: u32,
+}
+
+impl Kernel for NormKey {
+    fn label(&self) -> String {
+        format!(
+            "rms_norm{}{}.wg{}",
+            if self.post_add { ".post_add" } else { "" },
+            if self.last_row { ".last" } else { "" },
+            self.wg
+        )
+    }
+    fn spec(&self, _gpu: &Gpu) -> KernelSpec {
+        KernelSpec::new("norm.wgsl")
+            .define_if(self.post_add, "POST_ADD")
+            .define_if(self.last_row, "LAST_ROW")
+            .constant("WG", self.wg as f64)
+    }
+}
+
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Pod, Zeroable)]
+struct Params {
+    n: u32,
+    x_stride: u32,
+    out_stride: u32,
+    eps: f32,
+}
+
+pub struct NormArgs<'a> {
+    pub n: u32,
+    pub eps: f32,
+    /// Rows to normalise (read-write when `post` is set: the residual stream).
+    pub x: &'a wgpu::Buffer,
+    pub weight: &'a wgpu::Buffer,
+    pub out: &'a wgpu::Buffer,
+    /// Gemma post-norm: `x += rms(a) * w_post` before normalising.
+    pub post: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
+    /// Normalise only the batch's last row (read from `step`), written as row 0.
+    pub last_row_of: Option<&'a wgpu::Buffer>,
+}
+
+pub fn rms_norm(gpu: &Gpu, a: &NormArgs<'_>) -> Result<Op> {
+    let key = NormKey { post_add: a.post.is_some(), last_row: a.last_row_of.is_some(), wg: pow2_clamp(a.n / 4, 32, 256) };
+    let pipeline = gpu.pipeline(PipelineKey::Norm(key))?;
+    let ubuf = gpu.uniform("norm.params", &Params { n: a.n, x_stride: a.n, out_stride: a.n, eps: a.eps });
+    let mut e = vec![(0, Res::Buf(a.x)), (1, Res::Buf(a.weight)), (2, Res::Buf(a.out)), (3, Res::Buf(&ubuf))];
+    if let Some((src, w)) = a.post {
+        e.push((4, Res::Buf(src)));
+        e.push((5, Res::Buf(w)));
+    }
+    if let Some(step) = a.last_row_of {
+        e.push((6, Res::Buf(step)));
+    }
+    let grid = if a.last_row_of.is_some() { Grid::Fixed([1, 1, 1]) } else { Grid::TokensX { y: 1 } };
+    Ok(gpu.op(pipeline, &e, grid))
+}

@@ -1,0 +1,113 @@
+//! RoPE (normal or NeoX pairs), optional per-head q/k RMS norm, and the KV-cache write.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{Grid, Op, Res, pow2_clamp};
+use crate::device::Gpu;
+use crate::error::Result;
+use crate::pipeline::{Kernel, KernelSpec, PipelineKey};
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RopeKey {
+    pub neox: bool,
+    pub qk_norm: bool,
+    pub kv_f16: bool,
+    pub wg: u32,
+}
+
+impl Kernel for RopeKey {
+    fn label(&self) -> String {
+        format!(
+            "rope_kv{}{}{}.wg{}",
+            if self.neox { ".neox" } else { ".normal" },
+            if self.qk_norm { ".qknorm" } else { "" },
+            if self.kv_f16 { ".f16" } else { ".f32" },
+            self.wg
+        )
+    }
+    fn spec(&self, _gpu: &Gpu) -> KernelSpec {
+        KernelSpec::new("rope.wgsl")
+            .define_if(self.neox, "NEOX")
+            .define_if(self.qk_norm, "QK_NORM")
+            .define_if(self.kv_f16, "KV_F16")
+            .constant("WG", self.wg as f64)
+    }
+}
+
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Pod, Zeroable)]
+struct Params {
+    n_head: u32,
+    n_kv: u32,
+    hd: u32,
+    hd_v: u32,
+    n_rot: u32,
+    ctx: u32,
+    qkv_stride: u32,
+    eps: f32,
+}
+
+pub struct RopeArgs<'a> {
+    pub n_head: u32,
+    pub n_kv: u32,
+    pub head_dim: u32,
+    pub head_dim_v: u32,
+    pub n_rot: u32,
+    pub neox: bool,
+    pub ctx: u32,
+    pub eps: f32,
+    pub kv_f16: bool,
+    /// Packed rows [q | k | v] per token.
+    pub qkv: &'a wgpu::Buffer,
+    pub k_cache: &'a wgpu::Buffer,
+    pub v_cache: &'a wgpu::Buffer,
+    /// (cos, sin) per position and pair.
+    pub table: &'a wgpu::Buffer,
+    pub step: &'a wgpu::Buffer,
+    /// q-norm then k-norm weights, `head_dim` each.
+    pub qk_norm: Option<&'a wgpu::Buffer>,
+}
+
+pub fn rope_kv(gpu: &Gpu, a: &RopeArgs<'_>) -> Result<Op> {
+    let wg = pow2_clamp(a.head_dim.max(a.head_dim_v).div_ceil(2), 16, 256);
+    let key = RopeKey { neox: a.neox, qk_norm: a.qk_norm.is_some(), kv_f16: a.kv_f16, wg };
+    let pipeline = gpu.pipeline(PipelineKey::Rope(key))?;
+    let p = Params {
+        n_head: a.n_head,
+        n_kv: a.n_kv,
+        hd: a.head_dim,
+        hd_v: a.head_dim_v,
+        n_rot: a.n_rot,
+        ctx: a.ctx,
+        qkv_stride: a.n_head * a.head_dim + a.n_kv * (a.head_dim + a.head_dim_v),
+        eps: a.eps,
+    };
+    let ubuf = gpu.uniform("rope.params", &p);
+    let mut e = vec![
+        (0, Res::Buf(a.qkv)),
+        (1, Res::Buf(a.k_cache)),
+        (2, Res::Buf(a.v_cache)),
+        (3, Res::Buf(a.table)),
+        (4, Res::Buf(&ubuf)),
+        (5, Res::Buf(a.step)),
+    ];
+    if let Some(n) = a.qk_norm {
+        e.push((6, Res::Buf(n)));
+    }
+    Ok(gpu.op(pipeline, &e, Grid::TokensY { x: a.n_head + 2 * a.n_kv }))
+}
+
+/// (cos, sin) for positions 0..ctx and the n_rot/2 frequencies, computed in f64.
+pub fn rope_table(ctx: u32, n_rot: u32, base: f32, freq_scale: f32) -> Vec<[f32; 2]> {
+    let half = (n_rot / 2) as usize;
+    let mut out = Vec::with_capacity(ctx as usize * half);
+    let inv: Vec<f64> =
+        (0..half).map(|i| (base as f64).powf(-2.0 * i as f64 / n_rot as f64) * freq_scale as f64).collect();
+    for pos in 0..ctx {
+        for f in &inv {
+            let a = pos as f64 * f;
+            out.push([a.cos() as f32, a.sin() as f32]);
+        }
+    }
+    out
+}

@@ -1,0 +1,200 @@
+//! One cache of compute pipelines, keyed by typed per-op keys. A key's label names the wgpu
+//! pipeline, so validation errors and profiles say which kernel and variant they are about.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::device::Gpu;
+use crate::error::{EngineError, Result};
+use crate::shader;
+
+/// What a key expands to: a shader file, its preprocessor defines, and override constants.
+#[derive(Clone, Debug, Default)]
+pub struct KernelSpec {
+    pub file: &'static str,
+    pub defines: Vec<(String, String)>,
+    pub constants: Vec<(String, f64)>,
+}
+
+impl KernelSpec {
+    pub fn new(file: &'static str) -> Self {
+        KernelSpec { file, ..Default::default() }
+    }
+    pub fn define(mut self, name: &str) -> Self {
+        self.defines.push((name.to_string(), String::new()));
+        self
+    }
+    pub fn define_if(self, cond: bool, name: &str) -> Self {
+        if cond { self.define(name) } else { self }
+    }
+    pub fn define_value(mut self, name: &str, value: impl ToString) -> Self {
+        self.defines.push((name.to_string(), value.to_string()));
+        self
+    }
+    pub fn constant(mut self, name: &str, value: f64) -> Self {
+        self.constants.push((name.to_string(), value));
+        self
+    }
+}
+
+/// Implemented by every op's key type.
+pub trait Kernel: std::fmt::Debug {
+    /// Short, unique, human-readable name, e.g. `matvec.Q4_K.add`.
+    fn label(&self) -> String;
+    fn spec(&self, gpu: &Gpu) -> KernelSpec;
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PipelineKey {
+    Matvec(crate::ops::matvec::MatvecKey),
+    Matmul(crate::ops::matmul::MatmulKey),
+    GetRows(crate::ops::get_rows::GetRowsKey),
+    Norm(crate::ops::norm::NormKey),
+    Rope(crate::ops::rope::RopeKey),
+    Attention(crate::ops::attention::AttentionKey),
+    Elementwise(crate::ops::elementwise::ElementwiseKey),
+    Argmax(crate::ops::argmax::ArgmaxKey),
+}
+
+impl PipelineKey {
+    fn kernel(&self) -> &dyn Kernel {
+        match self {
+            PipelineKey::Matvec(k) => k,
+            PipelineKey::Matmul(k) => k,
+            PipelineKey::GetRows(k) => k,
+            PipelineKey::Norm(k) => k,
+            PipelineKey::Rope(k) => k,
+            PipelineKey::Attention(k) => k,
+            PipelineKey::Elementwise(k) => k,
+            PipelineKey::Argmax(k) => k,
+        }
+    }
+    pub fn label(&self) -> String {
+        self.kernel().label()
+    }
+}
+
+/// A built pipeline and its label.
+#[derive(Debug)]
+pub struct Pipeline {
+    pub label: String,
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+}
+
+#[derive(Default)]
+pub struct PipelineCache {
+    map: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
+}
+
+impl PipelineCache {
+    pub fn len(&self) -> usize {
+        self.map.lock().map(|m| m.len()).unwrap_or(0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Every key built so far (the portability test translates them all).
+    pub fn keys(&self) -> Vec<PipelineKey> {
+        self.map.lock().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+    }
+}
+
+/// The final WGSL for a key: preprocessed, with the enable directives the features call for.
+pub fn wgsl_for(gpu: &Gpu, key: &PipelineKey) -> Result<(String, KernelSpec)> {
+    let spec = key.kernel().spec(gpu);
+    let mut defines = spec.defines.clone();
+    if gpu.caps.f16 {
+        defines.push(("HAS_F16".into(), String::new()));
+    }
+    if gpu.caps.subgroups {
+        defines.push(("HAS_SUBGROUPS".into(), String::new()));
+    }
+    let body = shader::preprocess(spec.file, &defines)?;
+    let mut src = String::new();
+    if gpu.caps.f16 {
+        src.push_str("enable f16;\n");
+    }
+    // naga exposes subgroup builtins through the device feature; it rejects the WGSL
+    // `enable subgroups;` directive (gfx-rs/wgpu#5555).
+    src.push_str(&body);
+    Ok((src, spec))
+}
+
+impl Gpu {
+    /// The bind group layout of group 0 exactly as the shader declares it. Automatic layouts
+    /// drop bindings a variant does not use, which would make one Rust binding list fit only
+    /// some variants.
+    fn layout_for(&self, label: &str, src: &str) -> Result<wgpu::BindGroupLayout> {
+        let module = naga::front::wgsl::parse_str(src)
+            .map_err(|e| EngineError::Shader { name: label.to_string(), message: e.emit_to_string(src) })?;
+        let mut entries = Vec::new();
+        for (_, var) in module.global_variables.iter() {
+            let Some(rb) = &var.binding else { continue };
+            if rb.group != 0 {
+                return Err(EngineError::Shader { name: label.to_string(), message: "only bind group 0 is used".into() });
+            }
+            let ty = match var.space {
+                naga::AddressSpace::Uniform => wgpu::BufferBindingType::Uniform,
+                naga::AddressSpace::Storage { access } => wgpu::BufferBindingType::Storage {
+                    read_only: !access.contains(naga::StorageAccess::STORE),
+                },
+                _ => continue,
+            };
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding: rb.binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None },
+                count: None,
+            });
+        }
+        Ok(self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries: &entries }))
+    }
+
+    /// Returns the pipeline for `key`, building it on first use.
+    pub fn pipeline(&self, key: PipelineKey) -> Result<Arc<Pipeline>> {
+        if let Some(p) = self.pipelines.map.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(p);
+        }
+        let label = key.label();
+        let (src, spec) = wgsl_for(self, &key)?;
+        if let Ok(dir) = std::env::var("WLLM_DUMP_WGSL")
+            && !dir.is_empty()
+        {
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::write(std::path::Path::new(&dir).join(format!("{label}.wgsl")), &src);
+        }
+        let layout = self.layout_for(&label, &src)?;
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(&label),
+            source: wgpu::ShaderSource::Wgsl(src.into()),
+        });
+        let pipeline_layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(&label),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let constants: Vec<(&str, f64)> = spec.constants.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&label),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &constants,
+                // Every kernel writes its workgroup memory before reading it.
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            return Err(EngineError::Shader { name: label, message: err.to_string() });
+        }
+        let p = Arc::new(Pipeline { label, pipeline, layout });
+        if let Ok(mut m) = self.pipelines.map.lock() {
+            m.insert(key, p.clone());
+        }
+        Ok(p)
+    }
+}

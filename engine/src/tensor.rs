@@ -1,0 +1,102 @@
+//! Weights on the GPU. The quant type travels with the tensor; a tensor larger than one storage
+//! binding is split by rows across several buffers, and every op over it dispatches per part.
+
+use wllm_loaders::GgmlType;
+use wllm_loaders::model::TensorBytes;
+
+use crate::device::Gpu;
+use crate::error::{EngineError, Result};
+
+#[derive(Debug)]
+pub struct WeightPart {
+    pub buffer: wgpu::Buffer,
+    /// First row held by this buffer.
+    pub row0: u32,
+    pub nrows: u32,
+}
+
+/// A 2-D view of a weight: `nrows` rows of `ncols` elements (higher ggml dims are folded into
+/// rows, so stacked experts are rows too).
+#[derive(Debug)]
+pub struct GpuWeight {
+    pub name: String,
+    pub ggml_type: GgmlType,
+    pub ncols: u32,
+    pub nrows: u32,
+    pub row_bytes: u32,
+    pub parts: Vec<WeightPart>,
+}
+
+/// Types the GPU kernels can read.
+pub fn gpu_supports(t: GgmlType) -> bool {
+    use GgmlType::*;
+    matches!(t, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | MXFP4)
+}
+
+impl GpuWeight {
+    pub fn upload(gpu: &Gpu, t: &TensorBytes<'_>) -> Result<GpuWeight> {
+        let meta = &t.meta;
+        let ty = meta.ggml_type;
+        if !gpu_supports(ty) {
+            return Err(EngineError::Unsupported(format!(
+                "tensor {} has type {ty}, which wllm's GPU kernels cannot read yet",
+                meta.name
+            )));
+        }
+        let ncols = meta.ne(0);
+        let nrows: u64 = meta.dims.iter().skip(1).product();
+        if ncols % 32 != 0 {
+            return Err(EngineError::Unsupported(format!(
+                "tensor {}: rows of {ncols} elements are not a multiple of 32",
+                meta.name
+            )));
+        }
+        let row_bytes = ty
+            .bytes_for(ncols)
+            .ok_or_else(|| EngineError::InvalidArgument(format!("tensor {}: bad row length", meta.name)))?;
+        if t.bytes.len() as u64 != row_bytes * nrows {
+            return Err(EngineError::InvalidArgument(format!(
+                "tensor {}: {} bytes of data for {nrows} rows of {row_bytes} bytes",
+                meta.name,
+                t.bytes.len()
+            )));
+        }
+        let too_big = |what: &str| EngineError::Unsupported(format!("tensor {}: {what} exceeds 2^32", meta.name));
+        let ncols32 = u32::try_from(ncols).map_err(|_| too_big("row length"))?;
+        let nrows32 = u32::try_from(nrows).map_err(|_| too_big("row count"))?;
+        let row_bytes32 = u32::try_from(row_bytes).map_err(|_| too_big("row size"))?;
+        // Byte offsets inside one part are computed in u32 by the kernels.
+        let max = gpu.max_binding().min(u32::MAX as u64 & !255);
+        let rows_per_part = (max / row_bytes).max(1);
+        let mut parts = Vec::new();
+        let mut row0 = 0u64;
+        while row0 < nrows {
+            let n = rows_per_part.min(nrows - row0);
+            let bytes = &t.bytes[(row0 * row_bytes) as usize..((row0 + n) * row_bytes) as usize];
+            let label = if nrows <= rows_per_part { meta.name.clone() } else { format!("{}[{row0}..]", meta.name) };
+            parts.push(WeightPart { buffer: gpu.storage_init(&label, bytes), row0: row0 as u32, nrows: n as u32 });
+            row0 += n;
+        }
+        Ok(GpuWeight {
+            name: meta.name.clone(),
+            ggml_type: ty,
+            ncols: ncols32,
+            nrows: nrows32,
+            row_bytes: row_bytes32,
+            parts,
+        })
+    }
+
+    pub fn n_bytes(&self) -> u64 {
+        self.row_bytes as u64 * self.nrows as u64
+    }
+}
+
+/// A 1-D f32 vector on the GPU (norm weights, biases), converted from any float type.
+pub fn upload_f32(gpu: &Gpu, t: &TensorBytes<'_>) -> Result<wgpu::Buffer> {
+    let n = t.meta.n_elements() as usize;
+    let mut v = vec![0f32; n];
+    wllm_loaders::quant::dequantize_row(t.meta.ggml_type, &t.bytes, &mut v)
+        .map_err(|e| EngineError::InvalidArgument(format!("tensor {}: {e}", t.meta.name)))?;
+    Ok(gpu.storage_init(&t.meta.name, bytemuck::cast_slice(&v)))
+}
