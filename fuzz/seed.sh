@@ -13,10 +13,11 @@ for t in "${targets[@]}"; do
             cp "$data"/malformed/gguf/*.gguf "$data"/models/*.gguf "corpus/$t/"
             ;;
         safetensors)
-            if compgen -G "$data/malformed/safetensors/*" >/dev/null; then
-                cp "$data"/malformed/safetensors/* "corpus/$t/"
-            fi
-            find "$data" -name '*.safetensors' -size -1M -exec cp {} "corpus/$t/" \;
+            # Shards in different directories share names, so name each seed by its path.
+            find "$data/malformed/safetensors" "$data/safetensors" -name '*.safetensors' -size -1024k |
+                while read -r f; do
+                    cp "$f" "corpus/$t/$(echo "${f#"$data"/}" | tr / _)"
+                done
             ;;
         tokenizer)
             ;; # its input is a structured description; libFuzzer starts it from nothing
