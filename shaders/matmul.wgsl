@@ -2,6 +2,8 @@
 // batch of tokens. A workgroup owns a BR x BT tile of Y; for each 32-wide slice of the shared
 // dimension it dequantizes BR weight runs and loads BT token runs into workgroup memory once,
 // then every invocation accumulates a TR x TT block from there. Epilogues as in matvec.wgsl.
+// IDS (mixture of experts, dispatched indirectly): y indexes tiles of (token, slot) pairs that
+// all use one expert, as grouped by moe.wgsl's PLAN; rows come from that expert's slice.
 
 #include "quant.wgsl"
 
@@ -14,6 +16,10 @@ struct Params {
     x_stride: u32,
     y_offset: u32,
     y_stride: u32,
+    expert_rows: u32,
+    x_div: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 struct Step {
@@ -34,6 +40,10 @@ struct Step {
 @group(0) @binding(5) var<storage, read> G: array<f32>;
 #endif
 @group(0) @binding(6) var<uniform> S: Step;
+#ifdef IDS
+@group(0) @binding(7) var<storage, read> Pairs: array<u32>;
+@group(0) @binding(8) var<storage, read> Tiles: array<vec4<u32>>;
+#endif
 
 #include "activation.wgsl"
 
@@ -44,13 +54,52 @@ const TR: u32 = 4u;
 const TT: u32 = 4u;
 const NTHREADS: u32 = (BR / TR) * (BT / TT);
 
+var<private> tile_start: u32;
+var<private> tile_t_base: u32;
+
+// Input row and output offset of the tile's j-th column (token, or pair for IDS).
+fn x_row(j: u32) -> u32 {
+#ifdef IDS
+    return Pairs[tile_start + j] / P.x_div;
+#else
+    return tile_t_base + j;
+#endif
+}
+
+fn y_index(j: u32) -> u32 {
+#ifdef IDS
+    return P.y_offset + Pairs[tile_start + j] * P.y_stride;
+#else
+    return P.y_offset + (tile_t_base + j) * P.y_stride + P.y_row0;
+#endif
+}
+
 var<workgroup> Ws: array<vec4<f32>, BR * 8u>;
 var<workgroup> Xs: array<vec4<f32>, BT * 8u>;
 
 @compute @workgroup_size(NTHREADS)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let r_base = wid.x * BR;
+#ifdef IDS
+    let tile = Tiles[wid.y];
+    let expert_row0 = tile.x * P.expert_rows;
+    if (expert_row0 < P.y_row0 || expert_row0 >= P.y_row0 + P.nrows) {
+        return;
+    }
+    let w_row0 = expert_row0 - P.y_row0;
+    let nrows = P.expert_rows;
+    let n_cols_t = tile.z;
+    tile_start = tile.y;
+#else
     let t_base = wid.y * BT;
+    let w_row0 = 0u;
+    let nrows = P.nrows;
+    let n_cols_t = min(BT, S.n_tokens - min(t_base, S.n_tokens));
+    tile_t_base = t_base;
+#endif
+    if (r_base >= nrows) {
+        return;
+    }
     let tr = lid % (BR / TR);
     let tt = lid / (BR / TR);
     let units = P.ncols / 32u;
@@ -65,17 +114,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let boff = (u / upb) * BLOCK_BYTES;
         let sub = u % upb;
         for (var r = lid; r < BR; r += NTHREADS) {
-            let row = min(r_base + r, P.nrows - 1u);
+            let row = w_row0 + min(r_base + r, nrows - 1u);
             let w = dq32(row * P.row_bytes + boff, sub);
             for (var i = 0u; i < 8u; i++) {
                 Ws[r * 8u + i] = w[i];
             }
         }
         for (var k = lid; k < BT * 8u; k += NTHREADS) {
-            let t = t_base + k / 8u;
+            let j = k / 8u;
             var v = vec4<f32>(0.0);
-            if (t < S.n_tokens) {
-                v = X[(P.x_offset + t * P.x_stride) / 4u + u * 8u + k % 8u];
+            if (j < n_cols_t) {
+                v = X[(P.x_offset + x_row(j) * P.x_stride) / 4u + u * 8u + k % 8u];
             }
             Xs[k] = v;
         }
@@ -96,16 +145,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     for (var i = 0u; i < TR; i++) {
         let row = r_base + tr + i * (BR / TR);
-        if (row >= P.nrows) {
+        if (row >= nrows) {
             continue;
         }
         for (var j = 0u; j < TT; j++) {
-            let t = t_base + tt + j * (BT / TT);
-            if (t >= S.n_tokens) {
+            let c = tt + j * (BT / TT);
+            if (c >= n_cols_t) {
                 continue;
             }
             var v = acc[i][j];
-            let yi = P.y_offset + t * P.y_stride + P.y_row0 + row;
+            let yi = y_index(c) + row;
 #ifdef BIAS
             v += B[P.y_row0 + row];
 #endif

@@ -3,6 +3,9 @@
 // of the row, so each run of X is loaded once and used for all NR rows.
 // Epilogues (structure, by define): ACC adds into Y (residual), BIAS adds B[r], GLU_SILU /
 // GLU_GELU multiply by act(G[t, r]) (the gate computed by an earlier matvec).
+// IDS (mixture of experts): z indexes (token, slot) pairs; the weight is a stack of experts of
+// P.expert_rows rows and the pair's expert is read from Ids on the GPU. X row = pair / x_div
+// (x_div = k reads the token's input, 1 reads the pair's own row), Y row = pair.
 
 #include "quant.wgsl"
 #include "reduce.wgsl"
@@ -17,6 +20,10 @@ struct Params {
     x_stride: u32,
     y_offset: u32,
     y_stride: u32,
+    expert_rows: u32,
+    x_div: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<storage, read> W: array<u32>;
@@ -28,6 +35,9 @@ struct Params {
 #endif
 #ifdef GLU
 @group(0) @binding(5) var<storage, read> G: array<f32>;
+#endif
+#ifdef IDS
+@group(0) @binding(7) var<storage, read> Ids: array<u32>;
 #endif
 
 override WG: u32 = 64u;
@@ -52,13 +62,29 @@ fn main(
 #endif
     let group = wid.x + wid.y * nwg.x;
     let row0 = group * NR;
-    if (row0 >= P.nrows) {
+#ifdef IDS
+    let pair = wid.z;
+    let expert_row0 = Ids[pair] * P.expert_rows;
+    // Experts are never split across parts; this part may not hold the pair's expert.
+    if (expert_row0 < P.y_row0 || expert_row0 >= P.y_row0 + P.nrows) {
         return;
     }
+    let w_row0 = expert_row0 - P.y_row0;
+    let nrows = P.expert_rows;
+    let x0 = (P.x_offset + (pair / P.x_div) * P.x_stride) / 4u;
+    let y0 = P.y_offset + pair * P.y_stride;
+#else
     let t = wid.z;
+    let w_row0 = 0u;
+    let nrows = P.nrows;
+    let x0 = (P.x_offset + t * P.x_stride) / 4u;
+    let y0 = P.y_offset + t * P.y_stride + P.y_row0;
+#endif
+    if (row0 >= nrows) {
+        return;
+    }
     let units = P.ncols / 32u;
     let upb = QK / 32u;
-    let x0 = (P.x_offset + t * P.x_stride) / 4u;
     var acc = vec4<f32>(0.0);
     for (var u = lid; u < units; u += WG) {
         var xv: Unit;
@@ -69,7 +95,7 @@ fn main(
         let sub = u % upb;
         for (var r = 0u; r < NR; r++) {
             // Rows past the end recompute the last row; their results are never written.
-            let row = min(row0 + r, P.nrows - 1u);
+            let row = w_row0 + min(row0 + r, nrows - 1u);
             let w = dq32(row * P.row_bytes + boff, sub);
             var s = 0.0;
             for (var i = 0u; i < 8u; i++) {
@@ -79,10 +105,10 @@ fn main(
         }
     }
     let tot = wg_sum4(acc, lid);
-    if (lid < NR && row0 + lid < P.nrows) {
+    if (lid < NR && row0 + lid < nrows) {
         let row = row0 + lid;
         var v = tot[lid];
-        let yi = P.y_offset + t * P.y_stride + P.y_row0 + row;
+        let yi = y0 + row;
 #ifdef BIAS
         v += B[P.y_row0 + row];
 #endif

@@ -84,3 +84,13 @@ fn tiny_llama_and_gemma3_on_gpu() {
 fn real_models_on_gpu() {
     check_cases(&|c| c.real);
 }
+
+#[test]
+fn tiny_qwen2_qwen3_on_gpu() {
+    check_cases(&|c| c.name.starts_with("tiny-qwen2") || c.name.starts_with("tiny-qwen3-"));
+}
+
+#[test]
+fn tiny_moe_on_gpu() {
+    check_cases(&|c| c.name.starts_with("tiny-qwen3moe") || c.name.starts_with("tiny-llama-moe"));
+}

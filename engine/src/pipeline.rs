@@ -54,6 +54,7 @@ pub enum PipelineKey {
     Attention(crate::ops::attention::AttentionKey),
     Elementwise(crate::ops::elementwise::ElementwiseKey),
     Argmax(crate::ops::argmax::ArgmaxKey),
+    Moe(crate::ops::moe::MoeKey),
 }
 
 impl PipelineKey {
@@ -67,6 +68,7 @@ impl PipelineKey {
             PipelineKey::Attention(k) => k,
             PipelineKey::Elementwise(k) => k,
             PipelineKey::Argmax(k) => k,
+            PipelineKey::Moe(k) => k,
         }
     }
     pub fn label(&self) -> String {
@@ -132,7 +134,10 @@ impl Gpu {
         for (_, var) in module.global_variables.iter() {
             let Some(rb) = &var.binding else { continue };
             if rb.group != 0 {
-                return Err(EngineError::Shader { name: label.to_string(), message: "only bind group 0 is used".into() });
+                return Err(EngineError::Shader {
+                    name: label.to_string(),
+                    message: "only bind group 0 is used".into(),
+                });
             }
             let ty = match var.space {
                 naga::AddressSpace::Uniform => wgpu::BufferBindingType::Uniform,
@@ -148,7 +153,10 @@ impl Gpu {
                 count: None,
             });
         }
-        Ok(self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries: &entries }))
+        Ok(self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(label),
+            entries: &entries,
+        }))
     }
 
     /// Returns the pipeline for `key`, building it on first use.

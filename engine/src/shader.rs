@@ -24,6 +24,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("elementwise.wgsl", include_str!("../../shaders/elementwise.wgsl")),
     ("argmax.wgsl", include_str!("../../shaders/argmax.wgsl")),
     ("activation.wgsl", include_str!("../../shaders/activation.wgsl")),
+    ("moe.wgsl", include_str!("../../shaders/moe.wgsl")),
 ];
 
 pub fn source(name: &str) -> Option<&'static str> {
@@ -51,7 +52,10 @@ struct Preprocessor {
 
 impl Preprocessor {
     fn err(&self, file: &str, line: usize, msg: impl Into<String>) -> EngineError {
-        EngineError::Shader { name: self.root.clone(), message: format!("{file}:{}: {}", line + 1, msg.into()) }
+        EngineError::Shader {
+            name: self.root.clone(),
+            message: format!("{file}:{}: {}", line + 1, msg.into()),
+        }
     }
 
     fn file(&mut self, name: &str, depth: u32) -> Result<()> {
@@ -79,7 +83,8 @@ impl Preprocessor {
                         stack.push((cond, cond));
                     }
                     "else" => {
-                        let top = stack.last_mut().ok_or_else(|| self.err(name, ln, "#else without #ifdef"))?;
+                        let top =
+                            stack.last_mut().ok_or_else(|| self.err(name, ln, "#else without #ifdef"))?;
                         *top = (!top.1, true);
                     }
                     "endif" => {

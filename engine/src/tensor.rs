@@ -30,11 +30,20 @@ pub struct GpuWeight {
 /// Types the GPU kernels can read.
 pub fn gpu_supports(t: GgmlType) -> bool {
     use GgmlType::*;
-    matches!(t, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | MXFP4)
+    matches!(
+        t,
+        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | MXFP4
+    )
 }
 
 impl GpuWeight {
     pub fn upload(gpu: &Gpu, t: &TensorBytes<'_>) -> Result<GpuWeight> {
+        Self::upload_aligned(gpu, t, 1)
+    }
+
+    /// Uploads with part boundaries on multiples of `row_align` rows, so that one expert of a
+    /// stacked-experts tensor never straddles two buffers.
+    pub fn upload_aligned(gpu: &Gpu, t: &TensorBytes<'_>, row_align: u64) -> Result<GpuWeight> {
         let meta = &t.meta;
         let ty = meta.ggml_type;
         if !gpu_supports(ty) {
@@ -61,20 +70,33 @@ impl GpuWeight {
                 t.bytes.len()
             )));
         }
-        let too_big = |what: &str| EngineError::Unsupported(format!("tensor {}: {what} exceeds 2^32", meta.name));
+        let too_big =
+            |what: &str| EngineError::Unsupported(format!("tensor {}: {what} exceeds 2^32", meta.name));
         let ncols32 = u32::try_from(ncols).map_err(|_| too_big("row length"))?;
         let nrows32 = u32::try_from(nrows).map_err(|_| too_big("row count"))?;
         let row_bytes32 = u32::try_from(row_bytes).map_err(|_| too_big("row size"))?;
         // Byte offsets inside one part are computed in u32 by the kernels.
         let max = gpu.max_binding().min(u32::MAX as u64 & !255);
-        let rows_per_part = (max / row_bytes).max(1);
+        let align = row_align.max(1);
+        let rows_per_part = (max / row_bytes) / align * align;
+        if rows_per_part == 0 {
+            return Err(EngineError::Unsupported(format!(
+                "tensor {}: {align} rows of {row_bytes} bytes exceed one {max}-byte storage binding",
+                meta.name
+            )));
+        }
         let mut parts = Vec::new();
         let mut row0 = 0u64;
         while row0 < nrows {
             let n = rows_per_part.min(nrows - row0);
             let bytes = &t.bytes[(row0 * row_bytes) as usize..((row0 + n) * row_bytes) as usize];
-            let label = if nrows <= rows_per_part { meta.name.clone() } else { format!("{}[{row0}..]", meta.name) };
-            parts.push(WeightPart { buffer: gpu.storage_init(&label, bytes), row0: row0 as u32, nrows: n as u32 });
+            let label =
+                if nrows <= rows_per_part { meta.name.clone() } else { format!("{}[{row0}..]", meta.name) };
+            parts.push(WeightPart {
+                buffer: gpu.storage_init(&label, bytes),
+                row0: row0 as u32,
+                nrows: n as u32,
+            });
             row0 += n;
         }
         Ok(GpuWeight {

@@ -81,7 +81,14 @@ fn matvec_matches_cpu_for_every_type() {
                 gpu.run(&ops, n_tok as u32).unwrap();
                 let got = gpu.read_f32(&yb).unwrap();
                 let (want, scale) = reference(&wf, &x, rows, cols, n_tok);
-                check_close(&format!("[{name}] matvec {t} {rows}x{cols}"), &got[..rows * n_tok], &want, &scale, 1e-5, 1e-6);
+                check_close(
+                    &format!("[{name}] matvec {t} {rows}x{cols}"),
+                    &got[..rows * n_tok],
+                    &want,
+                    &scale,
+                    1e-5,
+                    1e-6,
+                );
             }
         }
     }
@@ -115,7 +122,14 @@ fn matmul_matches_cpu_for_every_type() {
                 gpu.run(&ops, n_tok as u32).unwrap();
                 let got = gpu.read_f32(&yb).unwrap();
                 let (want, scale) = reference(&wf, &x, rows, cols, n_tok);
-                check_close(&format!("[{name}] matmul {t} {rows}x{cols} T={n_tok}"), &got[..rows * n_tok], &want, &scale, 1e-5, 1e-6);
+                check_close(
+                    &format!("[{name}] matmul {t} {rows}x{cols} T={n_tok}"),
+                    &got[..rows * n_tok],
+                    &want,
+                    &scale,
+                    1e-5,
+                    1e-6,
+                );
             }
         }
     }
@@ -152,7 +166,9 @@ fn epilogues_bias_add_and_glu() {
                     bias: Some(&bb),
                     gate: glu.then_some(&gb),
                 };
-                let ops = if batched { matmul(&gpu, &w, &io, epi, &step) } else { matvec(&gpu, &w, &io, epi) }.unwrap();
+                let ops =
+                    if batched { matmul(&gpu, &w, &io, epi, &step) } else { matvec(&gpu, &w, &io, epi) }
+                        .unwrap();
                 gpu.run(&ops, n_tok as u32).unwrap();
                 let got = gpu.read_f32(&yb).unwrap();
                 let mut want = vec![0f64; rows * n_tok];
@@ -161,7 +177,9 @@ fn epilogues_bias_add_and_glu() {
                     let v = dot[i] + bias[i % rows] as f64;
                     let g = y0[i] as f64;
                     let silu = g / (1.0 + (-g).exp());
-                    let gelu = 0.5 * g * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g * g * g)).tanh());
+                    let gelu = 0.5
+                        * g
+                        * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g * g * g)).tanh());
                     want[i] = match epi {
                         Epilogue::Store => v,
                         Epilogue::Add => v + g,
@@ -170,7 +188,14 @@ fn epilogues_bias_add_and_glu() {
                     };
                     sc[i] = (scale[i] + 1.0) * (1.0 + g.abs());
                 }
-                check_close(&format!("[{name}] {epi:?} batched={batched}"), &got[..rows * n_tok], &want, &sc, 1e-5, 1e-6);
+                check_close(
+                    &format!("[{name}] {epi:?} batched={batched}"),
+                    &got[..rows * n_tok],
+                    &want,
+                    &sc,
+                    1e-5,
+                    1e-6,
+                );
             }
         }
     }
@@ -191,8 +216,10 @@ fn get_rows_dequantizes_and_scales() {
             let ops = get_rows(&gpu, &w, &idb, &out, cols as u32, 2.5).unwrap();
             gpu.run(&ops, ids.len() as u32).unwrap();
             let got = gpu.read_f32(&out).unwrap();
-            let want: Vec<f64> =
-                ids.iter().flat_map(|&i| wf[i as usize * cols..(i as usize + 1) * cols].iter().map(|v| *v as f64 * 2.5)).collect();
+            let want: Vec<f64> = ids
+                .iter()
+                .flat_map(|&i| wf[i as usize * cols..(i as usize + 1) * cols].iter().map(|v| *v as f64 * 2.5))
+                .collect();
             let scale: Vec<f64> = want.iter().map(|v| v.abs()).collect();
             check_close(&format!("[{name}] get_rows {t}"), &got, &want, &scale, 1e-6, 0.0);
         }

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use super::GpuModel;
 use super::graph::{self, Graph};
 use crate::error::{EngineError, Result};
+use crate::ops::matmul::TILE_TOKENS;
+use crate::ops::moe::MoeBuffers;
 use crate::ops::rope::rope_table;
 
 #[derive(Clone, Debug)]
@@ -56,6 +58,17 @@ pub(crate) struct Buffers {
     pub rope_tables: Vec<wgpu::Buffer>,
     pub read_tokens: wgpu::Buffer,
     pub read_logits: wgpu::Buffer,
+    /// Routing state and expert activations, for models with MoE layers.
+    pub moe: Option<MoeBuffers>,
+    pub moe_bufs: Option<MoeScratch>,
+}
+
+pub(crate) struct MoeScratch {
+    pub router_logits: wgpu::Buffer,
+    /// Per (token, slot) pair: gate, GLU output, and expert output rows.
+    pub g: wgpu::Buffer,
+    pub u: wgpu::Buffer,
+    pub y: wgpu::Buffer,
 }
 
 /// Wall-clock time spent in steps, split by kind.
@@ -151,7 +164,20 @@ impl Context {
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }),
+            moe: None,
+            moe_bufs: None,
         };
+        let mut bufs = bufs;
+        if let Some(m) = &c.moe {
+            let pairs = nb * m.n_expert_used as u64;
+            bufs.moe = Some(MoeBuffers::new(gpu, n_batch, m.n_expert, m.n_expert_used, TILE_TOKENS));
+            bufs.moe_bufs = Some(MoeScratch {
+                router_logits: gpu.storage("moe.router_logits", nb * m.n_expert as u64 * f),
+                g: gpu.storage("moe.gate", pairs * m.n_ff_expert as u64 * f),
+                u: gpu.storage("moe.up", pairs * m.n_ff_expert as u64 * f),
+                y: gpu.storage("moe.out", pairs * e * f),
+            });
+        }
         let graph = graph::build(&model, &bufs)?;
         Ok(Context { model, bufs, graph, n_past: 0, timings: StepTimings::default() })
     }
@@ -182,7 +208,9 @@ impl Context {
         }
         let n_vocab = self.model.cfg.n_vocab;
         if let Some(bad) = tokens.iter().find(|&&t| t >= n_vocab) {
-            return Err(EngineError::InvalidArgument(format!("token id {bad} is outside the vocabulary of {n_vocab}")));
+            return Err(EngineError::InvalidArgument(format!(
+                "token id {bad} is outside the vocabulary of {n_vocab}"
+            )));
         }
         let total = self.n_past as usize + tokens.len();
         if total > self.bufs.n_ctx as usize {
@@ -212,9 +240,13 @@ impl Context {
         let n_vocab = self.model.cfg.n_vocab as u64;
         gpu.queue.write_buffer(&self.bufs.tokens, 0, bytemuck::cast_slice(tokens));
         gpu.queue.write_buffer(&self.bufs.step, 0, bytemuck::cast_slice(&[self.n_past, n, 0, 0]));
-        let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
+        let mut enc =
+            gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
         {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("step"), timestamp_writes: None });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("step"),
+                timestamp_writes: None,
+            });
             let body = if n == 1 { &self.graph.body_decode } else { &self.graph.body_prefill };
             for op in body {
                 op.record(&mut pass, n);
@@ -283,9 +315,7 @@ fn read_f32(gpu: &crate::device::Gpu, buf: &wgpu::Buffer, bytes: u64) -> Result<
         let _ = tx.send(r);
     });
     gpu.wait()?;
-    rx.recv()
-        .map_err(|e| EngineError::gpu("readback", e))?
-        .map_err(|e| EngineError::gpu("readback", e))?;
+    rx.recv().map_err(|e| EngineError::gpu("readback", e))?.map_err(|e| EngineError::gpu("readback", e))?;
     let v = {
         let view = slice.get_mapped_range().map_err(|e| EngineError::gpu("readback", e))?;
         bytemuck::pod_collect_to_vec::<u8, f32>(&view)

@@ -9,8 +9,9 @@ use crate::error::{EngineError, Result};
 use crate::ops::argmax::{ArgmaxOps, argmax};
 use crate::ops::attention::{AttentionArgs, attention};
 use crate::ops::get_rows::get_rows;
-use crate::ops::matmul::matmul;
-use crate::ops::matvec::{Epilogue, LinearIo, matvec};
+use crate::ops::matmul::{GroupedIds, TILE_ROWS, TILE_TOKENS, matmul, matmul_ids};
+use crate::ops::matvec::{Epilogue, ExpertIds, LinearIo, matvec, matvec_ids};
+use crate::ops::moe::{self, MoeShape};
 use crate::ops::norm::{NormArgs, rms_norm};
 use crate::ops::rope::{RopeArgs, rope_kv};
 use crate::ops::{Grid, Op};
@@ -38,14 +39,27 @@ pub(crate) fn build(m: &GpuModel, b: &Buffers) -> Result<Graph> {
     })
 }
 
-fn linear(m: &GpuModel, b: &Buffers, batched: bool, w: &GpuWeight, io: LinearIo<'_>, epi: Epilogue) -> Result<Vec<Op>> {
+fn linear(
+    m: &GpuModel,
+    b: &Buffers,
+    batched: bool,
+    w: &GpuWeight,
+    io: LinearIo<'_>,
+    epi: Epilogue,
+) -> Result<Vec<Op>> {
     if w.nrows == 0 {
         return Err(EngineError::InvalidArgument(format!("{} has no rows", w.name)));
     }
     if batched { matmul(&m.gpu, w, &io, epi, &b.step) } else { matvec(&m.gpu, w, &io, epi) }
 }
 
-fn io<'a>(x: &'a wgpu::Buffer, x_stride: u32, y: &'a wgpu::Buffer, y_offset: u32, y_stride: u32) -> LinearIo<'a> {
+fn io<'a>(
+    x: &'a wgpu::Buffer,
+    x_stride: u32,
+    y: &'a wgpu::Buffer,
+    y_offset: u32,
+    y_stride: u32,
+) -> LinearIo<'a> {
     LinearIo { x, x_offset: 0, x_stride, y, y_offset, y_stride, bias: None, gate: None }
 }
 
@@ -67,7 +81,15 @@ fn body(m: &GpuModel, b: &Buffers, batched: bool) -> Result<Vec<Op>> {
         };
         ops.push(rms_norm(
             gpu,
-            &NormArgs { n: e, eps: c.rms_eps, x: &b.x, weight: &l.attn_norm, out: &b.h, post: prev_post, last_row_of: None },
+            &NormArgs {
+                n: e,
+                eps: c.rms_eps,
+                x: &b.x,
+                weight: &l.attn_norm,
+                out: &b.h,
+                post: prev_post,
+                last_row_of: None,
+            },
         )?);
         for (w, bias, off) in [(&l.wq, &l.bq, 0), (&l.wk, &l.bk, nq), (&l.wv, &l.bv, nq + nk)] {
             let mut o = io(&b.h, e, &b.qkv, off, qkv_stride);
@@ -131,7 +153,15 @@ fn body(m: &GpuModel, b: &Buffers, batched: bool) -> Result<Vec<Op>> {
             ops.extend(linear(m, b, batched, &l.wo, io(&b.attn, attn_w, &b.x, 0, e), Epilogue::Add)?);
             ops.push(rms_norm(
                 gpu,
-                &NormArgs { n: e, eps: c.rms_eps, x: &b.x, weight: &l.ffn_norm, out: &b.h, post: None, last_row_of: None },
+                &NormArgs {
+                    n: e,
+                    eps: c.rms_eps,
+                    x: &b.x,
+                    weight: &l.ffn_norm,
+                    out: &b.h,
+                    post: None,
+                    last_row_of: None,
+                },
             )?);
         }
         match &l.ffn {
@@ -148,8 +178,79 @@ fn body(m: &GpuModel, b: &Buffers, batched: bool) -> Result<Vec<Op>> {
                 let (dst, epi) = if post_norms { (&b.a, Epilogue::Store) } else { (&b.x, Epilogue::Add) };
                 ops.extend(linear(m, b, batched, down, io(&b.u, nff, dst, 0, e), epi)?);
             }
-            super::GpuFfn::Moe { .. } => {
-                return Err(EngineError::Unsupported("mixture-of-experts layers on the GPU".into()));
+            super::GpuFfn::Moe { router, gate_exps, up_exps, down_exps } => {
+                let (Some(cfg), Some(mb), Some(mx)) = (&c.moe, &b.moe, &b.moe_bufs) else {
+                    return Err(EngineError::InvalidArgument("MoE layer without MoE config".into()));
+                };
+                let (k, nff) = (cfg.n_expert_used, cfg.n_ff_expert);
+                let shape = MoeShape {
+                    n_expert: cfg.n_expert,
+                    k,
+                    n_embd: e,
+                    scale: cfg.weights_scale,
+                    renormalize: matches!(
+                        cfg.gating,
+                        wllm_loaders::model::ExpertGating::SoftmaxTopK { renormalize: true }
+                    ),
+                };
+                ops.extend(linear(
+                    m,
+                    b,
+                    batched,
+                    router,
+                    io(&b.h, e, &mx.router_logits, 0, cfg.n_expert),
+                    Epilogue::Store,
+                )?);
+                ops.push(moe::route(gpu, &shape, &mx.router_logits, mb, &b.step)?);
+                let gate_io = io(&b.h, e, &mx.g, 0, nff);
+                let mut up_io = io(&b.h, e, &mx.u, 0, nff);
+                up_io.gate = Some(&mx.g);
+                let down_io = io(&mx.u, nff, &mx.y, 0, e);
+                let glu = match c.ffn_act {
+                    FfnActivation::Silu => Epilogue::GluSilu,
+                    FfnActivation::GeluTanh => Epilogue::GluGelu,
+                };
+                if batched {
+                    let row_tiles = (nff.div_ceil(TILE_ROWS), e.div_ceil(TILE_ROWS));
+                    ops.push(moe::plan(gpu, &shape, TILE_TOKENS, row_tiles, mb, &b.step)?);
+                    let g = |args_offset, expert_rows, x_per_token| GroupedIds {
+                        pairs: &mb.pairs,
+                        tiles: &mb.tiles,
+                        args: &mb.args,
+                        args_offset,
+                        k,
+                        expert_rows,
+                        x_per_token,
+                    };
+                    ops.extend(matmul_ids(
+                        gpu,
+                        gate_exps,
+                        &gate_io,
+                        Epilogue::Store,
+                        &b.step,
+                        &g(0, nff, true),
+                    )?);
+                    ops.extend(matmul_ids(gpu, up_exps, &up_io, glu, &b.step, &g(0, nff, true))?);
+                    ops.extend(matmul_ids(
+                        gpu,
+                        down_exps,
+                        &down_io,
+                        Epilogue::Store,
+                        &b.step,
+                        &g(12, e, false),
+                    )?);
+                } else {
+                    let x =
+                        |expert_rows, x_per_token| ExpertIds { ids: &mb.ids, k, expert_rows, x_per_token };
+                    ops.extend(matvec_ids(gpu, gate_exps, &gate_io, Epilogue::Store, &x(nff, true))?);
+                    ops.extend(matvec_ids(gpu, up_exps, &up_io, glu, &x(nff, true))?);
+                    ops.extend(matvec_ids(gpu, down_exps, &down_io, Epilogue::Store, &x(e, false))?);
+                }
+                let dst = if post_norms { &b.a } else { &b.x };
+                if post_norms {
+                    return Err(EngineError::Unsupported("post-norms around MoE layers".into()));
+                }
+                ops.push(moe::combine(gpu, &shape, mb, &mx.y, dst, &b.step)?);
             }
         }
     }

@@ -57,17 +57,24 @@ pub struct GpuModel {
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
 impl GpuModel {
-    pub fn load(gpu: Arc<Gpu>, cfg: ModelConfig, src: &dyn TensorSource, progress: Progress<'_>) -> Result<GpuModel> {
+    pub fn load(
+        gpu: Arc<Gpu>,
+        cfg: ModelConfig,
+        src: &dyn TensorSource,
+        progress: Progress<'_>,
+    ) -> Result<GpuModel> {
         let metas = ModelWeights::resolve(&cfg, src)?;
         let total: u64 = metas.all().iter().map(|m| m.n_bytes()).sum();
         let mut done = 0u64;
-        let mut mat = |m: &TensorMeta| -> Result<GpuWeight> {
+        let mut mat_aligned = |m: &TensorMeta, align: u64| -> Result<GpuWeight> {
             let t = src.bytes(&m.name).ok_or_else(|| ModelError::MissingTensor(m.name.clone()))?;
-            let w = GpuWeight::upload(&gpu, &t)?;
+            let w = GpuWeight::upload_aligned(&gpu, &t, align)?;
             done += m.n_bytes();
             progress(done, total);
             Ok(w)
         };
+        // Expert stacks keep each expert (ne1 rows) inside one buffer.
+        let mut mat = |m: &TensorMeta| mat_aligned(m, if m.dims.len() > 2 { m.ne(1) } else { 1 });
         let vecf = |m: &TensorMeta| -> Result<wgpu::Buffer> {
             let t = src.bytes(&m.name).ok_or_else(|| ModelError::MissingTensor(m.name.clone()))?;
             upload_f32(&gpu, &t)
@@ -82,7 +89,9 @@ impl GpuModel {
                     let mut both = vec![0f32; (q.n_elements() + k.n_elements()) as usize];
                     let (qa, ka) = both.split_at_mut(q.n_elements() as usize);
                     for (meta, out) in [(q, qa), (k, ka)] {
-                        let t = src.bytes(&meta.name).ok_or_else(|| ModelError::MissingTensor(meta.name.clone()))?;
+                        let t = src
+                            .bytes(&meta.name)
+                            .ok_or_else(|| ModelError::MissingTensor(meta.name.clone()))?;
                         wllm_loaders::quant::dequantize_row(meta.ggml_type, &t.bytes, out)
                             .map_err(|e| EngineError::InvalidArgument(format!("{}: {e}", meta.name)))?;
                     }
@@ -91,7 +100,9 @@ impl GpuModel {
                 _ => None,
             };
             let ffn = match &l.ffn {
-                FfnWeights::Dense { gate, up, down } => GpuFfn::Dense { gate: mat(gate)?, up: mat(up)?, down: mat(down)? },
+                FfnWeights::Dense { gate, up, down } => {
+                    GpuFfn::Dense { gate: mat(gate)?, up: mat(up)?, down: mat(down)? }
+                }
                 FfnWeights::Moe { router, gate_exps, up_exps, down_exps } => GpuFfn::Moe {
                     router: mat(router)?,
                     gate_exps: mat(gate_exps)?,

@@ -37,7 +37,14 @@ pub struct ArgmaxOps {
 }
 
 /// argmax of `logits[offset .. offset + n]` into `tokens[out_index]`.
-pub fn argmax(gpu: &Gpu, logits: &wgpu::Buffer, offset: u32, n: u32, tokens: &wgpu::Buffer, out_index: u32) -> Result<ArgmaxOps> {
+pub fn argmax(
+    gpu: &Gpu,
+    logits: &wgpu::Buffer,
+    offset: u32,
+    n: u32,
+    tokens: &wgpu::Buffer,
+    out_index: u32,
+) -> Result<ArgmaxOps> {
     let chunk = 4096u32;
     let groups = n.div_ceil(chunk).max(1);
     let partials = gpu.storage("argmax.partials", groups as u64 * 8);

@@ -89,7 +89,14 @@ pub fn attention(gpu: &Gpu, a: &AttentionArgs<'_>) -> Result<Op> {
         }
     };
     let wg = (team * 8).clamp(32, 256).max(team);
-    let key = AttentionKey { kv_f16: a.kv_f16, head_dim: a.head_dim, head_dim_v: a.head_dim_v, team, team_is_subgroup, wg };
+    let key = AttentionKey {
+        kv_f16: a.kv_f16,
+        head_dim: a.head_dim,
+        head_dim_v: a.head_dim_v,
+        team,
+        team_is_subgroup,
+        wg,
+    };
     let pipeline = gpu.pipeline(PipelineKey::Attention(key))?;
     let p = Params {
         n_head: a.n_head,

@@ -47,5 +47,9 @@ pub fn elementwise(gpu: &Gpu, op: ElementwiseKey, x: &wgpu::Buffer, y: &wgpu::Bu
     let pipeline = gpu.pipeline(PipelineKey::Elementwise(op))?;
     let ubuf = gpu.uniform("elementwise.params", &Params { n, _pad: [0; 3] });
     let (gx, gy) = fold(n.div_ceil(256));
-    Ok(gpu.op(pipeline, &[(0, Res::Buf(x)), (1, Res::Buf(y)), (2, Res::Buf(&ubuf))], Grid::Fixed([gx, gy, 1])))
+    Ok(gpu.op(
+        pipeline,
+        &[(0, Res::Buf(x)), (1, Res::Buf(y)), (2, Res::Buf(&ubuf))],
+        Grid::Fixed([gx, gy, 1]),
+    ))
 }

@@ -38,7 +38,14 @@ struct Params {
 }
 
 /// out[t, :] = W[ids[t], :] * scale for every token of the batch.
-pub fn get_rows(gpu: &Gpu, w: &GpuWeight, ids: &wgpu::Buffer, out: &wgpu::Buffer, out_stride: u32, scale: f32) -> Result<Vec<Op>> {
+pub fn get_rows(
+    gpu: &Gpu,
+    w: &GpuWeight,
+    ids: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    out_stride: u32,
+    scale: f32,
+) -> Result<Vec<Op>> {
     let pipeline = gpu.pipeline(PipelineKey::GetRows(GetRowsKey { wtype: w.ggml_type }))?;
     Ok(w.parts
         .iter()

@@ -52,6 +52,7 @@ pub struct MatvecKey {
     pub wtype: GgmlType,
     pub epilogue: Epilogue,
     pub bias: bool,
+    pub ids: bool,
     pub wg: u32,
     pub nr: u32,
 }
@@ -59,7 +60,8 @@ pub struct MatvecKey {
 impl Kernel for MatvecKey {
     fn label(&self) -> String {
         format!(
-            "matvec.{}{}{}.wg{}.nr{}",
+            "matvec{}.{}{}{}.wg{}.nr{}",
+            if self.ids { "_ids" } else { "" },
             self.wtype,
             self.epilogue.name(),
             if self.bias { ".bias" } else { "" },
@@ -71,6 +73,7 @@ impl Kernel for MatvecKey {
         let spec = KernelSpec::new("matvec.wgsl")
             .define(&wtype_define(self.wtype))
             .define_if(self.bias, "BIAS")
+            .define_if(self.ids, "IDS")
             .constant("WG", self.wg as f64)
             .constant("NR", self.nr as f64);
         self.epilogue.apply(spec)
@@ -88,6 +91,11 @@ pub(crate) struct LinearParams {
     pub x_stride: u32,
     pub y_offset: u32,
     pub y_stride: u32,
+    /// Rows per expert (ids variants only).
+    pub expert_rows: u32,
+    /// Pairs per input row (ids variants: k reads the token's row, 1 the pair's own row).
+    pub x_div: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Where a linear layer reads and writes. Offsets and strides count f32 elements.
@@ -130,7 +138,7 @@ pub fn matvec_shape(w: &GpuWeight) -> (u32, u32) {
 pub fn matvec(gpu: &Gpu, w: &GpuWeight, io: &LinearIo<'_>, epilogue: Epilogue) -> Result<Vec<Op>> {
     check_io(w, io, epilogue)?;
     let (wg, nr) = matvec_shape(w);
-    let key = MatvecKey { wtype: w.ggml_type, epilogue, bias: io.bias.is_some(), wg, nr };
+    let key = MatvecKey { wtype: w.ggml_type, epilogue, bias: io.bias.is_some(), ids: false, wg, nr };
     let pipeline = gpu.pipeline(PipelineKey::Matvec(key))?;
     let mut ops = Vec::with_capacity(w.parts.len());
     for part in &w.parts {
@@ -143,9 +151,13 @@ pub fn matvec(gpu: &Gpu, w: &GpuWeight, io: &LinearIo<'_>, epilogue: Epilogue) -
             x_stride: io.x_stride,
             y_offset: io.y_offset,
             y_stride: io.y_stride,
+            expert_rows: 0,
+            x_div: 1,
+            _pad: [0; 2],
         };
         let ubuf = gpu.uniform("matvec.params", &params);
-        let mut entries = vec![(0, Res::Buf(&part.buffer)), (1, Res::Buf(io.x)), (2, Res::Buf(io.y)), (3, Res::Buf(&ubuf))];
+        let mut entries =
+            vec![(0, Res::Buf(&part.buffer)), (1, Res::Buf(io.x)), (2, Res::Buf(io.y)), (3, Res::Buf(&ubuf))];
         if let Some(b) = io.bias {
             entries.push((4, Res::Buf(b)));
         }
@@ -153,6 +165,69 @@ pub fn matvec(gpu: &Gpu, w: &GpuWeight, io: &LinearIo<'_>, epilogue: Epilogue) -
             entries.push((5, Res::Buf(g)));
         }
         ops.push(gpu.op(pipeline.clone(), &entries, Grid::PerToken { groups: part.nrows.div_ceil(nr) }));
+    }
+    Ok(ops)
+}
+
+/// Where a stacked-experts product finds its experts: `ids[pair]` is the expert of each
+/// (token, slot) pair, `k` pairs per token.
+#[derive(Copy, Clone, Debug)]
+pub struct ExpertIds<'a> {
+    pub ids: &'a wgpu::Buffer,
+    pub k: u32,
+    /// Rows of one expert in the stacked weight.
+    pub expert_rows: u32,
+    /// Input rows are per token (`true`: gate/up read the token's normed state) or per pair.
+    pub x_per_token: bool,
+}
+
+/// The "ids" variant of matvec: for every (token, slot) pair, y[pair] = W[expert] . x.
+/// The expert comes from a GPU buffer, so routing never waits on the host.
+pub fn matvec_ids(
+    gpu: &Gpu,
+    w: &GpuWeight,
+    io: &LinearIo<'_>,
+    epilogue: Epilogue,
+    ex: &ExpertIds<'_>,
+) -> Result<Vec<Op>> {
+    check_io(w, io, epilogue)?;
+    if io.bias.is_some() || ex.expert_rows == 0 || w.nrows % ex.expert_rows != 0 {
+        return Err(EngineError::InvalidArgument(format!("{}: bad expert layout", w.name)));
+    }
+    let (wg, nr) = matvec_shape(w);
+    let key = MatvecKey { wtype: w.ggml_type, epilogue, bias: false, ids: true, wg, nr };
+    let pipeline = gpu.pipeline(PipelineKey::Matvec(key))?;
+    let mut ops = Vec::with_capacity(w.parts.len());
+    for part in &w.parts {
+        let params = LinearParams {
+            ncols: w.ncols,
+            nrows: part.nrows,
+            row_bytes: w.row_bytes,
+            y_row0: part.row0,
+            x_offset: io.x_offset,
+            x_stride: io.x_stride,
+            y_offset: io.y_offset,
+            y_stride: io.y_stride,
+            expert_rows: ex.expert_rows,
+            x_div: if ex.x_per_token { ex.k } else { 1 },
+            _pad: [0; 2],
+        };
+        let ubuf = gpu.uniform("matvec_ids.params", &params);
+        let mut entries = vec![
+            (0, Res::Buf(&part.buffer)),
+            (1, Res::Buf(io.x)),
+            (2, Res::Buf(io.y)),
+            (3, Res::Buf(&ubuf)),
+            (7, Res::Buf(ex.ids)),
+        ];
+        if let Some(g) = io.gate {
+            entries.push((5, Res::Buf(g)));
+        }
+        ops.push(gpu.op(
+            pipeline.clone(),
+            &entries,
+            Grid::PerTokenTimes { groups: ex.expert_rows.div_ceil(nr), per_token: ex.k },
+        ));
     }
     Ok(ops)
 }

@@ -8,6 +8,7 @@ pub mod elementwise;
 pub mod get_rows;
 pub mod matmul;
 pub mod matvec;
+pub mod moe;
 pub mod norm;
 pub mod rope;
 
@@ -27,15 +28,36 @@ pub const MAX_GRID: u32 = 65535;
 pub enum Grid {
     Fixed([u32; 3]),
     /// `groups` workgroups (folded into x*y when over the limit) for each token along z.
-    PerToken { groups: u32 },
+    PerToken {
+        groups: u32,
+    },
+    /// Like `PerToken`, with `per_token` entries per token along z (expert pairs).
+    PerTokenTimes {
+        groups: u32,
+        per_token: u32,
+    },
     /// One workgroup per token along x, times `y` along y.
-    TokensX { y: u32 },
+    TokensX {
+        y: u32,
+    },
     /// `x` workgroups, and one per token along y.
-    TokensY { x: u32 },
+    TokensY {
+        x: u32,
+    },
     /// `x` workgroups, and ceil(tokens / tile) along y.
-    TokenTiles { x: u32, tile: u32 },
+    TokenTiles {
+        x: u32,
+        tile: u32,
+    },
+    /// ceil(tokens / tile) along x.
+    TokenTilesX {
+        tile: u32,
+    },
     /// ceil(tokens * rows_per_token / rows_per_group) along x.
-    Rows { rows_per_token: u32, rows_per_group: u32 },
+    Rows {
+        rows_per_token: u32,
+        rows_per_group: u32,
+    },
 }
 
 impl Grid {
@@ -46,9 +68,14 @@ impl Grid {
                 let (x, y) = fold(groups);
                 [x, y, n_tokens]
             }
+            Grid::PerTokenTimes { groups, per_token } => {
+                let (x, y) = fold(groups);
+                [x, y, n_tokens * per_token]
+            }
             Grid::TokensX { y } => [n_tokens, y, 1],
             Grid::TokensY { x } => [x, n_tokens, 1],
             Grid::TokenTiles { x, tile } => [x, n_tokens.div_ceil(tile), 1],
+            Grid::TokenTilesX { tile } => [n_tokens.div_ceil(tile), 1, 1],
             Grid::Rows { rows_per_token, rows_per_group } => {
                 [(n_tokens * rows_per_token).div_ceil(rows_per_group), 1, 1]
             }
@@ -73,6 +100,8 @@ pub struct Op {
     pub pipeline: Arc<Pipeline>,
     pub bind_group: wgpu::BindGroup,
     pub grid: Grid,
+    /// Dispatch size read from this buffer at this offset instead of `grid`.
+    pub indirect: Option<(wgpu::Buffer, u64)>,
 }
 
 impl Op {
@@ -81,6 +110,12 @@ impl Op {
     }
 
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
+        if let Some((buf, offset)) = &self.indirect {
+            pass.set_pipeline(&self.pipeline.pipeline);
+            pass.set_bind_group(0, &self.bind_group, &[]);
+            pass.dispatch_workgroups_indirect(buf, *offset);
+            return;
+        }
         let [x, y, z] = self.grid.dims(n_tokens);
         if x == 0 || y == 0 || z == 0 {
             return;
@@ -137,7 +172,7 @@ impl Gpu {
 
     pub fn op(&self, p: Arc<Pipeline>, entries: &[(u32, Res<'_>)], grid: Grid) -> Op {
         let bind_group = self.bind_group(&p, entries);
-        Op { pipeline: p, bind_group, grid }
+        Op { pipeline: p, bind_group, grid, indirect: None }
     }
 
     /// A storage buffer of `size` bytes (rounded up to 4), usable as copy source and target.
@@ -186,9 +221,13 @@ pub fn pow2_clamp(n: u32, lo: u32, hi: u32) -> u32 {
 impl Gpu {
     /// Records `ops` into one compute pass, submits, and waits (tests, benches, tools).
     pub fn run(&self, ops: &[Op], n_tokens: u32) -> crate::error::Result<()> {
-        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run") });
+        let mut enc =
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run") });
         {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("run"), timestamp_writes: None });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("run"),
+                timestamp_writes: None,
+            });
             for op in ops {
                 op.record(&mut pass, n_tokens);
             }
@@ -207,7 +246,8 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read") });
+        let mut enc =
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read") });
         enc.copy_buffer_to_buffer(buf, 0, &staging, 0, size);
         self.queue.submit([enc.finish()]);
         let slice = staging.slice(..);

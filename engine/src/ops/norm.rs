@@ -54,7 +54,11 @@ pub struct NormArgs<'a> {
 }
 
 pub fn rms_norm(gpu: &Gpu, a: &NormArgs<'_>) -> Result<Op> {
-    let key = NormKey { post_add: a.post.is_some(), last_row: a.last_row_of.is_some(), wg: pow2_clamp(a.n / 4, 32, 256) };
+    let key = NormKey {
+        post_add: a.post.is_some(),
+        last_row: a.last_row_of.is_some(),
+        wg: pow2_clamp(a.n / 4, 32, 256),
+    };
     let pipeline = gpu.pipeline(PipelineKey::Norm(key))?;
     let ubuf = gpu.uniform("norm.params", &Params { n: a.n, x_stride: a.n, out_stride: a.n, eps: a.eps });
     let mut e = vec![(0, Res::Buf(a.x)), (1, Res::Buf(a.weight)), (2, Res::Buf(a.out)), (3, Res::Buf(&ubuf))];

@@ -18,7 +18,12 @@ pub fn gpus() -> Vec<(&'static str, Arc<Gpu>)> {
             return out;
         }
     }
-    let plain = DeviceOptions { disable_f16: true, disable_subgroups: true, disable_timestamps: true, ..Default::default() };
+    let plain = DeviceOptions {
+        disable_f16: true,
+        disable_subgroups: true,
+        disable_timestamps: true,
+        ..Default::default()
+    };
     if let Ok(g) = Gpu::new(&plain) {
         out.push(("no-features", g));
     }
