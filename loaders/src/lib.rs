@@ -7,6 +7,7 @@ pub mod gguf;
 pub mod model;
 pub mod quant;
 pub mod safetensors;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
 pub use ggml_type::GgmlType;
@@ -14,3 +15,4 @@ pub use gguf::{GgufError, GgufFile, TensorInfo};
 pub use model::{Arch, ModelConfig, ModelError, ModelWeights, TensorSource};
 pub use quant::QuantError;
 pub use safetensors::{SafetensorsError, SafetensorsFiles, SafetensorsModel};
+pub use tokenizer::{StreamDecoder, TokenAttr, TokenType, Tokenizer, TokenizerError};
