@@ -277,6 +277,12 @@ fn special_tokens_and_end_of_generation() {
 }
 
 #[test]
+fn tokenizer_can_be_shared_between_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Tokenizer>();
+}
+
+#[test]
 fn gemma3_vocab_builds_quickly() {
     let Some(path) = model_path(GEMMA) else {
         eprintln!("skipping: model {GEMMA} not found");
