@@ -6,6 +6,7 @@ pub mod error;
 pub mod model;
 pub mod ops;
 pub mod pipeline;
+pub mod sampling;
 pub mod shader;
 pub mod tensor;
 
