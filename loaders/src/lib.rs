@@ -1,6 +1,7 @@
 //! File formats for wllm: GGUF and safetensors readers, ggml quant block layouts with CPU
 //! reference dequantization, and tokenizers built from model metadata. No GPU code lives here.
 
+pub mod chat;
 pub mod error;
 pub mod ggml_type;
 pub mod gguf;

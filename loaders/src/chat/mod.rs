@@ -1,0 +1,47 @@
+//! Chat templates: the model's own Jinja template (`tokenizer.chat_template` in GGUF,
+//! `chat_template` in `tokenizer_config.json`, or a file) rendered with minijinja the way
+//! llama.cpp and Hugging Face render it.
+//!
+//! Rendering follows llama.cpp at commit 0c1e570 (`common/chat.cpp`, `common/jinja`):
+//! `trim_blocks` and `lstrip_blocks` on, one trailing newline of the template dropped, Python
+//! string/dict methods, `raise_exception`, `strftime_now`, a Python-style `tojson`,
+//! transformers' `{% generation %}` markers ignored, ChatML when the model has no template, and
+//! a leading BOS (trailing EOS) dropped from the render when the tokenizer adds it anyway.
+//! Templates that fail name the failing construct and its line ([`ChatError`]).
+//!
+//! Not done here: llama.cpp's per-template workarounds (folding a system message into the first
+//! user turn for templates without a system role, typed content parts, tool calls).
+
+mod env;
+mod error;
+mod render;
+mod strftime;
+mod template;
+mod tojson;
+
+pub use error::{ChatError, TemplateFailure};
+pub use render::{RenderDelta, RenderOptions};
+pub use template::{CHATML_TEMPLATE, ChatTemplate, SpecialTokens, TemplateOrigin};
+
+/// One turn of a conversation. `role` is free text (`system`, `user`, `assistant`, `tool`,
+/// ...): templates decide which they accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> ChatMessage {
+        ChatMessage { role: role.into(), content: content.into() }
+    }
+    pub fn system(content: impl Into<String>) -> ChatMessage {
+        ChatMessage::new("system", content)
+    }
+    pub fn user(content: impl Into<String>) -> ChatMessage {
+        ChatMessage::new("user", content)
+    }
+    pub fn assistant(content: impl Into<String>) -> ChatMessage {
+        ChatMessage::new("assistant", content)
+    }
+}
