@@ -1,6 +1,7 @@
 //! The wgpu engine of wllm: device selection, WGSL kernels as typed ops, the transformer, and
 //! sampling.
 
+pub mod cpu;
 pub mod device;
 pub mod error;
 pub mod model;

@@ -1,0 +1,113 @@
+//! Which vector instruction set the CPU kernels use, found at run time.
+//!
+//! An [`Isa`] value can only be obtained for an instruction set the running CPU has, so
+//! holding one is the proof the kernels need before they enter `#[target_feature]` code.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "aarch64")]
+    Neon,
+}
+
+/// A vector instruction set available on this CPU.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Isa(Kind);
+
+impl Isa {
+    /// Plain Rust, no explicit vectors: the path every other one is checked against.
+    pub const SCALAR: Isa = Isa(Kind::Scalar);
+
+    /// The widest instruction set this CPU has. `WLLM_CPU_ISA=scalar|avx2|avx512|neon` asks
+    /// for a narrower one (an unavailable request falls back to the best available).
+    pub fn best() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            let all = Isa::available();
+            let wanted = std::env::var("WLLM_CPU_ISA").ok();
+            wanted
+                .and_then(|w| all.iter().copied().find(|i| i.name().eq_ignore_ascii_case(w.trim())))
+                .unwrap_or_else(|| *all.last().unwrap_or(&Isa::SCALAR))
+        })
+    }
+
+    /// Every instruction set this CPU can run, narrowest first (for tests).
+    pub fn available() -> Vec<Isa> {
+        #[allow(unused_mut)]
+        let mut out = vec![Isa::SCALAR];
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c");
+            if avx2 {
+                out.push(Isa(Kind::Avx2));
+                if is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512dq")
+                {
+                    out.push(Isa(Kind::Avx512));
+                }
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            out.push(Isa(Kind::Neon));
+        }
+        out
+    }
+
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            Kind::Scalar => "scalar",
+            #[cfg(target_arch = "x86_64")]
+            Kind::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Kind::Avx512 => "avx512",
+            #[cfg(target_arch = "aarch64")]
+            Kind::Neon => "neon",
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn is_avx512(self) -> bool {
+        self.0 == Kind::Avx512
+    }
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn is_avx2(self) -> bool {
+        self.0 == Kind::Avx2
+    }
+    #[cfg(target_arch = "aarch64")]
+    pub(crate) fn is_neon(self) -> bool {
+        self.0 == Kind::Neon
+    }
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Isa {
+    /// f32 lanes of one vector.
+    pub(crate) fn lanes(self) -> usize {
+        match self.0 {
+            Kind::Scalar => 1,
+            #[cfg(target_arch = "x86_64")]
+            Kind::Avx2 => 8,
+            #[cfg(target_arch = "x86_64")]
+            Kind::Avx512 => 16,
+            #[cfg(target_arch = "aarch64")]
+            Kind::Neon => 4,
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! `y = W x` for quantized `W`: a dequantizing matvec for a few tokens (decode is memory
+//! bound: every weight byte is read once and `x` stays in L1), and for a batch a GEMM that
+//! dequantizes each panel of weight rows once and runs a register-blocked f32 microkernel
+//! over all tokens (prefill is compute bound). Activations stay f32 throughout.
+
+mod gemm;
+mod matvec;
+mod out;
+
+use wllm_loaders::GgmlType;
+
+pub(crate) use out::OutPtr;
+
+use super::Isa;
+use super::exec::{Exec, Rayon};
+use super::quant::{Fmt, is_supported, with_fmt};
+use super::simd::dispatch;
+use crate::error::{EngineError, Result};
+
+/// Up to this many tokens go through the matvec (weights read once per token group,
+/// dequantized once per row); more take the GEMM.
+pub(crate) const MAX_MATVEC_TOKENS: usize = 4;
+
+/// A row-major matrix of `rows` × `cols` weights of one ggml type; each row is whole blocks.
+#[derive(Clone, Copy, Debug)]
+pub struct WeightView<'a> {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub bytes: &'a [u8],
+}
+
+impl<'a> WeightView<'a> {
+    /// Checks that the CPU kernels read `ty`, that rows are whole blocks and that `bytes`
+    /// holds exactly `rows` of them.
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, bytes: &'a [u8]) -> Result<Self> {
+        if !is_supported(ty) {
+            return Err(EngineError::Unsupported(format!("{ty} weights on the CPU")));
+        }
+        let bs = ty.block_size() as usize;
+        if bs == 0 || !cols.is_multiple_of(bs) {
+            return Err(EngineError::InvalidArgument(format!(
+                "{ty} rows of {cols} elements are not whole {bs}-element blocks"
+            )));
+        }
+        let want = (cols / bs)
+            .checked_mul(ty.type_size() as usize)
+            .and_then(|rb| rb.checked_mul(rows))
+            .ok_or_else(|| EngineError::InvalidArgument(format!("{rows} x {cols} {ty} is too large")))?;
+        if want != bytes.len() {
+            return Err(EngineError::InvalidArgument(format!(
+                "{rows} x {cols} {ty} takes {want} bytes, got {}",
+                bytes.len()
+            )));
+        }
+        Ok(WeightView { ty, rows, cols, bytes })
+    }
+
+    pub fn row_bytes(&self) -> usize {
+        self.cols / self.ty.block_size() as usize * self.ty.type_size() as usize
+    }
+
+    /// Rows `r0..r1` (clamped) as a matrix of their own: one expert of a stacked tensor.
+    pub fn rows(&self, r0: usize, r1: usize) -> WeightView<'a> {
+        let (r0, r1) = (r0.min(self.rows), r1.min(self.rows).max(r0.min(self.rows)));
+        let rb = self.row_bytes();
+        WeightView { ty: self.ty, rows: r1 - r0, cols: self.cols, bytes: &self.bytes[r0 * rb..r1 * rb] }
+    }
+}
+
+/// One product of a [`linear_multi`] call: `out` (`n_tok` × `w.rows`) = x Wᵀ.
+pub struct LinearJob<'a, 'o> {
+    pub w: WeightView<'a>,
+    pub out: &'o mut [f32],
+}
+
+/// `y = x Wᵀ` for `n_tok` rows of `x` (`n_tok` × `w.cols`), into `y` (`n_tok` × `w.rows`),
+/// parallel on the current rayon pool.
+pub fn linear(isa: Isa, w: WeightView<'_>, x: &[f32], n_tok: usize, y: &mut [f32]) -> Result<()> {
+    linear_multi_on(&Rayon, isa, &mut [LinearJob { w, out: y }], x, n_tok)
+}
+
+/// Several products of the same `x` in one parallel region (q/k/v, gate/up): the GEMM packs
+/// `x` once, and decode pays for one fork-join instead of one per matrix.
+pub fn linear_multi(isa: Isa, jobs: &mut [LinearJob<'_, '_>], x: &[f32], n_tok: usize) -> Result<()> {
+    linear_multi_on(&Rayon, isa, jobs, x, n_tok)
+}
+
+pub(crate) fn linear_multi_on(
+    exec: &dyn Exec,
+    isa: Isa,
+    jobs: &mut [LinearJob<'_, '_>],
+    x: &[f32],
+    n_tok: usize,
+) -> Result<()> {
+    let Some(k) = jobs.first().map(|j| j.w.cols) else { return Ok(()) };
+    for j in jobs.iter() {
+        if j.w.cols != k {
+            return Err(EngineError::InvalidArgument(format!("linear: {} columns, expected {k}", j.w.cols)));
+        }
+        if j.out.len() != n_tok * j.w.rows {
+            return Err(EngineError::InvalidArgument(format!(
+                "linear: output of {} for {n_tok} x {} rows",
+                j.out.len(),
+                j.w.rows
+            )));
+        }
+    }
+    if x.len() != n_tok * k {
+        return Err(EngineError::InvalidArgument(format!("linear: input of {} for {n_tok} x {k}", x.len())));
+    }
+    if n_tok == 0 || k == 0 {
+        for j in jobs.iter_mut() {
+            j.out.fill(0.0);
+        }
+        return Ok(());
+    }
+    let outs: Vec<(WeightView<'_>, OutPtr<'_>)> =
+        jobs.iter_mut().map(|j| (j.w, OutPtr::new(j.out))).collect();
+    if n_tok <= MAX_MATVEC_TOKENS {
+        matvec::run(exec, isa, &outs, x, n_tok);
+    } else {
+        gemm::run(exec, isa, &outs, x, n_tok);
+    }
+    Ok(())
+}
+
+/// Dequantizes rows `r0..r1` of `w` into `out` (`(r1 - r0)` × `w.cols`), the embedding
+/// lookup's building block.
+pub fn dequantize_rows(isa: Isa, w: WeightView<'_>, r0: usize, r1: usize, out: &mut [f32]) -> Result<()> {
+    if r0 > r1 || r1 > w.rows || out.len() != (r1 - r0) * w.cols {
+        return Err(EngineError::InvalidArgument(format!(
+            "dequantize rows {r0}..{r1} of {} into {} values",
+            w.rows,
+            out.len()
+        )));
+    }
+    let sub = w.rows(r0, r1);
+    let (rb, k) = (sub.row_bytes(), w.cols);
+    let out = OutPtr::new(out);
+    Rayon.run(sub.rows, &|r| {
+        // SAFETY: row `r` of the output is this task's alone.
+        let o = unsafe { out.slice(r * k, k) };
+        let b = &sub.bytes[r * rb..(r + 1) * rb];
+        dispatch!(isa, |s| with_fmt!(w.ty, |F| F::dequant(s, b, o), ()))
+    });
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! Causal attention of a batch of query rows over a layer's KV cache, optionally limited to a
+//! sliding window, with grouped KV heads. Each (token, head) row walks its keys in blocks of
+//! 64 with an online softmax: block scores, then the running max, sum and output are rescaled
+//! when the max grows, so memory stays one block of scores whatever the context length.
+
+use super::check_len;
+use crate::cpu::Isa;
+use crate::cpu::exec::{Exec, Rayon};
+use crate::cpu::kv::KvElem;
+use crate::cpu::linear::OutPtr;
+use crate::cpu::simd::math::exp;
+use crate::cpu::simd::{Scalar, Simd, dispatch, scale};
+use crate::error::{EngineError, Result};
+
+/// Shapes and masking of one attention call.
+#[derive(Copy, Clone, Debug)]
+pub struct Attention {
+    pub n_head: usize,
+    pub n_kv: usize,
+    pub head_dim: usize,
+    pub head_dim_v: usize,
+    /// Positions per KV head in the cache.
+    pub n_ctx: usize,
+    /// Multiplier on q·k.
+    pub scale: f32,
+    /// Keys older than this many positions are hidden; 0 = no window.
+    pub window: usize,
+    /// Position of the first query row.
+    pub pos0: usize,
+}
+
+/// One layer's cache, `[kv_head][position][dim]`.
+#[derive(Copy, Clone, Debug)]
+pub enum KvLayer<'a> {
+    F32 { k: &'a [f32], v: &'a [f32] },
+    F16 { k: &'a [u16], v: &'a [u16] },
+}
+
+const BLOCK: usize = 64;
+
+/// `out` (`n_tok` × `n_head·head_dim_v`) = softmax(q kᵀ · scale + mask) v for the `n_tok`
+/// query rows of `q` (`n_tok` × `n_head·head_dim`), query `t` at position `pos0 + t` seeing
+/// keys up to its own position.
+pub fn attention(isa: Isa, a: &Attention, q: &[f32], kv: KvLayer<'_>, out: &mut [f32]) -> Result<()> {
+    attention_on(&Rayon, isa, a, q, kv, out)
+}
+
+pub(crate) fn attention_on(
+    exec: &dyn Exec,
+    isa: Isa,
+    a: &Attention,
+    q: &[f32],
+    kv: KvLayer<'_>,
+    out: &mut [f32],
+) -> Result<()> {
+    if a.n_head == 0
+        || a.n_kv == 0
+        || !a.n_head.is_multiple_of(a.n_kv)
+        || a.head_dim == 0
+        || a.head_dim_v == 0
+    {
+        return Err(EngineError::InvalidArgument(format!(
+            "attention: {} heads over {} kv heads of {}/{}",
+            a.n_head, a.n_kv, a.head_dim, a.head_dim_v
+        )));
+    }
+    let q_row = a.n_head * a.head_dim;
+    if !q.len().is_multiple_of(q_row) {
+        return Err(EngineError::InvalidArgument(format!(
+            "attention: {} q values are not rows of {q_row}",
+            q.len()
+        )));
+    }
+    let n_tok = q.len() / q_row;
+    check_len("attention output", out.len(), n_tok * a.n_head * a.head_dim_v)?;
+    if a.pos0 + n_tok > a.n_ctx {
+        return Err(EngineError::ContextOverflow { n_tokens: a.pos0 + n_tok, n_ctx: a.n_ctx });
+    }
+    let (kl, vl) = match kv {
+        KvLayer::F32 { k, v } => (k.len(), v.len()),
+        KvLayer::F16 { k, v } => (k.len(), v.len()),
+    };
+    check_len("attention k cache", kl, a.n_kv * a.n_ctx * a.head_dim)?;
+    check_len("attention v cache", vl, a.n_kv * a.n_ctx * a.head_dim_v)?;
+    let n_rows = n_tok * a.n_head;
+    let out = OutPtr::new(out);
+    exec.run(n_rows, &|i| {
+        // SAFETY: output row `i` is this task's alone.
+        let o = unsafe { out.slice(i * a.head_dim_v, a.head_dim_v) };
+        let (t, h) = (i / a.n_head, i % a.n_head);
+        let g = h / (a.n_head / a.n_kv);
+        let qh = &q[t * q_row + h * a.head_dim..][..a.head_dim];
+        let (ks, vs) = (g * a.n_ctx * a.head_dim, g * a.n_ctx * a.head_dim_v);
+        let pos = a.pos0 + t;
+        match kv {
+            KvLayer::F32 { k, v } => dispatch!(isa, |s| row(s, a, qh, &k[ks..], &v[vs..], pos, o)),
+            KvLayer::F16 { k, v } => dispatch!(isa, |s| row(s, a, qh, &k[ks..], &v[vs..], pos, o)),
+        }
+    });
+    Ok(())
+}
+
+#[inline(always)]
+fn row<S: Simd, E: KvElem>(s: S, a: &Attention, q: &[f32], k: &[E], v: &[E], pos: usize, out: &mut [f32]) {
+    let (hd, hdv) = (a.head_dim, a.head_dim_v);
+    let lo = if a.window > 0 && pos + 1 > a.window { pos + 1 - a.window } else { 0 };
+    let mut sc = [0f32; BLOCK];
+    let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
+    out.fill(0.0);
+    let mut j0 = lo;
+    while j0 <= pos {
+        let n = BLOCK.min(pos + 1 - j0);
+        for (jj, sc) in sc[..n].iter_mut().enumerate() {
+            let j = j0 + jj;
+            *sc = E::dot(s, q, &k[j * hd..(j + 1) * hd]) * a.scale;
+        }
+        let m_new = sc[..n].iter().copied().fold(m, f32::max);
+        // The first block finds m = -inf and nothing to rescale.
+        let corr = if m == f32::NEG_INFINITY { 0.0 } else { (m - m_new).exp() };
+        exp_shifted(s, &mut sc[..n], m_new);
+        l = l * corr + sc[..n].iter().sum::<f32>();
+        if corr != 1.0 {
+            scale(s, corr, out);
+        }
+        for (jj, &p) in sc[..n].iter().enumerate() {
+            let j = j0 + jj;
+            E::axpy(s, p, &v[j * hdv..(j + 1) * hdv], out);
+        }
+        m = m_new;
+        j0 += n;
+    }
+    if l > 0.0 {
+        scale(s, 1.0 / l, out);
+    }
+}
+
+/// `x[i] = exp(x[i] - m)`.
+#[inline(always)]
+fn exp_shifted<S: Simd>(s: S, x: &mut [f32], m: f32) {
+    let vm = s.splat(m);
+    let mut chunks = x.chunks_exact_mut(S::N);
+    for c in &mut chunks {
+        let e = exp(s, s.sub(s.ld(c), vm));
+        s.st(c, e);
+    }
+    let one = Scalar::token();
+    for x in chunks.into_remainder() {
+        *x = exp(one, *x - m);
+    }
+}

@@ -1,0 +1,25 @@
+//! The transformer's non-matrix ops on row-major f32 activations (`n_tok` rows).
+
+mod act;
+mod attention;
+mod moe;
+mod norm;
+mod rope;
+
+pub(crate) use act::glu_on;
+pub use act::{Activation, add_in_place, glu};
+pub(crate) use attention::attention_on;
+pub use attention::{Attention, KvLayer, attention};
+pub use moe::{Route, route};
+pub use norm::{add_rms_normed, rms_norm, rms_norm_in_place};
+pub use rope::{Rope, rope_in_place};
+
+use crate::error::{EngineError, Result};
+
+fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(EngineError::InvalidArgument(format!("{what}: {got} values, expected {want}")))
+    }
+}

@@ -1,0 +1,223 @@
+//! Dequantization of whole rows for the CPU kernels, one zero-sized format type per ggml type.
+//!
+//! Quants are unpacked sixteen at a time in byte vectors (shifts and masks), widened to f32
+//! vectors and scaled with the same f32 operations, in the same order, as
+//! `wllm_loaders::quant` (the oracle), so values match it bit for bit. (Plain loops left to the
+//! auto-vectorizer were vectorized across blocks, with gathers, and ran 5x slower.)
+
+mod float;
+mod kquants;
+mod legacy;
+
+pub(crate) use float::{Bf16, F16, F32};
+pub(crate) use kquants::{Q2K, Q3K, Q4K, Q5K, Q6K};
+pub(crate) use legacy::{Mxfp4, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
+use wllm_loaders::GgmlType;
+
+use super::simd::Simd;
+
+/// Elements a float format dequantizes at a time on its way to a dot product: 2 KiB of f32.
+const SEG: usize = 512;
+
+/// A weight storage format the CPU kernels read.
+pub(crate) trait Fmt: 'static {
+    /// Elements per block (1 for the float types, which have no blocks).
+    const ELEMS: usize;
+    /// Bytes per block.
+    const BYTES: usize;
+    /// Dequantizes whole blocks: `bytes` holds exactly the blocks of `out.len()` elements.
+    fn dequant<S: Simd>(s: S, bytes: &[u8], out: &mut [f32]);
+
+    /// `acc[t] += w · x[t]` lane-wise (`tail[t]` for what does not fill a vector) for one row
+    /// `w` in `bytes`; each `x[t]` holds at least the row's elements. By default through an L1
+    /// buffer; the block formats multiply straight from registers.
+    #[inline(always)]
+    fn dot<S: Simd, const T: usize>(
+        s: S,
+        bytes: &[u8],
+        x: &[&[f32]; T],
+        acc: &mut [[S::F; 2]; T],
+        tail: &mut [f32; T],
+    ) {
+        let k = bytes.len() / Self::BYTES * Self::ELEMS;
+        let mut buf = [0f32; SEG];
+        let mut off = 0;
+        while off < k {
+            let n = SEG.min(k - off);
+            Self::dequant(
+                s,
+                &bytes[off / Self::ELEMS * Self::BYTES..(off + n) / Self::ELEMS * Self::BYTES],
+                &mut buf[..n],
+            );
+            let mut i = 0;
+            while i + 2 * S::N <= n {
+                let (w0, w1) = (s.ld(&buf[i..]), s.ld(&buf[i + S::N..]));
+                for t in 0..T {
+                    let xt = &x[t][off + i..];
+                    acc[t][0] = s.fma(w0, s.ld(xt), acc[t][0]);
+                    acc[t][1] = s.fma(w1, s.ld(&xt[S::N..]), acc[t][1]);
+                }
+                i += 2 * S::N;
+            }
+            for j in i..n {
+                for t in 0..T {
+                    tail[t] = buf[j].mul_add(x[t][off + j], tail[t]);
+                }
+            }
+            off += n;
+        }
+    }
+}
+
+/// A format of fixed-size blocks, unpacked a vector at a time.
+pub(crate) trait Blocks: 'static {
+    const ELEMS: usize;
+    const BYTES: usize;
+    /// Calls `sink(offset, values)` for every vector of the block in `b` (exactly `BYTES`),
+    /// `offset` a multiple of `N` below `ELEMS`, each offset once.
+    fn decode<S: Simd>(s: S, b: &[u8], sink: &mut impl FnMut(usize, S::F));
+}
+
+/// [`Fmt`] for a [`Blocks`] type: dequantization stores what `decode` yields, the dot
+/// product multiplies it into the accumulators.
+macro_rules! fmt_from_blocks {
+    ($($t:ty),*) => {$(
+        impl Fmt for $t {
+            const ELEMS: usize = <$t as Blocks>::ELEMS;
+            const BYTES: usize = <$t as Blocks>::BYTES;
+            #[inline(always)]
+            fn dequant<S: Simd>(s: S, bytes: &[u8], out: &mut [f32]) {
+                for (b, o) in bytes.chunks_exact(<$t as Blocks>::BYTES).zip(out.chunks_exact_mut(<$t as Blocks>::ELEMS)) {
+                    <$t as Blocks>::decode(s, b, &mut |off, v| s.st(&mut o[off..], v));
+                }
+            }
+            #[inline(always)]
+            fn dot<S: Simd, const T: usize>(
+                s: S,
+                bytes: &[u8],
+                x: &[&[f32]; T],
+                acc: &mut [[S::F; 2]; T],
+                _tail: &mut [f32; T],
+            ) {
+                let k = bytes.len() / <$t as Blocks>::BYTES * <$t as Blocks>::ELEMS;
+                if x.iter().any(|x| x.len() < k) {
+                    return;
+                }
+                for (i, b) in bytes.chunks_exact(<$t as Blocks>::BYTES).enumerate() {
+                    let base = i * <$t as Blocks>::ELEMS;
+                    <$t as Blocks>::decode(s, b, &mut |off, v| {
+                        debug_assert!(off + S::N <= <$t as Blocks>::ELEMS);
+                        let slot = (off / S::N) & 1;
+                        for t in 0..T {
+                            // SAFETY: base + off + N <= k <= x[t].len() (checked above; `decode`
+                            // keeps offsets inside the block).
+                            let xv = unsafe { s.load(x[t].as_ptr().add(base + off)) };
+                            acc[t][slot] = s.fma(v, xv, acc[t][slot]);
+                        }
+                    });
+                }
+            }
+        }
+    )*};
+}
+fmt_from_blocks!(Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Mxfp4, Q2K, Q3K, Q4K, Q5K, Q6K);
+
+/// Whether the CPU kernels read weights of type `ty`.
+pub fn is_supported(ty: GgmlType) -> bool {
+    use GgmlType::*;
+    matches!(
+        ty,
+        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | MXFP4
+    )
+}
+
+/// Runs `$body` with `$f` naming the [`Fmt`] type of `$ty`, or evaluates `$other` for a type
+/// the CPU kernels do not read.
+macro_rules! with_fmt {
+    ($ty:expr, |$f:ident| $body:expr, $other:expr) => {{
+        use wllm_loaders::GgmlType as G;
+        use $crate::cpu::quant as q;
+        match $ty {
+            G::F32 => {
+                type $f = q::F32;
+                $body
+            }
+            G::F16 => {
+                type $f = q::F16;
+                $body
+            }
+            G::BF16 => {
+                type $f = q::Bf16;
+                $body
+            }
+            G::Q4_0 => {
+                type $f = q::Q4_0;
+                $body
+            }
+            G::Q4_1 => {
+                type $f = q::Q4_1;
+                $body
+            }
+            G::Q5_0 => {
+                type $f = q::Q5_0;
+                $body
+            }
+            G::Q5_1 => {
+                type $f = q::Q5_1;
+                $body
+            }
+            G::Q8_0 => {
+                type $f = q::Q8_0;
+                $body
+            }
+            G::Q2_K => {
+                type $f = q::Q2K;
+                $body
+            }
+            G::Q3_K => {
+                type $f = q::Q3K;
+                $body
+            }
+            G::Q4_K => {
+                type $f = q::Q4K;
+                $body
+            }
+            G::Q5_K => {
+                type $f = q::Q5K;
+                $body
+            }
+            G::Q6_K => {
+                type $f = q::Q6K;
+                $body
+            }
+            G::MXFP4 => {
+                type $f = q::Mxfp4;
+                $body
+            }
+            _ => $other,
+        }
+    }};
+}
+pub(crate) use with_fmt;
+
+/// An f16 stored little-endian at `b[at..at + 2]`.
+#[inline(always)]
+fn f16_at<S: Simd>(s: S, b: &[u8], at: usize) -> f32 {
+    s.f16(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+/// Yields the 16 unsigned byte values of `b`, each through `f`, as elements `at..at + 16`.
+#[inline(always)]
+fn emit<S: Simd>(s: S, b: S::B, at: usize, sink: &mut impl FnMut(usize, S::F), f: impl Fn(S::F) -> S::F) {
+    for i in 0..16 / S::N {
+        sink(at + i * S::N, f(s.widen_u8(b, i)));
+    }
+}
+
+/// [`emit`] for signed bytes.
+#[inline(always)]
+fn emit_i8<S: Simd>(s: S, b: S::B, at: usize, sink: &mut impl FnMut(usize, S::F), f: impl Fn(S::F) -> S::F) {
+    for i in 0..16 / S::N {
+        sink(at + i * S::N, f(s.widen_i8(b, i)));
+    }
+}

@@ -1,0 +1,284 @@
+//! A contiguous range of transformer layers `[0, n)` run on the CPU, with their KV cache in
+//! RAM: the token embedding, the layers and, when it runs them all, the output norm and head.
+//! The same graph as the GPU's (`crate::model::graph`), read from the same [`ModelConfig`].
+
+mod forward;
+mod profile;
+mod weights;
+
+use std::sync::Arc;
+
+use wllm_loaders::ModelConfig;
+use wllm_loaders::model::TensorSource;
+
+pub use self::profile::Profile;
+use self::weights::{Loader, StackWeights};
+use super::Isa;
+use super::exec::{Exec, Team};
+use super::kv::KvCache;
+use crate::error::{EngineError, Result};
+use crate::ops::rope::rope_table;
+
+/// Which rows of a batch [`CpuStack::logits`] returns.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LogitRows {
+    Last,
+    All,
+}
+
+/// Settings beyond the layer range.
+#[derive(Clone, Debug)]
+pub struct CpuOptions {
+    /// Threads, the caller's included (0: one per core).
+    pub threads: usize,
+    /// Store K and V as f16 (half the memory) instead of f32.
+    pub kv_f16: bool,
+    /// Most tokens run through the layers at once; longer inputs go in chunks of this size.
+    pub max_batch: usize,
+    /// Instruction set (default: the best this CPU has).
+    pub isa: Option<Isa>,
+}
+
+impl Default for CpuOptions {
+    fn default() -> Self {
+        CpuOptions { threads: 0, kv_f16: false, max_batch: 256, isa: None }
+    }
+}
+
+/// Activations of one chunk, reused between calls.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    pub x: Vec<f32>,
+    pub h: Vec<f32>,
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    pub attn: Vec<f32>,
+    pub g: Vec<f32>,
+    pub u: Vec<f32>,
+    pub a: Vec<f32>,
+}
+
+pub struct CpuStack {
+    cfg: ModelConfig,
+    isa: Isa,
+    team: Team,
+    w: StackWeights,
+    kv: KvCache,
+    /// (cos, sin) per position: `[0]` global layers, `[1]` sliding-window layers.
+    rope: [Vec<[f32; 2]>; 2],
+    /// Positions `0..n_filled` of the KV cache hold the current sequence.
+    n_filled: usize,
+    max_batch: usize,
+    scratch: Scratch,
+    weight_bytes: u64,
+    profile: Option<Profile>,
+    // Last: the weights may borrow from the source (see `weights::Loader::matrix`).
+    _src: Arc<dyn TensorSource>,
+}
+
+impl CpuStack {
+    /// Layers `0..n_cpu_layers` of the model in `src`, plus the output norm and head if
+    /// `with_head` (which needs every layer), with a KV cache of `n_ctx` positions and a pool
+    /// of `threads` workers (0: one per core).
+    pub fn new(
+        cfg: &ModelConfig,
+        src: Arc<dyn TensorSource>,
+        n_cpu_layers: u32,
+        with_head: bool,
+        n_ctx: u32,
+        threads: usize,
+    ) -> Result<Self> {
+        Self::with_options(
+            cfg,
+            src,
+            n_cpu_layers,
+            with_head,
+            n_ctx,
+            &CpuOptions { threads, ..CpuOptions::default() },
+        )
+    }
+
+    pub fn with_options(
+        cfg: &ModelConfig,
+        src: Arc<dyn TensorSource>,
+        n_cpu_layers: u32,
+        with_head: bool,
+        n_ctx: u32,
+        opts: &CpuOptions,
+    ) -> Result<Self> {
+        if n_cpu_layers > cfg.n_layer {
+            return Err(EngineError::InvalidArgument(format!(
+                "{n_cpu_layers} CPU layers requested of a {}-layer model",
+                cfg.n_layer
+            )));
+        }
+        if with_head && n_cpu_layers != cfg.n_layer {
+            return Err(EngineError::InvalidArgument(format!(
+                "the output head runs on the CPU only with every layer there ({n_cpu_layers} of {})",
+                cfg.n_layer
+            )));
+        }
+        if n_ctx == 0 {
+            return Err(EngineError::InvalidArgument("the context must hold at least one position".into()));
+        }
+        let threads = if opts.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            opts.threads
+        };
+        let team = Team::new(threads)
+            .map_err(|e| EngineError::InvalidArgument(format!("cannot start {threads} CPU threads: {e}")))?;
+        let w = Loader { src: &src }.load(cfg, n_cpu_layers as usize, with_head)?;
+        let mut weight_bytes = w.token_embd.n_bytes() + w.layers.iter().map(|l| l.n_bytes()).sum::<u64>();
+        if let Some((norm, head)) = &w.head {
+            weight_bytes += 4 * norm.len() as u64 + head.as_ref().map_or(0, |h| h.n_bytes());
+        }
+        let n_ctx = n_ctx as usize;
+        let kv = KvCache::new(
+            n_cpu_layers as usize,
+            n_ctx,
+            cfg.n_head_kv as usize,
+            cfg.head_dim as usize,
+            cfg.head_dim_v as usize,
+            opts.kv_f16,
+        );
+        let global = rope_table(n_ctx as u32, cfg.rope_dim, cfg.rope_base, cfg.rope_freq_scale);
+        let swa = if cfg.swa_layers.iter().any(|s| *s) && cfg.rope_base_swa != cfg.rope_base {
+            rope_table(n_ctx as u32, cfg.rope_dim, cfg.rope_base_swa, cfg.rope_freq_scale)
+        } else {
+            Vec::new()
+        };
+        Ok(CpuStack {
+            cfg: cfg.clone(),
+            isa: opts.isa.unwrap_or_else(Isa::best),
+            team,
+            w,
+            kv,
+            rope: [global, swa],
+            n_filled: 0,
+            max_batch: opts.max_batch.max(1),
+            scratch: Scratch::default(),
+            weight_bytes,
+            profile: None,
+            _src: src,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+    pub fn threads(&self) -> usize {
+        self.team.threads()
+    }
+    pub fn n_layers(&self) -> usize {
+        self.w.layers.len()
+    }
+    pub fn n_ctx(&self) -> usize {
+        self.kv.n_ctx
+    }
+    /// Positions of the KV cache that hold the current sequence.
+    pub fn n_filled(&self) -> usize {
+        self.n_filled
+    }
+    /// Forgets the sequence.
+    pub fn clear(&mut self) {
+        self.n_filled = 0;
+    }
+    /// Keeps positions `0..n` only.
+    pub fn truncate(&mut self, n: usize) {
+        self.n_filled = self.n_filled.min(n);
+    }
+
+    /// Starts (or restarts) timing every op kind; off by default.
+    pub fn enable_profile(&mut self) {
+        self.profile = Some(Profile::default());
+    }
+    /// Time per op kind since [`enable_profile`](Self::enable_profile).
+    pub fn profile(&self) -> Option<&Profile> {
+        self.profile.as_ref()
+    }
+
+    /// Bytes of weights this stack reads (mapped or owned).
+    pub fn weight_bytes(&self) -> u64 {
+        self.weight_bytes
+    }
+    /// Bytes that grow with the context: the KV cache and the RoPE tables.
+    pub fn kv_bytes(&self) -> u64 {
+        self.kv.bytes() + 8 * (self.rope[0].len() + self.rope[1].len()) as u64
+    }
+
+    /// Embeds `tokens` at positions `pos0..`, runs them through this stack's layers, and
+    /// leaves the hidden state (the residual stream after the last CPU layer, `tokens.len()`
+    /// rows of `n_embd`) in `out_hidden`.
+    pub fn forward(&mut self, tokens: &[u32], pos0: u32, out_hidden: &mut Vec<f32>) -> Result<()> {
+        out_hidden.clear();
+        self.run(tokens, pos0 as usize, |st, _| {
+            out_hidden.extend_from_slice(&st.scratch.x);
+            Ok(())
+        })
+    }
+
+    /// Runs every layer and the head (the stack must have been built `with_head`) and returns
+    /// the logits of the last token, or of every token, row-major.
+    pub fn logits(&mut self, tokens: &[u32], pos0: u32, rows: LogitRows) -> Result<Vec<f32>> {
+        if self.w.head.is_none() {
+            return Err(EngineError::InvalidArgument(
+                "this CPU stack was built without the output head".into(),
+            ));
+        }
+        let mut out = Vec::new();
+        let n = tokens.len();
+        self.run(tokens, pos0 as usize, |st, done| {
+            let n_chunk = st.scratch.x.len() / st.cfg.n_embd as usize;
+            match rows {
+                LogitRows::All => st.head(0..n_chunk, &mut out),
+                LogitRows::Last if done == n => st.head(n_chunk - 1..n_chunk, &mut out),
+                LogitRows::Last => Ok(()),
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Validates the batch, then runs it in chunks, calling `each(self, tokens_done)` after
+    /// every chunk with its hidden state in `scratch.x`.
+    fn run(
+        &mut self,
+        tokens: &[u32],
+        pos0: usize,
+        mut each: impl FnMut(&mut CpuStack, usize) -> Result<()>,
+    ) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(EngineError::InvalidArgument("no tokens to evaluate".into()));
+        }
+        let n_vocab = self.cfg.n_vocab;
+        if let Some(bad) = tokens.iter().find(|&&t| t >= n_vocab) {
+            return Err(EngineError::InvalidArgument(format!(
+                "token id {bad} is outside the vocabulary of {n_vocab}"
+            )));
+        }
+        if pos0 > self.n_filled {
+            return Err(EngineError::InvalidArgument(format!(
+                "position {pos0} would leave a gap after the {} cached positions",
+                self.n_filled
+            )));
+        }
+        if pos0 + tokens.len() > self.kv.n_ctx {
+            return Err(EngineError::ContextOverflow { n_tokens: pos0 + tokens.len(), n_ctx: self.kv.n_ctx });
+        }
+        let mut done = 0;
+        for chunk in tokens.chunks(self.max_batch) {
+            let pos = pos0 + done;
+            // The cache is rewritten from `pos` on, so later positions no longer belong.
+            self.n_filled = pos;
+            self.chunk(chunk, pos)?;
+            self.n_filled = pos + chunk.len();
+            done += chunk.len();
+            each(self, done)?;
+        }
+        Ok(())
+    }
+}

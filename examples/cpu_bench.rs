@@ -1,0 +1,211 @@
+//! CPU path speed.
+//!
+//! `cpu_bench model FILE.gguf [-t 2] [-p 128] [-n 64] [-r 5]` measures prompt processing (a
+//! batch of `p` random tokens at position 0, logits of the last) and generation (`n` tokens
+//! one at a time from an empty cache) the way `llama-bench -p 128 -n 64` does, and prints the
+//! median tokens per second of `r` runs after a warm-up. `cpu_bench kernels [-t 2] [--type
+//! Q4_1] [--tokens 1,128]` times the linear kernels on synthetic weights.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wllm::engine::cpu::ops::{Activation, glu};
+use wllm::engine::cpu::{CpuStack, Isa, LogitRows, WeightView, linear};
+use wllm::loaders::model::TensorSource;
+use wllm::loaders::{GgmlType, GgufFile, ModelConfig};
+
+fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s as u8
+        })
+        .collect()
+}
+
+/// Random blocks with small finite f16 scales (random scale bytes could be NaN/inf).
+fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    let n_blocks = rows * cols / ty.block_size() as usize;
+    let ts = ty.type_size() as usize;
+    let mut b = random_bytes(n_blocks * ts, 7);
+    let h = half::f16::from_f32(0.01).to_le_bytes();
+    let at: &[usize] = match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q6_K => &[208],
+        GgmlType::Q2_K => &[80, 82],
+        GgmlType::Q3_K => &[108],
+        _ => &[],
+    };
+    for blk in b.chunks_mut(ts) {
+        for &a in at {
+            blk[a..a + 2].copy_from_slice(&h);
+        }
+    }
+    b
+}
+
+fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {
+    f();
+    let mut best = f64::MAX;
+    for _ in 0..reps {
+        let t = Instant::now();
+        f();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    best
+}
+
+fn kernels(threads: usize, only: Option<&str>, toks: &[usize]) {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    let isa = Isa::best();
+    println!("isa {isa}, {threads} threads");
+    for act in [Activation::Silu, Activation::GeluTanh] {
+        let n = 1536;
+        let mut g: Vec<f32> = (0..n).map(|i| (i as f32 - 700.0) / 100.0).collect();
+        let mut u = vec![1f32; n];
+        let dt = pool.install(|| time(1000, || glu(isa, act, &mut g, &mut u).unwrap()));
+        println!("glu {act:?} {n}: {:.2} us ({:.2} ns/element)", dt * 1e6, dt * 1e9 / n as f64);
+    }
+    for &(ty, rows, cols) in &[
+        (GgmlType::Q4_1, 1536, 576),
+        (GgmlType::Q4_1, 576, 1536),
+        (GgmlType::Q8_0, 49152, 576),
+        (GgmlType::Q8_0, 262144, 640),
+        (GgmlType::Q5_0, 2048, 640),
+        (GgmlType::Q4_K, 640, 1024),
+        (GgmlType::Q6_K, 640, 2048),
+    ] {
+        if only.is_some_and(|o| !ty.name().eq_ignore_ascii_case(o)) {
+            continue;
+        }
+        let wb = weights(ty, rows, cols);
+        let w = WeightView::new(ty, rows, cols, &wb).unwrap();
+        for &n_tok in toks {
+            let x: Vec<f32> = (0..n_tok * cols).map(|i| ((i % 97) as f32 - 48.0) / 50.0).collect();
+            let mut y = vec![0f32; n_tok * rows];
+            let reps = if n_tok == 1 { 200 } else { 10 };
+            let dt = pool.install(|| time(reps, || linear(isa, w, &x, n_tok, &mut y).unwrap()));
+            let flops = 2.0 * (rows * cols * n_tok) as f64;
+            println!(
+                "{ty:>5} {rows:>6}x{cols:<5} T={n_tok:<4} {:>8.3} ms  {:>7.1} GFLOP/s  {:>6.2} GB/s",
+                dt * 1e3,
+                flops / dt / 1e9,
+                wb.len() as f64 / dt / 1e9
+            );
+        }
+    }
+}
+
+fn print_profile(what: &str, p: Option<&wllm::engine::cpu::Profile>) {
+    if let Some(p) = p {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "{what}: total {:.2} ms = embed {:.2} norms {:.2} qkv {:.2} rope {:.2} attention {:.2} attn_out {:.2} ffn_in {:.2} glu {:.2} ffn_out {:.2} head {:.2}",
+            ms(p.total()),
+            ms(p.embed),
+            ms(p.norms),
+            ms(p.qkv),
+            ms(p.rope),
+            ms(p.attention),
+            ms(p.attn_out),
+            ms(p.ffn_in),
+            ms(p.glu),
+            ms(p.ffn_out),
+            ms(p.head)
+        );
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn model(path: &str, threads: usize, n_prompt: usize, n_gen: usize, reps: usize) {
+    let f = GgufFile::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let cfg = ModelConfig::from_gguf(&f).unwrap();
+    let src: Arc<dyn TensorSource> = Arc::new(f);
+    let n_ctx = (n_prompt.max(n_gen) + 16) as u32;
+    let mut st = CpuStack::new(&cfg, src, cfg.n_layer, true, n_ctx, threads).unwrap();
+    let mut seed = 12345u64;
+    let mut rand_tok = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % cfg.n_vocab as u64) as u32
+    };
+    let prompt: Vec<u32> = (0..n_prompt).map(|_| rand_tok()).collect();
+    let decode: Vec<u32> = (0..n_gen).map(|_| rand_tok()).collect();
+    let mut pp = Vec::new();
+    let mut tg = Vec::new();
+    for rep in 0..=reps {
+        st.clear();
+        let t = Instant::now();
+        st.logits(&prompt, 0, LogitRows::Last).unwrap();
+        let dt_pp = t.elapsed().as_secs_f64();
+        st.clear();
+        let t = Instant::now();
+        for (i, &tok) in decode.iter().enumerate() {
+            st.logits(&[tok], i as u32, LogitRows::Last).unwrap();
+        }
+        let dt_tg = t.elapsed().as_secs_f64();
+        // The first run warms caches and the thread pool, as llama-bench's does.
+        if rep > 0 {
+            pp.push(n_prompt as f64 / dt_pp);
+            tg.push(n_gen as f64 / dt_tg);
+        }
+    }
+    if std::env::var_os("WLLM_CPU_PROFILE").is_some() {
+        st.enable_profile();
+        st.clear();
+        st.logits(&prompt, 0, LogitRows::Last).unwrap();
+        print_profile("pp", st.profile());
+        st.enable_profile();
+        st.clear();
+        for (i, &tok) in decode.iter().enumerate() {
+            st.logits(&[tok], i as u32, LogitRows::Last).unwrap();
+        }
+        print_profile("tg", st.profile());
+    }
+    let name = std::path::Path::new(path).file_name().and_then(|n| n.to_str()).unwrap_or(path);
+    println!(
+        "{name} [{} x{}]  pp{n_prompt} {:8.2} t/s   tg{n_gen} {:8.2} t/s   (median of {reps}; pp {:?} tg {:?})",
+        st.isa(),
+        st.threads(),
+        median(pp.clone()),
+        median(tg.clone()),
+        pp.iter().map(|v| v.round() as i64).collect::<Vec<_>>(),
+        tg.iter().map(|v| v.round() as i64).collect::<Vec<_>>(),
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let opt = |name: &str, default: usize| {
+        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(default)
+    };
+    let threads = opt("-t", 2);
+    match args.get(1).map(String::as_str) {
+        Some("kernels") => {
+            let only =
+                args.iter().position(|a| a == "--type").and_then(|i| args.get(i + 1)).map(String::as_str);
+            let toks: Vec<usize> =
+                match args.iter().position(|a| a == "--tokens").and_then(|i| args.get(i + 1)) {
+                    Some(t) => t.split(',').filter_map(|v| v.parse().ok()).collect(),
+                    None => vec![1, 128],
+                };
+            kernels(threads, only, &toks)
+        }
+        Some("model") => match args.get(2) {
+            Some(path) => model(path, threads, opt("-p", 128), opt("-n", 64), opt("-r", 5).max(1)),
+            None => eprintln!("usage: cpu_bench model FILE.gguf [-t N] [-p N] [-n N] [-r N]"),
+        },
+        _ => eprintln!(
+            "usage: cpu_bench model FILE.gguf [-t N] [-p N] [-n N] [-r N] | kernels [-t N] [--type T] [--tokens 1,128]"
+        ),
+    }
+}
