@@ -84,6 +84,13 @@ fn kernels(threads: usize, only: Option<&str>, toks: &[usize]) {
         }
         let wb = weights(ty, rows, cols);
         let w = WeightView::new(ty, rows, cols, &wb).unwrap();
+        // The floor for a memory-bound kernel: reading the same bytes once.
+        let dt_read = time(50, || {
+            let s = wb
+                .chunks_exact(64)
+                .fold(0u64, |a, c| a.wrapping_add(u64::from_le_bytes(c[..8].try_into().unwrap())));
+            std::hint::black_box(s);
+        });
         for &n_tok in toks {
             let x: Vec<f32> = (0..n_tok * cols).map(|i| ((i % 97) as f32 - 48.0) / 50.0).collect();
             let mut y = vec![0f32; n_tok * rows];
@@ -91,10 +98,11 @@ fn kernels(threads: usize, only: Option<&str>, toks: &[usize]) {
             let dt = pool.install(|| time(reps, || linear(isa, w, &x, n_tok, &mut y).unwrap()));
             let flops = 2.0 * (rows * cols * n_tok) as f64;
             println!(
-                "{ty:>5} {rows:>6}x{cols:<5} T={n_tok:<4} {:>8.3} ms  {:>7.1} GFLOP/s  {:>6.2} GB/s",
+                "{ty:>5} {rows:>6}x{cols:<5} T={n_tok:<4} {:>8.3} ms  {:>7.1} GFLOP/s  {:>6.2} GB/s  (1-thread read of the bytes {:.3} ms)",
                 dt * 1e3,
                 flops / dt / 1e9,
-                wb.len() as f64 / dt / 1e9
+                wb.len() as f64 / dt / 1e9,
+                dt_read * 1e3
             );
         }
     }

@@ -30,7 +30,11 @@ fn check_cases(filter: &dyn Fn(&support::Case) -> bool) {
     let mut cache: Option<(std::path::PathBuf, Arc<GpuModel>)> = None;
     for case in support::cases().into_iter().filter(|c| filter(c)) {
         if !case.model_path.exists() {
-            eprintln!("{}: model {} absent (run scripts/fetch-models.sh); skipped", case.name, case.model_path.display());
+            eprintln!(
+                "{}: model {} absent (run scripts/fetch-models.sh); skipped",
+                case.name,
+                case.model_path.display()
+            );
             continue;
         }
         let model = match &cache {
@@ -69,7 +73,11 @@ fn check_cases(filter: &dyn Fn(&support::Case) -> bool) {
             if greedy_ok { "ok" } else { "MISMATCH" }
         );
         if mean > MEAN_BUDGET || max > MAX_BUDGET || !greedy_ok {
-            failures.push(format!("{}: mean {mean:.4} max {max:.4} greedy_ok {greedy_ok} ({greedy:?} vs {:?})", case.name, &case.greedy_ids[..p]));
+            failures.push(format!(
+                "{}: mean {mean:.4} max {max:.4} greedy_ok {greedy_ok} ({greedy:?} vs {:?})",
+                case.name,
+                &case.greedy_ids[..p]
+            ));
         }
     }
     assert!(failures.is_empty(), "fidelity failures:\n{}", failures.join("\n"));

@@ -20,7 +20,9 @@ pub fn models_dir() -> PathBuf {
 /// File name of a real model as the fixtures name it, mapped to the file fetch-models writes.
 pub fn real_model_path(fixture_name: &str) -> PathBuf {
     let file = match fixture_name {
-        "SmolLM2-135M-Instruct.Q4_1.gguf" | "smollm2-135m-instruct-q4_1.gguf" => "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "SmolLM2-135M-Instruct.Q4_1.gguf" | "smollm2-135m-instruct-q4_1.gguf" => {
+            "SmolLM2-135M-Instruct.Q4_1.gguf"
+        }
         other => other,
     };
     models_dir().join(file)
@@ -72,13 +74,17 @@ fn read_f32(path: &Path) -> Vec<f32> {
 /// Every public case, in index order.
 pub fn cases() -> Vec<Case> {
     let dir = data_dir().join("reference");
-    let index: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
+    let index: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
     let mut out = Vec::new();
     for c in index["cases"].as_array().unwrap() {
         let j: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join(c["json"].as_str().unwrap())).unwrap()).unwrap();
-        let ex: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join(c["exact_json"].as_str().unwrap())).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(dir.join(c["json"].as_str().unwrap())).unwrap())
+                .unwrap();
+        let ex: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(c["exact_json"].as_str().unwrap())).unwrap(),
+        )
+        .unwrap();
         let real = c["model_dir"].as_str() == Some("real");
         let model = c["model"].as_str().unwrap();
         out.push(Case {

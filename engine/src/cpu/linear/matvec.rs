@@ -5,7 +5,7 @@
 use super::{MAX_MATVEC_TOKENS, OutPtr, WeightView};
 use crate::cpu::Isa;
 use crate::cpu::exec::Exec;
-use crate::cpu::quant::{Fmt, with_fmt};
+use crate::cpu::quant::{ACC, Fmt, with_fmt};
 use crate::cpu::simd::{Simd, dispatch};
 
 /// Rows per task: enough to amortize scheduling, small enough to balance the threads.
@@ -60,11 +60,12 @@ fn rows_t<S: Simd, F: Fmt, const T: usize>(
     let rb = w.row_bytes();
     let xs: [&[f32]; T] = std::array::from_fn(|t| &x[t * k..(t + 1) * k]);
     for r in r0..r1 {
-        let mut acc = [[s.zero(); 2]; T];
+        let mut acc = [[s.zero(); ACC]; T];
         let mut tail = [0f32; T];
         F::dot(s, &w.bytes[r * rb..(r + 1) * rb], &xs, &mut acc, &mut tail);
         for t in 0..T {
-            out.write(t * w.rows + r, s.sum(s.add(acc[t][0], acc[t][1])) + tail[t]);
+            let [a0, a1, a2, a3] = acc[t];
+            out.write(t * w.rows + r, s.sum(s.add(s.add(a0, a1), s.add(a2, a3))) + tail[t]);
         }
     }
 }

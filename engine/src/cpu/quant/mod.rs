@@ -19,6 +19,17 @@ use super::simd::Simd;
 /// Elements a float format dequantizes at a time on its way to a dot product: 2 KiB of f32.
 const SEG: usize = 512;
 
+/// Accumulators per token in a dot product: four independent FMA chains hide the FMA latency
+/// (one chain would limit a Q8_0 row to one block per four cycles).
+pub(crate) const ACC: usize = 4;
+
+/// The accumulator a vector at element `i` goes to: four chains for up to two tokens, two
+/// beyond (four tokens x four chains would not fit AVX2's sixteen registers).
+#[inline(always)]
+fn slot<S: Simd, const T: usize>(i: usize) -> usize {
+    (i / S::N) & if T <= 2 { ACC - 1 } else { 1 }
+}
+
 /// A weight storage format the CPU kernels read.
 pub(crate) trait Fmt: 'static {
     /// Elements per block (1 for the float types, which have no blocks).
@@ -36,7 +47,7 @@ pub(crate) trait Fmt: 'static {
         s: S,
         bytes: &[u8],
         x: &[&[f32]; T],
-        acc: &mut [[S::F; 2]; T],
+        acc: &mut [[S::F; ACC]; T],
         tail: &mut [f32; T],
     ) {
         let k = bytes.len() / Self::BYTES * Self::ELEMS;
@@ -50,14 +61,13 @@ pub(crate) trait Fmt: 'static {
                 &mut buf[..n],
             );
             let mut i = 0;
-            while i + 2 * S::N <= n {
-                let (w0, w1) = (s.ld(&buf[i..]), s.ld(&buf[i + S::N..]));
+            while i + S::N <= n {
+                let w = s.ld(&buf[i..]);
+                let a = slot::<S, T>(i);
                 for t in 0..T {
-                    let xt = &x[t][off + i..];
-                    acc[t][0] = s.fma(w0, s.ld(xt), acc[t][0]);
-                    acc[t][1] = s.fma(w1, s.ld(&xt[S::N..]), acc[t][1]);
+                    acc[t][a] = s.fma(w, s.ld(&x[t][off + i..]), acc[t][a]);
                 }
-                i += 2 * S::N;
+                i += S::N;
             }
             for j in i..n {
                 for t in 0..T {
@@ -96,7 +106,7 @@ macro_rules! fmt_from_blocks {
                 s: S,
                 bytes: &[u8],
                 x: &[&[f32]; T],
-                acc: &mut [[S::F; 2]; T],
+                acc: &mut [[S::F; ACC]; T],
                 _tail: &mut [f32; T],
             ) {
                 let k = bytes.len() / <$t as Blocks>::BYTES * <$t as Blocks>::ELEMS;
@@ -107,12 +117,12 @@ macro_rules! fmt_from_blocks {
                     let base = i * <$t as Blocks>::ELEMS;
                     <$t as Blocks>::decode(s, b, &mut |off, v| {
                         debug_assert!(off + S::N <= <$t as Blocks>::ELEMS);
-                        let slot = (off / S::N) & 1;
+                        let a = slot::<S, T>(base + off);
                         for t in 0..T {
                             // SAFETY: base + off + N <= k <= x[t].len() (checked above; `decode`
                             // keeps offsets inside the block).
                             let xv = unsafe { s.load(x[t].as_ptr().add(base + off)) };
-                            acc[t][slot] = s.fma(v, xv, acc[t][slot]);
+                            acc[t][a] = s.fma(v, xv, acc[t][a]);
                         }
                     });
                 }
