@@ -16,4 +16,4 @@ pub use gguf::{GgufError, GgufFile, TensorInfo};
 pub use model::{Arch, ModelConfig, ModelError, ModelWeights, TensorSource};
 pub use quant::QuantError;
 pub use safetensors::{SafetensorsError, SafetensorsFiles, SafetensorsModel};
-pub use tokenizer::{StreamDecoder, TokenAttr, TokenType, Tokenizer, TokenizerError};
+pub use tokenizer::{StreamDecoder, TokenAttr, TokenType, Tokenizer, TokenizerError, Utf8Stream};

@@ -35,7 +35,7 @@ use std::path::Path;
 
 pub use attr::{TokenAttr, TokenType};
 pub use error::TokenizerError;
-pub use stream::StreamDecoder;
+pub use stream::{StreamDecoder, Utf8Stream};
 
 use crate::gguf::GgufFile;
 use hf::HfTokenizer;

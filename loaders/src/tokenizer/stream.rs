@@ -8,13 +8,13 @@ use crate::tokenizer::Tokenizer;
 /// out as U+FFFD so the stream cannot stall.
 pub struct StreamDecoder<'a> {
     tokenizer: &'a Tokenizer,
-    pending: Vec<u8>,
+    bytes: Utf8Stream,
     special: bool,
 }
 
 impl<'a> StreamDecoder<'a> {
     pub fn new(tokenizer: &'a Tokenizer) -> StreamDecoder<'a> {
-        StreamDecoder { tokenizer, pending: Vec::new(), special: false }
+        StreamDecoder { tokenizer, bytes: Utf8Stream::new(), special: false }
     }
 
     /// Render control tokens (e.g. `<|im_end|>`) as their text instead of dropping them.
@@ -31,6 +31,34 @@ impl<'a> StreamDecoder<'a> {
             self.tokenizer.token_to_piece(id)
         };
         self.push_bytes(&piece)
+    }
+
+    /// Adds raw bytes and returns the text they completed.
+    pub fn push_bytes(&mut self, bytes: &[u8]) -> String {
+        self.bytes.push_bytes(bytes)
+    }
+
+    /// Whether bytes are waiting for the rest of a character.
+    pub fn has_pending(&self) -> bool {
+        self.bytes.has_pending()
+    }
+
+    /// Ends the stream: whatever is still held back comes out, incomplete characters as U+FFFD.
+    pub fn finish(&mut self) -> String {
+        self.bytes.finish()
+    }
+}
+
+/// The byte-level half of [`StreamDecoder`]: bytes in, complete UTF-8 text out. It holds no
+/// reference to a tokenizer, so it can live beside one inside a long-lived owner.
+#[derive(Debug, Clone, Default)]
+pub struct Utf8Stream {
+    pending: Vec<u8>,
+}
+
+impl Utf8Stream {
+    pub fn new() -> Utf8Stream {
+        Utf8Stream::default()
     }
 
     /// Adds raw bytes and returns the text they completed.
