@@ -22,7 +22,16 @@ fn main() {
         let w = GpuWeight::upload(&gpu, &TensorBytes { meta, bytes: bytes.into() }).unwrap();
         let x = gpu.storage("x", cols as u64 * 4);
         let y = gpu.storage("y", rows as u64 * 4);
-        let io = LinearIo { x: &x, x_offset: 0, x_stride: cols as u32, y: &y, y_offset: 0, y_stride: rows as u32, bias: None, gate: None };
+        let io = LinearIo {
+            x: &x,
+            x_offset: 0,
+            x_stride: cols as u32,
+            y: &y,
+            y_offset: 0,
+            y_stride: rows as u32,
+            bias: None,
+            gate: None,
+        };
         let ops = matvec(&gpu, &w, &io, Epilogue::Store).unwrap();
         let reps = 20;
         let all: Vec<_> = (0..reps).flat_map(|_| ops.iter().cloned()).collect();
@@ -30,6 +39,11 @@ fn main() {
         let t0 = Instant::now();
         gpu.run(&all, 1).unwrap();
         let dt = t0.elapsed().as_secs_f64() / reps as f64;
-        println!("{t} {cols}x{rows}: {:.1} us/call, {:.2} GB/s ({})", dt * 1e6, w.n_bytes() as f64 / dt / 1e9, ops[0].label());
+        println!(
+            "{t} {cols}x{rows}: {:.1} us/call, {:.2} GB/s ({})",
+            dt * 1e6,
+            w.n_bytes() as f64 / dt / 1e9,
+            ops[0].label()
+        );
     }
 }

@@ -1,1 +1,63 @@
-fn main() {}
+//! `wllm`: run open-weight LLMs on any GPU through wgpu.
+
+mod cmd;
+mod common;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "wllm",
+    version,
+    about = "Run GGUF and safetensors LLMs on Vulkan, Metal and DX12 through wgpu"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Describe a model file: architecture, sizes, quant types, metadata.
+    Info(cmd::info::Args),
+    /// Show how a model's tokenizer splits a text.
+    Tokenize(cmd::tokenize::Args),
+    /// Generate a completion for a prompt.
+    Run(cmd::run::Args),
+    /// Measure prompt-processing and generation speed (like llama-bench).
+    Bench(cmd::bench::Args),
+}
+
+fn main() {
+    // Mesa's Vulkan drivers complain on stderr when no desktop session set this.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: set before any thread exists.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    }
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(a) => cmd::info::run(a),
+        Command::Tokenize(a) => cmd::tokenize::run(a),
+        Command::Run(a) => cmd::run::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {}", one_line(&e));
+        std::process::exit(1);
+    }
+}
+
+/// The error and its causes on one line, skipping causes an outer message already quotes.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !msg.contains(&s) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&s);
+        }
+    }
+    msg.replace('\n', " ")
+}

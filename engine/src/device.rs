@@ -242,7 +242,7 @@ impl Gpu {
 
     /// Largest byte range one storage binding may cover, rounded down to 256 bytes.
     pub fn max_binding(&self) -> u64 {
-        let b = (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size);
+        let b = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
         b & !255
     }
 

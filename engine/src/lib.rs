@@ -4,6 +4,7 @@
 pub mod cpu;
 pub mod device;
 pub mod error;
+pub mod exec;
 pub mod model;
 pub mod ops;
 pub mod pipeline;
@@ -13,4 +14,5 @@ pub mod tensor;
 
 pub use device::{Backend, Caps, DeviceOptions, Gpu};
 pub use error::{EngineError, Result};
-pub use model::{Context, ContextOptions, GpuModel, Logits};
+pub use exec::Executor;
+pub use model::{Context, ContextOptions, GpuModel, Logits, StepOutput, StepTimings};

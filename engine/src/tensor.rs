@@ -54,7 +54,7 @@ impl GpuWeight {
         }
         let ncols = meta.ne(0);
         let nrows: u64 = meta.dims.iter().skip(1).product();
-        if ncols % 32 != 0 {
+        if !ncols.is_multiple_of(32) {
             return Err(EngineError::Unsupported(format!(
                 "tensor {}: rows of {ncols} elements are not a multiple of 32",
                 meta.name

@@ -141,9 +141,9 @@ pub fn llama_vs_exact(case: &Case, rows: usize) -> Option<(f64, f64)> {
     }
     let top = case.llama_top.as_ref()?;
     let (mut sum, mut n, mut max) = (0f64, 0usize, 0f64);
-    for r in 0..rows {
-        for &(id, ex) in &case.exact_top[r] {
-            if let Some(&(_, l)) = top[r].iter().find(|(i, _)| *i == id) {
+    for (ex_row, top_row) in case.exact_top.iter().zip(top).take(rows) {
+        for &(id, ex) in ex_row {
+            if let Some(&(_, l)) = top_row.iter().find(|(i, _)| *i == id) {
                 let d = (l as f64 - ex as f64).abs();
                 sum += d;
                 n += 1;

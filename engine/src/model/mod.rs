@@ -7,7 +7,7 @@ mod graph;
 
 use std::sync::Arc;
 
-pub use context::{Context, ContextOptions, Logits, StepTimings};
+pub use context::{Context, ContextOptions, Logits, StepOutput, StepTimings};
 use wllm_loaders::model::{FfnWeights, ModelWeights, TensorMeta, TensorSource};
 use wllm_loaders::{ModelConfig, ModelError};
 

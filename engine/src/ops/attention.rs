@@ -72,17 +72,17 @@ pub struct AttentionArgs<'a> {
 }
 
 pub fn attention(gpu: &Gpu, a: &AttentionArgs<'_>) -> Result<Op> {
-    if a.head_dim % 4 != 0 || a.head_dim_v % 4 != 0 {
+    if !a.head_dim.is_multiple_of(4) || !a.head_dim_v.is_multiple_of(4) {
         return Err(EngineError::Unsupported(format!("head size {} is not a multiple of 4", a.head_dim)));
     }
     // The team splits a head into vec4 chunks; it must divide both head sizes.
     let chunks = (a.head_dim / 4).min(a.head_dim_v / 4);
     let sg = if gpu.caps.subgroups { gpu.caps.fixed_subgroup_size } else { None };
     let (team, team_is_subgroup) = match sg {
-        Some(s) if chunks % s == 0 && (a.head_dim_v / 4) % s == 0 && (a.head_dim / 4) % s == 0 => (s, true),
+        Some(s) if chunks.is_multiple_of(s) && (a.head_dim_v / 4).is_multiple_of(s) && (a.head_dim / 4).is_multiple_of(s) => (s, true),
         _ => {
             let mut t = 8;
-            while t > 1 && ((a.head_dim / 4) % t != 0 || (a.head_dim_v / 4) % t != 0) {
+            while t > 1 && (!(a.head_dim / 4).is_multiple_of(t) || !(a.head_dim_v / 4).is_multiple_of(t)) {
                 t /= 2;
             }
             (t, false)

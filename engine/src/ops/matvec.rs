@@ -113,7 +113,7 @@ pub struct LinearIo<'a> {
 }
 
 pub(crate) fn check_io(w: &GpuWeight, io: &LinearIo<'_>, epilogue: Epilogue) -> Result<()> {
-    if io.x_offset % 4 != 0 || io.x_stride % 4 != 0 {
+    if !io.x_offset.is_multiple_of(4) || !io.x_stride.is_multiple_of(4) {
         return Err(EngineError::InvalidArgument(format!(
             "{}: activations must start on 16-byte boundaries",
             w.name
@@ -191,7 +191,7 @@ pub fn matvec_ids(
     ex: &ExpertIds<'_>,
 ) -> Result<Vec<Op>> {
     check_io(w, io, epilogue)?;
-    if io.bias.is_some() || ex.expert_rows == 0 || w.nrows % ex.expert_rows != 0 {
+    if io.bias.is_some() || ex.expert_rows == 0 || !w.nrows.is_multiple_of(ex.expert_rows) {
         return Err(EngineError::InvalidArgument(format!("{}: bad expert layout", w.name)));
     }
     let (wg, nr) = matvec_shape(w);

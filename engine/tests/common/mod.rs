@@ -115,7 +115,8 @@ pub fn check_close(what: &str, got: &[f32], want: &[f64], scale: &[f64], rel: f6
     for i in 0..got.len() {
         let d = (got[i] as f64 - want[i]).abs();
         let budget = rel * scale[i] + abs;
-        if !(d <= budget) {
+        // NaN must fail too, hence not `d > budget`.
+        if d.is_nan() || d > budget {
             panic!("{what}: index {i}: got {} want {} (|d| {d:e} > budget {budget:e})", got[i], want[i]);
         }
         if d > worst.1 {

@@ -1,0 +1,113 @@
+//! `wllm bench`: prompt processing and generation speed, printed like llama-bench.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use serde_json::json;
+use wllm::{Logits, SessionOptions};
+
+use crate::common::{DeviceArgs, human_bytes, load_model};
+
+#[derive(clap::Args)]
+pub struct Args {
+    pub model: PathBuf,
+    /// Prompt tokens (0 skips the prompt test).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 128)]
+    pub n_prompt: u32,
+    /// Generated tokens (0 skips the generation test).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 64)]
+    pub n_gen: u32,
+    /// Repetitions; the median is reported.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    pub reps: usize,
+    #[arg(long = "batch-size", short = 'b', default_value_t = 256)]
+    pub batch: u32,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Print one JSON object (as the last line) with pp_tps and tg_tps.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+/// Deterministic stand-in tokens spread over the vocabulary (llama-bench uses random ids).
+fn tokens(n: u32, n_vocab: u32, seed: u32) -> Vec<u32> {
+    let mut s = 0x9E37_79B9u32 ^ seed;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            s % n_vocab
+        })
+        .collect()
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let model = load_model(&a.model, &a.device, None)?;
+    let n_vocab = model.config().n_vocab;
+    let n_ctx = (a.n_prompt + a.n_gen + 8).max(64);
+    let mut session = model.session(&SessionOptions { n_ctx: Some(n_ctx), n_batch: a.batch })?;
+    // Warm-up builds every pipeline and touches every buffer once.
+    session.eval(&tokens(a.n_prompt.clamp(2, 16), n_vocab, 0), Logits::None)?;
+    session.eval_greedy(&[1])?;
+    let mut pp = Vec::new();
+    let mut tg = Vec::new();
+    for r in 0..a.reps.max(1) {
+        if a.n_prompt > 0 {
+            session.clear();
+            let t = tokens(a.n_prompt, n_vocab, r as u32 + 1);
+            let start = Instant::now();
+            session.eval_greedy(&t)?;
+            pp.push(a.n_prompt as f64 / start.elapsed().as_secs_f64());
+        }
+        if a.n_gen > 0 {
+            session.clear();
+            let mut tok = tokens(1, n_vocab, 100 + r as u32)[0];
+            let start = Instant::now();
+            for _ in 0..a.n_gen {
+                tok = session.eval_greedy(&[tok])?;
+            }
+            tg.push(a.n_gen as f64 / start.elapsed().as_secs_f64());
+        }
+    }
+    let (pp_tps, tg_tps) = (median(pp), median(tg));
+    let info = model.info();
+    let backend = session.backend_name();
+    let name = info.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    println!("| model | size | backend | adapter | test | t/s |");
+    println!("| --- | ---: | --- | --- | ---: | ---: |");
+    if a.n_prompt > 0 {
+        println!(
+            "| {name} | {} | {backend} | {} | pp{} | {pp_tps:.2} |",
+            human_bytes(info.weight_bytes),
+            info.adapter,
+            a.n_prompt
+        );
+    }
+    if a.n_gen > 0 {
+        println!(
+            "| {name} | {} | {backend} | {} | tg{} | {tg_tps:.2} |",
+            human_bytes(info.weight_bytes),
+            info.adapter,
+            a.n_gen
+        );
+    }
+    if a.json {
+        println!(
+            "{}",
+            json!({"model": name, "backend": backend, "adapter": info.adapter, "n_prompt": a.n_prompt, "n_gen": a.n_gen,
+                   "repetitions": a.reps, "pp_tps": pp_tps, "tg_tps": tg_tps})
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! `wllm run`: stream a completion.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use wllm::engine::sampling::parse_logit_bias;
+use wllm::{GenerateOptions, SamplerConfig, SessionOptions};
+
+use crate::common::{DeviceArgs, load_model, parse_ids};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A .gguf file or a Hugging Face safetensors directory.
+    pub model: PathBuf,
+    /// The prompt text.
+    #[arg(short, long)]
+    pub prompt: Option<String>,
+    /// Prompt as comma-separated token ids instead of text.
+    #[arg(long, conflicts_with = "prompt")]
+    pub prompt_tokens: Option<String>,
+    /// Tokens to generate.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 256)]
+    pub n: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Context size (default: the model's, capped at 4096).
+    #[arg(long = "ctx", short = 'c')]
+    pub ctx: Option<u32>,
+    /// Prompt tokens processed per step.
+    #[arg(long = "batch-size", short = 'b', default_value_t = 256)]
+    pub batch: u32,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Write the logits (f32 little-endian rows of n_vocab): one row per prompt position, then
+    /// one per generated token that was fed back.
+    #[arg(long)]
+    pub dump_logits: Option<PathBuf>,
+    /// Timings and device on stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Print one JSON object with ids, text and timings instead of streaming text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct SamplingArgs {
+    /// Temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.8)]
+    pub temp: f32,
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    #[arg(long = "typical", default_value_t = 1.0)]
+    pub typical_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    #[arg(long, default_value_t = 64)]
+    pub repeat_last_n: usize,
+    #[arg(long, default_value_t = 0.0)]
+    pub presence_penalty: f32,
+    #[arg(long, default_value_t = 0.0)]
+    pub frequency_penalty: f32,
+    /// Random seed (default: random).
+    #[arg(long, short = 's')]
+    pub seed: Option<u64>,
+    /// Stop generation at this string (repeatable).
+    #[arg(long = "stop")]
+    pub stop: Vec<String>,
+    /// Bias a token: ID+BIAS, ID-BIAS or ID-inf (repeatable).
+    #[arg(long = "logit-bias", allow_hyphen_values = true)]
+    pub logit_bias: Vec<String>,
+}
+
+impl SamplingArgs {
+    pub fn config(&self) -> Result<SamplerConfig> {
+        let mut logit_bias = Vec::new();
+        for b in &self.logit_bias {
+            logit_bias.push(parse_logit_bias(b)?);
+        }
+        Ok(SamplerConfig {
+            temp: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            typical_p: self.typical_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            seed: self.seed,
+            logit_bias,
+            ..SamplerConfig::default()
+        })
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let sampling = a.sampling.config()?;
+    let model = load_model(&a.model, &a.device, None)?;
+    let prompt_ids = match (&a.prompt, &a.prompt_tokens) {
+        (Some(p), _) => model.tokenize(p),
+        (None, Some(ids)) => parse_ids(ids)?,
+        (None, None) => bail!("give a prompt with --prompt TEXT or --prompt-tokens IDS"),
+    };
+    if prompt_ids.is_empty() {
+        bail!("the prompt is empty after tokenization");
+    }
+    let mut session = model.session(&SessionOptions { n_ctx: a.ctx, n_batch: a.batch })?;
+    if prompt_ids.len() > session.n_ctx() {
+        bail!(
+            "the prompt has {} tokens but the context holds {} (raise --ctx)",
+            prompt_ids.len(),
+            session.n_ctx()
+        );
+    }
+    let opts = GenerateOptions {
+        max_tokens: a.n,
+        sampling,
+        stop: a.sampling.stop.clone(),
+        collect_logits: a.dump_logits.is_some(),
+        ..Default::default()
+    };
+    let backend = session.backend_name();
+    let mut gen_ = session.generate(&prompt_ids, opts)?;
+    let mut text = String::new();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for chunk in gen_.by_ref() {
+        let chunk = chunk?;
+        text.push_str(&chunk.text);
+        if !a.json {
+            out.write_all(chunk.text.as_bytes())?;
+            out.flush()?;
+        }
+    }
+    let ids = gen_.ids().to_vec();
+    let stats = gen_.stats().clone();
+    let reason = gen_.stop_reason().cloned();
+    if let Some(path) = &a.dump_logits {
+        let bytes: Vec<u8> = gen_.logits().iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    drop(gen_);
+    let info = model.info();
+    if a.json {
+        let o = json!({
+            "prompt_ids": prompt_ids,
+            "ids": ids,
+            "text": text,
+            "backend": backend,
+            "adapter": info.adapter,
+            "stop_reason": format!("{reason:?}"),
+            "timings": {
+                "load_ms": info.load_time.as_secs_f64() * 1e3,
+                "prompt_tokens": stats.prompt_tokens,
+                "prompt_ms": stats.prompt_time.as_secs_f64() * 1e3,
+                "prompt_tps": stats.prompt_tps(),
+                "generated_tokens": stats.generated_tokens,
+                "generation_ms": stats.generation_time.as_secs_f64() * 1e3,
+                "generation_tps": stats.generation_tps(),
+                "ttft_ms": stats.time_to_first_token.as_secs_f64() * 1e3,
+            },
+        });
+        writeln!(out, "{o}")?;
+    } else {
+        writeln!(out)?;
+    }
+    if a.verbose {
+        eprintln!("backend:              {backend} ({})", info.adapter);
+        eprintln!("load duration:        {:.2?}", info.load_time);
+        eprintln!("prompt eval count:    {} token(s)", stats.prompt_tokens);
+        eprintln!("prompt eval duration: {:.2?}", stats.prompt_time);
+        eprintln!("prompt eval rate:     {:.2} tokens/s", stats.prompt_tps());
+        eprintln!("eval count:           {} token(s)", stats.generated_tokens);
+        eprintln!("eval duration:        {:.2?}", stats.generation_time);
+        eprintln!("eval rate:            {:.2} tokens/s", stats.generation_tps());
+        eprintln!("time to first token:  {:.2?}", stats.time_to_first_token);
+    }
+    Ok(())
+}

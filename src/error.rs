@@ -1,0 +1,31 @@
+use wllm_engine::EngineError;
+use wllm_engine::sampling::SamplingError;
+use wllm_loaders::chat::ChatError;
+use wllm_loaders::{ModelError, TokenizerError};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the library can report. Each variant says what failed in terms a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Load(#[from] wllm_loaders::Error),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("tokenizer: {0}")]
+    Tokenizer(#[from] TokenizerError),
+    #[error("chat template: {0}")]
+    Chat(#[from] ChatError),
+    #[error("sampling: {0}")]
+    Sampling(#[from] SamplingError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}

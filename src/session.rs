@@ -1,0 +1,104 @@
+//! A session: one conversation's KV cache over a shared model.
+
+use std::time::Instant;
+
+use wllm_engine::{ContextOptions, Executor, Logits, StepTimings};
+
+use crate::error::{Error, Result};
+use crate::generate::{GenerateOptions, Generation};
+use crate::model::Model;
+
+/// Per-session settings.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// Context size in tokens; `None`: the model's training context, capped at 4096.
+    pub n_ctx: Option<u32>,
+    /// Most prompt tokens processed in one step.
+    pub n_batch: u32,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions { n_ctx: None, n_batch: 256 }
+    }
+}
+
+pub struct Session {
+    pub(crate) model: Model,
+    pub(crate) exec: Executor,
+    /// The tokens whose keys and values are in the cache, in order.
+    pub(crate) history: Vec<u32>,
+}
+
+impl Session {
+    pub(crate) fn new(model: Model, opts: &SessionOptions) -> Result<Session> {
+        let n_ctx = opts.n_ctx.unwrap_or_else(|| model.config().context_length.min(4096)).max(1);
+        let exec = Executor::gpu(
+            model.inner.gpu_model.clone(),
+            &ContextOptions { n_ctx, n_batch: opts.n_batch.max(1) },
+        )?;
+        Ok(Session { model, exec, history: Vec::new() })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+    pub fn n_ctx(&self) -> usize {
+        self.exec.n_ctx() as usize
+    }
+    /// Tokens currently in the cache.
+    pub fn tokens(&self) -> &[u32] {
+        &self.history
+    }
+    pub fn backend_name(&self) -> &'static str {
+        self.exec.backend_name()
+    }
+    pub fn timings(&self) -> StepTimings {
+        self.exec.timings()
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.exec.clear();
+        self.history.clear();
+    }
+
+    /// Keeps the first `n` tokens of the cache (later steps overwrite the rest).
+    pub fn truncate(&mut self, n: usize) {
+        let n = n.min(self.history.len());
+        self.exec.truncate(n as u32);
+        self.history.truncate(n);
+    }
+
+    /// Feeds `tokens` after what is in the cache and returns the logits asked for
+    /// (row-major, `n_vocab` per row).
+    pub fn eval(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<f32>> {
+        let out = self.exec.eval(tokens, logits, false)?;
+        self.history.extend_from_slice(tokens);
+        Ok(out.logits)
+    }
+
+    /// Feeds `tokens` and returns the most likely next token, chosen on the device.
+    pub fn eval_greedy(&mut self, tokens: &[u32]) -> Result<u32> {
+        let out = self.exec.eval(tokens, Logits::None, true)?;
+        self.history.extend_from_slice(tokens);
+        out.token.ok_or_else(|| Error::InvalidArgument("the device returned no token".into()))
+    }
+
+    pub(crate) fn step(
+        &mut self,
+        tokens: &[u32],
+        logits: Logits,
+        argmax: bool,
+    ) -> Result<wllm_engine::StepOutput> {
+        let out = self.exec.eval(tokens, logits, argmax)?;
+        self.history.extend_from_slice(tokens);
+        Ok(out)
+    }
+
+    /// Starts generating after `prompt` (which is evaluated first). The returned iterator runs
+    /// one decode step per `next()`, so a host can drive it one token per frame.
+    pub fn generate(&mut self, prompt: &[u32], opts: GenerateOptions) -> Result<Generation<'_>> {
+        Generation::start(self, prompt, opts, Instant::now())
+    }
+}
