@@ -5,47 +5,13 @@
 // IDS (mixture of experts, dispatched indirectly): y indexes tiles of (token, slot) pairs that
 // all use one expert, as grouped by moe.wgsl's PLAN; rows come from that expert's slice.
 
-#include "quant.wgsl"
+#include "linear_common.wgsl"
 
-struct Params {
-    ncols: u32,
-    nrows: u32,
-    row_bytes: u32,
-    y_row0: u32,
-    x_offset: u32,
-    x_stride: u32,
-    y_offset: u32,
-    y_stride: u32,
-    expert_rows: u32,
-    x_div: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-struct Step {
-    pos0: u32,
-    n_tokens: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-@group(0) @binding(0) var<storage, read> W: array<u32>;
-@group(0) @binding(1) var<storage, read> X: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
-@group(0) @binding(3) var<uniform> P: Params;
-#ifdef BIAS
-@group(0) @binding(4) var<storage, read> B: array<f32>;
-#endif
-#ifdef GLU
-@group(0) @binding(5) var<storage, read> G: array<f32>;
-#endif
 @group(0) @binding(6) var<uniform> S: Step;
 #ifdef IDS
 @group(0) @binding(7) var<storage, read> Pairs: array<u32>;
 @group(0) @binding(8) var<storage, read> Tiles: array<vec4<u32>>;
 #endif
-
-#include "activation.wgsl"
 
 // Tile shape. Workgroup memory holds (BR + BT) * 32 floats.
 const BR: u32 = TILE_ROWS;
@@ -66,6 +32,15 @@ fn x_row(j: u32) -> u32 {
 #endif
 }
 
+// Row offset of the bias for this weight part.
+fn y_brow0() -> u32 {
+#ifdef IDS
+    return 0u;
+#else
+    return P.y_row0;
+#endif
+}
+
 fn y_index(j: u32) -> u32 {
 #ifdef IDS
     return P.y_offset + Pairs[tile_start + j] * P.y_stride;
@@ -79,6 +54,7 @@ var<workgroup> Xs: array<vec4<f32>, BT * 8u>;
 
 @compute @workgroup_size(NTHREADS)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    meta_off = P.meta_off;
     let r_base = wid.x * BR;
 #ifdef IDS
     let tile = Tiles[wid.y];
@@ -111,11 +87,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
     }
     for (var u = 0u; u < units; u++) {
-        let boff = (u / upb) * BLOCK_BYTES;
+        let blk = u / upb;
         let sub = u % upb;
         for (var r = lid; r < BR; r += NTHREADS) {
             let row = w_row0 + min(r_base + r, nrows - 1u);
-            let w = dq32(row * P.row_bytes + boff, sub);
+            let w = dq32(row * P.nb + blk, sub);
             for (var i = 0u; i < 8u; i++) {
                 Ws[r * 8u + i] = w[i];
             }
@@ -153,18 +129,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             if (c >= n_cols_t) {
                 continue;
             }
-            var v = acc[i][j];
-            let yi = y_index(c) + row;
-#ifdef BIAS
-            v += B[P.y_row0 + row];
-#endif
-#ifdef ACC
-            v += Y[yi];
-#endif
-#ifdef GLU
-            v *= act(G[yi]);
-#endif
-            Y[yi] = v;
+            store(y_index(c) + row, y_brow0() + row, acc[i][j]);
         }
     }
 }

@@ -1,41 +1,14 @@
-// Dequantizing matrix-vector product for decode: Y[t, r] = sum_c W[r, c] * X[t, c].
+// Dequantizing matrix-vector product for decode on GPUs: Y[t, r] = sum_c W[r, c] * X[t, c].
 // A workgroup computes NR consecutive rows; its WG invocations stride over the 32-element runs
-// of the row, so each run of X is loaded once and used for all NR rows.
-// Epilogues (structure, by define): ACC adds into Y (residual), BIAS adds B[r], GLU_SILU /
-// GLU_GELU multiply by act(G[t, r]) (the gate computed by an earlier matvec).
+// of the row (consecutive invocations read consecutive blocks, so loads coalesce), each run of
+// X is loaded once for all NR rows, and a workgroup reduction sums the partial dots.
 // IDS (mixture of experts): z indexes (token, slot) pairs; the weight is a stack of experts of
 // P.expert_rows rows and the pair's expert is read from Ids on the GPU. X row = pair / x_div
 // (x_div = k reads the token's input, 1 reads the pair's own row), Y row = pair.
 
-#include "quant.wgsl"
+#include "linear_common.wgsl"
 #include "reduce.wgsl"
 
-struct Params {
-    ncols: u32,
-    nrows: u32,
-    row_bytes: u32,
-    // Output row of this weight's first row (weights split across buffers).
-    y_row0: u32,
-    x_offset: u32,
-    x_stride: u32,
-    y_offset: u32,
-    y_stride: u32,
-    expert_rows: u32,
-    x_div: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-@group(0) @binding(0) var<storage, read> W: array<u32>;
-@group(0) @binding(1) var<storage, read> X: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
-@group(0) @binding(3) var<uniform> P: Params;
-#ifdef BIAS
-@group(0) @binding(4) var<storage, read> B: array<f32>;
-#endif
-#ifdef GLU
-@group(0) @binding(5) var<storage, read> G: array<f32>;
-#endif
 #ifdef IDS
 @group(0) @binding(7) var<storage, read> Ids: array<u32>;
 #endif
@@ -43,8 +16,6 @@ struct Params {
 override WG: u32 = 64u;
 // Rows per workgroup, 1..4.
 override NR: u32 = 2u;
-
-#include "activation.wgsl"
 
 @compute @workgroup_size(WG)
 fn main(
@@ -60,6 +31,7 @@ fn main(
     sg_size = sgs;
     sg_lane = sgl;
 #endif
+    meta_off = P.meta_off;
     let group = wid.x + wid.y * nwg.x;
     let row0 = group * NR;
 #ifdef IDS
@@ -73,12 +45,14 @@ fn main(
     let nrows = P.expert_rows;
     let x0 = (P.x_offset + (pair / P.x_div) * P.x_stride) / 4u;
     let y0 = P.y_offset + pair * P.y_stride;
+    let brow0 = 0u;
 #else
     let t = wid.z;
     let w_row0 = 0u;
     let nrows = P.nrows;
     let x0 = (P.x_offset + t * P.x_stride) / 4u;
     let y0 = P.y_offset + t * P.y_stride + P.y_row0;
+    let brow0 = P.y_row0;
 #endif
     if (row0 >= nrows) {
         return;
@@ -91,12 +65,10 @@ fn main(
         for (var i = 0u; i < 8u; i++) {
             xv[i] = X[x0 + u * 8u + i];
         }
-        let boff = (u / upb) * BLOCK_BYTES;
-        let sub = u % upb;
         for (var r = 0u; r < NR; r++) {
             // Rows past the end recompute the last row; their results are never written.
             let row = w_row0 + min(row0 + r, nrows - 1u);
-            let w = dq32(row * P.row_bytes + boff, sub);
+            let w = dq32(row * P.nb + u / upb, u % upb);
             var s = 0.0;
             for (var i = 0u; i < 8u; i++) {
                 s += dot(w[i], xv[i]);
@@ -106,18 +78,6 @@ fn main(
     }
     let tot = wg_sum4(acc, lid);
     if (lid < NR && row0 + lid < nrows) {
-        let row = row0 + lid;
-        var v = tot[lid];
-        let yi = y0 + row;
-#ifdef BIAS
-        v += B[P.y_row0 + row];
-#endif
-#ifdef ACC
-        v += Y[yi];
-#endif
-#ifdef GLU
-        v *= act(G[yi]);
-#endif
-        Y[yi] = v;
+        store(y0 + row0 + lid, brow0 + row0 + lid, tot[lid]);
     }
 }

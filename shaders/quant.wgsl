@@ -1,22 +1,54 @@
-// Quant inner blocks. Exactly one WTYPE_* is defined per variant. Each type provides
-//   const QK: u32           elements per block (32 or 256; the float types use 32-element units)
-//   const BLOCK_BYTES: u32  bytes per block
-//   fn dq32(blk: u32, u: u32) -> array<vec4<f32>, 8>
-// which dequantizes the u-th run of 32 consecutive elements of the block starting at byte `blk`.
-// out[i] holds elements 4i..4i+3 of the run. Layouts follow ggml-common.h at llama.cpp 0c1e570.
-
-#include "common.wgsl"
+// Quant inner blocks over the GPU layout written by engine/src/repack.rs: each block's quant
+// bits ("payload", P4 vec4s) in `Q`, its scales and high bits ("meta", MW words) in `M`, both
+// views of the same buffer, metadata starting at word `meta_off`. Exactly one WTYPE_* is
+// defined per variant; each type provides
+//   const QK: u32   elements per block (32 or 256; float types use 32-element runs)
+//   const P4: u32   payload vec4s per block
+//   const MW: u32   metadata words per block
+//   fn dq32(blk: u32, u: u32) -> Unit
+// which dequantizes the u-th run of 32 consecutive elements of block `blk` (blocks counted
+// row-major across the buffer). out[i] holds elements 4i..4i+3 of the run. Block contents
+// follow ggml-common.h at llama.cpp 0c1e570.
 
 alias Unit = array<vec4<f32>, 8>;
 
+var<private> meta_off: u32 = 0u;
+
+fn bytes4(q: u32) -> vec4<u32> {
+    return (vec4<u32>(q) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xFFu);
+}
+
+// Bits s..s+k of each byte of a word, as floats.
+fn fields4(q: u32, s: u32, mask: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(q) >> (vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(s))) & vec4<u32>(mask));
+}
+
+fn sbytes4(q: u32) -> vec4<f32> {
+    return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(q) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+}
+
+// Bits k..k+3 of `h` (one bit per element) as 0/1.
+fn bits4(h: u32, k: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(h) >> (vec4<u32>(k) + vec4<u32>(0u, 1u, 2u, 3u))) & vec4<u32>(1u));
+}
+
+fn meta_word(blk: u32, i: u32) -> u32 {
+    return M[meta_off + blk * MW + i];
+}
+
+// Byte i of a block's metadata.
+fn meta_byte(blk: u32, i: u32) -> u32 {
+    return (meta_word(blk, i >> 2u) >> ((i & 3u) * 8u)) & 0xFFu;
+}
+
 #ifdef WTYPE_F32
 const QK: u32 = 32u;
-const BLOCK_BYTES: u32 = 128u;
+const P4: u32 = 8u;
+const MW: u32 = 1u;
 fn dq32(blk: u32, u: u32) -> Unit {
     var out: Unit;
-    let w = blk >> 2u;
     for (var i = 0u; i < 8u; i++) {
-        out[i] = bitcast<vec4<f32>>(vec4<u32>(W[w + 4u * i], W[w + 4u * i + 1u], W[w + 4u * i + 2u], W[w + 4u * i + 3u]));
+        out[i] = bitcast<vec4<f32>>(Q[blk * P4 + i]);
     }
     return out;
 }
@@ -24,12 +56,14 @@ fn dq32(blk: u32, u: u32) -> Unit {
 
 #ifdef WTYPE_F16
 const QK: u32 = 32u;
-const BLOCK_BYTES: u32 = 64u;
+const P4: u32 = 4u;
+const MW: u32 = 1u;
 fn dq32(blk: u32, u: u32) -> Unit {
     var out: Unit;
-    let w = blk >> 2u;
-    for (var i = 0u; i < 8u; i++) {
-        out[i] = vec4<f32>(unpack2x16float(W[w + 2u * i]), unpack2x16float(W[w + 2u * i + 1u]));
+    for (var i = 0u; i < 4u; i++) {
+        let v = Q[blk * P4 + i];
+        out[2u * i] = vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
+        out[2u * i + 1u] = vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w));
     }
     return out;
 }
@@ -37,29 +71,33 @@ fn dq32(blk: u32, u: u32) -> Unit {
 
 #ifdef WTYPE_BF16
 const QK: u32 = 32u;
-const BLOCK_BYTES: u32 = 64u;
+const P4: u32 = 4u;
+const MW: u32 = 1u;
 fn dq32(blk: u32, u: u32) -> Unit {
     var out: Unit;
-    let w = blk >> 2u;
-    for (var i = 0u; i < 8u; i++) {
-        let a = W[w + 2u * i];
-        let b = W[w + 2u * i + 1u];
-        out[i] = bitcast<vec4<f32>>(vec4<u32>(a << 16u, a & 0xFFFF0000u, b << 16u, b & 0xFFFF0000u));
+    for (var i = 0u; i < 4u; i++) {
+        let v = Q[blk * P4 + i];
+        out[2u * i] = bitcast<vec4<f32>>(vec4<u32>(v.x << 16u, v.x & 0xFFFF0000u, v.y << 16u, v.y & 0xFFFF0000u));
+        out[2u * i + 1u] = bitcast<vec4<f32>>(vec4<u32>(v.z << 16u, v.z & 0xFFFF0000u, v.w << 16u, v.w & 0xFFFF0000u));
     }
     return out;
 }
 #endif
 
+// ---- 32-element blocks: elements 0..15 are the low nibbles of the 16 payload bytes, 16..31
+// the high nibbles (Q8_0: one byte each) ----
+
 #ifdef WTYPE_Q4_0
 const QK: u32 = 32u;
-const BLOCK_BYTES: u32 = 18u;
+const P4: u32 = 1u;
+const MW: u32 = 1u;
 fn dq32(blk: u32, u: u32) -> Unit {
     var out: Unit;
-    let d = w_f16(blk);
+    let d = unpack2x16float(meta_word(blk, 0u)).x;
+    let v = Q[blk];
     for (var i = 0u; i < 4u; i++) {
-        let q = w_u32(blk + 2u + 4u * i);
-        out[i] = (lo_nibbles(q) - 8.0) * d;
-        out[i + 4u] = (hi_nibbles(q) - 8.0) * d;
+        out[i] = (fields4(v[i], 0u, 0xFu) - 8.0) * d;
+        out[i + 4u] = (fields4(v[i], 4u, 0xFu) - 8.0) * d;
     }
     return out;
 }
@@ -67,15 +105,15 @@ fn dq32(blk: u32, u: u32) -> Unit {
 
 #ifdef WTYPE_Q4_1
 const QK: u32 = 32u;
-const BLOCK_BYTES: u32 = 20u;
+const P4: u32 = 1u;
+const MW: u32 = 1u;
 fn dq32(blk: u32, u: u32) -> Unit {
     var out: Unit;
-    let d = w_f16(blk);
-    let m = w_f16(blk + 2u);
+    let dm = unpack2x16float(meta_word(blk, 0u));
+    let v = Q[blk];
     for (var i = 0u; i < 4u; i++) {
-        let q = w_u32(blk + 4u + 4u * i);
-        out[i] = lo_nibbles(q) * d + m;
-        out[i + 4u] = hi_nibbles(q) * d + m;
+        out[i] = fields4(v[i], 0u, 0xFu) * dm.x + dm.y;
+        out[i + 4u] = fields4(v[i], 4u, 0xFu) * dm.x + dm.y;
     }
     return out;
 }
@@ -83,15 +121,16 @@ fn dq32(blk: u32, u: u32) -> Unit {
 
 #ifdef WTYPE_Q5_0
 const QK: u32 = 32u;
-const BLOCK_BYTES: u32 = 22u;
+const P4: u32 = 1u;
+const MW: u32 = 2u;
 fn dq32(blk: u32, u: u32) -> Unit {
     var out: Unit;
-    let d = w_f16(blk);
-    let qh = w_u32(blk + 2u);
+    let d = unpack2x16float(meta_word(blk, 0u)).x;
+    let qh = meta_word(blk, 1u);
+    let v = Q[blk];
     for (var i = 0u; i < 4u; i++) {
-        let q = w_u32(blk + 6u + 4u * i);
-        out[i] = (lo_nibbles(q) + 16.0 * bits4(qh, 4u * i) - 16.0) * d;
-        out[i + 4u] = (hi_nibbles(q) + 16.0 * bits4(qh, 16u + 4u * i) - 16.0) * d;
+        out[i] = (fields4(v[i], 0u, 0xFu) + 16.0 * bits4(qh, 4u * i) - 16.0) * d;
+        out[i + 4u] = (fields4(v[i], 4u, 0xFu) + 16.0 * bits4(qh, 16u + 4u * i) - 16.0) * d;
     }
     return out;
 }
@@ -99,16 +138,16 @@ fn dq32(blk: u32, u: u32) -> Unit {
 
 #ifdef WTYPE_Q5_1
 const QK: u32 = 32u;
-const BLOCK_BYTES: u32 = 24u;
+const P4: u32 = 1u;
+const MW: u32 = 2u;
 fn dq32(blk: u32, u: u32) -> Unit {
     var out: Unit;
-    let d = w_f16(blk);
-    let m = w_f16(blk + 2u);
-    let qh = w_u32(blk + 4u);
+    let dm = unpack2x16float(meta_word(blk, 0u));
+    let qh = meta_word(blk, 1u);
+    let v = Q[blk];
     for (var i = 0u; i < 4u; i++) {
-        let q = w_u32(blk + 8u + 4u * i);
-        out[i] = (lo_nibbles(q) + 16.0 * bits4(qh, 4u * i)) * d + m;
-        out[i + 4u] = (hi_nibbles(q) + 16.0 * bits4(qh, 16u + 4u * i)) * d + m;
+        out[i] = (fields4(v[i], 0u, 0xFu) + 16.0 * bits4(qh, 4u * i)) * dm.x + dm.y;
+        out[i + 4u] = (fields4(v[i], 4u, 0xFu) + 16.0 * bits4(qh, 16u + 4u * i)) * dm.x + dm.y;
     }
     return out;
 }
@@ -116,12 +155,16 @@ fn dq32(blk: u32, u: u32) -> Unit {
 
 #ifdef WTYPE_Q8_0
 const QK: u32 = 32u;
-const BLOCK_BYTES: u32 = 34u;
+const P4: u32 = 2u;
+const MW: u32 = 1u;
 fn dq32(blk: u32, u: u32) -> Unit {
     var out: Unit;
-    let d = w_f16(blk);
-    for (var i = 0u; i < 8u; i++) {
-        out[i] = sbytes4(w_u32(blk + 2u + 4u * i)) * d;
+    let d = unpack2x16float(meta_word(blk, 0u)).x;
+    let v0 = Q[blk * 2u];
+    let v1 = Q[blk * 2u + 1u];
+    for (var i = 0u; i < 4u; i++) {
+        out[i] = sbytes4(v0[i]) * d;
+        out[i + 4u] = sbytes4(v1[i]) * d;
     }
     return out;
 }
@@ -129,11 +172,12 @@ fn dq32(blk: u32, u: u32) -> Unit {
 
 #ifdef WTYPE_MXFP4
 const QK: u32 = 32u;
-const BLOCK_BYTES: u32 = 17u;
+const P4: u32 = 1u;
+const MW: u32 = 1u;
 var<private> KV_MXFP4: array<f32, 16> = array<f32, 16>(0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 0.0, -1.0, -2.0, -3.0, -4.0, -6.0, -8.0, -12.0);
 fn dq32(blk: u32, u: u32) -> Unit {
     var out: Unit;
-    let e = w_u8(blk);
+    let e = meta_word(blk, 0u) & 0xFFu;
     // E8M0 exponent, halved: 2^(e - 128); e < 2 gives the subnormal values ggml uses.
     var d: f32;
     if (e < 2u) {
@@ -141,10 +185,10 @@ fn dq32(blk: u32, u: u32) -> Unit {
     } else {
         d = bitcast<f32>((e - 1u) << 23u);
     }
+    let v = Q[blk];
     for (var i = 0u; i < 4u; i++) {
-        let q = w_u32(blk + 1u + 4u * i);
-        let lo = (vec4<u32>(q) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xFu);
-        let hi = (vec4<u32>(q) >> vec4<u32>(4u, 12u, 20u, 28u)) & vec4<u32>(0xFu);
+        let lo = (vec4<u32>(v[i]) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xFu);
+        let hi = (vec4<u32>(v[i]) >> vec4<u32>(4u, 12u, 20u, 28u)) & vec4<u32>(0xFu);
         out[i] = vec4<f32>(KV_MXFP4[lo.x], KV_MXFP4[lo.y], KV_MXFP4[lo.z], KV_MXFP4[lo.w]) * d;
         out[i + 4u] = vec4<f32>(KV_MXFP4[hi.x], KV_MXFP4[hi.y], KV_MXFP4[hi.z], KV_MXFP4[hi.w]) * d;
     }
@@ -156,25 +200,22 @@ fn dq32(blk: u32, u: u32) -> Unit {
 
 #ifdef WTYPE_Q2_K
 const QK: u32 = 256u;
-const BLOCK_BYTES: u32 = 84u;
-// scales[16] @0 (low nibble scale, high nibble min), qs[64] @16, d @80, dmin @82.
+const P4: u32 = 4u;
+const MW: u32 = 5u;
+// meta: d|dmin, scales[16] (low nibble scale, high nibble min); payload: qs[64].
 // Run u: half n = u/4 of 128 elements, 2-bit plane j = u%4; two 16-element sub-blocks.
 fn dq32(blk: u32, u: u32) -> Unit {
     var out: Unit;
-    let d = w_f16(blk + 80u);
-    let dmin = w_f16(blk + 82u);
+    let dm = unpack2x16float(meta_word(blk, 0u));
     let n = u >> 2u;
     let j = u & 3u;
-    let sc = w_u16(blk + n * 8u + 2u * j);
-    let shift = 2u * j;
     for (var h = 0u; h < 2u; h++) {
-        let s = (sc >> (8u * h)) & 0xFFu;
-        let dl = d * f32(s & 0xFu);
-        let ml = dmin * f32(s >> 4u);
+        let s = meta_byte(blk, 4u + n * 8u + 2u * j + h);
+        let dl = dm.x * f32(s & 0xFu);
+        let ml = dm.y * f32(s >> 4u);
+        let v = Q[blk * P4 + 2u * n + h];
         for (var i = 0u; i < 4u; i++) {
-            let q = w_u32(blk + 16u + n * 32u + 16u * h + 4u * i);
-            let v = vec4<f32>((vec4<u32>(q) >> (vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(shift))) & vec4<u32>(3u));
-            out[4u * h + i] = dl * v - ml;
+            out[4u * h + i] = dl * fields4(v[i], 2u * j, 3u) - ml;
         }
     }
     return out;
@@ -183,29 +224,26 @@ fn dq32(blk: u32, u: u32) -> Unit {
 
 #ifdef WTYPE_Q3_K
 const QK: u32 = 256u;
-const BLOCK_BYTES: u32 = 110u;
-// hmask[32] @0, qs[64] @32, scales[12] @96 (sixteen 6-bit scales), d @108.
+const P4: u32 = 6u;
+const MW: u32 = 4u;
+// meta: d, pad, scales[12] (sixteen 6-bit scales); payload: hmask[32], qs[64].
 fn q3k_scale(blk: u32, i: u32) -> f32 {
-    let lo = (w_u8(blk + 96u + (i & 7u)) >> (4u * (i >> 3u))) & 0xFu;
-    let hi = (w_u8(blk + 104u + (i & 3u)) >> (2u * (i >> 2u))) & 3u;
+    let lo = (meta_byte(blk, 4u + (i & 7u)) >> (4u * (i >> 3u))) & 0xFu;
+    let hi = (meta_byte(blk, 12u + (i & 3u)) >> (2u * (i >> 2u))) & 3u;
     return f32(i32(lo | (hi << 4u)) - 32);
 }
 fn dq32(blk: u32, u: u32) -> Unit {
     var out: Unit;
-    let d = w_f16(blk + 108u);
+    let d = unpack2x16float(meta_word(blk, 0u)).x;
     let n = u >> 2u;
     let j = u & 3u;
-    let shift = 2u * j;
     let mbit = 4u * n + j;
     for (var h = 0u; h < 2u; h++) {
         let dl = d * q3k_scale(blk, n * 8u + 2u * j + h);
+        let q = Q[blk * P4 + 2u + 2u * n + h];
+        let hm = Q[blk * P4 + h];
         for (var i = 0u; i < 4u; i++) {
-            let l = 16u * h + 4u * i;
-            let q = w_u32(blk + 32u + n * 32u + l);
-            let hm = w_u32(blk + l);
-            let v = vec4<f32>((vec4<u32>(q) >> (vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(shift))) & vec4<u32>(3u));
-            let m = vec4<f32>((vec4<u32>(hm) >> (vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(mbit))) & vec4<u32>(1u));
-            out[4u * h + i] = dl * (v - 4.0 + 4.0 * m);
+            out[4u * h + i] = dl * (fields4(q[i], 2u * j, 3u) - 4.0 + 4.0 * fields4(hm[i], mbit, 1u));
         }
     }
     return out;
@@ -213,61 +251,65 @@ fn dq32(blk: u32, u: u32) -> Unit {
 #endif
 
 #ifdef WTYPE_Q4_K
-const QK: u32 = 256u;
-const BLOCK_BYTES: u32 = 144u;
 #define KQ_SCALE_MIN
+const QK: u32 = 256u;
+const P4: u32 = 8u;
+const MW: u32 = 4u;
 #endif
 #ifdef WTYPE_Q5_K
-const QK: u32 = 256u;
-const BLOCK_BYTES: u32 = 176u;
 #define KQ_SCALE_MIN
+const QK: u32 = 256u;
+const P4: u32 = 10u;
+const MW: u32 = 4u;
 #endif
 
 #ifdef KQ_SCALE_MIN
-// Q4_K/Q5_K: d @0, dmin @2, scales[12] @4 packing eight 6-bit (scale, min) pairs.
+// meta: d, dmin, scales[12] packing eight 6-bit (scale, min) pairs.
 fn kq_scale_min(blk: u32, j: u32) -> vec2<f32> {
     var sc: u32;
     var m: u32;
     if (j < 4u) {
-        sc = w_u8(blk + 4u + j) & 63u;
-        m = w_u8(blk + 8u + j) & 63u;
+        sc = meta_byte(blk, 4u + j) & 63u;
+        m = meta_byte(blk, 8u + j) & 63u;
     } else {
-        sc = (w_u8(blk + 8u + j) & 0xFu) | ((w_u8(blk + j) >> 6u) << 4u);
-        m = (w_u8(blk + 8u + j) >> 4u) | ((w_u8(blk + 4u + j) >> 6u) << 4u);
+        sc = (meta_byte(blk, 8u + j) & 0xFu) | ((meta_byte(blk, j) >> 6u) << 4u);
+        m = (meta_byte(blk, 8u + j) >> 4u) | ((meta_byte(blk, 4u + j) >> 6u) << 4u);
     }
-    return vec2<f32>(w_f16(blk) * f32(sc), w_f16(blk + 2u) * f32(m));
+    let dm = unpack2x16float(meta_word(blk, 0u));
+    return vec2<f32>(dm.x * f32(sc), dm.y * f32(m));
 }
 #endif
 
 #ifdef WTYPE_Q4_K
-// qs[128] @16: 64-element group p = u/2 uses bytes 32p..32p+31, low nibbles for even u.
+// payload: qs[128]; 64-element group p = u/2 uses bytes 32p..32p+31, low nibbles for even u.
 fn dq32(blk: u32, u: u32) -> Unit {
     var out: Unit;
     let dm = kq_scale_min(blk, u);
-    let base = blk + 16u + (u >> 1u) * 32u;
     let shift = 4u * (u & 1u);
-    for (var i = 0u; i < 8u; i++) {
-        let q = w_u32(base + 4u * i);
-        let v = vec4<f32>((vec4<u32>(q) >> (vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(shift))) & vec4<u32>(0xFu));
-        out[i] = dm.x * v - dm.y;
+    let base = blk * P4 + 2u * (u >> 1u);
+    for (var h = 0u; h < 2u; h++) {
+        let v = Q[base + h];
+        for (var i = 0u; i < 4u; i++) {
+            out[4u * h + i] = dm.x * fields4(v[i], shift, 0xFu) - dm.y;
+        }
     }
     return out;
 }
 #endif
 
 #ifdef WTYPE_Q5_K
-// qh[32] @16 (bit u of byte l is the fifth bit of element l of run u), qs[128] @48.
+// payload: qh[32] (bit u of byte l is the fifth bit of element l of run u), qs[128].
 fn dq32(blk: u32, u: u32) -> Unit {
     var out: Unit;
     let dm = kq_scale_min(blk, u);
-    let base = blk + 48u + (u >> 1u) * 32u;
     let shift = 4u * (u & 1u);
-    for (var i = 0u; i < 8u; i++) {
-        let q = w_u32(base + 4u * i);
-        let h = w_u32(blk + 16u + 4u * i);
-        let v = vec4<f32>((vec4<u32>(q) >> (vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(shift))) & vec4<u32>(0xFu));
-        let hb = vec4<f32>((vec4<u32>(h) >> (vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(u))) & vec4<u32>(1u));
-        out[i] = dm.x * (v + 16.0 * hb) - dm.y;
+    let base = blk * P4 + 2u + 2u * (u >> 1u);
+    for (var h = 0u; h < 2u; h++) {
+        let v = Q[base + h];
+        let qh = Q[blk * P4 + h];
+        for (var i = 0u; i < 4u; i++) {
+            out[4u * h + i] = dm.x * (fields4(v[i], shift, 0xFu) + 16.0 * fields4(qh[i], u, 1u)) - dm.y;
+        }
     }
     return out;
 }
@@ -275,29 +317,26 @@ fn dq32(blk: u32, u: u32) -> Unit {
 
 #ifdef WTYPE_Q6_K
 const QK: u32 = 256u;
-const BLOCK_BYTES: u32 = 210u;
-// ql[128] @0, qh[64] @128, scales[16] (int8) @192, d @208.
+const P4: u32 = 12u;
+const MW: u32 = 5u;
+// meta: d, pad, scales[16] (int8); payload: ql[128], qh[64].
 // Run u: half n = u/4, quarter j = u%4; element l of the run takes the low (j<2) or high
 // nibble of ql[64n + 32(j&1) + l] and bits 2j..2j+1 of qh[32n + l]; scale 8n + 2j + l/16.
 fn dq32(blk: u32, u: u32) -> Unit {
     var out: Unit;
-    let d = w_f16(blk + 208u);
+    let d = unpack2x16float(meta_word(blk, 0u)).x;
     let n = u >> 2u;
     let j = u & 3u;
-    let ql_base = blk + 64u * n + 32u * (j & 1u);
-    let qh_base = blk + 128u + 32u * n;
     let lshift = 4u * (j >> 1u);
-    let hshift = 2u * j;
-    let sc = w_u16(blk + 192u + 8u * n + 2u * j);
-    let s0 = d * f32(extractBits(bitcast<i32>(sc), 0u, 8u));
-    let s1 = d * f32(extractBits(bitcast<i32>(sc), 8u, 8u));
-    for (var i = 0u; i < 8u; i++) {
-        let ql = w_u32(ql_base + 4u * i);
-        let qh = w_u32(qh_base + 4u * i);
-        let lo = (vec4<u32>(ql) >> (vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(lshift))) & vec4<u32>(0xFu);
-        let hi = (vec4<u32>(qh) >> (vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(hshift))) & vec4<u32>(3u);
-        let q = vec4<f32>(lo | (hi << vec4<u32>(4u))) - 32.0;
-        out[i] = q * select(s1, s0, i < 4u);
+    for (var h = 0u; h < 2u; h++) {
+        let sc = f32(extractBits(bitcast<i32>(meta_byte(blk, 4u + 8u * n + 2u * j + h)), 0u, 8u));
+        let ql = Q[blk * P4 + 4u * n + 2u * (j & 1u) + h];
+        let qh = Q[blk * P4 + 8u + 2u * n + h];
+        for (var i = 0u; i < 4u; i++) {
+            let lo = (vec4<u32>(ql[i]) >> (vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(lshift))) & vec4<u32>(0xFu);
+            let hi = (vec4<u32>(qh[i]) >> (vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(2u * j))) & vec4<u32>(3u);
+            out[4u * h + i] = (vec4<f32>(lo | (hi << vec4<u32>(4u))) - 32.0) * (d * sc);
+        }
     }
     return out;
 }

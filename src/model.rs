@@ -158,6 +158,11 @@ impl Model {
         Ok(model)
     }
 
+    /// The device the model's GPU layers run on.
+    pub fn gpu(&self) -> Arc<Gpu> {
+        self.inner.gpu_model.gpu.clone()
+    }
+
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.inner.tokenizer
     }

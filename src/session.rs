@@ -57,6 +57,15 @@ impl Session {
         self.exec.timings()
     }
 
+    /// Times every following step per GPU dispatch (see `wllm profile`).
+    pub fn enable_profiling(&mut self) {
+        self.exec.enable_profiling();
+    }
+
+    pub fn profiler(&self) -> Option<&wllm_engine::profile::Profiler> {
+        self.exec.profiler()
+    }
+
     /// Forgets everything.
     pub fn clear(&mut self) {
         self.exec.clear();

@@ -26,6 +26,8 @@ enum Command {
     Run(cmd::run::Args),
     /// Measure prompt-processing and generation speed (like llama-bench).
     Bench(cmd::bench::Args),
+    /// Per-kernel GPU time of a prompt and some decode steps.
+    Profile(cmd::profile::Args),
 }
 
 fn main() {
@@ -40,6 +42,7 @@ fn main() {
         Command::Tokenize(a) => cmd::tokenize::run(a),
         Command::Run(a) => cmd::run::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Profile(a) => cmd::profile::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {}", one_line(&e));

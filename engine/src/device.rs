@@ -67,6 +67,8 @@ pub struct DeviceOptions {
     pub disable_f16: bool,
     pub disable_subgroups: bool,
     pub disable_timestamps: bool,
+    /// Force kernel shapes (tests run both linear paths on one adapter).
+    pub tuning: Option<Tuning>,
 }
 
 /// Optional capabilities the kernels branch on.
@@ -83,6 +85,26 @@ pub struct Caps {
     pub mappable_primary_buffers: bool,
 }
 
+/// Kernel-shape choices made once per device.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// Linear layers with one output row per invocation (`linear_lane.wgsl`) rather than the
+    /// reduction and tiled kernels: right where a subgroup is a SIMD register of one CPU core
+    /// (software adapters). `WLLM_LINEAR=lane|reduce` overrides it.
+    pub row_per_lane: bool,
+}
+
+impl Tuning {
+    fn for_adapter(info: &wgpu::AdapterInfo) -> Tuning {
+        let row_per_lane = match std::env::var("WLLM_LINEAR").as_deref() {
+            Ok("lane") => true,
+            Ok("reduce") => false,
+            _ => info.device_type == wgpu::DeviceType::Cpu,
+        };
+        Tuning { row_per_lane }
+    }
+}
+
 /// The GPU the engine runs on, with its pipeline cache.
 pub struct Gpu {
     pub device: wgpu::Device,
@@ -90,6 +112,7 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub caps: Caps,
+    pub tuning: Tuning,
     pub pipelines: PipelineCache,
 }
 
@@ -197,7 +220,8 @@ impl Gpu {
             unified_memory: unified,
             mappable_primary_buffers: features.contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
         };
-        Ok(Arc::new(Gpu { device, queue, info, limits, caps, pipelines: PipelineCache::default() }))
+        let tuning = opts.tuning.unwrap_or_else(|| Tuning::for_adapter(&info));
+        Ok(Arc::new(Gpu { device, queue, info, limits, caps, tuning, pipelines: PipelineCache::default() }))
     }
 
     /// Runs on a device the host application created (a game's renderer, say). The engine uses
@@ -219,7 +243,8 @@ impl Gpu {
             ),
             mappable_primary_buffers: features.contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
         };
-        Arc::new(Gpu { device, queue, info, limits, caps, pipelines: PipelineCache::default() })
+        let tuning = Tuning::for_adapter(&info);
+        Arc::new(Gpu { device, queue, info, limits, caps, tuning, pipelines: PipelineCache::default() })
     }
 
     pub fn backend(&self) -> Backend {

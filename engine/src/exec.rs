@@ -47,6 +47,19 @@ impl Executor {
             Executor::Gpu(c) => c.timings,
         }
     }
+    /// Times every following step per dispatch.
+    pub fn enable_profiling(&mut self) {
+        match self {
+            Executor::Gpu(c) => c.enable_profiling(),
+        }
+    }
+
+    pub fn profiler(&self) -> Option<&crate::profile::Profiler> {
+        match self {
+            Executor::Gpu(c) => c.profiler(),
+        }
+    }
+
     /// Short name of where the work runs: `vulkan`, `metal`, `dx12`, `gl` or `cpu`.
     pub fn backend_name(&self) -> &'static str {
         match self {

@@ -8,11 +8,13 @@ pub mod exec;
 pub mod model;
 pub mod ops;
 pub mod pipeline;
+pub mod profile;
+pub mod repack;
 pub mod sampling;
 pub mod shader;
 pub mod tensor;
 
-pub use device::{Backend, Caps, DeviceOptions, Gpu};
+pub use device::{Backend, Caps, DeviceOptions, Gpu, Tuning};
 pub use error::{EngineError, Result};
 pub use exec::Executor;
 pub use model::{Context, ContextOptions, GpuModel, Logits, StepOutput, StepTimings};

@@ -48,6 +48,7 @@ pub trait Kernel: std::fmt::Debug {
 pub enum PipelineKey {
     Matvec(crate::ops::matvec::MatvecKey),
     Matmul(crate::ops::matmul::MatmulKey),
+    Lane(crate::ops::lane::LaneKey),
     GetRows(crate::ops::get_rows::GetRowsKey),
     Norm(crate::ops::norm::NormKey),
     Rope(crate::ops::rope::RopeKey),
@@ -62,6 +63,7 @@ impl PipelineKey {
         match self {
             PipelineKey::Matvec(k) => k,
             PipelineKey::Matmul(k) => k,
+            PipelineKey::Lane(k) => k,
             PipelineKey::GetRows(k) => k,
             PipelineKey::Norm(k) => k,
             PipelineKey::Rope(k) => k,

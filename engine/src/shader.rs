@@ -12,7 +12,8 @@ use crate::error::{EngineError, Result};
 
 /// Every shader file, embedded at build time.
 pub const SOURCES: &[(&str, &str)] = &[
-    ("common.wgsl", include_str!("../../shaders/common.wgsl")),
+    ("linear_common.wgsl", include_str!("../../shaders/linear_common.wgsl")),
+    ("linear_lane.wgsl", include_str!("../../shaders/linear_lane.wgsl")),
     ("quant.wgsl", include_str!("../../shaders/quant.wgsl")),
     ("reduce.wgsl", include_str!("../../shaders/reduce.wgsl")),
     ("matvec.wgsl", include_str!("../../shaders/matvec.wgsl")),

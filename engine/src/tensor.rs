@@ -6,13 +6,17 @@ use wllm_loaders::model::TensorBytes;
 
 use crate::device::Gpu;
 use crate::error::{EngineError, Result};
+use crate::repack::{gpu_bytes, layout, repack};
 
 #[derive(Debug)]
 pub struct WeightPart {
+    /// Payload region, then metadata region (see `repack`).
     pub buffer: wgpu::Buffer,
     /// First row held by this buffer.
     pub row0: u32,
     pub nrows: u32,
+    /// Index of the first metadata word in the buffer.
+    pub meta_off: u32,
 }
 
 /// A 2-D view of a weight: `nrows` rows of `ncols` elements (higher ggml dims are folded into
@@ -23,7 +27,10 @@ pub struct GpuWeight {
     pub ggml_type: GgmlType,
     pub ncols: u32,
     pub nrows: u32,
+    /// Bytes of one row in the file (GGUF layout).
     pub row_bytes: u32,
+    /// Blocks per row.
+    pub nb: u32,
     pub parts: Vec<WeightPart>,
 }
 
@@ -72,13 +79,18 @@ impl GpuWeight {
         }
         let too_big =
             |what: &str| EngineError::Unsupported(format!("tensor {}: {what} exceeds 2^32", meta.name));
+        let Some(lay) = layout(ty) else {
+            return Err(EngineError::Unsupported(format!("tensor {}: no GPU layout for {ty}", meta.name)));
+        };
+        let nb = ncols / lay.elems as u64;
+        let gpu_row = gpu_bytes(&lay, nb).1;
         let ncols32 = u32::try_from(ncols).map_err(|_| too_big("row length"))?;
         let nrows32 = u32::try_from(nrows).map_err(|_| too_big("row count"))?;
         let row_bytes32 = u32::try_from(row_bytes).map_err(|_| too_big("row size"))?;
         // Byte offsets inside one part are computed in u32 by the kernels.
         let max = gpu.max_binding().min(u32::MAX as u64 & !255);
         let align = row_align.max(1);
-        let rows_per_part = (max / row_bytes) / align * align;
+        let rows_per_part = (max / gpu_row) / align * align;
         if rows_per_part == 0 {
             return Err(EngineError::Unsupported(format!(
                 "tensor {}: {align} rows of {row_bytes} bytes exceed one {max}-byte storage binding",
@@ -92,10 +104,13 @@ impl GpuWeight {
             let bytes = &t.bytes[(row0 * row_bytes) as usize..((row0 + n) * row_bytes) as usize];
             let label =
                 if nrows <= rows_per_part { meta.name.clone() } else { format!("{}[{row0}..]", meta.name) };
+            let (meta_at, total) = gpu_bytes(&lay, n * nb);
+            let buffer = gpu.storage_with(&label, total, |put| repack(ty, bytes, put));
             parts.push(WeightPart {
-                buffer: gpu.storage_init(&label, bytes),
+                buffer,
                 row0: row0 as u32,
                 nrows: n as u32,
+                meta_off: (meta_at / 4) as u32,
             });
             row0 += n;
         }
@@ -105,12 +120,19 @@ impl GpuWeight {
             ncols: ncols32,
             nrows: nrows32,
             row_bytes: row_bytes32,
+            nb: nb as u32,
             parts,
         })
     }
 
+    /// Bytes of the weight in the file.
     pub fn n_bytes(&self) -> u64 {
         self.row_bytes as u64 * self.nrows as u64
+    }
+
+    /// Bytes it occupies on the device.
+    pub fn device_bytes(&self) -> u64 {
+        self.parts.iter().map(|p| p.buffer.size()).sum()
     }
 }
 

@@ -1,4 +1,5 @@
 pub mod bench;
 pub mod info;
+pub mod profile;
 pub mod run;
 pub mod tokenize;

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use super::GpuModel;
 use super::graph::{self, Graph};
 use crate::error::{EngineError, Result};
-use crate::ops::matmul::TILE_TOKENS;
+use crate::ops::Op;
 use crate::ops::moe::MoeBuffers;
 use crate::ops::rope::rope_table;
+use crate::profile::{Phase, Profiler};
 
 #[derive(Clone, Debug)]
 pub struct ContextOptions {
@@ -86,6 +87,8 @@ pub struct Context {
     graph: Graph,
     n_past: u32,
     pub timings: StepTimings,
+    /// When set, every step is timed per dispatch.
+    profiler: Option<Profiler>,
 }
 
 /// What a step produced.
@@ -170,7 +173,13 @@ impl Context {
         let mut bufs = bufs;
         if let Some(m) = &c.moe {
             let pairs = nb * m.n_expert_used as u64;
-            bufs.moe = Some(MoeBuffers::new(gpu, n_batch, m.n_expert, m.n_expert_used, TILE_TOKENS));
+            bufs.moe = Some(MoeBuffers::new(
+                gpu,
+                n_batch,
+                m.n_expert,
+                m.n_expert_used,
+                crate::ops::linear::grouped_shape(gpu, 1).1,
+            ));
             bufs.moe_bufs = Some(MoeScratch {
                 router_logits: gpu.storage("moe.router_logits", nb * m.n_expert as u64 * f),
                 g: gpu.storage("moe.gate", pairs * m.n_ff_expert as u64 * f),
@@ -179,7 +188,7 @@ impl Context {
             });
         }
         let graph = graph::build(&model, &bufs)?;
-        Ok(Context { model, bufs, graph, n_past: 0, timings: StepTimings::default() })
+        Ok(Context { model, bufs, graph, n_past: 0, timings: StepTimings::default(), profiler: None })
     }
 
     pub fn model(&self) -> &Arc<GpuModel> {
@@ -191,6 +200,15 @@ impl Context {
     pub fn n_ctx(&self) -> u32 {
         self.bufs.n_ctx
     }
+    /// Times every following step per dispatch (see [`Profiler`]).
+    pub fn enable_profiling(&mut self) {
+        self.profiler = Some(Profiler::new(&self.model.gpu));
+    }
+
+    pub fn profiler(&self) -> Option<&Profiler> {
+        self.profiler.as_ref()
+    }
+
     /// Forgets the sequence (the KV cache is simply overwritten from position 0).
     pub fn clear(&mut self) {
         self.n_past = 0;
@@ -240,49 +258,57 @@ impl Context {
         let n_vocab = self.model.cfg.n_vocab as u64;
         gpu.queue.write_buffer(&self.bufs.tokens, 0, bytemuck::cast_slice(tokens));
         gpu.queue.write_buffer(&self.bufs.step, 0, bytemuck::cast_slice(&[self.n_past, n, 0, 0]));
-        let mut enc =
-            gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("step"),
-                timestamp_writes: None,
-            });
-            let body = if n == 1 { &self.graph.body_decode } else { &self.graph.body_prefill };
-            for op in body {
-                op.record(&mut pass, n);
-            }
-            let head = match logits {
-                Logits::All => Some(&self.graph.head_all),
-                Logits::Last => Some(&self.graph.head_last),
-                Logits::None if argmax => Some(&self.graph.head_last),
-                Logits::None => None,
-            };
-            if let Some(head) = head {
-                for op in head {
-                    op.record(&mut pass, n);
-                }
-            }
-            if argmax {
-                if logits == Logits::All {
-                    return Err(EngineError::InvalidArgument("argmax with all-row logits".into()));
-                }
-                for op in &self.graph.argmax.ops {
-                    op.record(&mut pass, n);
-                }
-            }
+        if argmax && logits == Logits::All {
+            return Err(EngineError::InvalidArgument("argmax with all-row logits".into()));
+        }
+        let body = if n == 1 { &self.graph.body_decode } else { &self.graph.body_prefill };
+        let head = match logits {
+            Logits::All => Some(&self.graph.head_all),
+            Logits::Last => Some(&self.graph.head_last),
+            Logits::None if argmax => Some(&self.graph.head_last),
+            Logits::None => None,
+        };
+        let mut ops: Vec<&Op> = body.iter().collect();
+        ops.extend(head.into_iter().flatten());
+        if argmax {
+            ops.extend(self.graph.argmax.ops.iter());
         }
         let logit_bytes = match logits {
             Logits::None => 0,
             Logits::Last => n_vocab * 4,
             Logits::All => n as u64 * n_vocab * 4,
         };
-        if logit_bytes > 0 {
-            enc.copy_buffer_to_buffer(&self.bufs.logits, 0, &self.bufs.read_logits, 0, logit_bytes);
+        let bufs = &self.bufs;
+        let copies = |enc: &mut wgpu::CommandEncoder| {
+            if logit_bytes > 0 {
+                enc.copy_buffer_to_buffer(&bufs.logits, 0, &bufs.read_logits, 0, logit_bytes);
+            }
+            if argmax {
+                enc.copy_buffer_to_buffer(&bufs.tokens, 0, &bufs.read_tokens, 0, 4);
+            }
+        };
+        match self.profiler.as_mut() {
+            Some(p) => {
+                let phase = if n == 1 { Phase::Decode } else { Phase::Prefill };
+                p.run(&gpu, &ops, n, phase, copies)?;
+            }
+            None => {
+                let mut enc = gpu
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
+                {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("step"),
+                        timestamp_writes: None,
+                    });
+                    for op in &ops {
+                        op.record(&mut pass, n);
+                    }
+                }
+                copies(&mut enc);
+                gpu.queue.submit([enc.finish()]);
+            }
         }
-        if argmax {
-            enc.copy_buffer_to_buffer(&self.bufs.tokens, 0, &self.bufs.read_tokens, 0, 4);
-        }
-        gpu.queue.submit([enc.finish()]);
         let mut out = StepOutput::default();
         if logit_bytes > 0 {
             out.logits = read_f32(&gpu, &self.bufs.read_logits, logit_bytes)?;

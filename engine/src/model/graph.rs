@@ -9,8 +9,9 @@ use crate::error::{EngineError, Result};
 use crate::ops::argmax::{ArgmaxOps, argmax};
 use crate::ops::attention::{AttentionArgs, attention};
 use crate::ops::get_rows::get_rows;
-use crate::ops::matmul::{GroupedIds, TILE_ROWS, TILE_TOKENS, matmul, matmul_ids};
-use crate::ops::matvec::{Epilogue, ExpertIds, LinearIo, matvec, matvec_ids};
+use crate::ops::linear::{
+    Epilogue, ExpertIds, Grouped, LinearIo, grouped_shape, linear as linear_op, linear_grouped, linear_ids,
+};
 use crate::ops::moe::{self, MoeShape};
 use crate::ops::norm::{NormArgs, rms_norm};
 use crate::ops::rope::{RopeArgs, rope_kv};
@@ -47,10 +48,7 @@ fn linear(
     io: LinearIo<'_>,
     epi: Epilogue,
 ) -> Result<Vec<Op>> {
-    if w.nrows == 0 {
-        return Err(EngineError::InvalidArgument(format!("{} has no rows", w.name)));
-    }
-    if batched { matmul(&m.gpu, w, &io, epi, &b.step) } else { matvec(&m.gpu, w, &io, epi) }
+    linear_op(&m.gpu, w, &io, epi, &b.step, batched)
 }
 
 fn io<'a>(
@@ -210,41 +208,54 @@ fn body(m: &GpuModel, b: &Buffers, batched: bool) -> Result<Vec<Op>> {
                     FfnActivation::Silu => Epilogue::GluSilu,
                     FfnActivation::GeluTanh => Epilogue::GluGelu,
                 };
+                let ex = |expert_rows, x_per_token| ExpertIds { ids: &mb.ids, k, expert_rows, x_per_token };
                 if batched {
-                    let row_tiles = (nff.div_ceil(TILE_ROWS), e.div_ceil(TILE_ROWS));
-                    ops.push(moe::plan(gpu, &shape, TILE_TOKENS, row_tiles, mb, &b.step)?);
-                    let g = |args_offset, expert_rows, x_per_token| GroupedIds {
+                    let (gate_rows, tile) = grouped_shape(gpu, nff);
+                    let (down_rows, _) = grouped_shape(gpu, e);
+                    ops.push(moe::plan(gpu, &shape, tile, (gate_rows, down_rows), mb, &b.step)?);
+                    let g = |args_offset| Grouped {
                         pairs: &mb.pairs,
                         tiles: &mb.tiles,
                         args: &mb.args,
                         args_offset,
-                        k,
-                        expert_rows,
-                        x_per_token,
                     };
-                    ops.extend(matmul_ids(
+                    ops.extend(linear_grouped(
                         gpu,
                         gate_exps,
                         &gate_io,
                         Epilogue::Store,
                         &b.step,
-                        &g(0, nff, true),
+                        &ex(nff, true),
+                        &g(0),
                     )?);
-                    ops.extend(matmul_ids(gpu, up_exps, &up_io, glu, &b.step, &g(0, nff, true))?);
-                    ops.extend(matmul_ids(
+                    ops.extend(linear_grouped(gpu, up_exps, &up_io, glu, &b.step, &ex(nff, true), &g(0))?);
+                    ops.extend(linear_grouped(
                         gpu,
                         down_exps,
                         &down_io,
                         Epilogue::Store,
                         &b.step,
-                        &g(12, e, false),
+                        &ex(e, false),
+                        &g(12),
                     )?);
                 } else {
-                    let x =
-                        |expert_rows, x_per_token| ExpertIds { ids: &mb.ids, k, expert_rows, x_per_token };
-                    ops.extend(matvec_ids(gpu, gate_exps, &gate_io, Epilogue::Store, &x(nff, true))?);
-                    ops.extend(matvec_ids(gpu, up_exps, &up_io, glu, &x(nff, true))?);
-                    ops.extend(matvec_ids(gpu, down_exps, &down_io, Epilogue::Store, &x(e, false))?);
+                    ops.extend(linear_ids(
+                        gpu,
+                        gate_exps,
+                        &gate_io,
+                        Epilogue::Store,
+                        &b.step,
+                        &ex(nff, true),
+                    )?);
+                    ops.extend(linear_ids(gpu, up_exps, &up_io, glu, &b.step, &ex(nff, true))?);
+                    ops.extend(linear_ids(
+                        gpu,
+                        down_exps,
+                        &down_io,
+                        Epilogue::Store,
+                        &b.step,
+                        &ex(e, false),
+                    )?);
                 }
                 let dst = if post_norms { &b.a } else { &b.x };
                 if post_norms {
@@ -280,9 +291,10 @@ fn head(m: &GpuModel, b: &Buffers, all_rows: bool) -> Result<Vec<Op>> {
     )?];
     let o = io(&b.h, e, &b.logits, 0, c.n_vocab);
     if all_rows {
-        ops.extend(matmul(gpu, m.head(), &o, Epilogue::Store, &b.step)?);
+        ops.extend(linear(m, b, true, m.head(), o, Epilogue::Store)?);
     } else {
-        for mut op in matvec(gpu, m.head(), &o, Epilogue::Store)? {
+        // One row (the last one, moved to row 0 by the norm) whatever the batch.
+        for mut op in linear(m, b, false, m.head(), o, Epilogue::Store)? {
             op.grid = Grid::Fixed(op.grid.dims(1));
             ops.push(op);
         }

@@ -79,7 +79,13 @@ pub fn attention(gpu: &Gpu, a: &AttentionArgs<'_>) -> Result<Op> {
     let chunks = (a.head_dim / 4).min(a.head_dim_v / 4);
     let sg = if gpu.caps.subgroups { gpu.caps.fixed_subgroup_size } else { None };
     let (team, team_is_subgroup) = match sg {
-        Some(s) if chunks.is_multiple_of(s) && (a.head_dim_v / 4).is_multiple_of(s) && (a.head_dim / 4).is_multiple_of(s) => (s, true),
+        Some(s)
+            if chunks.is_multiple_of(s)
+                && (a.head_dim_v / 4).is_multiple_of(s)
+                && (a.head_dim / 4).is_multiple_of(s) =>
+        {
+            (s, true)
+        }
         _ => {
             let mut t = 8;
             while t > 1 && (!(a.head_dim / 4).is_multiple_of(t) || !(a.head_dim_v / 4).is_multiple_of(t)) {

@@ -3,7 +3,7 @@
 use bytemuck::{Pod, Zeroable};
 use wllm_loaders::GgmlType;
 
-use super::matvec::wtype_define;
+use super::linear::wtype_define;
 use super::{Grid, Op, Res};
 use crate::device::Gpu;
 use crate::error::Result;
@@ -28,10 +28,10 @@ impl Kernel for GetRowsKey {
 #[derive(Copy, Clone, Debug, Pod, Zeroable)]
 struct Params {
     ncols: u32,
-    row_bytes: u32,
+    nb: u32,
+    meta_off: u32,
     row0: u32,
     nrows: u32,
-    ids_offset: u32,
     out_stride: u32,
     scale: f32,
     _pad: u32,
@@ -52,10 +52,10 @@ pub fn get_rows(
         .map(|part| {
             let p = Params {
                 ncols: w.ncols,
-                row_bytes: w.row_bytes,
+                nb: w.nb,
+                meta_off: part.meta_off,
                 row0: part.row0,
                 nrows: part.nrows,
-                ids_offset: 0,
                 out_stride,
                 scale,
                 _pad: 0,
@@ -63,7 +63,13 @@ pub fn get_rows(
             let ubuf = gpu.uniform("get_rows.params", &p);
             gpu.op(
                 pipeline.clone(),
-                &[(0, Res::Buf(&part.buffer)), (1, Res::Buf(ids)), (2, Res::Buf(out)), (3, Res::Buf(&ubuf))],
+                &[
+                    (0, Res::Buf(&part.buffer)),
+                    (10, Res::Buf(&part.buffer)),
+                    (1, Res::Buf(ids)),
+                    (2, Res::Buf(out)),
+                    (3, Res::Buf(&ubuf)),
+                ],
                 Grid::TokensX { y: 1 },
             )
         })

@@ -1,8 +1,8 @@
-//! Tiled dequantizing matrix-matrix product for prefill batches.
+//! The tiled matmul kernel (prompt batches on GPUs): see linear.rs.
 
 use wllm_loaders::GgmlType;
 
-use super::matvec::{Epilogue, LinearIo, LinearParams, check_io, wtype_define};
+use super::linear::{Epilogue, ExpertIds, Grouped, LinearIo, entries, params, traffic, wtype_define};
 use super::{Grid, Op, Res};
 use crate::device::Gpu;
 use crate::error::Result;
@@ -45,124 +45,47 @@ impl Kernel for MatmulKey {
 pub const TILE_ROWS: u32 = 64;
 pub const TILE_TOKENS: u32 = 32;
 
-/// Builds the batched product; the number of tokens is read from the `step` uniform.
-pub fn matmul(
+pub(crate) fn matmul(
     gpu: &Gpu,
     w: &GpuWeight,
     io: &LinearIo<'_>,
-    epilogue: Epilogue,
+    epi: Epilogue,
     step: &wgpu::Buffer,
+    grouped: Option<(&ExpertIds<'_>, &Grouped<'_>)>,
 ) -> Result<Vec<Op>> {
-    check_io(w, io, epilogue)?;
     let key = MatmulKey {
         wtype: w.ggml_type,
-        epilogue,
+        epilogue: epi,
         bias: io.bias.is_some(),
-        ids: false,
+        ids: grouped.is_some(),
         tile_rows: TILE_ROWS,
         tile_tokens: TILE_TOKENS,
     };
     let pipeline = gpu.pipeline(PipelineKey::Matmul(key))?;
     let mut ops = Vec::new();
     for part in &w.parts {
-        let params = LinearParams {
-            ncols: w.ncols,
-            nrows: part.nrows,
-            row_bytes: w.row_bytes,
-            y_row0: part.row0,
-            x_offset: io.x_offset,
-            x_stride: io.x_stride,
-            y_offset: io.y_offset,
-            y_stride: io.y_stride,
-            expert_rows: 0,
-            x_div: 1,
-            _pad: [0; 2],
-        };
-        let ubuf = gpu.uniform("matmul.params", &params);
-        let mut entries = vec![
-            (0, Res::Buf(&part.buffer)),
-            (1, Res::Buf(io.x)),
-            (2, Res::Buf(io.y)),
-            (3, Res::Buf(&ubuf)),
-            (6, Res::Buf(step)),
-        ];
-        if let Some(b) = io.bias {
-            entries.push((4, Res::Buf(b)));
+        let ubuf = gpu.uniform("matmul.params", &params(w, part, io, grouped.map(|g| g.0)));
+        let mut e = entries(part, io, &ubuf);
+        e.push((6, Res::Buf(step)));
+        match grouped {
+            Some((_, g)) => {
+                e.push((7, Res::Buf(g.pairs)));
+                e.push((8, Res::Buf(g.tiles)));
+                let mut op = gpu.op(pipeline.clone(), &e, Grid::Fixed([0, 0, 0]));
+                op.indirect = Some((g.args.clone(), g.args_offset));
+                op.traffic = traffic(w, part, grouped.map(|g| g.0));
+                ops.push(op);
+            }
+            None => {
+                let mut op = gpu.op(
+                    pipeline.clone(),
+                    &e,
+                    Grid::TokenTiles { x: part.nrows.div_ceil(TILE_ROWS), tile: TILE_TOKENS },
+                );
+                op.traffic = traffic(w, part, None);
+                ops.push(op);
+            }
         }
-        if let Some(g) = io.gate {
-            entries.push((5, Res::Buf(g)));
-        }
-        ops.push(gpu.op(
-            pipeline.clone(),
-            &entries,
-            Grid::TokenTiles { x: part.nrows.div_ceil(TILE_ROWS), tile: TILE_TOKENS },
-        ));
-    }
-    Ok(ops)
-}
-
-/// Grouped products for mixture-of-experts prefill: the (token, slot) pairs were grouped by
-/// expert into `pairs`/`tiles` on the GPU, and `args` (at `args_offset`) holds the indirect
-/// dispatch size, so each expert's weights are read once per tile of up to TILE_TOKENS pairs.
-pub struct GroupedIds<'a> {
-    pub pairs: &'a wgpu::Buffer,
-    pub tiles: &'a wgpu::Buffer,
-    pub args: &'a wgpu::Buffer,
-    pub args_offset: u64,
-    pub k: u32,
-    pub expert_rows: u32,
-    pub x_per_token: bool,
-}
-
-pub fn matmul_ids(
-    gpu: &Gpu,
-    w: &GpuWeight,
-    io: &LinearIo<'_>,
-    epilogue: Epilogue,
-    step: &wgpu::Buffer,
-    g: &GroupedIds<'_>,
-) -> Result<Vec<Op>> {
-    check_io(w, io, epilogue)?;
-    let key = MatmulKey {
-        wtype: w.ggml_type,
-        epilogue,
-        bias: false,
-        ids: true,
-        tile_rows: TILE_ROWS,
-        tile_tokens: TILE_TOKENS,
-    };
-    let pipeline = gpu.pipeline(PipelineKey::Matmul(key))?;
-    let mut ops = Vec::new();
-    for part in &w.parts {
-        let params = LinearParams {
-            ncols: w.ncols,
-            nrows: part.nrows,
-            row_bytes: w.row_bytes,
-            y_row0: part.row0,
-            x_offset: io.x_offset,
-            x_stride: io.x_stride,
-            y_offset: io.y_offset,
-            y_stride: io.y_stride,
-            expert_rows: g.expert_rows,
-            x_div: if g.x_per_token { g.k } else { 1 },
-            _pad: [0; 2],
-        };
-        let ubuf = gpu.uniform("matmul_ids.params", &params);
-        let mut entries = vec![
-            (0, Res::Buf(&part.buffer)),
-            (1, Res::Buf(io.x)),
-            (2, Res::Buf(io.y)),
-            (3, Res::Buf(&ubuf)),
-            (6, Res::Buf(step)),
-            (7, Res::Buf(g.pairs)),
-            (8, Res::Buf(g.tiles)),
-        ];
-        if let Some(gate) = io.gate {
-            entries.push((5, Res::Buf(gate)));
-        }
-        let mut op = gpu.op(pipeline.clone(), &entries, Grid::Fixed([0, 0, 0]));
-        op.indirect = Some((g.args.clone(), g.args_offset));
-        ops.push(op);
     }
     Ok(ops)
 }

@@ -6,6 +6,8 @@ pub mod argmax;
 pub mod attention;
 pub mod elementwise;
 pub mod get_rows;
+pub mod lane;
+pub mod linear;
 pub mod matmul;
 pub mod matvec;
 pub mod moe;
@@ -30,6 +32,11 @@ pub enum Grid {
     /// `groups` workgroups (folded into x*y when over the limit) for each token along z.
     PerToken {
         groups: u32,
+    },
+    /// Like `PerToken`, with ceil(tokens / tile) along z.
+    PerTokenTiles {
+        groups: u32,
+        tile: u32,
     },
     /// Like `PerToken`, with `per_token` entries per token along z (expert pairs).
     PerTokenTimes {
@@ -68,6 +75,10 @@ impl Grid {
                 let (x, y) = fold(groups);
                 [x, y, n_tokens]
             }
+            Grid::PerTokenTiles { groups, tile } => {
+                let (x, y) = fold(groups);
+                [x, y, n_tokens.div_ceil(tile)]
+            }
             Grid::PerTokenTimes { groups, per_token } => {
                 let (x, y) = fold(groups);
                 [x, y, n_tokens * per_token]
@@ -102,6 +113,8 @@ pub struct Op {
     pub grid: Grid,
     /// Dispatch size read from this buffer at this offset instead of `grid`.
     pub indirect: Option<(wgpu::Buffer, u64)>,
+    /// Bytes the dispatch reads and writes: fixed, plus per token (for profiles).
+    pub traffic: (u64, u64),
 }
 
 impl Op {
@@ -172,7 +185,7 @@ impl Gpu {
 
     pub fn op(&self, p: Arc<Pipeline>, entries: &[(u32, Res<'_>)], grid: Grid) -> Op {
         let bind_group = self.bind_group(&p, entries);
-        Op { pipeline: p, bind_group, grid, indirect: None }
+        Op { pipeline: p, bind_group, grid, indirect: None, traffic: (0, 0) }
     }
 
     /// A storage buffer of `size` bytes (rounded up to 4), usable as copy source and target.
@@ -183,6 +196,28 @@ impl Gpu {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })
+    }
+
+    /// A storage buffer of `size` bytes whose contents `fill` writes straight into the mapped
+    /// memory, as `put(offset, bytes)` calls (no staging copy on the host).
+    pub fn storage_with(
+        &self,
+        label: &str,
+        size: u64,
+        fill: impl FnOnce(&mut dyn FnMut(usize, &[u8])),
+    ) -> wgpu::Buffer {
+        let size = size.max(4).next_multiple_of(4);
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: true,
+        });
+        if let Ok(mut view) = buf.slice(..).get_mapped_range_mut() {
+            fill(&mut |at, bytes| view.slice(at..at + bytes.len()).copy_from_slice(bytes));
+        }
+        buf.unmap();
+        buf
     }
 
     /// A storage buffer holding `data` (padded with zeros to a multiple of 4 bytes).

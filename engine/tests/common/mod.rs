@@ -4,28 +4,35 @@
 
 use std::sync::Arc;
 
-use wllm_engine::{DeviceOptions, Gpu};
+use wllm_engine::{DeviceOptions, Gpu, Tuning};
 use wllm_loaders::GgmlType;
 
-/// The GPUs to run a kernel test on: all optional features, then none (fallback paths).
-/// Empty (with a note) when no adapter exists.
+/// The GPUs to run a kernel test on: with all optional features and without (fallback paths),
+/// each with both linear-kernel shapes. Empty (with a note) when no adapter exists.
 pub fn gpus() -> Vec<(&'static str, Arc<Gpu>)> {
     let mut out = Vec::new();
-    match Gpu::new(&DeviceOptions::default()) {
-        Ok(g) => out.push(("features", g)),
-        Err(e) => {
-            eprintln!("skipping GPU test: {e}");
-            return out;
-        }
-    }
+    let lane = Tuning { row_per_lane: true };
+    let reduce = Tuning { row_per_lane: false };
     let plain = DeviceOptions {
         disable_f16: true,
         disable_subgroups: true,
         disable_timestamps: true,
         ..Default::default()
     };
-    if let Ok(g) = Gpu::new(&plain) {
-        out.push(("no-features", g));
+    let configs = [
+        ("features/lane", DeviceOptions { tuning: Some(lane), ..Default::default() }),
+        ("features/reduce", DeviceOptions { tuning: Some(reduce), ..Default::default() }),
+        ("plain/lane", DeviceOptions { tuning: Some(lane), ..plain.clone() }),
+        ("plain/reduce", DeviceOptions { tuning: Some(reduce), ..plain }),
+    ];
+    for (name, opts) in configs {
+        match Gpu::new(&opts) {
+            Ok(g) => out.push((name, g)),
+            Err(e) => {
+                eprintln!("skipping GPU test: {e}");
+                return out;
+            }
+        }
     }
     out
 }

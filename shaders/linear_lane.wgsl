@@ -1,0 +1,211 @@
+// Linear layer with one output row per invocation (TR rows each) and TT tokens per workgroup:
+// Y[t, r] = sum_c W[r, c] * X[t, c]. No workgroup memory, no barriers, no reduction. Each run
+// of 32 inputs is loaded once per subgroup (lane i loads one vec4, subgroupBroadcast hands it
+// to the others) and reused for every row of every lane. This is the shape that suits CPU-like
+// adapters, where a subgroup is one SIMD register and a workgroup runs on one core; on GPUs the
+// row-per-lane reads are not coalesced and matvec.wgsl / matmul.wgsl are used instead.
+// IDS (mixture of experts): z indexes (token, slot) pairs, one per workgroup column, and the
+// pair's expert (read from Ids on the GPU) picks the slice of the stacked weight.
+
+#include "linear_common.wgsl"
+
+#ifdef IDS
+#ifdef IDS_TILES
+@group(0) @binding(8) var<storage, read> Pairs: array<u32>;
+@group(0) @binding(9) var<storage, read> Tiles: array<vec4<u32>>;
+#else
+@group(0) @binding(7) var<storage, read> Ids: array<u32>;
+#endif
+#endif
+@group(0) @binding(6) var<uniform> S: Step;
+
+override WG: u32 = 64u;
+// Tokens (or expert pairs) per workgroup: 1, or 8 with TOKENS8.
+#ifdef TOKENS8
+const TT: u32 = 8u;
+#else
+const TT: u32 = 1u;
+#endif
+
+var<private> cols_start: u32;
+
+// Input row of the workgroup's column c (a token, or a (token, slot) pair's input).
+fn x_col(c: u32) -> u32 {
+#ifdef IDS
+#ifdef IDS_TILES
+    return Pairs[cols_start + c] / P.x_div;
+#else
+    return cols_start / P.x_div;
+#endif
+#else
+    return cols_start + c;
+#endif
+}
+
+// Output offset of column c (row 0 of this weight part).
+fn y_base(c: u32) -> u32 {
+#ifdef IDS
+#ifdef IDS_TILES
+    return P.y_offset + Pairs[cols_start + c] * P.y_stride;
+#else
+    return P.y_offset + cols_start * P.y_stride;
+#endif
+#else
+    return P.y_offset + (cols_start + c) * P.y_stride + P.y_row0;
+#endif
+}
+
+fn bias_row0() -> u32 {
+#ifdef IDS
+    return 0u;
+#else
+    return P.y_row0;
+#endif
+}
+
+// Run u of column c of X is 8 vec4s. With subgroups, lane i of each group of 8 loads vec4 i
+// once (`x_part`) and `x_run` broadcasts the others; without, every lane loads all 8.
+fn x_base(c: u32, u: u32) -> u32 {
+    return (P.x_offset + c * P.x_stride) / 4u + u * 8u;
+}
+
+fn x_part(c: u32, u: u32, lane: u32) -> vec4<f32> {
+#ifdef X_BROADCAST
+    return X[x_base(c, u) + (lane & 7u)];
+#else
+    return vec4<f32>(0.0);
+#endif
+}
+
+fn x_run(mine: vec4<f32>, c: u32, u: u32) -> Unit {
+    var xv: Unit;
+#ifdef X_BROADCAST
+    xv[0] = subgroupBroadcast(mine, 0u);
+    xv[1] = subgroupBroadcast(mine, 1u);
+    xv[2] = subgroupBroadcast(mine, 2u);
+    xv[3] = subgroupBroadcast(mine, 3u);
+    xv[4] = subgroupBroadcast(mine, 4u);
+    xv[5] = subgroupBroadcast(mine, 5u);
+    xv[6] = subgroupBroadcast(mine, 6u);
+    xv[7] = subgroupBroadcast(mine, 7u);
+#else
+    let base = x_base(c, u);
+    for (var i = 0u; i < 8u; i++) {
+        xv[i] = X[base + i];
+    }
+#endif
+    return xv;
+}
+
+fn dot32(w: Unit, x: Unit) -> f32 {
+    return dot(w[0], x[0]) + dot(w[1], x[1]) + dot(w[2], x[2]) + dot(w[3], x[3])
+        + dot(w[4], x[4]) + dot(w[5], x[5]) + dot(w[6], x[6]) + dot(w[7], x[7]);
+}
+
+// Column c of a pair of vec4 accumulators.
+fn pick(a: vec4<f32>, b: vec4<f32>, c: u32) -> f32 {
+    if (c < 4u) {
+        return a[c];
+    }
+    return b[c - 4u];
+}
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+#ifdef X_BROADCAST
+    @builtin(subgroup_invocation_id) lane: u32,
+#endif
+) {
+#ifndef X_BROADCAST
+    let lane = 0u;
+#endif
+    meta_off = P.meta_off;
+#ifdef IDS
+#ifdef IDS_TILES
+    // Up to TT pairs that all use one expert (grouped by moe.wgsl PLAN); tiles along y.
+    let group = wid.x;
+    let tile = Tiles[wid.y];
+    let expert = tile.x;
+    let n_cols = tile.z;
+    cols_start = tile.y;
+#else
+    // One pair per workgroup, z = pair.
+    let group = wid.x + wid.y * nwg.x;
+    cols_start = wid.z;
+    let expert = Ids[wid.z];
+    let n_cols = 1u;
+#endif
+    let expert_row0 = expert * P.expert_rows;
+    // Experts are never split across parts; this part may not hold the pair's expert.
+    if (expert_row0 < P.y_row0 || expert_row0 >= P.y_row0 + P.nrows) {
+        return;
+    }
+    let w_row0 = expert_row0 - P.y_row0;
+    let nrows = P.expert_rows;
+#else
+    let group = wid.x + wid.y * nwg.x;
+    cols_start = wid.z * TT;
+    let n_cols = min(TT, S.n_tokens - min(cols_start, S.n_tokens));
+    let w_row0 = 0u;
+    let nrows = P.nrows;
+#endif
+    let row_base = group * WG * 2u;
+    if (row_base >= nrows || n_cols == 0u) {
+        return;
+    }
+    let units = P.ncols / 32u;
+    let upb = QK / 32u;
+    // Two rows per invocation; rows past the end recompute the last row, never stored.
+    let r0 = w_row0 + min(row_base + lid, nrows - 1u);
+    let r1 = w_row0 + min(row_base + lid + WG, nrows - 1u);
+    // Columns are spelled out rather than looped over: indexing accumulator arrays by a loop
+    // counter sends them to memory on some compilers (lavapipe: 50% slower).
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var b0 = vec4<f32>(0.0);
+    var b1 = vec4<f32>(0.0);
+    let last = n_cols - 1u;
+    for (var u = 0u; u < units; u++) {
+        let w0 = dq32(r0 * P.nb + u / upb, u % upb);
+        let w1 = dq32(r1 * P.nb + u / upb, u % upb);
+        var xv = x_run(x_part(x_col(0u), u, lane), x_col(0u), u);
+        a0.x += dot32(w0, xv);
+        a1.x += dot32(w1, xv);
+#ifdef TOKENS8
+        xv = x_run(x_part(x_col(min(1u, last)), u, lane), x_col(min(1u, last)), u);
+        a0.y += dot32(w0, xv);
+        a1.y += dot32(w1, xv);
+        xv = x_run(x_part(x_col(min(2u, last)), u, lane), x_col(min(2u, last)), u);
+        a0.z += dot32(w0, xv);
+        a1.z += dot32(w1, xv);
+        xv = x_run(x_part(x_col(min(3u, last)), u, lane), x_col(min(3u, last)), u);
+        a0.w += dot32(w0, xv);
+        a1.w += dot32(w1, xv);
+        xv = x_run(x_part(x_col(min(4u, last)), u, lane), x_col(min(4u, last)), u);
+        b0.x += dot32(w0, xv);
+        b1.x += dot32(w1, xv);
+        xv = x_run(x_part(x_col(min(5u, last)), u, lane), x_col(min(5u, last)), u);
+        b0.y += dot32(w0, xv);
+        b1.y += dot32(w1, xv);
+        xv = x_run(x_part(x_col(min(6u, last)), u, lane), x_col(min(6u, last)), u);
+        b0.z += dot32(w0, xv);
+        b1.z += dot32(w1, xv);
+        xv = x_run(x_part(x_col(min(7u, last)), u, lane), x_col(min(7u, last)), u);
+        b0.w += dot32(w0, xv);
+        b1.w += dot32(w1, xv);
+#endif
+    }
+    let row0 = row_base + lid;
+    let row1 = row0 + WG;
+    for (var c = 0u; c < n_cols; c++) {
+        if (row0 < nrows) {
+            store(y_base(c) + row0, bias_row0() + row0, pick(a0, b0, c));
+        }
+        if (row1 < nrows) {
+            store(y_base(c) + row1, bias_row0() + row1, pick(a1, b1, c));
+        }
+    }
+}
