@@ -41,6 +41,13 @@ struct Step {
 #include "quant.wgsl"
 #include "activation.wgsl"
 
+#ifdef GLU_PAIR
+// The weight's first half of rows are gates, the second half the matching ups.
+fn store_pair(yi: u32, gate: f32, up: f32) {
+    Y[yi] = act(gate) * up;
+}
+#endif
+
 // The epilogue: bias, residual add, GLU gate; `row` counts rows of the whole weight.
 fn store(yi: u32, row: u32, acc: f32) {
     var v = acc;

@@ -152,15 +152,26 @@ fn main(
     let w_row0 = 0u;
     let nrows = P.nrows;
 #endif
+#ifdef GLU_PAIR
+    // One output row per invocation from two weight rows: its gate and its up projection.
+    let out_rows = nrows / 2u;
+    let row_base = group * WG;
+    if (row_base >= out_rows || n_cols == 0u) {
+        return;
+    }
+    let r0 = w_row0 + min(row_base + lid, out_rows - 1u);
+    let r1 = r0 + out_rows;
+#else
     let row_base = group * WG * 2u;
     if (row_base >= nrows || n_cols == 0u) {
         return;
     }
-    let units = P.ncols / 32u;
-    let upb = QK / 32u;
     // Two rows per invocation; rows past the end recompute the last row, never stored.
     let r0 = w_row0 + min(row_base + lid, nrows - 1u);
     let r1 = w_row0 + min(row_base + lid + WG, nrows - 1u);
+#endif
+    let units = P.ncols / 32u;
+    let upb = QK / 32u;
     // Columns are spelled out rather than looped over: indexing accumulator arrays by a loop
     // counter sends them to memory on some compilers (lavapipe: 50% slower).
     var a0 = vec4<f32>(0.0);
@@ -198,6 +209,14 @@ fn main(
         b1.w += dot32(w1, xv);
 #endif
     }
+#ifdef GLU_PAIR
+    let row = row_base + lid;
+    if (row < out_rows) {
+        for (var c = 0u; c < n_cols; c++) {
+            store_pair(y_base(c) + row, pick(a0, b0, c), pick(a1, b1, c));
+        }
+    }
+#else
     let row0 = row_base + lid;
     let row1 = row0 + WG;
     for (var c = 0u; c < n_cols; c++) {
@@ -208,4 +227,5 @@ fn main(
             store(y_base(c) + row1, bias_row0() + row1, pick(a1, b1, c));
         }
     }
+#endif
 }

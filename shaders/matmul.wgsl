@@ -73,9 +73,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let n_cols_t = min(BT, S.n_tokens - min(t_base, S.n_tokens));
     tile_t_base = t_base;
 #endif
+#ifdef GLU_PAIR
+    // Tiles cover BR/2 output rows: tile rows [0, BR/2) are their gates, [BR/2, BR) their ups.
+    let out_rows = nrows / 2u;
+    let o_base = wid.x * (BR / 2u);
+    if (o_base >= out_rows) {
+        return;
+    }
+#else
     if (r_base >= nrows) {
         return;
     }
+#endif
     let tr = lid % (BR / TR);
     let tt = lid / (BR / TR);
     let units = P.ncols / 32u;
@@ -90,7 +99,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let blk = u / upb;
         let sub = u % upb;
         for (var r = lid; r < BR; r += NTHREADS) {
+#ifdef GLU_PAIR
+            let o = min(o_base + r % (BR / 2u), out_rows - 1u);
+            let row = w_row0 + o + (r / (BR / 2u)) * out_rows;
+#else
             let row = w_row0 + min(r_base + r, nrows - 1u);
+#endif
             let w = dq32(row * P.nb + blk, sub);
             for (var i = 0u; i < 8u; i++) {
                 Ws[r * 8u + i] = w[i];
@@ -119,6 +133,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         workgroupBarrier();
     }
+#ifdef GLU_PAIR
+    // Thread rows i and i + TR/2 are the gate and up of the same output row.
+    for (var i = 0u; i < TR / 2u; i++) {
+        let row = o_base + tr + i * (BR / TR);
+        if (row >= out_rows) {
+            continue;
+        }
+        for (var j = 0u; j < TT; j++) {
+            let c = tt + j * (BT / TT);
+            if (c >= n_cols_t) {
+                continue;
+            }
+            store_pair(y_index(c) + row, acc[i][j], acc[i + TR / 2u][j]);
+        }
+    }
+}
+#else
     for (var i = 0u; i < TR; i++) {
         let row = r_base + tr + i * (BR / TR);
         if (row >= nrows) {
@@ -133,3 +164,4 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
     }
 }
+#endif

@@ -33,7 +33,12 @@ fn main(
 #endif
     meta_off = P.meta_off;
     let group = wid.x + wid.y * nwg.x;
+#ifdef GLU_PAIR
+    // One output row per workgroup: weight rows `group` (gate) and `group + half` (up).
+    let row0 = group;
+#else
     let row0 = group * NR;
+#endif
 #ifdef IDS
     let pair = wid.z;
     let expert_row0 = Ids[pair] * P.expert_rows;
@@ -54,9 +59,16 @@ fn main(
     let y0 = P.y_offset + t * P.y_stride + P.y_row0;
     let brow0 = P.y_row0;
 #endif
+#ifdef GLU_PAIR
+    let out_rows = nrows / 2u;
+    if (row0 >= out_rows) {
+        return;
+    }
+#else
     if (row0 >= nrows) {
         return;
     }
+#endif
     let units = P.ncols / 32u;
     let upb = QK / 32u;
     var acc = vec4<f32>(0.0);
@@ -66,8 +78,12 @@ fn main(
             xv[i] = X[x0 + u * 8u + i];
         }
         for (var r = 0u; r < NR; r++) {
+#ifdef GLU_PAIR
+            let row = w_row0 + row0 + r * out_rows;
+#else
             // Rows past the end recompute the last row; their results are never written.
             let row = w_row0 + min(row0 + r, nrows - 1u);
+#endif
             let w = dq32(row * P.nb + u / upb, u % upb);
             var s = 0.0;
             for (var i = 0u; i < 8u; i++) {
@@ -77,7 +93,13 @@ fn main(
         }
     }
     let tot = wg_sum4(acc, lid);
+#ifdef GLU_PAIR
+    if (lid == 0u) {
+        store_pair(y0 + row0, tot.x, tot.y);
+    }
+#else
     if (lid < NR && row0 + lid < nrows) {
         store(y0 + row0 + lid, brow0 + row0 + lid, tot[lid]);
     }
+#endif
 }

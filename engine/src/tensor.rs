@@ -59,7 +59,7 @@ impl GpuWeight {
                 meta.name
             )));
         }
-        let ncols = meta.ne(0);
+        let ncols = meta.dim(0);
         let nrows: u64 = meta.dims.iter().skip(1).product();
         if !ncols.is_multiple_of(32) {
             return Err(EngineError::Unsupported(format!(

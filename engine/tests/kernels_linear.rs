@@ -183,6 +183,7 @@ fn epilogues_bias_add_and_glu() {
                         Epilogue::Add => v + g,
                         Epilogue::GluSilu => silu * v,
                         Epilogue::GluGelu => gelu * v,
+                        Epilogue::PairSilu | Epilogue::PairGelu => unreachable!("tested in gate_up_pairs"),
                     };
                     sc[i] = (scale[i] + 1.0) * (1.0 + g.abs());
                 }
@@ -194,6 +195,69 @@ fn epilogues_bias_add_and_glu() {
                     1e-5,
                     1e-6,
                 );
+            }
+        }
+    }
+}
+
+#[test]
+fn gate_up_pairs() {
+    for (name, gpu) in gpus() {
+        let mut rng = Rng::new(5);
+        for &t in &[GgmlType::Q4_1, GgmlType::Q4_K, GgmlType::Q8_0] {
+            let (half, cols) = (37usize, (t.block_size() as usize).max(32) * 2);
+            let rows = 2 * half;
+            let wb = random_weights(t, rows, cols, &mut rng);
+            let wf = dequant(t, &wb, rows * cols);
+            let w = upload(&gpu, t, rows, cols, &wb);
+            for n_tok in [1usize, 11] {
+                let x = rng.vec(cols * n_tok, 1.0);
+                let xb = gpu.storage_init("x", bytemuck::cast_slice(&x));
+                let yb = gpu.storage("y", (half * n_tok * 4) as u64);
+                let step = gpu.uniform("step", &[0u32, n_tok as u32, 0, 0]);
+                let (dot, scale) = reference(&wf, &x, rows, cols, n_tok);
+                for (epi, silu) in [(Epilogue::PairSilu, true), (Epilogue::PairGelu, false)] {
+                    let io = LinearIo {
+                        x: &xb,
+                        x_offset: 0,
+                        x_stride: cols as u32,
+                        y: &yb,
+                        y_offset: 0,
+                        y_stride: half as u32,
+                        bias: None,
+                        gate: None,
+                    };
+                    let ops = linear(&gpu, &w, &io, epi, &step, n_tok > 1).unwrap();
+                    gpu.run(&ops, n_tok as u32).unwrap();
+                    let got = gpu.read_f32(&yb).unwrap();
+                    let mut want = vec![0f64; half * n_tok];
+                    let mut sc = vec![0f64; half * n_tok];
+                    for tk in 0..n_tok {
+                        for r in 0..half {
+                            let g = dot[tk * rows + r];
+                            let u = dot[tk * rows + half + r];
+                            let act = if silu {
+                                g / (1.0 + (-g).exp())
+                            } else {
+                                0.5 * g
+                                    * (1.0
+                                        + ((2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g * g * g))
+                                            .tanh())
+                            };
+                            want[tk * half + r] = act * u;
+                            sc[tk * half + r] =
+                                (scale[tk * rows + r] + 1.0) * (scale[tk * rows + half + r] + 1.0);
+                        }
+                    }
+                    check_close(
+                        &format!("[{name}] {epi:?} {t} T={n_tok}"),
+                        &got[..half * n_tok],
+                        &want,
+                        &sc,
+                        1e-5,
+                        1e-6,
+                    );
+                }
             }
         }
     }

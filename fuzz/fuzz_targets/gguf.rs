@@ -84,7 +84,7 @@ fn tensors(f: &GgufFile) {
         assert_eq!(bytes.len() as u64, t.n_bytes());
         assert_eq!(t.ggml_type.bytes_for(t.n_elements()), Some(t.n_bytes()));
         assert!(t.data.end <= f.file_len());
-        let _ = (t.n_rows(), t.ne(0), t.ne(3), t.ne(usize::MAX));
+        let _ = (t.n_rows(), t.dim(0), t.dim(3), t.dim(usize::MAX));
         let meta = f.meta(&t.name).expect("TensorSource sees every tensor");
         assert_eq!(meta.n_bytes(), t.n_bytes());
         assert_eq!(TensorSource::bytes(f, &t.name).map(|b| b.bytes.len()), Some(bytes.len()));

@@ -89,10 +89,10 @@ fn body(m: &GpuModel, b: &Buffers, batched: bool) -> Result<Vec<Op>> {
                 last_row_of: None,
             },
         )?);
-        for (w, bias, off) in [(&l.wq, &l.bq, 0), (&l.wk, &l.bk, nq), (&l.wv, &l.bv, nq + nk)] {
-            let mut o = io(&b.h, e, &b.qkv, off, qkv_stride);
-            o.bias = bias.as_ref();
-            ops.extend(linear(m, b, batched, w, o, Epilogue::Store)?);
+        for p in &l.qkv {
+            let mut o = io(&b.h, e, &b.qkv, p.row0, qkv_stride);
+            o.bias = p.bias.as_ref();
+            ops.extend(linear(m, b, batched, &p.w, o, Epilogue::Store)?);
         }
         let table = &b.rope_tables[if c.is_swa(il) { 1 } else { 0 }];
         ops.push(rope_kv(
@@ -163,16 +163,22 @@ fn body(m: &GpuModel, b: &Buffers, batched: bool) -> Result<Vec<Op>> {
             )?);
         }
         match &l.ffn {
-            super::GpuFfn::Dense { gate, up, down } => {
+            super::GpuFfn::Dense { gate_up, down } => {
                 let nff = c.n_ff;
-                let glu = match c.ffn_act {
-                    FfnActivation::Silu => Epilogue::GluSilu,
-                    FfnActivation::GeluTanh => Epilogue::GluGelu,
-                };
-                ops.extend(linear(m, b, batched, gate, io(&b.h, e, &b.g, 0, nff), Epilogue::Store)?);
-                let mut o = io(&b.h, e, &b.u, 0, nff);
-                o.gate = Some(&b.g);
-                ops.extend(linear(m, b, batched, up, o, glu)?);
+                let silu = c.ffn_act == FfnActivation::Silu;
+                match gate_up {
+                    super::GateUp::Fused(w) => {
+                        let pair = if silu { Epilogue::PairSilu } else { Epilogue::PairGelu };
+                        ops.extend(linear(m, b, batched, w, io(&b.h, e, &b.u, 0, nff), pair)?);
+                    }
+                    super::GateUp::Split { gate, up } => {
+                        let glu = if silu { Epilogue::GluSilu } else { Epilogue::GluGelu };
+                        ops.extend(linear(m, b, batched, gate, io(&b.h, e, &b.g, 0, nff), Epilogue::Store)?);
+                        let mut o = io(&b.h, e, &b.u, 0, nff);
+                        o.gate = Some(&b.g);
+                        ops.extend(linear(m, b, batched, up, o, glu)?);
+                    }
+                }
                 let (dst, epi) = if post_norms { (&b.a, Epilogue::Store) } else { (&b.x, Epilogue::Add) };
                 ops.extend(linear(m, b, batched, down, io(&b.u, nff, dst, 0, e), epi)?);
             }

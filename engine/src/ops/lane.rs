@@ -122,7 +122,8 @@ fn build(
         broadcast: broadcast(gpu),
     };
     let pipeline = gpu.pipeline(PipelineKey::Lane(key))?;
-    let per_group = LANE_WG * LANE_ROWS;
+    // Output rows per workgroup (a gate/up pair gives one output row per invocation).
+    let per_group = if epi.is_pair() { LANE_WG } else { LANE_WG * LANE_ROWS };
     let mut ops = Vec::new();
     for part in &w.parts {
         let ubuf = gpu.uniform("linear_lane.params", &params(w, part, io, ex));
@@ -148,9 +149,9 @@ fn build(
                 pipeline.clone(),
                 &e,
                 if tokens == 1 {
-                    Grid::PerToken { groups: part.nrows.div_ceil(per_group) }
+                    Grid::PerToken { groups: epi.out_rows(part.nrows).div_ceil(per_group) }
                 } else {
-                    Grid::PerTokenTiles { groups: part.nrows.div_ceil(per_group), tile: tokens }
+                    Grid::PerTokenTiles { groups: epi.out_rows(part.nrows).div_ceil(per_group), tile: tokens }
                 },
             ),
         };

@@ -27,6 +27,11 @@ pub enum Epilogue {
     GluSilu,
     /// `y = gelu_tanh(g) * v`.
     GluGelu,
+    /// The weight stacks gate rows over up rows; `y[r] = silu(gate[r]) * up[r]` for the
+    /// first half of the rows (one dispatch for both projections).
+    PairSilu,
+    /// As `PairSilu` with GELU (tanh approximation).
+    PairGelu,
 }
 
 impl Epilogue {
@@ -36,7 +41,16 @@ impl Epilogue {
             Epilogue::Add => ".add",
             Epilogue::GluSilu => ".swiglu",
             Epilogue::GluGelu => ".geglu",
+            Epilogue::PairSilu => ".swiglu_pair",
+            Epilogue::PairGelu => ".geglu_pair",
         }
+    }
+    pub fn is_pair(self) -> bool {
+        matches!(self, Epilogue::PairSilu | Epilogue::PairGelu)
+    }
+    /// Output rows for a weight of `nrows` rows.
+    pub fn out_rows(self, nrows: u32) -> u32 {
+        if self.is_pair() { nrows / 2 } else { nrows }
     }
     pub fn is_glu(self) -> bool {
         matches!(self, Epilogue::GluSilu | Epilogue::GluGelu)
@@ -47,6 +61,8 @@ impl Epilogue {
             Epilogue::Add => spec.define("ACC"),
             Epilogue::GluSilu => spec.define("GLU").define("GLU_SILU"),
             Epilogue::GluGelu => spec.define("GLU").define("GLU_GELU"),
+            Epilogue::PairSilu => spec.define("GLU_PAIR").define("GLU_SILU"),
+            Epilogue::PairGelu => spec.define("GLU_PAIR").define("GLU_GELU"),
         }
     }
 }
@@ -122,6 +138,12 @@ pub(crate) fn check_io(w: &GpuWeight, io: &LinearIo<'_>, epilogue: Epilogue) -> 
     }
     if w.nrows == 0 {
         return Err(EngineError::InvalidArgument(format!("{} has no rows", w.name)));
+    }
+    if epilogue.is_pair() && (w.parts.len() != 1 || w.nrows % 2 != 0 || io.bias.is_some()) {
+        return Err(EngineError::InvalidArgument(format!(
+            "{}: a gate/up pair must be one buffer of an even number of rows, without bias",
+            w.name
+        )));
     }
     Ok(())
 }

@@ -80,7 +80,14 @@ pub(crate) fn matmul(
                 let mut op = gpu.op(
                     pipeline.clone(),
                     &e,
-                    Grid::TokenTiles { x: part.nrows.div_ceil(TILE_ROWS), tile: TILE_TOKENS },
+                    Grid::TokenTiles {
+                        x: if epi.is_pair() {
+                            epi.out_rows(part.nrows).div_ceil(TILE_ROWS / 2)
+                        } else {
+                            part.nrows.div_ceil(TILE_ROWS)
+                        },
+                        tile: TILE_TOKENS,
+                    },
                 );
                 op.traffic = traffic(w, part, None);
                 ops.push(op);

@@ -67,6 +67,7 @@ pub(crate) fn matvec(
                 e.push((7, Res::Buf(x.ids)));
                 Grid::PerTokenTimes { groups: x.expert_rows.div_ceil(nr), per_token: x.k }
             }
+            None if epi.is_pair() => Grid::PerToken { groups: epi.out_rows(part.nrows) },
             None => Grid::PerToken { groups: part.nrows.div_ceil(nr) },
         };
         let mut op = gpu.op(pipeline.clone(), &e, grid);

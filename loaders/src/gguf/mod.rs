@@ -54,7 +54,7 @@ impl TensorInfo {
     pub fn n_rows(&self) -> u64 {
         self.dims.iter().skip(1).fold(1u64, |acc, &d| acc.saturating_mul(d))
     }
-    pub fn ne(&self, i: usize) -> u64 {
+    pub fn dim(&self, i: usize) -> u64 {
         self.dims.get(i).copied().unwrap_or(1)
     }
 }

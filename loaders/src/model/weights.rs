@@ -17,7 +17,7 @@ pub struct TensorMeta {
 }
 
 impl TensorMeta {
-    pub fn ne(&self, i: usize) -> u64 {
+    pub fn dim(&self, i: usize) -> u64 {
         self.dims.get(i).copied().unwrap_or(1)
     }
     pub fn n_elements(&self) -> u64 {
