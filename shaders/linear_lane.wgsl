@@ -97,9 +97,10 @@ fn x_run(mine: vec4<f32>, c: u32, u: u32) -> Unit {
     return xv;
 }
 
-fn dot32(w: Unit, x: Unit) -> f32 {
-    return dot(w[0], x[0]) + dot(w[1], x[1]) + dot(w[2], x[2]) + dot(w[3], x[3])
-        + dot(w[4], x[4]) + dot(w[5], x[5]) + dot(w[6], x[6]) + dot(w[7], x[7]);
+// Sums of the two halves of a run, for the per-block offsets in qdot32.
+fn halves(x: Unit) -> vec2<f32> {
+    let one = vec4<f32>(1.0);
+    return vec2<f32>(dot(x[0] + x[1] + x[2] + x[3], one), dot(x[4] + x[5] + x[6] + x[7], one));
 }
 
 // Column c of a pair of vec4 accumulators.
@@ -180,33 +181,43 @@ fn main(
     var b1 = vec4<f32>(0.0);
     let last = n_cols - 1u;
     for (var u = 0u; u < units; u++) {
-        let w0 = dq32(r0 * P.nb + u / upb, u % upb);
-        let w1 = dq32(r1 * P.nb + u / upb, u % upb);
-        var xv = x_run(x_part(x_col(0u), u, lane), x_col(0u), u);
-        a0.x += dot32(w0, xv);
-        a1.x += dot32(w1, xv);
+        let k0 = r0 * P.nb + u / upb;
+        let k1 = r1 * P.nb + u / upb;
+        let sub = u % upb;
 #ifdef TOKENS8
+        // Eight columns: dequantize each weight run once and reuse it.
+        let w0 = dq32(k0, sub);
+        let w1 = dq32(k1, sub);
+        var xv = x_run(x_part(x_col(0u), u, lane), x_col(0u), u);
+        a0.x += dot8(w0, xv);
+        a1.x += dot8(w1, xv);
         xv = x_run(x_part(x_col(min(1u, last)), u, lane), x_col(min(1u, last)), u);
-        a0.y += dot32(w0, xv);
-        a1.y += dot32(w1, xv);
+        a0.y += dot8(w0, xv);
+        a1.y += dot8(w1, xv);
         xv = x_run(x_part(x_col(min(2u, last)), u, lane), x_col(min(2u, last)), u);
-        a0.z += dot32(w0, xv);
-        a1.z += dot32(w1, xv);
+        a0.z += dot8(w0, xv);
+        a1.z += dot8(w1, xv);
         xv = x_run(x_part(x_col(min(3u, last)), u, lane), x_col(min(3u, last)), u);
-        a0.w += dot32(w0, xv);
-        a1.w += dot32(w1, xv);
+        a0.w += dot8(w0, xv);
+        a1.w += dot8(w1, xv);
         xv = x_run(x_part(x_col(min(4u, last)), u, lane), x_col(min(4u, last)), u);
-        b0.x += dot32(w0, xv);
-        b1.x += dot32(w1, xv);
+        b0.x += dot8(w0, xv);
+        b1.x += dot8(w1, xv);
         xv = x_run(x_part(x_col(min(5u, last)), u, lane), x_col(min(5u, last)), u);
-        b0.y += dot32(w0, xv);
-        b1.y += dot32(w1, xv);
+        b0.y += dot8(w0, xv);
+        b1.y += dot8(w1, xv);
         xv = x_run(x_part(x_col(min(6u, last)), u, lane), x_col(min(6u, last)), u);
-        b0.z += dot32(w0, xv);
-        b1.z += dot32(w1, xv);
+        b0.z += dot8(w0, xv);
+        b1.z += dot8(w1, xv);
         xv = x_run(x_part(x_col(min(7u, last)), u, lane), x_col(min(7u, last)), u);
-        b0.w += dot32(w0, xv);
-        b1.w += dot32(w1, xv);
+        b0.w += dot8(w0, xv);
+        b1.w += dot8(w1, xv);
+#else
+        // One column: the quant type's own dot applies scales once per block.
+        let xv = x_run(x_part(x_col(0u), u, lane), x_col(0u), u);
+        let xs = halves(xv);
+        a0.x += qdot32(k0, sub, xv, xs);
+        a1.x += qdot32(k1, sub, xv, xs);
 #endif
     }
 #ifdef GLU_PAIR

@@ -77,6 +77,8 @@ fn main(
         for (var i = 0u; i < 8u; i++) {
             xv[i] = X[x0 + u * 8u + i];
         }
+        let one = vec4<f32>(1.0);
+        let xs = vec2<f32>(dot(xv[0] + xv[1] + xv[2] + xv[3], one), dot(xv[4] + xv[5] + xv[6] + xv[7], one));
         for (var r = 0u; r < NR; r++) {
 #ifdef GLU_PAIR
             let row = w_row0 + row0 + r * out_rows;
@@ -84,12 +86,7 @@ fn main(
             // Rows past the end recompute the last row; their results are never written.
             let row = w_row0 + min(row0 + r, nrows - 1u);
 #endif
-            let w = dq32(row * P.nb + u / upb, u % upb);
-            var s = 0.0;
-            for (var i = 0u; i < 8u; i++) {
-                s += dot(w[i], xv[i]);
-            }
-            acc[r] += s;
+            acc[r] += qdot32(row * P.nb + u / upb, u % upb, xv, xs);
         }
     }
     let tot = wg_sum4(acc, lid);

@@ -6,9 +6,23 @@
 //   const P4: u32   payload vec4s per block
 //   const MW: u32   metadata words per block
 //   fn dq32(blk: u32, u: u32) -> Unit
-// which dequantizes the u-th run of 32 consecutive elements of block `blk` (blocks counted
-// row-major across the buffer). out[i] holds elements 4i..4i+3 of the run. Block contents
-// follow ggml-common.h at llama.cpp 0c1e570.
+//   fn qdot32(blk: u32, u: u32, x: Unit, xs: vec2<f32>) -> f32
+// dq32 dequantizes the u-th run of 32 consecutive elements of block `blk` (blocks counted
+// row-major across the buffer); out[i] holds elements 4i..4i+3 of the run. qdot32 returns the
+// dot product of that run with x, given xs = (sum of x[0..16], sum of x[16..32]); it applies
+// scales and offsets once per (sub-)block instead of once per element, which is what matvec
+// time is spent on. Block contents follow ggml-common.h at llama.cpp 0c1e570.
+
+fn dot8(a: Unit, b: Unit) -> f32 {
+    return dot(a[0], b[0]) + dot(a[1], b[1]) + dot(a[2], b[2]) + dot(a[3], b[3])
+        + dot(a[4], b[4]) + dot(a[5], b[5]) + dot(a[6], b[6]) + dot(a[7], b[7]);
+}
+
+// Dot of the low (`s` = 0) or high (4) nibbles of a vec4 payload with 16 inputs.
+fn nib16(v: vec4<u32>, s: u32, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>) -> f32 {
+    return dot(fields4(v.x, s, 0xFu), x0) + dot(fields4(v.y, s, 0xFu), x1) + dot(fields4(v.z, s, 0xFu), x2)
+        + dot(fields4(v.w, s, 0xFu), x3);
+}
 
 alias Unit = array<vec4<f32>, 8>;
 
@@ -52,6 +66,9 @@ fn dq32(blk: u32, u: u32) -> Unit {
     }
     return out;
 }
+fn qdot32(blk: u32, u: u32, x: Unit, xs: vec2<f32>) -> f32 {
+    return dot8(dq32(blk, u), x);
+}
 #endif
 
 #ifdef WTYPE_F16
@@ -67,6 +84,9 @@ fn dq32(blk: u32, u: u32) -> Unit {
     }
     return out;
 }
+fn qdot32(blk: u32, u: u32, x: Unit, xs: vec2<f32>) -> f32 {
+    return dot8(dq32(blk, u), x);
+}
 #endif
 
 #ifdef WTYPE_BF16
@@ -81,6 +101,9 @@ fn dq32(blk: u32, u: u32) -> Unit {
         out[2u * i + 1u] = bitcast<vec4<f32>>(vec4<u32>(v.z << 16u, v.z & 0xFFFF0000u, v.w << 16u, v.w & 0xFFFF0000u));
     }
     return out;
+}
+fn qdot32(blk: u32, u: u32, x: Unit, xs: vec2<f32>) -> f32 {
+    return dot8(dq32(blk, u), x);
 }
 #endif
 
@@ -101,6 +124,12 @@ fn dq32(blk: u32, u: u32) -> Unit {
     }
     return out;
 }
+fn qdot32(blk: u32, u: u32, x: Unit, xs: vec2<f32>) -> f32 {
+    let d = unpack2x16float(meta_word(blk, 0u)).x;
+    let v = Q[blk];
+    let q = nib16(v, 0u, x[0], x[1], x[2], x[3]) + nib16(v, 4u, x[4], x[5], x[6], x[7]);
+    return d * (q - 8.0 * (xs.x + xs.y));
+}
 #endif
 
 #ifdef WTYPE_Q4_1
@@ -116,6 +145,12 @@ fn dq32(blk: u32, u: u32) -> Unit {
         out[i + 4u] = fields4(v[i], 4u, 0xFu) * dm.x + dm.y;
     }
     return out;
+}
+fn qdot32(blk: u32, u: u32, x: Unit, xs: vec2<f32>) -> f32 {
+    let dm = unpack2x16float(meta_word(blk, 0u));
+    let v = Q[blk];
+    let q = nib16(v, 0u, x[0], x[1], x[2], x[3]) + nib16(v, 4u, x[4], x[5], x[6], x[7]);
+    return dm.x * q + dm.y * (xs.x + xs.y);
 }
 #endif
 
@@ -134,6 +169,9 @@ fn dq32(blk: u32, u: u32) -> Unit {
     }
     return out;
 }
+fn qdot32(blk: u32, u: u32, x: Unit, xs: vec2<f32>) -> f32 {
+    return dot8(dq32(blk, u), x);
+}
 #endif
 
 #ifdef WTYPE_Q5_1
@@ -151,6 +189,9 @@ fn dq32(blk: u32, u: u32) -> Unit {
     }
     return out;
 }
+fn qdot32(blk: u32, u: u32, x: Unit, xs: vec2<f32>) -> f32 {
+    return dot8(dq32(blk, u), x);
+}
 #endif
 
 #ifdef WTYPE_Q8_0
@@ -167,6 +208,14 @@ fn dq32(blk: u32, u: u32) -> Unit {
         out[i + 4u] = sbytes4(v1[i]) * d;
     }
     return out;
+}
+fn qdot32(blk: u32, u: u32, x: Unit, xs: vec2<f32>) -> f32 {
+    let d = unpack2x16float(meta_word(blk, 0u)).x;
+    let v0 = Q[blk * 2u];
+    let v1 = Q[blk * 2u + 1u];
+    let q = dot(sbytes4(v0.x), x[0]) + dot(sbytes4(v0.y), x[1]) + dot(sbytes4(v0.z), x[2]) + dot(sbytes4(v0.w), x[3])
+        + dot(sbytes4(v1.x), x[4]) + dot(sbytes4(v1.y), x[5]) + dot(sbytes4(v1.z), x[6]) + dot(sbytes4(v1.w), x[7]);
+    return d * q;
 }
 #endif
 
@@ -194,6 +243,9 @@ fn dq32(blk: u32, u: u32) -> Unit {
     }
     return out;
 }
+fn qdot32(blk: u32, u: u32, x: Unit, xs: vec2<f32>) -> f32 {
+    return dot8(dq32(blk, u), x);
+}
 #endif
 
 // ---- K-quants: 256-element super-blocks, eight 32-element runs each ----
@@ -219,6 +271,9 @@ fn dq32(blk: u32, u: u32) -> Unit {
         }
     }
     return out;
+}
+fn qdot32(blk: u32, u: u32, x: Unit, xs: vec2<f32>) -> f32 {
+    return dot8(dq32(blk, u), x);
 }
 #endif
 
@@ -248,6 +303,9 @@ fn dq32(blk: u32, u: u32) -> Unit {
     }
     return out;
 }
+fn qdot32(blk: u32, u: u32, x: Unit, xs: vec2<f32>) -> f32 {
+    return dot8(dq32(blk, u), x);
+}
 #endif
 
 #ifdef WTYPE_Q4_K
@@ -261,6 +319,9 @@ const MW: u32 = 4u;
 const QK: u32 = 256u;
 const P4: u32 = 10u;
 const MW: u32 = 4u;
+fn qdot32(blk: u32, u: u32, x: Unit, xs: vec2<f32>) -> f32 {
+    return dot8(dq32(blk, u), x);
+}
 #endif
 
 #ifdef KQ_SCALE_MIN
@@ -294,6 +355,13 @@ fn dq32(blk: u32, u: u32) -> Unit {
         }
     }
     return out;
+}
+fn qdot32(blk: u32, u: u32, x: Unit, xs: vec2<f32>) -> f32 {
+    let dm = kq_scale_min(blk, u);
+    let shift = 4u * (u & 1u);
+    let base = blk * P4 + 2u * (u >> 1u);
+    let q = nib16(Q[base], shift, x[0], x[1], x[2], x[3]) + nib16(Q[base + 1u], shift, x[4], x[5], x[6], x[7]);
+    return dm.x * q - dm.y * (xs.x + xs.y);
 }
 #endif
 
@@ -339,5 +407,8 @@ fn dq32(blk: u32, u: u32) -> Unit {
         }
     }
     return out;
+}
+fn qdot32(blk: u32, u: u32, x: Unit, xs: vec2<f32>) -> f32 {
+    return dot8(dq32(blk, u), x);
 }
 #endif
