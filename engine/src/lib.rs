@@ -13,6 +13,7 @@ pub mod repack;
 pub mod sampling;
 pub mod shader;
 pub mod tensor;
+pub mod variants;
 
 pub use device::{Backend, Caps, DeviceOptions, Gpu, Tuning};
 pub use error::{EngineError, Result};

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::device::Gpu;
+use crate::device::{Caps, Gpu};
 use crate::error::{EngineError, Result};
 use crate::shader;
 
@@ -41,7 +41,7 @@ impl KernelSpec {
 pub trait Kernel: std::fmt::Debug {
     /// Short, unique, human-readable name, e.g. `matvec.Q4_K.add`.
     fn label(&self) -> String;
-    fn spec(&self, gpu: &Gpu) -> KernelSpec;
+    fn spec(&self) -> KernelSpec;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -105,18 +105,18 @@ impl PipelineCache {
 }
 
 /// The final WGSL for a key: preprocessed, with the enable directives the features call for.
-pub fn wgsl_for(gpu: &Gpu, key: &PipelineKey) -> Result<(String, KernelSpec)> {
-    let spec = key.kernel().spec(gpu);
+pub fn wgsl_for(caps: &Caps, key: &PipelineKey) -> Result<(String, KernelSpec)> {
+    let spec = key.kernel().spec();
     let mut defines = spec.defines.clone();
-    if gpu.caps.f16 {
+    if caps.f16 {
         defines.push(("HAS_F16".into(), String::new()));
     }
-    if gpu.caps.subgroups {
+    if caps.subgroups {
         defines.push(("HAS_SUBGROUPS".into(), String::new()));
     }
     let body = shader::preprocess(spec.file, &defines)?;
     let mut src = String::new();
-    if gpu.caps.f16 {
+    if caps.f16 {
         src.push_str("enable f16;\n");
     }
     // naga exposes subgroup builtins through the device feature; it rejects the WGSL
@@ -167,7 +167,7 @@ impl Gpu {
             return Ok(p);
         }
         let label = key.label();
-        let (src, spec) = wgsl_for(self, &key)?;
+        let (src, spec) = wgsl_for(&self.caps, &key)?;
         if let Ok(dir) = std::env::var("WLLM_DUMP_WGSL")
             && !dir.is_empty()
         {

@@ -35,12 +35,25 @@ pub struct GpuWeight {
 }
 
 /// Types the GPU kernels can read.
+pub const GPU_TYPES: &[GgmlType] = &[
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::MXFP4,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
 pub fn gpu_supports(t: GgmlType) -> bool {
-    use GgmlType::*;
-    matches!(
-        t,
-        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | MXFP4
-    )
+    GPU_TYPES.contains(&t)
 }
 
 impl GpuWeight {

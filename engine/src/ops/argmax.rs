@@ -16,7 +16,7 @@ impl Kernel for ArgmaxKey {
     fn label(&self) -> String {
         format!("argmax.{}", if self.stage2 { "final" } else { "chunks" })
     }
-    fn spec(&self, _gpu: &Gpu) -> KernelSpec {
+    fn spec(&self) -> KernelSpec {
         KernelSpec::new("argmax.wgsl").define_if(self.stage2, "STAGE2").constant("WG", 256.0)
     }
 }

@@ -31,7 +31,7 @@ impl Kernel for AttentionKey {
             self.wg
         )
     }
-    fn spec(&self, _gpu: &Gpu) -> KernelSpec {
+    fn spec(&self) -> KernelSpec {
         KernelSpec::new("attention.wgsl")
             .define_if(self.kv_f16, "KV_F16")
             .define_if(self.team_is_subgroup, "TEAM_SUBGROUP")

@@ -25,7 +25,7 @@ impl Kernel for ElementwiseKey {
             ElementwiseKey::GluGelu => "geglu".into(),
         }
     }
-    fn spec(&self, _gpu: &Gpu) -> KernelSpec {
+    fn spec(&self) -> KernelSpec {
         let s = KernelSpec::new("elementwise.wgsl").constant("WG", 256.0);
         match self {
             ElementwiseKey::Add => s.define("ADD"),

@@ -19,7 +19,7 @@ impl Kernel for GetRowsKey {
     fn label(&self) -> String {
         format!("get_rows.{}", self.wtype)
     }
-    fn spec(&self, _gpu: &Gpu) -> KernelSpec {
+    fn spec(&self) -> KernelSpec {
         KernelSpec::new("get_rows.wgsl").define(&wtype_define(self.wtype)).constant("WG", 64.0)
     }
 }

@@ -48,7 +48,7 @@ impl Kernel for LaneKey {
             if self.broadcast { ".bcast" } else { "" }
         )
     }
-    fn spec(&self, _gpu: &Gpu) -> KernelSpec {
+    fn spec(&self) -> KernelSpec {
         let spec = KernelSpec::new("linear_lane.wgsl")
             .define(&wtype_define(self.wtype))
             .define_if(self.bias, "BIAS")

@@ -139,7 +139,7 @@ pub(crate) fn check_io(w: &GpuWeight, io: &LinearIo<'_>, epilogue: Epilogue) -> 
     if w.nrows == 0 {
         return Err(EngineError::InvalidArgument(format!("{} has no rows", w.name)));
     }
-    if epilogue.is_pair() && (w.parts.len() != 1 || w.nrows % 2 != 0 || io.bias.is_some()) {
+    if epilogue.is_pair() && (w.parts.len() != 1 || !w.nrows.is_multiple_of(2) || io.bias.is_some()) {
         return Err(EngineError::InvalidArgument(format!(
             "{}: a gate/up pair must be one buffer of an even number of rows, without bias",
             w.name

@@ -31,7 +31,7 @@ impl Kernel for MatmulKey {
             self.tile_tokens
         )
     }
-    fn spec(&self, _gpu: &Gpu) -> KernelSpec {
+    fn spec(&self) -> KernelSpec {
         let spec = KernelSpec::new("matmul.wgsl")
             .define(&wtype_define(self.wtype))
             .define_if(self.bias, "BIAS")

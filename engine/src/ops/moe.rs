@@ -25,7 +25,7 @@ impl Kernel for MoeKey {
             MoeKey::Combine => "moe.combine".into(),
         }
     }
-    fn spec(&self, _gpu: &Gpu) -> KernelSpec {
+    fn spec(&self) -> KernelSpec {
         let s = KernelSpec::new("moe.wgsl");
         match self {
             MoeKey::Route { renormalize } => s.define("ROUTE").define_if(*renormalize, "RENORM"),

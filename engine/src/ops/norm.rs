@@ -23,7 +23,7 @@ impl Kernel for NormKey {
             self.wg
         )
     }
-    fn spec(&self, _gpu: &Gpu) -> KernelSpec {
+    fn spec(&self) -> KernelSpec {
         KernelSpec::new("norm.wgsl")
             .define_if(self.post_add, "POST_ADD")
             .define_if(self.last_row, "LAST_ROW")

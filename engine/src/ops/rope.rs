@@ -25,7 +25,7 @@ impl Kernel for RopeKey {
             self.wg
         )
     }
-    fn spec(&self, _gpu: &Gpu) -> KernelSpec {
+    fn spec(&self) -> KernelSpec {
         KernelSpec::new("rope.wgsl")
             .define_if(self.neox, "NEOX")
             .define_if(self.qk_norm, "QK_NORM")

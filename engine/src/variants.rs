@@ -1,0 +1,168 @@
+//! Every kernel variant the engine can build, for a set of device capabilities. The portability
+//! test translates each of them to SPIR-V, MSL and HLSL, so a shader that would fail on Metal or
+//! DX12 fails CI on Linux; `--warm-up`-style tools can compile them all ahead of time.
+
+use crate::device::Caps;
+use crate::ops::argmax::ArgmaxKey;
+use crate::ops::attention::AttentionKey;
+use crate::ops::elementwise::ElementwiseKey;
+use crate::ops::get_rows::GetRowsKey;
+use crate::ops::lane::{LaneIds, LaneKey};
+use crate::ops::linear::Epilogue;
+use crate::ops::matmul::{MatmulKey, TILE_ROWS, TILE_TOKENS};
+use crate::ops::matvec::MatvecKey;
+use crate::ops::moe::MoeKey;
+use crate::ops::norm::NormKey;
+use crate::ops::rope::RopeKey;
+use crate::pipeline::PipelineKey;
+use crate::tensor::GPU_TYPES;
+
+const EPILOGUES: [Epilogue; 6] = [
+    Epilogue::Store,
+    Epilogue::Add,
+    Epilogue::GluSilu,
+    Epilogue::GluGelu,
+    Epilogue::PairSilu,
+    Epilogue::PairGelu,
+];
+
+/// Override values to translate a variant with (tunables are not structure).
+pub fn constants(key: &PipelineKey) -> Vec<(String, f64)> {
+    use crate::pipeline::Kernel;
+    let spec = match key {
+        PipelineKey::Matvec(k) => k.spec(),
+        PipelineKey::Matmul(k) => k.spec(),
+        PipelineKey::Lane(k) => k.spec(),
+        PipelineKey::GetRows(k) => k.spec(),
+        PipelineKey::Norm(k) => k.spec(),
+        PipelineKey::Rope(k) => k.spec(),
+        PipelineKey::Attention(k) => k.spec(),
+        PipelineKey::Elementwise(k) => k.spec(),
+        PipelineKey::Argmax(k) => k.spec(),
+        PipelineKey::Moe(k) => k.spec(),
+    };
+    spec.constants
+}
+
+pub fn all(caps: &Caps) -> Vec<PipelineKey> {
+    let mut out = Vec::new();
+    for &t in GPU_TYPES {
+        out.push(PipelineKey::GetRows(GetRowsKey { wtype: t }));
+        for epi in EPILOGUES {
+            // Biases go with plain stores (the q/k/v projections of qwen2).
+            for bias in [false, true] {
+                if bias && epi != Epilogue::Store {
+                    continue;
+                }
+                out.push(PipelineKey::Matvec(MatvecKey {
+                    wtype: t,
+                    epilogue: epi,
+                    bias,
+                    ids: false,
+                    wg: 64,
+                    nr: 2,
+                }));
+                out.push(PipelineKey::Matmul(MatmulKey {
+                    wtype: t,
+                    epilogue: epi,
+                    bias,
+                    ids: false,
+                    tile_rows: TILE_ROWS,
+                    tile_tokens: TILE_TOKENS,
+                }));
+                for tokens in [1, 8] {
+                    for broadcast in [false, true] {
+                        if broadcast && !caps.subgroups {
+                            continue;
+                        }
+                        out.push(PipelineKey::Lane(LaneKey {
+                            wtype: t,
+                            epilogue: epi,
+                            bias,
+                            ids: LaneIds::None,
+                            rows: 2,
+                            tokens,
+                            wg: 64,
+                            broadcast,
+                        }));
+                    }
+                }
+            }
+            // Expert variants: gate (store), up (GLU on the gate), down (store).
+            if matches!(epi, Epilogue::Store | Epilogue::GluSilu | Epilogue::GluGelu) {
+                out.push(PipelineKey::Matvec(MatvecKey {
+                    wtype: t,
+                    epilogue: epi,
+                    bias: false,
+                    ids: true,
+                    wg: 64,
+                    nr: 2,
+                }));
+                out.push(PipelineKey::Matmul(MatmulKey {
+                    wtype: t,
+                    epilogue: epi,
+                    bias: false,
+                    ids: true,
+                    tile_rows: TILE_ROWS,
+                    tile_tokens: TILE_TOKENS,
+                }));
+                for (ids, tokens) in [(LaneIds::Direct, 1), (LaneIds::Tiles, 8)] {
+                    out.push(PipelineKey::Lane(LaneKey {
+                        wtype: t,
+                        epilogue: epi,
+                        bias: false,
+                        ids,
+                        rows: 2,
+                        tokens,
+                        wg: 64,
+                        broadcast: caps.subgroups,
+                    }));
+                }
+            }
+        }
+    }
+    for post_add in [false, true] {
+        for last_row in [false, true] {
+            out.push(PipelineKey::Norm(NormKey { post_add, last_row, wg: 256 }));
+        }
+    }
+    for kv_f16 in [false, true] {
+        if kv_f16 && !caps.f16 {
+            continue;
+        }
+        for neox in [false, true] {
+            for qk_norm in [false, true] {
+                out.push(PipelineKey::Rope(RopeKey { neox, qk_norm, kv_f16, wg: 64 }));
+            }
+        }
+        for (hd, hd_v) in [(64, 64), (128, 128), (256, 256), (192, 128)] {
+            for team_is_subgroup in [false, true] {
+                if team_is_subgroup && !caps.subgroups {
+                    continue;
+                }
+                out.push(PipelineKey::Attention(AttentionKey {
+                    kv_f16,
+                    head_dim: hd,
+                    head_dim_v: hd_v,
+                    team: 8,
+                    team_is_subgroup,
+                    wg: 64,
+                }));
+            }
+        }
+    }
+    for stage2 in [false, true] {
+        out.push(PipelineKey::Argmax(ArgmaxKey { stage2 }));
+    }
+    for e in [ElementwiseKey::Add, ElementwiseKey::GluSilu, ElementwiseKey::GluGelu] {
+        out.push(PipelineKey::Elementwise(e));
+    }
+    for renormalize in [false, true] {
+        out.push(PipelineKey::Moe(MoeKey::Route { renormalize }));
+    }
+    for tile in [8, TILE_TOKENS] {
+        out.push(PipelineKey::Moe(MoeKey::Plan { tile }));
+    }
+    out.push(PipelineKey::Moe(MoeKey::Combine));
+    out
+}
