@@ -105,7 +105,7 @@ impl Loader<'_> {
     }
 
     fn matrix(&self, m: &TensorMeta) -> Result<Weight> {
-        let cols = m.ne(0) as usize;
+        let cols = m.dim(0) as usize;
         let rows = if cols == 0 { 0 } else { (m.n_elements() / cols as u64) as usize };
         let bytes = match self.bytes(m)? {
             // SAFETY: the slice borrows from `*self.src`, and the stack that owns this weight
