@@ -4,8 +4,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wllm_engine::{Backend, DeviceOptions, Gpu, GpuModel};
+use wllm_engine::plan::{GpuFacts, HostFacts, PlanRequest, parse_size, peak_rss, plan};
+use wllm_engine::{Backend, DeviceOptions, EngineError, Gpu, GpuLayers, GpuModel, Plan};
 use wllm_loaders::chat::{ChatTemplate, SpecialTokens};
+use wllm_loaders::model::ModelWeights;
 use wllm_loaders::model::TensorSource;
 use wllm_loaders::{GgufFile, ModelConfig, SafetensorsModel, Tokenizer};
 
@@ -24,7 +26,22 @@ pub struct LoadOptions {
     /// Run a tiny prompt and a decode step while loading, so shader compilation (which some
     /// drivers do on first use) is part of the load rather than of the first request.
     pub warm_up: bool,
+    /// Which layers run on the GPU (the last ones, with the head); the rest run on the CPU.
+    /// `Auto` (the default) takes as many as the memory budget allows, and falls back to the
+    /// CPU alone when no adapter exists.
+    pub gpu_layers: GpuLayers,
+    /// CPU threads for layers on the CPU (0: one per core).
+    pub threads: usize,
+    /// Bytes the GPU side may use (`None`: `WLLM_GPU_MEMORY`, else what the adapter reports;
+    /// on unified memory, the host's available memory).
+    pub memory_budget: Option<u64>,
+    /// The context sessions get by default, and that the memory plan is made for (`None`: the
+    /// model's training context, capped at 4096).
+    pub n_ctx: Option<u32>,
 }
+
+/// Most prompt tokens a step processes unless a session asks otherwise.
+pub(crate) const DEFAULT_BATCH: u32 = 256;
 
 impl std::fmt::Debug for LoadOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -41,17 +58,28 @@ pub struct ModelInfo {
     pub weight_bytes: u64,
     pub load_time: Duration,
     pub adapter: String,
+    /// `vulkan`, `metal`, `dx12`, `gl`, `cpu`, or `cpu+vulkan` (etc.) for a split.
     pub backend: &'static str,
+    /// Where the layers went and what each device holds.
+    pub plan: Plan,
+    /// CPU threads for the CPU layers.
+    pub threads: usize,
+    /// The process's peak resident memory when loading finished (Linux).
+    pub peak_rss: Option<u64>,
 }
 
 pub(crate) struct ModelInner {
     pub cfg: ModelConfig,
     pub tokenizer: Tokenizer,
     pub chat_template: Option<ChatTemplate>,
-    pub gpu_model: Arc<GpuModel>,
+    /// The GPU's layers and the head; `None` when everything runs on the CPU.
+    pub gpu_model: Option<Arc<GpuModel>>,
     pub info: ModelInfo,
-    /// Keeps the memory map alive for as long as any layer may read it.
-    pub _source: Arc<dyn TensorSource>,
+    /// What the plan was made from, to check sessions with other contexts against it.
+    pub weights: ModelWeights<wllm_loaders::model::TensorMeta>,
+    pub gpu_facts: Option<GpuFacts>,
+    /// The weights; CPU layers read them in place for as long as any session lives.
+    pub source: Arc<dyn TensorSource>,
 }
 
 /// A loaded model. Cheap to clone; `Send + Sync`, so any number of sessions on any threads
@@ -121,19 +149,72 @@ impl Model {
             };
             (m.config().clone(), tok, tpl, Arc::new(m))
         };
-        let gpu = match &opts.gpu {
-            Some(g) => g.clone(),
-            None => Gpu::new(&DeviceOptions { backend: opts.backend, ..Default::default() })?,
+        let weights = ModelWeights::resolve(&cfg, source.as_ref())?;
+        let n_ctx = opts.n_ctx.unwrap_or_else(|| cfg.context_length.min(4096)).max(1);
+        let gpu = match (&opts.gpu, opts.gpu_layers) {
+            (_, GpuLayers::Count(0)) => None,
+            (Some(g), _) => Some(g.clone()),
+            (None, want) => match Gpu::new(&DeviceOptions { backend: opts.backend, ..Default::default() }) {
+                Ok(g) => Some(g),
+                // Without any adapter, `auto` means the CPU alone.
+                Err(EngineError::NoAdapter(why)) if want == GpuLayers::Auto && opts.backend.is_none() => {
+                    log::warn!("no GPU adapter{why}; running on the CPU");
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            },
         };
-        let gpu_model = Arc::new(GpuModel::load(gpu.clone(), cfg.clone(), source.as_ref(), progress)?);
+        let budget = match opts.memory_budget {
+            Some(b) => Some(b),
+            None => match std::env::var("WLLM_GPU_MEMORY") {
+                Ok(s) if !s.trim().is_empty() => Some(parse_size(&s)?),
+                _ => None,
+            },
+        };
+        let host = HostFacts::probe();
+        let gpu_facts = gpu.as_ref().map(|g| GpuFacts::of(g, budget, &host));
+        let request = PlanRequest {
+            gpu_layers: opts.gpu_layers,
+            n_ctx,
+            n_batch: DEFAULT_BATCH,
+            cpu_batch: DEFAULT_BATCH,
+        };
+        let plan = plan(&cfg, &weights, &request, gpu_facts.as_ref(), &host)?;
+        let first_gpu = plan.cpu_layers();
+        let gpu_model = match (&gpu, plan.gpu_layers) {
+            (Some(g), n) if n > 0 => Some(Arc::new(GpuModel::load_layers(
+                g.clone(),
+                cfg.clone(),
+                source.as_ref(),
+                first_gpu,
+                progress,
+            )?)),
+            _ => None,
+        };
+        let threads = if opts.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            opts.threads
+        };
+        let (adapter, backend) = match (&gpu_model, plan.cpu_layers()) {
+            (Some(m), 0) => (m.gpu.adapter_name().to_string(), m.gpu.backend().name()),
+            (Some(m), k) => (
+                format!("{} ({k} layers on the CPU)", m.gpu.adapter_name()),
+                split_name(m.gpu.backend().name()),
+            ),
+            (None, _) => (format!("CPU ({}, {threads} threads)", wllm_engine::cpu::Isa::best()), "cpu"),
+        };
         let info = ModelInfo {
             path: path.to_path_buf(),
             architecture: cfg.arch.name().to_string(),
             name: cfg.name.clone(),
-            weight_bytes: gpu_model.weight_bytes,
+            weight_bytes: weights.all().iter().map(|m| m.n_bytes()).sum(),
             load_time: start.elapsed(),
-            adapter: gpu.adapter_name().to_string(),
-            backend: gpu.backend().name(),
+            adapter,
+            backend,
+            plan,
+            threads,
+            peak_rss: None,
         };
         let mut model = Model {
             inner: Arc::new(ModelInner {
@@ -142,7 +223,9 @@ impl Model {
                 chat_template: template,
                 gpu_model,
                 info,
-                _source: source,
+                weights,
+                gpu_facts,
+                source,
             }),
         };
         if opts.warm_up {
@@ -151,16 +234,30 @@ impl Model {
             s.eval_greedy(&[0])?;
             s.eval(&[0], wllm_engine::Logits::All)?;
             drop(s);
-            if let Some(inner) = Arc::get_mut(&mut model.inner) {
-                inner.info.load_time = start.elapsed();
-            }
+        }
+        if let Some(inner) = Arc::get_mut(&mut model.inner) {
+            inner.info.load_time = start.elapsed();
+            inner.info.peak_rss = peak_rss();
         }
         Ok(model)
     }
 
-    /// The device the model's GPU layers run on.
-    pub fn gpu(&self) -> Arc<Gpu> {
-        self.inner.gpu_model.gpu.clone()
+    /// The device the model's GPU layers run on (`None`: everything runs on the CPU).
+    pub fn gpu(&self) -> Option<Arc<Gpu>> {
+        self.inner.gpu_model.as_ref().map(|m| m.gpu.clone())
+    }
+
+    /// The memory plan for sessions of `n_ctx` positions with this model's placement; errors
+    /// if such a session would not fit.
+    pub fn plan_for_context(&self, n_ctx: u32) -> Result<Plan> {
+        let i = &self.inner;
+        let request = PlanRequest {
+            gpu_layers: GpuLayers::Count(i.info.plan.gpu_layers),
+            n_ctx,
+            n_batch: DEFAULT_BATCH,
+            cpu_batch: DEFAULT_BATCH,
+        };
+        Ok(plan(&i.cfg, &i.weights, &request, i.gpu_facts.as_ref(), &HostFacts::probe())?)
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -189,5 +286,16 @@ impl Model {
     /// A new session (its own KV cache) over this model's weights.
     pub fn session(&self, opts: &SessionOptions) -> Result<Session> {
         Session::new(self.clone(), opts)
+    }
+}
+
+/// The backend name of a CPU + GPU split.
+fn split_name(gpu: &str) -> &'static str {
+    match gpu {
+        "vulkan" => "cpu+vulkan",
+        "metal" => "cpu+metal",
+        "dx12" => "cpu+dx12",
+        "gl" => "cpu+gl",
+        _ => "cpu+gpu",
     }
 }

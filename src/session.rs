@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use wllm_engine::cpu::CpuStack;
 use wllm_engine::{ContextOptions, Executor, Logits, StepTimings};
 
 use crate::error::{Error, Result};
@@ -32,11 +33,23 @@ pub struct Session {
 
 impl Session {
     pub(crate) fn new(model: Model, opts: &SessionOptions) -> Result<Session> {
-        let n_ctx = opts.n_ctx.unwrap_or_else(|| model.config().context_length.min(4096)).max(1);
-        let exec = Executor::gpu(
-            model.inner.gpu_model.clone(),
-            &ContextOptions { n_ctx, n_batch: opts.n_batch.max(1) },
-        )?;
+        let inner = &model.inner;
+        let planned = inner.info.plan.n_ctx;
+        let n_ctx = opts.n_ctx.unwrap_or(planned).max(1);
+        if n_ctx > planned {
+            // The load-time plan covered `planned` positions; check the larger cache fits.
+            model.plan_for_context(n_ctx)?;
+        }
+        let ctx = ContextOptions { n_ctx, n_batch: opts.n_batch.max(1) };
+        let n_cpu = inner.info.plan.cpu_layers();
+        let cpu = |with_head| {
+            CpuStack::new(&inner.cfg, inner.source.clone(), n_cpu, with_head, n_ctx, inner.info.threads)
+        };
+        let exec = match &inner.gpu_model {
+            Some(g) if n_cpu == 0 => Executor::gpu(g.clone(), &ctx)?,
+            Some(g) => Executor::split(cpu(false)?, g.clone(), &ctx)?,
+            None => Executor::cpu(cpu(true)?),
+        };
         Ok(Session { model, exec, history: Vec::new() })
     }
 
@@ -64,6 +77,16 @@ impl Session {
 
     pub fn profiler(&self) -> Option<&wllm_engine::profile::Profiler> {
         self.exec.profiler()
+    }
+
+    /// Time per op kind of the layers on the CPU, once profiling is enabled.
+    pub fn cpu_profile(&self) -> Option<&wllm_engine::cpu::Profile> {
+        self.exec.cpu_profile()
+    }
+
+    /// Layers this session runs on the CPU and on the GPU.
+    pub fn layer_split(&self) -> (u32, u32) {
+        self.exec.layer_split()
     }
 
     /// Forgets everything.

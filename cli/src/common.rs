@@ -4,7 +4,8 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use wllm::engine::Backend;
+use wllm::engine::plan::parse_size;
+use wllm::engine::{Backend, GpuLayers};
 use wllm::{LoadOptions, Model};
 
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -12,21 +13,49 @@ pub struct DeviceArgs {
     /// GPU API to use: vulkan, metal, dx12 or gl (default: best available; env WLLM_BACKEND).
     #[arg(long)]
     pub backend: Option<String>,
+    /// Layers on the GPU: a number, `all` or `auto` (as many as the memory budget allows). The
+    /// GPU takes the last layers and the output head; the first layers run on the CPU.
+    /// 0 runs everything on the CPU.
+    #[arg(long = "gpu-layers", visible_alias = "ngl", default_value = "auto")]
+    pub gpu_layers: String,
+    /// CPU threads for layers on the CPU (default: one per core).
+    #[arg(long, short = 't', default_value_t = 0)]
+    pub threads: usize,
+    /// Memory the GPU side may use, e.g. 6GiB (default: env WLLM_GPU_MEMORY, else what the
+    /// adapter reports; on integrated GPUs and CPU adapters, the available host memory).
+    #[arg(long = "memory-budget")]
+    pub memory_budget: Option<String>,
 }
 
 impl DeviceArgs {
     pub fn backend(&self) -> Result<Option<Backend>> {
         self.backend.as_deref().map(Backend::parse).transpose().map_err(Into::into)
     }
+
+    pub fn load_options(&self, n_ctx: Option<u32>) -> Result<LoadOptions> {
+        Ok(LoadOptions {
+            backend: self.backend()?,
+            gpu_layers: self.gpu_layers.parse::<GpuLayers>()?,
+            threads: self.threads,
+            memory_budget: self.memory_budget.as_deref().map(parse_size).transpose()?,
+            n_ctx,
+            ..Default::default()
+        })
+    }
 }
 
-/// Loads a model, drawing a progress bar when stderr is a terminal.
-pub fn load_model(path: &Path, dev: &DeviceArgs, chat_template: Option<&Path>) -> Result<Model> {
+/// Loads a model, drawing a progress bar when stderr is a terminal. `n_ctx` is the context the
+/// memory plan is made for (`None`: the model's, capped at 4096).
+pub fn load_model(
+    path: &Path,
+    dev: &DeviceArgs,
+    chat_template: Option<&Path>,
+    n_ctx: Option<u32>,
+) -> Result<Model> {
     let opts = LoadOptions {
-        backend: dev.backend()?,
         chat_template: chat_template.map(Path::to_path_buf),
         warm_up: true,
-        ..Default::default()
+        ..dev.load_options(n_ctx)?
     };
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = indicatif::ProgressBar::new(0);

@@ -28,6 +28,8 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Per-kernel GPU time of a prompt and some decode steps.
     Profile(cmd::profile::Args),
+    /// Where the layers would go and the memory each device would need, without loading.
+    Plan(cmd::plan::Args),
 }
 
 fn main() {
@@ -43,6 +45,7 @@ fn main() {
         Command::Run(a) => cmd::run::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Profile(a) => cmd::profile::run(a),
+        Command::Plan(a) => cmd::plan::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {}", one_line(&e));
@@ -62,5 +65,5 @@ fn one_line(e: &anyhow::Error) -> String {
             msg.push_str(&s);
         }
     }
-    msg.replace('\n', " ")
+    msg
 }

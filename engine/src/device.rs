@@ -114,6 +114,8 @@ pub struct Gpu {
     pub caps: Caps,
     pub tuning: Tuning,
     pub pipelines: PipelineCache,
+    /// Bytes of the adapter's largest device-local memory heap, where the API tells (Vulkan).
+    pub device_memory: Option<u64>,
 }
 
 impl fmt::Debug for Gpu {
@@ -138,6 +140,24 @@ fn backend_rank(b: wgpu::Backend) -> u32 {
         wgpu::Backend::Gl => 1,
         _ => 0,
     }
+}
+
+/// The size of the largest device-local heap, read from Vulkan (wgpu has no portable query).
+#[cfg(not(any(target_arch = "wasm32", target_vendor = "apple")))]
+fn device_local_heap(adapter: &wgpu::Adapter) -> Option<u64> {
+    // SAFETY: the hal adapter is only read, and the guard outlives every use of it.
+    let hal = unsafe { adapter.as_hal::<wgpu::hal::api::Vulkan>() }?;
+    let instance = hal.shared_instance().raw_instance();
+    // SAFETY: a valid physical device of this instance.
+    let props = unsafe { instance.get_physical_device_memory_properties(hal.raw_physical_device()) };
+    const DEVICE_LOCAL: u32 = 0x1;
+    let n = (props.memory_heap_count as usize).min(props.memory_heaps.len());
+    props.memory_heaps[..n].iter().filter(|h| h.flags.as_raw() & DEVICE_LOCAL != 0).map(|h| h.size).max()
+}
+
+#[cfg(any(target_arch = "wasm32", target_vendor = "apple"))]
+fn device_local_heap(_adapter: &wgpu::Adapter) -> Option<u64> {
+    None
 }
 
 impl Gpu {
@@ -221,7 +241,17 @@ impl Gpu {
             mappable_primary_buffers: features.contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
         };
         let tuning = opts.tuning.unwrap_or_else(|| Tuning::for_adapter(&info));
-        Ok(Arc::new(Gpu { device, queue, info, limits, caps, tuning, pipelines: PipelineCache::default() }))
+        let device_memory = device_local_heap(&adapter);
+        Ok(Arc::new(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            caps,
+            tuning,
+            pipelines: PipelineCache::default(),
+            device_memory,
+        }))
     }
 
     /// Runs on a device the host application created (a game's renderer, say). The engine uses
@@ -244,7 +274,16 @@ impl Gpu {
             mappable_primary_buffers: features.contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
         };
         let tuning = Tuning::for_adapter(&info);
-        Arc::new(Gpu { device, queue, info, limits, caps, tuning, pipelines: PipelineCache::default() })
+        Arc::new(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            caps,
+            tuning,
+            pipelines: PipelineCache::default(),
+            device_memory: None,
+        })
     }
 
     pub fn backend(&self) -> Backend {

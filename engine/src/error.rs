@@ -32,6 +32,9 @@ pub enum EngineError {
     #[error("{n_tokens} tokens do not fit in the context of {n_ctx} (raise --ctx)")]
     ContextOverflow { n_tokens: usize, n_ctx: usize },
 
+    #[error("the model does not fit: {advice}\n{plan}")]
+    OverBudget { plan: String, advice: String },
+
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 

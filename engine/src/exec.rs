@@ -1,69 +1,216 @@
-//! Where a model's layers run. Today: all on the GPU. The CPU path and layer splits plug in
-//! here, behind the same step interface, so sessions and tools never care where layers live.
+//! Where a model's layers run: all on the GPU, all on the CPU, or the first layers on the CPU
+//! and the rest with the head on the GPU. Sessions and tools see one step interface.
+//!
+//! In a split, the CPU runs layers `0..k` and hands their hidden state to the GPU, which runs
+//! `k..n_layer` and the head: activations cross once per step, and the sampled token (or the
+//! logits asked for) comes back as on the pure GPU path.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use crate::error::Result;
+use crate::cpu::{CpuStack, LogitRows};
+use crate::error::{EngineError, Result};
 use crate::model::{Context, ContextOptions, GpuModel, Logits, StepOutput, StepTimings};
 
-/// Runs forward steps of one sequence.
-pub enum Executor {
+enum Parts {
     Gpu(Context),
+    Cpu(CpuStack),
+    Split { cpu: CpuStack, gpu: Context, hidden: Vec<f32> },
+}
+
+/// Runs forward steps of one sequence.
+pub struct Executor {
+    parts: Parts,
+    timings: StepTimings,
 }
 
 impl Executor {
+    /// Every layer on the GPU.
     pub fn gpu(model: Arc<GpuModel>, opts: &ContextOptions) -> Result<Executor> {
-        Ok(Executor::Gpu(Context::new(model, opts)?))
+        Ok(Executor::new(Parts::Gpu(Context::new(model, opts)?)))
     }
 
-    /// Feeds `tokens` at the current position; see [`Context::eval`].
+    /// Every layer and the head on the CPU (the stack must have been built with the head).
+    pub fn cpu(stack: CpuStack) -> Executor {
+        Executor::new(Parts::Cpu(stack))
+    }
+
+    /// The stack's layers on the CPU, then the GPU model's (which must start where the stack
+    /// ends) and the head on the GPU.
+    pub fn split(cpu: CpuStack, gpu: Arc<GpuModel>, opts: &ContextOptions) -> Result<Executor> {
+        if cpu.n_layers() as u32 != gpu.first_layer {
+            return Err(EngineError::InvalidArgument(format!(
+                "the CPU runs {} layers but the GPU part starts at layer {}",
+                cpu.n_layers(),
+                gpu.first_layer
+            )));
+        }
+        if cpu.n_ctx() < opts.n_ctx as usize {
+            return Err(EngineError::InvalidArgument(format!(
+                "the CPU layers hold {} positions, fewer than the context of {}",
+                cpu.n_ctx(),
+                opts.n_ctx
+            )));
+        }
+        let gpu = Context::new(gpu, opts)?;
+        Ok(Executor::new(Parts::Split { cpu, gpu, hidden: Vec::new() }))
+    }
+
+    fn new(parts: Parts) -> Executor {
+        Executor { parts, timings: StepTimings::default() }
+    }
+
+    /// Feeds `tokens` at the current position. Returns the logits asked for and, if `argmax`,
+    /// the greedy next token (computed on the device that runs the head).
     pub fn eval(&mut self, tokens: &[u32], logits: Logits, argmax: bool) -> Result<StepOutput> {
-        match self {
-            Executor::Gpu(c) => c.eval(tokens, logits, argmax),
+        let start = Instant::now();
+        let out = match &mut self.parts {
+            Parts::Gpu(c) => c.eval(tokens, logits, argmax)?,
+            Parts::Split { cpu, gpu, hidden } => {
+                let pos = gpu.n_past();
+                cpu.forward(tokens, pos, hidden)?;
+                gpu.eval_hidden(hidden, logits, argmax)?
+            }
+            Parts::Cpu(s) => cpu_eval(s, tokens, logits, argmax)?,
+        };
+        let dt = start.elapsed();
+        if tokens.len() == 1 {
+            self.timings.decode_tokens += 1;
+            self.timings.decode_time += dt;
+        } else {
+            self.timings.prompt_tokens += tokens.len() as u64;
+            self.timings.prompt_time += dt;
         }
+        Ok(out)
     }
+
     pub fn n_past(&self) -> u32 {
-        match self {
-            Executor::Gpu(c) => c.n_past(),
+        match &self.parts {
+            Parts::Gpu(c) | Parts::Split { gpu: c, .. } => c.n_past(),
+            Parts::Cpu(s) => s.n_filled() as u32,
         }
     }
+
     pub fn n_ctx(&self) -> u32 {
-        match self {
-            Executor::Gpu(c) => c.n_ctx(),
+        match &self.parts {
+            Parts::Gpu(c) | Parts::Split { gpu: c, .. } => c.n_ctx(),
+            Parts::Cpu(s) => s.n_ctx() as u32,
         }
     }
+
     pub fn clear(&mut self) {
-        match self {
-            Executor::Gpu(c) => c.clear(),
+        match &mut self.parts {
+            Parts::Gpu(c) => c.clear(),
+            Parts::Cpu(s) => s.clear(),
+            Parts::Split { cpu, gpu, .. } => {
+                cpu.clear();
+                gpu.clear();
+            }
         }
     }
+
     pub fn truncate(&mut self, n: u32) {
-        match self {
-            Executor::Gpu(c) => c.truncate(n),
+        match &mut self.parts {
+            Parts::Gpu(c) => c.truncate(n),
+            Parts::Cpu(s) => s.truncate(n as usize),
+            Parts::Split { cpu, gpu, .. } => {
+                cpu.truncate(n as usize);
+                gpu.truncate(n);
+            }
         }
     }
+
+    /// Wall-clock time spent in steps, split into prompt and decode.
     pub fn timings(&self) -> StepTimings {
-        match self {
-            Executor::Gpu(c) => c.timings,
-        }
+        self.timings
     }
-    /// Times every following step per dispatch.
+
+    /// Times every following step per GPU dispatch (the GPU part only).
     pub fn enable_profiling(&mut self) {
-        match self {
-            Executor::Gpu(c) => c.enable_profiling(),
+        match &mut self.parts {
+            Parts::Gpu(c) | Parts::Split { gpu: c, .. } => c.enable_profiling(),
+            Parts::Cpu(s) => s.enable_profile(),
         }
     }
 
     pub fn profiler(&self) -> Option<&crate::profile::Profiler> {
-        match self {
-            Executor::Gpu(c) => c.profiler(),
+        match &self.parts {
+            Parts::Gpu(c) | Parts::Split { gpu: c, .. } => c.profiler(),
+            Parts::Cpu(_) => None,
         }
     }
 
-    /// Short name of where the work runs: `vulkan`, `metal`, `dx12`, `gl` or `cpu`.
-    pub fn backend_name(&self) -> &'static str {
-        match self {
-            Executor::Gpu(c) => c.model().gpu.backend().name(),
+    /// Per-op CPU time, when the CPU runs layers and profiling is on.
+    pub fn cpu_profile(&self) -> Option<&crate::cpu::Profile> {
+        match &self.parts {
+            Parts::Cpu(s) | Parts::Split { cpu: s, .. } => s.profile(),
+            Parts::Gpu(_) => None,
         }
     }
+
+    /// Where the work runs: `vulkan`, `metal`, `dx12`, `gl`, `cpu`, or `cpu+vulkan` (etc.) for
+    /// a split.
+    pub fn backend_name(&self) -> &'static str {
+        match &self.parts {
+            Parts::Gpu(c) => c.model().gpu.backend().name(),
+            Parts::Cpu(_) => "cpu",
+            Parts::Split { gpu, .. } => match gpu.model().gpu.backend().name() {
+                "vulkan" => "cpu+vulkan",
+                "metal" => "cpu+metal",
+                "dx12" => "cpu+dx12",
+                "gl" => "cpu+gl",
+                _ => "cpu+gpu",
+            },
+        }
+    }
+
+    /// Layers on the CPU and on the GPU.
+    pub fn layer_split(&self) -> (u32, u32) {
+        match &self.parts {
+            Parts::Gpu(c) => (0, c.model().layers.len() as u32),
+            Parts::Cpu(s) => (s.n_layers() as u32, 0),
+            Parts::Split { cpu, gpu, .. } => (cpu.n_layers() as u32, gpu.model().layers.len() as u32),
+        }
+    }
+}
+
+/// A step entirely on the CPU: the logits asked for, and the argmax of the last row.
+fn cpu_eval(s: &mut CpuStack, tokens: &[u32], logits: Logits, argmax: bool) -> Result<StepOutput> {
+    let pos = s.n_filled() as u32;
+    let mut out = StepOutput::default();
+    let rows = match logits {
+        Logits::All => Some(LogitRows::All),
+        Logits::Last => Some(LogitRows::Last),
+        Logits::None if argmax => Some(LogitRows::Last),
+        Logits::None => None,
+    };
+    match rows {
+        None => {
+            let mut hidden = Vec::new();
+            s.forward(tokens, pos, &mut hidden)?;
+        }
+        Some(rows) => {
+            let l = s.logits(tokens, pos, rows)?;
+            let v = s.config().n_vocab as usize;
+            if argmax {
+                let last = &l[l.len() - v..];
+                out.token = Some(argmax_row(last));
+            }
+            if logits != Logits::None {
+                out.logits = l;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// First index of the largest value (as the GPU kernel breaks ties).
+fn argmax_row(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
 }

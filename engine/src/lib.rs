@@ -8,6 +8,7 @@ pub mod exec;
 pub mod model;
 pub mod ops;
 pub mod pipeline;
+pub mod plan;
 pub mod profile;
 pub mod repack;
 pub mod sampling;
@@ -18,4 +19,7 @@ pub mod variants;
 pub use device::{Backend, Caps, DeviceOptions, Gpu, Tuning};
 pub use error::{EngineError, Result};
 pub use exec::Executor;
-pub use model::{Context, ContextOptions, GpuModel, Logits, StepOutput, StepTimings};
+pub use model::{
+    Context, ContextBytes, ContextOptions, GpuModel, Logits, StepOutput, StepTimings, context_bytes,
+};
+pub use plan::{GpuLayers, Plan, PlanRequest};

@@ -53,9 +53,9 @@ fn tokens(n: u32, n_vocab: u32, seed: u32) -> Vec<u32> {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let model = load_model(&a.model, &a.device, None)?;
-    let n_vocab = model.config().n_vocab;
     let n_ctx = (a.n_prompt + a.n_gen + 8).max(64);
+    let model = load_model(&a.model, &a.device, None, Some(n_ctx))?;
+    let n_vocab = model.config().n_vocab;
     let mut session = model.session(&SessionOptions { n_ctx: Some(n_ctx), n_batch: a.batch })?;
     // Warm-up builds every pipeline and touches every buffer once.
     session.eval(&tokens(a.n_prompt.clamp(2, 16), n_vocab, 0), Logits::None)?;
@@ -106,6 +106,7 @@ pub fn run(a: Args) -> Result<()> {
         println!(
             "{}",
             json!({"model": name, "backend": backend, "adapter": info.adapter, "n_prompt": a.n_prompt, "n_gen": a.n_gen,
+                   "gpu_layers": info.plan.gpu_layers, "cpu_layers": info.plan.cpu_layers(), "threads": info.threads,
                    "repetitions": a.reps, "pp_tps": pp_tps, "tg_tps": tg_tps})
         );
     }

@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod info;
+pub mod plan;
 pub mod profile;
 pub mod run;
 pub mod tokenize;

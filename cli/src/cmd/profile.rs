@@ -27,13 +27,11 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let model = load_model(&a.model, &a.device, None)?;
+    let model = load_model(&a.model, &a.device, None, None)?;
     let prompt = model.tokenize(&a.prompt);
     if prompt.is_empty() {
         bail!("the prompt is empty after tokenization");
     }
-    let gpu = model.gpu();
-    let copy_gbs = copy_bandwidth(&gpu)?;
     let mut session = model
         .session(&SessionOptions { n_ctx: Some(prompt.len() as u32 + a.n as u32 + 8), n_batch: a.batch })?;
     session.enable_profiling();
@@ -42,6 +40,13 @@ pub fn run(a: Args) -> Result<()> {
     for chunk in session.generate(&prompt, opts)? {
         text.push_str(&chunk?.text);
     }
+    if let Some(p) = session.cpu_profile() {
+        cpu_table(p, model.info().plan.cpu_layers());
+    }
+    let Some(gpu) = model.gpu() else {
+        return Ok(());
+    };
+    let copy_gbs = copy_bandwidth(&gpu)?;
     let profiler = session.profiler().context("profiling was not enabled")?;
     println!("adapter: {} ({}), {}", gpu.adapter_name(), gpu.backend(), profiler.mode().describe());
     println!("device copy bandwidth: {copy_gbs:.2} GB/s");
@@ -98,5 +103,29 @@ fn table(name: &str, events: &[&KernelEvent], copy_gbs: f64) {
             ns / 1e3 / calls as f64,
             100.0 * ns / total
         );
+    }
+}
+
+/// Wall-clock time of the CPU layers per op kind (prefill and decode together).
+fn cpu_table(p: &wllm::engine::cpu::Profile, layers: u32) {
+    let total = p.total().as_secs_f64().max(1e-12);
+    println!("CPU ({layers} layers): {:.2} ms in all", total * 1e3);
+    println!("| op | total ms | share |");
+    println!("| --- | ---: | ---: |");
+    let rows = [
+        ("embedding", p.embed),
+        ("norms", p.norms),
+        ("q/k/v projections", p.qkv),
+        ("rope", p.rope),
+        ("attention", p.attention),
+        ("attention output", p.attn_out),
+        ("ffn gate/up", p.ffn_in),
+        ("glu", p.glu),
+        ("ffn down", p.ffn_out),
+        ("head", p.head),
+    ];
+    for (name, d) in rows {
+        let s = d.as_secs_f64();
+        println!("| {name} | {:.2} | {:.1}% |", s * 1e3, 100.0 * s / total);
     }
 }

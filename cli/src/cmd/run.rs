@@ -102,7 +102,7 @@ impl SamplingArgs {
 
 pub fn run(a: Args) -> Result<()> {
     let sampling = a.sampling.config()?;
-    let model = load_model(&a.model, &a.device, None)?;
+    let model = load_model(&a.model, &a.device, None, a.ctx)?;
     let prompt_ids = match (&a.prompt, &a.prompt_tokens) {
         (Some(p), _) => model.tokenize(p),
         (None, Some(ids)) => parse_ids(ids)?,
@@ -155,6 +155,8 @@ pub fn run(a: Args) -> Result<()> {
             "text": text,
             "backend": backend,
             "adapter": info.adapter,
+            "gpu_layers": info.plan.gpu_layers,
+            "cpu_layers": info.plan.cpu_layers(),
             "stop_reason": format!("{reason:?}"),
             "timings": {
                 "load_ms": info.load_time.as_secs_f64() * 1e3,
@@ -173,7 +175,16 @@ pub fn run(a: Args) -> Result<()> {
     }
     if a.verbose {
         eprintln!("backend:              {backend} ({})", info.adapter);
+        eprintln!(
+            "layers:               {} on the GPU, {} on the CPU ({} threads)",
+            info.plan.gpu_layers,
+            info.plan.cpu_layers(),
+            info.threads
+        );
         eprintln!("load duration:        {:.2?}", info.load_time);
+        if let Some(rss) = info.peak_rss {
+            eprintln!("peak memory (RSS):    {}", crate::common::human_bytes(rss));
+        }
         eprintln!("prompt eval count:    {} token(s)", stats.prompt_tokens);
         eprintln!("prompt eval duration: {:.2?}", stats.prompt_time);
         eprintln!("prompt eval rate:     {:.2} tokens/s", stats.prompt_tps());

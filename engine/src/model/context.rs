@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use wllm_loaders::ModelConfig;
+
 use super::GpuModel;
 use super::graph::{self, Graph};
 use crate::error::{EngineError, Result};
@@ -91,6 +93,14 @@ pub struct Context {
     profiler: Option<Profiler>,
 }
 
+/// What a step starts from.
+#[derive(Copy, Clone)]
+enum Input<'a> {
+    Tokens(&'a [u32]),
+    /// Rows of `n_embd`: the residual stream after the layers that ran elsewhere.
+    Hidden(&'a [f32]),
+}
+
 /// What a step produced.
 #[derive(Clone, Debug, Default)]
 pub struct StepOutput {
@@ -98,6 +108,77 @@ pub struct StepOutput {
     pub logits: Vec<f32>,
     /// argmax of the last row, when asked for.
     pub token: Option<u32>,
+}
+
+/// Device memory a context takes, by kind; what [`Context::new`] allocates and what memory
+/// plans count.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContextBytes {
+    /// K and V caches of every GPU layer.
+    pub kv: u64,
+    /// Activations, logits, readback buffers, RoPE tables and routing state.
+    pub scratch: u64,
+    /// The largest single K or V buffer (one binding per layer).
+    pub kv_binding: u64,
+}
+
+impl ContextBytes {
+    pub fn total(&self) -> u64 {
+        self.kv + self.scratch
+    }
+}
+
+/// Buffer sizes of a context over `n_layers` GPU layers (see [`ContextBytes`]).
+struct Sizes {
+    logit_rows: u64,
+    k_bytes: u64,
+    v_bytes: u64,
+    n_ff: u64,
+    qkv: u64,
+}
+
+impl Sizes {
+    fn new(c: &ModelConfig, n_ctx: u32, n_batch: u32, kv_f16: bool) -> Sizes {
+        let nb = n_batch as u64;
+        let vocab_bytes = c.n_vocab as u64 * 4;
+        let kv_elem = if kv_f16 { 2 } else { 4 };
+        Sizes {
+            // Logits for every row of a full batch, but no more than 64 MiB at once.
+            logit_rows: nb.min((64u64 << 20) / vocab_bytes.max(1)).max(1),
+            k_bytes: c.n_head_kv as u64 * n_ctx as u64 * c.head_dim as u64 * kv_elem,
+            v_bytes: c.n_head_kv as u64 * n_ctx as u64 * c.head_dim_v as u64 * kv_elem,
+            n_ff: c.n_ff.max(c.moe.as_ref().map(|m| m.n_ff_expert).unwrap_or(0)) as u64,
+            qkv: (c.n_embd_q() + c.n_embd_k() + c.n_embd_v()) as u64,
+        }
+    }
+}
+
+/// What a context of `n_ctx` positions and `n_batch`-token steps over `n_layers` GPU layers
+/// allocates on the device.
+pub fn context_bytes(c: &ModelConfig, n_layers: u32, n_ctx: u32, n_batch: u32, kv_f16: bool) -> ContextBytes {
+    let n_batch = n_batch.min(n_ctx).max(1);
+    let s = Sizes::new(c, n_ctx, n_batch, kv_f16);
+    let (nb, e, f) = (n_batch as u64, c.n_embd as u64, 4u64);
+    let mut scratch = nb * 4 // tokens
+        + 16 // step
+        + 3 * nb * e * f // x, h, block_out
+        + nb * s.qkv * f
+        + nb * (c.n_head * c.head_dim_v) as u64 * f
+        + 2 * nb * s.n_ff * f
+        + 2 * s.logit_rows * c.n_vocab as u64 * f // logits + readback
+        + 16
+        + 2 * n_ctx as u64 * (c.rope_dim as u64 / 2) * 8; // two RoPE tables
+    if let Some(m) = &c.moe {
+        let pairs = nb * m.n_expert_used as u64;
+        scratch += nb * m.n_expert as u64 * f + 2 * pairs * m.n_ff_expert as u64 * f + pairs * e * f;
+        // Routing state: ids and weights per pair, per-expert counts and tile lists.
+        scratch += pairs * 8 * 2 + m.n_expert as u64 * 64 + 4096;
+    }
+    ContextBytes {
+        kv: n_layers as u64 * (s.k_bytes + s.v_bytes),
+        scratch,
+        kv_binding: s.k_bytes.max(s.v_bytes),
+    }
 }
 
 impl Context {
@@ -113,14 +194,8 @@ impl Context {
         let f = 4u64;
         let nb = n_batch as u64;
         let e = c.n_embd as u64;
-        let qkv = (c.n_embd_q() + c.n_embd_k() + c.n_embd_v()) as u64;
-        let n_ff = c.n_ff.max(c.moe.as_ref().map(|m| m.n_ff_expert).unwrap_or(0)) as u64;
-        // Logits for every row of a full batch, but no more than 64 MiB at once.
+        let Sizes { logit_rows, k_bytes, v_bytes, n_ff, qkv } = Sizes::new(c, n_ctx, n_batch, kv_f16);
         let vocab_bytes = c.n_vocab as u64 * f;
-        let logit_rows = nb.min((64u64 << 20) / vocab_bytes).max(1);
-        let kv_elem = if kv_f16 { 2 } else { 4 };
-        let k_bytes = c.n_head_kv as u64 * n_ctx as u64 * c.head_dim as u64 * kv_elem;
-        let v_bytes = c.n_head_kv as u64 * n_ctx as u64 * c.head_dim_v as u64 * kv_elem;
         if k_bytes.max(v_bytes) > gpu.max_binding() {
             return Err(EngineError::Unsupported(format!(
                 "a context of {n_ctx} needs {} MiB per layer of KV cache, more than one {} MiB binding on this adapter; use a smaller --ctx",
@@ -152,8 +227,8 @@ impl Context {
             u: gpu.storage("ffn.up", nb * n_ff * f),
             a: gpu.storage("block_out", nb * e * f),
             logits: gpu.storage("logits", logit_rows * vocab_bytes),
-            k_cache: (0..c.n_layer).map(|_| gpu.storage("k_cache", k_bytes)).collect(),
-            v_cache: (0..c.n_layer).map(|_| gpu.storage("v_cache", v_bytes)).collect(),
+            k_cache: model.layers.iter().map(|_| gpu.storage("k_cache", k_bytes)).collect(),
+            v_cache: model.layers.iter().map(|_| gpu.storage("v_cache", v_bytes)).collect(),
             rope_tables: tables,
             read_tokens: gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("read.tokens"),
@@ -194,6 +269,39 @@ impl Context {
     pub fn model(&self) -> &Arc<GpuModel> {
         &self.model
     }
+
+    /// Bytes of every buffer this context allocated, as [`context_bytes`] predicts them.
+    pub fn device_bytes(&self) -> ContextBytes {
+        let b = &self.bufs;
+        let kv: u64 = b.k_cache.iter().chain(&b.v_cache).map(|x| x.size()).sum();
+        let mut scratch: u64 = [
+            &b.tokens,
+            &b.step,
+            &b.x,
+            &b.h,
+            &b.qkv,
+            &b.attn,
+            &b.g,
+            &b.u,
+            &b.a,
+            &b.logits,
+            &b.read_tokens,
+            &b.read_logits,
+        ]
+        .iter()
+        .map(|x| x.size())
+        .sum();
+        scratch += b.rope_tables.iter().map(|x| x.size()).sum::<u64>();
+        if let Some(m) = &b.moe {
+            scratch +=
+                [&m.ids, &m.weights, &m.pairs, &m.tiles, &m.args].iter().map(|x| x.size()).sum::<u64>();
+        }
+        if let Some(m) = &b.moe_bufs {
+            scratch += [&m.router_logits, &m.g, &m.u, &m.y].iter().map(|x| x.size()).sum::<u64>();
+        }
+        let kv_binding = b.k_cache.iter().chain(&b.v_cache).map(|x| x.size()).max().unwrap_or(0);
+        ContextBytes { kv, scratch, kv_binding }
+    }
     pub fn n_past(&self) -> u32 {
         self.n_past
     }
@@ -221,8 +329,10 @@ impl Context {
     /// Feeds `tokens` at the current position. Returns the logits asked for (of the last
     /// batch only for `Logits::Last`) and, if `argmax`, the greedy next token.
     pub fn eval(&mut self, tokens: &[u32], logits: Logits, argmax: bool) -> Result<StepOutput> {
-        if tokens.is_empty() {
-            return Err(EngineError::InvalidArgument("no tokens to evaluate".into()));
+        if self.model.first_layer > 0 {
+            return Err(EngineError::InvalidArgument(
+                "this context starts after CPU layers; feed it their hidden state".into(),
+            ));
         }
         let n_vocab = self.model.cfg.n_vocab;
         if let Some(bad) = tokens.iter().find(|&&t| t >= n_vocab) {
@@ -230,19 +340,50 @@ impl Context {
                 "token id {bad} is outside the vocabulary of {n_vocab}"
             )));
         }
-        let total = self.n_past as usize + tokens.len();
+        self.eval_input(Input::Tokens(tokens), logits, argmax)
+    }
+
+    /// Like [`eval`](Self::eval), from the hidden state (`n` rows of `n_embd`) that the layers
+    /// before `first_layer` left, for a model whose first layers run elsewhere.
+    pub fn eval_hidden(&mut self, hidden: &[f32], logits: Logits, argmax: bool) -> Result<StepOutput> {
+        let e = self.model.cfg.n_embd as usize;
+        if self.model.first_layer == 0 || !hidden.len().is_multiple_of(e) {
+            return Err(EngineError::InvalidArgument(format!(
+                "hidden input of {} values for a context whose first layer is {} (rows of {e})",
+                hidden.len(),
+                self.model.first_layer
+            )));
+        }
+        self.eval_input(Input::Hidden(hidden), logits, argmax)
+    }
+
+    fn eval_input(&mut self, input: Input<'_>, logits: Logits, argmax: bool) -> Result<StepOutput> {
+        let e = self.model.cfg.n_embd as usize;
+        let n_tokens = match input {
+            Input::Tokens(t) => t.len(),
+            Input::Hidden(h) => h.len() / e,
+        };
+        if n_tokens == 0 {
+            return Err(EngineError::InvalidArgument("no tokens to evaluate".into()));
+        }
+        let total = self.n_past as usize + n_tokens;
         if total > self.bufs.n_ctx as usize {
             return Err(EngineError::ContextOverflow { n_tokens: total, n_ctx: self.bufs.n_ctx as usize });
         }
         let mut out = StepOutput::default();
         let chunk = if logits == Logits::All { self.bufs.logit_rows } else { self.bufs.n_batch } as usize;
-        let n_chunks = tokens.len().div_ceil(chunk);
-        for (i, part) in tokens.chunks(chunk).enumerate() {
+        let n_chunks = n_tokens.div_ceil(chunk);
+        for i in 0..n_chunks {
             let last = i + 1 == n_chunks;
             let want = match logits {
                 Logits::All => Logits::All,
                 Logits::Last if last => Logits::Last,
                 _ => Logits::None,
+            };
+            let rows = i * chunk..((i + 1) * chunk).min(n_tokens);
+            let part = match input {
+                Input::Tokens(t) => Input::Tokens(&t[rows]),
+                Input::Hidden(h) => Input::Hidden(&h[rows.start * e..rows.end * e]),
             };
             let r = self.step(part, want, argmax && last)?;
             out.logits.extend_from_slice(&r.logits);
@@ -251,12 +392,20 @@ impl Context {
         Ok(out)
     }
 
-    fn step(&mut self, tokens: &[u32], logits: Logits, argmax: bool) -> Result<StepOutput> {
+    fn step(&mut self, input: Input<'_>, logits: Logits, argmax: bool) -> Result<StepOutput> {
         let start = Instant::now();
         let gpu = self.model.gpu.clone();
-        let n = tokens.len() as u32;
         let n_vocab = self.model.cfg.n_vocab as u64;
-        gpu.queue.write_buffer(&self.bufs.tokens, 0, bytemuck::cast_slice(tokens));
+        let n = match input {
+            Input::Tokens(t) => {
+                gpu.queue.write_buffer(&self.bufs.tokens, 0, bytemuck::cast_slice(t));
+                t.len() as u32
+            }
+            Input::Hidden(h) => {
+                gpu.queue.write_buffer(&self.bufs.x, 0, bytemuck::cast_slice(h));
+                (h.len() / self.model.cfg.n_embd as usize) as u32
+            }
+        };
         gpu.queue.write_buffer(&self.bufs.step, 0, bytemuck::cast_slice(&[self.n_past, n, 0, 0]));
         if argmax && logits == Logits::All {
             return Err(EngineError::InvalidArgument("argmax with all-row logits".into()));

@@ -69,11 +69,17 @@ fn body(m: &GpuModel, b: &Buffers, batched: bool) -> Result<Vec<Op>> {
     let qkv_stride = nq + nk + nv;
     let attn_w = c.n_head * c.head_dim_v;
     let post_norms = c.has_post_norms;
-    let mut ops = get_rows(gpu, &m.token_embd, &b.tokens, &b.x, e, c.embed_scale.unwrap_or(1.0))?;
-    for (il, l) in m.layers.iter().enumerate() {
-        // Pre-attention norm; with post-norms it also finishes the previous layer's FFN.
-        let prev_post = if il > 0 && post_norms {
-            m.layers[il - 1].post_ffw_norm.as_ref().map(|w| (&b.a, w))
+    // With CPU layers in front, the step starts from their hidden state, already in `x`.
+    let mut ops = match (&m.token_embd, m.first_layer) {
+        (Some(embd), 0) => get_rows(gpu, embd, &b.tokens, &b.x, e, c.embed_scale.unwrap_or(1.0))?,
+        _ => Vec::new(),
+    };
+    for (i, l) in m.layers.iter().enumerate() {
+        let il = m.first_layer as usize + i;
+        // Pre-attention norm; with post-norms it also finishes the previous layer's FFN (a
+        // CPU layer finishes its own).
+        let prev_post = if i > 0 && post_norms {
+            m.layers[i - 1].post_ffw_norm.as_ref().map(|w| (&b.a, w))
         } else {
             None
         };
@@ -108,8 +114,8 @@ fn body(m: &GpuModel, b: &Buffers, batched: bool) -> Result<Vec<Op>> {
                 eps: c.rms_eps,
                 kv_f16: b.kv_f16,
                 qkv: &b.qkv,
-                k_cache: &b.k_cache[il],
-                v_cache: &b.v_cache[il],
+                k_cache: &b.k_cache[i],
+                v_cache: &b.v_cache[i],
                 table,
                 step: &b.step,
                 qk_norm: l.qk_norm.as_ref(),
@@ -127,8 +133,8 @@ fn body(m: &GpuModel, b: &Buffers, batched: bool) -> Result<Vec<Op>> {
                 scale: c.attn_scale,
                 kv_f16: b.kv_f16,
                 qkv: &b.qkv,
-                k_cache: &b.k_cache[il],
-                v_cache: &b.v_cache[il],
+                k_cache: &b.k_cache[i],
+                v_cache: &b.v_cache[i],
                 out: &b.attn,
                 step: &b.step,
             },
@@ -297,10 +303,10 @@ fn head(m: &GpuModel, b: &Buffers, all_rows: bool) -> Result<Vec<Op>> {
     )?];
     let o = io(&b.h, e, &b.logits, 0, c.n_vocab);
     if all_rows {
-        ops.extend(linear(m, b, true, m.head(), o, Epilogue::Store)?);
+        ops.extend(linear(m, b, true, m.head()?, o, Epilogue::Store)?);
     } else {
         // One row (the last one, moved to row 0 by the norm) whatever the batch.
-        for mut op in linear(m, b, false, m.head(), o, Epilogue::Store)? {
+        for mut op in linear(m, b, false, m.head()?, o, Epilogue::Store)? {
             op.grid = Grid::Fixed(op.grid.dims(1));
             ops.push(op);
         }

@@ -7,7 +7,7 @@ mod graph;
 
 use std::sync::Arc;
 
-pub use context::{Context, ContextOptions, Logits, StepOutput, StepTimings};
+pub use context::{Context, ContextBytes, ContextOptions, Logits, StepOutput, StepTimings, context_bytes};
 use wllm_loaders::model::{FfnWeights, ModelWeights, TensorBytes, TensorMeta, TensorSource};
 use wllm_loaders::{ModelConfig, ModelError};
 
@@ -54,12 +54,17 @@ pub struct GpuLayer {
     pub post_ffw_norm: Option<wgpu::Buffer>,
 }
 
-/// A model whose weights live on one GPU. It is shared (read-only) by any number of contexts.
+/// The GPU's share of a model: layers `first_layer..n_layer` and the output head. It is shared
+/// (read-only) by any number of contexts. When `first_layer > 0` the layers before it run
+/// elsewhere (the CPU) and each step starts from their hidden state instead of token ids.
 #[derive(Debug)]
 pub struct GpuModel {
     pub gpu: Arc<Gpu>,
     pub cfg: ModelConfig,
-    pub token_embd: GpuWeight,
+    /// Model layer index of `layers[0]`.
+    pub first_layer: u32,
+    /// Present when the GPU embeds the tokens (`first_layer == 0`) or the head is tied to it.
+    pub token_embd: Option<GpuWeight>,
     pub output_norm: wgpu::Buffer,
     /// `None`: the head is tied to `token_embd`.
     pub output: Option<GpuWeight>,
@@ -77,24 +82,37 @@ struct Uploader<'a> {
     src: &'a dyn TensorSource,
     done: u64,
     total: u64,
+    /// Bytes written into mapped buffers since the queue last ran; see `tick`.
+    unflushed: u64,
     progress: Progress<'a>,
 }
+
+/// On a discrete GPU, each buffer written at creation goes through a staging copy that lives
+/// until the queue runs; flushing every this many bytes bounds that staging memory.
+const STAGING_BOUND: u64 = 256 << 20;
 
 impl Uploader<'_> {
     fn bytes(&self, m: &TensorMeta) -> Result<TensorBytes<'_>> {
         Ok(self.src.bytes(&m.name).ok_or_else(|| ModelError::MissingTensor(m.name.clone()))?)
     }
 
-    fn tick(&mut self, n: u64) {
+    fn tick(&mut self, n: u64) -> Result<()> {
         self.done += n;
+        self.unflushed += n;
+        if !self.gpu.caps.unified_memory && self.unflushed >= STAGING_BOUND {
+            self.gpu.queue.submit([]);
+            self.gpu.wait()?;
+            self.unflushed = 0;
+        }
         (self.progress)(self.done, self.total);
+        Ok(())
     }
 
     /// A matrix; stacked experts keep each expert (ne1 rows) inside one buffer.
     fn mat(&mut self, m: &TensorMeta) -> Result<GpuWeight> {
         let align = if m.dims.len() > 2 { m.dim(1) } else { 1 };
         let w = GpuWeight::upload_aligned(self.gpu, &self.bytes(m)?, align)?;
-        self.tick(m.n_bytes());
+        self.tick(m.n_bytes())?;
         Ok(w)
     }
 
@@ -110,7 +128,7 @@ impl Uploader<'_> {
         let rows: u64 = ms.iter().map(|m| m.n_elements() / m.dim(0)).sum();
         let meta = TensorMeta { name, ggml_type: ms[0].ggml_type, dims: vec![ms[0].dim(0), rows] };
         let w = GpuWeight::upload(self.gpu, &TensorBytes { meta, bytes: bytes.into() })?;
-        self.tick(ms.iter().map(|m| m.n_bytes()).sum());
+        self.tick(ms.iter().map(|m| m.n_bytes()).sum())?;
         Ok(w)
     }
 
@@ -123,7 +141,7 @@ impl Uploader<'_> {
             wllm_loaders::quant::dequantize_row(m.ggml_type, &t.bytes, &mut v)
                 .map_err(|e| EngineError::InvalidArgument(format!("{}: {e}", m.name)))?;
             all.extend(v);
-            self.tick(m.n_bytes());
+            self.tick(m.n_bytes())?;
         }
         Ok(self.gpu.storage_init(label, bytemuck::cast_slice(&all)))
     }
@@ -147,20 +165,44 @@ fn stackable(gpu: &Gpu, ms: &[&TensorMeta]) -> bool {
 }
 
 impl GpuModel {
+    /// Every layer and the head.
     pub fn load(
         gpu: Arc<Gpu>,
         cfg: ModelConfig,
         src: &dyn TensorSource,
         progress: Progress<'_>,
     ) -> Result<GpuModel> {
+        Self::load_layers(gpu, cfg, src, 0, progress)
+    }
+
+    /// Layers `first_layer..` and the head; at least one layer must be included.
+    pub fn load_layers(
+        gpu: Arc<Gpu>,
+        cfg: ModelConfig,
+        src: &dyn TensorSource,
+        first_layer: u32,
+        progress: Progress<'_>,
+    ) -> Result<GpuModel> {
+        if first_layer >= cfg.n_layer {
+            return Err(EngineError::InvalidArgument(format!(
+                "the GPU part must hold at least one layer (first layer {first_layer} of {})",
+                cfg.n_layer
+            )));
+        }
         let metas = ModelWeights::resolve(&cfg, src)?;
-        let total: u64 = metas.all().iter().map(|m| m.n_bytes()).sum();
-        let mut up = Uploader { gpu: &gpu, src, done: 0, total, progress };
-        let token_embd = up.mat(&metas.token_embd)?;
+        let first = first_layer as usize;
+        let need_embd = first == 0 || metas.output.is_none();
+        let mut total: u64 = metas.layers[first..].iter().flat_map(|l| l.iter()).map(|m| m.n_bytes()).sum();
+        total += metas.output_norm.n_bytes() + metas.output.as_ref().map_or(0, |m| m.n_bytes());
+        if need_embd {
+            total += metas.token_embd.n_bytes();
+        }
+        let mut up = Uploader { gpu: &gpu, src, done: 0, total, unflushed: 0, progress };
+        let token_embd = if need_embd { Some(up.mat(&metas.token_embd)?) } else { None };
         let output = metas.output.as_ref().map(|m| up.mat(m)).transpose()?;
         let output_norm = up.vec(&metas.output_norm)?;
-        let mut layers = Vec::with_capacity(metas.layers.len());
-        for (il, l) in metas.layers.iter().enumerate() {
+        let mut layers = Vec::with_capacity(metas.layers.len() - first);
+        for (il, l) in metas.layers.iter().enumerate().skip(first) {
             let qk_norm = match (&l.attn_q_norm, &l.attn_k_norm) {
                 (Some(q), Some(k)) => Some(up.vecs("qk_norm", &[q, k])?),
                 _ => None,
@@ -219,10 +261,44 @@ impl GpuModel {
                 post_ffw_norm: up.opt_vec(&l.post_ffw_norm)?,
             });
         }
-        Ok(GpuModel { gpu: gpu.clone(), cfg, token_embd, output_norm, output, layers, weight_bytes: total })
+        Ok(GpuModel {
+            gpu: gpu.clone(),
+            cfg,
+            first_layer,
+            token_embd,
+            output_norm,
+            output,
+            layers,
+            weight_bytes: total,
+        })
     }
 
-    pub fn head(&self) -> &GpuWeight {
-        self.output.as_ref().unwrap_or(&self.token_embd)
+    /// Bytes of every buffer this model allocated on the device (what memory plans predict).
+    pub fn device_bytes(&self) -> u64 {
+        let w = |w: &GpuWeight| w.device_bytes();
+        let b = |b: &wgpu::Buffer| b.size();
+        let ob = |o: &Option<wgpu::Buffer>| o.as_ref().map_or(0, b);
+        let mut total = self.token_embd.as_ref().map_or(0, w) + self.output.as_ref().map_or(0, w);
+        total += b(&self.output_norm);
+        for l in &self.layers {
+            total += b(&l.attn_norm) + ob(&l.qk_norm) + w(&l.wo) + ob(&l.post_attn_norm);
+            total += b(&l.ffn_norm) + ob(&l.post_ffw_norm);
+            total += l.qkv.iter().map(|p| w(&p.w) + ob(&p.bias)).sum::<u64>();
+            total += match &l.ffn {
+                GpuFfn::Dense { gate_up: GateUp::Fused(gu), down } => w(gu) + w(down),
+                GpuFfn::Dense { gate_up: GateUp::Split { gate, up }, down } => w(gate) + w(up) + w(down),
+                GpuFfn::Moe { router, gate_exps, up_exps, down_exps } => {
+                    w(router) + w(gate_exps) + w(up_exps) + w(down_exps)
+                }
+            };
+        }
+        total
+    }
+
+    pub fn head(&self) -> Result<&GpuWeight> {
+        self.output
+            .as_ref()
+            .or(self.token_embd.as_ref())
+            .ok_or_else(|| EngineError::InvalidArgument("the model has no output head on the GPU".into()))
     }
 }

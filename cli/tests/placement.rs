@@ -1,0 +1,99 @@
+//! Placement from the command line: the CPU alone says so, `wllm plan` prints a plan without
+//! loading, and a request over the memory budget is refused before anything is allocated.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn tiny() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/models/tiny-llama-q4_k_m.gguf")
+}
+
+fn wllm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wllm"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .expect("running wllm")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn cpu_only_run_says_backend_cpu() {
+    let m = tiny();
+    let out = wllm(&[
+        "run",
+        m.to_str().unwrap(),
+        "--prompt-tokens",
+        "1,2,3",
+        "-n",
+        "4",
+        "--temp",
+        "0",
+        "--gpu-layers",
+        "0",
+        "--verbose",
+    ]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("backend:              cpu "), "{err}");
+    assert!(err.contains("0 on the GPU"), "{err}");
+    assert!(err.contains("peak memory"), "{err}");
+}
+
+#[test]
+fn plan_prints_without_loading_and_over_budget_requests_are_refused() {
+    let m = tiny();
+    let m = m.to_str().unwrap();
+    let out = wllm(&["plan", m, "--ctx", "128", "--gpu-layers", "0"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    assert!(plan.contains("memory plan: 0 of") && plan.contains("fits"), "{plan}");
+
+    // Needs a GPU adapter to have something to refuse; lavapipe in CI.
+    if wllm::engine::Gpu::new(&Default::default()).is_err() {
+        eprintln!("no GPU adapter: refusal not tested");
+        return;
+    }
+    for cmd in ["run", "plan"] {
+        let out = wllm(
+            &[
+                cmd,
+                m,
+                "--prompt-tokens",
+                "1,2",
+                "--gpu-layers",
+                "all",
+                "--memory-budget",
+                "64KiB",
+                "--ctx",
+                "128",
+            ]
+            .into_iter()
+            .filter(|a| cmd == "run" || !(*a == "--prompt-tokens" || *a == "1,2"))
+            .collect::<Vec<_>>(),
+        );
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{cmd}: accepted a plan over budget");
+        assert!(err.contains("does NOT fit") && err.contains("--gpu-layers"), "{cmd}: {err}");
+    }
+    // auto under the same budget falls back to fewer layers and runs.
+    let out = wllm(&[
+        "run",
+        m,
+        "--prompt-tokens",
+        "1,2",
+        "-n",
+        "2",
+        "--temp",
+        "0",
+        "--memory-budget",
+        "64KiB",
+        "--verbose",
+    ]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("backend:              cpu"), "{err}");
+}

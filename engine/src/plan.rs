@@ -1,0 +1,376 @@
+//! The memory plan: before anything is allocated, how many bytes of weights, KV cache and
+//! scratch each device will hold for a given placement and context, against each device's
+//! budget. `--gpu-layers auto` takes the most GPU layers that fit; an explicit request that
+//! does not fit is refused with the plan and what to change.
+//!
+//! Placement: the GPU takes the *last* layers and the output head; layers leave the GPU from
+//! the front of the stack (layer 0 first). The token embedding stays with the CPU when any
+//! layer runs there, so a split costs one crossing per step.
+
+use std::fmt;
+
+use wllm_loaders::ModelConfig;
+use wllm_loaders::model::{ModelWeights, TensorMeta};
+
+use crate::error::{EngineError, Result};
+use crate::model::context_bytes;
+use crate::repack::{gpu_bytes, layout};
+
+/// How many layers to put on the GPU.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum GpuLayers {
+    /// As many as fit the budget.
+    #[default]
+    Auto,
+    /// Every layer; refused if it does not fit.
+    All,
+    /// The last `n` layers (more than the model has means all).
+    Count(u32),
+}
+
+impl std::str::FromStr for GpuLayers {
+    type Err = EngineError;
+    fn from_str(s: &str) -> Result<GpuLayers> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(GpuLayers::Auto),
+            "all" | "max" => Ok(GpuLayers::All),
+            n => n.parse().map(GpuLayers::Count).map_err(|_| {
+                EngineError::InvalidArgument(format!(
+                    "--gpu-layers takes a number, `all` or `auto`, not {s:?}"
+                ))
+            }),
+        }
+    }
+}
+
+/// A memory size from the command line or environment: `6GiB`, `512M`, `8g`, `1000000`.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num.parse().map_err(|_| EngineError::InvalidArgument(format!("bad memory size {s:?}")))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(EngineError::InvalidArgument(format!("bad memory size {s:?} (try 6GiB or 512MiB)"))),
+    };
+    let bytes = v * mult as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(EngineError::InvalidArgument(format!("bad memory size {s:?}")));
+    }
+    Ok(bytes as u64)
+}
+
+/// What the plan needs to know about the GPU.
+#[derive(Clone, Debug)]
+pub struct GpuFacts {
+    pub name: String,
+    /// The KV cache is f16 (else f32).
+    pub kv_f16: bool,
+    pub max_binding: u64,
+    /// Shares memory with the host (integrated GPU, CPU adapter): one pool for both sides.
+    pub unified: bool,
+    /// Bytes the GPU side may use, and where that figure came from.
+    pub budget: Option<u64>,
+    pub budget_source: String,
+}
+
+impl GpuFacts {
+    /// From an open device; `budget` (a user's `--memory-budget` or `WLLM_GPU_MEMORY`) wins
+    /// over what the adapter reports. On unified memory the host's available memory is the
+    /// budget.
+    pub fn of(gpu: &crate::Gpu, budget: Option<u64>, host: &HostFacts) -> GpuFacts {
+        let unified = gpu.caps.unified_memory;
+        let (budget, budget_source) = match (budget, gpu.device_memory) {
+            (Some(b), _) => (Some(b), "set by the user".to_string()),
+            (None, _) if unified => (host.available, "host memory (unified)".to_string()),
+            (None, Some(m)) => (Some(m), "device-local heap".to_string()),
+            (None, None) => (None, "unknown: set --memory-budget or WLLM_GPU_MEMORY".to_string()),
+        };
+        GpuFacts {
+            name: gpu.adapter_name().to_string(),
+            kv_f16: gpu.caps.f16,
+            max_binding: gpu.max_binding(),
+            unified,
+            budget,
+            budget_source,
+        }
+    }
+}
+
+/// What the plan needs to know about the host.
+#[derive(Clone, Debug)]
+pub struct HostFacts {
+    /// Memory available to this process (`MemAvailable`), where the OS tells.
+    pub available: Option<u64>,
+}
+
+impl HostFacts {
+    pub fn probe() -> HostFacts {
+        HostFacts { available: meminfo("MemAvailable:") }
+    }
+}
+
+/// A field of `/proc/meminfo` in bytes (Linux only).
+fn meminfo(key: &str) -> Option<u64> {
+    proc_kib("/proc/meminfo", key)
+}
+
+/// Peak resident memory of this process so far (Linux only).
+pub fn peak_rss() -> Option<u64> {
+    proc_kib("/proc/self/status", "VmHWM:")
+}
+
+fn proc_kib(path: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kib: u64 = line[key.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Settings the plan is made for.
+#[derive(Clone, Debug)]
+pub struct PlanRequest {
+    pub gpu_layers: GpuLayers,
+    pub n_ctx: u32,
+    pub n_batch: u32,
+    /// Largest batch the CPU layers run at once.
+    pub cpu_batch: u32,
+}
+
+/// Bytes one device holds.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub weights: u64,
+    pub kv: u64,
+    pub scratch: u64,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.weights + self.kv + self.scratch
+    }
+}
+
+/// Where every layer goes and what each device holds.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub n_layer: u32,
+    /// Layers on the GPU: the last ones, `n_layer - gpu_layers..n_layer`.
+    pub gpu_layers: u32,
+    pub n_ctx: u32,
+    pub gpu: Option<(GpuFacts, Usage)>,
+    pub cpu: Usage,
+    pub host_available: Option<u64>,
+    /// One layer's K or V cache at this context is larger than one GPU binding.
+    pub kv_exceeds_binding: bool,
+    /// Whether it fits every budget.
+    pub fits: bool,
+}
+
+impl Plan {
+    /// Layers on the CPU: the first ones, `0..cpu_layers()`.
+    pub fn cpu_layers(&self) -> u32 {
+        self.n_layer - self.gpu_layers
+    }
+}
+
+/// Makes the plan for `req`. `gpu` is `None` when there is no adapter (everything on the CPU).
+/// Errors (with the plan in the message) when an explicit request does not fit, or nothing
+/// does.
+pub fn plan(
+    cfg: &ModelConfig,
+    w: &ModelWeights<TensorMeta>,
+    req: &PlanRequest,
+    gpu: Option<&GpuFacts>,
+    host: &HostFacts,
+) -> Result<Plan> {
+    let n = cfg.n_layer;
+    let make = |g: u32| plan_for(cfg, w, req, gpu, host, g);
+    let chosen = match (gpu, req.gpu_layers) {
+        (None, GpuLayers::Count(0) | GpuLayers::Auto) => make(0),
+        (None, _) => {
+            return Err(EngineError::InvalidArgument(
+                "GPU layers were requested but no GPU adapter is available; use --gpu-layers 0".into(),
+            ));
+        }
+        (Some(_), GpuLayers::All) => make(n),
+        (Some(_), GpuLayers::Count(k)) => make(k.min(n)),
+        (Some(_), GpuLayers::Auto) => {
+            // Fit grows monotonically harder on the GPU side, so the first fitting count
+            // from the top is the most that fit; none fitting on the GPU leaves the CPU alone.
+            (0..=n).rev().map(make).find(|p| p.fits).unwrap_or_else(|| make(0))
+        }
+    };
+    if !chosen.fits {
+        let advice = advice(&chosen, req);
+        return Err(EngineError::OverBudget { plan: chosen.to_string(), advice });
+    }
+    Ok(chosen)
+}
+
+fn advice(p: &Plan, req: &PlanRequest) -> String {
+    let over_gpu = p.gpu.as_ref().is_some_and(|(f, u)| f.budget.is_some_and(|b| u.total() > b));
+    let over_host = !host_fits(p);
+    let mut tips = Vec::new();
+    if over_gpu && p.gpu_layers > 0 {
+        tips.push("fewer --gpu-layers (or auto)".to_string());
+    }
+    if over_host || p.kv_exceeds_binding {
+        tips.push(format!("a smaller --ctx than {}", req.n_ctx));
+    }
+    if over_gpu || over_host {
+        tips.push("a larger --memory-budget if more memory is really free".to_string());
+    }
+    if tips.is_empty() {
+        tips.push(format!("a smaller --ctx than {}", req.n_ctx));
+    }
+    format!("try {}", tips.join(", or "))
+}
+
+/// Whether the host side (plus the GPU's share of unified memory) fits what is available.
+fn host_fits(p: &Plan) -> bool {
+    let Some(avail) = p.host_available else { return true };
+    let shared = p.gpu.as_ref().filter(|(f, _)| f.unified).map_or(0, |(_, u)| u.total());
+    p.cpu.total() + shared <= avail
+}
+
+fn plan_for(
+    cfg: &ModelConfig,
+    w: &ModelWeights<TensorMeta>,
+    req: &PlanRequest,
+    gpu: Option<&GpuFacts>,
+    host: &HostFacts,
+    g: u32,
+) -> Plan {
+    let n = cfg.n_layer;
+    let first_gpu = (n - g) as usize;
+    let mut cpu = Usage::default();
+    let mut gpu_use = Usage::default();
+    let mut fits = true;
+    let mut kv_exceeds_binding = false;
+    // CPU side: the embedding whenever it runs a layer, its layers, the head if it runs all.
+    if first_gpu > 0 {
+        cpu.weights += w.token_embd.n_bytes();
+        cpu.weights += w.layers[..first_gpu].iter().flat_map(|l| l.iter()).map(|m| m.n_bytes()).sum::<u64>();
+        let (hd, hdv) = (cfg.head_dim as u64, cfg.head_dim_v as u64);
+        cpu.kv = first_gpu as u64 * req.n_ctx as u64 * cfg.n_head_kv as u64 * (hd + hdv) * 4
+            + 2 * req.n_ctx as u64 * (cfg.rope_dim as u64 / 2) * 8;
+        let b = req.cpu_batch.min(req.n_ctx).max(1) as u64;
+        let e = cfg.n_embd as u64;
+        let qkv = (cfg.n_embd_q() + cfg.n_embd_k() + cfg.n_embd_v()) as u64;
+        let n_ff = cfg.n_ff.max(cfg.moe.as_ref().map_or(0, |m| m.n_ff_expert * m.n_expert_used)) as u64;
+        cpu.scratch = b * (3 * e + 2 * qkv + 2 * n_ff) * 4;
+        if g == 0 {
+            cpu.weights += w.output_norm.n_bytes() + w.output.as_ref().map_or(0, |m| m.n_bytes());
+            cpu.scratch += b * cfg.n_vocab as u64 * 4;
+        }
+    }
+    if let (Some(f), true) = (gpu, g > 0) {
+        let mut weights: u64 =
+            w.layers[first_gpu..].iter().flat_map(|l| l.iter()).map(|m| device_bytes(m, f)).sum();
+        weights += device_bytes(&w.output_norm, f);
+        if let Some(o) = &w.output {
+            weights += device_bytes(o, f);
+        }
+        if first_gpu == 0 || w.output.is_none() {
+            weights += device_bytes(&w.token_embd, f);
+        }
+        let c = context_bytes(cfg, g, req.n_ctx, req.n_batch, f.kv_f16);
+        gpu_use = Usage { weights, kv: c.kv, scratch: c.scratch };
+        if c.kv_binding > f.max_binding {
+            kv_exceeds_binding = true;
+            fits = false;
+        }
+        if let Some(b) = f.budget
+            && gpu_use.total() > b
+        {
+            fits = false;
+        }
+    }
+    let mut p = Plan {
+        n_layer: n,
+        gpu_layers: g,
+        n_ctx: req.n_ctx,
+        gpu: gpu.filter(|_| g > 0).map(|f| (f.clone(), gpu_use)),
+        cpu,
+        host_available: host.available,
+        kv_exceeds_binding,
+        fits,
+    };
+    // Unified memory: the GPU's buffers come out of the same RAM as the CPU's.
+    if !host_fits(&p) {
+        p.fits = false;
+    }
+    p
+}
+
+/// Bytes a tensor takes on the GPU: matrices in the repacked layout, split into parts of at
+/// most one binding; vectors as f32.
+fn device_bytes(m: &TensorMeta, f: &GpuFacts) -> u64 {
+    if m.dims.len() < 2 || m.dims.iter().skip(1).product::<u64>() == 1 {
+        return (m.n_elements() * 4).next_multiple_of(4);
+    }
+    let Some(lay) = layout(m.ggml_type) else { return m.n_bytes() };
+    let nb = m.dim(0) / lay.elems as u64;
+    let rows: u64 = m.dims.iter().skip(1).product();
+    let row = gpu_bytes(&lay, nb).1.max(1);
+    let per_part = (f.max_binding.min(u32::MAX as u64 & !255) / row).max(1);
+    let full = rows / per_part;
+    let rest = rows % per_part;
+    full * gpu_bytes(&lay, per_part * nb).1 + if rest > 0 { gpu_bytes(&lay, rest * nb).1 } else { 0 }
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "memory plan: {} of {} layers on the GPU (the last ones, with the head), context {}",
+            self.gpu_layers, self.n_layer, self.n_ctx
+        )?;
+        if let Some((g, _)) = &self.gpu {
+            writeln!(f, "  GPU: {}{}", g.name, if g.unified { " (shares host memory)" } else { "" })?;
+        }
+        writeln!(
+            f,
+            "  {:<16} {:>12} {:>12} {:>12} {:>12}  budget",
+            "device", "weights", "KV cache", "scratch", "total"
+        )?;
+        if let Some((g, u)) = &self.gpu {
+            let budget = match g.budget {
+                Some(b) => format!("{} ({})", mib(b), g.budget_source),
+                None => g.budget_source.clone(),
+            };
+            writeln!(
+                f,
+                "  {:<16} {:>12} {:>12} {:>12} {:>12}  {budget}",
+                format!("GPU ({} layers)", self.gpu_layers),
+                mib(u.weights),
+                mib(u.kv),
+                mib(u.scratch),
+                mib(u.total())
+            )?;
+        }
+        let avail = match self.host_available {
+            Some(a) => format!("{} available", mib(a)),
+            None => "unknown".into(),
+        };
+        writeln!(
+            f,
+            "  {:<16} {:>12} {:>12} {:>12} {:>12}  {avail}",
+            format!("CPU ({} layers)", self.cpu_layers()),
+            mib(self.cpu.weights),
+            mib(self.cpu.kv),
+            mib(self.cpu.scratch),
+            mib(self.cpu.total())
+        )?;
+        write!(f, "  {}", if self.fits { "fits" } else { "does NOT fit" })
+    }
+}

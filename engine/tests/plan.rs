@@ -1,0 +1,137 @@
+//! The memory plan: its arithmetic against what loading really allocates, `auto` choosing the
+//! most layers under a budget, and refusals (with the plan and advice) before any allocation.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wllm_engine::plan::{GpuFacts, HostFacts, PlanRequest, parse_size, plan};
+use wllm_engine::{
+    Context, ContextOptions, DeviceOptions, EngineError, Gpu, GpuLayers, GpuModel, context_bytes,
+};
+use wllm_loaders::model::ModelWeights;
+use wllm_loaders::{GgufFile, ModelConfig};
+
+fn tiny(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/models").join(name)
+}
+
+fn facts(budget: Option<u64>, max_binding: u64) -> GpuFacts {
+    GpuFacts {
+        name: "test".into(),
+        kv_f16: true,
+        max_binding,
+        unified: false,
+        budget,
+        budget_source: "test".into(),
+    }
+}
+
+const PLENTY: HostFacts = HostFacts { available: Some(1 << 40) };
+
+fn req(g: GpuLayers, n_ctx: u32) -> PlanRequest {
+    PlanRequest { gpu_layers: g, n_ctx, n_batch: 64, cpu_batch: 64 }
+}
+
+#[test]
+fn sizes_and_layer_counts_parse() {
+    assert_eq!(parse_size("6GiB").unwrap(), 6 << 30);
+    assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+    assert_eq!(parse_size("1.5g").unwrap(), 3 << 29);
+    assert_eq!(parse_size("1000").unwrap(), 1000);
+    for bad in ["", "GiB", "6 parsecs", "-1G", "1e999G"] {
+        assert!(parse_size(bad).is_err(), "{bad:?} accepted");
+    }
+    assert_eq!("auto".parse::<GpuLayers>().unwrap(), GpuLayers::Auto);
+    assert_eq!("all".parse::<GpuLayers>().unwrap(), GpuLayers::All);
+    assert_eq!("12".parse::<GpuLayers>().unwrap(), GpuLayers::Count(12));
+    assert!("some".parse::<GpuLayers>().is_err());
+}
+
+#[test]
+fn auto_takes_the_most_layers_that_fit_and_explicit_requests_over_budget_are_refused() {
+    for name in ["tiny-llama-q4_k_m.gguf", "tiny-gemma3-q4_k_m.gguf", "tiny-qwen3moe-q4_k_m.gguf"] {
+        let f = GgufFile::open(tiny(name)).unwrap();
+        let cfg = ModelConfig::from_gguf(&f).unwrap();
+        let w = ModelWeights::resolve(&cfg, &f).unwrap();
+        let n = cfg.n_layer;
+        let unlimited = facts(None, 128 << 20);
+        let all = plan(&cfg, &w, &req(GpuLayers::All, 256), Some(&unlimited), &PLENTY).unwrap();
+        assert_eq!(all.gpu_layers, n);
+        let gpu_total = |g: u32| {
+            let p = plan(&cfg, &w, &req(GpuLayers::Count(g), 256), Some(&unlimited), &PLENTY).unwrap();
+            p.gpu.map_or(0, |(_, u)| u.total())
+        };
+        // GPU memory grows with every layer it takes.
+        for g in 1..=n {
+            assert!(gpu_total(g) > gpu_total(g - 1), "{name}: {g} layers take no more than {}", g - 1);
+        }
+        // A budget one byte short of k layers gives auto k-1 layers.
+        for k in 1..=n {
+            let budget = gpu_total(k) - 1;
+            let f = facts(Some(budget), 128 << 20);
+            let p = plan(&cfg, &w, &req(GpuLayers::Auto, 256), Some(&f), &PLENTY).unwrap();
+            assert_eq!(p.gpu_layers, k - 1, "{name}: budget {budget}");
+            assert!(p.fits);
+            assert_eq!(p.cpu_layers(), n - (k - 1));
+            if k == n {
+                let e = plan(&cfg, &w, &req(GpuLayers::All, 256), Some(&f), &PLENTY).unwrap_err();
+                let EngineError::OverBudget { plan, advice } = &e else { panic!("{name}: {e}") };
+                assert!(plan.contains("does NOT fit") && advice.contains("--gpu-layers"), "{e}");
+            }
+        }
+        // The CPU side holds what the GPU does not: every layer's weights sum to the file's.
+        let none = plan(&cfg, &w, &req(GpuLayers::Count(0), 256), Some(&unlimited), &PLENTY).unwrap();
+        assert_eq!(none.cpu.weights, w.all().iter().map(|m| m.n_bytes()).sum::<u64>(), "{name}");
+        assert!(none.gpu.is_none());
+        // No GPU at all: auto and 0 run on the CPU; asking for GPU layers is an error.
+        assert_eq!(plan(&cfg, &w, &req(GpuLayers::Auto, 256), None, &PLENTY).unwrap().gpu_layers, 0);
+        assert!(plan(&cfg, &w, &req(GpuLayers::All, 256), None, &PLENTY).is_err());
+        // A context whose KV cache fits nowhere is refused, with --ctx in the advice.
+        let small_host = HostFacts { available: Some(none.cpu.weights + 1) };
+        let e = plan(&cfg, &w, &req(GpuLayers::Count(0), 4096), None, &small_host).unwrap_err();
+        assert!(e.to_string().contains("--ctx"), "{e}");
+        // One layer's cache larger than a binding: the GPU cannot take that context.
+        let tiny_binding = facts(None, 1 << 10);
+        let e = plan(&cfg, &w, &req(GpuLayers::All, 4096), Some(&tiny_binding), &PLENTY).unwrap_err();
+        assert!(e.to_string().contains("--ctx"), "{e}");
+    }
+}
+
+#[test]
+fn the_plan_predicts_what_loading_allocates() {
+    let gpu = match Gpu::new(&DeviceOptions::default()) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("skipping: {e}");
+            return;
+        }
+    };
+    let host = HostFacts::probe();
+    let f = GpuFacts::of(&gpu, None, &host);
+    for name in ["tiny-llama-q4_k_m.gguf", "tiny-gemma3-q4_k_m.gguf", "tiny-qwen3moe-q4_k_m.gguf"] {
+        let file = GgufFile::open(tiny(name)).unwrap();
+        let cfg = ModelConfig::from_gguf(&file).unwrap();
+        let w = ModelWeights::resolve(&cfg, &file).unwrap();
+        for g in [cfg.n_layer, 1, cfg.n_layer / 2] {
+            let p = plan(&cfg, &w, &req(GpuLayers::Count(g), 200), Some(&f), &host).unwrap();
+            let (_, predicted) = p.gpu.clone().unwrap();
+            let m = Arc::new(
+                GpuModel::load_layers(gpu.clone(), cfg.clone(), &file, cfg.n_layer - g, &mut |_, _| {})
+                    .unwrap(),
+            );
+            assert_eq!(predicted.weights, m.device_bytes(), "{name} with {g} GPU layers: weights");
+            let ctx = Context::new(m.clone(), &ContextOptions { n_ctx: 200, n_batch: 64 }).unwrap();
+            let got = ctx.device_bytes();
+            let want = context_bytes(&cfg, g, 200, 64, gpu.caps.f16);
+            assert_eq!(want.kv, got.kv, "{name} with {g} GPU layers: KV cache");
+            assert_eq!(predicted.kv, got.kv);
+            // Scratch is predicted from above, within a few KiB of routing bookkeeping.
+            assert!(
+                want.scratch >= got.scratch && want.scratch - got.scratch <= 8 << 10,
+                "{name}: scratch predicted {} allocated {}",
+                want.scratch,
+                got.scratch
+            );
+        }
+    }
+}
