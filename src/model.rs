@@ -38,6 +38,9 @@ pub struct LoadOptions {
     /// The context sessions get by default, and that the memory plan is made for (`None`: the
     /// model's training context, capped at 4096).
     pub n_ctx: Option<u32>,
+    /// MoE layers below this index keep their router and experts on the CPU while attention
+    /// stays on the GPU (llama.cpp's `--n-cpu-moe N`; `u32::MAX` is `--cpu-moe`).
+    pub n_cpu_moe: u32,
 }
 
 /// Most prompt tokens a step processes unless a session asks otherwise.
@@ -78,6 +81,7 @@ pub(crate) struct ModelInner {
     /// What the plan was made from, to check sessions with other contexts against it.
     pub weights: ModelWeights<wllm_loaders::model::TensorMeta>,
     pub gpu_facts: Option<GpuFacts>,
+    pub n_cpu_moe: u32,
     /// The weights; CPU layers read them in place for as long as any session lives.
     pub source: Arc<dyn TensorSource>,
 }
@@ -178,6 +182,7 @@ impl Model {
             n_ctx,
             n_batch: DEFAULT_BATCH,
             cpu_batch: DEFAULT_BATCH,
+            cpu_moe_below: opts.n_cpu_moe,
         };
         let plan = plan(&cfg, &weights, &request, gpu_facts.as_ref(), &host)?;
         let first_gpu = plan.cpu_layers();
@@ -187,6 +192,7 @@ impl Model {
                 cfg.clone(),
                 source.as_ref(),
                 first_gpu,
+                opts.n_cpu_moe,
                 progress,
             )?)),
             _ => None,
@@ -225,6 +231,7 @@ impl Model {
                 info,
                 weights,
                 gpu_facts,
+                n_cpu_moe: opts.n_cpu_moe,
                 source,
             }),
         };
@@ -256,6 +263,7 @@ impl Model {
             n_ctx,
             n_batch: DEFAULT_BATCH,
             cpu_batch: DEFAULT_BATCH,
+            cpu_moe_below: i.n_cpu_moe,
         };
         Ok(plan(&i.cfg, &i.weights, &request, i.gpu_facts.as_ref(), &HostFacts::probe())?)
     }

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use wllm_engine::cpu::CpuStack;
+use wllm_engine::cpu::{CpuExperts, CpuStack};
 use wllm_engine::{ContextOptions, Executor, Logits, StepTimings};
 
 use crate::error::{Error, Result};
@@ -45,9 +45,18 @@ impl Session {
         let cpu = |with_head| {
             CpuStack::new(&inner.cfg, inner.source.clone(), n_cpu, with_head, n_ctx, inner.info.threads)
         };
+        let experts = match &inner.gpu_model {
+            Some(g) if !g.cpu_moe_layers.is_empty() => Some(CpuExperts::new(
+                &inner.cfg,
+                inner.source.clone(),
+                &g.cpu_moe_layers,
+                inner.info.threads,
+            )?),
+            _ => None,
+        };
         let exec = match &inner.gpu_model {
-            Some(g) if n_cpu == 0 => Executor::gpu(g.clone(), &ctx)?,
-            Some(g) => Executor::split(cpu(false)?, g.clone(), &ctx)?,
+            Some(g) if n_cpu == 0 => Executor::gpu_with_experts(g.clone(), &ctx, experts)?,
+            Some(g) => Executor::split(cpu(false)?, g.clone(), &ctx, experts)?,
             None => Executor::cpu(cpu(true)?),
         };
         Ok(Session { model, exec, history: Vec::new() })

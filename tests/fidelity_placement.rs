@@ -13,6 +13,11 @@ const MEAN_BUDGET: f64 = 0.05;
 const MAX_BUDGET: f64 = 0.5;
 
 fn check(filter: &dyn Fn(&support::Case) -> bool, splits: &dyn Fn(u32) -> Vec<u32>) {
+    check_with(filter, splits, 0);
+}
+
+/// `n_cpu_moe`: MoE layers below it keep their experts on the CPU.
+fn check_with(filter: &dyn Fn(&support::Case) -> bool, splits: &dyn Fn(u32) -> Vec<u32>, n_cpu_moe: u32) {
     if wllm::engine::Gpu::new(&Default::default()).is_err() {
         eprintln!("no GPU adapter: skipped");
         return;
@@ -34,6 +39,9 @@ fn check(filter: &dyn Fn(&support::Case) -> bool, splits: &dyn Fn(u32) -> Vec<u3
                 LoadOptions { gpu_layers: GpuLayers::Count(g), n_ctx: Some(512), ..Default::default() };
             let model = Model::load_with(&case.model_path, &opts, &mut |_, _| {}).unwrap();
             assert_eq!(model.info().plan.gpu_layers, g);
+            if n_cpu_moe > 0 {
+                assert!(model.info().plan.cpu.weights > 0, "{}: no experts on the CPU", case.name);
+            }
             let mut s = model.session(&SessionOptions { n_ctx: Some(512), n_batch: 64 }).unwrap();
             assert_eq!(s.layer_split(), (n_layer - g, g));
             let mut got = s.eval(&case.prompt_ids, Logits::All).unwrap();
@@ -53,7 +61,7 @@ fn check(filter: &dyn Fn(&support::Case) -> bool, splits: &dyn Fn(u32) -> Vec<u3
             }
             let greedy_ok = greedy[..p] == case.greedy_ids[..p];
             eprintln!(
-                "{:<38} gpu layers {g:>2}/{n_layer:<2} ({:<10}) exact |d| mean {mean:.4} max {max:.4} greedy {}",
+                "{:<38} gpu layers {g:>2}/{n_layer:<2} cpu experts below {n_cpu_moe} ({:<10}) exact |d| mean {mean:.4} max {max:.4} greedy {}",
                 case.name,
                 s.backend_name(),
                 if greedy_ok { "ok" } else { "MISMATCH" }
@@ -78,4 +86,13 @@ fn tiny_models_on_cpu_gpu_and_splits() {
 fn real_models_on_cpu_and_split() {
     // Every layer on the GPU is `fidelity_gpu.rs`; one prompt per model keeps CI short.
     check(&|c| c.real && c.name.ends_with("_c0"), &|n| vec![0, n / 2]);
+}
+
+#[test]
+fn tiny_moe_with_experts_on_cpu() {
+    let moe = |c: &support::Case| c.name.starts_with("tiny-qwen3moe") || c.name.starts_with("tiny-llama-moe");
+    // --cpu-moe with every layer on the GPU, and with a CPU/GPU split.
+    check_with(&moe, &|n| vec![n, n / 2], u32::MAX);
+    // --n-cpu-moe 1: the first MoE layer's experts only.
+    check_with(&moe, &|n| vec![n], 1);
 }

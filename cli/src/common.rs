@@ -25,6 +25,12 @@ pub struct DeviceArgs {
     /// adapter reports; on integrated GPUs and CPU adapters, the available host memory).
     #[arg(long = "memory-budget")]
     pub memory_budget: Option<String>,
+    /// Keep every MoE layer's router and experts on the CPU (attention stays on the GPU).
+    #[arg(long = "cpu-moe")]
+    pub cpu_moe: bool,
+    /// Keep the experts of the first N MoE layers on the CPU.
+    #[arg(long = "n-cpu-moe", conflicts_with = "cpu_moe")]
+    pub n_cpu_moe: Option<u32>,
 }
 
 impl DeviceArgs {
@@ -39,6 +45,7 @@ impl DeviceArgs {
             threads: self.threads,
             memory_budget: self.memory_budget.as_deref().map(parse_size).transpose()?,
             n_ctx,
+            n_cpu_moe: if self.cpu_moe { u32::MAX } else { self.n_cpu_moe.unwrap_or(0) },
             ..Default::default()
         })
     }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::cpu::{CpuStack, LogitRows};
+use crate::cpu::{CpuExperts, CpuStack, LogitRows};
 use crate::error::{EngineError, Result};
 use crate::model::{Context, ContextOptions, GpuModel, Logits, StepOutput, StepTimings};
 
@@ -27,7 +27,16 @@ pub struct Executor {
 impl Executor {
     /// Every layer on the GPU.
     pub fn gpu(model: Arc<GpuModel>, opts: &ContextOptions) -> Result<Executor> {
-        Ok(Executor::new(Parts::Gpu(Context::new(model, opts)?)))
+        Self::gpu_with_experts(model, opts, None)
+    }
+
+    /// Every layer on the GPU except the experts of the model's `cpu_moe_layers`.
+    pub fn gpu_with_experts(
+        model: Arc<GpuModel>,
+        opts: &ContextOptions,
+        experts: Option<CpuExperts>,
+    ) -> Result<Executor> {
+        Ok(Executor::new(Parts::Gpu(Context::with_cpu_experts(model, opts, experts)?)))
     }
 
     /// Every layer and the head on the CPU (the stack must have been built with the head).
@@ -37,7 +46,12 @@ impl Executor {
 
     /// The stack's layers on the CPU, then the GPU model's (which must start where the stack
     /// ends) and the head on the GPU.
-    pub fn split(cpu: CpuStack, gpu: Arc<GpuModel>, opts: &ContextOptions) -> Result<Executor> {
+    pub fn split(
+        cpu: CpuStack,
+        gpu: Arc<GpuModel>,
+        opts: &ContextOptions,
+        experts: Option<CpuExperts>,
+    ) -> Result<Executor> {
         if cpu.n_layers() as u32 != gpu.first_layer {
             return Err(EngineError::InvalidArgument(format!(
                 "the CPU runs {} layers but the GPU part starts at layer {}",
@@ -52,7 +66,7 @@ impl Executor {
                 opts.n_ctx
             )));
         }
-        let gpu = Context::new(gpu, opts)?;
+        let gpu = Context::with_cpu_experts(gpu, opts, experts)?;
         Ok(Executor::new(Parts::Split { cpu, gpu, hidden: Vec::new() }))
     }
 

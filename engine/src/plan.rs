@@ -10,7 +10,7 @@
 use std::fmt;
 
 use wllm_loaders::ModelConfig;
-use wllm_loaders::model::{ModelWeights, TensorMeta};
+use wllm_loaders::model::{FfnWeights, ModelWeights, TensorMeta};
 
 use crate::error::{EngineError, Result};
 use crate::model::context_bytes;
@@ -139,6 +139,9 @@ pub struct PlanRequest {
     pub n_batch: u32,
     /// Largest batch the CPU layers run at once.
     pub cpu_batch: u32,
+    /// MoE layers below this index keep their experts (router included) on the CPU
+    /// (`--n-cpu-moe`; `u32::MAX` for `--cpu-moe`).
+    pub cpu_moe_below: u32,
 }
 
 /// Bytes one device holds.
@@ -269,9 +272,33 @@ fn plan_for(
             cpu.scratch += b * cfg.n_vocab as u64 * 4;
         }
     }
+    // Experts kept on the CPU by GPU layers: read in place from the file, like CPU layers.
+    let cpu_experts = |il: usize| -> Vec<&TensorMeta> {
+        match &w.layers[il].ffn {
+            FfnWeights::Moe { router, gate_exps, up_exps, down_exps } if (il as u32) < req.cpu_moe_below => {
+                vec![router, gate_exps, up_exps, down_exps]
+            }
+            _ => Vec::new(),
+        }
+    };
+    let any_cpu_experts = g > 0 && (first_gpu..n as usize).any(|il| !cpu_experts(il).is_empty());
     if let (Some(f), true) = (gpu, g > 0) {
-        let mut weights: u64 =
-            w.layers[first_gpu..].iter().flat_map(|l| l.iter()).map(|m| device_bytes(m, f)).sum();
+        let mut weights = 0;
+        for il in first_gpu..n as usize {
+            let on_cpu = cpu_experts(il);
+            for m in w.layers[il].iter() {
+                if on_cpu.iter().any(|c| c.name == m.name) {
+                    cpu.weights += m.n_bytes();
+                } else {
+                    weights += device_bytes(m, f);
+                }
+            }
+        }
+        if any_cpu_experts {
+            let b = req.cpu_batch.min(req.n_ctx).max(1) as u64;
+            let moe = cfg.moe.as_ref().map_or(0, |m| m.n_ff_expert as u64 * 2 + m.n_expert as u64);
+            cpu.scratch = cpu.scratch.max(b * (2 * cfg.n_embd as u64 + moe) * 4);
+        }
         weights += device_bytes(&w.output_norm, f);
         if let Some(o) = &w.output {
             weights += device_bytes(o, f);
@@ -279,7 +306,7 @@ fn plan_for(
         if first_gpu == 0 || w.output.is_none() {
             weights += device_bytes(&w.token_embd, f);
         }
-        let c = context_bytes(cfg, g, req.n_ctx, req.n_batch, f.kv_f16);
+        let c = context_bytes(cfg, g, req.n_ctx, req.n_batch, f.kv_f16, any_cpu_experts);
         gpu_use = Usage { weights, kv: c.kv, scratch: c.scratch };
         if c.kv_binding > f.max_binding {
             kv_exceeds_binding = true;

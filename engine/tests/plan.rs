@@ -29,7 +29,7 @@ fn facts(budget: Option<u64>, max_binding: u64) -> GpuFacts {
 const PLENTY: HostFacts = HostFacts { available: Some(1 << 40) };
 
 fn req(g: GpuLayers, n_ctx: u32) -> PlanRequest {
-    PlanRequest { gpu_layers: g, n_ctx, n_batch: 64, cpu_batch: 64 }
+    PlanRequest { gpu_layers: g, n_ctx, n_batch: 64, cpu_batch: 64, cpu_moe_below: 0 }
 }
 
 #[test]
@@ -116,13 +116,13 @@ fn the_plan_predicts_what_loading_allocates() {
             let p = plan(&cfg, &w, &req(GpuLayers::Count(g), 200), Some(&f), &host).unwrap();
             let (_, predicted) = p.gpu.clone().unwrap();
             let m = Arc::new(
-                GpuModel::load_layers(gpu.clone(), cfg.clone(), &file, cfg.n_layer - g, &mut |_, _| {})
+                GpuModel::load_layers(gpu.clone(), cfg.clone(), &file, cfg.n_layer - g, 0, &mut |_, _| {})
                     .unwrap(),
             );
             assert_eq!(predicted.weights, m.device_bytes(), "{name} with {g} GPU layers: weights");
             let ctx = Context::new(m.clone(), &ContextOptions { n_ctx: 200, n_batch: 64 }).unwrap();
             let got = ctx.device_bytes();
-            let want = context_bytes(&cfg, g, 200, 64, gpu.caps.f16);
+            let want = context_bytes(&cfg, g, 200, 64, gpu.caps.f16, false);
             assert_eq!(want.kv, got.kv, "{name} with {g} GPU layers: KV cache");
             assert_eq!(predicted.kv, got.kv);
             // Scratch is predicted from above, within a few KiB of routing bookkeeping.

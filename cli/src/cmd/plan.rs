@@ -55,7 +55,13 @@ pub fn run(a: Args) -> Result<()> {
     let host = HostFacts::probe();
     let facts = gpu.as_ref().map(|g| GpuFacts::of(g, budget, &host));
     let n_ctx = opts.n_ctx.unwrap_or_else(|| cfg.context_length.min(4096)).max(1);
-    let req = PlanRequest { gpu_layers: opts.gpu_layers, n_ctx, n_batch: a.batch, cpu_batch: a.batch };
+    let req = PlanRequest {
+        gpu_layers: opts.gpu_layers,
+        n_ctx,
+        n_batch: a.batch,
+        cpu_batch: a.batch,
+        cpu_moe_below: opts.n_cpu_moe,
+    };
     let p = plan(&cfg, &weights, &req, facts.as_ref(), &host)?;
     println!("{}: {} ({} layers)", a.model.display(), cfg.arch.name(), cfg.n_layer);
     println!("{p}");

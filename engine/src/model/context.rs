@@ -9,6 +9,7 @@ use wllm_loaders::ModelConfig;
 
 use super::GpuModel;
 use super::graph::{self, Graph};
+use crate::cpu::CpuExperts;
 use crate::error::{EngineError, Result};
 use crate::ops::Op;
 use crate::ops::moe::MoeBuffers;
@@ -61,6 +62,8 @@ pub(crate) struct Buffers {
     pub rope_tables: Vec<wgpu::Buffer>,
     pub read_tokens: wgpu::Buffer,
     pub read_logits: wgpu::Buffer,
+    /// Readback of `h` for experts on the CPU (models with `--cpu-moe` layers only).
+    pub read_hidden: Option<wgpu::Buffer>,
     /// Routing state and expert activations, for models with MoE layers.
     pub moe: Option<MoeBuffers>,
     pub moe_bufs: Option<MoeScratch>,
@@ -91,6 +94,10 @@ pub struct Context {
     pub timings: StepTimings,
     /// When set, every step is timed per dispatch.
     profiler: Option<Profiler>,
+    /// Experts of the model's `cpu_moe_layers`.
+    cpu_experts: Option<CpuExperts>,
+    /// The experts' output, reused between steps.
+    expert_out: Vec<f32>,
 }
 
 /// What a step starts from.
@@ -155,7 +162,15 @@ impl Sizes {
 
 /// What a context of `n_ctx` positions and `n_batch`-token steps over `n_layers` GPU layers
 /// allocates on the device.
-pub fn context_bytes(c: &ModelConfig, n_layers: u32, n_ctx: u32, n_batch: u32, kv_f16: bool) -> ContextBytes {
+/// `cpu_moe`: some layers hand their hidden state to CPU experts (one more readback buffer).
+pub fn context_bytes(
+    c: &ModelConfig,
+    n_layers: u32,
+    n_ctx: u32,
+    n_batch: u32,
+    kv_f16: bool,
+    cpu_moe: bool,
+) -> ContextBytes {
     let n_batch = n_batch.min(n_ctx).max(1);
     let s = Sizes::new(c, n_ctx, n_batch, kv_f16);
     let (nb, e, f) = (n_batch as u64, c.n_embd as u64, 4u64);
@@ -168,6 +183,9 @@ pub fn context_bytes(c: &ModelConfig, n_layers: u32, n_ctx: u32, n_batch: u32, k
         + 2 * s.logit_rows * c.n_vocab as u64 * f // logits + readback
         + 16
         + 2 * n_ctx as u64 * (c.rope_dim as u64 / 2) * 8; // two RoPE tables
+    if cpu_moe {
+        scratch += nb * e * f;
+    }
     if let Some(m) = &c.moe {
         let pairs = nb * m.n_expert_used as u64;
         scratch += nb * m.n_expert as u64 * f + 2 * pairs * m.n_ff_expert as u64 * f + pairs * e * f;
@@ -183,6 +201,22 @@ pub fn context_bytes(c: &ModelConfig, n_layers: u32, n_ctx: u32, n_batch: u32, k
 
 impl Context {
     pub fn new(model: Arc<GpuModel>, opts: &ContextOptions) -> Result<Context> {
+        Self::with_cpu_experts(model, opts, None)
+    }
+
+    /// A context whose model keeps some layers' experts on the CPU, which `experts` runs.
+    pub fn with_cpu_experts(
+        model: Arc<GpuModel>,
+        opts: &ContextOptions,
+        experts: Option<CpuExperts>,
+    ) -> Result<Context> {
+        if let Some(&il) =
+            model.cpu_moe_layers.iter().find(|&&il| !experts.as_ref().is_some_and(|x| x.has(il as usize)))
+        {
+            return Err(EngineError::InvalidArgument(format!(
+                "layer {il} keeps its experts on the CPU, but none were given for it"
+            )));
+        }
         let gpu = &model.gpu;
         let c = &model.cfg;
         if opts.n_ctx == 0 || opts.n_batch == 0 {
@@ -242,6 +276,14 @@ impl Context {
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }),
+            read_hidden: (!model.cpu_moe_layers.is_empty()).then(|| {
+                gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("read.hidden"),
+                    size: nb * e * f,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            }),
             moe: None,
             moe_bufs: None,
         };
@@ -263,7 +305,16 @@ impl Context {
             });
         }
         let graph = graph::build(&model, &bufs)?;
-        Ok(Context { model, bufs, graph, n_past: 0, timings: StepTimings::default(), profiler: None })
+        Ok(Context {
+            model,
+            bufs,
+            graph,
+            n_past: 0,
+            timings: StepTimings::default(),
+            profiler: None,
+            cpu_experts: experts,
+            expert_out: Vec::new(),
+        })
     }
 
     pub fn model(&self) -> &Arc<GpuModel> {
@@ -292,6 +343,7 @@ impl Context {
         .map(|x| x.size())
         .sum();
         scratch += b.rope_tables.iter().map(|x| x.size()).sum::<u64>();
+        scratch += b.read_hidden.as_ref().map_or(0, |x| x.size());
         if let Some(m) = &b.moe {
             scratch +=
                 [&m.ids, &m.weights, &m.pairs, &m.tiles, &m.args].iter().map(|x| x.size()).sum::<u64>();
@@ -410,7 +462,13 @@ impl Context {
         if argmax && logits == Logits::All {
             return Err(EngineError::InvalidArgument("argmax with all-row logits".into()));
         }
+        // Segments before the last hand over to CPU experts; the last carries on to the head.
+        let n_segments = if n == 1 { self.graph.body_decode.len() } else { self.graph.body_prefill.len() };
+        for i in 0..n_segments - 1 {
+            self.cpu_segment(i, n)?;
+        }
         let body = if n == 1 { &self.graph.body_decode } else { &self.graph.body_prefill };
+        let body = &body[n_segments - 1].ops;
         let head = match logits {
             Logits::All => Some(&self.graph.head_all),
             Logits::Last => Some(&self.graph.head_last),
@@ -479,6 +537,50 @@ impl Context {
             self.timings.prompt_time += dt;
         }
         Ok(out)
+    }
+}
+
+impl Context {
+    /// Runs segment `i` of the step's body on the GPU, then its layer's experts on the CPU,
+    /// leaving their output in `a` for the next segment.
+    fn cpu_segment(&mut self, i: usize, n: u32) -> Result<()> {
+        let gpu = self.model.gpu.clone();
+        let body = if n == 1 { &self.graph.body_decode } else { &self.graph.body_prefill };
+        let seg = &body[i];
+        let (Some(il), Some(read), Some(experts)) = (seg.cpu_moe, &self.bufs.read_hidden, &self.cpu_experts)
+        else {
+            return Err(EngineError::InvalidArgument("a CPU hand-over without CPU experts".into()));
+        };
+        let bytes = n as u64 * self.model.cfg.n_embd as u64 * 4;
+        let h = &self.bufs.h;
+        let copy = |enc: &mut wgpu::CommandEncoder| enc.copy_buffer_to_buffer(h, 0, read, 0, bytes);
+        match self.profiler.as_mut() {
+            Some(p) => {
+                let phase = if n == 1 { Phase::Decode } else { Phase::Prefill };
+                let ops: Vec<&Op> = seg.ops.iter().collect();
+                p.run(&gpu, &ops, n, phase, copy)?;
+            }
+            None => {
+                let mut enc = gpu
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step.part") });
+                {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("step.part"),
+                        timestamp_writes: None,
+                    });
+                    for op in &seg.ops {
+                        op.record(&mut pass, n);
+                    }
+                }
+                copy(&mut enc);
+                gpu.queue.submit([enc.finish()]);
+            }
+        }
+        let hidden = read_f32(&gpu, read, bytes)?;
+        experts.run(il, &hidden, &mut self.expert_out)?;
+        gpu.queue.write_buffer(&self.bufs.a, 0, bytemuck::cast_slice(&self.expert_out));
+        Ok(())
     }
 }
 

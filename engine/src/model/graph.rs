@@ -8,6 +8,7 @@ use super::context::Buffers;
 use crate::error::{EngineError, Result};
 use crate::ops::argmax::{ArgmaxOps, argmax};
 use crate::ops::attention::{AttentionArgs, attention};
+use crate::ops::elementwise::{ElementwiseKey, elementwise};
 use crate::ops::get_rows::get_rows;
 use crate::ops::linear::{
     Epilogue, ExpertIds, Grouped, LinearIo, grouped_shape, linear as linear_op, linear_grouped, linear_ids,
@@ -18,10 +19,19 @@ use crate::ops::rope::{RopeArgs, rope_kv};
 use crate::ops::{Grid, Op};
 use crate::tensor::GpuWeight;
 
+/// A run of ops, then possibly a hand-over to the CPU.
+pub(crate) struct Segment {
+    pub ops: Vec<Op>,
+    /// After `ops`, the CPU runs this model layer's experts on `h` (the FFN-normed hidden
+    /// state) and the sum lands in `a`; the next segment adds it to the residual.
+    pub cpu_moe: Option<usize>,
+}
+
 pub(crate) struct Graph {
-    /// Embedding lookup and every layer.
-    pub body_decode: Vec<Op>,
-    pub body_prefill: Vec<Op>,
+    /// Embedding lookup and every layer: one segment, or one more per layer whose experts run
+    /// on the CPU.
+    pub body_decode: Vec<Segment>,
+    pub body_prefill: Vec<Segment>,
     /// Final norm of the batch's last row and the output head, into logits row 0.
     pub head_last: Vec<Op>,
     /// Final norm of every row and the output head, into logits rows 0..n.
@@ -61,7 +71,8 @@ fn io<'a>(
     LinearIo { x, x_offset: 0, x_stride, y, y_offset, y_stride, bias: None, gate: None }
 }
 
-fn body(m: &GpuModel, b: &Buffers, batched: bool) -> Result<Vec<Op>> {
+fn body(m: &GpuModel, b: &Buffers, batched: bool) -> Result<Vec<Segment>> {
+    let mut segments = Vec::new();
     let gpu = &m.gpu;
     let c = &m.cfg;
     let e = c.n_embd;
@@ -169,6 +180,14 @@ fn body(m: &GpuModel, b: &Buffers, batched: bool) -> Result<Vec<Op>> {
             )?);
         }
         match &l.ffn {
+            super::GpuFfn::CpuMoe => {
+                if post_norms {
+                    return Err(EngineError::Unsupported("post-norms around MoE layers".into()));
+                }
+                segments.push(Segment { ops: std::mem::take(&mut ops), cpu_moe: Some(il) });
+                // Whole batch: rows past the step's tokens are scratch nobody reads.
+                ops.push(elementwise(gpu, ElementwiseKey::Add, &b.a, &b.x, b.n_batch * e)?);
+            }
             super::GpuFfn::Dense { gate_up, down } => {
                 let nff = c.n_ff;
                 let silu = c.ffn_act == FfnActivation::Silu;
@@ -277,7 +296,8 @@ fn body(m: &GpuModel, b: &Buffers, batched: bool) -> Result<Vec<Op>> {
             }
         }
     }
-    Ok(ops)
+    segments.push(Segment { ops, cpu_moe: None });
+    Ok(segments)
 }
 
 fn head(m: &GpuModel, b: &Buffers, all_rows: bool) -> Result<Vec<Op>> {

@@ -18,8 +18,19 @@ use crate::tensor::GpuWeight;
 /// A layer's feed-forward weights on the GPU.
 #[derive(Debug)]
 pub enum GpuFfn {
-    Dense { gate_up: GateUp, down: GpuWeight },
-    Moe { router: GpuWeight, gate_exps: GpuWeight, up_exps: GpuWeight, down_exps: GpuWeight },
+    Dense {
+        gate_up: GateUp,
+        down: GpuWeight,
+    },
+    Moe {
+        router: GpuWeight,
+        gate_exps: GpuWeight,
+        up_exps: GpuWeight,
+        down_exps: GpuWeight,
+    },
+    /// The router and experts run on the CPU (`--cpu-moe`); the step hands the normed hidden
+    /// state over and takes the experts' sum back.
+    CpuMoe,
 }
 
 /// Gate and up projections: stacked in one weight (one dispatch, `Epilogue::Pair*`) when their
@@ -69,6 +80,8 @@ pub struct GpuModel {
     /// `None`: the head is tied to `token_embd`.
     pub output: Option<GpuWeight>,
     pub layers: Vec<GpuLayer>,
+    /// Model layers whose experts run on the CPU.
+    pub cpu_moe_layers: Vec<u32>,
     /// Bytes of the weights in the file.
     pub weight_bytes: u64,
 }
@@ -172,15 +185,17 @@ impl GpuModel {
         src: &dyn TensorSource,
         progress: Progress<'_>,
     ) -> Result<GpuModel> {
-        Self::load_layers(gpu, cfg, src, 0, progress)
+        Self::load_layers(gpu, cfg, src, 0, 0, progress)
     }
 
-    /// Layers `first_layer..` and the head; at least one layer must be included.
+    /// Layers `first_layer..` and the head; at least one layer must be included. The experts
+    /// of MoE layers below `cpu_moe_below` stay in host memory (see [`GpuFfn::CpuMoe`]).
     pub fn load_layers(
         gpu: Arc<Gpu>,
         cfg: ModelConfig,
         src: &dyn TensorSource,
         first_layer: u32,
+        cpu_moe_below: u32,
         progress: Progress<'_>,
     ) -> Result<GpuModel> {
         if first_layer >= cfg.n_layer {
@@ -192,7 +207,17 @@ impl GpuModel {
         let metas = ModelWeights::resolve(&cfg, src)?;
         let first = first_layer as usize;
         let need_embd = first == 0 || metas.output.is_none();
-        let mut total: u64 = metas.layers[first..].iter().flat_map(|l| l.iter()).map(|m| m.n_bytes()).sum();
+        let on_cpu = |il: usize, l: &wllm_loaders::model::LayerWeights<TensorMeta>| {
+            (il as u32) < cpu_moe_below && matches!(l.ffn, FfnWeights::Moe { .. })
+        };
+        let mut total: u64 = 0;
+        for (il, l) in metas.layers.iter().enumerate().skip(first) {
+            total += l.iter().map(|m| m.n_bytes()).sum::<u64>();
+            if let (true, FfnWeights::Moe { router, gate_exps, up_exps, down_exps }) = (on_cpu(il, l), &l.ffn)
+            {
+                total -= [router, gate_exps, up_exps, down_exps].iter().map(|m| m.n_bytes()).sum::<u64>();
+            }
+        }
         total += metas.output_norm.n_bytes() + metas.output.as_ref().map_or(0, |m| m.n_bytes());
         if need_embd {
             total += metas.token_embd.n_bytes();
@@ -243,6 +268,7 @@ impl GpuModel {
                     };
                     GpuFfn::Dense { gate_up, down: up.mat(down)? }
                 }
+                FfnWeights::Moe { .. } if on_cpu(il, l) => GpuFfn::CpuMoe,
                 FfnWeights::Moe { router, gate_exps, up_exps, down_exps } => GpuFfn::Moe {
                     router: up.mat(router)?,
                     gate_exps: up.mat(gate_exps)?,
@@ -261,6 +287,14 @@ impl GpuModel {
                 post_ffw_norm: up.opt_vec(&l.post_ffw_norm)?,
             });
         }
+        let cpu_moe_layers = metas
+            .layers
+            .iter()
+            .enumerate()
+            .skip(first)
+            .filter(|(il, l)| on_cpu(*il, l))
+            .map(|(il, _)| il as u32)
+            .collect();
         Ok(GpuModel {
             gpu: gpu.clone(),
             cfg,
@@ -268,6 +302,7 @@ impl GpuModel {
             token_embd,
             output_norm,
             output,
+            cpu_moe_layers,
             layers,
             weight_bytes: total,
         })
@@ -290,6 +325,7 @@ impl GpuModel {
                 GpuFfn::Moe { router, gate_exps, up_exps, down_exps } => {
                     w(router) + w(gate_exps) + w(up_exps) + w(down_exps)
                 }
+                GpuFfn::CpuMoe => 0,
             };
         }
         total

@@ -246,18 +246,19 @@ impl LayerCtx<'_> {
 
 /// A layer's experts, stacked as rows: expert `x` owns rows `x·n_ff..(x+1)·n_ff` of gate and
 /// up and `x·n_embd..(x+1)·n_embd` of down.
-struct Experts<'a> {
-    router: &'a Weight,
-    gate: &'a Weight,
-    up: &'a Weight,
-    down: &'a Weight,
+pub(crate) struct Experts<'a> {
+    // Borrowed from a stack's layer or a `CpuExperts`.
+    pub router: &'a Weight,
+    pub gate: &'a Weight,
+    pub up: &'a Weight,
+    pub down: &'a Weight,
 }
 
 impl Experts<'_> {
     /// `out` (n × e) = the routed experts' FFNs of `h`, weighted and summed. Tokens are grouped
     /// by expert so that each expert's weights are read once per chunk.
     #[allow(clippy::too_many_arguments)]
-    fn run(
+    pub(crate) fn run(
         &self,
         exec: &dyn Exec,
         isa: Isa,

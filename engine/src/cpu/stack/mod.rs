@@ -2,6 +2,7 @@
 //! RAM: the token embedding, the layers and, when it runs them all, the output norm and head.
 //! The same graph as the GPU's (`crate::model::graph`), read from the same [`ModelConfig`].
 
+mod experts;
 mod forward;
 mod profile;
 mod weights;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use wllm_loaders::ModelConfig;
 use wllm_loaders::model::TensorSource;
 
+pub use self::experts::CpuExperts;
 pub use self::profile::Profile;
 use self::weights::{Loader, StackWeights};
 use super::Isa;

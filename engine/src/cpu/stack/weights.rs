@@ -104,7 +104,7 @@ impl Loader<'_> {
         Ok(self.src.bytes(&m.name).ok_or_else(|| ModelError::MissingTensor(m.name.clone()))?.bytes)
     }
 
-    fn matrix(&self, m: &TensorMeta) -> Result<Weight> {
+    pub(crate) fn matrix(&self, m: &TensorMeta) -> Result<Weight> {
         let cols = m.dim(0) as usize;
         let rows = if cols == 0 { 0 } else { (m.n_elements() / cols as u64) as usize };
         let bytes = match self.bytes(m)? {
