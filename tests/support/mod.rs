@@ -5,8 +5,11 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+/// `tests/data` of the workspace, whichever crate's tests include this module.
 pub fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = if here.join("tests/data").is_dir() { here } else { here.parent().unwrap_or(here) };
+    root.join("tests/data")
 }
 
 /// Where the real models live (`WLLM_MODELS`, default `~/.cache/wllm/models`).

@@ -43,6 +43,9 @@ pub struct Args {
     /// Print one JSON object with ids, text and timings instead of streaming text.
     #[arg(long)]
     pub json: bool,
+    /// Keep generating past end-of-generation tokens (as llama.cpp's --ignore-eos).
+    #[arg(long)]
+    pub ignore_eos: bool,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -124,6 +127,7 @@ pub fn run(a: Args) -> Result<()> {
         sampling,
         stop: a.sampling.stop.clone(),
         collect_logits: a.dump_logits.is_some(),
+        stop_at_eog: !a.ignore_eos,
         ..Default::default()
     };
     let backend = session.backend_name();
