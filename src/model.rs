@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use wllm_engine::{Backend, DeviceOptions, Gpu, GpuModel};
 use wllm_loaders::chat::{ChatTemplate, SpecialTokens};
 use wllm_loaders::model::TensorSource;
-use wllm_loaders::{GgufFile, ModelConfig, SafetensorsModel, Tokenizer};
+use wllm_loaders::{GgmlType, GgufFile, ModelConfig, QuantizingSource, SafetensorsModel, Tokenizer};
 
 use crate::error::{Error, Result};
 use crate::session::{Session, SessionOptions};
@@ -24,6 +24,9 @@ pub struct LoadOptions {
     /// Run a tiny prompt and a decode step while loading, so shader compilation (which some
     /// drivers do on first use) is part of the load rather than of the first request.
     pub warm_up: bool,
+    /// Quantize float weight matrices to this type (Q8_0 or Q4_K) while loading; tensors
+    /// already quantized are kept as they are.
+    pub quantize: Option<GgmlType>,
 }
 
 impl std::fmt::Debug for LoadOptions {
@@ -121,6 +124,13 @@ impl Model {
             };
             (m.config().clone(), tok, tpl, Arc::new(m))
         };
+        let source: Arc<dyn TensorSource> =
+            match opts.quantize {
+                Some(ty) => Arc::new(QuantizingSource::new(source, ty).map_err(|e| {
+                    Error::InvalidArgument(format!("quantize on load: {e} (Q8_0 and Q4_K are)"))
+                })?),
+                None => source,
+            };
         let gpu = match &opts.gpu {
             Some(g) => g.clone(),
             None => Gpu::new(&DeviceOptions { backend: opts.backend, ..Default::default() })?,

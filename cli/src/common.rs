@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use wllm::engine::Backend;
+use wllm::loaders::GgmlType;
 use wllm::{LoadOptions, Model};
 
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -12,6 +13,16 @@ pub struct DeviceArgs {
     /// GPU API to use: vulkan, metal, dx12 or gl (default: best available; env WLLM_BACKEND).
     #[arg(long)]
     pub backend: Option<String>,
+    /// Quantize F32/F16/BF16 weight matrices while loading: q8_0 or q4_k.
+    #[arg(long, value_parser = parse_quantize)]
+    pub quantize: Option<GgmlType>,
+}
+
+fn parse_quantize(s: &str) -> std::result::Result<GgmlType, String> {
+    match GgmlType::from_name(&s.to_ascii_uppercase()) {
+        Some(t @ (GgmlType::Q8_0 | GgmlType::Q4_K)) => Ok(t),
+        _ => Err(format!("{s:?}: quantize on load supports q8_0 and q4_k")),
+    }
 }
 
 impl DeviceArgs {
@@ -26,6 +37,7 @@ pub fn load_model(path: &Path, dev: &DeviceArgs, chat_template: Option<&Path>) -
         backend: dev.backend()?,
         chat_template: chat_template.map(Path::to_path_buf),
         warm_up: true,
+        quantize: dev.quantize,
         ..Default::default()
     };
     let bar = std::io::stderr().is_terminal().then(|| {
