@@ -47,22 +47,24 @@ impl<S: TensorSource> QuantizingSource<S> {
         &self.inner
     }
 
-    /// The type `m` is presented as, and why it is not `target` when it is not.
-    fn plan(&self, m: &TensorMeta) -> (GgmlType, Option<&'static str>) {
+    /// The type `m` is presented as, and why it is not `target` when it is not (at warning
+    /// level where the user gets less quantization than asked for).
+    fn plan(&self, m: &TensorMeta) -> (GgmlType, Option<(log::Level, &'static str)>) {
         let is_float = matches!(m.ggml_type, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
         if !is_float || m.dims.len() < 2 || m.n_elements() == 0 {
             return (m.ggml_type, None);
         }
         if m.name.ends_with("ffn_gate_inp.weight") {
-            return (m.ggml_type, Some("the expert router stays float, as llama-quantize keeps it"));
+            let why = "the expert router stays float, as llama-quantize keeps it";
+            return (m.ggml_type, Some((log::Level::Info, why)));
         }
         let row = m.dim(0);
         if row.is_multiple_of(self.target.block_size()) {
             (self.target, None)
         } else if self.target == GgmlType::Q4_K && row.is_multiple_of(GgmlType::Q8_0.block_size()) {
-            (GgmlType::Q8_0, Some("rows are not a multiple of 256: Q8_0 instead of Q4_K"))
+            (GgmlType::Q8_0, Some((log::Level::Warn, "rows are not a multiple of 256: Q8_0 instead of Q4_K")))
         } else {
-            (m.ggml_type, Some("rows are not a multiple of 32: left unquantized"))
+            (m.ggml_type, Some((log::Level::Warn, "rows are not a multiple of 32: left unquantized")))
         }
     }
 }
@@ -77,9 +79,10 @@ impl<S: TensorSource> TensorSource for QuantizingSource<S> {
     fn bytes(&self, name: &str) -> Option<TensorBytes<'_>> {
         let t = self.inner.bytes(name)?;
         let (ty, note) = self.plan(&t.meta);
-        if let Some(note) = note {
-            log::warn!(
-                "--quantize {}: {} ({} {:?}): {note}",
+        if let Some((level, note)) = note {
+            log::log!(
+                level,
+                "quantize on load to {}: {} ({} {:?}): {note}",
                 self.target,
                 name,
                 t.meta.ggml_type,
@@ -97,7 +100,7 @@ impl<S: TensorSource> TensorSource for QuantizingSource<S> {
             Err(e) => {
                 // Only a source whose bytes disagree with its own meta gets here; handing the
                 // float bytes on would mislabel them, so the tensor is reported missing.
-                log::error!("--quantize {}: {name}: {e}", self.target);
+                log::error!("quantize on load to {}: {name}: {e}", self.target);
                 None
             }
         }
