@@ -9,7 +9,7 @@ use wllm_engine::{Backend, DeviceOptions, EngineError, Gpu, GpuLayers, GpuModel,
 use wllm_loaders::chat::{ChatTemplate, SpecialTokens};
 use wllm_loaders::model::ModelWeights;
 use wllm_loaders::model::TensorSource;
-use wllm_loaders::{GgufFile, ModelConfig, SafetensorsModel, Tokenizer};
+use wllm_loaders::{GgmlType, GgufFile, ModelConfig, QuantizingSource, SafetensorsModel, Tokenizer};
 
 use crate::error::{Error, Result};
 use crate::session::{Session, SessionOptions};
@@ -41,6 +41,9 @@ pub struct LoadOptions {
     /// MoE layers below this index keep their router and experts on the CPU while attention
     /// stays on the GPU (llama.cpp's `--n-cpu-moe N`; `u32::MAX` is `--cpu-moe`).
     pub n_cpu_moe: u32,
+    /// Quantize float weight matrices to this type (Q8_0 or Q4_K) while loading; tensors
+    /// already quantized are kept as they are.
+    pub quantize: Option<GgmlType>,
 }
 
 /// Most prompt tokens a step processes unless a session asks otherwise.
@@ -153,6 +156,13 @@ impl Model {
             };
             (m.config().clone(), tok, tpl, Arc::new(m))
         };
+        let source: Arc<dyn TensorSource> =
+            match opts.quantize {
+                Some(ty) => Arc::new(QuantizingSource::new(source, ty).map_err(|e| {
+                    Error::InvalidArgument(format!("quantize on load: {e} (Q8_0 and Q4_K are)"))
+                })?),
+                None => source,
+            };
         let weights = ModelWeights::resolve(&cfg, source.as_ref())?;
         let n_ctx = opts.n_ctx.unwrap_or_else(|| cfg.context_length.min(4096)).max(1);
         let gpu = match (&opts.gpu, opts.gpu_layers) {

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use wllm::engine::plan::parse_size;
 use wllm::engine::{Backend, GpuLayers};
+use wllm::loaders::GgmlType;
 use wllm::{LoadOptions, Model};
 
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -31,6 +32,16 @@ pub struct DeviceArgs {
     /// Keep the experts of the first N MoE layers on the CPU.
     #[arg(long = "n-cpu-moe", conflicts_with = "cpu_moe")]
     pub n_cpu_moe: Option<u32>,
+    /// Quantize F32/F16/BF16 weight matrices while loading: q8_0 or q4_k.
+    #[arg(long, value_parser = parse_quantize)]
+    pub quantize: Option<GgmlType>,
+}
+
+fn parse_quantize(s: &str) -> std::result::Result<GgmlType, String> {
+    match GgmlType::from_name(&s.to_ascii_uppercase()) {
+        Some(t @ (GgmlType::Q8_0 | GgmlType::Q4_K)) => Ok(t),
+        _ => Err(format!("{s:?}: quantize on load supports q8_0 and q4_k")),
+    }
 }
 
 impl DeviceArgs {
@@ -46,6 +57,7 @@ impl DeviceArgs {
             memory_budget: self.memory_budget.as_deref().map(parse_size).transpose()?,
             n_ctx,
             n_cpu_moe: if self.cpu_moe { u32::MAX } else { self.n_cpu_moe.unwrap_or(0) },
+            quantize: self.quantize,
             ..Default::default()
         })
     }

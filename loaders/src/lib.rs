@@ -13,7 +13,7 @@ pub mod tokenizer;
 pub use error::{Error, Result};
 pub use ggml_type::GgmlType;
 pub use gguf::{GgufError, GgufFile, TensorInfo};
-pub use model::{Arch, ModelConfig, ModelError, ModelWeights, TensorSource};
+pub use model::{Arch, ModelConfig, ModelError, ModelWeights, QuantizingSource, TensorSource};
 pub use quant::QuantError;
 pub use safetensors::{SafetensorsError, SafetensorsFiles, SafetensorsModel};
 pub use tokenizer::{StreamDecoder, TokenAttr, TokenType, Tokenizer, TokenizerError, Utf8Stream};

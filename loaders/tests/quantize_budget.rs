@@ -111,3 +111,32 @@ fn zeros_and_constants_round_trip() {
         assert!(err < 1e-3, "{ty}: constant row off by {err}");
     }
 }
+
+/// Quantize-on-load goes through `quantize_tensor` from whatever float type the file holds;
+/// from F16 and BF16 inputs it must meet the same budgets (measured against the values as
+/// stored, since that is what the model holds).
+#[test]
+fn tensor_quantizer_from_half_precision_within_budgets() {
+    use half::{bf16, f16};
+    use wllm_loaders::model::quantizing::quantize_tensor;
+    use wllm_loaders::model::{TensorBytes, TensorMeta};
+
+    let x = cosine_data(0.0, TEST_SIZE);
+    for src in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+        let bytes: Vec<u8> = match src {
+            GgmlType::F16 => x.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect(),
+            GgmlType::BF16 => x.iter().flat_map(|v| bf16::from_f32(*v).to_le_bytes()).collect(),
+            _ => x.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        };
+        let stored = dequantize(src, &bytes, x.len()).unwrap();
+        let meta = TensorMeta { name: "w".into(), ggml_type: src, dims: vec![256, (TEST_SIZE / 256) as u64] };
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_K] {
+            let q = quantize_tensor(&TensorBytes { meta: meta.clone(), bytes: bytes.as_slice().into() }, ty)
+                .unwrap();
+            let y = dequantize(ty, &q, x.len()).unwrap();
+            let total = llama_total_error(&stored, &y);
+            println!("{src} -> {ty}: llama.cpp total quantization error {total:.6}");
+            assert!(total < MAX_QUANTIZATION_TOTAL_ERROR, "{src} -> {ty}: total quantization error {total}");
+        }
+    }
+}

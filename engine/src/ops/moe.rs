@@ -56,12 +56,14 @@ pub struct MoeBuffers {
     pub tiles: wgpu::Buffer,
     /// Two indirect dispatch triples: gate/up shape at 0, down shape at 12.
     pub args: wgpu::Buffer,
+    /// Pairs per tile `tiles` is sized for: a smaller tile would write past its end.
+    pub tile: u32,
 }
 
 impl MoeBuffers {
     pub fn new(gpu: &Gpu, max_tokens: u32, n_expert: u32, k: u32, tile: u32) -> MoeBuffers {
         let pairs = (max_tokens * k) as u64;
-        let max_tiles = pairs.div_ceil(tile as u64) + n_expert as u64;
+        let max_tiles = pairs.div_ceil(tile.max(1) as u64) + n_expert as u64;
         MoeBuffers {
             ids: gpu.storage("moe.ids", pairs * 4),
             weights: gpu.storage("moe.weights", pairs * 4),
@@ -75,6 +77,7 @@ impl MoeBuffers {
                     | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }),
+            tile,
         }
     }
 }
@@ -142,6 +145,12 @@ pub fn plan(
         return Err(EngineError::Unsupported(format!(
             "{} experts (the GPU planner handles up to 512)",
             s.n_expert
+        )));
+    }
+    if tile == 0 || tile < b.tile {
+        return Err(EngineError::InvalidArgument(format!(
+            "moe plan: tiles of {tile} pairs, but the buffers hold tiles of at least {}",
+            b.tile
         )));
     }
     let p = gpu.pipeline(PipelineKey::Moe(MoeKey::Plan { tile }))?;

@@ -3,9 +3,11 @@
 
 pub mod config;
 pub mod hf_config;
+pub mod quantizing;
 pub mod weights;
 
 pub use config::{Arch, ExpertGating, FfnActivation, ModelConfig, MoeConfig, RopeLayout};
+pub use quantizing::QuantizingSource;
 pub use weights::{FfnWeights, LayerWeights, ModelWeights, TensorBytes, TensorMeta, TensorSource};
 
 use crate::gguf::GgufError;

@@ -41,6 +41,16 @@ pub trait TensorSource: Send + Sync {
     fn bytes(&self, name: &str) -> Option<TensorBytes<'_>>;
 }
 
+// Lets wrappers such as `QuantizingSource` hold a shared, type-erased source.
+impl<T: TensorSource + ?Sized> TensorSource for std::sync::Arc<T> {
+    fn meta(&self, name: &str) -> Option<TensorMeta> {
+        (**self).meta(name)
+    }
+    fn bytes(&self, name: &str) -> Option<TensorBytes<'_>> {
+        (**self).bytes(name)
+    }
+}
+
 impl TensorSource for crate::gguf::GgufFile {
     fn meta(&self, name: &str) -> Option<TensorMeta> {
         self.tensor(name).map(|t| TensorMeta {
