@@ -67,7 +67,8 @@ pub fn run(a: Args) -> Result<()> {
     let model = load_model(&a.model, &a.device, a.chat_template.as_deref())?;
     let session = model.session(&SessionOptions { n_ctx: a.ctx, n_batch: a.batch })?;
     let mut chat =
-        Chat::new(session, ChatOptions { system: a.system.clone(), overflow: a.context_overflow.into() })?;
+        Chat::new(session, ChatOptions { system: a.system.clone(), overflow: a.context_overflow.into() })
+            .map_err(template_hint)?;
     let interactive = std::io::stdin().is_terminal();
 
     // Ctrl-C during a reply stops the reply; anywhere else it leaves, as usual.
@@ -151,6 +152,14 @@ pub fn run(a: Args) -> Result<()> {
         result?;
     }
     Ok(())
+}
+
+/// A missing template is fixed on the command line: say how.
+pub fn template_hint(e: Error) -> anyhow::Error {
+    match e {
+        Error::NoChatTemplate => anyhow::anyhow!("{e}: pass --chat-template FILE"),
+        e => e.into(),
+    }
 }
 
 /// Prints a reply as it comes, then a newline, then (with `verbose`) its figures.

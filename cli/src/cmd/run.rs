@@ -118,7 +118,7 @@ pub fn run(a: Args) -> Result<()> {
             let mut messages: Vec<ChatMessage> = a.system.iter().map(ChatMessage::system).collect();
             messages.push(ChatMessage::user(p));
             stop.extend(model.chat_end_of_turn());
-            model.chat_tokens(&messages, true)?
+            model.chat_tokens(&messages, true).map_err(crate::cmd::chat::template_hint)?
         }
         (Some(p), _) => model.tokenize(p),
         (None, Some(ids)) => parse_ids(ids)?,
