@@ -26,6 +26,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("the model has no chat template (give one as a Jinja file or tokenizer_config.json)")]
+    NoChatTemplate,
+    /// The conversation and the room kept for the reply do not fit the context.
+    #[error(
+        "the conversation needs {prompt} tokens plus {reserve} for the reply, but the context holds {n_ctx}"
+    )]
+    ContextOverflow { prompt: usize, reserve: usize, n_ctx: usize },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 }

@@ -14,11 +14,13 @@
 //!
 //! The library never prints; it reports through return values and the `log` facade.
 
+mod chat;
 mod error;
 mod generate;
 mod model;
 mod session;
 
+pub use chat::{Chat, ChatOptions, ContextOverflow, Reply, TurnInfo};
 pub use error::{Error, Result};
 pub use generate::{CancelToken, Chunk, GenerateOptions, Generation, GenerationStats, StopReason};
 pub use model::{LoadOptions, Model, ModelInfo};
@@ -27,3 +29,4 @@ pub use wllm_engine as engine;
 pub use wllm_engine::Logits;
 pub use wllm_engine::sampling::SamplerConfig;
 pub use wllm_loaders as loaders;
+pub use wllm_loaders::chat::ChatMessage;

@@ -24,6 +24,8 @@ enum Command {
     Tokenize(cmd::tokenize::Args),
     /// Generate a completion for a prompt.
     Run(cmd::run::Args),
+    /// Chat with an instruct model: a REPL on a terminal, one message per line otherwise.
+    Chat(cmd::chat::Args),
     /// Measure prompt-processing and generation speed (like llama-bench).
     Bench(cmd::bench::Args),
     /// Per-kernel GPU time of a prompt and some decode steps.
@@ -43,6 +45,7 @@ fn main() {
         Command::Info(a) => cmd::info::run(a),
         Command::Tokenize(a) => cmd::tokenize::run(a),
         Command::Run(a) => cmd::run::run(a),
+        Command::Chat(a) => cmd::chat::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Profile(a) => cmd::profile::run(a),
         Command::Plan(a) => cmd::plan::run(a),

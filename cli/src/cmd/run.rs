@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use wllm::engine::sampling::parse_logit_bias;
-use wllm::{GenerateOptions, SamplerConfig, SessionOptions};
+use wllm::{ChatMessage, GenerateOptions, SamplerConfig, SessionOptions};
 
 use crate::common::{DeviceArgs, load_model, parse_ids};
 
@@ -20,6 +20,15 @@ pub struct Args {
     /// Prompt as comma-separated token ids instead of text.
     #[arg(long, conflicts_with = "prompt")]
     pub prompt_tokens: Option<String>,
+    /// Send the prompt as a user message through the model's chat template.
+    #[arg(long, requires = "prompt")]
+    pub chat: bool,
+    /// System message for --chat.
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
+    /// Jinja chat template (or tokenizer_config.json) to use instead of the model's.
+    #[arg(long)]
+    pub chat_template: Option<PathBuf>,
     /// Tokens to generate.
     #[arg(short = 'n', long = "n-predict", default_value_t = 256)]
     pub n: usize,
@@ -105,8 +114,15 @@ impl SamplingArgs {
 
 pub fn run(a: Args) -> Result<()> {
     let sampling = a.sampling.config()?;
-    let model = load_model(&a.model, &a.device, None, a.ctx)?;
+    let model = load_model(&a.model, &a.device, a.chat_template.as_deref(), a.ctx)?;
+    let mut stop = a.sampling.stop.clone();
     let prompt_ids = match (&a.prompt, &a.prompt_tokens) {
+        (Some(p), _) if a.chat => {
+            let mut messages: Vec<ChatMessage> = a.system.iter().map(ChatMessage::system).collect();
+            messages.push(ChatMessage::user(p));
+            stop.extend(model.chat_end_of_turn());
+            model.chat_tokens(&messages, true).map_err(crate::cmd::chat::template_hint)?
+        }
         (Some(p), _) => model.tokenize(p),
         (None, Some(ids)) => parse_ids(ids)?,
         (None, None) => bail!("give a prompt with --prompt TEXT or --prompt-tokens IDS"),
@@ -125,7 +141,7 @@ pub fn run(a: Args) -> Result<()> {
     let opts = GenerateOptions {
         max_tokens: a.n,
         sampling,
-        stop: a.sampling.stop.clone(),
+        stop,
         collect_logits: a.dump_logits.is_some(),
         stop_at_eog: !a.ignore_eos,
         ..Default::default()

@@ -1,0 +1,209 @@
+//! A conversation over a [`Session`]: the model's chat template, KV-cache reuse between turns,
+//! and a policy for a conversation that outgrows the context.
+//!
+//! Each turn renders the whole conversation and tokenizes it, then keeps the cached tokens it
+//! shares with that and evaluates only the rest. Rendering the whole conversation (rather than
+//! appending a rendered delta) keeps the cache right for templates that rewrite earlier turns
+//! and for replies whose text tokenizes differently from the ids the model sampled: the cache
+//! is cut back to where they part.
+
+use wllm_loaders::chat::{ChatMessage, ChatTemplate};
+
+use crate::error::{Error, Result};
+use crate::generate::{Chunk, GenerateOptions, Generation, GenerationStats, StopReason};
+use crate::model::Model;
+use crate::session::Session;
+
+/// What to do when the conversation plus room for the reply no longer fits the context.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ContextOverflow {
+    /// Refuse the turn with [`Error::ContextOverflow`]; the conversation is left as it was.
+    #[default]
+    Error,
+    /// Drop the oldest turns (a user message and the replies to it, never the system message)
+    /// until the conversation fits, then evaluate it again from where the cache parts.
+    TruncateOldest,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ChatOptions {
+    /// The system message, kept first through `clear` and truncation.
+    pub system: Option<String>,
+    pub overflow: ContextOverflow,
+}
+
+/// How one turn used the cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TurnInfo {
+    /// Tokens of the templated conversation, generation prompt included.
+    pub prompt_tokens: usize,
+    /// Of those, tokens already in the cache and kept.
+    pub reused_tokens: usize,
+    /// Of those, tokens evaluated for this turn (`prompt_tokens - reused_tokens`).
+    pub evaluated_tokens: usize,
+    /// Oldest turns dropped to fit the context ([`ContextOverflow::TruncateOldest`]).
+    pub dropped_turns: usize,
+}
+
+impl Model {
+    /// The templated token ids of `messages`, as llama.cpp tokenizes a chat prompt: the
+    /// tokenizer's own BOS/EOS added, special-token text parsed as special tokens.
+    pub fn chat_tokens(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<Vec<u32>> {
+        let text = self.template()?.render(messages, add_generation_prompt)?;
+        Ok(self.tokenizer().encode(&text, true, true))
+    }
+
+    /// The text a template writes after an assistant reply, trimmed (`<|im_end|>`,
+    /// `<end_of_turn>`, ...); `None` when it writes nothing or there is no template.
+    ///
+    /// Models usually end a reply with that as one end-of-generation token, which stops
+    /// generation by itself; a model without it as a special token (ChatML on a base model's
+    /// vocabulary) spells it out, and then it is a stop string.
+    pub fn chat_end_of_turn(&self) -> Option<String> {
+        // Private-use characters: no template trims, splits on or escapes them.
+        const MARK: &str = "\u{e000}wllm\u{e001}";
+        let t = self.chat_template()?;
+        let text = t.render(&[ChatMessage::user("Hi"), ChatMessage::assistant(MARK)], false).ok()?;
+        let after = text[text.find(MARK)? + MARK.len()..].trim();
+        (!after.is_empty()).then(|| after.to_string())
+    }
+
+    fn template(&self) -> Result<&ChatTemplate> {
+        self.chat_template().ok_or(Error::NoChatTemplate)
+    }
+}
+
+/// A multi-turn conversation that owns its session.
+pub struct Chat {
+    session: Session,
+    options: ChatOptions,
+    /// User and assistant messages in order, without the system message.
+    turns: Vec<ChatMessage>,
+    end_of_turn: Option<String>,
+}
+
+impl Chat {
+    pub fn new(session: Session, options: ChatOptions) -> Result<Chat> {
+        session.model().template()?;
+        let end_of_turn = session.model().chat_end_of_turn();
+        Ok(Chat { session, options, turns: Vec::new(), end_of_turn })
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The conversation so far, system message first.
+    pub fn messages(&self) -> Vec<ChatMessage> {
+        self.options.system.iter().map(ChatMessage::system).chain(self.turns.iter().cloned()).collect()
+    }
+
+    /// Forgets every turn (and the cache); the system message stays.
+    pub fn clear(&mut self) {
+        self.turns.clear();
+        self.session.clear();
+    }
+
+    /// Adds a user message and starts the reply. Iterate the returned [`Reply`] to stream it;
+    /// when it is dropped, what it produced (all of it, or as far as a cancel or an error let
+    /// it get) joins the conversation as the assistant's message.
+    ///
+    /// Room for the reply is `opts.max_tokens`, at most a quarter of the context: the
+    /// conversation must fit with that much to spare, else the overflow policy applies. A reply
+    /// that still fills the context stops with [`StopReason::ContextFull`].
+    pub fn send(&mut self, user: &str, mut opts: GenerateOptions) -> Result<Reply<'_>> {
+        let n_ctx = self.session.n_ctx();
+        let reserve = opts.max_tokens.min(n_ctx / 4);
+        let mut turns = self.turns.clone();
+        turns.push(ChatMessage::user(user));
+        let mut dropped_turns = 0;
+        let prompt = loop {
+            let prompt = self.prompt(&turns)?;
+            if prompt.len() + reserve <= n_ctx {
+                break prompt;
+            }
+            // The oldest turn runs to the next user message; the newest is the one being sent.
+            let next_user = turns.iter().skip(1).position(|m| m.role == "user").map(|i| i + 1);
+            match (self.options.overflow, next_user) {
+                (ContextOverflow::TruncateOldest, Some(end)) => {
+                    turns.drain(..end);
+                    dropped_turns += 1;
+                }
+                _ => {
+                    return Err(Error::ContextOverflow { prompt: prompt.len(), reserve, n_ctx });
+                }
+            }
+        };
+        let cached = self.session.tokens();
+        let mut reused = cached.iter().zip(&prompt).take_while(|(a, b)| a == b).count();
+        // The last prompt token is always evaluated: its logits choose the first reply token.
+        reused = reused.min(prompt.len() - 1);
+        self.session.truncate(reused);
+        if let Some(eot) = &self.end_of_turn
+            && !opts.stop.contains(eot)
+        {
+            opts.stop.push(eot.clone());
+        }
+        let info = TurnInfo {
+            prompt_tokens: prompt.len(),
+            reused_tokens: reused,
+            evaluated_tokens: prompt.len() - reused,
+            dropped_turns,
+        };
+        let generation = self.session.generate(&prompt[reused..], opts)?;
+        self.turns = turns;
+        Ok(Reply { generation, turns: &mut self.turns, text: String::new(), info })
+    }
+
+    fn prompt(&self, turns: &[ChatMessage]) -> Result<Vec<u32>> {
+        let system = self.options.system.iter().map(ChatMessage::system);
+        let messages: Vec<ChatMessage> = system.chain(turns.iter().cloned()).collect();
+        let ids = self.session.model().chat_tokens(&messages, true)?;
+        if ids.is_empty() {
+            return Err(Error::InvalidArgument("the chat template rendered no tokens".into()));
+        }
+        Ok(ids)
+    }
+}
+
+/// A reply being generated: an iterator of text chunks like [`Generation`].
+pub struct Reply<'c> {
+    generation: Generation<'c>,
+    turns: &'c mut Vec<ChatMessage>,
+    text: String,
+    info: TurnInfo,
+}
+
+impl Reply<'_> {
+    pub fn info(&self) -> TurnInfo {
+        self.info
+    }
+    pub fn stats(&self) -> &GenerationStats {
+        self.generation.stats()
+    }
+    pub fn stop_reason(&self) -> Option<&StopReason> {
+        self.generation.stop_reason()
+    }
+    /// The reply so far.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+impl Iterator for Reply<'_> {
+    type Item = Result<Chunk>;
+
+    fn next(&mut self) -> Option<Result<Chunk>> {
+        let chunk = self.generation.next()?;
+        if let Ok(c) = &chunk {
+            self.text.push_str(&c.text);
+        }
+        Some(chunk)
+    }
+}
+
+impl Drop for Reply<'_> {
+    fn drop(&mut self) {
+        self.turns.push(ChatMessage::assistant(std::mem::take(&mut self.text)));
+    }
+}
