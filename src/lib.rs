@@ -14,16 +14,21 @@
 //!
 //! The library never prints; it reports through return values and the `log` facade.
 
+mod device;
 mod error;
 mod generate;
 mod model;
 mod session;
+mod stepping;
 
+pub use device::Engine;
 pub use error::{Error, Result};
 pub use generate::{CancelToken, Chunk, GenerateOptions, Generation, GenerationStats, StopReason};
 pub use model::{LoadOptions, Model, ModelInfo};
 pub use session::{Session, SessionOptions};
 pub use wllm_engine as engine;
-pub use wllm_engine::Logits;
+pub use wllm_engine::{Logits, PendingStep, StepOutput};
 pub use wllm_engine::sampling::SamplerConfig;
 pub use wllm_loaders as loaders;
+/// The wgpu wllm is built against; a host passing its own device must use this version.
+pub use wllm_engine::wgpu;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::model::{Context, ContextOptions, GpuModel, Logits, StepOutput, StepTimings};
+use crate::model::{Context, ContextOptions, GpuModel, Logits, PendingStep, StepOutput, StepTimings};
 
 /// Runs forward steps of one sequence.
 pub enum Executor {
@@ -20,6 +20,12 @@ impl Executor {
     pub fn eval(&mut self, tokens: &[u32], logits: Logits, argmax: bool) -> Result<StepOutput> {
         match self {
             Executor::Gpu(c) => c.eval(tokens, logits, argmax),
+        }
+    }
+    /// Queues the step and returns at once; see [`Context::submit`].
+    pub fn submit(&mut self, tokens: &[u32], logits: Logits, argmax: bool) -> Result<PendingStep> {
+        match self {
+            Executor::Gpu(c) => c.submit(tokens, logits, argmax),
         }
     }
     pub fn n_past(&self) -> u32 {

@@ -18,4 +18,5 @@ pub mod variants;
 pub use device::{Backend, Caps, DeviceOptions, Gpu, Tuning};
 pub use error::{EngineError, Result};
 pub use exec::Executor;
-pub use model::{Context, ContextOptions, GpuModel, Logits, StepOutput, StepTimings};
+pub use model::{Context, ContextOptions, GpuModel, Logits, PendingStep, StepOutput, StepTimings};
+pub use wgpu;

@@ -7,7 +7,7 @@ mod graph;
 
 use std::sync::Arc;
 
-pub use context::{Context, ContextOptions, Logits, StepOutput, StepTimings};
+pub use context::{Context, ContextOptions, Logits, PendingStep, StepOutput, StepTimings};
 use wllm_loaders::model::{FfnWeights, ModelWeights, TensorBytes, TensorMeta, TensorSource};
 use wllm_loaders::{ModelConfig, ModelError};
 
