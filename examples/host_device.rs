@@ -84,12 +84,14 @@ fn main() -> anyhow::Result<()> {
     let engine = Engine::from_device(&adapter, device.clone(), queue.clone())?;
     let model = engine.load(path)?;
     let session = model.session(&SessionOptions { n_ctx: Some(512), ..Default::default() })?;
-    let opts = GenerateOptions { max_tokens: tokens, sampling: SamplerConfig::greedy(), ..Default::default() };
+    let opts =
+        GenerateOptions { max_tokens: tokens, sampling: SamplerConfig::greedy(), ..Default::default() };
     let renderer = Renderer::new(device, queue);
 
     let start = Instant::now();
     let mut generation = session.start_generation(&model.tokenize(prompt), opts)?;
-    let (mut frames, mut worst, mut busy_total, mut since_token) = (0u32, Duration::ZERO, Duration::ZERO, 0u32);
+    let (mut frames, mut worst, mut busy_total, mut since_token) =
+        (0u32, Duration::ZERO, Duration::ZERO, 0u32);
     let mut text = String::new();
     loop {
         let frame_start = Instant::now();

@@ -32,7 +32,11 @@ fn main() -> anyhow::Result<()> {
         rows.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
         println!("\n{phase:?}: top kernels by GPU time");
         for (label, (calls, ns, bytes)) in rows.iter().take(8) {
-            println!("{:>10.0} µs {calls:>5} calls {:>8.2} GB/s  {label}", ns / 1e3, *bytes as f64 / ns.max(1.0));
+            println!(
+                "{:>10.0} µs {calls:>5} calls {:>8.2} GB/s  {label}",
+                ns / 1e3,
+                *bytes as f64 / ns.max(1.0)
+            );
         }
     }
     Ok(())

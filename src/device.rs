@@ -54,7 +54,11 @@ impl Engine {
     }
 
     /// [`Engine::from_device`] for hosts that keep only the adapter's description.
-    pub fn from_device_info(info: wgpu::AdapterInfo, device: wgpu::Device, queue: wgpu::Queue) -> Result<Engine> {
+    pub fn from_device_info(
+        info: wgpu::AdapterInfo,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+    ) -> Result<Engine> {
         let limits = device.limits();
         // Saying so here beats a shader error on the first load.
         const STORAGE_BUFFERS: u32 = wllm_engine::device::STORAGE_BUFFERS_NEEDED;

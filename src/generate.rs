@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use wllm_engine::{Logits, PendingStep, StepOutput};
 use wllm_engine::sampling::{Sampler, SamplerConfig, StopMatcher};
+use wllm_engine::{Logits, PendingStep, StepOutput};
 use wllm_loaders::Utf8Stream;
 
 use crate::error::{Error, Result};
@@ -31,6 +31,28 @@ impl CancelToken {
     }
 }
 
+/// How to generate: length, sampling, stop conditions and cancellation.
+///
+/// ```no_run
+/// use wllm::{CancelToken, GenerateOptions, Model, SamplerConfig, SessionOptions};
+///
+/// let model = Model::load("model.gguf")?;
+/// let mut session = model.session(&SessionOptions::default())?;
+/// let cancel = CancelToken::new();
+/// let opts = GenerateOptions {
+///     max_tokens: 128,
+///     sampling: SamplerConfig { temp: 0.7, top_p: 0.9, seed: Some(1), ..SamplerConfig::default() },
+///     stop: vec!["\nUser:".into()],
+///     cancel: Some(cancel.clone()), // cancel.cancel() from any thread stops it
+///     ..GenerateOptions::default()
+/// };
+/// let mut generation = session.generate(&model.tokenize("User: hi\nAssistant:"), opts)?;
+/// for chunk in generation.by_ref() {
+///     print!("{}", chunk?.text);
+/// }
+/// println!("\n{:?}, {:.1} tokens/s", generation.stop_reason(), generation.stats().generation_tps());
+/// # Ok::<(), wllm::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct GenerateOptions {
     /// Most tokens to generate (`-n`).

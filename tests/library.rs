@@ -38,7 +38,12 @@ fn host_device() -> Option<(wgpu::Adapter, wgpu::Device, wgpu::Queue)> {
 }
 
 fn greedy(n: usize) -> GenerateOptions {
-    GenerateOptions { max_tokens: n, sampling: SamplerConfig::greedy(), stop_at_eog: false, ..Default::default() }
+    GenerateOptions {
+        max_tokens: n,
+        sampling: SamplerConfig::greedy(),
+        stop_at_eog: false,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -50,7 +55,8 @@ fn polled_generation_on_a_host_device_matches_blocking_generation() {
     let opts = SessionOptions { n_ctx: Some(64), n_batch: 4 };
 
     let mut blocking = model.session(&opts).unwrap();
-    let expected: Vec<u32> = blocking.generate(&prompt, greedy(12)).unwrap().map(|c| c.unwrap().token.unwrap()).collect();
+    let expected: Vec<u32> =
+        blocking.generate(&prompt, greedy(12)).unwrap().map(|c| c.unwrap().token.unwrap()).collect();
     assert_eq!(expected.len(), 12);
 
     let mut generation = model.session(&opts).unwrap().start_generation(&prompt, greedy(12)).unwrap();
@@ -86,7 +92,8 @@ fn sampled_generation_can_mix_polling_and_blocking() {
     let session_opts = SessionOptions { n_ctx: Some(32), n_batch: 8 };
 
     let mut a = model.session(&session_opts).unwrap();
-    let expected: Vec<u32> = a.generate(&prompt, opts.clone()).unwrap().map(|c| c.unwrap().token.unwrap()).collect();
+    let expected: Vec<u32> =
+        a.generate(&prompt, opts.clone()).unwrap().map(|c| c.unwrap().token.unwrap()).collect();
 
     let mut generation = model.session(&session_opts).unwrap().start_generation(&prompt, opts).unwrap();
     let mut got = Vec::new();
@@ -133,7 +140,7 @@ fn submitted_steps_return_the_same_logits_as_blocking_ones() {
 }
 
 #[test]
-fn a_device_with_default_limits_is_accepted_or_refused_with_an_error() {
+fn a_host_device_without_optional_features_runs_the_fallback_kernels() {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
     let Ok(adapter) = pollster::block_on(instance.request_adapter(&Default::default())) else { return };
     let Ok((device, queue)) = pollster::block_on(adapter.request_device(&Default::default())) else { return };

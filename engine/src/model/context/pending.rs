@@ -127,7 +127,8 @@ impl Context {
     /// [`Context::timings`]: their wall time depends on how often the host polls.
     pub fn submit(&mut self, tokens: &[u32], logits: Logits, argmax: bool) -> Result<PendingStep> {
         let gpu = self.model.gpu.clone();
-        if self.profiler.is_some() || (logits == Logits::All && tokens.len() > self.bufs.logit_rows as usize) {
+        if self.profiler.is_some() || (logits == Logits::All && tokens.len() > self.bufs.logit_rows as usize)
+        {
             let out = self.eval(tokens, logits, argmax)?;
             return Ok(PendingStep::ready(gpu, out));
         }
@@ -201,8 +202,10 @@ impl Context {
         let mut enc =
             gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
         {
-            let mut pass = enc
-                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("step"), timestamp_writes: None });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("step"),
+                timestamp_writes: None,
+            });
             for op in &ops {
                 op.record(&mut pass, n);
             }
