@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use wllm_engine::Logits;
 use wllm_engine::sampling::{Sampler, SamplerConfig, StopMatcher};
+use wllm_engine::{Logits, PendingStep, StepOutput};
 use wllm_loaders::Utf8Stream;
 
 use crate::error::{Error, Result};
@@ -30,6 +31,28 @@ impl CancelToken {
     }
 }
 
+/// How to generate: length, sampling, stop conditions and cancellation.
+///
+/// ```no_run
+/// use wllm::{CancelToken, GenerateOptions, Model, SamplerConfig, SessionOptions};
+///
+/// let model = Model::load("model.gguf")?;
+/// let mut session = model.session(&SessionOptions::default())?;
+/// let cancel = CancelToken::new();
+/// let opts = GenerateOptions {
+///     max_tokens: 128,
+///     sampling: SamplerConfig { temp: 0.7, top_p: 0.9, seed: Some(1), ..SamplerConfig::default() },
+///     stop: vec!["\nUser:".into()],
+///     cancel: Some(cancel.clone()), // cancel.cancel() from any thread stops it
+///     ..GenerateOptions::default()
+/// };
+/// let mut generation = session.generate(&model.tokenize("User: hi\nAssistant:"), opts)?;
+/// for chunk in generation.by_ref() {
+///     print!("{}", chunk?.text);
+/// }
+/// println!("\n{:?}, {:.1} tokens/s", generation.stop_reason(), generation.stats().generation_tps());
+/// # Ok::<(), wllm::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct GenerateOptions {
     /// Most tokens to generate (`-n`).
@@ -98,12 +121,41 @@ impl GenerationStats {
     }
 }
 
+/// A generation in progress: an iterator of [`Chunk`]s, one decode step per item.
+///
+/// [`Iterator::next`] blocks until the GPU has produced the token. A host that must not block
+/// (a game advancing one token per frame) calls [`Generation::poll_next`] instead, which
+/// returns [`Poll::Pending`] while the GPU is still working. Both may be mixed freely.
+///
+/// ```no_run
+/// use std::task::Poll;
+/// use wllm::{GenerateOptions, Model, SessionOptions};
+///
+/// let model = Model::load("model.gguf")?;
+/// let session = model.session(&SessionOptions::default())?;
+/// let prompt = model.tokenize("Once upon a time");
+/// // Owns the session, so it can live in the host's state between frames.
+/// let mut generation = session.start_generation(&prompt, GenerateOptions::default())?;
+/// loop {
+///     // ... render a frame ...
+///     match generation.poll_next() {
+///         Poll::Pending => continue,
+///         Poll::Ready(Some(chunk)) => print!("{}", chunk?.text),
+///         Poll::Ready(None) => break,
+///     }
+/// }
+/// # Ok::<(), wllm::Error>(())
+/// ```
 pub struct Generation<'s> {
-    session: &'s mut Session,
+    session: SessionSlot<'s>,
     opts: GenerateOptions,
     /// `None`: greedy, chosen on the device.
     sampler: Option<Sampler>,
     next: Option<u32>,
+    /// The step in flight whose output gives `next`.
+    pending: Option<PendingStep>,
+    /// The pending step is the prompt's (stats are taken when it resolves).
+    prompt_pending: bool,
     produced: usize,
     utf8: Utf8Stream,
     stop: StopMatcher,
@@ -112,7 +164,22 @@ pub struct Generation<'s> {
     logits: Vec<f32>,
     ids: Vec<u32>,
     stats: GenerationStats,
+    started: Instant,
     gen_start: Instant,
+}
+
+/// A generation either borrows its session (the common case) or owns it, so that a host can
+/// keep it in its own state across frames without a self-referential struct.
+enum SessionSlot<'s> {
+    Borrowed(&'s mut Session),
+    Owned(Box<Session>),
+}
+
+/// Whether a step may block the caller.
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum Drive {
+    Block,
+    Poll,
 }
 
 impl<'s> Generation<'s> {
@@ -122,10 +189,19 @@ impl<'s> Generation<'s> {
         opts: GenerateOptions,
         start: Instant,
     ) -> Result<Self> {
+        Self::begin(SessionSlot::Borrowed(session), prompt, opts, start, Drive::Block)
+    }
+
+    fn begin(
+        session: SessionSlot<'s>,
+        prompt: &[u32],
+        opts: GenerateOptions,
+        start: Instant,
+        drive: Drive,
+    ) -> Result<Self> {
         if prompt.is_empty() {
             return Err(Error::InvalidArgument("the prompt has no tokens".into()));
         }
-        let n_vocab = session.model.config().n_vocab as usize;
         let greedy = opts.sampling.temp <= 0.0
             && opts.sampling.logit_bias.is_empty()
             && (opts.sampling.repeat_penalty == 1.0 || opts.sampling.repeat_last_n == 0)
@@ -133,52 +209,44 @@ impl<'s> Generation<'s> {
             && opts.sampling.presence_penalty == 0.0;
         let mut sampler = if greedy { None } else { Some(Sampler::new(opts.sampling.clone())?) };
         if let Some(s) = sampler.as_mut() {
-            for &t in session.history.iter().chain(prompt) {
+            for &t in session.get().history.iter().chain(prompt) {
                 s.accept(t);
             }
         }
-        let on_device = sampler.is_none() && !opts.collect_logits;
-        let mode = if opts.collect_logits {
-            Logits::All
-        } else if on_device {
-            Logits::None
-        } else {
-            Logits::Last
-        };
-        let out = session.step(prompt, mode, on_device)?;
-        let mut logits = Vec::new();
-        let next = if on_device {
-            out.token
-        } else {
-            let last = &out.logits[out.logits.len() - n_vocab..];
-            let t = choose(&mut sampler, last)?;
-            if opts.collect_logits {
-                logits = out.logits;
-            }
-            Some(t)
-        };
-        let prompt_time = start.elapsed();
         let stop = StopMatcher::new(opts.stop.clone());
-        Ok(Generation {
+        let mut g = Generation {
             session,
             sampler,
-            next,
+            next: None,
+            pending: None,
+            prompt_pending: true,
             produced: 0,
             utf8: Utf8Stream::new(),
             stop,
             finished: None,
             flushed: false,
-            logits,
+            logits: Vec::new(),
             ids: Vec::new(),
-            stats: GenerationStats {
-                prompt_tokens: prompt.len(),
-                prompt_time,
-                time_to_first_token: prompt_time,
-                ..Default::default()
-            },
-            gen_start: Instant::now(),
+            stats: GenerationStats { prompt_tokens: prompt.len(), ..Default::default() },
+            started: start,
+            gen_start: start,
             opts,
-        })
+        };
+        let mode = if g.opts.collect_logits { Logits::All } else { g.step_logits() };
+        g.run_step(prompt, mode, drive)?;
+        Ok(g)
+    }
+
+    /// Returns the session (for an owned generation, see [`Session::start_generation`]).
+    pub fn into_session(self) -> Option<Session> {
+        match self.session {
+            SessionSlot::Owned(s) => Some(*s),
+            SessionSlot::Borrowed(_) => None,
+        }
+    }
+
+    pub fn session(&self) -> &Session {
+        self.session.get()
     }
 
     pub fn stop_reason(&self) -> Option<&StopReason> {
@@ -196,8 +264,69 @@ impl<'s> Generation<'s> {
         &self.logits
     }
 
+    /// Never blocks: [`Poll::Pending`] while the GPU is still computing the next token,
+    /// otherwise exactly what [`Iterator::next`] would return.
+    pub fn poll_next(&mut self) -> Poll<Option<Result<Chunk>>> {
+        self.drive(Drive::Poll)
+    }
+
+    /// Whether a step is in flight on the GPU.
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Greedy decoding without collected logits picks the token on the device and reads back
+    /// only that; anything else needs the last row's logits.
+    fn on_device(&self) -> bool {
+        self.sampler.is_none() && !self.opts.collect_logits
+    }
+
+    fn step_logits(&self) -> Logits {
+        if self.on_device() { Logits::None } else { Logits::Last }
+    }
+
+    /// Feeds `tokens`, either finishing the step now or leaving it in flight.
+    fn run_step(&mut self, tokens: &[u32], mode: Logits, drive: Drive) -> Result<()> {
+        let on_device = self.on_device();
+        let session = self.session.get_mut();
+        match drive {
+            Drive::Block => {
+                let out = session.step(tokens, mode, on_device)?;
+                self.resolve(out)
+            }
+            Drive::Poll => {
+                self.pending = Some(session.submit(tokens, mode, on_device)?);
+                Ok(())
+            }
+        }
+    }
+
+    /// Turns a finished step's output into the next token.
+    fn resolve(&mut self, out: StepOutput) -> Result<()> {
+        let n_vocab = self.session.get().model.config().n_vocab as usize;
+        self.next = if self.on_device() {
+            out.token
+        } else {
+            let Some(last) = out.logits.len().checked_sub(n_vocab).map(|at| &out.logits[at..]) else {
+                return Err(Error::InvalidArgument("the device returned no logits".into()));
+            };
+            let t = choose(&mut self.sampler, last)?;
+            if self.opts.collect_logits {
+                self.logits.extend_from_slice(&out.logits);
+            }
+            Some(t)
+        };
+        if std::mem::take(&mut self.prompt_pending) {
+            self.stats.prompt_time = self.started.elapsed();
+            self.stats.time_to_first_token = self.stats.prompt_time;
+            self.gen_start = Instant::now();
+        }
+        Ok(())
+    }
+
     fn finish(&mut self, reason: StopReason) -> Option<Result<Chunk>> {
         self.finished = Some(reason);
+        self.pending = None;
         self.flush()
     }
 
@@ -214,12 +343,25 @@ impl<'s> Generation<'s> {
         (!text.is_empty()).then_some(Ok(Chunk { token: None, text }))
     }
 
-    fn advance(&mut self) -> Result<Option<Chunk>> {
-        let Some(tok) = self.next.take() else { return Ok(None) };
-        let tokenizer = &self.session.model.inner.tokenizer;
+    fn advance(&mut self, drive: Drive) -> Result<Poll<Option<Chunk>>> {
+        if let Some(mut p) = self.pending.take() {
+            let out = match drive {
+                Drive::Block => p.wait()?,
+                Drive::Poll => match p.poll()? {
+                    Some(out) => out,
+                    None => {
+                        self.pending = Some(p);
+                        return Ok(Poll::Pending);
+                    }
+                },
+            };
+            self.resolve(out)?;
+        }
+        let Some(tok) = self.next.take() else { return Ok(Poll::Ready(None)) };
+        let tokenizer = &self.session.get().model.inner.tokenizer;
         if self.opts.stop_at_eog && tokenizer.is_eog(tok) {
             self.finished = Some(StopReason::EndOfGeneration(tok));
-            return Ok(None);
+            return Ok(Poll::Ready(None));
         }
         let piece = tokenizer.token_to_piece(tok);
         let text = self.utf8.push_bytes(&piece);
@@ -229,34 +371,73 @@ impl<'s> Generation<'s> {
         self.stats.generated_tokens = self.produced;
         if let Some(i) = step.stop {
             self.finished = Some(StopReason::StopString(i));
-            return Ok(Some(Chunk { token: Some(tok), text: step.text }));
+            return Ok(Poll::Ready(Some(Chunk { token: Some(tok), text: step.text })));
         }
         if let Some(s) = self.sampler.as_mut() {
             s.accept(tok);
         }
         if self.produced < self.opts.max_tokens {
-            if self.session.history.len() >= self.session.n_ctx() {
+            let session = self.session.get();
+            if session.history.len() >= session.n_ctx() {
                 self.finished = Some(StopReason::ContextFull);
             } else {
-                let n_vocab = self.session.model.config().n_vocab as usize;
-                let on_device = self.sampler.is_none() && !self.opts.collect_logits;
-                let mode = if on_device { Logits::None } else { Logits::Last };
-                let out = self.session.step(&[tok], mode, on_device)?;
-                self.next = if on_device {
-                    out.token
-                } else {
-                    let t = choose(&mut self.sampler, &out.logits[..n_vocab])?;
-                    if self.opts.collect_logits {
-                        self.logits.extend_from_slice(&out.logits);
-                    }
-                    Some(t)
-                };
+                self.run_step(&[tok], self.step_logits(), drive)?;
             }
         } else {
             self.finished = Some(StopReason::MaxTokens);
         }
         self.stats.generation_time = self.gen_start.elapsed();
-        Ok(Some(Chunk { token: Some(tok), text: step.text }))
+        Ok(Poll::Ready(Some(Chunk { token: Some(tok), text: step.text })))
+    }
+
+    fn drive(&mut self, drive: Drive) -> Poll<Option<Result<Chunk>>> {
+        if self.finished.is_some() {
+            return Poll::Ready(self.flush());
+        }
+        if self.opts.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+            return Poll::Ready(self.finish(StopReason::Cancelled));
+        }
+        if self.produced >= self.opts.max_tokens {
+            return Poll::Ready(self.finish(StopReason::MaxTokens));
+        }
+        Poll::Ready(match self.advance(drive) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(Some(chunk))) => Some(Ok(chunk)),
+            Ok(Poll::Ready(None)) => {
+                if self.finished.is_none() {
+                    self.finished = Some(StopReason::MaxTokens);
+                }
+                self.flush()
+            }
+            Err(e) => {
+                self.finished = Some(StopReason::Cancelled);
+                self.pending = None;
+                self.flushed = true;
+                Some(Err(e))
+            }
+        })
+    }
+}
+
+impl Generation<'static> {
+    /// Takes ownership of `session` and queues `prompt` without waiting for it.
+    pub(crate) fn start_owned(session: Session, prompt: &[u32], opts: GenerateOptions) -> Result<Self> {
+        Self::begin(SessionSlot::Owned(Box::new(session)), prompt, opts, Instant::now(), Drive::Poll)
+    }
+}
+
+impl SessionSlot<'_> {
+    fn get(&self) -> &Session {
+        match self {
+            SessionSlot::Borrowed(s) => s,
+            SessionSlot::Owned(s) => s,
+        }
+    }
+    fn get_mut(&mut self) -> &mut Session {
+        match self {
+            SessionSlot::Borrowed(s) => s,
+            SessionSlot::Owned(s) => s,
+        }
     }
 }
 
@@ -282,28 +463,10 @@ impl Iterator for Generation<'_> {
     type Item = Result<Chunk>;
 
     fn next(&mut self) -> Option<Result<Chunk>> {
-        if self.finished.is_some() {
-            return self.flush();
-        }
-        if self.opts.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
-            return self.finish(StopReason::Cancelled);
-        }
-        if self.produced >= self.opts.max_tokens {
-            return self.finish(StopReason::MaxTokens);
-        }
-        match self.advance() {
-            Ok(Some(chunk)) => Some(Ok(chunk)),
-            Ok(None) => {
-                if self.finished.is_none() {
-                    self.finished = Some(StopReason::MaxTokens);
-                }
-                self.flush()
-            }
-            Err(e) => {
-                self.finished = Some(StopReason::Cancelled);
-                self.flushed = true;
-                Some(Err(e))
-            }
+        match self.drive(Drive::Block) {
+            Poll::Ready(item) => item,
+            // A blocking drive waits for every step it starts.
+            Poll::Pending => None,
         }
     }
 }

@@ -12,21 +12,34 @@
 //! # Ok::<(), wllm::Error>(())
 //! ```
 //!
-//! The library never prints; it reports through return values and the `log` facade.
+//! - [`Model`] loads a GGUF file or safetensors directory ([`LoadOptions`]); it is `Send + Sync`
+//!   and any number of [`Session`]s (each its own KV cache) share its weights.
+//! - [`Session::generate`] returns a [`Generation`]: an iterator of text [`Chunk`]s with sampling,
+//!   stop strings and a [`CancelToken`] ([`GenerateOptions`]). [`Session::eval`] returns logits.
+//! - [`Engine::from_device`] runs on a wgpu device the application created; with
+//!   [`Session::start_generation`] and [`Generation::poll_next`] the application advances
+//!   generation from its own frame loop without ever waiting for the GPU.
+//!
+//! The library never prints; it reports through typed errors ([`Error`]) and the `log` facade.
 
 mod chat;
+mod device;
 mod error;
 mod generate;
 mod model;
 mod session;
+mod stepping;
 
 pub use chat::{Chat, ChatOptions, ContextOverflow, Reply, TurnInfo};
+pub use device::Engine;
 pub use error::{Error, Result};
 pub use generate::{CancelToken, Chunk, GenerateOptions, Generation, GenerationStats, StopReason};
 pub use model::{LoadOptions, Model, ModelInfo};
 pub use session::{Session, SessionOptions};
 pub use wllm_engine as engine;
-pub use wllm_engine::Logits;
 pub use wllm_engine::sampling::SamplerConfig;
+/// The wgpu wllm is built against; a host passing its own device must use this version.
+pub use wllm_engine::wgpu;
+pub use wllm_engine::{Logits, PendingStep, StepOutput};
 pub use wllm_loaders as loaders;
 pub use wllm_loaders::chat::ChatMessage;

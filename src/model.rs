@@ -15,6 +15,23 @@ use crate::error::{Error, Result};
 use crate::session::{Session, SessionOptions};
 
 /// How to load a model.
+///
+/// ```no_run
+/// use wllm::{LoadOptions, Model};
+///
+/// let opts = LoadOptions {
+///     backend: Some(wllm::engine::Backend::Vulkan),
+///     warm_up: true,
+///     ..LoadOptions::default()
+/// };
+/// let model = Model::load_with("model.gguf", &opts, &mut |done, total| {
+///     eprint!("\rloading {}%", 100 * done / total.max(1));
+/// })?;
+/// # Ok::<(), wllm::Error>(())
+/// ```
+///
+/// To run on a device the application already has, set `gpu` from
+/// [`Engine::gpu`](crate::Engine::gpu), or load through [`Engine::load_with`](crate::Engine::load_with).
 #[derive(Clone, Default)]
 pub struct LoadOptions {
     /// Restrict the adapter search to one backend (`None`: `WLLM_BACKEND`, else any).
@@ -91,6 +108,25 @@ pub(crate) struct ModelInner {
 
 /// A loaded model. Cheap to clone; `Send + Sync`, so any number of sessions on any threads
 /// share its weights.
+///
+/// ```no_run
+/// use wllm::{Model, SessionOptions};
+///
+/// let model = Model::load("model.gguf")?;
+/// let ids = model.tokenize("Hello, world");
+/// assert_eq!(model.detokenize(&ids[1..]), "Hello, world"); // after BOS, if the model adds one
+/// // Two conversations over one copy of the weights, each on its own thread.
+/// std::thread::scope(|s| {
+///     for text in ["The sky is", "Grass is"] {
+///         let model = model.clone();
+///         s.spawn(move || -> wllm::Result<u32> {
+///             let mut session = model.session(&SessionOptions::default())?;
+///             session.eval_greedy(&model.tokenize(text))
+///         });
+///     }
+/// });
+/// # Ok::<(), wllm::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Model {
     pub(crate) inner: Arc<ModelInner>,

@@ -24,6 +24,23 @@ impl Default for SessionOptions {
     }
 }
 
+/// One conversation: its own KV cache over a shared [`Model`](crate::Model). Tokens fed stay
+/// in the cache, so each call continues where the last one stopped.
+///
+/// ```no_run
+/// use wllm::{Logits, Model, SessionOptions};
+///
+/// let model = Model::load("model.gguf")?;
+/// let mut session = model.session(&SessionOptions { n_ctx: Some(2048), n_batch: 256 })?;
+/// // Logits of the prompt's last position, n_vocab values.
+/// let logits = session.eval(&model.tokenize("The capital of France is"), Logits::Last)?;
+/// assert_eq!(logits.len(), model.config().n_vocab as usize);
+/// // Or let the device pick the greedy token and read back only that.
+/// let next = session.eval_greedy(&model.tokenize(" Paris"))?;
+/// println!("{}", model.detokenize(&[next]));
+/// session.truncate(0); // forget everything, keep the buffers
+/// # Ok::<(), wllm::Error>(())
+/// ```
 pub struct Session {
     pub(crate) model: Model,
     pub(crate) exec: Executor,

@@ -35,8 +35,12 @@ fn check_with(filter: &dyn Fn(&support::Case) -> bool, splits: &dyn Fn(u32) -> V
         let mut gs = splits(n_layer);
         gs.dedup();
         for g in gs {
-            let opts =
-                LoadOptions { gpu_layers: GpuLayers::Count(g), n_ctx: Some(512), ..Default::default() };
+            let opts = LoadOptions {
+                gpu_layers: GpuLayers::Count(g),
+                n_ctx: Some(512),
+                n_cpu_moe,
+                ..Default::default()
+            };
             let model = Model::load_with(&case.model_path, &opts, &mut |_, _| {}).unwrap();
             assert_eq!(model.info().plan.gpu_layers, g);
             if n_cpu_moe > 0 {

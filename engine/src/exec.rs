@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use crate::cpu::{CpuExperts, CpuStack, LogitRows};
 use crate::error::{EngineError, Result};
-use crate::model::{Context, ContextOptions, GpuModel, Logits, StepOutput, StepTimings};
+use crate::model::{Context, ContextOptions, GpuModel, Logits, PendingStep, StepOutput, StepTimings};
 
 enum Parts {
     Gpu(Context),
@@ -96,6 +96,17 @@ impl Executor {
             self.timings.prompt_time += dt;
         }
         Ok(out)
+    }
+
+    /// Queues the step and returns at once; see [`Context::submit`]. Only with every layer on
+    /// the GPU: CPU layers would make the caller wait for them anyway.
+    pub fn submit(&mut self, tokens: &[u32], logits: Logits, argmax: bool) -> Result<PendingStep> {
+        match &mut self.parts {
+            Parts::Gpu(c) => c.submit(tokens, logits, argmax),
+            _ => Err(EngineError::Unsupported(
+                "non-blocking steps need every layer on the GPU (--gpu-layers all)".into(),
+            )),
+        }
     }
 
     pub fn n_past(&self) -> u32 {

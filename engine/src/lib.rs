@@ -20,6 +20,8 @@ pub use device::{Backend, Caps, DeviceOptions, Gpu, Tuning};
 pub use error::{EngineError, Result};
 pub use exec::Executor;
 pub use model::{
-    Context, ContextBytes, ContextOptions, GpuModel, Logits, StepOutput, StepTimings, context_bytes,
+    Context, ContextBytes, ContextOptions, GpuModel, Logits, PendingStep, StepOutput, StepTimings,
+    context_bytes,
 };
 pub use plan::{GpuLayers, Plan, PlanRequest};
+pub use wgpu;

@@ -108,3 +108,27 @@ fn every_variant_translates_to_spirv_msl_and_hlsl() {
     eprintln!("{count} variants translated");
     assert!(failures.is_empty(), "{} of {count} failed:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// Hosts that hand wllm their own device may have created it with the WebGPU default limits;
+/// `STORAGE_BUFFERS_NEEDED` is what `wllm::Engine::from_device` checks them against.
+#[test]
+fn every_variant_fits_the_storage_buffer_limit() {
+    let caps = caps(true, true);
+    let mut most = 0;
+    for key in variants::all(&caps) {
+        let (src, _) = wgsl_for(&caps, &key).expect("preprocess");
+        let module = naga::front::wgsl::parse_str(&src).expect("parse");
+        let n = module
+            .global_variables
+            .iter()
+            .filter(|(_, v)| matches!(v.space, naga::AddressSpace::Storage { .. }))
+            .count() as u32;
+        most = most.max(n);
+        assert!(
+            n <= wllm_engine::device::STORAGE_BUFFERS_NEEDED,
+            "{} binds {n} storage buffers",
+            key.label()
+        );
+    }
+    assert_eq!(most, wllm_engine::device::STORAGE_BUFFERS_NEEDED, "the constant should be tight");
+}

@@ -16,6 +16,9 @@ use crate::ops::moe::MoeBuffers;
 use crate::ops::rope::rope_table;
 use crate::profile::{Phase, Profiler};
 
+mod pending;
+pub use pending::PendingStep;
+
 #[derive(Clone, Debug)]
 pub struct ContextOptions {
     /// Maximum number of positions (prompt + generated).

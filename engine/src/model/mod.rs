@@ -7,7 +7,9 @@ mod graph;
 
 use std::sync::Arc;
 
-pub use context::{Context, ContextBytes, ContextOptions, Logits, StepOutput, StepTimings, context_bytes};
+pub use context::{
+    Context, ContextBytes, ContextOptions, Logits, PendingStep, StepOutput, StepTimings, context_bytes,
+};
 use wllm_loaders::model::{FfnWeights, ModelWeights, TensorBytes, TensorMeta, TensorSource};
 use wllm_loaders::{ModelConfig, ModelError};
 

@@ -61,7 +61,10 @@ pub fn get_rows(
                 _pad: 0,
             };
             let ubuf = gpu.uniform("get_rows.params", &p);
-            gpu.op(
+            // Per token: one weight row read and one f32 row written, by whichever part holds
+            // the row (so split evenly over the parts' dispatches).
+            let row_bytes = (w.n_bytes() / w.nrows.max(1) as u64 + w.ncols as u64 * 4) / w.parts.len() as u64;
+            let mut op = gpu.op(
                 pipeline.clone(),
                 &[
                     (0, Res::Buf(&part.buffer)),
@@ -71,7 +74,9 @@ pub fn get_rows(
                     (3, Res::Buf(&ubuf)),
                 ],
                 Grid::TokensX { y: 1 },
-            )
+            );
+            op.traffic = (0, row_bytes);
+            op
         })
         .collect())
 }

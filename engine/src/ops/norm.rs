@@ -70,5 +70,11 @@ pub fn rms_norm(gpu: &Gpu, a: &NormArgs<'_>) -> Result<Op> {
         e.push((6, Res::Buf(step)));
     }
     let grid = if a.last_row_of.is_some() { Grid::Fixed([1, 1, 1]) } else { Grid::TokensX { y: 1 } };
-    Ok(gpu.op(pipeline, &e, grid))
+    let mut op = gpu.op(pipeline, &e, grid);
+    // Bytes per row: x in, out written, and with a post-norm its input read and x written back.
+    let row = a.n as u64 * 4;
+    let per_row = if a.post.is_some() { 4 * row } else { 2 * row };
+    let weights = if a.post.is_some() { 2 * row } else { row };
+    op.traffic = if a.last_row_of.is_some() { (weights + per_row, 0) } else { (weights, per_row) };
+    Ok(op)
 }

@@ -94,7 +94,18 @@ pub fn rope_kv(gpu: &Gpu, a: &RopeArgs<'_>) -> Result<Op> {
     if let Some(n) = a.qk_norm {
         e.push((6, Res::Buf(n)));
     }
-    Ok(gpu.op(pipeline, &e, Grid::TokensY { x: a.n_head + 2 * a.n_kv }))
+    let mut op = gpu.op(pipeline, &e, Grid::TokensY { x: a.n_head + 2 * a.n_kv });
+    // Per token: the packed q|k|v row read, rotated q written back, k and v stored in the cache,
+    // and a (cos, sin) pair per rotated pair.
+    let elem = if a.kv_f16 { 2 } else { 4 };
+    op.traffic = (
+        0,
+        p.qkv_stride as u64 * 4
+            + (a.n_head * a.head_dim) as u64 * 4
+            + (a.n_kv * (a.head_dim + a.head_dim_v)) as u64 * elem
+            + (a.n_rot / 2) as u64 * 8,
+    );
+    Ok(op)
 }
 
 /// (cos, sin) for positions 0..ctx and the n_rot/2 frequencies, computed in f64.

@@ -1,0 +1,221 @@
+//! Kernel throughput on whatever adapter wllm picks (`WLLM_BACKEND` to choose one):
+//! linear layers per weight type as matrix-vector products (GB/s of weight bytes) and as
+//! 64-token matrix products (FLOP/s, shown by criterion as elem/s), decode attention (GB/s of
+//! KV cache read), MoE routing (tokens/s), and the device's buffer-copy bandwidth as the
+//! yardstick for the GB/s figures.
+//!
+//! Sample counts are small so `cargo bench` finishes in minutes on a software adapter.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use wllm::engine::ops::Op;
+use wllm::engine::ops::attention::{AttentionArgs, attention};
+use wllm::engine::ops::linear::{Epilogue, LinearIo, linear};
+use wllm::engine::ops::moe::{MoeBuffers, MoeShape, plan, route};
+use wllm::engine::tensor::GpuWeight;
+use wllm::engine::{DeviceOptions, Gpu};
+use wllm::loaders::GgmlType;
+use wllm::loaders::model::{TensorBytes, TensorMeta};
+
+/// Dispatches recorded into one pass per submission: enough to hide submission overhead,
+/// few enough that one submission stays short.
+const REPS_PER_SUBMIT: u64 = 16;
+
+const TYPES: &[GgmlType] = &[
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::MXFP4,
+];
+
+fn gpu() -> Option<Arc<Gpu>> {
+    match Gpu::new(&DeviceOptions::default()) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            eprintln!("no GPU adapter, kernel benches skipped: {e}");
+            None
+        }
+    }
+}
+
+/// Runs `ops` `iters` times (for a batch of `n_tokens`) and returns the GPU-bound wall time.
+fn time_ops(gpu: &Gpu, ops: &[Op], n_tokens: u32, iters: u64) -> Duration {
+    let start = Instant::now();
+    let mut left = iters;
+    while left > 0 {
+        let reps = left.min(REPS_PER_SUBMIT);
+        let all: Vec<Op> = (0..reps).flat_map(|_| ops.iter().cloned()).collect();
+        gpu.run(&all, n_tokens).expect("dispatch");
+        left -= reps;
+    }
+    start.elapsed()
+}
+
+/// Weights with bounded, finite scales whatever the block layout (timing does not depend on
+/// the values, but NaNs or denormals could on some adapters).
+fn weight(gpu: &Gpu, t: GgmlType, rows: usize, cols: usize) -> GpuWeight {
+    let n = t.bytes_for((rows * cols) as u64).expect("whole blocks") as usize;
+    let bytes: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8 & 0x3f).collect();
+    let meta = TensorMeta { name: format!("w.{t}"), ggml_type: t, dims: vec![cols as u64, rows as u64] };
+    GpuWeight::upload(gpu, &TensorBytes { meta, bytes: bytes.into() }).expect("upload")
+}
+
+fn linear_ops(gpu: &Gpu, w: &GpuWeight, rows: usize, cols: usize, n_tok: u32) -> Vec<Op> {
+    let x = gpu.storage("x", (cols * n_tok as usize) as u64 * 4);
+    let y = gpu.storage("y", (rows * n_tok as usize) as u64 * 4);
+    let step = gpu.uniform("step", &[0u32, n_tok, 0, 0]);
+    let io = LinearIo {
+        x: &x,
+        x_offset: 0,
+        x_stride: cols as u32,
+        y: &y,
+        y_offset: 0,
+        y_stride: rows as u32,
+        bias: None,
+        gate: None,
+    };
+    linear(gpu, w, &io, Epilogue::Store, &step, n_tok > 1).expect("linear op")
+}
+
+fn configure<'c>(
+    c: &'c mut Criterion,
+    name: &str,
+) -> criterion::BenchmarkGroup<'c, criterion::measurement::WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
+    g
+}
+
+fn copy_bandwidth(c: &mut Criterion) {
+    let Some(gpu) = gpu() else { return };
+    let size = gpu.max_binding().min(64 << 20);
+    let mk = |label| {
+        gpu.device.create_buffer(&wllm::wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wllm::wgpu::BufferUsages::COPY_SRC | wllm::wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    };
+    let (a, b) = (mk("copy.src"), mk("copy.dst"));
+    let mut g = configure(c, "copy");
+    g.throughput(Throughput::BytesDecimal(size));
+    g.bench_function(BenchmarkId::new("buffer", format!("{}MiB", size >> 20)), |bench| {
+        bench.iter(|| {
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            enc.copy_buffer_to_buffer(&a, 0, &b, 0, size);
+            gpu.queue.submit([enc.finish()]);
+            gpu.wait().expect("copy");
+        })
+    });
+    g.finish();
+}
+
+fn matvec(c: &mut Criterion) {
+    let Some(gpu) = gpu() else { return };
+    let (rows, cols) = (4096, 4096);
+    let mut g = configure(c, "matvec_4096x4096");
+    for &t in TYPES {
+        let w = weight(&gpu, t, rows, cols);
+        let ops = linear_ops(&gpu, &w, rows, cols, 1);
+        g.throughput(Throughput::BytesDecimal(w.n_bytes()));
+        g.bench_function(t.name(), |b| b.iter_custom(|iters| time_ops(&gpu, &ops, 1, iters)));
+    }
+    g.finish();
+}
+
+fn matmul(c: &mut Criterion) {
+    let Some(gpu) = gpu() else { return };
+    let (rows, cols, n_tok) = (4096, 4096, 64u32);
+    let mut g = configure(c, "matmul_4096x4096_t64");
+    for &t in &[GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_K] {
+        let w = weight(&gpu, t, rows, cols);
+        let ops = linear_ops(&gpu, &w, rows, cols, n_tok);
+        // Elements are floating-point operations: criterion's elem/s reads as FLOP/s.
+        g.throughput(Throughput::Elements(2 * rows as u64 * cols as u64 * n_tok as u64));
+        g.bench_function(t.name(), |b| b.iter_custom(|iters| time_ops(&gpu, &ops, n_tok, iters)));
+    }
+    g.finish();
+}
+
+fn attention_decode(c: &mut Criterion) {
+    let Some(gpu) = gpu() else { return };
+    // A Llama-3-8B layer: 32 query heads sharing 8 KV heads of 128.
+    let (n_head, n_kv, hd, n_ctx) = (32u32, 8u32, 128u32, 4096u32);
+    let kv_f16 = gpu.caps.f16;
+    let elem = if kv_f16 { 2 } else { 4 };
+    let cache = (n_kv * n_ctx * hd) as u64 * elem;
+    let qkv = gpu.storage("qkv", ((n_head + 2 * n_kv) * hd) as u64 * 4);
+    let (k, v) = (gpu.storage("k", cache), gpu.storage("v", cache));
+    let out = gpu.storage("out", (n_head * hd) as u64 * 4);
+    let mut g = configure(c, "attention_decode_32q8kv_d128");
+    for past in [512u32, 4095] {
+        let step = gpu.uniform("step", &[past, 1u32, 0, 0]);
+        let args = AttentionArgs {
+            n_head,
+            n_kv,
+            head_dim: hd,
+            head_dim_v: hd,
+            ctx: n_ctx,
+            window: 0,
+            scale: 1.0 / (hd as f32).sqrt(),
+            kv_f16,
+            qkv: &qkv,
+            k_cache: &k,
+            v_cache: &v,
+            out: &out,
+            step: &step,
+        };
+        let ops = [attention(&gpu, &args).expect("attention op")];
+        let kv_read = (past as u64 + 1) * (n_kv * 2 * hd) as u64 * elem;
+        g.throughput(Throughput::BytesDecimal(kv_read));
+        g.bench_function(BenchmarkId::new(if kv_f16 { "f16_kv" } else { "f32_kv" }, past + 1), |b| {
+            b.iter_custom(|iters| time_ops(&gpu, &ops, 1, iters))
+        });
+    }
+    g.finish();
+}
+
+fn moe_routing(c: &mut Criterion) {
+    let Some(gpu) = gpu() else { return };
+    // Qwen3-30B-A3B: 128 experts, 8 per token.
+    let (n_expert, k, n_embd, n_ff, n_tok) = (128u32, 8u32, 2048u32, 768u32, 256u32);
+    let (_, tile) = wllm::engine::ops::linear::grouped_shape(&gpu, 1);
+    let bufs = MoeBuffers::new(&gpu, n_tok, n_expert, k, tile);
+    let logits: Vec<f32> = (0..n_tok * n_expert).map(|i| ((i * 2654435761) % 1000) as f32 / 250.0).collect();
+    let logits = gpu.storage_init("router.logits", bytemuck::cast_slice(&logits));
+    let step = gpu.uniform("step", &[0u32, n_tok, 0, 0]);
+    let shape = MoeShape { n_expert, k, n_embd, scale: 1.0, renormalize: true };
+    let row_tiles = (
+        wllm::engine::ops::linear::grouped_shape(&gpu, n_ff).0,
+        wllm::engine::ops::linear::grouped_shape(&gpu, n_embd).0,
+    );
+    let route_op = route(&gpu, &shape, &logits, &bufs, &step).expect("route op");
+    let plan_op = plan(&gpu, &shape, tile, row_tiles, &bufs, &step).expect("plan op");
+    let mut g = configure(c, "moe_128x8");
+    g.throughput(Throughput::Elements(n_tok as u64));
+    let route_only = [route_op.clone()];
+    g.bench_function(BenchmarkId::new("route", n_tok), |b| {
+        b.iter_custom(|iters| time_ops(&gpu, &route_only, n_tok, iters))
+    });
+    let both = [route_op, plan_op];
+    g.bench_function(BenchmarkId::new("route_and_group", n_tok), |b| {
+        b.iter_custom(|iters| time_ops(&gpu, &both, n_tok, iters))
+    });
+    g.finish();
+}
+
+criterion_group!(kernels, copy_bandwidth, matvec, matmul, attention_decode, moe_routing);
+criterion_main!(kernels);
