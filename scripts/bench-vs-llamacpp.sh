@@ -122,8 +122,10 @@ cpu_flags() {
 }
 
 fetch_sources() {
-  local src="$cache/src"
-  [ -f "$src/CMakeLists.txt" ] && [ -d "$src/ggml" ] && return 0
+  local src="$cache/src" lock
+  exec {lock}> "$cache/fetch.lock"
+  flock "$lock"
+  if [ -f "$src/CMakeLists.txt" ] && [ -d "$src/ggml" ]; then exec {lock}>&-; return 0; fi
   local tmp
   tmp="$(mktemp -d "$cache/fetch.XXXXXX")"
   if [ -n "$llama_src" ]; then
@@ -147,6 +149,7 @@ fetch_sources() {
   rm -rf "$src"
   mv "$tmp/llama.cpp" "$src"
   rm -rf "$tmp"
+  exec {lock}>&-
 }
 
 # Debian 12 ships Vulkan headers 1.3.239, older than VK_EXT_layer_settings which
@@ -199,7 +202,15 @@ build_llama() { # kind: cpu | vulkan
          -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF)
   if [ "$kind" = vulkan ]; then args+=(-DGGML_VULKAN=ON); else args+=(-DGGML_VULKAN=OFF); fi
   local stamp="$dir/wllm-build-args.txt"
+  # one builder per flavour at a time (the cache is shared between checkouts and users)
+  local lock
+  exec {lock}> "$cache/build-$kind.lock"
+  if ! flock -n "$lock"; then
+    note "waiting for another build of llama.cpp ($kind) to finish"
+    flock "$lock"
+  fi
   if [ -x "$dir/bin/llama-bench" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${args[*]}" ]; then
+    exec {lock}>&-
     return 0
   fi
   [ "$skip_build" = 1 ] && die "--skip-build, but $dir/bin/llama-bench is missing or was built with other flags"
@@ -221,6 +232,7 @@ build_llama() { # kind: cpu | vulkan
   }
   [ -x "$dir/bin/llama-bench" ] || die "build finished but $dir/bin/llama-bench is missing"
   printf '%s' "${args[*]}" > "$stamp"
+  exec {lock}>&-
   note "built $dir/bin/llama-bench"
 }
 
