@@ -146,6 +146,11 @@ fetch_sources() {
       || die "could not unpack vendor/llama.cpp from $tgz"
     rm -f "$tgz"
   fi
+  if [ -n "$llama_src" ]; then
+    echo "copied from $llama_src" > "$tmp/llama.cpp/.wllm-source"
+  else
+    echo "$sdist_name sdist vendor/llama.cpp (0c1e570)" > "$tmp/llama.cpp/.wllm-source"
+  fi
   rm -rf "$src"
   mv "$tmp/llama.cpp" "$src"
   rm -rf "$tmp"
@@ -295,6 +300,12 @@ mkdir -p "$results/raw"
 samples="$results/samples.jsonl"
 : > "$samples"
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+ncpu="$(nproc)"
+if python3 -c "import sys; sys.exit(0 if float('${load_before%% *}') > $ncpu / 2 else 1)"; then
+  note "WARNING: load average $load_before on $ncpu cores; other work competes for the CPU."
+  note "  llama.cpp's CPU threads spin at barriers and collapse when a core is taken away"
+  note "  (e.g. tg drops ~40x at -t 2 while a compile runs), so CPU rows are not meaningful now."
+fi
 
 # Parses one run's raw output into a JSON line on stdout, checking where it ran.
 # args: engine(wllm|llama) path(gpu|cpu) test(pp|tg) n stdout-file stderr-file model round
@@ -409,9 +420,10 @@ load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 # ---------------------------------------------------------------- report
 
 python3 - "$samples" "$results" "$load_before" "$load_after" "$reps" "$rounds" "$threads" \
-  "$(cd "$repo" && git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$cpu_note" "$strict" <<'PY'
+  "$(cd "$repo" && git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$cpu_note" "$strict" \
+  "$(cat "$cache/src/.wllm-source" 2>/dev/null || echo 'unknown source')" "$(nproc)" <<'PY'
 import json, statistics, sys, datetime
-samples, results, lb, la, reps, rounds, threads, commit, cpu_note, strict = sys.argv[1:]
+samples, results, lb, la, reps, rounds, threads, commit, cpu_note, strict, llama_src, ncpu = sys.argv[1:]
 recs = [json.loads(l) for l in open(samples) if l.strip()]
 targets = {"gpu": 4.0, "cpu": 1.0}
 keys = []
@@ -435,7 +447,8 @@ for model, path, test in keys:
     rows.append({"model": model, "path": path, "test": test, "wllm_tps": w, "llamacpp_tps": l,
                  "ratio": ratio, "target": t, "pass": ratio >= t,
                  "wllm": side["wllm"], "llamacpp": side["llama"]})
-llama_commit = next((r["llamacpp"]["commit"] for r in rows if r["llamacpp"]["commit"]), "")
+llama_commit = next((r["llamacpp"]["commit"] for r in rows if r["llamacpp"]["commit"] not in ("", "unknown")),
+                    llama_src)
 now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 head = ["| model | path | test | wllm t/s | llama.cpp t/s | ratio | target | |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
@@ -450,12 +463,14 @@ for path, label in (("gpu", "GPU"), ("cpu", "CPU")):
 md = [f"# wllm vs llama.cpp ({now})", "",
       f"wllm {commit}, llama.cpp {llama_commit or '?'}; medians of {reps} repetitions x {rounds} round(s), "
       f"engines interleaved; {threads} CPU threads.",
-      f"Load average (1/5/15 min) before: {lb}, after: {la}.", ""] + devs + [""] + head + body
+      f"Load average (1/5/15 min) on {ncpu} cores before: {lb}, after: {la}."
+      + (" **Busy machine: treat the CPU rows with suspicion.**" if float(lb.split()[0]) > int(ncpu) / 2 else ""),
+      ""] + devs + [""] + head + body
 if cpu_note:
     md += ["", cpu_note]
 text = "\n".join(md) + "\n"
 open(f"{results}/results.md", "w").write(text)
-json.dump({"date": now, "wllm_commit": commit, "llamacpp_commit": llama_commit, "repetitions": int(reps),
+json.dump({"date": now, "wllm_commit": commit, "ncpu": int(ncpu), "llamacpp_commit": llama_commit, "repetitions": int(reps),
            "rounds": int(rounds), "threads": int(threads), "loadavg_before": lb, "loadavg_after": la,
            "note": cpu_note or None, "rows": rows}, open(f"{results}/results.json", "w"), indent=2)
 print(text)
