@@ -302,9 +302,12 @@ samples="$results/samples.jsonl"
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 ncpu="$(nproc)"
 if python3 -c "import sys; sys.exit(0 if float('${load_before%% *}') > $ncpu / 2 else 1)"; then
-  note "WARNING: load average $load_before on $ncpu cores; other work competes for the CPU."
-  note "  llama.cpp's CPU threads spin at barriers and collapse when a core is taken away"
-  note "  (e.g. tg drops ~40x at -t 2 while a compile runs), so CPU rows are not meaningful now."
+  note "WARNING: load average $load_before on $ncpu cores; other work competes for the CPU"
+  note "  (lavapipe runs on it too), so every row is noisy."
+  if [ "$want_cpu" = 1 ]; then
+    note "  llama.cpp's CPU threads spin at barriers and collapse when a core is taken away"
+    note "  (tg drops ~40x at -t 2 while a compile runs), so the CPU rows are not meaningful now."
+  fi
 fi
 
 # Parses one run's raw output into a JSON line on stdout, checking where it ran.
@@ -464,7 +467,7 @@ md = [f"# wllm vs llama.cpp ({now})", "",
       f"wllm {commit}, llama.cpp {llama_commit or '?'}; medians of {reps} repetitions x {rounds} round(s), "
       f"engines interleaved; {threads} CPU threads.",
       f"Load average (1/5/15 min) on {ncpu} cores before: {lb}, after: {la}."
-      + (" **Busy machine: treat the CPU rows with suspicion.**" if float(lb.split()[0]) > int(ncpu) / 2 else ""),
+      + (" **Busy machine: all rows are noisy, the CPU rows especially.**" if float(lb.split()[0]) > int(ncpu) / 2 else ""),
       ""] + devs + [""] + head + body
 if cpu_note:
     md += ["", cpu_note]
