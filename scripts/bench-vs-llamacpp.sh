@@ -1,0 +1,483 @@
+#!/usr/bin/env bash
+# bench-vs-llamacpp.sh: wllm against llama.cpp on the same machine, in one sitting (issue 8).
+#
+# What it does
+#   1. Builds llama.cpp's `llama-bench` twice if missing, into a cache dir
+#      ($WLLM_LLAMACPP_CACHE, default ~/.cache/wllm/llama.cpp):
+#        cpu/     -DGGML_NATIVE=OFF + the x86 SIMD flags this CPU has (AMX off)
+#        vulkan/  the same plus -DGGML_VULKAN=ON
+#      Sources: the llama-cpp-python==0.3.36 sdist (vendor/llama.cpp, llama.cpp 0c1e570),
+#      fetched with pip. Debian 12's Vulkan headers (1.3.239) lack VK_EXT_layer_settings; the
+#      script then guards that block in ggml-vulkan.cpp (same as
+#      ../shared/reference/tools/ggml-vulkan-old-headers.patch). Missing Debian packages
+#      (libvulkan-dev glslc spirv-headers) are installed with apt-get when running as root.
+#   2. Builds wllm (cargo build --release -p wllm-cli).
+#   3. For each model and each test (ppN, tgN) runs wllm and llama-bench back to back,
+#      alternating which goes first, for --rounds rounds of -r REPS repetitions each:
+#        GPU: wllm bench               vs  GGML_VK_VISIBLE_DEVICES=0 llama-bench -ngl 99 (Vulkan build)
+#        CPU: wllm bench --gpu-layers 0 --threads T  vs  llama-bench -t T (CPU build)
+#      A side's figure is the median over rounds of each run's median. The CPU rows are skipped
+#      (with a note) when this wllm's `bench --help` has no --gpu-layers/--threads.
+#   4. Checks that llama.cpp's Vulkan runs really ran on a Vulkan device (JSON `backends` and
+#      `gpu_info`, and the `ggml_vulkan: 0 = ...` line on stderr) and that wllm's GPU rows did not
+#      fall back to the CPU; any mismatch aborts the run.
+#   5. Prints the ratio table (targets: GPU >= 4.0, CPU >= 1.0) and writes results.md,
+#      results.json and every raw output to the results dir (default target/bench-vs-llamacpp/<time>).
+#
+# Usage
+#   scripts/bench-vs-llamacpp.sh [options]
+#     --quick              smoke test: -p 32 -n 16 -r 2, one round
+#     --models LIST        comma list of smollm2, gemma3 or .gguf paths (default: smollm2,gemma3)
+#     --only gpu|cpu       run only the GPU or only the CPU comparison
+#     -p N / -n N          prompt / generated tokens (default 128 / 64)
+#     -r N                 repetitions per run (default 5)
+#     --rounds N           interleaved rounds (default 1)
+#     --threads N          CPU threads for both engines (default 2)
+#     --skip-build         never build: use the existing wllm and llama-bench binaries
+#     --build-only         build what is missing and stop
+#     --llama-src DIR      copy llama.cpp sources from DIR instead of downloading the sdist
+#     --wllm PATH          wllm binary to use (implies no cargo build)
+#     --results DIR        where to write results
+#     --strict             exit 3 when a ratio misses its target
+# Environment: WLLM_MODELS (model dir), WLLM_LLAMACPP_CACHE, XDG_RUNTIME_DIR (defaults to /tmp).
+set -euo pipefail
+
+die() { echo "bench-vs-llamacpp: error: $*" >&2; exit 1; }
+note() { echo "bench-vs-llamacpp: $*" >&2; }
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache="${WLLM_LLAMACPP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/wllm/llama.cpp}"
+models_dir="${WLLM_MODELS:-$HOME/.cache/wllm/models}"
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+
+sdist_pkg="llama_cpp_python==0.3.36"
+sdist_name="llama_cpp_python-0.3.36"
+sdist_sha256="832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+
+models="smollm2,gemma3"
+only=""
+pp=128
+tg=64
+reps=5
+rounds=1
+threads=2
+skip_build=0
+build_only=0
+llama_src=""
+wllm=""
+results=""
+strict=0
+
+need_arg() { [ $# -ge 2 ] && [ -n "$2" ] || die "option $1 needs a value"; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) pp=32; tg=16; reps=2; rounds=1 ;;
+    --models) need_arg "$@"; models="$2"; shift ;;
+    --only) need_arg "$@"; only="$2"; shift
+      case "$only" in gpu|cpu) ;; *) die "--only takes gpu or cpu, not '$only'" ;; esac ;;
+    -p) need_arg "$@"; pp="$2"; shift ;;
+    -n) need_arg "$@"; tg="$2"; shift ;;
+    -r) need_arg "$@"; reps="$2"; shift ;;
+    --rounds) need_arg "$@"; rounds="$2"; shift ;;
+    --threads) need_arg "$@"; threads="$2"; shift ;;
+    --skip-build) skip_build=1 ;;
+    --build-only) build_only=1 ;;
+    --llama-src) need_arg "$@"; llama_src="$2"; shift ;;
+    --wllm) need_arg "$@"; wllm="$2"; shift ;;
+    --results) need_arg "$@"; results="$2"; shift ;;
+    --strict) strict=1 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown option '$1' (see --help)" ;;
+  esac
+  shift
+done
+for v in pp tg reps rounds threads; do
+  [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a number, got '${!v}'"
+done
+[ "$pp" -gt 0 ] || [ "$tg" -gt 0 ] || die "-p and -n are both 0: nothing to measure"
+[ "$reps" -ge 1 ] && [ "$rounds" -ge 1 ] || die "-r and --rounds must be at least 1"
+command -v python3 >/dev/null || die "python3 is required (JSON handling)"
+
+# ---------------------------------------------------------------- llama.cpp build
+
+# The SIMD flags this CPU supports, as ggml CMake options. GGML_NATIVE would also turn on AMX,
+# whose path crashes on these machines, so AMX stays off explicitly.
+cpu_flags() {
+  local f
+  f=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2) "
+  local -a out=(-DGGML_NATIVE=OFF)
+  on() { case "$f" in *" $1 "*) out+=("-D$2=ON") ;; *) out+=("-D$2=OFF") ;; esac; }
+  on avx GGML_AVX
+  on avx2 GGML_AVX2
+  on fma GGML_FMA
+  on f16c GGML_F16C
+  on bmi2 GGML_BMI2
+  on avx_vnni GGML_AVX_VNNI
+  on avx512f GGML_AVX512
+  on avx512vbmi GGML_AVX512_VBMI
+  on avx512_vnni GGML_AVX512_VNNI
+  on avx512_bf16 GGML_AVX512_BF16
+  out+=(-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF)
+  printf '%s\n' "${out[@]}"
+}
+
+fetch_sources() {
+  local src="$cache/src" lock
+  exec {lock}> "$cache/fetch.lock"
+  flock "$lock"
+  if [ -f "$src/CMakeLists.txt" ] && [ -d "$src/ggml" ]; then exec {lock}>&-; return 0; fi
+  local tmp
+  tmp="$(mktemp -d "$cache/fetch.XXXXXX")"
+  if [ -n "$llama_src" ]; then
+    [ -f "$llama_src/CMakeLists.txt" ] || die "--llama-src $llama_src has no CMakeLists.txt"
+    note "copying llama.cpp sources from $llama_src"
+    cp -a "$llama_src/." "$tmp/llama.cpp"
+  else
+    note "downloading $sdist_pkg (sdist) for its vendor/llama.cpp"
+    # --no-binary only for this package: with :all: pip would also build cmake from source
+    # just to read the sdist's metadata.
+    python3 -m pip download --quiet --no-deps --no-binary llama_cpp_python "$sdist_pkg" -d "$tmp" \
+      || die "pip download $sdist_pkg failed"
+    local tgz="$tmp/$sdist_name.tar.gz"
+    [ -f "$tgz" ] || die "pip did not produce $tgz"
+    [ "$(sha256sum "$tgz" | cut -d' ' -f1)" = "$sdist_sha256" ] || die "sha256 mismatch for $tgz"
+    mkdir -p "$tmp/llama.cpp"
+    tar -xzf "$tgz" -C "$tmp/llama.cpp" --strip-components=3 "$sdist_name/vendor/llama.cpp" \
+      || die "could not unpack vendor/llama.cpp from $tgz"
+    rm -f "$tgz"
+  fi
+  if [ -n "$llama_src" ]; then
+    echo "copied from $llama_src" > "$tmp/llama.cpp/.wllm-source"
+  else
+    echo "$sdist_name sdist vendor/llama.cpp (0c1e570)" > "$tmp/llama.cpp/.wllm-source"
+  fi
+  rm -rf "$src"
+  mv "$tmp/llama.cpp" "$src"
+  rm -rf "$tmp"
+  exec {lock}>&-
+}
+
+# Debian 12 ships Vulkan headers 1.3.239, older than VK_EXT_layer_settings which
+# ggml-vulkan.cpp uses unconditionally; guard that block so it compiles there (a no-op with
+# newer headers, where the macro is defined).
+guard_vulkan_layer_settings() {
+  local f="$cache/src/ggml/src/ggml-vulkan/ggml-vulkan.cpp"
+  [ -f "$f" ] || die "missing $f"
+  grep -q 'wllm: old Vulkan headers' "$f" && return 0
+  grep -q 'LayerSettingsCreateInfoEXT' "$f" || return 0
+  note "guarding VK_EXT_layer_settings in ggml-vulkan.cpp for old Vulkan headers"
+  python3 - "$f" <<'PY'
+import sys
+path = sys.argv[1]
+lines = open(path).read().split("\n")
+start = next((i for i, l in enumerate(lines) if "VkBool32 enable_best_practice = layer_settings;" in l), None)
+end = next((i for i, l in enumerate(lines)
+            if "vk::InstanceCreateInfo instance_create_info(" in l and "&layer_setting_info" in l), None)
+if start is None or end is None or end < start:
+    sys.exit("ggml-vulkan.cpp: layer-settings block not found where expected; cannot guard it")
+indent = lines[end][: len(lines[end]) - len(lines[end].lstrip())]
+fallback = lines[end].replace("&layer_setting_info", "nullptr")
+lines[end + 1:end + 1] = ["#else", fallback, "#endif"]
+lines.insert(start, "#if defined(VK_EXT_LAYER_SETTINGS_EXTENSION_NAME) // wllm: old Vulkan headers lack VK_EXT_layer_settings")
+open(path, "w").write("\n".join(lines))
+PY
+}
+
+ensure_vulkan_deps() {
+  local missing=()
+  [ -f /usr/include/vulkan/vulkan.hpp ] || missing+=(libvulkan-dev)
+  command -v glslc >/dev/null || missing+=(glslc)
+  [ -d /usr/include/spirv ] || missing+=(spirv-headers)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    note "installing ${missing[*]} with apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >/dev/null \
+      || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >/dev/null; } \
+      || die "apt-get install ${missing[*]} failed"
+  else
+    die "the Vulkan build needs: ${missing[*]} (e.g. sudo apt-get install ${missing[*]})"
+  fi
+}
+
+build_llama() { # kind: cpu | vulkan
+  local kind="$1" dir="$cache/$1"
+  local -a args
+  mapfile -t args < <(cpu_flags)
+  args+=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF
+         -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF)
+  if [ "$kind" = vulkan ]; then args+=(-DGGML_VULKAN=ON); else args+=(-DGGML_VULKAN=OFF); fi
+  local stamp="$dir/wllm-build-args.txt"
+  # one builder per flavour at a time (the cache is shared between checkouts and users)
+  local lock
+  exec {lock}> "$cache/build-$kind.lock"
+  if ! flock -n "$lock"; then
+    note "waiting for another build of llama.cpp ($kind) to finish"
+    flock "$lock"
+  fi
+  if [ -x "$dir/bin/llama-bench" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${args[*]}" ]; then
+    exec {lock}>&-
+    return 0
+  fi
+  [ "$skip_build" = 1 ] && die "--skip-build, but $dir/bin/llama-bench is missing or was built with other flags"
+  fetch_sources
+  if [ "$kind" = vulkan ]; then
+    ensure_vulkan_deps
+    guard_vulkan_layer_settings
+  fi
+  command -v cmake >/dev/null || die "cmake is required to build llama.cpp"
+  note "building llama.cpp ($kind) in $dir; log: $cache/build-$kind.log (takes a while on 2 cores)"
+  note "  cmake ${args[*]}"
+  rm -f "$stamp"
+  {
+    cmake -S "$cache/src" -B "$dir" "${args[@]}" &&
+    cmake --build "$dir" --target llama-bench -j "${BUILD_JOBS:-2}"
+  } > "$cache/build-$kind.log" 2>&1 || {
+    tail -n 30 "$cache/build-$kind.log" >&2
+    die "llama.cpp $kind build failed; full log in $cache/build-$kind.log"
+  }
+  [ -x "$dir/bin/llama-bench" ] || die "build finished but $dir/bin/llama-bench is missing"
+  printf '%s' "${args[*]}" > "$stamp"
+  exec {lock}>&-
+  note "built $dir/bin/llama-bench"
+}
+
+# ---------------------------------------------------------------- models and binaries
+
+resolve_model() {
+  case "$1" in
+    smollm2|smol) echo "$models_dir/SmolLM2-135M-Instruct.Q4_1.gguf" ;;
+    gemma3|gemma) echo "$models_dir/gemma-3-270m-q4_k_m.gguf" ;;
+    *) echo "$1" ;;
+  esac
+}
+
+want_gpu=1; want_cpu=1
+[ "$only" = cpu ] && want_gpu=0
+[ "$only" = gpu ] && want_cpu=0
+
+mkdir -p "$cache"
+[ "$want_cpu" = 1 ] && build_llama cpu
+[ "$want_gpu" = 1 ] && build_llama vulkan
+
+if [ -z "$wllm" ]; then
+  wllm="$repo/target/release/wllm"
+  if [ "$skip_build" = 0 ]; then
+    note "building wllm (cargo build --release -p wllm-cli)"
+    (cd "$repo" && cargo build --release -p wllm-cli) >&2 || die "cargo build failed"
+  fi
+fi
+[ -x "$wllm" ] || die "wllm binary not found at $wllm (build it or pass --wllm)"
+[ "$build_only" = 1 ] && { note "build done"; exit 0; }
+
+model_paths=()
+IFS=',' read -r -a model_names <<< "$models"
+for m in "${model_names[@]}"; do
+  p="$(resolve_model "$m")"
+  if [ ! -f "$p" ] && [ "$p" != "$m" ]; then
+    note "$p is missing; running scripts/fetch-models.sh"
+    "$repo/scripts/fetch-models.sh" >&2 || die "fetching models failed"
+  fi
+  [ -f "$p" ] || die "model not found: $p"
+  model_paths+=("$p")
+done
+
+cpu_note=""
+if [ "$want_cpu" = 1 ]; then
+  help="$("$wllm" bench --help 2>&1)" || die "'$wllm bench --help' failed"
+  if ! grep -q -- '--gpu-layers' <<< "$help" || ! grep -q -- '--threads' <<< "$help"; then
+    cpu_note="CPU rows skipped: this wllm's 'bench' has no --gpu-layers/--threads yet"
+    note "$cpu_note"
+    want_cpu=0
+  fi
+fi
+[ "$want_gpu" = 1 ] || [ "$want_cpu" = 1 ] || die "nothing left to run ($cpu_note)"
+
+# ---------------------------------------------------------------- runs
+
+stamp_time="$(date -u +%Y%m%dT%H%M%SZ)"
+results="${results:-$repo/target/bench-vs-llamacpp/$stamp_time}"
+mkdir -p "$results/raw"
+samples="$results/samples.jsonl"
+: > "$samples"
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+ncpu="$(nproc)"
+if python3 -c "import sys; sys.exit(0 if float('${load_before%% *}') > $ncpu / 2 else 1)"; then
+  note "WARNING: load average $load_before on $ncpu cores; other work competes for the CPU"
+  note "  (lavapipe runs on it too), so every row is noisy."
+  if [ "$want_cpu" = 1 ]; then
+    note "  llama.cpp's CPU threads spin at barriers and collapse when a core is taken away"
+    note "  (tg drops ~40x at -t 2 while a compile runs), so the CPU rows are not meaningful now."
+  fi
+fi
+
+# Parses one run's raw output into a JSON line on stdout, checking where it ran.
+# args: engine(wllm|llama) path(gpu|cpu) test(pp|tg) n stdout-file stderr-file model round
+parse_run() {
+  python3 - "$@" <<'PY'
+import json, re, statistics, sys
+engine, path, test, n, out, err, model, rnd = sys.argv[1:]
+n = int(n)
+text = open(out, errors="replace").read()
+errtext = open(err, errors="replace").read()
+def fail(msg):
+    sys.exit(f"bench-vs-llamacpp: CHECK FAILED ({engine} {path} {test}{n} on {model}): {msg}\n"
+             f"  raw output: {out}\n  stderr: {err}")
+rec = {"model": model, "path": path, "test": f"{test}{n}", "engine": engine, "round": int(rnd)}
+if engine == "wllm":
+    lines = [l for l in text.strip().splitlines() if l.startswith("{")]
+    if not lines:
+        fail("no JSON line in wllm's output")
+    j = json.loads(lines[-1])
+    tps = float(j["pp_tps" if test == "pp" else "tg_tps"])
+    backend = str(j.get("backend", ""))
+    if path == "gpu" and backend.lower() == "cpu":
+        fail("wllm's GPU run reports backend 'cpu'")
+    if path == "cpu" and backend.lower() != "cpu":
+        fail(f"wllm's CPU run reports backend '{backend}'")
+    rec.update(tps=tps, samples=[tps], backend=backend, device=j.get("adapter", ""))
+else:
+    try:
+        arr = json.loads(text)
+    except json.JSONDecodeError as e:
+        fail(f"llama-bench output is not JSON ({e})")
+    rows = [r for r in arr if (r["n_prompt"], r["n_gen"]) == ((n, 0) if test == "pp" else (0, n))]
+    if len(rows) != 1:
+        fail(f"expected one {test}{n} row in llama-bench's JSON, found {len(rows)}")
+    r = rows[0]
+    backends = r.get("backends", "")
+    gpu_info = r.get("gpu_info", "")
+    if path == "gpu":
+        dev = re.findall(r"^ggml_vulkan: \d+ = (.*)$", errtext, re.M)
+        if "Vulkan" not in backends.split(","):
+            fail(f"llama-bench backends is '{backends}', not Vulkan")
+        if not gpu_info:
+            fail("llama-bench found no Vulkan device (empty gpu_info); lavapipe needs GGML_VK_VISIBLE_DEVICES=0")
+        if not dev:
+            fail("no 'ggml_vulkan: 0 = <device>' line on llama-bench's stderr")
+        if r.get("n_gpu_layers", 0) < 1:
+            fail("n_gpu_layers is 0")
+        device = gpu_info
+    else:
+        if backends != "CPU":
+            fail(f"llama-bench backends is '{backends}', expected CPU")
+        device = r.get("cpu_info", "")
+    ts = [float(x) for x in r["samples_ts"]]
+    rec.update(tps=statistics.median(ts), samples=ts, backend=backends, device=device,
+               commit=r.get("build_commit", ""), threads=r.get("n_threads"))
+print(json.dumps(rec))
+PY
+}
+
+run_one() { # engine path test model round
+  local engine="$1" path="$2" test="$3" model="$4" rnd="$5"
+  local n; if [ "$test" = pp ]; then n="$pp"; else n="$tg"; fi
+  local -a pn
+  if [ "$test" = pp ]; then pn=(-p "$pp" -n 0); else pn=(-p 0 -n "$tg"); fi
+  local base tag
+  base="$(basename "$model" .gguf)"
+  tag="$results/raw/$base.$path.$test$n.$engine.r$rnd"
+  local -a cmd env=()
+  if [ "$engine" = wllm ]; then
+    cmd=("$wllm" bench "$model" "${pn[@]}" -r "$reps" --json)
+    [ "$path" = cpu ] && cmd+=(--gpu-layers 0 --threads "$threads")
+  elif [ "$path" = gpu ]; then
+    env=(GGML_VK_VISIBLE_DEVICES=0)
+    cmd=("$cache/vulkan/bin/llama-bench" -m "$model" "${pn[@]}" -r "$reps" -ngl 99 -t "$threads" -o json)
+  else
+    cmd=("$cache/cpu/bin/llama-bench" -m "$model" "${pn[@]}" -r "$reps" -ngl 0 -t "$threads" -o json)
+  fi
+  echo "${env[*]} ${cmd[*]}" > "$tag.cmd"
+  note "round $rnd  $path  $test$n  $base  $engine"
+  if ! env "${env[@]}" "${cmd[@]}" > "$tag.out" 2> "$tag.err"; then
+    tail -n 20 "$tag.err" >&2
+    die "$engine failed: ${cmd[*]} (stderr in $tag.err)"
+  fi
+  parse_run "$engine" "$path" "$test" "$n" "$tag.out" "$tag.err" "$base" "$rnd" >> "$samples" \
+    || exit 1
+}
+
+paths=()
+[ "$want_gpu" = 1 ] && paths+=(gpu)
+[ "$want_cpu" = 1 ] && paths+=(cpu)
+tests=()
+[ "$pp" -gt 0 ] && tests+=(pp)
+[ "$tg" -gt 0 ] && tests+=(tg)
+
+flip=0
+for ((rnd = 1; rnd <= rounds; rnd++)); do
+  for path in "${paths[@]}"; do
+    for model in "${model_paths[@]}"; do
+      for test in "${tests[@]}"; do
+        # alternate which engine goes first, so slow drifts in machine load hit both sides
+        if [ "$flip" = 0 ]; then order=(wllm llama); else order=(llama wllm); fi
+        flip=$((1 - flip))
+        for engine in "${order[@]}"; do
+          run_one "$engine" "$path" "$test" "$model" "$rnd"
+        done
+      done
+    done
+  done
+done
+load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# ---------------------------------------------------------------- report
+
+python3 - "$samples" "$results" "$load_before" "$load_after" "$reps" "$rounds" "$threads" \
+  "$(cd "$repo" && git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$cpu_note" "$strict" \
+  "$(cat "$cache/src/.wllm-source" 2>/dev/null || echo 'unknown source')" "$(nproc)" <<'PY'
+import json, statistics, sys, datetime
+samples, results, lb, la, reps, rounds, threads, commit, cpu_note, strict, llama_src, ncpu = sys.argv[1:]
+recs = [json.loads(l) for l in open(samples) if l.strip()]
+targets = {"gpu": 4.0, "cpu": 1.0}
+keys = []
+for r in recs:
+    k = (r["model"], r["path"], r["test"])
+    if k not in keys:
+        keys.append(k)
+rows = []
+for model, path, test in keys:
+    side = {}
+    for eng in ("wllm", "llama"):
+        rs = [r for r in recs if (r["model"], r["path"], r["test"], r["engine"]) == (model, path, test, eng)]
+        side[eng] = {"tps": statistics.median(r["tps"] for r in rs),
+                     "per_round": [r["tps"] for r in rs],
+                     "samples": [s for r in rs for s in r["samples"]],
+                     "backend": rs[0]["backend"], "device": rs[0]["device"],
+                     "commit": rs[0].get("commit", "")}
+    w, l = side["wllm"]["tps"], side["llama"]["tps"]
+    ratio = w / l if l > 0 else float("inf")
+    t = targets[path]
+    rows.append({"model": model, "path": path, "test": test, "wllm_tps": w, "llamacpp_tps": l,
+                 "ratio": ratio, "target": t, "pass": ratio >= t,
+                 "wllm": side["wllm"], "llamacpp": side["llama"]})
+llama_commit = next((r["llamacpp"]["commit"] for r in rows if r["llamacpp"]["commit"] not in ("", "unknown")),
+                    llama_src)
+now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+head = ["| model | path | test | wllm t/s | llama.cpp t/s | ratio | target | |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+body = [f"| {r['model']} | {r['path']} | {r['test']} | {r['wllm_tps']:.2f} | {r['llamacpp_tps']:.2f} | "
+        f"{r['ratio']:.2f} | >= {r['target']:.1f} | {'pass' if r['pass'] else 'FAIL'} |" for r in rows]
+devs = []
+for path, label in (("gpu", "GPU"), ("cpu", "CPU")):
+    pr = [r for r in rows if r["path"] == path]
+    if pr:
+        devs.append(f"- {label}: wllm `{pr[0]['wllm']['backend']}` on {pr[0]['wllm']['device']}; "
+                    f"llama.cpp `{pr[0]['llamacpp']['backend']}` on {pr[0]['llamacpp']['device']}")
+md = [f"# wllm vs llama.cpp ({now})", "",
+      f"wllm {commit}, llama.cpp {llama_commit or '?'}; medians of {reps} repetitions x {rounds} round(s), "
+      f"engines interleaved; {threads} CPU threads.",
+      f"Load average (1/5/15 min) on {ncpu} cores before: {lb}, after: {la}."
+      + (" **Busy machine: all rows are noisy, the CPU rows especially.**" if float(lb.split()[0]) > int(ncpu) / 2 else ""),
+      ""] + devs + [""] + head + body
+if cpu_note:
+    md += ["", cpu_note]
+text = "\n".join(md) + "\n"
+open(f"{results}/results.md", "w").write(text)
+json.dump({"date": now, "wllm_commit": commit, "ncpu": int(ncpu), "llamacpp_commit": llama_commit, "repetitions": int(reps),
+           "rounds": int(rounds), "threads": int(threads), "loadavg_before": lb, "loadavg_after": la,
+           "note": cpu_note or None, "rows": rows}, open(f"{results}/results.json", "w"), indent=2)
+print(text)
+print(f"results: {results}/results.md, results.json, raw/")
+if strict == "1" and not all(r["pass"] for r in rows):
+    sys.exit(3)
+PY
