@@ -13,9 +13,10 @@ use crate::error::{EngineError, Result};
 use crate::model::{Context, ContextOptions, GpuModel, Logits, PendingStep, StepOutput, StepTimings};
 
 enum Parts {
-    Gpu(Context),
-    Cpu(CpuStack),
-    Split { cpu: CpuStack, gpu: Context, hidden: Vec<f32> },
+    // Boxed: a context's prebuilt graph is large, and an executor is made once per session.
+    Gpu(Box<Context>),
+    Cpu(Box<CpuStack>),
+    Split { cpu: Box<CpuStack>, gpu: Box<Context>, hidden: Vec<f32> },
 }
 
 /// Runs forward steps of one sequence.
@@ -36,12 +37,12 @@ impl Executor {
         opts: &ContextOptions,
         experts: Option<CpuExperts>,
     ) -> Result<Executor> {
-        Ok(Executor::new(Parts::Gpu(Context::with_cpu_experts(model, opts, experts)?)))
+        Ok(Executor::new(Parts::Gpu(Box::new(Context::with_cpu_experts(model, opts, experts)?))))
     }
 
     /// Every layer and the head on the CPU (the stack must have been built with the head).
     pub fn cpu(stack: CpuStack) -> Executor {
-        Executor::new(Parts::Cpu(stack))
+        Executor::new(Parts::Cpu(Box::new(stack)))
     }
 
     /// The stack's layers on the CPU, then the GPU model's (which must start where the stack
@@ -67,7 +68,7 @@ impl Executor {
             )));
         }
         let gpu = Context::with_cpu_experts(gpu, opts, experts)?;
-        Ok(Executor::new(Parts::Split { cpu, gpu, hidden: Vec::new() }))
+        Ok(Executor::new(Parts::Split { cpu: Box::new(cpu), gpu: Box::new(gpu), hidden: Vec::new() }))
     }
 
     fn new(parts: Parts) -> Executor {
