@@ -198,6 +198,19 @@ impl Gpu {
         })
     }
 
+    /// Usage of buffers written once at creation. On unified memory with mappable storage
+    /// buffers they are host-writable themselves, so the mapped view *is* the device memory
+    /// and no staging buffer sits between the file and the GPU; elsewhere wgpu stages the
+    /// write (bounded by the loader's periodic flushes).
+    fn weight_usage(&self) -> wgpu::BufferUsages {
+        let base = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+        if self.caps.unified_memory && self.caps.mappable_primary_buffers {
+            base | wgpu::BufferUsages::MAP_WRITE
+        } else {
+            base
+        }
+    }
+
     /// A storage buffer of `size` bytes whose contents `fill` writes straight into the mapped
     /// memory, as `put(offset, bytes)` calls (no staging copy on the host).
     pub fn storage_with(
@@ -210,7 +223,7 @@ impl Gpu {
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            usage: self.weight_usage(),
             mapped_at_creation: true,
         });
         if let Ok(mut view) = buf.slice(..).get_mapped_range_mut() {
@@ -226,7 +239,7 @@ impl Gpu {
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            usage: self.weight_usage(),
             mapped_at_creation: true,
         });
         {
