@@ -251,7 +251,7 @@ impl Model {
         let (adapter, backend) = match (&gpu_model, plan.cpu_layers()) {
             (Some(m), 0) => (m.gpu.adapter_name().to_string(), m.gpu.backend().name()),
             (Some(m), k) => (
-                format!("{} ({k} layers on the CPU)", m.gpu.adapter_name()),
+                format!("{} ({k} layer{} on the CPU)", m.gpu.adapter_name(), if k == 1 { "" } else { "s" }),
                 split_name(m.gpu.backend().name()),
             ),
             (None, _) => (format!("CPU ({}, {threads} threads)", wllm_engine::cpu::Isa::best()), "cpu"),
