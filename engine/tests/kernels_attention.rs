@@ -246,10 +246,13 @@ fn run_attention_case(name: &str, gpu: &Gpu, c: Attn, kv_f16: bool) {
                 let m = scores.iter().cloned().fold(f64::MIN, f64::max);
                 let w: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
                 let z: f64 = w.iter().sum();
-                for d in 0..hd {
-                    let o: f64 = (lo..=pos).zip(&w).map(|(p, wi)| wi * vs[idx(p)][d]).sum();
-                    want.push(o / z);
+                let mut o = vec![0f64; hd];
+                for (p, wi) in (lo..=pos).zip(&w) {
+                    for (acc, v) in o.iter_mut().zip(&vs[idx(p)]) {
+                        *acc += wi * v;
+                    }
                 }
+                want.extend(o.iter().map(|v| v / z));
             }
         }
         let tol = if kv_f16 { 4e-3 } else { 2e-4 };
