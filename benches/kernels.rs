@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wllm::engine::tensor::GPU_TYPES;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use wllm::engine::ops::Op;
@@ -22,23 +23,6 @@ use wllm::loaders::model::{TensorBytes, TensorMeta};
 /// Dispatches recorded into one pass per submission: enough to hide submission overhead,
 /// few enough that one submission stays short.
 const REPS_PER_SUBMIT: u64 = 16;
-
-const TYPES: &[GgmlType] = &[
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q2_K,
-    GgmlType::Q3_K,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-    GgmlType::MXFP4,
-];
 
 fn gpu() -> Option<Arc<Gpu>> {
     match Gpu::new(&DeviceOptions::default()) {
@@ -127,7 +111,7 @@ fn matvec(c: &mut Criterion) {
     let Some(gpu) = gpu() else { return };
     let (rows, cols) = (4096, 4096);
     let mut g = configure(c, "matvec_4096x4096");
-    for &t in TYPES {
+    for &t in GPU_TYPES {
         let w = weight(&gpu, t, rows, cols);
         let ops = linear_ops(&gpu, &w, rows, cols, 1);
         g.throughput(Throughput::BytesDecimal(w.n_bytes()));

@@ -192,44 +192,9 @@ impl Model {
             };
             (m.config().clone(), tok, tpl, Arc::new(m))
         };
-        let source: Arc<dyn TensorSource> =
-            match opts.quantize {
-                Some(ty) => Arc::new(QuantizingSource::new(source, ty).map_err(|e| {
-                    Error::InvalidArgument(format!("quantize on load: {e} (Q8_0 and Q4_K are)"))
-                })?),
-                None => source,
-            };
+        let source = quantized(source, opts)?;
         let weights = ModelWeights::resolve(&cfg, source.as_ref())?;
-        let n_ctx = opts.n_ctx.unwrap_or_else(|| cfg.context_length.min(4096)).max(1);
-        let gpu = match (&opts.gpu, opts.gpu_layers) {
-            (_, GpuLayers::Count(0)) => None,
-            (Some(g), _) => Some(g.clone()),
-            (None, want) => match Gpu::new(&DeviceOptions { backend: opts.backend, ..Default::default() }) {
-                Ok(g) => Some(g),
-                // Without any adapter, `auto` means the CPU alone.
-                Err(EngineError::NoAdapter(why)) if want == GpuLayers::Auto && opts.backend.is_none() => {
-                    log::warn!("no GPU adapter{why}; running on the CPU");
-                    None
-                }
-                Err(e) => return Err(e.into()),
-            },
-        };
-        let budget = match opts.memory_budget {
-            Some(b) => Some(b),
-            None => match std::env::var("WLLM_GPU_MEMORY") {
-                Ok(s) if !s.trim().is_empty() => Some(parse_size(&s)?),
-                _ => None,
-            },
-        };
-        let host = HostFacts::probe();
-        let gpu_facts = gpu.as_ref().map(|g| GpuFacts::of(g, budget, &host));
-        let request = PlanRequest {
-            gpu_layers: opts.gpu_layers,
-            n_ctx,
-            n_batch: DEFAULT_BATCH,
-            cpu_batch: DEFAULT_BATCH,
-            cpu_moe_below: opts.n_cpu_moe,
-        };
+        let (gpu, gpu_facts, host, request) = placement_inputs(&cfg, opts)?;
         let plan = plan(&cfg, &weights, &request, gpu_facts.as_ref(), &host)?;
         let first_gpu = plan.cpu_layers();
         let gpu_model = match (&gpu, plan.gpu_layers) {
@@ -300,6 +265,24 @@ impl Model {
         self.inner.gpu_model.as_ref().map(|m| m.gpu.clone())
     }
 
+    /// The memory plan `load_with(path, opts)` would follow, without reading any weights
+    /// (`wllm plan`). Errors as loading would when the request does not fit.
+    pub fn plan(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Plan> {
+        let path = path.as_ref();
+        let (cfg, source): (ModelConfig, Arc<dyn TensorSource>) =
+            if path.is_file() && path.extension().is_none_or(|e| e != "safetensors") {
+                let f = GgufFile::open(path)?;
+                (ModelConfig::from_gguf(&f)?, Arc::new(f))
+            } else {
+                let m = SafetensorsModel::open(path)?;
+                (m.config().clone(), Arc::new(m))
+            };
+        let source = quantized(source, opts)?;
+        let weights = ModelWeights::resolve(&cfg, source.as_ref())?;
+        let (_, gpu_facts, host, request) = placement_inputs(&cfg, opts)?;
+        Ok(plan(&cfg, &weights, &request, gpu_facts.as_ref(), &host)?)
+    }
+
     /// The memory plan for sessions of `n_ctx` positions with this model's placement; errors
     /// if such a session would not fit.
     pub fn plan_for_context(&self, n_ctx: u32) -> Result<Plan> {
@@ -341,6 +324,54 @@ impl Model {
     pub fn session(&self, opts: &SessionOptions) -> Result<Session> {
         Session::new(self.clone(), opts)
     }
+}
+
+/// The source as `opts.quantize` asks: float matrices quantized while they are read.
+fn quantized(source: Arc<dyn TensorSource>, opts: &LoadOptions) -> Result<Arc<dyn TensorSource>> {
+    Ok(match opts.quantize {
+        Some(ty) => Arc::new(
+            QuantizingSource::new(source, ty)
+                .map_err(|e| Error::InvalidArgument(format!("quantize on load: {e} (Q8_0 and Q4_K are)")))?,
+        ),
+        None => source,
+    })
+}
+
+/// What a plan starts from: the device (none for `--gpu-layers 0`, or when no adapter exists and
+/// the placement is `auto`), its facts and budget, the host's, and the request.
+type PlacementInputs = (Option<Arc<Gpu>>, Option<GpuFacts>, HostFacts, PlanRequest);
+
+fn placement_inputs(cfg: &ModelConfig, opts: &LoadOptions) -> Result<PlacementInputs> {
+    let gpu = match (&opts.gpu, opts.gpu_layers) {
+        (_, GpuLayers::Count(0)) => None,
+        (Some(g), _) => Some(g.clone()),
+        (None, want) => match Gpu::new(&DeviceOptions { backend: opts.backend, ..Default::default() }) {
+            Ok(g) => Some(g),
+            // Without any adapter, `auto` means the CPU alone.
+            Err(EngineError::NoAdapter(why)) if want == GpuLayers::Auto && opts.backend.is_none() => {
+                log::warn!("no GPU adapter{why}; running on the CPU");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let budget = match opts.memory_budget {
+        Some(b) => Some(b),
+        None => match std::env::var("WLLM_GPU_MEMORY") {
+            Ok(s) if !s.trim().is_empty() => Some(parse_size(&s)?),
+            _ => None,
+        },
+    };
+    let host = HostFacts::probe();
+    let gpu_facts = gpu.as_ref().map(|g| GpuFacts::of(g, budget, &host));
+    let request = PlanRequest {
+        gpu_layers: opts.gpu_layers,
+        n_ctx: opts.n_ctx.unwrap_or_else(|| cfg.context_length.min(4096)).max(1),
+        n_batch: DEFAULT_BATCH,
+        cpu_batch: DEFAULT_BATCH,
+        cpu_moe_below: opts.n_cpu_moe,
+    };
+    Ok((gpu, gpu_facts, host, request))
 }
 
 /// The backend name of a CPU + GPU split.

@@ -5,24 +5,8 @@ mod common;
 
 use common::{Rng, check_close, dequant, random_weights};
 use wllm_engine::cpu::{Isa, LinearJob, WeightView, dequantize_rows, linear, linear_multi};
+use wllm_engine::tensor::GPU_TYPES;
 use wllm_loaders::GgmlType;
-
-const TYPES: &[GgmlType] = &[
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q2_K,
-    GgmlType::Q3_K,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-    GgmlType::MXFP4,
-];
 
 /// y[t][r] = sum_c w[r][c] x[t][c] in f64, and sum |w x| for the error budget.
 fn reference(w: &[f32], x: &[f32], rows: usize, cols: usize, n_tok: usize) -> (Vec<f64>, Vec<f64>) {
@@ -51,7 +35,7 @@ fn col_counts(t: GgmlType) -> Vec<usize> {
 fn dequantize_rows_is_bit_exact() {
     let mut rng = Rng::new(7);
     for isa in Isa::available() {
-        for &t in TYPES {
+        for &t in GPU_TYPES {
             for cols in col_counts(t) {
                 let rows = 5;
                 let wb = random_weights(t, rows, cols, &mut rng);
@@ -74,7 +58,7 @@ fn dequantize_rows_is_bit_exact() {
 fn linear_matches_reference_for_every_type_and_batch() {
     let mut rng = Rng::new(1);
     for isa in Isa::available() {
-        for &t in TYPES {
+        for &t in GPU_TYPES {
             for cols in col_counts(t) {
                 for rows in [1usize, 13, 67] {
                     let wb = random_weights(t, rows, cols, &mut rng);

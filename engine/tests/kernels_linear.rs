@@ -6,26 +6,10 @@ mod common;
 use common::{Rng, check_close, dequant, gpus, random_weights};
 use wllm_engine::ops::get_rows::get_rows;
 use wllm_engine::ops::linear::{Epilogue, LinearIo, linear};
+use wllm_engine::tensor::GPU_TYPES;
 use wllm_engine::tensor::GpuWeight;
 use wllm_loaders::GgmlType;
 use wllm_loaders::model::{TensorBytes, TensorMeta};
-
-const TYPES: &[GgmlType] = &[
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q2_K,
-    GgmlType::Q3_K,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-    GgmlType::MXFP4,
-];
 
 fn upload(gpu: &wllm_engine::Gpu, t: GgmlType, rows: usize, cols: usize, bytes: &[u8]) -> GpuWeight {
     let meta = TensorMeta { name: format!("w.{t}"), ggml_type: t, dims: vec![cols as u64, rows as u64] };
@@ -57,7 +41,7 @@ fn shapes(t: GgmlType) -> Vec<(usize, usize)> {
 fn matvec_matches_cpu_for_every_type() {
     for (name, gpu) in gpus() {
         let mut rng = Rng::new(1);
-        for &t in TYPES {
+        for &t in GPU_TYPES {
             for (rows, cols) in shapes(t) {
                 let n_tok = 3;
                 let wb = random_weights(t, rows, cols, &mut rng);
@@ -98,7 +82,7 @@ fn matvec_matches_cpu_for_every_type() {
 fn matmul_matches_cpu_for_every_type() {
     for (name, gpu) in gpus() {
         let mut rng = Rng::new(2);
-        for &t in TYPES {
+        for &t in GPU_TYPES {
             let (rows, cols) = (67, (t.block_size() as usize).max(32) * 3);
             for n_tok in [1usize, 5, 33] {
                 let wb = random_weights(t, rows, cols, &mut rng);
@@ -267,7 +251,7 @@ fn gate_up_pairs() {
 fn get_rows_dequantizes_and_scales() {
     for (name, gpu) in gpus() {
         let mut rng = Rng::new(4);
-        for &t in TYPES {
+        for &t in GPU_TYPES {
             let (rows, cols) = (19usize, (t.block_size() as usize).max(32) * 2);
             let wb = random_weights(t, rows, cols, &mut rng);
             let wf = dequant(t, &wb, rows * cols);
