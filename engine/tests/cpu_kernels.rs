@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Rng, check_close, dequant, random_weights};
-use wllm_engine::cpu::{Isa, LinearJob, WeightView, dequantize_rows, linear, linear_multi};
+use wllm_engine::cpu::{Isa, LinearJob, WeightView, dequantize_rows, int_dot_applies, linear, linear_multi};
 use wllm_engine::tensor::GPU_TYPES;
 use wllm_loaders::GgmlType;
 
@@ -22,6 +22,35 @@ fn reference(w: &[f32], x: &[f32], rows: usize, cols: usize, n_tok: usize) -> (V
         }
     }
     (y, s)
+}
+
+/// Adds, where the decode matvec runs on i16 activations, the most their rounding can move
+/// each output: half a quantization step (1/65534 of the 32-element block's largest |x|) times
+/// sum |w| over the block, expressed in units of `rel` so `check_close` can add it to `scale`.
+#[allow(clippy::too_many_arguments)]
+fn add_activation_rounding(
+    isa: Isa,
+    t: GgmlType,
+    w: &[f32],
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+    n_tok: usize,
+    scale: &mut [f64],
+    rel: f64,
+) {
+    if !int_dot_applies(isa, t, n_tok) {
+        return;
+    }
+    for tok in 0..n_tok {
+        let xt = &x[tok * cols..(tok + 1) * cols];
+        let half_step: Vec<f64> =
+            xt.chunks(32).map(|b| b.iter().fold(0f64, |m, v| m.max(v.abs() as f64)) / 65534.0).collect();
+        for r in 0..rows {
+            let e: f64 = (0..cols).map(|c| (w[r * cols + c] as f64).abs() * half_step[c / 32]).sum();
+            scale[tok * rows + r] += e * 1.001 / rel;
+        }
+    }
 }
 
 /// Row lengths: one block, a few, past the 512-element dequantization segment; float types
@@ -68,7 +97,8 @@ fn linear_matches_reference_for_every_type_and_batch() {
                         let x = rng.vec(cols * n_tok, 1.0);
                         let mut got = vec![f32::NAN; rows * n_tok];
                         linear(isa, w, &x, n_tok, &mut got).unwrap();
-                        let (want, scale) = reference(&wf, &x, rows, cols, n_tok);
+                        let (want, mut scale) = reference(&wf, &x, rows, cols, n_tok);
+                        add_activation_rounding(isa, t, &wf, &x, rows, cols, n_tok, &mut scale, 1e-5);
                         check_close(
                             &format!("[{isa}] {t} {rows}x{cols} T={n_tok}"),
                             &got,
@@ -107,8 +137,43 @@ fn linear_multi_shares_the_input() {
                 .collect();
             linear_multi(isa, &mut jobs, &x, n_tok).unwrap();
             for ((&(t, rows), wb), got) in shapes.iter().zip(&weights).zip(&outs) {
-                let (want, scale) = reference(&dequant(t, wb, rows * cols), &x, rows, cols, n_tok);
+                let wf = dequant(t, wb, rows * cols);
+                let (want, mut scale) = reference(&wf, &x, rows, cols, n_tok);
+                add_activation_rounding(isa, t, &wf, &x, rows, cols, n_tok, &mut scale, 1e-5);
                 check_close(&format!("[{isa}] multi {t} T={n_tok}"), got, &want, &scale, 1e-5, 1e-6);
+            }
+        }
+    }
+}
+
+#[test]
+fn decode_uses_integer_dots_on_x86_and_keeps_non_finite_inputs() {
+    let isa = Isa::best();
+    if cfg!(target_arch = "x86_64") && isa.name().starts_with("avx") && std::env::var_os("WLLM_CPU_DOT").is_none() {
+        for t in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0] {
+            assert!(int_dot_applies(isa, t, 1), "{t} should take the integer path on {isa}");
+        }
+        for t in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+            assert!(int_dot_applies(isa, t, 4), "{t} should take the integer path on {isa}");
+        }
+        assert!(!int_dot_applies(isa, GgmlType::Q4_1, 5), "prefill batches take the f32 GEMM");
+        assert!(!int_dot_applies(isa, GgmlType::F16, 1));
+    }
+    assert!(!int_dot_applies(Isa::SCALAR, GgmlType::Q8_0, 1), "the scalar oracle stays f32");
+    // A NaN or infinity in the activations must reach the output, as on the f32 path.
+    let mut rng = Rng::new(11);
+    let (rows, cols) = (9, 64);
+    for isa in Isa::available() {
+        for t in [GgmlType::Q8_0, GgmlType::Q4_K] {
+            let cols = cols.max(t.block_size() as usize);
+            let wb = random_weights(t, rows, cols, &mut rng);
+            let w = WeightView::new(t, rows, cols, &wb).unwrap();
+            for bad in [f32::NAN, f32::INFINITY] {
+                let mut x = rng.vec(cols, 1.0);
+                x[5] = bad;
+                let mut y = vec![0f32; rows];
+                linear(isa, w, &x, 1, &mut y).unwrap();
+                assert!(y.iter().all(|v| !v.is_finite()), "[{isa}] {t} with {bad} in x: {y:?}");
             }
         }
     }

@@ -1,12 +1,39 @@
 //! Decode: each task takes a run of rows; each row's blocks are unpacked into registers and
 //! multiplied with every token vector (up to four), so each weight byte is read once per call
 //! however many tokens there are.
+//!
+//! On AVX2 and AVX-512 the integer formats multiply their integers with the activations
+//! quantized to i16 ([`int_dot_applies`]); other formats and instruction sets dequantize to f32.
+
+use wllm_loaders::GgmlType;
 
 use super::{MAX_MATVEC_TOKENS, OutPtr, WeightView};
 use crate::cpu::Isa;
 use crate::cpu::exec::Exec;
+use crate::cpu::quant::int::{QuantX, has_int_dot};
 use crate::cpu::quant::{ACC, Fmt, with_fmt};
 use crate::cpu::simd::{Simd, dispatch};
+
+/// Whether the decode matvec of `n_tok` tokens on `ty` weights runs on integer dot products
+/// (activations quantized to i16 per 32 elements) with this instruction set. `WLLM_CPU_DOT=f32`
+/// turns it off (every product dequantizes to f32).
+pub fn int_dot_applies(isa: Isa, ty: GgmlType, n_tok: usize) -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let enabled = *ENABLED.get_or_init(|| !std::env::var("WLLM_CPU_DOT").is_ok_and(|v| v.trim() == "f32"));
+    enabled && n_tok <= MAX_MATVEC_TOKENS && has_int_dot(ty) && int_isa(isa)
+}
+
+fn int_isa(isa: Isa) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        isa.is_avx512() || isa.is_avx2()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = isa;
+        false
+    }
+}
 
 /// Rows per task: enough to amortize scheduling, small enough to balance the threads.
 fn chunk_rows(total: usize, threads: usize) -> usize {
@@ -16,6 +43,12 @@ fn chunk_rows(total: usize, threads: usize) -> usize {
 pub(super) fn run(exec: &dyn Exec, isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>)], x: &[f32], n_tok: usize) {
     let total: usize = jobs.iter().map(|(w, _)| w.rows).sum();
     let ch = chunk_rows(total, exec.threads());
+    let k = jobs.first().map_or(0, |(w, _)| w.cols);
+    let xq = jobs
+        .iter()
+        .any(|(w, _)| int_dot_applies(isa, w.ty, n_tok))
+        .then(|| QuantX::new(x, n_tok, k))
+        .flatten();
     let tasks: Vec<(usize, usize)> = jobs
         .iter()
         .enumerate()
@@ -25,6 +58,10 @@ pub(super) fn run(exec: &dyn Exec, isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>
         let (i, r0) = tasks[ti];
         let (w, out) = jobs[i];
         let r1 = (r0 + ch).min(w.rows);
+        if let Some(xq) = xq.as_ref().filter(|_| int_dot_applies(isa, w.ty, n_tok)) {
+            int::rows(isa, w, r0, r1, xq, n_tok, out);
+            return;
+        }
         dispatch!(isa, |s| with_fmt!(w.ty, |F| rows::<_, F>(s, w, r0, r1, x, n_tok, out), ()));
     });
 }
@@ -67,5 +104,83 @@ fn rows_t<S: Simd, F: Fmt, const T: usize>(
             let [a0, a1, a2, a3] = acc[t];
             out.write(t * w.rows + r, s.sum(s.add(s.add(a0, a1), s.add(a2, a3))) + tail[t]);
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod int {
+    use super::{MAX_MATVEC_TOKENS, OutPtr, WeightView};
+    use crate::cpu::Isa;
+    use crate::cpu::quant::int::{IntFmt, QuantX, XBlocks, with_int_fmt};
+    use crate::cpu::simd::int::IDot;
+    use crate::cpu::simd::x86::{with_avx2, with_avx512};
+
+    /// Rows `r0..r1` of `w` (an integer format) on integer dot products.
+    pub(super) fn rows(isa: Isa, w: WeightView<'_>, r0: usize, r1: usize, xq: &QuantX, n_tok: usize, out: OutPtr<'_>) {
+        if isa.is_avx512() {
+            // SAFETY: an `Isa` of this kind exists only when the CPU has these features.
+            unsafe {
+                with_avx512(
+                    #[inline(always)]
+                    |s| with_int_fmt!(w.ty, |F| by_tokens::<_, F>(s, w, r0, r1, xq, n_tok, out), ()),
+                )
+            }
+        } else if isa.is_avx2() {
+            // SAFETY: as above.
+            unsafe {
+                with_avx2(
+                    #[inline(always)]
+                    |s| with_int_fmt!(w.ty, |F| by_tokens::<_, F>(s, w, r0, r1, xq, n_tok, out), ()),
+                )
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn by_tokens<S: IDot, F: IntFmt>(
+        s: S,
+        w: WeightView<'_>,
+        r0: usize,
+        r1: usize,
+        xq: &QuantX,
+        n_tok: usize,
+        out: OutPtr<'_>,
+    ) {
+        match n_tok {
+            1 => rows_t::<S, F, 1>(s, w, r0, r1, xq, out),
+            2 => rows_t::<S, F, 2>(s, w, r0, r1, xq, out),
+            3 => rows_t::<S, F, 3>(s, w, r0, r1, xq, out),
+            _ => rows_t::<S, F, MAX_MATVEC_TOKENS>(s, w, r0, r1, xq, out),
+        }
+    }
+
+    #[inline(always)]
+    fn rows_t<S: IDot, F: IntFmt, const T: usize>(
+        s: S,
+        w: WeightView<'_>,
+        r0: usize,
+        r1: usize,
+        xq: &QuantX,
+        out: OutPtr<'_>,
+    ) {
+        let rb = w.row_bytes();
+        let x: [XBlocks<'_>; T] = std::array::from_fn(|t| xq.token(t));
+        for r in r0..r1 {
+            let y = F::row(s, &w.bytes[r * rb..(r + 1) * rb], &x);
+            for (t, y) in y.into_iter().enumerate() {
+                out.write(t * w.rows + r, y);
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod int {
+    use super::{OutPtr, WeightView};
+    use crate::cpu::Isa;
+    use crate::cpu::quant::int::QuantX;
+
+    pub(super) fn rows(_: Isa, _: WeightView<'_>, _: usize, _: usize, _: &QuantX, _: usize, _: OutPtr<'_>) {
+        unreachable!("int_dot_applies is false off x86-64")
     }
 }

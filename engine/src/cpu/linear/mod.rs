@@ -9,6 +9,7 @@ mod out;
 
 use wllm_loaders::GgmlType;
 
+pub use matvec::int_dot_applies;
 pub(crate) use out::OutPtr;
 
 use super::Isa;

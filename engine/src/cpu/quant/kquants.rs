@@ -13,7 +13,7 @@ pub(crate) struct Q6K;
 
 /// Scale and min of sub-block `j` of Q4_K/Q5_K (the 6-bit packing of `get_scale_min_k4`).
 #[inline(always)]
-fn scale_min(j: usize, sc: &[u8]) -> (u8, u8) {
+pub(super) fn scale_min(j: usize, sc: &[u8]) -> (u8, u8) {
     if j < 4 {
         (sc[j] & 63, sc[j + 4] & 63)
     } else {

@@ -6,6 +6,7 @@
 //! auto-vectorizer were vectorized across blocks, with gathers, and ran 5x slower.)
 
 mod float;
+pub(crate) mod int;
 mod kquants;
 mod legacy;
 

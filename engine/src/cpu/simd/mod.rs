@@ -7,12 +7,15 @@
 //! The implementing types are zero-sized tokens that only exist inside those functions, which
 //! is what makes the methods safe to call.
 
+pub(crate) mod int;
 pub(crate) mod math;
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod neon;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_int;
 
 pub(crate) use scalar::{Scalar, with_scalar};
 
