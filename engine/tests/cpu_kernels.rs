@@ -149,7 +149,10 @@ fn linear_multi_shares_the_input() {
 #[test]
 fn decode_uses_integer_dots_on_x86_and_keeps_non_finite_inputs() {
     let isa = Isa::best();
-    if cfg!(target_arch = "x86_64") && isa.name().starts_with("avx") && std::env::var_os("WLLM_CPU_DOT").is_none() {
+    if cfg!(target_arch = "x86_64")
+        && isa.name().starts_with("avx")
+        && std::env::var_os("WLLM_CPU_DOT").is_none()
+    {
         for t in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0] {
             assert!(int_dot_applies(isa, t, 1), "{t} should take the integer path on {isa}");
         }

@@ -114,9 +114,18 @@ mod int {
     use crate::cpu::quant::int::{IntFmt, QuantX, XBlocks, with_int_fmt};
     use crate::cpu::simd::int::IDot;
     use crate::cpu::simd::x86::{with_avx2, with_avx512};
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
 
     /// Rows `r0..r1` of `w` (an integer format) on integer dot products.
-    pub(super) fn rows(isa: Isa, w: WeightView<'_>, r0: usize, r1: usize, xq: &QuantX, n_tok: usize, out: OutPtr<'_>) {
+    pub(super) fn rows(
+        isa: Isa,
+        w: WeightView<'_>,
+        r0: usize,
+        r1: usize,
+        xq: &QuantX,
+        n_tok: usize,
+        out: OutPtr<'_>,
+    ) {
         if isa.is_avx512() {
             // SAFETY: an `Isa` of this kind exists only when the CPU has these features.
             unsafe {
@@ -133,6 +142,22 @@ mod int {
                     |s| with_int_fmt!(w.ty, |F| by_tokens::<_, F>(s, w, r0, r1, xq, n_tok, out), ()),
                 )
             }
+        }
+    }
+
+    /// How far ahead of the row being multiplied its bytes are prefetched: decode streams every
+    /// weight once, and the hardware prefetcher alone left a thread well short of the bandwidth
+    /// it can draw (SmolLM2 decode: 47 -> 57 tokens/s on one thread).
+    const AHEAD: usize = 4096;
+
+    #[inline(always)]
+    fn prefetch(bytes: &[u8], start: usize, len: usize) {
+        let end = (start + len).min(bytes.len());
+        let mut at = start;
+        while at < end {
+            // SAFETY: a prefetch of an address inside the slice; it never faults or writes.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(bytes.as_ptr().add(at).cast()) };
+            at += 64;
         }
     }
 
@@ -166,6 +191,7 @@ mod int {
         let rb = w.row_bytes();
         let x: [XBlocks<'_>; T] = std::array::from_fn(|t| xq.token(t));
         for r in r0..r1 {
+            prefetch(w.bytes, r * rb + AHEAD, rb);
             let y = F::row(s, &w.bytes[r * rb..(r + 1) * rb], &x);
             for (t, y) in y.into_iter().enumerate() {
                 out.write(t * w.rows + r, y);

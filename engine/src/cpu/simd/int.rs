@@ -18,8 +18,6 @@ pub(crate) trait IDot: Copy + Send + Sync + 'static {
     fn fzero(self) -> Self::F;
     fn fadd(self, a: Self::F, b: Self::F) -> Self::F;
     fn fsum(self, v: Self::F) -> f32;
-    /// One IEEE half to f32.
-    fn half(self, h: u16) -> f32;
 
     /// 32 signed bytes.
     fn w_i8(self, b: &[u8; 32]) -> Self::W;

@@ -77,7 +77,7 @@ macro_rules! bytes_sse {
 }
 
 #[inline(always)]
-pub(crate) fn f16_scalar(h: u16) -> f32 {
+fn f16_scalar(h: u16) -> f32 {
     unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h)))) }
 }
 

@@ -4,7 +4,7 @@ use std::arch::x86_64::*;
 
 use super::Simd;
 use super::int::IDot;
-use super::x86::{Avx2, Avx512, f16_scalar};
+use super::x86::{Avx2, Avx512};
 
 // SAFETY (every `unsafe` block below): a token exists only inside `with_avx2`/`with_avx512`,
 // which the dispatcher enters only after run-time detection of these features; loads read
@@ -26,10 +26,6 @@ impl IDot for Avx512 {
     #[inline(always)]
     fn fsum(self, v: __m512) -> f32 {
         self.sum(v)
-    }
-    #[inline(always)]
-    fn half(self, h: u16) -> f32 {
-        f16_scalar(h)
     }
     #[inline(always)]
     fn w_i8(self, b: &[u8; 32]) -> __m512i {
@@ -113,10 +109,6 @@ impl IDot for Avx2 {
         self.sum(v)
     }
     #[inline(always)]
-    fn half(self, h: u16) -> f32 {
-        f16_scalar(h)
-    }
-    #[inline(always)]
     fn w_i8(self, b: &[u8; 32]) -> [__m256i; 2] {
         unsafe {
             let p = b.as_ptr().cast::<__m128i>();
@@ -192,7 +184,9 @@ impl IDot for Avx2 {
     }
     #[inline(always)]
     fn w_mul2(self, w: [__m256i; 2], a: i16, b: i16) -> [__m256i; 2] {
-        unsafe { [_mm256_mullo_epi16(w[0], _mm256_set1_epi16(a)), _mm256_mullo_epi16(w[1], _mm256_set1_epi16(b))] }
+        unsafe {
+            [_mm256_mullo_epi16(w[0], _mm256_set1_epi16(a)), _mm256_mullo_epi16(w[1], _mm256_set1_epi16(b))]
+        }
     }
     #[inline(always)]
     fn madd(self, w: [__m256i; 2], x: &[i16; 32]) -> __m256i {
