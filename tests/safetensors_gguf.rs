@@ -84,7 +84,10 @@ const FIXTURES: &[Fixture] = &[
 ];
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("wllm-st-{}-{tag}", std::process::id()));
+    // Tests run in parallel and two may convert the same fixture: each call gets its own dir.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("wllm-st-{}-{n}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
