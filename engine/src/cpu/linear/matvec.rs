@@ -17,6 +17,54 @@ use crate::cpu::simd::{Simd, dispatch};
 /// Whether the decode matvec of `n_tok` tokens on `ty` weights runs on integer dot products
 /// (activations quantized to i16 per 32 elements) with this instruction set. `WLLM_CPU_DOT=f32`
 /// turns it off (every product dequantizes to f32).
+/// Evaluates `$body` with the const `$t` set to `$n` (1..=3), or to [`MAX_MATVEC_TOKENS`].
+macro_rules! by_tokens {
+    ($n:expr, |$t:ident| $body:expr) => {
+        match $n {
+            1 => {
+                const $t: usize = 1;
+                $body
+            }
+            2 => {
+                const $t: usize = 2;
+                $body
+            }
+            3 => {
+                const $t: usize = 3;
+                $body
+            }
+            _ => {
+                const $t: usize = MAX_MATVEC_TOKENS;
+                $body
+            }
+        }
+    };
+}
+
+/// How far ahead of the row being multiplied its bytes are prefetched: decode streams every
+/// weight once, and the hardware prefetcher alone left a thread well short of the bandwidth it
+/// can draw (SmolLM2 decode: 47 -> 57 tokens/s on one thread).
+const AHEAD: usize = 4096;
+
+/// Prefetches `bytes[start..start + len]` (clamped) into L1.
+#[inline(always)]
+fn prefetch(bytes: &[u8], start: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let end = (start + len).min(bytes.len());
+        let mut at = start;
+        while at < end {
+            // SAFETY: SSE is baseline on x86-64; a prefetch of an address inside the slice
+            // never faults or writes.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(bytes.as_ptr().add(at).cast()) };
+            at += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (bytes, start, len);
+}
+
 pub fn int_dot_applies(isa: Isa, ty: GgmlType, n_tok: usize) -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let enabled = *ENABLED.get_or_init(|| !std::env::var("WLLM_CPU_DOT").is_ok_and(|v| v.trim() == "f32"));
@@ -62,26 +110,12 @@ pub(super) fn run(exec: &dyn Exec, isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>
             int::rows(isa, w, r0, r1, xq, n_tok, out);
             return;
         }
-        dispatch!(isa, |s| with_fmt!(w.ty, |F| rows::<_, F>(s, w, r0, r1, x, n_tok, out), ()));
+        dispatch!(isa, |s| with_fmt!(
+            w.ty,
+            |F| by_tokens!(n_tok, |T| rows_t::<_, F, T>(s, w, r0, r1, x, out)),
+            ()
+        ));
     });
-}
-
-#[inline(always)]
-fn rows<S: Simd, F: Fmt>(
-    s: S,
-    w: WeightView<'_>,
-    r0: usize,
-    r1: usize,
-    x: &[f32],
-    n_tok: usize,
-    out: OutPtr<'_>,
-) {
-    match n_tok {
-        1 => rows_t::<S, F, 1>(s, w, r0, r1, x, out),
-        2 => rows_t::<S, F, 2>(s, w, r0, r1, x, out),
-        3 => rows_t::<S, F, 3>(s, w, r0, r1, x, out),
-        _ => rows_t::<S, F, MAX_MATVEC_TOKENS>(s, w, r0, r1, x, out),
-    }
 }
 
 #[inline(always)]
@@ -97,6 +131,7 @@ fn rows_t<S: Simd, F: Fmt, const T: usize>(
     let rb = w.row_bytes();
     let xs: [&[f32]; T] = std::array::from_fn(|t| &x[t * k..(t + 1) * k]);
     for r in r0..r1 {
+        prefetch(w.bytes, r * rb + AHEAD, rb);
         let mut acc = [[s.zero(); ACC]; T];
         let mut tail = [0f32; T];
         F::dot(s, &w.bytes[r * rb..(r + 1) * rb], &xs, &mut acc, &mut tail);
@@ -109,12 +144,11 @@ fn rows_t<S: Simd, F: Fmt, const T: usize>(
 
 #[cfg(target_arch = "x86_64")]
 mod int {
-    use super::{MAX_MATVEC_TOKENS, OutPtr, WeightView};
+    use super::{AHEAD, MAX_MATVEC_TOKENS, OutPtr, WeightView, prefetch};
     use crate::cpu::Isa;
     use crate::cpu::quant::int::{IntFmt, QuantX, XBlocks, with_int_fmt};
     use crate::cpu::simd::int::IDot;
     use crate::cpu::simd::x86::{with_avx2, with_avx512};
-    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
 
     /// Rows `r0..r1` of `w` (an integer format) on integer dot products.
     pub(super) fn rows(
@@ -131,7 +165,13 @@ mod int {
             unsafe {
                 with_avx512(
                     #[inline(always)]
-                    |s| with_int_fmt!(w.ty, |F| by_tokens::<_, F>(s, w, r0, r1, xq, n_tok, out), ()),
+                    |s| {
+                        with_int_fmt!(
+                            w.ty,
+                            |F| by_tokens!(n_tok, |T| rows_t::<_, F, T>(s, w, r0, r1, xq, out)),
+                            ()
+                        )
+                    },
                 )
             }
         } else if isa.is_avx2() {
@@ -139,43 +179,15 @@ mod int {
             unsafe {
                 with_avx2(
                     #[inline(always)]
-                    |s| with_int_fmt!(w.ty, |F| by_tokens::<_, F>(s, w, r0, r1, xq, n_tok, out), ()),
+                    |s| {
+                        with_int_fmt!(
+                            w.ty,
+                            |F| by_tokens!(n_tok, |T| rows_t::<_, F, T>(s, w, r0, r1, xq, out)),
+                            ()
+                        )
+                    },
                 )
             }
-        }
-    }
-
-    /// How far ahead of the row being multiplied its bytes are prefetched: decode streams every
-    /// weight once, and the hardware prefetcher alone left a thread well short of the bandwidth
-    /// it can draw (SmolLM2 decode: 47 -> 57 tokens/s on one thread).
-    const AHEAD: usize = 4096;
-
-    #[inline(always)]
-    fn prefetch(bytes: &[u8], start: usize, len: usize) {
-        let end = (start + len).min(bytes.len());
-        let mut at = start;
-        while at < end {
-            // SAFETY: a prefetch of an address inside the slice; it never faults or writes.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(bytes.as_ptr().add(at).cast()) };
-            at += 64;
-        }
-    }
-
-    #[inline(always)]
-    fn by_tokens<S: IDot, F: IntFmt>(
-        s: S,
-        w: WeightView<'_>,
-        r0: usize,
-        r1: usize,
-        xq: &QuantX,
-        n_tok: usize,
-        out: OutPtr<'_>,
-    ) {
-        match n_tok {
-            1 => rows_t::<S, F, 1>(s, w, r0, r1, xq, out),
-            2 => rows_t::<S, F, 2>(s, w, r0, r1, xq, out),
-            3 => rows_t::<S, F, 3>(s, w, r0, r1, xq, out),
-            _ => rows_t::<S, F, MAX_MATVEC_TOKENS>(s, w, r0, r1, xq, out),
         }
     }
 

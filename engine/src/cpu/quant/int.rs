@@ -292,52 +292,18 @@ impl IntFmt for Q6K {
 
 /// Runs `$body` with `$f` naming the [`IntFmt`] type of `$ty`, or evaluates `$other`.
 macro_rules! with_int_fmt {
-    ($ty:expr, |$f:ident| $body:expr, $other:expr) => {{
-        use wllm_loaders::GgmlType as G;
-        use $crate::cpu::quant as q;
-        match $ty {
-            G::Q4_0 => {
-                type $f = q::Q4_0;
-                $body
-            }
-            G::Q4_1 => {
-                type $f = q::Q4_1;
-                $body
-            }
-            G::Q5_0 => {
-                type $f = q::Q5_0;
-                $body
-            }
-            G::Q5_1 => {
-                type $f = q::Q5_1;
-                $body
-            }
-            G::Q8_0 => {
-                type $f = q::Q8_0;
-                $body
-            }
-            G::Q4_K => {
-                type $f = q::Q4K;
-                $body
-            }
-            G::Q5_K => {
-                type $f = q::Q5K;
-                $body
-            }
-            G::Q6_K => {
-                type $f = q::Q6K;
-                $body
-            }
-            _ => $other,
-        }
-    }};
+    ($ty:expr, |$f:ident| $body:expr, $other:expr) => {
+        $crate::cpu::quant::match_fmt!($ty, |$f| $body, $other, [
+            Q4_0 => Q4_0, Q4_1 => Q4_1, Q5_0 => Q5_0, Q5_1 => Q5_1, Q8_0 => Q8_0, Q4_K => Q4K,
+            Q5_K => Q5K, Q6_K => Q6K,
+        ])
+    };
 }
 pub(crate) use with_int_fmt;
 
 /// Whether rows of `ty` have an integer dot product.
 pub(crate) fn has_int_dot(ty: wllm_loaders::GgmlType) -> bool {
-    use wllm_loaders::GgmlType as G;
-    matches!(ty, G::Q4_0 | G::Q4_1 | G::Q5_0 | G::Q5_1 | G::Q8_0 | G::Q4_K | G::Q5_K | G::Q6_K)
+    with_int_fmt!(ty, |F| super::listed::<F>(std::marker::PhantomData), false)
 }
 
 #[cfg(test)]

@@ -135,79 +135,40 @@ fmt_from_blocks!(Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Mxfp4, Q2K, Q3K, Q4K, Q5K, Q6K);
 
 /// Whether the CPU kernels read weights of type `ty`.
 pub fn is_supported(ty: GgmlType) -> bool {
-    use GgmlType::*;
-    matches!(
-        ty,
-        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | MXFP4
-    )
+    with_fmt!(ty, |F| listed::<F>(std::marker::PhantomData), false)
 }
+
+/// `true`: a `match_fmt!` body that only asks whether a type is listed.
+pub(crate) fn listed<F>(_: std::marker::PhantomData<F>) -> bool {
+    true
+}
+
+/// Runs `$body` with `$f` naming the format type listed for `$ty` (`GgmlType` variant =>
+/// type in this module), or evaluates `$other` for a type not listed.
+macro_rules! match_fmt {
+    ($ty:expr, |$f:ident| $body:expr, $other:expr, [$($g:ident => $t:ident),* $(,)?]) => {{
+        use wllm_loaders::GgmlType as G;
+        match $ty {
+            $(G::$g => {
+                type $f = $crate::cpu::quant::$t;
+                $body
+            })*
+            _ => $other,
+        }
+    }};
+}
+pub(crate) use match_fmt;
 
 /// Runs `$body` with `$f` naming the [`Fmt`] type of `$ty`, or evaluates `$other` for a type
 /// the CPU kernels do not read.
 macro_rules! with_fmt {
-    ($ty:expr, |$f:ident| $body:expr, $other:expr) => {{
-        use wllm_loaders::GgmlType as G;
-        use $crate::cpu::quant as q;
-        match $ty {
-            G::F32 => {
-                type $f = q::F32;
-                $body
-            }
-            G::F16 => {
-                type $f = q::F16;
-                $body
-            }
-            G::BF16 => {
-                type $f = q::Bf16;
-                $body
-            }
-            G::Q4_0 => {
-                type $f = q::Q4_0;
-                $body
-            }
-            G::Q4_1 => {
-                type $f = q::Q4_1;
-                $body
-            }
-            G::Q5_0 => {
-                type $f = q::Q5_0;
-                $body
-            }
-            G::Q5_1 => {
-                type $f = q::Q5_1;
-                $body
-            }
-            G::Q8_0 => {
-                type $f = q::Q8_0;
-                $body
-            }
-            G::Q2_K => {
-                type $f = q::Q2K;
-                $body
-            }
-            G::Q3_K => {
-                type $f = q::Q3K;
-                $body
-            }
-            G::Q4_K => {
-                type $f = q::Q4K;
-                $body
-            }
-            G::Q5_K => {
-                type $f = q::Q5K;
-                $body
-            }
-            G::Q6_K => {
-                type $f = q::Q6K;
-                $body
-            }
-            G::MXFP4 => {
-                type $f = q::Mxfp4;
-                $body
-            }
-            _ => $other,
-        }
-    }};
+    ($ty:expr, |$f:ident| $body:expr, $other:expr) => {
+        $crate::cpu::quant::match_fmt!($ty, |$f| $body, $other, [
+            F32 => F32, F16 => F16, BF16 => Bf16, Q4_0 => Q4_0, Q4_1 => Q4_1, Q5_0 => Q5_0,
+            Q5_1 => Q5_1, Q8_0 => Q8_0, Q2_K => Q2K, Q3_K => Q3K, Q4_K => Q4K, Q5_K => Q5K,
+            Q6_K => Q6K, MXFP4 => Mxfp4,
+        ])
+    };
 }
 pub(crate) use with_fmt;
 
