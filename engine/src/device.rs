@@ -219,8 +219,7 @@ impl Gpu {
                 | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
                 | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
         }
-        let unified = matches!(info.device_type, wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::Cpu);
-        if unified {
+        if is_unified(&info) {
             // Lets weights be written into device buffers straight from the memory map.
             wanted |= wgpu::Features::MAPPABLE_PRIMARY_BUFFERS;
         }
@@ -233,34 +232,19 @@ impl Gpu {
             ..Default::default()
         }))
         .map_err(|e| EngineError::RequestDevice { adapter: info.name.clone(), message: e.to_string() })?;
-        let caps = Caps {
-            f16: features.contains(wgpu::Features::SHADER_F16),
-            subgroups: features.contains(wgpu::Features::SUBGROUP),
-            fixed_subgroup_size: (info.subgroup_min_size == info.subgroup_max_size
-                && info.subgroup_min_size > 0)
-                .then_some(info.subgroup_min_size),
-            timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
-            timestamps_in_passes: features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
-            unified_memory: unified,
-            mappable_primary_buffers: features.contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
-        };
         let tuning = opts.tuning.unwrap_or_else(|| Tuning::for_adapter(&info));
         let device_memory = device_local_heap(&adapter);
-        Ok(Arc::new(Gpu {
-            device,
-            queue,
-            info,
-            limits,
-            caps,
-            tuning,
-            pipelines: PipelineCache::default(),
-            device_memory,
-        }))
+        Ok(Gpu::assemble(device, queue, info, tuning, device_memory))
     }
 
-    /// Runs on a device the host application created (a game's renderer, say). The engine uses
-    /// only the features and limits that device was created with.
-    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Arc<Gpu> {
+    /// The capabilities a device was created with, and the engine state around it.
+    fn assemble(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        tuning: Tuning,
+        device_memory: Option<u64>,
+    ) -> Arc<Gpu> {
         let features = device.features();
         let limits = device.limits();
         let caps = Caps {
@@ -271,13 +255,9 @@ impl Gpu {
                 .then_some(info.subgroup_min_size),
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             timestamps_in_passes: features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
-            unified_memory: matches!(
-                info.device_type,
-                wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::Cpu
-            ),
+            unified_memory: is_unified(&info),
             mappable_primary_buffers: features.contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
         };
-        let tuning = Tuning::for_adapter(&info);
         Arc::new(Gpu {
             device,
             queue,
@@ -286,8 +266,15 @@ impl Gpu {
             caps,
             tuning,
             pipelines: PipelineCache::default(),
-            device_memory: None,
+            device_memory,
         })
+    }
+
+    /// Runs on a device the host application created (a game's renderer, say). The engine uses
+    /// only the features and limits that device was created with.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Arc<Gpu> {
+        let tuning = Tuning::for_adapter(&info);
+        Gpu::assemble(device, queue, info, tuning, None)
     }
 
     pub fn backend(&self) -> Backend {
@@ -319,4 +306,9 @@ impl Gpu {
         self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| EngineError::gpu("poll", e))?;
         Ok(())
     }
+}
+
+/// Integrated GPUs and CPU adapters share host memory.
+fn is_unified(info: &wgpu::AdapterInfo) -> bool {
+    matches!(info.device_type, wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::Cpu)
 }

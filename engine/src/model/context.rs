@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use wllm_loaders::ModelConfig;
 
 use super::GpuModel;
-use super::graph::{self, Graph};
+use super::graph::{self, Graph, logit_bytes};
 use crate::cpu::CpuExperts;
 use crate::error::{EngineError, Result};
 use crate::ops::Op;
@@ -450,7 +450,6 @@ impl Context {
     fn step(&mut self, input: Input<'_>, logits: Logits, argmax: bool) -> Result<StepOutput> {
         let start = Instant::now();
         let gpu = self.model.gpu.clone();
-        let n_vocab = self.model.cfg.n_vocab as u64;
         let n = match input {
             Input::Tokens(t) => {
                 gpu.queue.write_buffer(&self.bufs.tokens, 0, bytemuck::cast_slice(t));
@@ -472,22 +471,9 @@ impl Context {
         }
         let body = if n == 1 { &self.graph.body_decode } else { &self.graph.body_prefill };
         let body = &body[n_segments - 1].ops;
-        let head = match logits {
-            Logits::All => Some(&self.graph.head_all),
-            Logits::Last => Some(&self.graph.head_last),
-            Logits::None if argmax => Some(&self.graph.head_last),
-            Logits::None => None,
-        };
         let mut ops: Vec<&Op> = body.iter().collect();
-        ops.extend(head.into_iter().flatten());
-        if argmax {
-            ops.extend(self.graph.argmax.ops.iter());
-        }
-        let logit_bytes = match logits {
-            Logits::None => 0,
-            Logits::Last => n_vocab * 4,
-            Logits::All => n as u64 * n_vocab * 4,
-        };
+        ops.extend(self.graph.tail(logits, argmax));
+        let logit_bytes = logit_bytes(logits, n, self.model.cfg.n_vocab);
         let bufs = &self.bufs;
         let copies = |enc: &mut wgpu::CommandEncoder| {
             if logit_bytes > 0 {

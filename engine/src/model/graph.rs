@@ -4,7 +4,7 @@
 use wllm_loaders::model::FfnActivation;
 
 use super::GpuModel;
-use super::context::Buffers;
+use super::context::{Buffers, Logits};
 use crate::error::{EngineError, Result};
 use crate::ops::argmax::{ArgmaxOps, argmax};
 use crate::ops::attention::{AttentionArgs, attention};
@@ -38,6 +38,29 @@ pub(crate) struct Graph {
     pub head_all: Vec<Op>,
     /// argmax(logits row 0) into tokens[0].
     pub argmax: ArgmaxOps,
+}
+
+impl Graph {
+    /// The ops a step ends with after its body: the head the requested logits need (the last
+    /// row's also for argmax alone), then argmax.
+    pub fn tail(&self, logits: Logits, argmax: bool) -> impl Iterator<Item = &Op> {
+        let head = match logits {
+            Logits::All => Some(&self.head_all),
+            Logits::Last => Some(&self.head_last),
+            Logits::None if argmax => Some(&self.head_last),
+            Logits::None => None,
+        };
+        head.into_iter().flatten().chain(self.argmax.ops.iter().filter(move |_| argmax))
+    }
+}
+
+/// Bytes of logits a step of `n` rows reads back.
+pub(crate) fn logit_bytes(logits: Logits, n: u32, n_vocab: u32) -> u64 {
+    match logits {
+        Logits::None => 0,
+        Logits::Last => u64::from(n_vocab) * 4,
+        Logits::All => u64::from(n) * u64::from(n_vocab) * 4,
+    }
 }
 
 pub(crate) fn build(m: &GpuModel, b: &Buffers) -> Result<Graph> {

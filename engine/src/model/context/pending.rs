@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use super::{Context, Logits, StepOutput};
 use crate::device::Gpu;
 use crate::error::{EngineError, Result};
+use crate::model::graph::logit_bytes;
 use crate::ops::Op;
 
 /// A step in flight on the GPU. Poll it with [`PendingStep::poll`] (never blocks) or finish it
@@ -173,27 +174,13 @@ impl Context {
     /// readback buffers to be mapped when the GPU is done.
     fn submit_one(&mut self, gpu: &Gpu, tokens: &[u32], logits: Logits, argmax: bool) -> Result<Readback> {
         let n = tokens.len() as u32;
-        let n_vocab = self.model.cfg.n_vocab as u64;
         gpu.queue.write_buffer(&self.bufs.tokens, 0, bytemuck::cast_slice(tokens));
         gpu.queue.write_buffer(&self.bufs.step, 0, bytemuck::cast_slice(&[self.n_past, n, 0, 0]));
         let body = if n == 1 { &self.graph.body_decode } else { &self.graph.body_prefill };
-        let head = match logits {
-            Logits::All => Some(&self.graph.head_all),
-            Logits::Last => Some(&self.graph.head_last),
-            Logits::None if argmax => Some(&self.graph.head_last),
-            Logits::None => None,
-        };
         // One segment: `submit` runs steps with CPU hand-overs through `eval`.
         let mut ops: Vec<&Op> = body.iter().flat_map(|s| s.ops.iter()).collect();
-        ops.extend(head.into_iter().flatten());
-        if argmax {
-            ops.extend(self.graph.argmax.ops.iter());
-        }
-        let logit_bytes = match logits {
-            Logits::None => 0,
-            Logits::Last => n_vocab * 4,
-            Logits::All => n as u64 * n_vocab * 4,
-        };
+        ops.extend(self.graph.tail(logits, argmax));
+        let logit_bytes = logit_bytes(logits, n, self.model.cfg.n_vocab);
         let staging = |label: &str, size: u64| {
             gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
