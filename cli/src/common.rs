@@ -1,13 +1,13 @@
 //! Pieces shared by subcommands: device flags, model loading with a progress bar.
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use wllm::engine::plan::parse_size;
 use wllm::engine::{Backend, GpuLayers};
 use wllm::loaders::GgmlType;
-use wllm::{LoadOptions, Model};
+use wllm::{LoadOptions, Model, SessionOptions};
 
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct DeviceArgs {
@@ -60,6 +60,28 @@ impl DeviceArgs {
             quantize: self.quantize,
             ..Default::default()
         })
+    }
+}
+
+/// What `run` and `chat` share about the conversation's context.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ContextArgs {
+    /// Jinja chat template (or tokenizer_config.json) to use instead of the model's.
+    #[arg(long)]
+    pub chat_template: Option<PathBuf>,
+    /// Context size (default: the model's, capped at 4096).
+    #[arg(long = "ctx", short = 'c')]
+    pub ctx: Option<u32>,
+    /// Prompt tokens processed per step.
+    #[arg(long = "batch-size", short = 'b', default_value_t = 256)]
+    pub batch: u32,
+}
+
+impl ContextArgs {
+    /// Loads `path` with the memory plan made for this context, then opens a session on it.
+    pub fn load(&self, path: &Path, dev: &DeviceArgs) -> Result<(Model, SessionOptions)> {
+        let model = load_model(path, dev, self.chat_template.as_deref(), self.ctx)?;
+        Ok((model, SessionOptions { n_ctx: self.ctx, n_batch: self.batch }))
     }
 }
 

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
-use wllm::{CancelToken, Chat, ChatOptions, Error, GenerateOptions, Reply, SessionOptions, StopReason};
+use wllm::{CancelToken, Chat, ChatOptions, Error, GenerateOptions, Reply, StopReason};
 
 use crate::cmd::run::SamplingArgs;
-use crate::common::{DeviceArgs, load_model};
+use crate::common::{ContextArgs, DeviceArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,20 +23,13 @@ pub struct Args {
     /// System message, kept through /clear and context truncation.
     #[arg(long)]
     pub system: Option<String>,
-    /// Jinja chat template (or tokenizer_config.json) to use instead of the model's.
-    #[arg(long)]
-    pub chat_template: Option<PathBuf>,
     /// Most tokens per reply.
     #[arg(short = 'n', long = "n-predict", default_value_t = 1024)]
     pub n: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
-    /// Context size (default: the model's, capped at 4096).
-    #[arg(long = "ctx", short = 'c')]
-    pub ctx: Option<u32>,
-    /// Prompt tokens processed per step.
-    #[arg(long = "batch-size", short = 'b', default_value_t = 256)]
-    pub batch: u32,
+    #[command(flatten)]
+    pub context: ContextArgs,
     /// When the conversation outgrows the context: refuse the turn, or drop the oldest turns.
     #[arg(long, value_enum, default_value_t = Overflow::Error)]
     pub context_overflow: Overflow,
@@ -64,8 +57,8 @@ impl From<Overflow> for wllm::ContextOverflow {
 
 pub fn run(a: Args) -> Result<()> {
     let sampling = a.sampling.config()?;
-    let model = load_model(&a.model, &a.device, a.chat_template.as_deref(), a.ctx)?;
-    let session = model.session(&SessionOptions { n_ctx: a.ctx, n_batch: a.batch })?;
+    let (model, session_opts) = a.context.load(&a.model, &a.device)?;
+    let session = model.session(&session_opts)?;
     let mut chat =
         Chat::new(session, ChatOptions { system: a.system.clone(), overflow: a.context_overflow.into() })
             .map_err(template_hint)?;
@@ -143,7 +136,7 @@ pub fn run(a: Args) -> Result<()> {
             eprintln!(
                 "(dropped the {} oldest turn(s) to fit the {}-token context)",
                 reply.info().dropped_turns,
-                a.ctx.map_or_else(|| "model's".to_string(), |c| c.to_string())
+                a.context.ctx.map_or_else(|| "model's".to_string(), |c| c.to_string())
             );
         }
         generating.store(true, Ordering::SeqCst);

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use wllm::engine::sampling::parse_logit_bias;
-use wllm::{ChatMessage, GenerateOptions, SamplerConfig, SessionOptions};
+use wllm::{ChatMessage, GenerateOptions, SamplerConfig};
 
-use crate::common::{DeviceArgs, load_model, parse_ids};
+use crate::common::{ContextArgs, DeviceArgs, parse_ids};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,20 +26,13 @@ pub struct Args {
     /// System message for --chat.
     #[arg(long, requires = "chat")]
     pub system: Option<String>,
-    /// Jinja chat template (or tokenizer_config.json) to use instead of the model's.
-    #[arg(long)]
-    pub chat_template: Option<PathBuf>,
     /// Tokens to generate.
     #[arg(short = 'n', long = "n-predict", default_value_t = 256)]
     pub n: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
-    /// Context size (default: the model's, capped at 4096).
-    #[arg(long = "ctx", short = 'c')]
-    pub ctx: Option<u32>,
-    /// Prompt tokens processed per step.
-    #[arg(long = "batch-size", short = 'b', default_value_t = 256)]
-    pub batch: u32,
+    #[command(flatten)]
+    pub context: ContextArgs,
     #[command(flatten)]
     pub device: DeviceArgs,
     /// Write the logits (f32 little-endian rows of n_vocab): one row per prompt position, then
@@ -114,7 +107,7 @@ impl SamplingArgs {
 
 pub fn run(a: Args) -> Result<()> {
     let sampling = a.sampling.config()?;
-    let model = load_model(&a.model, &a.device, a.chat_template.as_deref(), a.ctx)?;
+    let (model, session_opts) = a.context.load(&a.model, &a.device)?;
     let mut stop = a.sampling.stop.clone();
     let prompt_ids = match (&a.prompt, &a.prompt_tokens) {
         (Some(p), _) if a.chat => {
@@ -130,7 +123,7 @@ pub fn run(a: Args) -> Result<()> {
     if prompt_ids.is_empty() {
         bail!("the prompt is empty after tokenization");
     }
-    let mut session = model.session(&SessionOptions { n_ctx: a.ctx, n_batch: a.batch })?;
+    let mut session = model.session(&session_opts)?;
     if prompt_ids.len() > session.n_ctx() {
         bail!(
             "the prompt has {} tokens but the context holds {} (raise --ctx)",
