@@ -9,6 +9,13 @@
 
 #include "linear_common.wgsl"
 
+// Types with whole-block reads (quant.wgsl GROUP_DOT) walk single-column rows block by block.
+#ifdef GROUP_DOT
+#ifndef TOKENS8
+#define BLOCK_LOOP
+#endif
+#endif
+
 #ifdef IDS
 #ifdef IDS_TILES
 @group(0) @binding(8) var<storage, read> Pairs: array<u32>;
@@ -180,6 +187,25 @@ fn main(
     var b0 = vec4<f32>(0.0);
     var b1 = vec4<f32>(0.0);
     let last = n_cols - 1u;
+#ifdef BLOCK_LOOP
+    // One column, block by block: the type reads each block's metadata and payload once.
+    for (var blk = 0u; blk < P.nb; blk++) {
+        let k0 = r0 * P.nb + blk;
+        let k1 = r1 * P.nb + blk;
+        let m0 = block_meta(k0);
+        let m1 = block_meta(k1);
+        for (var g = 0u; g < GROUPS; g++) {
+            let u = blk * upb + 2u * g;
+            let xa = x_run(x_part(x_col(0u), u, lane), x_col(0u), u);
+            let xb = x_run(x_part(x_col(0u), u + 1u, lane), x_col(0u), u + 1u);
+            let ha = halves(xa);
+            let hb = halves(xb);
+            let xs = vec2<f32>(ha.x + ha.y, hb.x + hb.y);
+            a0.x += gdot(k0, g, m0, xa, xb, xs);
+            a1.x += gdot(k1, g, m1, xa, xb, xs);
+        }
+    }
+#else
     for (var u = 0u; u < units; u++) {
         let k0 = r0 * P.nb + u / upb;
         let k1 = r1 * P.nb + u / upb;
@@ -220,6 +246,7 @@ fn main(
         a1.x += qdot32(k1, sub, xv, xs);
 #endif
     }
+#endif
 #ifdef GLU_PAIR
     let row = row_base + lid;
     if (row < out_rows) {

@@ -363,6 +363,38 @@ fn qdot32(blk: u32, u: u32, x: Unit, xs: vec2<f32>) -> f32 {
     let q = nib16(Q[base], shift, x[0], x[1], x[2], x[3]) + nib16(Q[base + 1u], shift, x[4], x[5], x[6], x[7]);
     return dm.x * q - dm.y * (xs.x + xs.y);
 }
+
+// Whole-block reads for kernels that walk a row block by block (linear_lane's decode loop):
+// qdot32 reloads the scale words for every run and each payload byte for both of its nibbles;
+// where every load is costly (software adapters fetch lane by lane) reading the metadata once
+// per block and each byte once is what matters. A group is runs 2g and 2g+1, which share the
+// 32 payload bytes 32g..32g+31 (low and high nibbles).
+#define GROUP_DOT
+const GROUPS: u32 = 4u;
+fn block_meta(blk: u32) -> vec4<u32> {
+    let i = meta_off + blk * MW;
+    return vec4<u32>(M[i], M[i + 1u], M[i + 2u], M[i + 3u]);
+}
+fn nib32(v0: vec4<u32>, v1: vec4<u32>, s: u32, x: Unit) -> f32 {
+    return nib16(v0, s, x[0], x[1], x[2], x[3]) + nib16(v1, s, x[4], x[5], x[6], x[7]);
+}
+// xa, xb: the inputs of runs 2g and 2g+1; xs: their sums.
+fn gdot(blk: u32, g: u32, m: vec4<u32>, xa: Unit, xb: Unit, xs: vec2<f32>) -> f32 {
+    // The (scale, min) pairs of runs 2g and 2g+1, as kq_scale_min reads them from meta bytes.
+    let sh = vec2<u32>(16u * (g & 1u)) + vec2<u32>(0u, 8u);
+    let a = vec2<u32>(m.y) >> sh;
+    let b = vec2<u32>(m.z) >> sh;
+    let c = vec2<u32>(m.w) >> sh;
+    let low = g < 2u;
+    let top = vec2<u32>(3u);
+    let sc = select((c & vec2<u32>(15u)) | (((a >> vec2<u32>(6u)) & top) << vec2<u32>(4u)), a & vec2<u32>(63u), low);
+    let mn = select(((c >> vec2<u32>(4u)) & vec2<u32>(15u)) | (((b >> vec2<u32>(6u)) & top) << vec2<u32>(4u)), b & vec2<u32>(63u), low);
+    let dm = unpack2x16float(m.x);
+    let d = dm.x * vec2<f32>(sc);
+    let v0 = Q[blk * P4 + 2u * g];
+    let v1 = Q[blk * P4 + 2u * g + 1u];
+    return d.x * nib32(v0, v1, 0u, xa) + d.y * nib32(v0, v1, 4u, xb) - dm.y * dot(vec2<f32>(mn), xs);
+}
 #endif
 
 #ifdef WTYPE_Q5_K
