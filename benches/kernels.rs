@@ -2,7 +2,8 @@
 //! linear layers per weight type as matrix-vector products (GB/s of weight bytes) and as
 //! 64-token matrix products (FLOP/s, shown by criterion as elem/s), decode attention (GB/s of
 //! KV cache read), MoE routing (tokens/s), and the device's buffer-copy bandwidth as the
-//! yardstick for the GB/s figures.
+//! yardstick for the GB/s figures, with the load ceiling of a row-per-lane kernel (experiment 1)
+//! between the two.
 //!
 //! Sample counts are small so `cargo bench` finishes in minutes on a software adapter.
 
@@ -201,5 +202,97 @@ fn moe_routing(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(kernels, copy_bandwidth, matvec, matmul, attention_decode, moe_routing);
+/// Experiment 1, the load ceiling: the most a row-per-lane kernel could stream on this adapter.
+/// Each invocation only adds up the words of two rows of a 4096x4096 Q4_K weight (vec4 loads,
+/// the layout and access pattern of linear_lane.wgsl, no dequantizing), so its GB/s bounds the
+/// Q4_K matvec from above; compare both with copy/buffer. The sums are checked on the CPU first.
+const CEILING_WGSL: &str = "
+@group(0) @binding(0) var<storage, read> W: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read_write> S: array<u32>;
+override ROW_VEC4: u32 = 1u;
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let r0 = wid.x * 128u + lid;
+    let r1 = r0 + 64u;
+    var a = vec4<u32>(0u);
+    var b = vec4<u32>(0u);
+    for (var k = 0u; k < ROW_VEC4; k++) {
+        a += W[r0 * ROW_VEC4 + k];
+        b += W[r1 * ROW_VEC4 + k];
+    }
+    S[r0] = a.x + a.y + a.z + a.w;
+    S[r1] = b.x + b.y + b.z + b.w;
+}
+";
+
+fn load_ceiling(c: &mut Criterion) {
+    use wllm::wgpu;
+    let Some(gpu) = gpu() else { return };
+    let rows = 4096usize;
+    let row_bytes = GgmlType::Q4_K.bytes_for(4096).expect("whole blocks") as usize;
+    let words: Vec<u32> = (0..rows * row_bytes / 4).map(|i| (i as u32).wrapping_mul(2654435761)).collect();
+    let w = gpu.storage_init("ceiling.w", bytemuck::cast_slice(&words));
+    let sums = gpu.storage("ceiling.sums", rows as u64 * 4);
+    let module = gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("ceiling"),
+        source: wgpu::ShaderSource::Wgsl(CEILING_WGSL.into()),
+    });
+    let row_vec4 = (row_bytes / 16) as f64;
+    let pipeline = gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some("ceiling"),
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants: &[("ROW_VEC4", row_vec4)],
+            ..Default::default()
+        },
+        cache: None,
+    });
+    let bind = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("ceiling"),
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &[
+            wgpu::BindGroupEntry { binding: 0, resource: w.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 1, resource: sums.as_entire_binding() },
+        ],
+    });
+    let run = |reps: u64| {
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            for _ in 0..reps {
+                pass.dispatch_workgroups((rows / 128) as u32, 1, 1);
+            }
+        }
+        gpu.queue.submit([enc.finish()]);
+        gpu.wait().expect("ceiling");
+    };
+    run(1);
+    let got = gpu.read_f32(&sums).expect("read sums");
+    let per_row = row_bytes / 4;
+    for (r, g) in got.iter().enumerate() {
+        let want = words[r * per_row..(r + 1) * per_row].iter().fold(0u32, |a, &x| a.wrapping_add(x));
+        assert_eq!(g.to_bits(), want, "ceiling kernel: row {r} sum differs from the CPU's");
+    }
+    let mut g = configure(c, "load_ceiling_4096x4096");
+    g.throughput(Throughput::BytesDecimal((rows * row_bytes) as u64));
+    g.bench_function("Q4_K_bytes", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            let mut left = iters;
+            while left > 0 {
+                let reps = left.min(REPS_PER_SUBMIT);
+                run(reps);
+                left -= reps;
+            }
+            start.elapsed()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(kernels, copy_bandwidth, load_ceiling, matvec, matmul, attention_decode, moe_routing);
 criterion_main!(kernels);

@@ -34,7 +34,7 @@ fn reference(w: &[f32], x: &[f32], rows: usize, cols: usize, n_tok: usize) -> (V
 
 fn shapes(t: GgmlType) -> Vec<(usize, usize)> {
     let bs = (t.block_size() as usize).max(32);
-    vec![(1, bs), (67, bs * 3), (130, bs * 5)]
+    vec![(1, bs), (67, bs * 3), (130, bs * 5), (300, bs * 2)]
 }
 
 #[test]
