@@ -195,14 +195,13 @@ fn main(
         let m0 = block_meta(k0);
         let m1 = block_meta(k1);
         for (var g = 0u; g < GROUPS; g++) {
-            let u = blk * upb + 2u * g;
-            let xa = x_run(x_part(x_col(0u), u, lane), x_col(0u), u);
-            let xb = x_run(x_part(x_col(0u), u + 1u, lane), x_col(0u), u + 1u);
+            let u = vec2<u32>(blk * upb) + group_runs(g);
+            let xa = x_run(x_part(x_col(0u), u.x, lane), x_col(0u), u.x);
+            let xb = x_run(x_part(x_col(0u), u.y, lane), x_col(0u), u.y);
             let ha = halves(xa);
             let hb = halves(xb);
-            let xs = vec2<f32>(ha.x + ha.y, hb.x + hb.y);
-            a0.x += gdot(k0, g, m0, xa, xb, xs);
-            a1.x += gdot(k1, g, m1, xa, xb, xs);
+            a0.x += gdot(k0, g, m0, xa, xb, ha, hb);
+            a1.x += gdot(k1, g, m1, xa, xb, ha, hb);
         }
     }
 #else
