@@ -24,6 +24,19 @@ fn nib16(v: vec4<u32>, s: u32, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: 
         + dot(fields4(v.w, s, 0xFu), x3);
 }
 
+// Dot of 16 unsigned values with 16 inputs: each byte of the payload vec4 `l` gives four bits
+// from bit ls, the matching byte of `h` the bits above them (from bit hs, `hmask` wide).
+fn hq16(l: vec4<u32>, h: vec4<u32>, ls: u32, hs: u32, hmask: u32, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>) -> f32 {
+    let sh = vec4<u32>(0u, 8u, 16u, 24u);
+    let m4 = vec4<u32>(0xFu);
+    let mh = vec4<u32>(hmask);
+    let f = vec4<u32>(4u);
+    return dot(vec4<f32>(((vec4<u32>(l.x) >> (sh + ls)) & m4) | (((vec4<u32>(h.x) >> (sh + hs)) & mh) << f)), x0)
+        + dot(vec4<f32>(((vec4<u32>(l.y) >> (sh + ls)) & m4) | (((vec4<u32>(h.y) >> (sh + hs)) & mh) << f)), x1)
+        + dot(vec4<f32>(((vec4<u32>(l.z) >> (sh + ls)) & m4) | (((vec4<u32>(h.z) >> (sh + hs)) & mh) << f)), x2)
+        + dot(vec4<f32>(((vec4<u32>(l.w) >> (sh + ls)) & m4) | (((vec4<u32>(h.w) >> (sh + hs)) & mh) << f)), x3);
+}
+
 alias Unit = array<vec4<f32>, 8>;
 
 var<private> meta_off: u32 = 0u;
@@ -339,6 +352,41 @@ fn kq_scale_min(blk: u32, j: u32) -> vec2<f32> {
     let dm = unpack2x16float(meta_word(blk, 0u));
     return vec2<f32>(dm.x * f32(sc), dm.y * f32(m));
 }
+
+// Whole-block reads for kernels that walk a row block by block (linear_lane's decode loop):
+// qdot32 reloads the scale words for every run and each payload byte for both of its nibbles;
+// where every load is costly (software adapters fetch lane by lane) reading the metadata once
+// per block and each byte once is what matters. Such types define GROUP_DOT and provide
+//   const GROUPS: u32                      groups of two runs per block
+//   fn group_runs(g: u32) -> vec2<u32>     the two runs of group g
+//   fn block_meta(blk: u32) -> BlockMeta   what every group of the block reads, read once
+//   fn gdot(blk, g, m, xa, xb, ha, hb)     the group's dot with the inputs of its two runs, given
+//                                          the sums of their halves (as qdot32's xs)
+// For Q4_K and Q5_K a group is runs 2g and 2g+1, which share the payload bytes 32g..32g+31
+// (low and high nibbles).
+#define GROUP_DOT
+const GROUPS: u32 = 4u;
+fn group_runs(g: u32) -> vec2<u32> {
+    return vec2<u32>(2u * g, 2u * g + 1u);
+}
+fn kq_meta(blk: u32) -> vec4<u32> {
+    let i = meta_off + blk * MW;
+    return vec4<u32>(M[i], M[i + 1u], M[i + 2u], M[i + 3u]);
+}
+// Runs 2g and 2g+1: (d * scale, d * scale, dmin * min, dmin * min), decoded as kq_scale_min
+// does from the meta words.
+fn kq_group_scales(m: vec4<u32>, g: u32) -> vec4<f32> {
+    let sh = vec2<u32>(16u * (g & 1u)) + vec2<u32>(0u, 8u);
+    let a = vec2<u32>(m.y) >> sh;
+    let b = vec2<u32>(m.z) >> sh;
+    let c = vec2<u32>(m.w) >> sh;
+    let low = g < 2u;
+    let top = vec2<u32>(3u);
+    let sc = select((c & vec2<u32>(15u)) | (((a >> vec2<u32>(6u)) & top) << vec2<u32>(4u)), a & vec2<u32>(63u), low);
+    let mn = select(((c >> vec2<u32>(4u)) & vec2<u32>(15u)) | (((b >> vec2<u32>(6u)) & top) << vec2<u32>(4u)), b & vec2<u32>(63u), low);
+    let dm = unpack2x16float(m.x);
+    return vec4<f32>(dm.x * vec2<f32>(sc), dm.y * vec2<f32>(mn));
+}
 #endif
 
 #ifdef WTYPE_Q4_K
@@ -364,46 +412,18 @@ fn qdot32(blk: u32, u: u32, x: Unit, xs: vec2<f32>) -> f32 {
     return dm.x * q - dm.y * (xs.x + xs.y);
 }
 
-// Whole-block reads for kernels that walk a row block by block (linear_lane's decode loop):
-// qdot32 reloads the scale words for every run and each payload byte for both of its nibbles;
-// where every load is costly (software adapters fetch lane by lane) reading the metadata once
-// per block and each byte once is what matters. Such types define GROUP_DOT and provide
-//   const GROUPS: u32                      groups of two runs per block
-//   fn group_runs(g: u32) -> vec2<u32>     the two runs of group g
-//   fn block_meta(blk: u32) -> BlockMeta   the block's metadata, read once
-//   fn gdot(blk, g, m, xa, xb, ha, hb)     the group's dot with the inputs of its two runs, given
-//                                          the sums of their halves (as qdot32's xs)
-// Here a group is runs 2g and 2g+1, which share the payload bytes 32g..32g+31 (low and high
-// nibbles).
-#define GROUP_DOT
-const GROUPS: u32 = 4u;
 alias BlockMeta = vec4<u32>;
-fn group_runs(g: u32) -> vec2<u32> {
-    return vec2<u32>(2u * g, 2u * g + 1u);
-}
 fn block_meta(blk: u32) -> BlockMeta {
-    let i = meta_off + blk * MW;
-    return vec4<u32>(M[i], M[i + 1u], M[i + 2u], M[i + 3u]);
+    return kq_meta(blk);
 }
 fn nib32(v0: vec4<u32>, v1: vec4<u32>, s: u32, x: Unit) -> f32 {
     return nib16(v0, s, x[0], x[1], x[2], x[3]) + nib16(v1, s, x[4], x[5], x[6], x[7]);
 }
 fn gdot(blk: u32, g: u32, m: BlockMeta, xa: Unit, xb: Unit, ha: vec2<f32>, hb: vec2<f32>) -> f32 {
-    // The (scale, min) pairs of runs 2g and 2g+1, as kq_scale_min reads them from meta bytes.
-    let sh = vec2<u32>(16u * (g & 1u)) + vec2<u32>(0u, 8u);
-    let a = vec2<u32>(m.y) >> sh;
-    let b = vec2<u32>(m.z) >> sh;
-    let c = vec2<u32>(m.w) >> sh;
-    let low = g < 2u;
-    let top = vec2<u32>(3u);
-    let sc = select((c & vec2<u32>(15u)) | (((a >> vec2<u32>(6u)) & top) << vec2<u32>(4u)), a & vec2<u32>(63u), low);
-    let mn = select(((c >> vec2<u32>(4u)) & vec2<u32>(15u)) | (((b >> vec2<u32>(6u)) & top) << vec2<u32>(4u)), b & vec2<u32>(63u), low);
-    let dm = unpack2x16float(m.x);
-    let d = dm.x * vec2<f32>(sc);
+    let ds = kq_group_scales(m, g);
     let v0 = Q[blk * P4 + 2u * g];
     let v1 = Q[blk * P4 + 2u * g + 1u];
-    let xs = vec2<f32>(ha.x + ha.y, hb.x + hb.y);
-    return d.x * nib32(v0, v1, 0u, xa) + d.y * nib32(v0, v1, 4u, xb) - dm.y * dot(vec2<f32>(mn), xs);
+    return ds.x * nib32(v0, v1, 0u, xa) + ds.y * nib32(v0, v1, 4u, xb) - dot(ds.zw, vec2<f32>(ha.x + ha.y, hb.x + hb.y));
 }
 #endif
 
@@ -422,6 +442,24 @@ fn dq32(blk: u32, u: u32) -> Unit {
         }
     }
     return out;
+}
+// The qh bytes serve every group, so they are read with the metadata.
+struct BlockMeta {
+    m: vec4<u32>,
+    qh0: vec4<u32>,
+    qh1: vec4<u32>,
+}
+fn block_meta(blk: u32) -> BlockMeta {
+    return BlockMeta(kq_meta(blk), Q[blk * P4], Q[blk * P4 + 1u]);
+}
+fn gdot(blk: u32, g: u32, m: BlockMeta, xa: Unit, xb: Unit, ha: vec2<f32>, hb: vec2<f32>) -> f32 {
+    let ds = kq_group_scales(m.m, g);
+    let v0 = Q[blk * P4 + 2u + 2u * g];
+    let v1 = Q[blk * P4 + 2u + 2u * g + 1u];
+    let qa = hq16(v0, m.qh0, 0u, 2u * g, 1u, xa[0], xa[1], xa[2], xa[3]) + hq16(v1, m.qh1, 0u, 2u * g, 1u, xa[4], xa[5], xa[6], xa[7]);
+    let qb = hq16(v0, m.qh0, 4u, 2u * g + 1u, 1u, xb[0], xb[1], xb[2], xb[3])
+        + hq16(v1, m.qh1, 4u, 2u * g + 1u, 1u, xb[4], xb[5], xb[6], xb[7]);
+    return ds.x * qa + ds.y * qb - dot(ds.zw, vec2<f32>(ha.x + ha.y, hb.x + hb.y));
 }
 #endif
 
@@ -454,7 +492,7 @@ fn qdot32(blk: u32, u: u32, x: Unit, xs: vec2<f32>) -> f32 {
     return dot8(dq32(blk, u), x);
 }
 
-// Whole-block reads (see Q4_K): group g is runs j and j + 2 of half n = g/2 (j = g%2), which
+// Whole-block reads (see K-quants above): group g is runs j and j + 2 of half n = g/2 (j = g%2), which
 // take the low and high nibbles of the same 32 ql bytes and bits 2j and 2j + 4 of the half's
 // qh bytes; their scales are bytes 2j, 2j + 1 of scale words 2n and 2n + 1.
 #define GROUP_DOT
@@ -471,17 +509,6 @@ fn block_meta(blk: u32) -> BlockMeta {
     let i = meta_off + blk * MW;
     return BlockMeta(unpack2x16float(M[i]).x, vec4<u32>(M[i + 1u], M[i + 2u], M[i + 3u], M[i + 4u]));
 }
-// Sum of q x over 16 elements: q = (ql nibble at bit ls) | (qh bits at hs) << 4, unsigned.
-fn q6_16(l: vec4<u32>, h: vec4<u32>, ls: u32, hs: u32, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>) -> f32 {
-    let sh = vec4<u32>(0u, 8u, 16u, 24u);
-    let m4 = vec4<u32>(0xFu);
-    let m2 = vec4<u32>(3u);
-    let f = vec4<u32>(4u);
-    return dot(vec4<f32>(((vec4<u32>(l.x) >> (sh + ls)) & m4) | (((vec4<u32>(h.x) >> (sh + hs)) & m2) << f)), x0)
-        + dot(vec4<f32>(((vec4<u32>(l.y) >> (sh + ls)) & m4) | (((vec4<u32>(h.y) >> (sh + hs)) & m2) << f)), x1)
-        + dot(vec4<f32>(((vec4<u32>(l.z) >> (sh + ls)) & m4) | (((vec4<u32>(h.z) >> (sh + hs)) & m2) << f)), x2)
-        + dot(vec4<f32>(((vec4<u32>(l.w) >> (sh + ls)) & m4) | (((vec4<u32>(h.w) >> (sh + hs)) & m2) << f)), x3);
-}
 // Signed bytes k and k + 1 of w.
 fn sbyte_pair(w: u32, k: u32) -> vec2<f32> {
     let v = bitcast<i32>(w);
@@ -497,9 +524,9 @@ fn gdot(blk: u32, g: u32, m: BlockMeta, xa: Unit, xb: Unit, ha: vec2<f32>, hb: v
     let hi = n == 1u;
     let sa = sbyte_pair(select(m.scales.x, m.scales.z, hi), 2u * j);
     let sb = sbyte_pair(select(m.scales.y, m.scales.w, hi), 2u * j);
-    let qa = vec2<f32>(q6_16(l0, h0, 0u, 2u * j, xa[0], xa[1], xa[2], xa[3]), q6_16(l1, h1, 0u, 2u * j, xa[4], xa[5], xa[6], xa[7]));
-    let qb = vec2<f32>(q6_16(l0, h0, 4u, 2u * j + 4u, xb[0], xb[1], xb[2], xb[3]),
-        q6_16(l1, h1, 4u, 2u * j + 4u, xb[4], xb[5], xb[6], xb[7]));
+    let qa = vec2<f32>(hq16(l0, h0, 0u, 2u * j, 3u, xa[0], xa[1], xa[2], xa[3]), hq16(l1, h1, 0u, 2u * j, 3u, xa[4], xa[5], xa[6], xa[7]));
+    let qb = vec2<f32>(hq16(l0, h0, 4u, 2u * j + 4u, 3u, xb[0], xb[1], xb[2], xb[3]),
+        hq16(l1, h1, 4u, 2u * j + 4u, 3u, xb[4], xb[5], xb[6], xb[7]));
     return m.d * (dot(sa, qa - 32.0 * ha) + dot(sb, qb - 32.0 * hb));
 }
 #endif
