@@ -492,9 +492,9 @@ fn qdot32(blk: u32, u: u32, x: Unit, xs: vec2<f32>) -> f32 {
     return dot8(dq32(blk, u), x);
 }
 
-// Whole-block reads (see K-quants above): group g is runs j and j + 2 of half n = g/2 (j = g%2), which
-// take the low and high nibbles of the same 32 ql bytes and bits 2j and 2j + 4 of the half's
-// qh bytes; their scales are bytes 2j, 2j + 1 of scale words 2n and 2n + 1.
+// Whole-block reads (see the K-quants above): group g is runs j and j + 2 of half n = g/2
+// (j = g%2), which take the low and high nibbles of the same 32 ql bytes and bits 2j and
+// 2j + 4 of the half's qh bytes; their scales are bytes 2j, 2j + 1 of scale words 2n, 2n + 1.
 #define GROUP_DOT
 const GROUPS: u32 = 4u;
 struct BlockMeta {
