@@ -35,17 +35,25 @@ fn gpu() -> Option<Arc<Gpu>> {
     }
 }
 
-/// Runs `ops` `iters` times (for a batch of `n_tokens`) and returns the GPU-bound wall time.
-fn time_ops(gpu: &Gpu, ops: &[Op], n_tokens: u32, iters: u64) -> Duration {
+/// Calls `submit(reps)` until `iters` repetitions have run, at most REPS_PER_SUBMIT at a time,
+/// and returns the wall time (each call waits for its submission).
+fn time_submits(iters: u64, mut submit: impl FnMut(u64)) -> Duration {
     let start = Instant::now();
     let mut left = iters;
     while left > 0 {
         let reps = left.min(REPS_PER_SUBMIT);
-        let all: Vec<Op> = (0..reps).flat_map(|_| ops.iter().cloned()).collect();
-        gpu.run(&all, n_tokens).expect("dispatch");
+        submit(reps);
         left -= reps;
     }
     start.elapsed()
+}
+
+/// Runs `ops` `iters` times (for a batch of `n_tokens`) and returns the GPU-bound wall time.
+fn time_ops(gpu: &Gpu, ops: &[Op], n_tokens: u32, iters: u64) -> Duration {
+    time_submits(iters, |reps| {
+        let all: Vec<Op> = (0..reps).flat_map(|_| ops.iter().cloned()).collect();
+        gpu.run(&all, n_tokens).expect("dispatch");
+    })
 }
 
 /// Weights with bounded, finite scales whatever the block layout (timing does not depend on
@@ -279,18 +287,7 @@ fn load_ceiling(c: &mut Criterion) {
     }
     let mut g = configure(c, "load_ceiling_4096x4096");
     g.throughput(Throughput::BytesDecimal((rows * row_bytes) as u64));
-    g.bench_function("Q4_K_bytes", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            let mut left = iters;
-            while left > 0 {
-                let reps = left.min(REPS_PER_SUBMIT);
-                run(reps);
-                left -= reps;
-            }
-            start.elapsed()
-        })
-    });
+    g.bench_function("Q4_K_bytes", |b| b.iter_custom(|iters| time_submits(iters, &run)));
     g.finish();
 }
 
