@@ -118,6 +118,25 @@ pub(super) fn run(exec: &dyn Exec, isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>
     });
 }
 
+/// Writes row `r`'s outputs for every token, for `r` in `r0..r1`, from `dot` over the row's bytes,
+/// streaming the rows ahead into the cache.
+#[inline(always)]
+fn each_row<const T: usize>(
+    w: WeightView<'_>,
+    r0: usize,
+    r1: usize,
+    out: OutPtr<'_>,
+    mut dot: impl FnMut(&[u8]) -> [f32; T],
+) {
+    let rb = w.row_bytes();
+    for r in r0..r1 {
+        prefetch(w.bytes, r * rb + AHEAD, rb);
+        for (t, y) in dot(&w.bytes[r * rb..(r + 1) * rb]).into_iter().enumerate() {
+            out.write(t * w.rows + r, y);
+        }
+    }
+}
+
 #[inline(always)]
 fn rows_t<S: Simd, F: Fmt, const T: usize>(
     s: S,
@@ -128,23 +147,21 @@ fn rows_t<S: Simd, F: Fmt, const T: usize>(
     out: OutPtr<'_>,
 ) {
     let k = w.cols;
-    let rb = w.row_bytes();
     let xs: [&[f32]; T] = std::array::from_fn(|t| &x[t * k..(t + 1) * k]);
-    for r in r0..r1 {
-        prefetch(w.bytes, r * rb + AHEAD, rb);
+    each_row::<T>(w, r0, r1, out, |row| {
         let mut acc = [[s.zero(); ACC]; T];
         let mut tail = [0f32; T];
-        F::dot(s, &w.bytes[r * rb..(r + 1) * rb], &xs, &mut acc, &mut tail);
-        for t in 0..T {
+        F::dot(s, row, &xs, &mut acc, &mut tail);
+        std::array::from_fn(|t| {
             let [a0, a1, a2, a3] = acc[t];
-            out.write(t * w.rows + r, s.sum(s.add(s.add(a0, a1), s.add(a2, a3))) + tail[t]);
-        }
-    }
+            s.sum(s.add(s.add(a0, a1), s.add(a2, a3))) + tail[t]
+        })
+    });
 }
 
 #[cfg(target_arch = "x86_64")]
 mod int {
-    use super::{AHEAD, MAX_MATVEC_TOKENS, OutPtr, WeightView, prefetch};
+    use super::{MAX_MATVEC_TOKENS, OutPtr, WeightView, each_row};
     use crate::cpu::Isa;
     use crate::cpu::quant::int::{IntFmt, QuantX, XBlocks, with_int_fmt};
     use crate::cpu::simd::int::IDot;
@@ -165,13 +182,7 @@ mod int {
             unsafe {
                 with_avx512(
                     #[inline(always)]
-                    |s| {
-                        with_int_fmt!(
-                            w.ty,
-                            |F| by_tokens!(n_tok, |T| rows_t::<_, F, T>(s, w, r0, r1, xq, out)),
-                            ()
-                        )
-                    },
+                    |s| rows_s(s, w, r0, r1, xq, n_tok, out),
                 )
             }
         } else if isa.is_avx2() {
@@ -179,16 +190,23 @@ mod int {
             unsafe {
                 with_avx2(
                     #[inline(always)]
-                    |s| {
-                        with_int_fmt!(
-                            w.ty,
-                            |F| by_tokens!(n_tok, |T| rows_t::<_, F, T>(s, w, r0, r1, xq, out)),
-                            ()
-                        )
-                    },
+                    |s| rows_s(s, w, r0, r1, xq, n_tok, out),
                 )
             }
         }
+    }
+
+    #[inline(always)]
+    fn rows_s<S: IDot>(
+        s: S,
+        w: WeightView<'_>,
+        r0: usize,
+        r1: usize,
+        xq: &QuantX,
+        n_tok: usize,
+        out: OutPtr<'_>,
+    ) {
+        with_int_fmt!(w.ty, |F| by_tokens!(n_tok, |T| rows_t::<_, F, T>(s, w, r0, r1, xq, out)), ())
     }
 
     #[inline(always)]
@@ -200,15 +218,8 @@ mod int {
         xq: &QuantX,
         out: OutPtr<'_>,
     ) {
-        let rb = w.row_bytes();
         let x: [XBlocks<'_>; T] = std::array::from_fn(|t| xq.token(t));
-        for r in r0..r1 {
-            prefetch(w.bytes, r * rb + AHEAD, rb);
-            let y = F::row(s, &w.bytes[r * rb..(r + 1) * rb], &x);
-            for (t, y) in y.into_iter().enumerate() {
-                out.write(t * w.rows + r, y);
-            }
-        }
+        each_row(w, r0, r1, out, |row| F::row(s, row, &x));
     }
 }
 

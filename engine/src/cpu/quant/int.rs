@@ -73,7 +73,7 @@ struct Acc<S: IDot, const T: usize> {
 impl<S: IDot, const T: usize> Acc<S, T> {
     #[inline(always)]
     fn new(s: S) -> Self {
-        Acc { v: [[s.fzero(); 2]; T], tail: [0.0; T] }
+        Acc { v: [[s.zero(); 2]; T], tail: [0.0; T] }
     }
 
     /// Adds `scale[t] · (w · q[b])` for activation block `b` of every token `t`, into chain
@@ -102,7 +102,7 @@ impl<S: IDot, const T: usize> Acc<S, T> {
 
     #[inline(always)]
     fn finish(self, s: S) -> [f32; T] {
-        std::array::from_fn(|t| s.fsum(s.fadd(self.v[t][0], self.v[t][1])) + self.tail[t])
+        std::array::from_fn(|t| s.sum(s.add(self.v[t][0], self.v[t][1])) + self.tail[t])
     }
 }
 

@@ -6,18 +6,15 @@
 //! element; as i16 they only need the widening, and one multiply-add instruction takes 32 of
 //! them. The f32 work is left with one conversion and one FMA per 32 elements.
 
-/// A vector instruction set's integer dot products of 32-element blocks.
-pub(crate) trait IDot: Copy + Send + Sync + 'static {
-    /// f32 accumulators.
-    type F: Copy;
+use super::Simd;
+
+/// A vector instruction set's integer dot products of 32-element blocks; its f32 accumulators
+/// are the instruction set's [`Simd`] vectors.
+pub(crate) trait IDot: Simd {
     /// 32 weights as i16 lanes, element `i` in lane `i`.
     type W: Copy;
     /// The i32 partial sums of one block: their total is the block's dot product.
     type I: Copy;
-
-    fn fzero(self) -> Self::F;
-    fn fadd(self, a: Self::F, b: Self::F) -> Self::F;
-    fn fsum(self, v: Self::F) -> f32;
 
     /// 32 signed bytes.
     fn w_i8(self, b: &[u8; 32]) -> Self::W;

@@ -2,7 +2,6 @@
 
 use std::arch::x86_64::*;
 
-use super::Simd;
 use super::int::IDot;
 use super::x86::{Avx2, Avx512};
 
@@ -11,22 +10,9 @@ use super::x86::{Avx2, Avx512};
 // exactly the bytes of the array references they are given.
 
 impl IDot for Avx512 {
-    type F = __m512;
     type W = __m512i;
     type I = __m512i;
 
-    #[inline(always)]
-    fn fzero(self) -> __m512 {
-        self.zero()
-    }
-    #[inline(always)]
-    fn fadd(self, a: __m512, b: __m512) -> __m512 {
-        self.add(a, b)
-    }
-    #[inline(always)]
-    fn fsum(self, v: __m512) -> f32 {
-        self.sum(v)
-    }
     #[inline(always)]
     fn w_i8(self, b: &[u8; 32]) -> __m512i {
         unsafe { _mm512_cvtepi8_epi16(_mm256_loadu_si256(b.as_ptr().cast())) }
@@ -92,22 +78,9 @@ fn both(w: [__m256i; 2], f: impl Fn(__m256i) -> __m256i) -> [__m256i; 2] {
 }
 
 impl IDot for Avx2 {
-    type F = __m256;
     type W = [__m256i; 2];
     type I = __m256i;
 
-    #[inline(always)]
-    fn fzero(self) -> __m256 {
-        self.zero()
-    }
-    #[inline(always)]
-    fn fadd(self, a: __m256, b: __m256) -> __m256 {
-        self.add(a, b)
-    }
-    #[inline(always)]
-    fn fsum(self, v: __m256) -> f32 {
-        self.sum(v)
-    }
     #[inline(always)]
     fn w_i8(self, b: &[u8; 32]) -> [__m256i; 2] {
         unsafe {
