@@ -1,10 +1,11 @@
 // Small element-wise ops on f32 rows.
 //   ADD:      Y[i] += X[i]
 //   GLU_SILU / GLU_GELU: Y[i] = act(G[i]) * Y[i]
+//   SOFTCAP:  Y[i] = cap * tanh(Y[i] / cap)
 
 struct Params {
     n: u32,
-    _pad0: u32,
+    cap: f32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -28,5 +29,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 #endif
 #ifdef GLU
     Y[i] = act(X[i]) * Y[i];
+#endif
+#ifdef SOFTCAP
+    // Clamped so that no tanh implementation overflows exp(); tanh(15) is 1 in f32.
+    Y[i] = P.cap * tanh(clamp(Y[i] / P.cap, -15.0, 15.0));
 #endif
 }

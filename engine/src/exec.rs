@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use crate::cpu::{CpuExperts, CpuStack, LogitRows};
 use crate::error::{EngineError, Result};
-use crate::model::{Context, ContextOptions, GpuModel, Logits, PendingStep, StepOutput, StepTimings};
+use crate::gpu::model::{Context, ContextOptions, GpuModel, Logits, PendingStep, StepOutput, StepTimings};
 
 enum Parts {
     // Boxed: a context's prebuilt graph is large, and an executor is made once per session.
@@ -159,7 +159,7 @@ impl Executor {
         }
     }
 
-    pub fn profiler(&self) -> Option<&crate::profile::Profiler> {
+    pub fn profiler(&self) -> Option<&crate::gpu::profile::Profiler> {
         match &self.parts {
             Parts::Gpu(c) | Parts::Split { gpu: c, .. } => c.profiler(),
             Parts::Cpu(_) => None,

@@ -2,19 +2,16 @@
 //! sampling.
 
 pub mod cpu;
-pub mod device;
 pub mod error;
 pub mod exec;
-pub mod model;
-pub mod ops;
-pub mod pipeline;
+pub mod gpu;
+pub mod layers;
 pub mod plan;
-pub mod profile;
-pub mod repack;
 pub mod sampling;
-pub mod shader;
-pub mod tensor;
-pub mod variants;
+
+// The GPU modules under their earlier top-level paths, which the library facade, tests and
+// benches use.
+pub use gpu::{device, model, ops, pipeline, profile, repack, shader, tensor, variants};
 
 pub use device::{Backend, Caps, DeviceOptions, Gpu, Tuning};
 pub use error::{EngineError, Result};

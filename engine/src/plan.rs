@@ -13,8 +13,8 @@ use wllm_loaders::ModelConfig;
 use wllm_loaders::model::{FfnWeights, ModelWeights, TensorMeta};
 
 use crate::error::{EngineError, Result};
-use crate::model::context_bytes;
-use crate::repack::{gpu_bytes, layout};
+use crate::gpu::model::context_bytes;
+use crate::gpu::repack::{gpu_bytes, layout};
 
 /// How many layers to put on the GPU.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]

@@ -9,9 +9,11 @@ use common::{Rng, check_close, gpus};
 use wllm_engine::Gpu;
 use wllm_engine::ops::argmax::argmax;
 use wllm_engine::ops::attention::{AttentionArgs, attention};
-use wllm_engine::ops::elementwise::{ElementwiseKey, elementwise};
+use wllm_engine::ops::elementwise::{softcap, ElementwiseKey, elementwise};
 use wllm_engine::ops::norm::{NormArgs, rms_norm};
-use wllm_engine::ops::rope::{RopeArgs, rope_kv, rope_table};
+use wllm_engine::layers::{RopeSpec, RopeTable};
+use wllm_engine::ops::rope::{RopeArgs, rope_kv};
+use wllm_loaders::model::RopeLayout;
 
 fn f32s(gpu: &Gpu, label: &str, v: &[f32]) -> wgpu::Buffer {
     gpu.storage_init(label, bytemuck::cast_slice(v))
@@ -161,7 +163,14 @@ fn run_attention_case(name: &str, gpu: &Gpu, c: Attn, kv_f16: bool) {
     let elem = if kv_f16 { 2 } else { 4 };
     let k_cache = gpu.storage("k", (c.n_kv * ctx * c.hd) as u64 * elem);
     let v_cache = gpu.storage("v", (c.n_kv * ctx * c.hd) as u64 * elem);
-    let table = f32s(gpu, "table", bytemuck::cast_slice(&rope_table(ctx, c.n_rot, base, 1.0)));
+    let spec = RopeSpec {
+        n_rot: c.n_rot,
+        layout: RopeLayout::Neox,
+        bases: [base, base],
+        freq_scale: 1.0,
+        factors: None,
+    };
+    let table = f32s(gpu, "table", bytemuck::cast_slice(&spec.table(RopeTable::Global, ctx)));
     let nb = f32s(gpu, "qk_norm", &norms);
     let max_n = *steps.iter().max().unwrap() as usize;
     let qkv = gpu.storage("qkv", (max_n * stride * 4) as u64);
@@ -310,12 +319,38 @@ fn elementwise_add_and_glu() {
                                 * (1.0 + (0.797_884_560_802_865_4 * (a + 0.044715 * a * a * a)).tanh());
                             g * b
                         }
+                        ElementwiseKey::Softcap => unreachable!("softcap has its own test"),
                     }
                 })
                 .collect();
             let got = gpu.read_f32(&yb).unwrap();
             let scale: Vec<f64> = want.iter().map(|v| v.abs().max(1.0)).collect();
             check_close(&format!("{name} {op:?}"), &got, &want, &scale, 1e-5, 1e-6);
+        }
+    }
+}
+
+#[test]
+fn softcap_squashes_logits_into_the_cap() {
+    for (name, gpu) in gpus() {
+        let mut rng = Rng::new(10);
+        let n = 777usize;
+        // Far past the cap on both sides, and a few exactly at zero and at huge magnitudes.
+        let mut y = rng.vec(n, 120.0);
+        y[0] = 0.0;
+        y[1] = 1e30;
+        y[2] = -1e30;
+        for cap in [8.0f32, 30.0] {
+            let yb = f32s(&gpu, "logits", &y);
+            let m = n - 5;
+            let o = softcap(&gpu, &yb, cap, m as u32).unwrap();
+            gpu.run(&[o], 1).unwrap();
+            let want: Vec<f64> = (0..n)
+                .map(|i| if i >= m { y[i] as f64 } else { cap as f64 * (y[i] as f64 / cap as f64).tanh() })
+                .collect();
+            let got = gpu.read_f32(&yb).unwrap();
+            let scale: Vec<f64> = want.iter().map(|v| v.abs().max(1.0)).collect();
+            check_close(&format!("{name} softcap {cap}"), &got, &want, &scale, 1e-5, 1e-6);
         }
     }
 }

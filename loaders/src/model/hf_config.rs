@@ -9,10 +9,9 @@
 use serde_json::{Map, Value};
 
 use super::ModelError;
-use super::config::{Arch, ExpertGating, FfnActivation, MAX_LAYERS, ModelConfig, MoeConfig, RopeLayout};
-
-/// The largest released MoE models have a few hundred experts.
-const MAX_EXPERTS: u32 = 1 << 12;
+use super::arch::{Arch, FfnActivation, RopeLayout};
+use super::config::ModelConfig;
+use super::hyper::{Hyperparams, KeyFormat, MoeHyper, SwaLayers};
 
 /// The transformers model classes wllm reads, as families that share key semantics.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -179,119 +178,60 @@ impl ModelConfig {
             Some(v) => return Err(wrong("text_config", "an object", v)),
         };
         let k = Keys { root, text, family };
-        let arch = family.arch();
         let gemma = family == Family::Gemma3;
-
-        let n_layer = k.u32("num_hidden_layers")?;
-        let n_embd = k.u32("hidden_size")?;
-        let n_head = k.u32("num_attention_heads")?;
-        let n_head_kv = k.opt_u32("num_key_value_heads")?.unwrap_or(n_head);
-        if n_layer == 0 || n_layer > MAX_LAYERS {
-            return Err(bad(format!("num_hidden_layers {n_layer} must be between 1 and {MAX_LAYERS}")));
-        }
-        if n_embd == 0 {
-            return Err(bad("hidden_size is 0".into()));
-        }
-        if n_head == 0 || n_head_kv == 0 {
-            return Err(bad(format!(
-                "num_attention_heads {n_head} / num_key_value_heads {n_head_kv}: a model needs at least one head"
-            )));
-        }
-        if n_head % n_head_kv != 0 {
-            return Err(bad(format!(
-                "num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_head_kv}"
-            )));
-        }
-        let head_dim = match k.opt_u32("head_dim")? {
-            Some(d) => d,
-            None if n_embd % n_head == 0 => n_embd / n_head,
-            None => {
-                return Err(bad(format!(
-                    "hidden_size {n_embd} is not divisible by num_attention_heads {n_head} and there is no head_dim"
-                )));
-            }
-        };
-        if head_dim == 0 || head_dim % 2 != 0 {
-            return Err(bad(format!("head_dim {head_dim} must be even and non-zero")));
-        }
-        if head_dim.checked_mul(n_head).is_none() {
-            return Err(bad(format!("head_dim {head_dim} times num_attention_heads {n_head} overflows")));
-        }
-        let n_vocab = k.u32("vocab_size")?;
-        if n_vocab == 0 {
-            return Err(bad("vocab_size is 0".into()));
-        }
-
+        let mut h = Hyperparams::new(family.arch(), KeyFormat::HuggingFace);
+        h.name = k.opt_str("_name_or_path")?.filter(|s| !s.is_empty()).map(str::to_string);
+        h.n_layer = k.u32("num_hidden_layers")?;
+        h.n_embd = k.u32("hidden_size")?;
+        h.n_head = k.u32("num_attention_heads")?;
+        h.n_head_kv = k.opt_u32("num_key_value_heads")?;
+        h.head_dim = k.opt_u32("head_dim")?;
+        h.n_vocab = k.u32("vocab_size")?;
         for flag in ["attention_bias", "mlp_bias"] {
             if k.opt_bool(flag)? == Some(true) {
                 return Err(ModelError::Unsupported(format!("config.json: {flag} = true")));
             }
         }
-
-        let act_key =
-            if gemma && k.get("hidden_activation").is_some() { "hidden_activation" } else { "hidden_act" };
-        let ffn_act = match k.opt_str(act_key)? {
-            None if gemma => FfnActivation::GeluTanh,
-            None | Some("silu") | Some("swish") => FfnActivation::Silu,
-            Some("gelu_pytorch_tanh") | Some("gelu_new") => FfnActivation::GeluTanh,
-            Some(other) => {
-                return Err(ModelError::Unsupported(format!("config.json: {act_key} {other:?}")));
-            }
-        };
-
-        let rope = rope(&k, head_dim)?;
-        let moe = moe(&k, family, n_layer)?;
-        let n_ff = match &moe {
-            Some(m) if family == Family::Qwen3Moe => k.opt_u32("intermediate_size")?.unwrap_or(m.n_ff_expert),
-            _ => k.u32("intermediate_size")?,
-        };
-        if n_ff == 0 {
-            return Err(bad("intermediate_size is 0".into()));
+        check_activation(&k, gemma)?;
+        let rope = rope(&k)?;
+        h.rope_base = Some(rope.base);
+        h.rope_base_swa = Some(rope.base_swa);
+        h.rope_freq_scale = rope.freq_scale;
+        h.rope_dim = rope.partial.map(|p| {
+            let head_dim = h.head_dim.unwrap_or(h.n_embd / h.n_head.max(1));
+            (head_dim as f32 * p).round() as u32
+        });
+        h.rope_layout = Some(RopeLayout::Neox);
+        h.moe = moe(&k, family, h.n_layer)?;
+        h.n_ff = k.opt_u32("intermediate_size")?;
+        h.context_length = k.opt_u32("max_position_embeddings")?;
+        h.rms_eps = k.opt_f32("rms_norm_eps")?.ok_or_else(|| missing("rms_norm_eps"))?;
+        if gemma {
+            h.sliding_window = k.opt_u32("sliding_window")?;
+            h.swa_layers = gemma_swa(&k, h.n_layer)?;
+            h.query_pre_attn_scalar = k.opt_f32("query_pre_attn_scalar")?;
         }
-
-        let (sliding_window, swa_layers) =
-            if gemma { gemma_swa(&k, n_layer)? } else { (0, vec![false; n_layer as usize]) };
-        let attn_scale = if gemma {
-            let s = k.opt_f32("query_pre_attn_scalar")?.unwrap_or(head_dim as f32);
-            if s <= 0.0 {
-                return Err(bad(format!("query_pre_attn_scalar {s} must be positive")));
-            }
-            1.0 / s.sqrt()
-        } else {
-            1.0 / (head_dim as f32).sqrt()
-        };
-        let rms_eps = k.opt_f32("rms_norm_eps")?.ok_or_else(|| missing("rms_norm_eps"))?;
-
-        Ok(ModelConfig {
-            arch,
-            name: k.opt_str("_name_or_path")?.filter(|s| !s.is_empty()).map(str::to_string),
-            n_layer,
-            n_embd,
-            n_head,
-            n_head_kv,
-            head_dim,
-            head_dim_v: head_dim,
-            n_ff,
-            n_vocab,
-            context_length: k.opt_u32("max_position_embeddings")?.unwrap_or(2048),
-            rms_eps,
-            rope_base: rope.base,
-            rope_base_swa: if gemma { rope.base_swa } else { rope.base },
-            rope_freq_scale: rope.freq_scale,
-            rope_dim: rope.dim,
-            rope_layout: RopeLayout::Neox,
-            sliding_window,
-            swa_layers,
-            ffn_act,
-            embed_scale: gemma.then(|| (n_embd as f32).sqrt()),
-            attn_scale,
-            final_logit_softcap: k.opt_f32("final_logit_softcapping")?.filter(|c| *c > 0.0),
-            moe,
-            has_qk_norm: matches!(arch, Arch::Qwen3 | Arch::Qwen3Moe | Arch::Gemma3),
-            has_post_norms: gemma,
-            has_qkv_bias: arch == Arch::Qwen2,
-        })
+        h.final_logit_softcap = k.opt_f32("final_logit_softcapping")?;
+        h.build()
     }
+}
+
+/// Checks the FFN activation is the one the architecture's traits name.
+fn check_activation(k: &Keys, gemma: bool) -> Result<(), ModelError> {
+    let act_key = if gemma && k.get("hidden_activation").is_some() { "hidden_activation" } else { "hidden_act" };
+    let act = match k.opt_str(act_key)? {
+        None => return Ok(()),
+        Some("silu") | Some("swish") => FfnActivation::Silu,
+        Some("gelu_pytorch_tanh") | Some("gelu_new") => FfnActivation::GeluTanh,
+        Some(other) => return Err(ModelError::Unsupported(format!("config.json: {act_key} {other:?}"))),
+    };
+    if act != k.family.arch().traits().ffn_act {
+        return Err(ModelError::Unsupported(format!(
+            "config.json: {act_key} {act:?} in a {} model",
+            k.family.arch().name()
+        )));
+    }
+    Ok(())
 }
 
 fn family_of(root: &Map<String, Value>) -> Result<Family, ModelError> {
@@ -319,13 +259,14 @@ struct Rope {
     base: f32,
     base_swa: f32,
     freq_scale: f32,
-    dim: u32,
+    /// Share of each head that is rotated.
+    partial: Option<f32>,
 }
 
 /// RoPE settings, from transformers' older flat keys (`rope_theta`, `rope_scaling`) or the
 /// newer `rope_parameters`, which may hold separate `full_attention` and `sliding_attention`
 /// entries.
-fn rope(k: &Keys, head_dim: u32) -> Result<Rope, ModelError> {
+fn rope(k: &Keys) -> Result<Rope, ModelError> {
     let params = match k.opt_object("rope_parameters")? {
         Some(p) => Some(p),
         None => k.opt_object("rope_scaling")?,
@@ -344,9 +285,6 @@ fn rope(k: &Keys, head_dim: u32) -> Result<Rope, ModelError> {
         Some(b) => b,
         None => k.opt_f32("rope_local_base_freq")?.unwrap_or(10_000.0),
     };
-    if base <= 0.0 || base_swa <= 0.0 {
-        return Err(bad(format!("rope_theta {base} / local {base_swa} must be positive")));
-    }
 
     let scaling = full.and_then(|m| m.get("rope_type").or_else(|| m.get("type"))).filter(|v| !v.is_null());
     let freq_scale = match scaling {
@@ -371,18 +309,13 @@ fn rope(k: &Keys, head_dim: u32) -> Result<Rope, ModelError> {
         Some(p) => Some(p),
         None => k.opt_f32("partial_rotary_factor")?,
     };
-    let dim = match partial {
-        None => head_dim,
-        Some(p) if p > 0.0 && p <= 1.0 => (head_dim as f32 * p).round() as u32,
-        Some(p) => return Err(bad(format!("partial_rotary_factor {p} must be in (0, 1]"))),
-    };
-    if dim == 0 || dim % 2 != 0 {
-        return Err(bad(format!("rotary dimension {dim} (head_dim {head_dim}) must be even and non-zero")));
+    if let Some(p) = partial.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+        return Err(bad(format!("partial_rotary_factor {p} must be in (0, 1]")));
     }
-    Ok(Rope { base, base_swa, freq_scale, dim })
+    Ok(Rope { base, base_swa, freq_scale, partial })
 }
 
-fn moe(k: &Keys, family: Family, n_layer: u32) -> Result<Option<MoeConfig>, ModelError> {
+fn moe(k: &Keys, family: Family, n_layer: u32) -> Result<Option<MoeHyper>, ModelError> {
     let (experts_key, ff_key, renormalize) = match family {
         // Mixtral always renormalises the top-k softmax weights.
         Family::Mixtral => ("num_local_experts", "intermediate_size", true),
@@ -391,20 +324,6 @@ fn moe(k: &Keys, family: Family, n_layer: u32) -> Result<Option<MoeConfig>, Mode
         }
         _ => return Ok(None),
     };
-    let n_expert = k.u32(experts_key)?;
-    let n_expert_used = k.u32("num_experts_per_tok")?;
-    if n_expert == 0 || n_expert > MAX_EXPERTS {
-        return Err(bad(format!("{experts_key} {n_expert} must be between 1 and {MAX_EXPERTS}")));
-    }
-    if n_expert_used == 0 || n_expert_used > n_expert {
-        return Err(bad(format!(
-            "num_experts_per_tok {n_expert_used} must be between 1 and {experts_key} {n_expert}"
-        )));
-    }
-    let n_ff_expert = k.u32(ff_key)?;
-    if n_ff_expert == 0 {
-        return Err(bad(format!("{ff_key} is 0")));
-    }
     if family == Family::Qwen3Moe {
         // Dense layers between MoE layers would need a per-layer FFN kind.
         let step = k.opt_u32("decoder_sparse_step")?.unwrap_or(1);
@@ -419,48 +338,42 @@ fn moe(k: &Keys, family: Family, n_layer: u32) -> Result<Option<MoeConfig>, Mode
             ));
         }
     }
-    Ok(Some(MoeConfig {
-        n_expert,
-        n_expert_used,
-        n_ff_expert,
-        gating: ExpertGating::SoftmaxTopK { renormalize },
-        weights_scale: 1.0,
+    Ok(Some(MoeHyper {
+        n_expert: k.u32(experts_key)?,
+        n_expert_used: k.u32("num_experts_per_tok")?,
+        n_ff_expert: Some(k.u32(ff_key)?),
+        renormalize: Some(renormalize),
+        weights_scale: None,
     }))
 }
 
 /// Gemma 3 alternates sliding-window and global layers, given either as `layer_types` or as a
 /// period (`sliding_window_pattern` n: every n-th layer is global).
-fn gemma_swa(k: &Keys, n_layer: u32) -> Result<(u32, Vec<bool>), ModelError> {
-    let window = k.opt_u32("sliding_window")?.unwrap_or(0);
-    if let Some(types) = k.get("layer_types") {
-        let Value::Array(types) = types else {
-            return Err(wrong("layer_types", "a list", types));
-        };
-        if types.len() != n_layer as usize {
-            return Err(bad(format!("layer_types has {} entries for {n_layer} layers", types.len())));
-        }
-        let mut flags = Vec::with_capacity(types.len());
-        for (il, t) in types.iter().enumerate() {
-            flags.push(match t.as_str() {
-                Some("sliding_attention") => true,
-                Some("full_attention") => false,
-                _ => {
-                    return Err(wrong(
-                        &format!("layer_types[{il}]"),
-                        "\"sliding_attention\" or \"full_attention\"",
-                        t,
-                    ));
-                }
-            });
-        }
-        let window = if flags.contains(&true) { window } else { 0 };
-        return Ok((window, flags));
+fn gemma_swa(k: &Keys, n_layer: u32) -> Result<SwaLayers, ModelError> {
+    let Some(types) = k.get("layer_types") else {
+        return Ok(SwaLayers::Period(k.opt_u32("sliding_window_pattern")?.unwrap_or(6)));
+    };
+    let Value::Array(types) = types else {
+        return Err(wrong("layer_types", "a list", types));
+    };
+    if types.len() != n_layer as usize {
+        return Err(bad(format!("layer_types has {} entries for {n_layer} layers", types.len())));
     }
-    let period = k.opt_u32("sliding_window_pattern")?.unwrap_or(6);
-    if window == 0 || period == 1 {
-        return Ok((0, vec![false; n_layer as usize]));
+    let mut flags = Vec::with_capacity(types.len());
+    for (il, t) in types.iter().enumerate() {
+        flags.push(match t.as_str() {
+            Some("sliding_attention") => true,
+            Some("full_attention") => false,
+            _ => {
+                return Err(wrong(
+                    &format!("layer_types[{il}]"),
+                    "\"sliding_attention\" or \"full_attention\"",
+                    t,
+                ));
+            }
+        });
     }
-    Ok((window, (0..n_layer).map(|il| period == 0 || il % period < period - 1).collect()))
+    Ok(SwaLayers::Listed(flags))
 }
 
 fn as_u32(key: &str, v: &Value) -> Result<u32, ModelError> {

@@ -1,14 +1,18 @@
 //! Model-level description: hyperparameters and the tensor inventory, independent of the file
 //! format and of where the model will run.
 
+pub mod arch;
 pub mod config;
 pub mod hf_config;
+pub mod hyper;
 pub mod quantizing;
 pub mod weights;
 
-pub use config::{Arch, ExpertGating, FfnActivation, ModelConfig, MoeConfig, RopeLayout};
+pub use arch::{Arch, ArchTraits, AttnScaleRule, ExpertGating, FfnActivation, FfnKind, RopeLayout, SwaRule};
+pub use config::{ModelConfig, MoeConfig};
+pub use hyper::{Hyperparams, KeyFormat};
 pub use quantizing::QuantizingSource;
-pub use weights::{FfnWeights, LayerWeights, ModelWeights, TensorBytes, TensorMeta, TensorSource};
+pub use weights::{FfnWeights, LayerMetas, LayerWeights, ModelWeights, TensorBytes, TensorMeta, TensorSource};
 
 use crate::gguf::GgufError;
 

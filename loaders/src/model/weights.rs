@@ -65,40 +65,75 @@ impl TensorSource for crate::gguf::GgufFile {
     }
 }
 
-/// The per-layer tensors. Optional ones exist only for the architectures that use them.
+/// The per-layer tensors: the one per-layer weights type of every backend. `M` is how a
+/// backend holds a matrix, `V` a vector (norm weights, biases); the loaders describe them by
+/// [`TensorMeta`]. Optional ones exist only for the architectures that use them.
 #[derive(Clone, Debug)]
-pub struct LayerWeights<T> {
-    pub attn_norm: T,
-    pub attn_q: T,
-    pub attn_k: T,
-    pub attn_v: T,
-    pub attn_output: T,
-    pub attn_q_bias: Option<T>,
-    pub attn_k_bias: Option<T>,
-    pub attn_v_bias: Option<T>,
-    pub attn_q_norm: Option<T>,
-    pub attn_k_norm: Option<T>,
-    pub post_attention_norm: Option<T>,
-    pub ffn_norm: T,
-    pub ffn: FfnWeights<T>,
-    pub post_ffw_norm: Option<T>,
+pub struct LayerWeights<M, V = M> {
+    pub attn_norm: V,
+    pub attn_q: M,
+    pub attn_k: M,
+    pub attn_v: M,
+    pub attn_output: M,
+    pub attn_q_bias: Option<V>,
+    pub attn_k_bias: Option<V>,
+    pub attn_v_bias: Option<V>,
+    pub attn_q_norm: Option<V>,
+    pub attn_k_norm: Option<V>,
+    pub post_attention_norm: Option<V>,
+    pub ffn_norm: V,
+    pub ffn: FfnWeights<M>,
+    pub post_ffw_norm: Option<V>,
 }
 
 #[derive(Clone, Debug)]
-pub enum FfnWeights<T> {
+pub enum FfnWeights<M> {
     Dense {
-        gate: T,
-        up: T,
-        down: T,
+        gate: M,
+        up: M,
+        down: M,
     },
     /// Stacked experts: `gate_exps`/`up_exps` are [n_embd, n_ff_exp, n_expert] in ggml order.
     Moe {
-        router: T,
-        gate_exps: T,
-        up_exps: T,
-        down_exps: T,
+        router: M,
+        gate_exps: M,
+        up_exps: M,
+        down_exps: M,
     },
+    /// A MoE block whose router and experts another backend holds (`--cpu-moe`: the GPU runs
+    /// the layer's attention, the CPU its experts). [`ModelWeights::resolve`] never makes it.
+    Elsewhere,
 }
+
+impl<M> FfnWeights<M> {
+    /// The same block with each matrix converted by `f`.
+    pub fn try_map<N, E>(&self, mut f: impl FnMut(&M) -> Result<N, E>) -> Result<FfnWeights<N>, E> {
+        Ok(match self {
+            FfnWeights::Dense { gate, up, down } => FfnWeights::Dense { gate: f(gate)?, up: f(up)?, down: f(down)? },
+            FfnWeights::Moe { router, gate_exps, up_exps, down_exps } => FfnWeights::Moe {
+                router: f(router)?,
+                gate_exps: f(gate_exps)?,
+                up_exps: f(up_exps)?,
+                down_exps: f(down_exps)?,
+            },
+            FfnWeights::Elsewhere => FfnWeights::Elsewhere,
+        })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &M> {
+        let mats: Vec<&M> = match self {
+            FfnWeights::Dense { gate, up, down } => vec![gate, up, down],
+            FfnWeights::Moe { router, gate_exps, up_exps, down_exps } => {
+                vec![router, gate_exps, up_exps, down_exps]
+            }
+            FfnWeights::Elsewhere => Vec::new(),
+        };
+        mats.into_iter()
+    }
+}
+
+/// The tensors of one layer as the file describes them.
+pub type LayerMetas = LayerWeights<TensorMeta>;
 
 #[derive(Clone, Debug)]
 pub struct ModelWeights<T> {
@@ -106,6 +141,9 @@ pub struct ModelWeights<T> {
     pub output_norm: T,
     /// `None` when the output head is tied to `token_embd`.
     pub output: Option<T>,
+    /// Per-frequency RoPE divisors (Llama 3.x `rope_freqs.weight`), one per rotated pair,
+    /// shared by every layer.
+    pub rope_freqs: Option<T>,
     pub layers: Vec<LayerWeights<T>>,
 }
 
@@ -136,6 +174,7 @@ impl ModelWeights<TensorMeta> {
         let token_embd = req("token_embd.weight".into(), &[e, v])?;
         let output_norm = req("output_norm.weight".into(), &[e])?;
         let output = opt("output.weight".into(), &[e, v])?;
+        let rope_freqs = opt("rope_freqs.weight".into(), &[cfg.rope_dim as u64 / 2])?;
 
         // In u64: a hand-built config could overflow the u32 helpers.
         let hd = cfg.head_dim as u64;
@@ -204,13 +243,14 @@ impl ModelWeights<TensorMeta> {
                 post_ffw_norm: post_ffw,
             });
         }
-        Ok(ModelWeights { token_embd, output_norm, output, layers })
+        Ok(ModelWeights { token_embd, output_norm, output, rope_freqs, layers })
     }
 
     /// Every tensor in a fixed order (for uploads and memory plans).
     pub fn all(&self) -> Vec<&TensorMeta> {
         let mut out = vec![&self.token_embd, &self.output_norm];
         out.extend(self.output.iter());
+        out.extend(self.rope_freqs.iter());
         for l in &self.layers {
             out.extend(l.iter());
         }
@@ -218,30 +258,59 @@ impl ModelWeights<TensorMeta> {
     }
 }
 
-impl<T> LayerWeights<T> {
-    pub fn iter(&self) -> impl Iterator<Item = &T> {
-        let ffn: Vec<&T> = match &self.ffn {
-            FfnWeights::Dense { gate, up, down } => vec![gate, up, down],
-            FfnWeights::Moe { router, gate_exps, up_exps, down_exps } => {
-                vec![router, gate_exps, up_exps, down_exps]
-            }
-        };
-        [&self.attn_norm, &self.attn_q, &self.attn_k, &self.attn_v, &self.attn_output, &self.ffn_norm]
+impl<M, V> LayerWeights<M, V> {
+    /// The same layer with each matrix converted by `mat` and each vector by `vec`.
+    pub fn try_map<N, W, E>(
+        &self,
+        mut mat: impl FnMut(&M) -> Result<N, E>,
+        mut vec: impl FnMut(&V) -> Result<W, E>,
+    ) -> Result<LayerWeights<N, W>, E> {
+        let mut opt = |v: &Option<V>| v.as_ref().map(&mut vec).transpose();
+        Ok(LayerWeights {
+            attn_q_bias: opt(&self.attn_q_bias)?,
+            attn_k_bias: opt(&self.attn_k_bias)?,
+            attn_v_bias: opt(&self.attn_v_bias)?,
+            attn_q_norm: opt(&self.attn_q_norm)?,
+            attn_k_norm: opt(&self.attn_k_norm)?,
+            post_attention_norm: opt(&self.post_attention_norm)?,
+            post_ffw_norm: opt(&self.post_ffw_norm)?,
+            attn_norm: vec(&self.attn_norm)?,
+            ffn_norm: vec(&self.ffn_norm)?,
+            attn_q: mat(&self.attn_q)?,
+            attn_k: mat(&self.attn_k)?,
+            attn_v: mat(&self.attn_v)?,
+            attn_output: mat(&self.attn_output)?,
+            ffn: self.ffn.try_map(mat)?,
+        })
+    }
+
+    /// The matrices, attention first.
+    pub fn matrices(&self) -> impl Iterator<Item = &M> {
+        [&self.attn_q, &self.attn_k, &self.attn_v, &self.attn_output].into_iter().chain(self.ffn.iter())
+    }
+
+    /// The vectors that exist: norm weights and biases.
+    pub fn vectors(&self) -> impl Iterator<Item = &V> {
+        [&self.attn_norm, &self.ffn_norm].into_iter().chain(
+            [
+                &self.attn_q_bias,
+                &self.attn_k_bias,
+                &self.attn_v_bias,
+                &self.attn_q_norm,
+                &self.attn_k_norm,
+                &self.post_attention_norm,
+                &self.post_ffw_norm,
+            ]
             .into_iter()
-            .chain(
-                [
-                    &self.attn_q_bias,
-                    &self.attn_k_bias,
-                    &self.attn_v_bias,
-                    &self.attn_q_norm,
-                    &self.attn_k_norm,
-                    &self.post_attention_norm,
-                    &self.post_ffw_norm,
-                ]
-                .into_iter()
-                .flatten(),
-            )
-            .chain(ffn)
+            .flatten(),
+        )
+    }
+}
+
+impl<T> LayerWeights<T> {
+    /// Every tensor of the layer.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.matrices().chain(self.vectors())
     }
 }
 

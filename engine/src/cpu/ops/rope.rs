@@ -1,5 +1,5 @@
 //! Rotary position embedding of one head, from a (cos, sin) table row computed in f64
-//! ([`rope_table`](crate::ops::rope::rope_table)): pair `i` turns by position × frequency `i`.
+//! ([`RopeSpec::table`](crate::layers::RopeSpec::table)): pair `i` turns by position × frequency `i`.
 
 use wllm_loaders::model::RopeLayout;
 

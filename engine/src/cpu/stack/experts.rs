@@ -5,28 +5,20 @@
 use std::sync::Arc;
 
 use wllm_loaders::ModelConfig;
-use wllm_loaders::model::{FfnActivation, FfnWeights, ModelWeights, TensorSource};
+use wllm_loaders::model::{FfnWeights, ModelWeights, TensorSource};
 
-use super::forward::Experts;
+use super::forward::{Experts, activation};
 use super::weights::{Loader, Weight};
 use crate::cpu::Isa;
 use crate::cpu::exec::Team;
-use crate::cpu::ops::Activation;
 use crate::error::{EngineError, Result};
-
-struct LayerExperts {
-    router: Weight,
-    gate: Weight,
-    up: Weight,
-    down: Weight,
-}
 
 pub struct CpuExperts {
     cfg: ModelConfig,
     isa: Isa,
     team: Team,
     /// Indexed by model layer; `None` where the experts are not on the CPU.
-    layers: Vec<Option<LayerExperts>>,
+    layers: Vec<Option<FfnWeights<Weight>>>,
     // Last: the weights may borrow from the source.
     _src: Arc<dyn TensorSource>,
 }
@@ -50,18 +42,13 @@ impl CpuExperts {
             .map_err(|e| EngineError::InvalidArgument(format!("cannot start {threads} CPU threads: {e}")))?;
         let metas = ModelWeights::resolve(cfg, src.as_ref())?;
         let loader = Loader { src: &src };
-        let mut out: Vec<Option<LayerExperts>> = (0..cfg.n_layer).map(|_| None).collect();
+        let mut out: Vec<Option<FfnWeights<Weight>>> = (0..cfg.n_layer).map(|_| None).collect();
         for &il in layers {
             let l = metas.layers.get(il as usize).ok_or_else(|| {
                 EngineError::InvalidArgument(format!("layer {il} of a {}-layer model", cfg.n_layer))
             })?;
-            if let FfnWeights::Moe { router, gate_exps, up_exps, down_exps } = &l.ffn {
-                out[il as usize] = Some(LayerExperts {
-                    router: loader.matrix(router)?,
-                    gate: loader.matrix(gate_exps)?,
-                    up: loader.matrix(up_exps)?,
-                    down: loader.matrix(down_exps)?,
-                });
+            if let FfnWeights::Moe { .. } = &l.ffn {
+                out[il as usize] = Some(l.ffn.try_map(|m| loader.matrix(m))?);
             }
         }
         Ok(CpuExperts { cfg: cfg.clone(), isa: Isa::best(), team, layers: out, _src: src })
@@ -75,7 +62,9 @@ impl CpuExperts {
     /// `out` (n rows of `n_embd`) = layer `il`'s routed, weighted expert outputs for `h`.
     pub fn run(&self, il: usize, h: &[f32], out: &mut Vec<f32>) -> Result<()> {
         let e = self.cfg.n_embd as usize;
-        let (Some(Some(l)), Some(moe)) = (self.layers.get(il), &self.cfg.moe) else {
+        let (Some(Some(FfnWeights::Moe { router, gate_exps, up_exps, down_exps })), Some(moe)) =
+            (self.layers.get(il), &self.cfg.moe)
+        else {
             return Err(EngineError::InvalidArgument(format!("layer {il} has no experts on the CPU")));
         };
         if !h.len().is_multiple_of(e) {
@@ -84,11 +73,7 @@ impl CpuExperts {
         let n = h.len() / e;
         out.clear();
         out.resize(n * e, 0.0);
-        let act = match self.cfg.ffn_act {
-            FfnActivation::Silu => Activation::Silu,
-            FfnActivation::GeluTanh => Activation::GeluTanh,
-        };
-        let x = Experts { router: &l.router, gate: &l.gate, up: &l.up, down: &l.down };
-        x.run(&self.team, self.isa, moe, act, e, h, n, out)
+        let x = Experts { router, gate: gate_exps, up: up_exps, down: down_exps };
+        x.run(&self.team, self.isa, moe, activation(self.cfg.ffn_act), e, h, n, out)
     }
 }

@@ -3,10 +3,10 @@
 use std::ops::Range;
 
 use wllm_loaders::ModelConfig;
-use wllm_loaders::model::{FfnActivation, MoeConfig};
+use wllm_loaders::model::{FfnActivation, FfnWeights, MoeConfig, RopeLayout};
 
 use super::profile::{Clock, Profile};
-use super::weights::{Ffn, Layer, Weight};
+use super::weights::{Layer, Weight};
 use super::{CpuStack, Scratch};
 use crate::cpu::Isa;
 use crate::cpu::exec::Exec;
@@ -17,6 +17,7 @@ use crate::cpu::ops::{
     rms_norm_in_place, rope_in_place, route,
 };
 use crate::error::{EngineError, Result};
+use crate::layers::{FfnPlan, LayerBackend, LayerPlan, Step};
 
 fn linear(exec: &dyn Exec, isa: Isa, w: WeightView<'_>, x: &[f32], n: usize, y: &mut [f32]) -> Result<()> {
     linear_multi_on(exec, isa, &mut [LinearJob { w, out: y }], x, n)
@@ -32,32 +33,30 @@ impl CpuStack {
     /// residual stream in `scratch.x`.
     pub(super) fn chunk(&mut self, tokens: &[u32], pos0: usize) -> Result<()> {
         let on = self.profile.is_some();
-        let mut p = self.profile.take().unwrap_or_default();
+        let mut profile = self.profile.take().unwrap_or_default();
         let mut clock = Clock::new(on);
         let r = (|| {
             self.embed(tokens)?;
-            clock.mark(&mut p.embed);
-            for il in 0..self.w.layers.len() {
-                let table = if self.cfg.is_swa(il) && !self.rope[1].is_empty() {
-                    &self.rope[1]
-                } else {
-                    &self.rope[0]
-                };
-                let ctx = LayerCtx {
-                    cfg: &self.cfg,
-                    isa: self.isa,
-                    exec: &self.team,
-                    il,
-                    pos0,
-                    n: tokens.len(),
-                    table,
-                };
-                ctx.run(&self.w.layers[il], &mut self.kv, &mut self.scratch, &mut clock, &mut p)?;
-            }
-            Ok(())
+            clock.mark(&mut profile.embed);
+            let mut backend = CpuLayers {
+                cfg: &self.cfg,
+                isa: self.isa,
+                exec: &self.team,
+                layers: &self.w.layers,
+                rope: &self.rope,
+                n_rot: self.plan.rope.n_rot as usize,
+                layout: self.plan.rope.layout,
+                pos0,
+                n: tokens.len(),
+                kv: &mut self.kv,
+                sc: &mut self.scratch,
+                clock: &mut clock,
+                profile: &mut profile,
+            };
+            self.plan.run(0..self.w.layers.len(), &mut backend)
         })();
         if on {
-            self.profile = Some(p);
+            self.profile = Some(profile);
         }
         r
     }
@@ -70,7 +69,8 @@ impl CpuStack {
         for (&t, row) in tokens.iter().zip(x.chunks_exact_mut(e)) {
             dequantize_rows(self.isa, w, t as usize, t as usize + 1, row)?;
         }
-        if let Some(scale) = self.cfg.embed_scale {
+        let scale = self.plan.embed_scale;
+        if scale != 1.0 {
             x.iter_mut().for_each(|v| *v *= scale);
         }
         Ok(())
@@ -93,8 +93,8 @@ impl CpuStack {
         let start = out.len();
         out.resize(start + m * w.rows, 0.0);
         linear(&self.team, self.isa, w, &h, m, &mut out[start..])?;
-        if let Some(cap) = self.cfg.final_logit_softcap {
-            out[start..].iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
+        if let Some(cap) = self.plan.logit_softcap {
+            softcap(&mut out[start..], cap);
         }
         if let Some(p) = &mut self.profile {
             p.head += t0.elapsed();
@@ -103,145 +103,203 @@ impl CpuStack {
     }
 }
 
-/// What one layer's step needs besides its weights, cache and scratch.
-struct LayerCtx<'a> {
+/// cap · tanh(v / cap): squashes logits into (-cap, cap).
+pub(crate) fn softcap(logits: &mut [f32], cap: f32) {
+    logits.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
+}
+
+/// The CPU backend of the layer plan: one chunk of tokens through the plan's steps.
+struct CpuLayers<'a> {
     cfg: &'a ModelConfig,
     isa: Isa,
     exec: &'a dyn Exec,
-    il: usize,
+    layers: &'a [Layer],
+    /// (cos, sin) tables by [`RopeTable`].
+    rope: &'a [Vec<[f32; 2]>; 2],
+    n_rot: usize,
+    layout: RopeLayout,
     pos0: usize,
     n: usize,
-    table: &'a [[f32; 2]],
+    kv: &'a mut KvCache,
+    sc: &'a mut Scratch,
+    clock: &'a mut Clock,
+    profile: &'a mut Profile,
 }
 
-impl LayerCtx<'_> {
-    fn run(
-        &self,
-        l: &Layer,
-        kv: &mut KvCache,
-        sc: &mut Scratch,
-        clock: &mut Clock,
-        p: &mut Profile,
-    ) -> Result<()> {
+/// A weight the plan calls for and the layer lacks: the plan and the weights disagree.
+fn need<'w, T>(w: &'w Option<T>, il: usize, what: &str) -> Result<&'w T> {
+    w.as_ref().ok_or_else(|| EngineError::InvalidArgument(format!("layer {il} has no {what}")))
+}
+
+impl LayerBackend for CpuLayers<'_> {
+    fn step(&mut self, layer: &LayerPlan, step: &Step) -> Result<()> {
+        let il = layer.index;
+        let l = self.layers.get(il).ok_or_else(|| {
+            EngineError::InvalidArgument(format!("layer {il} is not one of this stack's {}", self.layers.len()))
+        })?;
         let (c, isa, n, exec) = (self.cfg, self.isa, self.n, self.exec);
         let e = c.n_embd as usize;
-        let (nq, nk, nv) = (c.n_embd_q() as usize, c.n_embd_k() as usize, c.n_embd_v() as usize);
-        resize(&mut sc.h, n * e);
-        resize(&mut sc.q, n * nq);
-        resize(&mut sc.k, n * nk);
-        resize(&mut sc.v, n * nv);
-        resize(&mut sc.attn, n * c.n_head as usize * c.head_dim_v as usize);
-        resize(&mut sc.a, n * e);
-
-        rms_norm(isa, &sc.x, &l.attn_norm, c.rms_eps, &mut sc.h)?;
-        clock.mark(&mut p.norms);
-        linear_multi_on(
-            exec,
-            isa,
-            &mut [
-                LinearJob { w: l.wq.view(), out: &mut sc.q },
-                LinearJob { w: l.wk.view(), out: &mut sc.k },
-                LinearJob { w: l.wv.view(), out: &mut sc.v },
-            ],
-            &sc.h,
-            n,
-        )?;
-        for (bias, y) in [(&l.bq, &mut sc.q), (&l.bk, &mut sc.k), (&l.bv, &mut sc.v)] {
-            if let Some(b) = bias {
-                y.chunks_exact_mut(b.len()).try_for_each(|row| add_in_place(row, b))?;
+        let sc = &mut *self.sc;
+        match step {
+            Step::AttnNorm | Step::FfnNorm => {
+                let w = if *step == Step::AttnNorm { &l.attn_norm } else { &l.ffn_norm };
+                resize(&mut sc.h, n * e);
+                rms_norm(isa, &sc.x, w, c.rms_eps, &mut sc.h)?;
+                self.clock.mark(&mut self.profile.norms);
             }
-        }
-        clock.mark(&mut p.qkv);
-        self.rope_and_cache(l, kv, sc)?;
-        clock.mark(&mut p.rope);
-        let window = if c.is_swa(self.il) { c.sliding_window as usize } else { 0 };
-        let att = Attention {
-            n_head: c.n_head as usize,
-            n_kv: c.n_head_kv as usize,
-            head_dim: c.head_dim as usize,
-            head_dim_v: c.head_dim_v as usize,
-            n_ctx: kv.n_ctx,
-            scale: c.attn_scale,
-            window,
-            pos0: self.pos0,
-        };
-        attention_on(exec, isa, &att, &sc.q, kv.layer(self.il), &mut sc.attn)?;
-        clock.mark(&mut p.attention);
-        linear(exec, isa, l.wo.view(), &sc.attn, n, &mut sc.a)?;
-        clock.mark(&mut p.attn_out);
-        match &l.post_attn_norm {
-            Some(w) => add_rms_normed(isa, &mut sc.x, &sc.a, w, c.rms_eps)?,
-            None => add_in_place(&mut sc.x, &sc.a)?,
-        }
-        rms_norm(isa, &sc.x, &l.ffn_norm, c.rms_eps, &mut sc.h)?;
-        clock.mark(&mut p.norms);
-        let act = match c.ffn_act {
-            FfnActivation::Silu => Activation::Silu,
-            FfnActivation::GeluTanh => Activation::GeluTanh,
-        };
-        match &l.ffn {
-            Ffn::Dense { gate, up, down } => {
-                resize(&mut sc.g, n * gate.view().rows);
-                resize(&mut sc.u, n * up.view().rows);
+            Step::Qkv { bias } => {
+                resize(&mut sc.q, n * c.n_embd_q() as usize);
+                resize(&mut sc.k, n * c.n_embd_k() as usize);
+                resize(&mut sc.v, n * c.n_embd_v() as usize);
                 linear_multi_on(
                     exec,
                     isa,
                     &mut [
-                        LinearJob { w: gate.view(), out: &mut sc.g },
-                        LinearJob { w: up.view(), out: &mut sc.u },
+                        LinearJob { w: l.attn_q.view(), out: &mut sc.q },
+                        LinearJob { w: l.attn_k.view(), out: &mut sc.k },
+                        LinearJob { w: l.attn_v.view(), out: &mut sc.v },
                     ],
                     &sc.h,
                     n,
                 )?;
-                clock.mark(&mut p.ffn_in);
-                glu_on(exec, isa, act, &mut sc.g, &mut sc.u)?;
-                clock.mark(&mut p.glu);
-                linear(exec, isa, down.view(), &sc.u, n, &mut sc.a)?;
-            }
-            Ffn::Moe { router, gate_exps, up_exps, down_exps } => {
-                let moe = c.moe.as_ref().ok_or_else(|| {
-                    EngineError::InvalidArgument("expert tensors in a model without expert_count".into())
-                })?;
-                let experts = Experts { router, gate: gate_exps, up: up_exps, down: down_exps };
-                experts.run(exec, isa, moe, act, e, &sc.h, n, &mut sc.a)?;
-            }
-        }
-        clock.mark(&mut p.ffn_out);
-        match &l.post_ffw_norm {
-            Some(w) => add_rms_normed(isa, &mut sc.x, &sc.a, w, c.rms_eps)?,
-            None => add_in_place(&mut sc.x, &sc.a)?,
-        }
-        clock.mark(&mut p.norms);
-        Ok(())
-    }
-
-    /// q/k norms and RoPE on every head of the chunk, then K and V into the cache.
-    fn rope_and_cache(&self, l: &Layer, kv: &mut KvCache, sc: &mut Scratch) -> Result<()> {
-        let (c, isa) = (self.cfg, self.isa);
-        let hd = c.head_dim as usize;
-        let (nq, nk, nv) = (c.n_embd_q() as usize, c.n_embd_k() as usize, c.n_embd_v() as usize);
-        let half = c.rope_dim as usize / 2;
-        let rope = Rope { n_rot: c.rope_dim as usize, layout: c.rope_layout };
-        for t in 0..self.n {
-            let pos = self.pos0 + t;
-            let cs = self.table.get(pos * half..(pos + 1) * half).ok_or(EngineError::ContextOverflow {
-                n_tokens: pos + 1,
-                n_ctx: self.table.len() / half.max(1),
-            })?;
-            for (rows, norm) in
-                [(&mut sc.q[t * nq..(t + 1) * nq], &l.q_norm), (&mut sc.k[t * nk..(t + 1) * nk], &l.k_norm)]
-            {
-                for head in rows.chunks_exact_mut(hd) {
-                    if let Some(w) = norm {
-                        rms_norm_in_place(isa, head, w, c.rms_eps)?;
+                if *bias {
+                    for (b, y, what) in [
+                        (&l.attn_q_bias, &mut sc.q, "q bias"),
+                        (&l.attn_k_bias, &mut sc.k, "k bias"),
+                        (&l.attn_v_bias, &mut sc.v, "v bias"),
+                    ] {
+                        let b = need(b, il, what)?;
+                        y.chunks_exact_mut(b.len()).try_for_each(|row| add_in_place(row, b))?;
                     }
-                    rope_in_place(rope, head, cs)?;
                 }
+                self.clock.mark(&mut self.profile.qkv);
             }
-            kv.write(isa, self.il, pos, &sc.k[t * nk..(t + 1) * nk], &sc.v[t * nv..(t + 1) * nv]);
+            Step::RopeKv { qk_norm, table } => {
+                let norms = match qk_norm {
+                    true => Some((need(&l.attn_q_norm, il, "q norm")?, need(&l.attn_k_norm, il, "k norm")?)),
+                    false => None,
+                };
+                let table = &self.rope[*table as usize];
+                rope_and_cache(self.cfg, isa, il, self.pos0, n, (self.n_rot, self.layout), table, norms, self.kv, sc)?;
+                self.clock.mark(&mut self.profile.rope);
+            }
+            Step::Attention { scale, window } => {
+                resize(&mut sc.attn, n * c.n_head as usize * c.head_dim_v as usize);
+                let att = Attention {
+                    n_head: c.n_head as usize,
+                    n_kv: c.n_head_kv as usize,
+                    head_dim: c.head_dim as usize,
+                    head_dim_v: c.head_dim_v as usize,
+                    n_ctx: self.kv.n_ctx,
+                    scale: *scale,
+                    window: *window as usize,
+                    pos0: self.pos0,
+                };
+                attention_on(exec, isa, &att, &sc.q, self.kv.layer(il), &mut sc.attn)?;
+                self.clock.mark(&mut self.profile.attention);
+            }
+            Step::AttnOut { post_norm } => {
+                resize(&mut sc.a, n * e);
+                linear(exec, isa, l.attn_output.view(), &sc.attn, n, &mut sc.a)?;
+                self.clock.mark(&mut self.profile.attn_out);
+                let post = if *post_norm { Some(need(&l.post_attention_norm, il, "post-attention norm")?) } else { None };
+                add_residual(isa, sc, post, c.rms_eps)?;
+            }
+            Step::Ffn { ffn, post_norm } => {
+                resize(&mut sc.a, n * e);
+                let act = activation(ffn.act());
+                match (ffn, &l.ffn) {
+                    (FfnPlan::Dense { .. }, FfnWeights::Dense { gate, up, down }) => {
+                        resize(&mut sc.g, n * gate.view().rows);
+                        resize(&mut sc.u, n * up.view().rows);
+                        linear_multi_on(
+                            exec,
+                            isa,
+                            &mut [
+                                LinearJob { w: gate.view(), out: &mut sc.g },
+                                LinearJob { w: up.view(), out: &mut sc.u },
+                            ],
+                            &sc.h,
+                            n,
+                        )?;
+                        self.clock.mark(&mut self.profile.ffn_in);
+                        glu_on(exec, isa, act, &mut sc.g, &mut sc.u)?;
+                        self.clock.mark(&mut self.profile.glu);
+                        linear(exec, isa, down.view(), &sc.u, n, &mut sc.a)?;
+                    }
+                    (FfnPlan::Moe { moe, .. }, FfnWeights::Moe { router, gate_exps, up_exps, down_exps }) => {
+                        let experts = Experts { router, gate: gate_exps, up: up_exps, down: down_exps };
+                        experts.run(exec, isa, moe, act, e, &sc.h, n, &mut sc.a)?;
+                    }
+                    _ => {
+                        return Err(EngineError::InvalidArgument(format!(
+                            "layer {il}: the plan's FFN and the layer's weights disagree"
+                        )));
+                    }
+                }
+                self.clock.mark(&mut self.profile.ffn_out);
+                let post = if *post_norm { Some(need(&l.post_ffw_norm, il, "post-FFN norm")?) } else { None };
+                add_residual(isa, sc, post, c.rms_eps)?;
+                self.clock.mark(&mut self.profile.norms);
+            }
         }
         Ok(())
     }
+}
+
+pub(crate) fn activation(act: FfnActivation) -> Activation {
+    match act {
+        FfnActivation::Silu => Activation::Silu,
+        FfnActivation::GeluTanh => Activation::GeluTanh,
+    }
+}
+
+/// x += a, or x += rms_norm(a) · post.
+fn add_residual(isa: Isa, sc: &mut Scratch, post: Option<&Vec<f32>>, eps: f32) -> Result<()> {
+    match post {
+        Some(w) => add_rms_normed(isa, &mut sc.x, &sc.a, w, eps),
+        None => add_in_place(&mut sc.x, &sc.a),
+    }
+}
+
+/// q/k norms and RoPE on every head of the chunk, then K and V into the cache.
+#[allow(clippy::too_many_arguments)]
+fn rope_and_cache(
+    c: &ModelConfig,
+    isa: Isa,
+    il: usize,
+    pos0: usize,
+    n: usize,
+    (n_rot, layout): (usize, RopeLayout),
+    table: &[[f32; 2]],
+    norms: Option<(&Vec<f32>, &Vec<f32>)>,
+    kv: &mut KvCache,
+    sc: &mut Scratch,
+) -> Result<()> {
+    let hd = c.head_dim as usize;
+    let (nq, nk, nv) = (c.n_embd_q() as usize, c.n_embd_k() as usize, c.n_embd_v() as usize);
+    let half = n_rot / 2;
+    let rope = Rope { n_rot, layout };
+    for t in 0..n {
+        let pos = pos0 + t;
+        let cs = table.get(pos * half..(pos + 1) * half).ok_or(EngineError::ContextOverflow {
+            n_tokens: pos + 1,
+            n_ctx: table.len() / half.max(1),
+        })?;
+        for (rows, norm) in [
+            (&mut sc.q[t * nq..(t + 1) * nq], norms.map(|n| n.0)),
+            (&mut sc.k[t * nk..(t + 1) * nk], norms.map(|n| n.1)),
+        ] {
+            for head in rows.chunks_exact_mut(hd) {
+                if let Some(w) = norm {
+                    rms_norm_in_place(isa, head, w, c.rms_eps)?;
+                }
+                rope_in_place(rope, head, cs)?;
+            }
+        }
+        kv.write(isa, il, pos, &sc.k[t * nk..(t + 1) * nk], &sc.v[t * nv..(t + 1) * nv]);
+    }
+    Ok(())
 }
 
 /// A layer's experts, stacked as rows: expert `x` owns rows `x·n_ff..(x+1)·n_ff` of gate and

@@ -1,6 +1,6 @@
 //! A contiguous range of transformer layers `[0, n)` run on the CPU, with their KV cache in
 //! RAM: the token embedding, the layers and, when it runs them all, the output norm and head.
-//! The same graph as the GPU's (`crate::model::graph`), read from the same [`ModelConfig`].
+//! It runs the same layer plan as the GPU (`crate::layers`) with the CPU kernels.
 
 mod experts;
 mod forward;
@@ -19,7 +19,7 @@ use super::Isa;
 use super::exec::{Exec, Team};
 use super::kv::KvCache;
 use crate::error::{EngineError, Result};
-use crate::ops::rope::rope_table;
+use crate::layers::{ModelPlan, RopeTable};
 
 /// Which rows of a batch [`CpuStack::logits`] returns.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -63,11 +63,12 @@ pub(crate) struct Scratch {
 
 pub struct CpuStack {
     cfg: ModelConfig,
+    plan: ModelPlan,
     isa: Isa,
     team: Team,
     w: StackWeights,
     kv: KvCache,
-    /// (cos, sin) per position: `[0]` global layers, `[1]` sliding-window layers.
+    /// (cos, sin) per position, indexed by [`RopeTable`]; empty where no layer reads it.
     rope: [Vec<[f32; 2]>; 2],
     /// Positions `0..n_filled` of the KV cache hold the current sequence.
     n_filled: usize,
@@ -132,7 +133,7 @@ impl CpuStack {
         let team = Team::new(threads)
             .map_err(|e| EngineError::InvalidArgument(format!("cannot start {threads} CPU threads: {e}")))?;
         let w = Loader { src: &src }.load(cfg, n_cpu_layers as usize, with_head)?;
-        let mut weight_bytes = w.token_embd.n_bytes() + w.layers.iter().map(|l| l.n_bytes()).sum::<u64>();
+        let mut weight_bytes = w.token_embd.n_bytes() + w.layers.iter().map(weights::layer_bytes).sum::<u64>();
         if let Some((norm, head)) = &w.head {
             weight_bytes += 4 * norm.len() as u64 + head.as_ref().map_or(0, |h| h.n_bytes());
         }
@@ -145,19 +146,18 @@ impl CpuStack {
             cfg.head_dim_v as usize,
             opts.kv_f16,
         );
-        let global = rope_table(n_ctx as u32, cfg.rope_dim, cfg.rope_base, cfg.rope_freq_scale);
-        let swa = if cfg.swa_layers.iter().any(|s| *s) && cfg.rope_base_swa != cfg.rope_base {
-            rope_table(n_ctx as u32, cfg.rope_dim, cfg.rope_base_swa, cfg.rope_freq_scale)
-        } else {
-            Vec::new()
-        };
+        let plan = ModelPlan::new(cfg, src.as_ref())?;
+        let rope = [RopeTable::Global, RopeTable::Sliding].map(|t| {
+            if plan.uses_table(t) { plan.rope.table(t, n_ctx as u32) } else { Vec::new() }
+        });
         Ok(CpuStack {
             cfg: cfg.clone(),
             isa: opts.isa.unwrap_or_else(Isa::best),
             team,
             w,
             kv,
-            rope: [global, swa],
+            rope,
+            plan,
             n_filled: 0,
             max_batch: opts.max_batch.max(1),
             scratch: Scratch::default(),

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use wllm_loaders::GgmlType;
-use wllm_loaders::model::{FfnWeights, LayerWeights, ModelWeights, TensorMeta, TensorSource};
+use wllm_loaders::model::{LayerMetas, LayerWeights, ModelWeights, TensorMeta, TensorSource};
 use wllm_loaders::{ModelConfig, ModelError};
 
 use crate::cpu::linear::WeightView;
@@ -38,53 +38,11 @@ impl Weight {
     }
 }
 
-pub(crate) enum Ffn {
-    Dense { gate: Weight, up: Weight, down: Weight },
-    Moe { router: Weight, gate_exps: Weight, up_exps: Weight, down_exps: Weight },
-}
+/// A CPU layer: matrices as stored, vectors as f32.
+pub(crate) type Layer = LayerWeights<Weight, Vec<f32>>;
 
-pub(crate) struct Layer {
-    pub attn_norm: Vec<f32>,
-    pub wq: Weight,
-    pub wk: Weight,
-    pub wv: Weight,
-    pub bq: Option<Vec<f32>>,
-    pub bk: Option<Vec<f32>>,
-    pub bv: Option<Vec<f32>>,
-    pub q_norm: Option<Vec<f32>>,
-    pub k_norm: Option<Vec<f32>>,
-    pub wo: Weight,
-    pub post_attn_norm: Option<Vec<f32>>,
-    pub ffn_norm: Vec<f32>,
-    pub ffn: Ffn,
-    pub post_ffw_norm: Option<Vec<f32>>,
-}
-
-impl Layer {
-    pub fn n_bytes(&self) -> u64 {
-        let mats: u64 = [&self.wq, &self.wk, &self.wv, &self.wo].iter().map(|w| w.n_bytes()).sum();
-        let ffn: u64 = match &self.ffn {
-            Ffn::Dense { gate, up, down } => gate.n_bytes() + up.n_bytes() + down.n_bytes(),
-            Ffn::Moe { router, gate_exps, up_exps, down_exps } => {
-                router.n_bytes() + gate_exps.n_bytes() + up_exps.n_bytes() + down_exps.n_bytes()
-            }
-        };
-        let vecs: usize = [
-            &self.bq,
-            &self.bk,
-            &self.bv,
-            &self.q_norm,
-            &self.k_norm,
-            &self.post_attn_norm,
-            &self.post_ffw_norm,
-        ]
-        .iter()
-        .filter_map(|v| v.as_ref().map(Vec::len))
-        .sum::<usize>()
-            + self.attn_norm.len()
-            + self.ffn_norm.len();
-        mats + ffn + 4 * vecs as u64
-    }
+pub(crate) fn layer_bytes(l: &Layer) -> u64 {
+    l.matrices().map(Weight::n_bytes).sum::<u64>() + l.vectors().map(|v| 4 * v.len() as u64).sum::<u64>()
 }
 
 /// Everything a stack reads: the embedding, its layers and (optionally) the head.
@@ -130,38 +88,8 @@ impl Loader<'_> {
             .map_err(|e| EngineError::InvalidArgument(format!("{}: {e}", m.name)))
     }
 
-    fn opt_vector(&self, m: &Option<TensorMeta>) -> Result<Option<Vec<f32>>> {
-        m.as_ref().map(|m| self.vector(m)).transpose()
-    }
-
-    fn layer(&self, l: &LayerWeights<TensorMeta>) -> Result<Layer> {
-        let ffn = match &l.ffn {
-            FfnWeights::Dense { gate, up, down } => {
-                Ffn::Dense { gate: self.matrix(gate)?, up: self.matrix(up)?, down: self.matrix(down)? }
-            }
-            FfnWeights::Moe { router, gate_exps, up_exps, down_exps } => Ffn::Moe {
-                router: self.matrix(router)?,
-                gate_exps: self.matrix(gate_exps)?,
-                up_exps: self.matrix(up_exps)?,
-                down_exps: self.matrix(down_exps)?,
-            },
-        };
-        Ok(Layer {
-            attn_norm: self.vector(&l.attn_norm)?,
-            wq: self.matrix(&l.attn_q)?,
-            wk: self.matrix(&l.attn_k)?,
-            wv: self.matrix(&l.attn_v)?,
-            bq: self.opt_vector(&l.attn_q_bias)?,
-            bk: self.opt_vector(&l.attn_k_bias)?,
-            bv: self.opt_vector(&l.attn_v_bias)?,
-            q_norm: self.opt_vector(&l.attn_q_norm)?,
-            k_norm: self.opt_vector(&l.attn_k_norm)?,
-            wo: self.matrix(&l.attn_output)?,
-            post_attn_norm: self.opt_vector(&l.post_attention_norm)?,
-            ffn_norm: self.vector(&l.ffn_norm)?,
-            ffn,
-            post_ffw_norm: self.opt_vector(&l.post_ffw_norm)?,
-        })
+    fn layer(&self, l: &LayerMetas) -> Result<Layer> {
+        l.try_map(|m| self.matrix(m), |v| self.vector(v))
     }
 
     /// The embedding, layers `0..n_layers` and, if `with_head`, the output norm and head.

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{Context, Logits, StepOutput};
-use crate::device::Gpu;
+use crate::gpu::device::Gpu;
 use crate::error::{EngineError, Result};
-use crate::model::graph::logit_bytes;
-use crate::ops::Op;
+use crate::gpu::model::graph::logit_bytes;
+use crate::gpu::ops::Op;
 
 /// A step in flight on the GPU. Poll it with [`PendingStep::poll`] (never blocks) or finish it
 /// with [`PendingStep::wait`]. Dropping it is safe: the step still runs and its KV entries stay

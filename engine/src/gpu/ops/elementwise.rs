@@ -1,11 +1,11 @@
-//! Element-wise add and GLU over f32 rows.
+//! Element-wise add, GLU and softcapping over f32 rows.
 
 use bytemuck::{Pod, Zeroable};
 
 use super::{Grid, Op, Res, fold};
-use crate::device::Gpu;
+use crate::gpu::device::Gpu;
 use crate::error::Result;
-use crate::pipeline::{Kernel, KernelSpec, PipelineKey};
+use crate::gpu::pipeline::{Kernel, KernelSpec, PipelineKey};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ElementwiseKey {
@@ -15,6 +15,8 @@ pub enum ElementwiseKey {
     GluSilu,
     /// y = gelu_tanh(x) * y
     GluGelu,
+    /// y = cap * tanh(y / cap) (final logit softcapping; `x` is not read)
+    Softcap,
 }
 
 impl Kernel for ElementwiseKey {
@@ -23,6 +25,7 @@ impl Kernel for ElementwiseKey {
             ElementwiseKey::Add => "add".into(),
             ElementwiseKey::GluSilu => "swiglu".into(),
             ElementwiseKey::GluGelu => "geglu".into(),
+            ElementwiseKey::Softcap => "softcap".into(),
         }
     }
     fn spec(&self) -> KernelSpec {
@@ -31,6 +34,7 @@ impl Kernel for ElementwiseKey {
             ElementwiseKey::Add => s.define("ADD"),
             ElementwiseKey::GluSilu => s.define("GLU").define("GLU_SILU"),
             ElementwiseKey::GluGelu => s.define("GLU").define("GLU_GELU"),
+            ElementwiseKey::Softcap => s.define("SOFTCAP"),
         }
     }
 }
@@ -39,17 +43,27 @@ impl Kernel for ElementwiseKey {
 #[derive(Copy, Clone, Debug, Pod, Zeroable)]
 struct Params {
     n: u32,
-    _pad: [u32; 3],
+    /// Softcap only.
+    cap: f32,
+    _pad: [u32; 2],
 }
 
 /// An element-wise op over the first `n` elements (a fixed-size op, for tests and tools).
 pub fn elementwise(gpu: &Gpu, op: ElementwiseKey, x: &wgpu::Buffer, y: &wgpu::Buffer, n: u32) -> Result<Op> {
     let pipeline = gpu.pipeline(PipelineKey::Elementwise(op))?;
-    let ubuf = gpu.uniform("elementwise.params", &Params { n, _pad: [0; 3] });
+    let ubuf = gpu.uniform("elementwise.params", &Params { n, cap: 0.0, _pad: [0; 2] });
     let (gx, gy) = fold(n.div_ceil(256));
     Ok(gpu.op(
         pipeline,
         &[(0, Res::Buf(x)), (1, Res::Buf(y)), (2, Res::Buf(&ubuf))],
         Grid::Fixed([gx, gy, 1]),
     ))
+}
+
+/// logits = cap · tanh(logits / cap) over the first `n` elements.
+pub fn softcap(gpu: &Gpu, logits: &wgpu::Buffer, cap: f32, n: u32) -> Result<Op> {
+    let pipeline = gpu.pipeline(PipelineKey::Elementwise(ElementwiseKey::Softcap))?;
+    let ubuf = gpu.uniform("softcap.params", &Params { n, cap, _pad: [0; 2] });
+    let (gx, gy) = fold(n.div_ceil(256));
+    Ok(gpu.op(pipeline, &[(1, Res::Buf(logits)), (2, Res::Buf(&ubuf))], Grid::Fixed([gx, gy, 1])))
 }

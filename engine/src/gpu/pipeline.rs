@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::device::{Caps, Gpu};
+use crate::gpu::device::{Caps, Gpu};
 use crate::error::{EngineError, Result};
-use crate::shader;
+use crate::gpu::shader;
 
 /// What a key expands to: a shader file, its preprocessor defines, and override constants.
 #[derive(Clone, Debug, Default)]
@@ -46,16 +46,16 @@ pub trait Kernel: std::fmt::Debug {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum PipelineKey {
-    Matvec(crate::ops::matvec::MatvecKey),
-    Matmul(crate::ops::matmul::MatmulKey),
-    Lane(crate::ops::lane::LaneKey),
-    GetRows(crate::ops::get_rows::GetRowsKey),
-    Norm(crate::ops::norm::NormKey),
-    Rope(crate::ops::rope::RopeKey),
-    Attention(crate::ops::attention::AttentionKey),
-    Elementwise(crate::ops::elementwise::ElementwiseKey),
-    Argmax(crate::ops::argmax::ArgmaxKey),
-    Moe(crate::ops::moe::MoeKey),
+    Matvec(crate::gpu::ops::matvec::MatvecKey),
+    Matmul(crate::gpu::ops::matmul::MatmulKey),
+    Lane(crate::gpu::ops::lane::LaneKey),
+    GetRows(crate::gpu::ops::get_rows::GetRowsKey),
+    Norm(crate::gpu::ops::norm::NormKey),
+    Rope(crate::gpu::ops::rope::RopeKey),
+    Attention(crate::gpu::ops::attention::AttentionKey),
+    Elementwise(crate::gpu::ops::elementwise::ElementwiseKey),
+    Argmax(crate::gpu::ops::argmax::ArgmaxKey),
+    Moe(crate::gpu::ops::moe::MoeKey),
 }
 
 impl PipelineKey {

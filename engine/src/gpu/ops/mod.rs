@@ -19,8 +19,8 @@ use std::sync::Arc;
 use bytemuck::Pod;
 use wgpu::util::DeviceExt;
 
-use crate::device::Gpu;
-use crate::pipeline::Pipeline;
+use crate::gpu::device::Gpu;
+use crate::gpu::pipeline::Pipeline;
 
 /// Largest workgroup count per grid dimension that every WebGPU device accepts.
 pub const MAX_GRID: u32 = 65535;

@@ -7,9 +7,9 @@
 
 use std::time::Instant;
 
-use crate::device::Gpu;
+use crate::gpu::device::Gpu;
 use crate::error::{EngineError, Result};
-use crate::ops::Op;
+use crate::gpu::ops::Op;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum TimingMode {

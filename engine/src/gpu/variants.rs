@@ -2,20 +2,20 @@
 //! test translates each of them to SPIR-V, MSL and HLSL, so a shader that would fail on Metal or
 //! DX12 fails CI on Linux; `--warm-up`-style tools can compile them all ahead of time.
 
-use crate::device::Caps;
-use crate::ops::argmax::ArgmaxKey;
-use crate::ops::attention::AttentionKey;
-use crate::ops::elementwise::ElementwiseKey;
-use crate::ops::get_rows::GetRowsKey;
-use crate::ops::lane::{LaneIds, LaneKey};
-use crate::ops::linear::Epilogue;
-use crate::ops::matmul::{MatmulKey, TILE_ROWS, TILE_TOKENS};
-use crate::ops::matvec::MatvecKey;
-use crate::ops::moe::MoeKey;
-use crate::ops::norm::NormKey;
-use crate::ops::rope::RopeKey;
-use crate::pipeline::PipelineKey;
-use crate::tensor::GPU_TYPES;
+use crate::gpu::device::Caps;
+use crate::gpu::ops::argmax::ArgmaxKey;
+use crate::gpu::ops::attention::AttentionKey;
+use crate::gpu::ops::elementwise::ElementwiseKey;
+use crate::gpu::ops::get_rows::GetRowsKey;
+use crate::gpu::ops::lane::{LaneIds, LaneKey};
+use crate::gpu::ops::linear::Epilogue;
+use crate::gpu::ops::matmul::{MatmulKey, TILE_ROWS, TILE_TOKENS};
+use crate::gpu::ops::matvec::MatvecKey;
+use crate::gpu::ops::moe::MoeKey;
+use crate::gpu::ops::norm::NormKey;
+use crate::gpu::ops::rope::RopeKey;
+use crate::gpu::pipeline::PipelineKey;
+use crate::gpu::tensor::GPU_TYPES;
 
 const EPILOGUES: [Epilogue; 6] = [
     Epilogue::Store,
@@ -28,7 +28,7 @@ const EPILOGUES: [Epilogue; 6] = [
 
 /// Override values to translate a variant with (tunables are not structure).
 pub fn constants(key: &PipelineKey) -> Vec<(String, f64)> {
-    use crate::pipeline::Kernel;
+    use crate::gpu::pipeline::Kernel;
     let spec = match key {
         PipelineKey::Matvec(k) => k.spec(),
         PipelineKey::Matmul(k) => k.spec(),
@@ -154,7 +154,7 @@ pub fn all(caps: &Caps) -> Vec<PipelineKey> {
     for stage2 in [false, true] {
         out.push(PipelineKey::Argmax(ArgmaxKey { stage2 }));
     }
-    for e in [ElementwiseKey::Add, ElementwiseKey::GluSilu, ElementwiseKey::GluGelu] {
+    for e in [ElementwiseKey::Add, ElementwiseKey::GluSilu, ElementwiseKey::GluGelu, ElementwiseKey::Softcap] {
         out.push(PipelineKey::Elementwise(e));
     }
     for renormalize in [false, true] {

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::error::{EngineError, Result};
-use crate::pipeline::PipelineCache;
+use crate::gpu::pipeline::PipelineCache;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Backend {

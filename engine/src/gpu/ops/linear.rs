@@ -12,10 +12,10 @@ use bytemuck::{Pod, Zeroable};
 use wllm_loaders::GgmlType;
 
 use super::{Op, Res, lane, matmul, matvec};
-use crate::device::Gpu;
+use crate::gpu::device::Gpu;
 use crate::error::{EngineError, Result};
-use crate::pipeline::KernelSpec;
-use crate::tensor::{GpuWeight, WeightPart};
+use crate::gpu::pipeline::KernelSpec;
+use crate::gpu::tensor::{GpuWeight, WeightPart};
 
 /// What happens to a row's dot product before it is stored.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]

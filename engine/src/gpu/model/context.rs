@@ -11,10 +11,10 @@ use super::GpuModel;
 use super::graph::{self, Graph, logit_bytes};
 use crate::cpu::CpuExperts;
 use crate::error::{EngineError, Result};
-use crate::ops::Op;
-use crate::ops::moe::MoeBuffers;
-use crate::ops::rope::rope_table;
-use crate::profile::{Phase, Profiler};
+use crate::gpu::ops::Op;
+use crate::gpu::ops::moe::MoeBuffers;
+use crate::layers::RopeTable;
+use crate::gpu::profile::{Phase, Profiler};
 
 mod pending;
 pub use pending::PendingStep;
@@ -61,7 +61,7 @@ pub(crate) struct Buffers {
     pub logits: wgpu::Buffer,
     pub k_cache: Vec<wgpu::Buffer>,
     pub v_cache: Vec<wgpu::Buffer>,
-    /// RoPE (cos, sin) tables: [0] global layers, [1] sliding-window layers.
+    /// RoPE (cos, sin) tables, indexed by [`RopeTable`].
     pub rope_tables: Vec<wgpu::Buffer>,
     pub read_tokens: wgpu::Buffer,
     pub read_logits: wgpu::Buffer,
@@ -240,15 +240,11 @@ impl Context {
                 gpu.max_binding() >> 20
             )));
         }
-        let tables = {
-            let mut t = vec![rope_table(n_ctx, c.rope_dim, c.rope_base, c.rope_freq_scale)];
-            if c.swa_layers.iter().any(|s| *s) {
-                t.push(rope_table(n_ctx, c.rope_dim, c.rope_base_swa, c.rope_freq_scale));
-            } else {
-                t.push(t[0].clone());
-            }
-            t.iter().map(|v| gpu.storage_init("rope.table", bytemuck::cast_slice(v))).collect()
-        };
+        // Both tables are bound by index; one no layer reads is the global one again.
+        let tables = [RopeTable::Global, RopeTable::Sliding]
+            .map(|t| if model.plan.uses_table(t) { t } else { RopeTable::Global })
+            .map(|t| gpu.storage_init("rope.table", bytemuck::cast_slice(&model.plan.rope.table(t, n_ctx))))
+            .into();
         let bufs = Buffers {
             n_ctx,
             n_batch,
@@ -298,7 +294,7 @@ impl Context {
                 n_batch,
                 m.n_expert,
                 m.n_expert_used,
-                crate::ops::linear::grouped_shape(gpu, 1).1,
+                crate::gpu::ops::linear::grouped_shape(gpu, 1).1,
             ));
             bufs.moe_bufs = Some(MoeScratch {
                 router_logits: gpu.storage("moe.router_logits", nb * m.n_expert as u64 * f),
@@ -574,7 +570,7 @@ impl Context {
 }
 
 /// Maps a readback buffer, copies out `bytes` bytes as f32, and unmaps it.
-fn read_f32(gpu: &crate::device::Gpu, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<f32>> {
+fn read_f32(gpu: &crate::gpu::device::Gpu, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<f32>> {
     let slice = buf.slice(0..bytes);
     let (tx, rx) = std::sync::mpsc::channel();
     slice.map_async(wgpu::MapMode::Read, move |r| {

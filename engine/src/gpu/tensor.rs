@@ -4,9 +4,9 @@
 use wllm_loaders::GgmlType;
 use wllm_loaders::model::TensorBytes;
 
-use crate::device::Gpu;
+use crate::gpu::device::Gpu;
 use crate::error::{EngineError, Result};
-use crate::repack::{gpu_bytes, layout, repack};
+use crate::gpu::repack::{gpu_bytes, layout, repack};
 
 #[derive(Debug)]
 pub struct WeightPart {

@@ -4,10 +4,10 @@ use wllm_loaders::GgmlType;
 
 use super::linear::{Epilogue, ExpertIds, Grouped, LinearIo, entries, params, traffic, wtype_define};
 use super::{Grid, Op, Res};
-use crate::device::Gpu;
+use crate::gpu::device::Gpu;
 use crate::error::Result;
-use crate::pipeline::{Kernel, KernelSpec, PipelineKey};
-use crate::tensor::GpuWeight;
+use crate::gpu::pipeline::{Kernel, KernelSpec, PipelineKey};
+use crate::gpu::tensor::GpuWeight;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct MatmulKey {

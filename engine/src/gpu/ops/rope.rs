@@ -3,9 +3,9 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{Grid, Op, Res, pow2_clamp};
-use crate::device::Gpu;
+use crate::gpu::device::Gpu;
 use crate::error::Result;
-use crate::pipeline::{Kernel, KernelSpec, PipelineKey};
+use crate::gpu::pipeline::{Kernel, KernelSpec, PipelineKey};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RopeKey {
@@ -106,19 +106,4 @@ pub fn rope_kv(gpu: &Gpu, a: &RopeArgs<'_>) -> Result<Op> {
             + (a.n_rot / 2) as u64 * 8,
     );
     Ok(op)
-}
-
-/// (cos, sin) for positions 0..ctx and the n_rot/2 frequencies, computed in f64.
-pub fn rope_table(ctx: u32, n_rot: u32, base: f32, freq_scale: f32) -> Vec<[f32; 2]> {
-    let half = (n_rot / 2) as usize;
-    let mut out = Vec::with_capacity(ctx as usize * half);
-    let inv: Vec<f64> =
-        (0..half).map(|i| (base as f64).powf(-2.0 * i as f64 / n_rot as f64) * freq_scale as f64).collect();
-    for pos in 0..ctx {
-        for f in &inv {
-            let a = pos as f64 * f;
-            out.push([a.cos() as f32, a.sin() as f32]);
-        }
-    }
-    out
 }

@@ -4,9 +4,9 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{Grid, Op, Res};
-use crate::device::Gpu;
+use crate::gpu::device::Gpu;
 use crate::error::{EngineError, Result};
-use crate::pipeline::{Kernel, KernelSpec, PipelineKey};
+use crate::gpu::pipeline::{Kernel, KernelSpec, PipelineKey};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum MoeKey {

@@ -1,6 +1,6 @@
-//! One transformer implementation for every supported architecture. What differs between
-//! llama, qwen2/3, qwen3moe and gemma3 is data in [`ModelConfig`] and which optional tensors
-//! exist; the graph in `graph.rs` reads those and nothing else.
+//! The GPU's share of a model: its layers' weights on the device (the one per-layer weights
+//! type, [`LayerWeights`], over device matrices and vectors) and the layer plan that
+//! `graph.rs` turns into dispatches.
 
 mod context;
 mod graph;
@@ -10,62 +10,48 @@ use std::sync::Arc;
 pub use context::{
     Context, ContextBytes, ContextOptions, Logits, PendingStep, StepOutput, StepTimings, context_bytes,
 };
-use wllm_loaders::model::{FfnWeights, ModelWeights, TensorBytes, TensorMeta, TensorSource};
+use wllm_loaders::model::{
+    FfnWeights, LayerMetas, LayerWeights, ModelWeights, TensorBytes, TensorMeta, TensorSource,
+};
 use wllm_loaders::{ModelConfig, ModelError};
 
-use crate::device::Gpu;
+use crate::gpu::device::Gpu;
 use crate::error::{EngineError, Result};
-use crate::tensor::GpuWeight;
+use crate::gpu::tensor::GpuWeight;
+use crate::layers::ModelPlan;
 
-/// A layer's feed-forward weights on the GPU.
-#[derive(Debug)]
-pub enum GpuFfn {
-    Dense {
-        gate_up: GateUp,
-        down: GpuWeight,
-    },
-    Moe {
-        router: GpuWeight,
-        gate_exps: GpuWeight,
-        up_exps: GpuWeight,
-        down_exps: GpuWeight,
-    },
-    /// The router and experts run on the CPU (`--cpu-moe`); the step hands the normed hidden
-    /// state over and takes the experts' sum back.
-    CpuMoe,
-}
-
-/// Gate and up projections: stacked in one weight (one dispatch, `Epilogue::Pair*`) when their
-/// types agree and they fit one binding, else apart.
-#[derive(Debug)]
-pub enum GateUp {
-    Fused(GpuWeight),
-    Split { gate: GpuWeight, up: GpuWeight },
-}
-
-/// One linear projection into a slice of a packed output row.
-#[derive(Debug)]
-pub struct Proj {
-    pub w: GpuWeight,
-    /// First element of the output row this projection writes.
+/// A matrix on the GPU: rows `row0..row0 + rows` of a weight that may hold neighbours
+/// stacked with it (q, k and v; gate and up), so that neighbours of one type take one dispatch.
+#[derive(Clone, Debug)]
+pub struct GpuMat {
+    pub weight: Arc<GpuWeight>,
     pub row0: u32,
-    pub bias: Option<wgpu::Buffer>,
+    pub rows: u32,
 }
 
-#[derive(Debug)]
-pub struct GpuLayer {
-    pub attn_norm: wgpu::Buffer,
-    /// The Q, K and V projections into a packed [q | k | v] row; consecutive ones of the same
-    /// type are stacked into one weight so they take one dispatch.
-    pub qkv: Vec<Proj>,
-    /// q-norm weights followed by k-norm weights.
-    pub qk_norm: Option<wgpu::Buffer>,
-    pub wo: GpuWeight,
-    pub post_attn_norm: Option<wgpu::Buffer>,
-    pub ffn_norm: wgpu::Buffer,
-    pub ffn: GpuFfn,
-    pub post_ffw_norm: Option<wgpu::Buffer>,
+impl GpuMat {
+    fn whole(w: GpuWeight) -> GpuMat {
+        GpuMat { rows: w.nrows, row0: 0, weight: Arc::new(w) }
+    }
+
+    /// Whether `next` continues this matrix inside the same stacked weight.
+    pub fn followed_by(&self, next: &GpuMat) -> bool {
+        Arc::ptr_eq(&self.weight, &next.weight) && self.row0 + self.rows == next.row0
+    }
 }
+
+/// A vector (norm weights, a bias) on the GPU: f32 elements `offset..offset + len` of a buffer
+/// that may hold neighbours (the q then the k norm; the q, k and v biases of a stacked weight).
+#[derive(Clone, Debug)]
+pub struct GpuVec {
+    pub buffer: Arc<wgpu::Buffer>,
+    pub offset: u32,
+    pub len: u32,
+}
+
+/// A GPU layer: the one per-layer weights type, holding device matrices and vectors. A MoE
+/// layer whose experts run on the CPU (`--cpu-moe`) has [`FfnWeights::Elsewhere`].
+pub type GpuLayer = LayerWeights<GpuMat, GpuVec>;
 
 /// The GPU's share of a model: layers `first_layer..n_layer` and the output head. It is shared
 /// (read-only) by any number of contexts. When `first_layer > 0` the layers before it run
@@ -74,11 +60,13 @@ pub struct GpuLayer {
 pub struct GpuModel {
     pub gpu: Arc<Gpu>,
     pub cfg: ModelConfig,
+    /// What every step computes; the graph builder turns it into dispatches.
+    pub plan: ModelPlan,
     /// Model layer index of `layers[0]`.
     pub first_layer: u32,
     /// Present when the GPU embeds the tokens (`first_layer == 0`) or the head is tied to it.
     pub token_embd: Option<GpuWeight>,
-    pub output_norm: wgpu::Buffer,
+    pub output_norm: GpuVec,
     /// `None`: the head is tied to `token_embd`.
     pub output: Option<GpuWeight>,
     pub layers: Vec<GpuLayer>,
@@ -147,26 +135,110 @@ impl Uploader<'_> {
         Ok(w)
     }
 
-    /// 1-D tensors concatenated into one f32 buffer (norm weights, biases).
-    fn vecs(&mut self, label: &str, ms: &[&TensorMeta]) -> Result<wgpu::Buffer> {
+    /// 1-D tensors concatenated into one f32 buffer (norm weights, biases), one view each.
+    fn vecs(&mut self, label: &str, ms: &[&TensorMeta]) -> Result<Vec<GpuVec>> {
         let mut all = Vec::new();
+        let mut spans = Vec::with_capacity(ms.len());
         for m in ms {
             let t = self.bytes(m)?;
             let mut v = vec![0f32; m.n_elements() as usize];
             wllm_loaders::quant::dequantize_row(m.ggml_type, &t.bytes, &mut v)
                 .map_err(|e| EngineError::InvalidArgument(format!("{}: {e}", m.name)))?;
+            spans.push((all.len() as u32, v.len() as u32));
             all.extend(v);
             self.tick(m.n_bytes())?;
         }
-        Ok(self.gpu.storage_init(label, bytemuck::cast_slice(&all)))
+        let buffer = Arc::new(self.gpu.storage_init(label, bytemuck::cast_slice(&all)));
+        Ok(spans.into_iter().map(|(offset, len)| GpuVec { buffer: buffer.clone(), offset, len }).collect())
     }
 
-    fn vec(&mut self, m: &TensorMeta) -> Result<wgpu::Buffer> {
-        self.vecs(&m.name, &[m])
+    fn vec(&mut self, m: &TensorMeta) -> Result<GpuVec> {
+        Ok(self.vecs(&m.name, &[m])?.remove(0))
     }
 
-    fn opt_vec(&mut self, m: &Option<TensorMeta>) -> Result<Option<wgpu::Buffer>> {
-        m.as_ref().map(|m| self.vec(m)).transpose()
+    /// Matrices (with their optional biases) stacked into as few weights as their types allow:
+    /// runs of neighbours that share a type and row length and fit one binding.
+    fn stacked_run(
+        &mut self,
+        name: &str,
+        ms: &[(&TensorMeta, Option<&TensorMeta>)],
+    ) -> Result<Vec<(GpuMat, Option<GpuVec>)>> {
+        let mut out = Vec::with_capacity(ms.len());
+        let mut i = 0;
+        while i < ms.len() {
+            let mut j = i + 1;
+            while j < ms.len() && stackable(self.gpu, &ms[i..=j].iter().map(|p| p.0).collect::<Vec<_>>()) {
+                j += 1;
+            }
+            let group: Vec<&TensorMeta> = ms[i..j].iter().map(|p| p.0).collect();
+            let weight = Arc::new(self.stacked(format!("{name}[{i}..{j}]"), &group)?);
+            let biases: Vec<&TensorMeta> = ms[i..j].iter().filter_map(|p| p.1).collect();
+            let mut biases = if biases.len() == j - i {
+                self.vecs(&format!("{name}.bias"), &biases)?.into_iter().map(Some).collect()
+            } else {
+                vec![None; j - i]
+            };
+            let mut row0 = 0;
+            for (m, bias) in group.iter().zip(biases.drain(..)) {
+                let rows = (m.n_elements() / m.dim(0)) as u32;
+                out.push((GpuMat { weight: weight.clone(), row0, rows }, bias));
+                row0 += rows;
+            }
+            i = j;
+        }
+        Ok(out)
+    }
+
+    /// One layer, with the attention projections and the gate/up pair stacked where they can.
+    fn layer(&mut self, il: usize, l: &LayerMetas, experts_elsewhere: bool) -> Result<GpuLayer> {
+        let mut qkv = self
+            .stacked_run(
+                &format!("blk.{il}.attn_qkv"),
+                &[
+                    (&l.attn_q, l.attn_q_bias.as_ref()),
+                    (&l.attn_k, l.attn_k_bias.as_ref()),
+                    (&l.attn_v, l.attn_v_bias.as_ref()),
+                ],
+            )?
+            .into_iter();
+        let mut next = || qkv.next().ok_or_else(|| EngineError::InvalidArgument("q, k, v".into()));
+        let ((attn_q, attn_q_bias), (attn_k, attn_k_bias), (attn_v, attn_v_bias)) = (next()?, next()?, next()?);
+        let (attn_q_norm, attn_k_norm) = match (&l.attn_q_norm, &l.attn_k_norm) {
+            (Some(q), Some(k)) => {
+                let mut v = self.vecs("qk_norm", &[q, k])?;
+                let k = v.pop();
+                (v.pop(), k)
+            }
+            _ => (None, None),
+        };
+        let ffn = match &l.ffn {
+            FfnWeights::Dense { gate, up, down } => {
+                let mut gu = self.stacked_run(&format!("blk.{il}.ffn_gate_up"), &[(gate, None), (up, None)])?;
+                let (up_w, _) = gu.pop().ok_or_else(|| EngineError::InvalidArgument("ffn up".into()))?;
+                let (gate_w, _) = gu.pop().ok_or_else(|| EngineError::InvalidArgument("ffn gate".into()))?;
+                FfnWeights::Dense { gate: gate_w, up: up_w, down: GpuMat::whole(self.mat(down)?) }
+            }
+            FfnWeights::Moe { .. } if experts_elsewhere => FfnWeights::Elsewhere,
+            other => other.try_map(|m| self.mat(m).map(GpuMat::whole))?,
+        };
+        let post_attention_norm = l.post_attention_norm.as_ref().map(|m| self.vec(m)).transpose()?;
+        let post_ffw_norm = l.post_ffw_norm.as_ref().map(|m| self.vec(m)).transpose()?;
+        Ok(GpuLayer {
+            post_attention_norm,
+            post_ffw_norm,
+            attn_norm: self.vec(&l.attn_norm)?,
+            ffn_norm: self.vec(&l.ffn_norm)?,
+            attn_output: GpuMat::whole(self.mat(&l.attn_output)?),
+            attn_q,
+            attn_k,
+            attn_v,
+            attn_q_bias,
+            attn_k_bias,
+            attn_v_bias,
+            attn_q_norm,
+            attn_k_norm,
+            ffn,
+        })
     }
 }
 
@@ -191,7 +263,7 @@ impl GpuModel {
     }
 
     /// Layers `first_layer..` and the head; at least one layer must be included. The experts
-    /// of MoE layers below `cpu_moe_below` stay in host memory (see [`GpuFfn::CpuMoe`]).
+    /// of MoE layers below `cpu_moe_below` stay in host memory (see [`FfnWeights::Elsewhere`]).
     pub fn load_layers(
         gpu: Arc<Gpu>,
         cfg: ModelConfig,
@@ -207,9 +279,10 @@ impl GpuModel {
             )));
         }
         let metas = ModelWeights::resolve(&cfg, src)?;
+        let plan = ModelPlan::new(&cfg, src)?;
         let first = first_layer as usize;
         let need_embd = first == 0 || metas.output.is_none();
-        let on_cpu = |il: usize, l: &wllm_loaders::model::LayerWeights<TensorMeta>| {
+        let on_cpu = |il: usize, l: &LayerMetas| {
             (il as u32) < cpu_moe_below && matches!(l.ffn, FfnWeights::Moe { .. })
         };
         let mut total: u64 = 0;
@@ -230,64 +303,7 @@ impl GpuModel {
         let output_norm = up.vec(&metas.output_norm)?;
         let mut layers = Vec::with_capacity(metas.layers.len() - first);
         for (il, l) in metas.layers.iter().enumerate().skip(first) {
-            let qk_norm = match (&l.attn_q_norm, &l.attn_k_norm) {
-                (Some(q), Some(k)) => Some(up.vecs("qk_norm", &[q, k])?),
-                _ => None,
-            };
-            // Group consecutive Q, K, V projections that can share one dispatch.
-            let projs = [
-                (&l.attn_q, &l.attn_q_bias, 0),
-                (&l.attn_k, &l.attn_k_bias, cfg.n_embd_q()),
-                (&l.attn_v, &l.attn_v_bias, cfg.n_embd_q() + cfg.n_embd_k()),
-            ];
-            let mut qkv = Vec::new();
-            let mut i = 0;
-            while i < projs.len() {
-                let mut j = i + 1;
-                while j < projs.len()
-                    && stackable(&gpu, &projs[i..=j].iter().map(|p| p.0).collect::<Vec<_>>())
-                {
-                    j += 1;
-                }
-                let group = &projs[i..j];
-                let ws: Vec<&TensorMeta> = group.iter().map(|p| p.0).collect();
-                let w = up.stacked(format!("blk.{il}.attn_qkv[{i}..{j}]"), &ws)?;
-                let bias = if group.iter().all(|p| p.1.is_some()) {
-                    let bs: Vec<&TensorMeta> = group.iter().filter_map(|p| p.1.as_ref()).collect();
-                    Some(up.vecs("qkv_bias", &bs)?)
-                } else {
-                    None
-                };
-                qkv.push(Proj { w, row0: group[0].2, bias });
-                i = j;
-            }
-            let ffn = match &l.ffn {
-                FfnWeights::Dense { gate, up: upw, down } => {
-                    let gate_up = if stackable(&gpu, &[gate, upw]) {
-                        GateUp::Fused(up.stacked(format!("blk.{il}.ffn_gate_up"), &[gate, upw])?)
-                    } else {
-                        GateUp::Split { gate: up.mat(gate)?, up: up.mat(upw)? }
-                    };
-                    GpuFfn::Dense { gate_up, down: up.mat(down)? }
-                }
-                FfnWeights::Moe { .. } if on_cpu(il, l) => GpuFfn::CpuMoe,
-                FfnWeights::Moe { router, gate_exps, up_exps, down_exps } => GpuFfn::Moe {
-                    router: up.mat(router)?,
-                    gate_exps: up.mat(gate_exps)?,
-                    up_exps: up.mat(up_exps)?,
-                    down_exps: up.mat(down_exps)?,
-                },
-            };
-            layers.push(GpuLayer {
-                attn_norm: up.vec(&l.attn_norm)?,
-                qkv,
-                qk_norm,
-                wo: up.mat(&l.attn_output)?,
-                post_attn_norm: up.opt_vec(&l.post_attention_norm)?,
-                ffn_norm: up.vec(&l.ffn_norm)?,
-                ffn,
-                post_ffw_norm: up.opt_vec(&l.post_ffw_norm)?,
-            });
+            layers.push(up.layer(il, l, on_cpu(il, l))?);
         }
         let cpu_moe_layers = metas
             .layers
@@ -299,6 +315,7 @@ impl GpuModel {
             .collect();
         Ok(GpuModel {
             gpu: gpu.clone(),
+            plan,
             cfg,
             first_layer,
             token_embd,
@@ -311,26 +328,20 @@ impl GpuModel {
     }
 
     /// Bytes of every buffer this model allocated on the device (what memory plans predict).
+    /// Stacked weights and packed vectors are counted once.
     pub fn device_bytes(&self) -> u64 {
-        let w = |w: &GpuWeight| w.device_bytes();
-        let b = |b: &wgpu::Buffer| b.size();
-        let ob = |o: &Option<wgpu::Buffer>| o.as_ref().map_or(0, b);
-        let mut total = self.token_embd.as_ref().map_or(0, w) + self.output.as_ref().map_or(0, w);
-        total += b(&self.output_norm);
+        let mut weights: Vec<&Arc<GpuWeight>> = Vec::new();
+        let mut vectors: Vec<&Arc<wgpu::Buffer>> = Vec::new();
         for l in &self.layers {
-            total += b(&l.attn_norm) + ob(&l.qk_norm) + w(&l.wo) + ob(&l.post_attn_norm);
-            total += b(&l.ffn_norm) + ob(&l.post_ffw_norm);
-            total += l.qkv.iter().map(|p| w(&p.w) + ob(&p.bias)).sum::<u64>();
-            total += match &l.ffn {
-                GpuFfn::Dense { gate_up: GateUp::Fused(gu), down } => w(gu) + w(down),
-                GpuFfn::Dense { gate_up: GateUp::Split { gate, up }, down } => w(gate) + w(up) + w(down),
-                GpuFfn::Moe { router, gate_exps, up_exps, down_exps } => {
-                    w(router) + w(gate_exps) + w(up_exps) + w(down_exps)
-                }
-                GpuFfn::CpuMoe => 0,
-            };
+            weights.extend(l.matrices().map(|m| &m.weight));
+            vectors.extend(l.vectors().map(|v| &v.buffer));
         }
-        total
+        weights.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        vectors.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        let w = |w: &GpuWeight| w.device_bytes();
+        let mut total = self.token_embd.as_ref().map_or(0, w) + self.output.as_ref().map_or(0, w);
+        total += self.output_norm.buffer.size();
+        total + weights.iter().map(|x| x.device_bytes()).sum::<u64>() + vectors.iter().map(|b| b.size()).sum::<u64>()
     }
 
     pub fn head(&self) -> Result<&GpuWeight> {

@@ -12,20 +12,20 @@ use crate::error::{EngineError, Result};
 
 /// Every shader file, embedded at build time.
 pub const SOURCES: &[(&str, &str)] = &[
-    ("linear_common.wgsl", include_str!("../../shaders/linear_common.wgsl")),
-    ("linear_lane.wgsl", include_str!("../../shaders/linear_lane.wgsl")),
-    ("quant.wgsl", include_str!("../../shaders/quant.wgsl")),
-    ("reduce.wgsl", include_str!("../../shaders/reduce.wgsl")),
-    ("matvec.wgsl", include_str!("../../shaders/matvec.wgsl")),
-    ("matmul.wgsl", include_str!("../../shaders/matmul.wgsl")),
-    ("get_rows.wgsl", include_str!("../../shaders/get_rows.wgsl")),
-    ("norm.wgsl", include_str!("../../shaders/norm.wgsl")),
-    ("rope.wgsl", include_str!("../../shaders/rope.wgsl")),
-    ("attention.wgsl", include_str!("../../shaders/attention.wgsl")),
-    ("elementwise.wgsl", include_str!("../../shaders/elementwise.wgsl")),
-    ("argmax.wgsl", include_str!("../../shaders/argmax.wgsl")),
-    ("activation.wgsl", include_str!("../../shaders/activation.wgsl")),
-    ("moe.wgsl", include_str!("../../shaders/moe.wgsl")),
+    ("linear_common.wgsl", include_str!("../../../shaders/linear_common.wgsl")),
+    ("linear_lane.wgsl", include_str!("../../../shaders/linear_lane.wgsl")),
+    ("quant.wgsl", include_str!("../../../shaders/quant.wgsl")),
+    ("reduce.wgsl", include_str!("../../../shaders/reduce.wgsl")),
+    ("matvec.wgsl", include_str!("../../../shaders/matvec.wgsl")),
+    ("matmul.wgsl", include_str!("../../../shaders/matmul.wgsl")),
+    ("get_rows.wgsl", include_str!("../../../shaders/get_rows.wgsl")),
+    ("norm.wgsl", include_str!("../../../shaders/norm.wgsl")),
+    ("rope.wgsl", include_str!("../../../shaders/rope.wgsl")),
+    ("attention.wgsl", include_str!("../../../shaders/attention.wgsl")),
+    ("elementwise.wgsl", include_str!("../../../shaders/elementwise.wgsl")),
+    ("argmax.wgsl", include_str!("../../../shaders/argmax.wgsl")),
+    ("activation.wgsl", include_str!("../../../shaders/activation.wgsl")),
+    ("moe.wgsl", include_str!("../../../shaders/moe.wgsl")),
 ];
 
 pub fn source(name: &str) -> Option<&'static str> {

@@ -1,0 +1,397 @@
+//! The op sequence of one forward step, built once per context (bind groups included) in two
+//! flavours: decode (one token, matvec kernels) and prefill (a batch, tiled matmul kernels).
+
+use std::sync::Arc;
+
+use wllm_loaders::model::{FfnActivation, FfnWeights, MoeConfig, RopeLayout};
+
+use super::{GpuLayer, GpuMat, GpuModel, GpuVec};
+use super::context::{Buffers, Logits};
+use crate::error::{EngineError, Result};
+use crate::gpu::ops::argmax::{ArgmaxOps, argmax};
+use crate::gpu::ops::attention::{AttentionArgs, attention};
+use crate::gpu::ops::elementwise::{ElementwiseKey, elementwise, softcap};
+use crate::gpu::ops::get_rows::get_rows;
+use crate::gpu::ops::linear::{
+    Epilogue, ExpertIds, Grouped, LinearIo, grouped_shape, linear as linear_op, linear_grouped, linear_ids,
+};
+use crate::gpu::ops::moe::{self, MoeShape};
+use crate::gpu::ops::norm::{NormArgs, rms_norm};
+use crate::gpu::ops::rope::{RopeArgs, rope_kv};
+use crate::gpu::ops::{Grid, Op};
+use crate::gpu::tensor::GpuWeight;
+use crate::layers::{FfnPlan, LayerBackend, LayerPlan, RopeTable, Step, renormalizes};
+
+/// A run of ops, then possibly a hand-over to the CPU.
+pub(crate) struct Segment {
+    pub ops: Vec<Op>,
+    /// After `ops`, the CPU runs this model layer's experts on `h` (the FFN-normed hidden
+    /// state) and the sum lands in `a`; the next segment adds it to the residual.
+    pub cpu_moe: Option<usize>,
+}
+
+pub(crate) struct Graph {
+    /// Embedding lookup and every layer: one segment, or one more per layer whose experts run
+    /// on the CPU.
+    pub body_decode: Vec<Segment>,
+    pub body_prefill: Vec<Segment>,
+    /// Final norm of the batch's last row and the output head, into logits row 0.
+    pub head_last: Vec<Op>,
+    /// Final norm of every row and the output head, into logits rows 0..n.
+    pub head_all: Vec<Op>,
+    /// argmax(logits row 0) into tokens[0].
+    pub argmax: ArgmaxOps,
+}
+
+impl Graph {
+    /// The ops a step ends with after its body: the head the requested logits need (the last
+    /// row's also for argmax alone), then argmax.
+    pub fn tail(&self, logits: Logits, argmax: bool) -> impl Iterator<Item = &Op> {
+        let head = match logits {
+            Logits::All => Some(&self.head_all),
+            Logits::Last => Some(&self.head_last),
+            Logits::None if argmax => Some(&self.head_last),
+            Logits::None => None,
+        };
+        head.into_iter().flatten().chain(self.argmax.ops.iter().filter(move |_| argmax))
+    }
+}
+
+/// Bytes of logits a step of `n` rows reads back.
+pub(crate) fn logit_bytes(logits: Logits, n: u32, n_vocab: u32) -> u64 {
+    match logits {
+        Logits::None => 0,
+        Logits::Last => u64::from(n_vocab) * 4,
+        Logits::All => u64::from(n) * u64::from(n_vocab) * 4,
+    }
+}
+
+pub(crate) fn build(m: &GpuModel, b: &Buffers) -> Result<Graph> {
+    Ok(Graph {
+        body_decode: body(m, b, false)?,
+        body_prefill: body(m, b, true)?,
+        head_last: head(m, b, false)?,
+        head_all: head(m, b, true)?,
+        argmax: argmax(&m.gpu, &b.logits, 0, m.cfg.n_vocab, &b.tokens, 0)?,
+    })
+}
+
+fn io<'a>(
+    x: &'a wgpu::Buffer,
+    x_stride: u32,
+    y: &'a wgpu::Buffer,
+    y_offset: u32,
+    y_stride: u32,
+) -> LinearIo<'a> {
+    LinearIo { x, x_offset: 0, x_stride, y, y_offset, y_stride, bias: None, gate: None }
+}
+
+/// Reads a vector from its first element: norm weights and the first bias of a stack.
+fn whole(v: &GpuVec) -> Result<&wgpu::Buffer> {
+    match v.offset {
+        0 => Ok(&v.buffer),
+        o => Err(EngineError::InvalidArgument(format!("a vector at offset {o} of its buffer read as whole"))),
+    }
+}
+
+fn need<'w, T>(w: &'w Option<T>, il: usize, what: &str) -> Result<&'w T> {
+    w.as_ref().ok_or_else(|| EngineError::InvalidArgument(format!("layer {il} has no {what}")))
+}
+
+/// The GPU backend of the layer plan: records each step's dispatches for one flavour (decode or
+/// prefill) of the step graph.
+struct GraphBuilder<'a> {
+    m: &'a GpuModel,
+    b: &'a Buffers,
+    batched: bool,
+    ops: Vec<Op>,
+    segments: Vec<Segment>,
+    /// A post-norm whose residual add is left to the next RMS norm, which fuses it:
+    /// `x += rms_norm(a) · w` before normalising `x`.
+    pending_post: Option<&'a wgpu::Buffer>,
+}
+
+impl<'a> GraphBuilder<'a> {
+    fn layer(&self, il: usize) -> Result<&'a GpuLayer> {
+        let m: &'a GpuModel = self.m;
+        il.checked_sub(m.first_layer as usize).and_then(|i| m.layers.get(i)).ok_or_else(|| {
+            EngineError::InvalidArgument(format!("layer {il} is not on the GPU (from {})", m.first_layer))
+        })
+    }
+
+    fn linear(&mut self, w: &GpuWeight, io: LinearIo<'_>, epi: Epilogue) -> Result<()> {
+        self.ops.extend(linear_op(&self.m.gpu, w, &io, epi, &self.b.step, self.batched)?);
+        Ok(())
+    }
+
+    /// h = rms_norm(x) · w, finishing a pending post-norm first.
+    fn norm(&mut self, weight: &GpuVec) -> Result<()> {
+        let post = self.pending_post.take().map(|w| (&self.b.a, w));
+        let c = &self.m.cfg;
+        let args =
+            NormArgs { n: c.n_embd, eps: c.rms_eps, x: &self.b.x, weight: whole(weight)?, out: &self.b.h, post, last_row_of: None };
+        self.ops.push(rms_norm(&self.m.gpu, &args)?);
+        Ok(())
+    }
+
+    /// The block's output into `a` for a post-norm (left pending), else added to `x`.
+    fn block_out(&self, post: Option<&'a GpuVec>) -> Result<(&'a wgpu::Buffer, Epilogue)> {
+        let b: &'a Buffers = self.b;
+        Ok(match post {
+            Some(_) => (&b.a, Epilogue::Store),
+            None => (&b.x, Epilogue::Add),
+        })
+    }
+
+    fn post_norm(&mut self, l: &'a Option<GpuVec>, on: bool, il: usize, what: &str) -> Result<Option<&'a GpuVec>> {
+        if !on {
+            return Ok(None);
+        }
+        let w = need(l, il, what)?;
+        self.pending_post = Some(whole(w)?);
+        Ok(Some(w))
+    }
+
+    fn qkv(&mut self, l: &'a GpuLayer, bias: bool, il: usize) -> Result<()> {
+        let c = &self.m.cfg;
+        let (e, stride) = (c.n_embd, c.n_embd_q() + c.n_embd_k() + c.n_embd_v());
+        let projs = [
+            (&l.attn_q, &l.attn_q_bias, 0),
+            (&l.attn_k, &l.attn_k_bias, c.n_embd_q()),
+            (&l.attn_v, &l.attn_v_bias, c.n_embd_q() + c.n_embd_k()),
+        ];
+        // Neighbours stacked in one weight take one dispatch over the whole weight.
+        let mut i = 0;
+        while i < projs.len() {
+            let mut j = i + 1;
+            while j < projs.len() && projs[j - 1].0.followed_by(projs[j].0) {
+                j += 1;
+            }
+            let (mat, b, row0) = projs[i];
+            if mat.row0 != 0 || projs[j - 1].0.row0 + projs[j - 1].0.rows != mat.weight.nrows {
+                return Err(EngineError::InvalidArgument(format!("layer {il}: q, k, v stacked out of order")));
+            }
+            let mut o = io(&self.b.h, e, &self.b.qkv, row0, stride);
+            o.bias = if bias { Some(whole(need(b, il, "q/k/v bias")?)?) } else { None };
+            self.linear(&mat.weight, o, Epilogue::Store)?;
+            i = j;
+        }
+        Ok(())
+    }
+
+    fn rope_kv(&mut self, l: &'a GpuLayer, qk_norm: bool, table: RopeTable, il: usize) -> Result<()> {
+        let (c, b) = (&self.m.cfg, self.b);
+        let qk_norm = match qk_norm {
+            false => None,
+            true => {
+                let (q, k) = (need(&l.attn_q_norm, il, "q norm")?, need(&l.attn_k_norm, il, "k norm")?);
+                if !Arc::ptr_eq(&q.buffer, &k.buffer) || k.offset != q.len {
+                    return Err(EngineError::InvalidArgument(format!("layer {il}: q and k norms not packed")));
+                }
+                Some(whole(q)?)
+            }
+        };
+        let i = il - self.m.first_layer as usize;
+        let args = RopeArgs {
+            n_head: c.n_head,
+            n_kv: c.n_head_kv,
+            head_dim: c.head_dim,
+            head_dim_v: c.head_dim_v,
+            n_rot: self.m.plan.rope.n_rot,
+            neox: self.m.plan.rope.layout == RopeLayout::Neox,
+            ctx: b.n_ctx,
+            eps: c.rms_eps,
+            kv_f16: b.kv_f16,
+            qkv: &b.qkv,
+            k_cache: &b.k_cache[i],
+            v_cache: &b.v_cache[i],
+            table: &b.rope_tables[table as usize],
+            step: &b.step,
+            qk_norm,
+        };
+        self.ops.push(rope_kv(&self.m.gpu, &args)?);
+        Ok(())
+    }
+
+    fn attention(&mut self, scale: f32, window: u32, il: usize) -> Result<()> {
+        let (c, b) = (&self.m.cfg, self.b);
+        let i = il - self.m.first_layer as usize;
+        let args = AttentionArgs {
+            n_head: c.n_head,
+            n_kv: c.n_head_kv,
+            head_dim: c.head_dim,
+            head_dim_v: c.head_dim_v,
+            ctx: b.n_ctx,
+            window,
+            scale,
+            kv_f16: b.kv_f16,
+            qkv: &b.qkv,
+            k_cache: &b.k_cache[i],
+            v_cache: &b.v_cache[i],
+            out: &b.attn,
+            step: &b.step,
+        };
+        self.ops.push(attention(&self.m.gpu, &args)?);
+        Ok(())
+    }
+
+    fn dense_ffn(&mut self, gate: &GpuMat, up: &GpuMat, down: &GpuMat, act: FfnActivation, dst: (&wgpu::Buffer, Epilogue)) -> Result<()> {
+        let (b, e, nff) = (self.b, self.m.cfg.n_embd, gate.rows);
+        let silu = act == FfnActivation::Silu;
+        if gate.followed_by(up) && gate.row0 == 0 && up.row0 + up.rows == gate.weight.nrows {
+            // Gate and up stacked: one dispatch writes act(gate) ⊙ up.
+            let pair = if silu { Epilogue::PairSilu } else { Epilogue::PairGelu };
+            self.linear(&gate.weight, io(&b.h, e, &b.u, 0, nff), pair)?;
+        } else {
+            let glu = if silu { Epilogue::GluSilu } else { Epilogue::GluGelu };
+            self.linear(&gate.weight, io(&b.h, e, &b.g, 0, nff), Epilogue::Store)?;
+            let mut o = io(&b.h, e, &b.u, 0, nff);
+            o.gate = Some(&b.g);
+            self.linear(&up.weight, o, glu)?;
+        }
+        self.linear(&down.weight, io(&b.u, nff, dst.0, 0, e), dst.1)
+    }
+
+    fn moe_ffn(&mut self, experts: [&GpuMat; 4], moe: &MoeConfig, act: FfnActivation, dst: &wgpu::Buffer) -> Result<()> {
+        let (gpu, b, e) = (&self.m.gpu, self.b, self.m.cfg.n_embd);
+        let [router, gate_exps, up_exps, down_exps] = experts.map(|m| &*m.weight);
+        let (Some(mb), Some(mx)) = (&b.moe, &b.moe_bufs) else {
+            return Err(EngineError::InvalidArgument("MoE layer without MoE buffers".into()));
+        };
+        let (k, nff) = (moe.n_expert_used, moe.n_ff_expert);
+        let shape =
+            MoeShape { n_expert: moe.n_expert, k, n_embd: e, scale: moe.weights_scale, renormalize: renormalizes(moe) };
+        self.linear(router, io(&b.h, e, &mx.router_logits, 0, moe.n_expert), Epilogue::Store)?;
+        self.ops.push(moe::route(gpu, &shape, &mx.router_logits, mb, &b.step)?);
+        let gate_io = io(&b.h, e, &mx.g, 0, nff);
+        let mut up_io = io(&b.h, e, &mx.u, 0, nff);
+        up_io.gate = Some(&mx.g);
+        let down_io = io(&mx.u, nff, &mx.y, 0, e);
+        let glu = if act == FfnActivation::Silu { Epilogue::GluSilu } else { Epilogue::GluGelu };
+        let ex = |expert_rows, x_per_token| ExpertIds { ids: &mb.ids, k, expert_rows, x_per_token };
+        let store = Epilogue::Store;
+        if self.batched {
+            let (gate_rows, tile) = grouped_shape(gpu, nff);
+            let (down_rows, _) = grouped_shape(gpu, e);
+            self.ops.push(moe::plan(gpu, &shape, tile, (gate_rows, down_rows), mb, &b.step)?);
+            let g = |args_offset| Grouped { pairs: &mb.pairs, tiles: &mb.tiles, args: &mb.args, args_offset };
+            self.ops.extend(linear_grouped(gpu, gate_exps, &gate_io, store, &b.step, &ex(nff, true), &g(0))?);
+            self.ops.extend(linear_grouped(gpu, up_exps, &up_io, glu, &b.step, &ex(nff, true), &g(0))?);
+            self.ops.extend(linear_grouped(gpu, down_exps, &down_io, store, &b.step, &ex(e, false), &g(12))?);
+        } else {
+            self.ops.extend(linear_ids(gpu, gate_exps, &gate_io, store, &b.step, &ex(nff, true))?);
+            self.ops.extend(linear_ids(gpu, up_exps, &up_io, glu, &b.step, &ex(nff, true))?);
+            self.ops.extend(linear_ids(gpu, down_exps, &down_io, store, &b.step, &ex(e, false))?);
+        }
+        self.ops.push(moe::combine(gpu, &shape, mb, &mx.y, dst, &b.step)?);
+        Ok(())
+    }
+
+    /// A layer whose experts run on the CPU: the segment ends here; the CPU reads `h` and
+    /// writes the experts' sum to `a`, which the next segment adds to the residual.
+    fn experts_elsewhere(&mut self, il: usize, post_norm: bool) -> Result<()> {
+        if post_norm {
+            return Err(EngineError::Unsupported("post-norms around MoE layers".into()));
+        }
+        self.segments.push(Segment { ops: std::mem::take(&mut self.ops), cpu_moe: Some(il) });
+        // Whole batch: rows past the step's tokens are scratch nobody reads.
+        let (b, e) = (self.b, self.m.cfg.n_embd);
+        self.ops.push(elementwise(&self.m.gpu, ElementwiseKey::Add, &b.a, &b.x, b.n_batch * e)?);
+        Ok(())
+    }
+}
+
+impl LayerBackend for GraphBuilder<'_> {
+    fn step(&mut self, layer: &LayerPlan, step: &Step) -> Result<()> {
+        let il = layer.index;
+        let l = self.layer(il)?;
+        let (b, c) = (self.b, &self.m.cfg);
+        match step {
+            Step::AttnNorm => self.norm(&l.attn_norm)?,
+            Step::FfnNorm => self.norm(&l.ffn_norm)?,
+            Step::Qkv { bias } => self.qkv(l, *bias, il)?,
+            Step::RopeKv { qk_norm, table } => self.rope_kv(l, *qk_norm, *table, il)?,
+            Step::Attention { scale, window } => self.attention(*scale, *window, il)?,
+            Step::AttnOut { post_norm } => {
+                let (dst, epi) = self.block_out(if *post_norm { l.post_attention_norm.as_ref() } else { None })?;
+                let attn_w = c.n_head * c.head_dim_v;
+                self.linear(&l.attn_output.weight, io(&b.attn, attn_w, dst, 0, c.n_embd), epi)?;
+                self.post_norm(&l.post_attention_norm, *post_norm, il, "post-attention norm")?;
+            }
+            Step::Ffn { ffn, post_norm } => {
+                let dst = self.block_out(if *post_norm { l.post_ffw_norm.as_ref() } else { None })?;
+                match (ffn, &l.ffn) {
+                    (FfnPlan::Dense { act, .. }, FfnWeights::Dense { gate, up, down }) => {
+                        self.dense_ffn(gate, up, down, *act, dst)?
+                    }
+                    (FfnPlan::Moe { act, moe }, FfnWeights::Moe { router, gate_exps, up_exps, down_exps }) => {
+                        if *post_norm {
+                            return Err(EngineError::Unsupported("post-norms around MoE layers".into()));
+                        }
+                        self.moe_ffn([router, gate_exps, up_exps, down_exps], moe, *act, dst.0)?
+                    }
+                    (FfnPlan::Moe { .. }, FfnWeights::Elsewhere) => return self.experts_elsewhere(il, *post_norm),
+                    _ => {
+                        return Err(EngineError::InvalidArgument(format!(
+                            "layer {il}: the plan's FFN and the layer's weights disagree"
+                        )));
+                    }
+                }
+                self.post_norm(&l.post_ffw_norm, *post_norm, il, "post-FFN norm")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The embedding (when the GPU holds the first layer) and the GPU's layers, as segments.
+fn body(m: &GpuModel, b: &Buffers, batched: bool) -> Result<Vec<Segment>> {
+    let c = &m.cfg;
+    // With CPU layers in front, the step starts from their hidden state, already in `x`.
+    let ops = match (&m.token_embd, m.first_layer) {
+        (Some(embd), 0) => get_rows(&m.gpu, embd, &b.tokens, &b.x, c.n_embd, m.plan.embed_scale)?,
+        _ => Vec::new(),
+    };
+    let mut builder = GraphBuilder { m, b, batched, ops, segments: Vec::new(), pending_post: None };
+    m.plan.run(m.first_layer as usize..c.n_layer as usize, &mut builder)?;
+    builder.segments.push(Segment { ops: builder.ops, cpu_moe: None });
+    Ok(builder.segments)
+}
+
+fn head(m: &GpuModel, b: &Buffers, all_rows: bool) -> Result<Vec<Op>> {
+    let gpu = &m.gpu;
+    let c = &m.cfg;
+    let e = c.n_embd;
+    // The last layer's post-FFN norm, left for the head's norm to fuse.
+    let post = match (m.layers.last(), c.has_post_norms) {
+        (Some(l), true) => Some((&b.a, whole(need(&l.post_ffw_norm, c.n_layer as usize - 1, "post-FFN norm")?)?)),
+        _ => None,
+    };
+    let mut ops = vec![rms_norm(
+        gpu,
+        &NormArgs {
+            n: e,
+            eps: c.rms_eps,
+            x: &b.x,
+            weight: whole(&m.output_norm)?,
+            out: &b.h,
+            post,
+            last_row_of: if all_rows { None } else { Some(&b.step) },
+        },
+    )?];
+    let o = io(&b.h, e, &b.logits, 0, c.n_vocab);
+    if all_rows {
+        ops.extend(linear_op(gpu, m.head()?, &o, Epilogue::Store, &b.step, true)?);
+    } else {
+        // One row (the last one, moved to row 0 by the norm) whatever the batch.
+        for mut op in linear_op(gpu, m.head()?, &o, Epilogue::Store, &b.step, false)? {
+            op.grid = Grid::Fixed(op.grid.dims(1));
+            ops.push(op);
+        }
+    }
+    if let Some(cap) = m.plan.logit_softcap {
+        let rows = if all_rows { b.logit_rows } else { 1 };
+        ops.push(softcap(gpu, &b.logits, cap, rows * c.n_vocab)?);
+    }
+    Ok(ops)
+}

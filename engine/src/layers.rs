@@ -1,0 +1,208 @@
+//! The layer plan: what a forward step computes, as a backend-neutral list of steps per layer,
+//! built once from a model's config (its architecture's traits) and its RoPE factors. The GPU
+//! graph builder and the CPU stack both walk this plan through [`LayerBackend`]; each gives
+//! every [`Step`] one kernel (or fused group of kernels) of its own. A new layer feature is a
+//! new step or step field here plus its kernel in each backend, and the compiler points at
+//! every backend that does not handle it yet.
+
+use wllm_loaders::ModelConfig;
+use wllm_loaders::model::{ExpertGating, FfnActivation, ModelWeights, MoeConfig, RopeLayout, TensorSource};
+
+use crate::error::{EngineError, Result};
+
+/// Which RoPE table a layer reads.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum RopeTable {
+    Global = 0,
+    /// Sliding-window layers with their own base (Gemma 3).
+    Sliding = 1,
+}
+
+/// Everything that decides the (cos, sin) tables.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RopeSpec {
+    /// Rotated dimensions per head.
+    pub n_rot: u32,
+    pub layout: RopeLayout,
+    /// Bases of the global and the sliding-window table.
+    pub bases: [f32; 2],
+    /// Multiplier on positions (linear scaling).
+    pub freq_scale: f32,
+    /// Per-frequency divisors (`rope_freqs.weight`; Llama 3.x), one per rotated pair.
+    pub factors: Option<Vec<f32>>,
+}
+
+impl RopeSpec {
+    /// (cos, sin) for positions `0..n_ctx` and each of the `n_rot / 2` frequencies, computed
+    /// in f64. Frequency `i` is `freq_scale · base^(-2i / n_rot) / factor_i`, as llama.cpp's
+    /// rope with freq factors computes it.
+    pub fn table(&self, which: RopeTable, n_ctx: u32) -> Vec<[f32; 2]> {
+        let half = (self.n_rot / 2) as usize;
+        let base = self.bases[which as usize] as f64;
+        let inv: Vec<f64> = (0..half)
+            .map(|i| {
+                let factor = self.factors.as_ref().map_or(1.0, |f| f[i] as f64);
+                base.powf(-2.0 * i as f64 / self.n_rot as f64) * self.freq_scale as f64 / factor
+            })
+            .collect();
+        let mut out = Vec::with_capacity(n_ctx as usize * half);
+        for pos in 0..n_ctx {
+            for f in &inv {
+                let angle = pos as f64 * f;
+                out.push([angle.cos() as f32, angle.sin() as f32]);
+            }
+        }
+        out
+    }
+
+    /// Whether the sliding-window table differs from the global one.
+    pub fn has_sliding(&self) -> bool {
+        self.bases[0] != self.bases[1]
+    }
+}
+
+/// A layer's feed-forward block.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FfnPlan {
+    /// act(h · Wgate) ⊙ (h · Wup) · Wdown.
+    Dense { act: FfnActivation, n_ff: u32 },
+    /// The same per expert, for the top-k experts the router picks, weighted and summed.
+    Moe { act: FfnActivation, moe: MoeConfig },
+}
+
+impl FfnPlan {
+    pub fn act(&self) -> FfnActivation {
+        match self {
+            FfnPlan::Dense { act, .. } | FfnPlan::Moe { act, .. } => *act,
+        }
+    }
+}
+
+/// One step of a layer, in order. `x` is the residual stream, `h` the normed input of a block.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// h = rms_norm(x) · attn_norm.
+    AttnNorm,
+    /// [q | k | v] = h · [Wq | Wk | Wv] (+ biases).
+    Qkv { bias: bool },
+    /// Per-head RMS norms of q and k (when `qk_norm`), RoPE on q and k from `table`, then k and
+    /// v into the KV cache at the step's positions.
+    RopeKv { qk_norm: bool, table: RopeTable },
+    /// Causal softmax(q·kᵀ·scale)·v over the cache, within `window` positions when non-zero.
+    Attention { scale: f32, window: u32 },
+    /// x += attn · Wo, through post_attention_norm first when `post_norm`.
+    AttnOut { post_norm: bool },
+    /// h = rms_norm(x) · ffn_norm.
+    FfnNorm,
+    /// x += FFN(h), through post_ffw_norm first when `post_norm`.
+    Ffn { ffn: FfnPlan, post_norm: bool },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerPlan {
+    /// Model layer index.
+    pub index: usize,
+    pub steps: Vec<Step>,
+}
+
+/// The whole forward pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelPlan {
+    pub n_embd: u32,
+    pub rms_eps: f32,
+    /// The token embedding is multiplied by this.
+    pub embed_scale: f32,
+    pub rope: RopeSpec,
+    pub layers: Vec<LayerPlan>,
+    /// logits = cap · tanh(logits / cap) after the output head.
+    pub logit_softcap: Option<f32>,
+}
+
+/// A backend runs (or records) one step of one layer.
+pub trait LayerBackend {
+    fn step(&mut self, layer: &LayerPlan, step: &Step) -> Result<()>;
+}
+
+impl ModelPlan {
+    /// The plan for `cfg`, with the RoPE factors found in `src`.
+    pub fn new(cfg: &ModelConfig, src: &dyn TensorSource) -> Result<ModelPlan> {
+        let factors = rope_factors(cfg, src)?;
+        Ok(Self::with_factors(cfg, factors))
+    }
+
+    pub fn with_factors(cfg: &ModelConfig, factors: Option<Vec<f32>>) -> ModelPlan {
+        let layers = (0..cfg.n_layer as usize).map(|il| layer_plan(cfg, il)).collect();
+        ModelPlan {
+            n_embd: cfg.n_embd,
+            rms_eps: cfg.rms_eps,
+            embed_scale: cfg.embed_scale.unwrap_or(1.0),
+            rope: RopeSpec {
+                n_rot: cfg.rope_dim,
+                layout: cfg.rope_layout,
+                bases: [cfg.rope_base, cfg.rope_base_swa],
+                freq_scale: cfg.rope_freq_scale,
+                factors,
+            },
+            layers,
+            logit_softcap: cfg.final_logit_softcap,
+        }
+    }
+
+    /// Whether any layer reads RoPE table `t`.
+    pub fn uses_table(&self, t: RopeTable) -> bool {
+        self.layers.iter().flat_map(|l| &l.steps).any(|s| matches!(s, Step::RopeKv { table, .. } if *table == t))
+    }
+
+    /// Runs layers `range` through `backend`, step by step.
+    pub fn run(&self, range: std::ops::Range<usize>, backend: &mut dyn LayerBackend) -> Result<()> {
+        let layers = self.layers.get(range.clone()).ok_or_else(|| {
+            EngineError::InvalidArgument(format!("layers {range:?} of a {}-layer plan", self.layers.len()))
+        })?;
+        for layer in layers {
+            for step in &layer.steps {
+                backend.step(layer, step)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn layer_plan(c: &ModelConfig, il: usize) -> LayerPlan {
+    let swa = c.is_swa(il);
+    let table = if swa && c.rope_base_swa != c.rope_base { RopeTable::Sliding } else { RopeTable::Global };
+    let ffn = match &c.moe {
+        None => FfnPlan::Dense { act: c.ffn_act, n_ff: c.n_ff },
+        Some(moe) => FfnPlan::Moe { act: c.ffn_act, moe: moe.clone() },
+    };
+    let steps = vec![
+        Step::AttnNorm,
+        Step::Qkv { bias: c.has_qkv_bias },
+        Step::RopeKv { qk_norm: c.has_qk_norm, table },
+        Step::Attention { scale: c.attn_scale, window: if swa { c.sliding_window } else { 0 } },
+        Step::AttnOut { post_norm: c.has_post_norms },
+        Step::FfnNorm,
+        Step::Ffn { ffn, post_norm: c.has_post_norms },
+    ];
+    LayerPlan { index: il, steps }
+}
+
+/// `rope_freqs.weight` as f32, checked: one positive finite factor per rotated pair.
+fn rope_factors(cfg: &ModelConfig, src: &dyn TensorSource) -> Result<Option<Vec<f32>>> {
+    let metas = ModelWeights::resolve(cfg, src)?;
+    let Some(meta) = metas.rope_freqs else { return Ok(None) };
+    let bytes = src.bytes(&meta.name).ok_or_else(|| wllm_loaders::ModelError::MissingTensor(meta.name.clone()))?;
+    let factors = wllm_loaders::quant::dequantize(meta.ggml_type, &bytes.bytes, meta.n_elements() as usize)
+        .map_err(|e| EngineError::InvalidArgument(format!("{}: {e}", meta.name)))?;
+    if let Some((i, f)) = factors.iter().enumerate().find(|(_, f)| !(f.is_finite() && **f > 0.0)) {
+        return Err(EngineError::InvalidArgument(format!(
+            "{}: factor {i} is {f}; RoPE frequency factors must be positive and finite",
+            meta.name
+        )));
+    }
+    Ok(Some(factors))
+}
+
+/// Whether the experts' top-k weights are renormalised.
+pub fn renormalizes(moe: &MoeConfig) -> bool {
+    matches!(moe.gating, ExpertGating::SoftmaxTopK { renormalize: true })
+}

@@ -1,0 +1,397 @@
+//! The one validation of a model's hyperparameters. A reader (GGUF metadata, a Hugging Face
+//! `config.json`) fills [`Hyperparams`] with the numbers it found, unchecked; [`Hyperparams::build`]
+//! checks each one the math uses (naming the key it came from, in that format's spelling) and
+//! applies the architecture's traits to make the [`ModelConfig`].
+
+use super::ModelError;
+use super::arch::{Arch, AttnScaleRule, ExpertGating, FfnKind, RopeLayout, SwaRule};
+use super::config::{MAX_LAYERS, ModelConfig, MoeConfig};
+
+/// The largest released MoE models have a few hundred experts.
+pub const MAX_EXPERTS: u32 = 1 << 12;
+
+/// Where the numbers came from, so that errors name the key the user can look for.
+#[derive(Clone, Debug)]
+pub enum KeyFormat {
+    /// GGUF metadata: keys are `<arch>.<field>`.
+    Gguf { prefix: String },
+    /// A transformers `config.json`.
+    HuggingFace,
+}
+
+impl KeyFormat {
+    /// The key that holds `field` (named as in GGUF, without the architecture prefix).
+    pub fn key(&self, field: &str) -> String {
+        match self {
+            KeyFormat::Gguf { prefix } => format!("{prefix}.{field}"),
+            KeyFormat::HuggingFace => {
+                let hf = match field {
+                    "block_count" => "num_hidden_layers",
+                    "embedding_length" => "hidden_size",
+                    "attention.head_count" => "num_attention_heads",
+                    "attention.head_count_kv" => "num_key_value_heads",
+                    "attention.key_length" | "attention.value_length" => "head_dim",
+                    "feed_forward_length" => "intermediate_size",
+                    "context_length" => "max_position_embeddings",
+                    "attention.layer_norm_rms_epsilon" => "rms_norm_eps",
+                    "rope.freq_base" => "rope_theta",
+                    "rope.freq_base_swa" => "rope_local_base_freq",
+                    "rope.scaling.factor" => "rope_scaling.factor",
+                    "rope.dimension_count" => "partial_rotary_factor",
+                    "attention.sliding_window" => "sliding_window",
+                    "attention.sliding_window_pattern" => "layer_types",
+                    "expert_count" => "num_experts",
+                    "expert_used_count" => "num_experts_per_tok",
+                    "expert_feed_forward_length" => "moe_intermediate_size",
+                    other => other,
+                };
+                format!("config.json {hf}")
+            }
+        }
+    }
+}
+
+/// Which layers use the sliding window, as the metadata states it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SwaLayers {
+    /// Not stated: the architecture's default.
+    Default,
+    /// Every `n`-th layer is global (0: every layer windowed).
+    Period(u32),
+    /// One flag per layer.
+    Listed(Vec<bool>),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct MoeHyper {
+    pub n_expert: u32,
+    pub n_expert_used: u32,
+    pub n_ff_expert: Option<u32>,
+    pub renormalize: Option<bool>,
+    pub weights_scale: Option<f32>,
+}
+
+/// The numbers a reader found; `None` where the file does not say.
+#[derive(Clone, Debug)]
+pub struct Hyperparams {
+    pub arch: Arch,
+    pub keys: KeyFormat,
+    pub name: Option<String>,
+    pub n_layer: u32,
+    pub n_embd: u32,
+    pub n_head: u32,
+    pub n_head_kv: Option<u32>,
+    pub head_dim: Option<u32>,
+    pub head_dim_v: Option<u32>,
+    pub n_ff: Option<u32>,
+    pub n_vocab: u32,
+    pub context_length: Option<u32>,
+    pub rms_eps: f32,
+    pub rope_base: Option<f32>,
+    pub rope_base_swa: Option<f32>,
+    /// Positions are multiplied by this (1 / linear scaling factor).
+    pub rope_freq_scale: f32,
+    /// Rotated dimensions per head (`None`: all of them).
+    pub rope_dim: Option<u32>,
+    /// Forced by the format (Hugging Face: NeoX); `None`: the architecture's GGUF layout.
+    pub rope_layout: Option<RopeLayout>,
+    pub sliding_window: Option<u32>,
+    pub swa_layers: SwaLayers,
+    pub query_pre_attn_scalar: Option<f32>,
+    pub final_logit_softcap: Option<f32>,
+    pub moe: Option<MoeHyper>,
+}
+
+impl Hyperparams {
+    /// An empty set for `arch`, for readers to fill.
+    pub fn new(arch: Arch, keys: KeyFormat) -> Hyperparams {
+        Hyperparams {
+            arch,
+            keys,
+            name: None,
+            n_layer: 0,
+            n_embd: 0,
+            n_head: 0,
+            n_head_kv: None,
+            head_dim: None,
+            head_dim_v: None,
+            n_ff: None,
+            n_vocab: 0,
+            context_length: None,
+            rms_eps: f32::NAN,
+            rope_base: None,
+            rope_base_swa: None,
+            rope_freq_scale: 1.0,
+            rope_dim: None,
+            rope_layout: None,
+            sliding_window: None,
+            swa_layers: SwaLayers::Default,
+            query_pre_attn_scalar: None,
+            final_logit_softcap: None,
+            moe: None,
+        }
+    }
+
+    fn bad(&self, field: &str, what: String) -> ModelError {
+        ModelError::BadHyperparameter(format!("{} {what}", self.keys.key(field)))
+    }
+
+    /// A positive, finite float.
+    fn positive(&self, field: &str, v: f32) -> Result<f32, ModelError> {
+        if v.is_finite() && v > 0.0 {
+            Ok(v)
+        } else {
+            Err(self.bad(field, format!("is {v}; it must be a positive finite number")))
+        }
+    }
+
+    fn nonzero(&self, field: &str, v: u32) -> Result<u32, ModelError> {
+        if v == 0 { Err(self.bad(field, "is 0".into())) } else { Ok(v) }
+    }
+
+    /// Checks every number and applies the architecture's traits.
+    pub fn build(self) -> Result<ModelConfig, ModelError> {
+        let t = self.arch.traits();
+        let n_layer = self.nonzero("block_count", self.n_layer)?;
+        // Per-layer vectors are sized by this count, so it must be bounded before anything is.
+        if n_layer > MAX_LAYERS {
+            return Err(self.bad(
+                "block_count",
+                format!("is {n_layer}, more than any supported model ({MAX_LAYERS} layers at most)"),
+            ));
+        }
+        let n_embd = self.nonzero("embedding_length", self.n_embd)?;
+        let n_head = self.nonzero("attention.head_count", self.n_head)?;
+        let n_head_kv = self.nonzero("attention.head_count_kv", self.n_head_kv.unwrap_or(n_head))?;
+        if n_head % n_head_kv != 0 {
+            return Err(self.bad(
+                "attention.head_count",
+                format!("{n_head} is not a multiple of the key/value head count {n_head_kv}"),
+            ));
+        }
+        let (head_dim, head_dim_v) = self.head_dims(n_embd, n_head)?;
+        let n_vocab = self.nonzero("vocab_size", self.n_vocab)?;
+        let context_length = self.nonzero("context_length", self.context_length.unwrap_or(2048))?;
+        let rms_eps = self.positive("attention.layer_norm_rms_epsilon", self.rms_eps)?;
+        let rope_base = self.positive("rope.freq_base", self.rope_base.unwrap_or(10_000.0))?;
+        let rope_base_swa = match t.swa_rope_base {
+            true => self.positive("rope.freq_base_swa", self.rope_base_swa.unwrap_or(10_000.0))?,
+            false => rope_base,
+        };
+        let rope_freq_scale = self.positive("rope.scaling.factor", self.rope_freq_scale)?;
+        let rope_dim = self.rope_dim.unwrap_or(head_dim);
+        if rope_dim == 0 || rope_dim > head_dim || rope_dim % 2 != 0 {
+            return Err(self.bad(
+                "rope.dimension_count",
+                format!("gives {rope_dim} rotated dimensions; they must be even, non-zero and at most the head size {head_dim}"),
+            ));
+        }
+        let (sliding_window, swa_layers) = self.swa(n_layer)?;
+        let moe = self.moe()?;
+        let n_ff = match (&moe, self.n_ff) {
+            (Some(m), None | Some(0)) => m.n_ff_expert,
+            (_, Some(f)) => f,
+            (None, None) => return Err(self.bad("feed_forward_length", "is missing".into())),
+        };
+        if moe.is_none() {
+            self.nonzero("feed_forward_length", n_ff)?;
+        }
+        let final_logit_softcap = match self.final_logit_softcap {
+            None => None,
+            Some(c) if c == 0.0 => None,
+            Some(c) => Some(self.positive("final_logit_softcapping", c)?),
+        };
+        let attn_scale = self.attn_scale(n_layer, n_embd, n_head, head_dim)?;
+        Ok(ModelConfig {
+            arch: self.arch,
+            name: self.name.clone(),
+            n_layer,
+            n_embd,
+            n_head,
+            n_head_kv,
+            head_dim,
+            head_dim_v,
+            n_ff,
+            n_vocab,
+            context_length,
+            rms_eps,
+            rope_base,
+            rope_base_swa,
+            rope_freq_scale,
+            rope_dim,
+            rope_layout: self.rope_layout.unwrap_or(t.gguf_rope_layout),
+            sliding_window,
+            swa_layers,
+            ffn_act: t.ffn_act,
+            embed_scale: t.embed_scale_sqrt.then(|| (n_embd as f32).sqrt()),
+            attn_scale,
+            final_logit_softcap,
+            moe,
+            has_qk_norm: t.qk_norm,
+            has_post_norms: t.post_norms,
+            has_qkv_bias: t.qkv_bias,
+        })
+    }
+
+    fn head_dims(&self, n_embd: u32, n_head: u32) -> Result<(u32, u32), ModelError> {
+        let head_dim = match self.head_dim {
+            Some(d) => d,
+            None if n_embd % n_head == 0 => n_embd / n_head,
+            None => {
+                return Err(self.bad(
+                    "embedding_length",
+                    format!("{n_embd} is not divisible by the head count {n_head}, and no head size is given"),
+                ));
+            }
+        };
+        let head_dim_v = self.head_dim_v.unwrap_or(head_dim);
+        if head_dim == 0 || head_dim % 2 != 0 {
+            return Err(self.bad("attention.key_length", format!("is {head_dim}; it must be even and non-zero")));
+        }
+        self.nonzero("attention.value_length", head_dim_v)?;
+        // n_embd_q / n_embd_k / n_embd_v and the output projection multiply these in u32.
+        if head_dim.max(head_dim_v).checked_mul(n_head).is_none() {
+            return Err(self.bad(
+                "attention.key_length",
+                format!("{} times the head count {n_head} overflows a 32-bit size", head_dim.max(head_dim_v)),
+            ));
+        }
+        Ok((head_dim, head_dim_v))
+    }
+
+    fn swa(&self, n_layer: u32) -> Result<(u32, Vec<bool>), ModelError> {
+        let SwaRule::Periodic { default_period } = self.arch.traits().swa else {
+            return Ok((0, vec![false; n_layer as usize]));
+        };
+        let window = self.sliding_window.unwrap_or(0);
+        let flags = match &self.swa_layers {
+            SwaLayers::Listed(flags) if flags.len() != n_layer as usize => {
+                return Err(self.bad(
+                    "attention.sliding_window_pattern",
+                    format!("has {} entries for {n_layer} layers", flags.len()),
+                ));
+            }
+            SwaLayers::Listed(flags) => flags.clone(),
+            SwaLayers::Period(p) => periodic(*p, n_layer),
+            SwaLayers::Default => periodic(default_period, n_layer),
+        };
+        if window == 0 || !flags.contains(&true) {
+            return Ok((0, vec![false; n_layer as usize]));
+        }
+        Ok((window, flags))
+    }
+
+    fn moe(&self) -> Result<Option<MoeConfig>, ModelError> {
+        let t = self.arch.traits();
+        let m = match (&self.moe, t.ffn) {
+            (Some(m), FfnKind::Moe | FfnKind::Either) if m.n_expert > 0 => m,
+            (_, FfnKind::Moe) => return Err(self.bad("expert_count", "is missing or 0".into())),
+            _ => return Ok(None),
+        };
+        if m.n_expert > MAX_EXPERTS {
+            return Err(self.bad("expert_count", format!("is {}, more than {MAX_EXPERTS}", m.n_expert)));
+        }
+        if m.n_expert_used == 0 || m.n_expert_used > m.n_expert {
+            return Err(self.bad(
+                "expert_used_count",
+                format!("is {}; it must be between 1 and the expert count {}", m.n_expert_used, m.n_expert),
+            ));
+        }
+        let n_ff_expert = match m.n_ff_expert.or(self.n_ff) {
+            Some(f) => self.nonzero("expert_feed_forward_length", f)?,
+            None => return Err(self.bad("expert_feed_forward_length", "is missing".into())),
+        };
+        let weights_scale = match m.weights_scale {
+            None => 1.0,
+            Some(s) if s == 0.0 => 1.0,
+            Some(s) => self.positive("expert_weights_scale", s)?,
+        };
+        Ok(Some(MoeConfig {
+            n_expert: m.n_expert,
+            n_expert_used: m.n_expert_used,
+            n_ff_expert,
+            gating: ExpertGating::SoftmaxTopK { renormalize: m.renormalize.unwrap_or(t.default_renormalize) },
+            weights_scale,
+        }))
+    }
+
+    fn attn_scale(&self, n_layer: u32, n_embd: u32, n_head: u32, head_dim: u32) -> Result<f32, ModelError> {
+        let scalar = match (self.arch.traits().attn_scale, self.query_pre_attn_scalar) {
+            (AttnScaleRule::Gemma3, Some(s)) => self.positive("query_pre_attn_scalar", s)?,
+            // llama.cpp's rule for GGUF files: the 27B model (62 layers) scales by the
+            // integer n_embd / n_head (5376 / 32 = 168), the others by the head size.
+            (AttnScaleRule::Gemma3, None) if n_layer == 62 => (n_embd / n_head) as f32,
+            _ => head_dim as f32,
+        };
+        Ok(1.0 / scalar.sqrt())
+    }
+}
+
+/// `period` n: every n-th layer (n-1, 2n-1, …) is global, the others windowed; 0: all windowed.
+fn periodic(period: u32, n_layer: u32) -> Vec<bool> {
+    (0..n_layer).map(|il| period == 0 || il % period < period - 1).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn llama() -> Hyperparams {
+        let mut h = Hyperparams::new(Arch::Llama, KeyFormat::Gguf { prefix: "llama".into() });
+        h.n_layer = 2;
+        h.n_embd = 64;
+        h.n_head = 4;
+        h.n_ff = Some(128);
+        h.n_vocab = 32;
+        h.rms_eps = 1e-5;
+        h
+    }
+
+    #[test]
+    fn non_finite_floats_are_refused_with_their_key() {
+        for (field, set) in [
+            ("llama.rope.freq_base", (|h: &mut Hyperparams| h.rope_base = Some(f32::NAN)) as fn(&mut _)),
+            ("llama.attention.layer_norm_rms_epsilon", |h| h.rms_eps = f32::INFINITY),
+            ("llama.rope.scaling.factor", |h| h.rope_freq_scale = -1.0),
+            ("llama.final_logit_softcapping", |h| h.final_logit_softcap = Some(f32::NAN)),
+        ] {
+            let mut h = llama();
+            set(&mut h);
+            let err = h.build().unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        assert!(llama().build().is_ok());
+    }
+
+    #[test]
+    fn hugging_face_errors_name_config_keys() {
+        let mut h = llama();
+        h.keys = KeyFormat::HuggingFace;
+        h.rope_base = Some(f32::NAN);
+        assert!(h.build().unwrap_err().to_string().contains("config.json rope_theta"));
+    }
+
+    #[test]
+    fn gemma3_attention_scale_follows_llama_cpp_for_gguf_and_the_config_for_hf() {
+        let mut h = llama();
+        h.arch = Arch::Gemma3;
+        h.n_layer = 62;
+        h.n_embd = 5376;
+        h.n_head = 32;
+        h.head_dim = Some(128);
+        assert_eq!(h.clone().build().unwrap().attn_scale, 1.0 / 168f32.sqrt());
+        h.n_layer = 34;
+        assert_eq!(h.clone().build().unwrap().attn_scale, 1.0 / 128f32.sqrt());
+        h.query_pre_attn_scalar = Some(256.0);
+        assert_eq!(h.build().unwrap().attn_scale, 1.0 / 16.0);
+    }
+
+    #[test]
+    fn moe_architectures_need_experts() {
+        let mut h = llama();
+        h.arch = Arch::Qwen3Moe;
+        assert!(h.clone().build().unwrap_err().to_string().contains("expert_count"));
+        h.moe = Some(MoeHyper { n_expert: 4, n_expert_used: 5, ..Default::default() });
+        assert!(h.build().unwrap_err().to_string().contains("expert_used_count"));
+    }
+}
