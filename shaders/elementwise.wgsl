@@ -10,7 +10,9 @@ struct Params {
     _pad2: u32,
 }
 
+#ifndef SOFTCAP
 @group(0) @binding(0) var<storage, read> X: array<f32>;
+#endif
 @group(0) @binding(1) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(2) var<uniform> P: Params;
 

@@ -74,6 +74,12 @@ struct Fixture {
     class: &'static str,
 }
 
+/// The Llama 3 RoPE scaling the `tiny-llama-ropefreqs` fixture's `rope_freqs.weight` was
+/// computed from (tests/data/tools/make_tiny.py); a Hugging Face checkpoint states these
+/// parameters instead of the factors.
+const LLAMA3_ROPE_SCALING: &str = r#"{"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0, "original_max_position_embeddings": 64}"#;
+
 const FIXTURES: &[Fixture] = &[
     Fixture { name: "tiny-llama-q4_k_m", class: "LlamaForCausalLM" },
     Fixture { name: "tiny-qwen2-q4_k_m", class: "Qwen2ForCausalLM" },
@@ -81,6 +87,8 @@ const FIXTURES: &[Fixture] = &[
     Fixture { name: "tiny-gemma3-q4_k_m", class: "Gemma3ForCausalLM" },
     Fixture { name: "tiny-qwen3moe-q4_k_m", class: "Qwen3MoeForCausalLM" },
     Fixture { name: "tiny-llama-moe-q4_k_m", class: "MixtralForCausalLM" },
+    Fixture { name: "tiny-llama-ropefreqs-q8_0", class: "LlamaForCausalLM" },
+    Fixture { name: "tiny-gemma3-62l-q8_0", class: "Gemma3ForCausalLM" },
 ];
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -160,6 +168,8 @@ fn to_hf(t: &Tensor, cfg: &ModelConfig, mixtral: bool) -> Vec<(String, Vec<u64>,
         "token_embd.weight" => return one("model.embed_tokens.weight".into(), data),
         "output_norm.weight" => return one("model.norm.weight".into(), data),
         "output.weight" => return one("lm_head.weight".into(), data),
+        // Hugging Face states the scaling parameters in config.json instead.
+        "rope_freqs.weight" => return Vec::new(),
         _ => {}
     }
     let rest = t.name.strip_prefix("blk.").unwrap();
@@ -243,7 +253,8 @@ fn write_safetensors(path: &Path, tensors: &[(String, Vec<u64>, Vec<f32>)], dtyp
 }
 
 /// config.json for `cfg`, with the keys transformers' class of that name reads.
-fn hf_config(cfg: &ModelConfig, class: &str, has_output: bool, dtype: Dtype) -> Value {
+fn hf_config(cfg: &ModelConfig, class: &str, tensors: &[Tensor], dtype: Dtype) -> Value {
+    let has_output = tensors.iter().any(|t| t.name == "output.weight");
     let model_type = match class {
         "LlamaForCausalLM" => "llama",
         "Qwen2ForCausalLM" => "qwen2",
@@ -270,6 +281,9 @@ fn hf_config(cfg: &ModelConfig, class: &str, has_output: bool, dtype: Dtype) -> 
         "torch_dtype": match dtype { Dtype::F32 => "float32", Dtype::F16 => "float16", Dtype::BF16 => "bfloat16" },
     });
     let o = c.as_object_mut().unwrap();
+    if tensors.iter().any(|t| t.name == "rope_freqs.weight") {
+        o.insert("rope_scaling".into(), serde_json::from_str(LLAMA3_ROPE_SCALING).unwrap());
+    }
     if let Some(m) = &cfg.moe {
         let ExpertGating::SoftmaxTopK { renormalize } = m.gating;
         o.insert("num_experts_per_tok".into(), json!(m.n_expert_used));
@@ -311,8 +325,7 @@ fn make_pair(fx: &Fixture, dtype: Dtype) -> (PathBuf, PathBuf, ModelConfig) {
     let hf_dir = dir.join("hf");
     std::fs::create_dir_all(&hf_dir).unwrap();
     write_safetensors(&hf_dir.join("model.safetensors"), &hf, dtype);
-    let has_output = ts.iter().any(|t| t.name == "output.weight");
-    let config = hf_config(&cfg, fx.class, has_output, dtype);
+    let config = hf_config(&cfg, fx.class, &ts, dtype);
     std::fs::write(hf_dir.join("config.json"), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
     (gguf, hf_dir, cfg)
 }
@@ -350,7 +363,9 @@ fn gpu() -> Option<Arc<Gpu>> {
 fn check_same_logits(fixtures: &[&str], dtypes: &[Dtype]) {
     let Some(gpu) = gpu() else { return };
     let mut failures = Vec::new();
-    for fx in FIXTURES.iter().filter(|f| fixtures.contains(&f.name)) {
+    let chosen: Vec<&Fixture> = FIXTURES.iter().filter(|f| fixtures.contains(&f.name)).collect();
+    assert_eq!(chosen.len(), fixtures.len(), "unknown fixture among {fixtures:?}");
+    for fx in chosen {
         for &dtype in dtypes {
             let what = format!("{} as {}", fx.name, dtype.name());
             let (gguf, hf_dir, gguf_cfg) = make_pair(fx, dtype);
@@ -394,6 +409,14 @@ fn dense_safetensors_match_f32_gguf() {
         &["tiny-llama-q4_k_m", "tiny-qwen2-q4_k_m", "tiny-qwen3-q4_k_m", "tiny-gemma3-q4_k_m"],
         &[Dtype::F32, Dtype::F16, Dtype::BF16],
     );
+}
+
+/// Llama 3 RoPE factors stated as `rope_scaling` in config.json give the logits of the GGUF
+/// that carries them as `rope_freqs.weight`; Gemma 3's 62-layer attention scale and logit
+/// softcap from config.json match llama.cpp's rule for the GGUF.
+#[test]
+fn rope_factors_and_gemma_scale_safetensors_match_f32_gguf() {
+    check_same_logits(&["tiny-llama-ropefreqs-q8_0", "tiny-gemma3-62l-q8_0"], &[Dtype::F32, Dtype::BF16]);
 }
 
 #[test]

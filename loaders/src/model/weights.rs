@@ -246,11 +246,11 @@ impl ModelWeights<TensorMeta> {
         Ok(ModelWeights { token_embd, output_norm, output, rope_freqs, layers })
     }
 
-    /// Every tensor in a fixed order (for uploads and memory plans).
+    /// Every weight tensor in a fixed order (for uploads and memory plans). `rope_freqs` is not
+    /// among them: it becomes part of the RoPE tables, which the plans count with the context.
     pub fn all(&self) -> Vec<&TensorMeta> {
         let mut out = vec![&self.token_embd, &self.output_norm];
         out.extend(self.output.iter());
-        out.extend(self.rope_freqs.iter());
         for l in &self.layers {
             out.extend(l.iter());
         }
