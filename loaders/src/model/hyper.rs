@@ -141,12 +141,12 @@ impl Hyperparams {
         if v.is_finite() && v > 0.0 {
             Ok(v)
         } else {
-            Err(self.bad(field, format!("is {v}; it must be a positive finite number")))
+            Err(self.bad(field, format!("{v}: it must be a positive finite number")))
         }
     }
 
     fn nonzero(&self, field: &str, v: u32) -> Result<u32, ModelError> {
-        if v == 0 { Err(self.bad(field, "is 0".into())) } else { Ok(v) }
+        if v == 0 { Err(self.bad(field, "0: it must be positive".into())) } else { Ok(v) }
     }
 
     /// Checks every number and applies the architecture's traits.
@@ -157,16 +157,21 @@ impl Hyperparams {
         if n_layer > MAX_LAYERS {
             return Err(self.bad(
                 "block_count",
-                format!("is {n_layer}, more than any supported model ({MAX_LAYERS} layers at most)"),
+                format!("{n_layer} is more than any supported model has ({MAX_LAYERS} layers at most)"),
             ));
         }
         let n_embd = self.nonzero("embedding_length", self.n_embd)?;
-        let n_head = self.nonzero("attention.head_count", self.n_head)?;
-        let n_head_kv = self.nonzero("attention.head_count_kv", self.n_head_kv.unwrap_or(n_head))?;
+        let n_head_kv = self.n_head_kv.unwrap_or(self.n_head);
+        for (field, n) in [("attention.head_count", self.n_head), ("attention.head_count_kv", n_head_kv)] {
+            if n == 0 {
+                return Err(self.bad(field, "0: a model needs at least one head".into()));
+            }
+        }
+        let n_head = self.n_head;
         if n_head % n_head_kv != 0 {
             return Err(self.bad(
                 "attention.head_count",
-                format!("{n_head} is not a multiple of the key/value head count {n_head_kv}"),
+                format!("{n_head} is not a multiple of {} {n_head_kv}", self.keys.key("attention.head_count_kv")),
             ));
         }
         let (head_dim, head_dim_v) = self.head_dims(n_embd, n_head)?;
@@ -183,7 +188,7 @@ impl Hyperparams {
         if rope_dim == 0 || rope_dim > head_dim || rope_dim % 2 != 0 {
             return Err(self.bad(
                 "rope.dimension_count",
-                format!("gives {rope_dim} rotated dimensions; they must be even, non-zero and at most the head size {head_dim}"),
+                format!("{rope_dim}: the rotated dimensions must be even, non-zero and at most the head size {head_dim}"),
             ));
         }
         let (sliding_window, swa_layers) = self.swa(n_layer)?;
@@ -191,7 +196,7 @@ impl Hyperparams {
         let n_ff = match (&moe, self.n_ff) {
             (Some(m), None | Some(0)) => m.n_ff_expert,
             (_, Some(f)) => f,
-            (None, None) => return Err(self.bad("feed_forward_length", "is missing".into())),
+            (None, None) => return Err(self.bad("feed_forward_length", "is missing: a dense model needs it".into())),
         };
         if moe.is_none() {
             self.nonzero("feed_forward_length", n_ff)?;
@@ -246,7 +251,7 @@ impl Hyperparams {
         };
         let head_dim_v = self.head_dim_v.unwrap_or(head_dim);
         if head_dim == 0 || head_dim % 2 != 0 {
-            return Err(self.bad("attention.key_length", format!("is {head_dim}; it must be even and non-zero")));
+            return Err(self.bad("attention.key_length", format!("{head_dim}: the head size must be even and non-zero")));
         }
         self.nonzero("attention.value_length", head_dim_v)?;
         // n_embd_q / n_embd_k / n_embd_v and the output projection multiply these in u32.
@@ -285,16 +290,16 @@ impl Hyperparams {
         let t = self.arch.traits();
         let m = match (&self.moe, t.ffn) {
             (Some(m), FfnKind::Moe | FfnKind::Either) if m.n_expert > 0 => m,
-            (_, FfnKind::Moe) => return Err(self.bad("expert_count", "is missing or 0".into())),
+            (_, FfnKind::Moe) => return Err(self.bad("expert_count", "is missing or 0 in a mixture-of-experts architecture".into())),
             _ => return Ok(None),
         };
         if m.n_expert > MAX_EXPERTS {
-            return Err(self.bad("expert_count", format!("is {}, more than {MAX_EXPERTS}", m.n_expert)));
+            return Err(self.bad("expert_count", format!("{} is more than {MAX_EXPERTS}", m.n_expert)));
         }
         if m.n_expert_used == 0 || m.n_expert_used > m.n_expert {
             return Err(self.bad(
                 "expert_used_count",
-                format!("is {}; it must be between 1 and the expert count {}", m.n_expert_used, m.n_expert),
+                format!("{}: it must be between 1 and the expert count {}", m.n_expert_used, m.n_expert),
             ));
         }
         let n_ff_expert = match m.n_ff_expert.or(self.n_ff) {
