@@ -150,7 +150,10 @@ impl ModelPlan {
 
     /// Whether any layer reads RoPE table `t`.
     pub fn uses_table(&self, t: RopeTable) -> bool {
-        self.layers.iter().flat_map(|l| &l.steps).any(|s| matches!(s, Step::RopeKv { table, .. } if *table == t))
+        self.layers
+            .iter()
+            .flat_map(|l| &l.steps)
+            .any(|s| matches!(s, Step::RopeKv { table, .. } if *table == t))
     }
 
     /// Runs layers `range` through `backend`, step by step.
@@ -190,7 +193,8 @@ fn layer_plan(c: &ModelConfig, il: usize) -> LayerPlan {
 fn rope_factors(cfg: &ModelConfig, src: &dyn TensorSource) -> Result<Option<Vec<f32>>> {
     let metas = ModelWeights::resolve(cfg, src)?;
     let Some(meta) = metas.rope_freqs else { return Ok(None) };
-    let bytes = src.bytes(&meta.name).ok_or_else(|| wllm_loaders::ModelError::MissingTensor(meta.name.clone()))?;
+    let bytes =
+        src.bytes(&meta.name).ok_or_else(|| wllm_loaders::ModelError::MissingTensor(meta.name.clone()))?;
     let factors = wllm_loaders::quant::dequantize(meta.ggml_type, &bytes.bytes, meta.n_elements() as usize)
         .map_err(|e| EngineError::InvalidArgument(format!("{}: {e}", meta.name)))?;
     if let Some((i, f)) = factors.iter().enumerate().find(|(_, f)| !(f.is_finite() && **f > 0.0)) {

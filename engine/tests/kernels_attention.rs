@@ -7,11 +7,11 @@ mod common;
 
 use common::{Rng, check_close, gpus};
 use wllm_engine::Gpu;
+use wllm_engine::layers::{RopeSpec, RopeTable};
 use wllm_engine::ops::argmax::argmax;
 use wllm_engine::ops::attention::{AttentionArgs, attention};
-use wllm_engine::ops::elementwise::{softcap, ElementwiseKey, elementwise};
+use wllm_engine::ops::elementwise::{ElementwiseKey, elementwise, softcap};
 use wllm_engine::ops::norm::{NormArgs, rms_norm};
-use wllm_engine::layers::{RopeSpec, RopeTable};
 use wllm_engine::ops::rope::{RopeArgs, rope_kv};
 use wllm_loaders::model::RopeLayout;
 

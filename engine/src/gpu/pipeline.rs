@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::gpu::device::{Caps, Gpu};
 use crate::error::{EngineError, Result};
+use crate::gpu::device::{Caps, Gpu};
 use crate::gpu::shader;
 
 /// What a key expands to: a shader file, its preprocessor defines, and override constants.

@@ -7,8 +7,8 @@
 
 use std::time::Instant;
 
-use crate::gpu::device::Gpu;
 use crate::error::{EngineError, Result};
+use crate::gpu::device::Gpu;
 use crate::gpu::ops::Op;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

@@ -4,8 +4,8 @@
 use wllm_loaders::GgmlType;
 use wllm_loaders::model::TensorBytes;
 
-use crate::gpu::device::Gpu;
 use crate::error::{EngineError, Result};
+use crate::gpu::device::Gpu;
 use crate::gpu::repack::{gpu_bytes, layout, repack};
 
 #[derive(Debug)]

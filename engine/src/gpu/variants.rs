@@ -154,7 +154,8 @@ pub fn all(caps: &Caps) -> Vec<PipelineKey> {
     for stage2 in [false, true] {
         out.push(PipelineKey::Argmax(ArgmaxKey { stage2 }));
     }
-    for e in [ElementwiseKey::Add, ElementwiseKey::GluSilu, ElementwiseKey::GluGelu, ElementwiseKey::Softcap] {
+    for e in [ElementwiseKey::Add, ElementwiseKey::GluSilu, ElementwiseKey::GluGelu, ElementwiseKey::Softcap]
+    {
         out.push(PipelineKey::Elementwise(e));
     }
     for renormalize in [false, true] {

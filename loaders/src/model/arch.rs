@@ -108,8 +108,13 @@ const LLAMA: ArchTraits = ArchTraits {
     default_renormalize: true,
 };
 
-const QWEN2: ArchTraits =
-    ArchTraits { name: "qwen2", qkv_bias: true, ffn: FfnKind::Dense, gguf_rope_layout: RopeLayout::Neox, ..LLAMA };
+const QWEN2: ArchTraits = ArchTraits {
+    name: "qwen2",
+    qkv_bias: true,
+    ffn: FfnKind::Dense,
+    gguf_rope_layout: RopeLayout::Neox,
+    ..LLAMA
+};
 
 const QWEN3: ArchTraits = ArchTraits { name: "qwen3", qkv_bias: false, qk_norm: true, ..QWEN2 };
 

@@ -155,7 +155,9 @@ fn vocab_from_tokens(f: &GgufFile) -> Result<u32, ModelError> {
 fn swa_layers(f: &GgufFile, key: &str) -> Result<SwaLayers, ModelError> {
     if let Ok(Some(arr)) = f.opt_array(key) {
         return Ok(SwaLayers::Listed(
-            arr.iter().map(|v| matches!(v, crate::gguf::Value::Scalar(crate::gguf::Scalar::Bool(true)))).collect(),
+            arr.iter()
+                .map(|v| matches!(v, crate::gguf::Value::Scalar(crate::gguf::Scalar::Bool(true))))
+                .collect(),
         ));
     }
     Ok(f.opt_u32(key)?.map_or(SwaLayers::Default, SwaLayers::Period))

@@ -218,7 +218,8 @@ impl ModelConfig {
 
 /// Checks the FFN activation is the one the architecture's traits name.
 fn check_activation(k: &Keys, gemma: bool) -> Result<(), ModelError> {
-    let act_key = if gemma && k.get("hidden_activation").is_some() { "hidden_activation" } else { "hidden_act" };
+    let act_key =
+        if gemma && k.get("hidden_activation").is_some() { "hidden_activation" } else { "hidden_act" };
     let act = match k.opt_str(act_key)? {
         None => return Ok(()),
         Some("silu") | Some("swish") => FfnActivation::Silu,

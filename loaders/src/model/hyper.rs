@@ -168,10 +168,13 @@ impl Hyperparams {
             }
         }
         let n_head = self.n_head;
-        if n_head % n_head_kv != 0 {
+        if !n_head.is_multiple_of(n_head_kv) {
             return Err(self.bad(
                 "attention.head_count",
-                format!("{n_head} is not a multiple of {} {n_head_kv}", self.keys.key("attention.head_count_kv")),
+                format!(
+                    "{n_head} is not a multiple of {} {n_head_kv}",
+                    self.keys.key("attention.head_count_kv")
+                ),
             ));
         }
         let (head_dim, head_dim_v) = self.head_dims(n_embd, n_head)?;
@@ -185,7 +188,7 @@ impl Hyperparams {
         };
         let rope_freq_scale = self.positive("rope.scaling.factor", self.rope_freq_scale)?;
         let rope_dim = self.rope_dim.unwrap_or(head_dim);
-        if rope_dim == 0 || rope_dim > head_dim || rope_dim % 2 != 0 {
+        if rope_dim == 0 || rope_dim > head_dim || !rope_dim.is_multiple_of(2) {
             return Err(self.bad(
                 "rope.dimension_count",
                 format!("{rope_dim}: the rotated dimensions must be even, non-zero and at most the head size {head_dim}"),
@@ -196,14 +199,16 @@ impl Hyperparams {
         let n_ff = match (&moe, self.n_ff) {
             (Some(m), None | Some(0)) => m.n_ff_expert,
             (_, Some(f)) => f,
-            (None, None) => return Err(self.bad("feed_forward_length", "is missing: a dense model needs it".into())),
+            (None, None) => {
+                return Err(self.bad("feed_forward_length", "is missing: a dense model needs it".into()));
+            }
         };
         if moe.is_none() {
             self.nonzero("feed_forward_length", n_ff)?;
         }
         let final_logit_softcap = match self.final_logit_softcap {
             None => None,
-            Some(c) if c == 0.0 => None,
+            Some(0.0) => None,
             Some(c) => Some(self.positive("final_logit_softcapping", c)?),
         };
         let attn_scale = self.attn_scale(n_layer, n_embd, n_head, head_dim)?;
@@ -241,17 +246,22 @@ impl Hyperparams {
     fn head_dims(&self, n_embd: u32, n_head: u32) -> Result<(u32, u32), ModelError> {
         let head_dim = match self.head_dim {
             Some(d) => d,
-            None if n_embd % n_head == 0 => n_embd / n_head,
+            None if n_embd.is_multiple_of(n_head) => n_embd / n_head,
             None => {
                 return Err(self.bad(
                     "embedding_length",
-                    format!("{n_embd} is not divisible by the head count {n_head}, and no head size is given"),
+                    format!(
+                        "{n_embd} is not divisible by the head count {n_head}, and no head size is given"
+                    ),
                 ));
             }
         };
         let head_dim_v = self.head_dim_v.unwrap_or(head_dim);
         if head_dim == 0 || head_dim % 2 != 0 {
-            return Err(self.bad("attention.key_length", format!("{head_dim}: the head size must be even and non-zero")));
+            return Err(self.bad(
+                "attention.key_length",
+                format!("{head_dim}: the head size must be even and non-zero"),
+            ));
         }
         self.nonzero("attention.value_length", head_dim_v)?;
         // n_embd_q / n_embd_k / n_embd_v and the output projection multiply these in u32.
@@ -290,7 +300,11 @@ impl Hyperparams {
         let t = self.arch.traits();
         let m = match (&self.moe, t.ffn) {
             (Some(m), FfnKind::Moe | FfnKind::Either) if m.n_expert > 0 => m,
-            (_, FfnKind::Moe) => return Err(self.bad("expert_count", "is missing or 0 in a mixture-of-experts architecture".into())),
+            (_, FfnKind::Moe) => {
+                return Err(
+                    self.bad("expert_count", "is missing or 0 in a mixture-of-experts architecture".into())
+                );
+            }
             _ => return Ok(None),
         };
         if m.n_expert > MAX_EXPERTS {
@@ -308,7 +322,7 @@ impl Hyperparams {
         };
         let weights_scale = match m.weights_scale {
             None => 1.0,
-            Some(s) if s == 0.0 => 1.0,
+            Some(0.0) => 1.0,
             Some(s) => self.positive("expert_weights_scale", s)?,
         };
         Ok(Some(MoeConfig {

@@ -12,7 +12,9 @@ pub use arch::{Arch, ArchTraits, AttnScaleRule, ExpertGating, FfnActivation, Ffn
 pub use config::{ModelConfig, MoeConfig};
 pub use hyper::{Hyperparams, KeyFormat};
 pub use quantizing::QuantizingSource;
-pub use weights::{FfnWeights, LayerMetas, LayerWeights, ModelWeights, TensorBytes, TensorMeta, TensorSource};
+pub use weights::{
+    FfnWeights, LayerMetas, LayerWeights, ModelWeights, TensorBytes, TensorMeta, TensorSource,
+};
 
 use crate::gguf::GgufError;
 

@@ -109,7 +109,9 @@ impl<M> FfnWeights<M> {
     /// The same block with each matrix converted by `f`.
     pub fn try_map<N, E>(&self, mut f: impl FnMut(&M) -> Result<N, E>) -> Result<FfnWeights<N>, E> {
         Ok(match self {
-            FfnWeights::Dense { gate, up, down } => FfnWeights::Dense { gate: f(gate)?, up: f(up)?, down: f(down)? },
+            FfnWeights::Dense { gate, up, down } => {
+                FfnWeights::Dense { gate: f(gate)?, up: f(up)?, down: f(down)? }
+            }
             FfnWeights::Moe { router, gate_exps, up_exps, down_exps } => FfnWeights::Moe {
                 router: f(router)?,
                 gate_exps: f(gate_exps)?,

@@ -135,7 +135,10 @@ impl LayerBackend for CpuLayers<'_> {
     fn step(&mut self, layer: &LayerPlan, step: &Step) -> Result<()> {
         let il = layer.index;
         let l = self.layers.get(il).ok_or_else(|| {
-            EngineError::InvalidArgument(format!("layer {il} is not one of this stack's {}", self.layers.len()))
+            EngineError::InvalidArgument(format!(
+                "layer {il} is not one of this stack's {}",
+                self.layers.len()
+            ))
         })?;
         let (c, isa, n, exec) = (self.cfg, self.isa, self.n, self.exec);
         let e = c.n_embd as usize;
@@ -180,7 +183,18 @@ impl LayerBackend for CpuLayers<'_> {
                     false => None,
                 };
                 let table = &self.rope[*table as usize];
-                rope_and_cache(self.cfg, isa, il, self.pos0, n, (self.n_rot, self.layout), table, norms, self.kv, sc)?;
+                rope_and_cache(
+                    self.cfg,
+                    isa,
+                    il,
+                    self.pos0,
+                    n,
+                    (self.n_rot, self.layout),
+                    table,
+                    norms,
+                    self.kv,
+                    sc,
+                )?;
                 self.clock.mark(&mut self.profile.rope);
             }
             Step::Attention { scale, window } => {
@@ -202,7 +216,11 @@ impl LayerBackend for CpuLayers<'_> {
                 resize(&mut sc.a, n * e);
                 linear(exec, isa, l.attn_output.view(), &sc.attn, n, &mut sc.a)?;
                 self.clock.mark(&mut self.profile.attn_out);
-                let post = if *post_norm { Some(need(&l.post_attention_norm, il, "post-attention norm")?) } else { None };
+                let post = if *post_norm {
+                    Some(need(&l.post_attention_norm, il, "post-attention norm")?)
+                } else {
+                    None
+                };
                 add_residual(isa, sc, post, c.rms_eps)?;
             }
             Step::Ffn { ffn, post_norm } => {
@@ -282,10 +300,9 @@ fn rope_and_cache(
     let rope = Rope { n_rot, layout };
     for t in 0..n {
         let pos = pos0 + t;
-        let cs = table.get(pos * half..(pos + 1) * half).ok_or(EngineError::ContextOverflow {
-            n_tokens: pos + 1,
-            n_ctx: table.len() / half.max(1),
-        })?;
+        let cs = table
+            .get(pos * half..(pos + 1) * half)
+            .ok_or(EngineError::ContextOverflow { n_tokens: pos + 1, n_ctx: table.len() / half.max(1) })?;
         for (rows, norm) in [
             (&mut sc.q[t * nq..(t + 1) * nq], norms.map(|n| n.0)),
             (&mut sc.k[t * nk..(t + 1) * nk], norms.map(|n| n.1)),

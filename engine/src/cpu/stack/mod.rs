@@ -133,7 +133,8 @@ impl CpuStack {
         let team = Team::new(threads)
             .map_err(|e| EngineError::InvalidArgument(format!("cannot start {threads} CPU threads: {e}")))?;
         let w = Loader { src: &src }.load(cfg, n_cpu_layers as usize, with_head)?;
-        let mut weight_bytes = w.token_embd.n_bytes() + w.layers.iter().map(weights::layer_bytes).sum::<u64>();
+        let mut weight_bytes =
+            w.token_embd.n_bytes() + w.layers.iter().map(weights::layer_bytes).sum::<u64>();
         if let Some((norm, head)) = &w.head {
             weight_bytes += 4 * norm.len() as u64 + head.as_ref().map_or(0, |h| h.n_bytes());
         }
@@ -147,9 +148,8 @@ impl CpuStack {
             opts.kv_f16,
         );
         let plan = ModelPlan::new(cfg, src.as_ref())?;
-        let rope = [RopeTable::Global, RopeTable::Sliding].map(|t| {
-            if plan.uses_table(t) { plan.rope.table(t, n_ctx as u32) } else { Vec::new() }
-        });
+        let rope = [RopeTable::Global, RopeTable::Sliding]
+            .map(|t| if plan.uses_table(t) { plan.rope.table(t, n_ctx as u32) } else { Vec::new() });
         Ok(CpuStack {
             cfg: cfg.clone(),
             isa: opts.isa.unwrap_or_else(Isa::best),

@@ -13,8 +13,8 @@ use crate::cpu::CpuExperts;
 use crate::error::{EngineError, Result};
 use crate::gpu::ops::Op;
 use crate::gpu::ops::moe::MoeBuffers;
-use crate::layers::RopeTable;
 use crate::gpu::profile::{Phase, Profiler};
+use crate::layers::RopeTable;
 
 mod pending;
 pub use pending::PendingStep;

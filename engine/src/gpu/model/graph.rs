@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use wllm_loaders::model::{FfnActivation, FfnWeights, MoeConfig, RopeLayout};
 
-use super::{GpuLayer, GpuMat, GpuModel, GpuVec};
 use super::context::{Buffers, Logits};
+use super::{GpuLayer, GpuMat, GpuModel, GpuVec};
 use crate::error::{EngineError, Result};
 use crate::gpu::ops::argmax::{ArgmaxOps, argmax};
 use crate::gpu::ops::attention::{AttentionArgs, attention};
@@ -128,28 +128,32 @@ impl<'a> GraphBuilder<'a> {
     fn norm(&mut self, weight: &GpuVec) -> Result<()> {
         let post = self.pending_post.take().map(|w| (&self.b.a, w));
         let c = &self.m.cfg;
-        let args =
-            NormArgs { n: c.n_embd, eps: c.rms_eps, x: &self.b.x, weight: whole(weight)?, out: &self.b.h, post, last_row_of: None };
+        let args = NormArgs {
+            n: c.n_embd,
+            eps: c.rms_eps,
+            x: &self.b.x,
+            weight: whole(weight)?,
+            out: &self.b.h,
+            post,
+            last_row_of: None,
+        };
         self.ops.push(rms_norm(&self.m.gpu, &args)?);
         Ok(())
     }
 
-    /// The block's output into `a` for a post-norm (left pending), else added to `x`.
-    fn block_out(&self, post: Option<&'a GpuVec>) -> Result<(&'a wgpu::Buffer, Epilogue)> {
+    /// Where a block writes its output: into `a` when a post-norm follows (the next RMS norm
+    /// adds it to `x`), else straight onto `x`.
+    fn block_out(&self, post_norm: bool) -> (&'a wgpu::Buffer, Epilogue) {
         let b: &'a Buffers = self.b;
-        Ok(match post {
-            Some(_) => (&b.a, Epilogue::Store),
-            None => (&b.x, Epilogue::Add),
-        })
+        if post_norm { (&b.a, Epilogue::Store) } else { (&b.x, Epilogue::Add) }
     }
 
-    fn post_norm(&mut self, l: &'a Option<GpuVec>, on: bool, il: usize, what: &str) -> Result<Option<&'a GpuVec>> {
-        if !on {
-            return Ok(None);
+    /// Leaves the block's post-norm for the next RMS norm to fuse.
+    fn post_norm(&mut self, w: &'a Option<GpuVec>, on: bool, il: usize, what: &str) -> Result<()> {
+        if on {
+            self.pending_post = Some(whole(need(w, il, what)?)?);
         }
-        let w = need(l, il, what)?;
-        self.pending_post = Some(whole(w)?);
-        Ok(Some(w))
+        Ok(())
     }
 
     fn qkv(&mut self, l: &'a GpuLayer, bias: bool, il: usize) -> Result<()> {
@@ -169,7 +173,9 @@ impl<'a> GraphBuilder<'a> {
             }
             let (mat, b, row0) = projs[i];
             if mat.row0 != 0 || projs[j - 1].0.row0 + projs[j - 1].0.rows != mat.weight.nrows {
-                return Err(EngineError::InvalidArgument(format!("layer {il}: q, k, v stacked out of order")));
+                return Err(EngineError::InvalidArgument(format!(
+                    "layer {il}: q, k, v stacked out of order"
+                )));
             }
             let mut o = io(&self.b.h, e, &self.b.qkv, row0, stride);
             o.bias = if bias { Some(whole(need(b, il, "q/k/v bias")?)?) } else { None };
@@ -186,7 +192,9 @@ impl<'a> GraphBuilder<'a> {
             true => {
                 let (q, k) = (need(&l.attn_q_norm, il, "q norm")?, need(&l.attn_k_norm, il, "k norm")?);
                 if !Arc::ptr_eq(&q.buffer, &k.buffer) || k.offset != q.len {
-                    return Err(EngineError::InvalidArgument(format!("layer {il}: q and k norms not packed")));
+                    return Err(EngineError::InvalidArgument(format!(
+                        "layer {il}: q and k norms not packed"
+                    )));
                 }
                 Some(whole(q)?)
             }
@@ -235,7 +243,14 @@ impl<'a> GraphBuilder<'a> {
         Ok(())
     }
 
-    fn dense_ffn(&mut self, gate: &GpuMat, up: &GpuMat, down: &GpuMat, act: FfnActivation, dst: (&wgpu::Buffer, Epilogue)) -> Result<()> {
+    fn dense_ffn(
+        &mut self,
+        gate: &GpuMat,
+        up: &GpuMat,
+        down: &GpuMat,
+        act: FfnActivation,
+        dst: (&wgpu::Buffer, Epilogue),
+    ) -> Result<()> {
         let (b, e, nff) = (self.b, self.m.cfg.n_embd, gate.rows);
         let silu = act == FfnActivation::Silu;
         if gate.followed_by(up) && gate.row0 == 0 && up.row0 + up.rows == gate.weight.nrows {
@@ -252,15 +267,26 @@ impl<'a> GraphBuilder<'a> {
         self.linear(&down.weight, io(&b.u, nff, dst.0, 0, e), dst.1)
     }
 
-    fn moe_ffn(&mut self, experts: [&GpuMat; 4], moe: &MoeConfig, act: FfnActivation, dst: &wgpu::Buffer) -> Result<()> {
+    fn moe_ffn(
+        &mut self,
+        experts: [&GpuMat; 4],
+        moe: &MoeConfig,
+        act: FfnActivation,
+        dst: &wgpu::Buffer,
+    ) -> Result<()> {
         let (gpu, b, e) = (&self.m.gpu, self.b, self.m.cfg.n_embd);
         let [router, gate_exps, up_exps, down_exps] = experts.map(|m| &*m.weight);
         let (Some(mb), Some(mx)) = (&b.moe, &b.moe_bufs) else {
             return Err(EngineError::InvalidArgument("MoE layer without MoE buffers".into()));
         };
         let (k, nff) = (moe.n_expert_used, moe.n_ff_expert);
-        let shape =
-            MoeShape { n_expert: moe.n_expert, k, n_embd: e, scale: moe.weights_scale, renormalize: renormalizes(moe) };
+        let shape = MoeShape {
+            n_expert: moe.n_expert,
+            k,
+            n_embd: e,
+            scale: moe.weights_scale,
+            renormalize: renormalizes(moe),
+        };
         self.linear(router, io(&b.h, e, &mx.router_logits, 0, moe.n_expert), Epilogue::Store)?;
         self.ops.push(moe::route(gpu, &shape, &mx.router_logits, mb, &b.step)?);
         let gate_io = io(&b.h, e, &mx.g, 0, nff);
@@ -313,24 +339,29 @@ impl LayerBackend for GraphBuilder<'_> {
             Step::RopeKv { qk_norm, table } => self.rope_kv(l, *qk_norm, *table, il)?,
             Step::Attention { scale, window } => self.attention(*scale, *window, il)?,
             Step::AttnOut { post_norm } => {
-                let (dst, epi) = self.block_out(if *post_norm { l.post_attention_norm.as_ref() } else { None })?;
+                let (dst, epi) = self.block_out(*post_norm);
                 let attn_w = c.n_head * c.head_dim_v;
                 self.linear(&l.attn_output.weight, io(&b.attn, attn_w, dst, 0, c.n_embd), epi)?;
                 self.post_norm(&l.post_attention_norm, *post_norm, il, "post-attention norm")?;
             }
             Step::Ffn { ffn, post_norm } => {
-                let dst = self.block_out(if *post_norm { l.post_ffw_norm.as_ref() } else { None })?;
+                let dst = self.block_out(*post_norm);
                 match (ffn, &l.ffn) {
                     (FfnPlan::Dense { act, .. }, FfnWeights::Dense { gate, up, down }) => {
                         self.dense_ffn(gate, up, down, *act, dst)?
                     }
-                    (FfnPlan::Moe { act, moe }, FfnWeights::Moe { router, gate_exps, up_exps, down_exps }) => {
+                    (
+                        FfnPlan::Moe { act, moe },
+                        FfnWeights::Moe { router, gate_exps, up_exps, down_exps },
+                    ) => {
                         if *post_norm {
                             return Err(EngineError::Unsupported("post-norms around MoE layers".into()));
                         }
                         self.moe_ffn([router, gate_exps, up_exps, down_exps], moe, *act, dst.0)?
                     }
-                    (FfnPlan::Moe { .. }, FfnWeights::Elsewhere) => return self.experts_elsewhere(il, *post_norm),
+                    (FfnPlan::Moe { .. }, FfnWeights::Elsewhere) => {
+                        return self.experts_elsewhere(il, *post_norm);
+                    }
                     _ => {
                         return Err(EngineError::InvalidArgument(format!(
                             "layer {il}: the plan's FFN and the layer's weights disagree"
@@ -364,7 +395,9 @@ fn head(m: &GpuModel, b: &Buffers, all_rows: bool) -> Result<Vec<Op>> {
     let e = c.n_embd;
     // The last layer's post-FFN norm, left for the head's norm to fuse.
     let post = match (m.layers.last(), c.has_post_norms) {
-        (Some(l), true) => Some((&b.a, whole(need(&l.post_ffw_norm, c.n_layer as usize - 1, "post-FFN norm")?)?)),
+        (Some(l), true) => {
+            Some((&b.a, whole(need(&l.post_ffw_norm, c.n_layer as usize - 1, "post-FFN norm")?)?))
+        }
         _ => None,
     };
     let mut ops = vec![rms_norm(

@@ -15,8 +15,8 @@ use wllm_loaders::model::{
 };
 use wllm_loaders::{ModelConfig, ModelError};
 
-use crate::gpu::device::Gpu;
 use crate::error::{EngineError, Result};
+use crate::gpu::device::Gpu;
 use crate::gpu::tensor::GpuWeight;
 use crate::layers::ModelPlan;
 
@@ -158,11 +158,11 @@ impl Uploader<'_> {
 
     /// Matrices (with their optional biases) stacked into as few weights as their types allow:
     /// runs of neighbours that share a type and row length and fit one binding.
-    fn stacked_run(
+    fn stacked_run<const N: usize>(
         &mut self,
         name: &str,
-        ms: &[(&TensorMeta, Option<&TensorMeta>)],
-    ) -> Result<Vec<(GpuMat, Option<GpuVec>)>> {
+        ms: [(&TensorMeta, Option<&TensorMeta>); N],
+    ) -> Result<[(GpuMat, Option<GpuVec>); N]> {
         let mut out = Vec::with_capacity(ms.len());
         let mut i = 0;
         while i < ms.len() {
@@ -186,37 +186,32 @@ impl Uploader<'_> {
             }
             i = j;
         }
-        Ok(out)
+        out.try_into().map_err(|_| EngineError::InvalidArgument(format!("{name}: stacking lost a matrix")))
     }
 
     /// One layer, with the attention projections and the gate/up pair stacked where they can.
     fn layer(&mut self, il: usize, l: &LayerMetas, experts_elsewhere: bool) -> Result<GpuLayer> {
-        let mut qkv = self
-            .stacked_run(
-                &format!("blk.{il}.attn_qkv"),
-                &[
-                    (&l.attn_q, l.attn_q_bias.as_ref()),
-                    (&l.attn_k, l.attn_k_bias.as_ref()),
-                    (&l.attn_v, l.attn_v_bias.as_ref()),
-                ],
-            )?
-            .into_iter();
-        let mut next = || qkv.next().ok_or_else(|| EngineError::InvalidArgument("q, k, v".into()));
-        let ((attn_q, attn_q_bias), (attn_k, attn_k_bias), (attn_v, attn_v_bias)) = (next()?, next()?, next()?);
+        let [(attn_q, attn_q_bias), (attn_k, attn_k_bias), (attn_v, attn_v_bias)] = self.stacked_run(
+            &format!("blk.{il}.attn_qkv"),
+            [
+                (&l.attn_q, l.attn_q_bias.as_ref()),
+                (&l.attn_k, l.attn_k_bias.as_ref()),
+                (&l.attn_v, l.attn_v_bias.as_ref()),
+            ],
+        )?;
+        // The RoPE kernel reads the q norm and then the k norm from one buffer.
         let (attn_q_norm, attn_k_norm) = match (&l.attn_q_norm, &l.attn_k_norm) {
-            (Some(q), Some(k)) => {
-                let mut v = self.vecs("qk_norm", &[q, k])?;
-                let k = v.pop();
-                (v.pop(), k)
-            }
+            (Some(q), Some(k)) => match <[GpuVec; 2]>::try_from(self.vecs("qk_norm", &[q, k])?) {
+                Ok([q, k]) => (Some(q), Some(k)),
+                Err(_) => return Err(EngineError::InvalidArgument(format!("layer {il}: q/k norms"))),
+            },
             _ => (None, None),
         };
         let ffn = match &l.ffn {
             FfnWeights::Dense { gate, up, down } => {
-                let mut gu = self.stacked_run(&format!("blk.{il}.ffn_gate_up"), &[(gate, None), (up, None)])?;
-                let (up_w, _) = gu.pop().ok_or_else(|| EngineError::InvalidArgument("ffn up".into()))?;
-                let (gate_w, _) = gu.pop().ok_or_else(|| EngineError::InvalidArgument("ffn gate".into()))?;
-                FfnWeights::Dense { gate: gate_w, up: up_w, down: GpuMat::whole(self.mat(down)?) }
+                let [(gate, _), (up, _)] =
+                    self.stacked_run(&format!("blk.{il}.ffn_gate_up"), [(gate, None), (up, None)])?;
+                FfnWeights::Dense { gate, up, down: GpuMat::whole(self.mat(down)?) }
             }
             FfnWeights::Moe { .. } if experts_elsewhere => FfnWeights::Elsewhere,
             other => other.try_map(|m| self.mat(m).map(GpuMat::whole))?,
@@ -341,7 +336,9 @@ impl GpuModel {
         let w = |w: &GpuWeight| w.device_bytes();
         let mut total = self.token_embd.as_ref().map_or(0, w) + self.output.as_ref().map_or(0, w);
         total += self.output_norm.buffer.size();
-        total + weights.iter().map(|x| x.device_bytes()).sum::<u64>() + vectors.iter().map(|b| b.size()).sum::<u64>()
+        total
+            + weights.iter().map(|x| x.device_bytes()).sum::<u64>()
+            + vectors.iter().map(|b| b.size()).sum::<u64>()
     }
 
     pub fn head(&self) -> Result<&GpuWeight> {

@@ -3,8 +3,8 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{Grid, Op, Res};
-use crate::gpu::device::Gpu;
 use crate::error::{EngineError, Result};
+use crate::gpu::device::Gpu;
 use crate::gpu::pipeline::{Kernel, KernelSpec, PipelineKey};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -3,8 +3,8 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{Grid, Op, Res, fold};
-use crate::gpu::device::Gpu;
 use crate::error::Result;
+use crate::gpu::device::Gpu;
 use crate::gpu::pipeline::{Kernel, KernelSpec, PipelineKey};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]

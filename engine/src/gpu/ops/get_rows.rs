@@ -5,8 +5,8 @@ use wllm_loaders::GgmlType;
 
 use super::linear::wtype_define;
 use super::{Grid, Op, Res};
-use crate::gpu::device::Gpu;
 use crate::error::Result;
+use crate::gpu::device::Gpu;
 use crate::gpu::pipeline::{Kernel, KernelSpec, PipelineKey};
 use crate::gpu::tensor::GpuWeight;
 

@@ -12,8 +12,8 @@ use bytemuck::{Pod, Zeroable};
 use wllm_loaders::GgmlType;
 
 use super::{Op, Res, lane, matmul, matvec};
-use crate::gpu::device::Gpu;
 use crate::error::{EngineError, Result};
+use crate::gpu::device::Gpu;
 use crate::gpu::pipeline::KernelSpec;
 use crate::gpu::tensor::{GpuWeight, WeightPart};
 

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{Context, Logits, StepOutput};
-use crate::gpu::device::Gpu;
 use crate::error::{EngineError, Result};
+use crate::gpu::device::Gpu;
 use crate::gpu::model::graph::logit_bytes;
 use crate::gpu::ops::Op;
 
