@@ -210,3 +210,65 @@ fn rope_factors(cfg: &ModelConfig, src: &dyn TensorSource) -> Result<Option<Vec<
 pub fn renormalizes(moe: &MoeConfig) -> bool {
     matches!(moe.gating, ExpertGating::SoftmaxTopK { renormalize: true })
 }
+
+#[cfg(test)]
+mod tests {
+    use wllm_loaders::model::{Arch, Hyperparams, KeyFormat};
+
+    use super::*;
+
+    fn config(arch: Arch) -> ModelConfig {
+        let mut h = Hyperparams::new(arch, KeyFormat::Gguf { prefix: arch.name().into() });
+        (h.n_layer, h.n_embd, h.n_head, h.n_ff, h.n_vocab, h.rms_eps) = (6, 64, 4, Some(128), 32, 1e-6);
+        h.sliding_window = Some(8);
+        h.rope_base = Some(1e6);
+        h.build().unwrap()
+    }
+
+    #[test]
+    fn steps_follow_the_traits() {
+        let qwen2 = ModelPlan::with_factors(&config(Arch::Qwen2), None);
+        assert_eq!(qwen2.layers[0].steps[1], Step::Qkv { bias: true });
+        assert_eq!(qwen2.layers[0].steps[2], Step::RopeKv { qk_norm: false, table: RopeTable::Global });
+        let gemma = ModelPlan::with_factors(&config(Arch::Gemma3), None);
+        assert_eq!(gemma.embed_scale, 8.0);
+        // Every sixth layer is global, with the global base; the others slide with their own.
+        let tables: Vec<bool> = gemma
+            .layers
+            .iter()
+            .map(|l| l.steps[2] == Step::RopeKv { qk_norm: true, table: RopeTable::Sliding })
+            .collect();
+        assert_eq!(tables, [true, true, true, true, true, false]);
+        assert_eq!(gemma.layers[0].steps[3], Step::Attention { scale: 0.25, window: 8 });
+        assert_eq!(gemma.layers[5].steps[3], Step::Attention { scale: 0.25, window: 0 });
+        assert!(matches!(gemma.layers[0].steps[6], Step::Ffn { post_norm: true, .. }));
+        assert!(gemma.uses_table(RopeTable::Sliding) && !qwen2.uses_table(RopeTable::Sliding));
+    }
+
+    #[test]
+    fn rope_factors_divide_each_frequency() {
+        let spec = |factors| RopeSpec {
+            n_rot: 8,
+            layout: RopeLayout::Neox,
+            bases: [10_000.0; 2],
+            freq_scale: 0.5,
+            factors,
+        };
+        let factors = vec![1.0, 2.0, 4.0, 8.0];
+        let table = spec(Some(factors.clone())).table(RopeTable::Global, 50);
+        for pos in [0usize, 1, 17, 49] {
+            for (i, f) in factors.iter().enumerate() {
+                let angle = pos as f64 * 0.5 * 10_000f64.powf(-2.0 * i as f64 / 8.0) / *f as f64;
+                let [c, s] = table[pos * 4 + i];
+                assert!(
+                    (c as f64 - angle.cos()).abs() < 1e-6 && (s as f64 - angle.sin()).abs() < 1e-6,
+                    "pos {pos} pair {i}"
+                );
+            }
+        }
+        assert_eq!(
+            spec(Some(vec![1.0; 4])).table(RopeTable::Global, 50),
+            spec(None).table(RopeTable::Global, 50)
+        );
+    }
+}
