@@ -1,5 +1,6 @@
-//! The wgpu engine of wllm: device selection, WGSL kernels as typed ops, the transformer, and
-//! sampling.
+//! The engine of wllm: the layer plan every backend runs (`layers`), the GPU backend on wgpu
+//! (`gpu`: device, WGSL kernels as typed ops, the step graph), the CPU backend (`cpu`), where
+//! layers run and how much memory each device needs (`exec`, `plan`), and sampling.
 
 pub mod cpu;
 pub mod error;
