@@ -85,7 +85,14 @@ fn check_cases(filter: &dyn Fn(&support::Case) -> bool) {
 
 #[test]
 fn tiny_llama_and_gemma3_on_gpu() {
-    check_cases(&|c| !c.real && (c.name.starts_with("tiny-llama-q") || c.name.starts_with("tiny-gemma3")));
+    check_cases(&|c| !c.real && (c.name.starts_with("tiny-llama-q") || c.name.starts_with("tiny-gemma3-q")));
+}
+
+/// Llama 3 RoPE factors (`rope_freqs.weight`), and the 62-layer Gemma 3 with llama.cpp's
+/// attention scale for it and a final logit softcap.
+#[test]
+fn tiny_rope_factors_and_gemma3_27b_rules_on_gpu() {
+    check_cases(&|c| c.name.starts_with("tiny-llama-ropefreqs") || c.name.starts_with("tiny-gemma3-62l"));
 }
 
 #[test]

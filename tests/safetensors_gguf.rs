@@ -115,8 +115,12 @@ fn tensors(f: &GgufFile, cfg: &ModelConfig, dtype: Dtype) -> Vec<Tensor> {
             let n = t.n_elements() as usize;
             let mut data = wllm::loaders::quant::dequantize(t.ggml_type, f.tensor_data(t), n).unwrap();
             let shift = if gemma_norm(cfg, &t.name) { 1.0 } else { 0.0 };
-            for v in &mut data {
-                *v = dtype.round(*v - shift) + shift;
+            // The RoPE factors are no checkpoint tensor: the loader computes them in f32 from
+            // config.json, so they keep their F32 values here.
+            if t.name != "rope_freqs.weight" {
+                for v in &mut data {
+                    *v = dtype.round(*v - shift) + shift;
+                }
             }
             Tensor { name: t.name.clone(), dims: t.dims.clone(), data }
         })

@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""Supplementary "exact" reference: float64 numpy forward pass on the DEQUANTIZED GGUF weights.
+
+Why: llama.cpp's CPU path quantizes activations to Q8_0/Q8_1/Q8_K before every quantized matmul,
+stores K/V in f16 and uses an f16 GELU table. That is a valid implementation, but it puts the
+llama.cpp logits ~0.1-0.2 (mean) / ~1-1.5 (max) away from the exact math on the same quantized
+weights. An engine that dequantizes and computes in f32 is expected to land near THIS reference.
+
+Validation (see README): with F32 weights + F32 KV cache, llama.cpp and this file agree to
+~2e-5 max abs on the logits for llama, qwen2, qwen3, qwen3moe and llama-moe tiny models, and
+to ~6e-3 for gemma3 (llama.cpp's CPU GELU uses an f16 lookup table; here it is exact tanh-GELU).
+
+Semantics implemented (= llama.cpp at the pinned commit):
+  * RMSNorm: x / sqrt(mean(x^2) + eps) * w   (GGUF gemma norm weights already include the +1)
+  * RoPE: llama arch = "normal" (rotate adjacent pairs (2i, 2i+1)); qwen2/qwen3/qwen3moe/gemma3 =
+    NEOX (rotate (i, i + d/2)); theta_i = pos * base^(-2i/d)
+  * qwen3/qwen3moe/gemma3: per-head RMSNorm of q and k (attn_q_norm/attn_k_norm) BEFORE RoPE
+  * attention scale 1/sqrt(head_dim); GQA: query head h uses kv head h // (n_head / n_head_kv)
+  * llama + rope_freqs.weight (Llama-3 rope scaling): theta_i = pos * base^(-2i/d) / factor_i
+  * gemma3 with exactly 62 layers (llama.cpp's "27B" type): attention scale 1/sqrt(n_embd // n_head)
+  * gemma3 with {arch}.final_logit_softcapping = c > 0: logits = c * tanh(logits / c)
+  * gemma3: input embedding * sqrt(n_embd); layers with il % 6 < 5 are sliding-window layers
+    (key j visible to query i iff 0 <= i - j < sliding_window) with rope base 10000
+    (gemma3.rope.freq_base_swa default), other layers global with gemma3.rope.freq_base;
+    post_attention_norm / post_ffw_norm applied to the block outputs before the residual add;
+    FFN = down(gelu_tanh(gate(x)) * up(x))
+  * llama/qwen FFN = down(silu(gate(x)) * up(x))
+  * MoE (qwen3moe, llama+experts): p = softmax(router(x)); take top-k experts by p;
+    weights = p_topk / sum(p_topk); out = sum_k w_k * down_k(silu(gate_k(x)) * up_k(x))
+  * output = output.weight if present else token_embd.weight (tied)
+
+Usage: python3 exact_ref.py [--real-models-dir REAL_MODELS_DIR] [--sets public,hidden]
+For every case in SET/index.json, teacher-forces the sequence prompt_ids + greedy_ids (the
+llama.cpp greedy tokens) and writes SET/<case>.exact.json (per-row argmax, margin, logsumexp,
+top-64) and, for the tiny models, SET/<case>.exact.f32 (all rows, same layout as <case>.f32).
+"""
+import argparse
+import json
+import os
+
+import numpy as np
+import gguf
+from gguf.quants import dequantize
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOPK = 64
+
+
+def load(path):
+    r = gguf.GGUFReader(path)
+    W = {}
+    for t in r.tensors:
+        a = dequantize(t.data, t.tensor_type)
+        shape = [int(x) for x in reversed(t.shape.tolist())]
+        dt = np.float32 if t.name in ("token_embd.weight", "output.weight") else np.float64
+        W[t.name] = np.asarray(a, dtype=dt).reshape(shape)
+    kv = {}
+    for k, f in r.fields.items():
+        if k.startswith("tokenizer"):
+            continue
+        try:
+            kv[k] = f.contents()
+        except Exception:
+            pass
+    return W, kv
+
+
+def rmsnorm(x, w, eps):
+    return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
+
+
+def rope(x, pos, base, neox, freq_factors=None):
+    T, H, D = x.shape
+    inv = base ** (-np.arange(0, D, 2, dtype=np.float64) / D)
+    if freq_factors is not None:
+        # ggml rope with a freq_factors tensor (src2): theta_i = pos * base^(-2i/D) / ff[i], for
+        # the pair i in both layouts (normal: dims (2i, 2i+1); neox: dims (i, i + D/2))
+        assert freq_factors.shape == (D // 2,), freq_factors.shape
+        inv = inv / freq_factors
+    ang = pos[:, None] * inv[None, :]
+    c = np.cos(ang)[:, None, :]
+    s = np.sin(ang)[:, None, :]
+    y = x.copy()
+    if neox:
+        x0, x1 = x[..., : D // 2], x[..., D // 2:]
+        y[..., : D // 2] = x0 * c - x1 * s
+        y[..., D // 2:] = x0 * s + x1 * c
+    else:
+        x0, x1 = x[..., 0::2], x[..., 1::2]
+        y[..., 0::2] = x0 * c - x1 * s
+        y[..., 1::2] = x0 * s + x1 * c
+    return y
+
+
+def forward(W, kv, ids):
+    arch = kv["general.architecture"]
+
+    def g(k, d=None):
+        return kv.get(f"{arch}.{k}", d)
+
+    n_layer = g("block_count")
+    n_head = g("attention.head_count")
+    n_kv = g("attention.head_count_kv", n_head)
+    eps = g("attention.layer_norm_rms_epsilon")
+    base = g("rope.freq_base", 10000.0)
+    n_embd = g("embedding_length")
+    hd = g("attention.key_length", n_embd // n_head)
+    n_exp = g("expert_count", 0)
+    n_used = g("expert_used_count", 0)
+    assert arch in ("llama", "qwen2", "qwen3", "qwen3moe", "gemma3"), arch
+    neox = arch != "llama"
+    swa = g("attention.sliding_window", 0) if arch == "gemma3" else 0
+    base_swa = g("rope.freq_base_swa", 10000.0)
+    # llama: rope_freqs.weight (Llama-3 rope scaling factors) is passed to every layer's rope
+    # (llama_model::get_rope_factors); absent -> no factors. gemma3 never passes factors.
+    ff = W.get("rope_freqs.weight") if arch == "llama" else None
+    # attention scale: 1/sqrt(head_dim), except gemma3 with 62 layers (LLM_TYPE_27B in llama.cpp's
+    # gemma3 load_arch_hparams), which uses 1/sqrt(n_embd / n_head) (integer division)
+    if arch == "gemma3" and n_layer == 62:
+        attn_scale = 1.0 / np.sqrt(float(n_embd // n_head))
+    else:
+        attn_scale = 1.0 / np.sqrt(hd)
+    # gemma3: optional final logit softcapping, logits = cap * tanh(logits / cap)
+    softcap = float(g("final_logit_softcapping", 0.0) or 0.0) if arch == "gemma3" else 0.0
+    T = len(ids)
+    pos = np.arange(T, dtype=np.float64)
+    x = W["token_embd.weight"][ids].astype(np.float64)
+    if arch == "gemma3":
+        x = x * np.sqrt(n_embd)
+    causal = np.tril(np.ones((T, T), bool))
+    ii, jj = np.meshgrid(np.arange(T), np.arange(T), indexing="ij")
+    for il in range(n_layer):
+        p = f"blk.{il}."
+        h = rmsnorm(x, W[p + "attn_norm.weight"], eps)
+        q = h @ W[p + "attn_q.weight"].T
+        k = h @ W[p + "attn_k.weight"].T
+        v = h @ W[p + "attn_v.weight"].T
+        if p + "attn_q.bias" in W:
+            q += W[p + "attn_q.bias"]
+            k += W[p + "attn_k.bias"]
+            v += W[p + "attn_v.bias"]
+        q = q.reshape(T, n_head, hd)
+        k = k.reshape(T, n_kv, hd)
+        v = v.reshape(T, n_kv, hd)
+        if p + "attn_q_norm.weight" in W:
+            q = rmsnorm(q, W[p + "attn_q_norm.weight"], eps)
+            k = rmsnorm(k, W[p + "attn_k_norm.weight"], eps)
+        is_swa = arch == "gemma3" and swa > 0 and (il % 6 < 5)
+        b = base_swa if is_swa else base
+        q = rope(q, pos, b, neox, ff)
+        k = rope(k, pos, b, neox, ff)
+        mask = causal & ((ii - jj) < swa) if is_swa else causal
+        scale = attn_scale
+        grp = n_head // n_kv
+        out = np.zeros((T, n_head, hd))
+        for hh in range(n_head):
+            s = (q[:, hh] @ k[:, hh // grp].T) * scale
+            s = np.where(mask, s, -np.inf)
+            s = s - s.max(1, keepdims=True)
+            e = np.exp(s)
+            e /= e.sum(1, keepdims=True)
+            out[:, hh] = e @ v[:, hh // grp]
+        a = out.reshape(T, n_head * hd) @ W[p + "attn_output.weight"].T
+        if arch == "gemma3":
+            a = rmsnorm(a, W[p + "post_attention_norm.weight"], eps)
+        x = x + a
+        h = rmsnorm(x, W[p + "ffn_norm.weight"], eps)
+        if n_exp:
+            lg = h @ W[p + "ffn_gate_inp.weight"].T
+            pr = np.exp(lg - lg.max(1, keepdims=True))
+            pr /= pr.sum(1, keepdims=True)
+            f = np.zeros_like(h)
+            for t in range(T):
+                top = np.argsort(-pr[t], kind="stable")[:n_used]
+                w = pr[t, top] / pr[t, top].sum()
+                for e_, ww in zip(top, w):
+                    gt = W[p + "ffn_gate_exps.weight"][e_] @ h[t]
+                    up = W[p + "ffn_up_exps.weight"][e_] @ h[t]
+                    f[t] += ww * (W[p + "ffn_down_exps.weight"][e_] @ (gt / (1 + np.exp(-gt)) * up))
+        else:
+            gt = h @ W[p + "ffn_gate.weight"].T
+            up = h @ W[p + "ffn_up.weight"].T
+            if arch == "gemma3":
+                act = 0.5 * gt * (1 + np.tanh(np.sqrt(2 / np.pi) * (gt + 0.044715 * gt ** 3)))
+            else:
+                act = gt / (1 + np.exp(-gt))
+            f = (act * up) @ W[p + "ffn_down.weight"].T
+        if arch == "gemma3":
+            f = rmsnorm(f, W[p + "post_ffw_norm.weight"], eps)
+        x = x + f
+    x = rmsnorm(x, W["output_norm.weight"], eps)
+    wout = W.get("output.weight", W["token_embd.weight"])
+    # token_embd/output are kept as float32 (dequantized values are exactly representable in f32)
+    logits = x @ wout.astype(np.float64).T
+    if softcap:
+        logits = softcap * np.tanh(logits / softcap)
+    return logits
+
+
+def row_stats(L):
+    am = L.argmax(1)
+    srt = np.sort(L, axis=1)
+    margin = srt[:, -1] - srt[:, -2]
+    mx = L.max(1, keepdims=True)
+    lse = mx[:, 0] + np.log(np.exp(L - mx).sum(1))
+    top = []
+    for r in range(L.shape[0]):
+        idx = np.lexsort((np.arange(L.shape[1]), -L[r]))[:TOPK]
+        top.append([[int(i), float(np.float32(L[r, i]))] for i in idx])
+    return am, margin, lse, top
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--real-models-dir", default="REAL_MODELS_DIR")
+    ap.add_argument("--sets", default="public,hidden")
+    a = ap.parse_args()
+    cache = {}
+    for set_name in a.sets.split(","):
+        set_dir = os.path.join(HERE, set_name)
+        with open(os.path.join(set_dir, "index.json"), encoding="utf-8") as f:
+            index = json.load(f)
+        for c in index["cases"]:
+            mdir = os.path.join(HERE, c["model_dir"]) if not os.path.isabs(c["model_dir"]) else c["model_dir"]
+            mpath = os.path.join(mdir, c["model"])
+            if mpath not in cache:
+                cache.clear()  # keep one model in memory at a time
+                cache[mpath] = load(mpath)
+            W, kv = cache[mpath]
+            jpath = os.path.join(set_dir, c["json"])
+            with open(jpath, encoding="utf-8") as f:
+                j = json.load(f)
+            seq = j["prompt_ids"] + j["greedy_ids"]
+            L = forward(W, kv, seq)
+            assert L.shape == (j["n_rows"], j["n_vocab"]), (L.shape, j["n_rows"], j["n_vocab"])
+            am, margin, lse, top = row_stats(L)
+            full = c["model_dir"] == "models"  # tiny models: store every row in full
+            n_prompt = j["n_prompt"]
+            prefix = 0
+            while prefix < j["n_gen"] and int(am[n_prompt - 1 + prefix]) == j["greedy_ids"][prefix]:
+                prefix += 1
+            ex = {
+                "what": "float64 numpy forward on dequantized weights, teacher-forced on prompt_ids + greedy_ids",
+                "n_rows": j["n_rows"], "n_vocab": j["n_vocab"],
+                "greedy_prefix_agree": prefix,
+                "row_argmax": am.tolist(), "row_margin": margin.tolist(), "logsumexp": lse.tolist(),
+                "logits_file": c["case"] + ".exact.f32" if full else None,
+                "top_k": TOPK, "top_logits": top,
+            }
+            if full:
+                L.astype("<f4").tofile(os.path.join(set_dir, c["case"] + ".exact.f32"))
+            with open(os.path.join(set_dir, c["case"] + ".exact.json"), "w", encoding="utf-8") as f:
+                json.dump(ex, f, separators=(",", ":"))
+            if full:
+                lc = np.fromfile(os.path.join(set_dir, j["logits_file"]), dtype="<f4").reshape(j["n_rows"], -1)
+            else:
+                lc = None
+            agree = np.mean(np.array(j["row_argmax"]) == am)
+            msg = f"{set_name} {c['case']}: argmax agreement llama.cpp vs exact {agree:.3f}, greedy prefix agree {prefix}/{j['n_gen']}"
+            if lc is not None:
+                d = np.abs(lc - L)
+                msg += f", |llama.cpp - exact| max {d.max():.3f} mean {d.mean():.4f}"
+            print(msg, flush=True)
+            c["exact_json"] = c["case"] + ".exact.json"
+            c["exact_logits_file"] = ex["logits_file"]
+            c["greedy_prefix_agree_exact"] = prefix
+        with open(os.path.join(set_dir, "index.json"), "w", encoding="utf-8") as f:
+            json.dump(index, f, ensure_ascii=False, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,405 @@
+#!/usr/bin/env python3
+"""Build tiny random-weight GGUF models (F32) for golden tests.
+
+Every model:
+  * random weights from numpy.random.default_rng(seed) -- fully deterministic
+  * every matrix dimension is a multiple of 256 (so K-quants apply to every 2-D tensor)
+  * a minimal SentencePiece-"llama" vocab: <unk>, <s>, </s>, <0x00>..<0xFF>, then filler pieces
+  * tensors are generated directly in GGUF/llama.cpp layout (no HF->GGUF permutation: the
+    weights are random, so the rope pairing convention is simply whatever llama.cpp uses
+    for the architecture: llama = "normal" (adjacent pairs), qwen2/qwen3/qwen3moe/gemma3 = NEOX)
+
+Usage: python3 make_tiny.py OUTDIR [NAME ...]  (writes OUTDIR/tiny-<name>-f32.gguf; default: every
+       model in MODELS; NAME may also be one of EXTRA_MODELS)
+Then quantize with llama-quantize (see README.md / gen_all.sh).
+"""
+import os
+import sys
+
+import numpy as np
+import gguf
+
+N_VOCAB = 512
+N_EMBD = 256
+N_HEAD = 4
+N_HEAD_KV = 2
+HEAD_DIM = 64
+N_CTX_TRAIN = 2048
+
+# Weight scales (std of the normal init); norm weights are 1 + 0.1*N(0,1), biases 0.1*N(0,1),
+# MoE router (ffn_gate_inp) 0.1*N(0,1).
+#   embd: token_embd, out: output.weight (untied models), qk: attn_q/attn_k, std: everything else
+# These were tuned (see README) so that logits have std ~4, greedy continuations are diverse
+# and top-1/top-2 margins are mostly well above llama.cpp's own numerical noise (median ~0.8):
+#   * untied models: big embd/out (0.25), layers 0.05
+#   * tied models (qwen2, qwen3): layers 0.1 so the residual stream is not dominated by the
+#     input embedding (otherwise logit(current token) wins and greedy repeats one token)
+#   * gemma3: small embd (input is scaled by sqrt(n_embd)), untied output
+STDS = {
+    "llama":     dict(embd=0.25, out=0.25, qk=0.1, std=0.05),
+    "qwen2":     dict(embd=0.25, out=None, qk=0.1, std=0.1),
+    "qwen3":     dict(embd=0.25, out=None, qk=0.1, std=0.1),
+    "qwen3moe":  dict(embd=0.25, out=0.25, qk=0.1, std=0.05),
+    "llama-moe": dict(embd=0.25, out=0.25, qk=0.1, std=0.05),
+    "gemma3":    dict(embd=0.05, out=0.25, qk=0.1, std=0.05),
+    "llama-ropefreqs": dict(embd=0.25, out=0.25, qk=0.1, std=0.05),
+    # gemma3-62l (n_embd 128, see GEMMA62): output std 0.35 gives logits std ~4 before the
+    # softcap; embedding 0.4 (x sqrt(128)) so that the current token still shows through 124
+    # post-normed residual additions (with 0.05-0.25 some greedy runs had only 5-8 distinct
+    # tokens; with 0.4, 8-15 over six prompts)
+    "gemma3-62l":      dict(embd=0.4, out=0.35, qk=0.1, std=0.05),
+}
+
+
+def make_vocab(n_vocab):
+    toks, scores, types = [], [], []
+    toks += ["<unk>", "<s>", "</s>"]
+    scores += [0.0, 0.0, 0.0]
+    types += [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
+    for b in range(256):
+        toks.append("<0x%02X>" % b)
+        scores.append(0.0)
+        types.append(gguf.TokenType.BYTE)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    fill = ["\u2581"]  # the SentencePiece space piece
+    fill += ["\u2581" + c for c in letters]
+    fill += list(letters)
+    fill += [a + b for a in letters for b in letters]
+    i = 0
+    while len(toks) < n_vocab:
+        toks.append(fill[i])
+        scores.append(-float(i + 1))
+        types.append(gguf.TokenType.NORMAL)
+        i += 1
+    assert len(set(toks)) == len(toks)
+    return toks, scores, types
+
+
+class Builder:
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+        self.tensors = []
+
+    def w(self, name, shape, std):
+        a = (self.rng.standard_normal(shape) * std).astype(np.float32)
+        self.tensors.append((name, a))
+
+    def norm(self, name, n, spread=0.1):
+        a = (1.0 + self.rng.standard_normal(n) * spread).astype(np.float32)
+        self.tensors.append((name, a))
+
+
+def write(path, arch, name, kv, tensors):
+    w = gguf.GGUFWriter(path, arch)
+    w.add_name(name)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    for fn, args in kv:
+        getattr(w, fn)(*args)
+    toks, scores, types = make_vocab(N_VOCAB)
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(toks)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_unk_token_id(0)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_add_bos_token(True)
+    w.add_add_eos_token(False)
+    for tname, arr in tensors:
+        w.add_tensor(tname, arr)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def common_kv(n_layer, n_ff, rope_base, eps, n_embd=N_EMBD, n_head=N_HEAD, n_head_kv=N_HEAD_KV):
+    return [
+        ("add_context_length", (N_CTX_TRAIN,)),
+        ("add_embedding_length", (n_embd,)),
+        ("add_block_count", (n_layer,)),
+        ("add_feed_forward_length", (n_ff,)),
+        ("add_head_count", (n_head,)),
+        ("add_head_count_kv", (n_head_kv,)),
+        ("add_rope_freq_base", (rope_base,)),
+        ("add_layer_norm_rms_eps", (eps,)),
+        ("add_vocab_size", (N_VOCAB,)),
+    ]
+
+
+def attn(b, i, S, bias=False, qk_norm=False, n_embd=N_EMBD, n_head=N_HEAD, n_head_kv=N_HEAD_KV,
+         head_dim=HEAD_DIM):
+    std = S["std"]
+    q_dim = n_head * head_dim
+    kv_dim = n_head_kv * head_dim
+    # numpy shape = (ne1, ne0) = (out, in)
+    b.w(f"blk.{i}.attn_q.weight", (q_dim, n_embd), S["qk"])
+    b.w(f"blk.{i}.attn_k.weight", (kv_dim, n_embd), S["qk"])
+    b.w(f"blk.{i}.attn_v.weight", (kv_dim, n_embd), std)
+    b.w(f"blk.{i}.attn_output.weight", (n_embd, q_dim), std)
+    if bias:
+        b.w(f"blk.{i}.attn_q.bias", (q_dim,), 0.1)
+        b.w(f"blk.{i}.attn_k.bias", (kv_dim,), 0.1)
+        b.w(f"blk.{i}.attn_v.bias", (kv_dim,), 0.1)
+    if qk_norm:
+        b.norm(f"blk.{i}.attn_q_norm.weight", head_dim)
+        b.norm(f"blk.{i}.attn_k_norm.weight", head_dim)
+
+
+def dense_ffn(b, i, n_ff, std, n_embd=N_EMBD):
+    b.w(f"blk.{i}.ffn_gate.weight", (n_ff, n_embd), std)
+    b.w(f"blk.{i}.ffn_up.weight", (n_ff, n_embd), std)
+    b.w(f"blk.{i}.ffn_down.weight", (n_embd, n_ff), std)
+
+
+def moe_ffn(b, i, n_expert, n_ff_exp, std):
+    b.w(f"blk.{i}.ffn_gate_inp.weight", (n_expert, N_EMBD), 0.1)  # router: ne = [n_embd, n_expert]
+    b.w(f"blk.{i}.ffn_gate_exps.weight", (n_expert, n_ff_exp, N_EMBD), std)
+    b.w(f"blk.{i}.ffn_up_exps.weight", (n_expert, n_ff_exp, N_EMBD), std)
+    b.w(f"blk.{i}.ffn_down_exps.weight", (n_expert, N_EMBD, n_ff_exp), std)
+
+
+def embed_out(b, S, n_embd=N_EMBD):
+    # S["out"] is None -> tied embeddings (no output.weight; llama.cpp reuses token_embd)
+    b.w("token_embd.weight", (N_VOCAB, n_embd), S["embd"])
+    b.norm("output_norm.weight", n_embd)
+    if S["out"] is not None:
+        b.w("output.weight", (N_VOCAB, n_embd), S["out"])
+
+
+# ---------------------------------------------------------------------------------------------
+
+def build_llama(out):
+    S = STDS["llama"]
+    n_layer, n_ff, std = 2, 768, S["std"]
+    b = Builder(1001)
+    embed_out(b, S)
+    for i in range(n_layer):
+        b.norm(f"blk.{i}.attn_norm.weight", N_EMBD)
+        attn(b, i, S)
+        b.norm(f"blk.{i}.ffn_norm.weight", N_EMBD)
+        dense_ffn(b, i, n_ff, std)
+    kv = common_kv(n_layer, n_ff, 10000.0, 1e-5) + [("add_rope_dimension_count", (HEAD_DIM,))]
+    write(out, "llama", "tiny-llama", kv, b.tensors)
+
+
+def build_qwen2(out):
+    S = STDS["qwen2"]
+    n_layer, n_ff, std = 2, 768, S["std"]
+    b = Builder(1002)
+    embed_out(b, S)
+    for i in range(n_layer):
+        b.norm(f"blk.{i}.attn_norm.weight", N_EMBD)
+        attn(b, i, S, bias=True)
+        b.norm(f"blk.{i}.ffn_norm.weight", N_EMBD)
+        dense_ffn(b, i, n_ff, std)
+    kv = common_kv(n_layer, n_ff, 1000000.0, 1e-6)
+    write(out, "qwen2", "tiny-qwen2", kv, b.tensors)
+
+
+def build_qwen3(out):
+    S = STDS["qwen3"]
+    n_layer, n_ff, std = 2, 768, S["std"]
+    b = Builder(1003)
+    embed_out(b, S)
+    for i in range(n_layer):
+        b.norm(f"blk.{i}.attn_norm.weight", N_EMBD)
+        attn(b, i, S, qk_norm=True)
+        b.norm(f"blk.{i}.ffn_norm.weight", N_EMBD)
+        dense_ffn(b, i, n_ff, std)
+    kv = common_kv(n_layer, n_ff, 1000000.0, 1e-6) + [
+        ("add_key_length", (HEAD_DIM,)),
+        ("add_value_length", (HEAD_DIM,)),
+    ]
+    write(out, "qwen3", "tiny-qwen3", kv, b.tensors)
+
+
+def build_qwen3moe(out):
+    S = STDS["qwen3moe"]
+    n_layer, n_ff, n_ff_exp, n_expert, n_used, std = 2, 768, 256, 8, 2, S["std"]
+    b = Builder(1004)
+    embed_out(b, S)
+    for i in range(n_layer):
+        b.norm(f"blk.{i}.attn_norm.weight", N_EMBD)
+        attn(b, i, S, qk_norm=True)
+        b.norm(f"blk.{i}.ffn_norm.weight", N_EMBD)
+        moe_ffn(b, i, n_expert, n_ff_exp, std)
+    kv = common_kv(n_layer, n_ff, 1000000.0, 1e-6) + [
+        ("add_key_length", (HEAD_DIM,)),
+        ("add_value_length", (HEAD_DIM,)),
+        ("add_expert_count", (n_expert,)),
+        ("add_expert_used_count", (n_used,)),
+        ("add_expert_feed_forward_length", (n_ff_exp,)),
+    ]
+    write(out, "qwen3moe", "tiny-qwen3moe", kv, b.tensors)
+
+
+def build_llama_moe(out):
+    # mixtral-style: llama arch + experts; feed_forward_length is the per-expert FF size
+    S = STDS["llama-moe"]
+    n_layer, n_ff, n_expert, n_used, std = 2, 512, 4, 2, S["std"]
+    b = Builder(1005)
+    embed_out(b, S)
+    for i in range(n_layer):
+        b.norm(f"blk.{i}.attn_norm.weight", N_EMBD)
+        attn(b, i, S)
+        b.norm(f"blk.{i}.ffn_norm.weight", N_EMBD)
+        moe_ffn(b, i, n_expert, n_ff, std)
+    kv = common_kv(n_layer, n_ff, 1000000.0, 1e-5) + [
+        ("add_rope_dimension_count", (HEAD_DIM,)),
+        ("add_expert_count", (n_expert,)),
+        ("add_expert_used_count", (n_used,)),
+    ]
+    write(out, "llama", "tiny-llama-moe", kv, b.tensors)
+
+
+def build_gemma3(out):
+    # 6 layers so llama.cpp's built-in gemma3 pattern (period 6: layers 0-4 sliding, layer 5 global)
+    # applies without any non-standard key; sliding window 8 < prompt length.
+    S = STDS["gemma3"]
+    n_layer, n_ff, std, swa = 6, 512, S["std"], 8
+    b = Builder(1006)
+    embed_out(b, S)
+    for i in range(n_layer):
+        b.norm(f"blk.{i}.attn_norm.weight", N_EMBD)
+        attn(b, i, S, qk_norm=True)
+        b.norm(f"blk.{i}.post_attention_norm.weight", N_EMBD)
+        b.norm(f"blk.{i}.ffn_norm.weight", N_EMBD)
+        dense_ffn(b, i, n_ff, std)
+        b.norm(f"blk.{i}.post_ffw_norm.weight", N_EMBD)
+    kv = common_kv(n_layer, n_ff, 1000000.0, 1e-6) + [
+        ("add_key_length", (HEAD_DIM,)),
+        ("add_value_length", (HEAD_DIM,)),
+        ("add_sliding_window", (swa,)),
+    ]
+    write(out, "gemma3", "tiny-gemma3", kv, b.tensors)
+
+
+# --- Llama-3 style rope frequency factors ("rope_freqs.weight") -------------------------------
+# The Hugging Face rope_scaling these factors stand for (a test can write the same values into a
+# config.json and compare its own factor computation). original_max_position_embeddings is
+# deliberately tiny (64) so that 5 of the 32 frequencies are smoothed and 23 are divided by 8:
+# the factors then change the output within a 40-token prompt.
+ROPE_THETA = 10000.0
+LLAMA3_ROPE_SCALING = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 64,
+}
+
+
+def llama3_rope_factors(rope_theta, head_dim, rs):
+    """Port of LlamaModel.generate_extra_tensors in llama.cpp's conversion/llama.py (used by
+    convert_hf_to_gguf.py at commit 0c1e570). The converter evaluates it with float32 torch
+    tensors; the same float32 steps are reproduced here with numpy. (The result is within 2 ulp
+    of a float64 evaluation.)"""
+    import math
+    f32 = np.float32
+    factor = rs["factor"]
+    low_freq_factor = rs["low_freq_factor"]
+    high_freq_factor = rs["high_freq_factor"]
+    old_context_len = rs["original_max_position_embeddings"]
+    freqs = f32(1.0) / (f32(rope_theta) ** (np.arange(0, head_dim, 2, dtype=f32) / f32(head_dim)))
+    low_freq_wavelen = old_context_len / low_freq_factor
+    high_freq_wavelen = old_context_len / high_freq_factor
+    out = []
+    for freq in freqs:
+        wavelen = f32(2 * math.pi) / freq
+        if wavelen < high_freq_wavelen:
+            out.append(f32(1.0))
+        elif wavelen > low_freq_wavelen:
+            out.append(f32(factor))
+        else:
+            smooth = (f32(old_context_len) / wavelen - f32(low_freq_factor)) / (f32(high_freq_factor) - f32(low_freq_factor))
+            out.append(f32(1.0) / ((f32(1.0) - smooth) / f32(factor) + smooth))
+    return np.array(out, dtype=np.float32)
+
+
+def build_llama_ropefreqs(out, factors="llama3"):
+    """tiny-llama geometry (seed 1007) + rope_freqs.weight [head_dim/2] F32.
+    factors: "llama3" (shipped), "ones" (all 1.0) or None (no tensor): the last two are only
+    used to show that the factors change the greedy tokens; the weights are identical."""
+    S = STDS["llama-ropefreqs"]
+    n_layer, n_ff, std = 2, 768, S["std"]
+    b = Builder(1007)
+    embed_out(b, S)
+    for i in range(n_layer):
+        b.norm(f"blk.{i}.attn_norm.weight", N_EMBD)
+        attn(b, i, S)
+        b.norm(f"blk.{i}.ffn_norm.weight", N_EMBD)
+        dense_ffn(b, i, n_ff, std)
+    if factors == "llama3":
+        b.tensors.append(("rope_freqs.weight", llama3_rope_factors(ROPE_THETA, HEAD_DIM, LLAMA3_ROPE_SCALING)))
+    elif factors == "ones":
+        b.tensors.append(("rope_freqs.weight", np.ones(HEAD_DIM // 2, dtype=np.float32)))
+    else:
+        assert factors is None
+    kv = common_kv(n_layer, n_ff, ROPE_THETA, 1e-5) + [("add_rope_dimension_count", (HEAD_DIM,))]
+    write(out, "llama", "tiny-llama-ropefreqs", kv, b.tensors)
+
+
+# --- gemma3 with 62 layers ---------------------------------------------------------------------
+# llama.cpp (src/models/gemma3.cpp, load_arch_hparams) maps n_layer == 62 to LLM_TYPE_27B and
+# then uses f_attention_scale = 1/sqrt(n_embd / n_head) (integer division) instead of
+# 1/sqrt(head_dim). Here n_embd / n_head = 64 while head_dim (key_length) = 32.
+# The geometry is smaller than tiny-gemma3 so that 62 layers still fit in a ~3 MB Q8_0 file
+# (with n_embd 256, 4 heads and n_ff 512 the Q8_0 file would be ~32 MB). Q8_0 only needs every
+# row length to be a multiple of 32, which holds here.
+GEMMA62 = dict(n_layer=62, n_embd=128, n_head=2, n_head_kv=1, head_dim=32, n_ff=64, swa=8,
+               softcap=10.0, seed=1008)
+# softcap 10: before capping the logits have std ~4 and a row maximum of ~12.5-13, which the cap
+# brings down to ~8.5 (std ~3.5); the cap changes every logit by up to ~4.
+
+
+def build_gemma3_62l(out):
+    G = GEMMA62
+    S = STDS["gemma3-62l"]
+    n_embd, std = G["n_embd"], S["std"]
+    b = Builder(G["seed"])
+    embed_out(b, S, n_embd=n_embd)
+    for i in range(G["n_layer"]):
+        b.norm(f"blk.{i}.attn_norm.weight", n_embd)
+        attn(b, i, S, qk_norm=True, n_embd=n_embd, n_head=G["n_head"], n_head_kv=G["n_head_kv"],
+             head_dim=G["head_dim"])
+        b.norm(f"blk.{i}.post_attention_norm.weight", n_embd)
+        b.norm(f"blk.{i}.ffn_norm.weight", n_embd)
+        dense_ffn(b, i, G["n_ff"], std, n_embd=n_embd)
+        b.norm(f"blk.{i}.post_ffw_norm.weight", n_embd)
+    kv = common_kv(G["n_layer"], G["n_ff"], 1000000.0, 1e-6, n_embd=n_embd, n_head=G["n_head"],
+                   n_head_kv=G["n_head_kv"]) + [
+        ("add_key_length", (G["head_dim"],)),
+        ("add_value_length", (G["head_dim"],)),
+        ("add_sliding_window", (G["swa"],)),
+    ]
+    if G["softcap"]:
+        kv.append(("add_final_logit_softcapping", (G["softcap"],)))
+    write(out, "gemma3", "tiny-gemma3-62l", kv, b.tensors)
+
+
+MODELS = {
+    "llama": build_llama,
+    "qwen2": build_qwen2,
+    "qwen3": build_qwen3,
+    "qwen3moe": build_qwen3moe,
+    "llama-moe": build_llama_moe,
+    "gemma3": build_gemma3,
+    "llama-ropefreqs": build_llama_ropefreqs,
+    "gemma3-62l": build_gemma3_62l,
+}
+# not shipped: same weights as tiny-llama-ropefreqs without the factors (for the comparison)
+EXTRA_MODELS = {
+    "llama-ropefreqs-nofactors": lambda out: build_llama_ropefreqs(out, factors=None),
+    "llama-ropefreqs-ones": lambda out: build_llama_ropefreqs(out, factors="ones"),
+}
+
+if __name__ == "__main__":
+    outdir = sys.argv[1] if len(sys.argv) > 1 else "."
+    only = sys.argv[2:] or list(MODELS)
+    os.makedirs(outdir, exist_ok=True)
+    for name in only:
+        path = os.path.join(outdir, f"tiny-{name}-f32.gguf")
+        (MODELS.get(name) or EXTRA_MODELS[name])(path)
+        print("wrote", path, os.path.getsize(path))
