@@ -91,6 +91,8 @@ pub struct ArchTraits {
     pub swa: SwaRule,
     /// Renormalise the top-k expert weights when the metadata does not say.
     pub default_renormalize: bool,
+    /// RMS norms multiply by `1 + w`: Hugging Face checkpoints store `w`, GGUF files `1 + w`.
+    pub norm_plus_one: bool,
 }
 
 const LLAMA: ArchTraits = ArchTraits {
@@ -106,6 +108,7 @@ const LLAMA: ArchTraits = ArchTraits {
     attn_scale: AttnScaleRule::HeadDim,
     swa: SwaRule::None,
     default_renormalize: true,
+    norm_plus_one: false,
 };
 
 const QWEN2: ArchTraits = ArchTraits {
@@ -131,6 +134,7 @@ const GEMMA3: ArchTraits = ArchTraits {
     swa_rope_base: true,
     attn_scale: AttnScaleRule::Gemma3,
     swa: SwaRule::Periodic { default_period: 6 },
+    norm_plus_one: true,
     ..LLAMA
 };
 

@@ -41,9 +41,10 @@ pub(super) fn classify(hf_name: &str, arch: Arch, n_layer: u32) -> Option<Slot> 
     // `language_model.model.layers...`, later `model.language_model.layers...`); the converter
     // drops the component wherever it appears.
     let name = hf_name.replace("language_model.", "");
-    let gemma = arch == Arch::Gemma3;
-    let single =
-        |gguf: String| Some(Slot::Single { gguf, norm_shift: gemma && name.ends_with("norm.weight") });
+    let traits = arch.traits();
+    let single = |gguf: String| {
+        Some(Slot::Single { gguf, norm_shift: traits.norm_plus_one && name.ends_with("norm.weight") })
+    };
 
     match name.as_str() {
         "model.embed_tokens.weight" => return single("token_embd.weight".into()),
@@ -67,8 +68,9 @@ pub(super) fn classify(hf_name: &str, arch: Arch, n_layer: u32) -> Option<Slot> 
         "self_attn.o_proj.weight" => "attn_output.weight",
         "self_attn.q_norm.weight" => "attn_q_norm.weight",
         "self_attn.k_norm.weight" => "attn_k_norm.weight",
-        // Gemma 3 has four norms per layer; the one before the FFN is GGUF's ffn_norm.
-        "post_attention_layernorm.weight" if gemma => "post_attention_norm.weight",
+        // With post-norms (Gemma 3: four norms per layer) the second norm follows attention and
+        // the one before the FFN is GGUF's ffn_norm; without, the second norm is the FFN's.
+        "post_attention_layernorm.weight" if traits.post_norms => "post_attention_norm.weight",
         "post_attention_layernorm.weight" => "ffn_norm.weight",
         "pre_feedforward_layernorm.weight" => "ffn_norm.weight",
         "post_feedforward_layernorm.weight" => "post_ffw_norm.weight",
