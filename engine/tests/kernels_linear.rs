@@ -21,91 +21,98 @@ fn upload(gpu: &wllm_engine::Gpu, t: GgmlType, rows: usize, cols: usize, bytes: 
     GpuWeight::upload(gpu, &TensorBytes { meta, bytes: bytes.into() }).unwrap()
 }
 
-fn shapes(t: GgmlType) -> Vec<(usize, usize)> {
-    let bs = (t.block_size() as usize).max(32);
-    vec![(1, bs), (67, bs * 3), (130, bs * 5), (300, bs * 2)]
+/// One product: a random weight of type `t` (`rows` x `cols`, and dequantized) and `n_tok`
+/// input rows.
+struct LinearCase {
+    t: GgmlType,
+    rows: usize,
+    cols: usize,
+    n_tok: usize,
+    w: Vec<u8>,
+    wf: Vec<f32>,
+    x: Vec<f32>,
+}
+
+impl LinearCase {
+    fn new(t: GgmlType, rows: usize, cols: usize, n_tok: usize, rng: &mut Rng) -> LinearCase {
+        let w = random_weights(t, rows, cols, rng);
+        let wf = dequant(t, &w, rows * cols);
+        let x = rng.vec(cols * n_tok, 1.0);
+        LinearCase { t, rows, cols, n_tok, w, wf, x }
+    }
+}
+
+/// The GPU's matrix-vector cases: every type on one row and row counts that do not divide
+/// the tiles, 3 tokens.
+fn matvec_cases() -> Vec<LinearCase> {
+    let mut rng = Rng::new(1);
+    let mut out = Vec::new();
+    for &t in GPU_TYPES {
+        let bs = (t.block_size() as usize).max(32);
+        for (rows, cols) in [(1, bs), (67, bs * 3), (130, bs * 5), (300, bs * 2)] {
+            out.push(LinearCase::new(t, rows, cols, 3, &mut rng));
+        }
+    }
+    out
+}
+
+/// The GPU's batched cases: every type, 67 rows, 1, 5 and 33 tokens.
+fn matmul_cases() -> Vec<LinearCase> {
+    let mut rng = Rng::new(2);
+    let mut out = Vec::new();
+    for &t in GPU_TYPES {
+        let (rows, cols) = (67, (t.block_size() as usize).max(32) * 3);
+        for n_tok in [1usize, 5, 33] {
+            out.push(LinearCase::new(t, rows, cols, n_tok, &mut rng));
+        }
+    }
+    out
+}
+
+/// Runs each case through the GPU linear kernel (the batched one when `batched`) on every
+/// device configuration.
+fn check_gpu_cases(what: &str, cases: &[LinearCase], batched: bool) {
+    for (name, gpu) in gpus() {
+        for c in cases {
+            let (t, rows, cols, n_tok) = (c.t, c.rows, c.cols, c.n_tok);
+            let w = upload(&gpu, t, rows, cols, &c.w);
+            let xb = gpu.storage_init("x", bytemuck::cast_slice(&c.x));
+            let yb = gpu.storage("y", (rows * n_tok * 4) as u64);
+            let step = gpu.uniform("step", &[0u32, n_tok as u32, 0, 0]);
+            let io = LinearIo {
+                x: &xb,
+                x_offset: 0,
+                x_stride: cols as u32,
+                y: &yb,
+                y_offset: 0,
+                y_stride: rows as u32,
+                bias: None,
+                gate: None,
+            };
+            let ops = linear(&gpu, &w, &io, Epilogue::Store, &step, batched).unwrap();
+            gpu.run(&ops, n_tok as u32).unwrap();
+            let got = gpu.read_f32(&yb).unwrap();
+            let (want, scale) = reference::linear(&c.wf, &c.x, rows, cols, n_tok);
+            check_close(
+                &format!("[{name}] {what} {t} {rows}x{cols} T={n_tok}"),
+                &got[..rows * n_tok],
+                &want,
+                &scale,
+                1e-5,
+                1e-6,
+            );
+        }
+    }
 }
 
 #[test]
 fn gpu_matvec_matches_reference_for_every_type() {
-    for (name, gpu) in gpus() {
-        let mut rng = Rng::new(1);
-        for &t in GPU_TYPES {
-            for (rows, cols) in shapes(t) {
-                let n_tok = 3;
-                let wb = random_weights(t, rows, cols, &mut rng);
-                let wf = dequant(t, &wb, rows * cols);
-                let x = rng.vec(cols * n_tok, 1.0);
-                let w = upload(&gpu, t, rows, cols, &wb);
-                let xb = gpu.storage_init("x", bytemuck::cast_slice(&x));
-                let yb = gpu.storage("y", (rows * n_tok * 4) as u64);
-                let io = LinearIo {
-                    x: &xb,
-                    x_offset: 0,
-                    x_stride: cols as u32,
-                    y: &yb,
-                    y_offset: 0,
-                    y_stride: rows as u32,
-                    bias: None,
-                    gate: None,
-                };
-                let step = gpu.uniform("step", &[0u32, n_tok as u32, 0, 0]);
-                let ops = linear(&gpu, &w, &io, Epilogue::Store, &step, false).unwrap();
-                gpu.run(&ops, n_tok as u32).unwrap();
-                let got = gpu.read_f32(&yb).unwrap();
-                let (want, scale) = reference::linear(&wf, &x, rows, cols, n_tok);
-                check_close(
-                    &format!("[{name}] matvec {t} {rows}x{cols}"),
-                    &got[..rows * n_tok],
-                    &want,
-                    &scale,
-                    1e-5,
-                    1e-6,
-                );
-            }
-        }
-    }
+    check_gpu_cases("matvec", &matvec_cases(), false);
 }
 
 #[test]
 fn gpu_matmul_matches_reference_for_every_type() {
-    for (name, gpu) in gpus() {
-        let mut rng = Rng::new(2);
-        for &t in GPU_TYPES {
-            let (rows, cols) = (67, (t.block_size() as usize).max(32) * 3);
-            for n_tok in [1usize, 5, 33] {
-                let wb = random_weights(t, rows, cols, &mut rng);
-                let wf = dequant(t, &wb, rows * cols);
-                let x = rng.vec(cols * n_tok, 1.0);
-                let w = upload(&gpu, t, rows, cols, &wb);
-                let xb = gpu.storage_init("x", bytemuck::cast_slice(&x));
-                let yb = gpu.storage("y", (rows * n_tok * 4) as u64);
-                let step = gpu.uniform("step", &[0u32, n_tok as u32, 0, 0]);
-                let io = LinearIo {
-                    x: &xb,
-                    x_offset: 0,
-                    x_stride: cols as u32,
-                    y: &yb,
-                    y_offset: 0,
-                    y_stride: rows as u32,
-                    bias: None,
-                    gate: None,
-                };
-                let ops = linear(&gpu, &w, &io, Epilogue::Store, &step, true).unwrap();
-                gpu.run(&ops, n_tok as u32).unwrap();
-                let got = gpu.read_f32(&yb).unwrap();
-                let (want, scale) = reference::linear(&wf, &x, rows, cols, n_tok);
-                check_close(
-                    &format!("[{name}] matmul {t} {rows}x{cols} T={n_tok}"),
-                    &got[..rows * n_tok],
-                    &want,
-                    &scale,
-                    1e-5,
-                    1e-6,
-                );
-            }
-        }
-    }
+    check_gpu_cases("matmul", &matmul_cases(), true);
 }
 
 #[test]
@@ -339,6 +346,23 @@ fn cpu_linear_matches_reference_for_every_type_and_batch() {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The CPU kernels on the very inputs of the GPU's matvec and matmul tests.
+#[test]
+fn cpu_linear_matches_reference_on_the_gpu_cases() {
+    for c in matvec_cases().iter().chain(&matmul_cases()) {
+        let (t, rows, cols, n_tok) = (c.t, c.rows, c.cols, c.n_tok);
+        let w = WeightView::new(t, rows, cols, &c.w).unwrap();
+        let (want, scale) = reference::linear(&c.wf, &c.x, rows, cols, n_tok);
+        for isa in Isa::available() {
+            let mut got = vec![f32::NAN; rows * n_tok];
+            cpu::linear(isa, w, &c.x, n_tok, &mut got).unwrap();
+            let mut scale = scale.clone();
+            add_activation_rounding(isa, t, &c.wf, &c.x, rows, cols, n_tok, &mut scale, 1e-5);
+            check_close(&format!("[{isa}] {t} {rows}x{cols} T={n_tok}"), &got, &want, &scale, 1e-5, 1e-6);
         }
     }
 }
