@@ -155,17 +155,36 @@ fn pair_magnitudes(x: &[f64], n_rot: usize, layout: RopeLayout) -> Vec<f64> {
         .collect()
 }
 
+/// One test case, the same for both backends: heads, the RoPE spec and which of its tables
+/// the kernels read, the packed q|k|v rows of every step, and q-norm then k-norm weights.
+struct Case {
+    h: Heads,
+    spec: RopeSpec,
+    which: RopeTable,
+    qkv: Vec<f32>,
+    norms: Vec<f32>,
+}
+
+fn cases() -> Vec<Case> {
+    let mut rng = Rng::new(21);
+    let mut out = Vec::new();
+    let total: u32 = STEPS.iter().map(|s| s.1).sum();
+    for h in HEADS {
+        for (spec, which) in specs(&h, &mut rng) {
+            let qkv = rng.vec(total as usize * h.stride(), 1.5);
+            let norms = rng.vec(2 * h.hd as usize, 1.0);
+            out.push(Case { h, spec, which, qkv, norms });
+        }
+    }
+    out
+}
+
 #[test]
 fn gpu_rope_kv_with_frequency_factors() {
+    let cases = cases();
     for (name, gpu) in gpus() {
-        let mut rng = Rng::new(21);
-        for h in HEADS {
-            for (spec, which) in specs(&h, &mut rng) {
-                let total: u32 = STEPS.iter().map(|s| s.1).sum();
-                let qkv_all = rng.vec(total as usize * h.stride(), 1.5);
-                let norms = rng.vec(2 * h.hd as usize, 1.0);
-                run_gpu_case(name, &gpu, &h, &spec, which, &qkv_all, &norms);
-            }
+        for c in &cases {
+            run_gpu_case(name, &gpu, &c.h, &c.spec, c.which, &c.qkv, &c.norms);
         }
     }
 }
@@ -245,49 +264,43 @@ fn run_gpu_case(
 
 #[test]
 fn cpu_rope_in_place_with_frequency_factors() {
-    let mut rng = Rng::new(22);
-    for h in HEADS {
-        for (spec, which) in specs(&h, &mut rng) {
-            let total: u32 = STEPS.iter().map(|s| s.1).sum();
-            let qkv_all = rng.vec(total as usize * h.stride(), 1.5);
-            let norms = rng.vec(2 * h.hd as usize, 1.0);
-            let table = spec.table(which, CTX);
-            let (hd, half) = (h.hd as usize, (h.n_rot / 2) as usize);
-            let rope = Rope { n_rot: h.n_rot as usize, layout: h.layout };
-            // The instruction set matters only to the norm.
-            let isas = if h.qk_norm { Isa::available() } else { vec![Isa::best()] };
-            for isa in isas {
-                let mut row0 = 0;
-                for (pos0, n) in STEPS {
-                    let rows = &qkv_all[row0 * h.stride()..(row0 + n as usize) * h.stride()];
-                    row0 += n as usize;
-                    let (mut got_q, mut got_k) = (Vec::new(), Vec::new());
-                    for (t, row) in rows.chunks(h.stride()).enumerate() {
-                        let pos = pos0 as usize + t;
-                        let cs = &table[pos * half..(pos + 1) * half];
-                        for (part, norm, out) in [
-                            (&row[..h.nq()], &norms[..hd], &mut got_q),
-                            (&row[h.nq()..h.nq() + h.nk()], &norms[hd..], &mut got_k),
-                        ] {
-                            for head in part.chunks(hd) {
-                                let mut x = head.to_vec();
-                                if h.qk_norm {
-                                    rms_norm_in_place(isa, &mut x, norm, EPS).unwrap();
-                                }
-                                rope_in_place(rope, &mut x, cs).unwrap();
-                                out.extend(x);
+    for Case { h, spec, which, qkv, norms } in cases() {
+        let table = spec.table(which, CTX);
+        let (hd, half) = (h.hd as usize, (h.n_rot / 2) as usize);
+        let rope = Rope { n_rot: h.n_rot as usize, layout: h.layout };
+        // The instruction set matters only to the norm.
+        let isas = if h.qk_norm { Isa::available() } else { vec![Isa::best()] };
+        for isa in isas {
+            let mut row0 = 0;
+            for (pos0, n) in STEPS {
+                let rows = &qkv[row0 * h.stride()..(row0 + n as usize) * h.stride()];
+                row0 += n as usize;
+                let (mut got_q, mut got_k) = (Vec::new(), Vec::new());
+                for (t, row) in rows.chunks(h.stride()).enumerate() {
+                    let pos = pos0 as usize + t;
+                    let cs = &table[pos * half..(pos + 1) * half];
+                    for (part, norm, out) in [
+                        (&row[..h.nq()], &norms[..hd], &mut got_q),
+                        (&row[h.nq()..h.nq() + h.nk()], &norms[hd..], &mut got_k),
+                    ] {
+                        for head in part.chunks(hd) {
+                            let mut x = head.to_vec();
+                            if h.qk_norm {
+                                rms_norm_in_place(isa, &mut x, norm, EPS).unwrap();
                             }
+                            rope_in_place(rope, &mut x, cs).unwrap();
+                            out.extend(x);
                         }
                     }
-                    let want = want_heads(&h, &spec, which, rows, pos0, h.qk_norm.then_some(&norms));
-                    let what = format!(
-                        "[{isa}] rope_in_place {h:?} {which:?} factors={:?} pos0={pos0} n={n}",
-                        spec.factors
-                    );
-                    let rel = if h.qk_norm { 1e-5 } else { 2e-6 };
-                    check_close(&format!("{what} q"), &got_q, &want.q, &want.q_scale, rel, 1e-7);
-                    check_close(&format!("{what} k"), &got_k, &want.k, &want.k_scale, rel, 1e-7);
                 }
+                let want = want_heads(&h, &spec, which, rows, pos0, h.qk_norm.then_some(&norms));
+                let what = format!(
+                    "[{isa}] rope_in_place {h:?} {which:?} factors={:?} pos0={pos0} n={n}",
+                    spec.factors
+                );
+                let rel = if h.qk_norm { 1e-5 } else { 2e-6 };
+                check_close(&format!("{what} q"), &got_q, &want.q, &want.q_scale, rel, 1e-7);
+                check_close(&format!("{what} k"), &got_k, &want.k, &want.k_scale, rel, 1e-7);
             }
         }
     }
@@ -295,23 +308,20 @@ fn cpu_rope_in_place_with_frequency_factors() {
 
 #[test]
 fn rope_table_holds_the_reference_angles() {
-    let mut rng = Rng::new(23);
-    for h in HEADS {
-        for (spec, which) in specs(&h, &mut rng) {
-            let half = (h.n_rot / 2) as usize;
-            let table = spec.table(which, CTX);
-            assert_eq!(table.len(), CTX as usize * half, "{h:?} {which:?}: table length");
-            for (at, cs) in table.iter().enumerate() {
-                let (s, c) = reference::rope_angle(&spec, which, at / half, at % half).sin_cos();
-                // One rounding to f32 of a value within [-1, 1].
-                assert!(
-                    (cs[0] as f64 - c).abs() <= 6e-8 && (cs[1] as f64 - s).abs() <= 6e-8,
-                    "{h:?} {which:?} factors={:?}: index {at} (position {}, pair {}): got {cs:?} want [{c}, {s}]",
-                    spec.factors,
-                    at / half,
-                    at % half
-                );
-            }
+    for Case { h, spec, which, .. } in cases() {
+        let half = (h.n_rot / 2) as usize;
+        let table = spec.table(which, CTX);
+        assert_eq!(table.len(), CTX as usize * half, "{h:?} {which:?}: table length");
+        for (at, cs) in table.iter().enumerate() {
+            let (s, c) = reference::rope_angle(&spec, which, at / half, at % half).sin_cos();
+            // One rounding to f32 of a value within [-1, 1].
+            assert!(
+                (cs[0] as f64 - c).abs() <= 6e-8 && (cs[1] as f64 - s).abs() <= 6e-8,
+                "{h:?} {which:?} factors={:?}: index {at} (position {}, pair {}): got {cs:?} want [{c}, {s}]",
+                spec.factors,
+                at / half,
+                at % half
+            );
         }
     }
 }
