@@ -1,98 +1,23 @@
-//! RMSNorm (plain, Gemma post-norm, last row only), RoPE with q/k norms into the KV cache, fused
-//! attention (causal, sliding window, grouped-query heads, f16 and f32 caches, prefill then
-//! decode), argmax and the element-wise ops, each against a float64 CPU reference on every
-//! device configuration, with the failing index in the message.
+//! Attention as a layer runs it, against the float64 reference: per-head q/k norms and RoPE,
+//! K and V into the cache, then causal attention over the cache (sliding window, grouped-query
+//! heads, f16 and f32 caches), for a prompt followed by decode steps and a second batch. The
+//! GPU runs `rope_kv` then `attention` on every device configuration; the CPU runs
+//! `rms_norm_in_place`, `rope_in_place` and `attention` on every instruction set. Both are given
+//! the same packed q|k|v rows and held to the same reference outputs.
 
 mod common;
 
-use common::{Rng, check_close, gpus};
+use common::{Rng, check_close, gpus, reference};
 use wllm_engine::Gpu;
+use wllm_engine::cpu::Isa;
+use wllm_engine::cpu::ops::{Attention, KvLayer, Rope, rms_norm_in_place, rope_in_place};
 use wllm_engine::layers::{RopeSpec, RopeTable};
-use wllm_engine::ops::argmax::argmax;
 use wllm_engine::ops::attention::{AttentionArgs, attention};
-use wllm_engine::ops::elementwise::{ElementwiseKey, elementwise, softcap};
-use wllm_engine::ops::norm::{NormArgs, rms_norm};
 use wllm_engine::ops::rope::{RopeArgs, rope_kv};
 use wllm_loaders::model::RopeLayout;
 
-fn f32s(gpu: &Gpu, label: &str, v: &[f32]) -> wgpu::Buffer {
-    gpu.storage_init(label, bytemuck::cast_slice(v))
-}
-
-fn rms_ref(x: &[f32], w: &[f32], eps: f32) -> Vec<f64> {
-    let ss: f64 = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / x.len() as f64;
-    let r = 1.0 / (ss + eps as f64).sqrt();
-    x.iter().zip(w).map(|(&v, &w)| v as f64 * r * w as f64).collect()
-}
-
-#[test]
-fn rms_norm_plain_post_and_last_row() {
-    for (name, gpu) in gpus() {
-        let mut rng = Rng::new(3);
-        for (n, rows) in [(576usize, 5usize), (640, 1), (100, 3), (2048, 2)] {
-            let eps = 1e-6;
-            let x = rng.vec(n * rows, 2.0);
-            let a = rng.vec(n * rows, 3.0);
-            let w = rng.vec(n, 1.0);
-            let wp = rng.vec(n, 1.0);
-            for (post, last) in [(false, false), (true, false), (false, true), (true, true)] {
-                let xb = f32s(&gpu, "x", &x);
-                let ab = f32s(&gpu, "a", &a);
-                let wb = f32s(&gpu, "w", &w);
-                let wpb = f32s(&gpu, "wp", &wp);
-                let out = gpu.storage("out", (n * rows * 4) as u64);
-                let step = gpu.uniform("step", &[0u32, rows as u32, 0, 0]);
-                let op = rms_norm(
-                    &gpu,
-                    &NormArgs {
-                        n: n as u32,
-                        eps,
-                        x: &xb,
-                        weight: &wb,
-                        out: &out,
-                        post: post.then_some((&ab, &wpb)),
-                        last_row_of: last.then_some(&step),
-                    },
-                )
-                .unwrap();
-                gpu.run(&[op], rows as u32).unwrap();
-                // The residual after the post-norm add, then its norm.
-                let mut resid: Vec<f32> = x.clone();
-                if post {
-                    for r in 0..rows {
-                        let pa = rms_ref(&a[r * n..(r + 1) * n], &wp, eps);
-                        for i in 0..n {
-                            resid[r * n + i] = (x[r * n + i] as f64 + pa[i]) as f32;
-                        }
-                    }
-                }
-                let rows_out: Vec<usize> = if last { vec![rows - 1] } else { (0..rows).collect() };
-                let mut want = Vec::new();
-                for &r in &rows_out {
-                    want.extend(rms_ref(&resid[r * n..(r + 1) * n], &w, eps));
-                }
-                let got = gpu.read_f32(&out).unwrap();
-                let scale: Vec<f64> = want.iter().map(|v| v.abs().max(1.0)).collect();
-                let what = format!("{name} rms_norm n={n} rows={rows} post={post} last={last}");
-                check_close(&what, &got[..want.len()], &want, &scale, 1e-4, 1e-5);
-                if post {
-                    // Only the rows it normalises get their residual updated (the head needs
-                    // no other).
-                    let got_x: Vec<f32> = rows_out
-                        .iter()
-                        .flat_map(|&r| gpu.read_f32(&xb).unwrap()[r * n..(r + 1) * n].to_vec())
-                        .collect();
-                    let want_x: Vec<f64> = rows_out
-                        .iter()
-                        .flat_map(|&r| resid[r * n..(r + 1) * n].iter().map(|&v| v as f64))
-                        .collect();
-                    let scale: Vec<f64> = want_x.iter().map(|v| v.abs().max(1.0)).collect();
-                    check_close(&format!("{what} residual"), &got_x, &want_x, &scale, 1e-5, 1e-5);
-                }
-            }
-        }
-    }
-}
+const EPS: f32 = 1e-6;
+const BASE: f32 = 10000.0;
 
 /// One attention configuration.
 #[derive(Clone, Copy, Debug)]
@@ -104,40 +29,142 @@ struct Attn {
     neox: bool,
     qk_norm: bool,
     window: u32,
+    /// Positions in the cache.
+    ctx: u32,
+    /// Tokens per step, run one after the other.
+    steps: &'static [u32],
+    /// RoPE frequency factors, rising from 1 at the highest frequency towards 8 at the lowest.
+    factors: bool,
 }
 
-/// q/k norm and RoPE of one head at `pos`, as the model defines them.
-#[allow(clippy::too_many_arguments)]
-fn rope_ref(x: &[f32], pos: u32, c: &Attn, base: f32, norm: Option<&[f32]>, eps: f32) -> Vec<f64> {
-    let mut v: Vec<f64> = match norm {
-        Some(w) => rms_ref(x, w, eps),
-        None => x.iter().map(|&a| a as f64).collect(),
-    };
-    let half = (c.n_rot / 2) as usize;
-    for i in 0..half {
-        let theta = pos as f64 * (base as f64).powf(-2.0 * i as f64 / c.n_rot as f64);
-        let (s, co) = theta.sin_cos();
-        let (a, b) = if c.neox { (i, i + half) } else { (2 * i, 2 * i + 1) };
-        let (x0, x1) = (v[a], v[b]);
-        v[a] = x0 * co - x1 * s;
-        v[b] = x0 * s + x1 * co;
+impl Attn {
+    fn nq(&self) -> usize {
+        (self.n_head * self.hd) as usize
     }
-    v
+    fn nk(&self) -> usize {
+        (self.n_kv * self.hd) as usize
+    }
+    fn stride(&self) -> usize {
+        self.nq() + 2 * self.nk()
+    }
+    fn total(&self) -> usize {
+        self.steps.iter().sum::<u32>() as usize
+    }
+    fn scale(&self) -> f32 {
+        1.0 / (self.hd as f32).sqrt()
+    }
+    fn rope(&self) -> RopeSpec {
+        let half = self.n_rot as usize / 2;
+        RopeSpec {
+            n_rot: self.n_rot,
+            layout: if self.neox { RopeLayout::Neox } else { RopeLayout::Normal },
+            bases: [BASE, BASE],
+            freq_scale: 1.0,
+            factors: self.factors.then(|| (0..half).map(|i| 1.0 + 7.0 * (i as f32 / half as f32)).collect()),
+        }
+    }
+}
+
+/// A 13-token prompt, three decode steps, then a second small batch, without RoPE factors.
+/// The other configurations change the fields they name.
+const SHORT: Attn = Attn {
+    n_head: 9,
+    n_kv: 3,
+    hd: 64,
+    n_rot: 64,
+    neox: false,
+    qk_norm: false,
+    window: 0,
+    ctx: 40,
+    steps: &[13, 1, 1, 1, 4],
+    factors: false,
+};
+
+const CONFIGS: [Attn; 6] = [
+    SHORT,
+    Attn { n_head: 4, n_kv: 1, neox: true, qk_norm: true, ..SHORT },
+    Attn { n_head: 4, n_kv: 2, hd: 32, n_rot: 16, neox: true, window: 5, ..SHORT },
+    Attn { n_head: 2, n_kv: 2, hd: 128, n_rot: 128, qk_norm: true, window: 7, ..SHORT },
+    Attn { n_head: 8, n_kv: 4, hd: 256, n_rot: 256, neox: true, qk_norm: true, ..SHORT },
+    // Past the CPU kernel's 64-key blocks (its online softmax rescales between them), with a
+    // window wider than one block, partial rotation and RoPE factors.
+    Attn {
+        n_head: 4,
+        n_kv: 2,
+        n_rot: 32,
+        qk_norm: true,
+        window: 100,
+        ctx: 140,
+        steps: &[70, 1, 64, 1],
+        factors: true,
+        ..SHORT
+    },
+];
+
+/// Random packed q|k|v rows for every token of every step, and q-norm then k-norm weights.
+fn inputs(c: &Attn) -> (Vec<f32>, Vec<f32>) {
+    let mut rng = Rng::new(11 + c.hd as u64 + c.window as u64);
+    let qkv = rng.vec(c.total() * c.stride(), 1.5);
+    let norms = rng.vec(2 * c.hd as usize, 1.0);
+    (qkv, norms)
+}
+
+/// The reference output rows of every step: q and k normed (with `qk_norm`) and rotated, each
+/// query attending to the keys its position sees.
+fn reference_steps(c: &Attn, qkv: &[f32], norms: &[f32]) -> Vec<Vec<f64>> {
+    let (hd, stride, nq, nk) = (c.hd as usize, c.stride(), c.nq(), c.nk());
+    let spec = c.rope();
+    let norm = |x: &[f32], w: &[f32]| -> Vec<f64> {
+        if c.qk_norm { reference::rms_norm(x, w, EPS) } else { x.iter().map(|&v| v as f64).collect() }
+    };
+    let rotated =
+        |x: &[f32], w: &[f32], pos: usize| reference::rope(&norm(x, w), pos, &spec, RopeTable::Global);
+    // Indexed [position][kv head].
+    let mut keys: Vec<Vec<Vec<f64>>> = Vec::new();
+    let mut values: Vec<Vec<Vec<f64>>> = Vec::new();
+    let mut out = Vec::new();
+    let mut pos0 = 0usize;
+    for &n in c.steps {
+        let mut want = Vec::new();
+        for t in 0..n as usize {
+            let pos = pos0 + t;
+            let row = &qkv[pos * stride..(pos + 1) * stride];
+            keys.push(
+                (0..c.n_kv as usize).map(|g| rotated(&row[nq + g * hd..][..hd], &norms[hd..], pos)).collect(),
+            );
+            values.push(
+                (0..c.n_kv as usize)
+                    .map(|g| row[nq + nk + g * hd..][..hd].iter().map(|&v| v as f64).collect())
+                    .collect(),
+            );
+            let seen = reference::visible(pos, c.window as usize);
+            for h in 0..c.n_head as usize {
+                let q = rotated(&row[h * hd..(h + 1) * hd], &norms[..hd], pos);
+                let g = h / (c.n_head / c.n_kv) as usize;
+                let ks: Vec<&[f64]> = seen.clone().map(|p| &keys[p][g][..]).collect();
+                let vs: Vec<&[f64]> = seen.clone().map(|p| &values[p][g][..]).collect();
+                want.extend(reference::attention(&q, &ks, &vs, c.scale() as f64));
+            }
+        }
+        out.push(want);
+        pos0 += n as usize;
+    }
+    out
+}
+
+/// The budget of a cache type: f16 rounds K and V to 11 bits.
+fn tolerance(kv_f16: bool) -> f64 {
+    if kv_f16 { 4e-3 } else { 2e-4 }
 }
 
 #[test]
-fn rope_and_attention_prefill_then_decode() {
-    let configs = [
-        Attn { n_head: 9, n_kv: 3, hd: 64, n_rot: 64, neox: false, qk_norm: false, window: 0 },
-        Attn { n_head: 4, n_kv: 1, hd: 64, n_rot: 64, neox: true, qk_norm: true, window: 0 },
-        Attn { n_head: 4, n_kv: 2, hd: 32, n_rot: 16, neox: true, qk_norm: false, window: 5 },
-        Attn { n_head: 2, n_kv: 2, hd: 128, n_rot: 128, neox: false, qk_norm: true, window: 7 },
-        Attn { n_head: 8, n_kv: 4, hd: 256, n_rot: 256, neox: true, qk_norm: true, window: 0 },
-    ];
+fn gpu_rope_and_attention_prefill_then_decode() {
     for (name, gpu) in gpus() {
-        for c in configs {
+        for c in CONFIGS {
+            let (qkv, norms) = inputs(&c);
+            let want = reference_steps(&c, &qkv, &norms);
             for kv_f16 in [false, gpu.caps.f16] {
-                run_attention_case(name, &gpu, c, kv_f16);
+                run_gpu_case(name, &gpu, &c, kv_f16, &qkv, &norms, &want);
                 if !gpu.caps.f16 {
                     break;
                 }
@@ -146,35 +173,24 @@ fn rope_and_attention_prefill_then_decode() {
     }
 }
 
-fn run_attention_case(name: &str, gpu: &Gpu, c: Attn, kv_f16: bool) {
-    let mut rng = Rng::new(11 + c.hd as u64 + c.window as u64);
-    let ctx = 40u32;
-    let base = 10000.0f32;
-    let eps = 1e-6f32;
-    let scale = 1.0 / (c.hd as f32).sqrt();
-    let (nq, nk) = ((c.n_head * c.hd) as usize, (c.n_kv * c.hd) as usize);
-    let stride = nq + 2 * nk;
-    let hd = c.hd as usize;
-    // Prefill 13 tokens, then decode 3, then a second small batch of 4.
-    let steps = [13u32, 1, 1, 1, 4];
-    let total: u32 = steps.iter().sum();
-    let qkv_all = rng.vec(total as usize * stride, 1.5);
-    let norms = rng.vec(2 * hd, 1.0);
+fn run_gpu_case(
+    name: &str,
+    gpu: &Gpu,
+    c: &Attn,
+    kv_f16: bool,
+    qkv_all: &[f32],
+    norms: &[f32],
+    want: &[Vec<f64>],
+) {
+    let stride = c.stride();
     let elem = if kv_f16 { 2 } else { 4 };
-    let k_cache = gpu.storage("k", (c.n_kv * ctx * c.hd) as u64 * elem);
-    let v_cache = gpu.storage("v", (c.n_kv * ctx * c.hd) as u64 * elem);
-    let spec = RopeSpec {
-        n_rot: c.n_rot,
-        layout: RopeLayout::Neox,
-        bases: [base, base],
-        freq_scale: 1.0,
-        factors: None,
-    };
-    let table = f32s(gpu, "table", bytemuck::cast_slice(&spec.table(RopeTable::Global, ctx)));
-    let nb = f32s(gpu, "qk_norm", &norms);
-    let max_n = *steps.iter().max().unwrap() as usize;
+    let k_cache = gpu.storage("k", (c.n_kv * c.ctx * c.hd) as u64 * elem);
+    let v_cache = gpu.storage("v", (c.n_kv * c.ctx * c.hd) as u64 * elem);
+    let table = gpu.storage_init("table", bytemuck::cast_slice(&c.rope().table(RopeTable::Global, c.ctx)));
+    let nb = gpu.storage_init("qk_norm", bytemuck::cast_slice(norms));
+    let max_n = *c.steps.iter().max().unwrap() as usize;
     let qkv = gpu.storage("qkv", (max_n * stride * 4) as u64);
-    let out = gpu.storage("out", (max_n * nq * 4) as u64);
+    let out = gpu.storage("out", (max_n * c.nq() * 4) as u64);
     let step = gpu.uniform("step", &[0u32; 4]);
     let rope = rope_kv(
         gpu,
@@ -185,8 +201,8 @@ fn run_attention_case(name: &str, gpu: &Gpu, c: Attn, kv_f16: bool) {
             head_dim_v: c.hd,
             n_rot: c.n_rot,
             neox: c.neox,
-            ctx,
-            eps,
+            ctx: c.ctx,
+            eps: EPS,
             kv_f16,
             qkv: &qkv,
             k_cache: &k_cache,
@@ -204,9 +220,9 @@ fn run_attention_case(name: &str, gpu: &Gpu, c: Attn, kv_f16: bool) {
             n_kv: c.n_kv,
             head_dim: c.hd,
             head_dim_v: c.hd,
-            ctx,
+            ctx: c.ctx,
             window: c.window,
-            scale,
+            scale: c.scale(),
             kv_f16,
             qkv: &qkv,
             k_cache: &k_cache,
@@ -217,140 +233,136 @@ fn run_attention_case(name: &str, gpu: &Gpu, c: Attn, kv_f16: bool) {
     )
     .unwrap();
     let ops = [rope, attn];
-    // Reference K (after norm and RoPE) and V per position and kv head.
-    let mut ks: Vec<Vec<f64>> = Vec::new();
-    let mut vs: Vec<Vec<f64>> = Vec::new();
     let mut pos0 = 0u32;
-    for &n in &steps {
+    for (&n, want) in c.steps.iter().zip(want) {
         let rows = &qkv_all[pos0 as usize * stride..(pos0 + n) as usize * stride];
         gpu.queue.write_buffer(&qkv, 0, bytemuck::cast_slice(rows));
         gpu.queue.write_buffer(&step, 0, bytemuck::cast_slice(&[pos0, n, 0, 0]));
         gpu.run(&ops, n).unwrap();
         let got = gpu.read_f32(&out).unwrap();
-        let mut want = Vec::new();
-        for t in 0..n as usize {
-            let pos = pos0 + t as u32;
-            let row = &rows[t * stride..(t + 1) * stride];
-            for g in 0..c.n_kv as usize {
-                let k = &row[nq + g * hd..nq + (g + 1) * hd];
-                ks.push(rope_ref(k, pos, &c, base, c.qk_norm.then_some(&norms[hd..]), eps));
-                let v = &row[nq + nk + g * hd..nq + nk + (g + 1) * hd];
-                vs.push(v.iter().map(|&a| a as f64).collect());
-            }
-            let lo = if c.window > 0 && pos + 1 > c.window { pos + 1 - c.window } else { 0 };
-            for h in 0..c.n_head as usize {
-                let q = rope_ref(
-                    &row[h * hd..(h + 1) * hd],
-                    pos,
-                    &c,
-                    base,
-                    c.qk_norm.then_some(&norms[..hd]),
-                    eps,
-                );
-                let g = h / (c.n_head / c.n_kv) as usize;
-                let idx = |p: u32| p as usize * c.n_kv as usize + g;
-                let scores: Vec<f64> = (lo..=pos)
-                    .map(|p| q.iter().zip(&ks[idx(p)]).map(|(a, b)| a * b).sum::<f64>() * scale as f64)
-                    .collect();
-                let m = scores.iter().cloned().fold(f64::MIN, f64::max);
-                let w: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
-                let z: f64 = w.iter().sum();
-                let mut o = vec![0f64; hd];
-                for (p, wi) in (lo..=pos).zip(&w) {
-                    for (acc, v) in o.iter_mut().zip(&vs[idx(p)]) {
-                        *acc += wi * v;
-                    }
-                }
-                want.extend(o.iter().map(|v| v / z));
-            }
-        }
-        let tol = if kv_f16 { 4e-3 } else { 2e-4 };
-        let scale_v: Vec<f64> = vec![1.0; want.len()];
-        let what = format!("{name} attention {c:?} kv_f16={kv_f16} step pos0={pos0} n={n}");
-        check_close(&what, &got[..want.len()], &want, &scale_v, tol, tol);
+        let tol = tolerance(kv_f16);
+        let what = format!("[{name}] attention {c:?} kv_f16={kv_f16} step pos0={pos0} n={n}");
+        check_close(&what, &got[..want.len()], want, &vec![1.0; want.len()], tol, tol);
         pos0 += n;
     }
 }
 
-#[test]
-fn argmax_finds_the_first_largest_logit() {
-    for (name, gpu) in gpus() {
-        let mut rng = Rng::new(5);
-        for n in [1usize, 7, 4096, 4097, 262_144 + 7] {
-            let mut v = rng.vec(n, 10.0);
-            let at = rng.below(n as u64) as usize;
-            v[at] = 50.0;
-            let logits = f32s(&gpu, "logits", &v);
-            let tokens = gpu.storage("tokens", 16);
-            let ops = argmax(&gpu, &logits, 0, n as u32, &tokens, 1).unwrap();
-            gpu.run(&ops.ops, 1).unwrap();
-            let got = gpu.read_f32(&tokens).unwrap()[1].to_bits() as usize;
-            assert_eq!(got, at, "{name}: argmax of {n} logits");
+/// The CPU's KV cache of one layer, `[kv head][position][dim]`, as f32 or as f16 bits.
+enum Cache {
+    F32 { k: Vec<f32>, v: Vec<f32> },
+    F16 { k: Vec<u16>, v: Vec<u16> },
+}
+
+impl Cache {
+    fn new(len: usize, f16: bool) -> Cache {
+        if f16 {
+            Cache::F16 { k: vec![0; len], v: vec![0; len] }
+        } else {
+            Cache::F32 { k: vec![0.0; len], v: vec![0.0; len] }
+        }
+    }
+    fn store(&mut self, at: usize, k: &[f32], v: &[f32]) {
+        let bits = |x: &[f32]| x.iter().map(|&a| half::f16::from_f32(a).to_bits()).collect::<Vec<u16>>();
+        match self {
+            Cache::F32 { k: kc, v: vc } => {
+                kc[at..at + k.len()].copy_from_slice(k);
+                vc[at..at + v.len()].copy_from_slice(v);
+            }
+            Cache::F16 { k: kc, v: vc } => {
+                kc[at..at + k.len()].copy_from_slice(&bits(k));
+                vc[at..at + v.len()].copy_from_slice(&bits(v));
+            }
+        }
+    }
+    fn layer(&self) -> KvLayer<'_> {
+        match self {
+            Cache::F32 { k, v } => KvLayer::F32 { k, v },
+            Cache::F16 { k, v } => KvLayer::F16 { k, v },
         }
     }
 }
 
 #[test]
-fn elementwise_add_and_glu() {
-    for (name, gpu) in gpus() {
-        let mut rng = Rng::new(9);
-        let n = 1000usize;
-        let x = rng.vec(n, 4.0);
-        let y = rng.vec(n, 2.0);
-        for op in [ElementwiseKey::Add, ElementwiseKey::GluSilu, ElementwiseKey::GluGelu] {
-            let xb = f32s(&gpu, "x", &x);
-            let yb = f32s(&gpu, "y", &y);
-            // Only the first n - 3 elements: the tail must stay as it was.
-            let m = n - 3;
-            let o = elementwise(&gpu, op, &xb, &yb, m as u32).unwrap();
-            gpu.run(&[o], 1).unwrap();
-            let want: Vec<f64> = (0..n)
-                .map(|i| {
-                    let (a, b) = (x[i] as f64, y[i] as f64);
-                    if i >= m {
-                        return b;
-                    }
-                    match op {
-                        ElementwiseKey::Add => a + b,
-                        ElementwiseKey::GluSilu => a / (1.0 + (-a).exp()) * b,
-                        ElementwiseKey::GluGelu => {
-                            let g = 0.5
-                                * a
-                                * (1.0 + (0.797_884_560_802_865_4 * (a + 0.044715 * a * a * a)).tanh());
-                            g * b
+fn cpu_rope_and_attention_prefill_then_decode() {
+    for c in CONFIGS {
+        let (qkv, norms) = inputs(&c);
+        let want = reference_steps(&c, &qkv, &norms);
+        let (hd, stride, nq, nk) = (c.hd as usize, c.stride(), c.nq(), c.nk());
+        let spec = c.rope();
+        let table = spec.table(RopeTable::Global, c.ctx);
+        let half = c.n_rot as usize / 2;
+        let rope = Rope { n_rot: c.n_rot as usize, layout: spec.layout };
+        for isa in Isa::available() {
+            for kv_f16 in [false, true] {
+                let mut cache = Cache::new(c.n_kv as usize * c.ctx as usize * hd, kv_f16);
+                let mut pos0 = 0usize;
+                for (&n, want) in c.steps.iter().zip(&want) {
+                    // What the CPU layers do between the QKV projection and attention.
+                    let mut q = Vec::with_capacity(n as usize * nq);
+                    for t in 0..n as usize {
+                        let pos = pos0 + t;
+                        let row = &qkv[pos * stride..(pos + 1) * stride];
+                        let cs = &table[pos * half..(pos + 1) * half];
+                        let mut heads = row[..nq + nk].to_vec();
+                        for (i, head) in heads.chunks_mut(hd).enumerate() {
+                            if c.qk_norm {
+                                let w = if i < c.n_head as usize { &norms[..hd] } else { &norms[hd..] };
+                                rms_norm_in_place(isa, head, w, EPS).unwrap();
+                            }
+                            rope_in_place(rope, head, cs).unwrap();
                         }
-                        ElementwiseKey::Softcap => unreachable!("softcap has its own test"),
+                        q.extend_from_slice(&heads[..nq]);
+                        for g in 0..c.n_kv as usize {
+                            let at = (g * c.ctx as usize + pos) * hd;
+                            cache.store(at, &heads[nq + g * hd..][..hd], &row[nq + nk + g * hd..][..hd]);
+                        }
                     }
-                })
-                .collect();
-            let got = gpu.read_f32(&yb).unwrap();
-            let scale: Vec<f64> = want.iter().map(|v| v.abs().max(1.0)).collect();
-            check_close(&format!("{name} {op:?}"), &got, &want, &scale, 1e-5, 1e-6);
+                    let a = Attention {
+                        n_head: c.n_head as usize,
+                        n_kv: c.n_kv as usize,
+                        head_dim: hd,
+                        head_dim_v: hd,
+                        n_ctx: c.ctx as usize,
+                        scale: c.scale(),
+                        window: c.window as usize,
+                        pos0,
+                    };
+                    let mut got = vec![f32::NAN; n as usize * nq];
+                    wllm_engine::cpu::ops::attention(isa, &a, &q, cache.layer(), &mut got).unwrap();
+                    let tol = tolerance(kv_f16);
+                    let what = format!("[{isa}] attention {c:?} kv_f16={kv_f16} step pos0={pos0} n={n}");
+                    check_close(&what, &got, want, &vec![1.0; want.len()], tol, tol);
+                    pos0 += n as usize;
+                }
+            }
         }
     }
 }
 
 #[test]
-fn softcap_squashes_logits_into_the_cap() {
-    for (name, gpu) in gpus() {
-        let mut rng = Rng::new(10);
-        let n = 777usize;
-        // Far past the cap on both sides, and a few exactly at zero and at huge magnitudes.
-        let mut y = rng.vec(n, 120.0);
-        y[0] = 0.0;
-        y[1] = 1e30;
-        y[2] = -1e30;
-        for cap in [8.0f32, 30.0] {
-            let yb = f32s(&gpu, "logits", &y);
-            let m = n - 5;
-            let o = softcap(&gpu, &yb, cap, m as u32).unwrap();
-            gpu.run(&[o], 1).unwrap();
-            let want: Vec<f64> = (0..n)
-                .map(|i| if i >= m { y[i] as f64 } else { cap as f64 * (y[i] as f64 / cap as f64).tanh() })
-                .collect();
-            let got = gpu.read_f32(&yb).unwrap();
-            let scale: Vec<f64> = want.iter().map(|v| v.abs().max(1.0)).collect();
-            check_close(&format!("{name} softcap {cap}"), &got, &want, &scale, 1e-5, 1e-6);
-        }
-    }
+fn cpu_attention_refuses_bad_shapes() {
+    let isa = Isa::best();
+    let a = Attention {
+        n_head: 4,
+        n_kv: 2,
+        head_dim: 8,
+        head_dim_v: 8,
+        n_ctx: 4,
+        scale: 1.0,
+        window: 0,
+        pos0: 0,
+    };
+    let (k, v) = (vec![0f32; 2 * 4 * 8], vec![0f32; 2 * 4 * 8]);
+    let kv = KvLayer::F32 { k: &k, v: &v };
+    let mut out = vec![0f32; 32];
+    assert!(wllm_engine::cpu::ops::attention(isa, &a, &[0.0; 32], kv, &mut out).is_ok());
+    // Heads that do not group, a ragged q, a short output, past the context, a short cache.
+    let bad = Attention { n_kv: 3, ..a };
+    assert!(wllm_engine::cpu::ops::attention(isa, &bad, &[0.0; 32], kv, &mut out).is_err());
+    assert!(wllm_engine::cpu::ops::attention(isa, &a, &[0.0; 31], kv, &mut out).is_err());
+    assert!(wllm_engine::cpu::ops::attention(isa, &a, &[0.0; 32], kv, &mut out[..31]).is_err());
+    let late = Attention { pos0: 4, ..a };
+    assert!(wllm_engine::cpu::ops::attention(isa, &late, &[0.0; 32], kv, &mut out).is_err());
+    let short = KvLayer::F32 { k: &k[1..], v: &v };
+    assert!(wllm_engine::cpu::ops::attention(isa, &a, &[0.0; 32], short, &mut out).is_err());
 }

@@ -1,9 +1,14 @@
-//! matvec, matmul and get_rows against the CPU reference, for every GPU weight type, on shapes
-//! that do not divide the tiles, one row, many rows and several tokens.
+//! The linear kernels against the float64 reference, for every GPU weight type: on the GPU
+//! the matvec, matmul and lane kernels with their epilogues, and get_rows, on every device
+//! configuration; on the CPU dequantization, the matvec and GEMM, and the multi-output product,
+//! on every instruction set this machine has. Shapes do not divide the tiles: one row, many
+//! rows, one block, a few, past the CPU's 512-element dequantization segment, several tokens.
 
 mod common;
 
-use common::{Rng, check_close, dequant, gpus, random_weights};
+use common::{Rng, check_close, dequant, gpus, random_weights, reference};
+use wllm_engine::cpu::ops::Activation;
+use wllm_engine::cpu::{self, Isa, LinearJob, WeightView, dequantize_rows, int_dot_applies, linear_multi};
 use wllm_engine::ops::get_rows::get_rows;
 use wllm_engine::ops::linear::{Epilogue, LinearIo, linear};
 use wllm_engine::tensor::GPU_TYPES;
@@ -16,111 +21,102 @@ fn upload(gpu: &wllm_engine::Gpu, t: GgmlType, rows: usize, cols: usize, bytes: 
     GpuWeight::upload(gpu, &TensorBytes { meta, bytes: bytes.into() }).unwrap()
 }
 
-/// Reference y[t][r] = sum_c w[r][c] x[t][c] in f64, and the scale sum |w x| for the budget.
-fn reference(w: &[f32], x: &[f32], rows: usize, cols: usize, n_tok: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut y = vec![0f64; rows * n_tok];
-    let mut s = vec![0f64; rows * n_tok];
-    for t in 0..n_tok {
-        for r in 0..rows {
-            for c in 0..cols {
-                let p = w[r * cols + c] as f64 * x[t * cols + c] as f64;
-                y[t * rows + r] += p;
-                s[t * rows + r] += p.abs();
-            }
+/// One product: a random weight of type `t` (`rows` x `cols`, and dequantized) and `n_tok`
+/// input rows.
+struct LinearCase {
+    t: GgmlType,
+    rows: usize,
+    cols: usize,
+    n_tok: usize,
+    w: Vec<u8>,
+    wf: Vec<f32>,
+    x: Vec<f32>,
+}
+
+impl LinearCase {
+    fn new(t: GgmlType, rows: usize, cols: usize, n_tok: usize, rng: &mut Rng) -> LinearCase {
+        let w = random_weights(t, rows, cols, rng);
+        let wf = dequant(t, &w, rows * cols);
+        let x = rng.vec(cols * n_tok, 1.0);
+        LinearCase { t, rows, cols, n_tok, w, wf, x }
+    }
+}
+
+/// The GPU's matrix-vector cases: every type on one row and row counts that do not divide
+/// the tiles, 3 tokens.
+fn matvec_cases() -> Vec<LinearCase> {
+    let mut rng = Rng::new(1);
+    let mut out = Vec::new();
+    for &t in GPU_TYPES {
+        let bs = (t.block_size() as usize).max(32);
+        for (rows, cols) in [(1, bs), (67, bs * 3), (130, bs * 5), (300, bs * 2)] {
+            out.push(LinearCase::new(t, rows, cols, 3, &mut rng));
         }
     }
-    (y, s)
+    out
 }
 
-fn shapes(t: GgmlType) -> Vec<(usize, usize)> {
-    let bs = (t.block_size() as usize).max(32);
-    vec![(1, bs), (67, bs * 3), (130, bs * 5), (300, bs * 2)]
+/// The GPU's batched cases: every type, 67 rows, 1, 5 and 33 tokens.
+fn matmul_cases() -> Vec<LinearCase> {
+    let mut rng = Rng::new(2);
+    let mut out = Vec::new();
+    for &t in GPU_TYPES {
+        let (rows, cols) = (67, (t.block_size() as usize).max(32) * 3);
+        for n_tok in [1usize, 5, 33] {
+            out.push(LinearCase::new(t, rows, cols, n_tok, &mut rng));
+        }
+    }
+    out
 }
 
-#[test]
-fn matvec_matches_cpu_for_every_type() {
+/// Runs each case through the GPU linear kernel (the batched one when `batched`) on every
+/// device configuration.
+fn check_gpu_cases(what: &str, cases: &[LinearCase], batched: bool) {
     for (name, gpu) in gpus() {
-        let mut rng = Rng::new(1);
-        for &t in GPU_TYPES {
-            for (rows, cols) in shapes(t) {
-                let n_tok = 3;
-                let wb = random_weights(t, rows, cols, &mut rng);
-                let wf = dequant(t, &wb, rows * cols);
-                let x = rng.vec(cols * n_tok, 1.0);
-                let w = upload(&gpu, t, rows, cols, &wb);
-                let xb = gpu.storage_init("x", bytemuck::cast_slice(&x));
-                let yb = gpu.storage("y", (rows * n_tok * 4) as u64);
-                let io = LinearIo {
-                    x: &xb,
-                    x_offset: 0,
-                    x_stride: cols as u32,
-                    y: &yb,
-                    y_offset: 0,
-                    y_stride: rows as u32,
-                    bias: None,
-                    gate: None,
-                };
-                let step = gpu.uniform("step", &[0u32, n_tok as u32, 0, 0]);
-                let ops = linear(&gpu, &w, &io, Epilogue::Store, &step, false).unwrap();
-                gpu.run(&ops, n_tok as u32).unwrap();
-                let got = gpu.read_f32(&yb).unwrap();
-                let (want, scale) = reference(&wf, &x, rows, cols, n_tok);
-                check_close(
-                    &format!("[{name}] matvec {t} {rows}x{cols}"),
-                    &got[..rows * n_tok],
-                    &want,
-                    &scale,
-                    1e-5,
-                    1e-6,
-                );
-            }
+        for c in cases {
+            let (t, rows, cols, n_tok) = (c.t, c.rows, c.cols, c.n_tok);
+            let w = upload(&gpu, t, rows, cols, &c.w);
+            let xb = gpu.storage_init("x", bytemuck::cast_slice(&c.x));
+            let yb = gpu.storage("y", (rows * n_tok * 4) as u64);
+            let step = gpu.uniform("step", &[0u32, n_tok as u32, 0, 0]);
+            let io = LinearIo {
+                x: &xb,
+                x_offset: 0,
+                x_stride: cols as u32,
+                y: &yb,
+                y_offset: 0,
+                y_stride: rows as u32,
+                bias: None,
+                gate: None,
+            };
+            let ops = linear(&gpu, &w, &io, Epilogue::Store, &step, batched).unwrap();
+            gpu.run(&ops, n_tok as u32).unwrap();
+            let got = gpu.read_f32(&yb).unwrap();
+            let (want, scale) = reference::linear(&c.wf, &c.x, rows, cols, n_tok);
+            check_close(
+                &format!("[{name}] {what} {t} {rows}x{cols} T={n_tok}"),
+                &got[..rows * n_tok],
+                &want,
+                &scale,
+                1e-5,
+                1e-6,
+            );
         }
     }
 }
 
 #[test]
-fn matmul_matches_cpu_for_every_type() {
-    for (name, gpu) in gpus() {
-        let mut rng = Rng::new(2);
-        for &t in GPU_TYPES {
-            let (rows, cols) = (67, (t.block_size() as usize).max(32) * 3);
-            for n_tok in [1usize, 5, 33] {
-                let wb = random_weights(t, rows, cols, &mut rng);
-                let wf = dequant(t, &wb, rows * cols);
-                let x = rng.vec(cols * n_tok, 1.0);
-                let w = upload(&gpu, t, rows, cols, &wb);
-                let xb = gpu.storage_init("x", bytemuck::cast_slice(&x));
-                let yb = gpu.storage("y", (rows * n_tok * 4) as u64);
-                let step = gpu.uniform("step", &[0u32, n_tok as u32, 0, 0]);
-                let io = LinearIo {
-                    x: &xb,
-                    x_offset: 0,
-                    x_stride: cols as u32,
-                    y: &yb,
-                    y_offset: 0,
-                    y_stride: rows as u32,
-                    bias: None,
-                    gate: None,
-                };
-                let ops = linear(&gpu, &w, &io, Epilogue::Store, &step, true).unwrap();
-                gpu.run(&ops, n_tok as u32).unwrap();
-                let got = gpu.read_f32(&yb).unwrap();
-                let (want, scale) = reference(&wf, &x, rows, cols, n_tok);
-                check_close(
-                    &format!("[{name}] matmul {t} {rows}x{cols} T={n_tok}"),
-                    &got[..rows * n_tok],
-                    &want,
-                    &scale,
-                    1e-5,
-                    1e-6,
-                );
-            }
-        }
-    }
+fn gpu_matvec_matches_reference_for_every_type() {
+    check_gpu_cases("matvec", &matvec_cases(), false);
 }
 
 #[test]
-fn epilogues_bias_add_and_glu() {
+fn gpu_matmul_matches_reference_for_every_type() {
+    check_gpu_cases("matmul", &matmul_cases(), true);
+}
+
+#[test]
+fn gpu_epilogues_bias_add_and_glu() {
     for (name, gpu) in gpus() {
         let mut rng = Rng::new(3);
         let t = GgmlType::Q4_K;
@@ -134,7 +130,7 @@ fn epilogues_bias_add_and_glu() {
         let xb = gpu.storage_init("x", bytemuck::cast_slice(&x));
         let bb = gpu.storage_init("b", bytemuck::cast_slice(&bias));
         let gb = gpu.storage_init("g", bytemuck::cast_slice(&y0));
-        let (dot, scale) = reference(&wf, &x, rows, cols, n_tok);
+        let (dot, scale) = reference::linear(&wf, &x, rows, cols, n_tok);
         let step = gpu.uniform("step", &[0u32, n_tok as u32, 0, 0]);
         for batched in [false, true] {
             for epi in [Epilogue::Store, Epilogue::Add, Epilogue::GluSilu, Epilogue::GluGelu] {
@@ -158,16 +154,14 @@ fn epilogues_bias_add_and_glu() {
                 for i in 0..rows * n_tok {
                     let v = dot[i] + bias[i % rows] as f64;
                     let g = y0[i] as f64;
-                    let silu = g / (1.0 + (-g).exp());
-                    let gelu = 0.5
-                        * g
-                        * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g * g * g)).tanh());
                     want[i] = match epi {
                         Epilogue::Store => v,
                         Epilogue::Add => v + g,
-                        Epilogue::GluSilu => silu * v,
-                        Epilogue::GluGelu => gelu * v,
-                        Epilogue::PairSilu | Epilogue::PairGelu => unreachable!("tested in gate_up_pairs"),
+                        Epilogue::GluSilu => reference::glu(Activation::Silu, g, v),
+                        Epilogue::GluGelu => reference::glu(Activation::GeluTanh, g, v),
+                        Epilogue::PairSilu | Epilogue::PairGelu => {
+                            unreachable!("tested in gpu_gate_up_pairs")
+                        }
                     };
                     sc[i] = (scale[i] + 1.0) * (1.0 + g.abs());
                 }
@@ -185,7 +179,7 @@ fn epilogues_bias_add_and_glu() {
 }
 
 #[test]
-fn gate_up_pairs() {
+fn gpu_gate_up_pairs() {
     for (name, gpu) in gpus() {
         let mut rng = Rng::new(5);
         for &t in &[GgmlType::Q4_1, GgmlType::Q4_K, GgmlType::Q8_0] {
@@ -199,8 +193,10 @@ fn gate_up_pairs() {
                 let xb = gpu.storage_init("x", bytemuck::cast_slice(&x));
                 let yb = gpu.storage("y", (half * n_tok * 4) as u64);
                 let step = gpu.uniform("step", &[0u32, n_tok as u32, 0, 0]);
-                let (dot, scale) = reference(&wf, &x, rows, cols, n_tok);
-                for (epi, silu) in [(Epilogue::PairSilu, true), (Epilogue::PairGelu, false)] {
+                let (dot, scale) = reference::linear(&wf, &x, rows, cols, n_tok);
+                for (epi, act) in
+                    [(Epilogue::PairSilu, Activation::Silu), (Epilogue::PairGelu, Activation::GeluTanh)]
+                {
                     let io = LinearIo {
                         x: &xb,
                         x_offset: 0,
@@ -220,15 +216,7 @@ fn gate_up_pairs() {
                         for r in 0..half {
                             let g = dot[tk * rows + r];
                             let u = dot[tk * rows + half + r];
-                            let act = if silu {
-                                g / (1.0 + (-g).exp())
-                            } else {
-                                0.5 * g
-                                    * (1.0
-                                        + ((2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g * g * g))
-                                            .tanh())
-                            };
-                            want[tk * half + r] = act * u;
+                            want[tk * half + r] = reference::glu(act, g, u);
                             sc[tk * half + r] =
                                 (scale[tk * rows + r] + 1.0) * (scale[tk * rows + half + r] + 1.0);
                         }
@@ -248,7 +236,7 @@ fn gate_up_pairs() {
 }
 
 #[test]
-fn get_rows_dequantizes_and_scales() {
+fn gpu_get_rows_dequantizes_and_scales() {
     for (name, gpu) in gpus() {
         let mut rng = Rng::new(4);
         for &t in GPU_TYPES {
@@ -270,4 +258,193 @@ fn get_rows_dequantizes_and_scales() {
             check_close(&format!("[{name}] get_rows {t}"), &got, &want, &scale, 1e-6, 0.0);
         }
     }
+}
+
+/// Adds, where the decode matvec runs on i16 activations, the most their rounding can move
+/// each output: half a quantization step (1/65534 of the 32-element block's largest |x|) times
+/// sum |w| over the block, expressed in units of `rel` so `check_close` can add it to `scale`.
+#[allow(clippy::too_many_arguments)]
+fn add_activation_rounding(
+    isa: Isa,
+    t: GgmlType,
+    w: &[f32],
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+    n_tok: usize,
+    scale: &mut [f64],
+    rel: f64,
+) {
+    if !int_dot_applies(isa, t, n_tok) {
+        return;
+    }
+    for tok in 0..n_tok {
+        let xt = &x[tok * cols..(tok + 1) * cols];
+        let half_step: Vec<f64> =
+            xt.chunks(32).map(|b| b.iter().fold(0f64, |m, v| m.max(v.abs() as f64)) / 65534.0).collect();
+        for r in 0..rows {
+            let e: f64 = (0..cols).map(|c| (w[r * cols + c] as f64).abs() * half_step[c / 32]).sum();
+            scale[tok * rows + r] += e * 1.001 / rel;
+        }
+    }
+}
+
+/// Row lengths: one block, a few, past the 512-element dequantization segment; float types
+/// also get lengths that leave a vector tail.
+fn col_counts(t: GgmlType) -> Vec<usize> {
+    let bs = t.block_size() as usize;
+    if bs == 1 { vec![1, 37, 64, 600] } else { vec![bs, 3 * bs, 2048_usize.div_ceil(bs) * bs + bs] }
+}
+
+#[test]
+fn cpu_dequantize_rows_is_bit_exact() {
+    let mut rng = Rng::new(7);
+    for isa in Isa::available() {
+        for &t in GPU_TYPES {
+            for cols in col_counts(t) {
+                let rows = 5;
+                let wb = random_weights(t, rows, cols, &mut rng);
+                let want = dequant(t, &wb, rows * cols);
+                let w = WeightView::new(t, rows, cols, &wb).unwrap();
+                let mut got = vec![0f32; (rows - 1) * cols];
+                dequantize_rows(isa, w, 1, rows, &mut got).unwrap();
+                for (i, (g, e)) in got.iter().zip(&want[cols..]).enumerate() {
+                    assert!(
+                        g.to_bits() == e.to_bits(),
+                        "[{isa}] {t} cols {cols}: index {i}: got {g} want {e}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn cpu_linear_matches_reference_for_every_type_and_batch() {
+    let mut rng = Rng::new(1);
+    for isa in Isa::available() {
+        for &t in GPU_TYPES {
+            for cols in col_counts(t) {
+                for rows in [1usize, 13, 67] {
+                    let wb = random_weights(t, rows, cols, &mut rng);
+                    let wf = dequant(t, &wb, rows * cols);
+                    let w = WeightView::new(t, rows, cols, &wb).unwrap();
+                    for n_tok in [1usize, 2, 3, 4, 5, 17, 40] {
+                        let x = rng.vec(cols * n_tok, 1.0);
+                        let mut got = vec![f32::NAN; rows * n_tok];
+                        cpu::linear(isa, w, &x, n_tok, &mut got).unwrap();
+                        let (want, mut scale) = reference::linear(&wf, &x, rows, cols, n_tok);
+                        add_activation_rounding(isa, t, &wf, &x, rows, cols, n_tok, &mut scale, 1e-5);
+                        check_close(
+                            &format!("[{isa}] {t} {rows}x{cols} T={n_tok}"),
+                            &got,
+                            &want,
+                            &scale,
+                            1e-5,
+                            1e-6,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The CPU kernels on the very inputs of the GPU's matvec and matmul tests.
+#[test]
+fn cpu_linear_matches_reference_on_the_gpu_cases() {
+    for c in matvec_cases().iter().chain(&matmul_cases()) {
+        let (t, rows, cols, n_tok) = (c.t, c.rows, c.cols, c.n_tok);
+        let w = WeightView::new(t, rows, cols, &c.w).unwrap();
+        let (want, scale) = reference::linear(&c.wf, &c.x, rows, cols, n_tok);
+        for isa in Isa::available() {
+            let mut got = vec![f32::NAN; rows * n_tok];
+            cpu::linear(isa, w, &c.x, n_tok, &mut got).unwrap();
+            let mut scale = scale.clone();
+            add_activation_rounding(isa, t, &c.wf, &c.x, rows, cols, n_tok, &mut scale, 1e-5);
+            check_close(&format!("[{isa}] {t} {rows}x{cols} T={n_tok}"), &got, &want, &scale, 1e-5, 1e-6);
+        }
+    }
+}
+
+#[test]
+fn cpu_linear_multi_shares_the_input() {
+    let mut rng = Rng::new(3);
+    let cols = 96;
+    let shapes = [(GgmlType::Q4_0, 40), (GgmlType::Q8_0, 7), (GgmlType::F16, 29)];
+    let weights: Vec<Vec<u8>> =
+        shapes.iter().map(|&(t, rows)| random_weights(t, rows, cols, &mut rng)).collect();
+    for isa in Isa::available() {
+        for n_tok in [1usize, 3, 20] {
+            let x = rng.vec(cols * n_tok, 1.0);
+            let mut outs: Vec<Vec<f32>> =
+                shapes.iter().map(|&(_, rows)| vec![f32::NAN; rows * n_tok]).collect();
+            let mut jobs: Vec<LinearJob<'_, '_>> = shapes
+                .iter()
+                .zip(&weights)
+                .zip(outs.iter_mut())
+                .map(|((&(t, rows), wb), out)| LinearJob {
+                    w: WeightView::new(t, rows, cols, wb).unwrap(),
+                    out,
+                })
+                .collect();
+            linear_multi(isa, &mut jobs, &x, n_tok).unwrap();
+            for ((&(t, rows), wb), got) in shapes.iter().zip(&weights).zip(&outs) {
+                let wf = dequant(t, wb, rows * cols);
+                let (want, mut scale) = reference::linear(&wf, &x, rows, cols, n_tok);
+                add_activation_rounding(isa, t, &wf, &x, rows, cols, n_tok, &mut scale, 1e-5);
+                check_close(&format!("[{isa}] multi {t} T={n_tok}"), got, &want, &scale, 1e-5, 1e-6);
+            }
+        }
+    }
+}
+
+#[test]
+fn cpu_decode_uses_integer_dots_on_x86_and_keeps_non_finite_inputs() {
+    let isa = Isa::best();
+    if cfg!(target_arch = "x86_64")
+        && isa.name().starts_with("avx")
+        && std::env::var_os("WLLM_CPU_DOT").is_none()
+    {
+        for t in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0] {
+            assert!(int_dot_applies(isa, t, 1), "{t} should take the integer path on {isa}");
+        }
+        for t in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+            assert!(int_dot_applies(isa, t, 4), "{t} should take the integer path on {isa}");
+        }
+        assert!(!int_dot_applies(isa, GgmlType::Q4_1, 5), "prefill batches take the f32 GEMM");
+        assert!(!int_dot_applies(isa, GgmlType::F16, 1));
+    }
+    assert!(!int_dot_applies(Isa::SCALAR, GgmlType::Q8_0, 1), "the scalar oracle stays f32");
+    // A NaN or infinity in the activations must reach the output, as on the f32 path.
+    let mut rng = Rng::new(11);
+    let (rows, cols) = (9, 64);
+    for isa in Isa::available() {
+        for t in [GgmlType::Q8_0, GgmlType::Q4_K] {
+            let cols = cols.max(t.block_size() as usize);
+            let wb = random_weights(t, rows, cols, &mut rng);
+            let w = WeightView::new(t, rows, cols, &wb).unwrap();
+            for bad in [f32::NAN, f32::INFINITY] {
+                let mut x = rng.vec(cols, 1.0);
+                x[5] = bad;
+                let mut y = vec![0f32; rows];
+                cpu::linear(isa, w, &x, 1, &mut y).unwrap();
+                assert!(y.iter().all(|v| !v.is_finite()), "[{isa}] {t} with {bad} in x: {y:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn cpu_bad_shapes_are_errors() {
+    let isa = Isa::best();
+    let b = vec![0u8; 18 * 2];
+    assert!(WeightView::new(GgmlType::Q4_0, 2, 33, &b).is_err());
+    assert!(WeightView::new(GgmlType::Q4_0, 3, 32, &b).is_err());
+    assert!(WeightView::new(GgmlType::IQ2_XXS, 1, 256, &b).is_err());
+    let w = WeightView::new(GgmlType::Q4_0, 2, 32, &b).unwrap();
+    let mut y = vec![0f32; 3];
+    assert!(cpu::linear(isa, w, &[0.0; 32], 1, &mut y).is_err());
+    assert!(cpu::linear(isa, w, &[0.0; 31], 1, &mut y[..2]).is_err());
+    assert!(dequantize_rows(isa, w, 1, 3, &mut [0.0; 64]).is_err());
 }

@@ -1,20 +1,30 @@
-//! Mixture-of-experts kernels against CPU references: the router (softmax, top-k, weights)
-//! in both gating styles, the ids (decode) and grouped (prompt batch) variants of the linear
-//! kernels over stacked experts, and the weighted combine. Sizes are chosen not to divide the
-//! workgroups and tiles: 37-row experts, 65 tokens against 64-token router workgroups, more
-//! pairs on one expert than a grouped tile holds.
+//! Mixture-of-experts kernels against the float64 reference. On the GPU, on every device
+//! configuration: the router (softmax, top-k, weights) in both gating styles, the ids (decode)
+//! and grouped (prompt batch) variants of the linear kernels over stacked experts, and the
+//! weighted combine. Sizes are chosen not to divide the workgroups and tiles: 37-row experts,
+//! 65 tokens against 64-token router workgroups, more pairs on one expert than a grouped tile
+//! holds. On the CPU: the router on the same logits, and the routed expert FFNs of a real
+//! (tiny) MoE model against the reference FFN on its dequantized weights.
 
 mod common;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use common::reference::{self, Gating};
 use common::{Rng, check_close, dequant, gpus, random_weights};
 use wllm_engine::Gpu;
+use wllm_engine::cpu::CpuExperts;
+use wllm_engine::cpu::ops::Activation;
 use wllm_engine::ops::linear::{
     Epilogue, ExpertIds, Grouped, LinearIo, grouped_shape, linear_grouped, linear_ids,
 };
 use wllm_engine::ops::moe::{self, MoeBuffers, MoeShape};
 use wllm_engine::tensor::GpuWeight;
-use wllm_loaders::GgmlType;
-use wllm_loaders::model::{ExpertGating, MoeConfig, TensorBytes, TensorMeta};
+use wllm_loaders::model::{
+    ExpertGating, FfnActivation, FfnWeights, ModelWeights, MoeConfig, TensorBytes, TensorMeta, TensorSource,
+};
+use wllm_loaders::{GgmlType, GgufFile, ModelConfig};
 
 const TYPES: &[GgmlType] = &[
     GgmlType::F32,
@@ -31,40 +41,6 @@ fn step(gpu: &Gpu, n_tokens: usize) -> wgpu::Buffer {
     gpu.uniform("step", &[0u32, n_tokens as u32, 0, 0])
 }
 
-/// How router logits become expert weights, written out independently of the engine.
-#[derive(Copy, Clone, Debug)]
-enum Gating {
-    /// qwen3moe: softmax over all experts, top k, optionally renormalised over the k.
-    SoftmaxThenTopK { renormalize: bool },
-    /// mixtral: top k logits, softmax over just those.
-    TopKThenSoftmax,
-}
-
-/// (expert, weight) per slot in f64; ties go to the lower expert index.
-fn route_reference(logits: &[f32], k: usize, gating: Gating, scale: f64) -> Vec<(u32, f64)> {
-    let mut order: Vec<usize> = (0..logits.len()).collect();
-    // partial_cmp, not total_cmp: the kernel compares with `>`, for which -0 == +0.
-    order.sort_by(|&a, &b| {
-        logits[b].partial_cmp(&logits[a]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b))
-    });
-    let chosen = &order[..k];
-    let max = logits[order[0]] as f64;
-    let exp = |e: usize| (logits[e] as f64 - max).exp();
-    let weights: Vec<f64> = match gating {
-        Gating::SoftmaxThenTopK { renormalize } => {
-            let all: f64 = (0..logits.len()).map(exp).sum();
-            let picked: f64 = chosen.iter().map(|&e| exp(e)).sum();
-            let denom = if renormalize { picked } else { all };
-            chosen.iter().map(|&e| exp(e) / denom).collect()
-        }
-        Gating::TopKThenSoftmax => {
-            let sum: f64 = chosen.iter().map(|&e| exp(e)).sum();
-            chosen.iter().map(|&e| exp(e) / sum).collect()
-        }
-    };
-    chosen.iter().zip(weights).map(|(&e, w)| (e as u32, w * scale)).collect()
-}
-
 /// Random logits, with some tokens rounded to a few levels so that ties occur.
 fn router_logits(rng: &mut Rng, n_tokens: usize, n_expert: usize) -> Vec<f32> {
     let mut l = rng.vec(n_tokens * n_expert, 4.0);
@@ -76,80 +52,122 @@ fn router_logits(rng: &mut Rng, n_tokens: usize, n_expert: usize) -> Vec<f32> {
     l
 }
 
+/// One routing case: experts, experts used, tokens, and the router logits of every token.
+struct RouterCase {
+    n_expert: usize,
+    k: usize,
+    n_tok: usize,
+    logits: Vec<f32>,
+}
+
+/// The routing cases both backends run: one expert, a few, many, k up to 16, one token, a few,
+/// and one past a 64-token workgroup.
+fn router_cases() -> Vec<RouterCase> {
+    let mut rng = Rng::new(11);
+    let mut out = Vec::new();
+    for (n_expert, k) in [(1usize, 1usize), (3, 2), (8, 2), (60, 4), (128, 8), (40, 16)] {
+        for n_tok in [1usize, 7, 65] {
+            out.push(RouterCase { n_expert, k, n_tok, logits: router_logits(&mut rng, n_tok, n_expert) });
+        }
+    }
+    out
+}
+
+/// The expert-weight scale a case runs with: models that renormalise use 1, the others scale.
+fn weights_scale(renormalize: bool) -> f32 {
+    if renormalize { 1.0 } else { 2.5 }
+}
+
+/// Checks routing results (`ids`, `weights`: `k` per token) against the reference.
+fn check_routes(what: &str, c: &RouterCase, gating: Gating, scale: f32, ids: &[u32], weights: &[f32]) {
+    let mut want = Vec::with_capacity(c.n_tok * c.k);
+    for (t, row) in c.logits.chunks(c.n_expert).enumerate() {
+        for (s, (e, w)) in reference::route(row, c.k, gating, scale as f64).into_iter().enumerate() {
+            let i = t * c.k + s;
+            assert_eq!(ids[i] as usize, e, "{what}: token {t} slot {s} (index {i}): expert");
+            want.push(w);
+        }
+    }
+    let magnitudes: Vec<f64> = want.iter().map(|w| w.abs()).collect();
+    check_close(&format!("{what} {gating:?}"), &weights[..c.n_tok * c.k], &want, &magnitudes, 1e-5, 1e-7);
+}
+
 #[test]
-fn router_top_k_and_weights() {
+fn gpu_router_top_k_and_weights() {
+    let cases = router_cases();
     for (name, gpu) in gpus() {
-        let mut rng = Rng::new(11);
-        for (n_expert, k) in [(1usize, 1usize), (3, 2), (8, 2), (60, 4), (128, 8), (40, 16)] {
-            for n_tok in [1usize, 7, 65] {
-                let logits = router_logits(&mut rng, n_tok, n_expert);
-                let lb = gpu.storage_init("logits", bytemuck::cast_slice(&logits));
-                let st = step(&gpu, n_tok);
-                let mb = MoeBuffers::new(&gpu, n_tok as u32, n_expert as u32, k as u32, 8);
-                // The two GPU variants, each with the gating styles it implements.
-                let styles: [(bool, &[Gating]); 2] = [
-                    (false, &[Gating::SoftmaxThenTopK { renormalize: false }]),
-                    (true, &[Gating::SoftmaxThenTopK { renormalize: true }, Gating::TopKThenSoftmax]),
-                ];
-                for (renormalize, gatings) in styles {
-                    let scale = if renormalize { 1.0 } else { 2.5 };
-                    let shape =
-                        MoeShape { n_expert: n_expert as u32, k: k as u32, n_embd: 0, scale, renormalize };
-                    let op = moe::route(&gpu, &shape, &lb, &mb, &st).unwrap();
-                    gpu.run(&[op], n_tok as u32).unwrap();
-                    let ids: Vec<u32> = bytemuck::pod_collect_to_vec(&gpu.read_bytes(&mb.ids).unwrap());
-                    let got = gpu.read_f32(&mb.weights).unwrap();
-                    let what =
-                        format!("[{name}] route n_expert={n_expert} k={k} T={n_tok} renorm={renormalize}");
-                    for &gating in gatings {
-                        let mut want = Vec::with_capacity(n_tok * k);
-                        for (t, row) in logits.chunks(n_expert).enumerate() {
-                            for (s, (e, w)) in
-                                route_reference(row, k, gating, scale as f64).into_iter().enumerate()
-                            {
-                                let i = t * k + s;
-                                assert_eq!(ids[i], e, "{what}: token {t} slot {s} (index {i}): expert");
-                                want.push(w);
-                            }
-                        }
-                        let scale: Vec<f64> = want.iter().map(|w| w.abs()).collect();
-                        check_close(
-                            &format!("{what} {gating:?}"),
-                            &got[..n_tok * k],
-                            &want,
-                            &scale,
-                            1e-5,
-                            1e-7,
-                        );
-                    }
-                    // The engine's CPU router agrees (it is what offloaded layers use).
-                    let cfg = MoeConfig {
-                        n_expert: n_expert as u32,
-                        n_expert_used: k as u32,
-                        n_ff_expert: 1,
-                        gating: ExpertGating::SoftmaxTopK { renormalize },
-                        weights_scale: scale,
-                    };
-                    for (t, row) in logits.chunks(n_expert).enumerate() {
-                        let cpu = wllm_engine::cpu::ops::route(&cfg, row).unwrap();
-                        for (s, r) in cpu.iter().enumerate() {
-                            let i = t * k + s;
-                            assert_eq!(ids[i] as usize, r.expert, "{what}: CPU router, token {t} slot {s}");
-                            let d = (got[i] - r.weight).abs();
-                            assert!(
-                                d <= 1e-5 * r.weight.abs() + 1e-7,
-                                "{what}: CPU router weight at {i}: {d}"
-                            );
-                        }
-                    }
+        for c in &cases {
+            let (n_expert, k, n_tok) = (c.n_expert, c.k, c.n_tok);
+            let lb = gpu.storage_init("logits", bytemuck::cast_slice(&c.logits));
+            let st = step(&gpu, n_tok);
+            let mb = MoeBuffers::new(&gpu, n_tok as u32, n_expert as u32, k as u32, 8);
+            // The two GPU variants, each with the gating styles it implements.
+            let styles: [(bool, &[Gating]); 2] = [
+                (false, &[Gating::SoftmaxThenTopK { renormalize: false }]),
+                (true, &[Gating::SoftmaxThenTopK { renormalize: true }, Gating::TopKThenSoftmax]),
+            ];
+            for (renormalize, gatings) in styles {
+                let scale = weights_scale(renormalize);
+                let shape =
+                    MoeShape { n_expert: n_expert as u32, k: k as u32, n_embd: 0, scale, renormalize };
+                let op = moe::route(&gpu, &shape, &lb, &mb, &st).unwrap();
+                gpu.run(&[op], n_tok as u32).unwrap();
+                let ids: Vec<u32> = bytemuck::pod_collect_to_vec(&gpu.read_bytes(&mb.ids).unwrap());
+                let got = gpu.read_f32(&mb.weights).unwrap();
+                let what = format!("[{name}] route n_expert={n_expert} k={k} T={n_tok} renorm={renormalize}");
+                for &gating in gatings {
+                    check_routes(&what, c, gating, scale, &ids, &got);
                 }
             }
         }
     }
 }
 
+/// The CPU router (what offloaded MoE layers use) on the GPU test's logits. Its one gating
+/// style with renormalisation is also the top-k-then-softmax of Mixtral.
 #[test]
-fn routing_refuses_bad_shapes() {
+fn cpu_router_top_k_and_weights() {
+    for c in router_cases() {
+        for renormalize in [false, true] {
+            let scale = weights_scale(renormalize);
+            let cfg = MoeConfig {
+                n_expert: c.n_expert as u32,
+                n_expert_used: c.k as u32,
+                n_ff_expert: 1,
+                gating: ExpertGating::SoftmaxTopK { renormalize },
+                weights_scale: scale,
+            };
+            let (mut ids, mut weights) = (Vec::new(), Vec::new());
+            for row in c.logits.chunks(c.n_expert) {
+                for r in wllm_engine::cpu::ops::route(&cfg, row).unwrap() {
+                    ids.push(r.expert as u32);
+                    weights.push(r.weight);
+                }
+            }
+            let what = format!("route n_expert={} k={} T={} renorm={renormalize}", c.n_expert, c.k, c.n_tok);
+            let gatings: &[Gating] = if renormalize {
+                &[Gating::SoftmaxThenTopK { renormalize: true }, Gating::TopKThenSoftmax]
+            } else {
+                &[Gating::SoftmaxThenTopK { renormalize: false }]
+            };
+            for &gating in gatings {
+                check_routes(&what, &c, gating, scale, &ids, &weights);
+            }
+        }
+    }
+    let cfg = MoeConfig {
+        n_expert: 4,
+        n_expert_used: 5,
+        n_ff_expert: 1,
+        gating: ExpertGating::SoftmaxTopK { renormalize: true },
+        weights_scale: 1.0,
+    };
+    assert!(wllm_engine::cpu::ops::route(&cfg, &[0.0; 4]).is_err(), "k=5 of 4 accepted");
+    assert!(wllm_engine::cpu::ops::route(&MoeConfig { n_expert_used: 2, ..cfg }, &[0.0; 3]).is_err());
+}
+
+#[test]
+fn gpu_routing_refuses_bad_shapes() {
     let Some((_, gpu)) = gpus().into_iter().next() else { return };
     let mb = MoeBuffers::new(&gpu, 1, 32, 17, 8);
     let lb = gpu.storage("logits", 32 * 4);
@@ -209,25 +227,15 @@ fn expert_ids(rng: &mut Rng, n_tok: usize, k: usize, n_expert: usize, skew: bool
 /// per-token inputs, else the pair itself; and the sum of |products| for the error budget.
 fn ids_reference(e: &Experts, ids: &[u32], k: usize, x: &[f32], x_per_token: bool) -> (Vec<f64>, Vec<f64>) {
     let (rows, cols) = (e.rows, e.cols);
-    let mut y = vec![0f64; ids.len() * rows];
-    let mut s = vec![0f64; ids.len() * rows];
+    let (mut y, mut s) = (Vec::with_capacity(ids.len() * rows), Vec::with_capacity(ids.len() * rows));
     for (pair, &ex) in ids.iter().enumerate() {
         let xr = if x_per_token { pair / k } else { pair };
-        let x = &x[xr * cols..(xr + 1) * cols];
-        for r in 0..rows {
-            let w = &e.f[(ex as usize * rows + r) * cols..][..cols];
-            for c in 0..cols {
-                let p = w[c] as f64 * x[c] as f64;
-                y[pair * rows + r] += p;
-                s[pair * rows + r] += p.abs();
-            }
-        }
+        let w = &e.f[ex as usize * rows * cols..][..rows * cols];
+        let (py, ps) = reference::linear(w, &x[xr * cols..(xr + 1) * cols], rows, cols, 1);
+        y.extend(py);
+        s.extend(ps);
     }
     (y, s)
-}
-
-fn silu(g: f64) -> f64 {
-    g / (1.0 + (-g).exp())
 }
 
 /// Runs one ids or grouped product with the given epilogue and checks it. `gate` (laid out
@@ -285,7 +293,7 @@ fn check_experts(
     let (mut want, mut scale) = ids_reference(e, ids, k, &x, x_per_token);
     if let Some(g) = gate {
         for i in 0..n_y {
-            let a = silu(g[i] as f64);
+            let a = reference::silu(g[i] as f64);
             want[i] *= a;
             scale[i] = (scale[i] + 1.0) * (1.0 + a.abs());
         }
@@ -294,7 +302,7 @@ fn check_experts(
 }
 
 #[test]
-fn ids_matvec_matches_cpu() {
+fn gpu_ids_matvec_matches_reference() {
     for (name, gpu) in gpus() {
         let mut rng = Rng::new(12);
         for &t in TYPES {
@@ -318,7 +326,7 @@ fn ids_matvec_matches_cpu() {
 }
 
 #[test]
-fn grouped_matmul_matches_cpu() {
+fn gpu_grouped_matmul_matches_reference() {
     for (name, gpu) in gpus() {
         let mut rng = Rng::new(13);
         for &t in TYPES {
@@ -344,7 +352,7 @@ fn grouped_matmul_matches_cpu() {
 }
 
 #[test]
-fn combine_adds_weighted_expert_outputs() {
+fn gpu_combine_adds_weighted_expert_outputs() {
     for (name, gpu) in gpus() {
         let mut rng = Rng::new(14);
         for (n_tok, k, n_embd) in [(1usize, 1usize, 32usize), (5, 3, 300)] {
@@ -361,21 +369,7 @@ fn combine_adds_weighted_expert_outputs() {
             let op = moe::combine(&gpu, &shape, &mb, &yb, &xb, &st).unwrap();
             gpu.run(&[op], n_tok as u32).unwrap();
             let got = gpu.read_f32(&xb).unwrap();
-            let mut want = vec![0f64; n_tok * n_embd];
-            let mut scale = vec![0f64; n_tok * n_embd];
-            for t in 0..n_tok {
-                for i in 0..n_embd {
-                    let mut acc = x0[t * n_embd + i] as f64;
-                    let mut s = acc.abs();
-                    for slot in 0..k {
-                        let p = weights[t * k + slot] as f64 * y[(t * k + slot) * n_embd + i] as f64;
-                        acc += p;
-                        s += p.abs();
-                    }
-                    want[t * n_embd + i] = acc;
-                    scale[t * n_embd + i] = s;
-                }
-            }
+            let (want, scale) = reference::moe_combine(&x0, &weights, &y, k, n_embd);
             check_close(
                 &format!("[{name}] combine T={n_tok} k={k} n_embd={n_embd}"),
                 &got[..n_tok * n_embd],
@@ -386,4 +380,88 @@ fn combine_adds_weighted_expert_outputs() {
             );
         }
     }
+}
+
+fn tiny_model(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/models").join(name)
+}
+
+/// A tensor of the model, dequantized.
+fn dequantized(src: &GgufFile, meta: &TensorMeta) -> Vec<f32> {
+    let t = TensorSource::bytes(src, &meta.name).unwrap();
+    wllm_loaders::quant::dequantize(meta.ggml_type, &t.bytes, meta.n_elements() as usize).unwrap()
+}
+
+/// The routed experts' FFNs of a tiny real MoE model (its quantized weights read in place) on
+/// the CPU, against the reference: router logits, routing, gate and up products, the GLU and
+/// the down product of each chosen expert, weighted and summed, in float64 on the dequantized
+/// weights.
+#[test]
+fn cpu_experts_match_the_reference_ffn() {
+    let path = tiny_model("tiny-qwen3moe-q4_k_m.gguf");
+    let file = GgufFile::open(&path).unwrap();
+    let cfg = ModelConfig::from_gguf(&file).unwrap();
+    let moe = cfg.moe.clone().expect("a MoE model");
+    let act = match cfg.ffn_act {
+        FfnActivation::Silu => Activation::Silu,
+        FfnActivation::GeluTanh => Activation::GeluTanh,
+    };
+    let ExpertGating::SoftmaxTopK { renormalize } = moe.gating;
+    let gating = Gating::SoftmaxThenTopK { renormalize };
+    let metas = ModelWeights::resolve(&cfg, &file).unwrap();
+    let (e, nff, n_exp, k) =
+        (cfg.n_embd as usize, moe.n_ff_expert as usize, moe.n_expert as usize, moe.n_expert_used as usize);
+    let layers: Vec<u32> = (0..cfg.n_layer).collect();
+    let src: Arc<dyn TensorSource> = Arc::new(GgufFile::open(&path).unwrap());
+    let experts = CpuExperts::new(&cfg, src, &layers, 2).unwrap();
+    let mut rng = Rng::new(15);
+    let (mut checked, mut skipped) = (0, 0);
+    for (il, layer) in metas.layers.iter().enumerate() {
+        let FfnWeights::Moe { router, gate_exps, up_exps, down_exps } = &layer.ffn else { continue };
+        let router = dequantized(&file, router);
+        let (gate, up, down) =
+            (dequantized(&file, gate_exps), dequantized(&file, up_exps), dequantized(&file, down_exps));
+        // One token (decode) and a batch (tokens grouped by expert).
+        for n_tok in [1usize, 9] {
+            let h = rng.vec(n_tok * e, 1.0);
+            let mut got = Vec::new();
+            experts.run(il, &h, &mut got).unwrap();
+            assert_eq!(got.len(), n_tok * e, "layer {il} T={n_tok}: output length");
+            for (t, ht) in h.chunks(e).enumerate() {
+                let (logits, _) = reference::linear(&router, ht, n_exp, e, 1);
+                // A token whose k-th and (k+1)-th logits are closer than the CPU's router
+                // product resolves may take either expert; it is not held to one.
+                let mut sorted = logits.clone();
+                sorted.sort_by(|a, b| b.total_cmp(a));
+                if k < n_exp && sorted[k - 1] - sorted[k] < 1e-3 {
+                    skipped += 1;
+                    continue;
+                }
+                let logits: Vec<f32> = logits.iter().map(|&l| l as f32).collect();
+                let (mut want, mut scale) = (vec![0f64; e], vec![0f64; e]);
+                for (x, w) in reference::route(&logits, k, gating, moe.weights_scale as f64) {
+                    let (g, gs) = reference::linear(&gate[x * nff * e..][..nff * e], ht, nff, e, 1);
+                    let (u, us) = reference::linear(&up[x * nff * e..][..nff * e], ht, nff, e, 1);
+                    let a: Vec<f64> = g.iter().zip(&u).map(|(&g, &u)| reference::glu(act, g, u)).collect();
+                    // What the activation's error scales with: its own size and each input's
+                    // rounding carried through the product with the other.
+                    let a_scale: Vec<f64> = (0..nff)
+                        .map(|j| a[j].abs() + gs[j] * (u[j].abs() + us[j]) + us[j] * (g[j].abs() + gs[j]))
+                        .collect();
+                    let down_x = &down[x * e * nff..][..e * nff];
+                    let (y, _) = reference::linear(down_x, &a, e, nff, 1);
+                    let (_, ys) = reference::linear(down_x, &a_scale, e, nff, 1);
+                    for c in 0..e {
+                        want[c] += w * y[c];
+                        scale[c] += w.abs() * ys[c];
+                    }
+                }
+                let what = format!("layer {il} experts T={n_tok} token {t}");
+                check_close(&what, &got[t * e..(t + 1) * e], &want, &scale, 1e-4, 1e-6);
+                checked += 1;
+            }
+        }
+    }
+    eprintln!("{checked} tokens checked, {skipped} with a top-{k} margin under 1e-3 skipped");
+    assert!(checked >= 10 && skipped * 4 <= checked, "{checked} tokens checked, {skipped} skipped");
 }

@@ -17,4 +17,4 @@ mod stack;
 pub use isa::Isa;
 pub use linear::{LinearJob, WeightView, dequantize_rows, int_dot_applies, linear, linear_multi};
 pub use quant::is_supported;
-pub use stack::{CpuExperts, CpuOptions, CpuStack, LogitRows, Profile};
+pub use stack::{CpuExperts, CpuOptions, CpuStack, LogitRows, Profile, softcap};

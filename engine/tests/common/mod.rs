@@ -1,6 +1,9 @@
 //! Shared test support: GPUs for each feature path, a tiny deterministic RNG, random quantized
-//! weights, and error checks that name the failing index.
+//! weights, error checks that name the failing index, and the float64 references
+//! ([`reference`]) that the GPU and the CPU kernels are both held to.
 #![allow(dead_code)]
+
+pub mod reference;
 
 use std::sync::Arc;
 

@@ -104,7 +104,7 @@ impl CpuStack {
 }
 
 /// cap · tanh(v / cap): squashes logits into (-cap, cap).
-pub(crate) fn softcap(logits: &mut [f32], cap: f32) {
+pub fn softcap(logits: &mut [f32], cap: f32) {
     logits.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
 }
 

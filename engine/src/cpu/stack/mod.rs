@@ -13,6 +13,7 @@ use wllm_loaders::ModelConfig;
 use wllm_loaders::model::TensorSource;
 
 pub use self::experts::CpuExperts;
+pub use self::forward::softcap;
 pub use self::profile::Profile;
 use self::weights::{Loader, StackWeights};
 use super::Isa;

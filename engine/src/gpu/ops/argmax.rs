@@ -30,6 +30,9 @@ struct Params {
     out_index: u32,
 }
 
+#[doc(hidden)]
+pub const PARAMS_LAYOUT: super::ParamsLayout = params_layout!(Params { n, chunk, logits_offset, out_index });
+
 /// Buffers the two stages share.
 pub struct ArgmaxOps {
     pub ops: [Op; 2],

@@ -55,6 +55,10 @@ struct Params {
     _pad: u32,
 }
 
+#[doc(hidden)]
+pub const PARAMS_LAYOUT: super::ParamsLayout =
+    params_layout!(Params { n_head, n_kv, ctx, qkv_stride, o_stride, window, scale, _pad });
+
 pub struct AttentionArgs<'a> {
     pub n_head: u32,
     pub n_kv: u32,

@@ -45,13 +45,17 @@ struct Params {
     n: u32,
     /// Softcap only.
     cap: f32,
-    _pad: [u32; 2],
+    _pad1: u32,
+    _pad2: u32,
 }
+
+#[doc(hidden)]
+pub const PARAMS_LAYOUT: super::ParamsLayout = params_layout!(Params { n, cap, _pad1, _pad2 });
 
 /// An element-wise op over the first `n` elements (a fixed-size op, for tests and tools).
 pub fn elementwise(gpu: &Gpu, op: ElementwiseKey, x: &wgpu::Buffer, y: &wgpu::Buffer, n: u32) -> Result<Op> {
     let pipeline = gpu.pipeline(PipelineKey::Elementwise(op))?;
-    let ubuf = gpu.uniform("elementwise.params", &Params { n, cap: 0.0, _pad: [0; 2] });
+    let ubuf = gpu.uniform("elementwise.params", &Params { n, cap: 0.0, _pad1: 0, _pad2: 0 });
     let (gx, gy) = fold(n.div_ceil(256));
     Ok(gpu.op(
         pipeline,
@@ -63,7 +67,7 @@ pub fn elementwise(gpu: &Gpu, op: ElementwiseKey, x: &wgpu::Buffer, y: &wgpu::Bu
 /// logits = cap · tanh(logits / cap) over the first `n` elements.
 pub fn softcap(gpu: &Gpu, logits: &wgpu::Buffer, cap: f32, n: u32) -> Result<Op> {
     let pipeline = gpu.pipeline(PipelineKey::Elementwise(ElementwiseKey::Softcap))?;
-    let ubuf = gpu.uniform("softcap.params", &Params { n, cap, _pad: [0; 2] });
+    let ubuf = gpu.uniform("softcap.params", &Params { n, cap, _pad1: 0, _pad2: 0 });
     let (gx, gy) = fold(n.div_ceil(256));
     Ok(gpu.op(pipeline, &[(1, Res::Buf(logits)), (2, Res::Buf(&ubuf))], Grid::Fixed([gx, gy, 1])))
 }

@@ -37,6 +37,10 @@ struct Params {
     _pad: u32,
 }
 
+#[doc(hidden)]
+pub const PARAMS_LAYOUT: super::ParamsLayout =
+    params_layout!(Params { ncols, nb, meta_off, row0, nrows, out_stride, scale, _pad });
+
 /// out[t, :] = W[ids[t], :] * scale for every token of the batch.
 pub fn get_rows(
     gpu: &Gpu,

@@ -89,6 +89,22 @@ pub(crate) struct LinearParams {
     pub _pad: u32,
 }
 
+#[doc(hidden)]
+pub const PARAMS_LAYOUT: super::ParamsLayout = params_layout!(LinearParams {
+    ncols,
+    nrows,
+    nb,
+    meta_off,
+    y_row0,
+    x_offset,
+    x_stride,
+    y_offset,
+    y_stride,
+    expert_rows,
+    x_div,
+    _pad
+});
+
 /// Where a linear layer reads and writes. Offsets and strides count f32 elements.
 #[derive(Copy, Clone, Debug)]
 pub struct LinearIo<'a> {

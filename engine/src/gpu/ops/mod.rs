@@ -2,6 +2,22 @@
 //! Constructors check shapes and return `Result`; recording is separate, so a whole token step
 //! goes into one compute pass of one command encoder.
 
+/// The [`ParamsLayout`] of a `#[repr(C)]` params struct, given the struct and all its fields in
+/// order. The pattern below has no `..`, so a field added to the struct and not listed here
+/// does not compile.
+macro_rules! params_layout {
+    ($t:ident { $($field:ident),* $(,)? }) => {{
+        #[allow(dead_code)]
+        fn lists_every_field(p: $t) {
+            let $t { $($field: _),* } = p;
+        }
+        $crate::gpu::ops::ParamsLayout {
+            fields: &[$((stringify!($field), ::std::mem::offset_of!($t, $field))),*],
+            size: ::std::mem::size_of::<$t>(),
+        }
+    }};
+}
+
 pub mod argmax;
 pub mod attention;
 pub mod elementwise;
@@ -21,6 +37,36 @@ use wgpu::util::DeviceExt;
 
 use crate::gpu::device::Gpu;
 use crate::gpu::pipeline::Pipeline;
+
+/// How Rust lays out an op's uniform params struct, for the test that holds it to the WGSL
+/// struct of the same name.
+#[doc(hidden)]
+#[derive(Copy, Clone, Debug)]
+pub struct ParamsLayout {
+    /// Field names and byte offsets, in declaration order.
+    pub fields: &'static [(&'static str, usize)],
+    /// Bytes, trailing padding included.
+    pub size: usize,
+}
+
+/// Every op's params: the shader file its pipelines are built from, the name of the WGSL
+/// struct, and the Rust layout uploaded into it. The three linear kernels share
+/// `LinearParams`, whose WGSL twin each of their files includes from `linear_common.wgsl`.
+#[doc(hidden)]
+pub fn param_layouts() -> Vec<(&'static str, &'static str, ParamsLayout)> {
+    vec![
+        ("argmax.wgsl", "Params", argmax::PARAMS_LAYOUT),
+        ("attention.wgsl", "Params", attention::PARAMS_LAYOUT),
+        ("elementwise.wgsl", "Params", elementwise::PARAMS_LAYOUT),
+        ("get_rows.wgsl", "Params", get_rows::PARAMS_LAYOUT),
+        ("matvec.wgsl", "Params", linear::PARAMS_LAYOUT),
+        ("matmul.wgsl", "Params", linear::PARAMS_LAYOUT),
+        ("linear_lane.wgsl", "Params", linear::PARAMS_LAYOUT),
+        ("moe.wgsl", "Params", moe::PARAMS_LAYOUT),
+        ("norm.wgsl", "Params", norm::PARAMS_LAYOUT),
+        ("rope.wgsl", "Params", rope::PARAMS_LAYOUT),
+    ]
+}
 
 /// Largest workgroup count per grid dimension that every WebGPU device accepts.
 pub const MAX_GRID: u32 = 65535;

@@ -48,6 +48,10 @@ struct Params {
     _pad: u32,
 }
 
+#[doc(hidden)]
+pub const PARAMS_LAYOUT: super::ParamsLayout =
+    params_layout!(Params { n_expert, k, n_embd, scale, row_tiles_a, row_tiles_b, n_pairs, _pad });
+
 /// Buffers of one MoE layer's routing, sized for `max_tokens`.
 pub struct MoeBuffers {
     pub ids: wgpu::Buffer,

@@ -40,6 +40,9 @@ struct Params {
     eps: f32,
 }
 
+#[doc(hidden)]
+pub const PARAMS_LAYOUT: super::ParamsLayout = params_layout!(Params { n, x_stride, out_stride, eps });
+
 pub struct NormArgs<'a> {
     pub n: u32,
     pub eps: f32,

@@ -47,6 +47,10 @@ struct Params {
     eps: f32,
 }
 
+#[doc(hidden)]
+pub const PARAMS_LAYOUT: super::ParamsLayout =
+    params_layout!(Params { n_head, n_kv, hd, hd_v, n_rot, ctx, qkv_stride, eps });
+
 pub struct RopeArgs<'a> {
     pub n_head: u32,
     pub n_kv: u32,
