@@ -206,6 +206,11 @@ fn rope_factors(cfg: &ModelConfig, src: &dyn TensorSource) -> Result<Option<Vec<
     Ok(Some(factors))
 }
 
+/// A weight the plan calls for: missing means the plan and the layer's weights disagree.
+pub fn required<'w, T>(weight: &'w Option<T>, layer: usize, what: &str) -> Result<&'w T> {
+    weight.as_ref().ok_or_else(|| EngineError::InvalidArgument(format!("layer {layer} has no {what}")))
+}
+
 /// Whether the experts' top-k weights are renormalised.
 pub fn renormalizes(moe: &MoeConfig) -> bool {
     matches!(moe.gating, ExpertGating::SoftmaxTopK { renormalize: true })

@@ -18,7 +18,7 @@ fn opens_reference_tiny_models() {
             n += 1;
         }
     }
-    assert_eq!(n, 7);
+    assert_eq!(n, 9);
 }
 
 #[test]
@@ -32,12 +32,19 @@ fn resolves_weights_of_every_tiny_model() {
         "tiny-qwen3moe-q4_k_m",
         "tiny-llama-moe-q4_k_m",
         "tiny-gemma3-q4_k_m",
+        "tiny-llama-ropefreqs-q8_0",
+        "tiny-gemma3-62l-q8_0",
     ] {
         let f = GgufFile::open(dir.join(format!("{name}.gguf"))).unwrap();
         let cfg = ModelConfig::from_gguf(&f).unwrap();
         let w = ModelWeights::resolve(&cfg, &f).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(w.layers.len(), cfg.n_layer as usize);
-        if name.contains("gemma") {
+        assert_eq!(w.rope_freqs.is_some(), name.contains("ropefreqs"), "{name}");
+        if name.contains("62l") {
+            // llama.cpp's 27B rule: 1/sqrt(n_embd / n_head), not 1/sqrt(head_dim 32).
+            assert_eq!(cfg.attn_scale, 1.0 / 8.0);
+            assert_eq!(cfg.final_logit_softcap, Some(10.0));
+        } else if name.contains("gemma") {
             assert_eq!(cfg.swa_layers, vec![true, true, true, true, true, false]);
             assert_eq!(cfg.sliding_window, 8);
         }

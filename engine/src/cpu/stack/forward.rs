@@ -17,7 +17,7 @@ use crate::cpu::ops::{
     rms_norm_in_place, rope_in_place, route,
 };
 use crate::error::{EngineError, Result};
-use crate::layers::{FfnPlan, LayerBackend, LayerPlan, Step};
+use crate::layers::{FfnPlan, LayerBackend, LayerPlan, Step, required};
 
 fn linear(exec: &dyn Exec, isa: Isa, w: WeightView<'_>, x: &[f32], n: usize, y: &mut [f32]) -> Result<()> {
     linear_multi_on(exec, isa, &mut [LinearJob { w, out: y }], x, n)
@@ -126,11 +126,6 @@ struct CpuLayers<'a> {
     profile: &'a mut Profile,
 }
 
-/// A weight the plan calls for and the layer lacks: the plan and the weights disagree.
-fn need<'w, T>(w: &'w Option<T>, il: usize, what: &str) -> Result<&'w T> {
-    w.as_ref().ok_or_else(|| EngineError::InvalidArgument(format!("layer {il} has no {what}")))
-}
-
 impl LayerBackend for CpuLayers<'_> {
     fn step(&mut self, layer: &LayerPlan, step: &Step) -> Result<()> {
         let il = layer.index;
@@ -171,7 +166,7 @@ impl LayerBackend for CpuLayers<'_> {
                         (&l.attn_k_bias, &mut sc.k, "k bias"),
                         (&l.attn_v_bias, &mut sc.v, "v bias"),
                     ] {
-                        let b = need(b, il, what)?;
+                        let b = required(b, il, what)?;
                         y.chunks_exact_mut(b.len()).try_for_each(|row| add_in_place(row, b))?;
                     }
                 }
@@ -179,7 +174,10 @@ impl LayerBackend for CpuLayers<'_> {
             }
             Step::RopeKv { qk_norm, table } => {
                 let norms = match qk_norm {
-                    true => Some((need(&l.attn_q_norm, il, "q norm")?, need(&l.attn_k_norm, il, "k norm")?)),
+                    true => Some((
+                        required(&l.attn_q_norm, il, "q norm")?,
+                        required(&l.attn_k_norm, il, "k norm")?,
+                    )),
                     false => None,
                 };
                 let table = &self.rope[*table as usize];
@@ -217,7 +215,7 @@ impl LayerBackend for CpuLayers<'_> {
                 linear(exec, isa, l.attn_output.view(), &sc.attn, n, &mut sc.a)?;
                 self.clock.mark(&mut self.profile.attn_out);
                 let post = if *post_norm {
-                    Some(need(&l.post_attention_norm, il, "post-attention norm")?)
+                    Some(required(&l.post_attention_norm, il, "post-attention norm")?)
                 } else {
                     None
                 };
@@ -256,7 +254,8 @@ impl LayerBackend for CpuLayers<'_> {
                     }
                 }
                 self.clock.mark(&mut self.profile.ffn_out);
-                let post = if *post_norm { Some(need(&l.post_ffw_norm, il, "post-FFN norm")?) } else { None };
+                let post =
+                    if *post_norm { Some(required(&l.post_ffw_norm, il, "post-FFN norm")?) } else { None };
                 add_residual(isa, sc, post, c.rms_eps)?;
                 self.clock.mark(&mut self.profile.norms);
             }

@@ -20,7 +20,7 @@ use crate::gpu::ops::norm::{NormArgs, rms_norm};
 use crate::gpu::ops::rope::{RopeArgs, rope_kv};
 use crate::gpu::ops::{Grid, Op};
 use crate::gpu::tensor::GpuWeight;
-use crate::layers::{FfnPlan, LayerBackend, LayerPlan, RopeTable, Step, renormalizes};
+use crate::layers::{FfnPlan, LayerBackend, LayerPlan, RopeTable, Step, renormalizes, required};
 
 /// A run of ops, then possibly a hand-over to the CPU.
 pub(crate) struct Segment {
@@ -94,10 +94,6 @@ fn whole(v: &GpuVec) -> Result<&wgpu::Buffer> {
     }
 }
 
-fn need<'w, T>(w: &'w Option<T>, il: usize, what: &str) -> Result<&'w T> {
-    w.as_ref().ok_or_else(|| EngineError::InvalidArgument(format!("layer {il} has no {what}")))
-}
-
 /// The GPU backend of the layer plan: records each step's dispatches for one flavour (decode or
 /// prefill) of the step graph.
 struct GraphBuilder<'a> {
@@ -151,7 +147,7 @@ impl<'a> GraphBuilder<'a> {
     /// Leaves the block's post-norm for the next RMS norm to fuse.
     fn post_norm(&mut self, w: &'a Option<GpuVec>, on: bool, il: usize, what: &str) -> Result<()> {
         if on {
-            self.pending_post = Some(whole(need(w, il, what)?)?);
+            self.pending_post = Some(whole(required(w, il, what)?)?);
         }
         Ok(())
     }
@@ -178,7 +174,7 @@ impl<'a> GraphBuilder<'a> {
                 )));
             }
             let mut o = io(&self.b.h, e, &self.b.qkv, row0, stride);
-            o.bias = if bias { Some(whole(need(b, il, "q/k/v bias")?)?) } else { None };
+            o.bias = if bias { Some(whole(required(b, il, "q/k/v bias")?)?) } else { None };
             self.linear(&mat.weight, o, Epilogue::Store)?;
             i = j;
         }
@@ -190,7 +186,8 @@ impl<'a> GraphBuilder<'a> {
         let qk_norm = match qk_norm {
             false => None,
             true => {
-                let (q, k) = (need(&l.attn_q_norm, il, "q norm")?, need(&l.attn_k_norm, il, "k norm")?);
+                let (q, k) =
+                    (required(&l.attn_q_norm, il, "q norm")?, required(&l.attn_k_norm, il, "k norm")?);
                 if !Arc::ptr_eq(&q.buffer, &k.buffer) || k.offset != q.len {
                     return Err(EngineError::InvalidArgument(format!(
                         "layer {il}: q and k norms not packed"
@@ -396,7 +393,7 @@ fn head(m: &GpuModel, b: &Buffers, all_rows: bool) -> Result<Vec<Op>> {
     // The last layer's post-FFN norm, left for the head's norm to fuse.
     let post = match (m.layers.last(), c.has_post_norms) {
         (Some(l), true) => {
-            Some((&b.a, whole(need(&l.post_ffw_norm, c.n_layer as usize - 1, "post-FFN norm")?)?))
+            Some((&b.a, whole(required(&l.post_ffw_norm, c.n_layer as usize - 1, "post-FFN norm")?)?))
         }
         _ => None,
     };
