@@ -315,6 +315,7 @@ impl Model {
     /// The memory plan `load_with(path, opts)` would follow, without reading any weights
     /// (`wllm plan`). Errors as loading would when the request does not fit.
     pub fn plan(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Plan> {
+        check_load_options(opts)?;
         let path = path.as_ref();
         let (cfg, source): (ModelConfig, Arc<dyn TensorSource>) =
             if path.is_file() && path.extension().is_none_or(|e| e != "safetensors") {

@@ -234,6 +234,7 @@ fn bad_flags_are_refused_naming_the_flag() {
         case(&["bench", m, "-r", "0"], Expect::Fails("--repetitions")),
         case(&["profile", m, "--prompt", "hi", "-n", "18446744073709551615"], Expect::Fails("--n-predict")),
         case(&run(&["--ctx", "0"]), Expect::Fails("--ctx")),
+        case(&["plan", m, "--ctx", "0"], Expect::Fails("context of 0 tokens")),
         case(&run(&["--ctx", "-1"]), Expect::Fails("1 or more")),
         case(&run(&["--ctx", "4294967296"]), Expect::Fails("--ctx")),
         case(&run(&["-b", "0"]), Expect::Fails("--batch-size")),
