@@ -7,7 +7,7 @@
 //! and for replies whose text tokenizes differently from the ids the model sampled: the cache
 //! is cut back to where they part.
 
-use wllm_loaders::chat::{ChatMessage, ChatTemplate};
+use wllm_loaders::chat::{ChatMessage, ChatTemplate, TemplateOrigin};
 
 use crate::error::{Error, Result};
 use crate::generate::{Chunk, GenerateOptions, Generation, GenerationStats, StopReason};
@@ -69,7 +69,16 @@ impl Model {
     }
 
     fn template(&self) -> Result<&ChatTemplate> {
-        self.chat_template().ok_or(Error::NoChatTemplate)
+        let t = self.chat_template().ok_or(Error::NoChatTemplate)?;
+        if *t.origin() == TemplateOrigin::ChatmlFallback
+            && !self.inner.chatml_warned.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            log::warn!(
+                "{}: the model has no chat template; using ChatML, which it may not have been trained on (give the right one as a template override)",
+                self.info().path.display()
+            );
+        }
+        Ok(t)
     }
 }
 

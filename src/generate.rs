@@ -81,7 +81,8 @@ impl Default for GenerateOptions {
     }
 }
 
-/// Why generation ended.
+/// Why generation ended. [`StopReason::as_str`] names each with a stable word for machine
+/// output (`wllm run --json` prints it as `stop_reason`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StopReason {
     MaxTokens,
@@ -92,6 +93,27 @@ pub enum StopReason {
     Cancelled,
     /// The context is full.
     ContextFull,
+}
+
+impl StopReason {
+    /// The stable name: `length` (the token limit), `stop` (an end-of-generation token),
+    /// `stop_string` (one of the stop strings), `cancelled`, `context_full`. These words do not
+    /// change between versions; new reasons may be added.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StopReason::MaxTokens => "length",
+            StopReason::EndOfGeneration(_) => "stop",
+            StopReason::StopString(_) => "stop_string",
+            StopReason::Cancelled => "cancelled",
+            StopReason::ContextFull => "context_full",
+        }
+    }
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One step's output. `text` can be empty (a token that ends mid-character) and the last

@@ -35,7 +35,7 @@ pub use device::Engine;
 pub use error::{Error, Result};
 pub use generate::{CancelToken, Chunk, GenerateOptions, Generation, GenerationStats, StopReason};
 pub use model::{LoadOptions, Model, ModelInfo};
-pub use session::{Session, SessionOptions};
+pub use session::{MAX_BATCH, Session, SessionOptions};
 pub use wllm_engine as engine;
 pub use wllm_engine::sampling::SamplerConfig;
 /// The wgpu wllm is built against; a host passing its own device must use this version.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use wllm_engine::plan::{GpuFacts, HostFacts, PlanRequest, parse_size, peak_rss, plan};
 use wllm_engine::{Backend, DeviceOptions, EngineError, Gpu, GpuLayers, GpuModel, Plan};
 use wllm_loaders::chat::{ChatTemplate, SpecialTokens};
+use wllm_loaders::mapped::FileStamp;
 use wllm_loaders::model::ModelWeights;
 use wllm_loaders::model::TensorSource;
 use wllm_loaders::{GgmlType, GgufFile, ModelConfig, QuantizingSource, SafetensorsModel, Tokenizer};
@@ -40,6 +41,9 @@ pub struct LoadOptions {
     pub gpu: Option<Arc<Gpu>>,
     /// Override the chat template (a Jinja file, or a tokenizer_config.json).
     pub chat_template: Option<PathBuf>,
+    /// Override the chat template with this Jinja source (takes precedence over
+    /// `chat_template`).
+    pub chat_template_source: Option<String>,
     /// Run a tiny prompt and a decode step while loading, so shader compilation (which some
     /// drivers do on first use) is part of the load rather than of the first request.
     pub warm_up: bool,
@@ -47,7 +51,8 @@ pub struct LoadOptions {
     /// `Auto` (the default) takes as many as the memory budget allows, and falls back to the
     /// CPU alone when no adapter exists.
     pub gpu_layers: GpuLayers,
-    /// CPU threads for layers on the CPU (0: one per core).
+    /// CPU threads for layers on the CPU (0: one per core). More than the machine's cores is
+    /// capped to its cores, with a warning: oversubscribed workers only wait on each other.
     pub threads: usize,
     /// Bytes the GPU side may use (`None`: `WLLM_GPU_MEMORY`, else what the adapter reports;
     /// on unified memory, the host's available memory).
@@ -87,7 +92,8 @@ pub struct ModelInfo {
     pub plan: Plan,
     /// CPU threads for the CPU layers.
     pub threads: usize,
-    /// The process's peak resident memory when loading finished (Linux).
+    /// The process's peak resident memory when loading finished (Linux). Sessions allocate
+    /// their KV caches later; [`wllm_engine::plan::peak_rss`] gives the figure at any time.
     pub peak_rss: Option<u64>,
 }
 
@@ -104,6 +110,12 @@ pub(crate) struct ModelInner {
     pub n_cpu_moe: u32,
     /// The weights; CPU layers read them in place for as long as any session lives.
     pub source: Arc<dyn TensorSource>,
+    /// The mapped files as they were when opened; checked before every step that reads them.
+    pub stamps: Vec<FileStamp>,
+    /// Whether steps read the memory map (CPU layers or CPU experts), not only the load.
+    pub reads_map: bool,
+    /// The ChatML fallback has been reported once.
+    pub chatml_warned: std::sync::atomic::AtomicBool,
 }
 
 /// A loaded model. Cheap to clone; `Send + Sync`, so any number of sessions on any threads
@@ -156,19 +168,27 @@ impl Model {
         let meta =
             std::fs::metadata(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
         let is_gguf = meta.is_file() && path.extension().is_none_or(|e| e != "safetensors");
+        check_load_options(opts)?;
+        let mut stamps = Vec::new();
         let (cfg, tokenizer, template, source): (_, _, _, Arc<dyn TensorSource>) = if is_gguf {
             let f = GgufFile::open(path)?;
+            stamps.extend(f.stamp().cloned());
             let cfg = ModelConfig::from_gguf(&f)?;
             let tok = Tokenizer::from_gguf(&f)?;
-            let tpl = match &opts.chat_template {
-                Some(p) => {
+            let tpl = match (&opts.chat_template_source, &opts.chat_template) {
+                (Some(src), _) => Some(
+                    ChatTemplate::new(src.as_str(), "", "")?
+                        .with_special_tokens(SpecialTokens::from_gguf(&f)?),
+                ),
+                (None, Some(p)) => {
                     Some(ChatTemplate::from_file(p)?.with_special_tokens(SpecialTokens::from_gguf(&f)?))
                 }
-                None => ChatTemplate::from_gguf(&f).ok(),
+                (None, None) => ChatTemplate::from_gguf(&f).ok(),
             };
             (cfg, tok, tpl, Arc::new(f))
         } else {
             let m = SafetensorsModel::open(path)?;
+            stamps.extend(m.files().stamps().iter().cloned());
             let dir = if meta.is_dir() {
                 path.to_path_buf()
             } else {
@@ -177,9 +197,10 @@ impl Model {
             let tok_cfg_path = dir.join("tokenizer_config.json");
             let tok_cfg = tok_cfg_path.exists().then_some(tok_cfg_path.as_path());
             let tok = Tokenizer::from_hf_files(dir.join("tokenizer.json"), tok_cfg)?;
-            let tpl = match &opts.chat_template {
-                Some(p) => Some(ChatTemplate::from_file(p)?),
-                None => match tok_cfg {
+            let tpl = match (&opts.chat_template_source, &opts.chat_template) {
+                (Some(src), _) => Some(ChatTemplate::new(src.as_str(), "", "")?),
+                (None, Some(p)) => Some(ChatTemplate::from_file(p)?),
+                (None, None) => match tok_cfg {
                     Some(p) => {
                         let text = std::fs::read_to_string(p)
                             .map_err(|source| Error::Io { path: p.to_path_buf(), source })?;
@@ -208,11 +229,23 @@ impl Model {
             )?)),
             _ => None,
         };
-        let threads = if opts.threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            opts.threads
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = match opts.threads {
+            0 => cores,
+            t if t > cores => {
+                log::warn!("{t} CPU threads asked for, but this machine has {cores} cores; using {cores}");
+                cores
+            }
+            t => t,
         };
+        if let Some(n) = opts.n_ctx
+            && n > cfg.context_length
+        {
+            log::warn!(
+                "a context of {n} tokens is more than the {} the model was trained for; output past that is likely poor",
+                cfg.context_length
+            );
+        }
         let (adapter, backend) = match (&gpu_model, plan.cpu_layers()) {
             (Some(m), 0) => (m.gpu.adapter_name().to_string(), m.gpu.backend().name()),
             (Some(m), k) => (
@@ -233,6 +266,8 @@ impl Model {
             threads,
             peak_rss: None,
         };
+        let reads_map =
+            info.plan.cpu_layers() > 0 || gpu_model.as_ref().is_some_and(|g| !g.cpu_moe_layers.is_empty());
         let mut model = Model {
             inner: Arc::new(ModelInner {
                 cfg,
@@ -244,6 +279,9 @@ impl Model {
                 gpu_facts,
                 n_cpu_moe: opts.n_cpu_moe,
                 source,
+                stamps,
+                reads_map,
+                chatml_warned: Default::default(),
             }),
         };
         if opts.warm_up {
@@ -260,6 +298,15 @@ impl Model {
         Ok(model)
     }
 
+    /// Errors if a memory-mapped model file was truncated or written since it was loaded
+    /// (see [`wllm_loaders::mapped`]). Sessions check before every step that reads the map.
+    pub fn check_files(&self) -> Result<()> {
+        for s in &self.inner.stamps {
+            s.check()?;
+        }
+        Ok(())
+    }
+
     /// The device the model's GPU layers run on (`None`: everything runs on the CPU).
     pub fn gpu(&self) -> Option<Arc<Gpu>> {
         self.inner.gpu_model.as_ref().map(|m| m.gpu.clone())
@@ -268,6 +315,7 @@ impl Model {
     /// The memory plan `load_with(path, opts)` would follow, without reading any weights
     /// (`wllm plan`). Errors as loading would when the request does not fit.
     pub fn plan(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Plan> {
+        check_load_options(opts)?;
         let path = path.as_ref();
         let (cfg, source): (ModelConfig, Arc<dyn TensorSource>) =
             if path.is_file() && path.extension().is_none_or(|e| e != "safetensors") {
@@ -355,13 +403,16 @@ fn placement_inputs(cfg: &ModelConfig, opts: &LoadOptions) -> Result<PlacementIn
             Err(e) => return Err(e.into()),
         },
     };
-    let budget = match opts.memory_budget {
-        Some(b) => Some(b),
-        None => match std::env::var("WLLM_GPU_MEMORY") {
-            Ok(s) if !s.trim().is_empty() => Some(parse_size(&s)?),
-            _ => None,
-        },
-    };
+    let budget =
+        match opts.memory_budget {
+            Some(b) => Some(b),
+            None => match std::env::var("WLLM_GPU_MEMORY") {
+                Ok(s) if !s.trim().is_empty() => Some(parse_size(&s).map_err(|e| {
+                    Error::InvalidArgument(format!("environment variable WLLM_GPU_MEMORY: {e}"))
+                })?),
+                _ => None,
+            },
+        };
     let host = HostFacts::probe();
     let gpu_facts = gpu.as_ref().map(|g| GpuFacts::of(g, budget, &host));
     let request = PlanRequest {
@@ -372,6 +423,16 @@ fn placement_inputs(cfg: &ModelConfig, opts: &LoadOptions) -> Result<PlacementIn
         cpu_moe_below: opts.n_cpu_moe,
     };
     Ok((gpu, gpu_facts, host, request))
+}
+
+/// Refuses options no load can honour, before anything is opened.
+fn check_load_options(opts: &LoadOptions) -> Result<()> {
+    if opts.n_ctx == Some(0) {
+        return Err(Error::InvalidArgument(
+            "a context of 0 tokens holds nothing (n_ctx must be at least 1)".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The backend name of a CPU + GPU split.

@@ -14,9 +14,14 @@ use crate::model::Model;
 pub struct SessionOptions {
     /// Context size in tokens; `None`: the model's training context, capped at 4096.
     pub n_ctx: Option<u32>,
-    /// Most prompt tokens processed in one step.
+    /// Most prompt tokens processed in one step (at most the context, and at most
+    /// [`MAX_BATCH`]; larger values are lowered to that).
     pub n_batch: u32,
 }
+
+/// The most prompt tokens a step processes, whatever a session asks for: the step's buffers
+/// grow with it and the memory plan does not count more.
+pub const MAX_BATCH: u32 = 8192;
 
 impl Default for SessionOptions {
     fn default() -> Self {
@@ -52,12 +57,17 @@ impl Session {
     pub(crate) fn new(model: Model, opts: &SessionOptions) -> Result<Session> {
         let inner = &model.inner;
         let planned = inner.info.plan.n_ctx;
+        if opts.n_ctx == Some(0) {
+            return Err(Error::InvalidArgument(
+                "a context of 0 tokens holds nothing (n_ctx must be at least 1)".into(),
+            ));
+        }
         let n_ctx = opts.n_ctx.unwrap_or(planned).max(1);
         if n_ctx > planned {
             // The load-time plan covered `planned` positions; check the larger cache fits.
             model.plan_for_context(n_ctx)?;
         }
-        let ctx = ContextOptions { n_ctx, n_batch: opts.n_batch.max(1) };
+        let ctx = ContextOptions { n_ctx, n_batch: opts.n_batch.clamp(1, n_ctx.min(MAX_BATCH)) };
         let n_cpu = inner.info.plan.cpu_layers();
         let cpu = |with_head| {
             CpuStack::new(&inner.cfg, inner.source.clone(), n_cpu, with_head, n_ctx, inner.info.threads)
@@ -131,6 +141,7 @@ impl Session {
     /// Feeds `tokens` after what is in the cache and returns the logits asked for
     /// (row-major, `n_vocab` per row).
     pub fn eval(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<f32>> {
+        self.check_files()?;
         let out = self.exec.eval(tokens, logits, false)?;
         self.history.extend_from_slice(tokens);
         Ok(out.logits)
@@ -138,6 +149,7 @@ impl Session {
 
     /// Feeds `tokens` and returns the most likely next token, chosen on the device.
     pub fn eval_greedy(&mut self, tokens: &[u32]) -> Result<u32> {
+        self.check_files()?;
         let out = self.exec.eval(tokens, Logits::None, true)?;
         self.history.extend_from_slice(tokens);
         out.token.ok_or_else(|| Error::InvalidArgument("the device returned no token".into()))
@@ -149,9 +161,16 @@ impl Session {
         logits: Logits,
         argmax: bool,
     ) -> Result<wllm_engine::StepOutput> {
+        self.check_files()?;
         let out = self.exec.eval(tokens, logits, argmax)?;
         self.history.extend_from_slice(tokens);
         Ok(out)
+    }
+
+    /// Before a step that reads the memory-mapped weights: errors if the file changed on disk
+    /// (truncated, or written in place) since the model was loaded.
+    pub(crate) fn check_files(&self) -> Result<()> {
+        if self.model.inner.reads_map { self.model.check_files() } else { Ok(()) }
     }
 
     /// Starts generating after `prompt` (which is evaluated first). The returned iterator runs

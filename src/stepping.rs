@@ -13,6 +13,7 @@ impl Session {
     /// [`PendingStep::wait`]. The tokens count as fed immediately, so further steps may be
     /// submitted before this one finishes.
     pub fn submit(&mut self, tokens: &[u32], logits: Logits, argmax: bool) -> Result<PendingStep> {
+        self.check_files()?;
         let pending = self.exec.submit(tokens, logits, argmax)?;
         self.history.extend_from_slice(tokens);
         Ok(pending)

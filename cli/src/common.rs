@@ -19,8 +19,9 @@ pub struct DeviceArgs {
     /// 0 runs everything on the CPU.
     #[arg(long = "gpu-layers", visible_alias = "ngl", default_value = "auto")]
     pub gpu_layers: String,
-    /// CPU threads for layers on the CPU (default: one per core).
-    #[arg(long, short = 't', default_value_t = 0)]
+    /// CPU threads for layers on the CPU (default: one per core; more than the cores is capped
+    /// to the cores).
+    #[arg(long, short = 't', default_value_t = 0, allow_negative_numbers = true, value_parser = whole_in::<usize>(0, 1 << 16))]
     pub threads: usize,
     /// Memory the GPU side may use, e.g. 6GiB (default: env WLLM_GPU_MEMORY, else what the
     /// adapter reports; on integrated GPUs and CPU adapters, the available host memory).
@@ -30,7 +31,7 @@ pub struct DeviceArgs {
     #[arg(long = "cpu-moe")]
     pub cpu_moe: bool,
     /// Keep the experts of the first N MoE layers on the CPU.
-    #[arg(long = "n-cpu-moe", conflicts_with = "cpu_moe")]
+    #[arg(long = "n-cpu-moe", conflicts_with = "cpu_moe", allow_negative_numbers = true, value_parser = whole_in::<u32>(0, u32::MAX as u64))]
     pub n_cpu_moe: Option<u32>,
     /// Quantize F32/F16/BF16 weight matrices while loading: q8_0 or q4_k.
     #[arg(long, value_parser = parse_quantize)]
@@ -46,15 +47,20 @@ fn parse_quantize(s: &str) -> std::result::Result<GgmlType, String> {
 
 impl DeviceArgs {
     pub fn backend(&self) -> Result<Option<Backend>> {
-        self.backend.as_deref().map(Backend::parse).transpose().map_err(Into::into)
+        self.backend.as_deref().map(Backend::parse).transpose().context("--backend")
     }
 
     pub fn load_options(&self, n_ctx: Option<u32>) -> Result<LoadOptions> {
         Ok(LoadOptions {
             backend: self.backend()?,
-            gpu_layers: self.gpu_layers.parse::<GpuLayers>()?,
+            gpu_layers: self.gpu_layers.parse::<GpuLayers>().context("--gpu-layers")?,
             threads: self.threads,
-            memory_budget: self.memory_budget.as_deref().map(parse_size).transpose()?,
+            memory_budget: self
+                .memory_budget
+                .as_deref()
+                .map(parse_size)
+                .transpose()
+                .context("--memory-budget")?,
             n_ctx,
             n_cpu_moe: if self.cpu_moe { u32::MAX } else { self.n_cpu_moe.unwrap_or(0) },
             quantize: self.quantize,
@@ -66,21 +72,108 @@ impl DeviceArgs {
 /// What `run` and `chat` share about the conversation's context.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ContextArgs {
-    /// Jinja chat template (or tokenizer_config.json) to use instead of the model's.
+    /// Chat template to use instead of the model's: a file (Jinja, or a tokenizer_config.json),
+    /// or the Jinja text itself (anything with `{{` or `{%` that is not a file's name).
     #[arg(long)]
-    pub chat_template: Option<PathBuf>,
-    /// Context size (default: the model's, capped at 4096).
-    #[arg(long = "ctx", short = 'c')]
+    pub chat_template: Option<String>,
+    /// Context size in tokens, at least 1 (default: the model's, capped at 4096).
+    #[arg(long = "ctx", short = 'c', allow_negative_numbers = true, value_parser = whole_in::<u32>(1, u32::MAX as u64))]
     pub ctx: Option<u32>,
     /// Prompt tokens processed per step.
-    #[arg(long = "batch-size", short = 'b', default_value_t = 256)]
+    #[arg(long = "batch-size", short = 'b', default_value_t = 256, allow_negative_numbers = true, value_parser = whole_in::<u32>(1, wllm::MAX_BATCH as u64))]
     pub batch: u32,
+}
+
+/// A `--chat-template` value: the file it names, or the template it is.
+pub enum TemplateArg {
+    File(PathBuf),
+    Inline(String),
+}
+
+impl TemplateArg {
+    pub fn parse(s: &str) -> Result<TemplateArg> {
+        let p = Path::new(s);
+        if p.exists() {
+            if !p.is_file() {
+                anyhow::bail!("--chat-template {}: is not a regular file", p.display());
+            }
+            return Ok(TemplateArg::File(p.to_path_buf()));
+        }
+        if s.contains("{{") || s.contains("{%") {
+            return Ok(TemplateArg::Inline(s.to_string()));
+        }
+        anyhow::bail!("--chat-template {s:?}: no such file, and not a Jinja template either (no {{{{ or {{%)")
+    }
+
+    /// Sets the load options' template and says on stderr which one is used.
+    fn apply(&self, opts: &mut LoadOptions) {
+        match self {
+            TemplateArg::File(p) => {
+                eprintln!("chat template: from the file {}", p.display());
+                opts.chat_template = Some(p.clone());
+            }
+            TemplateArg::Inline(src) => {
+                eprintln!("chat template: the inline text given to --chat-template ({} bytes)", src.len());
+                opts.chat_template_source = Some(src.clone());
+            }
+        }
+    }
+}
+
+/// A clap value parser for a whole-number flag from `lo` to `hi`, whose refusals say the range
+/// (clap's own message names the flag).
+pub fn whole_in<T>(
+    lo: u64,
+    hi: u64,
+) -> impl Fn(&str) -> std::result::Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: TryFrom<u64> + Clone + Send + Sync + 'static,
+{
+    move |s: &str| {
+        let range = if hi == u64::MAX || hi == u32::MAX as u64 {
+            format!("a whole number, {lo} or more")
+        } else {
+            format!("a whole number from {lo} to {hi}")
+        };
+        let v: u64 = s.trim().parse().map_err(|_| format!("expected {range}"))?;
+        if v < lo || v > hi {
+            return Err(format!("{v} is out of range: expected {range}"));
+        }
+        T::try_from(v).map_err(|_| format!("expected {range}"))
+    }
+}
+
+/// A clap value parser for a finite number from `lo` to `hi` (either may be infinite: no bound).
+pub fn number_in(
+    lo: f32,
+    hi: f32,
+) -> impl Fn(&str) -> std::result::Result<f32, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        let range = match (lo.is_finite(), hi.is_finite()) {
+            (true, true) => format!("a number from {lo} to {hi}"),
+            (true, false) => format!("a number, {lo} or more"),
+            (false, true) => format!("a number, at most {hi}"),
+            (false, false) => "a finite number".to_string(),
+        };
+        let v: f32 = s.trim().parse().map_err(|_| format!("expected {range}"))?;
+        if !v.is_finite() || v < lo || v > hi {
+            return Err(format!("{v} is out of range: expected {range}"));
+        }
+        Ok(v)
+    }
+}
+
+/// Opens an output file (`--dump-logits`, `--trace`) before any work, so a bad path fails at
+/// once rather than after the run.
+pub fn open_output(flag: &str, path: &Path) -> Result<std::fs::File> {
+    std::fs::File::create(path).with_context(|| format!("{flag} {}: cannot write there", path.display()))
 }
 
 impl ContextArgs {
     /// Loads `path` with the memory plan made for this context, then opens a session on it.
     pub fn load(&self, path: &Path, dev: &DeviceArgs) -> Result<(Model, SessionOptions)> {
-        let model = load_model(path, dev, self.chat_template.as_deref(), self.ctx)?;
+        let template = self.chat_template.as_deref().map(TemplateArg::parse).transpose()?;
+        let model = load_model(path, dev, template.as_ref(), self.ctx)?;
         Ok((model, SessionOptions { n_ctx: self.ctx, n_batch: self.batch }))
     }
 }
@@ -90,14 +183,13 @@ impl ContextArgs {
 pub fn load_model(
     path: &Path,
     dev: &DeviceArgs,
-    chat_template: Option<&Path>,
+    chat_template: Option<&TemplateArg>,
     n_ctx: Option<u32>,
 ) -> Result<Model> {
-    let opts = LoadOptions {
-        chat_template: chat_template.map(Path::to_path_buf),
-        warm_up: true,
-        ..dev.load_options(n_ctx)?
-    };
+    let mut opts = LoadOptions { warm_up: true, ..dev.load_options(n_ctx)? };
+    if let Some(t) = chat_template {
+        t.apply(&mut opts);
+    }
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = indicatif::ProgressBar::new(0);
         b.set_style(

@@ -1,7 +1,15 @@
 //! `wllm`: run open-weight LLMs on any GPU through wgpu.
 
+/// `println!` that returns an error on a closed stdout (`wllm info M | head -1`) instead of
+/// panicking; `main` turns that error into a quiet exit.
+macro_rules! outln {
+    () => { std::io::Write::write_all(&mut std::io::stdout(), b"\n")? };
+    ($($t:tt)*) => { std::io::Write::write_fmt(&mut std::io::stdout(), format_args!("{}\n", format_args!($($t)*)))? };
+}
+
 mod cmd;
 mod common;
+mod logger;
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +49,12 @@ fn main() {
         unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
     }
     let cli = Cli::parse();
+    let verbose = match &cli.command {
+        Command::Run(a) => a.verbose,
+        Command::Chat(a) => a.verbose,
+        _ => false,
+    };
+    logger::install(verbose);
     let result = match cli.command {
         Command::Info(a) => cmd::info::run(a),
         Command::Tokenize(a) => cmd::tokenize::run(a),
@@ -51,9 +65,21 @@ fn main() {
         Command::Plan(a) => cmd::plan::run(a),
     };
     if let Err(e) = result {
+        if broken_pipe(&e) {
+            // The reader left (`| head`): what it wanted was written; leave quietly, as
+            // line-oriented tools do.
+            std::process::exit(0);
+        }
         eprintln!("error: {}", one_line(&e));
         std::process::exit(1);
     }
+}
+
+/// Whether the error is a write to a stdout whose reader has gone.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// The error and its causes on one line, skipping causes an outer message already quotes.

@@ -38,6 +38,12 @@ pub enum EngineError {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// The forward pass produced NaN or infinite logits: no token can be chosen from them.
+    #[error(
+        "the model produced non-finite logits ({what}) at position {position}: the weights or hyperparameters are likely corrupt"
+    )]
+    NonFiniteLogits { what: &'static str, position: u64 },
+
     #[error("I/O error on {path}: {source}")]
     Io {
         path: String,

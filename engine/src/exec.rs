@@ -218,6 +218,10 @@ fn cpu_eval(s: &mut CpuStack, tokens: &[u32], logits: Logits, argmax: bool) -> R
         Some(rows) => {
             let l = s.logits(tokens, pos, rows)?;
             let v = s.config().n_vocab as usize;
+            // Every row is checked: NaN compares false, so the argmax below would pick token 0.
+            let first =
+                if rows == LogitRows::All { pos } else { (pos + tokens.len() as u32).saturating_sub(1) };
+            crate::finite::check_logits(&l, v as u32, first)?;
             if argmax {
                 let last = &l[l.len() - v..];
                 out.token = Some(argmax_row(last));

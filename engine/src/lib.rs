@@ -5,6 +5,7 @@
 pub mod cpu;
 pub mod error;
 pub mod exec;
+pub mod finite;
 pub mod gpu;
 pub mod layers;
 pub mod plan;

@@ -39,6 +39,17 @@ pub enum Error {
 
     #[error(transparent)]
     Quant(#[from] QuantError),
+
+    /// The path names a FIFO, device, socket or directory where a file was expected.
+    #[error("{}: is {kind}, not a regular file", path.display())]
+    NotAFile { path: PathBuf, kind: &'static str },
+
+    /// A memory-mapped model file changed on disk while in use.
+    #[error(
+        "{}: the model file was {what} while in use; its weights can no longer be trusted (replace a model in use by renaming a new file over it, never by writing into it)",
+        path.display()
+    )]
+    FileChanged { path: PathBuf, what: String },
 }
 
 impl Error {

@@ -5,6 +5,7 @@ pub mod chat;
 pub mod error;
 pub mod ggml_type;
 pub mod gguf;
+pub mod mapped;
 pub mod model;
 pub mod quant;
 pub mod safetensors;

@@ -3,25 +3,31 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use serde_json::json;
 use wllm::{Logits, SessionOptions};
 
-use crate::common::{DeviceArgs, human_bytes, load_model};
+use crate::common::{DeviceArgs, human_bytes, load_model, whole_in};
+
+/// The most prompt or generated tokens a bench asks for: the context both need is sized from
+/// them (their sum cannot overflow) and refused by the memory plan before anything is allocated
+/// when it does not fit.
+const MAX_TOKENS: u32 = 1 << 20;
 
 #[derive(clap::Args)]
 pub struct Args {
     pub model: PathBuf,
-    /// Prompt tokens (0 skips the prompt test).
-    #[arg(short = 'p', long = "n-prompt", default_value_t = 128)]
+    /// Prompt tokens, at most 1048576 (0 skips the prompt test).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 128, allow_negative_numbers = true, value_parser = whole_in::<u32>(0, MAX_TOKENS as u64))]
     pub n_prompt: u32,
-    /// Generated tokens (0 skips the generation test).
-    #[arg(short = 'n', long = "n-gen", default_value_t = 64)]
+    /// Generated tokens, at most 1048576 (0 skips the generation test).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 64, allow_negative_numbers = true, value_parser = whole_in::<u32>(0, MAX_TOKENS as u64))]
     pub n_gen: u32,
-    /// Repetitions; the median is reported.
-    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    /// Repetitions, 1 to 1000; the median is reported.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5, allow_negative_numbers = true, value_parser = whole_in::<usize>(1, 1000))]
     pub reps: usize,
-    #[arg(long = "batch-size", short = 'b', default_value_t = 256)]
+    /// Prompt tokens processed per step.
+    #[arg(long = "batch-size", short = 'b', default_value_t = 256, allow_negative_numbers = true, value_parser = whole_in::<u32>(1, wllm::MAX_BATCH as u64))]
     pub batch: u32,
     #[command(flatten)]
     pub device: DeviceArgs,
@@ -53,8 +59,22 @@ fn tokens(n: u32, n_vocab: u32, seed: u32) -> Vec<u32> {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let n_ctx = (a.n_prompt + a.n_gen + 8).max(64);
-    let model = load_model(&a.model, &a.device, None, Some(n_ctx))?;
+    let Some(n_ctx) = a.n_prompt.checked_add(a.n_gen).and_then(|n| n.checked_add(8)) else {
+        bail!("-p {} and -n {} together are too many tokens", a.n_prompt, a.n_gen);
+    };
+    let n_ctx = n_ctx.max(64);
+    let model = match load_model(&a.model, &a.device, None, Some(n_ctx)) {
+        Ok(m) => m,
+        // The plan's advice names --ctx, which bench sizes from -p and -n.
+        Err(e) => match e.downcast_ref::<wllm::Error>() {
+            Some(wllm::Error::Engine(wllm::engine::EngineError::OverBudget { plan, .. })) => bail!(
+                "-p {} and -n {} need a context of {n_ctx} tokens, which does not fit: try a smaller -p or -n\n{plan}",
+                a.n_prompt,
+                a.n_gen
+            ),
+            _ => return Err(e),
+        },
+    };
     let n_vocab = model.config().n_vocab;
     let mut session = model.session(&SessionOptions { n_ctx: Some(n_ctx), n_batch: a.batch })?;
     // Warm-up builds every pipeline and touches every buffer once.
@@ -84,10 +104,10 @@ pub fn run(a: Args) -> Result<()> {
     let info = model.info();
     let backend = session.backend_name();
     let name = info.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    println!("| model | size | backend | adapter | test | t/s |");
-    println!("| --- | ---: | --- | --- | ---: | ---: |");
+    outln!("| model | size | backend | adapter | test | t/s |");
+    outln!("| --- | ---: | --- | --- | ---: | ---: |");
     if a.n_prompt > 0 {
-        println!(
+        outln!(
             "| {name} | {} | {backend} | {} | pp{} | {pp_tps:.2} |",
             human_bytes(info.weight_bytes),
             info.adapter,
@@ -95,7 +115,7 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     if a.n_gen > 0 {
-        println!(
+        outln!(
             "| {name} | {} | {backend} | {} | tg{} | {tg_tps:.2} |",
             human_bytes(info.weight_bytes),
             info.adapter,
@@ -103,7 +123,7 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     if a.json {
-        println!(
+        outln!(
             "{}",
             json!({"model": name, "backend": backend, "adapter": info.adapter, "n_prompt": a.n_prompt, "n_gen": a.n_gen,
                    "gpu_layers": info.plan.gpu_layers, "cpu_layers": info.plan.cpu_layers(), "threads": info.threads,

@@ -24,7 +24,7 @@ pub struct Args {
     #[arg(long)]
     pub system: Option<String>,
     /// Most tokens per reply.
-    #[arg(short = 'n', long = "n-predict", default_value_t = 1024)]
+    #[arg(short = 'n', long = "n-predict", default_value_t = 1024, allow_negative_numbers = true, value_parser = crate::common::whole_in::<usize>(0, u32::MAX as u64))]
     pub n: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
@@ -150,7 +150,7 @@ pub fn run(a: Args) -> Result<()> {
 /// A missing template is fixed on the command line: say how.
 pub fn template_hint(e: Error) -> anyhow::Error {
     match e {
-        Error::NoChatTemplate => anyhow::anyhow!("{e}: pass --chat-template FILE"),
+        Error::NoChatTemplate => anyhow::anyhow!("{e}: pass --chat-template FILE or TEMPLATE"),
         e => e.into(),
     }
 }

@@ -73,46 +73,48 @@ pub fn run(a: Args) -> Result<()> {
             }
             Err(e) => o["unsupported_reason"] = json!(e),
         }
-        println!("{}", serde_json::to_string(&o)?);
+        outln!("{}", serde_json::to_string(&o)?);
         return Ok(());
     }
-    println!("model        {}", a.model.display());
-    println!("format       {}", s.format);
+    outln!("model        {}", a.model.display());
+    outln!("format       {}", s.format);
     match &s.config {
         Ok(c) => {
-            println!("architecture {}", c.arch.name());
+            outln!("architecture {}", c.arch.name());
             if let Some(n) = &c.name {
-                println!("name         {n}");
+                outln!("name         {n}");
             }
-            println!("parameters   {} ({params})", human_count(params));
-            println!("context      {}", c.context_length);
-            println!("layers       {}", c.n_layer);
-            println!("embedding    {}", c.n_embd);
-            println!("heads        {} (kv {}, head size {})", c.n_head, c.n_head_kv, c.head_dim);
+            outln!("parameters   {} ({params})", human_count(params));
+            outln!("context      {}", c.context_length);
+            outln!("layers       {}", c.n_layer);
+            outln!("embedding    {}", c.n_embd);
+            outln!("heads        {} (kv {}, head size {})", c.n_head, c.n_head_kv, c.head_dim);
             if let Some(m) = &c.moe {
-                println!(
+                outln!(
                     "experts      {} ({} used per token, ffn {})",
-                    m.n_expert, m.n_expert_used, m.n_ff_expert
+                    m.n_expert,
+                    m.n_expert_used,
+                    m.n_ff_expert
                 );
             } else {
-                println!("ffn          {}", c.n_ff);
+                outln!("ffn          {}", c.n_ff);
             }
-            println!("vocab        {}", c.n_vocab);
+            outln!("vocab        {}", c.n_vocab);
         }
         Err(e) => {
-            println!("architecture {} (cannot run: {e})", s.arch_name.as_deref().unwrap_or("?"));
-            println!("parameters   {} ({params})", human_count(params));
+            outln!("architecture {} (cannot run: {e})", s.arch_name.as_deref().unwrap_or("?"));
+            outln!("parameters   {} ({params})", human_count(params));
         }
     }
-    println!("file size    {}", human_bytes(s.file_size));
-    println!("tensors      {}", s.tensors.len());
-    println!("quant types");
+    outln!("file size    {}", human_bytes(s.file_size));
+    outln!("tensors      {}", s.tensors.len());
+    outln!("quant types");
     for (t, (n, b)) in &hist {
-        println!("  {:<8} {n:>5} tensors {:>12}", t.name(), human_bytes(*b));
+        outln!("  {:<8} {n:>5} tensors {:>12}", t.name(), human_bytes(*b));
     }
-    println!("metadata");
+    outln!("metadata");
     for (k, v) in &s.metadata {
-        println!("  {k} = {v}");
+        outln!("  {k} = {v}");
     }
     Ok(())
 }

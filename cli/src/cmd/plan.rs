@@ -22,7 +22,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let opts = a.device.load_options(a.ctx)?;
     let p = Model::plan(&a.model, &opts).with_context(|| format!("planning {}", a.model.display()))?;
-    println!("{}: {} of {} layers on the GPU", a.model.display(), p.gpu_layers, p.n_layer);
-    println!("{p}");
+    outln!("{}: {} of {} layers on the GPU", a.model.display(), p.gpu_layers, p.n_layer);
+    outln!("{p}");
     Ok(())
 }

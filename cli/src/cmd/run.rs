@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use wllm::engine::sampling::parse_logit_bias;
-use wllm::{ChatMessage, GenerateOptions, SamplerConfig};
+use wllm::{ChatMessage, GenerateOptions, SamplerConfig, StopReason};
 
-use crate::common::{ContextArgs, DeviceArgs, parse_ids};
+use crate::common::{ContextArgs, DeviceArgs, number_in, open_output, parse_ids, whole_in};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,7 +27,7 @@ pub struct Args {
     #[arg(long, requires = "chat")]
     pub system: Option<String>,
     /// Tokens to generate.
-    #[arg(short = 'n', long = "n-predict", default_value_t = 256)]
+    #[arg(short = 'n', long = "n-predict", default_value_t = 256, allow_negative_numbers = true, value_parser = whole_in::<usize>(0, u32::MAX as u64))]
     pub n: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
@@ -50,26 +50,36 @@ pub struct Args {
     pub ignore_eos: bool,
 }
 
+/// Every number is checked against its range when parsed; negative values reach the check
+/// (instead of clap's "use -- -1" tip) so the refusal names the flag and what it allows.
 #[derive(clap::Args, Clone, Debug)]
 pub struct SamplingArgs {
-    /// Temperature; 0 = greedy.
-    #[arg(long, default_value_t = 0.8)]
+    /// Temperature, 0 or more; 0 = greedy.
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true, value_parser = number_in(0.0, f32::INFINITY))]
     pub temp: f32,
-    #[arg(long, default_value_t = 40)]
+    /// Keep the K most likely tokens (0 = all).
+    #[arg(long, default_value_t = 40, allow_negative_numbers = true, value_parser = whole_in::<usize>(0, u32::MAX as u64))]
     pub top_k: usize,
-    #[arg(long, default_value_t = 0.95)]
+    /// Nucleus sampling, 0 to 1 (1 = off).
+    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true, value_parser = number_in(0.0, 1.0))]
     pub top_p: f32,
-    #[arg(long, default_value_t = 0.05)]
+    /// Drop tokens below this fraction of the best one's probability, 0 to 1 (0 = off).
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true, value_parser = number_in(0.0, 1.0))]
     pub min_p: f32,
-    #[arg(long = "typical", default_value_t = 1.0)]
+    /// Locally typical sampling, 0 to 1 (1 = off).
+    #[arg(long = "typical", default_value_t = 1.0, allow_negative_numbers = true, value_parser = number_in(0.0, 1.0))]
     pub typical_p: f32,
-    #[arg(long, default_value_t = 1.0)]
+    /// Penalty on repeated tokens, more than 0 (1 = off).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = number_in(f32::MIN_POSITIVE, f32::INFINITY))]
     pub repeat_penalty: f32,
-    #[arg(long, default_value_t = 64)]
+    /// How many recent tokens the repeat penalty looks at (0 = off).
+    #[arg(long, default_value_t = 64, allow_negative_numbers = true, value_parser = whole_in::<usize>(0, u32::MAX as u64))]
     pub repeat_last_n: usize,
-    #[arg(long, default_value_t = 0.0)]
+    /// OpenAI-style presence penalty, -2 to 2.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = number_in(-2.0, 2.0))]
     pub presence_penalty: f32,
-    #[arg(long, default_value_t = 0.0)]
+    /// OpenAI-style frequency penalty, -2 to 2.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = number_in(-2.0, 2.0))]
     pub frequency_penalty: f32,
     /// Random seed (default: random).
     #[arg(long, short = 's')]
@@ -107,6 +117,7 @@ impl SamplingArgs {
 
 pub fn run(a: Args) -> Result<()> {
     let sampling = a.sampling.config()?;
+    let dump = a.dump_logits.as_deref().map(|p| open_output("--dump-logits", p)).transpose()?;
     let (model, session_opts) = a.context.load(&a.model, &a.device)?;
     let mut stop = a.sampling.stop.clone();
     let prompt_ids = match (&a.prompt, &a.prompt_tokens) {
@@ -140,6 +151,7 @@ pub fn run(a: Args) -> Result<()> {
         ..Default::default()
     };
     let backend = session.backend_name();
+    let n_ctx = session.n_ctx();
     let mut gen_ = session.generate(&prompt_ids, opts)?;
     let mut text = String::new();
     let stdout = std::io::stdout();
@@ -155,9 +167,9 @@ pub fn run(a: Args) -> Result<()> {
     let ids = gen_.ids().to_vec();
     let stats = gen_.stats().clone();
     let reason = gen_.stop_reason().cloned();
-    if let Some(path) = &a.dump_logits {
+    if let (Some(path), Some(mut file)) = (&a.dump_logits, dump) {
         let bytes: Vec<u8> = gen_.logits().iter().flat_map(|v| v.to_le_bytes()).collect();
-        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        file.write_all(&bytes).with_context(|| format!("writing {}", path.display()))?;
     }
     drop(gen_);
     let info = model.info();
@@ -170,7 +182,7 @@ pub fn run(a: Args) -> Result<()> {
             "adapter": info.adapter,
             "gpu_layers": info.plan.gpu_layers,
             "cpu_layers": info.plan.cpu_layers(),
-            "stop_reason": format!("{reason:?}"),
+            "stop_reason": reason.as_ref().map(wllm::StopReason::as_str),
             "timings": {
                 "load_ms": info.load_time.as_secs_f64() * 1e3,
                 "prompt_tokens": stats.prompt_tokens,
@@ -185,6 +197,15 @@ pub fn run(a: Args) -> Result<()> {
         writeln!(out, "{o}")?;
     } else {
         writeln!(out)?;
+        out.flush()?;
+        match &reason {
+            Some(StopReason::ContextFull) => {
+                eprintln!("(stopped: the context of {n_ctx} tokens is full; raise --ctx for longer output)")
+            }
+            Some(StopReason::Cancelled) => eprintln!("(stopped: cancelled)"),
+            Some(r) if a.verbose => eprintln!("stop reason:          {r}"),
+            _ => {}
+        }
     }
     if a.verbose {
         eprintln!("backend:              {backend} ({})", info.adapter);
@@ -195,7 +216,8 @@ pub fn run(a: Args) -> Result<()> {
             info.threads
         );
         eprintln!("load duration:        {:.2?}", info.load_time);
-        if let Some(rss) = info.peak_rss {
+        // Measured now: the session's KV cache and buffers exist only since after loading.
+        if let Some(rss) = wllm::engine::plan::peak_rss() {
             eprintln!("peak memory (RSS):    {}", crate::common::human_bytes(rss));
         }
         eprintln!("prompt eval count:    {} token(s)", stats.prompt_tokens);

@@ -32,13 +32,13 @@ pub fn run(a: Args) -> Result<()> {
     };
     let ids = tok.encode(&a.text, !a.no_special, a.parse_special);
     if a.json {
-        println!("{}", serde_json::json!({ "ids": ids }));
+        outln!("{}", serde_json::json!({ "ids": ids }));
         return Ok(());
     }
     for id in &ids {
         let piece = tok.token_to_piece_special(*id);
-        println!("{id:>8} -> {:?}", String::from_utf8_lossy(&piece));
+        outln!("{id:>8} -> {:?}", String::from_utf8_lossy(&piece));
     }
-    println!("{} tokens", ids.len());
+    outln!("{} tokens", ids.len());
     Ok(())
 }

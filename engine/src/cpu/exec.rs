@@ -61,6 +61,12 @@ struct Shared {
     wake: Condvar,
     quit: AtomicBool,
     panicked: AtomicBool,
+    /// How long an idle worker spins before it parks: [`SPIN`], or nothing when the team has
+    /// more threads than the machine has cores. Spinning workers would then take the cores
+    /// from the ones holding tasks, and each step would wait out whole scheduler slices.
+    spin: Duration,
+    /// Spins between `yield_now`s while the caller waits for claimed tasks.
+    yield_every: u32,
 }
 
 /// The calling thread plus `threads - 1` workers.
@@ -73,6 +79,8 @@ pub(crate) struct Team {
 
 impl Team {
     pub fn new(threads: usize) -> std::io::Result<Team> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let oversubscribed = threads > cores;
         let shared = Arc::new(Shared {
             word: AtomicU64::new(0),
             job: AtomicPtr::new(std::ptr::null_mut()),
@@ -82,6 +90,8 @@ impl Team {
             wake: Condvar::new(),
             quit: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
+            spin: if oversubscribed { Duration::ZERO } else { SPIN },
+            yield_every: if oversubscribed { 16 } else { 4096 },
         });
         let mut workers = Vec::new();
         for i in 1..threads.max(1) {
@@ -141,7 +151,7 @@ fn worker(sh: &Shared) {
                 break w;
             }
             spins += 1;
-            if spins.is_multiple_of(1024) && start.elapsed() > SPIN {
+            if spins.is_multiple_of(1024) && start.elapsed() >= sh.spin {
                 let mut g = sh.lock.lock().unwrap_or_else(|e| e.into_inner());
                 sh.sleepers.fetch_add(1, Ordering::SeqCst);
                 while generation(sh.word.load(Ordering::SeqCst)) == seen && !sh.quit.load(Ordering::SeqCst) {
@@ -206,7 +216,7 @@ impl Exec for Team {
         let mut spins = 0u32;
         while sh.done.load(Ordering::Acquire) < n {
             spins += 1;
-            if spins.is_multiple_of(4096) {
+            if spins.is_multiple_of(sh.yield_every) {
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();
@@ -215,5 +225,36 @@ impl Exec for Team {
         if sh.panicked.swap(false, Ordering::Relaxed) {
             panic!("a CPU kernel task panicked");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Far more threads than cores (`--threads 1000` on a small machine): idle workers must not
+    /// spin the cores away from the ones holding tasks. Spinning, this took minutes; parking,
+    /// a couple of seconds.
+    #[test]
+    fn an_oversubscribed_team_keeps_up() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = cores * 64;
+        let team = Team::new(threads).unwrap();
+        let sum = AtomicUsize::new(0);
+        let start = Instant::now();
+        // As a decode step splits work: one task per thread, each a little work.
+        for _ in 0..600 {
+            team.run(threads, &|i| {
+                let mut x = i as u64;
+                for k in 0..2000u64 {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(k));
+                }
+                std::hint::black_box(x);
+                sum.fetch_add(i, Ordering::Relaxed);
+            });
+        }
+        assert_eq!(sum.load(Ordering::Relaxed), 600 * (threads * (threads - 1) / 2));
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(10), "600 jobs on {threads} threads took {took:?}");
     }
 }

@@ -25,6 +25,19 @@ impl Backend {
             _ => Err(EngineError::UnknownBackend(s.to_string())),
         }
     }
+    /// Why this backend cannot exist here (Metal off Apple platforms, DX12 off Windows).
+    fn not_on_this_platform(self) -> Option<&'static str> {
+        match self {
+            Backend::Metal if !cfg!(target_vendor = "apple") => Some(
+                "Metal exists only on macOS and iOS; here use vulkan (or gl), or leave the backend unset to pick the best",
+            ),
+            Backend::Dx12 if !cfg!(windows) => Some(
+                "DX12 exists only on Windows; here use vulkan (or gl), or leave the backend unset to pick the best",
+            ),
+            _ => None,
+        }
+    }
+
     fn wgpu(self) -> wgpu::Backends {
         match self {
             Backend::Vulkan => wgpu::Backends::VULKAN,
@@ -170,7 +183,9 @@ impl Gpu {
         let backend = match opts.backend {
             Some(b) => Some(b),
             None => match std::env::var("WLLM_BACKEND") {
-                Ok(s) if !s.is_empty() => Some(Backend::parse(&s)?),
+                Ok(s) if !s.is_empty() => Some(Backend::parse(&s).map_err(|e| {
+                    EngineError::InvalidArgument(format!("environment variable WLLM_BACKEND: {e}"))
+                })?),
                 _ => None,
             },
         };
@@ -197,6 +212,9 @@ impl Gpu {
         });
         let Some(adapter) = adapters.into_iter().next() else {
             let which = backend.map(|b| format!(" for backend {b}")).unwrap_or_default();
+            if let Some(why) = backend.and_then(Backend::not_on_this_platform) {
+                return Err(EngineError::NoAdapter(format!("{which}: {why}")));
+            }
             return Err(EngineError::NoAdapter(format!(
                 "{which}: install a Vulkan, Metal or DX12 driver (on Linux without a GPU, Mesa's lavapipe: mesa-vulkan-drivers)"
             )));

@@ -229,6 +229,7 @@ pub struct GgufFile {
     path: Option<PathBuf>,
     backing: Backing,
     header: Arc<GgufHeader>,
+    stamp: Option<crate::mapped::FileStamp>,
 }
 
 impl std::fmt::Debug for GgufFile {
@@ -245,15 +246,18 @@ impl GgufFile {
     /// Memory-maps and parses `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
         let path = path.as_ref();
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let file = crate::mapped::open_regular(path)?;
+        let stamp = crate::mapped::FileStamp::new(path, &file)?;
         // SAFETY: the map is read-only. Another process truncating the file while we run would
-        // fault, as it would for any mmap-based loader (llama.cpp included); we accept that.
+        // fault, as it would for any mmap-based loader (llama.cpp included); `stamp` lets the
+        // caller notice a change at safe points (see `crate::mapped`).
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let header = GgufHeader::parse(&map).map_err(|e| Error::gguf(path, e))?;
         Ok(GgufFile {
             path: Some(path.to_path_buf()),
             backing: Backing::Mmap(Arc::new(map)),
             header: Arc::new(header),
+            stamp: Some(stamp),
         })
     }
 
@@ -261,11 +265,15 @@ impl GgufFile {
     pub fn from_bytes(bytes: impl Into<Arc<[u8]>>) -> std::result::Result<GgufFile, GgufError> {
         let bytes: Arc<[u8]> = bytes.into();
         let header = GgufHeader::parse(&bytes)?;
-        Ok(GgufFile { path: None, backing: Backing::Owned(bytes), header: Arc::new(header) })
+        Ok(GgufFile { path: None, backing: Backing::Owned(bytes), header: Arc::new(header), stamp: None })
     }
 
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
+    }
+    /// The mapped file's size and time when opened (`None` for an image held in memory).
+    pub fn stamp(&self) -> Option<&crate::mapped::FileStamp> {
+        self.stamp.as_ref()
     }
     pub fn backing(&self) -> &Backing {
         &self.backing

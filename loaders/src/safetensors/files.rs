@@ -65,6 +65,7 @@ pub struct SafetensorsFiles {
     shards: Vec<Shard>,
     tensors: Vec<RawTensor>,
     by_name: HashMap<String, usize>,
+    stamps: Vec<crate::mapped::FileStamp>,
 }
 
 impl std::fmt::Debug for SafetensorsFiles {
@@ -86,7 +87,8 @@ impl SafetensorsFiles {
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         if !meta.is_dir() {
             let mut files = SafetensorsFiles::empty(path);
-            files.add_shard(path, map_file(path)?)?;
+            let bytes = files.map_file(path)?;
+            files.add_shard(path, bytes)?;
             return Ok(files);
         }
         let index = path.join(INDEX_FILE);
@@ -100,7 +102,7 @@ impl SafetensorsFiles {
         }
         let mut files = SafetensorsFiles::empty(path);
         for shard in shard_paths {
-            let bytes = map_file(&shard)?;
+            let bytes = files.map_file(&shard)?;
             files.add_shard(&shard, bytes)?;
         }
         Ok(files)
@@ -128,7 +130,7 @@ impl SafetensorsFiles {
                 return Err(Error::safetensors(index, e));
             }
             shard_of.insert(shard, files.shards.len());
-            let bytes = map_file(&shard_path)?;
+            let bytes = files.map_file(&shard_path)?;
             files.add_shard(&shard_path, bytes)?;
         }
         for (tensor, shard) in &weight_map {
@@ -150,6 +152,7 @@ impl SafetensorsFiles {
             shards: Vec::new(),
             tensors: Vec::new(),
             by_name: HashMap::new(),
+            stamps: Vec::new(),
         }
     }
 
@@ -221,12 +224,21 @@ impl SafetensorsFiles {
     }
 }
 
-fn map_file(path: &Path) -> Result<Bytes> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    // SAFETY: the map is read-only. Another process truncating the file while we run would
-    // fault, as it would for any mmap-based loader; we accept that.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-    Ok(Bytes::Map(map))
+impl SafetensorsFiles {
+    /// Size and time of every mapped shard when opened (empty for an image held in memory).
+    pub fn stamps(&self) -> &[crate::mapped::FileStamp] {
+        &self.stamps
+    }
+
+    fn map_file(&mut self, path: &Path) -> Result<Bytes> {
+        let file = crate::mapped::open_regular(path)?;
+        self.stamps.push(crate::mapped::FileStamp::new(path, &file)?);
+        // SAFETY: the map is read-only. Another process truncating the file while we run would
+        // fault, as it would for any mmap-based loader; `stamps` let the caller notice a change
+        // at safe points (see `crate::mapped`).
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        Ok(Bytes::Map(map))
+    }
 }
 
 fn list_safetensors(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -244,7 +256,12 @@ fn list_safetensors(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Reads a small JSON file, refusing one too large to be what it claims to be.
 pub(super) fn read_json_file(path: &Path, what: &'static str, max: u64) -> Result<Vec<u8>> {
-    let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        // Reading a FIFO would block until a writer appears.
+        return Err(Error::NotAFile { path: path.to_path_buf(), kind: "not a regular file" });
+    }
+    let len = meta.len();
     if len > max {
         return Err(Error::safetensors(path, SafetensorsError::JsonTooLarge { what, len, max }));
     }

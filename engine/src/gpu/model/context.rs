@@ -502,12 +502,16 @@ impl Context {
             }
         }
         let mut out = StepOutput::default();
+        let n_vocab = self.model.cfg.n_vocab;
+        let last_pos = self.n_past + n - 1;
         if logit_bytes > 0 {
             out.logits = read_f32(&gpu, &self.bufs.read_logits, logit_bytes)?;
+            let first = if logits == Logits::All { self.n_past } else { last_pos };
+            crate::finite::check_logits(&out.logits, n_vocab, first)?;
         }
         if argmax {
             let v = read_f32(&gpu, &self.bufs.read_tokens, 4)?;
-            out.token = Some(v[0].to_bits());
+            out.token = Some(crate::finite::check_token(v[0].to_bits(), n_vocab, last_pos)?);
         }
         if logit_bytes == 0 && !argmax {
             gpu.wait()?;

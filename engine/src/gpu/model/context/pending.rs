@@ -33,6 +33,10 @@ struct Readback {
     token: Option<wgpu::Buffer>,
     /// Callbacks still to fire (one per mapped buffer, or one for work-done).
     left: Arc<AtomicUsize>,
+    /// Vocabulary size and the positions of the first and last row, to check the output.
+    n_vocab: u32,
+    first_pos: u32,
+    last_pos: u32,
     failure: Arc<Mutex<Option<String>>>,
 }
 
@@ -102,9 +106,14 @@ impl Readback {
         let mut out = StepOutput::default();
         if let Some((buf, bytes)) = &self.logits {
             out.logits = mapped_f32(buf, *bytes)?;
+            let first = if out.logits.len() > self.n_vocab as usize { self.first_pos } else { self.last_pos };
+            crate::finite::check_logits(&out.logits, self.n_vocab, first)?;
         }
         if let Some(buf) = &self.token {
-            out.token = mapped_f32(buf, 4)?.first().map(|v| v.to_bits());
+            out.token = match mapped_f32(buf, 4)?.first() {
+                Some(v) => Some(crate::finite::check_token(v.to_bits(), self.n_vocab, self.last_pos)?),
+                None => None,
+            };
         }
         Ok(out)
     }
@@ -209,6 +218,7 @@ impl Context {
             enc.copy_buffer_to_buffer(&self.bufs.tokens, 0, buf, 0, 4);
         }
         let submission = gpu.queue.submit([enc.finish()]);
+        let (first_pos, last_pos) = (self.n_past, self.n_past + n - 1);
         self.n_past += n;
 
         let left = Arc::new(AtomicUsize::new(0));
@@ -231,6 +241,15 @@ impl Context {
                 left.fetch_sub(1, Ordering::AcqRel);
             });
         }
-        Ok(Readback { submission, logits: logits_buf, token: token_buf, left, failure })
+        Ok(Readback {
+            submission,
+            logits: logits_buf,
+            token: token_buf,
+            left,
+            failure,
+            n_vocab: self.model.cfg.n_vocab,
+            first_pos,
+            last_pos,
+        })
     }
 }
