@@ -36,8 +36,12 @@ fn scratch_dir(name: &str) -> PathBuf {
     d
 }
 
+/// The binary under test; `WLLM_HARDENING_BIN` points the corpus at another build (an older
+/// one, to see which cases it fails).
 fn wllm() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_wllm"));
+    let bin = std::env::var_os("WLLM_HARDENING_BIN")
+        .map_or_else(|| env!("CARGO_BIN_EXE_wllm").into(), PathBuf::from);
+    let mut c = Command::new(bin);
     c.env("XDG_RUNTIME_DIR", std::env::temp_dir()).env_remove("WLLM_BACKEND").env_remove("WLLM_GPU_MEMORY");
     c
 }
