@@ -284,6 +284,9 @@ impl Model {
                 chatml_warned: Default::default(),
             }),
         };
+        // The weights were read while loading: a file truncated or rewritten meanwhile gave
+        // zeros or mixed data, whatever the placement.
+        model.check_files()?;
         if opts.warm_up {
             let mut s = model.session(&SessionOptions { n_ctx: Some(8), n_batch: 4 })?;
             s.eval(&[0, 0], wllm_engine::Logits::Last)?;

@@ -144,6 +144,8 @@ impl Session {
         self.check_files()?;
         let out = self.exec.eval(tokens, logits, false)?;
         self.history.extend_from_slice(tokens);
+        // A read of a file truncated during the step gave zeros: its output must not be used.
+        self.check_files()?;
         Ok(out.logits)
     }
 
@@ -152,6 +154,8 @@ impl Session {
         self.check_files()?;
         let out = self.exec.eval(tokens, Logits::None, true)?;
         self.history.extend_from_slice(tokens);
+        // A read of a file truncated during the step gave zeros: its output must not be used.
+        self.check_files()?;
         out.token.ok_or_else(|| Error::InvalidArgument("the device returned no token".into()))
     }
 
@@ -164,11 +168,13 @@ impl Session {
         self.check_files()?;
         let out = self.exec.eval(tokens, logits, argmax)?;
         self.history.extend_from_slice(tokens);
+        // A read of a file truncated during the step gave zeros: its output must not be used.
+        self.check_files()?;
         Ok(out)
     }
 
-    /// Before a step that reads the memory-mapped weights: errors if the file changed on disk
-    /// (truncated, or written in place) since the model was loaded.
+    /// Before and after a step that reads the memory-mapped weights: errors if the file changed
+    /// on disk (truncated, or written in place) since the model was loaded.
     pub(crate) fn check_files(&self) -> Result<()> {
         if self.model.inner.reads_map { self.model.check_files() } else { Ok(()) }
     }

@@ -13,6 +13,45 @@ use std::time::SystemTime;
 
 use crate::error::{Error, Result};
 
+mod sigbus;
+
+/// A read-only memory map of a whole file, guarded against the file shrinking under it (see
+/// `sigbus`): a read past the new end gives zeros and marks the map, and the file's
+/// [`FileStamp`] reports it.
+pub struct GuardedMap {
+    map: memmap2::Mmap,
+    slot: Option<usize>,
+}
+
+impl GuardedMap {
+    /// Maps `file` and ties the map's fault mark to `stamp`.
+    pub fn new(path: &Path, file: &File, stamp: &mut FileStamp) -> Result<GuardedMap> {
+        // SAFETY: the map is read-only. Another process writing the file in place changes what
+        // we read (the stamp notices at the next check); truncating it makes reads past the
+        // new end fault, which the guard turns into zeros and a mark the stamp reports.
+        let map = unsafe { memmap2::Mmap::map(file) }.map_err(|e| Error::io(path, e))?;
+        let slot = sigbus::register(map.as_ptr(), map.len());
+        stamp.slot = slot;
+        Ok(GuardedMap { map, slot })
+    }
+}
+
+impl std::ops::Deref for GuardedMap {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+impl Drop for GuardedMap {
+    fn drop(&mut self) {
+        // Before the map itself is unmapped (fields drop after this).
+        if let Some(slot) = self.slot {
+            sigbus::unregister(slot);
+        }
+    }
+}
+
 /// Opens `path` for reading after checking that it is a regular file: opening a FIFO blocks
 /// until a writer appears, and devices or sockets are no model.
 pub fn open_regular(path: &Path) -> Result<File> {
@@ -58,6 +97,8 @@ pub struct FileStamp {
     file: Arc<File>,
     len: u64,
     modified: Option<SystemTime>,
+    /// The fault mark of the file's guarded map, once mapped.
+    slot: Option<usize>,
 }
 
 impl FileStamp {
@@ -70,6 +111,7 @@ impl FileStamp {
             file: Arc::new(file),
             len: meta.len(),
             modified: meta.modified().ok(),
+            slot: None,
         })
     }
 
@@ -80,6 +122,11 @@ impl FileStamp {
     /// Errors with [`Error::FileChanged`] if the mapped file was truncated, grown or written
     /// since it was opened. One `fstat`: cheap enough for every step.
     pub fn check(&self) -> Result<()> {
+        if self.slot.is_some_and(sigbus::faulted) {
+            let what =
+                "truncated while in use (reads past its new end gave zeros; the step's output was discarded)";
+            return Err(Error::FileChanged { path: self.path.clone(), what: what.into() });
+        }
         let meta = self.file.metadata().map_err(|e| Error::io(&self.path, e))?;
         let what = if meta.len() < self.len {
             format!("truncated from {} to {} bytes", self.len, meta.len())

@@ -210,7 +210,7 @@ fn align_up(x: u64, a: u64) -> u64 {
 /// The bytes behind a GGUF file: a read-only memory map, or an owned buffer (tests, fuzzing).
 #[derive(Clone)]
 pub enum Backing {
-    Mmap(Arc<memmap2::Mmap>),
+    Mmap(Arc<crate::mapped::GuardedMap>),
     Owned(Arc<[u8]>),
 }
 
@@ -247,11 +247,8 @@ impl GgufFile {
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
         let path = path.as_ref();
         let file = crate::mapped::open_regular(path)?;
-        let stamp = crate::mapped::FileStamp::new(path, &file)?;
-        // SAFETY: the map is read-only. Another process truncating the file while we run would
-        // fault, as it would for any mmap-based loader (llama.cpp included); `stamp` lets the
-        // caller notice a change at safe points (see `crate::mapped`).
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let mut stamp = crate::mapped::FileStamp::new(path, &file)?;
+        let map = crate::mapped::GuardedMap::new(path, &file, &mut stamp)?;
         let header = GgufHeader::parse(&map).map_err(|e| Error::gguf(path, e))?;
         Ok(GgufFile {
             path: Some(path.to_path_buf()),

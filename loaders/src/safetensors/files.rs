@@ -41,7 +41,7 @@ pub struct TensorView<'a> {
 }
 
 enum Bytes {
-    Map(memmap2::Mmap),
+    Map(crate::mapped::GuardedMap),
     Owned(Vec<u8>),
 }
 
@@ -232,11 +232,9 @@ impl SafetensorsFiles {
 
     fn map_file(&mut self, path: &Path) -> Result<Bytes> {
         let file = crate::mapped::open_regular(path)?;
-        self.stamps.push(crate::mapped::FileStamp::new(path, &file)?);
-        // SAFETY: the map is read-only. Another process truncating the file while we run would
-        // fault, as it would for any mmap-based loader; `stamps` let the caller notice a change
-        // at safe points (see `crate::mapped`).
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let mut stamp = crate::mapped::FileStamp::new(path, &file)?;
+        let map = crate::mapped::GuardedMap::new(path, &file, &mut stamp)?;
+        self.stamps.push(stamp);
         Ok(Bytes::Map(map))
     }
 }
