@@ -161,51 +161,17 @@ impl Hyperparams {
             ));
         }
         let n_embd = self.nonzero("embedding_length", self.n_embd)?;
-        let n_head_kv = self.n_head_kv.unwrap_or(self.n_head);
-        for (field, n) in [("attention.head_count", self.n_head), ("attention.head_count_kv", n_head_kv)] {
-            if n == 0 {
-                return Err(self.bad(field, "0: a model needs at least one head".into()));
-            }
-        }
-        let n_head = self.n_head;
-        if !n_head.is_multiple_of(n_head_kv) {
-            return Err(self.bad(
-                "attention.head_count",
-                format!(
-                    "{n_head} is not a multiple of {} {n_head_kv}",
-                    self.keys.key("attention.head_count_kv")
-                ),
-            ));
-        }
+        let (n_head, n_head_kv) = self.heads()?;
         let (head_dim, head_dim_v) = self.head_dims(n_embd, n_head)?;
         let n_vocab = self.nonzero("vocab_size", self.n_vocab)?;
         let context_length = self.nonzero("context_length", self.context_length.unwrap_or(2048))?;
         let rms_eps = self.positive("attention.layer_norm_rms_epsilon", self.rms_eps)?;
-        let rope_base = self.positive("rope.freq_base", self.rope_base.unwrap_or(10_000.0))?;
-        let rope_base_swa = match t.swa_rope_base {
-            true => self.positive("rope.freq_base_swa", self.rope_base_swa.unwrap_or(10_000.0))?,
-            false => rope_base,
-        };
+        let (rope_base, rope_base_swa) = self.rope_bases()?;
         let rope_freq_scale = self.positive("rope.scaling.factor", self.rope_freq_scale)?;
-        let rope_dim = self.rope_dim.unwrap_or(head_dim);
-        if rope_dim == 0 || rope_dim > head_dim || !rope_dim.is_multiple_of(2) {
-            return Err(self.bad(
-                "rope.dimension_count",
-                format!("{rope_dim}: the rotated dimensions must be even, non-zero and at most the head size {head_dim}"),
-            ));
-        }
+        let rope_dim = self.rope_dim(head_dim)?;
         let (sliding_window, swa_layers) = self.swa(n_layer)?;
         let moe = self.moe()?;
-        let n_ff = match (&moe, self.n_ff) {
-            (Some(m), None | Some(0)) => m.n_ff_expert,
-            (_, Some(f)) => f,
-            (None, None) => {
-                return Err(self.bad("feed_forward_length", "is missing: a dense model needs it".into()));
-            }
-        };
-        if moe.is_none() {
-            self.nonzero("feed_forward_length", n_ff)?;
-        }
+        let n_ff = self.n_ff(&moe)?;
         let final_logit_softcap = match self.final_logit_softcap {
             None => None,
             Some(0.0) => None,
@@ -241,6 +207,51 @@ impl Hyperparams {
             has_post_norms: t.post_norms,
             has_qkv_bias: t.qkv_bias,
         })
+    }
+
+    fn heads(&self) -> Result<(u32, u32), ModelError> {
+        let n_head_kv = self.n_head_kv.unwrap_or(self.n_head);
+        for (field, n) in [("attention.head_count", self.n_head), ("attention.head_count_kv", n_head_kv)] {
+            if n == 0 {
+                return Err(self.bad(field, "0: a model needs at least one head".into()));
+            }
+        }
+        if !self.n_head.is_multiple_of(n_head_kv) {
+            let kv_key = self.keys.key("attention.head_count_kv");
+            let what = format!("{} is not a multiple of {kv_key} {n_head_kv}", self.n_head);
+            return Err(self.bad("attention.head_count", what));
+        }
+        Ok((self.n_head, n_head_kv))
+    }
+
+    /// The global and the sliding-window RoPE base (the same where the traits share one).
+    fn rope_bases(&self) -> Result<(f32, f32), ModelError> {
+        let base = self.positive("rope.freq_base", self.rope_base.unwrap_or(10_000.0))?;
+        match self.arch.traits().swa_rope_base {
+            true => Ok((base, self.positive("rope.freq_base_swa", self.rope_base_swa.unwrap_or(10_000.0))?)),
+            false => Ok((base, base)),
+        }
+    }
+
+    fn rope_dim(&self, head_dim: u32) -> Result<u32, ModelError> {
+        let rope_dim = self.rope_dim.unwrap_or(head_dim);
+        if rope_dim == 0 || rope_dim > head_dim || !rope_dim.is_multiple_of(2) {
+            let what = format!(
+                "{rope_dim}: the rotated dimensions must be even, non-zero and at most the head size {head_dim}"
+            );
+            return Err(self.bad("rope.dimension_count", what));
+        }
+        Ok(rope_dim)
+    }
+
+    /// The dense FFN size; MoE models without one take the experts'.
+    fn n_ff(&self, moe: &Option<MoeConfig>) -> Result<u32, ModelError> {
+        match (moe, self.n_ff) {
+            (Some(m), None | Some(0)) => Ok(m.n_ff_expert),
+            (Some(_), Some(f)) => Ok(f),
+            (None, Some(f)) => self.nonzero("feed_forward_length", f),
+            (None, None) => Err(self.bad("feed_forward_length", "is missing: a dense model needs it".into())),
+        }
     }
 
     fn head_dims(&self, n_embd: u32, n_head: u32) -> Result<(u32, u32), ModelError> {
