@@ -123,8 +123,7 @@ impl FileStamp {
     /// since it was opened. One `fstat`: cheap enough for every step.
     pub fn check(&self) -> Result<()> {
         if self.slot.is_some_and(sigbus::faulted) {
-            let what =
-                "truncated while in use (reads past its new end gave zeros; the step's output was discarded)";
+            let what = "truncated during a step (reads past its new end gave zeros, and the step's output was discarded)";
             return Err(Error::FileChanged { path: self.path.clone(), what: what.into() });
         }
         let meta = self.file.metadata().map_err(|e| Error::io(&self.path, e))?;

@@ -28,7 +28,7 @@ fn a_map_truncated_in_use_reads_zeros_and_reports_it() {
     assert_eq!(after, 0, "pages past the new end read as zeros");
 
     let err = f.stamp().unwrap().check().unwrap_err().to_string();
-    assert!(err.contains("truncated while in use") && err.contains("shrinking.gguf"), "{err}");
+    assert!(err.contains("truncated during a step") && err.contains("shrinking.gguf"), "{err}");
     drop(f);
     std::fs::remove_dir_all(&dir).unwrap();
 }
