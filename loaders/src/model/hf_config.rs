@@ -197,10 +197,7 @@ impl ModelConfig {
         h.rope_base = Some(rope.base);
         h.rope_base_swa = Some(rope.base_swa);
         h.rope_freq_scale = rope.freq_scale;
-        h.rope_dim = rope.partial.map(|p| {
-            let head_dim = h.head_dim.unwrap_or(h.n_embd / h.n_head.max(1));
-            (head_dim as f32 * p).round() as u32
-        });
+        h.rope_fraction = rope.partial;
         h.rope_layout = Some(RopeLayout::Neox);
         h.moe = moe(&k, family, h.n_layer)?;
         h.n_ff = k.opt_u32("intermediate_size")?;

@@ -93,6 +93,8 @@ pub struct Hyperparams {
     pub rope_freq_scale: f32,
     /// Rotated dimensions per head (`None`: all of them).
     pub rope_dim: Option<u32>,
+    /// Or the rotated share of each head (Hugging Face `partial_rotary_factor`, in (0, 1]).
+    pub rope_fraction: Option<f32>,
     /// Forced by the format (Hugging Face: NeoX); `None`: the architecture's GGUF layout.
     pub rope_layout: Option<RopeLayout>,
     pub sliding_window: Option<u32>,
@@ -123,6 +125,7 @@ impl Hyperparams {
             rope_base_swa: None,
             rope_freq_scale: 1.0,
             rope_dim: None,
+            rope_fraction: None,
             rope_layout: None,
             sliding_window: None,
             swa_layers: SwaLayers::Default,
@@ -234,7 +237,8 @@ impl Hyperparams {
     }
 
     fn rope_dim(&self, head_dim: u32) -> Result<u32, ModelError> {
-        let rope_dim = self.rope_dim.unwrap_or(head_dim);
+        let from_fraction = self.rope_fraction.map(|p| (head_dim as f32 * p).round() as u32);
+        let rope_dim = self.rope_dim.or(from_fraction).unwrap_or(head_dim);
         if rope_dim == 0 || rope_dim > head_dim || !rope_dim.is_multiple_of(2) {
             let what = format!(
                 "{rope_dim}: the rotated dimensions must be even, non-zero and at most the head size {head_dim}"
