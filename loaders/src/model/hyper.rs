@@ -421,6 +421,16 @@ mod tests {
     }
 
     #[test]
+    fn a_rotated_fraction_counts_from_the_head_size() {
+        let mut h = llama();
+        h.head_dim = Some(32);
+        h.rope_fraction = Some(0.25);
+        assert_eq!(h.clone().build().unwrap().rope_dim, 8);
+        h.rope_fraction = Some(0.01);
+        assert!(h.build().unwrap_err().to_string().contains("rope.dimension_count"));
+    }
+
+    #[test]
     fn moe_architectures_need_experts() {
         let mut h = llama();
         h.arch = Arch::Qwen3Moe;
