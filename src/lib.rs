@@ -22,6 +22,7 @@
 //!
 //! The library never prints; it reports through typed errors ([`Error`]) and the `log` facade.
 
+pub mod batch;
 mod chat;
 mod device;
 mod error;

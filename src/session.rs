@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use wllm_engine::cpu::{CpuExperts, CpuStack};
+use wllm_engine::cpu::{CpuExperts, CpuOptions, CpuStack};
 use wllm_engine::{ContextOptions, Executor, Logits, StepTimings};
 
 use crate::error::{Error, Result};
@@ -53,6 +53,32 @@ pub struct Session {
     pub(crate) history: Vec<u32>,
 }
 
+/// The executor for `n_seq` sequences of `n_ctx` positions each with the model's placement:
+/// all on the GPU, all on the CPU, or split.
+pub(crate) fn build_executor(model: &Model, n_ctx: u32, n_batch: u32, n_seq: u32) -> Result<Executor> {
+    let inner = &model.inner;
+    let ctx = ContextOptions { n_ctx, n_batch, n_seq };
+    let n_cpu = inner.info.plan.cpu_layers();
+    let cpu = |with_head| {
+        let opts = CpuOptions { threads: inner.info.threads, n_seq, ..CpuOptions::default() };
+        CpuStack::with_options(&inner.cfg, inner.source.clone(), n_cpu, with_head, n_ctx, &opts)
+    };
+    let experts = match &inner.gpu_model {
+        Some(g) if !g.cpu_moe_layers.is_empty() => Some(CpuExperts::new(
+            &inner.cfg,
+            inner.source.clone(),
+            &g.cpu_moe_layers,
+            inner.info.threads,
+        )?),
+        _ => None,
+    };
+    Ok(match &inner.gpu_model {
+        Some(g) if n_cpu == 0 => Executor::gpu_with_experts(g.clone(), &ctx, experts)?,
+        Some(g) => Executor::split(cpu(false)?, g.clone(), &ctx, experts)?,
+        None => Executor::cpu(cpu(true)?),
+    })
+}
+
 impl Session {
     pub(crate) fn new(model: Model, opts: &SessionOptions) -> Result<Session> {
         let inner = &model.inner;
@@ -67,25 +93,7 @@ impl Session {
             // The load-time plan covered `planned` positions; check the larger cache fits.
             model.plan_for_context(n_ctx)?;
         }
-        let ctx = ContextOptions { n_ctx, n_batch: opts.n_batch.clamp(1, n_ctx.min(MAX_BATCH)) };
-        let n_cpu = inner.info.plan.cpu_layers();
-        let cpu = |with_head| {
-            CpuStack::new(&inner.cfg, inner.source.clone(), n_cpu, with_head, n_ctx, inner.info.threads)
-        };
-        let experts = match &inner.gpu_model {
-            Some(g) if !g.cpu_moe_layers.is_empty() => Some(CpuExperts::new(
-                &inner.cfg,
-                inner.source.clone(),
-                &g.cpu_moe_layers,
-                inner.info.threads,
-            )?),
-            _ => None,
-        };
-        let exec = match &inner.gpu_model {
-            Some(g) if n_cpu == 0 => Executor::gpu_with_experts(g.clone(), &ctx, experts)?,
-            Some(g) => Executor::split(cpu(false)?, g.clone(), &ctx, experts)?,
-            None => Executor::cpu(cpu(true)?),
-        };
+        let exec = build_executor(&model, n_ctx, opts.n_batch.clamp(1, n_ctx.min(MAX_BATCH)), 1)?;
         Ok(Session { model, exec, history: Vec::new() })
     }
 

@@ -337,7 +337,7 @@ fn make_pair(fx: &Fixture, dtype: Dtype) -> (PathBuf, PathBuf, ModelConfig) {
 /// Prompt logits as one batch, then each decode token's row.
 fn logits(gpu: &Arc<Gpu>, cfg: ModelConfig, src: &dyn TensorSource) -> Vec<f32> {
     let model = Arc::new(GpuModel::load(gpu.clone(), cfg, src, &mut |_, _| {}).unwrap());
-    let mut ctx = Context::new(model, &ContextOptions { n_ctx: 64, n_batch: 16 }).unwrap();
+    let mut ctx = Context::new(model, &ContextOptions { n_ctx: 64, n_batch: 16, n_seq: 1 }).unwrap();
     let mut out = ctx.eval(PROMPT, Logits::All, false).unwrap().logits;
     for &t in DECODE {
         out.extend(ctx.eval(&[t], Logits::Last, false).unwrap().logits);
@@ -435,7 +435,7 @@ fn moe_safetensors_match_f32_gguf() {
 fn session_logits(path: &Path, gpu: &Arc<Gpu>, quantize: Option<GgmlType>) -> Vec<f32> {
     let opts = LoadOptions { gpu: Some(gpu.clone()), quantize, ..Default::default() };
     let model = Model::load_with(path, &opts, &mut |_, _| {}).unwrap();
-    let mut s = model.session(&SessionOptions { n_ctx: Some(64), n_batch: 16 }).unwrap();
+    let mut s = model.session(&SessionOptions { n_ctx: Some(64), n_batch: 16, n_seq: 1 }).unwrap();
     let mut out = s.eval(PROMPT, Logits::All).unwrap();
     for &t in DECODE {
         out.extend(s.eval(&[t], Logits::Last).unwrap());

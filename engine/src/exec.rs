@@ -19,7 +19,18 @@ enum Parts {
     Split { cpu: Box<CpuStack>, gpu: Box<Context>, hidden: Vec<f32> },
 }
 
-/// Runs forward steps of one sequence.
+/// One sequence's share of a step that carries several: `len` tokens at positions
+/// `pos0..pos0 + len` of sequence `seq`, and whether the step returns the logits of its last
+/// token.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct SeqSpan {
+    pub seq: u32,
+    pub pos0: u32,
+    pub len: u32,
+    pub logits: bool,
+}
+
+/// Runs forward steps of one sequence, or of several sharing each step.
 pub struct Executor {
     parts: Parts,
     timings: StepTimings,
@@ -97,6 +108,13 @@ impl Executor {
             self.timings.prompt_time += dt;
         }
         Ok(out)
+    }
+
+    /// One step over several sequences: `tokens` holds each span's tokens in span order.
+    /// Returns, row-major, the logits of the last token of every span that asks for them.
+    pub fn step_seqs(&mut self, tokens: &[u32], spans: &[SeqSpan]) -> Result<Vec<f32>> {
+        let _ = (tokens, spans);
+        Err(EngineError::Unsupported("batched steps are not built yet".into()))
     }
 
     /// Queues the step and returns at once; see [`Context::submit`]. Only with every layer on

@@ -17,7 +17,7 @@ pub use gpu::{device, model, ops, pipeline, profile, repack, shader, tensor, var
 
 pub use device::{Backend, Caps, DeviceOptions, Gpu, Tuning};
 pub use error::{EngineError, Result};
-pub use exec::Executor;
+pub use exec::{Executor, SeqSpan};
 pub use model::{
     Context, ContextBytes, ContextOptions, GpuModel, Logits, PendingStep, StepOutput, StepTimings,
     context_bytes,

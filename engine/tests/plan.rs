@@ -120,7 +120,7 @@ fn the_plan_predicts_what_loading_allocates() {
                     .unwrap(),
             );
             assert_eq!(predicted.weights, m.device_bytes(), "{name} with {g} GPU layers: weights");
-            let ctx = Context::new(m.clone(), &ContextOptions { n_ctx: 200, n_batch: 64 }).unwrap();
+            let ctx = Context::new(m.clone(), &ContextOptions { n_ctx: 200, n_batch: 64, n_seq: 1 }).unwrap();
             let got = ctx.device_bytes();
             let want = context_bytes(&cfg, g, 200, 64, gpu.caps.f16, false);
             assert_eq!(want.kv, got.kv, "{name} with {g} GPU layers: KV cache");

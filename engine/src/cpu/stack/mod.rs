@@ -40,11 +40,13 @@ pub struct CpuOptions {
     pub max_batch: usize,
     /// Instruction set (default: the best this CPU has).
     pub isa: Option<Isa>,
+    /// Sequences the KV cache holds, `n_ctx` positions each (continuous batching).
+    pub n_seq: u32,
 }
 
 impl Default for CpuOptions {
     fn default() -> Self {
-        CpuOptions { threads: 0, kv_f16: false, max_batch: 256, isa: None }
+        CpuOptions { threads: 0, kv_f16: false, max_batch: 256, isa: None, n_seq: 1 }
     }
 }
 

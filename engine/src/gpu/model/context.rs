@@ -23,13 +23,15 @@ pub use pending::PendingStep;
 pub struct ContextOptions {
     /// Maximum number of positions (prompt + generated).
     pub n_ctx: u32,
-    /// Largest batch of prompt tokens processed in one step.
+    /// Largest batch of tokens processed in one step.
     pub n_batch: u32,
+    /// Sequences the KV cache holds, `n_ctx` positions each (continuous batching).
+    pub n_seq: u32,
 }
 
 impl Default for ContextOptions {
     fn default() -> Self {
-        ContextOptions { n_ctx: 4096, n_batch: 256 }
+        ContextOptions { n_ctx: 4096, n_batch: 256, n_seq: 1 }
     }
 }
 

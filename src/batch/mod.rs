@@ -1,0 +1,336 @@
+//! Continuous batching: many requests share one model and one step loop. Every step carries the
+//! next token of each running sequence plus chunks of newly arrived prompts, so the weights are
+//! read once per step for the whole batch (what a server needs to serve a team at once).
+//!
+//! ```no_run
+//! use wllm::batch::{BatchRequest, Batcher, BatcherOptions, Event};
+//! use wllm::{Model, SamplerConfig};
+//!
+//! let model = Model::load("model.gguf")?;
+//! let batcher = Batcher::start(model.clone(), BatcherOptions { parallel: 8, ..Default::default() })?;
+//! let (tx, rx) = std::sync::mpsc::channel();
+//! let request = BatchRequest {
+//!     prompt: model.tokenize("The capital of France is"),
+//!     sampling: SamplerConfig::greedy(),
+//!     ..BatchRequest::default()
+//! };
+//! // The callback runs on the batcher's thread; returning false cancels the request.
+//! batcher.submit(request, move |event| tx.send(event).is_ok())?;
+//! for event in rx {
+//!     match event {
+//!         Event::Token(t) => print!("{}", t.text),
+//!         Event::Done(done) => println!("\n{} ({} tokens)", done.reason, done.usage.completion_tokens),
+//!         Event::Error(e) => eprintln!("{e}"),
+//!         Event::Started { .. } => {}
+//!     }
+//! }
+//! # Ok::<(), wllm::Error>(())
+//! ```
+
+mod scheduler;
+mod sequence;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use wllm_engine::sampling::SamplerConfig;
+
+use crate::error::{Error, Result};
+use crate::generate::{CancelToken, StopReason};
+use crate::model::Model;
+
+/// How a [`Batcher`] is sized.
+#[derive(Clone, Debug)]
+pub struct BatcherOptions {
+    /// Sequences running at once (`--parallel`), each with its own KV cache region.
+    pub parallel: u32,
+    /// Positions per sequence (`--ctx`); `None`: the model's training context, capped at 4096.
+    pub n_ctx: Option<u32>,
+    /// Most tokens in one step (decode tokens plus prompt chunks).
+    pub n_batch: u32,
+    /// Requests waiting for a free sequence beyond which [`Batcher::submit`] refuses
+    /// (`--max-queue`).
+    pub max_queue: usize,
+}
+
+impl Default for BatcherOptions {
+    fn default() -> Self {
+        BatcherOptions { parallel: 4, n_ctx: None, n_batch: 256, max_queue: 64 }
+    }
+}
+
+/// One completion request: a tokenized prompt and how to continue it.
+#[derive(Clone, Debug)]
+pub struct BatchRequest {
+    pub prompt: Vec<u32>,
+    /// Most tokens to generate; `None`: until the context is full.
+    pub max_tokens: Option<usize>,
+    pub sampling: SamplerConfig,
+    /// Stop when one of these strings appears in the output (it is not emitted).
+    pub stop: Vec<String>,
+    /// Stop at the model's end-of-generation tokens.
+    pub stop_at_eog: bool,
+    /// Log-probabilities of each generated token, with this many alternatives (`Some(0)`: the
+    /// chosen token's only).
+    pub logprobs: Option<usize>,
+    /// Cancelling it ends the request before the next step (or takes it out of the queue).
+    pub cancel: Option<CancelToken>,
+}
+
+impl Default for BatchRequest {
+    fn default() -> Self {
+        BatchRequest {
+            prompt: Vec::new(),
+            max_tokens: Some(256),
+            sampling: SamplerConfig::default(),
+            stop: Vec::new(),
+            stop_at_eog: true,
+            logprobs: None,
+            cancel: None,
+        }
+    }
+}
+
+/// A token and its log-probability under the model (before sampling filters).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprob {
+    pub token: u32,
+    /// The token's text as raw bytes (a token may end mid-character).
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+}
+
+/// One generated token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenEvent {
+    pub token: u32,
+    /// Text released by this token: may be empty (mid-character, or held back while it could
+    /// be the start of a stop string) or carry earlier held-back text.
+    pub text: String,
+    /// The chosen token first, then the `logprobs` most likely ones.
+    pub logprobs: Option<(TokenLogprob, Vec<TokenLogprob>)>,
+}
+
+/// Token counts of a finished request.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// Prompt tokens whose keys and values were already in the sequence's cache (prefix reuse).
+    pub cached_tokens: usize,
+}
+
+/// The end of a request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Done {
+    pub reason: StopReason,
+    /// Held-back text released at the end (empty when there was none).
+    pub text: String,
+    pub usage: Usage,
+}
+
+/// What a request reports, in order: `Started` once it has a sequence, a `Token` per generated
+/// token, then `Done` or `Error`.
+#[derive(Debug)]
+pub enum Event {
+    Started { cached_tokens: usize },
+    Token(TokenEvent),
+    Done(Done),
+    Error(Error),
+}
+
+/// Why [`Batcher::submit`] refused a request. Nothing was queued.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the queue is full ({0} requests waiting); retry later")]
+    QueueFull(usize),
+    #[error("the prompt has {prompt} tokens; a sequence holds {n_ctx} (prompt and reply)")]
+    PromptTooLong { prompt: usize, n_ctx: usize },
+    #[error("the prompt has no tokens")]
+    EmptyPrompt,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Invalid(Error),
+}
+
+/// Counters for monitoring (`/metrics`).
+#[derive(Copy, Clone, Debug, Default)]
+pub struct BatcherStats {
+    pub requests_total: u64,
+    pub requests_rejected: u64,
+    pub prompt_tokens_total: u64,
+    pub cached_tokens_total: u64,
+    pub generated_tokens_total: u64,
+    /// Seconds the step loop spent in steps.
+    pub busy_seconds: f64,
+    pub queue_len: usize,
+    pub busy_sequences: usize,
+    pub parallel: usize,
+    /// Positions in use across all sequences, and their total.
+    pub kv_used: usize,
+    pub kv_capacity: usize,
+}
+
+pub(crate) type Callback = Box<dyn FnMut(Event) -> bool + Send>;
+
+pub(crate) struct Submitted {
+    request: BatchRequest,
+    callback: Callback,
+}
+
+/// Counters shared between the loop and readers.
+#[derive(Default)]
+pub(crate) struct Shared {
+    requests_total: AtomicU64,
+    requests_rejected: AtomicU64,
+    prompt_tokens: AtomicU64,
+    cached_tokens: AtomicU64,
+    generated_tokens: AtomicU64,
+    busy_micros: AtomicU64,
+    queue_len: AtomicUsize,
+    busy: AtomicUsize,
+    kv_used: AtomicUsize,
+    stopping: AtomicBool,
+}
+
+/// Runs requests with continuous batching on a thread of its own.
+pub struct Batcher {
+    model: Model,
+    tx: Option<mpsc::Sender<Submitted>>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    parallel: u32,
+    n_ctx: u32,
+    max_queue: usize,
+}
+
+impl Batcher {
+    /// Allocates `parallel` sequences of `n_ctx` positions and starts the step loop. Errors
+    /// (nothing allocated) when the memory plan cannot hold them.
+    pub fn start(model: Model, opts: BatcherOptions) -> Result<Batcher> {
+        if opts.parallel == 0 {
+            return Err(Error::InvalidArgument("parallel must be at least 1".into()));
+        }
+        let (runner, n_ctx) = scheduler::Runner::new(&model, &opts)?;
+        let shared = Arc::new(Shared::default());
+        let (tx, rx) = mpsc::channel();
+        let loop_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("wllm-batcher".into())
+            .spawn(move || runner.run(rx, loop_shared))
+            .map_err(|e| Error::InvalidArgument(format!("cannot start the batcher thread: {e}")))?;
+        Ok(Batcher {
+            model,
+            tx: Some(tx),
+            shared,
+            thread: Some(thread),
+            parallel: opts.parallel,
+            n_ctx,
+            max_queue: opts.max_queue,
+        })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+    /// Positions per sequence.
+    pub fn n_ctx(&self) -> u32 {
+        self.n_ctx
+    }
+    pub fn parallel(&self) -> u32 {
+        self.parallel
+    }
+
+    /// Queues a request. `callback` receives its events on the batcher's thread and must not
+    /// block; when it returns false (the client went away) the request is cancelled and its
+    /// sequence freed before the next step.
+    pub fn submit(
+        &self,
+        request: BatchRequest,
+        callback: impl FnMut(Event) -> bool + Send + 'static,
+    ) -> Result<(), SubmitError> {
+        let s = &self.shared;
+        let refuse = |e| {
+            s.requests_rejected.fetch_add(1, Ordering::Relaxed);
+            Err(e)
+        };
+        if s.stopping.load(Ordering::Relaxed) {
+            return refuse(SubmitError::ShuttingDown);
+        }
+        if request.prompt.is_empty() {
+            return refuse(SubmitError::EmptyPrompt);
+        }
+        if request.prompt.len() >= self.n_ctx as usize {
+            return refuse(SubmitError::PromptTooLong { prompt: request.prompt.len(), n_ctx: self.n_ctx as usize });
+        }
+        let n_vocab = self.model.config().n_vocab;
+        if let Some(bad) = request.prompt.iter().find(|&&t| t >= n_vocab) {
+            return refuse(SubmitError::Invalid(Error::InvalidArgument(format!(
+                "token id {bad} is outside the vocabulary of {n_vocab}"
+            ))));
+        }
+        if let Err(e) = request.sampling.validate() {
+            return refuse(SubmitError::Invalid(e.into()));
+        }
+        // Counted here so that a burst sees the queue fill before the loop drains it.
+        let waiting = s.queue_len.fetch_add(1, Ordering::SeqCst);
+        if waiting >= self.max_queue + self.free_sequences() {
+            s.queue_len.fetch_sub(1, Ordering::SeqCst);
+            return refuse(SubmitError::QueueFull(waiting));
+        }
+        let tx = self.tx.as_ref().ok_or(SubmitError::ShuttingDown)?;
+        s.requests_total.fetch_add(1, Ordering::Relaxed);
+        tx.send(Submitted { request, callback: Box::new(callback) }).map_err(|_| {
+            s.queue_len.fetch_sub(1, Ordering::SeqCst);
+            SubmitError::ShuttingDown
+        })
+    }
+
+    fn free_sequences(&self) -> usize {
+        (self.parallel as usize).saturating_sub(self.shared.busy.load(Ordering::Relaxed))
+    }
+
+    pub fn stats(&self) -> BatcherStats {
+        let s = &self.shared;
+        BatcherStats {
+            requests_total: s.requests_total.load(Ordering::Relaxed),
+            requests_rejected: s.requests_rejected.load(Ordering::Relaxed),
+            prompt_tokens_total: s.prompt_tokens.load(Ordering::Relaxed),
+            cached_tokens_total: s.cached_tokens.load(Ordering::Relaxed),
+            generated_tokens_total: s.generated_tokens.load(Ordering::Relaxed),
+            busy_seconds: s.busy_micros.load(Ordering::Relaxed) as f64 * 1e-6,
+            queue_len: s.queue_len.load(Ordering::Relaxed),
+            busy_sequences: s.busy.load(Ordering::Relaxed),
+            parallel: self.parallel as usize,
+            kv_used: s.kv_used.load(Ordering::Relaxed),
+            kv_capacity: self.parallel as usize * self.n_ctx as usize,
+        }
+    }
+
+    /// Stops accepting requests, lets the running and queued ones finish, and joins the loop.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    /// Stops accepting requests; those already accepted still run to their end.
+    pub fn stop_accepting(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+    }
+
+    fn stop(&mut self) {
+        self.stop_accepting();
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
