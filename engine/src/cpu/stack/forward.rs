@@ -79,6 +79,13 @@ impl CpuStack {
     /// The final norm and the output head for `rows` of the chunk in `scratch.x`, appended to
     /// `out`.
     pub(super) fn head(&mut self, rows: Range<usize>, out: &mut Vec<f32>) -> Result<()> {
+        let rows: Vec<usize> = rows.collect();
+        self.head_rows(&rows, out)
+    }
+
+    /// As [`head`](Self::head) for any rows of the chunk, in the order given: one pass over the
+    /// head's weights for all of them.
+    pub(super) fn head_rows(&mut self, rows: &[usize], out: &mut Vec<f32>) -> Result<()> {
         let Some((norm, head)) = &self.w.head else {
             return Err(EngineError::InvalidArgument(
                 "this CPU stack was built without the output head".into(),
@@ -87,8 +94,14 @@ impl CpuStack {
         let t0 = std::time::Instant::now();
         let e = self.cfg.n_embd as usize;
         let m = rows.len();
+        let x = &self.scratch.x;
+        let picked: Vec<f32> = match rows.windows(2).all(|w| w[1] == w[0] + 1) {
+            // Consecutive rows (a whole chunk, or its last row) need no copy.
+            true if m > 0 => x[rows[0] * e..(rows[0] + m) * e].to_vec(),
+            _ => rows.iter().flat_map(|&r| x[r * e..(r + 1) * e].iter().copied()).collect(),
+        };
         let mut h = vec![0f32; m * e];
-        rms_norm(self.isa, &self.scratch.x[rows.start * e..rows.end * e], norm, self.cfg.rms_eps, &mut h)?;
+        rms_norm(self.isa, &picked, norm, self.cfg.rms_eps, &mut h)?;
         let w = head.as_ref().unwrap_or(&self.w.token_embd).view();
         let start = out.len();
         out.resize(start + m * w.rows, 0.0);

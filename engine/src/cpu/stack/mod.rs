@@ -285,11 +285,13 @@ impl CpuStack {
         let wanted = logit_rows(spans);
         let mut out = Vec::new();
         self.run_seqs(tokens, spans, |st, chunk| {
-            for &r in wanted.iter().filter(|&&r| chunk.contains(&(r as usize))) {
-                let at = r as usize - chunk.start;
-                st.head(at..at + 1, &mut out)?;
-            }
-            Ok(())
+            let rows: Vec<usize> = wanted
+                .iter()
+                .map(|&r| r as usize)
+                .filter(|r| chunk.contains(r))
+                .map(|r| r - chunk.start)
+                .collect();
+            if rows.is_empty() { Ok(()) } else { st.head_rows(&rows, &mut out) }
         })?;
         Ok(out)
     }
