@@ -60,6 +60,9 @@ pub struct LoadOptions {
     /// The context sessions get by default, and that the memory plan is made for (`None`: the
     /// model's training context, capped at 4096).
     pub n_ctx: Option<u32>,
+    /// Sequences of `n_ctx` positions the memory plan makes room for (a server's `--parallel`;
+    /// 0 and 1 both mean one). Each session or batched sequence still has `n_ctx` positions.
+    pub n_seq: u32,
     /// MoE layers below this index keep their router and experts on the CPU while attention
     /// stays on the GPU (llama.cpp's `--n-cpu-moe N`; `u32::MAX` is `--cpu-moe`).
     pub n_cpu_moe: u32,
@@ -108,6 +111,9 @@ pub(crate) struct ModelInner {
     pub weights: ModelWeights<wllm_loaders::model::TensorMeta>,
     pub gpu_facts: Option<GpuFacts>,
     pub n_cpu_moe: u32,
+    /// Positions per sequence the load was asked for (sessions' and batched sequences'
+    /// default); the plan covers `n_seq` times as many.
+    pub seq_ctx: u32,
     /// The weights; CPU layers read them in place for as long as any session lives.
     pub source: Arc<dyn TensorSource>,
     /// The mapped files as they were when opened; checked before every step that reads them.
@@ -266,6 +272,7 @@ impl Model {
             threads,
             peak_rss: None,
         };
+        let cfg_for_seq = cfg.clone();
         let reads_map =
             info.plan.cpu_layers() > 0 || gpu_model.as_ref().is_some_and(|g| !g.cpu_moe_layers.is_empty());
         let mut model = Model {
@@ -278,6 +285,7 @@ impl Model {
                 weights,
                 gpu_facts,
                 n_cpu_moe: opts.n_cpu_moe,
+                seq_ctx: seq_context(&cfg_for_seq, opts),
                 source,
                 stamps,
                 reads_map,
@@ -420,12 +428,18 @@ fn placement_inputs(cfg: &ModelConfig, opts: &LoadOptions) -> Result<PlacementIn
     let gpu_facts = gpu.as_ref().map(|g| GpuFacts::of(g, budget, &host));
     let request = PlanRequest {
         gpu_layers: opts.gpu_layers,
-        n_ctx: opts.n_ctx.unwrap_or_else(|| cfg.context_length.min(4096)).max(1),
+        n_ctx: seq_context(cfg, opts).saturating_mul(opts.n_seq.max(1)),
         n_batch: DEFAULT_BATCH,
         cpu_batch: DEFAULT_BATCH,
         cpu_moe_below: opts.n_cpu_moe,
     };
     Ok((gpu, gpu_facts, host, request))
+}
+
+/// Positions per sequence that `opts` asks for (the model's training context, capped at 4096,
+/// when it names none).
+fn seq_context(cfg: &ModelConfig, opts: &LoadOptions) -> u32 {
+    opts.n_ctx.unwrap_or_else(|| cfg.context_length.min(4096)).max(1)
 }
 
 /// Refuses options no load can honour, before anything is opened.

@@ -85,7 +85,7 @@ impl Session {
                 "a context of 0 tokens holds nothing (n_ctx must be at least 1)".into(),
             ));
         }
-        let n_ctx = opts.n_ctx.unwrap_or(planned).max(1);
+        let n_ctx = opts.n_ctx.unwrap_or(inner.seq_ctx.min(planned)).max(1);
         if n_ctx > planned {
             // The load-time plan covered `planned` positions; check the larger cache fits.
             model.plan_for_context(n_ctx)?;

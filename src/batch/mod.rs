@@ -46,7 +46,10 @@ use crate::model::Model;
 pub struct BatcherOptions {
     /// Sequences running at once (`--parallel`), each with its own KV cache region.
     pub parallel: u32,
-    /// Positions per sequence (`--ctx`); `None`: the model's training context, capped at 4096.
+    /// Positions per sequence (`--ctx`); `None`: the context the model was loaded for
+    /// ([`LoadOptions::n_ctx`](crate::LoadOptions::n_ctx)). Load with
+    /// [`LoadOptions::n_seq`](crate::LoadOptions::n_seq) = `parallel` so that the memory plan
+    /// (and the placement of layers) counts every sequence.
     pub n_ctx: Option<u32>,
     /// Most tokens in one step (decode tokens plus prompt chunks).
     pub n_batch: u32,
@@ -132,7 +135,10 @@ pub struct Done {
 }
 
 /// What a request reports, in order: `Started` once it has a sequence, a `Token` per generated
-/// token, then `Done` or `Error`.
+/// token, then `Done` or `Error`. [`Batcher::submit`] checks everything about a request that
+/// can be checked before it runs, so an `Error` is the engine's (a failed step, a model file
+/// changed on disk, non-finite logits) or a sampler that found nothing to draw from (a
+/// `logit_bias` that bans every token).
 #[derive(Debug)]
 pub enum Event {
     Started { cached_tokens: usize },
@@ -150,6 +156,8 @@ pub enum SubmitError {
     PromptTooLong { prompt: usize, n_ctx: usize },
     #[error("the prompt has no tokens")]
     EmptyPrompt,
+    #[error("prompt token {index} is {token}, outside the vocabulary of {n_vocab}")]
+    TokenOutOfVocab { index: usize, token: u32, n_vocab: u32 },
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error(transparent)]
@@ -179,6 +187,17 @@ pub(crate) type Callback = Box<dyn FnMut(Event) -> bool + Send>;
 pub(crate) struct Submitted {
     request: BatchRequest,
     callback: Callback,
+    ticket: Ticket,
+}
+
+/// Counts a request as accepted until it is dropped, whichever way it ends (finished,
+/// cancelled, failed, or dropped from the queue), so the admission limit is exact.
+pub(crate) struct Ticket(Arc<Shared>);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Counters shared between the loop and readers.
@@ -190,7 +209,8 @@ pub(crate) struct Shared {
     cached_tokens: AtomicU64,
     generated_tokens: AtomicU64,
     busy_micros: AtomicU64,
-    queue_len: AtomicUsize,
+    /// Requests accepted and not yet ended: running or queued.
+    live: AtomicUsize,
     busy: AtomicUsize,
     kv_used: AtomicUsize,
     stopping: AtomicBool,
@@ -270,30 +290,30 @@ impl Batcher {
             });
         }
         let n_vocab = self.model.config().n_vocab;
-        if let Some(bad) = request.prompt.iter().find(|&&t| t >= n_vocab) {
-            return refuse(SubmitError::Invalid(Error::InvalidArgument(format!(
-                "token id {bad} is outside the vocabulary of {n_vocab}"
-            ))));
+        if let Some((index, &token)) = request.prompt.iter().enumerate().find(|(_, t)| **t >= n_vocab) {
+            return refuse(SubmitError::TokenOutOfVocab { index, token, n_vocab });
         }
         if let Err(e) = request.sampling.validate() {
             return refuse(SubmitError::Invalid(e.into()));
         }
-        // Counted here so that a burst sees the queue fill before the loop drains it.
-        let waiting = s.queue_len.fetch_add(1, Ordering::SeqCst);
-        if waiting >= self.max_queue + self.free_sequences() {
-            s.queue_len.fetch_sub(1, Ordering::SeqCst);
-            return refuse(SubmitError::QueueFull(waiting));
+        if let Some(b) = request.sampling.logit_bias.iter().find(|b| b.token >= n_vocab) {
+            return refuse(SubmitError::Invalid(Error::InvalidArgument(format!(
+                "logit_bias names token {}, outside the vocabulary of {n_vocab}",
+                b.token
+            ))));
+        }
+        // Counted before the check so that concurrent submits cannot both take the last place.
+        let limit = self.parallel as usize + self.max_queue;
+        let live = s.live.fetch_add(1, Ordering::SeqCst);
+        let ticket = Ticket(s.clone());
+        if live >= limit {
+            drop(ticket);
+            return refuse(SubmitError::QueueFull(live - self.parallel as usize));
         }
         let tx = self.tx.as_ref().ok_or(SubmitError::ShuttingDown)?;
         s.requests_total.fetch_add(1, Ordering::Relaxed);
-        tx.send(Submitted { request, callback: Box::new(callback) }).map_err(|_| {
-            s.queue_len.fetch_sub(1, Ordering::SeqCst);
-            SubmitError::ShuttingDown
-        })
-    }
-
-    fn free_sequences(&self) -> usize {
-        (self.parallel as usize).saturating_sub(self.shared.busy.load(Ordering::Relaxed))
+        tx.send(Submitted { request, callback: Box::new(callback), ticket })
+            .map_err(|_| SubmitError::ShuttingDown)
     }
 
     pub fn stats(&self) -> BatcherStats {
@@ -305,7 +325,7 @@ impl Batcher {
             cached_tokens_total: s.cached_tokens.load(Ordering::Relaxed),
             generated_tokens_total: s.generated_tokens.load(Ordering::Relaxed),
             busy_seconds: s.busy_micros.load(Ordering::Relaxed) as f64 * 1e-6,
-            queue_len: s.queue_len.load(Ordering::Relaxed),
+            queue_len: s.live.load(Ordering::Relaxed).saturating_sub(s.busy.load(Ordering::Relaxed)),
             busy_sequences: s.busy.load(Ordering::Relaxed),
             parallel: self.parallel as usize,
             kv_used: s.kv_used.load(Ordering::Relaxed),

@@ -40,7 +40,7 @@ impl Runner {
     /// Returns the runner and the positions each sequence holds.
     pub fn new(model: &Model, opts: &BatcherOptions) -> Result<(Runner, u32)> {
         let planned = model.inner.info.plan.n_ctx;
-        let n_ctx = opts.n_ctx.unwrap_or(planned.min(4096)).max(1);
+        let n_ctx = opts.n_ctx.unwrap_or(model.inner.seq_ctx).max(1);
         let total = n_ctx.checked_mul(opts.parallel).ok_or_else(|| {
             Error::InvalidArgument(format!("{} sequences of {n_ctx} positions overflow", opts.parallel))
         })?;
@@ -96,13 +96,10 @@ impl Runner {
     /// prefix with its prompt.
     fn admit(&mut self, queue: &mut VecDeque<Submitted>, shared: &Shared) {
         // Requests cancelled while they waited leave without a word (their client is gone).
-        let before = queue.len();
         queue.retain(|s| !s.request.cancel.as_ref().is_some_and(|c| c.is_cancelled()));
-        shared.queue_len.fetch_sub(before - queue.len(), Ordering::SeqCst);
         while !queue.is_empty() {
             let Some(at) = self.pick_slot(&queue[0].request.prompt) else { return };
-            let Some(Submitted { request, callback }) = queue.pop_front() else { return };
-            shared.queue_len.fetch_sub(1, Ordering::SeqCst);
+            let Some(Submitted { request, callback, ticket }) = queue.pop_front() else { return };
             let slot = &mut self.slots[at];
             // At least the last prompt token is fed: its logits give the first token.
             let cached = common_prefix(&slot.history, &request.prompt).min(request.prompt.len() - 1);
@@ -110,7 +107,7 @@ impl Runner {
             slot.last_used = Instant::now();
             shared.prompt_tokens.fetch_add(request.prompt.len() as u64, Ordering::Relaxed);
             shared.cached_tokens.fetch_add(cached as u64, Ordering::Relaxed);
-            let mut seq = match Sequence::new(request, callback, cached, &slot.history) {
+            let mut seq = match Sequence::new(request, callback, ticket, cached, &slot.history) {
                 Ok(s) => s,
                 Err((e, mut callback)) => {
                     callback(Event::Error(e));
@@ -123,6 +120,7 @@ impl Runner {
                 seq.ended = true;
             }
         }
+        self.publish(shared);
     }
 
     fn pick_slot(&self, prompt: &[u32]) -> Option<usize> {

@@ -6,13 +6,15 @@ use std::time::Instant;
 use wllm_engine::sampling::{Sampler, StopMatcher};
 use wllm_loaders::{Tokenizer, Utf8Stream};
 
-use super::{BatchRequest, Callback, Done, Event, TokenEvent, TokenLogprob, Usage};
+use super::{BatchRequest, Callback, Done, Event, Ticket, TokenEvent, TokenLogprob, Usage};
 use crate::error::{Error, Result};
 use crate::generate::StopReason;
 
 pub(crate) struct Sequence {
     pub request: BatchRequest,
     callback: Callback,
+    /// Held until the sequence is dropped: it counts against the admission limit.
+    _ticket: Ticket,
     /// Prompt tokens not yet fed (the cached prefix was skipped).
     pub unfed: std::ops::Range<usize>,
     /// The sampled token that the next step feeds.
@@ -39,6 +41,7 @@ impl Sequence {
     pub fn new(
         request: BatchRequest,
         callback: Callback,
+        ticket: Ticket,
         cached: usize,
         history: &[u32],
     ) -> std::result::Result<Self, (Error, Callback)> {
@@ -70,6 +73,7 @@ impl Sequence {
             unfed: cached..request.prompt.len(),
             request,
             callback,
+            _ticket: ticket,
             next: None,
             sampler,
             utf8: Utf8Stream::new(),
