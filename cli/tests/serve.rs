@@ -356,7 +356,10 @@ fn long_request(s: &Server, max_tokens: usize, stream: bool) -> String {
 fn queue_overflow_disconnect_and_sigterm() {
     let Some(model) = real(MODEL) else { return };
     let _one = serial();
-    let mut s = Server::start(&model, &["--parallel", "1", "--max-queue", "1", "--ctx", "512"]);
+    // On the CPU path, which is the faster one on machines without a GPU (the GPU path has the
+    // openai test).
+    let mut s =
+        Server::start(&model, &["--gpu-layers", "0", "--parallel", "1", "--max-queue", "1", "--ctx", "512"]);
 
     // One running, one waiting: more at once get 429 with an OpenAI-style body.
     let body = long_request(&s, 48, false);
@@ -464,7 +467,8 @@ fn openai_client_end_to_end() {
     run_openai_checks(&s, &["--threads", "8"]);
 }
 
-/// The CPU path (no GPU layers): the same answers alone and batched.
+/// The CPU path (no GPU layers): streaming, completions, and the same answers alone and
+/// batched.
 #[test]
 fn openai_client_on_the_cpu_path() {
     let Some(model) = real(MODEL) else { return };
