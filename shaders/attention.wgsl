@@ -3,7 +3,9 @@
 // a team of TEAM invocations owns a row, each holding HD / TEAM elements of q and of the output
 // accumulator. Keys are taken four at a time so one team reduction serves four scores. Rows of
 // a workgroup are consecutive, so the q heads that share a kv head (GQA) read the same cache
-// lines together. Masks: causal, plus a sliding window when P.window > 0.
+// lines together. Masks: causal, plus a sliding window when P.window > 0. Each token carries
+// its position and the cache row of its sequence's position 0, so rows of one dispatch may
+// belong to different sequences (continuous batching); each row walks its own keys.
 
 struct Params {
     n_head: u32,
@@ -17,7 +19,7 @@ struct Params {
 }
 
 struct Step {
-    pos0: u32,
+    _unused: u32,
     n_tokens: u32,
     _pad0: u32,
     _pad1: u32,
@@ -34,6 +36,8 @@ struct Step {
 @group(0) @binding(3) var<storage, read_write> O: array<vec4<f32>>;
 @group(0) @binding(4) var<uniform> P: Params;
 @group(0) @binding(5) var<uniform> S: Step;
+// Per token: (position in its sequence, cache row of the sequence's position 0).
+@group(0) @binding(6) var<storage, read> Pos: array<vec2<u32>>;
 
 const HD4: u32 = HEAD_DIM / 4u;
 const HDV4: u32 = HEAD_DIM_V / 4u;
@@ -70,6 +74,14 @@ fn load_v(i: u32) -> vec4<f32> {
     return vec4<f32>(Vc[i]);
 }
 
+// First key a query at `pos` sees.
+fn key_lo(pos: u32) -> u32 {
+    if (P.window > 0u && pos + 1u > P.window) {
+        return pos + 1u - P.window;
+    }
+    return 0u;
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let rows_per_wg = WG / TEAM;
@@ -84,19 +96,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let t = row / P.n_head;
     let h = row % P.n_head;
     let g = h / (P.n_head / P.n_kv);
-    let pos = S.pos0 + t;
-    var lo = 0u;
-    if (P.window > 0u && pos + 1u > P.window) {
-        lo = pos + 1u - P.window;
+    let pos = Pos[t].x;
+    let lo = key_lo(pos);
+    // The workgroup walks as many keys as its longest row (barriers need a uniform trip count).
+    var n_keys = 0u;
+    for (var r = first_row; r <= last_row; r++) {
+        let p = Pos[r / P.n_head].x;
+        n_keys = max(n_keys, p + 1u - key_lo(p));
     }
-    // The key range the whole workgroup walks (barriers need a uniform trip count).
-    let pos_first = S.pos0 + first_row / P.n_head;
-    let pos_last = S.pos0 + last_row / P.n_head;
-    var lo_wg = 0u;
-    if (P.window > 0u && pos_first + 1u > P.window) {
-        lo_wg = pos_first + 1u - P.window;
-    }
-    let hi_wg = pos_last + 1u;
 
     var q: array<vec4<f32>, CK>;
     let qb = t * P.qkv_stride / 4u + h * HD4;
@@ -109,11 +116,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     var m = NEG;
     var l = 0.0;
-    let kbase = g * P.ctx;
-    for (var j0 = lo_wg; j0 < hi_wg; j0 += 4u) {
+    let kbase = g * P.ctx + Pos[t].y;
+    for (var o = 0u; o < n_keys; o += 4u) {
         var s4 = vec4<f32>(0.0);
         for (var k = 0u; k < 4u; k++) {
-            let j = min(j0 + k, hi_wg - 1u);
+            let j = min(lo + o + k, pos);
             let kb = (kbase + j) * HD4;
             var s = 0.0;
             for (var c = 0u; c < CK; c++) {
@@ -123,8 +130,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         s4 = team_sum4(s4, lid);
         for (var k = 0u; k < 4u; k++) {
-            let j = j0 + k;
-            if (j < lo || j > pos) {
+            if (lo + o + k > pos) {
                 s4[k] = NEG;
             }
         }
@@ -136,7 +142,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         for (var c = 0u; c < CV; c++) {
             var a = acc[c] * corr;
             for (var k = 0u; k < 4u; k++) {
-                let j = min(j0 + k, hi_wg - 1u);
+                let j = min(lo + o + k, pos);
                 a += p[k] * load_v((kbase + j) * HDV4 + lane + c * TEAM);
             }
             acc[c] = a;

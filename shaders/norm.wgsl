@@ -1,5 +1,6 @@
 // RMS normalisation, one workgroup per token row (LAST_ROW: only the batch's last row, written
-// as row 0, for the output head of a prompt).
+// as row 0, for the output head of a prompt; ROWS: the rows listed in Rows, written in list
+// order, for the output head of a step that carries several sequences).
 //   default:  Out[t] = X[t] / rms(X[t]) * Wn
 //   POST_ADD: X[t] += A[t] / rms(A[t]) * Wp (Gemma's post-norm before the residual add),
 //             then Out[t] = X[t] / rms(X[t]) * Wn for the next block.
@@ -26,6 +27,9 @@ struct Step {
 }
 @group(0) @binding(6) var<uniform> S: Step;
 #endif
+#ifdef ROWS
+@group(0) @binding(6) var<storage, read> Rows: array<u32>;
+#endif
 #ifdef POST_ADD
 @group(0) @binding(4) var<storage, read> A: array<f32>;
 @group(0) @binding(5) var<storage, read> Wp: array<f32>;
@@ -50,8 +54,13 @@ fn main(
     let t = S.n_tokens - 1u;
     let t_out = 0u;
 #else
+#ifdef ROWS
+    let t = Rows[wid.x];
+    let t_out = wid.x;
+#else
     let t = wid.x;
     let t_out = t;
+#endif
 #endif
     let xo = t * P.x_stride;
 #ifdef POST_ADD

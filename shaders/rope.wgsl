@@ -3,6 +3,8 @@
 // One workgroup per (head slot, token); slots are the q heads, then the k heads, then the v
 // heads. Each invocation owns two elements of the head. The cos/sin table was computed on the
 // CPU in double precision: table[pos * n_rot/2 + i] = (cos, sin) of pos * freq_scale * base^(-2i/n_rot).
+// Each token carries its own position and the cache row of its sequence's position 0, so one
+// dispatch serves tokens of many sequences (continuous batching).
 
 #include "reduce.wgsl"
 
@@ -12,16 +14,10 @@ struct Params {
     hd: u32,
     hd_v: u32,
     n_rot: u32,
+    // Cache rows per kv head (every sequence's positions).
     ctx: u32,
     qkv_stride: u32,
     eps: f32,
-}
-
-struct Step {
-    pos0: u32,
-    n_tokens: u32,
-    _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> QKV: array<f32>;
@@ -34,7 +30,8 @@ struct Step {
 #endif
 @group(0) @binding(3) var<storage, read> Tab: array<vec2<f32>>;
 @group(0) @binding(4) var<uniform> P: Params;
-@group(0) @binding(5) var<uniform> S: Step;
+// Per token: (position in its sequence, cache row of the sequence's position 0).
+@group(0) @binding(5) var<storage, read> Pos: array<vec2<u32>>;
 #ifdef QK_NORM
 // q-norm weights (hd) followed by k-norm weights (hd).
 @group(0) @binding(6) var<storage, read> Nw: array<f32>;
@@ -65,13 +62,14 @@ fn main(
 #endif
     let slot = wid.x;
     let t = wid.y;
-    let pos = S.pos0 + t;
+    let pos = Pos[t].x;
+    let crow = Pos[t].y + pos;
     let row = t * P.qkv_stride;
     if (slot >= P.n_head + P.n_kv) {
         // v head: copy into the cache.
         let h = slot - P.n_head - P.n_kv;
         let src = row + P.n_head * P.hd + P.n_kv * P.hd + h * P.hd_v;
-        let dst = (h * P.ctx + pos) * P.hd_v;
+        let dst = (h * P.ctx + crow) * P.hd_v;
         for (var e = lid; e < P.hd_v; e += WG) {
             store_kv(true, dst + e, QKV[src + e]);
         }
@@ -135,7 +133,7 @@ fn main(
         y1 = x0 * cs.y + x1 * cs.x;
     }
     if (is_k) {
-        let dst = ((slot - P.n_head) * P.ctx + pos) * P.hd;
+        let dst = ((slot - P.n_head) * P.ctx + crow) * P.hd;
         store_kv(false, dst + e0, y0);
         store_kv(false, dst + e1, y1);
     } else {

@@ -64,12 +64,9 @@ pub(crate) fn build_executor(model: &Model, n_ctx: u32, n_batch: u32, n_seq: u32
         CpuStack::with_options(&inner.cfg, inner.source.clone(), n_cpu, with_head, n_ctx, &opts)
     };
     let experts = match &inner.gpu_model {
-        Some(g) if !g.cpu_moe_layers.is_empty() => Some(CpuExperts::new(
-            &inner.cfg,
-            inner.source.clone(),
-            &g.cpu_moe_layers,
-            inner.info.threads,
-        )?),
+        Some(g) if !g.cpu_moe_layers.is_empty() => {
+            Some(CpuExperts::new(&inner.cfg, inner.source.clone(), &g.cpu_moe_layers, inner.info.threads)?)
+        }
         _ => None,
     };
     Ok(match &inner.gpu_model {

@@ -47,7 +47,8 @@ fn check_cases(filter: &dyn Fn(&support::Case) -> bool) {
         };
         let v = case.n_vocab;
         // Teacher-forced: the prompt as one batch, then each greedy token on its own.
-        let mut ctx = Context::new(model.clone(), &ContextOptions { n_ctx: 512, n_batch: 64, n_seq: 1 }).unwrap();
+        let mut ctx =
+            Context::new(model.clone(), &ContextOptions { n_ctx: 512, n_batch: 64, n_seq: 1 }).unwrap();
         let mut got = ctx.eval(&case.prompt_ids, Logits::All, false).unwrap().logits;
         for &t in &case.greedy_ids {
             got.extend(ctx.eval(&[t], Logits::Last, false).unwrap().logits);
@@ -58,7 +59,8 @@ fn check_cases(filter: &dyn Fn(&support::Case) -> bool) {
         let (lm, lx) = support::llama_vs_exact(&case, rows).unwrap_or((f64::NAN, f64::NAN));
         // Free-running greedy on the GPU (argmax there, only the id comes back).
         let p = case.greedy_prefix_agree_exact;
-        let mut ctx = Context::new(model.clone(), &ContextOptions { n_ctx: 512, n_batch: 64, n_seq: 1 }).unwrap();
+        let mut ctx =
+            Context::new(model.clone(), &ContextOptions { n_ctx: 512, n_batch: 64, n_seq: 1 }).unwrap();
         let mut tok = ctx.eval(&case.prompt_ids, Logits::None, true).unwrap().token.unwrap();
         let mut greedy = vec![tok];
         while greedy.len() < p {

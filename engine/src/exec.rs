@@ -11,23 +11,13 @@ use std::time::Instant;
 use crate::cpu::{CpuExperts, CpuStack, LogitRows};
 use crate::error::{EngineError, Result};
 use crate::gpu::model::{Context, ContextOptions, GpuModel, Logits, PendingStep, StepOutput, StepTimings};
+pub use crate::layers::SeqSpan;
 
 enum Parts {
     // Boxed: a context's prebuilt graph is large, and an executor is made once per session.
     Gpu(Box<Context>),
     Cpu(Box<CpuStack>),
     Split { cpu: Box<CpuStack>, gpu: Box<Context>, hidden: Vec<f32> },
-}
-
-/// One sequence's share of a step that carries several: `len` tokens at positions
-/// `pos0..pos0 + len` of sequence `seq`, and whether the step returns the logits of its last
-/// token.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct SeqSpan {
-    pub seq: u32,
-    pub pos0: u32,
-    pub len: u32,
-    pub logits: bool,
 }
 
 /// Runs forward steps of one sequence, or of several sharing each step.
@@ -112,9 +102,43 @@ impl Executor {
 
     /// One step over several sequences: `tokens` holds each span's tokens in span order.
     /// Returns, row-major, the logits of the last token of every span that asks for them.
+    /// Every backend reads the weights once for the whole step.
     pub fn step_seqs(&mut self, tokens: &[u32], spans: &[SeqSpan]) -> Result<Vec<f32>> {
-        let _ = (tokens, spans);
-        Err(EngineError::Unsupported("batched steps are not built yet".into()))
+        let start = Instant::now();
+        let out = match &mut self.parts {
+            Parts::Gpu(c) => c.step_seqs(tokens, spans)?,
+            Parts::Split { cpu, gpu, hidden } => {
+                cpu.forward_seqs(tokens, spans, hidden)?;
+                gpu.eval_hidden_seqs(hidden, spans)?
+            }
+            Parts::Cpu(s) => {
+                let out = s.logits_seqs(tokens, spans)?;
+                let v = s.config().n_vocab;
+                for (row, pos) in out.chunks(v as usize).zip(last_positions(spans)) {
+                    crate::finite::check_logits(row, v, pos)?;
+                }
+                out
+            }
+        };
+        let dt = start.elapsed();
+        let decode = spans.iter().filter(|s| s.len == 1).count() as u64;
+        self.timings.decode_tokens += decode;
+        self.timings.prompt_tokens += tokens.len() as u64 - decode;
+        // A mixed step's time counts as decode when it carries decode tokens.
+        if decode > 0 {
+            self.timings.decode_time += dt
+        } else {
+            self.timings.prompt_time += dt
+        }
+        Ok(out)
+    }
+
+    /// Sequences the cache holds.
+    pub fn n_seq(&self) -> u32 {
+        match &self.parts {
+            Parts::Gpu(c) | Parts::Split { gpu: c, .. } => c.n_seq(),
+            Parts::Cpu(s) => s.n_seq() as u32,
+        }
     }
 
     /// Queues the step and returns at once; see [`Context::submit`]. Only with every layer on
@@ -250,6 +274,11 @@ fn cpu_eval(s: &mut CpuStack, tokens: &[u32], logits: Logits, argmax: bool) -> R
         }
     }
     Ok(out)
+}
+
+/// Positions of the last token of each span that asks for logits.
+fn last_positions(spans: &[SeqSpan]) -> impl Iterator<Item = u32> + '_ {
+    spans.iter().filter(|s| s.logits).map(|s| s.pos0 + s.len - 1)
 }
 
 /// First index of the largest value (as the GPU kernel breaks ties).

@@ -277,3 +277,50 @@ mod tests {
         );
     }
 }
+
+/// One sequence's share of a step that carries several: `len` tokens at positions
+/// `pos0..pos0 + len` of sequence `seq`, and whether the step returns the logits of its last
+/// token. Both backends place sequence `s` at cache rows `s · n_ctx ..`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct SeqSpan {
+    pub seq: u32,
+    pub pos0: u32,
+    pub len: u32,
+    pub logits: bool,
+}
+
+/// Per token of a step: (position in its sequence, cache row of the sequence's position 0),
+/// after checking every span fits a cache of `n_seq` sequences of `n_ctx` positions.
+pub fn token_positions(spans: &[SeqSpan], n_seq: u32, n_ctx: u32) -> Result<Vec<[u32; 2]>> {
+    let mut out = Vec::new();
+    for s in spans {
+        if s.seq >= n_seq {
+            return Err(EngineError::InvalidArgument(format!(
+                "sequence {} of a cache that holds {n_seq}",
+                s.seq
+            )));
+        }
+        if s.len == 0 {
+            return Err(EngineError::InvalidArgument(format!("sequence {} has an empty span", s.seq)));
+        }
+        let end = s.pos0 as usize + s.len as usize;
+        if end > n_ctx as usize {
+            return Err(EngineError::ContextOverflow { n_tokens: end, n_ctx: n_ctx as usize });
+        }
+        out.extend((s.pos0..s.pos0 + s.len).map(|p| [p, s.seq * n_ctx]));
+    }
+    Ok(out)
+}
+
+/// Indices, within the step, of the last token of each span that asks for logits.
+pub fn logit_rows(spans: &[SeqSpan]) -> Vec<u32> {
+    let mut end = 0;
+    let mut rows = Vec::new();
+    for s in spans {
+        end += s.len;
+        if s.logits {
+            rows.push(end - 1);
+        }
+    }
+    rows
+}

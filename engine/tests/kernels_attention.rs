@@ -103,7 +103,12 @@ const CONFIGS: [Attn; 6] = [
 
 /// Random packed q|k|v rows for every token of every step, and q-norm then k-norm weights.
 fn inputs(c: &Attn) -> (Vec<f32>, Vec<f32>) {
-    let mut rng = Rng::new(11 + c.hd as u64 + c.window as u64);
+    inputs_seeded(c, 0)
+}
+
+/// As [`inputs`], a different draw per `seed` (another sequence of the same shape).
+fn inputs_seeded(c: &Attn, seed: u64) -> (Vec<f32>, Vec<f32>) {
+    let mut rng = Rng::new(11 + c.hd as u64 + c.window as u64 + 1000 * seed);
     let qkv = rng.vec(c.total() * c.stride(), 1.5);
     let norms = rng.vec(2 * c.hd as usize, 1.0);
     (qkv, norms)
@@ -192,6 +197,7 @@ fn run_gpu_case(
     let qkv = gpu.storage("qkv", (max_n * stride * 4) as u64);
     let out = gpu.storage("out", (max_n * c.nq() * 4) as u64);
     let step = gpu.uniform("step", &[0u32; 4]);
+    let positions = gpu.storage("positions", (max_n * 8) as u64);
     let rope = rope_kv(
         gpu,
         &RopeArgs {
@@ -208,7 +214,7 @@ fn run_gpu_case(
             k_cache: &k_cache,
             v_cache: &v_cache,
             table: &table,
-            step: &step,
+            positions: &positions,
             qk_norm: c.qk_norm.then_some(&nb),
         },
     )
@@ -229,6 +235,7 @@ fn run_gpu_case(
             v_cache: &v_cache,
             out: &out,
             step: &step,
+            positions: &positions,
         },
     )
     .unwrap();
@@ -238,12 +245,146 @@ fn run_gpu_case(
         let rows = &qkv_all[pos0 as usize * stride..(pos0 + n) as usize * stride];
         gpu.queue.write_buffer(&qkv, 0, bytemuck::cast_slice(rows));
         gpu.queue.write_buffer(&step, 0, bytemuck::cast_slice(&[pos0, n, 0, 0]));
+        let pos: Vec<[u32; 2]> = (pos0..pos0 + n).map(|p| [p, 0]).collect();
+        gpu.queue.write_buffer(&positions, 0, bytemuck::cast_slice(&pos));
         gpu.run(&ops, n).unwrap();
         let got = gpu.read_f32(&out).unwrap();
         let tol = tolerance(kv_f16);
         let what = format!("[{name}] attention {c:?} kv_f16={kv_f16} step pos0={pos0} n={n}");
         check_close(&what, &got[..want.len()], want, &vec![1.0; want.len()], tol, tol);
         pos0 += n;
+    }
+}
+
+/// Continuous batching: three sequences share one cache (rows `s · ctx ..`), and each step
+/// carries step k of every sequence in one dispatch, sequence 1 running one step behind the
+/// others (so a step mixes a prompt chunk with decode tokens). Each sequence's rows must match
+/// its own reference, as if it ran alone.
+#[test]
+fn gpu_attention_of_several_sequences_in_one_dispatch() {
+    const N_SEQ: u32 = 3;
+    for (name, gpu) in gpus() {
+        for c in CONFIGS {
+            let seqs: Vec<_> = (0..N_SEQ as u64)
+                .map(|s| {
+                    let (qkv, norms) = inputs_seeded(&c, s);
+                    let want = reference_steps(&c, &qkv, &norms);
+                    (qkv, norms, want)
+                })
+                .collect();
+            // One weight set per dispatch: the sequences share the q/k norms of sequence 0.
+            let norms = &seqs[0].1;
+            let wants: Vec<Vec<Vec<f64>>> =
+                (0..N_SEQ as u64).map(|s| reference_steps(&c, &seqs[s as usize].0, norms)).collect();
+            run_gpu_multi(
+                name,
+                &gpu,
+                &c,
+                N_SEQ,
+                &seqs.iter().map(|s| &s.0[..]).collect::<Vec<_>>(),
+                norms,
+                &wants,
+            );
+        }
+    }
+}
+
+fn run_gpu_multi(
+    name: &str,
+    gpu: &Gpu,
+    c: &Attn,
+    n_seq: u32,
+    qkv_all: &[&[f32]],
+    norms: &[f32],
+    wants: &[Vec<Vec<f64>>],
+) {
+    let stride = c.stride();
+    let kv_f16 = gpu.caps.f16;
+    let elem = if kv_f16 { 2 } else { 4 };
+    let rows = n_seq * c.ctx;
+    let k_cache = gpu.storage("k", (c.n_kv * rows * c.hd) as u64 * elem);
+    let v_cache = gpu.storage("v", (c.n_kv * rows * c.hd) as u64 * elem);
+    let table = gpu.storage_init("table", bytemuck::cast_slice(&c.rope().table(RopeTable::Global, c.ctx)));
+    let nb = gpu.storage_init("qk_norm", bytemuck::cast_slice(norms));
+    let max_n = n_seq as usize * *c.steps.iter().max().unwrap() as usize;
+    let qkv = gpu.storage("qkv", (max_n * stride * 4) as u64);
+    let out = gpu.storage("out", (max_n * c.nq() * 4) as u64);
+    let step = gpu.uniform("step", &[0u32; 4]);
+    let positions = gpu.storage("positions", (max_n * 8) as u64);
+    let rope = rope_kv(
+        gpu,
+        &RopeArgs {
+            n_head: c.n_head,
+            n_kv: c.n_kv,
+            head_dim: c.hd,
+            head_dim_v: c.hd,
+            n_rot: c.n_rot,
+            neox: c.neox,
+            ctx: rows,
+            eps: EPS,
+            kv_f16,
+            qkv: &qkv,
+            k_cache: &k_cache,
+            v_cache: &v_cache,
+            table: &table,
+            positions: &positions,
+            qk_norm: c.qk_norm.then_some(&nb),
+        },
+    )
+    .unwrap();
+    let attn = attention(
+        gpu,
+        &AttentionArgs {
+            n_head: c.n_head,
+            n_kv: c.n_kv,
+            head_dim: c.hd,
+            head_dim_v: c.hd,
+            ctx: rows,
+            window: c.window,
+            scale: c.scale(),
+            kv_f16,
+            qkv: &qkv,
+            k_cache: &k_cache,
+            v_cache: &v_cache,
+            out: &out,
+            step: &step,
+            positions: &positions,
+        },
+    )
+    .unwrap();
+    let ops = [rope, attn];
+    // Sequence s runs its step (k - lag(s)) in dispatch k.
+    let lag = |s: u32| u32::from(s == 1);
+    let n_steps = c.steps.len() as u32 + 1;
+    let starts: Vec<u32> = std::iter::once(0)
+        .chain(c.steps.iter().scan(0, |a, &n| {
+            *a += n;
+            Some(*a)
+        }))
+        .collect();
+    for k in 0..n_steps {
+        let (mut rows_in, mut pos, mut parts) = (Vec::new(), Vec::new(), Vec::new());
+        for s in 0..n_seq {
+            let Some(i) = k.checked_sub(lag(s)).filter(|&i| (i as usize) < c.steps.len()) else { continue };
+            let (p0, n) = (starts[i as usize], c.steps[i as usize]);
+            rows_in.extend_from_slice(&qkv_all[s as usize][p0 as usize * stride..(p0 + n) as usize * stride]);
+            pos.extend((p0..p0 + n).map(|p| [p, s * c.ctx]));
+            parts.push((s, i));
+        }
+        let n = pos.len() as u32;
+        gpu.queue.write_buffer(&qkv, 0, bytemuck::cast_slice(&rows_in));
+        gpu.queue.write_buffer(&step, 0, bytemuck::cast_slice(&[0, n, 0, 0]));
+        gpu.queue.write_buffer(&positions, 0, bytemuck::cast_slice(&pos));
+        gpu.run(&ops, n).unwrap();
+        let got = gpu.read_f32(&out).unwrap();
+        let mut at = 0;
+        for (s, i) in parts {
+            let want = &wants[s as usize][i as usize];
+            let tol = tolerance(kv_f16);
+            let what = format!("[{name}] {c:?} sequence {s} of {n_seq}, its step {i} in dispatch {k}");
+            check_close(&what, &got[at..at + want.len()], want, &vec![1.0; want.len()], tol, tol);
+            at += want.len();
+        }
     }
 }
 

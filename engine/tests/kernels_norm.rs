@@ -67,6 +67,7 @@ fn gpu_rms_norm_plain_post_and_last_row() {
                         out: &out,
                         post: post.then_some((&ab, &wpb)),
                         last_row_of: last.then_some(&step),
+                        rows_from: None,
                     },
                 )
                 .unwrap();

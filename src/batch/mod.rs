@@ -264,7 +264,10 @@ impl Batcher {
             return refuse(SubmitError::EmptyPrompt);
         }
         if request.prompt.len() >= self.n_ctx as usize {
-            return refuse(SubmitError::PromptTooLong { prompt: request.prompt.len(), n_ctx: self.n_ctx as usize });
+            return refuse(SubmitError::PromptTooLong {
+                prompt: request.prompt.len(),
+                n_ctx: self.n_ctx as usize,
+            });
         }
         let n_vocab = self.model.config().n_vocab;
         if let Some(bad) = request.prompt.iter().find(|&&t| t >= n_vocab) {

@@ -51,8 +51,12 @@ impl Runner {
         let n_batch = opts.n_batch.clamp(1, MAX_BATCH).max(opts.parallel.min(MAX_BATCH));
         let exec = build_executor(model, n_ctx, n_batch, opts.parallel)?;
         let now = Instant::now();
-        let slots = (0..opts.parallel).map(|_| Slot { history: Vec::new(), seq: None, last_used: now }).collect();
-        Ok((Runner { model: model.clone(), exec, slots, n_ctx: n_ctx as usize, n_batch: n_batch as usize }, n_ctx))
+        let slots =
+            (0..opts.parallel).map(|_| Slot { history: Vec::new(), seq: None, last_used: now }).collect();
+        Ok((
+            Runner { model: model.clone(), exec, slots, n_ctx: n_ctx as usize, n_batch: n_batch as usize },
+            n_ctx,
+        ))
     }
 
     pub fn run(mut self, rx: Receiver<Submitted>, shared: Arc<Shared>) {
@@ -144,8 +148,9 @@ impl Runner {
                 owners.push(i);
             }
         }
-        let mut prefilling: Vec<usize> =
-            (0..self.slots.len()).filter(|&i| self.slots[i].seq.as_ref().is_some_and(|s| s.is_prefilling())).collect();
+        let mut prefilling: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].seq.as_ref().is_some_and(|s| s.is_prefilling()))
+            .collect();
         prefilling.sort_by_key(|&i| self.slots[i].seq.as_ref().map(|s| s.started));
         for i in prefilling {
             let room = self.n_batch.saturating_sub(tokens.len());
@@ -225,7 +230,8 @@ impl Runner {
     /// Ends the requests whose clients went away, so their slots are free for this step.
     fn drop_cancelled(&mut self) {
         for slot in &mut self.slots {
-            if slot.seq.as_ref().is_some_and(|s| s.request.cancel.as_ref().is_some_and(|c| c.is_cancelled())) {
+            if slot.seq.as_ref().is_some_and(|s| s.request.cancel.as_ref().is_some_and(|c| c.is_cancelled()))
+            {
                 if let Some(mut seq) = slot.seq.take() {
                     seq.finish(StopReason::Cancelled);
                 }

@@ -64,7 +64,8 @@ impl Sequence {
             }
         }
         let stop = StopMatcher::new(request.stop.clone());
-        let usage = Usage { prompt_tokens: request.prompt.len(), completion_tokens: 0, cached_tokens: cached };
+        let usage =
+            Usage { prompt_tokens: request.prompt.len(), completion_tokens: 0, cached_tokens: cached };
         Ok(Sequence {
             unfed: cached..request.prompt.len(),
             request,
@@ -160,7 +161,9 @@ fn logprobs(row: &[f32], chosen: u32, n: usize, tokenizer: &Tokenizer) -> (Token
     if n > 0 {
         let mut order: Vec<u32> = (0..row.len() as u32).collect();
         let k = n.min(order.len());
-        order.select_nth_unstable_by(k - 1, |&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
+        order.select_nth_unstable_by(k - 1, |&a, &b| {
+            row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b))
+        });
         order.truncate(k);
         order.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
         top = order;

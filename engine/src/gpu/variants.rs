@@ -122,8 +122,8 @@ pub fn all(caps: &Caps) -> Vec<PipelineKey> {
         }
     }
     for post_add in [false, true] {
-        for last_row in [false, true] {
-            out.push(PipelineKey::Norm(NormKey { post_add, last_row, wg: 256 }));
+        for (last_row, listed) in [(false, false), (true, false), (false, true)] {
+            out.push(PipelineKey::Norm(NormKey { post_add, last_row, listed, wg: 256 }));
         }
     }
     for kv_f16 in [false, true] {

@@ -53,6 +53,22 @@ pub(crate) fn attention_on(
     kv: KvLayer<'_>,
     out: &mut [f32],
 ) -> Result<()> {
+    let n_tok = q.len() / (a.n_head * a.head_dim).max(1);
+    let positions: Vec<[u32; 2]> = (0..n_tok).map(|t| [(a.pos0 + t) as u32, 0]).collect();
+    attention_at(exec, isa, a, q, &positions, kv, out)
+}
+
+/// Attention of query rows that each carry (position in its sequence, cache row of the
+/// sequence's position 0), so one call serves tokens of many sequences; `a.pos0` is unused.
+pub(crate) fn attention_at(
+    exec: &dyn Exec,
+    isa: Isa,
+    a: &Attention,
+    q: &[f32],
+    positions: &[[u32; 2]],
+    kv: KvLayer<'_>,
+    out: &mut [f32],
+) -> Result<()> {
     if a.n_head == 0
         || a.n_kv == 0
         || !a.n_head.is_multiple_of(a.n_kv)
@@ -73,8 +89,9 @@ pub(crate) fn attention_on(
     }
     let n_tok = q.len() / q_row;
     check_len("attention output", out.len(), n_tok * a.n_head * a.head_dim_v)?;
-    if a.pos0 + n_tok > a.n_ctx {
-        return Err(EngineError::ContextOverflow { n_tokens: a.pos0 + n_tok, n_ctx: a.n_ctx });
+    check_len("attention positions", positions.len(), n_tok)?;
+    if let Some(&[pos, row0]) = positions.iter().find(|&&[p, r]| (p + r) as usize >= a.n_ctx) {
+        return Err(EngineError::ContextOverflow { n_tokens: (pos + row0) as usize + 1, n_ctx: a.n_ctx });
     }
     let (kl, vl) = match kv {
         KvLayer::F32 { k, v } => (k.len(), v.len()),
@@ -90,8 +107,8 @@ pub(crate) fn attention_on(
         let (t, h) = (i / a.n_head, i % a.n_head);
         let g = h / (a.n_head / a.n_kv);
         let qh = &q[t * q_row + h * a.head_dim..][..a.head_dim];
-        let (ks, vs) = (g * a.n_ctx * a.head_dim, g * a.n_ctx * a.head_dim_v);
-        let pos = a.pos0 + t;
+        let [pos, row0] = positions[t].map(|v| v as usize);
+        let (ks, vs) = ((g * a.n_ctx + row0) * a.head_dim, (g * a.n_ctx + row0) * a.head_dim_v);
         match kv {
             KvLayer::F32 { k, v } => dispatch!(isa, |s| row(s, a, qh, &k[ks..], &v[vs..], pos, o)),
             KvLayer::F16 { k, v } => dispatch!(isa, |s| row(s, a, qh, &k[ks..], &v[vs..], pos, o)),

@@ -8,7 +8,7 @@ mod rope;
 
 pub(crate) use act::glu_on;
 pub use act::{Activation, add_in_place, glu};
-pub(crate) use attention::attention_on;
+pub(crate) use attention::attention_at;
 pub use attention::{Attention, KvLayer, attention};
 pub use moe::{Route, route};
 pub use norm::{add_rms_normed, rms_norm, rms_norm_in_place};

@@ -13,7 +13,7 @@ use crate::cpu::exec::Exec;
 use crate::cpu::kv::KvCache;
 use crate::cpu::linear::{LinearJob, WeightView, dequantize_rows, linear_multi_on};
 use crate::cpu::ops::{
-    Activation, Attention, Rope, add_in_place, add_rms_normed, attention_on, glu_on, rms_norm,
+    Activation, Attention, Rope, add_in_place, add_rms_normed, attention_at, glu_on, rms_norm,
     rms_norm_in_place, rope_in_place, route,
 };
 use crate::error::{EngineError, Result};
@@ -29,9 +29,9 @@ fn resize(v: &mut Vec<f32>, n: usize) {
 }
 
 impl CpuStack {
-    /// `tokens` at positions `pos0..` through the embedding and every layer, leaving the
-    /// residual stream in `scratch.x`.
-    pub(super) fn chunk(&mut self, tokens: &[u32], pos0: usize) -> Result<()> {
+    /// `tokens`, each at its (position, cache row of its sequence's position 0), through the
+    /// embedding and every layer, leaving the residual stream in `scratch.x`.
+    pub(super) fn chunk(&mut self, tokens: &[u32], positions: &[[u32; 2]]) -> Result<()> {
         let on = self.profile.is_some();
         let mut profile = self.profile.take().unwrap_or_default();
         let mut clock = Clock::new(on);
@@ -46,7 +46,7 @@ impl CpuStack {
                 rope: &self.rope,
                 n_rot: self.plan.rope.n_rot as usize,
                 layout: self.plan.rope.layout,
-                pos0,
+                positions,
                 n: tokens.len(),
                 kv: &mut self.kv,
                 sc: &mut self.scratch,
@@ -118,7 +118,8 @@ struct CpuLayers<'a> {
     rope: &'a [Vec<[f32; 2]>; 2],
     n_rot: usize,
     layout: RopeLayout,
-    pos0: usize,
+    /// Per token: (position, cache row of its sequence's position 0).
+    positions: &'a [[u32; 2]],
     n: usize,
     kv: &'a mut KvCache,
     sc: &'a mut Scratch,
@@ -185,8 +186,7 @@ impl LayerBackend for CpuLayers<'_> {
                     self.cfg,
                     isa,
                     il,
-                    self.pos0,
-                    n,
+                    self.positions,
                     (self.n_rot, self.layout),
                     table,
                     norms,
@@ -205,9 +205,9 @@ impl LayerBackend for CpuLayers<'_> {
                     n_ctx: self.kv.n_ctx,
                     scale: *scale,
                     window: *window as usize,
-                    pos0: self.pos0,
+                    pos0: 0,
                 };
-                attention_on(exec, isa, &att, &sc.q, self.kv.layer(il), &mut sc.attn)?;
+                attention_at(exec, isa, &att, &sc.q, self.positions, self.kv.layer(il), &mut sc.attn)?;
                 self.clock.mark(&mut self.profile.attention);
             }
             Step::AttnOut { post_norm } => {
@@ -285,8 +285,7 @@ fn rope_and_cache(
     c: &ModelConfig,
     isa: Isa,
     il: usize,
-    pos0: usize,
-    n: usize,
+    positions: &[[u32; 2]],
     (n_rot, layout): (usize, RopeLayout),
     table: &[[f32; 2]],
     norms: Option<(&Vec<f32>, &Vec<f32>)>,
@@ -297,8 +296,8 @@ fn rope_and_cache(
     let (nq, nk, nv) = (c.n_embd_q() as usize, c.n_embd_k() as usize, c.n_embd_v() as usize);
     let half = n_rot / 2;
     let rope = Rope { n_rot, layout };
-    for t in 0..n {
-        let pos = pos0 + t;
+    for (t, &[pos, row0]) in positions.iter().enumerate() {
+        let pos = pos as usize;
         let cs = table
             .get(pos * half..(pos + 1) * half)
             .ok_or(EngineError::ContextOverflow { n_tokens: pos + 1, n_ctx: table.len() / half.max(1) })?;
@@ -313,7 +312,8 @@ fn rope_and_cache(
                 rope_in_place(rope, head, cs)?;
             }
         }
-        kv.write(isa, il, pos, &sc.k[t * nk..(t + 1) * nk], &sc.v[t * nv..(t + 1) * nv]);
+        let row = row0 as usize + pos;
+        kv.write(isa, il, row, &sc.k[t * nk..(t + 1) * nk], &sc.v[t * nv..(t + 1) * nv]);
     }
     Ok(())
 }

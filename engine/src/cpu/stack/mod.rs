@@ -20,7 +20,7 @@ use super::Isa;
 use super::exec::{Exec, Team};
 use super::kv::KvCache;
 use crate::error::{EngineError, Result};
-use crate::layers::{ModelPlan, RopeTable};
+use crate::layers::{ModelPlan, RopeTable, SeqSpan, logit_rows, token_positions};
 
 /// Which rows of a batch [`CpuStack::logits`] returns.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -75,6 +75,9 @@ pub struct CpuStack {
     rope: [Vec<[f32; 2]>; 2],
     /// Positions `0..n_filled` of the KV cache hold the current sequence.
     n_filled: usize,
+    /// Positions per sequence; the cache holds `n_seq` sequences of `seq_ctx` each.
+    seq_ctx: usize,
+    n_seq: usize,
     max_batch: usize,
     scratch: Scratch,
     weight_bytes: u64,
@@ -142,9 +145,10 @@ impl CpuStack {
             weight_bytes += 4 * norm.len() as u64 + head.as_ref().map_or(0, |h| h.n_bytes());
         }
         let n_ctx = n_ctx as usize;
+        let n_seq = opts.n_seq.max(1) as usize;
         let kv = KvCache::new(
             n_cpu_layers as usize,
-            n_ctx,
+            n_ctx * n_seq,
             cfg.n_head_kv as usize,
             cfg.head_dim as usize,
             cfg.head_dim_v as usize,
@@ -162,6 +166,8 @@ impl CpuStack {
             rope,
             plan,
             n_filled: 0,
+            seq_ctx: n_ctx,
+            n_seq,
             max_batch: opts.max_batch.max(1),
             scratch: Scratch::default(),
             weight_bytes,
@@ -182,8 +188,13 @@ impl CpuStack {
     pub fn n_layers(&self) -> usize {
         self.w.layers.len()
     }
+    /// Positions per sequence.
     pub fn n_ctx(&self) -> usize {
-        self.kv.n_ctx
+        self.seq_ctx
+    }
+    /// Sequences the cache holds.
+    pub fn n_seq(&self) -> usize {
+        self.n_seq
     }
     /// Positions of the KV cache that hold the current sequence.
     pub fn n_filled(&self) -> usize {
@@ -248,6 +259,72 @@ impl CpuStack {
         Ok(out)
     }
 
+    /// One step over several sequences (continuous batching): `tokens` holds each span's
+    /// tokens in span order. Leaves the hidden state of every token in `out_hidden`.
+    pub fn forward_seqs(
+        &mut self,
+        tokens: &[u32],
+        spans: &[SeqSpan],
+        out_hidden: &mut Vec<f32>,
+    ) -> Result<()> {
+        out_hidden.clear();
+        self.run_seqs(tokens, spans, |st, _| {
+            out_hidden.extend_from_slice(&st.scratch.x);
+            Ok(())
+        })
+    }
+
+    /// Runs every layer and the head over several sequences and returns, row-major, the
+    /// logits of the last token of every span that asks for them.
+    pub fn logits_seqs(&mut self, tokens: &[u32], spans: &[SeqSpan]) -> Result<Vec<f32>> {
+        if self.w.head.is_none() {
+            return Err(EngineError::InvalidArgument(
+                "this CPU stack was built without the output head".into(),
+            ));
+        }
+        let wanted = logit_rows(spans);
+        let mut out = Vec::new();
+        self.run_seqs(tokens, spans, |st, chunk| {
+            for &r in wanted.iter().filter(|&&r| chunk.contains(&(r as usize))) {
+                let at = r as usize - chunk.start;
+                st.head(at..at + 1, &mut out)?;
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Validates a multi-sequence step, then runs it in chunks, calling `each(self, rows)`
+    /// after every chunk with its hidden state in `scratch.x`.
+    fn run_seqs(
+        &mut self,
+        tokens: &[u32],
+        spans: &[SeqSpan],
+        mut each: impl FnMut(&mut CpuStack, std::ops::Range<usize>) -> Result<()>,
+    ) -> Result<()> {
+        let positions = token_positions(spans, self.n_seq as u32, self.seq_ctx as u32)?;
+        if tokens.is_empty() || positions.len() != tokens.len() {
+            return Err(EngineError::InvalidArgument(format!(
+                "a step of {} tokens for spans of {}",
+                tokens.len(),
+                positions.len()
+            )));
+        }
+        let n_vocab = self.cfg.n_vocab;
+        if let Some(bad) = tokens.iter().find(|&&t| t >= n_vocab) {
+            return Err(EngineError::InvalidArgument(format!(
+                "token id {bad} is outside the vocabulary of {n_vocab}"
+            )));
+        }
+        let mut done = 0;
+        for (chunk, pos) in tokens.chunks(self.max_batch).zip(positions.chunks(self.max_batch)) {
+            self.chunk(chunk, pos)?;
+            each(self, done..done + chunk.len())?;
+            done += chunk.len();
+        }
+        Ok(())
+    }
+
     /// Validates the batch, then runs it in chunks, calling `each(self, tokens_done)` after
     /// every chunk with its hidden state in `scratch.x`.
     fn run(
@@ -271,15 +348,16 @@ impl CpuStack {
                 self.n_filled
             )));
         }
-        if pos0 + tokens.len() > self.kv.n_ctx {
-            return Err(EngineError::ContextOverflow { n_tokens: pos0 + tokens.len(), n_ctx: self.kv.n_ctx });
+        if pos0 + tokens.len() > self.seq_ctx {
+            return Err(EngineError::ContextOverflow { n_tokens: pos0 + tokens.len(), n_ctx: self.seq_ctx });
         }
         let mut done = 0;
         for chunk in tokens.chunks(self.max_batch) {
             let pos = pos0 + done;
             // The cache is rewritten from `pos` on, so later positions no longer belong.
             self.n_filled = pos;
-            self.chunk(chunk, pos)?;
+            let positions: Vec<[u32; 2]> = (pos..pos + chunk.len()).map(|p| [p as u32, 0]).collect();
+            self.chunk(chunk, &positions)?;
             self.n_filled = pos + chunk.len();
             done += chunk.len();
             each(self, done)?;

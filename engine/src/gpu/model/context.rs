@@ -14,7 +14,7 @@ use crate::error::{EngineError, Result};
 use crate::gpu::ops::Op;
 use crate::gpu::ops::moe::MoeBuffers;
 use crate::gpu::profile::{Phase, Profiler};
-use crate::layers::RopeTable;
+use crate::layers::{RopeTable, SeqSpan, logit_rows, token_positions};
 
 mod pending;
 pub use pending::PendingStep;
@@ -46,13 +46,21 @@ pub enum Logits {
 }
 
 pub(crate) struct Buffers {
+    /// Positions per sequence.
     pub n_ctx: u32,
+    /// Sequences the cache holds; sequence `s` owns cache rows `s · n_ctx ..`.
+    pub n_seq: u32,
     pub n_batch: u32,
     /// Rows the logits buffer holds; batches that want every row's logits are cut to this.
     pub logit_rows: u32,
     pub kv_f16: bool,
     pub tokens: wgpu::Buffer,
     pub step: wgpu::Buffer,
+    /// Per token: (position, cache row of its sequence's position 0).
+    pub positions: wgpu::Buffer,
+    /// Rows whose logits a multi-sequence step returns, and a step uniform that counts them.
+    pub head_rows: wgpu::Buffer,
+    pub head_step: wgpu::Buffer,
     pub x: wgpu::Buffer,
     pub h: wgpu::Buffer,
     pub qkv: wgpu::Buffer,
@@ -150,23 +158,24 @@ struct Sizes {
 }
 
 impl Sizes {
-    fn new(c: &ModelConfig, n_ctx: u32, n_batch: u32, kv_f16: bool) -> Sizes {
+    /// `kv_rows`: cache positions per kv head, over every sequence.
+    fn new(c: &ModelConfig, kv_rows: u64, n_batch: u32, kv_f16: bool) -> Sizes {
         let nb = n_batch as u64;
         let vocab_bytes = c.n_vocab as u64 * 4;
         let kv_elem = if kv_f16 { 2 } else { 4 };
         Sizes {
             // Logits for every row of a full batch, but no more than 64 MiB at once.
             logit_rows: nb.min((64u64 << 20) / vocab_bytes.max(1)).max(1),
-            k_bytes: c.n_head_kv as u64 * n_ctx as u64 * c.head_dim as u64 * kv_elem,
-            v_bytes: c.n_head_kv as u64 * n_ctx as u64 * c.head_dim_v as u64 * kv_elem,
+            k_bytes: c.n_head_kv as u64 * kv_rows * c.head_dim as u64 * kv_elem,
+            v_bytes: c.n_head_kv as u64 * kv_rows * c.head_dim_v as u64 * kv_elem,
             n_ff: c.n_ff.max(c.moe.as_ref().map(|m| m.n_ff_expert).unwrap_or(0)) as u64,
             qkv: (c.n_embd_q() + c.n_embd_k() + c.n_embd_v()) as u64,
         }
     }
 }
 
-/// What a context of `n_ctx` positions and `n_batch`-token steps over `n_layers` GPU layers
-/// allocates on the device.
+/// What a context of `n_ctx` positions (over all its sequences) and `n_batch`-token steps over
+/// `n_layers` GPU layers allocates on the device.
 /// `cpu_moe`: some layers hand their hidden state to CPU experts (one more readback buffer).
 pub fn context_bytes(
     c: &ModelConfig,
@@ -177,10 +186,11 @@ pub fn context_bytes(
     cpu_moe: bool,
 ) -> ContextBytes {
     let n_batch = n_batch.min(n_ctx).max(1);
-    let s = Sizes::new(c, n_ctx, n_batch, kv_f16);
+    let s = Sizes::new(c, n_ctx as u64, n_batch, kv_f16);
     let (nb, e, f) = (n_batch as u64, c.n_embd as u64, 4u64);
     let mut scratch = nb * 4 // tokens
         + 16 // step
+        + nb * 8 + nb * 4 + 16 // positions, head rows, head step
         + 3 * nb * e * f // x, h, block_out
         + nb * s.qkv * f
         + nb * (c.n_head * c.head_dim_v) as u64 * f
@@ -228,16 +238,22 @@ impl Context {
             return Err(EngineError::InvalidArgument("context and batch sizes must be positive".into()));
         }
         let n_ctx = opts.n_ctx;
-        let n_batch = opts.n_batch.min(n_ctx);
+        let n_seq = opts.n_seq.max(1);
+        let kv_rows = n_ctx as u64 * n_seq as u64;
+        if kv_rows > u32::MAX as u64 {
+            return Err(EngineError::InvalidArgument(format!("{n_seq} sequences of {n_ctx} positions")));
+        }
+        // One sequence's steps never exceed its context; several sequences' may.
+        let n_batch = if n_seq == 1 { opts.n_batch.min(n_ctx) } else { opts.n_batch };
         let kv_f16 = gpu.caps.f16;
         let f = 4u64;
         let nb = n_batch as u64;
         let e = c.n_embd as u64;
-        let Sizes { logit_rows, k_bytes, v_bytes, n_ff, qkv } = Sizes::new(c, n_ctx, n_batch, kv_f16);
+        let Sizes { logit_rows, k_bytes, v_bytes, n_ff, qkv } = Sizes::new(c, kv_rows, n_batch, kv_f16);
         let vocab_bytes = c.n_vocab as u64 * f;
         if k_bytes.max(v_bytes) > gpu.max_binding() {
             return Err(EngineError::Unsupported(format!(
-                "a context of {n_ctx} needs {} MiB per layer of KV cache, more than one {} MiB binding on this adapter; use a smaller --ctx",
+                "{n_seq} sequence(s) of {n_ctx} positions need {} MiB per layer of KV cache, more than one {} MiB binding on this adapter; use a smaller context or fewer parallel sequences",
                 k_bytes.max(v_bytes) >> 20,
                 gpu.max_binding() >> 20
             )));
@@ -249,11 +265,15 @@ impl Context {
             .into();
         let bufs = Buffers {
             n_ctx,
+            n_seq,
             n_batch,
             logit_rows: logit_rows as u32,
             kv_f16,
             tokens: gpu.storage("tokens", nb * 4),
             step: gpu.uniform("step", &[0u32; 4]),
+            positions: gpu.storage("positions", nb * 8),
+            head_rows: gpu.storage("head.rows", nb * 4),
+            head_step: gpu.uniform("head.step", &[0u32; 4]),
             x: gpu.storage("x", nb * e * f),
             h: gpu.storage("h", nb * e * f),
             qkv: gpu.storage("qkv", nb * qkv * f),
@@ -329,6 +349,9 @@ impl Context {
         let mut scratch: u64 = [
             &b.tokens,
             &b.step,
+            &b.positions,
+            &b.head_rows,
+            &b.head_step,
             &b.x,
             &b.h,
             &b.qkv,
@@ -358,8 +381,13 @@ impl Context {
     pub fn n_past(&self) -> u32 {
         self.n_past
     }
+    /// Positions per sequence.
     pub fn n_ctx(&self) -> u32 {
         self.bufs.n_ctx
+    }
+    /// Sequences the cache holds.
+    pub fn n_seq(&self) -> u32 {
+        self.bufs.n_seq
     }
     /// Times every following step per dispatch (see [`Profiler`]).
     pub fn enable_profiling(&mut self) {
@@ -459,6 +487,8 @@ impl Context {
             }
         };
         gpu.queue.write_buffer(&self.bufs.step, 0, bytemuck::cast_slice(&[self.n_past, n, 0, 0]));
+        let positions: Vec<[u32; 2]> = (self.n_past..self.n_past + n).map(|p| [p, 0]).collect();
+        gpu.queue.write_buffer(&self.bufs.positions, 0, bytemuck::cast_slice(&positions));
         if argmax && logits == Logits::All {
             return Err(EngineError::InvalidArgument("argmax with all-row logits".into()));
         }
@@ -532,6 +562,114 @@ impl Context {
 }
 
 impl Context {
+    /// One step over several sequences (continuous batching): `tokens` holds each span's
+    /// tokens in span order, at most `n_batch` in all. Returns, row-major, the logits of the
+    /// last token of every span that asks for them. Sequences' positions are the caller's to
+    /// track; this context's own single-sequence position is left alone.
+    pub fn step_seqs(&mut self, tokens: &[u32], spans: &[SeqSpan]) -> Result<Vec<f32>> {
+        if self.model.first_layer > 0 {
+            return Err(EngineError::InvalidArgument(
+                "this context starts after CPU layers; feed it their hidden state".into(),
+            ));
+        }
+        let n_vocab = self.model.cfg.n_vocab;
+        if let Some(bad) = tokens.iter().find(|&&t| t >= n_vocab) {
+            return Err(EngineError::InvalidArgument(format!(
+                "token id {bad} is outside the vocabulary of {n_vocab}"
+            )));
+        }
+        self.seqs_input(Input::Tokens(tokens), spans)
+    }
+
+    /// Like [`step_seqs`](Self::step_seqs), from the hidden state the CPU layers left.
+    pub fn eval_hidden_seqs(&mut self, hidden: &[f32], spans: &[SeqSpan]) -> Result<Vec<f32>> {
+        let e = self.model.cfg.n_embd as usize;
+        if self.model.first_layer == 0 || !hidden.len().is_multiple_of(e) {
+            return Err(EngineError::InvalidArgument(format!(
+                "hidden input of {} values for a context whose first layer is {} (rows of {e})",
+                hidden.len(),
+                self.model.first_layer
+            )));
+        }
+        self.seqs_input(Input::Hidden(hidden), spans)
+    }
+
+    fn seqs_input(&mut self, input: Input<'_>, spans: &[SeqSpan]) -> Result<Vec<f32>> {
+        let b = &self.bufs;
+        let positions = token_positions(spans, b.n_seq, b.n_ctx)?;
+        let n = positions.len() as u32;
+        let e = self.model.cfg.n_embd as usize;
+        let given = match input {
+            Input::Tokens(t) => t.len(),
+            Input::Hidden(h) => h.len() / e,
+        };
+        if n == 0 || given != n as usize || n > b.n_batch {
+            return Err(EngineError::InvalidArgument(format!(
+                "a step of {given} tokens for spans of {n} (at most {} per step)",
+                b.n_batch
+            )));
+        }
+        let rows = logit_rows(spans);
+        let k = rows.len() as u32;
+        if k > b.logit_rows {
+            return Err(EngineError::InvalidArgument(format!(
+                "{k} sequences want logits; a step returns at most {}",
+                b.logit_rows
+            )));
+        }
+        let gpu = self.model.gpu.clone();
+        match input {
+            Input::Tokens(t) => gpu.queue.write_buffer(&b.tokens, 0, bytemuck::cast_slice(t)),
+            Input::Hidden(h) => gpu.queue.write_buffer(&b.x, 0, bytemuck::cast_slice(h)),
+        }
+        gpu.queue.write_buffer(&b.step, 0, bytemuck::cast_slice(&[0, n, 0, 0]));
+        gpu.queue.write_buffer(&b.positions, 0, bytemuck::cast_slice(&positions));
+        if k > 0 {
+            gpu.queue.write_buffer(&b.head_rows, 0, bytemuck::cast_slice(&rows));
+            gpu.queue.write_buffer(&b.head_step, 0, bytemuck::cast_slice(&[0, k, 0, 0]));
+        }
+        // Segments before the last hand over to CPU experts; the last carries on to the head.
+        let body = if n == 1 { &self.graph.body_decode } else { &self.graph.body_prefill };
+        let n_segments = body.len();
+        for i in 0..n_segments - 1 {
+            self.cpu_segment(i, n)?;
+        }
+        let body = if n == 1 { &self.graph.body_decode } else { &self.graph.body_prefill };
+        let bufs = &self.bufs;
+        let logit_bytes = k as u64 * self.model.cfg.n_vocab as u64 * 4;
+        let mut enc =
+            gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step.seqs") });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("step.seqs"),
+                timestamp_writes: None,
+            });
+            for op in &body[n_segments - 1].ops {
+                op.record(&mut pass, n);
+            }
+            if k > 0 {
+                for op in &self.graph.head_listed {
+                    op.record(&mut pass, k);
+                }
+            }
+        }
+        if logit_bytes > 0 {
+            enc.copy_buffer_to_buffer(&bufs.logits, 0, &bufs.read_logits, 0, logit_bytes);
+        }
+        gpu.queue.submit([enc.finish()]);
+        if logit_bytes == 0 {
+            gpu.wait()?;
+            return Ok(Vec::new());
+        }
+        let logits = read_f32(&gpu, &self.bufs.read_logits, logit_bytes)?;
+        let n_vocab = self.model.cfg.n_vocab;
+        for (i, row) in logits.chunks_exact(n_vocab as usize).enumerate() {
+            let pos = positions[rows[i] as usize][0];
+            crate::finite::check_logits(row, n_vocab, pos)?;
+        }
+        Ok(logits)
+    }
+
     /// Runs segment `i` of the step's body on the GPU, then its layer's experts on the CPU,
     /// leaving their output in `a` for the next segment.
     fn cpu_segment(&mut self, i: usize, n: u32) -> Result<()> {

@@ -39,6 +39,9 @@ pub(crate) struct Graph {
     pub head_last: Vec<Op>,
     /// Final norm of every row and the output head, into logits rows 0..n.
     pub head_all: Vec<Op>,
+    /// Final norm and output head of the rows listed in `head_rows`, into logits rows 0..k
+    /// (recorded with k; a multi-sequence step's last token of each sequence).
+    pub head_listed: Vec<Op>,
     /// argmax(logits row 0) into tokens[0].
     pub argmax: ArgmaxOps,
 }
@@ -70,8 +73,9 @@ pub(crate) fn build(m: &GpuModel, b: &Buffers) -> Result<Graph> {
     Ok(Graph {
         body_decode: body(m, b, false)?,
         body_prefill: body(m, b, true)?,
-        head_last: head(m, b, false)?,
-        head_all: head(m, b, true)?,
+        head_last: head(m, b, HeadRows::Last)?,
+        head_all: head(m, b, HeadRows::All)?,
+        head_listed: head(m, b, HeadRows::Listed)?,
         argmax: argmax(&m.gpu, &b.logits, 0, m.cfg.n_vocab, &b.tokens, 0)?,
     })
 }
@@ -132,6 +136,7 @@ impl<'a> GraphBuilder<'a> {
             out: &self.b.h,
             post,
             last_row_of: None,
+            rows_from: None,
         };
         self.ops.push(rms_norm(&self.m.gpu, &args)?);
         Ok(())
@@ -204,14 +209,14 @@ impl<'a> GraphBuilder<'a> {
             head_dim_v: c.head_dim_v,
             n_rot: self.m.plan.rope.n_rot,
             neox: self.m.plan.rope.layout == RopeLayout::Neox,
-            ctx: b.n_ctx,
+            ctx: b.n_ctx * b.n_seq,
             eps: c.rms_eps,
             kv_f16: b.kv_f16,
             qkv: &b.qkv,
             k_cache: &b.k_cache[i],
             v_cache: &b.v_cache[i],
             table: &b.rope_tables[table as usize],
-            step: &b.step,
+            positions: &b.positions,
             qk_norm,
         };
         self.ops.push(rope_kv(&self.m.gpu, &args)?);
@@ -226,7 +231,7 @@ impl<'a> GraphBuilder<'a> {
             n_kv: c.n_head_kv,
             head_dim: c.head_dim,
             head_dim_v: c.head_dim_v,
-            ctx: b.n_ctx,
+            ctx: b.n_ctx * b.n_seq,
             window,
             scale,
             kv_f16: b.kv_f16,
@@ -235,6 +240,7 @@ impl<'a> GraphBuilder<'a> {
             v_cache: &b.v_cache[i],
             out: &b.attn,
             step: &b.step,
+            positions: &b.positions,
         };
         self.ops.push(attention(&self.m.gpu, &args)?);
         Ok(())
@@ -386,7 +392,17 @@ fn body(m: &GpuModel, b: &Buffers, batched: bool) -> Result<Vec<Segment>> {
     Ok(builder.segments)
 }
 
-fn head(m: &GpuModel, b: &Buffers, all_rows: bool) -> Result<Vec<Op>> {
+/// Which rows of the step the head runs on.
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum HeadRows {
+    /// The last (single-sequence prompt or decode).
+    Last,
+    All,
+    /// Those listed in `head_rows` (one per sequence of a multi-sequence step).
+    Listed,
+}
+
+fn head(m: &GpuModel, b: &Buffers, rows: HeadRows) -> Result<Vec<Op>> {
     let gpu = &m.gpu;
     let c = &m.cfg;
     let e = c.n_embd;
@@ -397,6 +413,8 @@ fn head(m: &GpuModel, b: &Buffers, all_rows: bool) -> Result<Vec<Op>> {
         }
         _ => None,
     };
+    // With Listed rows the fused post-norm completes only those rows of x: the step reads no
+    // other row after this.
     let mut ops = vec![rms_norm(
         gpu,
         &NormArgs {
@@ -406,22 +424,25 @@ fn head(m: &GpuModel, b: &Buffers, all_rows: bool) -> Result<Vec<Op>> {
             weight: whole(&m.output_norm)?,
             out: &b.h,
             post,
-            last_row_of: if all_rows { None } else { Some(&b.step) },
+            last_row_of: (rows == HeadRows::Last).then_some(&b.step),
+            rows_from: (rows == HeadRows::Listed).then_some(&b.head_rows),
         },
     )?];
     let o = io(&b.h, e, &b.logits, 0, c.n_vocab);
-    if all_rows {
-        ops.extend(linear_op(gpu, m.head()?, &o, Epilogue::Store, &b.step, true)?);
-    } else {
-        // One row (the last one, moved to row 0 by the norm) whatever the batch.
-        for mut op in linear_op(gpu, m.head()?, &o, Epilogue::Store, &b.step, false)? {
-            op.grid = Grid::Fixed(op.grid.dims(1));
-            ops.push(op);
+    match rows {
+        HeadRows::All => ops.extend(linear_op(gpu, m.head()?, &o, Epilogue::Store, &b.step, true)?),
+        HeadRows::Listed => ops.extend(linear_op(gpu, m.head()?, &o, Epilogue::Store, &b.head_step, true)?),
+        HeadRows::Last => {
+            // One row (the last one, moved to row 0 by the norm) whatever the batch.
+            for mut op in linear_op(gpu, m.head()?, &o, Epilogue::Store, &b.step, false)? {
+                op.grid = Grid::Fixed(op.grid.dims(1));
+                ops.push(op);
+            }
         }
     }
     if let Some(cap) = m.plan.logit_softcap {
-        let rows = if all_rows { b.logit_rows } else { 1 };
-        ops.push(softcap(gpu, &b.logits, cap, rows * c.n_vocab)?);
+        let n_rows = if rows == HeadRows::Last { 1 } else { b.logit_rows };
+        ops.push(softcap(gpu, &b.logits, cap, n_rows * c.n_vocab)?);
     }
     Ok(ops)
 }

@@ -64,6 +64,7 @@ pub struct AttentionArgs<'a> {
     pub n_kv: u32,
     pub head_dim: u32,
     pub head_dim_v: u32,
+    /// Cache rows per kv head: positions of every sequence.
     pub ctx: u32,
     pub window: u32,
     pub scale: f32,
@@ -73,6 +74,8 @@ pub struct AttentionArgs<'a> {
     pub v_cache: &'a wgpu::Buffer,
     pub out: &'a wgpu::Buffer,
     pub step: &'a wgpu::Buffer,
+    /// Per token: (position, cache row of its sequence's position 0), as `u32` pairs.
+    pub positions: &'a wgpu::Buffer,
 }
 
 pub fn attention(gpu: &Gpu, a: &AttentionArgs<'_>) -> Result<Op> {
@@ -128,6 +131,7 @@ pub fn attention(gpu: &Gpu, a: &AttentionArgs<'_>) -> Result<Op> {
             (3, Res::Buf(a.out)),
             (4, Res::Buf(&ubuf)),
             (5, Res::Buf(a.step)),
+            (6, Res::Buf(a.positions)),
         ],
         Grid::Rows { rows_per_token: a.n_head, rows_per_group: wg / team },
     ))

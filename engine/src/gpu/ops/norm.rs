@@ -11,15 +11,18 @@ use crate::gpu::pipeline::{Kernel, KernelSpec, PipelineKey};
 pub struct NormKey {
     pub post_add: bool,
     pub last_row: bool,
+    /// Rows read from a list (`NormArgs::rows_from`).
+    pub listed: bool,
     pub wg: u32,
 }
 
 impl Kernel for NormKey {
     fn label(&self) -> String {
         format!(
-            "rms_norm{}{}.wg{}",
+            "rms_norm{}{}{}.wg{}",
             if self.post_add { ".post_add" } else { "" },
             if self.last_row { ".last" } else { "" },
+            if self.listed { ".rows" } else { "" },
             self.wg
         )
     }
@@ -27,6 +30,7 @@ impl Kernel for NormKey {
         KernelSpec::new("norm.wgsl")
             .define_if(self.post_add, "POST_ADD")
             .define_if(self.last_row, "LAST_ROW")
+            .define_if(self.listed, "ROWS")
             .constant("WG", self.wg as f64)
     }
 }
@@ -54,12 +58,16 @@ pub struct NormArgs<'a> {
     pub post: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
     /// Normalise only the batch's last row (read from `step`), written as row 0.
     pub last_row_of: Option<&'a wgpu::Buffer>,
+    /// Normalise the rows whose indices this buffer lists (`u32`s; the op is recorded with
+    /// their count), written in list order.
+    pub rows_from: Option<&'a wgpu::Buffer>,
 }
 
 pub fn rms_norm(gpu: &Gpu, a: &NormArgs<'_>) -> Result<Op> {
     let key = NormKey {
         post_add: a.post.is_some(),
         last_row: a.last_row_of.is_some(),
+        listed: a.rows_from.is_some(),
         wg: pow2_clamp(a.n / 4, 32, 256),
     };
     let pipeline = gpu.pipeline(PipelineKey::Norm(key))?;
@@ -71,6 +79,9 @@ pub fn rms_norm(gpu: &Gpu, a: &NormArgs<'_>) -> Result<Op> {
     }
     if let Some(step) = a.last_row_of {
         e.push((6, Res::Buf(step)));
+    }
+    if let Some(rows) = a.rows_from {
+        e.push((6, Res::Buf(rows)));
     }
     let grid = if a.last_row_of.is_some() { Grid::Fixed([1, 1, 1]) } else { Grid::TokensX { y: 1 } };
     let mut op = gpu.op(pipeline, &e, grid);

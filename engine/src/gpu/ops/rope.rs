@@ -58,6 +58,7 @@ pub struct RopeArgs<'a> {
     pub head_dim_v: u32,
     pub n_rot: u32,
     pub neox: bool,
+    /// Cache rows per kv head: positions of every sequence.
     pub ctx: u32,
     pub eps: f32,
     pub kv_f16: bool,
@@ -67,7 +68,8 @@ pub struct RopeArgs<'a> {
     pub v_cache: &'a wgpu::Buffer,
     /// (cos, sin) per position and pair.
     pub table: &'a wgpu::Buffer,
-    pub step: &'a wgpu::Buffer,
+    /// Per token: (position, cache row of its sequence's position 0), as `u32` pairs.
+    pub positions: &'a wgpu::Buffer,
     /// q-norm then k-norm weights, `head_dim` each.
     pub qk_norm: Option<&'a wgpu::Buffer>,
 }
@@ -93,7 +95,7 @@ pub fn rope_kv(gpu: &Gpu, a: &RopeArgs<'_>) -> Result<Op> {
         (2, Res::Buf(a.v_cache)),
         (3, Res::Buf(a.table)),
         (4, Res::Buf(&ubuf)),
-        (5, Res::Buf(a.step)),
+        (5, Res::Buf(a.positions)),
     ];
     if let Some(n) = a.qk_norm {
         e.push((6, Res::Buf(n)));
