@@ -13,3 +13,19 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1' || ! ls /usr/share/vulka
 fi
 
 bash scripts/fetch-models.sh
+
+# The official OpenAI client, which the `wllm serve` end-to-end tests drive unmodified
+# (cli/tests/serve.rs runs tests/serve/openai_e2e.py; written against 3.63). Where the system
+# Python refuses pip (PEP 668), it goes to the user's site-packages instead.
+if ! python3 -c 'import openai' 2>/dev/null; then
+  echo "installing the openai Python package"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    sudo_cmd=""
+    if [ "$(id -u)" != 0 ]; then sudo_cmd="sudo"; fi
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq python3-pip >/dev/null
+  fi
+  spec='openai>=1.50,<4'
+  python3 -m pip install --quiet "$spec" 2>/dev/null \
+    || python3 -m pip install --quiet --user --break-system-packages "$spec"
+fi

@@ -80,7 +80,7 @@ pub struct ContextArgs {
     #[arg(long = "ctx", short = 'c', allow_negative_numbers = true, value_parser = whole_in::<u32>(1, u32::MAX as u64))]
     pub ctx: Option<u32>,
     /// Prompt tokens processed per step.
-    #[arg(long = "batch-size", short = 'b', default_value_t = 256, allow_negative_numbers = true, value_parser = whole_in::<u32>(1, wllm::MAX_BATCH as u64))]
+    #[arg(long = "batch-size", visible_alias = "batch", short = 'b', default_value_t = 256, allow_negative_numbers = true, value_parser = whole_in::<u32>(1, wllm::MAX_BATCH as u64))]
     pub batch: u32,
 }
 

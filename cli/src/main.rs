@@ -40,6 +40,8 @@ enum Command {
     Profile(cmd::profile::Args),
     /// Where the layers would go and the memory each device would need, without loading.
     Plan(cmd::plan::Args),
+    /// Serve the model over an OpenAI-compatible HTTP API, batching concurrent requests.
+    Serve(cmd::serve::Args),
 }
 
 fn main() {
@@ -52,6 +54,8 @@ fn main() {
     let verbose = match &cli.command {
         Command::Run(a) => a.verbose,
         Command::Chat(a) => a.verbose,
+        // A server's log is its request lines, which are info.
+        Command::Serve(_) => true,
         _ => false,
     };
     logger::install(verbose);
@@ -63,6 +67,7 @@ fn main() {
         Command::Bench(a) => cmd::bench::run(a),
         Command::Profile(a) => cmd::profile::run(a),
         Command::Plan(a) => cmd::plan::run(a),
+        Command::Serve(a) => cmd::serve::run(a),
     };
     if let Err(e) = result {
         if broken_pipe(&e) {

@@ -4,4 +4,5 @@ pub mod info;
 pub mod plan;
 pub mod profile;
 pub mod run;
+pub mod serve;
 pub mod tokenize;

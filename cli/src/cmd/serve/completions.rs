@@ -1,0 +1,132 @@
+//! `POST /v1/chat/completions` and `POST /v1/completions`: check the request, make its prompt,
+//! queue it on the batcher, then stream its events or wait for the whole reply.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use wllm::batch::{BatchRequest, Event, Usage};
+
+use super::access_log::RequestLog;
+use super::errors::ApiError;
+use super::format::{Kind, Meta, TokenLogprobs, finish_reason};
+use super::job::{self, Job};
+use super::openai::{self, Prompt};
+use super::sse;
+use super::state::{AppState, new_id, unix_now};
+
+pub async fn chat(
+    State(st): State<Arc<AppState>>,
+    Extension(log): Extension<RequestLog>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    complete(&st, Kind::Chat, log, body).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn text(
+    State(st): State<Arc<AppState>>,
+    Extension(log): Extension<RequestLog>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    complete(&st, Kind::Text, log, body).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// A body that could not be read (too large, cut off) as an OpenAI error with its status.
+pub fn body_error(e: BytesRejection) -> ApiError {
+    ApiError { status: e.status(), ..ApiError::bad_request(e.body_text()) }
+}
+
+async fn complete(
+    st: &AppState,
+    kind: Kind,
+    log: RequestLog,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(body_error)?;
+    let req = openai::parse(&body)?;
+    st.check_model(req.model.as_deref())?;
+    let ready = st.ready()?;
+    let model = &ready.model;
+    let p = req.params(kind == Kind::Chat, model.config().n_vocab)?;
+    let (prompt, mut stop, prompt_param) = match kind {
+        Kind::Chat => {
+            let messages = req.chat_messages()?;
+            let ids = model.chat_tokens(&messages, true).map_err(|e| match e {
+                wllm::Error::NoChatTemplate => ApiError::field(
+                    "messages",
+                    "the model has no chat template: use /v1/completions, or start the server with --chat-template",
+                ),
+                e => ApiError::field("messages", format!("the chat template refused the messages: {e}")),
+            })?;
+            (ids, p.stop.clone(), "messages")
+        }
+        Kind::Text => {
+            let ids = match req.completion_prompt()? {
+                Prompt::Text(s) => model.tokenize(&s),
+                Prompt::Tokens(ids) => ids,
+            };
+            (ids, p.stop.clone(), "prompt")
+        }
+    };
+    if kind == Kind::Chat {
+        stop.extend(ready.end_of_turn.clone());
+    }
+    let request = BatchRequest {
+        prompt,
+        max_tokens: p.max_tokens,
+        sampling: p.sampling,
+        stop,
+        stop_at_eog: true,
+        logprobs: p.logprobs,
+        cancel: None,
+    };
+    let job = job::submit(&ready.batcher, request, prompt_param)?;
+    let meta = Meta {
+        kind,
+        id: new_id(if kind == Kind::Chat { "chatcmpl-" } else { "cmpl-" }),
+        created: unix_now(),
+        model: st.alias.clone(),
+    };
+    if p.stream {
+        return Ok(sse::response(job, meta, p.include_usage, log));
+    }
+    let reply = collect(job).await?;
+    let logprobs = p.logprobs.is_some().then_some(reply.logprobs.as_slice());
+    let body = meta.full(&reply.text, reply.finish, logprobs, &reply.usage);
+    let mut r = ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+    r.extensions_mut().insert(reply.usage);
+    Ok(r)
+}
+
+struct Reply {
+    text: String,
+    logprobs: Vec<TokenLogprobs>,
+    finish: &'static str,
+    usage: Usage,
+}
+
+/// Waits for a whole reply. If the client leaves meanwhile, axum drops this future and with
+/// it the job, which cancels the request.
+async fn collect(mut job: Job) -> Result<Reply, ApiError> {
+    let mut text = String::new();
+    let mut logprobs = Vec::new();
+    while let Some(ev) = job.events.recv().await {
+        match ev {
+            Event::Started { .. } => {}
+            Event::Token(t) => {
+                text.push_str(&t.text);
+                logprobs.extend(t.logprobs);
+            }
+            Event::Done(d) => {
+                text.push_str(&d.text);
+                return Ok(Reply { text, logprobs, finish: finish_reason(&d.reason), usage: d.usage });
+            }
+            Event::Error(e) => return Err(ApiError::internal(e.to_string())),
+        }
+    }
+    Err(ApiError::internal("the request ended without a result"))
+}
