@@ -156,6 +156,7 @@ fn attention_decode(c: &mut Criterion) {
     let mut g = configure(c, "attention_decode_32q8kv_d128");
     for past in [512u32, 4095] {
         let step = gpu.uniform("step", &[past, 1u32, 0, 0]);
+        let positions = gpu.storage_init("positions", bytemuck::cast_slice(&[past, 0u32]));
         let args = AttentionArgs {
             n_head,
             n_kv,
@@ -170,6 +171,7 @@ fn attention_decode(c: &mut Criterion) {
             v_cache: &v,
             out: &out,
             step: &step,
+            positions: &positions,
         };
         let ops = [attention(&gpu, &args).expect("attention op")];
         let kv_read = (past as u64 + 1) * (n_kv * 2 * hd) as u64 * elem;

@@ -81,8 +81,7 @@ fn main() {
     let batcher = Batcher::start(model.clone(), opts).expect("batcher");
     println!("| clients | generated | wall s | aggregate t/s | TTFT p50 ms | TTFT max ms |");
     println!("|---|---|---|---|---|---|");
-    let mut round = 0;
-    for &clients in std::iter::once(&1usize).chain(&args.clients) {
+    for (round, &clients) in std::iter::once(&1usize).chain(&args.clients).enumerate() {
         // The first pass is a warm-up and is not printed.
         let start = Instant::now();
         let rxs: Vec<_> = (0..clients)
@@ -127,6 +126,5 @@ fn main() {
                 ttft.last().map_or(0.0, |d| d.as_secs_f64() * 1e3)
             );
         }
-        round += 1;
     }
 }

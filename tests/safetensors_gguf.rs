@@ -435,7 +435,7 @@ fn moe_safetensors_match_f32_gguf() {
 fn session_logits(path: &Path, gpu: &Arc<Gpu>, quantize: Option<GgmlType>) -> Vec<f32> {
     let opts = LoadOptions { gpu: Some(gpu.clone()), quantize, ..Default::default() };
     let model = Model::load_with(path, &opts, &mut |_, _| {}).unwrap();
-    let mut s = model.session(&SessionOptions { n_ctx: Some(64), n_batch: 16, n_seq: 1 }).unwrap();
+    let mut s = model.session(&SessionOptions { n_ctx: Some(64), n_batch: 16 }).unwrap();
     let mut out = s.eval(PROMPT, Logits::All).unwrap();
     for &t in DECODE {
         out.extend(s.eval(&[t], Logits::Last).unwrap());

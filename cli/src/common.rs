@@ -186,7 +186,19 @@ pub fn load_model(
     chat_template: Option<&TemplateArg>,
     n_ctx: Option<u32>,
 ) -> Result<Model> {
-    let mut opts = LoadOptions { warm_up: true, ..dev.load_options(n_ctx)? };
+    load_model_for(path, dev, chat_template, n_ctx, 1)
+}
+
+/// As [`load_model`], with the memory plan made for `n_seq` sequences of `n_ctx` positions
+/// (`wllm serve --parallel`).
+pub fn load_model_for(
+    path: &Path,
+    dev: &DeviceArgs,
+    chat_template: Option<&TemplateArg>,
+    n_ctx: Option<u32>,
+    n_seq: u32,
+) -> Result<Model> {
+    let mut opts = LoadOptions { warm_up: true, n_seq, ..dev.load_options(n_ctx)? };
     if let Some(t) = chat_template {
         t.apply(&mut opts);
     }

@@ -206,7 +206,7 @@ fn run_gpu_case(
     let nb = gpu.storage_init("qk_norm", bytemuck::cast_slice(norms));
     let max_n = STEPS.iter().map(|s| s.1).max().unwrap() as usize;
     let qkv = gpu.storage("qkv", (max_n * stride * 4) as u64);
-    let step = gpu.uniform("step", &[0u32; 4]);
+    let positions = gpu.storage("positions", (max_n * 8) as u64);
     let op = rope_kv(
         gpu,
         &RopeArgs {
@@ -223,7 +223,7 @@ fn run_gpu_case(
             k_cache: &k_cache,
             v_cache: &v_cache,
             table: &table,
-            step: &step,
+            positions: &positions,
             qk_norm: h.qk_norm.then_some(&nb),
         },
     )
@@ -234,7 +234,8 @@ fn run_gpu_case(
         let rows = &qkv_all[row0 * stride..(row0 + n as usize) * stride];
         row0 += n as usize;
         gpu.queue.write_buffer(&qkv, 0, bytemuck::cast_slice(rows));
-        gpu.queue.write_buffer(&step, 0, bytemuck::cast_slice(&[pos0, n, 0, 0]));
+        let pos: Vec<[u32; 2]> = (pos0..pos0 + n).map(|p| [p, 0]).collect();
+        gpu.queue.write_buffer(&positions, 0, bytemuck::cast_slice(&pos));
         gpu.run(std::slice::from_ref(&op), n).unwrap();
         let want = want_heads(h, spec, which, rows, pos0, h.qk_norm.then_some(norms));
         let what = format!("[{name}] rope_kv {h:?} {which:?} factors={:?} pos0={pos0} n={n}", spec.factors);

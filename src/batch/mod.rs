@@ -161,7 +161,7 @@ pub enum SubmitError {
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error(transparent)]
-    Invalid(Error),
+    Invalid(Box<Error>),
 }
 
 /// Counters for monitoring (`/metrics`).
@@ -294,13 +294,13 @@ impl Batcher {
             return refuse(SubmitError::TokenOutOfVocab { index, token, n_vocab });
         }
         if let Err(e) = request.sampling.validate() {
-            return refuse(SubmitError::Invalid(e.into()));
+            return refuse(SubmitError::Invalid(Box::new(e.into())));
         }
         if let Some(b) = request.sampling.logit_bias.iter().find(|b| b.token >= n_vocab) {
-            return refuse(SubmitError::Invalid(Error::InvalidArgument(format!(
+            return refuse(SubmitError::Invalid(Box::new(Error::InvalidArgument(format!(
                 "logit_bias names token {}, outside the vocabulary of {n_vocab}",
                 b.token
-            ))));
+            )))));
         }
         // Counted before the check so that concurrent submits cannot both take the last place.
         let limit = self.parallel as usize + self.max_queue;

@@ -109,7 +109,8 @@ impl Runner {
             shared.cached_tokens.fetch_add(cached as u64, Ordering::Relaxed);
             let mut seq = match Sequence::new(request, callback, ticket, cached, &slot.history) {
                 Ok(s) => s,
-                Err((e, mut callback)) => {
+                Err(refused) => {
+                    let (e, mut callback) = *refused;
                     callback(Event::Error(e));
                     continue;
                 }
@@ -204,7 +205,7 @@ impl Runner {
             let r = &logits[row * n_vocab..(row + 1) * n_vocab];
             row += 1;
             let room = self.n_ctx - slot.history.len();
-            match seq.take_logits(r, &tokenizer, room) {
+            match seq.take_logits(r, tokenizer, room) {
                 Ok(After::Continue) => {
                     shared.generated_tokens.fetch_add(1, Ordering::Relaxed);
                 }

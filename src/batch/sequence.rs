@@ -44,7 +44,7 @@ impl Sequence {
         ticket: Ticket,
         cached: usize,
         history: &[u32],
-    ) -> std::result::Result<Self, (Error, Callback)> {
+    ) -> std::result::Result<Self, Box<(Error, Callback)>> {
         let s = &request.sampling;
         let greedy = s.temp <= 0.0
             && s.logit_bias.is_empty()
@@ -55,7 +55,7 @@ impl Sequence {
             true => None,
             false => match Sampler::new(s.clone()) {
                 Ok(sm) => Some(sm),
-                Err(e) => return Err((e.into(), callback)),
+                Err(e) => return Err(Box::new((e.into(), callback))),
             },
         };
         if let Some(sm) = sampler.as_mut() {

@@ -80,7 +80,7 @@ async fn complete(
         max_tokens: p.max_tokens,
         sampling: p.sampling,
         stop,
-        stop_at_eog: true,
+        stop_at_eog: !p.ignore_eos,
         logprobs: p.logprobs,
         cancel: None,
     };

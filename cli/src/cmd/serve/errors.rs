@@ -105,6 +105,9 @@ impl ApiError {
                 ApiError::field(prompt_param, e.to_string()).with_code("context_length_exceeded")
             }
             SubmitError::EmptyPrompt => ApiError::field(prompt_param, e.to_string()),
+            SubmitError::TokenOutOfVocab { index, .. } => {
+                ApiError::field(format!("{prompt_param}[{index}]"), e.to_string())
+            }
             SubmitError::Invalid(inner) => ApiError::bad_request(inner.to_string()),
         }
     }

@@ -22,9 +22,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result};
 use wllm::batch::{Batcher, BatcherOptions};
-use wllm::loaders::{GgufFile, ModelConfig, SafetensorsModel};
 
-use crate::common::{ContextArgs, DeviceArgs, TemplateArg, load_model, whole_in};
+use crate::common::{ContextArgs, DeviceArgs, TemplateArg, load_model_for, whole_in};
 use state::{AppState, Ready, unix_now};
 
 #[derive(clap::Args)]
@@ -65,15 +64,13 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let template = a.context.chat_template.as_deref().map(TemplateArg::parse).transpose()?;
-    let per_seq = match a.context.ctx {
-        Some(c) => c,
-        None => default_context(&a.model),
-    };
-    let total = per_seq
-        .checked_mul(a.parallel)
-        .with_context(|| format!("--parallel {} times --ctx {per_seq} overflows", a.parallel))?;
+    if let Some(per_seq) = a.context.ctx {
+        per_seq
+            .checked_mul(a.parallel)
+            .with_context(|| format!("--parallel {} times --ctx {per_seq} overflows", a.parallel))?;
+    }
     // Refuse bad device flags now, not after the port is bound.
-    a.device.load_options(Some(total))?;
+    a.device.load_options(a.context.ctx)?;
     let api_key = a.api_key.clone().or_else(|| std::env::var("WLLM_API_KEY").ok()).filter(|k| !k.is_empty());
     let (alias, other_names) = names(&a.model, a.alias.as_deref());
     let st = Arc::new(AppState {
@@ -93,11 +90,11 @@ pub fn run(a: Args) -> Result<()> {
         .context("starting the async runtime")?;
     let opts = BatcherOptions {
         parallel: a.parallel,
-        n_ctx: Some(per_seq),
+        n_ctx: a.context.ctx,
         n_batch: a.context.batch,
         max_queue: a.max_queue,
     };
-    let load = Load { path: a.model.clone(), device: a.device.clone(), template, total, opts };
+    let load = Load { path: a.model.clone(), device: a.device.clone(), template, opts };
     rt.block_on(serve(st, &a.host, a.port, load))
 }
 
@@ -106,18 +103,16 @@ struct Load {
     path: PathBuf,
     device: DeviceArgs,
     template: Option<TemplateArg>,
-    /// Positions of all sequences together: what the memory plan must hold.
-    total: u32,
     opts: BatcherOptions,
 }
 
 impl Load {
     fn run(self) -> Result<Ready> {
-        let model = load_model(&self.path, &self.device, self.template.as_ref(), Some(self.total))?;
-        let (parallel, per_seq) = (self.opts.parallel, self.opts.n_ctx.unwrap_or_default());
-        let batcher = Batcher::start(model.clone(), self.opts).with_context(|| {
-            format!("{parallel} sequences of {per_seq} tokens (lower --parallel or --ctx)")
-        })?;
+        // The memory plan (and the placement of layers) counts every sequence.
+        let (parallel, ctx) = (self.opts.parallel, self.opts.n_ctx);
+        let model = load_model_for(&self.path, &self.device, self.template.as_ref(), ctx, parallel)?;
+        let batcher = Batcher::start(model.clone(), self.opts)
+            .with_context(|| format!("{parallel} sequences (lower --parallel or --ctx)"))?;
         let info = model.info();
         eprintln!(
             "ready: {} on {} ({}), {} sequences of {} tokens",
@@ -214,18 +209,6 @@ async fn signal() {
         _ = interrupt => {}
         _ = terminate => {}
     }
-}
-
-/// The per-sequence context when --ctx is not given: the model's training context capped at
-/// 4096, as `run` has it. Read from the metadata before loading because the memory plan must
-/// count every sequence; a file that cannot be read fails the load with the real error.
-fn default_context(path: &Path) -> u32 {
-    let trained = if path.is_file() && path.extension().is_none_or(|e| e != "safetensors") {
-        GgufFile::open(path).ok().and_then(|f| ModelConfig::from_gguf(&f).ok()).map(|c| c.context_length)
-    } else {
-        SafetensorsModel::open(path).ok().map(|m| m.config().context_length)
-    };
-    trained.unwrap_or(4096).clamp(1, 4096)
 }
 
 /// The served model id and the other names a request may use for it.

@@ -41,6 +41,9 @@ pub struct Request {
     pub best_of: Option<i64>,
     pub suffix: Option<String>,
     pub tools: Option<Value>,
+    /// llama-server's: keep generating past end-of-generation tokens (benchmarks use it for
+    /// replies of a fixed length).
+    pub ignore_eos: Option<bool>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -66,6 +69,7 @@ pub struct Params {
     pub include_usage: bool,
     /// Alternatives per token when log-probabilities were asked for.
     pub logprobs: Option<usize>,
+    pub ignore_eos: bool,
 }
 
 /// A completion prompt: text to tokenize, or token ids.
@@ -215,7 +219,9 @@ impl Request {
             ));
         }
         let logprobs = if chat { self.chat_logprobs()? } else { self.completion_logprobs()? };
-        Ok(Params { sampling, max_tokens, stop: self.stop_strings()?, stream, include_usage, logprobs })
+        let ignore_eos = self.ignore_eos.unwrap_or(false);
+        let stop = self.stop_strings()?;
+        Ok(Params { sampling, max_tokens, stop, stream, include_usage, logprobs, ignore_eos })
     }
 
     fn chat_logprobs(&self) -> Result<Option<usize>, ApiError> {
@@ -422,6 +428,8 @@ mod tests {
             (p.sampling.temp, p.sampling.top_p, p.sampling.top_k, p.sampling.min_p),
             (1.0, 1.0, 0, 0.0)
         );
+        assert!(!p.ignore_eos);
+        assert!(req(r#"{"ignore_eos": true}"#).unwrap().params(true, 100).unwrap().ignore_eos);
         for (body, field) in [
             (r#"{"temperature": 3}"#, "temperature"),
             (r#"{"top_p": -0.1}"#, "top_p"),
