@@ -21,6 +21,8 @@ use crate::error::{EngineError, Result};
 /// Up to this many tokens go through the matvec (weights read once per token group,
 /// dequantized once per row); more take the GEMM.
 pub(crate) const MAX_MATVEC_TOKENS: usize = 4;
+/// Up to this many tokens run as several matvec passes rather than the tiled kernel.
+const MAX_GROUPED_MATVEC_TOKENS: usize = 8;
 
 /// A row-major matrix of `rows` × `cols` weights of one ggml type; each row is whole blocks.
 #[derive(Clone, Copy, Debug)]
@@ -113,6 +115,23 @@ pub(crate) fn linear_multi_on(
     if n_tok == 0 || k == 0 {
         for j in jobs.iter_mut() {
             j.out.fill(0.0);
+        }
+        return Ok(());
+    }
+    if n_tok > MAX_MATVEC_TOKENS && n_tok <= MAX_GROUPED_MATVEC_TOKENS {
+        // A few tokens (the decode tokens of several sequences): matvec passes of up to four
+        // tokens each beat dequantizing panels for the tiled kernel (measured on AVX-512:
+        // SmolLM2 Q4_1, 8 tokens: two passes 205 tokens/s, one tiled call 144).
+        let groups = n_tok.div_ceil(MAX_MATVEC_TOKENS);
+        let mut t0 = 0;
+        for g in 0..groups {
+            let m = (n_tok - t0) / (groups - g);
+            let outs: Vec<(WeightView<'_>, OutPtr<'_>)> = jobs
+                .iter_mut()
+                .map(|j| (j.w, OutPtr::new(&mut j.out[t0 * j.w.rows..(t0 + m) * j.w.rows])))
+                .collect();
+            matvec::run(exec, isa, &outs, &x[t0 * k..(t0 + m) * k], m);
+            t0 += m;
         }
         return Ok(());
     }
