@@ -263,16 +263,18 @@ if engine == "llama":
             fail(f"{off[-1][0]} layers offloaded on the CPU path")
         print("CPU" + (f"; offloaded {off[-1][0]}/{off[-1][1]} layers" if off else ""))
 else:
-    # wllm serve's start-up lines; its format is not fixed yet, so this only looks for
-    # contradictions and reports what it finds.
-    lines = [l.strip() for l in text.splitlines()
-             if re.search(r"backend|adapter|gpu layers|layers?:|on the GPU|on the CPU", l, re.I)]
-    low = "\n".join(lines).lower()
-    if path == "gpu" and re.search(r"backend\W+cpu\b", low):
-        fail("wllm reports backend cpu on the GPU path")
-    if path == "cpu" and re.search(r"backend\W+(vulkan|metal|dx12|gl)\b", low):
-        fail("wllm reports a GPU backend on the CPU path")
-    print("; ".join(lines[:3])[:300] if lines else "(not reported in the log)")
+    # wllm serve prints "ready: PATH on BACKEND (ADAPTER), N sequences of M tokens" once loaded
+    m = re.findall(r"^ready: .* on (\S+) \((.*)\), (\d+) sequences of (\d+) tokens", text, re.M)
+    if not m:
+        fail("no 'ready: PATH on BACKEND (ADAPTER), N sequences of M tokens' line in wllm's log")
+    backend, adapter, seqs, n_ctx = m[-1]
+    if path == "gpu" and backend == "cpu":
+        fail(f"wllm runs on the CPU on the GPU path ({adapter})")
+    if path == "gpu" and backend.startswith("cpu+"):
+        fail(f"wllm split the model between the CPU and the GPU ({backend}) on the GPU path")
+    if path == "cpu" and backend != "cpu":
+        fail(f"wllm runs on '{backend}' on the CPU path")
+    print(f"{backend} ({adapter}), {seqs} sequences of {n_ctx} tokens")
 PY
 }
 
@@ -390,7 +392,7 @@ md.append(f"Load average (1/5/15 min) on {ncpu} cores before: {lb}, after: {la}.
           + (" **Busy machine: every figure is noisy.**" if float(lb.split()[0]) > int(ncpu) / 2 else ""))
 md.append("")
 md.append("TTFT is per request, from sending it to the first chunk with text; p99 interpolates "
-          "between the two largest of few samples (at 8 clients x 3 requests, close to the maximum). "
+          "between the two largest of few samples, so it is close to the maximum. "
           "Aggregate t/s = all generated tokens of a level / the level's wall time. "
           "`scale` = a server's aggregate at N clients / its own at 1 client.")
 targets = []
