@@ -20,8 +20,9 @@
 #      the level's wall time) and time to first token p50/p99 (per request, from sending to the
 #      first chunk with text).
 #   4. Checks: a server that does not come up, dies, or answers any request with an error aborts
-#      the run (no table is printed from partial data); llama-server's Vulkan runs must log a
-#      Vulkan device and layers offloaded to it.
+#      the run (no table is printed from partial data); the Vulkan llama-server must list a
+#      Vulkan device (--list-devices, same environment), the CPU one none; wllm's `ready:` line
+#      must name the backend the path asks for.
 #   5. Prints the table with the ratios and the targets (at 8 clients: wllm >= 1.5x
 #      llama-server's aggregate on each path; wllm(8)/wllm(1) >= 4 on lavapipe, >= 2.5 on the
 #      CPU; wllm's TTFT p99 below llama-server's) and writes results.md, results.json and raw/
@@ -48,6 +49,8 @@
 #     --wllm PATH          wllm binary to use (implies no cargo build)
 #     --results DIR        where to write results
 #     --strict             exit 3 when a target is missed (or could not be evaluated)
+#     --wllm-args "..."    extra arguments for wllm serve (split on spaces)
+#     --llama-args "..."   extra arguments for llama-server (split on spaces), e.g. "-ub 128"
 # Environment: WLLM_MODELS (model dir), WLLM_LLAMACPP_CACHE, XDG_RUNTIME_DIR (defaults to /tmp).
 set -euo pipefail
 
@@ -77,6 +80,8 @@ wllm=""
 results=""
 strict=0
 quick=0
+wllm_args=""
+llama_args=""
 
 need_arg() { [ $# -ge 2 ] && [ -n "$2" ] || die "option $1 needs a value"; }
 while [ $# -gt 0 ]; do
@@ -100,6 +105,8 @@ while [ $# -gt 0 ]; do
     --wllm) need_arg "$@"; wllm="$2"; shift ;;
     --results) need_arg "$@"; results="$2"; shift ;;
     --strict) strict=1 ;;
+    --wllm-args) need_arg "$@"; wllm_args="$2"; shift ;;
+    --llama-args) need_arg "$@"; llama_args="$2"; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
@@ -238,30 +245,33 @@ PY
   done
 }
 
-# Checks what a server's log says about where it runs; prints a one-line device description.
-check_device() { # engine path log
+# Checks where a server runs; prints a one-line device description. For llama-server, `devices`
+# is what `llama-server --list-devices` printed with the server's environment (its default log
+# level does not name the device or the offloaded layers).
+check_device() { # engine path log [devices]
   python3 - "$@" <<'PY'
 import re, sys
-engine, path, log = sys.argv[1:]
+engine, path, log = sys.argv[1:4]
 text = open(log, errors="replace").read()
 def fail(msg):
     sys.exit(f"bench-serve: CHECK FAILED ({engine}, {path}): {msg} (log: {log})")
 if engine == "llama":
-    dev = re.findall(r"ggml_vulkan: \d+ = (.*)", text)
+    devs = open(sys.argv[4], errors="replace").read()
+    vk = re.findall(r"^\s*(Vulkan\d+): (.*)$", devs, re.M)
     off = re.findall(r"offloaded (\d+)/(\d+) layers to GPU", text)
     if path == "gpu":
-        if not dev:
-            fail("no 'ggml_vulkan: 0 = <device>' line: llama-server did not find a Vulkan device "
+        if not vk:
+            fail("llama-server --list-devices shows no Vulkan device "
                  "(lavapipe needs GGML_VK_VISIBLE_DEVICES=0)")
-        if not off or int(off[-1][0]) < 1:
+        if off and int(off[-1][0]) < 1:
             fail("no layers offloaded to the Vulkan device")
-        print(f"Vulkan: {dev[0].strip()}; offloaded {off[-1][0]}/{off[-1][1]} layers")
+        print(f"{vk[0][0]}: {vk[0][1].strip()}, -ngl 99")
     else:
-        if dev:
-            fail("the CPU build found a Vulkan device")
+        if vk:
+            fail("the CPU build lists a Vulkan device")
         if off and int(off[-1][0]) > 0:
             fail(f"{off[-1][0]} layers offloaded on the CPU path")
-        print("CPU" + (f"; offloaded {off[-1][0]}/{off[-1][1]} layers" if off else ""))
+        print("CPU (no GPU device listed)")
 else:
     # wllm serve prints "ready: PATH on BACKEND (ADAPTER), N sequences of M tokens" once loaded
     m = re.findall(r"^ready: .* on (\S+) \((.*)\), (\d+) sequences of (\d+) tokens", text, re.M)
@@ -289,6 +299,7 @@ run_one() { # engine path model
   if [ "$engine" = wllm ]; then
     cmd=("$wllm" serve "$model" --host 127.0.0.1 --port "$port" --parallel "$parallel" --ctx "$ctx")
     [ "$path" = cpu ] && cmd+=(--gpu-layers 0 --threads "$threads")
+    local -a extra; read -r -a extra <<< "$wllm_args"; cmd+=("${extra[@]}")
   else
     local bin="$cache/cpu/bin/llama-server" ngl=0
     if [ "$path" = gpu ]; then
@@ -296,15 +307,20 @@ run_one() { # engine path model
     fi
     cmd=("$bin" -m "$model" --host 127.0.0.1 --port "$port" --parallel "$parallel"
          -c $((parallel * ctx)) --cont-batching -ngl "$ngl" -t "$threads" -tb "$threads")
+    local -a extra; read -r -a extra <<< "$llama_args"; cmd+=("${extra[@]}")
   fi
   echo "${env[*]} ${cmd[*]}" > "$tag.cmd"
+  if [ "$engine" = llama ]; then
+    env "${env[@]}" "${cmd[0]}" --list-devices > "$tag.devices" 2>&1 \
+      || die "${env[*]} ${cmd[0]} --list-devices failed (output in $tag.devices)"
+  fi
   note "$path  $base  $engine: starting  ${env[*]} ${cmd[*]}"
   env "${env[@]}" "${cmd[@]}" > "$tag.log" 2>&1 &
   server_pid=$!
   local t0=$SECONDS
   wait_health "$url" "$tag.log"
   local load_s=$((SECONDS - t0)) device
-  device="$(check_device "$engine" "$path" "$tag.log")" || { stop_server; exit 1; }
+  device="$(check_device "$engine" "$path" "$tag.log" "$tag.devices")" || { stop_server; exit 1; }
   note "$path  $base  $engine: healthy after ${load_s}s on $device; load: levels $levels, $requests request(s) per client"
   local -a load=(python3 "$repo/scripts/serve_load.py" --url "$url" --levels "$levels"
                  --requests "$requests" --max-tokens "$max_tokens" --prompt-words "$prompt_words"
@@ -313,8 +329,13 @@ run_one() { # engine path model
   local rc=0
   "${load[@]}" || rc=$?
   if ! kill -0 "$server_pid" 2>/dev/null; then
+    local st=0
+    wait "$server_pid" 2>/dev/null || st=$?
+    server_pid=""
     tail -n 30 "$tag.log" >&2
-    die "$engine ($path) died during the load (log: $tag.log)"
+    if [ "$st" -gt 128 ]; then st="killed by signal $((st - 128))$( [ $((st - 128)) = 11 ] && echo ' (SIGSEGV)')"
+    else st="exit status $st"; fi
+    die "$engine ($path) died during the load, $st (log: $tag.log)"
   fi
   stop_server
   [ "$rc" = 0 ] || { tail -n 20 "$tag.log" >&2; die "$engine ($path): the load generator failed (exit $rc); server log: $tag.log, records: $tag.load.json"; }
