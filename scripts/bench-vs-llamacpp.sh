@@ -2,8 +2,8 @@
 # bench-vs-llamacpp.sh: wllm against llama.cpp on the same machine, in one sitting (issue 8).
 #
 # What it does
-#   1. Builds llama.cpp's `llama-bench` twice if missing, into a cache dir
-#      ($WLLM_LLAMACPP_CACHE, default ~/.cache/wllm/llama.cpp):
+#   1. Builds llama.cpp (llama-bench and llama-server, scripts/llamacpp-build.sh) twice if
+#      missing, into a cache dir ($WLLM_LLAMACPP_CACHE, default ~/.cache/wllm/llama.cpp):
 #        cpu/     -DGGML_NATIVE=OFF + the x86 SIMD flags this CPU has (AMX off)
 #        vulkan/  the same plus -DGGML_VULKAN=ON
 #      Sources: the llama-cpp-python==0.3.36 sdist (vendor/llama.cpp, llama.cpp 0c1e570),
@@ -49,10 +49,6 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="${WLLM_LLAMACPP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/wllm/llama.cpp}"
 models_dir="${WLLM_MODELS:-$HOME/.cache/wllm/models}"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
-
-sdist_pkg="llama_cpp_python==0.3.36"
-sdist_name="llama_cpp_python-0.3.36"
-sdist_sha256="832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 
 models="smollm2,gemma3"
 only=""
@@ -100,146 +96,9 @@ command -v python3 >/dev/null || die "python3 is required (JSON handling)"
 
 # ---------------------------------------------------------------- llama.cpp build
 
-# The SIMD flags this CPU supports, as ggml CMake options. GGML_NATIVE would also turn on AMX,
-# whose path crashes on these machines, so AMX stays off explicitly.
-cpu_flags() {
-  local f
-  f=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2) "
-  local -a out=(-DGGML_NATIVE=OFF)
-  on() { case "$f" in *" $1 "*) out+=("-D$2=ON") ;; *) out+=("-D$2=OFF") ;; esac; }
-  on avx GGML_AVX
-  on avx2 GGML_AVX2
-  on fma GGML_FMA
-  on f16c GGML_F16C
-  on bmi2 GGML_BMI2
-  on avx_vnni GGML_AVX_VNNI
-  on avx512f GGML_AVX512
-  on avx512vbmi GGML_AVX512_VBMI
-  on avx512_vnni GGML_AVX512_VNNI
-  on avx512_bf16 GGML_AVX512_BF16
-  out+=(-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF)
-  printf '%s\n' "${out[@]}"
-}
-
-fetch_sources() {
-  local src="$cache/src" lock
-  exec {lock}> "$cache/fetch.lock"
-  flock "$lock"
-  if [ -f "$src/CMakeLists.txt" ] && [ -d "$src/ggml" ]; then exec {lock}>&-; return 0; fi
-  local tmp
-  tmp="$(mktemp -d "$cache/fetch.XXXXXX")"
-  if [ -n "$llama_src" ]; then
-    [ -f "$llama_src/CMakeLists.txt" ] || die "--llama-src $llama_src has no CMakeLists.txt"
-    note "copying llama.cpp sources from $llama_src"
-    cp -a "$llama_src/." "$tmp/llama.cpp"
-  else
-    note "downloading $sdist_pkg (sdist) for its vendor/llama.cpp"
-    # --no-binary only for this package: with :all: pip would also build cmake from source
-    # just to read the sdist's metadata.
-    python3 -m pip download --quiet --no-deps --no-binary llama_cpp_python "$sdist_pkg" -d "$tmp" \
-      || die "pip download $sdist_pkg failed"
-    local tgz="$tmp/$sdist_name.tar.gz"
-    [ -f "$tgz" ] || die "pip did not produce $tgz"
-    [ "$(sha256sum "$tgz" | cut -d' ' -f1)" = "$sdist_sha256" ] || die "sha256 mismatch for $tgz"
-    mkdir -p "$tmp/llama.cpp"
-    tar -xzf "$tgz" -C "$tmp/llama.cpp" --strip-components=3 "$sdist_name/vendor/llama.cpp" \
-      || die "could not unpack vendor/llama.cpp from $tgz"
-    rm -f "$tgz"
-  fi
-  if [ -n "$llama_src" ]; then
-    echo "copied from $llama_src" > "$tmp/llama.cpp/.wllm-source"
-  else
-    echo "$sdist_name sdist vendor/llama.cpp (0c1e570)" > "$tmp/llama.cpp/.wllm-source"
-  fi
-  rm -rf "$src"
-  mv "$tmp/llama.cpp" "$src"
-  rm -rf "$tmp"
-  exec {lock}>&-
-}
-
-# Debian 12 ships Vulkan headers 1.3.239, older than VK_EXT_layer_settings which
-# ggml-vulkan.cpp uses unconditionally; guard that block so it compiles there (a no-op with
-# newer headers, where the macro is defined).
-guard_vulkan_layer_settings() {
-  local f="$cache/src/ggml/src/ggml-vulkan/ggml-vulkan.cpp"
-  [ -f "$f" ] || die "missing $f"
-  grep -q 'wllm: old Vulkan headers' "$f" && return 0
-  grep -q 'LayerSettingsCreateInfoEXT' "$f" || return 0
-  note "guarding VK_EXT_layer_settings in ggml-vulkan.cpp for old Vulkan headers"
-  python3 - "$f" <<'PY'
-import sys
-path = sys.argv[1]
-lines = open(path).read().split("\n")
-start = next((i for i, l in enumerate(lines) if "VkBool32 enable_best_practice = layer_settings;" in l), None)
-end = next((i for i, l in enumerate(lines)
-            if "vk::InstanceCreateInfo instance_create_info(" in l and "&layer_setting_info" in l), None)
-if start is None or end is None or end < start:
-    sys.exit("ggml-vulkan.cpp: layer-settings block not found where expected; cannot guard it")
-indent = lines[end][: len(lines[end]) - len(lines[end].lstrip())]
-fallback = lines[end].replace("&layer_setting_info", "nullptr")
-lines[end + 1:end + 1] = ["#else", fallback, "#endif"]
-lines.insert(start, "#if defined(VK_EXT_LAYER_SETTINGS_EXTENSION_NAME) // wllm: old Vulkan headers lack VK_EXT_layer_settings")
-open(path, "w").write("\n".join(lines))
-PY
-}
-
-ensure_vulkan_deps() {
-  local missing=()
-  [ -f /usr/include/vulkan/vulkan.hpp ] || missing+=(libvulkan-dev)
-  command -v glslc >/dev/null || missing+=(glslc)
-  [ -d /usr/include/spirv ] || missing+=(spirv-headers)
-  [ ${#missing[@]} -eq 0 ] && return 0
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    note "installing ${missing[*]} with apt-get"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >/dev/null \
-      || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >/dev/null; } \
-      || die "apt-get install ${missing[*]} failed"
-  else
-    die "the Vulkan build needs: ${missing[*]} (e.g. sudo apt-get install ${missing[*]})"
-  fi
-}
-
-build_llama() { # kind: cpu | vulkan
-  local kind="$1" dir="$cache/$1"
-  local -a args
-  mapfile -t args < <(cpu_flags)
-  args+=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF
-         -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF)
-  if [ "$kind" = vulkan ]; then args+=(-DGGML_VULKAN=ON); else args+=(-DGGML_VULKAN=OFF); fi
-  local stamp="$dir/wllm-build-args.txt"
-  # one builder per flavour at a time (the cache is shared between checkouts and users)
-  local lock
-  exec {lock}> "$cache/build-$kind.lock"
-  if ! flock -n "$lock"; then
-    note "waiting for another build of llama.cpp ($kind) to finish"
-    flock "$lock"
-  fi
-  if [ -x "$dir/bin/llama-bench" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${args[*]}" ]; then
-    exec {lock}>&-
-    return 0
-  fi
-  [ "$skip_build" = 1 ] && die "--skip-build, but $dir/bin/llama-bench is missing or was built with other flags"
-  fetch_sources
-  if [ "$kind" = vulkan ]; then
-    ensure_vulkan_deps
-    guard_vulkan_layer_settings
-  fi
-  command -v cmake >/dev/null || die "cmake is required to build llama.cpp"
-  note "building llama.cpp ($kind) in $dir; log: $cache/build-$kind.log (takes a while on 2 cores)"
-  note "  cmake ${args[*]}"
-  rm -f "$stamp"
-  {
-    cmake -S "$cache/src" -B "$dir" "${args[@]}" &&
-    cmake --build "$dir" --target llama-bench -j "${BUILD_JOBS:-2}"
-  } > "$cache/build-$kind.log" 2>&1 || {
-    tail -n 30 "$cache/build-$kind.log" >&2
-    die "llama.cpp $kind build failed; full log in $cache/build-$kind.log"
-  }
-  [ -x "$dir/bin/llama-bench" ] || die "build finished but $dir/bin/llama-bench is missing"
-  printf '%s' "${args[*]}" > "$stamp"
-  exec {lock}>&-
-  note "built $dir/bin/llama-bench"
-}
+# cpu_flags, fetch_sources, build_llama: shared with bench-serve.sh
+# shellcheck source=llamacpp-build.sh
+source "$repo/scripts/llamacpp-build.sh"
 
 # ---------------------------------------------------------------- models and binaries
 
@@ -256,8 +115,8 @@ want_gpu=1; want_cpu=1
 [ "$only" = gpu ] && want_cpu=0
 
 mkdir -p "$cache"
-[ "$want_cpu" = 1 ] && build_llama cpu
-[ "$want_gpu" = 1 ] && build_llama vulkan
+[ "$want_cpu" = 1 ] && build_llama cpu llama-bench
+[ "$want_gpu" = 1 ] && build_llama vulkan llama-bench
 
 if [ -z "$wllm" ]; then
   wllm="$repo/target/release/wllm"
