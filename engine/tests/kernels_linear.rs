@@ -329,7 +329,7 @@ fn cpu_linear_matches_reference_for_every_type_and_batch() {
                     let wb = random_weights(t, rows, cols, &mut rng);
                     let wf = dequant(t, &wb, rows * cols);
                     let w = WeightView::new(t, rows, cols, &wb).unwrap();
-                    for n_tok in [1usize, 2, 3, 4, 5, 17, 40] {
+                    for n_tok in [1usize, 2, 3, 4, 5, 8, 9, 17, 40] {
                         let x = rng.vec(cols * n_tok, 1.0);
                         let mut got = vec![f32::NAN; rows * n_tok];
                         cpu::linear(isa, w, &x, n_tok, &mut got).unwrap();
@@ -412,7 +412,9 @@ fn cpu_decode_uses_integer_dots_on_x86_and_keeps_non_finite_inputs() {
         for t in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
             assert!(int_dot_applies(isa, t, 4), "{t} should take the integer path on {isa}");
         }
-        assert!(!int_dot_applies(isa, GgmlType::Q4_1, 5), "prefill batches take the f32 GEMM");
+        // The decode tokens of several sequences run as integer passes of four.
+        assert!(int_dot_applies(isa, GgmlType::Q4_1, 8), "eight decode tokens take integer passes");
+        assert!(!int_dot_applies(isa, GgmlType::Q4_1, 9), "prefill batches take the f32 GEMM");
         assert!(!int_dot_applies(isa, GgmlType::F16, 1));
     }
     assert!(!int_dot_applies(Isa::SCALAR, GgmlType::Q8_0, 1), "the scalar oracle stays f32");
@@ -425,11 +427,18 @@ fn cpu_decode_uses_integer_dots_on_x86_and_keeps_non_finite_inputs() {
             let wb = random_weights(t, rows, cols, &mut rng);
             let w = WeightView::new(t, rows, cols, &wb).unwrap();
             for bad in [f32::NAN, f32::INFINITY] {
-                let mut x = rng.vec(cols, 1.0);
-                x[5] = bad;
-                let mut y = vec![0f32; rows];
-                cpu::linear(isa, w, &x, 1, &mut y).unwrap();
-                assert!(y.iter().all(|v| !v.is_finite()), "[{isa}] {t} with {bad} in x: {y:?}");
+                // One token, and the sixth of seven (the second integer pass).
+                for (n_tok, at) in [(1, 5), (7, 5 * cols + 5)] {
+                    let mut x = rng.vec(cols * n_tok, 1.0);
+                    x[at] = bad;
+                    let mut y = vec![0f32; rows * n_tok];
+                    cpu::linear(isa, w, &x, n_tok, &mut y).unwrap();
+                    let row = &y[(at / cols) * rows..][..rows];
+                    assert!(
+                        row.iter().all(|v| !v.is_finite()),
+                        "[{isa}] {t} T={n_tok} with {bad} in x: {y:?}"
+                    );
+                }
             }
         }
     }

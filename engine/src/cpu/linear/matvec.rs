@@ -7,7 +7,7 @@
 
 use wllm_loaders::GgmlType;
 
-use super::{MAX_MATVEC_TOKENS, OutPtr, WeightView};
+use super::{MAX_MATVEC_TOKENS, MAX_PASSED_TOKENS, OutPtr, WeightView};
 use crate::cpu::Isa;
 use crate::cpu::exec::Exec;
 use crate::cpu::quant::int::{QuantX, has_int_dot};
@@ -68,7 +68,8 @@ fn prefetch(bytes: &[u8], start: usize, len: usize) {
 pub fn int_dot_applies(isa: Isa, ty: GgmlType, n_tok: usize) -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let enabled = *ENABLED.get_or_init(|| !std::env::var("WLLM_CPU_DOT").is_ok_and(|v| v.trim() == "f32"));
-    enabled && n_tok <= MAX_MATVEC_TOKENS && has_int_dot(ty) && int_isa(isa)
+    // Up to MAX_PASSED_TOKENS tokens go through matvec passes (see `linear_multi_on`).
+    enabled && n_tok <= MAX_PASSED_TOKENS && has_int_dot(ty) && int_isa(isa)
 }
 
 fn int_isa(isa: Isa) -> bool {

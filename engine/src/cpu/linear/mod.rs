@@ -21,8 +21,10 @@ use crate::error::{EngineError, Result};
 /// Up to this many tokens go through the matvec (weights read once per token group,
 /// dequantized once per row); more take the GEMM.
 pub(crate) const MAX_MATVEC_TOKENS: usize = 4;
-/// Up to this many tokens run as several matvec passes rather than the tiled kernel.
-const MAX_GROUPED_MATVEC_TOKENS: usize = 8;
+/// Up to this many tokens run as matvec passes of [`MAX_MATVEC_TOKENS`]; more take the tiled
+/// kernel (SmolLM2 Q4_1 on AVX-512: 16 tokens in passes 246 tokens/s, tiled 259; 8 in passes
+/// 215-259, tiled 144).
+pub(crate) const MAX_PASSED_TOKENS: usize = 8;
 
 /// A row-major matrix of `rows` × `cols` weights of one ggml type; each row is whole blocks.
 #[derive(Clone, Copy, Debug)]
@@ -118,14 +120,17 @@ pub(crate) fn linear_multi_on(
         }
         return Ok(());
     }
-    if n_tok > MAX_MATVEC_TOKENS && n_tok <= MAX_GROUPED_MATVEC_TOKENS {
-        // A few tokens (the decode tokens of several sequences): matvec passes of up to four
-        // tokens each beat dequantizing panels for the tiled kernel (measured on AVX-512:
-        // SmolLM2 Q4_1, 8 tokens: two passes 205 tokens/s, one tiled call 144).
-        let groups = n_tok.div_ceil(MAX_MATVEC_TOKENS);
+    // A few tokens (the decode tokens of several sequences): matvec passes, each reading the
+    // weights once for its tokens, beat dequantizing panels for the tiled kernel (AVX-512,
+    // SmolLM2 Q4_1, 8 tokens: two 4-token passes 205 tokens/s, one tiled call 144).
+    // (Passes of eight tokens on AVX-512 measured no faster than two of four: the integer
+    // kernel is bound by its multiplies, not by reading the weights.)
+    let pass = MAX_MATVEC_TOKENS;
+    if n_tok <= MAX_PASSED_TOKENS {
+        let passes = n_tok.div_ceil(pass);
         let mut t0 = 0;
-        for g in 0..groups {
-            let m = (n_tok - t0) / (groups - g);
+        for g in 0..passes {
+            let m = (n_tok - t0) / (passes - g);
             let outs: Vec<(WeightView<'_>, OutPtr<'_>)> = jobs
                 .iter_mut()
                 .map(|j| (j.w, OutPtr::new(&mut j.out[t0 * j.w.rows..(t0 + m) * j.w.rows])))
@@ -137,11 +142,7 @@ pub(crate) fn linear_multi_on(
     }
     let outs: Vec<(WeightView<'_>, OutPtr<'_>)> =
         jobs.iter_mut().map(|j| (j.w, OutPtr::new(j.out))).collect();
-    if n_tok <= MAX_MATVEC_TOKENS {
-        matvec::run(exec, isa, &outs, x, n_tok);
-    } else {
-        gemm::run(exec, isa, &outs, x, n_tok);
-    }
+    gemm::run(exec, isa, &outs, x, n_tok);
     Ok(())
 }
 
