@@ -18,8 +18,9 @@ struct Params {
     _pad: u32,
 }
 
+// pos0 is unused: each token's position comes from Pos.
 struct Step {
-    _unused: u32,
+    pos0: u32,
     n_tokens: u32,
     _pad0: u32,
     _pad1: u32,

@@ -35,4 +35,7 @@ pub enum Error {
     ContextOverflow { prompt: usize, reserve: usize, n_ctx: usize },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A batcher refused a request ([`Batcher::submit`](crate::batch::Batcher::submit)).
+    #[error("request refused: {0}")]
+    Refused(#[from] crate::batch::SubmitError),
 }

@@ -13,6 +13,12 @@ use wllm::{GenerateOptions, LoadOptions, Model, SamplerConfig, SessionOptions, S
 
 const N_CTX: u32 = 96;
 
+/// How far a log-probability may move with what shares its steps. Different step sizes take
+/// different kernels: on the CPU, up to eight tokens run on integer dot products (activations
+/// rounded to i16 per 32 values) and more on the f32 tiled kernel; on the GPU, one token takes
+/// the matvec kernel and more the matmul. Measured differences reach 2.2e-3 (tiny llama, split).
+const LOGPROB_BUDGET: f32 = 5e-3;
+
 fn load(name: &str, gpu_layers: GpuLayers) -> Model {
     let path = support::data_dir().join("models").join(name);
     let opts = LoadOptions { gpu_layers, n_ctx: Some(4 * N_CTX), ..LoadOptions::default() };
@@ -130,7 +136,10 @@ fn check_model(name: &str, n_layer: u32) {
             assert_eq!(solo.tokens, want, "{what}: a batcher of one differs from the session");
             for (t, (a, b)) in got.logprobs.iter().zip(&solo.logprobs).enumerate() {
                 for (j, (x, y)) in a.iter().zip(b).enumerate() {
-                    assert!((x - y).abs() <= 2e-3, "{what}: token {t} logprob {j}: batched {x}, alone {y}");
+                    assert!(
+                        (x - y).abs() <= LOGPROB_BUDGET,
+                        "{what}: token {t} logprob {j}: batched {x}, alone {y}"
+                    );
                 }
             }
         }
