@@ -486,9 +486,7 @@ impl Context {
                 (h.len() / self.model.cfg.n_embd as usize) as u32
             }
         };
-        gpu.queue.write_buffer(&self.bufs.step, 0, bytemuck::cast_slice(&[self.n_past, n, 0, 0]));
-        let positions: Vec<[u32; 2]> = (self.n_past..self.n_past + n).map(|p| [p, 0]).collect();
-        gpu.queue.write_buffer(&self.bufs.positions, 0, bytemuck::cast_slice(&positions));
+        self.write_step(n);
         if argmax && logits == Logits::All {
             return Err(EngineError::InvalidArgument("argmax with all-row logits".into()));
         }
@@ -562,6 +560,15 @@ impl Context {
 }
 
 impl Context {
+    /// The step uniform and the per-token positions of `n` tokens of this context's own
+    /// sequence, from its current position.
+    pub(crate) fn write_step(&self, n: u32) {
+        let queue = &self.model.gpu.queue;
+        queue.write_buffer(&self.bufs.step, 0, bytemuck::cast_slice(&[self.n_past, n, 0, 0]));
+        let positions: Vec<[u32; 2]> = (self.n_past..self.n_past + n).map(|p| [p, 0]).collect();
+        queue.write_buffer(&self.bufs.positions, 0, bytemuck::cast_slice(&positions));
+    }
+
     /// One step over several sequences (continuous batching): `tokens` holds each span's
     /// tokens in span order, at most `n_batch` in all. Returns, row-major, the logits of the
     /// last token of every span that asks for them. Sequences' positions are the caller's to
