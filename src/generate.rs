@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use wllm_engine::sampling::{Sampler, SamplerConfig, StopMatcher};
+use wllm_engine::sampling::{Sampler, SamplerConfig, StopMatcher, argmax};
 use wllm_engine::{Logits, PendingStep, StepOutput};
 use wllm_loaders::Utf8Stream;
 
@@ -224,12 +224,8 @@ impl<'s> Generation<'s> {
         if prompt.is_empty() {
             return Err(Error::InvalidArgument("the prompt has no tokens".into()));
         }
-        let greedy = opts.sampling.temp <= 0.0
-            && opts.sampling.logit_bias.is_empty()
-            && (opts.sampling.repeat_penalty == 1.0 || opts.sampling.repeat_last_n == 0)
-            && opts.sampling.frequency_penalty == 0.0
-            && opts.sampling.presence_penalty == 0.0;
-        let mut sampler = if greedy { None } else { Some(Sampler::new(opts.sampling.clone())?) };
+        let mut sampler =
+            if opts.sampling.is_greedy() { None } else { Some(Sampler::new(opts.sampling.clone())?) };
         if let Some(s) = sampler.as_mut() {
             for &t in session.get().history.iter().chain(prompt) {
                 s.accept(t);
@@ -468,17 +464,6 @@ fn choose(sampler: &mut Option<Sampler>, logits: &[f32]) -> Result<u32> {
         Some(s) => Ok(s.sample(logits)?),
         None => Ok(argmax(logits)),
     }
-}
-
-/// Index of the largest value, lowest index on ties (as on the device).
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0usize;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 impl Iterator for Generation<'_> {

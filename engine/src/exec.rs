@@ -266,7 +266,7 @@ fn cpu_eval(s: &mut CpuStack, tokens: &[u32], logits: Logits, argmax: bool) -> R
             crate::finite::check_logits(&l, v as u32, first)?;
             if argmax {
                 let last = &l[l.len() - v..];
-                out.token = Some(argmax_row(last));
+                out.token = Some(crate::sampling::argmax(last));
             }
             if logits != Logits::None {
                 out.logits = l;
@@ -279,15 +279,4 @@ fn cpu_eval(s: &mut CpuStack, tokens: &[u32], logits: Logits, argmax: bool) -> R
 /// Positions of the last token of each span that asks for logits.
 fn last_positions(spans: &[SeqSpan]) -> impl Iterator<Item = u32> + '_ {
     spans.iter().filter(|s| s.logits).map(|s| s.pos0 + s.len - 1)
-}
-
-/// First index of the largest value (as the GPU kernel breaks ties).
-fn argmax_row(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
 }

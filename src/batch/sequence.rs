@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use wllm_engine::sampling::{Sampler, StopMatcher};
+use wllm_engine::sampling::{Sampler, StopMatcher, argmax};
 use wllm_loaders::{Tokenizer, Utf8Stream};
 
 use super::{BatchRequest, Callback, Done, Event, Ticket, TokenEvent, TokenLogprob, Usage};
@@ -45,15 +45,9 @@ impl Sequence {
         cached: usize,
         history: &[u32],
     ) -> std::result::Result<Self, Box<(Error, Callback)>> {
-        let s = &request.sampling;
-        let greedy = s.temp <= 0.0
-            && s.logit_bias.is_empty()
-            && (s.repeat_penalty == 1.0 || s.repeat_last_n == 0)
-            && s.frequency_penalty == 0.0
-            && s.presence_penalty == 0.0;
-        let mut sampler = match greedy {
+        let mut sampler = match request.sampling.is_greedy() {
             true => None,
-            false => match Sampler::new(s.clone()) {
+            false => match Sampler::new(request.sampling.clone()) {
                 Ok(sm) => Some(sm),
                 Err(e) => return Err(Box::new((e.into(), callback))),
             },
@@ -138,17 +132,6 @@ impl Sequence {
         let usage = self.usage;
         self.send(Event::Done(Done { reason, text, usage }));
     }
-}
-
-/// Index of the largest value, lowest index on ties (as the device's argmax).
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0usize;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// The chosen token's log-probability and the `n` most likely tokens', from the raw logits.

@@ -64,6 +64,16 @@ impl SamplerConfig {
         SamplerConfig { temp: 0.0, ..Default::default() }
     }
 
+    /// Whether these settings always pick the most likely token of the raw logits (no
+    /// temperature, bias or penalty changes which one), so no sampler is needed.
+    pub fn is_greedy(&self) -> bool {
+        self.temp <= 0.0
+            && self.logit_bias.is_empty()
+            && (self.repeat_penalty == 1.0 || self.repeat_last_n == 0)
+            && self.frequency_penalty == 0.0
+            && self.presence_penalty == 0.0
+    }
+
     /// Rejects settings that would turn logits into NaN or make a stage meaningless, naming
     /// the setting.
     pub fn validate(&self) -> Result<(), SamplingError> {

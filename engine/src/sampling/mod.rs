@@ -41,3 +41,15 @@ pub use config::{LogitBias, SamplerConfig};
 pub use error::SamplingError;
 pub use logit_bias::parse_logit_bias;
 pub use stop::{StopMatcher, StopStep};
+
+/// Index of the largest value, the lowest index on ties (as the GPU's argmax kernel breaks
+/// them): greedy decoding on the CPU.
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0usize;
+    for (i, &x) in logits.iter().enumerate() {
+        if x > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}

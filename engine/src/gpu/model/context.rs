@@ -407,20 +407,26 @@ impl Context {
         self.n_past = self.n_past.min(n);
     }
 
-    /// Feeds `tokens` at the current position. Returns the logits asked for (of the last
-    /// batch only for `Logits::Last`) and, if `argmax`, the greedy next token.
-    pub fn eval(&mut self, tokens: &[u32], logits: Logits, argmax: bool) -> Result<StepOutput> {
+    /// Token input needs the embedding (no CPU layers in front) and ids inside the vocabulary.
+    pub(super) fn check_token_input(&self, tokens: &[u32]) -> Result<()> {
         if self.model.first_layer > 0 {
             return Err(EngineError::InvalidArgument(
                 "this context starts after CPU layers; feed it their hidden state".into(),
             ));
         }
         let n_vocab = self.model.cfg.n_vocab;
-        if let Some(bad) = tokens.iter().find(|&&t| t >= n_vocab) {
-            return Err(EngineError::InvalidArgument(format!(
+        match tokens.iter().find(|&&t| t >= n_vocab) {
+            Some(bad) => Err(EngineError::InvalidArgument(format!(
                 "token id {bad} is outside the vocabulary of {n_vocab}"
-            )));
+            ))),
+            None => Ok(()),
         }
+    }
+
+    /// Feeds `tokens` at the current position. Returns the logits asked for (of the last
+    /// batch only for `Logits::Last`) and, if `argmax`, the greedy next token.
+    pub fn eval(&mut self, tokens: &[u32], logits: Logits, argmax: bool) -> Result<StepOutput> {
+        self.check_token_input(tokens)?;
         self.eval_input(Input::Tokens(tokens), logits, argmax)
     }
 
@@ -574,17 +580,7 @@ impl Context {
     /// last token of every span that asks for them. Sequences' positions are the caller's to
     /// track; this context's own single-sequence position is left alone.
     pub fn step_seqs(&mut self, tokens: &[u32], spans: &[SeqSpan]) -> Result<Vec<f32>> {
-        if self.model.first_layer > 0 {
-            return Err(EngineError::InvalidArgument(
-                "this context starts after CPU layers; feed it their hidden state".into(),
-            ));
-        }
-        let n_vocab = self.model.cfg.n_vocab;
-        if let Some(bad) = tokens.iter().find(|&&t| t >= n_vocab) {
-            return Err(EngineError::InvalidArgument(format!(
-                "token id {bad} is outside the vocabulary of {n_vocab}"
-            )));
-        }
+        self.check_token_input(tokens)?;
         self.seqs_input(Input::Tokens(tokens), spans)
     }
 

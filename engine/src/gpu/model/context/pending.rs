@@ -166,12 +166,7 @@ impl Context {
         if tokens.is_empty() {
             return Err(EngineError::InvalidArgument("no tokens to evaluate".into()));
         }
-        let n_vocab = self.model.cfg.n_vocab;
-        if let Some(bad) = tokens.iter().find(|&&t| t >= n_vocab) {
-            return Err(EngineError::InvalidArgument(format!(
-                "token id {bad} is outside the vocabulary of {n_vocab}"
-            )));
-        }
+        self.check_token_input(tokens)?;
         let total = self.n_past as usize + tokens.len();
         if total > self.bufs.n_ctx as usize {
             return Err(EngineError::ContextOverflow { n_tokens: total, n_ctx: self.bufs.n_ctx as usize });
