@@ -28,6 +28,26 @@ Semantics implemented (= llama.cpp at the pinned commit):
   * MoE (qwen3moe, llama+experts): p = softmax(router(x)); take top-k experts by p;
     weights = p_topk / sum(p_topk); out = sum_k w_k * down_k(silu(gate_k(x)) * up_k(x))
   * output = output.weight if present else token_embd.weight (tied)
+  * gpt-oss (llama.cpp src/models/openai-moe.cpp, build_moe_ffn, build_attn_mha):
+    - NEOX rope on the full head (n_rot = key_length); layers with il % 2 == 0 are sliding-window
+      (key j visible to query i iff 0 <= i - j < sliding_window), odd layers full attention;
+      rope base gpt-oss.rope.freq_base (rope.freq_base_swa, if present, for the SWA layers)
+    - q/k/v biases and an attn_output bias; attention scale 1/sqrt(head_dim)
+    - attention sinks (attn_sinks.weight [n_head]): per head a logit s_h joins each softmax row
+      (max and denominator include it, it contributes no value)
+    - FFN input norm = blk.N.post_attention_norm (a pre-FFN RMSNorm, not a post-norm)
+    - MoE: router logits = W x + b; top-k experts by logit; weights = softmax over the k chosen
+      logits (SOFTMAX_WEIGHT gating, no renormalization); expert e: g = Wg x + bg, u = Wu x + bu,
+      a = swiglu_oai(g, u) = min(g, 7) * sigmoid(1.702 * min(g, 7)) * (clamp(u, -7, 7) + 1),
+      out += w_e * (Wd a + bd)
+  * YaRN rope scaling (rope.scaling.type = "yarn", any arch): freq_scale = 1/factor,
+    ext_factor 1, beta_fast 32, beta_slow 1, n_ctx_orig = rope.scaling.original_context_length;
+    corr dims = [max(0, floor(c(beta_fast))), min(n_rot - 1, ceil(c(beta_slow)))] with
+    c(b) = n_rot * ln(n_ctx_orig / (2 pi b)) / (2 ln base); pair i: ramp = 1 - clamp((i - lo) /
+    max(0.001, hi - lo), 0, 1), theta = theta_extrap * ramp + theta_extrap * freq_scale * (1 - ramp);
+    cos/sin multiplied by mscale = [get_mscale(factor) / (1 + 0.1 ln factor)] (llama-context.cpp's
+    yarn_attn_factor, = 1 here) * rope.scaling.attn_factor (default 1) * (1 + 0.1 ln factor)
+    (ggml rope_yarn). Other rope scaling types are not implemented (a warning is printed).
 
 Usage: python3 exact_ref.py [--real-models-dir REAL_MODELS_DIR] [--sets public,hidden]
 For every case in SET/index.json, teacher-forces the sequence prompt_ids + greedy_ids (the
@@ -69,7 +89,39 @@ def rmsnorm(x, w, eps):
     return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
 
 
-def rope(x, pos, base, neox, freq_factors=None):
+def yarn_corr_dims(n_dims, n_ctx_orig, base, beta_fast=32.0, beta_slow=1.0):
+    """ggml_rope_yarn_corr_dims (ggml.c)."""
+    def corr_dim(n_rot):
+        return n_dims * np.log(n_ctx_orig / (n_rot * 2 * np.pi)) / (2 * np.log(base))
+    lo = max(0.0, float(np.floor(corr_dim(beta_fast))))
+    hi = min(float(n_dims - 1), float(np.ceil(corr_dim(beta_slow))))
+    return lo, hi
+
+
+def rope_scaling(kv, arch):
+    """None (no scaling) or dict(freq_scale, ext_factor, n_ctx_orig, mscale) as llama.cpp derives
+    them (llama-model.cpp load_hparams, llama-context.cpp, ggml rope_yarn)."""
+    typ = kv.get(f"{arch}.rope.scaling.type", "linear")
+    factor = float(kv.get(f"{arch}.rope.scaling.factor", 0.0) or 0.0)
+    attn_factor = float(kv.get(f"{arch}.rope.scaling.attn_factor", 1.0))
+    assert f"{arch}.rope.scaling.yarn_log_multiplier" not in kv
+    if typ != "yarn":
+        # only YaRN is implemented (as before this file ignores other scaling types; none of the
+        # fixture models has one)
+        if factor not in (0.0, 1.0) or attn_factor != 1.0:
+            import sys
+            sys.stderr.write(f"warning: rope scaling {typ} factor {factor} attn_factor {attn_factor} ignored\n")
+        return None
+    assert factor > 0.0
+    freq_scale = 1.0 / factor
+    n_ctx_orig = int(kv.get(f"{arch}.rope.scaling.original_context_length", kv[f"{arch}.context_length"]))
+    get_mscale = (lambda s: 1.0 if s <= 1.0 else 0.1 * np.log(s) + 1.0)
+    yarn_attn_factor = get_mscale(factor) / (1.0 + 0.1 * np.log(factor)) * attn_factor
+    mscale = yarn_attn_factor * (1.0 + 0.1 * np.log(1.0 / freq_scale))
+    return dict(freq_scale=freq_scale, ext_factor=1.0, n_ctx_orig=n_ctx_orig, mscale=mscale)
+
+
+def rope(x, pos, base, neox, freq_factors=None, scaling=None):
     T, H, D = x.shape
     inv = base ** (-np.arange(0, D, 2, dtype=np.float64) / D)
     if freq_factors is not None:
@@ -78,8 +130,18 @@ def rope(x, pos, base, neox, freq_factors=None):
         assert freq_factors.shape == (D // 2,), freq_factors.shape
         inv = inv / freq_factors
     ang = pos[:, None] * inv[None, :]
-    c = np.cos(ang)[:, None, :]
-    s = np.sin(ang)[:, None, :]
+    mscale = 1.0
+    if scaling is not None:
+        # ggml rope_yarn: theta_interp = freq_scale * theta_extrap, blended with the ramp
+        interp = scaling["freq_scale"] * ang
+        lo, hi = yarn_corr_dims(D, scaling["n_ctx_orig"], base)
+        i = np.arange(D // 2, dtype=np.float64)
+        y = (i - lo) / max(0.001, hi - lo)
+        ramp_mix = (1.0 - np.clip(y, 0.0, 1.0)) * scaling["ext_factor"]
+        ang = interp * (1 - ramp_mix)[None, :] + ang * ramp_mix[None, :]
+        mscale = scaling["mscale"]
+    c = np.cos(ang)[:, None, :] * mscale
+    s = np.sin(ang)[:, None, :] * mscale
     y = x.copy()
     if neox:
         x0, x1 = x[..., : D // 2], x[..., D // 2:]
@@ -90,6 +152,36 @@ def rope(x, pos, base, neox, freq_factors=None):
         y[..., 0::2] = x0 * c - x1 * s
         y[..., 1::2] = x0 * s + x1 * c
     return y
+
+
+SWIGLU_OAI_ALPHA = 1.702
+SWIGLU_OAI_LIMIT = 7.0
+STATS = {}  # diagnostics (gpt-oss: how often SwiGLU-OAI's clamps bite), printed, not written
+
+
+def moe_gptoss(W, p, h, n_used):
+    T = h.shape[0]
+    lg = h @ W[p + "ffn_gate_inp.weight"].T + W[p + "ffn_gate_inp.bias"]
+    Wg, bg = W[p + "ffn_gate_exps.weight"], W[p + "ffn_gate_exps.bias"]
+    Wu, bu = W[p + "ffn_up_exps.weight"], W[p + "ffn_up_exps.bias"]
+    Wd, bd = W[p + "ffn_down_exps.weight"], W[p + "ffn_down_exps.bias"]
+    lim = SWIGLU_OAI_LIMIT
+    f = np.zeros_like(h)
+    for t in range(T):
+        top = np.argsort(-lg[t], kind="stable")[:n_used]
+        w = np.exp(lg[t, top] - lg[t, top].max())
+        w /= w.sum()
+        for e_, ww in zip(top, w):
+            gt = Wg[e_] @ h[t] + bg[e_]
+            up = Wu[e_] @ h[t] + bu[e_]
+            xg = np.minimum(gt, lim)
+            yu = np.clip(up, -lim, lim)
+            STATS["act"] = STATS.get("act", 0) + gt.size
+            STATS["gate_clamped"] = STATS.get("gate_clamped", 0) + int((gt > lim).sum())
+            STATS["up_clamped"] = STATS.get("up_clamped", 0) + int((np.abs(up) > lim).sum())
+            act = xg / (1 + np.exp(-SWIGLU_OAI_ALPHA * xg)) * (yu + 1)
+            f[t] += ww * (Wd[e_] @ act + bd[e_])
+    return f
 
 
 def forward(W, kv, ids):
@@ -107,10 +199,18 @@ def forward(W, kv, ids):
     hd = g("attention.key_length", n_embd // n_head)
     n_exp = g("expert_count", 0)
     n_used = g("expert_used_count", 0)
-    assert arch in ("llama", "qwen2", "qwen3", "qwen3moe", "gemma3"), arch
+    assert arch in ("llama", "qwen2", "qwen3", "qwen3moe", "gemma3", "gpt-oss"), arch
     neox = arch != "llama"
-    swa = g("attention.sliding_window", 0) if arch == "gemma3" else 0
-    base_swa = g("rope.freq_base_swa", 10000.0)
+    gptoss = arch == "gpt-oss"
+    swa = g("attention.sliding_window", 0) if arch in ("gemma3", "gpt-oss") else 0
+    # gemma3: rope.freq_base_swa defaults to 10000; gpt-oss: to rope.freq_base
+    base_swa = g("rope.freq_base_swa", base if gptoss else 10000.0)
+    # sliding-window layer pattern: gemma3 il % 6 < 5; gpt-oss il % 2 < 1 (load_swa_pattern(ml, 2))
+    swa_period = 2 if gptoss else 6
+    if gptoss:
+        assert not isinstance(g("attention.sliding_window_pattern"), list)
+        swa_period = int(g("attention.sliding_window_pattern", 2))
+    scaling = rope_scaling(kv, arch)
     # llama: rope_freqs.weight (Llama-3 rope scaling factors) is passed to every layer's rope
     # (llama_model::get_rope_factors); absent -> no factors. gemma3 never passes factors.
     ff = W.get("rope_freqs.weight") if arch == "llama" else None
@@ -145,27 +245,39 @@ def forward(W, kv, ids):
         if p + "attn_q_norm.weight" in W:
             q = rmsnorm(q, W[p + "attn_q_norm.weight"], eps)
             k = rmsnorm(k, W[p + "attn_k_norm.weight"], eps)
-        is_swa = arch == "gemma3" and swa > 0 and (il % 6 < 5)
+        is_swa = arch in ("gemma3", "gpt-oss") and swa > 0 and (il % swa_period < swa_period - 1)
         b = base_swa if is_swa else base
-        q = rope(q, pos, b, neox, ff)
-        k = rope(k, pos, b, neox, ff)
+        q = rope(q, pos, b, neox, ff, scaling)
+        k = rope(k, pos, b, neox, ff, scaling)
         mask = causal & ((ii - jj) < swa) if is_swa else causal
         scale = attn_scale
         grp = n_head // n_kv
         out = np.zeros((T, n_head, hd))
+        sinks = W.get(p + "attn_sinks.weight")
         for hh in range(n_head):
             s = (q[:, hh] @ k[:, hh // grp].T) * scale
             s = np.where(mask, s, -np.inf)
-            s = s - s.max(1, keepdims=True)
-            e = np.exp(s)
-            e /= e.sum(1, keepdims=True)
+            if sinks is not None:
+                # the sink logit joins the softmax (max and denominator), with no value
+                mx = np.maximum(s.max(1, keepdims=True), sinks[hh])
+                e = np.exp(s - mx)
+                e /= e.sum(1, keepdims=True) + np.exp(sinks[hh] - mx)
+            else:
+                s = s - s.max(1, keepdims=True)
+                e = np.exp(s)
+                e /= e.sum(1, keepdims=True)
             out[:, hh] = e @ v[:, hh // grp]
         a = out.reshape(T, n_head * hd) @ W[p + "attn_output.weight"].T
+        if p + "attn_output.bias" in W:
+            a += W[p + "attn_output.bias"]
         if arch == "gemma3":
             a = rmsnorm(a, W[p + "post_attention_norm.weight"], eps)
         x = x + a
-        h = rmsnorm(x, W[p + "ffn_norm.weight"], eps)
-        if n_exp:
+        # gpt-oss: "post_attention_norm" is the pre-FFN norm
+        h = rmsnorm(x, W[p + ("post_attention_norm.weight" if gptoss else "ffn_norm.weight")], eps)
+        if gptoss:
+            f = moe_gptoss(W, p, h, n_used)
+        elif n_exp:
             lg = h @ W[p + "ffn_gate_inp.weight"].T
             pr = np.exp(lg - lg.max(1, keepdims=True))
             pr /= pr.sum(1, keepdims=True)
@@ -260,6 +372,10 @@ def main():
             if lc is not None:
                 d = np.abs(lc - L)
                 msg += f", |llama.cpp - exact| max {d.max():.3f} mean {d.mean():.4f}"
+            if STATS:
+                msg += (f", SwiGLU-OAI clamps: gate>7 {STATS['gate_clamped']}/{STATS['act']}, "
+                        f"|up|>7 {STATS['up_clamped']}/{STATS['act']}")
+                STATS.clear()
             print(msg, flush=True)
             c["exact_json"] = c["case"] + ".exact.json"
             c["exact_logits_file"] = ex["logits_file"]

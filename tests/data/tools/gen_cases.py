@@ -28,6 +28,10 @@ TINY_MODELS = [
     # added later (model indices 7 and 8 for the prompt seeds; the ones above keep theirs)
     "tiny-llama-ropefreqs-q8_0.gguf",
     "tiny-gemma3-62l-q8_0.gguf",
+    # gpt-oss (model indices 9 and 10): the F32 model as written by make_tiny.py, and its
+    # llama-quantize MXFP4_MOE version
+    "tiny-gptoss-f32.gguf",
+    "tiny-gptoss-mxfp4.gguf",
 ]
 TINY_N_VOCAB = 512
 TINY_N_GEN = 16

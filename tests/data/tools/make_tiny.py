@@ -48,6 +48,9 @@ STDS = {
     # post-normed residual additions (with 0.05-0.25 some greedy runs had only 5-8 distinct
     # tokens; with 0.4, 8-15 over six prompts)
     "gemma3-62l":      dict(embd=0.4, out=0.35, qk=0.1, std=0.05),
+    # gpt-oss (see GPTOSS below for the expert/sink/bias scales): output 0.4 because n_embd is
+    # 96 (logits std ~0.4*sqrt(96) ~ 4 as for the other tiny models; with 0.25 it was ~2.4)
+    "gptoss":          dict(embd=0.25, out=0.4, qk=0.1, std=0.05),
 }
 
 
@@ -379,6 +382,92 @@ def build_gemma3_62l(out):
     write(out, "gemma3", "tiny-gemma3-62l", kv, b.tensors)
 
 
+# --- gpt-oss ("gpt-oss" arch, llama.cpp src/models/openai-moe.cpp) ------------------------------
+# Mirrors the key set of a converted gpt-oss-20b GGUF (conversion/gpt_oss.py + TextModel
+# .set_gguf_parameters): context_length, embedding_length, feed_forward_length (= the expert FF
+# size, as gpt-oss writes intermediate_size), block_count, head_count, head_count_kv, key_length,
+# value_length, rope.freq_base, layer_norm_rms_epsilon, expert_count, expert_used_count,
+# expert_feed_forward_length, attention.sliding_window, rope.scaling.{type=yarn, factor,
+# original_context_length}. No sliding_window_pattern key: llama.cpp hard-codes period 2 for
+# gpt-oss (layers with il % 2 == 0 are sliding-window, odd layers full attention).
+# Geometry: n_embd 96 != n_head * head_dim = 128 (q/attn_output are not square), GQA 4/2,
+# 4 layers (2 SWA + 2 full), window 8 (< the 12..40-token prompts), 8 experts top-2,
+# n_ff_exp 64. Every row length (96, 128, 64) is a multiple of 32, so MXFP4 (experts) and Q8_0
+# (everything else 2-D) apply with llama-quantize MXFP4_MOE.
+# YaRN: factor 4, original_context_length 1024, rope base 150000 (as gpt-oss), head_dim 32:
+# ggml_rope_yarn_corr_dims gives corr dims [2, 7] (beta_fast 32, beta_slow 1, llama.cpp defaults;
+# gpt-oss GGUFs carry no beta keys and llama.cpp reads none for this arch), so rotary pairs 0-2
+# are extrapolated (theta unchanged), 7-15 interpolated (theta / 4) and 3-6 mixed. (With an
+# original context below 2*pi*32 ~ 201 the lower corr dim would clamp to 0.) llama.cpp
+# multiplies cos/sin by 1 + 0.1*ln(4) = 1.1386 (yarn_attn_factor 1/(1+0.1 ln 4) from
+# llama-context.cpp times get_mscale(4) = 1+0.1 ln 4 times rope_yarn's own 1+0.1 ln 4).
+GPTOSS = dict(n_layer=4, n_embd=96, n_head=4, n_head_kv=2, head_dim=32, n_expert=8, n_used=2,
+              n_ff_exp=64, swa=8, rope_base=150000.0, yarn_factor=4.0, yarn_orig_ctx=1024,
+              # seed 1010: with 1009 (the first try) greedy run f32_c1 began with a "\u2581" piece
+              # whose space llama_detokenize drops, which breaks the "pieces concatenate to
+              # greedy_text_hex" invariant of check.py; 1010 was the next seed tried
+              n_ctx_train=4096, eps=1e-5, seed=1010,
+              # scales (std of N(0, std^2)); the attention/embedding ones come from STDS["gptoss"]
+              # gate/up pre-activations std ~3: SwiGLU-OAI's clamps bite (exact pass on the public
+              # cases: ~1% of gate values > 7, ~2% of |up| > 7)
+              exp_gate_up=0.3,
+              exp_down=0.05,
+              # router logits std ~3 (with 0.1 and seed 1009, near-tied top-2 choices made llama.cpp's MXFP4 run
+              # pick other experts at several rows: |llama.cpp - exact| up to 12.6)
+              router=0.3, router_bias=0.5,
+              # q/k/v biases: 0.1 (attn(..., bias=True)); attn_output bias out_bias; expert gate/up
+              # biases exp_bias, expert down biases 0.2 * exp_bias = 0.1
+              exp_bias=0.5, out_bias=0.1,
+              sinks=1.5)
+
+
+def build_gptoss(out):
+    G = GPTOSS
+    S = STDS["gptoss"]
+    n_embd, n_head, n_kv, hd = G["n_embd"], G["n_head"], G["n_head_kv"], G["head_dim"]
+    n_exp, n_ff = G["n_expert"], G["n_ff_exp"]
+    b = Builder(G["seed"])
+    embed_out(b, S, n_embd=n_embd)
+    for i in range(G["n_layer"]):
+        b.norm(f"blk.{i}.attn_norm.weight", n_embd)
+        attn(b, i, S, bias=True, n_embd=n_embd, n_head=n_head, n_head_kv=n_kv, head_dim=hd)
+        b.w(f"blk.{i}.attn_output.bias", (n_embd,), G["out_bias"])
+        b.w(f"blk.{i}.attn_sinks.weight", (n_head,), G["sinks"])
+        b.norm(f"blk.{i}.post_attention_norm.weight", n_embd)
+        # router: ne = [n_embd, n_expert] + bias [n_expert]
+        b.w(f"blk.{i}.ffn_gate_inp.weight", (n_exp, n_embd), G["router"])
+        b.w(f"blk.{i}.ffn_gate_inp.bias", (n_exp,), G["router_bias"])
+        # experts: ne = [n_embd, n_ff, n_exp] (gate/up), [n_ff, n_embd, n_exp] (down);
+        # biases ne = [n_ff, n_exp] (gate/up), [n_embd, n_exp] (down)
+        b.w(f"blk.{i}.ffn_gate_exps.weight", (n_exp, n_ff, n_embd), G["exp_gate_up"])
+        b.w(f"blk.{i}.ffn_gate_exps.bias", (n_exp, n_ff), G["exp_bias"])
+        b.w(f"blk.{i}.ffn_up_exps.weight", (n_exp, n_ff, n_embd), G["exp_gate_up"])
+        b.w(f"blk.{i}.ffn_up_exps.bias", (n_exp, n_ff), G["exp_bias"])
+        b.w(f"blk.{i}.ffn_down_exps.weight", (n_exp, n_embd, n_ff), G["exp_down"])
+        b.w(f"blk.{i}.ffn_down_exps.bias", (n_exp, n_embd), G["exp_bias"] * 0.2)
+    kv = [
+        ("add_context_length", (G["n_ctx_train"],)),
+        ("add_embedding_length", (n_embd,)),
+        ("add_feed_forward_length", (n_ff,)),
+        ("add_block_count", (G["n_layer"],)),
+        ("add_head_count", (n_head,)),
+        ("add_head_count_kv", (n_kv,)),
+        ("add_key_length", (hd,)),
+        ("add_value_length", (hd,)),
+        ("add_rope_freq_base", (G["rope_base"],)),
+        ("add_layer_norm_rms_eps", (G["eps"],)),
+        ("add_expert_count", (n_exp,)),
+        ("add_expert_used_count", (G["n_used"],)),
+        ("add_expert_feed_forward_length", (n_ff,)),
+        ("add_sliding_window", (G["swa"],)),
+        ("add_rope_scaling_type", (gguf.RopeScalingType.YARN,)),
+        ("add_rope_scaling_factor", (G["yarn_factor"],)),
+        ("add_rope_scaling_orig_ctx_len", (G["yarn_orig_ctx"],)),
+        ("add_vocab_size", (N_VOCAB,)),
+    ]
+    write(out, "gpt-oss", "tiny-gptoss", kv, b.tensors)
+
+
 MODELS = {
     "llama": build_llama,
     "qwen2": build_qwen2,
@@ -388,6 +477,7 @@ MODELS = {
     "gemma3": build_gemma3,
     "llama-ropefreqs": build_llama_ropefreqs,
     "gemma3-62l": build_gemma3_62l,
+    "gptoss": build_gptoss,
 }
 # not shipped: same weights as tiny-llama-ropefreqs without the factors (for the comparison)
 EXTRA_MODELS = {
