@@ -172,6 +172,7 @@ fn attention_decode(c: &mut Criterion) {
             out: &out,
             step: &step,
             positions: &positions,
+            sinks: None,
         };
         let ops = [attention(&gpu, &args).expect("attention op")];
         let kv_read = (past as u64 + 1) * (n_kv * 2 * hd) as u64 * elem;

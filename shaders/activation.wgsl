@@ -17,6 +17,21 @@ fn act(x: f32) -> f32 {
     return silu(x);
 }
 #endif
+#ifdef GLU_OAI
+// gpt-oss's clamped SwiGLU (llama.cpp swiglu_oai, alpha 1.702 and limit 7 as it hard-codes):
+// the gate is capped at the limit, the up value clamped to it and shifted by one.
+fn act(x: f32) -> f32 {
+    let g = min(x, 7.0);
+    return g / (1.0 + exp(-1.702 * g));
+}
+fn glu_up(x: f32) -> f32 {
+    return clamp(x, -7.0, 7.0) + 1.0;
+}
+#else
+fn glu_up(x: f32) -> f32 {
+    return x;
+}
+#endif
 #ifdef GLU_GELU
 fn act(x: f32) -> f32 {
     return gelu_tanh(x);

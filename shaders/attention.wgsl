@@ -39,6 +39,10 @@ struct Step {
 @group(0) @binding(5) var<uniform> S: Step;
 // Per token: (position in its sequence, cache row of the sequence's position 0).
 @group(0) @binding(6) var<storage, read> Pos: array<vec2<u32>>;
+#ifdef SINKS
+// One logit per q head that joins the softmax denominator with no value (gpt-oss).
+@group(0) @binding(7) var<storage, read> Sinks: array<f32>;
+#endif
 
 const HD4: u32 = HEAD_DIM / 4u;
 const HDV4: u32 = HEAD_DIM_V / 4u;
@@ -115,8 +119,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var c = 0u; c < CV; c++) {
         acc[c] = vec4<f32>(0.0);
     }
+    // A sink starts the online softmax as a key of score Sinks[h] whose value is zero.
+#ifdef SINKS
+    var m = Sinks[h];
+    var l = 1.0;
+#else
     var m = NEG;
     var l = 0.0;
+#endif
     let kbase = g * P.ctx + Pos[t].y;
     for (var o = 0u; o < n_keys; o += 4u) {
         var s4 = vec4<f32>(0.0);

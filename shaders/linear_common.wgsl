@@ -44,11 +44,15 @@ struct Step {
 #ifdef GLU_PAIR
 // The weight's first half of rows are gates, the second half the matching ups.
 fn store_pair(yi: u32, gate: f32, up: f32) {
-    Y[yi] = act(gate) * up;
+    Y[yi] = act(gate) * glu_up(up);
 }
 #endif
 
-// The epilogue: bias, residual add, GLU gate; `row` counts rows of the whole weight.
+// First bias row of the pair's expert (IDS variants: biases are stacked like the experts).
+var<private> expert_brow0: u32 = 0u;
+
+// The epilogue: bias, residual add, GLU gate; `row` counts rows of the whole weight (of the
+// whole expert stack for IDS variants).
 fn store(yi: u32, row: u32, acc: f32) {
     var v = acc;
 #ifdef BIAS
@@ -58,7 +62,7 @@ fn store(yi: u32, row: u32, acc: f32) {
     v += Y[yi];
 #endif
 #ifdef GLU
-    v *= act(G[yi]);
+    v = glu_up(v) * act(G[yi]);
 #endif
     Y[yi] = v;
 }

@@ -64,7 +64,7 @@ fn y_base(c: u32) -> u32 {
 
 fn bias_row0() -> u32 {
 #ifdef IDS
-    return 0u;
+    return expert_brow0;
 #else
     return P.y_row0;
 #endif
@@ -147,6 +147,7 @@ fn main(
     let n_cols = 1u;
 #endif
     let expert_row0 = expert * P.expert_rows;
+    expert_brow0 = expert_row0;
     // Experts are never split across parts; this part may not hold the pair's expert.
     if (expert_row0 < P.y_row0 || expert_row0 >= P.y_row0 + P.nrows) {
         return;

@@ -35,7 +35,7 @@ fn x_row(j: u32) -> u32 {
 // Row offset of the bias for this weight part.
 fn y_brow0() -> u32 {
 #ifdef IDS
-    return 0u;
+    return expert_brow0;
 #else
     return P.y_row0;
 #endif
@@ -59,6 +59,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #ifdef IDS
     let tile = Tiles[wid.y];
     let expert_row0 = tile.x * P.expert_rows;
+    expert_brow0 = expert_row0;
     if (expert_row0 < P.y_row0 || expert_row0 >= P.y_row0 + P.nrows) {
         return;
     }

@@ -50,7 +50,7 @@ fn main(
     let nrows = P.expert_rows;
     let x0 = (P.x_offset + (pair / P.x_div) * P.x_stride) / 4u;
     let y0 = P.y_offset + pair * P.y_stride;
-    let brow0 = 0u;
+    let brow0 = expert_row0;
 #else
     let t = wid.z;
     let w_row0 = 0u;

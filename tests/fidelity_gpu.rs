@@ -111,3 +111,10 @@ fn tiny_qwen2_qwen3_on_gpu() {
 fn tiny_moe_on_gpu() {
     check_cases(&|c| c.name.starts_with("tiny-qwen3moe") || c.name.starts_with("tiny-llama-moe"));
 }
+
+/// gpt-oss: attention sinks, alternating sliding-window layers (window 8 under 12–34-token
+/// prompts), YaRN, q/k/v/o biases, biased experts with the clamped SwiGLU; F32 and MXFP4 experts.
+#[test]
+fn tiny_gpt_oss_on_gpu() {
+    check_cases(&|c| c.name.starts_with("tiny-gptoss"));
+}

@@ -6,7 +6,9 @@
 //! every backend that does not handle it yet.
 
 use wllm_loaders::ModelConfig;
-use wllm_loaders::model::{ExpertGating, FfnActivation, ModelWeights, MoeConfig, RopeLayout, TensorSource};
+use wllm_loaders::model::{
+    ExpertGating, FfnActivation, ModelWeights, MoeConfig, RopeLayout, TensorSource, Yarn,
+};
 
 use crate::error::{EngineError, Result};
 
@@ -30,26 +32,40 @@ pub struct RopeSpec {
     pub freq_scale: f32,
     /// Per-frequency divisors (`rope_freqs.weight`; Llama 3.x), one per rotated pair.
     pub factors: Option<Vec<f32>>,
+    /// YaRN's per-pair blend of scaled and unscaled frequencies, and its magnitude factor.
+    pub yarn: Option<Yarn>,
 }
 
 impl RopeSpec {
     /// (cos, sin) for positions `0..n_ctx` and each of the `n_rot / 2` frequencies, computed
     /// in f64. Frequency `i` is `freq_scale · base^(-2i / n_rot) / factor_i`, as llama.cpp's
-    /// rope with freq factors computes it.
+    /// rope with freq factors computes it; with YaRN, pair `i` blends that with the unscaled
+    /// frequency by llama.cpp's ramp and both values are multiplied by YaRN's magnitude factor.
     pub fn table(&self, which: RopeTable, n_ctx: u32) -> Vec<[f32; 2]> {
         let half = (self.n_rot / 2) as usize;
-        let base = self.bases[which as usize] as f64;
+        let base = self.bases[which as usize];
+        let scale = self.freq_scale as f64;
+        let yarn =
+            self.yarn.as_ref().map(|y| (y.corr_dims(self.n_rot, base), y.mscale(self.freq_scale) as f64));
         let inv: Vec<f64> = (0..half)
             .map(|i| {
                 let factor = self.factors.as_ref().map_or(1.0, |f| f[i] as f64);
-                base.powf(-2.0 * i as f64 / self.n_rot as f64) * self.freq_scale as f64 / factor
+                let extrapolated = (base as f64).powf(-2.0 * i as f64 / self.n_rot as f64) / factor;
+                match yarn {
+                    None => extrapolated * scale,
+                    Some(([low, high], _)) => {
+                        let ramp = yarn_ramp(low, high, i);
+                        extrapolated * scale * (1.0 - ramp) + extrapolated * ramp
+                    }
+                }
             })
             .collect();
+        let mscale = yarn.map_or(1.0, |(_, m)| m);
         let mut out = Vec::with_capacity(n_ctx as usize * half);
         for pos in 0..n_ctx {
             for f in &inv {
                 let angle = pos as f64 * f;
-                out.push([angle.cos() as f32, angle.sin() as f32]);
+                out.push([(angle.cos() * mscale) as f32, (angle.sin() * mscale) as f32]);
             }
         }
         out
@@ -59,6 +75,13 @@ impl RopeSpec {
     pub fn has_sliding(&self) -> bool {
         self.bases[0] != self.bases[1]
     }
+}
+
+/// How much of pair `i` keeps its unscaled frequency: 1 below `low`, 0 above `high`, linear
+/// between (llama.cpp's `rope_yarn_ramp`).
+fn yarn_ramp(low: f32, high: f32, i: usize) -> f64 {
+    let y = (i as f64 - low as f64) / (high as f64 - low as f64).max(0.001);
+    1.0 - y.clamp(0.0, 1.0)
 }
 
 /// A layer's feed-forward block.
@@ -88,10 +111,11 @@ pub enum Step {
     /// Per-head RMS norms of q and k (when `qk_norm`), RoPE on q and k from `table`, then k and
     /// v into the KV cache at the step's positions.
     RopeKv { qk_norm: bool, table: RopeTable },
-    /// Causal softmax(q·kᵀ·scale)·v over the cache, within `window` positions when non-zero.
-    Attention { scale: f32, window: u32 },
-    /// x += attn · Wo, through post_attention_norm first when `post_norm`.
-    AttnOut { post_norm: bool },
+    /// Causal softmax(q·kᵀ·scale)·v over the cache, within `window` positions when non-zero;
+    /// with `sinks`, each head's learned logit joins the softmax's denominator.
+    Attention { scale: f32, window: u32, sinks: bool },
+    /// x += attn · Wo (+ bias), through post_attention_norm first when `post_norm`.
+    AttnOut { post_norm: bool, bias: bool },
     /// h = rms_norm(x) · ffn_norm.
     FfnNorm,
     /// x += FFN(h), through post_ffw_norm first when `post_norm`.
@@ -142,6 +166,7 @@ impl ModelPlan {
                 bases: [cfg.rope_base, cfg.rope_base_swa],
                 freq_scale: cfg.rope_freq_scale,
                 factors,
+                yarn: cfg.rope_yarn.clone(),
             },
             layers,
             logit_softcap: cfg.final_logit_softcap,
@@ -181,8 +206,12 @@ fn layer_plan(c: &ModelConfig, il: usize) -> LayerPlan {
         Step::AttnNorm,
         Step::Qkv { bias: c.has_qkv_bias },
         Step::RopeKv { qk_norm: c.has_qk_norm, table },
-        Step::Attention { scale: c.attn_scale, window: if swa { c.sliding_window } else { 0 } },
-        Step::AttnOut { post_norm: c.has_post_norms },
+        Step::Attention {
+            scale: c.attn_scale,
+            window: if swa { c.sliding_window } else { 0 },
+            sinks: c.has_attn_sinks,
+        },
+        Step::AttnOut { post_norm: c.has_post_norms, bias: c.has_attn_out_bias },
         Step::FfnNorm,
         Step::Ffn { ffn, post_norm: c.has_post_norms },
     ];
@@ -244,8 +273,8 @@ mod tests {
             .map(|l| l.steps[2] == Step::RopeKv { qk_norm: true, table: RopeTable::Sliding })
             .collect();
         assert_eq!(tables, [true, true, true, true, true, false]);
-        assert_eq!(gemma.layers[0].steps[3], Step::Attention { scale: 0.25, window: 8 });
-        assert_eq!(gemma.layers[5].steps[3], Step::Attention { scale: 0.25, window: 0 });
+        assert_eq!(gemma.layers[0].steps[3], Step::Attention { scale: 0.25, window: 8, sinks: false });
+        assert_eq!(gemma.layers[5].steps[3], Step::Attention { scale: 0.25, window: 0, sinks: false });
         assert!(matches!(gemma.layers[0].steps[6], Step::Ffn { post_norm: true, .. }));
         assert!(gemma.uses_table(RopeTable::Sliding) && !qwen2.uses_table(RopeTable::Sliding));
     }
@@ -258,6 +287,7 @@ mod tests {
             bases: [10_000.0; 2],
             freq_scale: 0.5,
             factors,
+            yarn: None,
         };
         let factors = vec![1.0, 2.0, 4.0, 8.0];
         let table = spec(Some(factors.clone())).table(RopeTable::Global, 50);

@@ -275,8 +275,8 @@ fn plan_for(
     // Experts kept on the CPU by GPU layers: read in place from the file, like CPU layers.
     let cpu_experts = |il: usize| -> Vec<&TensorMeta> {
         match &w.layers[il].ffn {
-            FfnWeights::Moe { router, gate_exps, up_exps, down_exps } if (il as u32) < req.cpu_moe_below => {
-                vec![router, gate_exps, up_exps, down_exps]
+            ffn @ FfnWeights::Moe { .. } if (il as u32) < req.cpu_moe_below => {
+                ffn.iter().chain(ffn.vectors()).collect()
             }
             _ => Vec::new(),
         }

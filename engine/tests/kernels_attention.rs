@@ -14,7 +14,7 @@ use wllm_engine::cpu::ops::{Attention, KvLayer, Rope, rms_norm_in_place, rope_in
 use wllm_engine::layers::{RopeSpec, RopeTable};
 use wllm_engine::ops::attention::{AttentionArgs, attention};
 use wllm_engine::ops::rope::{RopeArgs, rope_kv};
-use wllm_loaders::model::RopeLayout;
+use wllm_loaders::model::{RopeLayout, Yarn};
 
 const EPS: f32 = 1e-6;
 const BASE: f32 = 10000.0;
@@ -35,6 +35,9 @@ struct Attn {
     steps: &'static [u32],
     /// RoPE frequency factors, rising from 1 at the highest frequency towards 8 at the lowest.
     factors: bool,
+    /// gpt-oss: YaRN scaling (factor 4 from a 16-position training context) and attention sinks.
+    yarn: bool,
+    sinks: bool,
 }
 
 impl Attn {
@@ -59,8 +62,14 @@ impl Attn {
             n_rot: self.n_rot,
             layout: if self.neox { RopeLayout::Neox } else { RopeLayout::Normal },
             bases: [BASE, BASE],
-            freq_scale: 1.0,
+            freq_scale: if self.yarn { 0.25 } else { 1.0 },
             factors: self.factors.then(|| (0..half).map(|i| 1.0 + 7.0 * (i as f32 / half as f32)).collect()),
+            yarn: self.yarn.then_some(Yarn {
+                orig_ctx: 16,
+                beta_fast: 32.0,
+                beta_slow: 1.0,
+                attn_factor: 1.0,
+            }),
         }
     }
 }
@@ -78,9 +87,11 @@ const SHORT: Attn = Attn {
     ctx: 40,
     steps: &[13, 1, 1, 1, 4],
     factors: false,
+    yarn: false,
+    sinks: false,
 };
 
-const CONFIGS: [Attn; 6] = [
+const CONFIGS: [Attn; 7] = [
     SHORT,
     Attn { n_head: 4, n_kv: 1, neox: true, qk_norm: true, ..SHORT },
     Attn { n_head: 4, n_kv: 2, hd: 32, n_rot: 16, neox: true, window: 5, ..SHORT },
@@ -99,6 +110,8 @@ const CONFIGS: [Attn; 6] = [
         factors: true,
         ..SHORT
     },
+    // gpt-oss's layer: NeoX YaRN RoPE, sinks, a window shorter than the prompt.
+    Attn { n_head: 8, n_kv: 2, neox: true, window: 6, yarn: true, sinks: true, ..SHORT },
 ];
 
 /// Random packed q|k|v rows for every token of every step, and q-norm then k-norm weights.
@@ -112,6 +125,11 @@ fn inputs_seeded(c: &Attn, seed: u64) -> (Vec<f32>, Vec<f32>) {
     let qkv = rng.vec(c.total() * c.stride(), 1.5);
     let norms = rng.vec(2 * c.hd as usize, 1.0);
     (qkv, norms)
+}
+
+/// Per-head sink logits of a configuration with sinks, large enough to take a real share.
+fn sinks(c: &Attn) -> Option<Vec<f32>> {
+    c.sinks.then(|| Rng::new(5).vec(c.n_head as usize, 3.0))
 }
 
 /// The reference output rows of every step: q and k normed (with `qk_norm`) and rotated, each
@@ -129,6 +147,7 @@ fn reference_steps(c: &Attn, qkv: &[f32], norms: &[f32]) -> Vec<Vec<f64>> {
     let mut values: Vec<Vec<Vec<f64>>> = Vec::new();
     let mut out = Vec::new();
     let mut pos0 = 0usize;
+    let sinks = sinks(c);
     for &n in c.steps {
         let mut want = Vec::new();
         for t in 0..n as usize {
@@ -148,7 +167,8 @@ fn reference_steps(c: &Attn, qkv: &[f32], norms: &[f32]) -> Vec<Vec<f64>> {
                 let g = h / (c.n_head / c.n_kv) as usize;
                 let ks: Vec<&[f64]> = seen.clone().map(|p| &keys[p][g][..]).collect();
                 let vs: Vec<&[f64]> = seen.clone().map(|p| &values[p][g][..]).collect();
-                want.extend(reference::attention(&q, &ks, &vs, c.scale() as f64));
+                let sink = sinks.as_ref().map(|s| s[h] as f64);
+                want.extend(reference::attention_sink(&q, &ks, &vs, c.scale() as f64, sink));
             }
         }
         out.push(want);
@@ -198,6 +218,7 @@ fn run_gpu_case(
     let out = gpu.storage("out", (max_n * c.nq() * 4) as u64);
     let step = gpu.uniform("step", &[0u32; 4]);
     let positions = gpu.storage("positions", (max_n * 8) as u64);
+    let sink_buf = sinks(c).map(|s| gpu.storage_init("sinks", bytemuck::cast_slice(&s)));
     let rope = rope_kv(
         gpu,
         &RopeArgs {
@@ -236,6 +257,7 @@ fn run_gpu_case(
             out: &out,
             step: &step,
             positions: &positions,
+            sinks: sink_buf.as_ref(),
         },
     )
     .unwrap();
@@ -311,6 +333,7 @@ fn run_gpu_multi(
     let out = gpu.storage("out", (max_n * c.nq() * 4) as u64);
     let step = gpu.uniform("step", &[0u32; 4]);
     let positions = gpu.storage("positions", (max_n * 8) as u64);
+    let sink_buf = sinks(c).map(|s| gpu.storage_init("sinks", bytemuck::cast_slice(&s)));
     let rope = rope_kv(
         gpu,
         &RopeArgs {
@@ -349,6 +372,7 @@ fn run_gpu_multi(
             out: &out,
             step: &step,
             positions: &positions,
+            sinks: sink_buf.as_ref(),
         },
     )
     .unwrap();
@@ -469,7 +493,9 @@ fn cpu_rope_and_attention_prefill_then_decode() {
                         pos0,
                     };
                     let mut got = vec![f32::NAN; n as usize * nq];
-                    wllm_engine::cpu::ops::attention(isa, &a, &q, cache.layer(), &mut got).unwrap();
+                    let sinks = sinks(&c);
+                    wllm_engine::cpu::ops::attention(isa, &a, &q, cache.layer(), sinks.as_deref(), &mut got)
+                        .unwrap();
                     let tol = tolerance(kv_f16);
                     let what = format!("[{isa}] attention {c:?} kv_f16={kv_f16} step pos0={pos0} n={n}");
                     check_close(&what, &got, want, &vec![1.0; want.len()], tol, tol);
@@ -496,14 +522,14 @@ fn cpu_attention_refuses_bad_shapes() {
     let (k, v) = (vec![0f32; 2 * 4 * 8], vec![0f32; 2 * 4 * 8]);
     let kv = KvLayer::F32 { k: &k, v: &v };
     let mut out = vec![0f32; 32];
-    assert!(wllm_engine::cpu::ops::attention(isa, &a, &[0.0; 32], kv, &mut out).is_ok());
+    assert!(wllm_engine::cpu::ops::attention(isa, &a, &[0.0; 32], kv, None, &mut out).is_ok());
     // Heads that do not group, a ragged q, a short output, past the context, a short cache.
     let bad = Attention { n_kv: 3, ..a };
-    assert!(wllm_engine::cpu::ops::attention(isa, &bad, &[0.0; 32], kv, &mut out).is_err());
-    assert!(wllm_engine::cpu::ops::attention(isa, &a, &[0.0; 31], kv, &mut out).is_err());
-    assert!(wllm_engine::cpu::ops::attention(isa, &a, &[0.0; 32], kv, &mut out[..31]).is_err());
+    assert!(wllm_engine::cpu::ops::attention(isa, &bad, &[0.0; 32], kv, None, &mut out).is_err());
+    assert!(wllm_engine::cpu::ops::attention(isa, &a, &[0.0; 31], kv, None, &mut out).is_err());
+    assert!(wllm_engine::cpu::ops::attention(isa, &a, &[0.0; 32], kv, None, &mut out[..31]).is_err());
     let late = Attention { pos0: 4, ..a };
-    assert!(wllm_engine::cpu::ops::attention(isa, &late, &[0.0; 32], kv, &mut out).is_err());
+    assert!(wllm_engine::cpu::ops::attention(isa, &late, &[0.0; 32], kv, None, &mut out).is_err());
     let short = KvLayer::F32 { k: &k[1..], v: &v };
-    assert!(wllm_engine::cpu::ops::attention(isa, &a, &[0.0; 32], short, &mut out).is_err());
+    assert!(wllm_engine::cpu::ops::attention(isa, &a, &[0.0; 32], short, None, &mut out).is_err());
 }

@@ -133,7 +133,9 @@ fn gpu_epilogues_bias_add_and_glu() {
         let (dot, scale) = reference::linear(&wf, &x, rows, cols, n_tok);
         let step = gpu.uniform("step", &[0u32, n_tok as u32, 0, 0]);
         for batched in [false, true] {
-            for epi in [Epilogue::Store, Epilogue::Add, Epilogue::GluSilu, Epilogue::GluGelu] {
+            for epi in
+                [Epilogue::Store, Epilogue::Add, Epilogue::GluSilu, Epilogue::GluGelu, Epilogue::GluOai]
+            {
                 let yb = gpu.storage_init("y", bytemuck::cast_slice(&y0));
                 let glu = epi.is_glu();
                 let io = LinearIo {
@@ -159,7 +161,8 @@ fn gpu_epilogues_bias_add_and_glu() {
                         Epilogue::Add => v + g,
                         Epilogue::GluSilu => reference::glu(Activation::Silu, g, v),
                         Epilogue::GluGelu => reference::glu(Activation::GeluTanh, g, v),
-                        Epilogue::PairSilu | Epilogue::PairGelu => {
+                        Epilogue::GluOai => reference::glu(Activation::SwigluOai, g, v),
+                        Epilogue::PairSilu | Epilogue::PairGelu | Epilogue::PairOai => {
                             unreachable!("tested in gpu_gate_up_pairs")
                         }
                     };
@@ -194,9 +197,11 @@ fn gpu_gate_up_pairs() {
                 let yb = gpu.storage("y", (half * n_tok * 4) as u64);
                 let step = gpu.uniform("step", &[0u32, n_tok as u32, 0, 0]);
                 let (dot, scale) = reference::linear(&wf, &x, rows, cols, n_tok);
-                for (epi, act) in
-                    [(Epilogue::PairSilu, Activation::Silu), (Epilogue::PairGelu, Activation::GeluTanh)]
-                {
+                for (epi, act) in [
+                    (Epilogue::PairSilu, Activation::Silu),
+                    (Epilogue::PairGelu, Activation::GeluTanh),
+                    (Epilogue::PairOai, Activation::SwigluOai),
+                ] {
                     let io = LinearIo {
                         x: &xb,
                         x_offset: 0,

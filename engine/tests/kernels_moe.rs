@@ -22,7 +22,8 @@ use wllm_engine::ops::linear::{
 use wllm_engine::ops::moe::{self, MoeBuffers, MoeShape};
 use wllm_engine::tensor::GpuWeight;
 use wllm_loaders::model::{
-    ExpertGating, FfnActivation, FfnWeights, ModelWeights, MoeConfig, TensorBytes, TensorMeta, TensorSource,
+    ExpertGating, FfnActivation, FfnWeights, ModelWeights, MoeBiases, MoeConfig, TensorBytes, TensorMeta,
+    TensorSource,
 };
 use wllm_loaders::{GgmlType, GgufFile, ModelConfig};
 
@@ -392,19 +393,25 @@ fn dequantized(src: &GgufFile, meta: &TensorMeta) -> Vec<f32> {
     wllm_loaders::quant::dequantize(meta.ggml_type, &t.bytes, meta.n_elements() as usize).unwrap()
 }
 
-/// The routed experts' FFNs of a tiny real MoE model (its quantized weights read in place) on
+/// The routed experts' FFNs of tiny real MoE models (their quantized weights read in place) on
 /// the CPU, against the reference: router logits, routing, gate and up products, the GLU and
 /// the down product of each chosen expert, weighted and summed, in float64 on the dequantized
-/// weights.
+/// weights; gpt-oss's with its router and expert biases, clamped SwiGLU and MXFP4 experts.
 #[test]
 fn cpu_experts_match_the_reference_ffn() {
-    let path = tiny_model("tiny-qwen3moe-q4_k_m.gguf");
+    cpu_experts_match_the_reference("tiny-qwen3moe-q4_k_m.gguf");
+    cpu_experts_match_the_reference("tiny-gptoss-mxfp4.gguf");
+}
+
+fn cpu_experts_match_the_reference(model: &str) {
+    let path = tiny_model(model);
     let file = GgufFile::open(&path).unwrap();
     let cfg = ModelConfig::from_gguf(&file).unwrap();
     let moe = cfg.moe.clone().expect("a MoE model");
     let act = match cfg.ffn_act {
         FfnActivation::Silu => Activation::Silu,
         FfnActivation::GeluTanh => Activation::GeluTanh,
+        FfnActivation::SwigluOai => Activation::SwigluOai,
     };
     let ExpertGating::SoftmaxTopK { renormalize } = moe.gating;
     let gating = Gating::SoftmaxThenTopK { renormalize };
@@ -417,8 +424,14 @@ fn cpu_experts_match_the_reference_ffn() {
     let mut rng = Rng::new(15);
     let (mut checked, mut skipped) = (0, 0);
     for (il, layer) in metas.layers.iter().enumerate() {
-        let FfnWeights::Moe { router, gate_exps, up_exps, down_exps } = &layer.ffn else { continue };
+        let FfnWeights::Moe { router, gate_exps, up_exps, down_exps, biases } = &layer.ffn else { continue };
         let router = dequantized(&file, router);
+        let bias = |pick: fn(&MoeBiases<TensorMeta>) -> &TensorMeta| match biases {
+            Some(b) => dequantized(&file, pick(b)),
+            None => vec![0.0; n_exp * nff.max(e)],
+        };
+        let (router_b, gate_b, up_b, down_b) =
+            (bias(|b| &b.router), bias(|b| &b.gate), bias(|b| &b.up), bias(|b| &b.down));
         let (gate, up, down) =
             (dequantized(&file, gate_exps), dequantized(&file, up_exps), dequantized(&file, down_exps));
         // One token (decode) and a batch (tokens grouped by expert).
@@ -429,6 +442,7 @@ fn cpu_experts_match_the_reference_ffn() {
             assert_eq!(got.len(), n_tok * e, "layer {il} T={n_tok}: output length");
             for (t, ht) in h.chunks(e).enumerate() {
                 let (logits, _) = reference::linear(&router, ht, n_exp, e, 1);
+                let logits: Vec<f64> = logits.iter().zip(&router_b).map(|(l, b)| l + *b as f64).collect();
                 // A token whose k-th and (k+1)-th logits are closer than the CPU's router
                 // product resolves may take either expert; it is not held to one.
                 let mut sorted = logits.clone();
@@ -440,8 +454,12 @@ fn cpu_experts_match_the_reference_ffn() {
                 let logits: Vec<f32> = logits.iter().map(|&l| l as f32).collect();
                 let (mut want, mut scale) = (vec![0f64; e], vec![0f64; e]);
                 for (x, w) in reference::route(&logits, k, gating, moe.weights_scale as f64) {
-                    let (g, gs) = reference::linear(&gate[x * nff * e..][..nff * e], ht, nff, e, 1);
-                    let (u, us) = reference::linear(&up[x * nff * e..][..nff * e], ht, nff, e, 1);
+                    let (mut g, gs) = reference::linear(&gate[x * nff * e..][..nff * e], ht, nff, e, 1);
+                    let (mut u, us) = reference::linear(&up[x * nff * e..][..nff * e], ht, nff, e, 1);
+                    for j in 0..nff {
+                        g[j] += gate_b[x * nff + j] as f64;
+                        u[j] += up_b[x * nff + j] as f64;
+                    }
                     let a: Vec<f64> = g.iter().zip(&u).map(|(&g, &u)| reference::glu(act, g, u)).collect();
                     // What the activation's error scales with: its own size and each input's
                     // rounding carried through the product with the other.
@@ -452,11 +470,11 @@ fn cpu_experts_match_the_reference_ffn() {
                     let (y, _) = reference::linear(down_x, &a, e, nff, 1);
                     let (_, ys) = reference::linear(down_x, &a_scale, e, nff, 1);
                     for c in 0..e {
-                        want[c] += w * y[c];
+                        want[c] += w * (y[c] + down_b[x * e + c] as f64);
                         scale[c] += w.abs() * ys[c];
                     }
                 }
-                let what = format!("layer {il} experts T={n_tok} token {t}");
+                let what = format!("{model} layer {il} experts T={n_tok} token {t}");
                 check_close(&what, &got[t * e..(t + 1) * e], &want, &scale, 1e-4, 1e-6);
                 checked += 1;
             }

@@ -14,7 +14,7 @@ use wllm_engine::cpu::Isa;
 use wllm_engine::cpu::ops::{Rope, rms_norm_in_place, rope_in_place};
 use wllm_engine::layers::{RopeSpec, RopeTable};
 use wllm_engine::ops::rope::{RopeArgs, rope_kv};
-use wllm_loaders::model::RopeLayout;
+use wllm_loaders::model::{RopeLayout, Yarn};
 
 const EPS: f32 = 1e-6;
 /// Positions in the cache: the two steps below reach 297.
@@ -86,11 +86,15 @@ fn specs(h: &Heads, rng: &mut Rng) -> Vec<(RopeSpec, RopeTable)> {
         bases: [10000.0, 500000.0],
         freq_scale,
         factors,
+        yarn: None,
     };
     let llama3 = llama3_factors(h.n_rot, 10000.0);
     // The sliding table has its own base, so its factors follow that base's wavelengths.
     let llama3_sliding = llama3_factors(h.n_rot, 500000.0);
+    // gpt-oss's YaRN: a ramp strictly inside the rotated pairs (orig_ctx 1024, base 10000).
+    let yarn = Yarn { orig_ctx: 1024, beta_fast: 32.0, beta_slow: 1.0, attn_factor: 1.0 };
     vec![
+        (RopeSpec { yarn: Some(yarn), ..spec(None, 0.25) }, RopeTable::Global),
         (spec(None, 1.0), RopeTable::Global),
         (spec(Some(llama3), 1.0), RopeTable::Global),
         (spec(Some(random), 1.0), RopeTable::Global),
@@ -315,9 +319,12 @@ fn rope_table_holds_the_reference_angles() {
         assert_eq!(table.len(), CTX as usize * half, "{h:?} {which:?}: table length");
         for (at, cs) in table.iter().enumerate() {
             let (s, c) = reference::rope_angle(&spec, which, at / half, at % half).sin_cos();
-            // One rounding to f32 of a value within [-1, 1].
+            // YaRN's magnitude factor scales both.
+            let m = reference::rope_magnitude(&spec);
+            let (s, c) = (s * m, c * m);
+            // One rounding to f32 of a value within [-m, m].
             assert!(
-                (cs[0] as f64 - c).abs() <= 6e-8 && (cs[1] as f64 - s).abs() <= 6e-8,
+                (cs[0] as f64 - c).abs() <= 6e-8 * m && (cs[1] as f64 - s).abs() <= 6e-8 * m,
                 "{h:?} {which:?} factors={:?}: index {at} (position {}, pair {}): got {cs:?} want [{c}, {s}]",
                 spec.factors,
                 at / half,
@@ -337,6 +344,7 @@ fn rope_table_with_unit_factors_is_the_table_without() {
                 bases: [10000.0, 500000.0],
                 freq_scale: 0.5,
                 factors,
+                yarn: None,
             };
             let plain = spec(None).table(which, CTX);
             let unit = spec(Some(vec![1.0; (h.n_rot / 2) as usize])).table(which, CTX);

@@ -17,13 +17,15 @@ use crate::gpu::ops::rope::RopeKey;
 use crate::gpu::pipeline::PipelineKey;
 use crate::gpu::tensor::GPU_TYPES;
 
-const EPILOGUES: [Epilogue; 6] = [
+const EPILOGUES: [Epilogue; 8] = [
     Epilogue::Store,
     Epilogue::Add,
     Epilogue::GluSilu,
     Epilogue::GluGelu,
+    Epilogue::GluOai,
     Epilogue::PairSilu,
     Epilogue::PairGelu,
+    Epilogue::PairOai,
 ];
 
 /// Override values to translate a variant with (tunables are not structure).
@@ -49,9 +51,10 @@ pub fn all(caps: &Caps) -> Vec<PipelineKey> {
     for &t in GPU_TYPES {
         out.push(PipelineKey::GetRows(GetRowsKey { wtype: t }));
         for epi in EPILOGUES {
-            // Biases go with plain stores (the q/k/v projections of qwen2).
+            // Biases go with plain stores (the q/k/v projections of qwen2, gpt-oss's router) and
+            // residual adds (gpt-oss's attention output).
             for bias in [false, true] {
-                if bias && epi != Epilogue::Store {
+                if bias && !matches!(epi, Epilogue::Store | Epilogue::Add) {
                     continue;
                 }
                 out.push(PipelineKey::Matvec(MatvecKey {
@@ -88,12 +91,18 @@ pub fn all(caps: &Caps) -> Vec<PipelineKey> {
                     }
                 }
             }
-            // Expert variants: gate (store), up (GLU on the gate), down (store).
-            if matches!(epi, Epilogue::Store | Epilogue::GluSilu | Epilogue::GluGelu) {
+            // Expert variants: gate (store), up (GLU on the gate), down (store); gpt-oss's
+            // experts have biases.
+            let expert_epi =
+                matches!(epi, Epilogue::Store | Epilogue::GluSilu | Epilogue::GluGelu | Epilogue::GluOai);
+            for bias in [false, true] {
+                if !expert_epi || (bias && !matches!(epi, Epilogue::Store | Epilogue::GluOai)) {
+                    continue;
+                }
                 out.push(PipelineKey::Matvec(MatvecKey {
                     wtype: t,
                     epilogue: epi,
-                    bias: false,
+                    bias,
                     ids: true,
                     wg: 64,
                     nr: 2,
@@ -101,7 +110,7 @@ pub fn all(caps: &Caps) -> Vec<PipelineKey> {
                 out.push(PipelineKey::Matmul(MatmulKey {
                     wtype: t,
                     epilogue: epi,
-                    bias: false,
+                    bias,
                     ids: true,
                     tile_rows: TILE_ROWS,
                     tile_tokens: TILE_TOKENS,
@@ -110,7 +119,7 @@ pub fn all(caps: &Caps) -> Vec<PipelineKey> {
                     out.push(PipelineKey::Lane(LaneKey {
                         wtype: t,
                         epilogue: epi,
-                        bias: false,
+                        bias,
                         ids,
                         rows: 2,
                         tokens,
@@ -140,14 +149,21 @@ pub fn all(caps: &Caps) -> Vec<PipelineKey> {
                 if team_is_subgroup && !caps.subgroups {
                     continue;
                 }
-                out.push(PipelineKey::Attention(AttentionKey {
-                    kv_f16,
-                    head_dim: hd,
-                    head_dim_v: hd_v,
-                    team: 8,
-                    team_is_subgroup,
-                    wg: 64,
-                }));
+                for sinks in [false, true] {
+                    // Sinks only with gpt-oss's head size.
+                    if sinks && hd != 64 {
+                        continue;
+                    }
+                    out.push(PipelineKey::Attention(AttentionKey {
+                        kv_f16,
+                        head_dim: hd,
+                        head_dim_v: hd_v,
+                        team: 8,
+                        team_is_subgroup,
+                        wg: 64,
+                        sinks,
+                    }));
+                }
             }
         }
     }

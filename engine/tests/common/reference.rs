@@ -45,8 +45,31 @@ pub fn rms_norm<T: Copy + Into<f64>>(x: &[T], w: &[f32], eps: f32) -> Vec<f64> {
 pub fn rope_angle(spec: &RopeSpec, which: RopeTable, pos: usize, i: usize) -> f64 {
     let base = spec.bases[which as usize] as f64;
     let factor = spec.factors.as_ref().map_or(1.0, |f| f[i] as f64);
-    let freq = spec.freq_scale as f64 * base.powf(-2.0 * i as f64 / spec.n_rot as f64) / factor;
+    let unscaled = base.powf(-2.0 * i as f64 / spec.n_rot as f64) / factor;
+    let scaled = spec.freq_scale as f64 * unscaled;
+    let freq = match &spec.yarn {
+        None => scaled,
+        Some(y) => {
+            // YaRN: pairs below the fast correction dimension keep their trained frequency,
+            // pairs above the slow one are interpolated, a linear ramp between.
+            let n = spec.n_rot as f64;
+            let dim = |beta: f64| {
+                n * (y.orig_ctx as f64 / (beta * 2.0 * std::f64::consts::PI)).ln() / (2.0 * base.ln())
+            };
+            let low = dim(y.beta_fast as f64).floor().max(0.0);
+            let high = dim(y.beta_slow as f64).ceil().min(n - 1.0);
+            let keep = 1.0 - ((i as f64 - low) / (high - low).max(0.001)).clamp(0.0, 1.0);
+            scaled * (1.0 - keep) + unscaled * keep
+        }
+    };
     pos as f64 * freq
+}
+
+/// What YaRN multiplies each rotated pair by: `attn_factor · (1 + 0.1 ln(1 / freq_scale))`.
+pub fn rope_magnitude(spec: &RopeSpec) -> f64 {
+    spec.yarn
+        .as_ref()
+        .map_or(1.0, |y| y.attn_factor as f64 * (1.0 + 0.1 * (1.0 / spec.freq_scale as f64).ln()))
 }
 
 /// One head rotated for position `pos`: pair `i` is (2i, 2i+1) in the normal layout and
@@ -56,6 +79,7 @@ pub fn rope<T: Copy + Into<f64>>(x: &[T], pos: usize, spec: &RopeSpec, which: Ro
     let half = spec.n_rot as usize / 2;
     for i in 0..half {
         let (s, c) = rope_angle(spec, which, pos, i).sin_cos();
+        let (s, c) = (s * rope_magnitude(spec), c * rope_magnitude(spec));
         let (a, b) = match spec.layout {
             RopeLayout::Normal => (2 * i, 2 * i + 1),
             RopeLayout::Neox => (i, i + half),
@@ -76,11 +100,23 @@ pub fn visible(pos: usize, window: usize) -> Range<usize> {
 
 /// softmax(q·kᵀ · scale) · v over the keys and values a query sees.
 pub fn attention(q: &[f64], keys: &[&[f64]], values: &[&[f64]], scale: f64) -> Vec<f64> {
+    attention_sink(q, keys, values, scale, None)
+}
+
+/// [`attention`] with an attention sink: a logit that joins the softmax's denominator and
+/// brings no value.
+pub fn attention_sink(
+    q: &[f64],
+    keys: &[&[f64]],
+    values: &[&[f64]],
+    scale: f64,
+    sink: Option<f64>,
+) -> Vec<f64> {
     let scores: Vec<f64> =
         keys.iter().map(|k| q.iter().zip(*k).map(|(a, b)| a * b).sum::<f64>() * scale).collect();
-    let m = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let m = scores.iter().copied().chain(sink).fold(f64::NEG_INFINITY, f64::max);
     let w: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
-    let z: f64 = w.iter().sum();
+    let z: f64 = w.iter().sum::<f64>() + sink.map_or(0.0, |s| (s - m).exp());
     let mut o = vec![0f64; values.first().map_or(0, |v| v.len())];
     for (wi, v) in w.iter().zip(values) {
         for (acc, x) in o.iter_mut().zip(*v) {
@@ -103,11 +139,17 @@ pub fn act(a: Activation, g: f64) -> f64 {
     match a {
         Activation::Silu => silu(g),
         Activation::GeluTanh => gelu_tanh(g),
+        // gpt-oss: the gate capped at 7, then g · sigmoid(1.702 g).
+        Activation::SwigluOai => {
+            let g = g.min(7.0);
+            g / (1.0 + (-1.702 * g).exp())
+        }
     }
 }
 
-/// act(gate) · up.
+/// act(gate) · up (gpt-oss: the up value clamped to ±7 and shifted by one).
 pub fn glu(a: Activation, gate: f64, up: f64) -> f64 {
+    let up = if a == Activation::SwigluOai { up.clamp(-7.0, 7.0) + 1.0 } else { up };
     act(a, gate) * up
 }
 

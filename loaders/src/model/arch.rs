@@ -11,6 +11,9 @@ pub enum Arch {
     Qwen3,
     Qwen3Moe,
     Gemma3,
+    /// OpenAI's gpt-oss (20b, 120b): attention sinks, alternating sliding-window layers, YaRN,
+    /// biased experts with a clamped SwiGLU. llama.cpp calls it `openai-moe` inside.
+    GptOss,
 }
 
 /// How the two halves of a RoPE pair are laid out inside a head.
@@ -28,12 +31,21 @@ pub enum FfnActivation {
     Silu,
     /// GeGLU with the tanh approximation of GELU.
     GeluTanh,
+    /// gpt-oss's clamped SwiGLU (llama.cpp `swiglu_oai`): with `g = min(gate, 7)` and
+    /// `u = clamp(up, -7, 7)`, `g · sigmoid(1.702 g) · (u + 1)`.
+    SwigluOai,
 }
+
+/// gpt-oss's SwiGLU constants: llama.cpp hard-codes them (they are not in the GGUF).
+pub const SWIGLU_OAI_ALPHA: f32 = 1.702;
+pub const SWIGLU_OAI_LIMIT: f32 = 7.0;
 
 /// How router probabilities become expert weights.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ExpertGating {
-    /// softmax over all experts, pick top-k, optionally renormalise the k weights.
+    /// softmax over all experts, pick top-k, optionally renormalise the k weights. (gpt-oss's
+    /// softmax over the k chosen logits is this with renormalisation: both are
+    /// `exp(l_i) / sum over the chosen of exp(l_j)`.)
     SoftmaxTopK { renormalize: bool },
 }
 
@@ -93,6 +105,14 @@ pub struct ArchTraits {
     pub default_renormalize: bool,
     /// RMS norms multiply by `1 + w`: Hugging Face checkpoints store `w`, GGUF files `1 + w`.
     pub norm_plus_one: bool,
+    /// A bias on the attention output projection (`attn_output.bias`).
+    pub attn_out_bias: bool,
+    /// A learned per-head logit joins each softmax denominator (`attn_sinks.weight`).
+    pub attn_sinks: bool,
+    /// Biases on the router and on every expert's gate, up and down projections.
+    pub moe_biases: bool,
+    /// GGUF name of the norm before the FFN (gpt-oss calls it `post_attention_norm`).
+    pub ffn_norm_name: &'static str,
 }
 
 const LLAMA: ArchTraits = ArchTraits {
@@ -109,6 +129,10 @@ const LLAMA: ArchTraits = ArchTraits {
     swa: SwaRule::None,
     default_renormalize: true,
     norm_plus_one: false,
+    attn_out_bias: false,
+    attn_sinks: false,
+    moe_biases: false,
+    ffn_norm_name: "ffn_norm",
 };
 
 const QWEN2: ArchTraits = ArchTraits {
@@ -138,9 +162,27 @@ const GEMMA3: ArchTraits = ArchTraits {
     ..LLAMA
 };
 
+const GPT_OSS: ArchTraits = ArchTraits {
+    name: "gpt-oss",
+    qkv_bias: true,
+    ffn_act: FfnActivation::SwigluOai,
+    ffn: FfnKind::Moe,
+    gguf_rope_layout: RopeLayout::Neox,
+    // Even layers windowed, odd ones global (llama.cpp: a pattern of period 2).
+    swa: SwaRule::Periodic { default_period: 2 },
+    // The weights are a softmax over the chosen experts' logits (see ExpertGating).
+    default_renormalize: true,
+    attn_out_bias: true,
+    attn_sinks: true,
+    moe_biases: true,
+    ffn_norm_name: "post_attention_norm",
+    ..LLAMA
+};
+
 impl Arch {
-    pub const ALL: [Arch; 5] = [Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Qwen3Moe, Arch::Gemma3];
-    pub const SUPPORTED: &'static str = "llama, qwen2, qwen3, qwen3moe, gemma3";
+    pub const ALL: [Arch; 6] =
+        [Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Qwen3Moe, Arch::Gemma3, Arch::GptOss];
+    pub const SUPPORTED: &'static str = "llama, qwen2, qwen3, qwen3moe, gemma3, gpt-oss";
 
     pub fn traits(self) -> &'static ArchTraits {
         match self {
@@ -149,6 +191,7 @@ impl Arch {
             Arch::Qwen3 => &QWEN3,
             Arch::Qwen3Moe => &QWEN3MOE,
             Arch::Gemma3 => &GEMMA3,
+            Arch::GptOss => &GPT_OSS,
         }
     }
 

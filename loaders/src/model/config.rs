@@ -5,7 +5,7 @@
 //! single layer plan.
 
 use super::ModelError;
-use super::hyper::{Hyperparams, KeyFormat, MoeHyper, SwaLayers};
+use super::hyper::{Hyperparams, KeyFormat, MoeHyper, SwaLayers, YarnHyper};
 use crate::gguf::GgufFile;
 
 pub use super::arch::{Arch, ExpertGating, FfnActivation, RopeLayout};
@@ -42,8 +42,10 @@ pub struct ModelConfig {
     pub rope_base: f32,
     /// RoPE base of sliding-window layers (gemma3), when it differs.
     pub rope_base_swa: f32,
-    /// Multiplier on positions (1 / linear scaling factor).
+    /// Multiplier on positions (1 / linear or YaRN scaling factor).
     pub rope_freq_scale: f32,
+    /// YaRN's blend of interpolated and extrapolated frequencies, when the model uses it.
+    pub rope_yarn: Option<Yarn>,
     /// How many dimensions of each head are rotated (the rest pass through).
     pub rope_dim: u32,
     pub rope_layout: RopeLayout,
@@ -63,6 +65,45 @@ pub struct ModelConfig {
     pub has_qk_norm: bool,
     pub has_post_norms: bool,
     pub has_qkv_bias: bool,
+    pub has_attn_out_bias: bool,
+    pub has_attn_sinks: bool,
+    pub has_moe_biases: bool,
+    /// GGUF name (without `blk.N.` and `.weight`) of the norm before the FFN.
+    pub ffn_norm_name: &'static str,
+}
+
+/// YaRN RoPE scaling as llama.cpp applies it (`ggml_rope_yarn_corr_dims`, `rope_yarn`): pairs
+/// below `corr_dims[0]` keep the trained (extrapolated) frequency, pairs above `corr_dims[1]`
+/// are interpolated by `rope_freq_scale`, a linear ramp blends the ones between, and every
+/// (cos, sin) is multiplied by `mscale`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Yarn {
+    /// The training context the interpolation counts from.
+    pub orig_ctx: u32,
+    pub beta_fast: f32,
+    pub beta_slow: f32,
+    /// The metadata's extra attention factor (`rope.scaling.attn_factor`, 1 if absent).
+    pub attn_factor: f32,
+}
+
+impl Yarn {
+    /// The first and last rotated pair of the ramp, for `n_rot` rotated dimensions and `base`.
+    pub fn corr_dims(&self, n_rot: u32, base: f32) -> [f32; 2] {
+        let dim = |beta: f32| {
+            n_rot as f32 * (self.orig_ctx as f32 / (beta * 2.0 * std::f32::consts::PI)).ln()
+                / (2.0 * base.ln())
+        };
+        let start = dim(self.beta_fast).floor();
+        let end = dim(self.beta_slow).ceil();
+        [start.max(0.0), end.min(n_rot as f32 - 1.0)]
+    }
+
+    /// What (cos, sin) are multiplied by: llama.cpp's `1 + 0.1 ln(factor)` magnitude
+    /// correction (its context cancels its own `get_mscale` against the kernel's) times the
+    /// metadata's attention factor.
+    pub fn mscale(&self, freq_scale: f32) -> f32 {
+        self.attn_factor * (1.0 + 0.1 * (1.0 / freq_scale).ln())
+    }
 }
 
 impl ModelConfig {
@@ -92,12 +133,24 @@ impl ModelConfig {
         h.rope_base = f.opt_f32(&k("rope.freq_base"))?;
         h.rope_base_swa = f.opt_f32(&k("rope.freq_base_swa"))?;
         h.rope_dim = f.opt_u32(&k("rope.dimension_count"))?;
+        let factor = f.opt_f32(&k("rope.scaling.factor"))?.filter(|&f| f != 0.0);
         h.rope_freq_scale = match f.opt_str(&k("rope.scaling.type"))? {
             None | Some("none") => 1.0,
-            Some("linear") => match f.opt_f32(&k("rope.scaling.factor"))? {
-                None => 1.0,
-                Some(factor) => 1.0 / factor,
-            },
+            Some("linear") => factor.map_or(1.0, |f| 1.0 / f),
+            Some("yarn") => {
+                if f.opt_f32(&k("rope.scaling.yarn_log_multiplier"))?.is_some_and(|m| m != 0.0) {
+                    return Err(ModelError::Unsupported(
+                        "YaRN with a log multiplier (DeepSeek-style)".into(),
+                    ));
+                }
+                h.rope_yarn = Some(YarnHyper {
+                    orig_ctx: f.opt_u32(&k("rope.scaling.original_context_length"))?,
+                    beta_fast: f.opt_f32(&k("rope.scaling.yarn_beta_fast"))?,
+                    beta_slow: f.opt_f32(&k("rope.scaling.yarn_beta_slow"))?,
+                    attn_factor: f.opt_f32(&k("rope.scaling.attn_factor"))?,
+                });
+                factor.map_or(1.0, |f| 1.0 / f)
+            }
             Some(other) => return Err(ModelError::Unsupported(format!("RoPE scaling type {other:?}"))),
         };
         h.sliding_window = f.opt_u32(&k("attention.sliding_window"))?;

@@ -5,7 +5,7 @@
 
 use super::ModelError;
 use super::arch::{Arch, AttnScaleRule, ExpertGating, FfnKind, RopeLayout, SwaRule};
-use super::config::{MAX_LAYERS, ModelConfig, MoeConfig};
+use super::config::{MAX_LAYERS, ModelConfig, MoeConfig, Yarn};
 
 /// The largest released MoE models have a few hundred experts.
 pub const MAX_EXPERTS: u32 = 1 << 12;
@@ -62,6 +62,15 @@ pub enum SwaLayers {
     Listed(Vec<bool>),
 }
 
+/// YaRN's numbers as the metadata states them (`None`: llama.cpp's defaults).
+#[derive(Clone, Debug, Default)]
+pub struct YarnHyper {
+    pub orig_ctx: Option<u32>,
+    pub beta_fast: Option<f32>,
+    pub beta_slow: Option<f32>,
+    pub attn_factor: Option<f32>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct MoeHyper {
     pub n_expert: u32,
@@ -91,6 +100,8 @@ pub struct Hyperparams {
     pub rope_base_swa: Option<f32>,
     /// Positions are multiplied by this (1 / linear scaling factor).
     pub rope_freq_scale: f32,
+    /// YaRN scaling (with `rope_freq_scale` its 1 / factor).
+    pub rope_yarn: Option<YarnHyper>,
     /// Rotated dimensions per head (`None`: all of them).
     pub rope_dim: Option<u32>,
     /// Or the rotated share of each head (Hugging Face `partial_rotary_factor`, in (0, 1]).
@@ -124,6 +135,7 @@ impl Hyperparams {
             rope_base: None,
             rope_base_swa: None,
             rope_freq_scale: 1.0,
+            rope_yarn: None,
             rope_dim: None,
             rope_fraction: None,
             rope_layout: None,
@@ -172,6 +184,7 @@ impl Hyperparams {
         let (rope_base, rope_base_swa) = self.rope_bases()?;
         let rope_freq_scale = self.positive("rope.scaling.factor", self.rope_freq_scale)?;
         let rope_dim = self.rope_dim(head_dim)?;
+        let rope_yarn = self.yarn(context_length)?;
         let (sliding_window, swa_layers) = self.swa(n_layer)?;
         let moe = self.moe()?;
         let n_ff = self.n_ff(&moe)?;
@@ -197,6 +210,7 @@ impl Hyperparams {
             rope_base,
             rope_base_swa,
             rope_freq_scale,
+            rope_yarn,
             rope_dim,
             rope_layout: self.rope_layout.unwrap_or(t.gguf_rope_layout),
             sliding_window,
@@ -209,6 +223,10 @@ impl Hyperparams {
             has_qk_norm: t.qk_norm,
             has_post_norms: t.post_norms,
             has_qkv_bias: t.qkv_bias,
+            has_attn_out_bias: t.attn_out_bias,
+            has_attn_sinks: t.attn_sinks,
+            has_moe_biases: t.moe_biases,
+            ffn_norm_name: t.ffn_norm_name,
         })
     }
 
@@ -234,6 +252,18 @@ impl Hyperparams {
             true => Ok((base, self.positive("rope.freq_base_swa", self.rope_base_swa.unwrap_or(10_000.0))?)),
             false => Ok((base, base)),
         }
+    }
+
+    fn yarn(&self, context_length: u32) -> Result<Option<Yarn>, ModelError> {
+        let Some(y) = &self.rope_yarn else { return Ok(None) };
+        let orig_ctx =
+            self.nonzero("rope.scaling.original_context_length", y.orig_ctx.unwrap_or(context_length))?;
+        Ok(Some(Yarn {
+            orig_ctx,
+            beta_fast: self.positive("rope.scaling.yarn_beta_fast", y.beta_fast.unwrap_or(32.0))?,
+            beta_slow: self.positive("rope.scaling.yarn_beta_slow", y.beta_slow.unwrap_or(1.0))?,
+            attn_factor: self.positive("rope.scaling.attn_factor", y.attn_factor.unwrap_or(1.0))?,
+        }))
     }
 
     fn rope_dim(&self, head_dim: u32) -> Result<u32, ModelError> {

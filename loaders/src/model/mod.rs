@@ -8,12 +8,15 @@ pub mod hyper;
 pub mod quantizing;
 pub mod weights;
 
-pub use arch::{Arch, ArchTraits, AttnScaleRule, ExpertGating, FfnActivation, FfnKind, RopeLayout, SwaRule};
-pub use config::{ModelConfig, MoeConfig};
+pub use arch::{
+    Arch, ArchTraits, AttnScaleRule, ExpertGating, FfnActivation, FfnKind, RopeLayout, SWIGLU_OAI_ALPHA,
+    SWIGLU_OAI_LIMIT, SwaRule,
+};
+pub use config::{ModelConfig, MoeConfig, Yarn};
 pub use hyper::{Hyperparams, KeyFormat};
 pub use quantizing::QuantizingSource;
 pub use weights::{
-    FfnWeights, LayerMetas, LayerWeights, ModelWeights, TensorBytes, TensorMeta, TensorSource,
+    FfnWeights, LayerMetas, LayerWeights, ModelWeights, MoeBiases, TensorBytes, TensorMeta, TensorSource,
 };
 
 use crate::gguf::GgufError;

@@ -80,14 +80,42 @@ pub struct LayerWeights<M, V = M> {
     pub attn_v_bias: Option<V>,
     pub attn_q_norm: Option<V>,
     pub attn_k_norm: Option<V>,
+    pub attn_output_bias: Option<V>,
+    /// Per-head logits that join the attention softmax's denominator (gpt-oss).
+    pub attn_sinks: Option<V>,
     pub post_attention_norm: Option<V>,
     pub ffn_norm: V,
-    pub ffn: FfnWeights<M>,
+    pub ffn: FfnWeights<M, V>,
     pub post_ffw_norm: Option<V>,
 }
 
+/// Biases of a MoE block (gpt-oss): the router's, and each expert's gate, up and down ones
+/// stacked like the experts' rows (`[n_ff_exp, n_expert]`, `[n_embd, n_expert]` in ggml order).
 #[derive(Clone, Debug)]
-pub enum FfnWeights<M> {
+pub struct MoeBiases<V> {
+    pub router: V,
+    pub gate: V,
+    pub up: V,
+    pub down: V,
+}
+
+impl<V> MoeBiases<V> {
+    pub fn try_map<W, E>(&self, mut f: impl FnMut(&V) -> Result<W, E>) -> Result<MoeBiases<W>, E> {
+        Ok(MoeBiases {
+            router: f(&self.router)?,
+            gate: f(&self.gate)?,
+            up: f(&self.up)?,
+            down: f(&self.down)?,
+        })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &V> {
+        [&self.router, &self.gate, &self.up, &self.down].into_iter()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum FfnWeights<M, V = M> {
     Dense {
         gate: M,
         up: M,
@@ -99,38 +127,54 @@ pub enum FfnWeights<M> {
         gate_exps: M,
         up_exps: M,
         down_exps: M,
+        biases: Option<MoeBiases<V>>,
     },
     /// A MoE block whose router and experts another backend holds (`--cpu-moe`: the GPU runs
     /// the layer's attention, the CPU its experts). [`ModelWeights::resolve`] never makes it.
     Elsewhere,
 }
 
-impl<M> FfnWeights<M> {
-    /// The same block with each matrix converted by `f`.
-    pub fn try_map<N, E>(&self, mut f: impl FnMut(&M) -> Result<N, E>) -> Result<FfnWeights<N>, E> {
+impl<M, V> FfnWeights<M, V> {
+    /// The same block with each matrix converted by `f` and each bias by `vec`.
+    pub fn try_map<N, W, E>(
+        &self,
+        mut f: impl FnMut(&M) -> Result<N, E>,
+        vec: impl FnMut(&V) -> Result<W, E>,
+    ) -> Result<FfnWeights<N, W>, E> {
         Ok(match self {
             FfnWeights::Dense { gate, up, down } => {
                 FfnWeights::Dense { gate: f(gate)?, up: f(up)?, down: f(down)? }
             }
-            FfnWeights::Moe { router, gate_exps, up_exps, down_exps } => FfnWeights::Moe {
+            FfnWeights::Moe { router, gate_exps, up_exps, down_exps, biases } => FfnWeights::Moe {
                 router: f(router)?,
                 gate_exps: f(gate_exps)?,
                 up_exps: f(up_exps)?,
                 down_exps: f(down_exps)?,
+                biases: biases.as_ref().map(|b| b.try_map(vec)).transpose()?,
             },
             FfnWeights::Elsewhere => FfnWeights::Elsewhere,
         })
     }
 
+    /// The matrices.
     pub fn iter(&self) -> impl Iterator<Item = &M> {
         let mats: Vec<&M> = match self {
             FfnWeights::Dense { gate, up, down } => vec![gate, up, down],
-            FfnWeights::Moe { router, gate_exps, up_exps, down_exps } => {
+            FfnWeights::Moe { router, gate_exps, up_exps, down_exps, .. } => {
                 vec![router, gate_exps, up_exps, down_exps]
             }
             FfnWeights::Elsewhere => Vec::new(),
         };
         mats.into_iter()
+    }
+
+    /// The biases (MoE blocks that have them).
+    pub fn vectors(&self) -> impl Iterator<Item = &V> {
+        let biases = match self {
+            FfnWeights::Moe { biases: Some(b), .. } => Some(b),
+            _ => None,
+        };
+        biases.into_iter().flat_map(MoeBiases::iter)
     }
 }
 
@@ -212,11 +256,21 @@ impl ModelWeights<TensorMeta> {
                 }
                 Some(m) => {
                     let (f, x) = (m.n_ff_expert as u64, m.n_expert as u64);
+                    let biases = match cfg.has_moe_biases {
+                        false => None,
+                        true => Some(MoeBiases {
+                            router: req(n("ffn_gate_inp.bias"), &[x])?,
+                            gate: req(n("ffn_gate_exps.bias"), &[f, x])?,
+                            up: req(n("ffn_up_exps.bias"), &[f, x])?,
+                            down: req(n("ffn_down_exps.bias"), &[e, x])?,
+                        }),
+                    };
                     FfnWeights::Moe {
                         router: req(n("ffn_gate_inp.weight"), &[e, x])?,
                         gate_exps: req(n("ffn_gate_exps.weight"), &[e, f, x])?,
                         up_exps: req(n("ffn_up_exps.weight"), &[e, f, x])?,
                         down_exps: req(n("ffn_down_exps.weight"), &[f, e, x])?,
+                        biases,
                     }
                 }
             };
@@ -227,6 +281,13 @@ impl ModelWeights<TensorMeta> {
                 )
             } else {
                 (None, None)
+            };
+            let attn_output_bias =
+                if cfg.has_attn_out_bias { Some(req(n("attn_output.bias"), &[e])?) } else { None };
+            let attn_sinks = if cfg.has_attn_sinks {
+                Some(req(n("attn_sinks.weight"), &[cfg.n_head as u64])?)
+            } else {
+                None
             };
             layers.push(LayerWeights {
                 attn_norm: req(n("attn_norm.weight"), &[e])?,
@@ -239,8 +300,10 @@ impl ModelWeights<TensorMeta> {
                 attn_v_bias: vb,
                 attn_q_norm: q_norm,
                 attn_k_norm: k_norm,
+                attn_output_bias,
+                attn_sinks,
                 post_attention_norm: post_attn,
-                ffn_norm: req(n("ffn_norm.weight"), &[e])?,
+                ffn_norm: req(n(&format!("{}.weight", cfg.ffn_norm_name)), &[e])?,
                 ffn,
                 post_ffw_norm: post_ffw,
             });
@@ -274,6 +337,8 @@ impl<M, V> LayerWeights<M, V> {
             attn_v_bias: opt(&self.attn_v_bias)?,
             attn_q_norm: opt(&self.attn_q_norm)?,
             attn_k_norm: opt(&self.attn_k_norm)?,
+            attn_output_bias: opt(&self.attn_output_bias)?,
+            attn_sinks: opt(&self.attn_sinks)?,
             post_attention_norm: opt(&self.post_attention_norm)?,
             post_ffw_norm: opt(&self.post_ffw_norm)?,
             attn_norm: vec(&self.attn_norm)?,
@@ -282,7 +347,7 @@ impl<M, V> LayerWeights<M, V> {
             attn_k: mat(&self.attn_k)?,
             attn_v: mat(&self.attn_v)?,
             attn_output: mat(&self.attn_output)?,
-            ffn: self.ffn.try_map(mat)?,
+            ffn: self.ffn.try_map(mat, vec)?,
         })
     }
 
@@ -300,11 +365,14 @@ impl<M, V> LayerWeights<M, V> {
                 &self.attn_v_bias,
                 &self.attn_q_norm,
                 &self.attn_k_norm,
+                &self.attn_output_bias,
+                &self.attn_sinks,
                 &self.post_attention_norm,
                 &self.post_ffw_norm,
             ]
             .into_iter()
-            .flatten(),
+            .flatten()
+            .chain(self.ffn.vectors()),
         )
     }
 }

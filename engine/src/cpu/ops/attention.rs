@@ -40,33 +40,32 @@ const BLOCK: usize = 64;
 
 /// `out` (`n_tok` × `n_head·head_dim_v`) = softmax(q kᵀ · scale + mask) v for the `n_tok`
 /// query rows of `q` (`n_tok` × `n_head·head_dim`), query `t` at position `pos0 + t` seeing
-/// keys up to its own position.
-pub fn attention(isa: Isa, a: &Attention, q: &[f32], kv: KvLayer<'_>, out: &mut [f32]) -> Result<()> {
-    attention_on(&Rayon, isa, a, q, kv, out)
-}
-
-pub(crate) fn attention_on(
-    exec: &dyn Exec,
+/// keys up to its own position; `sinks` as in [`attention_at`].
+pub fn attention(
     isa: Isa,
     a: &Attention,
     q: &[f32],
     kv: KvLayer<'_>,
+    sinks: Option<&[f32]>,
     out: &mut [f32],
 ) -> Result<()> {
     let n_tok = q.len() / (a.n_head * a.head_dim).max(1);
     let positions: Vec<[u32; 2]> = (0..n_tok).map(|t| [(a.pos0 + t) as u32, 0]).collect();
-    attention_at(exec, isa, a, q, &positions, kv, out)
+    attention_at(&Rayon, isa, a, q, &positions, kv, sinks, out)
 }
 
 /// Attention of query rows that each carry (position in its sequence, cache row of the
 /// sequence's position 0), so one call serves tokens of many sequences; `a.pos0` is unused.
-pub(crate) fn attention_at(
+/// `sinks` (one logit per head, gpt-oss) join each row's softmax denominator.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_at(
     exec: &dyn Exec,
     isa: Isa,
     a: &Attention,
     q: &[f32],
     positions: &[[u32; 2]],
     kv: KvLayer<'_>,
+    sinks: Option<&[f32]>,
     out: &mut [f32],
 ) -> Result<()> {
     if a.n_head == 0
@@ -90,6 +89,9 @@ pub(crate) fn attention_at(
     let n_tok = q.len() / q_row;
     check_len("attention output", out.len(), n_tok * a.n_head * a.head_dim_v)?;
     check_len("attention positions", positions.len(), n_tok)?;
+    if let Some(sinks) = sinks {
+        check_len("attention sinks", sinks.len(), a.n_head)?;
+    }
     if let Some(&[pos, row0]) = positions.iter().find(|&&[p, r]| (p + r) as usize >= a.n_ctx) {
         return Err(EngineError::ContextOverflow { n_tokens: (pos + row0) as usize + 1, n_ctx: a.n_ctx });
     }
@@ -109,20 +111,36 @@ pub(crate) fn attention_at(
         let qh = &q[t * q_row + h * a.head_dim..][..a.head_dim];
         let [pos, row0] = positions[t].map(|v| v as usize);
         let (ks, vs) = ((g * a.n_ctx + row0) * a.head_dim, (g * a.n_ctx + row0) * a.head_dim_v);
+        let sink = sinks.map(|s| s[h]);
         match kv {
-            KvLayer::F32 { k, v } => dispatch!(isa, |s| row(s, a, qh, &k[ks..], &v[vs..], pos, o)),
-            KvLayer::F16 { k, v } => dispatch!(isa, |s| row(s, a, qh, &k[ks..], &v[vs..], pos, o)),
+            KvLayer::F32 { k, v } => dispatch!(isa, |s| row(s, a, qh, &k[ks..], &v[vs..], pos, sink, o)),
+            KvLayer::F16 { k, v } => dispatch!(isa, |s| row(s, a, qh, &k[ks..], &v[vs..], pos, sink, o)),
         }
     });
     Ok(())
 }
 
+/// One (token, head) row. A sink starts the running softmax as a key of score `sink` whose
+/// value is zero: it adds `exp(sink - max)` to the denominator and nothing to the output.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn row<S: Simd, E: KvElem>(s: S, a: &Attention, q: &[f32], k: &[E], v: &[E], pos: usize, out: &mut [f32]) {
+fn row<S: Simd, E: KvElem>(
+    s: S,
+    a: &Attention,
+    q: &[f32],
+    k: &[E],
+    v: &[E],
+    pos: usize,
+    sink: Option<f32>,
+    out: &mut [f32],
+) {
     let (hd, hdv) = (a.head_dim, a.head_dim_v);
     let lo = if a.window > 0 && pos + 1 > a.window { pos + 1 - a.window } else { 0 };
     let mut sc = [0f32; BLOCK];
-    let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
+    let (mut m, mut l) = match sink {
+        Some(sink) => (sink, 1f32),
+        None => (f32::NEG_INFINITY, 0f32),
+    };
     out.fill(0.0);
     let mut j0 = lo;
     while j0 <= pos {

@@ -38,6 +38,23 @@ pub(crate) fn silu<S: Simd>(s: S, x: S::F) -> S::F {
     s.div(x, s.add(s.splat(1.0), e))
 }
 
+/// gpt-oss's gate: with `g = min(x, limit)`, `g * sigmoid(alpha g)`.
+#[inline(always)]
+pub(crate) fn silu_oai<S: Simd>(s: S, x: S::F) -> S::F {
+    use wllm_loaders::model::{SWIGLU_OAI_ALPHA, SWIGLU_OAI_LIMIT};
+    let g = s.min(x, s.splat(SWIGLU_OAI_LIMIT));
+    let e = exp(s, s.mul(s.splat(-SWIGLU_OAI_ALPHA), g));
+    s.div(g, s.add(s.splat(1.0), e))
+}
+
+/// gpt-oss's up value: `clamp(x, -limit, limit) + 1`.
+#[inline(always)]
+pub(crate) fn up_oai<S: Simd>(s: S, x: S::F) -> S::F {
+    use wllm_loaders::model::SWIGLU_OAI_LIMIT;
+    let c = s.max(s.min(x, s.splat(SWIGLU_OAI_LIMIT)), s.splat(-SWIGLU_OAI_LIMIT));
+    s.add(c, s.splat(1.0))
+}
+
 /// `0.5 x (1 + tanh(k (x + 0.044715 x^3)))`, computed as `x * sigmoid(2 k (x + 0.044715 x^3))`
 /// (the same function; no cancellation near 0).
 #[inline(always)]

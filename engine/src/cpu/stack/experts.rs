@@ -18,7 +18,7 @@ pub struct CpuExperts {
     isa: Isa,
     team: Team,
     /// Indexed by model layer; `None` where the experts are not on the CPU.
-    layers: Vec<Option<FfnWeights<Weight>>>,
+    layers: Vec<Option<FfnWeights<Weight, Vec<f32>>>>,
     // Last: the weights may borrow from the source.
     _src: Arc<dyn TensorSource>,
 }
@@ -42,13 +42,13 @@ impl CpuExperts {
             .map_err(|e| EngineError::InvalidArgument(format!("cannot start {threads} CPU threads: {e}")))?;
         let metas = ModelWeights::resolve(cfg, src.as_ref())?;
         let loader = Loader { src: &src };
-        let mut out: Vec<Option<FfnWeights<Weight>>> = (0..cfg.n_layer).map(|_| None).collect();
+        let mut out: Vec<Option<FfnWeights<Weight, Vec<f32>>>> = (0..cfg.n_layer).map(|_| None).collect();
         for &il in layers {
             let l = metas.layers.get(il as usize).ok_or_else(|| {
                 EngineError::InvalidArgument(format!("layer {il} of a {}-layer model", cfg.n_layer))
             })?;
             if let FfnWeights::Moe { .. } = &l.ffn {
-                out[il as usize] = Some(l.ffn.try_map(|m| loader.matrix(m))?);
+                out[il as usize] = Some(l.ffn.try_map(|m| loader.matrix(m), |v| loader.vector(v))?);
             }
         }
         Ok(CpuExperts { cfg: cfg.clone(), isa: Isa::best(), team, layers: out, _src: src })
@@ -62,7 +62,7 @@ impl CpuExperts {
     /// `out` (n rows of `n_embd`) = layer `il`'s routed, weighted expert outputs for `h`.
     pub fn run(&self, il: usize, h: &[f32], out: &mut Vec<f32>) -> Result<()> {
         let e = self.cfg.n_embd as usize;
-        let (Some(Some(FfnWeights::Moe { router, gate_exps, up_exps, down_exps })), Some(moe)) =
+        let (Some(Some(FfnWeights::Moe { router, gate_exps, up_exps, down_exps, biases })), Some(moe)) =
             (self.layers.get(il), &self.cfg.moe)
         else {
             return Err(EngineError::InvalidArgument(format!("layer {il} has no experts on the CPU")));
@@ -73,7 +73,7 @@ impl CpuExperts {
         let n = h.len() / e;
         out.clear();
         out.resize(n * e, 0.0);
-        let x = Experts { router, gate: gate_exps, up: up_exps, down: down_exps };
+        let x = Experts { router, gate: gate_exps, up: up_exps, down: down_exps, biases: biases.as_ref() };
         x.run(&self.team, self.isa, moe, activation(self.cfg.ffn_act), e, h, n, out)
     }
 }

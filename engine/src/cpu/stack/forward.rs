@@ -3,7 +3,7 @@
 use std::ops::Range;
 
 use wllm_loaders::ModelConfig;
-use wllm_loaders::model::{FfnActivation, FfnWeights, MoeConfig, RopeLayout};
+use wllm_loaders::model::{FfnActivation, FfnWeights, MoeBiases, MoeConfig, RopeLayout};
 
 use super::profile::{Clock, Profile};
 use super::weights::{Layer, Weight};
@@ -180,8 +180,7 @@ impl LayerBackend for CpuLayers<'_> {
                         (&l.attn_k_bias, &mut sc.k, "k bias"),
                         (&l.attn_v_bias, &mut sc.v, "v bias"),
                     ] {
-                        let b = required(b, il, what)?;
-                        y.chunks_exact_mut(b.len()).try_for_each(|row| add_in_place(row, b))?;
+                        add_rows(y, required(b, il, what)?)?;
                     }
                 }
                 self.clock.mark(&mut self.profile.qkv);
@@ -208,7 +207,7 @@ impl LayerBackend for CpuLayers<'_> {
                 )?;
                 self.clock.mark(&mut self.profile.rope);
             }
-            Step::Attention { scale, window } => {
+            Step::Attention { scale, window, sinks } => {
                 resize(&mut sc.attn, n * c.n_head as usize * c.head_dim_v as usize);
                 let att = Attention {
                     n_head: c.n_head as usize,
@@ -220,12 +219,18 @@ impl LayerBackend for CpuLayers<'_> {
                     window: *window as usize,
                     pos0: 0,
                 };
-                attention_at(exec, isa, &att, &sc.q, self.positions, self.kv.layer(il), &mut sc.attn)?;
+                let sinks =
+                    if *sinks { Some(&required(&l.attn_sinks, il, "attention sinks")?[..]) } else { None };
+                let kv = self.kv.layer(il);
+                attention_at(exec, isa, &att, &sc.q, self.positions, kv, sinks, &mut sc.attn)?;
                 self.clock.mark(&mut self.profile.attention);
             }
-            Step::AttnOut { post_norm } => {
+            Step::AttnOut { post_norm, bias } => {
                 resize(&mut sc.a, n * e);
                 linear(exec, isa, l.attn_output.view(), &sc.attn, n, &mut sc.a)?;
+                if *bias {
+                    add_rows(&mut sc.a, required(&l.attn_output_bias, il, "attention output bias")?)?;
+                }
                 self.clock.mark(&mut self.profile.attn_out);
                 let post = if *post_norm {
                     Some(required(&l.post_attention_norm, il, "post-attention norm")?)
@@ -256,8 +261,17 @@ impl LayerBackend for CpuLayers<'_> {
                         self.clock.mark(&mut self.profile.glu);
                         linear(exec, isa, down.view(), &sc.u, n, &mut sc.a)?;
                     }
-                    (FfnPlan::Moe { moe, .. }, FfnWeights::Moe { router, gate_exps, up_exps, down_exps }) => {
-                        let experts = Experts { router, gate: gate_exps, up: up_exps, down: down_exps };
+                    (
+                        FfnPlan::Moe { moe, .. },
+                        FfnWeights::Moe { router, gate_exps, up_exps, down_exps, biases },
+                    ) => {
+                        let experts = Experts {
+                            router,
+                            gate: gate_exps,
+                            up: up_exps,
+                            down: down_exps,
+                            biases: biases.as_ref(),
+                        };
                         experts.run(exec, isa, moe, act, e, &sc.h, n, &mut sc.a)?;
                     }
                     _ => {
@@ -281,7 +295,13 @@ pub(crate) fn activation(act: FfnActivation) -> Activation {
     match act {
         FfnActivation::Silu => Activation::Silu,
         FfnActivation::GeluTanh => Activation::GeluTanh,
+        FfnActivation::SwigluOai => Activation::SwigluOai,
     }
+}
+
+/// Adds `bias` to each of the rows of `y`.
+fn add_rows(y: &mut [f32], bias: &[f32]) -> Result<()> {
+    y.chunks_exact_mut(bias.len()).try_for_each(|row| add_in_place(row, bias))
 }
 
 /// x += a, or x += rms_norm(a) · post.
@@ -339,6 +359,7 @@ pub(crate) struct Experts<'a> {
     pub gate: &'a Weight,
     pub up: &'a Weight,
     pub down: &'a Weight,
+    pub biases: Option<&'a MoeBiases<Vec<f32>>>,
 }
 
 impl Experts<'_> {
@@ -360,6 +381,9 @@ impl Experts<'_> {
         let nff = moe.n_ff_expert as usize;
         let mut logits = vec![0f32; n * n_exp];
         linear(exec, isa, self.router.view(), h, n, &mut logits)?;
+        if let Some(b) = self.biases {
+            add_rows(&mut logits, &b.router)?;
+        }
         let mut by_expert: Vec<Vec<(usize, f32)>> = vec![Vec::new(); n_exp];
         for (t, row) in logits.chunks_exact(n_exp).enumerate() {
             for r in route(moe, row)? {
@@ -386,8 +410,15 @@ impl Experts<'_> {
                 &hx,
                 m,
             )?;
+            if let Some(b) = self.biases {
+                add_rows(&mut g, &b.gate[x * nff..(x + 1) * nff])?;
+                add_rows(&mut u, &b.up[x * nff..(x + 1) * nff])?;
+            }
             glu_on(exec, isa, act, &mut g, &mut u)?;
             linear(exec, isa, self.down.view().rows(x * e, (x + 1) * e), &u, m, &mut o)?;
+            if let Some(b) = self.biases {
+                add_rows(&mut o, &b.down[x * e..(x + 1) * e])?;
+            }
             for (&(t, wt), row) in toks.iter().zip(o.chunks_exact(e)) {
                 for (y, v) in out[t * e..(t + 1) * e].iter_mut().zip(row) {
                     *y += wt * v;

@@ -82,7 +82,7 @@ impl Loader<'_> {
         Ok(w)
     }
 
-    fn vector(&self, m: &TensorMeta) -> Result<Vec<f32>> {
+    pub(crate) fn vector(&self, m: &TensorMeta) -> Result<Vec<f32>> {
         let b = self.bytes(m)?;
         wllm_loaders::quant::dequantize(m.ggml_type, &b, m.n_elements() as usize)
             .map_err(|e| EngineError::InvalidArgument(format!("{}: {e}", m.name)))

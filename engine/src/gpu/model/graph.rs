@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use wllm_loaders::model::{FfnActivation, FfnWeights, MoeConfig, RopeLayout};
+use wllm_loaders::model::{FfnActivation, FfnWeights, MoeBiases, MoeConfig, RopeLayout};
 
 use super::context::{Buffers, Logits};
 use super::{GpuLayer, GpuMat, GpuModel, GpuVec};
@@ -223,9 +223,10 @@ impl<'a> GraphBuilder<'a> {
         Ok(())
     }
 
-    fn attention(&mut self, scale: f32, window: u32, il: usize) -> Result<()> {
+    fn attention(&mut self, l: &'a GpuLayer, scale: f32, window: u32, sinks: bool, il: usize) -> Result<()> {
         let (c, b) = (&self.m.cfg, self.b);
         let i = il - self.m.first_layer as usize;
+        let sinks = if sinks { Some(whole(required(&l.attn_sinks, il, "attention sinks")?)?) } else { None };
         let args = AttentionArgs {
             n_head: c.n_head,
             n_kv: c.n_head_kv,
@@ -241,6 +242,7 @@ impl<'a> GraphBuilder<'a> {
             out: &b.attn,
             step: &b.step,
             positions: &b.positions,
+            sinks,
         };
         self.ops.push(attention(&self.m.gpu, &args)?);
         Ok(())
@@ -255,13 +257,11 @@ impl<'a> GraphBuilder<'a> {
         dst: (&wgpu::Buffer, Epilogue),
     ) -> Result<()> {
         let (b, e, nff) = (self.b, self.m.cfg.n_embd, gate.rows);
-        let silu = act == FfnActivation::Silu;
         if gate.followed_by(up) && gate.row0 == 0 && up.row0 + up.rows == gate.weight.nrows {
             // Gate and up stacked: one dispatch writes act(gate) ⊙ up.
-            let pair = if silu { Epilogue::PairSilu } else { Epilogue::PairGelu };
-            self.linear(&gate.weight, io(&b.h, e, &b.u, 0, nff), pair)?;
+            self.linear(&gate.weight, io(&b.h, e, &b.u, 0, nff), Epilogue::pair(act))?;
         } else {
-            let glu = if silu { Epilogue::GluSilu } else { Epilogue::GluGelu };
+            let glu = Epilogue::glu(act);
             self.linear(&gate.weight, io(&b.h, e, &b.g, 0, nff), Epilogue::Store)?;
             let mut o = io(&b.h, e, &b.u, 0, nff);
             o.gate = Some(&b.g);
@@ -273,6 +273,7 @@ impl<'a> GraphBuilder<'a> {
     fn moe_ffn(
         &mut self,
         experts: [&GpuMat; 4],
+        biases: Option<&MoeBiases<GpuVec>>,
         moe: &MoeConfig,
         act: FfnActivation,
         dst: &wgpu::Buffer,
@@ -290,13 +291,19 @@ impl<'a> GraphBuilder<'a> {
             scale: moe.weights_scale,
             renormalize: renormalizes(moe),
         };
-        self.linear(router, io(&b.h, e, &mx.router_logits, 0, moe.n_expert), Epilogue::Store)?;
+        let bias = |pick: fn(&MoeBiases<GpuVec>) -> &GpuVec| biases.map(|b| whole(pick(b))).transpose();
+        let mut router_io = io(&b.h, e, &mx.router_logits, 0, moe.n_expert);
+        router_io.bias = bias(|b| &b.router)?;
+        self.linear(router, router_io, Epilogue::Store)?;
         self.ops.push(moe::route(gpu, &shape, &mx.router_logits, mb, &b.step)?);
-        let gate_io = io(&b.h, e, &mx.g, 0, nff);
+        let mut gate_io = io(&b.h, e, &mx.g, 0, nff);
+        gate_io.bias = bias(|b| &b.gate)?;
         let mut up_io = io(&b.h, e, &mx.u, 0, nff);
         up_io.gate = Some(&mx.g);
-        let down_io = io(&mx.u, nff, &mx.y, 0, e);
-        let glu = if act == FfnActivation::Silu { Epilogue::GluSilu } else { Epilogue::GluGelu };
+        up_io.bias = bias(|b| &b.up)?;
+        let mut down_io = io(&mx.u, nff, &mx.y, 0, e);
+        down_io.bias = bias(|b| &b.down)?;
+        let glu = Epilogue::glu(act);
         let ex = |expert_rows, x_per_token| ExpertIds { ids: &mb.ids, k, expert_rows, x_per_token };
         let store = Epilogue::Store;
         if self.batched {
@@ -340,11 +347,15 @@ impl LayerBackend for GraphBuilder<'_> {
             Step::FfnNorm => self.norm(&l.ffn_norm)?,
             Step::Qkv { bias } => self.qkv(l, *bias, il)?,
             Step::RopeKv { qk_norm, table } => self.rope_kv(l, *qk_norm, *table, il)?,
-            Step::Attention { scale, window } => self.attention(*scale, *window, il)?,
-            Step::AttnOut { post_norm } => {
+            Step::Attention { scale, window, sinks } => self.attention(l, *scale, *window, *sinks, il)?,
+            Step::AttnOut { post_norm, bias } => {
                 let (dst, epi) = self.block_out(*post_norm);
                 let attn_w = c.n_head * c.head_dim_v;
-                self.linear(&l.attn_output.weight, io(&b.attn, attn_w, dst, 0, c.n_embd), epi)?;
+                let mut o = io(&b.attn, attn_w, dst, 0, c.n_embd);
+                if *bias {
+                    o.bias = Some(whole(required(&l.attn_output_bias, il, "attention output bias")?)?);
+                }
+                self.linear(&l.attn_output.weight, o, epi)?;
                 self.post_norm(&l.post_attention_norm, *post_norm, il, "post-attention norm")?;
             }
             Step::Ffn { ffn, post_norm } => {
@@ -355,12 +366,13 @@ impl LayerBackend for GraphBuilder<'_> {
                     }
                     (
                         FfnPlan::Moe { act, moe },
-                        FfnWeights::Moe { router, gate_exps, up_exps, down_exps },
+                        FfnWeights::Moe { router, gate_exps, up_exps, down_exps, biases },
                     ) => {
                         if *post_norm {
                             return Err(EngineError::Unsupported("post-norms around MoE layers".into()));
                         }
-                        self.moe_ffn([router, gate_exps, up_exps, down_exps], moe, *act, dst.0)?
+                        let experts = [router, gate_exps, up_exps, down_exps];
+                        self.moe_ffn(experts, biases.as_ref(), moe, *act, dst.0)?
                     }
                     (FfnPlan::Moe { .. }, FfnWeights::Elsewhere) => {
                         return self.experts_elsewhere(il, *post_norm);

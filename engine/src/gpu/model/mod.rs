@@ -214,8 +214,15 @@ impl Uploader<'_> {
                 FfnWeights::Dense { gate, up, down: GpuMat::whole(self.mat(down)?) }
             }
             FfnWeights::Moe { .. } if experts_elsewhere => FfnWeights::Elsewhere,
-            other => other.try_map(|m| self.mat(m).map(GpuMat::whole))?,
+            other => {
+                let biases = other.vectors().map(|v| self.vec(v)).collect::<Result<Vec<_>>>()?;
+                let mut biases = biases.into_iter();
+                let missing = || EngineError::InvalidArgument(format!("layer {il}: expert biases"));
+                other.try_map(|m| self.mat(m).map(GpuMat::whole), |_| biases.next().ok_or_else(missing))?
+            }
         };
+        let mut vec = |m: &Option<TensorMeta>| m.as_ref().map(|m| self.vec(m)).transpose();
+        let (attn_output_bias, attn_sinks) = (vec(&l.attn_output_bias)?, vec(&l.attn_sinks)?);
         let post_attention_norm = l.post_attention_norm.as_ref().map(|m| self.vec(m)).transpose()?;
         let post_ffw_norm = l.post_ffw_norm.as_ref().map(|m| self.vec(m)).transpose()?;
         Ok(GpuLayer {
@@ -232,6 +239,8 @@ impl Uploader<'_> {
             attn_v_bias,
             attn_q_norm,
             attn_k_norm,
+            attn_output_bias,
+            attn_sinks,
             ffn,
         })
     }
@@ -283,9 +292,8 @@ impl GpuModel {
         let mut total: u64 = 0;
         for (il, l) in metas.layers.iter().enumerate().skip(first) {
             total += l.iter().map(|m| m.n_bytes()).sum::<u64>();
-            if let (true, FfnWeights::Moe { router, gate_exps, up_exps, down_exps }) = (on_cpu(il, l), &l.ffn)
-            {
-                total -= [router, gate_exps, up_exps, down_exps].iter().map(|m| m.n_bytes()).sum::<u64>();
+            if on_cpu(il, l) {
+                total -= l.ffn.iter().chain(l.ffn.vectors()).map(|m| m.n_bytes()).sum::<u64>();
             }
         }
         total += metas.output_norm.n_bytes() + metas.output.as_ref().map_or(0, |m| m.n_bytes());

@@ -17,6 +17,8 @@ pub struct AttentionKey {
     /// The team is exactly one subgroup: reduce with subgroupAdd, no barriers.
     pub team_is_subgroup: bool,
     pub wg: u32,
+    /// Per-head logits join the softmax denominator (gpt-oss).
+    pub sinks: bool,
 }
 
 impl Kernel for AttentionKey {
@@ -29,12 +31,13 @@ impl Kernel for AttentionKey {
             self.team,
             if self.team_is_subgroup { "sg" } else { "" },
             self.wg
-        )
+        ) + if self.sinks { ".sinks" } else { "" }
     }
     fn spec(&self) -> KernelSpec {
         KernelSpec::new("attention.wgsl")
             .define_if(self.kv_f16, "KV_F16")
             .define_if(self.team_is_subgroup, "TEAM_SUBGROUP")
+            .define_if(self.sinks, "SINKS")
             .define_value("HEAD_DIM", format!("{}u", self.head_dim))
             .define_value("HEAD_DIM_V", format!("{}u", self.head_dim_v))
             .define_value("TEAM", format!("{}u", self.team))
@@ -76,6 +79,8 @@ pub struct AttentionArgs<'a> {
     pub step: &'a wgpu::Buffer,
     /// Per token: (position, cache row of its sequence's position 0), as `u32` pairs.
     pub positions: &'a wgpu::Buffer,
+    /// One logit per q head that joins its softmax denominator (gpt-oss).
+    pub sinks: Option<&'a wgpu::Buffer>,
 }
 
 pub fn attention(gpu: &Gpu, a: &AttentionArgs<'_>) -> Result<Op> {
@@ -109,6 +114,7 @@ pub fn attention(gpu: &Gpu, a: &AttentionArgs<'_>) -> Result<Op> {
         team,
         team_is_subgroup,
         wg,
+        sinks: a.sinks.is_some(),
     };
     let pipeline = gpu.pipeline(PipelineKey::Attention(key))?;
     let p = Params {
@@ -122,17 +128,24 @@ pub fn attention(gpu: &Gpu, a: &AttentionArgs<'_>) -> Result<Op> {
         _pad: 0,
     };
     let ubuf = gpu.uniform("attention.params", &p);
-    Ok(gpu.op(
-        pipeline,
-        &[
-            (0, Res::Buf(a.qkv)),
-            (1, Res::Buf(a.k_cache)),
-            (2, Res::Buf(a.v_cache)),
-            (3, Res::Buf(a.out)),
-            (4, Res::Buf(&ubuf)),
-            (5, Res::Buf(a.step)),
-            (6, Res::Buf(a.positions)),
-        ],
-        Grid::Rows { rows_per_token: a.n_head, rows_per_group: wg / team },
-    ))
+    let mut entries = vec![
+        (0, Res::Buf(a.qkv)),
+        (1, Res::Buf(a.k_cache)),
+        (2, Res::Buf(a.v_cache)),
+        (3, Res::Buf(a.out)),
+        (4, Res::Buf(&ubuf)),
+        (5, Res::Buf(a.step)),
+        (6, Res::Buf(a.positions)),
+    ];
+    if let Some(sinks) = a.sinks {
+        if sinks.size() < u64::from(a.n_head) * 4 {
+            return Err(EngineError::InvalidArgument(format!(
+                "attention sinks of {} bytes for {} heads",
+                sinks.size(),
+                a.n_head
+            )));
+        }
+        entries.push((7, Res::Buf(sinks)));
+    }
+    Ok(gpu.op(pipeline, &entries, Grid::Rows { rows_per_token: a.n_head, rows_per_group: wg / team }))
 }

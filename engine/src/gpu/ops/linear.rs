@@ -10,6 +10,7 @@
 
 use bytemuck::{Pod, Zeroable};
 use wllm_loaders::GgmlType;
+use wllm_loaders::model::FfnActivation;
 
 use super::{Op, Res, lane, matmul, matvec};
 use crate::error::{EngineError, Result};
@@ -32,6 +33,10 @@ pub enum Epilogue {
     PairSilu,
     /// As `PairSilu` with GELU (tanh approximation).
     PairGelu,
+    /// `y = silu_oai(g) * (clamp(v) + 1)`: gpt-oss's clamped SwiGLU (see activation.wgsl).
+    GluOai,
+    /// As `PairSilu` with gpt-oss's clamped SwiGLU.
+    PairOai,
 }
 
 impl Epilogue {
@@ -43,17 +48,35 @@ impl Epilogue {
             Epilogue::GluGelu => ".geglu",
             Epilogue::PairSilu => ".swiglu_pair",
             Epilogue::PairGelu => ".geglu_pair",
+            Epilogue::GluOai => ".swiglu_oai",
+            Epilogue::PairOai => ".swiglu_oai_pair",
+        }
+    }
+    /// The GLU epilogue of an activation (the up projection, on a gate computed before).
+    pub fn glu(act: FfnActivation) -> Epilogue {
+        match act {
+            FfnActivation::Silu => Epilogue::GluSilu,
+            FfnActivation::GeluTanh => Epilogue::GluGelu,
+            FfnActivation::SwigluOai => Epilogue::GluOai,
+        }
+    }
+    /// The epilogue of an activation over a stacked gate/up weight.
+    pub fn pair(act: FfnActivation) -> Epilogue {
+        match act {
+            FfnActivation::Silu => Epilogue::PairSilu,
+            FfnActivation::GeluTanh => Epilogue::PairGelu,
+            FfnActivation::SwigluOai => Epilogue::PairOai,
         }
     }
     pub fn is_pair(self) -> bool {
-        matches!(self, Epilogue::PairSilu | Epilogue::PairGelu)
+        matches!(self, Epilogue::PairSilu | Epilogue::PairGelu | Epilogue::PairOai)
     }
     /// Output rows for a weight of `nrows` rows.
     pub fn out_rows(self, nrows: u32) -> u32 {
         if self.is_pair() { nrows / 2 } else { nrows }
     }
     pub fn is_glu(self) -> bool {
-        matches!(self, Epilogue::GluSilu | Epilogue::GluGelu)
+        matches!(self, Epilogue::GluSilu | Epilogue::GluGelu | Epilogue::GluOai)
     }
     pub(crate) fn apply(self, spec: KernelSpec) -> KernelSpec {
         match self {
@@ -63,6 +86,8 @@ impl Epilogue {
             Epilogue::GluGelu => spec.define("GLU").define("GLU_GELU"),
             Epilogue::PairSilu => spec.define("GLU_PAIR").define("GLU_SILU"),
             Epilogue::PairGelu => spec.define("GLU_PAIR").define("GLU_GELU"),
+            Epilogue::GluOai => spec.define("GLU").define("GLU_OAI"),
+            Epilogue::PairOai => spec.define("GLU_PAIR").define("GLU_OAI"),
         }
     }
 }
@@ -279,9 +304,20 @@ pub fn grouped_shape(gpu: &Gpu, expert_rows: u32) -> (u32, u32) {
     }
 }
 
+/// Expert biases (gpt-oss) are stacked like the experts' rows: one per row of the weight.
 fn check_experts(w: &GpuWeight, io: &LinearIo<'_>, ex: &ExpertIds<'_>) -> Result<()> {
-    if io.bias.is_some() || ex.expert_rows == 0 || !w.nrows.is_multiple_of(ex.expert_rows) {
+    if ex.expert_rows == 0 || !w.nrows.is_multiple_of(ex.expert_rows) {
         return Err(EngineError::InvalidArgument(format!("{}: bad expert layout", w.name)));
+    }
+    if let Some(b) = io.bias
+        && b.size() < u64::from(w.nrows) * 4
+    {
+        return Err(EngineError::InvalidArgument(format!(
+            "{}: an expert bias of {} bytes for {} rows",
+            w.name,
+            b.size(),
+            w.nrows
+        )));
     }
     Ok(())
 }
