@@ -94,7 +94,9 @@ fn real_models_on_cpu_and_split() {
 
 #[test]
 fn tiny_moe_with_experts_on_cpu() {
-    let moe = |c: &support::Case| c.name.starts_with("tiny-qwen3moe") || c.name.starts_with("tiny-llama-moe");
+    let moe = |c: &support::Case| {
+        ["tiny-qwen3moe", "tiny-llama-moe", "tiny-gptoss"].iter().any(|m| c.name.starts_with(m))
+    };
     // --cpu-moe with every layer on the GPU, and with a CPU/GPU split.
     check_with(&moe, &|n| vec![n, n / 2], u32::MAX);
     // --n-cpu-moe 1: the first MoE layer's experts only.
