@@ -71,9 +71,10 @@ impl fmt::Display for Backend {
     }
 }
 
-/// Most storage buffers any kernel binds (checked by the portability test). A device created
-/// with a lower `max_storage_buffers_per_shader_stage` cannot run every model.
-pub const STORAGE_BUFFERS_NEEDED: u32 = 7;
+/// Most storage buffers any kernel binds (checked by the portability test): the grouped expert
+/// matmul with a GLU gate and expert biases (gpt-oss) binds eight, WebGPU's default limit. A
+/// device created with a lower `max_storage_buffers_per_shader_stage` cannot run every model.
+pub const STORAGE_BUFFERS_NEEDED: u32 = 8;
 
 /// How to pick and open a device.
 #[derive(Clone, Debug, Default)]
