@@ -18,7 +18,7 @@ fn opens_reference_tiny_models() {
             n += 1;
         }
     }
-    assert_eq!(n, 9);
+    assert_eq!(n, 11);
 }
 
 #[test]
@@ -34,6 +34,8 @@ fn resolves_weights_of_every_tiny_model() {
         "tiny-gemma3-q4_k_m",
         "tiny-llama-ropefreqs-q8_0",
         "tiny-gemma3-62l-q8_0",
+        "tiny-gptoss-f32",
+        "tiny-gptoss-mxfp4",
     ] {
         let f = GgufFile::open(dir.join(format!("{name}.gguf"))).unwrap();
         let cfg = ModelConfig::from_gguf(&f).unwrap();
@@ -51,5 +53,36 @@ fn resolves_weights_of_every_tiny_model() {
         if name.contains("moe") {
             assert!(cfg.moe.is_some(), "{name}");
         }
+        if name.contains("gptoss") {
+            gpt_oss_config(&cfg, &w);
+        }
+    }
+}
+
+/// What sets gpt-oss apart, read from the tiny model's metadata and tensors.
+fn gpt_oss_config(
+    cfg: &wllm_loaders::ModelConfig,
+    w: &wllm_loaders::ModelWeights<wllm_loaders::model::TensorMeta>,
+) {
+    use wllm_loaders::model::{ExpertGating, FfnActivation, FfnWeights, RopeLayout, Yarn};
+    // Period 2: even layers windowed.
+    assert_eq!(cfg.swa_layers, vec![true, false, true, false]);
+    assert_eq!(cfg.sliding_window, 8);
+    assert_eq!(cfg.rope_layout, RopeLayout::Neox);
+    assert_eq!(cfg.rope_freq_scale, 0.25);
+    let yarn = Yarn { orig_ctx: 1024, beta_fast: 32.0, beta_slow: 1.0, attn_factor: 1.0 };
+    assert_eq!(cfg.rope_yarn, Some(yarn.clone()));
+    // The fixture's numbers: pairs 2..7 ramp, cos/sin scaled by 1 + 0.1 ln 4.
+    assert_eq!(yarn.corr_dims(cfg.rope_dim, cfg.rope_base), [2.0, 7.0]);
+    assert!((yarn.mscale(cfg.rope_freq_scale) - 1.138_629_4).abs() < 1e-6);
+    assert_eq!(cfg.ffn_act, FfnActivation::SwigluOai);
+    assert_eq!(cfg.moe.as_ref().unwrap().gating, ExpertGating::SoftmaxTopK { renormalize: true });
+    assert_eq!(cfg.attn_scale, 1.0 / (cfg.head_dim as f32).sqrt());
+    for (il, l) in w.layers.iter().enumerate() {
+        assert_eq!(l.ffn_norm.name, format!("blk.{il}.post_attention_norm.weight"));
+        assert_eq!(l.attn_sinks.as_ref().unwrap().dims, [cfg.n_head as u64]);
+        assert!(l.attn_output_bias.is_some() && l.attn_q_bias.is_some());
+        let FfnWeights::Moe { biases: Some(b), .. } = &l.ffn else { panic!("layer {il}: no expert biases") };
+        assert_eq!(b.gate.dims, [cfg.moe.as_ref().unwrap().n_ff_expert as u64, 8]);
     }
 }
