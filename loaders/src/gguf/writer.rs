@@ -2,7 +2,7 @@
 //! reads. Everything is checked as it is added, so a file this writer produces always parses.
 
 use std::borrow::Cow;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::meta_value::MetaValue;
@@ -60,8 +60,31 @@ struct PendingTensor<'a> {
     name: String,
     ggml_type: GgmlType,
     dims: Vec<u64>,
-    data: Cow<'a, [u8]>,
+    data: Payload<'a>,
 }
+
+/// A tensor's bytes as the writer holds them until it writes.
+enum Payload<'a> {
+    Bytes(Cow<'a, [u8]>),
+    /// Made a chunk at a time while writing (synthetic weights larger than memory):
+    /// `fill(offset, chunk)` writes bytes `offset..offset + chunk.len()`.
+    Generated(u64, Box<dyn Fn(u64, &mut [u8]) + 'a>),
+    /// Zeros: a hole in a file written by [`GgufWriter::write_file`] (a sparse file where the
+    /// file system has them), written out elsewhere.
+    Zeros(u64),
+}
+
+impl Payload<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Payload::Bytes(b) => b.len() as u64,
+            Payload::Generated(n, _) | Payload::Zeros(n) => *n,
+        }
+    }
+}
+
+/// Bytes generated or zeroed at a time.
+const CHUNK: usize = 1 << 20;
 
 /// Builds a GGUF file from metadata and tensors. Tensor bytes may be borrowed (from a memory
 /// map, say) for `'a`, so saving a model does not copy its weights twice.
@@ -124,7 +147,42 @@ impl<'a> GgufWriter<'a> {
         dims: &[u64],
         data: impl Into<Cow<'a, [u8]>>,
     ) -> Result<&mut Self, GgufWriteError> {
-        let (name, data) = (name.into(), data.into());
+        self.push(name.into(), ggml_type, dims, Payload::Bytes(data.into()))
+    }
+
+    /// Adds a tensor whose bytes `fill(offset, chunk)` produces while the file is written, a
+    /// chunk at a time, so files larger than memory can be made (synthetic weights of a real
+    /// model's shapes).
+    pub fn add_tensor_with(
+        &mut self,
+        name: impl Into<String>,
+        ggml_type: GgmlType,
+        dims: &[u64],
+        fill: impl Fn(u64, &mut [u8]) + 'a,
+    ) -> Result<&mut Self, GgufWriteError> {
+        let len = element_count(dims).and_then(|n| ggml_type.bytes_for(n)).unwrap_or(0);
+        self.push(name.into(), ggml_type, dims, Payload::Generated(len, Box::new(fill)))
+    }
+
+    /// Adds an all-zero tensor, left as a hole by [`write_file`](Self::write_file): a file of
+    /// a big model's shapes that takes no disk (for memory plans and load-path checks).
+    pub fn add_tensor_zeros(
+        &mut self,
+        name: impl Into<String>,
+        ggml_type: GgmlType,
+        dims: &[u64],
+    ) -> Result<&mut Self, GgufWriteError> {
+        let len = element_count(dims).and_then(|n| ggml_type.bytes_for(n)).unwrap_or(0);
+        self.push(name.into(), ggml_type, dims, Payload::Zeros(len))
+    }
+
+    fn push(
+        &mut self,
+        name: String,
+        ggml_type: GgmlType,
+        dims: &[u64],
+        data: Payload<'a>,
+    ) -> Result<&mut Self, GgufWriteError> {
         if self.tensors.iter().any(|t| t.name == name) {
             return Err(GgufWriteError::DuplicateTensor(name));
         }
@@ -142,13 +200,13 @@ impl<'a> GgufWriter<'a> {
         let Some(expected) = ggml_type.bytes_for(n) else {
             return Err(GgufWriteError::DimOverflow { tensor: name, dims: dims.to_vec() });
         };
-        if expected != data.len() as u64 {
+        if expected != data.len() {
             return Err(GgufWriteError::DataSize {
                 tensor: name,
                 ggml_type,
                 dims: dims.to_vec(),
                 expected,
-                found: data.len() as u64,
+                found: data.len(),
             });
         }
         self.tensors.push(PendingTensor { name, ggml_type, dims: dims.to_vec(), data });
@@ -164,6 +222,15 @@ impl<'a> GgufWriter<'a> {
 
     /// Writes the whole file; returns the number of bytes written.
     pub fn write_to(&self, out: &mut impl Write) -> Result<u64, GgufWriteError> {
+        self.write_with(out, &mut |out, n| write_zeros(out, n))
+    }
+
+    /// Writes everything, `zeros(out, n)` standing for each run of `n` zero bytes.
+    fn write_with<W: Write>(
+        &self,
+        out: &mut W,
+        zeros: &mut dyn FnMut(&mut W, u64) -> std::io::Result<()>,
+    ) -> Result<u64, GgufWriteError> {
         let alignment = self.alignment();
         let mut out = Counting { inner: out, written: 0 };
         out.write_all(&GGUF_MAGIC)?;
@@ -184,11 +251,27 @@ impl<'a> GgufWriter<'a> {
             }
             out.write_all(&t.ggml_type.id().to_le_bytes())?;
             out.write_all(&offset.to_le_bytes())?;
-            offset = align_up(offset + t.data.len() as u64, alignment);
+            offset = align_up(offset + t.data.len(), alignment);
         }
         pad_to(&mut out, alignment)?;
         for t in &self.tensors {
-            out.write_all(&t.data)?;
+            match &t.data {
+                Payload::Bytes(b) => out.write_all(b)?,
+                Payload::Zeros(n) => {
+                    zeros(out.inner, *n)?;
+                    out.written += n;
+                }
+                Payload::Generated(n, fill) => {
+                    let mut chunk = vec![0u8; CHUNK];
+                    let mut at = 0;
+                    while at < *n {
+                        let len = (*n - at).min(CHUNK as u64) as usize;
+                        fill(at, &mut chunk[..len]);
+                        out.write_all(&chunk[..len])?;
+                        at += len as u64;
+                    }
+                }
+            }
             pad_to(&mut out, alignment)?;
         }
         Ok(out.written)
@@ -205,11 +288,18 @@ impl<'a> GgufWriter<'a> {
         let io = |source| GgufWriteError::Io { path: path.to_path_buf(), source };
         let file = std::fs::File::create(path).map_err(io)?;
         let mut buf = std::io::BufWriter::new(file);
-        let n = self.write_to(&mut buf).map_err(|e| match e {
+        // Zero runs become holes: seek past them (the buffer is flushed first).
+        let mut hole = |out: &mut std::io::BufWriter<std::fs::File>, n: u64| -> std::io::Result<()> {
+            out.seek(SeekFrom::Current(i64::try_from(n).map_err(std::io::Error::other)?))?;
+            Ok(())
+        };
+        let n = self.write_with(&mut buf, &mut hole).map_err(|e| match e {
             GgufWriteError::Write(source) => io(source),
             other => other,
         })?;
         buf.flush().map_err(io)?;
+        // A hole at the very end is not in the file until its length says so.
+        buf.get_ref().set_len(n).map_err(io)?;
         Ok(n)
     }
 }
@@ -237,6 +327,17 @@ fn check_value(key: &str, value: &MetaValue, depth: u32) -> Result<(), GgufWrite
             });
         }
         check_value(key, item, depth + 1)?;
+    }
+    Ok(())
+}
+
+fn write_zeros(out: &mut impl Write, n: u64) -> std::io::Result<()> {
+    let zeros = [0u8; 4096];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(zeros.len() as u64) as usize;
+        out.write_all(&zeros[..k])?;
+        left -= k as u64;
     }
     Ok(())
 }
