@@ -15,6 +15,7 @@ use wllm_loaders::model::{FfnWeights, ModelWeights, TensorMeta};
 use crate::error::{EngineError, Result};
 use crate::gpu::model::context_bytes;
 use crate::gpu::repack::{gpu_bytes, layout};
+use crate::gpu::tensor::rows_per_part;
 
 /// How many layers to put on the GPU.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -345,7 +346,9 @@ fn device_bytes(m: &TensorMeta, f: &GpuFacts) -> u64 {
     let nb = m.dim(0) / lay.elems as u64;
     let rows: u64 = m.dims.iter().skip(1).product();
     let row = gpu_bytes(&lay, nb).1.max(1);
-    let per_part = (f.max_binding.min(u32::MAX as u64 & !255) / row).max(1);
+    // As the upload splits it: stacked experts keep each expert in one part.
+    let align = if m.dims.len() > 2 { m.dim(1) } else { 1 };
+    let per_part = rows_per_part(row, f.max_binding, align).max(1);
     let full = rows / per_part;
     let rest = rows % per_part;
     full * gpu_bytes(&lay, per_part * nb).1 + if rest > 0 { gpu_bytes(&lay, rest * nb).1 } else { 0 }

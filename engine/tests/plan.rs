@@ -8,7 +8,7 @@ use wllm_engine::plan::{GpuFacts, HostFacts, PlanRequest, parse_size, plan};
 use wllm_engine::{
     Context, ContextOptions, DeviceOptions, EngineError, Gpu, GpuLayers, GpuModel, context_bytes,
 };
-use wllm_loaders::model::ModelWeights;
+use wllm_loaders::model::{FfnWeights, ModelWeights};
 use wllm_loaders::{GgufFile, ModelConfig};
 
 fn tiny(name: &str) -> PathBuf {
@@ -49,7 +49,12 @@ fn sizes_and_layer_counts_parse() {
 
 #[test]
 fn auto_takes_the_most_layers_that_fit_and_explicit_requests_over_budget_are_refused() {
-    for name in ["tiny-llama-q4_k_m.gguf", "tiny-gemma3-q4_k_m.gguf", "tiny-qwen3moe-q4_k_m.gguf"] {
+    for name in [
+        "tiny-llama-q4_k_m.gguf",
+        "tiny-gemma3-q4_k_m.gguf",
+        "tiny-qwen3moe-q4_k_m.gguf",
+        "tiny-gptoss-mxfp4.gguf",
+    ] {
         let f = GgufFile::open(tiny(name)).unwrap();
         let cfg = ModelConfig::from_gguf(&f).unwrap();
         let w = ModelWeights::resolve(&cfg, &f).unwrap();
@@ -108,7 +113,12 @@ fn the_plan_predicts_what_loading_allocates() {
     };
     let host = HostFacts::probe();
     let f = GpuFacts::of(&gpu, None, &host);
-    for name in ["tiny-llama-q4_k_m.gguf", "tiny-gemma3-q4_k_m.gguf", "tiny-qwen3moe-q4_k_m.gguf"] {
+    for name in [
+        "tiny-llama-q4_k_m.gguf",
+        "tiny-gemma3-q4_k_m.gguf",
+        "tiny-qwen3moe-q4_k_m.gguf",
+        "tiny-gptoss-mxfp4.gguf",
+    ] {
         let file = GgufFile::open(tiny(name)).unwrap();
         let cfg = ModelConfig::from_gguf(&file).unwrap();
         let w = ModelWeights::resolve(&cfg, &file).unwrap();
@@ -134,4 +144,67 @@ fn the_plan_predicts_what_loading_allocates() {
             );
         }
     }
+}
+
+/// A gpt-oss-120b-shaped file (59 GiB of MXFP4 experts and Q8_0 matrices, written sparse, so it
+/// takes no disk): the plan counts its weights and its KV cache per device, refuses it on a
+/// 24 GiB host with the plan and advice, and fits it on a 128 GiB unified-memory box. Loading
+/// its last layer and head on the GPU splits every tensor larger than a binding into parts,
+/// experts whole, and allocates what the plan predicted.
+#[test]
+fn a_gpt_oss_120b_shaped_file_is_planned_and_refused_without_being_read() {
+    use wllm_loaders::synthetic::{Fill, SyntheticModel};
+    let dir = std::env::temp_dir().join(format!("wllm-plan-120b-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gpt-oss-120b-sparse.gguf");
+    let model = SyntheticModel::preset("gpt-oss-120b").unwrap();
+    model.write(&path, Fill::Zeros).unwrap();
+    let file = GgufFile::open(&path).unwrap();
+    let cfg = ModelConfig::from_gguf(&file).unwrap();
+    let w = ModelWeights::resolve(&cfg, &file).unwrap();
+    let file_weights: u64 = w.all().iter().map(|m| m.n_bytes()).sum();
+    assert_eq!(file_weights, model.weight_bytes());
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+
+    // This machine's size: 24 GiB of RAM, lavapipe-like (unified, 128 MiB bindings).
+    let small = HostFacts { available: Some(24 << 30) };
+    let lavapipe = GpuFacts { unified: true, ..facts(None, 128 << 20) };
+    let err = plan(&cfg, &w, &req(GpuLayers::Auto, 4096), Some(&lavapipe), &small).unwrap_err();
+    let EngineError::OverBudget { plan: shown, advice } = &err else { panic!("{err}") };
+    assert!(shown.contains("MiB") && advice.contains("--memory-budget"), "{err}");
+    assert!(plan(&cfg, &w, &req(GpuLayers::Count(0), 4096), None, &small).is_err(), "CPU only on 24 GiB");
+
+    // A 128 GiB Strix Halo with 96 GiB for the GPU: everything fits at the full 131072 context.
+    let halo = HostFacts { available: Some(120 << 30) };
+    let igpu = GpuFacts { unified: true, budget: Some(96 << 30), ..facts(None, (2u64 << 30) - 4) };
+    let p = plan(&cfg, &w, &req(GpuLayers::All, 131_072), Some(&igpu), &halo).unwrap();
+    let (_, usage) = p.gpu.clone().unwrap();
+    assert_eq!(p.gpu_layers, 36);
+    // Repacked weights stay within 1% of the file's bytes.
+    assert!(usage.weights >= file_weights && gib(usage.weights) < gib(file_weights) * 1.01, "{p}");
+    // K and V of 8 heads of 64 in f16, every layer, every position: 72 KiB a token.
+    assert_eq!(usage.kv, 36 * 131_072 * 2 * 8 * 64 * 2, "{p}");
+    eprintln!("gpt-oss-120b-shaped: file weights {:.2} GiB\n{p}", gib(file_weights));
+
+    // The last layer and the head on a real adapter: parts of at most one binding, experts
+    // whole, and the bytes the plan predicted.
+    if let Ok(gpu) = Gpu::new(&DeviceOptions::default()) {
+        let host = HostFacts { available: Some(1 << 40) };
+        let f = GpuFacts::of(&gpu, None, &host);
+        let p = plan(&cfg, &w, &req(GpuLayers::Count(1), 256), Some(&f), &host).unwrap();
+        let m = GpuModel::load_layers(gpu.clone(), cfg.clone(), &file, 35, 0, &mut |_, _| {}).unwrap();
+        assert_eq!(p.gpu.unwrap().1.weights, m.device_bytes(), "plan vs allocation");
+        let l = &m.layers[0];
+        let mut split = 0;
+        for weight in l.matrices().map(|mat| &*mat.weight).chain(m.output.as_ref()) {
+            split += usize::from(weight.parts.len() > 1);
+            for part in &weight.parts {
+                assert!(part.buffer.size() <= gpu.max_binding(), "{}: a part over one binding", weight.name);
+            }
+        }
+        assert!(split >= 4, "the experts and the head span several bindings");
+        let FfnWeights::Moe { gate_exps, .. } = &l.ffn else { panic!("not MoE") };
+        assert!(gate_exps.weight.parts.iter().all(|p| p.nrows % 2880 == 0), "an expert straddles two parts");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -9,6 +9,7 @@ pub mod mapped;
 pub mod model;
 pub mod quant;
 pub mod safetensors;
+pub mod synthetic;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

@@ -101,9 +101,9 @@ impl GpuWeight {
         let nrows32 = u32::try_from(nrows).map_err(|_| too_big("row count"))?;
         let row_bytes32 = u32::try_from(row_bytes).map_err(|_| too_big("row size"))?;
         // Byte offsets inside one part are computed in u32 by the kernels.
-        let max = gpu.max_binding().min(u32::MAX as u64 & !255);
+        let max = gpu.max_binding();
         let align = row_align.max(1);
-        let rows_per_part = (max / gpu_row) / align * align;
+        let rows_per_part = rows_per_part(gpu_row, max, align);
         if rows_per_part == 0 {
             return Err(EngineError::Unsupported(format!(
                 "tensor {}: {align} rows of {row_bytes} bytes exceed one {max}-byte storage binding",
@@ -156,4 +156,13 @@ pub fn upload_f32(gpu: &Gpu, t: &TensorBytes<'_>) -> Result<wgpu::Buffer> {
     wllm_loaders::quant::dequantize_row(t.meta.ggml_type, &t.bytes, &mut v)
         .map_err(|e| EngineError::InvalidArgument(format!("tensor {}: {e}", t.meta.name)))?;
     Ok(gpu.storage_init(&t.meta.name, bytemuck::cast_slice(&v)))
+}
+
+/// Rows of `gpu_row` bytes one part (buffer) of a weight holds under a `max_binding`-byte
+/// binding limit, a multiple of `align` (one expert of stacked experts never straddles two
+/// parts); 0 when not even `align` rows fit. Byte offsets inside one part are computed in u32
+/// by the kernels, hence the 4 GiB cap.
+pub fn rows_per_part(gpu_row: u64, max_binding: u64, align: u64) -> u64 {
+    let max = max_binding.min(u32::MAX as u64 & !255);
+    (max / gpu_row.max(1)) / align.max(1) * align.max(1)
 }

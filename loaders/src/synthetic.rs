@@ -1,0 +1,251 @@
+//! GGUF files with a released model's shapes, metadata and tensor types but synthetic weights:
+//! all zeros (a sparse file: big-model memory plans and load paths checked without the disk)
+//! or seeded random blocks (speed measurements of models that cannot be downloaded here). The
+//! text such a model writes is noise; its speed and its memory are the real model's.
+
+use std::path::Path;
+
+use crate::ggml_type::GgmlType;
+use crate::gguf::{GgufWriteError, GgufWriter, MetaValue};
+
+/// A model's metadata and tensor list.
+pub struct SyntheticModel {
+    pub name: String,
+    pub metadata: Vec<(String, MetaValue)>,
+    /// Name, type, ggml-order dims.
+    pub tensors: Vec<(String, GgmlType, Vec<u64>)>,
+}
+
+/// What the weights hold.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Fill {
+    /// Zeros, as holes in the file.
+    Zeros,
+    /// Uniform random quants with small, finite scales, from this seed.
+    Random { seed: u64 },
+}
+
+/// The numbers of a gpt-oss model (`gpt-oss-20b` and `gpt-oss-120b` differ in depth and
+/// expert count only).
+struct GptOss {
+    n_layer: u64,
+    n_expert: u64,
+}
+
+impl SyntheticModel {
+    /// A preset by name: `gpt-oss-20b`, `gpt-oss-120b` (llama.cpp's `MXFP4_MOE` types: experts
+    /// MXFP4, other matrices Q8_0, the router, norms, biases and sinks F32).
+    pub fn preset(name: &str) -> Option<SyntheticModel> {
+        match name {
+            "gpt-oss-20b" => Some(Self::gpt_oss(name, GptOss { n_layer: 24, n_expert: 32 })),
+            "gpt-oss-120b" => Some(Self::gpt_oss(name, GptOss { n_layer: 36, n_expert: 128 })),
+            _ => None,
+        }
+    }
+
+    /// The names [`preset`](Self::preset) knows.
+    pub const PRESETS: &'static [&'static str] = &["gpt-oss-20b", "gpt-oss-120b"];
+
+    fn gpt_oss(name: &str, g: GptOss) -> SyntheticModel {
+        // Shapes and hyperparameters of the released checkpoints' GGUF conversion.
+        let (e, head, n_head, n_kv, ff, vocab) = (2880u64, 64u64, 64u64, 8u64, 2880u64, 201_088u64);
+        let a = |k: &str| format!("gpt-oss.{k}");
+        let mut metadata: Vec<(String, MetaValue)> = vec![
+            ("general.architecture".into(), "gpt-oss".into()),
+            ("general.name".into(), format!("{name} (synthetic weights)").into()),
+            (a("block_count"), (g.n_layer as u32).into()),
+            (a("context_length"), 131_072u32.into()),
+            (a("embedding_length"), (e as u32).into()),
+            (a("feed_forward_length"), (ff as u32).into()),
+            (a("expert_feed_forward_length"), (ff as u32).into()),
+            (a("attention.head_count"), (n_head as u32).into()),
+            (a("attention.head_count_kv"), (n_kv as u32).into()),
+            (a("attention.key_length"), (head as u32).into()),
+            (a("attention.value_length"), (head as u32).into()),
+            (a("attention.layer_norm_rms_epsilon"), 1e-5f32.into()),
+            (a("attention.sliding_window"), 128u32.into()),
+            (a("rope.freq_base"), 150_000f32.into()),
+            (a("rope.scaling.type"), "yarn".into()),
+            (a("rope.scaling.factor"), 32f32.into()),
+            (a("rope.scaling.original_context_length"), 4096u32.into()),
+            (a("expert_count"), (g.n_expert as u32).into()),
+            (a("expert_used_count"), 4u32.into()),
+        ];
+        metadata.extend(placeholder_vocab(vocab as usize));
+        let (q8, f32_, mx) = (GgmlType::Q8_0, GgmlType::F32, GgmlType::MXFP4);
+        let mut tensors = vec![
+            ("token_embd.weight".to_string(), q8, vec![e, vocab]),
+            ("output_norm.weight".to_string(), f32_, vec![e]),
+            ("output.weight".to_string(), q8, vec![e, vocab]),
+        ];
+        let (q, kv, x) = (n_head * head, n_kv * head, g.n_expert);
+        for il in 0..g.n_layer {
+            let mut t =
+                |n: &str, ty, dims: &[u64]| tensors.push((format!("blk.{il}.{n}"), ty, dims.to_vec()));
+            t("attn_norm.weight", f32_, &[e]);
+            t("post_attention_norm.weight", f32_, &[e]);
+            for (n, rows) in [("attn_q", q), ("attn_k", kv), ("attn_v", kv)] {
+                t(&format!("{n}.weight"), q8, &[e, rows]);
+                t(&format!("{n}.bias"), f32_, &[rows]);
+            }
+            t("attn_output.weight", q8, &[q, e]);
+            t("attn_output.bias", f32_, &[e]);
+            t("attn_sinks.weight", f32_, &[n_head]);
+            t("ffn_gate_inp.weight", f32_, &[e, x]);
+            t("ffn_gate_inp.bias", f32_, &[x]);
+            for n in ["ffn_gate_exps", "ffn_up_exps"] {
+                t(&format!("{n}.weight"), mx, &[e, ff, x]);
+                t(&format!("{n}.bias"), f32_, &[ff, x]);
+            }
+            t("ffn_down_exps.weight", mx, &[ff, e, x]);
+            t("ffn_down_exps.bias", f32_, &[e, x]);
+        }
+        SyntheticModel { name: name.to_string(), metadata, tensors }
+    }
+
+    /// Bytes of all tensors (without the header).
+    pub fn weight_bytes(&self) -> u64 {
+        self.tensors.iter().map(|(_, ty, dims)| ty.bytes_for(dims.iter().product()).unwrap_or(0)).sum()
+    }
+
+    /// Writes the file; returns its size.
+    pub fn write(&self, path: impl AsRef<Path>, fill: Fill) -> Result<u64, GgufWriteError> {
+        let mut w = GgufWriter::new();
+        for (k, v) in &self.metadata {
+            w.add_metadata(k.clone(), v.clone())?;
+        }
+        for (i, (name, ty, dims)) in self.tensors.iter().enumerate() {
+            match fill {
+                Fill::Zeros => w.add_tensor_zeros(name.clone(), *ty, dims)?,
+                Fill::Random { seed } => {
+                    let (ty, seed) = (*ty, seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                    w.add_tensor_with(name.clone(), ty, dims, move |at, chunk| {
+                        random_blocks(ty, seed, at, chunk)
+                    })?
+                }
+            };
+        }
+        w.write_file(path)
+    }
+}
+
+/// A SentencePiece-style vocabulary of `n` pieces (specials, the 256 byte pieces, then
+/// numbered ones), enough for both engines to load the file; text through it is meaningless.
+fn placeholder_vocab(n: usize) -> Vec<(String, MetaValue)> {
+    let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+    tokens.extend((0..256).map(|b| format!("<0x{b:02X}>")));
+    let first_numbered = tokens.len();
+    tokens.extend((first_numbered..n).map(|i| format!("▁t{i}")));
+    let types: Vec<i32> = (0..n)
+        .map(|i| {
+            if i < 3 {
+                3
+            } else if i < first_numbered {
+                6
+            } else {
+                1
+            }
+        })
+        .collect();
+    let scores: Vec<f32> = (0..n).map(|i| -(i as f32)).collect();
+    vec![
+        ("tokenizer.ggml.model".into(), "llama".into()),
+        ("tokenizer.ggml.tokens".into(), tokens.into()),
+        ("tokenizer.ggml.scores".into(), scores.into()),
+        ("tokenizer.ggml.token_type".into(), types.into()),
+        ("tokenizer.ggml.bos_token_id".into(), 1u32.into()),
+        ("tokenizer.ggml.eos_token_id".into(), 2u32.into()),
+    ]
+}
+
+/// SplitMix64: a seeded stream with no dependency, the same on every platform.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Bytes `at..at + chunk.len()` of a tensor of random `ty` blocks. Each block is a function of
+/// its index alone, so chunks may cut blocks anywhere. Quants are uniform; scales are small and
+/// finite so activations stay in range through many layers.
+fn random_blocks(ty: GgmlType, seed: u64, at: u64, chunk: &mut [u8]) {
+    let size = ty.type_size();
+    let mut block = vec![0u8; size as usize];
+    let mut i = 0usize;
+    while i < chunk.len() {
+        let pos = at + i as u64;
+        let (index, offset) = (pos / size, (pos % size) as usize);
+        let mut state = seed ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03);
+        for b in block.chunks_mut(8) {
+            let r = splitmix(&mut state).to_le_bytes();
+            b.copy_from_slice(&r[..b.len()]);
+        }
+        fix_scales(ty, &mut block, splitmix(&mut state));
+        let n = (size as usize - offset).min(chunk.len() - i);
+        chunk[i..i + n].copy_from_slice(&block[offset..offset + n]);
+        i += n;
+    }
+}
+
+/// Overwrites a random block's float fields with small finite values (`r` random bits).
+fn fix_scales(ty: GgmlType, block: &mut [u8], r: u64) {
+    // A value in [-scale, scale) from 24 random bits.
+    let small = |bits: u64, scale: f32| ((bits & 0xFF_FFFF) as f32 / (1 << 23) as f32 - 1.0) * scale;
+    let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();
+    match ty {
+        GgmlType::F32 => {
+            for (j, v) in block.chunks_exact_mut(4).enumerate() {
+                v.copy_from_slice(&small(r.rotate_left(j as u32 * 7), 0.05).to_le_bytes());
+            }
+        }
+        GgmlType::F16 => {
+            for (j, v) in block.chunks_exact_mut(2).enumerate() {
+                v.copy_from_slice(&f16(small(r.rotate_left(j as u32 * 7), 0.05)));
+            }
+        }
+        // One f16 scale first: `d * q` with |q| <= 127 stays near 0.05.
+        GgmlType::Q8_0 => block[..2].copy_from_slice(&f16(4e-4 + small(r, 1e-4))),
+        GgmlType::Q4_0 => block[..2].copy_from_slice(&f16(6e-3 + small(r, 1e-3))),
+        // Scales 2^(e - 128) with e in 118..=121: values up to 12 * 2^-7.
+        GgmlType::MXFP4 => block[0] = 118 + (r % 4) as u8,
+        GgmlType::Q4_K | GgmlType::Q5_K => {
+            block[..2].copy_from_slice(&f16(1e-3 + small(r, 2e-4)));
+            block[2..4].copy_from_slice(&f16(1e-3 + small(r >> 24, 2e-4)));
+        }
+        GgmlType::Q6_K => block[208..210].copy_from_slice(&f16(1e-3 + small(r, 2e-4))),
+        // Other types keep whatever their random bits mean.
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_blocks_do_not_depend_on_chunking() {
+        let ty = GgmlType::Q8_0;
+        let mut whole = vec![0u8; 34 * 10];
+        random_blocks(ty, 7, 0, &mut whole);
+        let mut pieces = vec![0u8; 34 * 10];
+        let (a, b) = pieces.split_at_mut(45);
+        random_blocks(ty, 7, 0, a);
+        random_blocks(ty, 7, 45, b);
+        assert_eq!(whole, pieces);
+        let values = crate::quant::dequantize(ty, &whole, 320).unwrap();
+        assert!(values.iter().all(|v| v.is_finite() && v.abs() < 0.1), "{values:?}");
+    }
+
+    #[test]
+    fn presets_have_the_released_sizes() {
+        let gib = |m: &SyntheticModel| m.weight_bytes() as f64 / (1u64 << 30) as f64;
+        let (small, big) =
+            (SyntheticModel::preset("gpt-oss-20b").unwrap(), SyntheticModel::preset("gpt-oss-120b").unwrap());
+        // ggml-org's MXFP4 conversions: 12.1 GB and 63.4 GB files (11.3 and 59.0 GiB).
+        assert!((gib(&small) - 11.3).abs() < 0.3, "{}", gib(&small));
+        assert!((gib(&big) - 59.0).abs() < 0.8, "{}", gib(&big));
+        assert!(SyntheticModel::preset("gpt-oss-7b").is_none());
+    }
+}
