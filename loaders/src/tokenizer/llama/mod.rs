@@ -16,7 +16,7 @@ use crate::tokenizer::pretokenize::PreTokenizer;
 
 pub(crate) use load::from_gguf;
 use partition::{Fragment, Specials};
-pub(crate) use specials::EOG_NAMES;
+pub(crate) use specials::{ALWAYS_RENDERED, EOG_NAMES};
 use specials::SpecialIds;
 use vocab::{Merges, Vocab};
 
