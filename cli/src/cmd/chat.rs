@@ -60,7 +60,7 @@ pub fn run(a: Args) -> Result<()> {
     let (model, session_opts) = a.context.load(&a.model, &a.device)?;
     let session = model.session(&session_opts)?;
     let mut chat =
-        Chat::new(session, ChatOptions { system: a.system.clone(), overflow: a.context_overflow.into() })
+        Chat::new(session, ChatOptions { system: a.system.clone(), overflow: a.context_overflow.into(), ..Default::default() })
             .map_err(template_hint)?;
     let interactive = std::io::stdin().is_terminal();
 
