@@ -480,7 +480,8 @@ fn harmony_markers_reach_the_text_from_tokenizer_json() {
     // gpt-oss's tokenizer.json marks every harmony marker special; without the GGUF loader's
     // adjustments the channels would be invisible and `<|end|>` would end the reply after the
     // reasoning.
-    let markers = ["<|start|>", "<|channel|>", "<|message|>", "<|end|>", "<|return|>", "<|call|>", "<|constrain|>"];
+    let markers =
+        ["<|start|>", "<|channel|>", "<|message|>", "<|end|>", "<|return|>", "<|call|>", "<|constrain|>"];
     let mut vocab = serde_json::Map::new();
     for (i, w) in ["<unk>", "hi"].iter().chain(&markers).enumerate() {
         vocab.insert(w.to_string(), Value::from(i as u64));
