@@ -6,8 +6,15 @@
 //! appending a rendered delta) keeps the cache right for templates that rewrite earlier turns
 //! and for replies whose text tokenizes differently from the ids the model sampled: the cache
 //! is cut back to where they part.
+//!
+//! Models that reason before answering (gpt-oss's harmony channels, Qwen3's `<think>`) have
+//! their replies split into [`Reply::reasoning`] and [`Reply::text`]; only the answer joins the
+//! conversation, as these templates drop the reasoning of past turns anyway.
 
-use wllm_loaders::chat::{ChatMessage, ChatTemplate, TemplateOrigin};
+use wllm_loaders::chat::{
+    ChatMessage, ChatTemplate, ReasoningEffort, ReasoningFormat, ReasoningParser, RenderOptions,
+    TemplateOrigin,
+};
 
 use crate::error::{Error, Result};
 use crate::generate::{Chunk, GenerateOptions, Generation, GenerationStats, StopReason};
@@ -30,6 +37,19 @@ pub struct ChatOptions {
     /// The system message, kept first through `clear` and truncation.
     pub system: Option<String>,
     pub overflow: ContextOverflow,
+    /// How much to reason, for templates that take it (gpt-oss); `None`: the template's default.
+    pub reasoning_effort: Option<ReasoningEffort>,
+}
+
+/// A conversation rendered for generation: its tokens, and the parser that splits the reply
+/// the model will write after them.
+#[derive(Clone, Debug)]
+pub struct ChatPrompt {
+    pub tokens: Vec<u32>,
+    /// Set to the model's [`ReasoningFormat`], starting where the prompt leaves the reply
+    /// (inside `<think>` when the template opened it). Pass it as
+    /// [`GenerateOptions::reasoning`].
+    pub reasoning: ReasoningParser,
 }
 
 /// How one turn used the cache.
@@ -49,8 +69,44 @@ impl Model {
     /// The templated token ids of `messages`, as llama.cpp tokenizes a chat prompt: the
     /// tokenizer's own BOS/EOS added, special-token text parsed as special tokens.
     pub fn chat_tokens(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<Vec<u32>> {
-        let text = self.template()?.render(messages, add_generation_prompt)?;
-        Ok(self.tokenizer().encode(&text, true, true))
+        let options = RenderOptions { add_generation_prompt, ..Default::default() };
+        Ok(self.chat_prompt(messages, &options)?.tokens)
+    }
+
+    /// [`chat_tokens`](Self::chat_tokens) with every render option (the reasoning effort among
+    /// them), and the reply's reasoning parser.
+    ///
+    /// ```no_run
+    /// use wllm::loaders::chat::RenderOptions;
+    /// use wllm::{ChatMessage, GenerateOptions, Model, ReasoningEffort, SessionOptions};
+    ///
+    /// let model = Model::load("gpt-oss-20b.gguf")?;
+    /// let options = RenderOptions {
+    ///     add_generation_prompt: true,
+    ///     reasoning_effort: Some(ReasoningEffort::Low),
+    ///     ..Default::default()
+    /// };
+    /// let prompt = model.chat_prompt(&[ChatMessage::user("Why is the sky blue?")], &options)?;
+    /// let opts = GenerateOptions { reasoning: Some(prompt.reasoning), ..Default::default() };
+    /// let mut session = model.session(&SessionOptions::default())?;
+    /// for chunk in session.generate(&prompt.tokens, opts)? {
+    ///     let chunk = chunk?;
+    ///     eprint!("{}", chunk.reasoning);
+    ///     print!("{}", chunk.text);
+    /// }
+    /// # Ok::<(), wllm::Error>(())
+    /// ```
+    pub fn chat_prompt(&self, messages: &[ChatMessage], options: &RenderOptions) -> Result<ChatPrompt> {
+        let template = self.template()?;
+        let text = template.render_with(messages, options)?;
+        let reasoning = ReasoningParser::for_prompt(template.reasoning_format(), &text);
+        Ok(ChatPrompt { tokens: self.tokenizer().encode(&text, true, true), reasoning })
+    }
+
+    /// How the model's replies mark reasoning, judged from its chat template
+    /// ([`ReasoningFormat::None`] without one).
+    pub fn reasoning_format(&self) -> ReasoningFormat {
+        self.chat_template().map_or(ReasoningFormat::None, ChatTemplate::reasoning_format)
     }
 
     /// The text a template writes after an assistant reply, trimmed (`<|im_end|>`,
@@ -126,9 +182,9 @@ impl Chat {
         let mut turns = self.turns.clone();
         turns.push(ChatMessage::user(user));
         let mut dropped_turns = 0;
-        let prompt = loop {
+        let ChatPrompt { tokens: prompt, reasoning } = loop {
             let prompt = self.prompt(&turns)?;
-            if prompt.len() + reserve <= n_ctx {
+            if prompt.tokens.len() + reserve <= n_ctx {
                 break prompt;
             }
             // The oldest turn runs to the next user message; the newest is the one being sent.
@@ -139,7 +195,7 @@ impl Chat {
                     dropped_turns += 1;
                 }
                 _ => {
-                    return Err(Error::ContextOverflow { prompt: prompt.len(), reserve, n_ctx });
+                    return Err(Error::ContextOverflow { prompt: prompt.tokens.len(), reserve, n_ctx });
                 }
             }
         };
@@ -153,6 +209,9 @@ impl Chat {
         {
             opts.stop.push(eot.clone());
         }
+        if reasoning.format() != ReasoningFormat::None {
+            opts.reasoning = Some(reasoning);
+        }
         let info = TurnInfo {
             prompt_tokens: prompt.len(),
             reused_tokens: reused,
@@ -161,25 +220,32 @@ impl Chat {
         };
         let generation = self.session.generate(&prompt[reused..], opts)?;
         self.turns = turns;
-        Ok(Reply { generation, turns: &mut self.turns, text: String::new(), info })
+        Ok(Reply { generation, turns: &mut self.turns, text: String::new(), reasoning: String::new(), info })
     }
 
-    fn prompt(&self, turns: &[ChatMessage]) -> Result<Vec<u32>> {
+    fn prompt(&self, turns: &[ChatMessage]) -> Result<ChatPrompt> {
         let system = self.options.system.iter().map(ChatMessage::system);
         let messages: Vec<ChatMessage> = system.chain(turns.iter().cloned()).collect();
-        let ids = self.session.model().chat_tokens(&messages, true)?;
-        if ids.is_empty() {
+        let options = RenderOptions {
+            add_generation_prompt: true,
+            reasoning_effort: self.options.reasoning_effort,
+            ..Default::default()
+        };
+        let prompt = self.session.model().chat_prompt(&messages, &options)?;
+        if prompt.tokens.is_empty() {
             return Err(Error::InvalidArgument("the chat template rendered no tokens".into()));
         }
-        Ok(ids)
+        Ok(prompt)
     }
 }
 
-/// A reply being generated: an iterator of text chunks like [`Generation`].
+/// A reply being generated: an iterator of text chunks like [`Generation`], with reasoning
+/// in [`Chunk::reasoning`] for models that reason (see [`Model::reasoning_format`]).
 pub struct Reply<'c> {
     generation: Generation<'c>,
     turns: &'c mut Vec<ChatMessage>,
     text: String,
+    reasoning: String,
     info: TurnInfo,
 }
 
@@ -193,9 +259,18 @@ impl Reply<'_> {
     pub fn stop_reason(&self) -> Option<&StopReason> {
         self.generation.stop_reason()
     }
-    /// The reply so far.
+    /// The answer so far, without the reasoning.
     pub fn text(&self) -> &str {
         &self.text
+    }
+    /// The reasoning so far (empty for models that do not reason).
+    pub fn reasoning(&self) -> &str {
+        &self.reasoning
+    }
+    /// The reply as the model wrote it, reasoning markers included; `None` for models that do
+    /// not reason.
+    pub fn raw_text(&self) -> Option<&str> {
+        self.generation.raw_text()
     }
 }
 
@@ -206,6 +281,7 @@ impl Iterator for Reply<'_> {
         let chunk = self.generation.next()?;
         if let Ok(c) = &chunk {
             self.text.push_str(&c.text);
+            self.reasoning.push_str(&c.reasoning);
         }
         Some(chunk)
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use wllm_engine::sampling::{Sampler, SamplerConfig, StopMatcher, argmax};
 use wllm_engine::{Logits, PendingStep, StepOutput};
 use wllm_loaders::Utf8Stream;
+use wllm_loaders::chat::ReasoningParser;
 
 use crate::error::{Error, Result};
 use crate::session::Session;
@@ -66,6 +67,10 @@ pub struct GenerateOptions {
     /// Keep the logits of every row: each prompt position, then each generated token that was
     /// fed back (`--dump-logits`). Costs a logits download per step.
     pub collect_logits: bool,
+    /// Splits the output into reasoning ([`Chunk::reasoning`]) and answer ([`Chunk::text`]),
+    /// with the markers between them removed. [`Model::chat_prompt`](crate::Model::chat_prompt)
+    /// makes the parser for a chat prompt; `None` leaves the output as generated.
+    pub reasoning: Option<ReasoningParser>,
 }
 
 impl Default for GenerateOptions {
@@ -77,6 +82,7 @@ impl Default for GenerateOptions {
             stop_at_eog: true,
             cancel: None,
             collect_logits: false,
+            reasoning: None,
         }
     }
 }
@@ -116,12 +122,26 @@ impl std::fmt::Display for StopReason {
     }
 }
 
-/// One step's output. `text` can be empty (a token that ends mid-character) and the last
-/// chunk may carry only held-back text (`token: None`).
+/// One step's output. `text` can be empty (a token that ends mid-character, a marker, text
+/// that may be one) and the last chunk may carry only held-back text (`token: None`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chunk {
     pub token: Option<u32>,
+    /// The answer's text (everything generated, without [`GenerateOptions::reasoning`]).
     pub text: String,
+    /// Reasoning text, with [`GenerateOptions::reasoning`]; else always empty.
+    pub reasoning: String,
+}
+
+impl Chunk {
+    fn new(token: Option<u32>, text: String, reasoning: &mut Option<ReasoningParser>, end: bool) -> Chunk {
+        let Some(parser) = reasoning else { return Chunk { token, text, reasoning: String::new() } };
+        let mut delta = parser.push(&text);
+        if end {
+            delta.extend(parser.finish());
+        }
+        Chunk { token, text: delta.content, reasoning: delta.reasoning }
+    }
 }
 
 /// Figures in the form `ollama run --verbose` prints them.
@@ -181,6 +201,7 @@ pub struct Generation<'s> {
     produced: usize,
     utf8: Utf8Stream,
     stop: StopMatcher,
+    reasoning: Option<ReasoningParser>,
     finished: Option<StopReason>,
     flushed: bool,
     logits: Vec<f32>,
@@ -241,6 +262,7 @@ impl<'s> Generation<'s> {
             produced: 0,
             utf8: Utf8Stream::new(),
             stop,
+            reasoning: opts.reasoning.clone(),
             finished: None,
             flushed: false,
             logits: Vec::new(),
@@ -276,6 +298,11 @@ impl<'s> Generation<'s> {
     /// Generated token ids so far (end-of-generation tokens excluded).
     pub fn ids(&self) -> &[u32] {
         &self.ids
+    }
+    /// All text generated so far as the model wrote it, reasoning markers included; `None`
+    /// without [`GenerateOptions::reasoning`].
+    pub fn raw_text(&self) -> Option<&str> {
+        self.reasoning.as_ref().map(ReasoningParser::raw)
     }
     /// Collected logits rows (with [`GenerateOptions::collect_logits`]).
     pub fn logits(&self) -> &[f32] {
@@ -358,7 +385,8 @@ impl<'s> Generation<'s> {
             text = self.stop.push(&text).text;
             text.push_str(&self.stop.finish());
         }
-        (!text.is_empty()).then_some(Ok(Chunk { token: None, text }))
+        let chunk = Chunk::new(None, text, &mut self.reasoning, true);
+        (!chunk.text.is_empty() || !chunk.reasoning.is_empty()).then_some(Ok(chunk))
     }
 
     fn advance(&mut self, drive: Drive) -> Result<Poll<Option<Chunk>>> {
@@ -389,7 +417,7 @@ impl<'s> Generation<'s> {
         self.stats.generated_tokens = self.produced;
         if let Some(i) = step.stop {
             self.finished = Some(StopReason::StopString(i));
-            return Ok(Poll::Ready(Some(Chunk { token: Some(tok), text: step.text })));
+            return Ok(Poll::Ready(Some(Chunk::new(Some(tok), step.text, &mut self.reasoning, false))));
         }
         if let Some(s) = self.sampler.as_mut() {
             s.accept(tok);
@@ -405,7 +433,7 @@ impl<'s> Generation<'s> {
             self.finished = Some(StopReason::MaxTokens);
         }
         self.stats.generation_time = self.gen_start.elapsed();
-        Ok(Poll::Ready(Some(Chunk { token: Some(tok), text: step.text })))
+        Ok(Poll::Ready(Some(Chunk::new(Some(tok), step.text, &mut self.reasoning, false))))
     }
 
     fn drive(&mut self, drive: Drive) -> Poll<Option<Result<Chunk>>> {

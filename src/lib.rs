@@ -16,6 +16,9 @@
 //!   and any number of [`Session`]s (each its own KV cache) share its weights.
 //! - [`Session::generate`] returns a [`Generation`]: an iterator of text [`Chunk`]s with sampling,
 //!   stop strings and a [`CancelToken`] ([`GenerateOptions`]). [`Session::eval`] returns logits.
+//! - [`Chat`] holds a conversation through the model's chat template; [`Model::chat_prompt`]
+//!   renders one turn. Replies of reasoning models come split into reasoning and answer
+//!   ([`ReasoningParser`], [`Chunk::reasoning`]).
 //! - [`Engine::from_device`] runs on a wgpu device the application created; with
 //!   [`Session::start_generation`] and [`Generation::poll_next`] the application advances
 //!   generation from its own frame loop without ever waiting for the GPU.
@@ -31,7 +34,7 @@ mod model;
 mod session;
 mod stepping;
 
-pub use chat::{Chat, ChatOptions, ContextOverflow, Reply, TurnInfo};
+pub use chat::{Chat, ChatOptions, ChatPrompt, ContextOverflow, Reply, TurnInfo};
 pub use device::Engine;
 pub use error::{Error, Result};
 pub use generate::{CancelToken, Chunk, GenerateOptions, Generation, GenerationStats, StopReason};
@@ -43,4 +46,6 @@ pub use wllm_engine::sampling::SamplerConfig;
 pub use wllm_engine::wgpu;
 pub use wllm_engine::{Logits, PendingStep, StepOutput};
 pub use wllm_loaders as loaders;
-pub use wllm_loaders::chat::ChatMessage;
+pub use wllm_loaders::chat::{
+    ChatMessage, ReasoningDelta, ReasoningEffort, ReasoningFormat, ReasoningParser,
+};

@@ -19,6 +19,10 @@ fn greedy(max_tokens: usize) -> GenerateOptions {
 
 /// `None` (after saying why) when the model file or a GPU adapter is missing.
 fn load(path: std::path::PathBuf) -> Option<Model> {
+    load_with_template(path, None)
+}
+
+fn load_with_template(path: std::path::PathBuf, chat_template_source: Option<String>) -> Option<Model> {
     if !path.exists() {
         eprintln!("skipping: {} is not there (scripts fetch the real models)", path.display());
         return None;
@@ -30,7 +34,7 @@ fn load(path: std::path::PathBuf) -> Option<Model> {
             return None;
         }
     };
-    let opts = LoadOptions { gpu: Some(gpu), ..Default::default() };
+    let opts = LoadOptions { gpu: Some(gpu), chat_template_source, ..Default::default() };
     Some(Model::load_with(&path, &opts, &mut |_, _| {}).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
 }
 
@@ -77,7 +81,11 @@ fn second_turn_reuses_the_cache_and_answers_as_a_full_evaluation_does() {
 fn truncate_oldest_keeps_the_system_message_and_drops_whole_turns() {
     let Some(model) = tiny() else { return };
     let session = model.session(&SessionOptions { n_ctx: Some(160), n_batch: 64 }).unwrap();
-    let options = ChatOptions { system: Some("be brief".into()), overflow: ContextOverflow::TruncateOldest };
+    let options = ChatOptions {
+        system: Some("be brief".into()),
+        overflow: ContextOverflow::TruncateOldest,
+        ..Default::default()
+    };
     let mut chat = Chat::new(session, options).unwrap();
     let (a1, t1) = say(&mut chat, "hello there", 8);
     assert_eq!(t1.dropped_turns, 0);
@@ -123,4 +131,64 @@ fn end_of_turn_text_comes_from_the_template() {
     let ids = model.chat_tokens(&[ChatMessage::user("hi")], true).unwrap();
     let text = model.detokenize(&ids);
     assert!(text.ends_with("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"), "{text:?}");
+}
+
+fn template_fixture(name: &str) -> String {
+    std::fs::read_to_string(support::data_dir().join("chat/templates").join(name)).unwrap()
+}
+
+/// Runs one turn of `chat` to its end (EOG ignored, as the tiny model's output is noise) and
+/// checks that the chunks add up to the reply.
+fn reply_parts(chat: &mut Chat, text: &str) -> (String, String, String) {
+    let opts = GenerateOptions { stop_at_eog: false, ..greedy(16) };
+    let mut reply = chat.send(text, opts).unwrap();
+    let (mut content, mut reasoning) = (String::new(), String::new());
+    for chunk in reply.by_ref() {
+        let chunk = chunk.unwrap();
+        content.push_str(&chunk.text);
+        reasoning.push_str(&chunk.reasoning);
+    }
+    assert_eq!((reply.text(), reply.reasoning()), (content.as_str(), reasoning.as_str()));
+    let raw = reply.raw_text().expect("a reasoning template keeps the raw reply").to_string();
+    (reasoning, content, raw)
+}
+
+#[test]
+fn a_template_that_opens_think_makes_the_reply_reasoning() {
+    // DeepSeek-R1's generation prompt ends in `<think>\n`: whatever the model writes before a
+    // `</think>` is reasoning, and only the (here empty) answer joins the conversation.
+    let template = template_fixture("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja");
+    let Some(model) =
+        load_with_template(support::data_dir().join("models/tiny-llama-q8_0.gguf"), Some(template))
+    else {
+        return;
+    };
+    assert_eq!(model.reasoning_format(), wllm::ReasoningFormat::Think);
+    let mut chat =
+        Chat::new(model.session(&SessionOptions::default()).unwrap(), ChatOptions::default()).unwrap();
+    let (reasoning, content, raw) = reply_parts(&mut chat, "hi");
+    assert!(!raw.contains("</think>"), "the noise closed the block: {raw:?}");
+    assert!(!raw.trim().is_empty(), "the model wrote nothing visible");
+    assert_eq!((reasoning.as_str(), content.as_str()), (raw.trim(), ""));
+    assert_eq!(chat.messages().last(), Some(&ChatMessage::assistant("")));
+}
+
+#[test]
+fn gpt_oss_template_gets_the_effort_and_unmarked_output_is_the_answer() {
+    let template = template_fixture("openai-gpt-oss-120b.jinja");
+    let Some(model) =
+        load_with_template(support::data_dir().join("models/tiny-llama-q8_0.gguf"), Some(template))
+    else {
+        return;
+    };
+    assert_eq!(model.reasoning_format(), wllm::ReasoningFormat::Harmony);
+    let options = ChatOptions { reasoning_effort: Some(wllm::ReasoningEffort::High), ..Default::default() };
+    let mut chat = Chat::new(model.session(&SessionOptions::default()).unwrap(), options).unwrap();
+    let (reasoning, content, raw) = reply_parts(&mut chat, "hi");
+    let prompt = model.tokenizer().decode(chat.session().tokens());
+    assert!(prompt.contains("Reasoning: high"), "{prompt}");
+    // The noise has no harmony markers, so nothing of it is taken for reasoning or dropped.
+    assert!(!raw.contains("<|"), "{raw:?}");
+    assert_eq!((reasoning.as_str(), content.as_str()), ("", raw.as_str()));
+    assert_eq!(chat.messages().last(), Some(&ChatMessage::assistant(raw)));
 }

@@ -267,3 +267,56 @@ fn ctrl_c_stops_the_reply_and_the_chat_goes_on() {
     assert_eq!(t.len(), 2, "the chat answered after the interrupted reply: {stderr}");
     assert!(t[0].generated < 500, "the first reply ran on: {t:?}");
 }
+
+/// `wllm run --chat --json` with a template that opens `<think>` in the prompt: the tiny
+/// model's noise is all reasoning, and `text` (the answer) is empty. `--hide-reasoning` prints
+/// nothing of it, and `--reasoning-effort` reaches the gpt-oss template.
+#[test]
+fn run_chat_json_gives_reasoning_and_text_apart() {
+    if !have_gpu() {
+        return;
+    }
+    let templates = data("chat/templates");
+    let deepseek = templates.join("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja");
+    let run = |template: &Path, extra: &[&str]| {
+        let mut cmd = wllm();
+        cmd.args(["run", "--chat", "-n", "12", "--temp", "0", "--ignore-eos", "-p", "hi", "--chat-template"])
+            .arg(template)
+            .args(extra)
+            .arg(tiny());
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        out
+    };
+    let out = run(&deepseek, &["--json"]);
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gguf = wllm::loaders::GgufFile::open(tiny()).unwrap();
+    let tokenizer = wllm::loaders::Tokenizer::from_gguf(&gguf).unwrap();
+    let ids: Vec<u32> = json["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let raw = tokenizer.decode(&ids);
+    assert!(!raw.contains("</think>") && !raw.trim().is_empty(), "{raw:?}");
+    assert_eq!(json["reasoning"], raw.trim(), "{json}");
+    assert_eq!(json["text"], "", "{json}");
+
+    let shown = run(&deepseek, &[]);
+    assert_eq!(
+        text(&shown.stdout),
+        format!("{}\n", raw.trim()),
+        "reasoning is printed (not dimmed: not a terminal)"
+    );
+    let hidden = run(&deepseek, &["--hide-reasoning"]);
+    assert_eq!(text(&hidden.stdout), "\n");
+
+    let out = run(&templates.join("openai-gpt-oss-120b.jinja"), &["--json", "--reasoning-effort", "high"]);
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let prompt: Vec<u32> =
+        json["prompt_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    assert!(tokenizer.decode(&prompt).contains("Reasoning: high"));
+    let bad =
+        wllm().args(["run", "--chat", "-p", "hi", "--reasoning-effort", "max"]).arg(tiny()).output().unwrap();
+    assert!(
+        !bad.status.success() && text(&bad.stderr).contains("low, medium or high"),
+        "{}",
+        text(&bad.stderr)
+    );
+}

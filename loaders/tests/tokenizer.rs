@@ -474,3 +474,43 @@ fn hugging_face_tokenizer_json() {
         assert_eq!(hf.decode(&hf.encode(text, true, false)), *text);
     }
 }
+
+#[test]
+fn harmony_markers_reach_the_text_from_tokenizer_json() {
+    // gpt-oss's tokenizer.json marks every harmony marker special; without the GGUF loader's
+    // adjustments the channels would be invisible and `<|end|>` would end the reply after the
+    // reasoning.
+    let markers =
+        ["<|start|>", "<|channel|>", "<|message|>", "<|end|>", "<|return|>", "<|call|>", "<|constrain|>"];
+    let mut vocab = serde_json::Map::new();
+    for (i, w) in ["<unk>", "hi"].iter().chain(&markers).enumerate() {
+        vocab.insert(w.to_string(), Value::from(i as u64));
+    }
+    let added: Vec<Value> = markers
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            serde_json::json!({"id": i + 2, "content": m, "single_word": false, "lstrip": false,
+                               "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let json = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added, "normalizer": null,
+        "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"},
+    });
+    let dir = std::env::temp_dir().join(format!("wllm-hf-harmony-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("tokenizer.json");
+    std::fs::write(&path, serde_json::to_vec(&json).expect("json")).expect("write");
+    let tok = Tokenizer::from_hf_files(&path, None).expect("hf tokenizer");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let id = |m: &str| tok.encode(m, false, true)[0];
+    for m in ["<|start|>", "<|channel|>", "<|message|>", "<|constrain|>", "<|end|>"] {
+        assert_eq!(tok.token_to_piece(id(m)), m.as_bytes(), "{m} is shown");
+        assert!(!tok.is_eog(id(m)), "{m} does not end generation");
+    }
+    assert!(tok.is_eog(id("<|return|>")) && tok.is_eog(id("<|call|>")));
+    assert!(tok.token_to_piece(id("<|return|>")).is_empty());
+}

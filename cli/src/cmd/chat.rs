@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
-use wllm::{CancelToken, Chat, ChatOptions, Error, GenerateOptions, Reply, StopReason};
+use wllm::{
+    CancelToken, Chat, ChatOptions, Chunk, Error, GenerateOptions, ReasoningEffort, Reply, StopReason,
+};
 
 use crate::cmd::run::SamplingArgs;
 use crate::common::{ContextArgs, DeviceArgs};
@@ -35,9 +37,67 @@ pub struct Args {
     pub context_overflow: Overflow,
     #[command(flatten)]
     pub device: DeviceArgs,
+    #[command(flatten)]
+    pub reasoning: ReasoningArgs,
     /// Per-turn token counts and speeds on stderr.
     #[arg(short, long)]
     pub verbose: bool,
+}
+
+/// What `run --chat` and `chat` share about models that reason before they answer.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ReasoningArgs {
+    /// How much the model should reason (`reasoning_effort` for templates that read it, such
+    /// as gpt-oss's): low, medium or high. Default: the template's.
+    #[arg(long)]
+    pub reasoning_effort: Option<ReasoningEffort>,
+    /// Print only the answer, not the reasoning (which is otherwise shown first, dimmed on a
+    /// terminal).
+    #[arg(long)]
+    pub hide_reasoning: bool,
+}
+
+/// Writes replies as they stream: reasoning first (dimmed on a terminal, unless hidden), then a
+/// blank line, then the answer.
+pub struct ReplyPrinter {
+    hide: bool,
+    dim: bool,
+    in_reasoning: bool,
+}
+
+const DIM: &[u8] = b"\x1b[2m";
+const RESET: &[u8] = b"\x1b[0m";
+
+impl ReplyPrinter {
+    pub fn new(args: &ReasoningArgs) -> ReplyPrinter {
+        ReplyPrinter { hide: args.hide_reasoning, dim: std::io::stdout().is_terminal(), in_reasoning: false }
+    }
+
+    pub fn write(&mut self, out: &mut impl Write, chunk: &Chunk) -> std::io::Result<()> {
+        if !chunk.reasoning.is_empty() && !self.hide {
+            if !self.in_reasoning && self.dim {
+                out.write_all(DIM)?;
+            }
+            self.in_reasoning = true;
+            out.write_all(chunk.reasoning.as_bytes())?;
+        }
+        if !chunk.text.is_empty() {
+            if self.in_reasoning {
+                self.end_reasoning(out)?;
+                out.write_all(b"\n\n")?;
+            }
+            out.write_all(chunk.text.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Call when the reply ends, however it ends, so the terminal is not left dimmed.
+    pub fn end_reasoning(&mut self, out: &mut impl Write) -> std::io::Result<()> {
+        if std::mem::take(&mut self.in_reasoning) && self.dim {
+            out.write_all(RESET)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -59,9 +119,12 @@ pub fn run(a: Args) -> Result<()> {
     let sampling = a.sampling.config()?;
     let (model, session_opts) = a.context.load(&a.model, &a.device)?;
     let session = model.session(&session_opts)?;
-    let mut chat =
-        Chat::new(session, ChatOptions { system: a.system.clone(), overflow: a.context_overflow.into() })
-            .map_err(template_hint)?;
+    let options = ChatOptions {
+        system: a.system.clone(),
+        overflow: a.context_overflow.into(),
+        reasoning_effort: a.reasoning.reasoning_effort,
+    };
+    let mut chat = Chat::new(session, options).map_err(template_hint)?;
     let interactive = std::io::stdin().is_terminal();
 
     // Ctrl-C during a reply stops the reply; anywhere else it leaves, as usual.
@@ -140,7 +203,7 @@ pub fn run(a: Args) -> Result<()> {
             );
         }
         generating.store(true, Ordering::SeqCst);
-        let result = stream(reply, &stdout, a.verbose);
+        let result = stream(reply, &stdout, &mut ReplyPrinter::new(&a.reasoning), a.verbose);
         generating.store(false, Ordering::SeqCst);
         result?;
     }
@@ -156,12 +219,20 @@ pub fn template_hint(e: Error) -> anyhow::Error {
 }
 
 /// Prints a reply as it comes, then a newline, then (with `verbose`) its figures.
-fn stream(mut reply: Reply<'_>, stdout: &std::io::Stdout, verbose: bool) -> Result<()> {
+fn stream(
+    mut reply: Reply<'_>,
+    stdout: &std::io::Stdout,
+    printer: &mut ReplyPrinter,
+    verbose: bool,
+) -> Result<()> {
     let mut out = stdout.lock();
-    for chunk in reply.by_ref() {
-        out.write_all(chunk?.text.as_bytes())?;
+    let streamed = reply.by_ref().try_for_each(|chunk| -> Result<()> {
+        printer.write(&mut out, &chunk?)?;
         out.flush()?;
-    }
+        Ok(())
+    });
+    printer.end_reasoning(&mut out)?;
+    streamed?;
     writeln!(out)?;
     out.flush()?;
     match reply.stop_reason() {

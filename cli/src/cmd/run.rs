@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use wllm::engine::sampling::parse_logit_bias;
-use wllm::{ChatMessage, GenerateOptions, SamplerConfig, StopReason};
+use wllm::loaders::chat::RenderOptions;
+use wllm::{ChatMessage, GenerateOptions, ReasoningFormat, SamplerConfig, StopReason};
 
+use crate::cmd::chat::{ReasoningArgs, ReplyPrinter};
 use crate::common::{ContextArgs, DeviceArgs, number_in, open_output, parse_ids, whole_in};
 
 #[derive(clap::Args)]
@@ -35,6 +37,9 @@ pub struct Args {
     pub context: ContextArgs,
     #[command(flatten)]
     pub device: DeviceArgs,
+    /// With --chat: the reasoning effort, and whether to print the reasoning.
+    #[command(flatten)]
+    pub reasoning: ReasoningArgs,
     /// Write the logits (f32 little-endian rows of n_vocab): one row per prompt position, then
     /// one per generated token that was fed back.
     #[arg(long)]
@@ -42,7 +47,8 @@ pub struct Args {
     /// Timings and device on stderr.
     #[arg(short, long)]
     pub verbose: bool,
-    /// Print one JSON object with ids, text and timings instead of streaming text.
+    /// Print one JSON object with ids, text and timings instead of streaming text. With --chat,
+    /// `text` is the answer and `reasoning` the reasoning before it.
     #[arg(long)]
     pub json: bool,
     /// Keep generating past end-of-generation tokens (as llama.cpp's --ignore-eos).
@@ -120,12 +126,20 @@ pub fn run(a: Args) -> Result<()> {
     let dump = a.dump_logits.as_deref().map(|p| open_output("--dump-logits", p)).transpose()?;
     let (model, session_opts) = a.context.load(&a.model, &a.device)?;
     let mut stop = a.sampling.stop.clone();
+    let mut reasoning = None;
     let prompt_ids = match (&a.prompt, &a.prompt_tokens) {
         (Some(p), _) if a.chat => {
             let mut messages: Vec<ChatMessage> = a.system.iter().map(ChatMessage::system).collect();
             messages.push(ChatMessage::user(p));
             stop.extend(model.chat_end_of_turn());
-            model.chat_tokens(&messages, true).map_err(crate::cmd::chat::template_hint)?
+            let render = RenderOptions {
+                add_generation_prompt: true,
+                reasoning_effort: a.reasoning.reasoning_effort,
+                ..Default::default()
+            };
+            let prompt = model.chat_prompt(&messages, &render).map_err(crate::cmd::chat::template_hint)?;
+            reasoning = (prompt.reasoning.format() != ReasoningFormat::None).then_some(prompt.reasoning);
+            prompt.tokens
         }
         (Some(p), _) => model.tokenize(p),
         (None, Some(ids)) => parse_ids(ids)?,
@@ -148,22 +162,28 @@ pub fn run(a: Args) -> Result<()> {
         stop,
         collect_logits: a.dump_logits.is_some(),
         stop_at_eog: !a.ignore_eos,
+        reasoning,
         ..Default::default()
     };
     let backend = session.backend_name();
     let n_ctx = session.n_ctx();
     let mut gen_ = session.generate(&prompt_ids, opts)?;
-    let mut text = String::new();
+    let (mut text, mut reasoning) = (String::new(), String::new());
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    for chunk in gen_.by_ref() {
+    let mut printer = ReplyPrinter::new(&a.reasoning);
+    let streamed = gen_.by_ref().try_for_each(|chunk| -> Result<()> {
         let chunk = chunk?;
         text.push_str(&chunk.text);
+        reasoning.push_str(&chunk.reasoning);
         if !a.json {
-            out.write_all(chunk.text.as_bytes())?;
+            printer.write(&mut out, &chunk)?;
             out.flush()?;
         }
-    }
+        Ok(())
+    });
+    printer.end_reasoning(&mut out)?;
+    streamed?;
     let ids = gen_.ids().to_vec();
     let stats = gen_.stats().clone();
     let reason = gen_.stop_reason().cloned();
@@ -178,6 +198,7 @@ pub fn run(a: Args) -> Result<()> {
             "prompt_ids": prompt_ids,
             "ids": ids,
             "text": text,
+            "reasoning": reasoning,
             "backend": backend,
             "adapter": info.adapter,
             "gpu_layers": info.plan.gpu_layers,

@@ -9,17 +9,22 @@
 //! a leading BOS (trailing EOS) dropped from the render when the tokenizer adds it anyway.
 //! Templates that fail name the failing construct and its line ([`ChatError`]).
 //!
+//! Replies that carry reasoning (harmony channels, `<think>`) are split by [`ReasoningParser`],
+//! in the [`ReasoningFormat`] the template calls for.
+//!
 //! Not done here: llama.cpp's per-template workarounds (folding a system message into the first
 //! user turn for templates without a system role, typed content parts, tool calls).
 
 mod env;
 mod error;
+mod reasoning;
 mod render;
 mod strftime;
 mod template;
 mod tojson;
 
 pub use error::{ChatError, TemplateFailure};
+pub use reasoning::{ParseEffortError, ReasoningDelta, ReasoningEffort, ReasoningFormat, ReasoningParser};
 pub use render::{RenderDelta, RenderOptions};
 pub use template::{CHATML_TEMPLATE, ChatTemplate, SpecialTokens, TemplateOrigin};
 

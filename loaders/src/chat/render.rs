@@ -5,6 +5,7 @@ use minijinja::Value;
 use super::ChatMessage;
 use super::env::TEMPLATE_NAME;
 use super::error::{ChatError, from_render};
+use super::reasoning::{ReasoningEffort, ReasoningFormat};
 use super::strftime::strftime;
 use super::template::ChatTemplate;
 
@@ -15,6 +16,9 @@ pub struct RenderOptions {
     pub add_generation_prompt: bool,
     /// The time `strftime_now`, `date_string` and `datetime` show (UTC); `None` is now.
     pub now: Option<SystemTime>,
+    /// `reasoning_effort` for templates that read it (gpt-oss: `Reasoning: low|medium|high`
+    /// in the system message); `None` leaves it undefined, so the template's default applies.
+    pub reasoning_effort: Option<ReasoningEffort>,
     /// Extra template variables (llama.cpp's `--chat-template-kwargs`), e.g.
     /// `{"enable_thinking": false}`. They override the built-in ones of the same name.
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -56,7 +60,8 @@ impl ChatTemplate {
     /// The variables are those llama.cpp gives a template: `messages` (each with `role` and
     /// `content`), `add_generation_prompt`, `bos_token`, `eos_token`, `enable_thinking`
     /// (true), `date_string` / `datetime`, and the functions `raise_exception` and
-    /// `strftime_now`; then `options.extra` on top.
+    /// `strftime_now`, `reasoning_effort` when [`RenderOptions::reasoning_effort`] is set; then
+    /// `options.extra` on top.
     pub fn render_with(
         &self,
         messages: &[ChatMessage],
@@ -80,6 +85,9 @@ impl ChatTemplate {
                 }),
             ),
         ];
+        if let Some(effort) = options.reasoning_effort {
+            vars.push(("reasoning_effort".into(), Value::from(effort.as_str())));
+        }
         for (k, v) in &options.extra {
             vars.retain(|(name, _)| name != k);
             vars.push((k.clone(), json_value(v)));
@@ -120,6 +128,11 @@ impl ChatTemplate {
             common -= 1;
         }
         Ok(RenderDelta { past: past_text, full, common })
+    }
+
+    /// How this template's model marks reasoning in its replies.
+    pub fn reasoning_format(&self) -> ReasoningFormat {
+        ReasoningFormat::detect(&self.source)
     }
 
     fn render_error(&self, err: minijinja::Error) -> ChatError {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::tokenizer::attr::TokenAttr;
 use crate::tokenizer::byte_level;
 use crate::tokenizer::error::TokenizerError;
-use crate::tokenizer::llama::EOG_NAMES;
+use crate::tokenizer::llama::{ALWAYS_RENDERED, EOG_NAMES};
 use crate::tokenizer::unicode;
 
 pub(crate) struct HfTokenizer {
@@ -97,6 +97,20 @@ impl HfTokenizer {
             if let Some(attr) = attrs.get_mut(id as usize) {
                 *attr = attr.with(TokenAttr::CONTROL);
             }
+        }
+        // As for GGUF vocabularies (llama/specials.rs): harmony's markers must reach the text,
+        // where the reply's channels are told apart, and `<|end|>` closes a message, not the
+        // reply, when `<|return|>` and `<|call|>` exist.
+        for id in ALWAYS_RENDERED.iter().filter_map(|n| id_of(n)) {
+            if let Some(attr) = attrs.get_mut(id as usize) {
+                *attr = TokenAttr::USER_DEFINED;
+            }
+        }
+        if let (Some(end), Some(_), Some(_)) = (id_of("<|end|>"), id_of("<|return|>"), id_of("<|call|>"))
+            && eog.remove(&end)
+            && let Some(attr) = attrs.get_mut(end as usize)
+        {
+            *attr = TokenAttr::USER_DEFINED;
         }
 
         Ok(HfTokenizer {

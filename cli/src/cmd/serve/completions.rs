@@ -9,11 +9,13 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use wllm::ReasoningFormat;
 use wllm::batch::{BatchRequest, Event, Usage};
+use wllm::loaders::chat::RenderOptions;
 
 use super::access_log::RequestLog;
 use super::errors::ApiError;
-use super::format::{Kind, Meta, TokenLogprobs, finish_reason};
+use super::format::{Kind, Meta, ReplySplitter, TokenLogprobs, finish_reason};
 use super::job::{self, Job};
 use super::openai::{self, Prompt};
 use super::sse;
@@ -52,17 +54,26 @@ async fn complete(
     let ready = st.ready()?;
     let model = &ready.model;
     let p = req.params(kind == Kind::Chat, model.config().n_vocab)?;
+    let mut splitter = ReplySplitter::default();
     let (prompt, mut stop, prompt_param) = match kind {
         Kind::Chat => {
             let messages = req.chat_messages()?;
-            let ids = model.chat_tokens(&messages, true).map_err(|e| match e {
+            let render = RenderOptions {
+                add_generation_prompt: true,
+                reasoning_effort: p.reasoning_effort,
+                ..Default::default()
+            };
+            let chat = model.chat_prompt(&messages, &render).map_err(|e| match e {
                 wllm::Error::NoChatTemplate => ApiError::field(
                     "messages",
                     "the model has no chat template: use /v1/completions, or start the server with --chat-template",
                 ),
                 e => ApiError::field("messages", format!("the chat template refused the messages: {e}")),
             })?;
-            (ids, p.stop.clone(), "messages")
+            if chat.reasoning.format() != ReasoningFormat::None {
+                splitter = ReplySplitter(Some(chat.reasoning));
+            }
+            (chat.tokens, p.stop.clone(), "messages")
         }
         Kind::Text => {
             let ids = match req.completion_prompt()? {
@@ -92,11 +103,11 @@ async fn complete(
         model: st.alias.clone(),
     };
     if p.stream {
-        return Ok(sse::response(job, meta, p.include_usage, log));
+        return Ok(sse::response(job, meta, splitter, p.include_usage, log));
     }
     let reply = collect(job).await?;
     let logprobs = p.logprobs.is_some().then_some(reply.logprobs.as_slice());
-    let body = meta.full(&reply.text, reply.finish, logprobs, &reply.usage);
+    let body = meta.full(&splitter.finish(&reply.text), reply.finish, logprobs, &reply.usage);
     let mut r = ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
     r.extensions_mut().insert(reply.usage);
     Ok(r)

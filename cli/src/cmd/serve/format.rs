@@ -1,10 +1,13 @@
 //! Response bodies in OpenAI's shapes: whole completions, stream chunks, usage and
 //! log-probabilities, for chat (`chat.completion`) and legacy text completions
 //! (`text_completion`).
+//!
+//! Chat replies of models that reason carry the reasoning beside the answer as llama-server
+//! does: `message.reasoning_content`, and `delta.reasoning_content` in stream chunks.
 
 use serde_json::{Map, Value, json};
-use wllm::StopReason;
 use wllm::batch::{TokenLogprob, Usage};
+use wllm::{ReasoningDelta, ReasoningParser, StopReason};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -61,15 +64,28 @@ impl Meta {
         m
     }
 
-    /// A whole (non-streamed) completion.
-    pub fn full(&self, text: &str, finish: &str, logprobs: Option<&[TokenLogprobs]>, u: &Usage) -> Value {
+    /// A whole (non-streamed) completion. `reply.reasoning` is left out when empty.
+    pub fn full(
+        &self,
+        reply: &ReplyText,
+        finish: &str,
+        logprobs: Option<&[TokenLogprobs]>,
+        u: &Usage,
+    ) -> Value {
+        let text = reply.content.as_str();
         let choice = match self.kind {
-            Kind::Chat => json!({
-                "index": 0,
-                "message": { "role": "assistant", "content": text },
-                "logprobs": logprobs.map(chat_logprobs),
-                "finish_reason": finish,
-            }),
+            Kind::Chat => {
+                let mut message = json!({ "role": "assistant", "content": text });
+                if !reply.reasoning.is_empty() {
+                    message["reasoning_content"] = json!(reply.reasoning);
+                }
+                json!({
+                    "index": 0,
+                    "message": message,
+                    "logprobs": logprobs.map(chat_logprobs),
+                    "finish_reason": finish,
+                })
+            }
             Kind::Text => json!({
                 "index": 0,
                 "text": text,
@@ -95,18 +111,25 @@ impl Meta {
 
     /// A chunk of streamed text (with the log-probabilities of the tokens it came from), or
     /// the last chunk, which carries `finish_reason` and no text. `offset`: bytes streamed
-    /// before, for the legacy format's `text_offset`.
+    /// before, for the legacy format's `text_offset`. A chat delta holds the keys that have
+    /// text: `content`, `reasoning_content` or both.
     pub fn chunk(
         &self,
-        text: &str,
+        reply: &ReplyText,
         logprobs: Option<&[TokenLogprobs]>,
         offset: usize,
         finish: Option<&str>,
     ) -> Value {
+        let text = reply.content.as_str();
         let choice = match self.kind {
             Kind::Chat => {
-                let delta =
-                    if finish.is_some() && text.is_empty() { json!({}) } else { json!({ "content": text }) };
+                let mut delta = json!({});
+                if !reply.reasoning.is_empty() {
+                    delta["reasoning_content"] = json!(reply.reasoning);
+                }
+                if !text.is_empty() || (finish.is_none() && reply.reasoning.is_empty()) {
+                    delta["content"] = json!(text);
+                }
                 json!({
                     "index": 0,
                     "delta": delta,
@@ -129,6 +152,56 @@ impl Meta {
         let mut m = self.envelope(true, json!([]));
         m.insert("usage".into(), usage(u));
         Value::Object(m)
+    }
+}
+
+/// Text of a reply, or of a piece of one: the answer and, for models that reason, the
+/// reasoning apart.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReplyText {
+    pub content: String,
+    pub reasoning: String,
+}
+
+impl ReplyText {
+    pub fn plain(text: &str) -> ReplyText {
+        ReplyText { content: text.to_string(), reasoning: String::new() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.content.is_empty() && self.reasoning.is_empty()
+    }
+}
+
+impl From<ReasoningDelta> for ReplyText {
+    fn from(d: ReasoningDelta) -> ReplyText {
+        ReplyText { content: d.content, reasoning: d.reasoning }
+    }
+}
+
+/// Splits generated text with the request's reasoning parser (chat requests to models that
+/// reason), or passes it whole as the answer.
+#[derive(Debug, Default)]
+pub struct ReplySplitter(pub Option<ReasoningParser>);
+
+impl ReplySplitter {
+    pub fn push(&mut self, text: &str) -> ReplyText {
+        match &mut self.0 {
+            Some(p) => p.push(text).into(),
+            None => ReplyText::plain(text),
+        }
+    }
+
+    /// The last of the text, then whatever the parser still held.
+    pub fn finish(&mut self, text: &str) -> ReplyText {
+        match &mut self.0 {
+            Some(p) => {
+                let mut d = p.push(text);
+                d.extend(p.finish());
+                d.into()
+            }
+            None => ReplyText::plain(text),
+        }
     }
 }
 
@@ -194,19 +267,77 @@ mod tests {
     fn shapes() {
         let u = Usage { prompt_tokens: 5, completion_tokens: 2, cached_tokens: 3 };
         let lps = vec![(lp(1, "a", -0.5), vec![lp(1, "a", -0.5), lp(2, "b", -1.5)])];
-        let v = meta(Kind::Chat).full("hi", "stop", Some(&lps), &u);
+        let v = meta(Kind::Chat).full(&ReplyText::plain("hi"), "stop", Some(&lps), &u);
         assert_eq!(v["object"], "chat.completion");
         assert_eq!(v["choices"][0]["message"]["content"], "hi");
         assert_eq!(v["usage"]["total_tokens"], 7);
         assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 3);
         assert_eq!(v["choices"][0]["logprobs"]["content"][0]["top_logprobs"][1]["token"], "b");
         assert_eq!(v["choices"][0]["logprobs"]["content"][0]["bytes"], json!([97]));
-        let v = meta(Kind::Text).full("hi", "length", Some(&lps), &u);
+        let v = meta(Kind::Text).full(&ReplyText::plain("hi"), "length", Some(&lps), &u);
         assert_eq!(v["object"], "text_completion");
         assert_eq!(v["choices"][0]["logprobs"]["top_logprobs"][0]["b"], -1.5);
-        let c = meta(Kind::Chat).chunk("", None, 0, Some("stop"));
+        let c = meta(Kind::Chat).chunk(&ReplyText::default(), None, 0, Some("stop"));
         assert_eq!(c["choices"][0]["delta"], json!({}));
         assert_eq!(meta(Kind::Chat).role_chunk()["choices"][0]["delta"]["role"], "assistant");
         assert_eq!(meta(Kind::Chat).usage_chunk(&u)["choices"], json!([]));
+        assert!(v["choices"][0]["message"].get("reasoning_content").is_none());
+    }
+
+    /// A gpt-oss reply as the batcher streams it, token by token (harmony markers are single
+    /// tokens), assembled into a whole message and into stream deltas.
+    const PIECES: &[&str] = &[
+        "<|channel|>",
+        "analysis",
+        "<|message|>",
+        "User",
+        " greets",
+        ".",
+        "<|end|>",
+        "<|start|>",
+        "assistant",
+        "<|channel|>",
+        "final",
+        "<|message|>",
+        "Hello",
+        "!",
+    ];
+
+    fn harmony() -> ReplySplitter {
+        ReplySplitter(Some(ReasoningParser::new(wllm::ReasoningFormat::Harmony)))
+    }
+
+    #[test]
+    fn reasoning_content_beside_content() {
+        let u = Usage { prompt_tokens: 5, completion_tokens: 14, cached_tokens: 0 };
+        let whole = harmony().finish(&PIECES.concat());
+        let v = meta(Kind::Chat).full(&whole, "stop", None, &u);
+        let message = &v["choices"][0]["message"];
+        assert_eq!(message["content"], "Hello!");
+        assert_eq!(message["reasoning_content"], "User greets.");
+
+        let mut splitter = harmony();
+        let mut deltas: Vec<Value> = PIECES
+            .iter()
+            .map(|p| splitter.push(p))
+            .filter(|piece| !piece.is_empty())
+            .map(|piece| meta(Kind::Chat).chunk(&piece, None, 0, None)["choices"][0]["delta"].clone())
+            .collect();
+        let rest = splitter.finish("");
+        assert!(rest.is_empty(), "{rest:?}");
+        deltas.push(meta(Kind::Chat).chunk(&rest, None, 0, Some("stop"))["choices"][0]["delta"].clone());
+        let want = [
+            json!({"reasoning_content": "User"}),
+            json!({"reasoning_content": " greets"}),
+            json!({"reasoning_content": "."}),
+            json!({"content": "Hello"}),
+            json!({"content": "!"}),
+            json!({}),
+        ];
+        assert_eq!(deltas, want);
+
+        // Without a parser (a model that does not reason) the markers stay text.
+        let plain = ReplySplitter::default().finish("<|channel|>x");
+        assert_eq!(plain, ReplyText::plain("<|channel|>x"));
     }
 }

@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 use wllm::engine::sampling::LogitBias;
-use wllm::{ChatMessage, SamplerConfig};
+use wllm::loaders::chat::ParseEffortError;
+use wllm::{ChatMessage, ReasoningEffort, SamplerConfig};
 
 use super::errors::ApiError;
 
@@ -44,6 +45,8 @@ pub struct Request {
     /// llama-server's: keep generating past end-of-generation tokens (benchmarks use it for
     /// replies of a fixed length).
     pub ignore_eos: Option<bool>,
+    /// `low`, `medium` or `high`, for chat templates that read it (gpt-oss).
+    pub reasoning_effort: Option<String>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -70,6 +73,7 @@ pub struct Params {
     /// Alternatives per token when log-probabilities were asked for.
     pub logprobs: Option<usize>,
     pub ignore_eos: bool,
+    pub reasoning_effort: Option<ReasoningEffort>,
 }
 
 /// A completion prompt: text to tokenize, or token ids.
@@ -221,7 +225,22 @@ impl Request {
         let logprobs = if chat { self.chat_logprobs()? } else { self.completion_logprobs()? };
         let ignore_eos = self.ignore_eos.unwrap_or(false);
         let stop = self.stop_strings()?;
-        Ok(Params { sampling, max_tokens, stop, stream, include_usage, logprobs, ignore_eos })
+        let reasoning_effort = self
+            .reasoning_effort
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e: ParseEffortError| ApiError::field("reasoning_effort", e.to_string()))?;
+        Ok(Params {
+            sampling,
+            max_tokens,
+            stop,
+            stream,
+            include_usage,
+            logprobs,
+            ignore_eos,
+            reasoning_effort,
+        })
     }
 
     fn chat_logprobs(&self) -> Result<Option<usize>, ApiError> {
@@ -430,9 +449,13 @@ mod tests {
         );
         assert!(!p.ignore_eos);
         assert!(req(r#"{"ignore_eos": true}"#).unwrap().params(true, 100).unwrap().ignore_eos);
+        assert_eq!(p.reasoning_effort, None);
+        let high = req(r#"{"reasoning_effort": "high"}"#).unwrap().params(true, 100).unwrap();
+        assert_eq!(high.reasoning_effort, Some(ReasoningEffort::High));
         for (body, field) in [
             (r#"{"temperature": 3}"#, "temperature"),
             (r#"{"top_p": -0.1}"#, "top_p"),
+            (r#"{"reasoning_effort": "max"}"#, "reasoning_effort"),
             (r#"{"max_tokens": 0}"#, "max_tokens"),
             (r#"{"n": 2}"#, "n"),
             (r#"{"top_k": -1}"#, "top_k"),

@@ -17,7 +17,7 @@ use wllm::batch::{Event, Usage};
 
 use super::access_log::{Deferred, RequestLog};
 use super::errors::ApiError;
-use super::format::{Kind, Meta, TokenLogprobs, finish_reason};
+use super::format::{Kind, Meta, ReplySplitter, ReplyText, TokenLogprobs, finish_reason};
 use super::job::Job;
 
 /// A comment line every so often while nothing else is sent (waiting in the queue, a long
@@ -27,6 +27,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(5);
 pub struct EventStream {
     job: Job,
     meta: Meta,
+    /// Separates reasoning from the answer (chat requests to models that reason).
+    splitter: ReplySplitter,
     include_usage: bool,
     /// Frames ready to send.
     out: VecDeque<Bytes>,
@@ -40,12 +42,19 @@ pub struct EventStream {
 }
 
 /// The response: SSE headers and a body that streams `job`'s events.
-pub fn response(job: Job, meta: Meta, include_usage: bool, log: RequestLog) -> Response {
+pub fn response(
+    job: Job,
+    meta: Meta,
+    splitter: ReplySplitter,
+    include_usage: bool,
+    log: RequestLog,
+) -> Response {
     let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
     keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut s = EventStream {
         job,
         meta,
+        splitter,
         include_usage,
         out: VecDeque::new(),
         offset: 0,
@@ -81,20 +90,23 @@ impl EventStream {
             Event::Started { .. } => {}
             Event::Token(t) => {
                 let lps: Option<Vec<TokenLogprobs>> = t.logprobs.map(|l| vec![l]);
-                // A token whose text is held back (mid-character, or maybe a stop string)
-                // sends nothing, unless its log-probability has to go out with it.
-                if !t.text.is_empty() || lps.is_some() {
-                    let c = self.meta.chunk(&t.text, lps.as_deref(), self.offset, None);
+                // A token whose text is held back (mid-character, maybe a stop string or a
+                // reasoning marker) sends nothing, unless its log-probability has to go out.
+                let piece = self.splitter.push(&t.text);
+                if !piece.is_empty() || lps.is_some() {
+                    let c = self.meta.chunk(&piece, lps.as_deref(), self.offset, None);
                     self.push(&c);
                 }
                 self.offset += lps.as_ref().map_or(t.text.len(), |l| l[0].0.bytes.len());
             }
             Event::Done(d) => {
-                if !d.text.is_empty() {
-                    let c = self.meta.chunk(&d.text, None, self.offset, None);
+                let rest = self.splitter.finish(&d.text);
+                if !rest.is_empty() {
+                    let c = self.meta.chunk(&rest, None, self.offset, None);
                     self.push(&c);
                 }
-                let last = self.meta.chunk("", None, self.offset, Some(finish_reason(&d.reason)));
+                let last =
+                    self.meta.chunk(&ReplyText::default(), None, self.offset, Some(finish_reason(&d.reason)));
                 self.push(&last);
                 if self.include_usage {
                     let u = self.meta.usage_chunk(&d.usage);

@@ -16,8 +16,8 @@ use crate::tokenizer::pretokenize::PreTokenizer;
 
 pub(crate) use load::from_gguf;
 use partition::{Fragment, Specials};
-pub(crate) use specials::EOG_NAMES;
 use specials::SpecialIds;
+pub(crate) use specials::{ALWAYS_RENDERED, EOG_NAMES};
 use vocab::{Merges, Vocab};
 
 pub(crate) enum Kind {

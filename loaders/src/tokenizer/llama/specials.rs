@@ -163,7 +163,7 @@ pub(crate) const EOG_NAMES: &[&str] = &[
 ];
 
 /// Tokens gpt-oss needs rendered, whatever their type says.
-const ALWAYS_RENDERED: &[&str] = &["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"];
+pub(crate) const ALWAYS_RENDERED: &[&str] = &["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"];
 
 /// Fills the roles the file left empty from token texts, adjusts attributes as llama.cpp does,
 /// and returns the end-of-generation set.
