@@ -27,7 +27,10 @@
 # Usage
 #   scripts/bench-vs-llamacpp.sh [options]
 #     --quick              smoke test: -p 32 -n 16 -r 2, one round
-#     --models LIST        comma list of smollm2, gemma3 or .gguf paths (default: smollm2,gemma3)
+#     --models LIST        comma list of smollm2, gemma3, gpt-oss-20b or .gguf paths
+#                          (default: smollm2,gemma3). gpt-oss-20b is a file of the released
+#                          model's shapes and types (MXFP4 experts, 11.3 GiB) with seeded random
+#                          weights, written once by `cargo run --release --example synthetic_gguf`.
 #     --only gpu|cpu       run only the GPU or only the CPU comparison
 #     -p N / -n N          prompt / generated tokens (default 128 / 64)
 #     -r N                 repetitions per run (default 5)
@@ -106,8 +109,19 @@ resolve_model() {
   case "$1" in
     smollm2|smol) echo "$models_dir/SmolLM2-135M-Instruct.Q4_1.gguf" ;;
     gemma3|gemma) echo "$models_dir/gemma-3-270m-q4_k_m.gguf" ;;
+    gpt-oss-20b) echo "$models_dir/gpt-oss-20b-synthetic.gguf" ;;
     *) echo "$1" ;;
   esac
+}
+
+# Synthetic files of released models' shapes: made here, never downloaded.
+make_synthetic() {
+  local preset="$1" out="$2"
+  note "writing $out (synthetic $preset weights)"
+  mkdir -p "$(dirname "$out")"
+  (cd "$repo" && cargo run --release --example synthetic_gguf -- "$preset" "$out.part") >&2 \
+    || die "writing $out failed"
+  mv "$out.part" "$out"
 }
 
 want_gpu=1; want_cpu=1
@@ -132,7 +146,9 @@ model_paths=()
 IFS=',' read -r -a model_names <<< "$models"
 for m in "${model_names[@]}"; do
   p="$(resolve_model "$m")"
-  if [ ! -f "$p" ] && [ "$p" != "$m" ]; then
+  if [ ! -f "$p" ] && [ "$m" = gpt-oss-20b ]; then
+    make_synthetic "$m" "$p"
+  elif [ ! -f "$p" ] && [ "$p" != "$m" ]; then
     note "$p is missing; running scripts/fetch-models.sh"
     "$repo/scripts/fetch-models.sh" >&2 || die "fetching models failed"
   fi

@@ -249,28 +249,43 @@ const QK: u32 = 32u;
 const P4: u32 = 1u;
 // Metadata packed, see meta_half / meta_quarter.
 const MW: u32 = 0u;
-var<private> KV_MXFP4: array<f32, 16> = array<f32, 16>(0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 0.0, -1.0, -2.0, -3.0, -4.0, -6.0, -8.0, -12.0);
+// The E2M1 values doubled (0, 1, 2, 3, 4, 6, 8, 12, negated by bit 3) of four 4-bit codes,
+// computed rather than looked up: a table in private memory is a per-lane gather on CPU-like
+// adapters, several times slower than this arithmetic.
+fn e2m1x2(code: vec4<u32>) -> vec4<f32> {
+    let m = code & vec4<u32>(7u);
+    // m >= 4: (2 + low bit) << (m / 2 - 1), i.e. 4, 6, 8, 12.
+    let big = (vec4<u32>(2u) + (m & vec4<u32>(1u))) << (max(m >> vec4<u32>(1u), vec4<u32>(1u)) - vec4<u32>(1u));
+    let mag = vec4<f32>(select(m, big, m >= vec4<u32>(4u)));
+    return select(mag, -mag, (code & vec4<u32>(8u)) != vec4<u32>(0u));
+}
+// The E8M0 exponent as a scale, halved (the values above are doubled): 2^(e - 128); e < 2
+// gives the subnormal values ggml uses.
+fn e8m0_half(e: u32) -> f32 {
+    if (e < 2u) {
+        return bitcast<f32>(0x00200000u << e);
+    }
+    return bitcast<f32>((e - 1u) << 23u);
+}
 fn dq32(blk: u32, u: u32) -> Unit {
     var out: Unit;
-    let e = meta_quarter(blk);
-    // E8M0 exponent, halved: 2^(e - 128); e < 2 gives the subnormal values ggml uses.
-    var d: f32;
-    if (e < 2u) {
-        d = bitcast<f32>(0x00200000u << e);
-    } else {
-        d = bitcast<f32>((e - 1u) << 23u);
-    }
+    let d = e8m0_half(meta_quarter(blk));
     let v = Q[blk];
     for (var i = 0u; i < 4u; i++) {
-        let lo = (vec4<u32>(v[i]) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xFu);
-        let hi = (vec4<u32>(v[i]) >> vec4<u32>(4u, 12u, 20u, 28u)) & vec4<u32>(0xFu);
-        out[i] = vec4<f32>(KV_MXFP4[lo.x], KV_MXFP4[lo.y], KV_MXFP4[lo.z], KV_MXFP4[lo.w]) * d;
-        out[i + 4u] = vec4<f32>(KV_MXFP4[hi.x], KV_MXFP4[hi.y], KV_MXFP4[hi.z], KV_MXFP4[hi.w]) * d;
+        let w = vec4<u32>(v[i]) >> vec4<u32>(0u, 8u, 16u, 24u);
+        out[i] = e2m1x2(w) * d;
+        out[i + 4u] = e2m1x2(w >> vec4<u32>(4u)) * d;
     }
     return out;
 }
 fn qdot32(blk: u32, u: u32, x: Unit, xs: vec2<f32>) -> f32 {
-    return dot8(dq32(blk, u), x);
+    let v = Q[blk];
+    var acc = 0.0;
+    for (var i = 0u; i < 4u; i++) {
+        let w = vec4<u32>(v[i]) >> vec4<u32>(0u, 8u, 16u, 24u);
+        acc += dot(e2m1x2(w), x[i]) + dot(e2m1x2(w >> vec4<u32>(4u)), x[i + 4u]);
+    }
+    return acc * e8m0_half(meta_quarter(blk));
 }
 #endif
 
