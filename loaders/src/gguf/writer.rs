@@ -63,12 +63,15 @@ struct PendingTensor<'a> {
     data: Payload<'a>,
 }
 
+/// Writes bytes `offset..offset + chunk.len()` of a generated tensor into `chunk`.
+type Fill<'a> = Box<dyn Fn(u64, &mut [u8]) + 'a>;
+
 /// A tensor's bytes as the writer holds them until it writes.
 enum Payload<'a> {
     Bytes(Cow<'a, [u8]>),
     /// Made a chunk at a time while writing (synthetic weights larger than memory):
     /// `fill(offset, chunk)` writes bytes `offset..offset + chunk.len()`.
-    Generated(u64, Box<dyn Fn(u64, &mut [u8]) + 'a>),
+    Generated(u64, Fill<'a>),
     /// Zeros: a hole in a file written by [`GgufWriter::write_file`] (a sparse file where the
     /// file system has them), written out elsewhere.
     Zeros(u64),
