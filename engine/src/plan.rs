@@ -217,6 +217,9 @@ pub fn plan(
 }
 
 fn advice(p: &Plan, req: &PlanRequest) -> String {
+    if let Some(too_big) = weights_alone_too_big(p) {
+        return too_big;
+    }
     let over_gpu = p.gpu.as_ref().is_some_and(|(f, u)| f.budget.is_some_and(|b| u.total() > b));
     let over_host = !host_fits(p);
     let mut tips = Vec::new();
@@ -233,6 +236,28 @@ fn advice(p: &Plan, req: &PlanRequest) -> String {
         tips.push(format!("a smaller --ctx than {}", req.n_ctx));
     }
     format!("try {}", tips.join(", or "))
+}
+
+/// When the weights alone exceed all the memory there is for them (the host's available memory,
+/// plus a discrete GPU's budget), no context, layer split or budget flag helps: say so.
+fn weights_alone_too_big(p: &Plan) -> Option<String> {
+    let avail = p.host_available?;
+    let gpu_weights = p.gpu.as_ref().map_or(0, |(_, u)| u.weights);
+    let gpu_room = p.gpu.as_ref().filter(|(f, _)| !f.unified).map_or(Some(0), |(f, _)| f.budget)?;
+    let weights = p.cpu.weights + gpu_weights;
+    (weights > avail + gpu_room).then(|| {
+        let gpu = if gpu_room > 0 { format!(" and {} on the GPU", gib(gpu_room)) } else { String::new() };
+        format!(
+            "its weights alone take {}, more than the {} of available memory{gpu}; it needs a smaller \
+             quantization or a machine with more memory",
+            gib(weights),
+            gib(avail)
+        )
+    })
+}
+
+fn gib(b: u64) -> String {
+    format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
 }
 
 /// Whether the host side (plus the GPU's share of unified memory) fits what is available.

@@ -171,7 +171,7 @@ fn a_gpt_oss_120b_shaped_file_is_planned_and_refused_without_being_read() {
     let lavapipe = GpuFacts { unified: true, ..facts(None, 128 << 20) };
     let err = plan(&cfg, &w, &req(GpuLayers::Auto, 4096), Some(&lavapipe), &small).unwrap_err();
     let EngineError::OverBudget { plan: shown, advice } = &err else { panic!("{err}") };
-    assert!(shown.contains("MiB") && advice.contains("--memory-budget"), "{err}");
+    assert!(shown.contains("MiB") && advice.contains("weights alone take 59.0 GiB"), "{err}");
     assert!(plan(&cfg, &w, &req(GpuLayers::Count(0), 4096), None, &small).is_err(), "CPU only on 24 GiB");
 
     // A 128 GiB Strix Halo with 96 GiB for the GPU: everything fits at the full 131072 context.
