@@ -251,6 +251,7 @@ fn check_experts(
     k: usize,
     x_per_token: bool,
     gate: Option<&[f32]>,
+    bias: Option<&[f32]>,
     batched: bool,
     rng: &mut Rng,
 ) {
@@ -262,6 +263,7 @@ fn check_experts(
     let n_y = ids.len() * e.rows;
     let yb = gpu.storage_init("y", bytemuck::cast_slice(&vec![f32::NAN; n_y]));
     let gb = gate.map(|g| gpu.storage_init("gate", bytemuck::cast_slice(g)));
+    let bb = bias.map(|b| gpu.storage_init("bias", bytemuck::cast_slice(b)));
     let io = LinearIo {
         x: &xb,
         x_offset: 0,
@@ -269,10 +271,16 @@ fn check_experts(
         y: &yb,
         y_offset: 0,
         y_stride: e.rows as u32,
-        bias: None,
+        bias: bb.as_ref(),
         gate: gb.as_ref(),
     };
-    let epi = if gate.is_some() { Epilogue::GluSilu } else { Epilogue::Store };
+    // gpt-oss's experts: biases (one per row of each expert) and its clamped SwiGLU.
+    let act = if bias.is_some() { Activation::SwigluOai } else { Activation::Silu };
+    let epi = match (gate, act) {
+        (None, _) => Epilogue::Store,
+        (Some(_), Activation::SwigluOai) => Epilogue::GluOai,
+        (Some(_), _) => Epilogue::GluSilu,
+    };
     let st = step(gpu, n_tok);
     // Sized for the kernel's own tile: the planner writes up to pairs / tile + n_expert tiles.
     let (row_tiles, tile) = grouped_shape(gpu, e.rows as u32);
@@ -292,10 +300,15 @@ fn check_experts(
     gpu.run(&ops, n_tok as u32).unwrap();
     let got = gpu.read_f32(&yb).unwrap();
     let (mut want, mut scale) = ids_reference(e, ids, k, &x, x_per_token);
+    if let Some(b) = bias {
+        for (i, w) in want.iter_mut().enumerate() {
+            *w += b[ids[i / e.rows] as usize * e.rows + i % e.rows] as f64;
+        }
+    }
     if let Some(g) = gate {
         for i in 0..n_y {
-            let a = reference::silu(g[i] as f64);
-            want[i] *= a;
+            let a = reference::act(act, g[i] as f64);
+            want[i] = reference::glu(act, g[i] as f64, want[i]);
             scale[i] = (scale[i] + 1.0) * (1.0 + a.abs());
         }
     }
@@ -316,11 +329,42 @@ fn gpu_ids_matvec_matches_reference() {
                     let what = format!(
                         "[{name}] ids {t} {n_expert}x{rows}x{cols} T={n_tok} k={k} per_token={x_per_token} ids={ids:?}"
                     );
-                    check_experts(&what, &gpu, &e, n_expert, &ids, k, x_per_token, None, false, &mut rng);
+                    check_experts(
+                        &what,
+                        &gpu,
+                        &e,
+                        n_expert,
+                        &ids,
+                        k,
+                        x_per_token,
+                        None,
+                        None,
+                        false,
+                        &mut rng,
+                    );
                 }
                 let gate = rng.vec(ids.len() * rows, 2.0);
                 let what = format!("[{name}] ids swiglu {t} T={n_tok} k={k} ids={ids:?}");
-                check_experts(&what, &gpu, &e, n_expert, &ids, k, true, Some(&gate), false, &mut rng);
+                check_experts(&what, &gpu, &e, n_expert, &ids, k, true, Some(&gate), None, false, &mut rng);
+                // gpt-oss: expert biases on a store and on its clamped GLU (gates past the clamp).
+                let bias = rng.vec(n_expert * rows, 1.0);
+                let what = format!("[{name}] ids biased {t} T={n_tok} k={k} ids={ids:?}");
+                check_experts(&what, &gpu, &e, n_expert, &ids, k, true, None, Some(&bias), false, &mut rng);
+                let gate = rng.vec(ids.len() * rows, 8.0);
+                let what = format!("[{name}] ids biased swiglu_oai {t} T={n_tok} k={k} ids={ids:?}");
+                check_experts(
+                    &what,
+                    &gpu,
+                    &e,
+                    n_expert,
+                    &ids,
+                    k,
+                    true,
+                    Some(&gate),
+                    Some(&bias),
+                    false,
+                    &mut rng,
+                );
             }
         }
     }
@@ -342,11 +386,39 @@ fn gpu_grouped_matmul_matches_reference() {
                     let what = format!(
                         "[{name}] grouped {t} {n_expert}x{rows}x{cols} T={n_tok} k={k} per_token={x_per_token}"
                     );
-                    check_experts(&what, &gpu, &e, n_expert, &ids, k, x_per_token, None, true, &mut rng);
+                    check_experts(
+                        &what,
+                        &gpu,
+                        &e,
+                        n_expert,
+                        &ids,
+                        k,
+                        x_per_token,
+                        None,
+                        None,
+                        true,
+                        &mut rng,
+                    );
                 }
                 let gate = rng.vec(ids.len() * rows, 2.0);
                 let what = format!("[{name}] grouped swiglu {t} T={n_tok} k={k}");
-                check_experts(&what, &gpu, &e, n_expert, &ids, k, true, Some(&gate), true, &mut rng);
+                check_experts(&what, &gpu, &e, n_expert, &ids, k, true, Some(&gate), None, true, &mut rng);
+                let bias = rng.vec(n_expert * rows, 1.0);
+                let gate = rng.vec(ids.len() * rows, 8.0);
+                let what = format!("[{name}] grouped biased swiglu_oai {t} T={n_tok} k={k}");
+                check_experts(
+                    &what,
+                    &gpu,
+                    &e,
+                    n_expert,
+                    &ids,
+                    k,
+                    true,
+                    Some(&gate),
+                    Some(&bias),
+                    true,
+                    &mut rng,
+                );
             }
         }
     }
