@@ -10,6 +10,7 @@
 
 mod error;
 pub mod float;
+pub mod iq4;
 pub mod kquants;
 pub mod legacy;
 pub mod mxfp4;
@@ -19,6 +20,7 @@ use bytemuck::Pod;
 use half::{bf16, f16};
 
 pub use error::{Op, QuantError};
+pub use iq4::{BlockIq4Nl, BlockIq4Xs, KVALUES_IQ4NL, QK4_NL, iq4xs_scale};
 pub use kquants::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, K_SCALE_SIZE, QK_K, get_scale_min_k4,
     q3k_scale,
@@ -59,6 +61,8 @@ macro_rules! with_block {
             GgmlType::Q6_K => $f::<BlockQ6K>($($arg),*),
             GgmlType::Q8_K => $f::<BlockQ8K>($($arg),*),
             GgmlType::MXFP4 => $f::<BlockMxfp4>($($arg),*),
+            GgmlType::IQ4_NL => $f::<BlockIq4Nl>($($arg),*),
+            GgmlType::IQ4_XS => $f::<BlockIq4Xs>($($arg),*),
             ty => Err(QuantError::Unsupported { ty, op: Op::Dequantization }),
         }
     };
@@ -157,7 +161,7 @@ mod tests {
             supported,
             [
                 "F32", "F16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
-                "Q8_K", "BF16", "MXFP4"
+                "Q8_K", "IQ4_NL", "IQ4_XS", "BF16", "MXFP4"
             ]
         );
     }
