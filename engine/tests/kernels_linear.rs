@@ -414,8 +414,12 @@ fn cpu_decode_uses_integer_dots_on_x86_and_keeps_non_finite_inputs() {
         for t in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0] {
             assert!(int_dot_applies(isa, t, 1), "{t} should take the integer path on {isa}");
         }
-        for t in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+        for t in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ4_XS] {
             assert!(int_dot_applies(isa, t, 4), "{t} should take the integer path on {isa}");
+        }
+        // The table formats: their codes go through a byte shuffle, not f32.
+        for t in [GgmlType::MXFP4, GgmlType::IQ4_NL] {
+            assert!(int_dot_applies(isa, t, 1), "{t} should take the integer path on {isa}");
         }
         // The decode tokens of several sequences run as integer passes of four.
         assert!(int_dot_applies(isa, GgmlType::Q4_1, 8), "eight decode tokens take integer passes");
@@ -427,7 +431,7 @@ fn cpu_decode_uses_integer_dots_on_x86_and_keeps_non_finite_inputs() {
     let mut rng = Rng::new(11);
     let (rows, cols) = (9, 64);
     for isa in Isa::available() {
-        for t in [GgmlType::Q8_0, GgmlType::Q4_K] {
+        for t in [GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::IQ4_NL, GgmlType::MXFP4, GgmlType::IQ4_XS] {
             let cols = cols.max(t.block_size() as usize);
             let wb = random_weights(t, rows, cols, &mut rng);
             let w = WeightView::new(t, rows, cols, &wb).unwrap();

@@ -90,7 +90,9 @@ pub fn random_weights(t: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> V
     for blk in out.chunks_mut(ts) {
         let mut d = || 0.01 + 0.05 * rng.f32().abs();
         match t {
-            Q4_0 | Q5_0 | Q8_0 => put_f16(blk, 0, d()),
+            Q4_0 | Q5_0 | Q8_0 | IQ4_NL => put_f16(blk, 0, d()),
+            // Random run scales reach 31 x 113 times d.
+            IQ4_XS => put_f16(blk, 0, 0.002 * d()),
             Q4_1 | Q5_1 => {
                 put_f16(blk, 0, d());
                 put_f16(blk, 2, -0.3 * d());

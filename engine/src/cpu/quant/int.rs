@@ -6,7 +6,9 @@
 //! block's largest magnitude, about 500 times finer than the 8-bit activations llama.cpp's CPU
 //! backend multiplies with, so the logits stay within the fidelity budgets of the f32 path.
 
-use super::{Q4_0, Q4_1, Q4K, Q5_0, Q5_1, Q5K, Q6K, Q8_0};
+use wllm_loaders::quant::{KVALUES_IQ4NL, KVALUES_MXFP4, e8m0_to_fp32_half, iq4xs_scale};
+
+use super::{Iq4Nl, Iq4Xs, Mxfp4, Q4_0, Q4_1, Q4K, Q5_0, Q5_1, Q5K, Q6K, Q8_0};
 use crate::cpu::simd::int::IDot;
 
 /// Elements per activation block.
@@ -158,10 +160,14 @@ pub(crate) trait IntFmt: 'static {
     fn row<S: IDot, const T: usize>(s: S, bytes: &[u8], x: &[XBlocks<'_>; T]) -> [f32; T];
 }
 
-/// The legacy formats: one 32-element block per activation block, its integers from `ints`,
-/// scaled by the f16 at byte 0 and, for the formats with a minimum, offset by the f16 at 2.
+/// The 32-element formats: one block per activation block, its integers from `ints`, scaled
+/// by `d` (the f16 at byte 0 unless given) and, for the formats with a minimum, offset by the
+/// f16 at 2.
 macro_rules! legacy {
     ($t:ty, $bytes:expr, min: $min:expr, |$s:ident, $b:ident| $ints:expr) => {
+        legacy!($t, $bytes, min: $min, d: half($s, $b, 0), |$s, $b| $ints);
+    };
+    ($t:ty, $bytes:expr, min: $min:expr, d: $d:expr, |$s:ident, $b:ident| $ints:expr) => {
         impl IntFmt for $t {
             #[inline(always)]
             fn row<S: IDot, const T: usize>($s: S, bytes: &[u8], x: &[XBlocks<'_>; T]) -> [f32; T] {
@@ -174,7 +180,7 @@ macro_rules! legacy {
                     i: usize,
                     $b: &[u8; $bytes],
                 ) {
-                    acc.block_d::<C>($s, x, i, $ints, half($s, $b, 0));
+                    acc.block_d::<C>($s, x, i, $ints, $d);
                     if $min {
                         acc.offset(x, i, half($s, $b, 2));
                     }
@@ -203,6 +209,30 @@ legacy!(Q5_0, 22, min: false, |s, b| {
 });
 legacy!(Q5_1, 24, min: true, |s, b| s.w_add_bits(s.w_nibbles(at(b, 8)), u32::from_le_bytes(*at(b, 4)), 16));
 legacy!(Q8_0, 34, min: false, |s, b| s.w_i8(at(b, 2)));
+// The table formats: codes through a byte shuffle. MXFP4's doubled E2M1 values are integers in
+// -12..=12 and its scale the halved power of two, so the product is exact like the others'.
+legacy!(Mxfp4, 17, min: false, d: e8m0_to_fp32_half(b[0]), |s, b| s.w_table(&KVALUES_MXFP4, at(b, 1)));
+legacy!(Iq4Nl, 18, min: false, |s, b| s.w_table(&KVALUES_IQ4NL, at(b, 2)));
+
+impl IntFmt for Iq4Xs {
+    /// Eight IQ4_NL runs per super-block, each with its 6-bit scale times the block's f16.
+    #[inline(always)]
+    fn row<S: IDot, const T: usize>(s: S, bytes: &[u8], x: &[XBlocks<'_>; T]) -> [f32; T] {
+        let (blocks, _) = bytes.as_chunks::<136>();
+        assert!(x.iter().all(|x| x.q.len() >= 8 * blocks.len()), "activations shorter than the row");
+        let mut acc = Acc::<S, T>::new(s);
+        for (i, b) in blocks.iter().enumerate() {
+            let d = half(s, b, 0);
+            let (scales_h, scales_l) = (u16::from_le_bytes(*at(b, 2)), at::<4>(b, 4));
+            let dl = |r: usize| d * iq4xs_scale(scales_h, scales_l, r) as f32;
+            for r in (0..8).step_by(2) {
+                acc.block_d::<0>(s, x, 8 * i + r, s.w_table(&KVALUES_IQ4NL, at(b, 8 + 16 * r)), dl(r));
+                acc.block_d::<1>(s, x, 8 * i + r + 1, s.w_table(&KVALUES_IQ4NL, at(b, 24 + 16 * r)), dl(r + 1));
+            }
+        }
+        acc.finish(s)
+    }
+}
 
 /// Q4_K and Q5_K: eight 32-element sub-blocks with 6-bit scales and minimums; sub-blocks
 /// `2c` and `2c + 1` are the low and high nibbles of the same 32 bytes (`HIGH_BITS`: plus one
@@ -295,7 +325,7 @@ macro_rules! with_int_fmt {
     ($ty:expr, |$f:ident| $body:expr, $other:expr) => {
         $crate::cpu::quant::match_fmt!($ty, |$f| $body, $other, [
             Q4_0 => Q4_0, Q4_1 => Q4_1, Q5_0 => Q5_0, Q5_1 => Q5_1, Q8_0 => Q8_0, Q4_K => Q4K,
-            Q5_K => Q5K, Q6_K => Q6K,
+            Q5_K => Q5K, Q6_K => Q6K, MXFP4 => Mxfp4, IQ4_NL => Iq4Nl, IQ4_XS => Iq4Xs,
         ])
     };
 }

@@ -1,8 +1,11 @@
 //! The k-quant super-blocks of 256 elements (layouts: ggml-common.h at llama.cpp 0c1e570; see
 //! `wllm_loaders::quant::kquants` for the element order, which these loops walk in storage
-//! order: 128-element halves of 2-bit planes, 64-element chunks of 4-bit planes).
+//! order: 128-element halves of 2-bit planes, 64-element chunks of 4-bit planes), and IQ4_XS,
+//! whose super-block is eight IQ4_NL runs with 6-bit scales.
 
-use super::{Blocks, emit, f16_at};
+use wllm_loaders::quant::{KVALUES_IQ4NL, iq4xs_scale};
+
+use super::{Blocks, emit, f16_at, table_codes};
 use crate::cpu::simd::Simd;
 
 pub(crate) struct Q2K;
@@ -10,6 +13,7 @@ pub(crate) struct Q3K;
 pub(crate) struct Q4K;
 pub(crate) struct Q5K;
 pub(crate) struct Q6K;
+pub(crate) struct Iq4Xs;
 
 /// Scale and min of sub-block `j` of Q4_K/Q5_K (the 6-bit packing of `get_scale_min_k4`).
 #[inline(always)]
@@ -145,6 +149,22 @@ impl Blocks for Q6K {
                     emit(s, q, half * 128 + quarter * 32 + g * 16, sink, |v| s.mul(ds, s.sub(v, s32)));
                 }
             }
+        }
+    }
+}
+
+impl Blocks for Iq4Xs {
+    const ELEMS: usize = 256;
+    const BYTES: usize = 136;
+    #[inline(always)]
+    fn decode<S: Simd>(s: S, b: &[u8], sink: &mut impl FnMut(usize, S::F)) {
+        let d = f16_at(s, b, 0);
+        let scales_h = u16::from_le_bytes([b[2], b[3]]);
+        let scales_l = b[4..8].try_into().expect("four bytes");
+        for r in 0..8 {
+            // The run scale rounded to f32 first, as the oracle does.
+            let dl = s.splat(d * iq4xs_scale(scales_h, scales_l, r) as f32);
+            table_codes(s, &KVALUES_IQ4NL, &b[8 + 16 * r..], 32 * r, sink, |v| s.mul(v, dl));
         }
     }
 }

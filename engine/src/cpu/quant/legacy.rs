@@ -1,10 +1,10 @@
-//! Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and MXFP4: 32-element blocks whose byte `j` of `qs` holds
-//! element `j` in its low nibble and `j + 16` in its high nibble (layouts: ggml-common.h at
-//! llama.cpp 0c1e570; see `wllm_loaders::quant::legacy`).
+//! Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, MXFP4 and IQ4_NL: 32-element blocks whose byte `j` of `qs`
+//! holds element `j` in its low nibble and `j + 16` in its high nibble (layouts: ggml-common.h
+//! at llama.cpp 0c1e570; see `wllm_loaders::quant::legacy`).
 
-use wllm_loaders::quant::{KVALUES_MXFP4, e8m0_to_fp32_half};
+use wllm_loaders::quant::{KVALUES_IQ4NL, KVALUES_MXFP4, e8m0_to_fp32_half};
 
-use super::{Blocks, emit, emit_i8, f16_at};
+use super::{Blocks, emit, emit_i8, f16_at, table_codes};
 use crate::cpu::simd::Simd;
 
 pub(crate) struct Q4_0;
@@ -13,6 +13,7 @@ pub(crate) struct Q5_0;
 pub(crate) struct Q5_1;
 pub(crate) struct Q8_0;
 pub(crate) struct Mxfp4;
+pub(crate) struct Iq4Nl;
 
 /// `SPREAD[b]` has bit 4 of byte `i` set where `b` has bit `i`: eight fifth bits of Q5 values.
 const SPREAD: [u64; 256] = {
@@ -110,16 +111,17 @@ impl Blocks for Mxfp4 {
     const BYTES: usize = 17;
     #[inline(always)]
     fn decode<S: Simd>(s: S, b: &[u8], sink: &mut impl FnMut(usize, S::F)) {
-        // The E2M1 table lookup has no byte-vector form here; values go through a small array.
-        let d = e8m0_to_fp32_half(b[0]);
-        let mut v = [0f32; 32];
-        for j in 0..16 {
-            let q = b[1 + j];
-            v[j] = f32::from(KVALUES_MXFP4[usize::from(q & 0x0F)]) * d;
-            v[j + 16] = f32::from(KVALUES_MXFP4[usize::from(q >> 4)]) * d;
-        }
-        for i in 0..32 / S::N {
-            sink(i * S::N, s.ld(&v[i * S::N..]));
-        }
+        let d = s.splat(e8m0_to_fp32_half(b[0]));
+        table_codes(s, &KVALUES_MXFP4, &b[1..17], 0, sink, |v| s.mul(v, d));
+    }
+}
+
+impl Blocks for Iq4Nl {
+    const ELEMS: usize = 32;
+    const BYTES: usize = 18;
+    #[inline(always)]
+    fn decode<S: Simd>(s: S, b: &[u8], sink: &mut impl FnMut(usize, S::F)) {
+        let d = s.splat(f16_at(s, b, 0));
+        table_codes(s, &KVALUES_IQ4NL, &b[2..18], 0, sink, |v| s.mul(v, d));
     }
 }

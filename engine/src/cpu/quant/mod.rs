@@ -11,8 +11,8 @@ mod kquants;
 mod legacy;
 
 pub(crate) use float::{Bf16, F16, F32};
-pub(crate) use kquants::{Q2K, Q3K, Q4K, Q5K, Q6K};
-pub(crate) use legacy::{Mxfp4, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
+pub(crate) use kquants::{Iq4Xs, Q2K, Q3K, Q4K, Q5K, Q6K};
+pub(crate) use legacy::{Iq4Nl, Mxfp4, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
 use wllm_loaders::GgmlType;
 
 use super::simd::Simd;
@@ -131,7 +131,7 @@ macro_rules! fmt_from_blocks {
         }
     )*};
 }
-fmt_from_blocks!(Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Mxfp4, Q2K, Q3K, Q4K, Q5K, Q6K);
+fmt_from_blocks!(Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Mxfp4, Iq4Nl, Q2K, Q3K, Q4K, Q5K, Q6K, Iq4Xs);
 
 /// Whether the CPU kernels read weights of type `ty`.
 pub fn is_supported(ty: GgmlType) -> bool {
@@ -166,7 +166,7 @@ macro_rules! with_fmt {
         $crate::cpu::quant::match_fmt!($ty, |$f| $body, $other, [
             F32 => F32, F16 => F16, BF16 => Bf16, Q4_0 => Q4_0, Q4_1 => Q4_1, Q5_0 => Q5_0,
             Q5_1 => Q5_1, Q8_0 => Q8_0, Q2_K => Q2K, Q3_K => Q3K, Q4_K => Q4K, Q5_K => Q5K,
-            Q6_K => Q6K, MXFP4 => Mxfp4,
+            Q6_K => Q6K, MXFP4 => Mxfp4, IQ4_NL => Iq4Nl, IQ4_XS => Iq4Xs,
         ])
     };
 }
@@ -184,6 +184,24 @@ fn emit<S: Simd>(s: S, b: S::B, at: usize, sink: &mut impl FnMut(usize, S::F), f
     for i in 0..16 / S::N {
         sink(at + i * S::N, f(s.widen_u8(b, i)));
     }
+}
+
+/// The 32 values that the 4-bit codes in `qs` (16 bytes, element `j` low and `j + 16` high in
+/// byte `j`) index in `table`, each through `f`, as elements `at..at + 32`: one byte shuffle
+/// per 16 codes, not a load per element.
+#[inline(always)]
+fn table_codes<S: Simd>(
+    s: S,
+    table: &[i8; 16],
+    qs: &[u8],
+    at: usize,
+    sink: &mut impl FnMut(usize, S::F),
+    f: impl Fn(S::F) -> S::F,
+) {
+    let t = s.bload(bytemuck::cast_slice(table));
+    let q = s.bload(qs);
+    emit_i8(s, s.blut(t, s.band(q, s.bsplat(0x0F))), at, sink, &f);
+    emit_i8(s, s.blut(t, s.bshr(q, 4)), at + 16, sink, &f);
 }
 
 /// [`emit`] for signed bytes.

@@ -22,6 +22,9 @@ pub(crate) trait IDot: Simd {
     fn w_u8(self, b: &[u8; 32]) -> Self::W;
     /// The low nibbles of 16 bytes as elements 0..16, their high nibbles as 16..32.
     fn w_nibbles(self, b: &[u8; 16]) -> Self::W;
+    /// [`IDot::w_nibbles`] through a table: each 4-bit code becomes `table[code]` (a byte
+    /// shuffle, then sign extension).
+    fn w_table(self, table: &[i8; 16], b: &[u8; 16]) -> Self::W;
     fn w_and(self, w: Self::W, mask: i16) -> Self::W;
     fn w_or(self, a: Self::W, b: Self::W) -> Self::W;
     /// Logical shift right of every lane by `n` (< 16).

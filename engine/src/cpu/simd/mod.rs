@@ -68,6 +68,9 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     fn bshr(self, a: Self::B, n: u32) -> Self::B;
     /// Each byte shifted left by `n` (0..8), zeros shifted in.
     fn bshl(self, a: Self::B, n: u32) -> Self::B;
+    /// Byte `i` is `table[idx[i]]`; every index must be below 16. The decode of the table
+    /// formats (IQ4, MXFP4): one shuffle maps sixteen 4-bit codes to their values.
+    fn blut(self, table: Self::B, idx: Self::B) -> Self::B;
     /// Bytes `i·N .. (i+1)·N` (`i < 16 / N`) as unsigned integers in f32.
     fn widen_u8(self, b: Self::B, i: usize) -> Self::F;
     /// Bytes `i·N .. (i+1)·N` as signed integers in f32.

@@ -135,6 +135,10 @@ impl Simd for Neon {
         unsafe { vshlq_u8(a, vdupq_n_s8(n as i8)) }
     }
     #[inline(always)]
+    fn blut(self, table: uint8x16_t, idx: uint8x16_t) -> uint8x16_t {
+        unsafe { vqtbl1q_u8(table, idx) }
+    }
+    #[inline(always)]
     fn widen_u8(self, b: uint8x16_t, i: usize) -> float32x4_t {
         unsafe {
             let h = if i < 2 { vmovl_u8(vget_low_u8(b)) } else { vmovl_high_u8(b) };

@@ -126,6 +126,10 @@ impl Simd for Scalar {
         a.map(|v| v << n)
     }
     #[inline(always)]
+    fn blut(self, table: [u8; 16], idx: [u8; 16]) -> [u8; 16] {
+        idx.map(|i| table[usize::from(i)])
+    }
+    #[inline(always)]
     fn widen_u8(self, b: [u8; 16], i: usize) -> f32 {
         f32::from(b[i])
     }

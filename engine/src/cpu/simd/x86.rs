@@ -73,6 +73,11 @@ macro_rules! bytes_sse {
                 )
             }
         }
+        #[inline(always)]
+        fn blut(self, table: __m128i, idx: __m128i) -> __m128i {
+            // SSSE3, implied by AVX2.
+            unsafe { _mm_shuffle_epi8(table, idx) }
+        }
     };
 }
 

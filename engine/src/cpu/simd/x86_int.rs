@@ -31,6 +31,13 @@ impl IDot for Avx512 {
         }
     }
     #[inline(always)]
+    fn w_table(self, table: &[i8; 16], b: &[u8; 16]) -> __m512i {
+        unsafe {
+            let (lo, hi) = table_bytes(table, b);
+            _mm512_cvtepi8_epi16(_mm256_set_m128i(hi, lo))
+        }
+    }
+    #[inline(always)]
     fn w_and(self, w: __m512i, mask: i16) -> __m512i {
         unsafe { _mm512_and_si512(w, _mm512_set1_epi16(mask)) }
     }
@@ -71,6 +78,17 @@ impl IDot for Avx512 {
     }
 }
 
+/// The table values of the low and of the high nibbles of `b`, as signed bytes.
+#[inline(always)]
+fn table_bytes(table: &[i8; 16], b: &[u8; 16]) -> (__m128i, __m128i) {
+    unsafe {
+        let t = _mm_loadu_si128(table.as_ptr().cast());
+        let q = _mm_loadu_si128(b.as_ptr().cast());
+        let m = _mm_set1_epi8(0x0F);
+        (_mm_shuffle_epi8(t, _mm_and_si128(q, m)), _mm_shuffle_epi8(t, _mm_and_si128(_mm_srli_epi16::<4>(q), m)))
+    }
+}
+
 /// Applies `f` to both halves of a block.
 #[inline(always)]
 fn both(w: [__m256i; 2], f: impl Fn(__m256i) -> __m256i) -> [__m256i; 2] {
@@ -104,6 +122,13 @@ impl IDot for Avx2 {
                 _mm256_cvtepu8_epi16(_mm_and_si128(q, m)),
                 _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(q), m)),
             ]
+        }
+    }
+    #[inline(always)]
+    fn w_table(self, table: &[i8; 16], b: &[u8; 16]) -> [__m256i; 2] {
+        unsafe {
+            let (lo, hi) = table_bytes(table, b);
+            [_mm256_cvtepi8_epi16(lo), _mm256_cvtepi8_epi16(hi)]
         }
     }
     #[inline(always)]
