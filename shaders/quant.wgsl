@@ -68,7 +68,7 @@ fn meta_byte(blk: u32, i: u32) -> u32 {
     return (meta_word(blk, i >> 2u) >> ((i & 3u) * 8u)) & 0xFFu;
 }
 
-// Types whose metadata is one f16 scale (Q4_0, Q8_0) or one exponent byte (MXFP4) pack two or
+// Types whose metadata is one f16 scale (Q4_0, Q8_0, IQ4_NL) or one exponent byte (MXFP4) pack two or
 // four blocks' metadata into a word: padding it to a word would add up to 18% to the weights
 // (MXFP4: 20 bytes for a 17-byte block), in memory and in what every token reads.
 fn meta_half(blk: u32) -> u32 {
@@ -286,6 +286,75 @@ fn qdot32(blk: u32, u: u32, x: Unit, xs: vec2<f32>) -> f32 {
         acc += dot(e2m1x2(w), x[i]) + dot(e2m1x2(w >> vec4<u32>(4u)), x[i + 4u]);
     }
     return acc * e8m0_half(meta_quarter(blk));
+}
+#endif
+
+// ---- IQ4_NL and IQ4_XS: 4-bit codes into the kvalues_iq4nl table, nibbles ordered as in
+// Q4_0 within every 32 elements ----
+
+#ifdef WTYPE_IQ4_NL
+#define IQ4_TABLE
+const QK: u32 = 32u;
+const P4: u32 = 1u;
+// Metadata packed, see meta_half / meta_quarter.
+const MW: u32 = 0u;
+#endif
+#ifdef WTYPE_IQ4_XS
+#define IQ4_TABLE
+const QK: u32 = 256u;
+const P4: u32 = 8u;
+const MW: u32 = 2u;
+#endif
+
+#ifdef IQ4_TABLE
+var<private> KV_IQ4NL: array<f32, 16> = array<f32, 16>(-127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0, 1.0, 13.0, 25.0, 38.0, 53.0, 69.0, 89.0, 113.0);
+// The table values of the low (`s` = 0) or high (4) nibbles of a payload word.
+fn iq4_vals(q: u32, s: u32) -> vec4<f32> {
+    let c = (vec4<u32>(q) >> (vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(s))) & vec4<u32>(0xFu);
+    return vec4<f32>(KV_IQ4NL[c.x], KV_IQ4NL[c.y], KV_IQ4NL[c.z], KV_IQ4NL[c.w]);
+}
+// The 32 elements of payload vec4 `v` times their scale `d`.
+fn iq4_run(v: vec4<u32>, d: f32) -> Unit {
+    var out: Unit;
+    for (var i = 0u; i < 4u; i++) {
+        out[i] = iq4_vals(v[i], 0u) * d;
+        out[i + 4u] = iq4_vals(v[i], 4u) * d;
+    }
+    return out;
+}
+// The dot of payload vec4 `v`'s table values with x, before the scale.
+fn iq4_dot(v: vec4<u32>, x: Unit) -> f32 {
+    var acc = 0.0;
+    for (var i = 0u; i < 4u; i++) {
+        acc += dot(iq4_vals(v[i], 0u), x[i]) + dot(iq4_vals(v[i], 4u), x[i + 4u]);
+    }
+    return acc;
+}
+#endif
+
+#ifdef WTYPE_IQ4_NL
+fn dq32(blk: u32, u: u32) -> Unit {
+    return iq4_run(Q[blk], unpack2x16float(meta_half(blk)).x);
+}
+fn qdot32(blk: u32, u: u32, x: Unit, xs: vec2<f32>) -> f32 {
+    return unpack2x16float(meta_half(blk)).x * iq4_dot(Q[blk], x);
+}
+#endif
+
+#ifdef WTYPE_IQ4_XS
+// meta: d | scales_h << 16, scales_l[4]; payload: qs[128], run u in vec4 u. Run u's scale is
+// d * (ls - 32) with ls = nibble u of scales_l | bits 2u..2u+1 of scales_h << 4, rounded to f32
+// before it multiplies the table values (as ggml does).
+fn iq4xs_scale(blk: u32, u: u32) -> f32 {
+    let m0 = meta_word(blk, 0u);
+    let ls = ((meta_word(blk, 1u) >> (4u * u)) & 0xFu) | (((m0 >> (16u + 2u * u)) & 3u) << 4u);
+    return unpack2x16float(m0).x * f32(i32(ls) - 32);
+}
+fn dq32(blk: u32, u: u32) -> Unit {
+    return iq4_run(Q[blk * P4 + u], iq4xs_scale(blk, u));
+}
+fn qdot32(blk: u32, u: u32, x: Unit, xs: vec2<f32>) -> f32 {
+    return iq4xs_scale(blk, u) * iq4_dot(Q[blk * P4 + u], x);
 }
 #endif
 

@@ -36,6 +36,8 @@ const TYPES: &[GgmlType] = &[
     GgmlType::Q4_K,
     GgmlType::Q6_K,
     GgmlType::MXFP4,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
 ];
 
 fn step(gpu: &Gpu, n_tokens: usize) -> wgpu::Buffer {

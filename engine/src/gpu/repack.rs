@@ -33,6 +33,8 @@ pub fn layout(t: GgmlType) -> Option<GpuLayout> {
         Q5_1 => (32, 24, 16, 8),
         Q8_0 => (32, 34, 32, 2),
         MXFP4 => (32, 17, 16, 1),
+        IQ4_NL => (32, 18, 16, 2),
+        IQ4_XS => (256, 136, 128, 8),
         Q2_K => (256, 84, 64, 20),
         Q3_K => (256, 110, 96, 16),
         Q4_K => (256, 144, 128, 16),
@@ -55,6 +57,9 @@ fn pieces(t: GgmlType) -> &'static [(usize, usize, bool, usize)] {
         Q5_1 => &[(0, 8, M, 0), (8, 24, P, 0)],
         Q8_0 => &[(0, 2, M, 0), (2, 34, P, 0)],
         MXFP4 => &[(0, 1, M, 0), (1, 17, P, 0)],
+        IQ4_NL => &[(0, 2, M, 0), (2, 18, P, 0)],
+        // d scales_h scales_l[4] qs[128] -> meta: d | scales_h << 16, scales_l; payload: qs
+        IQ4_XS => &[(0, 8, M, 0), (8, 136, P, 0)],
         // scales[16] qs[64] d dmin -> meta: d dmin, scales; payload: qs
         Q2_K => &[(80, 84, M, 0), (0, 16, M, 4), (16, 80, P, 0)],
         // hmask[32] qs[64] scales[12] d -> meta: d, pad, scales; payload: hmask, qs

@@ -45,11 +45,13 @@ pub const GPU_TYPES: &[GgmlType] = &[
     GgmlType::Q5_1,
     GgmlType::Q8_0,
     GgmlType::MXFP4,
+    GgmlType::IQ4_NL,
     GgmlType::Q2_K,
     GgmlType::Q3_K,
     GgmlType::Q4_K,
     GgmlType::Q5_K,
     GgmlType::Q6_K,
+    GgmlType::IQ4_XS,
 ];
 
 pub fn gpu_supports(t: GgmlType) -> bool {
