@@ -6,7 +6,8 @@ Dequantization fixtures (`<name>.blocks.bin` + `<name>.f32.bin`, little-endian f
   * real rows of tensors from the test models, for every type some model has;
   * synthetic data for the rest: Gaussian values through `gguf.quants.quantize` where gguf-py
     has a quantizer, else random block bytes with sane f16 scales. Random bytes also cover
-    every bit pattern of the k-quant and MXFP4 layouts.
+    every bit pattern of the k-quant, MXFP4 and IQ4 layouts (gguf-py cannot quantize IQ4_NL or
+    IQ4_XS, so theirs are random bytes and real rows of the tiny IQ4 models).
 The f32 values are always `gguf.quants.dequantize` of the blocks (gguf-py 0.19.0).
 
 Quantizer fixtures (`<name>.input.f32.bin` + `<name>.blocks.bin`): seeded inputs and the bytes
@@ -53,6 +54,8 @@ REAL = [
     (T.Q5_K, "tests/data/models/tiny-qwen3moe-q4_k_m.gguf", "blk.0.attn_output.weight"),
     (T.Q6_K, "tests/data/models/tiny-llama-q4_k_m.gguf", "output.weight"),
     (T.Q6_K, "cache:gemma-3-270m-q4_k_m.gguf", "blk.0.ffn_down.weight"),
+    (T.IQ4_NL, "tests/data/models/tiny-llama-iq4_nl.gguf", "blk.0.ffn_up.weight"),
+    (T.IQ4_XS, "tests/data/models/tiny-llama-iq4_xs.gguf", "blk.0.ffn_up.weight"),
 ]
 
 # Types gguf-py can quantize, fed Gaussian data (sigma 0.02, typical of weights).
@@ -277,6 +280,21 @@ def quantizer_fixtures(w: Writer, llama_cpp: pathlib.Path, seed: int):
             w.quant(ty, "ref", x, blocks, source)
 
 
+def iq4_fixtures(w: Writer, seed: int):
+    """Random IQ4 blocks with f16 scales of either sign (IQ4_XS's 6-bit run scales take every
+    value, 0 included). Seeded after the other fixtures so theirs do not move."""
+    for ty in [T.IQ4_NL, T.IQ4_XS]:
+        rng = np.random.default_rng(seed)
+        block_size, type_size = gguf.GGML_QUANT_SIZES[ty]
+        n_blocks = max(4, TARGET_ELEMENTS // block_size)
+        blocks = rng.integers(0, 256, size=(n_blocks, type_size), dtype=np.uint8)
+        scales = np.exp2(rng.uniform(-14, -4, size=(n_blocks, 1))) * rng.choice([-1.0, 1.0], size=(n_blocks, 1))
+        blocks[:, 0:2] = scales.astype(np.float16).view(np.uint8)
+        w.dequant(ty, "random", blocks, {"synthetic": f"seed {seed}: uniform random bytes, f16 scales +-2^-14..2^-4"})
+        seed += 1
+    return seed
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--llama-cpp", type=pathlib.Path, default=pathlib.Path("/tmp/llcpp/src/vendor/llama.cpp"))
@@ -289,6 +307,7 @@ def main():
     real_fixtures(w, args.models_cache)
     seed = synthetic_fixtures(w)
     quantizer_fixtures(w, args.llama_cpp, seed)
+    iq4_fixtures(w, seed + 1)
 
     from importlib.metadata import version
 

@@ -118,3 +118,9 @@ fn tiny_moe_on_gpu() {
 fn tiny_gpt_oss_on_gpu() {
     check_cases(&|c| c.name.starts_with("tiny-gptoss"));
 }
+
+/// The tiny llama in IQ4_NL and IQ4_XS (token embedding included; the output head is Q6_K).
+#[test]
+fn tiny_iq4_on_gpu() {
+    check_cases(&|c| c.name.starts_with("tiny-llama-iq4"));
+}

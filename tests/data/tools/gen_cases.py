@@ -32,6 +32,10 @@ TINY_MODELS = [
     # llama-quantize MXFP4_MOE version
     "tiny-gptoss-f32.gguf",
     "tiny-gptoss-mxfp4.gguf",
+    # the tiny llama's F32 weights through llama-quantize IQ4_NL and IQ4_XS (model indices 11
+    # and 12)
+    "tiny-llama-iq4_nl.gguf",
+    "tiny-llama-iq4_xs.gguf",
 ]
 TINY_N_VOCAB = 512
 TINY_N_GEN = 16
