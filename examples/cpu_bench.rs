@@ -33,7 +33,7 @@ fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
     let mut b = random_bytes(n_blocks * ts, 7);
     let h = half::f16::from_f32(0.01).to_le_bytes();
     let at: &[usize] = match ty {
-        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL | GgmlType::IQ4_XS => &[0],
         GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
         GgmlType::Q6_K => &[208],
         GgmlType::Q2_K => &[80, 82],
@@ -43,6 +43,10 @@ fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
     for blk in b.chunks_mut(ts) {
         for &a in at {
             blk[a..a + 2].copy_from_slice(&h);
+        }
+        if ty == GgmlType::MXFP4 {
+            // The E8M0 exponent: 2^-8, where a random byte could overflow to infinity.
+            blk[0] = 120;
         }
     }
     b
@@ -78,6 +82,11 @@ fn kernels(threads: usize, only: Option<&str>, toks: &[usize]) {
         (GgmlType::Q5_0, 2048, 640),
         (GgmlType::Q4_K, 640, 1024),
         (GgmlType::Q6_K, 640, 2048),
+        // The 4-bit formats on one 4096 x 4096 weight, for GB/s side by side.
+        (GgmlType::Q4_K, 4096, 4096),
+        (GgmlType::MXFP4, 4096, 4096),
+        (GgmlType::IQ4_NL, 4096, 4096),
+        (GgmlType::IQ4_XS, 4096, 4096),
     ] {
         if only.is_some_and(|o| !ty.name().eq_ignore_ascii_case(o)) {
             continue;

@@ -18,7 +18,8 @@ pub const QK4_NL: usize = 32;
 
 /// The table both types index: denser near zero, where most weights are. The values are
 /// integers, so a dot product can stay in integers until the block scale.
-pub const KVALUES_IQ4NL: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+pub const KVALUES_IQ4NL: [i8; 16] =
+    [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
 
 /// `x = d * KVALUES_IQ4NL[q]`.
 #[repr(C)]

@@ -225,9 +225,10 @@ impl IntFmt for Iq4Xs {
             let d = half(s, b, 0);
             let (scales_h, scales_l) = (u16::from_le_bytes(*at(b, 2)), at::<4>(b, 4));
             let dl = |r: usize| d * iq4xs_scale(scales_h, scales_l, r) as f32;
+            let w = |r: usize| s.w_table(&KVALUES_IQ4NL, at(b, 8 + 16 * r));
             for r in (0..8).step_by(2) {
-                acc.block_d::<0>(s, x, 8 * i + r, s.w_table(&KVALUES_IQ4NL, at(b, 8 + 16 * r)), dl(r));
-                acc.block_d::<1>(s, x, 8 * i + r + 1, s.w_table(&KVALUES_IQ4NL, at(b, 24 + 16 * r)), dl(r + 1));
+                acc.block_d::<0>(s, x, 8 * i + r, w(r), dl(r));
+                acc.block_d::<1>(s, x, 8 * i + r + 1, w(r + 1), dl(r + 1));
             }
         }
         acc.finish(s)

@@ -85,7 +85,10 @@ fn table_bytes(table: &[i8; 16], b: &[u8; 16]) -> (__m128i, __m128i) {
         let t = _mm_loadu_si128(table.as_ptr().cast());
         let q = _mm_loadu_si128(b.as_ptr().cast());
         let m = _mm_set1_epi8(0x0F);
-        (_mm_shuffle_epi8(t, _mm_and_si128(q, m)), _mm_shuffle_epi8(t, _mm_and_si128(_mm_srli_epi16::<4>(q), m)))
+        (
+            _mm_shuffle_epi8(t, _mm_and_si128(q, m)),
+            _mm_shuffle_epi8(t, _mm_and_si128(_mm_srli_epi16::<4>(q), m)),
+        )
     }
 }
 
