@@ -18,7 +18,7 @@ fn opens_reference_tiny_models() {
             n += 1;
         }
     }
-    assert_eq!(n, 11);
+    assert_eq!(n, 13);
 }
 
 #[test]
@@ -36,6 +36,8 @@ fn resolves_weights_of_every_tiny_model() {
         "tiny-gemma3-62l-q8_0",
         "tiny-gptoss-f32",
         "tiny-gptoss-mxfp4",
+        "tiny-llama-iq4_nl",
+        "tiny-llama-iq4_xs",
     ] {
         let f = GgufFile::open(dir.join(format!("{name}.gguf"))).unwrap();
         let cfg = ModelConfig::from_gguf(&f).unwrap();
