@@ -68,9 +68,9 @@ fn meta_byte(blk: u32, i: u32) -> u32 {
     return (meta_word(blk, i >> 2u) >> ((i & 3u) * 8u)) & 0xFFu;
 }
 
-// Types whose metadata is one f16 scale (Q4_0, Q8_0, IQ4_NL) or one exponent byte (MXFP4) pack two or
-// four blocks' metadata into a word: padding it to a word would add up to 18% to the weights
-// (MXFP4: 20 bytes for a 17-byte block), in memory and in what every token reads.
+// Types whose metadata is one f16 scale (Q4_0, Q8_0, IQ4_NL) or one exponent byte (MXFP4) pack
+// two or four blocks' metadata into a word: padding it to a word would add up to 18% to the
+// weights (MXFP4: 20 bytes for a 17-byte block), in memory and in what every token reads.
 fn meta_half(blk: u32) -> u32 {
     return (M[meta_off + (blk >> 1u)] >> ((blk & 1u) * 16u)) & 0xFFFFu;
 }
@@ -290,7 +290,9 @@ fn qdot32(blk: u32, u: u32, x: Unit, xs: vec2<f32>) -> f32 {
 #endif
 
 // ---- IQ4_NL and IQ4_XS: 4-bit codes into the kvalues_iq4nl table, nibbles ordered as in
-// Q4_0 within every 32 elements ----
+// Q4_0 within every 32 elements. The table has no formula (unlike MXFP4's E2M1 values above),
+// so it is four words of signed bytes picked with selects: an array indexed at run time would
+// live in per-invocation memory, a per-lane gather on CPU-like adapters ----
 
 #ifdef WTYPE_IQ4_NL
 #define IQ4_TABLE
@@ -307,11 +309,18 @@ const MW: u32 = 2u;
 #endif
 
 #ifdef IQ4_TABLE
-var<private> KV_IQ4NL: array<f32, 16> = array<f32, 16>(-127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0, 1.0, 13.0, 25.0, 38.0, 53.0, 69.0, 89.0, 113.0);
-// The table values of the low (`s` = 0) or high (4) nibbles of a payload word.
+// kvalues_iq4nl, codes 4k..4k+3 in word k, lowest byte first.
+const KV_IQ4NL: vec4<u32> = vec4<u32>(0xBFAD9881u, 0xF6EADDCFu, 0x26190D01u, 0x71594535u);
+// The table values of the low (`s` = 0) or high (4) nibbles of a payload word: bits 3 and 2
+// of a code pick the word, bits 1..0 the byte in it.
 fn iq4_vals(q: u32, s: u32) -> vec4<f32> {
     let c = (vec4<u32>(q) >> (vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(s))) & vec4<u32>(0xFu);
-    return vec4<f32>(KV_IQ4NL[c.x], KV_IQ4NL[c.y], KV_IQ4NL[c.z], KV_IQ4NL[c.w]);
+    let hi = (c & vec4<u32>(8u)) != vec4<u32>(0u);
+    let mid = (c & vec4<u32>(4u)) != vec4<u32>(0u);
+    let k = KV_IQ4NL;
+    let w = select(select(vec4<u32>(k.x), vec4<u32>(k.y), mid), select(vec4<u32>(k.z), vec4<u32>(k.w), mid), hi);
+    let top = w << (vec4<u32>(24u) - (c & vec4<u32>(3u)) * vec4<u32>(8u));
+    return vec4<f32>(bitcast<vec4<i32>>(top) >> vec4<u32>(24u));
 }
 // The 32 elements of payload vec4 `v` times their scale `d`.
 fn iq4_run(v: vec4<u32>, d: f32) -> Unit {
