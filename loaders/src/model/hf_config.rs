@@ -9,9 +9,9 @@
 use serde_json::{Map, Value};
 
 use super::ModelError;
-use super::arch::{Arch, FfnActivation, RopeLayout};
+use super::arch::{Arch, FfnActivation, RopeLayout, SWIGLU_OAI_ALPHA, SWIGLU_OAI_LIMIT};
 use super::config::ModelConfig;
-use super::hyper::{Hyperparams, KeyFormat, MoeHyper, SwaLayers};
+use super::hyper::{Hyperparams, KeyFormat, MoeHyper, SwaLayers, YarnHyper};
 
 /// The transformers model classes wllm reads, as families that share key semantics.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -23,6 +23,7 @@ enum Family {
     Qwen3,
     Qwen3Moe,
     Gemma3,
+    GptOss,
 }
 
 impl Family {
@@ -35,6 +36,7 @@ impl Family {
             "Qwen3ForCausalLM" => Family::Qwen3,
             "Qwen3MoeForCausalLM" => Family::Qwen3Moe,
             "Gemma3ForCausalLM" | "Gemma3ForConditionalGeneration" => Family::Gemma3,
+            "GptOssForCausalLM" => Family::GptOss,
             _ => return None,
         })
     }
@@ -49,6 +51,7 @@ impl Family {
             "qwen3" => Family::Qwen3,
             "qwen3_moe" => Family::Qwen3Moe,
             "gemma3" | "gemma3_text" => Family::Gemma3,
+            "gpt_oss" => Family::GptOss,
             _ => return None,
         })
     }
@@ -60,6 +63,7 @@ impl Family {
             Family::Qwen3 => Arch::Qwen3,
             Family::Qwen3Moe => Arch::Qwen3Moe,
             Family::Gemma3 => Arch::Gemma3,
+            Family::GptOss => Arch::GptOss,
         }
     }
 
@@ -88,6 +92,10 @@ impl Family {
             (Qwen3Moe, "num_experts_per_tok") => 8.0,
             (Qwen3Moe, "moe_intermediate_size") => 768.0,
             (Qwen3Moe, "decoder_sparse_step") => 1.0,
+            (GptOss, "rope_theta") => 150_000.0,
+            (GptOss, "max_position_embeddings") => 131_072.0,
+            (GptOss, "sliding_window") => 128.0,
+            (GptOss, "rms_norm_eps") => 1e-5,
             (Llama | Mistral | Qwen2 | Qwen3 | Qwen3Moe | Gemma3, "rms_norm_eps") => 1e-6,
             (_, "rope_theta") => 10_000.0,
             (Llama, "max_position_embeddings") => 2048.0,
@@ -187,25 +195,24 @@ impl ModelConfig {
         h.n_head_kv = k.opt_u32("num_key_value_heads")?;
         h.head_dim = k.opt_u32("head_dim")?;
         h.n_vocab = k.u32("vocab_size")?;
-        for flag in ["attention_bias", "mlp_bias"] {
-            if k.opt_bool(flag)? == Some(true) {
-                return Err(ModelError::Unsupported(format!("config.json: {flag} = true")));
-            }
-        }
+        check_biases(&k)?;
         check_activation(&k, gemma)?;
         let rope = rope(&k)?;
         h.rope_base = Some(rope.base);
         h.rope_base_swa = Some(rope.base_swa);
         h.rope_freq_scale = rope.freq_scale;
+        h.rope_yarn = rope.yarn;
         h.rope_fraction = rope.partial;
         h.rope_layout = Some(RopeLayout::Neox);
         h.moe = moe(&k, family, h.n_layer)?;
         h.n_ff = k.opt_u32("intermediate_size")?;
         h.context_length = k.opt_u32("max_position_embeddings")?;
         h.rms_eps = k.opt_f32("rms_norm_eps")?.ok_or_else(|| missing("rms_norm_eps"))?;
-        if gemma {
+        if gemma || family == Family::GptOss {
             h.sliding_window = k.opt_u32("sliding_window")?;
-            h.swa_layers = gemma_swa(&k, h.n_layer)?;
+            h.swa_layers = swa_layers(&k, h.n_layer)?;
+        }
+        if gemma {
             h.query_pre_attn_scalar = k.opt_f32("query_pre_attn_scalar")?;
         }
         h.final_logit_softcap = k.opt_f32("final_logit_softcapping")?;
@@ -213,8 +220,32 @@ impl ModelConfig {
     }
 }
 
+/// `attention_bias` must say what the architecture's traits say: gpt-oss has biases on
+/// q, k, v and o (and states `true`); the other families have none that the flag governs
+/// (qwen2's q/k/v biases are built into its class). `mlp_bias` is never supported.
+fn check_biases(k: &Keys) -> Result<(), ModelError> {
+    let t = k.family.arch().traits();
+    let attn = t.qkv_bias && t.attn_out_bias;
+    match k.opt_bool("attention_bias")? {
+        Some(b) if b != attn => {
+            return Err(ModelError::Unsupported(format!(
+                "config.json: attention_bias = {b} in a {} model",
+                k.family.arch().name()
+            )));
+        }
+        _ => {}
+    }
+    if k.opt_bool("mlp_bias")? == Some(true) {
+        return Err(ModelError::Unsupported("config.json: mlp_bias = true".into()));
+    }
+    Ok(())
+}
+
 /// Checks the FFN activation is the one the architecture's traits name.
 fn check_activation(k: &Keys, gemma: bool) -> Result<(), ModelError> {
+    if k.family == Family::GptOss {
+        return check_swiglu_oai(k);
+    }
     let act_key =
         if gemma && k.get("hidden_activation").is_some() { "hidden_activation" } else { "hidden_act" };
     let act = match k.opt_str(act_key)? {
@@ -228,6 +259,24 @@ fn check_activation(k: &Keys, gemma: bool) -> Result<(), ModelError> {
             "config.json: {act_key} {act:?} in a {} model",
             k.family.arch().name()
         )));
+    }
+    Ok(())
+}
+
+/// gpt-oss states `hidden_act: "silu"`, but its experts clamp and gain the SwiGLU with
+/// `swiglu_limit` and `swiglu_alpha`, which the engine has fixed at the released models'
+/// values (as llama.cpp does): other values are refused rather than silently ignored.
+fn check_swiglu_oai(k: &Keys) -> Result<(), ModelError> {
+    match k.opt_str("hidden_act")? {
+        None | Some("silu") | Some("swish") => {}
+        Some(other) => {
+            return Err(ModelError::Unsupported(format!("config.json: hidden_act {other:?} in gpt-oss")));
+        }
+    }
+    for (key, fixed) in [("swiglu_limit", SWIGLU_OAI_LIMIT), ("swiglu_alpha", SWIGLU_OAI_ALPHA)] {
+        if let Some(v) = k.opt_f32(key)?.filter(|&v| v != fixed) {
+            return Err(ModelError::Unsupported(format!("config.json: {key} {v} (wllm runs {fixed})")));
+        }
     }
     Ok(())
 }
@@ -257,6 +306,7 @@ struct Rope {
     base: f32,
     base_swa: f32,
     freq_scale: f32,
+    yarn: Option<YarnHyper>,
     /// Share of each head that is rotated.
     partial: Option<f32>,
 }
@@ -271,9 +321,6 @@ fn rope(k: &Keys) -> Result<Rope, ModelError> {
     };
     let full = params.and_then(|p| p.get("full_attention")).and_then(Value::as_object).or(params);
     let sliding = params.and_then(|p| p.get("sliding_attention")).and_then(Value::as_object);
-    let sub_f32 = |m: Option<&Map<String, Value>>, key: &str| -> Result<Option<f32>, ModelError> {
-        m.and_then(|m| m.get(key)).filter(|v| !v.is_null()).map(|v| as_f32(key, v)).transpose()
-    };
 
     let base = match sub_f32(full, "rope_theta")? {
         Some(b) => b,
@@ -285,6 +332,7 @@ fn rope(k: &Keys) -> Result<Rope, ModelError> {
     };
 
     let scaling = full.and_then(|m| m.get("rope_type").or_else(|| m.get("type"))).filter(|v| !v.is_null());
+    let mut yarn = None;
     let freq_scale = match scaling {
         None => 1.0,
         Some(Value::String(t)) => match t.as_str() {
@@ -298,6 +346,11 @@ fn rope(k: &Keys) -> Result<Rope, ModelError> {
             // Per-frequency factors, which the safetensors loader supplies as the
             // `rope_freqs.weight` tensor exactly as the converter does.
             "llama3" => 1.0,
+            "yarn" => {
+                let (scale, y) = yarn_params(full)?;
+                yarn = Some(y);
+                scale
+            }
             other => return Err(ModelError::Unsupported(format!("RoPE scaling type {other:?}"))),
         },
         Some(v) => return Err(wrong("rope_scaling.rope_type", "a string", v)),
@@ -310,7 +363,43 @@ fn rope(k: &Keys) -> Result<Rope, ModelError> {
     if let Some(p) = partial.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
         return Err(bad(format!("partial_rotary_factor {p} must be in (0, 1]")));
     }
-    Ok(Rope { base, base_swa, freq_scale, partial })
+    Ok(Rope { base, base_swa, freq_scale, yarn, partial })
+}
+
+/// YaRN as convert_hf_to_gguf.py writes it: `factor` (as 1 / freq_scale),
+/// `original_max_position_embeddings`, `beta_fast`, `beta_slow`, and `attention_factor` (or
+/// `attn_factor`) as the extra factor on (cos, sin). transformers' `truncate: false` (gpt-oss)
+/// is ignored as the converter ignores it: llama.cpp always rounds the ramp's ends to whole
+/// dimensions, and wllm follows llama.cpp. An extrapolation factor other than 1 is refused
+/// (the engine has none).
+fn yarn_params(params: Option<&Map<String, Value>>) -> Result<(f32, YarnHyper), ModelError> {
+    let factor = match sub_f32(params, "factor")? {
+        Some(f) if f > 0.0 => f,
+        other => return Err(bad(format!("YaRN RoPE scaling needs a positive factor, found {other:?}"))),
+    };
+    if let Some(e) = sub_f32(params, "extrapolation_factor")?.filter(|&e| e != 1.0) {
+        return Err(ModelError::Unsupported(format!("YaRN with extrapolation_factor {e}")));
+    }
+    let orig_ctx = match params.and_then(|m| m.get("original_max_position_embeddings")) {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(as_u32("rope_scaling.original_max_position_embeddings", v)?),
+    };
+    let attn_factor = match sub_f32(params, "attention_factor")? {
+        Some(a) => Some(a),
+        None => sub_f32(params, "attn_factor")?,
+    };
+    let y = YarnHyper {
+        orig_ctx,
+        beta_fast: sub_f32(params, "beta_fast")?,
+        beta_slow: sub_f32(params, "beta_slow")?,
+        attn_factor,
+    };
+    Ok((1.0 / factor, y))
+}
+
+/// A number inside a RoPE parameter object (`null`: absent).
+fn sub_f32(m: Option<&Map<String, Value>>, key: &str) -> Result<Option<f32>, ModelError> {
+    m.and_then(|m| m.get(key)).filter(|v| !v.is_null()).map(|v| as_f32(key, v)).transpose()
 }
 
 fn moe(k: &Keys, family: Family, n_layer: u32) -> Result<Option<MoeHyper>, ModelError> {
@@ -320,7 +409,15 @@ fn moe(k: &Keys, family: Family, n_layer: u32) -> Result<Option<MoeHyper>, Model
         Family::Qwen3Moe => {
             ("num_experts", "moe_intermediate_size", k.opt_bool("norm_topk_prob")?.unwrap_or(false))
         }
+        // A softmax over the chosen experts' logits, which is top-k renormalised (see
+        // ExpertGating).
+        Family::GptOss => ("num_local_experts", "intermediate_size", true),
         _ => return Ok(None),
+    };
+    // gpt-oss-20b's config.json states both spellings; the original checkpoint's only the second.
+    let used_key = match k.get("num_experts_per_tok") {
+        None if family == Family::GptOss && k.get("experts_per_token").is_some() => "experts_per_token",
+        _ => "num_experts_per_tok",
     };
     if family == Family::Qwen3Moe {
         // Dense layers between MoE layers would need a per-layer FFN kind.
@@ -338,18 +435,19 @@ fn moe(k: &Keys, family: Family, n_layer: u32) -> Result<Option<MoeHyper>, Model
     }
     Ok(Some(MoeHyper {
         n_expert: k.u32(experts_key)?,
-        n_expert_used: k.u32("num_experts_per_tok")?,
+        n_expert_used: k.u32(used_key)?,
         n_ff_expert: Some(k.u32(ff_key)?),
         renormalize: Some(renormalize),
         weights_scale: None,
     }))
 }
 
-/// Gemma 3 alternates sliding-window and global layers, given either as `layer_types` or as a
-/// period (`sliding_window_pattern` n: every n-th layer is global).
-fn gemma_swa(k: &Keys, n_layer: u32) -> Result<SwaLayers, ModelError> {
+/// Gemma 3 and gpt-oss alternate sliding-window and global layers, given either as
+/// `layer_types` or as a period (`sliding_window_pattern` n: every n-th layer is global);
+/// without either, the architecture's own period (Gemma 3: 6, gpt-oss: 2).
+fn swa_layers(k: &Keys, n_layer: u32) -> Result<SwaLayers, ModelError> {
     let Some(types) = k.get("layer_types") else {
-        return Ok(SwaLayers::Period(k.opt_u32("sliding_window_pattern")?.unwrap_or(6)));
+        return Ok(k.opt_u32("sliding_window_pattern")?.map_or(SwaLayers::Default, SwaLayers::Period));
     };
     let Value::Array(types) = types else {
         return Err(wrong("layer_types", "a list", types));

@@ -102,6 +102,9 @@ pub enum SafetensorsError {
     #[error("{target}: expert tensor {tensor:?} is {found}, but expert 0 is {expected}")]
     ExpertMismatch { target: String, tensor: String, found: String, expected: String },
 
+    #[error("tensor {tensor:?} comes with {missing:?}, which is missing")]
+    MissingCompanion { tensor: String, missing: String },
+
     #[error("tensor {tensor:?} has shape {shape:?}, which cannot be {expected}")]
     BadShape { tensor: String, shape: Vec<u64>, expected: &'static str },
 

@@ -23,7 +23,7 @@ const MAX_CONFIG_LEN: u64 = 4 << 20;
 ///
 /// Most tensors are borrowed from the memory maps. Those whose GGUF form differs (1-D tensors
 /// and routers widened to F32, Gemma norms shifted by one, experts stacked, fused experts
-/// split) are converted each time [`TensorSource::bytes`] is asked for them, so ask once per
+/// split, gpt-oss's experts repacked or transposed) are converted each time [`TensorSource::bytes`] is asked for them, so ask once per
 /// upload.
 pub struct SafetensorsModel {
     files: SafetensorsFiles,
@@ -142,6 +142,22 @@ impl SafetensorsModel {
                 Cow::Owned(convert::fused_half(bytes, n_expert, half, *second))
             }
             Recipe::Computed(bytes) => Cow::Borrowed(bytes),
+            Recipe::Mxfp4 { blocks, scales, groups, pick } => {
+                Cow::Owned(convert::mxfp4_from_hf(raw(*blocks).1, raw(*scales).1, *groups, *pick))
+            }
+            Recipe::Transpose { src, pick } => {
+                let (t, bytes) = raw(*src);
+                // The plan checked the shape is [n_expert, a, b].
+                let [n, a, b] = t.shape[..] else { unreachable!("planned as 3-D") };
+                let elem = convert::elem_size(t.dtype);
+                Cow::Owned(convert::transpose_pick(bytes, elem, n as usize, a as usize, b as usize, *pick))
+            }
+            Recipe::BiasF32 { src, pick } => {
+                let (t, bytes) = raw(*src);
+                let cols = t.shape.last().copied().unwrap_or(1) as usize;
+                let elem = convert::elem_size(t.dtype);
+                Cow::Owned(convert::to_f32(t.dtype, &convert::pick_columns(bytes, elem, cols, *pick), 0.0))
+            }
         }
     }
 }

@@ -14,6 +14,32 @@ pub(super) enum Slot {
     Expert { layer: u32, part: ExpertPart, expert: u64 },
     /// transformers 5's fused `[n_expert, 2 * n_ff, n_embd]` tensor: gate rows, then up rows.
     FusedGateUp { layer: u32 },
+    /// One of gpt-oss's stacked expert tensors (`mlp.experts.{gate_up,down}_proj*`), which
+    /// become GGUF tensors only together (see `plan::gpt_oss_experts`).
+    OssExperts { layer: u32, proj: OssProj, part: OssPart },
+}
+
+/// gpt-oss's two expert projections. `GateUp` holds gate and up interleaved: gate is every
+/// even output row (or column, in the dense form), up every odd one.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) enum OssProj {
+    GateUp,
+    Down,
+}
+
+/// The tensors of one gpt-oss projection, in either checkpoint form.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) enum OssPart {
+    /// OpenAI's MXFP4 checkpoint: `_blocks` `[n_expert, rows, cols / 32, 16]` u8, two E2M1
+    /// codes a byte (element `2i` in the low nibble).
+    Blocks,
+    /// `_scales` `[n_expert, rows, cols / 32]` u8: E8M0 exponents, `2^(e - 127)`.
+    Scales,
+    /// `_bias` `[n_expert, rows]`.
+    Bias,
+    /// A dequantized checkpoint's float matrix, stored as transformers multiplies it:
+    /// `[n_expert, cols, rows]` (input dim first).
+    Dense,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -66,18 +92,25 @@ pub(super) fn classify(hf_name: &str, arch: Arch, n_layer: u32) -> Option<Slot> 
         "self_attn.k_proj.bias" => "attn_k.bias",
         "self_attn.v_proj.bias" => "attn_v.bias",
         "self_attn.o_proj.weight" => "attn_output.weight",
+        "self_attn.o_proj.bias" => "attn_output.bias",
+        "self_attn.sinks" => "attn_sinks.weight",
         "self_attn.q_norm.weight" => "attn_q_norm.weight",
         "self_attn.k_norm.weight" => "attn_k_norm.weight",
         // With post-norms (Gemma 3: four norms per layer) the second norm follows attention and
         // the one before the FFN is GGUF's ffn_norm; without, the second norm is the FFN's.
         "post_attention_layernorm.weight" if traits.post_norms => "post_attention_norm.weight",
-        "post_attention_layernorm.weight" => "ffn_norm.weight",
+        // gpt-oss's FFN pre-norm keeps the Hugging Face name in GGUF.
+        "post_attention_layernorm.weight" => return blk(&format!("{}.weight", traits.ffn_norm_name)),
         "pre_feedforward_layernorm.weight" => "ffn_norm.weight",
         "post_feedforward_layernorm.weight" => "post_ffw_norm.weight",
         "mlp.gate_proj.weight" => "ffn_gate.weight",
         "mlp.up_proj.weight" => "ffn_up.weight",
         "mlp.down_proj.weight" => "ffn_down.weight",
-        "mlp.gate.weight" | "block_sparse_moe.gate.weight" => "ffn_gate_inp.weight",
+        "mlp.gate.weight" | "block_sparse_moe.gate.weight" | "mlp.router.weight" => "ffn_gate_inp.weight",
+        "mlp.router.bias" => "ffn_gate_inp.bias",
+        _ if arch == Arch::GptOss && rest.starts_with("mlp.experts.") => {
+            return oss_experts(layer, rest);
+        }
         // Already in ffn_down_exps layout: [n_expert, n_embd, n_ff] row-major.
         "mlp.experts.down_proj" | "mlp.experts.down_proj.weight" => "ffn_down_exps.weight",
         "mlp.experts.gate_up_proj" | "mlp.experts.gate_up_proj.weight" => {
@@ -86,6 +119,26 @@ pub(super) fn classify(hf_name: &str, arch: Arch, n_layer: u32) -> Option<Slot> 
         _ => return expert(layer, rest),
     };
     blk(mapped)
+}
+
+/// gpt-oss's `mlp.experts.{gate_up,down}_proj{_blocks,_scales,_bias,}`. The dense names
+/// differ from transformers 5's fused qwen3moe tensors only in layout, so they are read this
+/// way for gpt-oss alone.
+fn oss_experts(layer: u32, rest: &str) -> Option<Slot> {
+    let r = rest.strip_prefix("mlp.experts.")?;
+    let (proj, suffix) = if let Some(s) = r.strip_prefix("gate_up_proj") {
+        (OssProj::GateUp, s)
+    } else {
+        (OssProj::Down, r.strip_prefix("down_proj")?)
+    };
+    let part = match suffix {
+        "_blocks" => OssPart::Blocks,
+        "_scales" => OssPart::Scales,
+        "_bias" => OssPart::Bias,
+        "" | ".weight" => OssPart::Dense,
+        _ => return None,
+    };
+    Some(Slot::OssExperts { layer, proj, part })
 }
 
 /// `mlp.experts.E.{gate,up,down}_proj.weight` (qwen3moe) and
@@ -169,6 +222,45 @@ mod tests {
         assert_eq!(gguf("model.norm.weight", g), Some(("output_norm.weight".into(), true)));
         assert_eq!(gguf("model.embed_tokens.weight", g), Some(("token_embd.weight".into(), false)));
         assert_eq!(classify("vision_tower.vision_model.post_layernorm.weight", g, 4), None);
+    }
+
+    #[test]
+    fn maps_gpt_oss_names() {
+        let o = Arch::GptOss;
+        assert_eq!(
+            gguf("model.layers.2.post_attention_layernorm.weight", o),
+            Some(("blk.2.post_attention_norm.weight".into(), false))
+        );
+        assert_eq!(
+            gguf("model.layers.0.self_attn.sinks", o),
+            Some(("blk.0.attn_sinks.weight".into(), false))
+        );
+        assert_eq!(
+            gguf("model.layers.0.self_attn.o_proj.bias", o),
+            Some(("blk.0.attn_output.bias".into(), false))
+        );
+        assert_eq!(
+            gguf("model.layers.1.mlp.router.bias", o),
+            Some(("blk.1.ffn_gate_inp.bias".into(), false))
+        );
+        assert_eq!(
+            classify("model.layers.3.mlp.experts.gate_up_proj_scales", o, 4),
+            Some(Slot::OssExperts { layer: 3, proj: OssProj::GateUp, part: OssPart::Scales })
+        );
+        assert_eq!(
+            classify("model.layers.0.mlp.experts.down_proj", o, 4),
+            Some(Slot::OssExperts { layer: 0, proj: OssProj::Down, part: OssPart::Dense })
+        );
+        assert_eq!(
+            classify("model.layers.0.mlp.experts.down_proj_bias", o, 4),
+            Some(Slot::OssExperts { layer: 0, proj: OssProj::Down, part: OssPart::Bias })
+        );
+        assert_eq!(classify("model.layers.0.mlp.experts.down_proj_zeros", o, 4), None);
+        // The same name in qwen3moe is transformers 5's fused layout.
+        assert_eq!(
+            classify("model.layers.0.mlp.experts.gate_up_proj", Arch::Qwen3Moe, 4),
+            Some(Slot::FusedGateUp { layer: 0 })
+        );
     }
 
     #[test]

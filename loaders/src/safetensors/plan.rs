@@ -8,10 +8,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::convert::Pick;
 use super::dtype::Dtype;
 use super::error::SafetensorsError;
 use super::files::{RawTensor, SafetensorsFiles};
-use super::names::{ExpertPart, Slot, classify};
+use super::names::{ExpertPart, OssPart, OssProj, Slot, classify};
 use crate::ggml_type::GgmlType;
 use crate::model::{ModelConfig, TensorMeta};
 
@@ -30,6 +31,12 @@ pub(super) enum Recipe {
     FusedHalf { src: usize, second: bool },
     /// Computed when the model opened (little-endian bytes).
     Computed(Vec<u8>),
+    /// gpt-oss MXFP4 experts repacked into ggml blocks, the rows `pick` keeps.
+    Mxfp4 { blocks: usize, scales: usize, groups: usize, pick: Pick },
+    /// gpt-oss dense experts `[n_expert, a, b]` transposed to `[n_expert, b', a]`.
+    Transpose { src: usize, pick: Pick },
+    /// gpt-oss expert biases `[n_expert, rows]`: the rows `pick` keeps, widened to F32.
+    BiasF32 { src: usize, pick: Pick },
 }
 
 #[derive(Clone, Debug)]
@@ -51,11 +58,14 @@ pub(super) fn plan(files: &SafetensorsFiles, cfg: &ModelConfig) -> Result<Plan, 
     let n_expert = cfg.moe.as_ref().map(|m| m.n_expert);
     // (layer, part) -> expert -> tensor id; sized by the tensors present, not by the config.
     let mut experts: BTreeMap<(u32, ExpertPart), BTreeMap<u32, usize>> = BTreeMap::new();
+    // gpt-oss: (layer, projection) -> the stored tensors of that projection.
+    let mut oss: BTreeMap<(u32, OssProj), BTreeMap<OssPart, usize>> = BTreeMap::new();
 
     for (id, t) in files.tensors().iter().enumerate() {
         let slot = classify(&t.name, cfg.arch, cfg.n_layer);
         match (slot, n_expert) {
-            (None, _) | (Some(Slot::Expert { .. } | Slot::FusedGateUp { .. }), None) => {
+            (None, _)
+            | (Some(Slot::Expert { .. } | Slot::FusedGateUp { .. } | Slot::OssExperts { .. }), None) => {
                 out.unmapped.push(t.name.clone());
             }
             (Some(Slot::Single { gguf, norm_shift }), _) => {
@@ -80,6 +90,16 @@ pub(super) fn plan(files: &SafetensorsFiles, cfg: &ModelConfig) -> Result<Plan, 
                     insert(&mut out.tensors, part.gguf_name(layer), planned)?;
                 }
             }
+            (Some(Slot::OssExperts { layer, proj, part }), Some(_)) => {
+                // Names are unique within a checkpoint, so each part comes once.
+                oss.entry((layer, proj)).or_default().insert(part, id);
+            }
+        }
+    }
+
+    for ((layer, proj), parts) in oss {
+        for (gguf, planned) in gpt_oss_experts(files, layer, proj, &parts, n_expert.unwrap_or(0))? {
+            insert(&mut out.tensors, gguf, planned)?;
         }
     }
 
@@ -206,4 +226,97 @@ fn stack(
         recipe: Recipe::Stack(ids),
         source: first.name.clone(),
     })
+}
+
+/// The GGUF tensors of one gpt-oss expert projection, from either checkpoint form: OpenAI's
+/// MXFP4 `_blocks` + `_scales` (kept MXFP4, repacked into ggml blocks, never dequantized) or
+/// a dequantized float matrix (transposed into GGUF's `[n_expert, rows, cols]`), plus the F32
+/// bias. gate_up splits into `ffn_gate_exps` (even rows) and `ffn_up_exps` (odd rows), as
+/// transformers' `gate_up[..., ::2]`, `gate_up[..., 1::2]` and llama.cpp's converter do.
+fn gpt_oss_experts(
+    files: &SafetensorsFiles,
+    layer: u32,
+    proj: OssProj,
+    parts: &BTreeMap<OssPart, usize>,
+    n_expert: u32,
+) -> Result<Vec<(String, Planned)>, SafetensorsError> {
+    let tensors = files.tensors();
+    let get = |p: OssPart| parts.get(&p).map(|&id| (id, &tensors[id]));
+    let outputs: &[(&str, Pick)] = match proj {
+        OssProj::GateUp => &[("gate", Pick::Even), ("up", Pick::Odd)],
+        OssProj::Down => &[("down", Pick::All)],
+    };
+    let name = |part: &str, what: &str| format!("blk.{layer}.ffn_{part}_exps.{what}");
+    let n = n_expert as u64;
+    let mut out = Vec::new();
+
+    // The weights: rows (outputs) and cols (inputs) of every expert, GGUF-wise.
+    let weights = match (get(OssPart::Blocks), get(OssPart::Scales), get(OssPart::Dense)) {
+        (Some((_, b)), _, Some((_, d))) | (_, Some((_, b)), Some((_, d))) => {
+            return Err(SafetensorsError::SameTarget {
+                target: name(outputs[0].0, "weight"),
+                tensor: d.name.clone(),
+                other: b.name.clone(),
+            });
+        }
+        (Some((_, b)), None, None) => return Err(missing_companion(b, "_blocks", "_scales")),
+        (None, Some((_, sc)), None) => return Err(missing_companion(sc, "_scales", "_blocks")),
+        (Some((bid, b)), Some((sid, sc)), None) => {
+            const EXPECTED: &str = "MXFP4 blocks [n_expert, rows, cols / 32, 16] u8";
+            let [x, rows, groups, 16] = b.shape[..] else { return Err(bad_shape(b, EXPECTED)) };
+            if b.dtype != Dtype::U8 || x != n || (proj == OssProj::GateUp && rows % 2 != 0) {
+                return Err(bad_shape(b, EXPECTED));
+            }
+            if sc.dtype != Dtype::U8 || sc.shape[..] != [x, rows, groups] {
+                return Err(bad_shape(sc, "MXFP4 scales [n_expert, rows, cols / 32] u8 matching the blocks"));
+            }
+            for &(part, pick) in outputs {
+                let meta = TensorMeta {
+                    name: String::new(),
+                    ggml_type: GgmlType::MXFP4,
+                    dims: vec![groups * 32, pick.count(rows as usize) as u64, x],
+                };
+                let recipe = Recipe::Mxfp4 { blocks: bid, scales: sid, groups: groups as usize, pick };
+                out.push((name(part, "weight"), Planned { meta, recipe, source: b.name.clone() }));
+            }
+            Some(rows)
+        }
+        (None, None, Some((id, d))) => {
+            const EXPECTED: &str = "dense experts [n_expert, cols, rows]";
+            let ggml_type = ggml_type(d)?;
+            let [x, cols, rows] = d.shape[..] else { return Err(bad_shape(d, EXPECTED)) };
+            if x != n || (proj == OssProj::GateUp && rows % 2 != 0) {
+                return Err(bad_shape(d, EXPECTED));
+            }
+            for &(part, pick) in outputs {
+                let dims = vec![cols, pick.count(rows as usize) as u64, x];
+                let meta = TensorMeta { name: String::new(), ggml_type, dims };
+                let recipe = Recipe::Transpose { src: id, pick };
+                out.push((name(part, "weight"), Planned { meta, recipe, source: d.name.clone() }));
+            }
+            Some(rows)
+        }
+        (None, None, None) => None,
+    };
+
+    if let Some((id, bias)) = get(OssPart::Bias) {
+        const EXPECTED: &str = "expert biases [n_expert, rows]";
+        ggml_type(bias)?;
+        let [x, rows] = bias.shape[..] else { return Err(bad_shape(bias, EXPECTED)) };
+        if x != n || (proj == OssProj::GateUp && rows % 2 != 0) || weights.is_some_and(|w| w != rows) {
+            return Err(bad_shape(bias, EXPECTED));
+        }
+        for &(part, pick) in outputs {
+            let dims = vec![pick.count(rows as usize) as u64, x];
+            let meta = TensorMeta { name: String::new(), ggml_type: GgmlType::F32, dims };
+            let recipe = Recipe::BiasF32 { src: id, pick };
+            out.push((name(part, "bias"), Planned { meta, recipe, source: bias.name.clone() }));
+        }
+    }
+    Ok(out)
+}
+
+/// An MXFP4 `_blocks` tensor without its `_scales`, or the reverse.
+fn missing_companion(t: &RawTensor, suffix: &str, other: &str) -> SafetensorsError {
+    SafetensorsError::MissingCompanion { tensor: t.name.clone(), missing: t.name.replace(suffix, other) }
 }
