@@ -27,8 +27,15 @@ fn decode(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
         }
         GgmlType::F16 => bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         GgmlType::BF16 => bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        GgmlType::MXFP4 => wllm_loaders::quant::dequantize(ty, bytes, bytes.len() / 17 * 32).unwrap(),
         other => panic!("unexpected type {other}"),
     }
+}
+
+/// FNV-1a, 64-bit: what make-tiny-safetensors.py records of bytes it expects exactly.
+fn fnv1a64(bytes: &[u8]) -> String {
+    let h = bytes.iter().fold(0xCBF2_9CE4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3));
+    format!("{h:016x}")
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -58,6 +65,9 @@ fn check_against_expected(model: &SafetensorsModel, dir: &Path) {
             let (i, v) = (s[0].as_u64().unwrap() as usize, s[1].as_f64().unwrap());
             assert!(close(values[i] as f64, v), "{name}[{i}] = {} expected {v}", values[i]);
         }
+        if let Some(h) = exp.get("fnv1a64") {
+            assert_eq!(fnv1a64(&t.bytes), h.as_str().unwrap(), "{name}: bytes differ from the converter's");
+        }
         // GGUF semantics: every 1-D tensor is F32; big matrices stay borrowed from the map.
         if t.meta.dims.len() == 1 {
             assert_eq!(t.meta.ggml_type, GgmlType::F32, "{name}");
@@ -70,7 +80,7 @@ fn check_against_expected(model: &SafetensorsModel, dir: &Path) {
 
 #[test]
 fn tiny_models_present_their_gguf_view() {
-    for name in ["tiny-llama", "tiny-qwen3moe", "tiny-gemma3"] {
+    for name in ["tiny-llama", "tiny-qwen3moe", "tiny-gemma3", "tiny-gptoss-mxfp4", "tiny-gptoss-bf16"] {
         let dir = data_dir().join("safetensors").join(name);
         let model = SafetensorsModel::open(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
         let w = ModelWeights::resolve(model.config(), &model).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -163,6 +173,143 @@ fn gemma3_multimodal_config_and_norms() {
     for (r, g) in decode(GgmlType::F32, raw.bytes).iter().zip(decode(GgmlType::F32, &norm.bytes)) {
         assert_eq!(r + 1.0, g);
     }
+}
+
+/// gpt-oss's two checkpoint forms of the same weights: the same config, MXFP4 experts kept
+/// MXFP4 and dense ones in their stored BF16, and the same values once dequantized.
+#[test]
+fn gptoss_mxfp4_and_bf16_checkpoints_agree() {
+    let open = |name: &str| SafetensorsModel::open(data_dir().join("safetensors").join(name)).unwrap();
+    let (mx, bf) = (open("tiny-gptoss-mxfp4"), open("tiny-gptoss-bf16"));
+    assert!(mx.unmapped().is_empty() && bf.unmapped().is_empty(), "{:?} {:?}", mx.unmapped(), bf.unmapped());
+    let c = mx.config();
+    let mut same = bf.config().clone();
+    same.name.clone_from(&c.name);
+    assert_eq!(&same, c, "the two config.json files say the same");
+    assert_eq!(c.arch, Arch::GptOss);
+    assert_eq!((c.n_embd, c.n_head, c.n_head_kv, c.head_dim, c.n_ff), (64, 4, 2, 16, 32));
+    assert_eq!(c.ffn_act, FfnActivation::SwigluOai);
+    assert!(c.has_qkv_bias && c.has_attn_out_bias && c.has_attn_sinks && c.has_moe_biases);
+    assert_eq!(c.ffn_norm_name, "post_attention_norm");
+    assert_eq!((c.sliding_window, c.swa_layers.as_slice()), (8, &[true, false][..]));
+    assert_eq!((c.rope_base, c.rope_freq_scale, c.context_length), (150_000.0, 0.25, 4096));
+    let y = c.rope_yarn.as_ref().unwrap();
+    assert_eq!((y.orig_ctx, y.beta_fast, y.beta_slow, y.attn_factor), (1024, 32.0, 1.0, 1.0));
+    let moe = c.moe.as_ref().unwrap();
+    assert_eq!((moe.n_expert, moe.n_expert_used, moe.n_ff_expert), (4, 2, 32));
+    assert_eq!(moe.gating, ExpertGating::SoftmaxTopK { renormalize: true });
+
+    for model in [&mx, &bf] {
+        let w = ModelWeights::resolve(model.config(), model).unwrap();
+        let FfnWeights::Moe { router, .. } = &w.layers[0].ffn else { panic!("dense ffn") };
+        assert_eq!(router.ggml_type, GgmlType::F32);
+    }
+    for il in 0..2 {
+        for part in ["gate", "up", "down"] {
+            let name = format!("blk.{il}.ffn_{part}_exps.weight");
+            let (a, b) = (mx.bytes(&name).unwrap(), bf.bytes(&name).unwrap());
+            assert_eq!((a.meta.ggml_type, b.meta.ggml_type), (GgmlType::MXFP4, GgmlType::BF16), "{name}");
+            assert_eq!(a.meta.dims, b.meta.dims, "{name}");
+            let (va, vb) = (decode(a.meta.ggml_type, &a.bytes), decode(b.meta.ggml_type, &b.bytes));
+            assert!(va.iter().any(|v| *v != 0.0), "{name}");
+            assert_eq!(va, vb, "{name}: dequantized MXFP4 vs BF16");
+            let bias = format!("blk.{il}.ffn_{part}_exps.bias");
+            assert_eq!(mx.bytes(&bias).unwrap().bytes, bf.bytes(&bias).unwrap().bytes, "{bias}");
+        }
+    }
+}
+
+/// The tiny MXFP4 gpt-oss checkpoint's tensors, to write altered copies of.
+fn gptoss_tensors() -> (Value, Vec<(String, Dtype, Vec<u64>, Vec<u8>)>) {
+    let dir = data_dir().join("safetensors/tiny-gptoss-mxfp4");
+    let config = serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    let files = SafetensorsFiles::open(&dir).unwrap();
+    let tensors =
+        files.views().map(|v| (v.name.to_string(), v.dtype, v.shape.to_vec(), v.bytes.to_vec())).collect();
+    (config, tensors)
+}
+
+fn gptoss_error(tag: &str, config: Value, tensors: Vec<(String, Dtype, Vec<u64>, Vec<u8>)>) -> String {
+    let dir = temp_dir(tag);
+    std::fs::write(dir.join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+    write_st(&dir.join("model.safetensors"), &tensors);
+    let err = SafetensorsModel::open(&dir).unwrap_err().to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
+    err
+}
+
+#[test]
+fn gptoss_expert_tensors_are_checked() {
+    let (config, tensors) = gptoss_tensors();
+    let without = |name: &str| tensors.iter().filter(|t| t.0 != name).cloned().collect::<Vec<_>>();
+
+    let err =
+        gptoss_error("oss-noscales", config.clone(), without("model.layers.1.mlp.experts.down_proj_scales"));
+    assert!(err.contains("model.layers.1.mlp.experts.down_proj_scales"), "{err}");
+
+    // A dequantized copy beside the blocks: two sources for one GGUF tensor.
+    let mut both = tensors.clone();
+    both.push((
+        "model.layers.0.mlp.experts.gate_up_proj".into(),
+        Dtype::BF16,
+        vec![4, 64, 64],
+        vec![0; 4 * 64 * 64 * 2],
+    ));
+    let err = gptoss_error("oss-both", config.clone(), both);
+    assert!(err.contains("blk.0.ffn_gate_exps.weight") && err.contains("gate_up_proj_blocks"), "{err}");
+
+    // Scales that do not match the blocks.
+    let mut bad = tensors.clone();
+    let s = bad.iter_mut().find(|t| t.0 == "model.layers.0.mlp.experts.gate_up_proj_scales").unwrap();
+    s.2 = vec![4, 32, 2];
+    s.3.truncate(4 * 32 * 2);
+    let err = gptoss_error("oss-scales", config.clone(), bad);
+    assert!(err.contains("gate_up_proj_scales") && err.contains("[4, 32, 2]"), "{err}");
+
+    // Biases must have the weights' rows.
+    let mut bad = tensors.clone();
+    let b = bad.iter_mut().find(|t| t.0 == "model.layers.1.mlp.experts.down_proj_bias").unwrap();
+    b.2 = vec![4, 32];
+    b.3.truncate(4 * 32 * 2);
+    let err = gptoss_error("oss-bias", config, bad);
+    assert!(err.contains("down_proj_bias"), "{err}");
+}
+
+#[test]
+fn gptoss_config_keys() {
+    let (config, _) = gptoss_tensors();
+    let cfg = |v: &Value| ModelConfig::from_hf_config(v);
+    // The original checkpoint's spelling of the expert count alone.
+    let mut alone = config.clone();
+    alone.as_object_mut().unwrap().remove("num_experts_per_tok");
+    assert_eq!(cfg(&alone).unwrap().moe.unwrap().n_expert_used, 2);
+    // Without layer_types: transformers' and llama.cpp's period 2, even layers windowed.
+    let mut period = config.clone();
+    period["num_hidden_layers"] = json!(4);
+    period.as_object_mut().unwrap().remove("layer_types");
+    assert_eq!(cfg(&period).unwrap().swa_layers, vec![true, false, true, false]);
+    let listed = with(config.clone(), "layer_types", json!(["full_attention", "sliding_attention"]));
+    assert_eq!(cfg(&listed).unwrap().swa_layers, vec![false, true]);
+    // A stated YaRN attention factor reaches the config, as the converter writes it.
+    let mut af = config.clone();
+    af["rope_scaling"]["attention_factor"] = json!(1.5);
+    assert_eq!(cfg(&af).unwrap().rope_yarn.unwrap().attn_factor, 1.5);
+
+    for (key, value) in [
+        ("swiglu_limit", json!(5.0)),
+        ("swiglu_alpha", json!(2.0)),
+        ("attention_bias", json!(false)),
+        ("hidden_act", json!("gelu")),
+    ] {
+        let e = cfg(&with(config.clone(), key, value)).unwrap_err();
+        assert!(matches!(e, ModelError::Unsupported(_)) && e.to_string().contains(key), "{key}: {e}");
+    }
+    let mut ext = config.clone();
+    ext["rope_scaling"]["extrapolation_factor"] = json!(0.5);
+    assert!(matches!(cfg(&ext).unwrap_err(), ModelError::Unsupported(_)));
+    let mut no_factor = config;
+    no_factor["rope_scaling"].as_object_mut().unwrap().remove("factor");
+    assert!(cfg(&no_factor).unwrap_err().to_string().contains("factor"));
 }
 
 /// Writes a safetensors file the way the reference writer lays it out.
@@ -430,7 +577,7 @@ fn hf_config_errors_name_the_key() {
     assert!(msg(with(base_llama(), "head_dim", json!(7))).contains("even"));
     assert!(msg(with(base_llama(), "vocab_size", json!(1e30))).contains("vocab_size"));
     assert!(matches!(
-        err(with(base_llama(), "rope_scaling", json!({"rope_type": "yarn", "factor": 4.0}))),
+        err(with(base_llama(), "rope_scaling", json!({"rope_type": "longrope", "factor": 4.0}))),
         ModelError::Unsupported(_)
     ));
     assert!(matches!(err(with(base_llama(), "attention_bias", json!(true))), ModelError::Unsupported(_)));
