@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use half::{bf16, f16};
 use serde_json::{Value, json};
+use wllm::engine::cpu::{CpuStack, LogitRows};
 use wllm::engine::{Context, ContextOptions, DeviceOptions, Gpu, GpuModel, Logits};
 use wllm::loaders::gguf::GgufWriter;
 use wllm::loaders::model::{Arch, ExpertGating, RopeLayout, TensorSource};
@@ -497,4 +498,278 @@ fn quantize_q4_k_on_load_stays_close() {
     // quantizer.
     let failure = check_quantized("tiny-llama-q4_k_m", GgmlType::Q4_K, 0.4, 2.0, 0.8);
     assert!(failure.is_none(), "{failure:?}");
+}
+
+/// gpt-oss in Hugging Face form, one per checkpoint form people download.
+#[derive(Copy, Clone, Debug, PartialEq)]
+enum OssForm {
+    /// OpenAI's: experts as MXFP4 `_blocks` + `_scales`, the rest (here) F32.
+    Mxfp4,
+    /// A dequantized checkpoint: everything BF16, experts as transformers multiplies them.
+    Bf16,
+}
+
+/// ggml `block_mxfp4`s (scale byte, then element `j` | element `j + 16` << 4) as the
+/// checkpoint's (scales, blocks): element `2i` | element `2i + 1` << 4.
+fn mxfp4_to_hf(ggml: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut scales = Vec::new();
+    let mut blocks = Vec::new();
+    for b in ggml.chunks_exact(17) {
+        scales.push(b[0]);
+        let code = |i: usize| if i < 16 { b[1 + i] & 0x0F } else { b[1 + i - 16] >> 4 };
+        blocks.extend((0..16).map(|i| code(2 * i) | (code(2 * i + 1) << 4)));
+    }
+    (scales, blocks)
+}
+
+/// Interleaves gate and up `[x][rows][cols]` row by row into `[x][2 rows][cols]`: gate on
+/// even rows, up on odd ones, as gpt-oss stores them. Works on any element size.
+fn interleave<T: Copy>(gate: &[T], up: &[T], x: usize, row: usize) -> Vec<T> {
+    let rows = gate.len() / x / row;
+    let mut out = Vec::with_capacity(2 * gate.len());
+    for e in 0..x {
+        for r in 0..rows {
+            let at = (e * rows + r) * row;
+            out.extend_from_slice(&gate[at..at + row]);
+            out.extend_from_slice(&up[at..at + row]);
+        }
+    }
+    out
+}
+
+/// `[x][a][b]` to `[x][b][a]`.
+fn transpose3(v: &[f32], x: usize, a: usize, b: usize) -> Vec<f32> {
+    let mut out = vec![0f32; v.len()];
+    for e in 0..x {
+        for i in 0..a {
+            for j in 0..b {
+                out[(e * b + j) * a + i] = v[(e * a + i) * b + j];
+            }
+        }
+    }
+    out
+}
+
+/// A raw safetensors tensor: name, dtype name, shape, bytes.
+type RawSt = (String, &'static str, Vec<u64>, Vec<u8>);
+
+fn write_raw_safetensors(path: &Path, tensors: &[RawSt]) {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, dtype, shape, bytes) in tensors {
+        let start = data.len();
+        data.extend_from_slice(bytes);
+        header.insert(
+            name.clone(),
+            json!({ "dtype": dtype, "shape": shape, "data_offsets": [start, data.len()] }),
+        );
+    }
+    let mut h = serde_json::to_vec(&Value::Object(header)).unwrap();
+    while !h.len().is_multiple_of(8) {
+        h.push(b' ');
+    }
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&data);
+    std::fs::write(path, out).unwrap();
+}
+
+/// The tiny MXFP4 gpt-oss GGUF (llama-quantize's MXFP4 experts, Q8_0 elsewhere) as a GGUF of
+/// exactly representable values and as a Hugging Face directory of the same values.
+fn make_gptoss_pair(form: OssForm) -> (PathBuf, PathBuf, ModelConfig) {
+    let src = GgufFile::open(support::data_dir().join("models/tiny-gptoss-mxfp4.gguf")).unwrap();
+    let cfg = ModelConfig::from_gguf(&src).unwrap();
+    let moe = cfg.moe.as_ref().unwrap();
+    let (x, e, ff) = (moe.n_expert as usize, cfg.n_embd as usize, moe.n_ff_expert as usize);
+    let dtype = if form == OssForm::Mxfp4 { Dtype::F32 } else { Dtype::BF16 };
+    let st_dtype = if form == OssForm::Mxfp4 { "F32" } else { "BF16" };
+    let dir = temp_dir(&format!("gptoss-{form:?}"));
+    let mut w = GgufWriter::new();
+    for k in src.keys() {
+        if k != "general.file_type" && k != "general.alignment" {
+            w.add_metadata(k, src.value(k).unwrap()).unwrap();
+        }
+    }
+    let mut hf: Vec<RawSt> = Vec::new();
+    let mut experts: std::collections::HashMap<String, (Vec<u8>, Vec<f32>)> = Default::default();
+    for t in src.tensors() {
+        let raw = src.tensor_data(t);
+        let mut data = wllm::loaders::quant::dequantize(t.ggml_type, raw, t.n_elements() as usize).unwrap();
+        for v in &mut data {
+            *v = dtype.round(*v);
+        }
+        let keep_mxfp4 = form == OssForm::Mxfp4 && t.ggml_type == GgmlType::MXFP4;
+        if keep_mxfp4 {
+            w.add_tensor(&t.name, GgmlType::MXFP4, &t.dims, raw.to_vec()).unwrap();
+        } else {
+            let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            w.add_tensor(&t.name, GgmlType::F32, &t.dims, bytes).unwrap();
+        }
+        let shape: Vec<u64> = t.dims.iter().rev().copied().collect();
+        let name = match t.name.as_str() {
+            "token_embd.weight" => "model.embed_tokens.weight".to_string(),
+            "output.weight" => "lm_head.weight".to_string(),
+            "output_norm.weight" => "model.norm.weight".to_string(),
+            n if n.contains("_exps.") => {
+                experts.insert(n.to_string(), (raw.to_vec(), data));
+                continue;
+            }
+            n => {
+                let (il, rest) = n.strip_prefix("blk.").unwrap().split_once('.').unwrap();
+                let hf = match rest {
+                    "attn_norm.weight" => "input_layernorm.weight",
+                    "post_attention_norm.weight" => "post_attention_layernorm.weight",
+                    "attn_q.weight" => "self_attn.q_proj.weight",
+                    "attn_k.weight" => "self_attn.k_proj.weight",
+                    "attn_v.weight" => "self_attn.v_proj.weight",
+                    "attn_output.weight" => "self_attn.o_proj.weight",
+                    "attn_q.bias" => "self_attn.q_proj.bias",
+                    "attn_k.bias" => "self_attn.k_proj.bias",
+                    "attn_v.bias" => "self_attn.v_proj.bias",
+                    "attn_output.bias" => "self_attn.o_proj.bias",
+                    "attn_sinks.weight" => "self_attn.sinks",
+                    "ffn_gate_inp.weight" => "mlp.router.weight",
+                    "ffn_gate_inp.bias" => "mlp.router.bias",
+                    other => panic!("unmapped {other}"),
+                };
+                format!("model.layers.{il}.{hf}")
+            }
+        };
+        hf.push((name, st_dtype, shape, dtype.bytes(&data)));
+    }
+    for il in 0..cfg.n_layer {
+        let take = |part: &str, what: &str| experts[&format!("blk.{il}.ffn_{part}_exps.{what}")].clone();
+        let p = format!("model.layers.{il}.mlp.experts.");
+        let ((gate_raw, gate), (up_raw, up), (down_raw, down)) =
+            (take("gate", "weight"), take("up", "weight"), take("down", "weight"));
+        match form {
+            OssForm::Mxfp4 => {
+                // gate/up: [x][ff][e / 32] blocks, interleaved row by row; down: [x][e][ff / 32].
+                let (gs, gb) = mxfp4_to_hf(&gate_raw);
+                let (us, ub) = mxfp4_to_hf(&up_raw);
+                let (ds, db) = mxfp4_to_hf(&down_raw);
+                let (ge, de) = (e as u64 / 32, ff as u64 / 32);
+                let (x, ff2, e) = (x as u64, 2 * ff as u64, e as u64);
+                hf.push((
+                    p.clone() + "gate_up_proj_scales",
+                    "U8",
+                    vec![x, ff2, ge],
+                    interleave(&gs, &us, x as usize, ge as usize),
+                ));
+                hf.push((
+                    p.clone() + "gate_up_proj_blocks",
+                    "U8",
+                    vec![x, ff2, ge, 16],
+                    interleave(&gb, &ub, x as usize, 16 * ge as usize),
+                ));
+                hf.push((p.clone() + "down_proj_scales", "U8", vec![x, e, de], ds));
+                hf.push((p.clone() + "down_proj_blocks", "U8", vec![x, e, de, 16], db));
+            }
+            OssForm::Bf16 => {
+                // transformers' layout: gate_up [x][e][2 ff] (interleaved columns), down [x][ff][e].
+                let gate_up = transpose3(&interleave(&gate, &up, x, e), x, 2 * ff, e);
+                let down_t = transpose3(&down, x, e, ff);
+                let (xu, e64, ff64) = (x as u64, e as u64, ff as u64);
+                hf.push((p.clone() + "gate_up_proj", "BF16", vec![xu, e64, 2 * ff64], dtype.bytes(&gate_up)));
+                hf.push((p.clone() + "down_proj", "BF16", vec![xu, ff64, e64], dtype.bytes(&down_t)));
+            }
+        }
+        let ((_, gate_b), (_, up_b), (_, down_b)) =
+            (take("gate", "bias"), take("up", "bias"), take("down", "bias"));
+        let gate_up_b = interleave(&gate_b, &up_b, x, 1);
+        hf.push((
+            p.clone() + "gate_up_proj_bias",
+            st_dtype,
+            vec![x as u64, 2 * ff as u64],
+            dtype.bytes(&gate_up_b),
+        ));
+        hf.push((p + "down_proj_bias", st_dtype, vec![x as u64, e as u64], dtype.bytes(&down_b)));
+    }
+    w.add_metadata("general.file_type", 0u32).unwrap();
+    let gguf = dir.join("model.gguf");
+    w.write_to(&mut std::fs::File::create(&gguf).unwrap()).unwrap();
+
+    let hf_dir = dir.join("hf");
+    std::fs::create_dir_all(&hf_dir).unwrap();
+    write_raw_safetensors(&hf_dir.join("model.safetensors"), &hf);
+    let yarn = cfg.rope_yarn.as_ref().unwrap();
+    let types: Vec<&str> =
+        cfg.swa_layers.iter().map(|&s| if s { "sliding_attention" } else { "full_attention" }).collect();
+    let config = json!({
+        "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss", "attention_bias": true,
+        "hidden_size": cfg.n_embd, "intermediate_size": moe.n_ff_expert,
+        "num_attention_heads": cfg.n_head, "num_key_value_heads": cfg.n_head_kv, "head_dim": cfg.head_dim,
+        "num_hidden_layers": cfg.n_layer, "vocab_size": cfg.n_vocab, "rms_norm_eps": cfg.rms_eps,
+        "rope_theta": cfg.rope_base, "max_position_embeddings": cfg.context_length,
+        "num_local_experts": moe.n_expert, "num_experts_per_tok": moe.n_expert_used,
+        "sliding_window": cfg.sliding_window, "layer_types": types, "tie_word_embeddings": false,
+        "hidden_act": "silu", "swiglu_limit": 7.0,
+        "rope_scaling": {"rope_type": "yarn", "factor": 1.0 / cfg.rope_freq_scale, "beta_fast": yarn.beta_fast,
+            "beta_slow": yarn.beta_slow, "original_max_position_embeddings": yarn.orig_ctx, "truncate": false},
+    });
+    std::fs::write(hf_dir.join("config.json"), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    (gguf, hf_dir, cfg)
+}
+
+/// Prompt logits as one batch, then each decode token's row, on the CPU.
+fn cpu_logits(cfg: &ModelConfig, src: Arc<dyn TensorSource>) -> Vec<f32> {
+    let mut stack = CpuStack::new(cfg, src, cfg.n_layer, true, 64, 1).unwrap();
+    let mut out = stack.logits(PROMPT, 0, LogitRows::All).unwrap();
+    for (pos, &t) in (PROMPT.len() as u32..).zip(DECODE) {
+        out.extend(stack.logits(&[t], pos, LogitRows::Last).unwrap());
+    }
+    out
+}
+
+/// gpt-oss from a Hugging Face directory in either form gives the logits of the GGUF with the
+/// same values: the MXFP4 form's experts reach the engine as the GGUF's very bytes, the BF16
+/// form's as BF16 matrices of the same values. On the CPU always; on the GPU where one exists.
+#[test]
+fn gptoss_safetensors_match_gguf() {
+    let gpu = gpu();
+    let mut failures = Vec::new();
+    for form in [OssForm::Mxfp4, OssForm::Bf16] {
+        let (gguf, hf_dir, gguf_cfg) = make_gptoss_pair(form);
+        let st = SafetensorsModel::open(&hf_dir).unwrap_or_else(|e| panic!("{form:?}: {e}"));
+        assert!(st.unmapped().is_empty(), "{form:?}: unmapped {:?}", st.unmapped());
+        let mut hf_cfg = st.config().clone();
+        hf_cfg.name.clone_from(&gguf_cfg.name);
+        assert_eq!(hf_cfg, gguf_cfg, "{form:?}: config.json vs GGUF metadata");
+        let f = GgufFile::open(&gguf).unwrap();
+        for il in 0..gguf_cfg.n_layer {
+            let name = format!("blk.{il}.ffn_up_exps.weight");
+            let (a, b) = (st.bytes(&name).unwrap(), TensorSource::bytes(&f, &name).unwrap());
+            assert_eq!(a.meta.dims, b.meta.dims, "{form:?} {name}");
+            if form == OssForm::Mxfp4 {
+                assert!(a.bytes == b.bytes, "{name}: the MXFP4 blocks are not the GGUF's");
+            } else {
+                assert_eq!(a.meta.ggml_type, GgmlType::BF16, "{name}");
+            }
+        }
+        let st: Arc<dyn TensorSource> = Arc::new(st);
+        let f: Arc<dyn TensorSource> = Arc::new(f);
+        let mut runs = vec![("CPU", cpu_logits(&gguf_cfg, f.clone()), cpu_logits(&hf_cfg, st.clone()))];
+        if let Some(gpu) = &gpu {
+            runs.push(("GPU", logits(gpu, gguf_cfg.clone(), &*f), logits(gpu, hf_cfg.clone(), &*st)));
+        }
+        for (device, want, got) in runs {
+            let (d, at) = max_abs_diff(&got, &want);
+            let v = gguf_cfg.n_vocab as usize;
+            let spread = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+            eprintln!(
+                "gpt-oss {form:?} on the {device}: max |logit(safetensors) - logit(GGUF)| = {d:.3e} (row {}, id {}; max |logit| {spread:.2})",
+                at / v,
+                at % v
+            );
+            if d.is_nan() || d > SAME_LOGITS || spread == 0.0 {
+                failures.push(format!(
+                    "{form:?} on the {device}: max |d| {d:e} at row {} id {}",
+                    at / v,
+                    at % v
+                ));
+            }
+        }
+        let _ = std::fs::remove_dir_all(gguf.parent().unwrap());
+    }
+    assert!(failures.is_empty(), "logit mismatches:\n{}", failures.join("\n"));
 }

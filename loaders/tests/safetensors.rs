@@ -219,8 +219,11 @@ fn gptoss_mxfp4_and_bf16_checkpoints_agree() {
     }
 }
 
+/// A tensor to write: name, dtype, shape, bytes.
+type StTensor = (String, Dtype, Vec<u64>, Vec<u8>);
+
 /// The tiny MXFP4 gpt-oss checkpoint's tensors, to write altered copies of.
-fn gptoss_tensors() -> (Value, Vec<(String, Dtype, Vec<u64>, Vec<u8>)>) {
+fn gptoss_tensors() -> (Value, Vec<StTensor>) {
     let dir = data_dir().join("safetensors/tiny-gptoss-mxfp4");
     let config = serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
     let files = SafetensorsFiles::open(&dir).unwrap();
@@ -229,7 +232,7 @@ fn gptoss_tensors() -> (Value, Vec<(String, Dtype, Vec<u64>, Vec<u8>)>) {
     (config, tensors)
 }
 
-fn gptoss_error(tag: &str, config: Value, tensors: Vec<(String, Dtype, Vec<u64>, Vec<u8>)>) -> String {
+fn gptoss_error(tag: &str, config: Value, tensors: Vec<StTensor>) -> String {
     let dir = temp_dir(tag);
     std::fs::write(dir.join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
     write_st(&dir.join("model.safetensors"), &tensors);

@@ -169,8 +169,8 @@ impl<'a> Keys<'a> {
 impl ModelConfig {
     /// Reads a transformers `config.json` of one of the classes `LlamaForCausalLM`,
     /// `MistralForCausalLM`, `MixtralForCausalLM`, `Qwen2ForCausalLM`, `Qwen3ForCausalLM`,
-    /// `Qwen3MoeForCausalLM`, `Gemma3ForCausalLM` and `Gemma3ForConditionalGeneration` (whose
-    /// `text_config` is read).
+    /// `Qwen3MoeForCausalLM`, `Gemma3ForCausalLM`, `Gemma3ForConditionalGeneration` (whose
+    /// `text_config` is read) and `GptOssForCausalLM`.
     ///
     /// Hugging Face checkpoints keep Q and K in the order the model computes with, so RoPE is
     /// [`RopeLayout::Neox`] for every family, llama included: convert_hf_to_gguf.py's `permute`

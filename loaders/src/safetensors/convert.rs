@@ -79,7 +79,7 @@ pub(super) fn mxfp4_from_hf(blocks: &[u8], scales: &[u8], groups: usize, pick: P
     let rows = scales.len() / groups.max(1);
     let kept = pick.count(rows);
     let mut out = Vec::with_capacity(kept * groups * (1 + HF_MXFP4_BLOCK));
-    let code = |b: &[u8], i: usize| if i % 2 == 0 { b[i / 2] & 0x0F } else { b[i / 2] >> 4 };
+    let code = |b: &[u8], i: usize| if i.is_multiple_of(2) { b[i / 2] & 0x0F } else { b[i / 2] >> 4 };
     for r in (0..kept).map(|j| pick.index(j)) {
         for g in 0..groups {
             let at = r * groups + g;
