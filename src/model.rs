@@ -206,16 +206,7 @@ impl Model {
             let tpl = match (&opts.chat_template_source, &opts.chat_template) {
                 (Some(src), _) => Some(ChatTemplate::new(src.as_str(), "", "")?),
                 (None, Some(p)) => Some(ChatTemplate::from_file(p)?),
-                (None, None) => match tok_cfg {
-                    Some(p) => {
-                        let text = std::fs::read_to_string(p)
-                            .map_err(|source| Error::Io { path: p.to_path_buf(), source })?;
-                        let json: serde_json::Value = serde_json::from_str(&text)
-                            .map_err(|e| Error::InvalidArgument(format!("{}: {e}", p.display())))?;
-                        ChatTemplate::from_tokenizer_config(&json).ok()
-                    }
-                    None => None,
-                },
+                (None, None) => hf_chat_template(&dir, tok_cfg)?,
             };
             (m.config().clone(), tok, tpl, Arc::new(m))
         };
@@ -460,5 +451,49 @@ fn split_name(gpu: &str) -> &'static str {
         "dx12" => "cpu+dx12",
         "gl" => "cpu+gl",
         _ => "cpu+gpu",
+    }
+}
+
+/// A Hugging Face directory's chat template: `chat_template` in `tokenizer_config.json`, or
+/// (transformers 4.43 and later save it apart, as gpt-oss ships it) `chat_template.jinja`
+/// beside it, with the config's special tokens either way.
+fn hf_chat_template(dir: &Path, tok_cfg: Option<&Path>) -> Result<Option<ChatTemplate>> {
+    let read =
+        |p: &Path| std::fs::read_to_string(p).map_err(|source| Error::Io { path: p.to_path_buf(), source });
+    let mut config = match tok_cfg {
+        Some(p) => serde_json::from_str(&read(p)?)
+            .map_err(|e| Error::InvalidArgument(format!("{}: {e}", p.display())))?,
+        None => serde_json::json!({}),
+    };
+    let jinja = dir.join("chat_template.jinja");
+    if config["chat_template"].is_null() && jinja.exists() {
+        config["chat_template"] = serde_json::Value::String(read(&jinja)?);
+    }
+    Ok(ChatTemplate::from_tokenizer_config(&config).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory whose template sits in `chat_template.jinja` (gpt-oss's layout) gets it, with
+    /// the config's special tokens; a template in the config wins over the file.
+    #[test]
+    fn hf_template_from_its_own_file() {
+        let dir = std::env::temp_dir().join(format!("wllm-hf-template-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("tokenizer_config.json");
+        std::fs::write(&cfg, r#"{"bos_token": "<s>", "eos_token": "</s>"}"#).unwrap();
+        std::fs::write(dir.join("chat_template.jinja"), "{{ bos_token }}{{ messages[0]['content'] }}")
+            .unwrap();
+        let t = hf_chat_template(&dir, Some(&cfg)).unwrap().expect("the file's template");
+        assert_eq!(t.source(), "{{ bos_token }}{{ messages[0]['content'] }}");
+        assert!(hf_chat_template(&dir, None).unwrap().is_some(), "no tokenizer_config.json");
+        std::fs::write(&cfg, r#"{"chat_template": "from the config"}"#).unwrap();
+        assert_eq!(hf_chat_template(&dir, Some(&cfg)).unwrap().unwrap().source(), "from the config");
+        std::fs::remove_file(dir.join("chat_template.jinja")).unwrap();
+        std::fs::write(&cfg, "{}").unwrap();
+        assert!(hf_chat_template(&dir, Some(&cfg)).unwrap().is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
