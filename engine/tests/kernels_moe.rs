@@ -241,22 +241,22 @@ fn ids_reference(e: &Experts, ids: &[u32], k: usize, x: &[f32], x_per_token: boo
     (y, s)
 }
 
-/// Runs one ids or grouped product with the given epilogue and checks it. `gate` (laid out
-/// like y) is given for the GLU epilogue.
-#[allow(clippy::too_many_arguments)]
-fn check_experts(
-    what: &str,
-    gpu: &Gpu,
-    e: &Experts,
-    n_expert: usize,
-    ids: &[u32],
+/// One ids (decode) or grouped (`batched`, prefill) product of stacked experts: which expert
+/// each (token, slot) pair uses, and the epilogue's inputs: `gate` (laid out like y) for the
+/// GLU epilogue, `bias` (one per row of each expert) for gpt-oss's biased experts.
+#[derive(Clone, Copy)]
+struct Product<'a> {
+    ids: &'a [u32],
     k: usize,
     x_per_token: bool,
-    gate: Option<&[f32]>,
-    bias: Option<&[f32]>,
+    gate: Option<&'a [f32]>,
+    bias: Option<&'a [f32]>,
     batched: bool,
-    rng: &mut Rng,
-) {
+}
+
+/// Runs one product and checks it against the reference.
+fn check_experts(what: &str, gpu: &Gpu, e: &Experts, n_expert: usize, p: Product<'_>, rng: &mut Rng) {
+    let Product { ids, k, x_per_token, gate, bias, batched } = p;
     let n_tok = ids.len() / k;
     let n_x = if x_per_token { n_tok } else { ids.len() };
     let x = rng.vec(n_x * e.cols, 1.0);
@@ -327,49 +327,41 @@ fn gpu_ids_matvec_matches_reference() {
             let e = experts(&gpu, t, n_expert, rows, cols, &mut rng);
             for (n_tok, k) in [(1usize, 1usize), (1, 3), (3, 2)] {
                 let ids = expert_ids(&mut rng, n_tok, k, n_expert, false);
-                for x_per_token in [true, false] {
-                    let what = format!(
-                        "[{name}] ids {t} {n_expert}x{rows}x{cols} T={n_tok} k={k} per_token={x_per_token} ids={ids:?}"
-                    );
-                    check_experts(
-                        &what,
-                        &gpu,
-                        &e,
-                        n_expert,
-                        &ids,
-                        k,
-                        x_per_token,
-                        None,
-                        None,
-                        false,
-                        &mut rng,
-                    );
-                }
-                let gate = rng.vec(ids.len() * rows, 2.0);
-                let what = format!("[{name}] ids swiglu {t} T={n_tok} k={k} ids={ids:?}");
-                check_experts(&what, &gpu, &e, n_expert, &ids, k, true, Some(&gate), None, false, &mut rng);
-                // gpt-oss: expert biases on a store and on its clamped GLU (gates past the clamp).
-                let bias = rng.vec(n_expert * rows, 1.0);
-                let what = format!("[{name}] ids biased {t} T={n_tok} k={k} ids={ids:?}");
-                check_experts(&what, &gpu, &e, n_expert, &ids, k, true, None, Some(&bias), false, &mut rng);
-                let gate = rng.vec(ids.len() * rows, 8.0);
-                let what = format!("[{name}] ids biased swiglu_oai {t} T={n_tok} k={k} ids={ids:?}");
-                check_experts(
-                    &what,
-                    &gpu,
-                    &e,
-                    n_expert,
-                    &ids,
-                    k,
-                    true,
-                    Some(&gate),
-                    Some(&bias),
-                    false,
-                    &mut rng,
-                );
+                let what = format!("[{name}] ids {t} {n_expert}x{rows}x{cols} T={n_tok} k={k} ids={ids:?}");
+                check_glu_and_bias_variants(&what, &gpu, &e, n_expert, &ids, k, false, &mut rng);
             }
         }
     }
+}
+
+/// The products one expert layout gets: plain stores with the token's and the pair's own input,
+/// a SwiGLU on a gate, and gpt-oss's expert biases on a store and on its clamped GLU (gates
+/// spread past the clamp).
+#[allow(clippy::too_many_arguments)]
+fn check_glu_and_bias_variants(
+    what: &str,
+    gpu: &Gpu,
+    e: &Experts,
+    n_expert: usize,
+    ids: &[u32],
+    k: usize,
+    batched: bool,
+    rng: &mut Rng,
+) {
+    let plain = Product { ids, k, x_per_token: true, gate: None, bias: None, batched };
+    for x_per_token in [true, false] {
+        let p = Product { x_per_token, ..plain };
+        check_experts(&format!("{what} per_token={x_per_token}"), gpu, e, n_expert, p, rng);
+    }
+    let gate = rng.vec(ids.len() * e.rows, 2.0);
+    let p = Product { gate: Some(&gate), ..plain };
+    check_experts(&format!("{what} swiglu"), gpu, e, n_expert, p, rng);
+    let bias = rng.vec(n_expert * e.rows, 1.0);
+    let p = Product { bias: Some(&bias), ..plain };
+    check_experts(&format!("{what} biased"), gpu, e, n_expert, p, rng);
+    let gate = rng.vec(ids.len() * e.rows, 8.0);
+    let p = Product { gate: Some(&gate), bias: Some(&bias), ..plain };
+    check_experts(&format!("{what} biased swiglu_oai"), gpu, e, n_expert, p, rng);
 }
 
 #[test]
@@ -384,43 +376,8 @@ fn gpu_grouped_matmul_matches_reference() {
             // a tile of either kernel shape (8 or 32 pairs).
             for (n_tok, k, skew) in [(1usize, 2usize, false), (9, 2, false), (40, 4, true)] {
                 let ids = expert_ids(&mut rng, n_tok, k, n_expert, skew);
-                for x_per_token in [true, false] {
-                    let what = format!(
-                        "[{name}] grouped {t} {n_expert}x{rows}x{cols} T={n_tok} k={k} per_token={x_per_token}"
-                    );
-                    check_experts(
-                        &what,
-                        &gpu,
-                        &e,
-                        n_expert,
-                        &ids,
-                        k,
-                        x_per_token,
-                        None,
-                        None,
-                        true,
-                        &mut rng,
-                    );
-                }
-                let gate = rng.vec(ids.len() * rows, 2.0);
-                let what = format!("[{name}] grouped swiglu {t} T={n_tok} k={k}");
-                check_experts(&what, &gpu, &e, n_expert, &ids, k, true, Some(&gate), None, true, &mut rng);
-                let bias = rng.vec(n_expert * rows, 1.0);
-                let gate = rng.vec(ids.len() * rows, 8.0);
-                let what = format!("[{name}] grouped biased swiglu_oai {t} T={n_tok} k={k}");
-                check_experts(
-                    &what,
-                    &gpu,
-                    &e,
-                    n_expert,
-                    &ids,
-                    k,
-                    true,
-                    Some(&gate),
-                    Some(&bias),
-                    true,
-                    &mut rng,
-                );
+                let what = format!("[{name}] grouped {t} {n_expert}x{rows}x{cols} T={n_tok} k={k}");
+                check_glu_and_bias_variants(&what, &gpu, &e, n_expert, &ids, k, true, &mut rng);
             }
         }
     }
