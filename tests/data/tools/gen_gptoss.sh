@@ -23,11 +23,7 @@ LLAMA_BUILD=${LLAMA_BUILD:-../llama.cpp/build}
 PY=${PY:-python3}   # numpy 2.x + gguf 0.19.0
 
 # 1) reference dumper, linked statically against the build's libraries
-g++ -O2 -std=c++17 dump.cpp -o dump \
-    -I"$LLAMA_SRC/include" -I"$LLAMA_SRC/ggml/include" -I"$LLAMA_SRC/vendor" \
-    "$LLAMA_BUILD/src/libllama.a" "$LLAMA_BUILD/ggml/src/libggml.a" \
-    "$LLAMA_BUILD/ggml/src/libggml-cpu.a" "$LLAMA_BUILD/ggml/src/libggml-base.a" \
-    -ldl -lm -fopenmp -lpthread
+source ./link_dump.sh
 
 # 2) the F32 model is shipped as written; MXFP4_MOE: 3-D expert tensors MXFP4, the other 2-D
 #    weights Q8_0 (token_embd and output included), router (ffn_gate_inp), norms, biases and

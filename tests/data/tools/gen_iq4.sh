@@ -12,11 +12,7 @@ LLAMA_BUILD=${LLAMA_BUILD:-../llama.cpp/build}
 PY=${PY:-python3}   # numpy 2.x + gguf 0.19.0
 
 # 1) reference dumper, linked statically against the build's libraries
-g++ -O2 -std=c++17 dump.cpp -o dump \
-    -I"$LLAMA_SRC/include" -I"$LLAMA_SRC/ggml/include" -I"$LLAMA_SRC/vendor" \
-    "$LLAMA_BUILD/src/libllama.a" "$LLAMA_BUILD/ggml/src/libggml.a" \
-    "$LLAMA_BUILD/ggml/src/libggml-cpu.a" "$LLAMA_BUILD/ggml/src/libggml-base.a" \
-    -ldl -lm -fopenmp -lpthread
+source ./link_dump.sh
 
 # 2) IQ4_NL: every 2-D weight IQ4_NL, token_embd included, except output.weight, which
 #    llama-quantize makes Q6_K; IQ4_XS: the same with IQ4_XS. Norms stay F32. No importance
