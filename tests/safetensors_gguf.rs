@@ -232,29 +232,13 @@ fn to_hf(t: &Tensor, cfg: &ModelConfig, mixtral: bool) -> Vec<(String, Vec<u64>,
     one(layer(hf), data)
 }
 
-/// A minimal safetensors writer: JSON header (8-byte little-endian length, space-padded to
-/// 8 bytes), then the tensors back to back.
+/// A safetensors file of f32 values stored as `dtype`.
 fn write_safetensors(path: &Path, tensors: &[(String, Vec<u64>, Vec<f32>)], dtype: Dtype) {
-    let mut header = serde_json::Map::new();
-    header.insert("__metadata__".into(), json!({ "format": "pt" }));
-    let mut data = Vec::new();
-    for (name, shape, values) in tensors {
-        let bytes = dtype.bytes(values);
-        let start = data.len();
-        data.extend_from_slice(&bytes);
-        header.insert(
-            name.clone(),
-            json!({ "dtype": dtype.name(), "shape": shape, "data_offsets": [start, data.len()] }),
-        );
-    }
-    let mut h = serde_json::to_vec(&Value::Object(header)).unwrap();
-    while !h.len().is_multiple_of(8) {
-        h.push(b' ');
-    }
-    let mut out = (h.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&h);
-    out.extend_from_slice(&data);
-    std::fs::write(path, out).unwrap();
+    let raw: Vec<RawSt> = tensors
+        .iter()
+        .map(|(name, shape, values)| (name.clone(), dtype.name(), shape.clone(), dtype.bytes(values)))
+        .collect();
+    write_raw_safetensors(path, &raw);
 }
 
 /// config.json for `cfg`, with the keys transformers' class of that name reads.
@@ -553,8 +537,11 @@ fn transpose3(v: &[f32], x: usize, a: usize, b: usize) -> Vec<f32> {
 /// A raw safetensors tensor: name, dtype name, shape, bytes.
 type RawSt = (String, &'static str, Vec<u64>, Vec<u8>);
 
+/// A minimal safetensors writer: JSON header (8-byte little-endian length, space-padded to
+/// 8 bytes), then the tensors back to back.
 fn write_raw_safetensors(path: &Path, tensors: &[RawSt]) {
     let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), json!({ "format": "pt" }));
     let mut data = Vec::new();
     for (name, dtype, shape, bytes) in tensors {
         let start = data.len();
