@@ -14,41 +14,11 @@ use wllm::engine::cpu::{CpuStack, Isa, LogitRows, WeightView, linear};
 use wllm::loaders::model::TensorSource;
 use wllm::loaders::{GgmlType, GgufFile, ModelConfig};
 
-fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s as u8
-        })
-        .collect()
-}
-
-/// Random blocks with small finite f16 scales (random scale bytes could be NaN/inf).
+/// Random blocks with small finite scales.
 fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
-    let n_blocks = rows * cols / ty.block_size() as usize;
-    let ts = ty.type_size() as usize;
-    let mut b = random_bytes(n_blocks * ts, 7);
-    let h = half::f16::from_f32(0.01).to_le_bytes();
-    let at: &[usize] = match ty {
-        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL | GgmlType::IQ4_XS => &[0],
-        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
-        GgmlType::Q6_K => &[208],
-        GgmlType::Q2_K => &[80, 82],
-        GgmlType::Q3_K => &[108],
-        _ => &[],
-    };
-    for blk in b.chunks_mut(ts) {
-        for &a in at {
-            blk[a..a + 2].copy_from_slice(&h);
-        }
-        if ty == GgmlType::MXFP4 {
-            // The E8M0 exponent: 2^-8, where a random byte could overflow to infinity.
-            blk[0] = 120;
-        }
-    }
+    let n = ty.bytes_for((rows * cols) as u64).expect("whole blocks") as usize;
+    let mut b = vec![0u8; n];
+    wllm::loaders::synthetic::random_blocks(ty, 7, 0, &mut b);
     b
 }
 

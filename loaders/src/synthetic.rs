@@ -167,10 +167,11 @@ fn splitmix(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Bytes `at..at + chunk.len()` of a tensor of random `ty` blocks. Each block is a function of
-/// its index alone, so chunks may cut blocks anywhere. Quants are uniform; scales are small and
-/// finite so activations stay in range through many layers.
-fn random_blocks(ty: GgmlType, seed: u64, at: u64, chunk: &mut [u8]) {
+/// Bytes `at..at + chunk.len()` of a tensor of random `ty` blocks from `seed`. Each block is a
+/// function of its index alone, so chunks may cut blocks anywhere. Quants are uniform; scales
+/// are small and finite so activations stay in range through many layers (random scale bytes
+/// could be NaN, infinite or huge).
+pub fn random_blocks(ty: GgmlType, seed: u64, at: u64, chunk: &mut [u8]) {
     let size = ty.type_size();
     let mut block = vec![0u8; size as usize];
     let mut i = 0usize;
@@ -189,7 +190,21 @@ fn random_blocks(ty: GgmlType, seed: u64, at: u64, chunk: &mut [u8]) {
     }
 }
 
-/// Overwrites a random block's float fields with small finite values (`r` random bits).
+/// Byte offsets of a block type's f16 scale fields (d, and dmin where there is one).
+fn f16_scale_offsets(ty: GgmlType) -> &'static [usize] {
+    use GgmlType::*;
+    match ty {
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL | IQ4_XS => &[0],
+        Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
+        Q2_K => &[80, 82],
+        Q3_K => &[108],
+        Q6_K => &[208],
+        _ => &[],
+    }
+}
+
+/// Overwrites a random block's float fields with small finite values (`r` random bits), so
+/// that weights stay finite and well below 10 whatever the quants and sub-block scales.
 fn fix_scales(ty: GgmlType, block: &mut [u8], r: u64) {
     // A value in [-scale, scale) from 24 random bits.
     let small = |bits: u64, scale: f32| ((bits & 0xFF_FFFF) as f32 / (1 << 23) as f32 - 1.0) * scale;
@@ -205,18 +220,24 @@ fn fix_scales(ty: GgmlType, block: &mut [u8], r: u64) {
                 v.copy_from_slice(&f16(small(r.rotate_left(j as u32 * 7), 0.05)));
             }
         }
-        // One f16 scale first: `d * q` with |q| <= 127 stays near 0.05.
-        GgmlType::Q8_0 => block[..2].copy_from_slice(&f16(4e-4 + small(r, 1e-4))),
-        GgmlType::Q4_0 => block[..2].copy_from_slice(&f16(6e-3 + small(r, 1e-3))),
+        GgmlType::BF16 => {
+            for (j, v) in block.chunks_exact_mut(2).enumerate() {
+                v.copy_from_slice(
+                    &half::bf16::from_f32(small(r.rotate_left(j as u32 * 7), 0.05)).to_le_bytes(),
+                );
+            }
+        }
+        // Q8_K's one scale is an f32.
+        GgmlType::Q8_K => block[..4].copy_from_slice(&(4e-4 + small(r, 1e-4)).to_le_bytes()),
         // Scales 2^(e - 128) with e in 118..=121: values up to 12 * 2^-7.
         GgmlType::MXFP4 => block[0] = 118 + (r % 4) as u8,
-        GgmlType::Q4_K | GgmlType::Q5_K => {
-            block[..2].copy_from_slice(&f16(1e-3 + small(r, 2e-4)));
-            block[2..4].copy_from_slice(&f16(1e-3 + small(r >> 24, 2e-4)));
+        _ => {
+            // Largest quant magnitudes: 127 (Q8_0), 31 (5-bit), 15 or fewer elsewhere.
+            let unit = if ty == GgmlType::Q8_0 { 4e-4 } else { 2e-3 };
+            for (j, &at) in f16_scale_offsets(ty).iter().enumerate() {
+                block[at..at + 2].copy_from_slice(&f16(unit + small(r >> (24 * j), unit / 4.0)));
+            }
         }
-        GgmlType::Q6_K => block[208..210].copy_from_slice(&f16(1e-3 + small(r, 2e-4))),
-        // Other types keep whatever their random bits mean.
-        _ => {}
     }
 }
 
@@ -236,6 +257,20 @@ mod tests {
         assert_eq!(whole, pieces);
         let values = crate::quant::dequantize(ty, &whole, 320).unwrap();
         assert!(values.iter().all(|v| v.is_finite() && v.abs() < 0.1), "{values:?}");
+    }
+
+    #[test]
+    fn random_blocks_of_every_type_are_finite_and_small() {
+        for ty in GgmlType::all().filter(|&t| crate::quant::is_supported(t)) {
+            let n = 4 * ty.block_size().max(32);
+            let mut bytes = vec![0u8; ty.bytes_for(n).unwrap() as usize];
+            random_blocks(ty, 3, 0, &mut bytes);
+            let values = crate::quant::dequantize(ty, &bytes, n as usize).unwrap();
+            let worst =
+                values.iter().fold(0f32, |m, v| if v.is_finite() { m.max(v.abs()) } else { f32::INFINITY });
+            assert!(worst < 10.0, "{ty}: largest |weight| {worst}");
+            assert!(values.iter().any(|&v| v != 0.0), "{ty}: all zero");
+        }
     }
 
     #[test]
