@@ -11,6 +11,8 @@
 mod error;
 pub mod float;
 pub mod iq4;
+pub mod iq_grid;
+pub mod iq_grids;
 pub mod kquants;
 pub mod legacy;
 pub mod mxfp4;
@@ -20,6 +22,9 @@ use bytemuck::Pod;
 use half::{bf16, f16};
 
 pub use error::{Op, QuantError};
+pub use iq_grid::{
+    BlockIq1M, BlockIq1S, BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, IQ1_DELTA, iq_signs,
+};
 pub use iq4::{BlockIq4Nl, BlockIq4Xs, KVALUES_IQ4NL, QK4_NL, iq4xs_scale};
 pub use kquants::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, K_SCALE_SIZE, QK_K, get_scale_min_k4,
@@ -63,6 +68,13 @@ macro_rules! with_block {
             GgmlType::MXFP4 => $f::<BlockMxfp4>($($arg),*),
             GgmlType::IQ4_NL => $f::<BlockIq4Nl>($($arg),*),
             GgmlType::IQ4_XS => $f::<BlockIq4Xs>($($arg),*),
+            GgmlType::IQ2_XXS => $f::<BlockIq2Xxs>($($arg),*),
+            GgmlType::IQ2_XS => $f::<BlockIq2Xs>($($arg),*),
+            GgmlType::IQ2_S => $f::<BlockIq2S>($($arg),*),
+            GgmlType::IQ3_XXS => $f::<BlockIq3Xxs>($($arg),*),
+            GgmlType::IQ3_S => $f::<BlockIq3S>($($arg),*),
+            GgmlType::IQ1_S => $f::<BlockIq1S>($($arg),*),
+            GgmlType::IQ1_M => $f::<BlockIq1M>($($arg),*),
             ty => Err(QuantError::Unsupported { ty, op: Op::Dequantization }),
         }
     };
@@ -161,16 +173,17 @@ mod tests {
             supported,
             [
                 "F32", "F16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
-                "Q8_K", "IQ4_NL", "IQ4_XS", "BF16", "MXFP4"
+                "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS",
+                "IQ1_M", "BF16", "MXFP4"
             ]
         );
     }
 
     #[test]
     fn unsupported_type_is_named() {
-        let err = dequantize(GgmlType::IQ2_XXS, &[0; 66], 256).unwrap_err();
-        assert_eq!(err, QuantError::Unsupported { ty: GgmlType::IQ2_XXS, op: Op::Dequantization });
-        assert_eq!(err.to_string(), "IQ2_XXS dequantization is not implemented");
+        let err = dequantize(GgmlType::TQ1_0, &[0; 54], 256).unwrap_err();
+        assert_eq!(err, QuantError::Unsupported { ty: GgmlType::TQ1_0, op: Op::Dequantization });
+        assert_eq!(err.to_string(), "TQ1_0 dequantization is not implemented");
         let err = dot_row(GgmlType::I32, &[0; 4], &[1.0]).unwrap_err();
         assert_eq!(err.to_string(), "I32 dequantization is not implemented");
         let err = quantize_row(GgmlType::Q6_K, &[0.0; 256], &mut Vec::new()).unwrap_err();
