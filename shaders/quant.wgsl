@@ -636,3 +636,304 @@ fn gdot(blk: u32, g: u32, m: BlockMeta, xa: Unit, xb: Unit, ha: vec2<f32>, hb: v
     return m.d * (dot(sa, qa - 32.0 * ha) + dot(sb, qb - 32.0 * hb));
 }
 #endif
+
+// ---- The codebook types (IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M): each group of
+// 8 weights of a run is an index into a codebook of value patterns (8 bytes an entry; IQ3: two
+// 4-byte entries), with 8 sign bits (IQ2/IQ3) or a shared offset of ±1/8 (IQ1, whose values are
+// -1, 0, 1), and a scale per 16 or 32 weights. The codebook is a uniform buffer bound as GRID
+// (engine/src/gpu/codebook.rs). Each type provides
+//   struct IqRun                                  what one run reads, read once
+//   fn iq_run(blk: u32, u: u32) -> IqRun
+//   fn iq_vals(r: IqRun, l: u32) -> IqPair        group l's 8 values before the scale
+//   fn iq_scale(r: IqRun, l: u32) -> f32          group l's scale
+// Block layouts (meta / payload split) are in engine/src/gpu/repack.rs. ----
+
+#ifdef WTYPE_IQ2_XXS
+#define IQ_GRID
+#define GRID64
+const GRID_VEC4S: u32 = 128u;
+const QK: u32 = 256u;
+const P4: u32 = 4u;
+// Metadata packed, see meta_half / meta_quarter.
+const MW: u32 = 0u;
+#endif
+#ifdef WTYPE_IQ2_XS
+#define IQ_GRID
+#define GRID64
+const GRID_VEC4S: u32 = 256u;
+const QK: u32 = 256u;
+const P4: u32 = 4u;
+const MW: u32 = 3u;
+#endif
+#ifdef WTYPE_IQ2_S
+#define IQ_GRID
+#define GRID64
+const GRID_VEC4S: u32 = 512u;
+const QK: u32 = 256u;
+const P4: u32 = 4u;
+const MW: u32 = 5u;
+#endif
+#ifdef WTYPE_IQ3_XXS
+#define IQ_GRID
+const GRID_VEC4S: u32 = 64u;
+const QK: u32 = 256u;
+const P4: u32 = 6u;
+const MW: u32 = 0u;
+#endif
+#ifdef WTYPE_IQ3_S
+#define IQ_GRID
+const GRID_VEC4S: u32 = 128u;
+const QK: u32 = 256u;
+const P4: u32 = 6u;
+const MW: u32 = 4u;
+#endif
+#ifdef WTYPE_IQ1_S
+#define IQ_GRID
+#define GRID64
+const GRID_VEC4S: u32 = 1024u;
+const QK: u32 = 256u;
+const P4: u32 = 3u;
+const MW: u32 = 0u;
+#endif
+#ifdef WTYPE_IQ1_M
+#define IQ_GRID
+#define GRID64
+const GRID_VEC4S: u32 = 1024u;
+const QK: u32 = 256u;
+const P4: u32 = 3u;
+const MW: u32 = 2u;
+#endif
+
+#ifdef IQ_GRID
+@group(0) @binding(11) var<uniform> GRID: array<vec4<u32>, GRID_VEC4S>;
+
+alias IqPair = array<vec4<f32>, 2>;
+
+// Word k of a block's payload.
+fn pword(blk: u32, k: u32) -> u32 {
+    return Q[blk * P4 + (k >> 2u)][k & 3u];
+}
+// Entry e of a codebook of 8-byte entries (two words), or of 4-byte ones.
+fn grid64(e: u32) -> vec2<u32> {
+    let v = GRID[e >> 1u];
+    return select(v.xy, v.zw, (e & 1u) != 0u);
+}
+fn grid32(e: u32) -> u32 {
+    return GRID[e >> 2u][e & 3u];
+}
+// Four unsigned bytes of `w` as floats, negated where bits 0..3 of `s` are set.
+fn signed4(w: u32, s: u32) -> vec4<f32> {
+    let v = vec4<f32>(bytes4(w));
+    return select(v, -v, ((vec4<u32>(s) >> vec4<u32>(0u, 1u, 2u, 3u)) & vec4<u32>(1u)) != vec4<u32>(0u));
+}
+// The sign byte of a 7-bit sign field: the eighth sign makes the count of negatives even.
+fn iq_signs(seven: u32) -> u32 {
+    let s = seven & 127u;
+    return s | ((countOneBits(s) & 1u) << 7u);
+}
+// An 8-byte entry with its sign byte.
+fn signed8(g: vec2<u32>, s: u32) -> IqPair {
+    return IqPair(signed4(g.x, s), signed4(g.y, s >> 4u));
+}
+
+fn dq32(blk: u32, u: u32) -> Unit {
+    let r = iq_run(blk, u);
+    var out: Unit;
+    for (var l = 0u; l < 4u; l++) {
+        let v = iq_vals(r, l);
+        let s = iq_scale(r, l);
+        out[2u * l] = v[0] * s;
+        out[2u * l + 1u] = v[1] * s;
+    }
+    return out;
+}
+fn qdot32(blk: u32, u: u32, x: Unit, xs: vec2<f32>) -> f32 {
+    let r = iq_run(blk, u);
+    var acc = 0.0;
+    for (var l = 0u; l < 4u; l++) {
+        let v = iq_vals(r, l);
+        acc += iq_scale(r, l) * (dot(v[0], x[2u * l]) + dot(v[1], x[2u * l + 1u]));
+    }
+    return acc;
+}
+#endif
+
+#ifdef WTYPE_IQ2_XXS
+// payload: per run two words, four 8-bit grid indices, then four 7-bit sign fields and the
+// run's 4-bit scale s on top: x = d * (0.5 + s) * 0.25 * grid * sign.
+struct IqRun {
+    idx: u32,
+    aux: u32,
+    d: f32,
+}
+fn iq_run(blk: u32, u: u32) -> IqRun {
+    let aux = pword(blk, 2u * u + 1u);
+    let d = unpack2x16float(meta_half(blk)).x;
+    return IqRun(pword(blk, 2u * u), aux, d * (0.5 + f32(aux >> 28u)) * 0.25);
+}
+fn iq_vals(r: IqRun, l: u32) -> IqPair {
+    return signed8(grid64((r.idx >> (8u * l)) & 0xFFu), iq_signs(r.aux >> (7u * l)));
+}
+fn iq_scale(r: IqRun, l: u32) -> f32 {
+    return r.d;
+}
+#endif
+
+#ifdef WTYPE_IQ2_XS
+// payload: per run two words of two u16 each, a 9-bit grid index and a 7-bit sign field;
+// meta: d, scales[8] from byte 4 (a nibble per 16 weights).
+struct IqRun {
+    q: vec2<u32>,
+    d: vec2<f32>,
+}
+fn iq2_half_scales(blk: u32, u: u32) -> vec2<f32> {
+    let s = meta_byte(blk, 4u + u);
+    let d = unpack2x16float(meta_word(blk, 0u)).x;
+    return vec2<f32>(d * (0.5 + f32(s & 15u)) * 0.25, d * (0.5 + f32(s >> 4u)) * 0.25);
+}
+fn iq_run(blk: u32, u: u32) -> IqRun {
+    return IqRun(vec2<u32>(pword(blk, 2u * u), pword(blk, 2u * u + 1u)), iq2_half_scales(blk, u));
+}
+fn iq_vals(r: IqRun, l: u32) -> IqPair {
+    let q = (r.q[l >> 1u] >> (16u * (l & 1u))) & 0xFFFFu;
+    return signed8(grid64(q & 511u), iq_signs(q >> 9u));
+}
+fn iq_scale(r: IqRun, l: u32) -> f32 {
+    return r.d[l >> 1u];
+}
+#endif
+
+#ifdef WTYPE_IQ2_S
+// payload: grid index low bytes (run u: word u), sign bytes (word 8 + u); meta: d, qh[8] from
+// byte 4 (two more index bits per group), scales[8] from byte 12 (as IQ2_XS).
+struct IqRun {
+    lo: u32,
+    signs: u32,
+    qh: u32,
+    d: vec2<f32>,
+}
+fn iq_run(blk: u32, u: u32) -> IqRun {
+    let s = meta_byte(blk, 12u + u);
+    let d = unpack2x16float(meta_word(blk, 0u)).x;
+    let dh = vec2<f32>(d * (0.5 + f32(s & 15u)) * 0.25, d * (0.5 + f32(s >> 4u)) * 0.25);
+    return IqRun(pword(blk, u), pword(blk, 8u + u), meta_byte(blk, 4u + u), dh);
+}
+fn iq_vals(r: IqRun, l: u32) -> IqPair {
+    let idx = ((r.lo >> (8u * l)) & 0xFFu) | ((r.qh << (8u - 2u * l)) & 0x300u);
+    return signed8(grid64(idx), r.signs >> (8u * l));
+}
+fn iq_scale(r: IqRun, l: u32) -> f32 {
+    return r.d[l >> 1u];
+}
+#endif
+
+#ifdef WTYPE_IQ3_XXS
+// payload: 8-bit indices of 4-byte entries (run u: words 2u, 2u + 1), then per run a word of
+// four 7-bit sign fields and the 4-bit scale s on top (word 16 + u):
+// x = d * (0.5 + s) * 0.5 * grid * sign.
+struct IqRun {
+    q: vec2<u32>,
+    aux: u32,
+    d: f32,
+}
+fn iq_run(blk: u32, u: u32) -> IqRun {
+    let aux = pword(blk, 16u + u);
+    let d = unpack2x16float(meta_half(blk)).x;
+    return IqRun(vec2<u32>(pword(blk, 2u * u), pword(blk, 2u * u + 1u)), aux, d * (0.5 + f32(aux >> 28u)) * 0.5);
+}
+fn iq_vals(r: IqRun, l: u32) -> IqPair {
+    let w = r.q[l >> 1u] >> (16u * (l & 1u));
+    let s = iq_signs(r.aux >> (7u * l));
+    return IqPair(signed4(grid32(w & 0xFFu), s), signed4(grid32((w >> 8u) & 0xFFu), s >> 4u));
+}
+fn iq_scale(r: IqRun, l: u32) -> f32 {
+    return r.d;
+}
+#endif
+
+#ifdef WTYPE_IQ3_S
+// payload: index low bytes (run u: words 2u, 2u + 1), sign bytes (word 16 + u); meta: d,
+// qh[8] from byte 4 (bit k: ninth bit of index k of the run), scales[4] from byte 12 (a nibble
+// per run): x = d * (1 + 2s) * grid * sign.
+struct IqRun {
+    q: vec2<u32>,
+    signs: u32,
+    qh: u32,
+    d: f32,
+}
+fn iq_run(blk: u32, u: u32) -> IqRun {
+    let s = (meta_byte(blk, 12u + (u >> 1u)) >> (4u * (u & 1u))) & 15u;
+    let d = unpack2x16float(meta_word(blk, 0u)).x * f32(1u + 2u * s);
+    return IqRun(vec2<u32>(pword(blk, 2u * u), pword(blk, 2u * u + 1u)), pword(blk, 16u + u), meta_byte(blk, 4u + u), d);
+}
+fn iq_vals(r: IqRun, l: u32) -> IqPair {
+    let w = r.q[l >> 1u] >> (16u * (l & 1u));
+    let i0 = (w & 0xFFu) | (((r.qh >> (2u * l)) & 1u) << 8u);
+    let i1 = ((w >> 8u) & 0xFFu) | (((r.qh >> (2u * l + 1u)) & 1u) << 8u);
+    let s = r.signs >> (8u * l);
+    return IqPair(signed4(grid32(i0), s), signed4(grid32(i1), s >> 4u));
+}
+fn iq_scale(r: IqRun, l: u32) -> f32 {
+    return r.d;
+}
+#endif
+
+#ifdef GRID64
+// IQ1 values: an entry's signed bytes (-1, 0, 1) plus the group's offset of ±1/8.
+fn iq1_vals(e: u32, negative: bool) -> IqPair {
+    let g = grid64(e);
+    let delta = select(0.125, -0.125, negative);
+    return IqPair(sbytes4(g.x) + delta, sbytes4(g.y) + delta);
+}
+#endif
+
+#ifdef WTYPE_IQ1_S
+// payload: index low bytes (run u: word u), then per run a u16: three more bits per index,
+// the 3-bit scale s in bits 12..14 and the offset's sign in bit 15: x = d * (2s + 1) * (grid ± 1/8).
+struct IqRun {
+    qs: u32,
+    qh: u32,
+    d: f32,
+}
+fn iq_run(blk: u32, u: u32) -> IqRun {
+    let qh = (pword(blk, 8u + (u >> 1u)) >> (16u * (u & 1u))) & 0xFFFFu;
+    let d = unpack2x16float(meta_half(blk)).x;
+    return IqRun(pword(blk, u), qh, d * f32(2u * ((qh >> 12u) & 7u) + 1u));
+}
+fn iq_vals(r: IqRun, l: u32) -> IqPair {
+    let idx = ((r.qs >> (8u * l)) & 0xFFu) | (((r.qh >> (3u * l)) & 7u) << 8u);
+    return iq1_vals(idx, (r.qh & 0x8000u) != 0u);
+}
+fn iq_scale(r: IqRun, l: u32) -> f32 {
+    return r.d;
+}
+#endif
+
+#ifdef WTYPE_IQ1_M
+// payload: index low bytes (run u: word u), then two bytes per run, one per 16 weights: for
+// each of its groups of 8 three more index bits and the offset's sign; meta: four u16 scale
+// words, a 3-bit scale per 16 weights in their low 12 bits, the block's f16 scale spread over
+// their top nibbles.
+struct IqRun {
+    qs: u32,
+    qh: u32,
+    d: vec2<f32>,
+}
+fn iq_run(blk: u32, u: u32) -> IqRun {
+    let m0 = meta_word(blk, 0u);
+    let m1 = meta_word(blk, 1u);
+    let bits = ((m0 >> 12u) & 0xFu) | ((m0 >> 24u) & 0xF0u) | ((m1 >> 4u) & 0xF00u) | ((m1 >> 16u) & 0xF000u);
+    let d = unpack2x16float(bits).x;
+    let sc = (select(m0, m1, u >= 4u) >> (16u * ((u >> 1u) & 1u) + 6u * (u & 1u))) & 0x3Fu;
+    let dh = vec2<f32>(d * f32(2u * (sc & 7u) + 1u), d * f32(2u * (sc >> 3u) + 1u));
+    let qh = (pword(blk, 8u + (u >> 1u)) >> (16u * (u & 1u))) & 0xFFFFu;
+    return IqRun(pword(blk, u), qh, dh);
+}
+fn iq_vals(r: IqRun, l: u32) -> IqPair {
+    let h = (r.qh >> (4u * l)) & 0xFu;
+    return iq1_vals(((r.qs >> (8u * l)) & 0xFFu) | ((h & 7u) << 8u), (h & 8u) != 0u);
+}
+fn iq_scale(r: IqRun, l: u32) -> f32 {
+    return r.d[l >> 1u];
+}
+#endif

@@ -38,6 +38,13 @@ const TYPES: &[GgmlType] = &[
     GgmlType::MXFP4,
     GgmlType::IQ4_NL,
     GgmlType::IQ4_XS,
+    GgmlType::IQ2_XXS,
+    GgmlType::IQ2_XS,
+    GgmlType::IQ2_S,
+    GgmlType::IQ3_XXS,
+    GgmlType::IQ3_S,
+    GgmlType::IQ1_S,
+    GgmlType::IQ1_M,
 ];
 
 fn step(gpu: &Gpu, n_tokens: usize) -> wgpu::Buffer {

@@ -132,6 +132,7 @@ pub struct Gpu {
     pub caps: Caps,
     pub tuning: Tuning,
     pub pipelines: PipelineCache,
+    pub codebooks: crate::gpu::codebook::Codebooks,
     /// Bytes of the adapter's largest device-local memory heap, where the API tells (Vulkan).
     pub device_memory: Option<u64>,
 }
@@ -285,6 +286,7 @@ impl Gpu {
             caps,
             tuning,
             pipelines: PipelineCache::default(),
+            codebooks: Default::default(),
             device_memory,
         })
     }

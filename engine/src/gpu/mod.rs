@@ -1,6 +1,7 @@
 //! The GPU backend: adapter and device, the WGSL kernels as typed ops, weights on the device,
 //! and the step graph that turns the layer plan into dispatches.
 
+pub mod codebook;
 pub mod device;
 pub mod model;
 pub mod ops;

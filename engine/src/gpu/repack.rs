@@ -35,6 +35,13 @@ pub fn layout(t: GgmlType) -> Option<GpuLayout> {
         MXFP4 => (32, 17, 16, 1),
         IQ4_NL => (32, 18, 16, 2),
         IQ4_XS => (256, 136, 128, 8),
+        IQ2_XXS => (256, 66, 64, 2),
+        IQ2_XS => (256, 74, 64, 12),
+        IQ2_S => (256, 82, 64, 20),
+        IQ3_XXS => (256, 98, 96, 2),
+        IQ3_S => (256, 110, 96, 16),
+        IQ1_S => (256, 50, 48, 2),
+        IQ1_M => (256, 56, 48, 8),
         Q2_K => (256, 84, 64, 20),
         Q3_K => (256, 110, 96, 16),
         Q4_K => (256, 144, 128, 16),
@@ -60,6 +67,20 @@ fn pieces(t: GgmlType) -> &'static [(usize, usize, bool, usize)] {
         IQ4_NL => &[(0, 2, M, 0), (2, 18, P, 0)],
         // d scales_h scales_l[4] qs[128] -> meta: d | scales_h << 16, scales_l; payload: qs
         IQ4_XS => &[(0, 8, M, 0), (8, 136, P, 0)],
+        // The codebook types: d | grid indices, signs and run scales -> meta: d (IQ2_XXS, IQ3_XXS,
+        // IQ1_S: packed), the byte arrays read once per run; payload: what is read per group.
+        // d qs[64] / d qs[64] scales_and_signs[32] / d qs[32] qh[16]
+        IQ2_XXS => &[(0, 2, M, 0), (2, 66, P, 0)],
+        IQ3_XXS => &[(0, 2, M, 0), (2, 98, P, 0)],
+        IQ1_S => &[(0, 2, M, 0), (2, 50, P, 0)],
+        // d qs[64] scales[8] -> meta: d, pad, scales
+        IQ2_XS => &[(0, 2, M, 0), (66, 74, M, 4), (2, 66, P, 0)],
+        // d qs[32] signs[32] qh[8] scales[8] -> meta: d, pad, qh, scales; payload: qs, signs
+        IQ2_S => &[(0, 2, M, 0), (66, 82, M, 4), (2, 66, P, 0)],
+        // d qs[64] qh[8] signs[32] scales[4] -> meta: d, pad, qh, scales; payload: qs, signs
+        IQ3_S => &[(0, 2, M, 0), (66, 74, M, 4), (106, 110, M, 12), (2, 66, P, 0), (74, 106, P, 64)],
+        // qs[32] qh[16] scales[8] -> meta: scales; payload: qs, qh
+        IQ1_M => &[(48, 56, M, 0), (0, 48, P, 0)],
         // scales[16] qs[64] d dmin -> meta: d dmin, scales; payload: qs
         Q2_K => &[(80, 84, M, 0), (0, 16, M, 4), (16, 80, P, 0)],
         // hmask[32] qs[64] scales[12] d -> meta: d, pad, scales; payload: hmask, qs

@@ -32,6 +32,8 @@ pub struct GpuWeight {
     /// Blocks per row.
     pub nb: u32,
     pub parts: Vec<WeightPart>,
+    /// The codebook its kernels read (the IQ1/IQ2/IQ3 types; see `codebook.rs`).
+    pub codebook: Option<wgpu::Buffer>,
 }
 
 /// Types the GPU kernels can read.
@@ -52,6 +54,13 @@ pub const GPU_TYPES: &[GgmlType] = &[
     GgmlType::Q5_K,
     GgmlType::Q6_K,
     GgmlType::IQ4_XS,
+    GgmlType::IQ2_XXS,
+    GgmlType::IQ2_XS,
+    GgmlType::IQ2_S,
+    GgmlType::IQ3_XXS,
+    GgmlType::IQ3_S,
+    GgmlType::IQ1_S,
+    GgmlType::IQ1_M,
 ];
 
 pub fn gpu_supports(t: GgmlType) -> bool {
@@ -137,6 +146,7 @@ impl GpuWeight {
             row_bytes: row_bytes32,
             nb: nb as u32,
             parts,
+            codebook: gpu.codebook(ty),
         })
     }
 

@@ -108,6 +108,17 @@ pub fn random_weights(t: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> V
             }
             Q6_K => put_f16(blk, 208, 0.1 * d()),
             MXFP4 => blk[0] = 118 + (rng.below(8) as u8),
+            // Codebook values times run scales reach several hundred times d.
+            IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S => put_f16(blk, 0, 0.002 * d()),
+            IQ1_S => put_f16(blk, 0, 0.02 * d()),
+            // The f16 scale is the top nibbles of the four u16 scale words at byte 48.
+            IQ1_M => {
+                let bits = half::f16::from_f32(0.02 * d()).to_bits();
+                for k in 0..4 {
+                    let hi = &mut blk[48 + 2 * k + 1];
+                    *hi = (*hi & 0x0F) | ((((bits >> (4 * k)) & 0xF) as u8) << 4);
+                }
+            }
             other => panic!("no generator for {other}"),
         }
     }

@@ -3,7 +3,7 @@
 use bytemuck::{Pod, Zeroable};
 use wllm_loaders::GgmlType;
 
-use super::linear::wtype_define;
+use super::linear::{weight_entries, wtype_define};
 use super::{Grid, Op, Res};
 use crate::error::Result;
 use crate::gpu::device::Gpu;
@@ -68,17 +68,9 @@ pub fn get_rows(
             // Per token: one weight row read and one f32 row written, by whichever part holds
             // the row (so split evenly over the parts' dispatches).
             let row_bytes = (w.n_bytes() / w.nrows.max(1) as u64 + w.ncols as u64 * 4) / w.parts.len() as u64;
-            let mut op = gpu.op(
-                pipeline.clone(),
-                &[
-                    (0, Res::Buf(&part.buffer)),
-                    (10, Res::Buf(&part.buffer)),
-                    (1, Res::Buf(ids)),
-                    (2, Res::Buf(out)),
-                    (3, Res::Buf(&ubuf)),
-                ],
-                Grid::TokensX { y: 1 },
-            );
+            let mut entries = weight_entries(w, part);
+            entries.extend([(1, Res::Buf(ids)), (2, Res::Buf(out)), (3, Res::Buf(&ubuf))]);
+            let mut op = gpu.op(pipeline.clone(), &entries, Grid::TokensX { y: 1 });
             op.traffic = (0, row_bytes);
             op
         })

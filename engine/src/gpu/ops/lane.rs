@@ -127,7 +127,7 @@ fn build(
     let mut ops = Vec::new();
     for part in &w.parts {
         let ubuf = gpu.uniform("linear_lane.params", &params(w, part, io, ex));
-        let mut e = entries(part, io, &ubuf);
+        let mut e = entries(w, part, io, &ubuf);
         e.push((6, Res::Buf(step)));
         let mut op = match (ex, grouped) {
             (Some(_), Some(g)) => {

@@ -14,6 +14,7 @@ use wllm_loaders::model::FfnActivation;
 
 use super::{Op, Res, lane, matmul, matvec};
 use crate::error::{EngineError, Result};
+use crate::gpu::codebook::CODEBOOK_BINDING;
 use crate::gpu::device::Gpu;
 use crate::gpu::pipeline::KernelSpec;
 use crate::gpu::tensor::{GpuWeight, WeightPart};
@@ -220,22 +221,28 @@ pub(crate) fn params(
 
 /// The bindings every linear kernel shares.
 pub(crate) fn entries<'a>(
+    w: &'a GpuWeight,
     part: &'a WeightPart,
     io: &LinearIo<'a>,
     ubuf: &'a wgpu::Buffer,
 ) -> Vec<(u32, Res<'a>)> {
-    let mut e = vec![
-        (0, Res::Buf(&part.buffer)),
-        (10, Res::Buf(&part.buffer)),
-        (1, Res::Buf(io.x)),
-        (2, Res::Buf(io.y)),
-        (3, Res::Buf(ubuf)),
-    ];
+    let mut e = weight_entries(w, part);
+    e.extend([(1, Res::Buf(io.x)), (2, Res::Buf(io.y)), (3, Res::Buf(ubuf))]);
     if let Some(b) = io.bias {
         e.push((4, Res::Buf(b)));
     }
     if let Some(g) = io.gate {
         e.push((5, Res::Buf(g)));
+    }
+    e
+}
+
+/// The bindings through which kernels read one part of a weight: its payload and metadata
+/// views and, for the codebook types, the codebook.
+pub(crate) fn weight_entries<'a>(w: &'a GpuWeight, part: &'a WeightPart) -> Vec<(u32, Res<'a>)> {
+    let mut e = vec![(0, Res::Buf(&part.buffer)), (10, Res::Buf(&part.buffer))];
+    if let Some(codebook) = &w.codebook {
+        e.push((CODEBOOK_BINDING, Res::Buf(codebook)));
     }
     e
 }

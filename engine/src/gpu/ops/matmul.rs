@@ -65,7 +65,7 @@ pub(crate) fn matmul(
     let mut ops = Vec::new();
     for part in &w.parts {
         let ubuf = gpu.uniform("matmul.params", &params(w, part, io, grouped.map(|g| g.0)));
-        let mut e = entries(part, io, &ubuf);
+        let mut e = entries(w, part, io, &ubuf);
         e.push((6, Res::Buf(step)));
         match grouped {
             Some((_, g)) => {

@@ -61,7 +61,7 @@ pub(crate) fn matvec(
     let mut ops = Vec::with_capacity(w.parts.len());
     for part in &w.parts {
         let ubuf = gpu.uniform("matvec.params", &params(w, part, io, ids));
-        let mut e = entries(part, io, &ubuf);
+        let mut e = entries(w, part, io, &ubuf);
         let grid = match ids {
             Some(x) => {
                 e.push((7, Res::Buf(x.ids)));
