@@ -36,6 +36,18 @@ TINY_MODELS = [
     # and 12)
     "tiny-llama-iq4_nl.gguf",
     "tiny-llama-iq4_xs.gguf",
+    # the same F32 weights through llama-quantize with an importance matrix, one file per
+    # i-quant type of 3 bits and less (model indices 13 to 19; gen_iq_grid.sh). In the order
+    # iq3_xxs, iq3_s, iq2_xxs, iq2_xs, iq2_s, iq1_s, iq1_m the greedy runs of iq3_s_c1 and
+    # iq1_s_c0 began with a "▁" piece (whose space llama_detokenize drops), so iq3_s and
+    # iq2_xxs, and iq1_s and iq1_m, swapped indices
+    "tiny-llama-iq3_xxs.gguf",
+    "tiny-llama-iq2_xxs.gguf",
+    "tiny-llama-iq3_s.gguf",
+    "tiny-llama-iq2_xs.gguf",
+    "tiny-llama-iq2_s.gguf",
+    "tiny-llama-iq1_m.gguf",
+    "tiny-llama-iq1_s.gguf",
 ]
 TINY_N_VOCAB = 512
 TINY_N_GEN = 16
