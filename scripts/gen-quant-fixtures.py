@@ -7,7 +7,9 @@ Dequantization fixtures (`<name>.blocks.bin` + `<name>.f32.bin`, little-endian f
   * synthetic data for the rest: Gaussian values through `gguf.quants.quantize` where gguf-py
     has a quantizer, else random block bytes with sane f16 scales. Random bytes also cover
     every bit pattern of the k-quant, MXFP4 and IQ4 layouts (gguf-py cannot quantize IQ4_NL or
-    IQ4_XS, so theirs are random bytes and real rows of the tiny IQ4 models).
+    IQ4_XS, so theirs are random bytes and real rows of the tiny IQ4 models), and of the i-quants
+    of 3 bits and less (IQ3_XXS, IQ3_S, IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S, IQ1_M: random bytes and
+    real rows of the tiny models of tests/data/tools/gen_iq_grid.sh).
 The f32 values are always `gguf.quants.dequantize` of the blocks (gguf-py 0.19.0).
 
 Quantizer fixtures (`<name>.input.f32.bin` + `<name>.blocks.bin`): seeded inputs and the bytes
@@ -56,6 +58,13 @@ REAL = [
     (T.Q6_K, "cache:gemma-3-270m-q4_k_m.gguf", "blk.0.ffn_down.weight"),
     (T.IQ4_NL, "tests/data/models/tiny-llama-iq4_nl.gguf", "blk.0.ffn_up.weight"),
     (T.IQ4_XS, "tests/data/models/tiny-llama-iq4_xs.gguf", "blk.0.ffn_up.weight"),
+    (T.IQ3_XXS, "tests/data/models/tiny-llama-iq3_xxs.gguf", "blk.0.ffn_up.weight"),
+    (T.IQ3_S, "tests/data/models/tiny-llama-iq3_s.gguf", "blk.0.ffn_up.weight"),
+    (T.IQ2_XXS, "tests/data/models/tiny-llama-iq2_xxs.gguf", "blk.0.ffn_up.weight"),
+    (T.IQ2_XS, "tests/data/models/tiny-llama-iq2_xs.gguf", "blk.0.ffn_up.weight"),
+    (T.IQ2_S, "tests/data/models/tiny-llama-iq2_s.gguf", "blk.0.ffn_up.weight"),
+    (T.IQ1_S, "tests/data/models/tiny-llama-iq1_s.gguf", "blk.0.ffn_up.weight"),
+    (T.IQ1_M, "tests/data/models/tiny-llama-iq1_m.gguf", "blk.0.ffn_up.weight"),
 ]
 
 # Types gguf-py can quantize, fed Gaussian data (sigma 0.02, typical of weights).
@@ -295,6 +304,37 @@ def iq4_fixtures(w: Writer, seed: int):
     return seed
 
 
+# The i-quants of 3 bits and less. Every byte pattern is a valid block: grid indices of 8 to 11
+# bits address full grids, and signs, block scales and IQ1 deltas take any value.
+IQ_GRID = [T.IQ3_XXS, T.IQ3_S, T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ1_S, T.IQ1_M]
+
+
+def iq_grid_fixtures(w: Writer, seed: int):
+    """Random blocks of the IQ_GRID types with f16 scales of either sign. The super-block scale
+    is the f16 at byte 0, except for IQ1_M, which has none: its f16 is the top nibbles of the four
+    u16 scale words at bytes 48..55 (word k's bits 12..15 are the f16's bits 4k..4k+3; bits 0..11
+    are the 3-bit block scales and stay random). Seeded after the IQ4 fixtures."""
+    for ty in IQ_GRID:
+        rng = np.random.default_rng(seed)
+        block_size, type_size = gguf.GGML_QUANT_SIZES[ty]
+        n_blocks = max(4, TARGET_ELEMENTS // block_size)
+        blocks = rng.integers(0, 256, size=(n_blocks, type_size), dtype=np.uint8)
+        scales = np.exp2(rng.uniform(-14, -4, size=(n_blocks, 1))) * rng.choice([-1.0, 1.0], size=(n_blocks, 1))
+        bits = scales.astype(np.float16).view(np.uint16)[:, 0].astype(np.uint16)
+        if ty == T.IQ1_M:
+            words = blocks[:, 48:56].copy().view("<u2")
+            for k in range(4):
+                words[:, k] = (words[:, k] & 0x0FFF) | (((bits >> (4 * k)) & 0xF) << 12)
+            blocks[:, 48:56] = words.view(np.uint8)
+            where = "f16 scale in the top nibbles of the scale words"
+        else:
+            blocks[:, 0:2] = bits.astype("<u2").reshape(-1, 1).view(np.uint8)
+            where = "f16 scales"
+        w.dequant(ty, "random", blocks, {"synthetic": f"seed {seed}: uniform random bytes, {where} +-2^-14..2^-4"})
+        seed += 1
+    return seed
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--llama-cpp", type=pathlib.Path, default=pathlib.Path("/tmp/llcpp/src/vendor/llama.cpp"))
@@ -307,7 +347,8 @@ def main():
     real_fixtures(w, args.models_cache)
     seed = synthetic_fixtures(w)
     quantizer_fixtures(w, args.llama_cpp, seed)
-    iq4_fixtures(w, seed + 1)
+    seed = iq4_fixtures(w, seed + 1)
+    iq_grid_fixtures(w, seed)
 
     from importlib.metadata import version
 
