@@ -124,3 +124,10 @@ fn tiny_gpt_oss_on_gpu() {
 fn tiny_iq4_on_gpu() {
     check_cases(&|c| c.name.starts_with("tiny-llama-iq4"));
 }
+
+/// The tiny llama in the codebook presets, quantized with an importance matrix: IQ3_XXS, IQ3_S,
+/// IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S and IQ1_M (with the other types those presets mix in).
+#[test]
+fn tiny_iq_codebook_presets_on_gpu() {
+    check_cases(&|c| ["iq1", "iq2", "iq3"].iter().any(|p| c.name.starts_with(&format!("tiny-llama-{p}"))));
+}

@@ -18,7 +18,7 @@ fn opens_reference_tiny_models() {
             n += 1;
         }
     }
-    assert_eq!(n, 13);
+    assert_eq!(n, 20);
 }
 
 #[test]
@@ -38,6 +38,13 @@ fn resolves_weights_of_every_tiny_model() {
         "tiny-gptoss-mxfp4",
         "tiny-llama-iq4_nl",
         "tiny-llama-iq4_xs",
+        "tiny-llama-iq3_xxs",
+        "tiny-llama-iq3_s",
+        "tiny-llama-iq2_xxs",
+        "tiny-llama-iq2_xs",
+        "tiny-llama-iq2_s",
+        "tiny-llama-iq1_s",
+        "tiny-llama-iq1_m",
     ] {
         let f = GgufFile::open(dir.join(format!("{name}.gguf"))).unwrap();
         let cfg = ModelConfig::from_gguf(&f).unwrap();

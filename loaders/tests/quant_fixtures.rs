@@ -99,8 +99,10 @@ fn dequantize_matches_gguf_py_bit_exactly() {
         covered.insert(ty);
     }
     use GgmlType::*;
-    let required =
-        [F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, MXFP4, IQ4_NL, IQ4_XS];
+    let required = [
+        F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, MXFP4, IQ4_NL, IQ4_XS,
+        IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M,
+    ];
     for t in required {
         assert!(covered.contains(&t), "no dequantization fixture for {t}");
     }
