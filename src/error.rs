@@ -20,6 +20,10 @@ pub enum Error {
     Chat(#[from] ChatError),
     #[error("sampling: {0}")]
     Sampling(#[from] SamplingError),
+    /// A constraint ([`GenerateOptions::constraint`](crate::GenerateOptions::constraint)) does
+    /// not compile, or the grammar engine failed.
+    #[error("constraint: {0}")]
+    Constraint(#[from] crate::constraint::ConstraintError),
     #[error("{}: {source}", path.display())]
     Io {
         path: std::path::PathBuf,

@@ -5,11 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use wllm_engine::sampling::{Sampler, SamplerConfig, StopMatcher, argmax};
+use wllm_engine::sampling::{Sampler, SamplerConfig, SamplingError, StopMatcher, argmax, argmax_masked};
 use wllm_engine::{Logits, PendingStep, StepOutput};
 use wllm_loaders::Utf8Stream;
 use wllm_loaders::chat::ReasoningParser;
 
+use crate::constraint::{ActiveConstraint, Constraint, ConstraintReport};
 use crate::error::{Error, Result};
 use crate::session::Session;
 
@@ -71,6 +72,11 @@ pub struct GenerateOptions {
     /// with the markers between them removed. [`Model::chat_prompt`](crate::Model::chat_prompt)
     /// makes the parser for a chat prompt; `None` leaves the output as generated.
     pub reasoning: Option<ReasoningParser>,
+    /// What the output must match (a JSON schema, a regex, a grammar): every token is drawn
+    /// from those the constraint allows, and generation ends when it is complete
+    /// ([`StopReason::Constraint`]). An invalid constraint fails the call that starts the
+    /// generation.
+    pub constraint: Option<Constraint>,
 }
 
 impl Default for GenerateOptions {
@@ -83,6 +89,7 @@ impl Default for GenerateOptions {
             cancel: None,
             collect_logits: false,
             reasoning: None,
+            constraint: None,
         }
     }
 }
@@ -99,11 +106,14 @@ pub enum StopReason {
     Cancelled,
     /// The context is full.
     ContextFull,
+    /// The constraint ([`GenerateOptions::constraint`]) admits nothing more.
+    Constraint,
 }
 
 impl StopReason {
     /// The stable name: `length` (the token limit), `stop` (an end-of-generation token),
-    /// `stop_string` (one of the stop strings), `cancelled`, `context_full`. These words do not
+    /// `stop_string` (one of the stop strings), `cancelled`, `context_full`, `constraint` (the
+    /// output completed its constraint). These words do not
     /// change between versions; new reasons may be added.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -112,6 +122,7 @@ impl StopReason {
             StopReason::StopString(_) => "stop_string",
             StopReason::Cancelled => "cancelled",
             StopReason::ContextFull => "context_full",
+            StopReason::Constraint => "constraint",
         }
     }
 }
@@ -193,6 +204,7 @@ pub struct Generation<'s> {
     opts: GenerateOptions,
     /// `None`: greedy, chosen on the device.
     sampler: Option<Sampler>,
+    constraint: Option<ActiveConstraint>,
     next: Option<u32>,
     /// The step in flight whose output gives `next`.
     pending: Option<PendingStep>,
@@ -252,10 +264,15 @@ impl<'s> Generation<'s> {
                 s.accept(t);
             }
         }
+        let constraint = match &opts.constraint {
+            Some(c) => Some(session.get().model.start_constraint(c)?),
+            None => None,
+        };
         let stop = StopMatcher::new(opts.stop.clone());
         let mut g = Generation {
             session,
             sampler,
+            constraint,
             next: None,
             pending: None,
             prompt_pending: true,
@@ -304,6 +321,11 @@ impl<'s> Generation<'s> {
     pub fn raw_text(&self) -> Option<&str> {
         self.reasoning.as_ref().map(ReasoningParser::raw)
     }
+    /// Whether the output completed its constraint, and what the masks cost; `None` without
+    /// [`GenerateOptions::constraint`].
+    pub fn constraint_report(&mut self) -> Option<ConstraintReport> {
+        self.constraint.as_mut().map(ActiveConstraint::report)
+    }
     /// Collected logits rows (with [`GenerateOptions::collect_logits`]).
     pub fn logits(&self) -> &[f32] {
         &self.logits
@@ -323,7 +345,7 @@ impl<'s> Generation<'s> {
     /// Greedy decoding without collected logits picks the token on the device and reads back
     /// only that; anything else needs the last row's logits.
     fn on_device(&self) -> bool {
-        self.sampler.is_none() && !self.opts.collect_logits
+        self.sampler.is_none() && !self.opts.collect_logits && self.constraint.is_none()
     }
 
     fn step_logits(&self) -> Logits {
@@ -355,7 +377,7 @@ impl<'s> Generation<'s> {
             let Some(last) = out.logits.len().checked_sub(n_vocab).map(|at| &out.logits[at..]) else {
                 return Err(Error::InvalidArgument("the device returned no logits".into()));
             };
-            let t = choose(&mut self.sampler, last)?;
+            let t = choose(&mut self.sampler, self.constraint.as_mut(), last)?;
             if self.opts.collect_logits {
                 self.logits.extend_from_slice(&out.logits);
             }
@@ -409,6 +431,9 @@ impl<'s> Generation<'s> {
             self.finished = Some(StopReason::EndOfGeneration(tok));
             return Ok(Poll::Ready(None));
         }
+        if let Some(c) = self.constraint.as_mut() {
+            c.commit(tok)?;
+        }
         let piece = tokenizer.token_to_piece(tok);
         let text = self.utf8.push_bytes(&piece);
         let step = self.stop.push(&text);
@@ -422,7 +447,9 @@ impl<'s> Generation<'s> {
         if let Some(s) = self.sampler.as_mut() {
             s.accept(tok);
         }
-        if self.produced < self.opts.max_tokens {
+        if self.constraint.as_ref().is_some_and(ActiveConstraint::is_finished) {
+            self.finished = Some(StopReason::Constraint);
+        } else if self.produced < self.opts.max_tokens {
             let session = self.session.get();
             if session.history.len() >= session.n_ctx() {
                 self.finished = Some(StopReason::ContextFull);
@@ -487,10 +514,21 @@ impl SessionSlot<'_> {
     }
 }
 
-fn choose(sampler: &mut Option<Sampler>, logits: &[f32]) -> Result<u32> {
+fn choose(
+    sampler: &mut Option<Sampler>,
+    constraint: Option<&mut ActiveConstraint>,
+    logits: &[f32],
+) -> Result<u32> {
+    let Some(constraint) = constraint else {
+        return match sampler {
+            Some(s) => Ok(s.sample(logits)?),
+            None => Ok(argmax(logits)),
+        };
+    };
+    let mask = constraint.mask()?;
     match sampler {
-        Some(s) => Ok(s.sample(logits)?),
-        None => Ok(argmax(logits)),
+        Some(s) => Ok(s.sample_masked(logits, Some(mask))?),
+        None => argmax_masked(logits, mask).ok_or(Error::Sampling(SamplingError::AllMasked)),
     }
 }
 

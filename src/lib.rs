@@ -27,6 +27,7 @@
 
 pub mod batch;
 mod chat;
+mod constraint;
 mod device;
 mod error;
 mod generate;
@@ -35,6 +36,7 @@ mod session;
 mod stepping;
 
 pub use chat::{Chat, ChatOptions, ChatPrompt, ContextOverflow, Reply, TurnInfo};
+pub use constraint::{Constraint, ConstraintError, ConstraintReport, GbnfError, gbnf_to_lark};
 pub use device::Engine;
 pub use error::{Error, Result};
 pub use generate::{CancelToken, Chunk, GenerateOptions, Generation, GenerationStats, StopReason};

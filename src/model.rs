@@ -102,7 +102,9 @@ pub struct ModelInfo {
 
 pub(crate) struct ModelInner {
     pub cfg: ModelConfig,
-    pub tokenizer: Tokenizer,
+    pub tokenizer: Arc<Tokenizer>,
+    /// The grammar compiler for constrained generation, built on first use.
+    pub grammars: crate::constraint::Grammars,
     pub chat_template: Option<ChatTemplate>,
     /// The GPU's layers and the head; `None` when everything runs on the CPU.
     pub gpu_model: Option<Arc<GpuModel>>,
@@ -269,7 +271,8 @@ impl Model {
         let mut model = Model {
             inner: Arc::new(ModelInner {
                 cfg,
-                tokenizer,
+                tokenizer: Arc::new(tokenizer),
+                grammars: Default::default(),
                 chat_template: template,
                 gpu_model,
                 info,
@@ -349,6 +352,15 @@ impl Model {
 
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.inner.tokenizer
+    }
+
+    /// Compiles `constraint` against this model's vocabulary for one generation (the
+    /// vocabulary index is built on the first call and kept).
+    pub(crate) fn start_constraint(
+        &self,
+        constraint: &crate::Constraint,
+    ) -> Result<crate::constraint::ActiveConstraint> {
+        Ok(self.inner.grammars.start(&self.inner.tokenizer, constraint)?)
     }
     pub fn config(&self) -> &ModelConfig {
         &self.inner.cfg

@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod chat;
+pub mod constraint;
 pub mod info;
 pub mod plan;
 pub mod profile;

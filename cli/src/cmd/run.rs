@@ -10,6 +10,7 @@ use wllm::loaders::chat::RenderOptions;
 use wllm::{ChatMessage, GenerateOptions, ReasoningFormat, SamplerConfig, StopReason};
 
 use crate::cmd::chat::{ReasoningArgs, ReplyPrinter};
+use crate::cmd::constraint::ConstraintArgs;
 use crate::common::{ContextArgs, DeviceArgs, number_in, open_output, parse_ids, whole_in};
 
 #[derive(clap::Args)]
@@ -33,6 +34,9 @@ pub struct Args {
     pub n: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// What the output must match.
+    #[command(flatten)]
+    pub constraint: ConstraintArgs,
     #[command(flatten)]
     pub context: ContextArgs,
     #[command(flatten)]
@@ -123,6 +127,7 @@ impl SamplingArgs {
 
 pub fn run(a: Args) -> Result<()> {
     let sampling = a.sampling.config()?;
+    let constraint = a.constraint.constraint()?;
     let dump = a.dump_logits.as_deref().map(|p| open_output("--dump-logits", p)).transpose()?;
     let (model, session_opts) = a.context.load(&a.model, &a.device)?;
     let mut stop = a.sampling.stop.clone();
@@ -163,6 +168,7 @@ pub fn run(a: Args) -> Result<()> {
         collect_logits: a.dump_logits.is_some(),
         stop_at_eog: !a.ignore_eos,
         reasoning,
+        constraint,
         ..Default::default()
     };
     let backend = session.backend_name();
@@ -187,6 +193,7 @@ pub fn run(a: Args) -> Result<()> {
     let ids = gen_.ids().to_vec();
     let stats = gen_.stats().clone();
     let reason = gen_.stop_reason().cloned();
+    let constrained = gen_.constraint_report();
     if let (Some(path), Some(mut file)) = (&a.dump_logits, dump) {
         let bytes: Vec<u8> = gen_.logits().iter().flat_map(|v| v.to_le_bytes()).collect();
         file.write_all(&bytes).with_context(|| format!("writing {}", path.display()))?;
@@ -204,6 +211,11 @@ pub fn run(a: Args) -> Result<()> {
             "gpu_layers": info.plan.gpu_layers,
             "cpu_layers": info.plan.cpu_layers(),
             "stop_reason": reason.as_ref().map(wllm::StopReason::as_str),
+            "constraint": constrained.map(|c| json!({
+                "complete": c.complete,
+                "masks": c.masks,
+                "mean_mask_us": c.mean_mask_time.as_secs_f64() * 1e6,
+            })),
             "timings": {
                 "load_ms": info.load_time.as_secs_f64() * 1e3,
                 "prompt_tokens": stats.prompt_tokens,
@@ -224,6 +236,9 @@ pub fn run(a: Args) -> Result<()> {
                 eprintln!("(stopped: the context of {n_ctx} tokens is full; raise --ctx for longer output)")
             }
             Some(StopReason::Cancelled) => eprintln!("(stopped: cancelled)"),
+            _ if constrained.is_some_and(|c| !c.complete) => {
+                eprintln!("(stopped before the output completed its constraint; raise -n for longer output)")
+            }
             Some(r) if a.verbose => eprintln!("stop reason:          {r}"),
             _ => {}
         }
@@ -237,6 +252,14 @@ pub fn run(a: Args) -> Result<()> {
             info.threads
         );
         eprintln!("load duration:        {:.2?}", info.load_time);
+        if let Some(c) = constrained {
+            eprintln!(
+                "constraint:           {} ({} masks, {:.1?} each)",
+                if c.complete { "complete" } else { "incomplete" },
+                c.masks,
+                c.mean_mask_time
+            );
+        }
         // Measured now: the session's KV cache and buffers exist only since after loading.
         if let Some(rss) = wllm::engine::plan::peak_rss() {
             eprintln!("peak memory (RSS):    {}", crate::common::human_bytes(rss));

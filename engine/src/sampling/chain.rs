@@ -2,6 +2,7 @@ use super::candidates::{Candidates, TokenProb};
 use super::config::SamplerConfig;
 use super::error::SamplingError;
 use super::filters;
+use super::mask::TokenMask;
 use super::penalties::PenaltyWindow;
 use super::rng::{Rng, random_seed};
 
@@ -52,7 +53,16 @@ impl Sampler {
 
     /// Draws the next token from `logits` (one row, indexed by token id).
     pub fn sample(&mut self, logits: &[f32]) -> Result<u32, SamplingError> {
-        self.run_chain(logits)?;
+        self.sample_masked(logits, None)
+    }
+
+    /// [`sample`](Self::sample) among the tokens `mask` allows.
+    pub fn sample_masked(
+        &mut self,
+        logits: &[f32],
+        mask: Option<TokenMask<'_>>,
+    ) -> Result<u32, SamplingError> {
+        self.run_chain(logits, mask)?;
         if let [only] = self.cands.items.as_slice() {
             return Ok(only.id);
         }
@@ -62,13 +72,13 @@ impl Sampler {
     /// The distribution the next [`sample`](Self::sample) would draw from: the surviving tokens
     /// with their final logits and probabilities, most likely first. Consumes no randomness.
     pub fn distribution(&mut self, logits: &[f32]) -> Result<&[TokenProb], SamplingError> {
-        self.run_chain(logits)?;
+        self.run_chain(logits, None)?;
         self.cands.softmax();
         self.cands.sort();
         Ok(&self.cands.items)
     }
 
-    fn run_chain(&mut self, logits: &[f32]) -> Result<(), SamplingError> {
+    fn run_chain(&mut self, logits: &[f32], mask: Option<TokenMask<'_>>) -> Result<(), SamplingError> {
         self.load_row(logits)?;
         let c = &self.config;
         let cands = &mut self.cands;
@@ -78,7 +88,9 @@ impl Sampler {
         self.window.apply(cands, c.repeat_penalty, c.frequency_penalty, c.presence_penalty);
         // Banned tokens would only carry p = 0 through the stages (and NaN into typical-p's
         // entropy), so they leave here.
-        cands.items.retain(|t| t.logit != f32::NEG_INFINITY);
+        // So do the tokens a mask disallows (bias and penalties index the full row, so the
+        // mask applies here, with the same effect as before them).
+        cands.items.retain(|t| t.logit != f32::NEG_INFINITY && mask.is_none_or(|m| m.allows(t.id)));
         if cands.items.is_empty() {
             return Err(SamplingError::AllMasked);
         }

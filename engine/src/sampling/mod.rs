@@ -22,6 +22,9 @@
 //! stage renormalises over the tokens that reach it. Probabilities use `libm`'s exp and log and
 //! every sort breaks ties by token id, so a given seed gives the same tokens on every platform.
 //!
+//! A [`TokenMask`] (a constraint's allowed tokens) passed to [`Sampler::sample_masked`] removes
+//! every other token before stage 1, as llama.cpp applies its grammar sampler first.
+//!
 //! [`StopMatcher`] handles `--stop` strings over the decoded stream, and [`parse_logit_bias`]
 //! reads `--logit-bias` arguments.
 
@@ -31,6 +34,7 @@ mod config;
 mod error;
 mod filters;
 mod logit_bias;
+mod mask;
 mod penalties;
 mod rng;
 mod stop;
@@ -40,6 +44,7 @@ pub use chain::Sampler;
 pub use config::{LogitBias, SamplerConfig};
 pub use error::SamplingError;
 pub use logit_bias::parse_logit_bias;
+pub use mask::{TokenMask, argmax_masked};
 pub use stop::{StopMatcher, StopStep};
 
 /// Index of the largest value, the lowest index on ties (as the GPU's argmax kernel breaks

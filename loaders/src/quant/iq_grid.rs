@@ -279,9 +279,9 @@ pub fn iq1m_half_scale(sc: [u16; 4], r: usize, h: usize) -> u16 {
 
 /// Grid index and offset sign of group `l` (0..4) of IQ1_M run `r`.
 pub fn iq1m_group(qs: &[u8; QK_K / 8], qh: &[u8; QK_K / 16], r: usize, l: usize) -> (usize, bool) {
-    let h = qh[2 * r + l / 2];
-    let high = if l % 2 == 0 { h & 7 } else { (h >> 4) & 7 };
-    let negative = h & if l % 2 == 0 { 0x08 } else { 0x80 } != 0;
+    // Group l takes the low (even l) or high nibble of byte l / 2: three index bits, a sign.
+    let nibble = qh[2 * r + l / 2] >> (4 * (l % 2));
+    let (high, negative) = (nibble & 7, nibble & 8 != 0);
     (usize::from(qs[4 * r + l]) | (usize::from(high) << 8), negative)
 }
 

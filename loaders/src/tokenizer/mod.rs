@@ -88,6 +88,16 @@ impl Tokenizer {
         }
     }
 
+    /// Text that continues other text, as the tokens a model would write for it mid-reply:
+    /// no special tokens, and no SentencePiece space prefix (which [`Tokenizer::encode`] adds
+    /// at the start of a text).
+    pub fn encode_continuation(&self, text: &str) -> Vec<u32> {
+        match &self.backend {
+            Backend::Llama(t) => t.encode_continuation(text.as_bytes()),
+            Backend::Hf(t) => t.encode(text, false, false),
+        }
+    }
+
     /// The bytes of one token, as `llama_token_to_piece(special = false)`: control and unknown
     /// tokens give nothing. May be part of a UTF-8 character.
     pub fn token_to_piece(&self, id: u32) -> Vec<u8> {

@@ -31,7 +31,10 @@ pub struct Meta {
 pub fn finish_reason(r: &StopReason) -> &'static str {
     match r {
         StopReason::MaxTokens | StopReason::ContextFull => "length",
-        StopReason::EndOfGeneration(_) | StopReason::StopString(_) | StopReason::Cancelled => "stop",
+        StopReason::EndOfGeneration(_)
+        | StopReason::StopString(_)
+        | StopReason::Cancelled
+        | StopReason::Constraint => "stop",
     }
 }
 

@@ -56,6 +56,22 @@ impl LlamaTokenizer {
     }
 
     pub fn encode(&self, text: &[u8], add_special: bool, parse_special: bool) -> Vec<u32> {
+        self.encode_with(text, add_special, parse_special, self.settings.add_space_prefix)
+    }
+
+    /// Text that continues other text: as [`encode`](Self::encode) without specials, and
+    /// without SentencePiece's space prefix (which belongs at the start of the text only).
+    pub fn encode_continuation(&self, text: &[u8]) -> Vec<u32> {
+        self.encode_with(text, false, false, false)
+    }
+
+    fn encode_with(
+        &self,
+        text: &[u8],
+        add_special: bool,
+        parse_special: bool,
+        space_prefix: bool,
+    ) -> Vec<u32> {
         let fragments = partition::partition(&self.vocab, &self.specials, text, parse_special);
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         // llama.cpp asserts that a model asking for BOS or EOS has one; without one there is
@@ -72,7 +88,7 @@ impl LlamaTokenizer {
                     match fragment {
                         Fragment::Text(range) => {
                             escaped.clear();
-                            if self.settings.add_space_prefix && after_special {
+                            if space_prefix && after_special {
                                 escaped.extend_from_slice("\u{2581}".as_bytes());
                             }
                             for &b in &text[range] {
