@@ -377,7 +377,7 @@ impl<'s> Generation<'s> {
             let Some(last) = out.logits.len().checked_sub(n_vocab).map(|at| &out.logits[at..]) else {
                 return Err(Error::InvalidArgument("the device returned no logits".into()));
             };
-            let t = choose(&mut self.sampler, self.constraint.as_mut(), last)?;
+            let t = choose(self.sampler.as_mut(), self.constraint.as_mut(), last)?;
             if self.opts.collect_logits {
                 self.logits.extend_from_slice(&out.logits);
             }
@@ -514,21 +514,18 @@ impl SessionSlot<'_> {
     }
 }
 
-fn choose(
-    sampler: &mut Option<Sampler>,
+/// The next token from a logits row: drawn by `sampler` (`None`: the argmax), among the tokens
+/// `constraint` allows.
+pub(crate) fn choose(
+    sampler: Option<&mut Sampler>,
     constraint: Option<&mut ActiveConstraint>,
     logits: &[f32],
 ) -> Result<u32> {
-    let Some(constraint) = constraint else {
-        return match sampler {
-            Some(s) => Ok(s.sample(logits)?),
-            None => Ok(argmax(logits)),
-        };
-    };
-    let mask = constraint.mask()?;
-    match sampler {
-        Some(s) => Ok(s.sample_masked(logits, Some(mask))?),
-        None => argmax_masked(logits, mask).ok_or(Error::Sampling(SamplingError::AllMasked)),
+    let mask = constraint.map(ActiveConstraint::mask).transpose()?;
+    match (sampler, mask) {
+        (Some(s), mask) => Ok(s.sample_masked(logits, mask)?),
+        (None, Some(mask)) => argmax_masked(logits, mask).ok_or(Error::Sampling(SamplingError::AllMasked)),
+        (None, None) => Ok(argmax(logits)),
     }
 }
 

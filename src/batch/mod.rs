@@ -37,6 +37,7 @@ use std::thread::JoinHandle;
 
 use wllm_engine::sampling::SamplerConfig;
 
+use crate::constraint::{ActiveConstraint, Constraint};
 use crate::error::{Error, Result};
 use crate::generate::{CancelToken, StopReason};
 use crate::model::Model;
@@ -80,6 +81,8 @@ pub struct BatchRequest {
     pub logprobs: Option<usize>,
     /// Cancelling it ends the request before the next step (or takes it out of the queue).
     pub cancel: Option<CancelToken>,
+    /// What the output must match (compiled when submitted: an invalid one is refused then).
+    pub constraint: Option<Constraint>,
 }
 
 impl Default for BatchRequest {
@@ -92,6 +95,7 @@ impl Default for BatchRequest {
             stop_at_eog: true,
             logprobs: None,
             cancel: None,
+            constraint: None,
         }
     }
 }
@@ -188,6 +192,7 @@ pub(crate) struct Submitted {
     request: BatchRequest,
     callback: Callback,
     ticket: Ticket,
+    constraint: Option<ActiveConstraint>,
 }
 
 /// Counts a request as accepted until it is dropped, whichever way it ends (finished,
@@ -302,6 +307,13 @@ impl Batcher {
                 b.token
             )))));
         }
+        // Compiled here, on the caller's thread: a schema takes milliseconds, which the step
+        // loop would make every running request wait.
+        let constraint = match request.constraint.as_ref().map(|c| self.model.start_constraint(c)).transpose()
+        {
+            Ok(c) => c,
+            Err(e) => return refuse(SubmitError::Invalid(Box::new(e))),
+        };
         // Counted before the check so that concurrent submits cannot both take the last place.
         let limit = self.parallel as usize + self.max_queue;
         let live = s.live.fetch_add(1, Ordering::SeqCst);
@@ -312,7 +324,7 @@ impl Batcher {
         }
         let tx = self.tx.as_ref().ok_or(SubmitError::ShuttingDown)?;
         s.requests_total.fetch_add(1, Ordering::Relaxed);
-        tx.send(Submitted { request, callback: Box::new(callback), ticket })
+        tx.send(Submitted { request, callback: Box::new(callback), ticket, constraint })
             .map_err(|_| SubmitError::ShuttingDown)
     }
 

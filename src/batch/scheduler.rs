@@ -99,7 +99,7 @@ impl Runner {
         queue.retain(|s| !s.request.cancel.as_ref().is_some_and(|c| c.is_cancelled()));
         while !queue.is_empty() {
             let Some(at) = self.pick_slot(&queue[0].request.prompt) else { return };
-            let Some(Submitted { request, callback, ticket }) = queue.pop_front() else { return };
+            let Some(Submitted { request, callback, ticket, constraint }) = queue.pop_front() else { return };
             let slot = &mut self.slots[at];
             // At least the last prompt token is fed: its logits give the first token.
             let cached = common_prefix(&slot.history, &request.prompt).min(request.prompt.len() - 1);
@@ -107,7 +107,7 @@ impl Runner {
             slot.last_used = Instant::now();
             shared.prompt_tokens.fetch_add(request.prompt.len() as u64, Ordering::Relaxed);
             shared.cached_tokens.fetch_add(cached as u64, Ordering::Relaxed);
-            let mut seq = match Sequence::new(request, callback, ticket, cached, &slot.history) {
+            let mut seq = match Sequence::new(request, callback, ticket, constraint, cached, &slot.history) {
                 Ok(s) => s,
                 Err(refused) => {
                     let (e, mut callback) = *refused;

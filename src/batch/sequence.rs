@@ -3,12 +3,13 @@
 
 use std::time::Instant;
 
-use wllm_engine::sampling::{Sampler, StopMatcher, argmax};
+use wllm_engine::sampling::{Sampler, StopMatcher};
 use wllm_loaders::{Tokenizer, Utf8Stream};
 
 use super::{BatchRequest, Callback, Done, Event, Ticket, TokenEvent, TokenLogprob, Usage};
+use crate::constraint::ActiveConstraint;
 use crate::error::{Error, Result};
-use crate::generate::StopReason;
+use crate::generate::{StopReason, choose};
 
 pub(crate) struct Sequence {
     pub request: BatchRequest,
@@ -21,6 +22,7 @@ pub(crate) struct Sequence {
     pub next: Option<u32>,
     /// `None`: greedy (argmax of the row).
     sampler: Option<Sampler>,
+    constraint: Option<ActiveConstraint>,
     utf8: Utf8Stream,
     stop: StopMatcher,
     pub usage: Usage,
@@ -42,6 +44,7 @@ impl Sequence {
         request: BatchRequest,
         callback: Callback,
         ticket: Ticket,
+        constraint: Option<ActiveConstraint>,
         cached: usize,
         history: &[u32],
     ) -> std::result::Result<Self, Box<(Error, Callback)>> {
@@ -70,6 +73,7 @@ impl Sequence {
             _ticket: ticket,
             next: None,
             sampler,
+            constraint,
             utf8: Utf8Stream::new(),
             stop,
             usage,
@@ -90,12 +94,12 @@ impl Sequence {
     /// Picks the next token from the logits of the sequence's last fed position, reports it,
     /// and says whether the sequence goes on. `room`: positions left in its cache.
     pub fn take_logits(&mut self, row: &[f32], tokenizer: &Tokenizer, room: usize) -> Result<After> {
-        let token = match self.sampler.as_mut() {
-            Some(s) => s.sample(row)?,
-            None => argmax(row),
-        };
+        let token = choose(self.sampler.as_mut(), self.constraint.as_mut(), row)?;
         if self.request.stop_at_eog && tokenizer.is_eog(token) {
             return Ok(After::Finish(StopReason::EndOfGeneration(token)));
+        }
+        if let Some(c) = self.constraint.as_mut() {
+            c.commit(token)?;
         }
         let logprobs = self.request.logprobs.map(|n| logprobs(row, token, n, tokenizer));
         let piece = tokenizer.token_to_piece(token);
@@ -110,6 +114,9 @@ impl Sequence {
         }
         if let Some(i) = step.stop {
             return Ok(After::Finish(StopReason::StopString(i)));
+        }
+        if self.constraint.as_ref().is_some_and(ActiveConstraint::is_finished) {
+            return Ok(After::Finish(StopReason::Constraint));
         }
         if self.request.max_tokens.is_some_and(|m| self.usage.completion_tokens >= m) {
             return Ok(After::Finish(StopReason::MaxTokens));

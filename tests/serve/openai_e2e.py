@@ -211,6 +211,45 @@ class Checks:
         except openai.NotFoundError:
             pass
 
+    def structured_output(self):
+        """response_format json_schema / json_object, llama-server's grammar, and a bad schema."""
+        schema = {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 20}, "population": {"type": "integer"}},
+            "required": ["city", "population"],
+            "additionalProperties": False,
+        }
+        for temperature in (0, 1.0):
+            r = self.c.chat.completions.create(
+                model=self.model,
+                messages=[{"role": "user", "content": "Name a big city and its population as JSON."}],
+                max_tokens=64,
+                temperature=temperature,
+                seed=3,
+                response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema}},
+            )
+            v = json.loads(r.choices[0].message.content)
+            expect(set(v) == {"city", "population"} and isinstance(v["population"], int), v)
+            expect(len(v["city"]) <= 20 and r.choices[0].finish_reason == "stop", r)
+        r = self.c.chat.completions.create(
+            model=self.model,
+            messages=[{"role": "user", "content": 'Reply with exactly this JSON object: {"ok": true}'}],
+            max_tokens=256,
+            temperature=0,
+            response_format={"type": "json_object"},
+        )
+        expect(r.choices[0].finish_reason == "stop", r)
+        expect(isinstance(json.loads(r.choices[0].message.content), dict), r)
+        text = self.chat_stream(
+            "Is the sky blue?", max_tokens=8, extra_body={"grammar": 'root ::= ("yes" | "no") "."'}
+        )[0]
+        expect(text in ("yes.", "no."), text)
+        try:
+            self.chat("hi", response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 5}}})
+            raise AssertionError("an invalid schema was accepted")
+        except openai.BadRequestError as e:
+            expect(e.status_code == 400 and "response_format" in str(e), e)
+
     def equivalence(self, threads):
         """Greedy streams at once give each the text it gets alone."""
         subjects = ["cats", "the sea", "bread", "winter", "music", "trains", "gardens", "the moon",
@@ -241,7 +280,7 @@ def main():
     checks = Checks(client, a.model, a.base_url)
     names = a.only or [
         "models", "chat_whole", "chat_streamed", "completions", "max_tokens_is_length", "stop_strings",
-        "cached_tokens", "logprobs", "sampling_fields", "errors", "equivalence",
+        "cached_tokens", "logprobs", "sampling_fields", "errors", "structured_output", "equivalence",
     ]
     failed = []
     print(f"openai {openai.__version__}", flush=True)

@@ -86,6 +86,7 @@ async fn complete(
     if kind == Kind::Chat {
         stop.extend(ready.end_of_turn.clone());
     }
+    let constraint_param = p.constraint.as_ref().map_or("response_format", |(_, field)| field);
     let request = BatchRequest {
         prompt,
         max_tokens: p.max_tokens,
@@ -94,8 +95,9 @@ async fn complete(
         stop_at_eog: !p.ignore_eos,
         logprobs: p.logprobs,
         cancel: None,
+        constraint: p.constraint.map(|(c, _)| c),
     };
-    let job = job::submit(&ready.batcher, request, prompt_param)?;
+    let job = job::submit(&ready.batcher, request, [prompt_param, constraint_param])?;
     let meta = Meta {
         kind,
         id: new_id(if kind == Kind::Chat { "chatcmpl-" } else { "cmpl-" }),

@@ -90,8 +90,9 @@ impl ApiError {
     }
 
     /// The request's refusal by the batcher. `prompt_param` names the field the prompt came
-    /// from (`messages` or `prompt`).
-    pub fn from_submit(e: SubmitError, prompt_param: &str) -> ApiError {
+    /// from (`messages` or `prompt`), `constraint_param` the one its constraint came from
+    /// (`response_format` or `grammar`).
+    pub fn from_submit(e: SubmitError, prompt_param: &str, constraint_param: &str) -> ApiError {
         match e {
             SubmitError::QueueFull(_) => ApiError {
                 status: StatusCode::TOO_MANY_REQUESTS,
@@ -108,7 +109,12 @@ impl ApiError {
             SubmitError::TokenOutOfVocab { index, .. } => {
                 ApiError::field(format!("{prompt_param}[{index}]"), e.to_string())
             }
-            SubmitError::Invalid(inner) => ApiError::bad_request(inner.to_string()),
+            SubmitError::Invalid(inner) => match *inner {
+                wllm::Error::Constraint(c) => {
+                    ApiError::field(constraint_param, format!("{constraint_param}: {c}"))
+                }
+                inner => ApiError::bad_request(inner.to_string()),
+            },
         }
     }
 

@@ -22,8 +22,8 @@ impl Drop for CancelOnDrop {
 }
 
 /// Queues `request`; refusals (queue full, prompt too long, ...) come back at once as the
-/// HTTP error they map to. `prompt_param` names the field the prompt came from.
-pub fn submit(batcher: &Batcher, mut request: BatchRequest, prompt_param: &str) -> Result<Job, ApiError> {
+/// HTTP error they map to. `fields` names the fields the prompt and the constraint came from.
+pub fn submit(batcher: &Batcher, mut request: BatchRequest, fields: [&str; 2]) -> Result<Job, ApiError> {
     let cancel = CancelToken::new();
     request.cancel = Some(cancel.clone());
     let (tx, events) = mpsc::unbounded_channel();
@@ -31,6 +31,6 @@ pub fn submit(batcher: &Batcher, mut request: BatchRequest, prompt_param: &str) 
     // (the job was dropped) tells the batcher to stop.
     batcher
         .submit(request, move |ev| tx.send(ev).is_ok())
-        .map_err(|e| ApiError::from_submit(e, prompt_param))?;
+        .map_err(|e| ApiError::from_submit(e, fields[0], fields[1]))?;
     Ok(Job { events, _cancel: CancelOnDrop(cancel) })
 }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use wllm::engine::sampling::LogitBias;
 use wllm::loaders::chat::ParseEffortError;
-use wllm::{ChatMessage, ReasoningEffort, SamplerConfig};
+use wllm::{ChatMessage, Constraint, ReasoningEffort, SamplerConfig};
 
 use super::errors::ApiError;
 
@@ -47,6 +47,12 @@ pub struct Request {
     pub ignore_eos: Option<bool>,
     /// `low`, `medium` or `high`, for chat templates that read it (gpt-oss).
     pub reasoning_effort: Option<String>,
+    /// `{"type": "text" | "json_object" | "json_schema", "json_schema": {"schema": ...}}`.
+    pub response_format: Option<Value>,
+    /// llama-server's: a GBNF grammar the output must match.
+    pub grammar: Option<String>,
+    /// llama-server's: a JSON schema the output must match.
+    pub json_schema: Option<Value>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -74,6 +80,39 @@ pub struct Params {
     pub logprobs: Option<usize>,
     pub ignore_eos: bool,
     pub reasoning_effort: Option<ReasoningEffort>,
+    /// What the output must match, and the field it came from.
+    pub constraint: Option<(Constraint, &'static str)>,
+}
+
+/// OpenAI's `response_format`: `text` (no constraint), `json_object`, or `json_schema` with
+/// its schema in `json_schema.schema`.
+fn response_format(v: &Value) -> Result<Option<Constraint>, ApiError> {
+    let field = "response_format";
+    let kind = v.get("type").and_then(Value::as_str);
+    match kind {
+        Some("text") => Ok(None),
+        // llama-server takes a schema here too.
+        Some("json_object") => Ok(Some(match v.get("schema") {
+            Some(schema) => Constraint::JsonSchema(schema.clone()),
+            None => Constraint::JsonObject,
+        })),
+        Some("json_schema") => {
+            let schema = v.get("json_schema").and_then(|j| j.get("schema")).ok_or_else(|| {
+                ApiError::field(
+                    "response_format.json_schema.schema",
+                    "response_format.json_schema.schema is required for type json_schema",
+                )
+            })?;
+            Ok(Some(Constraint::JsonSchema(schema.clone())))
+        }
+        _ => Err(ApiError::field(
+            field,
+            format!(
+                "response_format.type is {}: expected \"text\", \"json_object\" or \"json_schema\"",
+                v.get("type").map_or("missing".into(), Value::to_string)
+            ),
+        )),
+    }
 }
 
 /// A completion prompt: text to tokenize, or token ids.
@@ -231,6 +270,7 @@ impl Request {
             .map(str::parse)
             .transpose()
             .map_err(|e: ParseEffortError| ApiError::field("reasoning_effort", e.to_string()))?;
+        let constraint = self.constraint()?;
         Ok(Params {
             sampling,
             max_tokens,
@@ -240,7 +280,27 @@ impl Request {
             logprobs,
             ignore_eos,
             reasoning_effort,
+            constraint,
         })
+    }
+
+    /// The output constraint of `response_format`, `grammar` or `json_schema` (one at most).
+    fn constraint(&self) -> Result<Option<(Constraint, &'static str)>, ApiError> {
+        let format = self.response_format.as_ref().map(response_format).transpose()?.flatten();
+        let given = [
+            format.map(|c| (c, "response_format")),
+            self.grammar.clone().map(|g| (Constraint::Gbnf(g), "grammar")),
+            self.json_schema.clone().map(|s| (Constraint::JsonSchema(s), "json_schema")),
+        ];
+        let mut given = given.into_iter().flatten();
+        let first = given.next();
+        if let Some((_, field)) = given.next() {
+            return Err(ApiError::field(
+                field,
+                format!("{field}: give one of response_format, grammar and json_schema"),
+            ));
+        }
+        Ok(first)
     }
 
     fn chat_logprobs(&self) -> Result<Option<usize>, ApiError> {
@@ -500,5 +560,39 @@ mod tests {
             .chat_messages();
         assert_eq!(e.unwrap_err().param.as_deref(), Some("messages[0].content[0].type"));
         assert_eq!(req("{}").unwrap().chat_messages().unwrap_err().param.as_deref(), Some("messages"));
+    }
+
+    #[test]
+    fn response_format_grammar_and_json_schema() {
+        let constraint = |body: &str| req(body).unwrap().params(true, 100).map(|p| p.constraint);
+        assert_eq!(constraint(r#"{"response_format": {"type": "text"}}"#).unwrap(), None);
+        assert_eq!(
+            constraint(r#"{"response_format": {"type": "json_object"}}"#).unwrap(),
+            Some((Constraint::JsonObject, "response_format"))
+        );
+        let schema = serde_json::json!({"type": "integer"});
+        assert_eq!(
+            constraint(r#"{"response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "integer"}}}}"#)
+                .unwrap(),
+            Some((Constraint::JsonSchema(schema.clone()), "response_format"))
+        );
+        assert_eq!(
+            constraint(r#"{"grammar": "root ::= \"a\""}"#).unwrap(),
+            Some((Constraint::Gbnf("root ::= \"a\"".into()), "grammar"))
+        );
+        assert_eq!(
+            constraint(r#"{"json_schema": {"type": "integer"}}"#).unwrap(),
+            Some((Constraint::JsonSchema(schema), "json_schema"))
+        );
+        let param = |body: &str| constraint(body).unwrap_err().param;
+        assert_eq!(param(r#"{"response_format": {"type": "xml"}}"#).as_deref(), Some("response_format"));
+        assert_eq!(
+            param(r#"{"response_format": {"type": "json_schema", "json_schema": {}}}"#).as_deref(),
+            Some("response_format.json_schema.schema")
+        );
+        assert_eq!(
+            param(r#"{"response_format": {"type": "json_object"}, "grammar": "root ::= \"a\""}"#).as_deref(),
+            Some("grammar")
+        );
     }
 }
