@@ -12,8 +12,12 @@
 //! Replies that carry reasoning (harmony channels, `<think>`) are split by [`ReasoningParser`],
 //! in the [`ReasoningFormat`] the template calls for.
 //!
+//! Tool calls: an assistant turn's [`ToolCall`]s and a tool's reply (role `tool`) are rendered
+//! as templates expect them (OpenAI's message shape), the tool list through `tools`; the
+//! calls in a reply are read back in the family's [`ToolCallFormat`].
+//!
 //! Not done here: llama.cpp's per-template workarounds (folding a system message into the first
-//! user turn for templates without a system role, typed content parts, tool calls).
+//! user turn for templates without a system role, typed content parts).
 
 mod env;
 mod error;
@@ -22,23 +26,30 @@ mod render;
 mod strftime;
 mod template;
 mod tojson;
+mod tools;
 
 pub use error::{ChatError, TemplateFailure};
 pub use reasoning::{ParseEffortError, ReasoningDelta, ReasoningEffort, ReasoningFormat, ReasoningParser};
 pub use render::{RenderDelta, RenderOptions};
 pub use template::{CHATML_TEMPLATE, ChatTemplate, SpecialTokens, TemplateOrigin};
+pub use tools::{ParsedReply, ToolCall, ToolCallFormat, call_start, parse_tool_calls};
 
 /// One turn of a conversation. `role` is free text (`system`, `user`, `assistant`, `tool`,
 /// ...): templates decide which they accept.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    /// The calls an assistant turn made.
+    pub tool_calls: Vec<ToolCall>,
+    /// For a `tool` turn: the call it answers, and the tool's name.
+    pub tool_call_id: Option<String>,
+    pub name: Option<String>,
 }
 
 impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> ChatMessage {
-        ChatMessage { role: role.into(), content: content.into() }
+        ChatMessage { role: role.into(), content: content.into(), ..Default::default() }
     }
     pub fn system(content: impl Into<String>) -> ChatMessage {
         ChatMessage::new("system", content)

@@ -22,6 +22,9 @@ pub struct RenderOptions {
     /// Extra template variables (llama.cpp's `--chat-template-kwargs`), e.g.
     /// `{"enable_thinking": false}`. They override the built-in ones of the same name.
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// The tools the model may call (OpenAI tool objects), given to the template as `tools`;
+    /// empty leaves `tools` undefined.
+    pub tools: Vec<serde_json::Value>,
 }
 
 /// Two renders of a growing conversation, for reusing a KV cache between turns.
@@ -88,6 +91,12 @@ impl ChatTemplate {
         if let Some(effort) = options.reasoning_effort {
             vars.push(("reasoning_effort".into(), Value::from(effort.as_str())));
         }
+        if !options.tools.is_empty() {
+            vars.push((
+                "tools".into(),
+                Value::from(options.tools.iter().map(json_value).collect::<Vec<_>>()),
+            ));
+        }
         for (k, v) in &options.extra {
             vars.retain(|(name, _)| name != k);
             vars.push((k.clone(), json_value(v)));
@@ -141,8 +150,35 @@ impl ChatTemplate {
     }
 }
 
+/// A message as templates read it: OpenAI's shape, a call's arguments as a mapping when they
+/// are a JSON object (templates write them with `tojson`), else as the text.
 fn message_value(m: &ChatMessage) -> Value {
-    Value::from_pairs([("role", Value::from(m.role.as_str())), ("content", Value::from(m.content.as_str()))])
+    let mut pairs =
+        vec![("role", Value::from(m.role.as_str())), ("content", Value::from(m.content.as_str()))];
+    if !m.tool_calls.is_empty() {
+        let calls: Vec<Value> = m.tool_calls.iter().map(call_value).collect();
+        pairs.push(("tool_calls", Value::from(calls)));
+    }
+    if let Some(id) = &m.tool_call_id {
+        pairs.push(("tool_call_id", Value::from(id.as_str())));
+    }
+    if let Some(name) = &m.name {
+        pairs.push(("name", Value::from(name.as_str())));
+    }
+    Value::from_pairs(pairs)
+}
+
+fn call_value(c: &super::ToolCall) -> Value {
+    let arguments = match serde_json::from_str::<serde_json::Value>(&c.arguments) {
+        Ok(v @ serde_json::Value::Object(_)) => json_value(&v),
+        _ => Value::from(c.arguments.as_str()),
+    };
+    let function = Value::from_pairs([("name", Value::from(c.name.as_str())), ("arguments", arguments)]);
+    Value::from_pairs([
+        ("id", Value::from(c.id.as_str())),
+        ("type", Value::from("function")),
+        ("function", function),
+    ])
 }
 
 fn json_value(v: &serde_json::Value) -> Value {

@@ -1,0 +1,276 @@
+//! Tool calls: how a model family writes a call to one of the tools it was shown, and the
+//! parser that takes those calls back out of its reply.
+//!
+//! The formats are the families' own, as their chat templates teach them:
+//! - **Hermes** (Qwen 2.5 / 3, Hermes, many fine-tunes): `<tool_call>{"name": …, "arguments":
+//!   {…}}</tool_call>`, one block per call, text before them allowed.
+//! - **Llama 3.x**: the whole reply is `{"name": …, "parameters": {…}}` (optionally after
+//!   `<|python_tag|>`), several calls separated by `;`.
+//! - **Mistral**: `[TOOL_CALLS]` then a JSON array of `{"name": …, "arguments": {…}}`.
+
+use serde_json::Value;
+
+/// One call of a tool: its id, the function's name and its arguments as a JSON text (as the
+/// OpenAI API carries them).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+/// How a model writes tool calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolCallFormat {
+    Hermes,
+    Llama3,
+    Mistral,
+}
+
+const HERMES_OPEN: &str = "<tool_call>";
+const HERMES_CLOSE: &str = "</tool_call>";
+const LLAMA_TAG: &str = "<|python_tag|>";
+const MISTRAL_TAG: &str = "[TOOL_CALLS]";
+
+impl ToolCallFormat {
+    /// The format a chat template teaches, from its source; `None` when it shows no tools.
+    pub fn detect(template_source: &str) -> Option<ToolCallFormat> {
+        if template_source.contains(HERMES_OPEN) {
+            Some(ToolCallFormat::Hermes)
+        } else if template_source.contains(MISTRAL_TAG) {
+            Some(ToolCallFormat::Mistral)
+        } else if template_source.contains("<|start_header_id|>") && template_source.contains("tools") {
+            Some(ToolCallFormat::Llama3)
+        } else {
+            None
+        }
+    }
+
+    /// The key the call's arguments go under.
+    fn arguments_key(self) -> &'static str {
+        match self {
+            ToolCallFormat::Llama3 => "parameters",
+            ToolCallFormat::Hermes | ToolCallFormat::Mistral => "arguments",
+        }
+    }
+
+    /// A Lark grammar for a reply made only of calls, each to one of `tools` (OpenAI tool
+    /// objects) with arguments valid under that tool's parameter schema: what `tool_choice:
+    /// required` (or a named function, given alone) constrains the reply to. `parallel`
+    /// allows several calls.
+    pub fn calls_grammar(self, tools: &[Value], parallel: bool) -> String {
+        let key = self.arguments_key();
+        let alternatives: Vec<Value> = tools
+            .iter()
+            .filter_map(|t| {
+                let f = t.get("function")?;
+                let params =
+                    f.get("parameters").cloned().unwrap_or_else(|| serde_json::json!({"type": "object"}));
+                Some(serde_json::json!({
+                    "type": "object",
+                    "properties": { "name": { "const": f.get("name")? }, key: params },
+                    "required": ["name", key],
+                    "additionalProperties": false,
+                }))
+            })
+            .collect();
+        let call = serde_json::json!({ "anyOf": alternatives });
+        // Further calls, each after the format's separator.
+        let more =
+            |sep: &str, item: &str| if parallel { format!(" (\"{sep}\" {item})*") } else { String::new() };
+        let calls = match self {
+            ToolCallFormat::Hermes => format!(
+                "start: call{}\ncall: \"{HERMES_OPEN}\\n\" obj \"\\n{HERMES_CLOSE}\"",
+                more("\\n", "call")
+            ),
+            ToolCallFormat::Llama3 => format!("start: obj{}", more("; ", "obj")),
+            ToolCallFormat::Mistral => format!("start: \"{MISTRAL_TAG}[\" obj{} \"]\"", more(", ", "obj")),
+        };
+        format!("{calls}\nobj: %json {call}\n")
+    }
+}
+
+/// A reply split into its text and its tool calls.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ParsedReply {
+    pub content: String,
+    pub calls: Vec<ToolCall>,
+}
+
+/// Takes the tool calls out of a whole reply. Text that only looks like a call (bad JSON, no
+/// name) stays content, so nothing the model wrote is lost. Calls get ids `call_<n>` after
+/// `id_prefix`.
+pub fn parse_tool_calls(format: ToolCallFormat, reply: &str, id_prefix: &str) -> ParsedReply {
+    let mut calls = Vec::new();
+    let content = match format {
+        ToolCallFormat::Hermes => parse_hermes(reply, &mut calls),
+        ToolCallFormat::Llama3 => parse_llama3(reply, &mut calls),
+        ToolCallFormat::Mistral => parse_mistral(reply, &mut calls),
+    };
+    for (i, c) in calls.iter_mut().enumerate() {
+        c.id = format!("{id_prefix}call_{i}");
+    }
+    ParsedReply { content, calls }
+}
+
+/// A call object `{"name": …, key: {…}}`, its arguments re-serialised compactly.
+fn call_of(v: &Value, key: &str) -> Option<ToolCall> {
+    let name = v.get("name")?.as_str()?.to_string();
+    let args = v.get(key).cloned().unwrap_or(Value::Object(Default::default()));
+    let arguments = match args {
+        // Some models write the arguments as a JSON string already.
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    Some(ToolCall { id: String::new(), name, arguments })
+}
+
+fn parse_hermes(reply: &str, calls: &mut Vec<ToolCall>) -> String {
+    let mut content = String::new();
+    let mut rest = reply;
+    while let Some(open) = rest.find(HERMES_OPEN) {
+        let after = &rest[open + HERMES_OPEN.len()..];
+        let (body, next) = match after.find(HERMES_CLOSE) {
+            Some(close) => (&after[..close], &after[close + HERMES_CLOSE.len()..]),
+            None => (after, ""),
+        };
+        match serde_json::from_str::<Value>(body.trim()).ok().and_then(|v| call_of(&v, "arguments")) {
+            Some(call) => {
+                content.push_str(&rest[..open]);
+                calls.push(call);
+            }
+            None => content.push_str(&rest[..rest.len() - next.len()]),
+        }
+        rest = next;
+    }
+    content.push_str(rest);
+    if calls.is_empty() { content } else { content.trim().to_string() }
+}
+
+fn parse_llama3(reply: &str, calls: &mut Vec<ToolCall>) -> String {
+    let body = reply.trim();
+    let body = body.strip_prefix(LLAMA_TAG).unwrap_or(body).trim();
+    if !body.starts_with('{') {
+        return reply.to_string();
+    }
+    let mut found = Vec::new();
+    for part in body.split(';') {
+        let Some(call) = serde_json::from_str::<Value>(part.trim())
+            .ok()
+            .and_then(|v| call_of(&v, "parameters").or_else(|| call_of(&v, "arguments")))
+        else {
+            return reply.to_string();
+        };
+        found.push(call);
+    }
+    calls.extend(found);
+    String::new()
+}
+
+fn parse_mistral(reply: &str, calls: &mut Vec<ToolCall>) -> String {
+    let Some(at) = reply.find(MISTRAL_TAG) else { return reply.to_string() };
+    let body = reply[at + MISTRAL_TAG.len()..].trim();
+    let Some(list) = serde_json::from_str::<Value>(body).ok().and_then(|v| v.as_array().cloned()) else {
+        return reply.to_string();
+    };
+    let found: Option<Vec<ToolCall>> = list.iter().map(|v| call_of(v, "arguments")).collect();
+    match found {
+        Some(found) => {
+            calls.extend(found);
+            reply[..at].trim().to_string()
+        }
+        None => reply.to_string(),
+    }
+}
+
+/// Where a streamed reply may be starting a tool call: the text before `at` is safe to show,
+/// the rest is held until the reply ends (and then parsed whole).
+pub fn call_start(format: ToolCallFormat, text: &str) -> Option<usize> {
+    let marker = match format {
+        ToolCallFormat::Hermes => HERMES_OPEN,
+        ToolCallFormat::Mistral => MISTRAL_TAG,
+        // A Llama 3 call is the whole reply: hold it while it could be one.
+        ToolCallFormat::Llama3 => {
+            let lead = text.len() - text.trim_start().len();
+            let rest = &text[lead..];
+            let could_be = rest.is_empty()
+                || rest.starts_with('{')
+                || rest.starts_with(LLAMA_TAG)
+                || LLAMA_TAG.starts_with(rest);
+            return could_be.then_some(0);
+        }
+    };
+    if let Some(i) = text.find(marker) {
+        return Some(i);
+    }
+    // A marker cut at the end of what has arrived so far.
+    (1..marker.len()).rev().find(|&n| text.ends_with(&marker[..n])).map(|n| text.len() - n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hermes_calls_and_text() {
+        let reply = "Let me check.\n<tool_call>\n{\"name\": \"weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"time\", \"arguments\": {}}\n</tool_call>";
+        let p = parse_tool_calls(ToolCallFormat::Hermes, reply, "x");
+        assert_eq!(p.content, "Let me check.");
+        assert_eq!(p.calls.len(), 2);
+        assert_eq!(
+            (p.calls[0].name.as_str(), p.calls[0].arguments.as_str()),
+            ("weather", r#"{"city":"Oslo"}"#)
+        );
+        assert_eq!(p.calls[1].id, "xcall_1");
+        // Broken JSON stays text.
+        let bad = "<tool_call>{not json}</tool_call>";
+        assert_eq!(parse_tool_calls(ToolCallFormat::Hermes, bad, "").content, bad);
+    }
+
+    #[test]
+    fn llama3_and_mistral_calls() {
+        let p = parse_tool_calls(
+            ToolCallFormat::Llama3,
+            "<|python_tag|>{\"name\": \"a\", \"parameters\": {\"x\": 1}}; {\"name\": \"b\", \"parameters\": {}}",
+            "",
+        );
+        assert_eq!(p.calls.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(p.calls[0].arguments, r#"{"x":1}"#);
+        assert_eq!(parse_tool_calls(ToolCallFormat::Llama3, "{ not a call", "").content, "{ not a call");
+        let p = parse_tool_calls(
+            ToolCallFormat::Mistral,
+            "[TOOL_CALLS][{\"name\": \"f\", \"arguments\": {\"q\": \"s\"}}]",
+            "",
+        );
+        assert_eq!((p.content.as_str(), p.calls[0].arguments.as_str()), ("", r#"{"q":"s"}"#));
+    }
+
+    #[test]
+    fn streamed_text_is_held_from_a_possible_call() {
+        assert_eq!(call_start(ToolCallFormat::Hermes, "Sure <tool_"), Some(5));
+        assert_eq!(call_start(ToolCallFormat::Hermes, "Sure <tool_call>{"), Some(5));
+        assert_eq!(call_start(ToolCallFormat::Hermes, "Sure."), None);
+        assert_eq!(call_start(ToolCallFormat::Llama3, " {\"na"), Some(0));
+        assert_eq!(call_start(ToolCallFormat::Llama3, "Hello"), None);
+        assert_eq!(call_start(ToolCallFormat::Mistral, "ok [TOOL"), Some(3));
+    }
+
+    #[test]
+    fn formats_from_templates() {
+        assert_eq!(ToolCallFormat::detect("{{ '<tool_call>' }}"), Some(ToolCallFormat::Hermes));
+        assert_eq!(ToolCallFormat::detect("[TOOL_CALLS]"), Some(ToolCallFormat::Mistral));
+        assert_eq!(ToolCallFormat::detect("<|im_start|>{{ m.content }}"), None);
+    }
+
+    #[test]
+    fn required_calls_grammar_names_each_tool() {
+        let tools = [
+            serde_json::json!({"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}),
+        ];
+        let g = ToolCallFormat::Hermes.calls_grammar(&tools, false);
+        assert!(g.starts_with("start: call\ncall: \"<tool_call>"), "{g}");
+        let g = ToolCallFormat::Hermes.calls_grammar(&tools, true);
+        assert!(g.starts_with("start: call (\"\\n\" call)*\n"), "{g}");
+        assert!(g.contains(r#""const":"weather""#), "{g}");
+    }
+}
