@@ -479,3 +479,20 @@ fn openai_client_on_the_cpu_path() {
     let s = Server::start(&model, &["--gpu-layers", "0", "--parallel", "4", "--ctx", "512"]);
     run_openai_checks(&s, &["--threads", "4", "--only", "chat_streamed", "completions", "equivalence"]);
 }
+
+/// Tool calls through a template that shows tools in the Hermes format (the test models'
+/// own templates show none).
+#[test]
+fn openai_client_tool_calls() {
+    let Some(model) = real(MODEL) else { return };
+    if !have_openai() {
+        return;
+    }
+    let _one = serial();
+    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/serve/hermes_tools.jinja");
+    let s = Server::start(
+        &model,
+        &["--parallel", "2", "--ctx", "1024", "--chat-template", template.to_str().unwrap()],
+    );
+    run_openai_checks(&s, &["--only", "tool_calls"]);
+}

@@ -250,6 +250,68 @@ class Checks:
         except openai.BadRequestError as e:
             expect(e.status_code == 400 and "response_format" in str(e), e)
 
+    def tool_calls(self):
+        """tools with tool_choice required / named (grammar-constrained), streamed deltas, and
+        a round trip: the call and the tool's answer go back through the template."""
+        tools = [{
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "The weather in a city",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string", "maxLength": 30}},
+                    "required": ["city"],
+                    "additionalProperties": False,
+                },
+            },
+        }, {
+            "type": "function",
+            "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}},
+        }]
+        question = [{"role": "user", "content": "What is the weather in Paris?"}]
+        r = self.c.chat.completions.create(
+            model=self.model, messages=question, tools=tools, tool_choice="required",
+            parallel_tool_calls=False, max_tokens=64, temperature=0,
+        )
+        choice = r.choices[0]
+        expect(choice.finish_reason == "tool_calls", r)
+        calls = choice.message.tool_calls
+        expect(len(calls) == 1 and calls[0].function.name in ("get_weather", "get_time"), r)
+        args = json.loads(calls[0].function.arguments)
+        expect(isinstance(args, dict), r)
+        if calls[0].function.name == "get_weather":
+            expect(isinstance(args.get("city"), str), r)
+        named = {"type": "function", "function": {"name": "get_weather"}}
+        chunks = list(self.c.chat.completions.create(
+            model=self.model, messages=question, tools=tools, tool_choice=named,
+            max_tokens=64, temperature=0.7, seed=2, stream=True,
+        ))
+        deltas = [tc for ch in chunks if ch.choices for tc in (ch.choices[0].delta.tool_calls or [])]
+        expect(len(deltas) == 1 and deltas[0].function.name == "get_weather" and deltas[0].index == 0, chunks)
+        expect(isinstance(json.loads(deltas[0].function.arguments)["city"], str), deltas)
+        finish = [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+        expect(finish == ["tool_calls"], finish)
+        call = deltas[0]
+        follow = question + [
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": call.id, "type": "function",
+                 "function": {"name": call.function.name, "arguments": call.function.arguments}}]},
+            {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 C"},
+        ]
+        r = self.c.chat.completions.create(
+            model=self.model, messages=follow, tools=tools, tool_choice="none", max_tokens=16, temperature=0,
+        )
+        expect(r.choices[0].message.tool_calls is None and r.choices[0].finish_reason in ("stop", "length"), r)
+        try:
+            self.c.chat.completions.create(
+                model=self.model, messages=question, tools=tools,
+                tool_choice={"type": "function", "function": {"name": "nope"}},
+            )
+            raise AssertionError("an unknown tool was accepted")
+        except openai.BadRequestError as e:
+            expect("tool_choice" in str(e), e)
+
     def equivalence(self, threads):
         """Greedy streams at once give each the text it gets alone."""
         subjects = ["cats", "the sea", "bread", "winter", "music", "trains", "gardens", "the moon",

@@ -139,6 +139,11 @@ impl ChatTemplate {
         Ok(RenderDelta { past: past_text, full, common })
     }
 
+    /// How this template's model writes tool calls; `None` when the template shows no tools.
+    pub fn tool_call_format(&self) -> Option<super::ToolCallFormat> {
+        super::ToolCallFormat::detect(&self.source)
+    }
+
     /// How this template's model marks reasoning in its replies.
     pub fn reasoning_format(&self) -> ReasoningFormat {
         ReasoningFormat::detect(&self.source)

@@ -15,7 +15,7 @@ use wllm::loaders::chat::RenderOptions;
 
 use super::access_log::RequestLog;
 use super::errors::ApiError;
-use super::format::{Kind, Meta, ReplySplitter, TokenLogprobs, finish_reason};
+use super::format::{Kind, Meta, ReplySplitter, TokenLogprobs, finish_reason, reply_finish};
 use super::job::{self, Job};
 use super::openai::{self, Prompt};
 use super::sse;
@@ -54,15 +54,36 @@ async fn complete(
     let ready = st.ready()?;
     let model = &ready.model;
     let p = req.params(kind == Kind::Chat, model.config().n_vocab)?;
+    let id = new_id(if kind == Kind::Chat { "chatcmpl-" } else { "cmpl-" });
     let mut splitter = ReplySplitter::default();
+    let mut constraint = p.constraint.clone();
     let (prompt, mut stop, prompt_param) = match kind {
         Kind::Chat => {
             let messages = req.chat_messages()?;
-            let render = RenderOptions {
+            let mut render = RenderOptions {
                 add_generation_prompt: true,
                 reasoning_effort: p.reasoning_effort,
                 ..Default::default()
             };
+            if let Some(tools) = &p.tools {
+                let format = model.chat_template().and_then(|t| t.tool_call_format()).ok_or_else(|| {
+                    ApiError::field(
+                        "tools",
+                        "the model's chat template shows no tool-call format (give one with --chat-template)",
+                    )
+                })?;
+                render.tools = tools.list.clone();
+                splitter = splitter.with_tools(format, &format!("{id}-"));
+                if let Some(grammar) = tools.grammar(format) {
+                    if constraint.is_some() {
+                        return Err(ApiError::field(
+                            "tool_choice",
+                            "a required tool call cannot be combined with response_format or grammar",
+                        ));
+                    }
+                    constraint = Some((wllm::Constraint::Lark(grammar), "tool_choice"));
+                }
+            }
             let chat = model.chat_prompt(&messages, &render).map_err(|e| match e {
                 wllm::Error::NoChatTemplate => ApiError::field(
                     "messages",
@@ -71,7 +92,7 @@ async fn complete(
                 e => ApiError::field("messages", format!("the chat template refused the messages: {e}")),
             })?;
             if chat.reasoning.format() != ReasoningFormat::None {
-                splitter = ReplySplitter(Some(chat.reasoning));
+                splitter = splitter.with_reasoning(chat.reasoning);
             }
             (chat.tokens, p.stop.clone(), "messages")
         }
@@ -86,7 +107,7 @@ async fn complete(
     if kind == Kind::Chat {
         stop.extend(ready.end_of_turn.clone());
     }
-    let constraint_param = p.constraint.as_ref().map_or("response_format", |(_, field)| field);
+    let constraint_param = constraint.as_ref().map_or("response_format", |(_, field)| field);
     let request = BatchRequest {
         prompt,
         max_tokens: p.max_tokens,
@@ -95,21 +116,17 @@ async fn complete(
         stop_at_eog: !p.ignore_eos,
         logprobs: p.logprobs,
         cancel: None,
-        constraint: p.constraint.map(|(c, _)| c),
+        constraint: constraint.map(|(c, _)| c),
     };
     let job = job::submit(&ready.batcher, request, [prompt_param, constraint_param])?;
-    let meta = Meta {
-        kind,
-        id: new_id(if kind == Kind::Chat { "chatcmpl-" } else { "cmpl-" }),
-        created: unix_now(),
-        model: st.alias.clone(),
-    };
+    let meta = Meta { kind, id, created: unix_now(), model: st.alias.clone() };
     if p.stream {
         return Ok(sse::response(job, meta, splitter, p.include_usage, log));
     }
     let reply = collect(job).await?;
     let logprobs = p.logprobs.is_some().then_some(reply.logprobs.as_slice());
-    let body = meta.full(&splitter.finish(&reply.text), reply.finish, logprobs, &reply.usage);
+    let parts = splitter.finish(&reply.text);
+    let body = meta.full(&parts, reply_finish(&parts, reply.finish), logprobs, &reply.usage);
     let mut r = ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
     r.extensions_mut().insert(reply.usage);
     Ok(r)

@@ -7,6 +7,7 @@
 
 use serde_json::{Map, Value, json};
 use wllm::batch::{TokenLogprob, Usage};
+use wllm::loaders::chat::{ToolCall, ToolCallFormat, call_start, parse_tool_calls};
 use wllm::{ReasoningDelta, ReasoningParser, StopReason};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +83,12 @@ impl Meta {
                 if !reply.reasoning.is_empty() {
                     message["reasoning_content"] = json!(reply.reasoning);
                 }
+                if !reply.tool_calls.is_empty() {
+                    message["tool_calls"] = tool_calls_value(&reply.tool_calls, false);
+                    if text.is_empty() {
+                        message["content"] = Value::Null;
+                    }
+                }
                 json!({
                     "index": 0,
                     "message": message,
@@ -130,7 +137,12 @@ impl Meta {
                 if !reply.reasoning.is_empty() {
                     delta["reasoning_content"] = json!(reply.reasoning);
                 }
-                if !text.is_empty() || (finish.is_none() && reply.reasoning.is_empty()) {
+                if !reply.tool_calls.is_empty() {
+                    delta["tool_calls"] = tool_calls_value(&reply.tool_calls, true);
+                }
+                if !text.is_empty()
+                    || (finish.is_none() && reply.reasoning.is_empty() && reply.tool_calls.is_empty())
+                {
                     delta["content"] = json!(text);
                 }
                 json!({
@@ -164,47 +176,101 @@ impl Meta {
 pub struct ReplyText {
     pub content: String,
     pub reasoning: String,
+    /// Tool calls read out of the answer (requests with `tools`).
+    pub tool_calls: Vec<ToolCall>,
 }
 
 impl ReplyText {
     pub fn plain(text: &str) -> ReplyText {
-        ReplyText { content: text.to_string(), reasoning: String::new() }
+        ReplyText { content: text.to_string(), ..Default::default() }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.content.is_empty() && self.reasoning.is_empty()
+        self.content.is_empty() && self.reasoning.is_empty() && self.tool_calls.is_empty()
     }
 }
 
 impl From<ReasoningDelta> for ReplyText {
     fn from(d: ReasoningDelta) -> ReplyText {
-        ReplyText { content: d.content, reasoning: d.reasoning }
+        ReplyText { content: d.content, reasoning: d.reasoning, tool_calls: Vec::new() }
     }
 }
 
+/// The `finish_reason` of a reply: `tool_calls` when it made any.
+pub fn reply_finish<'a>(reply: &ReplyText, reason: &'a str) -> &'a str {
+    if reply.tool_calls.is_empty() { reason } else { "tool_calls" }
+}
+
+/// OpenAI's `tool_calls` array; streamed deltas carry each call whole, with its `index`.
+fn tool_calls_value(calls: &[ToolCall], indexed: bool) -> Value {
+    let one = |(i, c): (usize, &ToolCall)| {
+        let mut v = json!({
+            "id": c.id,
+            "type": "function",
+            "function": { "name": c.name, "arguments": c.arguments },
+        });
+        if indexed {
+            v["index"] = json!(i);
+        }
+        v
+    };
+    Value::Array(calls.iter().enumerate().map(one).collect())
+}
+
 /// Splits generated text with the request's reasoning parser (chat requests to models that
-/// reason), or passes it whole as the answer.
+/// reason), or passes it whole as the answer; with tools, holds back answer text that may be
+/// a tool call and reads the calls out of it at the end.
 #[derive(Debug, Default)]
-pub struct ReplySplitter(pub Option<ReasoningParser>);
+pub struct ReplySplitter {
+    reasoning: Option<ReasoningParser>,
+    /// The model's call format and the answer text held back so far.
+    tools: Option<(ToolCallFormat, String)>,
+    /// Prefix of the calls' ids (the completion's id).
+    call_ids: String,
+}
 
 impl ReplySplitter {
-    pub fn push(&mut self, text: &str) -> ReplyText {
-        match &mut self.0 {
-            Some(p) => p.push(text).into(),
-            None => ReplyText::plain(text),
-        }
+    pub fn with_reasoning(mut self, parser: ReasoningParser) -> Self {
+        self.reasoning = Some(parser);
+        self
     }
 
-    /// The last of the text, then whatever the parser still held.
+    pub fn with_tools(mut self, format: ToolCallFormat, call_ids: &str) -> Self {
+        self.tools = Some((format, String::new()));
+        self.call_ids = call_ids.to_string();
+        self
+    }
+
+    pub fn push(&mut self, text: &str) -> ReplyText {
+        let mut reply = match &mut self.reasoning {
+            Some(p) => p.push(text).into(),
+            None => ReplyText::plain(text),
+        };
+        if let Some((format, held)) = &mut self.tools {
+            held.push_str(&reply.content);
+            let safe = call_start(*format, held).unwrap_or(held.len());
+            reply.content = held.drain(..safe).collect();
+        }
+        reply
+    }
+
+    /// The last of the text, then whatever the parsers still held.
     pub fn finish(&mut self, text: &str) -> ReplyText {
-        match &mut self.0 {
+        let mut reply: ReplyText = match &mut self.reasoning {
             Some(p) => {
                 let mut d = p.push(text);
                 d.extend(p.finish());
                 d.into()
             }
             None => ReplyText::plain(text),
+        };
+        if let Some((format, held)) = &mut self.tools {
+            held.push_str(&reply.content);
+            let parsed = parse_tool_calls(*format, &std::mem::take(held), &self.call_ids);
+            reply.content = parsed.content;
+            reply.tool_calls = parsed.calls;
         }
+        reply
     }
 }
 

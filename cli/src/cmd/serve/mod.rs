@@ -15,6 +15,7 @@ mod openai;
 mod routes;
 mod sse;
 mod state;
+mod tools;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

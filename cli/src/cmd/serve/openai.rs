@@ -15,6 +15,7 @@ use wllm::loaders::chat::ParseEffortError;
 use wllm::{ChatMessage, Constraint, ReasoningEffort, SamplerConfig};
 
 use super::errors::ApiError;
+use super::tools::{MessageCall, Tools, message_calls};
 
 #[derive(Deserialize, Default, Debug)]
 pub struct Request {
@@ -42,6 +43,8 @@ pub struct Request {
     pub best_of: Option<i64>,
     pub suffix: Option<String>,
     pub tools: Option<Value>,
+    pub tool_choice: Option<Value>,
+    pub parallel_tool_calls: Option<bool>,
     /// llama-server's: keep generating past end-of-generation tokens (benchmarks use it for
     /// replies of a fixed length).
     pub ignore_eos: Option<bool>,
@@ -66,6 +69,11 @@ pub struct Message {
     /// A string, an array of `{"type": "text", "text": ...}` parts, or null (an assistant turn
     /// that only called tools).
     pub content: Option<Value>,
+    /// An assistant turn's calls.
+    pub tool_calls: Option<Vec<MessageCall>>,
+    /// A tool turn's answer: the call it answers, and the tool.
+    pub tool_call_id: Option<String>,
+    pub name: Option<String>,
 }
 
 /// What both endpoints take from a request, checked.
@@ -82,6 +90,8 @@ pub struct Params {
     pub reasoning_effort: Option<ReasoningEffort>,
     /// What the output must match, and the field it came from.
     pub constraint: Option<(Constraint, &'static str)>,
+    /// The tools offered (chat), unless `tool_choice` is `none`.
+    pub tools: Option<Tools>,
 }
 
 /// OpenAI's `response_format`: `text` (no constraint), `json_object`, or `json_schema` with
@@ -209,8 +219,10 @@ impl Request {
         if self.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
             return Err(ApiError::field("suffix", "suffix (fill-in-the-middle) is not supported"));
         }
-        if self.tools.as_ref().is_some_and(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty())) {
-            return Err(ApiError::field("tools", "tool calling is not supported"));
+        let tools =
+            super::tools::tools(self.tools.as_ref(), self.tool_choice.as_ref(), self.parallel_tool_calls)?;
+        if tools.is_some() && !chat {
+            return Err(ApiError::field("tools", "tools are for /v1/chat/completions"));
         }
         let max_tokens = match (self.max_completion_tokens, self.max_tokens) {
             (Some(m), _) => whole("max_completion_tokens", Some(m), 1, i64::MAX)?,
@@ -281,6 +293,7 @@ impl Request {
             ignore_eos,
             reasoning_effort,
             constraint,
+            tools,
         })
     }
 
@@ -383,7 +396,11 @@ impl Request {
                     "" => return Err(ApiError::field(format!("messages[{i}].role"), "the role is empty")),
                     r => r,
                 };
-                Ok(ChatMessage::new(role, message_text(i, m.content.as_ref())?))
+                let mut message = ChatMessage::new(role, message_text(i, m.content.as_ref())?);
+                message.tool_calls = m.tool_calls.as_deref().map(message_calls).unwrap_or_default();
+                message.tool_call_id = m.tool_call_id.clone();
+                message.name = m.name.clone();
+                Ok(message)
             })
             .collect()
     }

@@ -17,7 +17,7 @@ use wllm::batch::{Event, Usage};
 
 use super::access_log::{Deferred, RequestLog};
 use super::errors::ApiError;
-use super::format::{Kind, Meta, ReplySplitter, ReplyText, TokenLogprobs, finish_reason};
+use super::format::{Kind, Meta, ReplySplitter, ReplyText, TokenLogprobs, finish_reason, reply_finish};
 use super::job::Job;
 
 /// A comment line every so often while nothing else is sent (waiting in the queue, a long
@@ -105,8 +105,8 @@ impl EventStream {
                     let c = self.meta.chunk(&rest, None, self.offset, None);
                     self.push(&c);
                 }
-                let last =
-                    self.meta.chunk(&ReplyText::default(), None, self.offset, Some(finish_reason(&d.reason)));
+                let finish = reply_finish(&rest, finish_reason(&d.reason));
+                let last = self.meta.chunk(&ReplyText::default(), None, self.offset, Some(finish));
                 self.push(&last);
                 if self.include_usage {
                     let u = self.meta.usage_chunk(&d.usage);
