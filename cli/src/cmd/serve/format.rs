@@ -373,7 +373,7 @@ mod tests {
     ];
 
     fn harmony() -> ReplySplitter {
-        ReplySplitter(Some(ReasoningParser::new(wllm::ReasoningFormat::Harmony)))
+        ReplySplitter::default().with_reasoning(ReasoningParser::new(wllm::ReasoningFormat::Harmony))
     }
 
     #[test]
@@ -408,5 +408,28 @@ mod tests {
         // Without a parser (a model that does not reason) the markers stay text.
         let plain = ReplySplitter::default().finish("<|channel|>x");
         assert_eq!(plain, ReplyText::plain("<|channel|>x"));
+    }
+
+    #[test]
+    fn tool_calls_are_held_while_streaming_and_sent_whole() {
+        let mut splitter = ReplySplitter::default().with_tools(ToolCallFormat::Hermes, "c-");
+        let pieces =
+            ["Checking", ". <tool", "_call>\n{\"name\": \"f\", ", "\"arguments\": {\"a\": 1}}\n</tool_call>"];
+        let shown: String = pieces.iter().map(|p| splitter.push(p).content).collect();
+        assert_eq!(shown, "Checking. ");
+        let rest = splitter.finish("");
+        assert_eq!(rest.tool_calls.len(), 1);
+        assert_eq!(reply_finish(&rest, "stop"), "tool_calls");
+        let delta = &meta(Kind::Chat).chunk(&rest, None, 0, None)["choices"][0]["delta"];
+        assert_eq!(delta["tool_calls"][0]["index"], 0);
+        assert_eq!(delta["tool_calls"][0]["id"], "c-call_0");
+        assert_eq!(delta["tool_calls"][0]["function"]["arguments"], r#"{"a":1}"#);
+        assert!(delta.get("content").is_none(), "{delta}");
+        let whole =
+            ReplySplitter::default().with_tools(ToolCallFormat::Hermes, "c-").finish(&pieces.concat());
+        let u = Usage { prompt_tokens: 1, completion_tokens: 1, cached_tokens: 0 };
+        let message = &meta(Kind::Chat).full(&whole, "tool_calls", None, &u)["choices"][0]["message"];
+        assert_eq!(message["content"], "Checking.");
+        assert_eq!(message["tool_calls"][0]["function"]["name"], "f");
     }
 }
