@@ -194,7 +194,7 @@ pub fn random_blocks(ty: GgmlType, seed: u64, at: u64, chunk: &mut [u8]) {
 fn f16_scale_offsets(ty: GgmlType) -> &'static [usize] {
     use GgmlType::*;
     match ty {
-        Q4_0 | Q5_0 | Q8_0 | IQ4_NL | IQ4_XS => &[0],
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL | IQ4_XS | IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S | IQ1_S => &[0],
         Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
         Q2_K => &[80, 82],
         Q3_K => &[108],
@@ -231,8 +231,19 @@ fn fix_scales(ty: GgmlType, block: &mut [u8], r: u64) {
         GgmlType::Q8_K => block[..4].copy_from_slice(&(4e-4 + small(r, 1e-4)).to_le_bytes()),
         // Scales 2^(e - 128) with e in 118..=121: values up to 12 * 2^-7.
         GgmlType::MXFP4 => block[0] = 118 + (r % 4) as u8,
+        // IQ1_M's f16 is spread over the top nibbles of its four scale words at 48.
+        GgmlType::IQ1_M => {
+            let d = half::f16::from_f32(2e-3 + small(r, 5e-4)).to_bits();
+            for (i, w) in block[48..56].chunks_exact_mut(2).enumerate() {
+                let nibble = (d >> (4 * i)) & 0xF;
+                let word = (u16::from_le_bytes([w[0], w[1]]) & 0x0FFF) | (nibble << 12);
+                w.copy_from_slice(&word.to_le_bytes());
+            }
+        }
         _ => {
-            // Largest quant magnitudes: 127 (Q8_0), 31 (5-bit), 15 or fewer elsewhere.
+            // Largest quant magnitudes: 127 (Q8_0), 31 (5-bit), 15 or fewer elsewhere; the
+            // codebook types reach 480 (IQ3_XXS: grid value 62 times (0.5 + 15) / 2), still
+            // about 1 with this unit.
             let unit = if ty == GgmlType::Q8_0 { 4e-4 } else { 2e-3 };
             for (j, &at) in f16_scale_offsets(ty).iter().enumerate() {
                 block[at..at + 2].copy_from_slice(&f16(unit + small(r >> (24 * j), unit / 4.0)));
