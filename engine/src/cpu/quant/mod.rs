@@ -7,10 +7,12 @@
 
 mod float;
 pub(crate) mod int;
+mod iq;
 mod kquants;
 mod legacy;
 
 pub(crate) use float::{Bf16, F16, F32};
+pub(crate) use iq::{Iq1M, Iq1S, Iq2S, Iq2Xs, Iq2Xxs, Iq3S, Iq3Xxs};
 pub(crate) use kquants::{Iq4Xs, Q2K, Q3K, Q4K, Q5K, Q6K};
 pub(crate) use legacy::{Iq4Nl, Mxfp4, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
 use wllm_loaders::GgmlType;
@@ -132,6 +134,7 @@ macro_rules! fmt_from_blocks {
     )*};
 }
 fmt_from_blocks!(Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Mxfp4, Iq4Nl, Q2K, Q3K, Q4K, Q5K, Q6K, Iq4Xs);
+fmt_from_blocks!(Iq2Xxs, Iq2Xs, Iq2S, Iq3Xxs, Iq3S, Iq1S, Iq1M);
 
 /// Whether the CPU kernels read weights of type `ty`.
 pub fn is_supported(ty: GgmlType) -> bool {
@@ -166,7 +169,9 @@ macro_rules! with_fmt {
         $crate::cpu::quant::match_fmt!($ty, |$f| $body, $other, [
             F32 => F32, F16 => F16, BF16 => Bf16, Q4_0 => Q4_0, Q4_1 => Q4_1, Q5_0 => Q5_0,
             Q5_1 => Q5_1, Q8_0 => Q8_0, Q2_K => Q2K, Q3_K => Q3K, Q4_K => Q4K, Q5_K => Q5K,
-            Q6_K => Q6K, MXFP4 => Mxfp4, IQ4_NL => Iq4Nl, IQ4_XS => Iq4Xs,
+            Q6_K => Q6K, MXFP4 => Mxfp4, IQ4_NL => Iq4Nl, IQ4_XS => Iq4Xs, IQ2_XXS => Iq2Xxs,
+            IQ2_XS => Iq2Xs, IQ2_S => Iq2S, IQ3_XXS => Iq3Xxs, IQ3_S => Iq3S, IQ1_S => Iq1S,
+            IQ1_M => Iq1M,
         ])
     };
 }
