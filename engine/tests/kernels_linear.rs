@@ -423,6 +423,18 @@ fn cpu_decode_uses_integer_dots_on_x86_and_keeps_non_finite_inputs() {
         for t in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ4_XS] {
             assert!(int_dot_applies(isa, t, 4), "{t} should take the integer path on {isa}");
         }
+        // The codebook formats: grid values with their signs as bytes.
+        for t in [
+            GgmlType::IQ2_XXS,
+            GgmlType::IQ2_XS,
+            GgmlType::IQ2_S,
+            GgmlType::IQ3_XXS,
+            GgmlType::IQ3_S,
+            GgmlType::IQ1_S,
+            GgmlType::IQ1_M,
+        ] {
+            assert!(int_dot_applies(isa, t, 1), "{t} should take the integer path on {isa}");
+        }
         // The table formats: their codes go through a byte shuffle, not f32.
         for t in [GgmlType::MXFP4, GgmlType::IQ4_NL] {
             assert!(int_dot_applies(isa, t, 1), "{t} should take the integer path on {isa}");
@@ -437,7 +449,15 @@ fn cpu_decode_uses_integer_dots_on_x86_and_keeps_non_finite_inputs() {
     let mut rng = Rng::new(11);
     let (rows, cols) = (9, 64);
     for isa in Isa::available() {
-        for t in [GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::IQ4_NL, GgmlType::MXFP4, GgmlType::IQ4_XS] {
+        for t in [
+            GgmlType::Q8_0,
+            GgmlType::Q4_K,
+            GgmlType::IQ4_NL,
+            GgmlType::MXFP4,
+            GgmlType::IQ4_XS,
+            GgmlType::IQ2_XS,
+            GgmlType::IQ1_M,
+        ] {
             let cols = cols.max(t.block_size() as usize);
             let wb = random_weights(t, rows, cols, &mut rng);
             let w = WeightView::new(t, rows, cols, &wb).unwrap();

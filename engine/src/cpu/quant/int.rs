@@ -8,6 +8,7 @@
 
 use wllm_loaders::quant::{KVALUES_IQ4NL, KVALUES_MXFP4, e8m0_to_fp32_half, iq4xs_scale};
 
+use super::iq::Codebook;
 use super::{Iq4Nl, Iq4Xs, Mxfp4, Q4_0, Q4_1, Q4K, Q5_0, Q5_1, Q5K, Q6K, Q8_0};
 use crate::cpu::simd::int::IDot;
 
@@ -321,12 +322,57 @@ impl IntFmt for Q6K {
     }
 }
 
+/// The codebook types: a run's 32 bytes as [`Codebook::run`] makes them, less the bias. Where
+/// a run's halves have their own multipliers these go into the i16 weights (|w| <= 43 · 31),
+/// otherwise into the run's scale.
+impl<C: Codebook> IntFmt for C {
+    #[inline(always)]
+    fn row<S: IDot, const T: usize>(s: S, bytes: &[u8], x: &[XBlocks<'_>; T]) -> [f32; T] {
+        let blocks = bytes.chunks_exact(C::BYTES);
+        assert!(x.iter().all(|x| x.q.len() >= 8 * blocks.len()), "activations shorter than the row");
+        let mut acc = Acc::<S, T>::new(s);
+        for (i, b) in blocks.enumerate() {
+            let d = F16_TO_F32[usize::from(C::d_bits(b))];
+            for r in (0..8).step_by(2) {
+                codebook_run::<S, T, C, 0>(s, &mut acc, x, 8 * i + r, b, r, d);
+                codebook_run::<S, T, C, 1>(s, &mut acc, x, 8 * i + r + 1, b, r + 1, d);
+            }
+        }
+        acc.finish(s)
+    }
+}
+
+/// Run `r` of block `b` (scale `d`) against activation block `xb`, into chain `K`.
+#[inline(always)]
+fn codebook_run<S: IDot, const T: usize, C: Codebook, const K: usize>(
+    s: S,
+    acc: &mut Acc<S, T>,
+    x: &[XBlocks<'_>; T],
+    xb: usize,
+    b: &[u8],
+    r: usize,
+    d: f32,
+) {
+    let run = C::run(b, r);
+    let mut w = s.w_i8(&bytemuck::cast(run.q));
+    if C::BIAS != 0 {
+        w = s.w_sub(w, C::BIAS);
+    }
+    if C::HALVES {
+        acc.block_d::<K>(s, x, xb, s.w_mul2(w, run.mul[0], run.mul[1]), d * C::UNIT);
+    } else {
+        acc.block_d::<K>(s, x, xb, w, d * f32::from(run.mul[0]) * C::UNIT);
+    }
+}
+
 /// Runs `$body` with `$f` naming the [`IntFmt`] type of `$ty`, or evaluates `$other`.
 macro_rules! with_int_fmt {
     ($ty:expr, |$f:ident| $body:expr, $other:expr) => {
         $crate::cpu::quant::match_fmt!($ty, |$f| $body, $other, [
             Q4_0 => Q4_0, Q4_1 => Q4_1, Q5_0 => Q5_0, Q5_1 => Q5_1, Q8_0 => Q8_0, Q4_K => Q4K,
             Q5_K => Q5K, Q6_K => Q6K, MXFP4 => Mxfp4, IQ4_NL => Iq4Nl, IQ4_XS => Iq4Xs,
+            IQ2_XXS => Iq2Xxs, IQ2_XS => Iq2Xs, IQ2_S => Iq2S, IQ3_XXS => Iq3Xxs, IQ3_S => Iq3S,
+            IQ1_S => Iq1S, IQ1_M => Iq1M,
         ])
     };
 }

@@ -39,6 +39,8 @@ pub(crate) trait Codebook: 'static {
     const BYTES: usize;
     /// The power of two that turns `d · mul · byte` into the weight.
     const UNIT: f32;
+    /// Whether the two 16-weight halves of a run have their own multipliers.
+    const HALVES: bool;
     /// What every byte holds above its value.
     const BIAS: i16 = 0;
     /// The bits of the block's f16 scale `d`; `b` is one block.
@@ -157,6 +159,7 @@ fn u16_at(b: &[u8], i: usize) -> u16 {
 impl Codebook for Iq2Xxs {
     const BYTES: usize = 66;
     const UNIT: f32 = 0.125;
+    const HALVES: bool = false;
     #[inline(always)]
     fn d_bits(b: &[u8]) -> u16 {
         u16_at(b, 0)
@@ -177,6 +180,7 @@ impl Codebook for Iq2Xxs {
 impl Codebook for Iq2Xs {
     const BYTES: usize = 74;
     const UNIT: f32 = 0.125;
+    const HALVES: bool = true;
     #[inline(always)]
     fn d_bits(b: &[u8]) -> u16 {
         u16_at(b, 0)
@@ -197,6 +201,7 @@ impl Codebook for Iq2Xs {
 impl Codebook for Iq2S {
     const BYTES: usize = 82;
     const UNIT: f32 = 0.125;
+    const HALVES: bool = true;
     #[inline(always)]
     fn d_bits(b: &[u8]) -> u16 {
         u16_at(b, 0)
@@ -217,6 +222,7 @@ impl Codebook for Iq2S {
 impl Codebook for Iq3Xxs {
     const BYTES: usize = 98;
     const UNIT: f32 = 0.25;
+    const HALVES: bool = false;
     #[inline(always)]
     fn d_bits(b: &[u8]) -> u16 {
         u16_at(b, 0)
@@ -238,6 +244,7 @@ impl Codebook for Iq3Xxs {
 impl Codebook for Iq3S {
     const BYTES: usize = 110;
     const UNIT: f32 = 1.0;
+    const HALVES: bool = false;
     #[inline(always)]
     fn d_bits(b: &[u8]) -> u16 {
         u16_at(b, 0)
@@ -260,6 +267,7 @@ impl Codebook for Iq3S {
 impl Codebook for Iq1S {
     const BYTES: usize = 50;
     const UNIT: f32 = 0.125;
+    const HALVES: bool = false;
     const BIAS: i16 = 16;
     #[inline(always)]
     fn d_bits(b: &[u8]) -> u16 {
@@ -289,6 +297,7 @@ fn iq1m_words(b: &[u8]) -> [u16; 4] {
 impl Codebook for Iq1M {
     const BYTES: usize = 56;
     const UNIT: f32 = 0.125;
+    const HALVES: bool = true;
     const BIAS: i16 = 16;
     /// Spread over the top nibbles of the four scale words at 48.
     #[inline(always)]
