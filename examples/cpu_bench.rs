@@ -4,7 +4,7 @@
 //! batch of `p` random tokens at position 0, logits of the last) and generation (`n` tokens
 //! one at a time from an empty cache) the way `llama-bench -p 128 -n 64` does, and prints the
 //! median tokens per second of `r` runs after a warm-up. `cpu_bench kernels [-t 2] [--type
-//! Q4_1] [--tokens 1,128]` times the linear kernels on synthetic weights.
+//! Q4_1,Q4_K] [--tokens 1,128]` times the linear kernels on synthetic weights.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,6 +34,7 @@ fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {
 }
 
 fn kernels(threads: usize, only: Option<&str>, toks: &[usize]) {
+    let listed = |ty: GgmlType| only.is_none_or(|o| o.split(',').any(|o| ty.name().eq_ignore_ascii_case(o)));
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     let isa = Isa::best();
     println!("isa {isa}, {threads} threads");
@@ -57,8 +58,16 @@ fn kernels(threads: usize, only: Option<&str>, toks: &[usize]) {
         (GgmlType::MXFP4, 4096, 4096),
         (GgmlType::IQ4_NL, 4096, 4096),
         (GgmlType::IQ4_XS, 4096, 4096),
+        // The codebook formats on the same weight.
+        (GgmlType::IQ2_XXS, 4096, 4096),
+        (GgmlType::IQ2_XS, 4096, 4096),
+        (GgmlType::IQ2_S, 4096, 4096),
+        (GgmlType::IQ3_XXS, 4096, 4096),
+        (GgmlType::IQ3_S, 4096, 4096),
+        (GgmlType::IQ1_S, 4096, 4096),
+        (GgmlType::IQ1_M, 4096, 4096),
     ] {
-        if only.is_some_and(|o| !ty.name().eq_ignore_ascii_case(o)) {
+        if !listed(ty) {
             continue;
         }
         let wb = weights(ty, rows, cols);
@@ -192,7 +201,7 @@ fn main() {
             None => eprintln!("usage: cpu_bench model FILE.gguf [-t N] [-p N] [-n N] [-r N]"),
         },
         _ => eprintln!(
-            "usage: cpu_bench model FILE.gguf [-t N] [-p N] [-n N] [-r N] | kernels [-t N] [--type T] [--tokens 1,128]"
+            "usage: cpu_bench model FILE.gguf [-t N] [-p N] [-n N] [-r N] | kernels [-t N] [--type T,T] [--tokens 1,128]"
         ),
     }
 }
