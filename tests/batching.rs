@@ -246,3 +246,36 @@ fn a_full_queue_refuses_and_bad_requests_are_named() {
     assert!(batcher.submit(bad_token, |_| true).unwrap_err().to_string().contains("vocabulary"));
     assert!(batcher.submit(greedy(Vec::new(), 4), |_| true).is_err());
 }
+
+/// Constrained requests batched with unconstrained ones: each constrained output fits its
+/// grammar, a request's mask does not leak into its neighbours (the greedy one gets the tokens
+/// it gets alone), and an invalid constraint is refused at submit.
+#[test]
+fn constrained_requests_share_steps_with_free_ones() {
+    let model = load("tiny-llama-q4_k_m.gguf", GpuLayers::Count(0));
+    let prompts = prompts(&model);
+    let constrained = |prompt: &[u32], constraint: wllm::Constraint, seed: u64| BatchRequest {
+        prompt: prompt.to_vec(),
+        max_tokens: Some(40),
+        sampling: SamplerConfig { temp: 1.5, top_k: 0, top_p: 1.0, min_p: 0.0, seed: Some(seed), ..Default::default() },
+        constraint: Some(constraint),
+        ..BatchRequest::default()
+    };
+    let requests = [
+        constrained(&prompts[0], wllm::Constraint::Regex("[a-c]{5}".into()), 1),
+        greedy(prompts[1].clone(), 12),
+        constrained(&prompts[2], wllm::Constraint::Gbnf("root ::= (\"on\" | \"off\") \"!\"".into()), 2),
+    ];
+    let opts = BatcherOptions { parallel: 3, n_ctx: Some(N_CTX), n_batch: 8, max_queue: 8 };
+    let batcher = Batcher::start(model.clone(), opts).unwrap();
+    let out = run_all(&batcher, &requests);
+    let text = |o: &Outcome| model.detokenize(&o.tokens);
+    let first = text(&out[0]);
+    assert!(first.len() == 5 && first.bytes().all(|b| (b'a'..=b'c').contains(&b)), "{first:?}");
+    assert_eq!(out[0].reason, Some(StopReason::Constraint));
+    assert!(["on!", "off!"].contains(&text(&out[2]).as_str()), "{:?}", text(&out[2]));
+    assert_eq!(out[1].tokens, alone(&model, &prompts[1], 12));
+    let bad = constrained(&prompts[3], wllm::Constraint::JsonSchema(serde_json::json!({"type": 3})), 3);
+    let refused = batcher.submit(bad, |_| true).unwrap_err();
+    assert!(refused.to_string().contains("invalid JSON schema"), "{refused}");
+}
