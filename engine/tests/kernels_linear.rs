@@ -424,15 +424,7 @@ fn cpu_decode_uses_integer_dots_on_x86_and_keeps_non_finite_inputs() {
             assert!(int_dot_applies(isa, t, 4), "{t} should take the integer path on {isa}");
         }
         // The codebook formats: grid values with their signs as bytes.
-        for t in [
-            GgmlType::IQ2_XXS,
-            GgmlType::IQ2_XS,
-            GgmlType::IQ2_S,
-            GgmlType::IQ3_XXS,
-            GgmlType::IQ3_S,
-            GgmlType::IQ1_S,
-            GgmlType::IQ1_M,
-        ] {
+        for t in wllm_loaders::quant::CODEBOOK_TYPES {
             assert!(int_dot_applies(isa, t, 1), "{t} should take the integer path on {isa}");
         }
         // The table formats: their codes go through a byte shuffle, not f32.

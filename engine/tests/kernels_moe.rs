@@ -38,14 +38,12 @@ const TYPES: &[GgmlType] = &[
     GgmlType::MXFP4,
     GgmlType::IQ4_NL,
     GgmlType::IQ4_XS,
-    GgmlType::IQ2_XXS,
-    GgmlType::IQ2_XS,
-    GgmlType::IQ2_S,
-    GgmlType::IQ3_XXS,
-    GgmlType::IQ3_S,
-    GgmlType::IQ1_S,
-    GgmlType::IQ1_M,
 ];
+
+/// [`TYPES`], then the codebook types.
+fn types() -> impl Iterator<Item = GgmlType> {
+    TYPES.iter().copied().chain(wllm_loaders::quant::CODEBOOK_TYPES)
+}
 
 fn step(gpu: &Gpu, n_tokens: usize) -> wgpu::Buffer {
     gpu.uniform("step", &[0u32, n_tokens as u32, 0, 0])
@@ -328,7 +326,7 @@ fn check_experts(what: &str, gpu: &Gpu, e: &Experts, n_expert: usize, p: Product
 fn gpu_ids_matvec_matches_reference() {
     for (name, gpu) in gpus() {
         let mut rng = Rng::new(12);
-        for &t in TYPES {
+        for t in types() {
             let (n_expert, rows) = (5usize, 37usize);
             let cols = (t.block_size() as usize).max(32) * 3;
             let e = experts(&gpu, t, n_expert, rows, cols, &mut rng);
@@ -375,7 +373,7 @@ fn check_glu_and_bias_variants(
 fn gpu_grouped_matmul_matches_reference() {
     for (name, gpu) in gpus() {
         let mut rng = Rng::new(13);
-        for &t in TYPES {
+        for t in types() {
             let (n_expert, rows) = (6usize, 37usize);
             let cols = (t.block_size() as usize).max(32) * 2;
             let e = experts(&gpu, t, n_expert, rows, cols, &mut rng);

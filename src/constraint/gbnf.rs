@@ -265,9 +265,11 @@ ws ::= [ \t]*
 
     #[test]
     fn errors_name_the_line() {
+        // `next` continues the rule (it is no rule start), so the `=` is what cannot be read.
         let err = gbnf_to_lark("root ::= \"a\"\nnext = \"b\"").unwrap_err();
-        assert_eq!(err.line, 2);
-        assert!(err.message.contains("::="), "{err}");
+        assert_eq!((err.line, err.message.as_str()), (2, "unexpected `=`"));
+        let err = gbnf_to_lark("root ::= \"a\"\n\n\"b\" ::= x").unwrap_err();
+        assert!(err.message.contains("rule name") || err.message.contains("unexpected"), "{err}");
         assert!(gbnf_to_lark("root ::= (\"a\"").is_err());
         assert!(gbnf_to_lark("root ::= \"a").is_err());
         assert!(gbnf_to_lark("  # nothing\n").is_err());

@@ -15,6 +15,17 @@ use super::iq_grids::{IQ1S_GRID, IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, 
 use super::kquants::QK_K;
 use crate::ggml_type::GgmlType;
 
+/// Every codebook type, in ggml's id order.
+pub const CODEBOOK_TYPES: [GgmlType; 7] = [
+    GgmlType::IQ2_XXS,
+    GgmlType::IQ2_XS,
+    GgmlType::IQ3_XXS,
+    GgmlType::IQ1_S,
+    GgmlType::IQ3_S,
+    GgmlType::IQ2_S,
+    GgmlType::IQ1_M,
+];
+
 /// The offset IQ1_S and IQ1_M add to (or, with the group's flag, subtract from) every grid value.
 pub const IQ1_DELTA: f32 = 0.125;
 

@@ -23,7 +23,8 @@ use half::{bf16, f16};
 
 pub use error::{Op, QuantError};
 pub use iq_grid::{
-    BlockIq1M, BlockIq1S, BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, IQ1_DELTA, iq_signs,
+    BlockIq1M, BlockIq1S, BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, CODEBOOK_TYPES,
+    IQ1_DELTA, iq_signs,
 };
 pub use iq4::{BlockIq4Nl, BlockIq4Xs, KVALUES_IQ4NL, QK4_NL, iq4xs_scale};
 pub use kquants::{
