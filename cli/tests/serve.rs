@@ -496,3 +496,66 @@ fn openai_client_tool_calls() {
     );
     run_openai_checks(&s, &["--only", "tool_calls"]);
 }
+
+/// gpt-oss's harmony tool calls with the model family's own template: a required call comes
+/// back as `tool_calls` (arguments fitting the tool's schema, none of it in the content or
+/// the reasoning), streamed as one indexed delta; `tool_choice: "none"` keeps tools out.
+#[test]
+fn harmony_tool_calls_on_tiny_gpt_oss() {
+    let _one = serial();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/models/tiny-gptoss-f32.gguf");
+    let template =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/templates/openai-gpt-oss-120b.jinja");
+    let s = Server::start(
+        &model,
+        &[
+            "--gpu-layers",
+            "0",
+            "--parallel",
+            "2",
+            "--ctx",
+            "1024",
+            "--chat-template",
+            template.to_str().unwrap(),
+        ],
+    );
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "description": "The weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 10}},
+        "required": ["city"], "additionalProperties": false}}}]);
+    let body = |extra: Value| {
+        let mut b = json!({"messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": tools,
+            "tool_choice": "required", "max_tokens": 120, "temperature": 0});
+        b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        b.to_string()
+    };
+    let r = s.post("/v1/chat/completions", &body(json!({})));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let choice = &r.json()["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{choice}");
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather", "{choice}");
+    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["city"].as_str().is_some_and(|c| c.chars().count() <= 10), "{args}");
+    assert!(choice["message"]["content"].is_null(), "{choice}");
+    assert!(
+        !choice["message"]
+            .get("reasoning_content")
+            .is_some_and(|r| r.as_str().unwrap_or("").contains("city"))
+    );
+    let r = s.post("/v1/chat/completions", &body(json!({"stream": true})));
+    let events: Vec<Value> = sse_data(&r.body)
+        .iter()
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let deltas: Vec<&Value> =
+        events.iter().filter_map(|e| e["choices"][0]["delta"].get("tool_calls")).collect();
+    assert_eq!(deltas.len(), 1, "{events:?}");
+    assert_eq!(
+        (deltas[0][0]["index"].as_u64(), deltas[0][0]["function"]["name"].as_str()),
+        (Some(0), Some("get_weather"))
+    );
+    let r = s.post("/v1/chat/completions", &body(json!({"tool_choice": "none", "max_tokens": 8})));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.json()["choices"][0]["message"].get("tool_calls").is_none(), "{}", r.body);
+}

@@ -223,14 +223,35 @@ fn harmony_text_that_only_looks_like_a_marker_is_kept() {
 }
 
 #[test]
-fn harmony_commentary_preamble_is_content_and_tool_calls_are_reasoning() {
+fn harmony_commentary_preamble_is_content_and_tool_calls_are_neither() {
     let preamble = "<|channel|>analysis<|message|>Need the weather tool.<|end|><|start|>assistant<|channel|>commentary<|message|>Let me check the weather.<|end|>";
     check(harmony(), preamble, "Need the weather tool.", "Let me check the weather.");
     let call = "<|channel|>analysis<|message|>Call it.<|end|><|start|>assistant to=functions.get_weather<|channel|>commentary <|constrain|>json<|message|>{\"city\":\"Paris\"}";
-    check(harmony(), call, "Call it.{\"city\":\"Paris\"}", "");
+    check(harmony(), call, "Call it.", "");
     // The recipient can also follow the generation prompt directly.
     let direct = " to=functions.get_weather<|channel|>commentary json<|message|>{\"city\":\"Rome\"}";
-    check(harmony(), direct, "{\"city\":\"Rome\"}", "");
+    check(harmony(), direct, "", "");
+}
+
+#[test]
+fn harmony_tool_calls_come_out_whole() {
+    let call = "<|channel|>analysis<|message|>Call it.<|end|><|start|>assistant to=functions.get_weather<|channel|>commentary <|constrain|>json<|message|>{\"city\":\"Paris\"}";
+    for split in [1, 7, call.len()] {
+        let mut p = harmony();
+        let mut all = wllm_loaders::chat::ReasoningDelta::default();
+        for piece in call.as_bytes().chunks(split) {
+            all.extend(p.push(std::str::from_utf8(piece).unwrap()));
+        }
+        all.extend(p.finish());
+        assert_eq!(all.tool_calls.len(), 1, "split {split}");
+        let c = &all.tool_calls[0];
+        assert_eq!((c.name.as_str(), c.arguments.as_str()), ("get_weather", "{\"city\":\"Paris\"}"));
+    }
+    // A call after the generation prompt's recipient, then a second message.
+    let mut p = harmony();
+    let mut all = p.push(" to=functions.time<|channel|>commentary json<|message|>{}<|start|>assistant<|channel|>final<|message|>ok");
+    all.extend(p.finish());
+    assert_eq!((all.tool_calls[0].name.as_str(), all.content.as_str()), ("time", "ok"));
 }
 
 #[test]

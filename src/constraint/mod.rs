@@ -14,6 +14,7 @@ use llguidance::toktrie::SimpleVob;
 use llguidance::{Matcher, ParserFactory};
 use wllm_engine::sampling::TokenMask;
 use wllm_loaders::Tokenizer;
+use wllm_loaders::chat::with_json_layout;
 
 pub use gbnf::{GbnfError, gbnf_to_lark};
 
@@ -70,19 +71,6 @@ impl Constraint {
             Constraint::Gbnf(gbnf) => TopLevelGrammar::from_lark(gbnf_to_lark(gbnf)?),
         })
     }
-}
-
-/// The whitespace allowed between JSON tokens, as llama.cpp's schema grammars allow it: none,
-/// one space, or a line break and an indent of up to 20. Unbounded whitespace lets a model
-/// pad its output with blank lines instead of finishing it. A schema that sets its own
-/// (llguidance's `x-guidance` options) keeps them.
-fn with_json_layout(mut schema: serde_json::Value) -> serde_json::Value {
-    if let Some(object) = schema.as_object_mut()
-        && !object.contains_key("x-guidance")
-    {
-        object.insert("x-guidance".into(), serde_json::json!({ "whitespace_pattern": "( |\n[ \t]{0,20})?" }));
-    }
-    schema
 }
 
 /// A model's grammar compiler, built on first use (it indexes the whole vocabulary).

@@ -32,7 +32,9 @@ pub use error::{ChatError, TemplateFailure};
 pub use reasoning::{ParseEffortError, ReasoningDelta, ReasoningEffort, ReasoningFormat, ReasoningParser};
 pub use render::{RenderDelta, RenderOptions};
 pub use template::{CHATML_TEMPLATE, ChatTemplate, SpecialTokens, TemplateOrigin};
-pub use tools::{ParsedReply, ToolCall, ToolCallFormat, call_start, parse_tool_calls};
+pub use tools::{
+    JSON_WHITESPACE, ParsedReply, ToolCall, ToolCallFormat, call_start, parse_tool_calls, with_json_layout,
+};
 
 /// One turn of a conversation. `role` is free text (`system`, `user`, `assistant`, `tool`,
 /// ...): templates decide which they accept.

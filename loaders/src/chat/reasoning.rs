@@ -16,6 +16,8 @@
 
 use std::str::FromStr;
 
+use super::ToolCall;
+
 /// How a model's replies mark their reasoning.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum ReasoningFormat {
@@ -102,17 +104,21 @@ pub struct ReasoningDelta {
     pub reasoning: String,
     /// The answer: what a user reads as the reply.
     pub content: String,
+    /// Harmony: tool calls whose message ended (commentary messages to `functions.NAME`),
+    /// with empty ids.
+    pub tool_calls: Vec<ToolCall>,
 }
 
 impl ReasoningDelta {
     pub fn is_empty(&self) -> bool {
-        self.reasoning.is_empty() && self.content.is_empty()
+        self.reasoning.is_empty() && self.content.is_empty() && self.tool_calls.is_empty()
     }
 
-    /// Appends another delta's text to this one.
+    /// Appends another delta's text and calls to this one.
     pub fn extend(&mut self, other: ReasoningDelta) {
         self.reasoning.push_str(&other.reasoning);
         self.content.push_str(&other.content);
+        self.tool_calls.extend(other.tool_calls);
     }
 }
 
@@ -167,8 +173,17 @@ impl Channel {
     }
 
     fn is_reasoning(self) -> bool {
-        matches!(self, Channel::Analysis | Channel::Commentary { to_tool: true })
+        matches!(self, Channel::Analysis)
     }
+}
+
+/// The function a harmony header addresses (`assistant to=functions.get_weather<|channel|>…`).
+fn recipient(header: &str) -> String {
+    let Some(at) = header.find("to=") else { return String::new() };
+    let rest = &header[at + 3..];
+    let end = rest.find(|c: char| c.is_whitespace() || c == '<').unwrap_or(rest.len());
+    let to = &rest[..end];
+    to.strip_prefix("functions.").unwrap_or(to).to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +231,8 @@ pub struct ReasoningParser {
     /// Harmony: the part of the first header the prompt wrote (`assistant`), which names the
     /// recipient or channel as much as the generated part does but is never released.
     prompt_header: String,
+    /// Harmony: the tool call being written (function, arguments so far).
+    call: Option<(String, String)>,
 }
 
 impl ReasoningParser {
@@ -235,6 +252,7 @@ impl ReasoningParser {
             part_start: true,
             prompt_header: String::new(),
             raw: String::new(),
+            call: None,
         }
     }
 
@@ -255,7 +273,7 @@ impl ReasoningParser {
                 let closed = [HARMONY_END, HARMONY_RETURN, HARMONY_CALL].iter().any(|m| tail.contains(m));
                 p.state = match tail.find(HARMONY_MESSAGE) {
                     _ if closed => State::Between,
-                    Some(at) => State::Body(Channel::of_header(&tail[..at])),
+                    Some(at) => p.enter_body(&tail[..at]),
                     None => {
                         p.prompt_header = tail.to_string();
                         State::Header(String::new())
@@ -300,6 +318,8 @@ impl ReasoningParser {
     pub fn finish(&mut self) -> ReasoningDelta {
         let mut out = ReasoningDelta::default();
         while self.step(&mut out, true) {}
+        // A call cut off by the token limit is still handed over (its arguments incomplete).
+        self.end_call(&mut out);
         if let State::Header(h) = &mut self.state
             && !h.contains("<|")
         {
@@ -326,7 +346,7 @@ impl ReasoningParser {
                     Some(at) => {
                         self.pending = header[at + HARMONY_MESSAGE.len()..].to_string();
                         let prompt_part = std::mem::take(&mut self.prompt_header);
-                        self.state = State::Body(Channel::of_header(&(prompt_part + &header[..at])));
+                        self.state = self.enter_body(&(prompt_part + &header[..at]));
                         true
                     }
                     None if header.len() > MAX_BARE_HEADER && !header.contains("<|") => {
@@ -343,7 +363,13 @@ impl ReasoningParser {
             }
             State::Body(channel) => {
                 let (text, marker) = self.take_until(HARMONY_MARKERS, at_end);
-                self.release(out, channel.is_reasoning(), &text);
+                match &mut self.call {
+                    Some((_, args)) => args.push_str(&text),
+                    None => self.release(out, channel.is_reasoning(), &text),
+                }
+                if marker.is_some() || at_end {
+                    self.end_call(out);
+                }
                 match marker {
                     Some(HARMONY_START) => self.state = State::Header(String::new()),
                     // A model that skips `<|end|><|start|>assistant` still starts a message.
@@ -396,6 +422,27 @@ impl ReasoningParser {
                 self.release(out, false, &text);
                 false
             }
+        }
+    }
+
+    /// The state for a message with this header: a commentary message to a function starts a
+    /// tool call, whose text is its arguments.
+    fn enter_body(&mut self, header: &str) -> State {
+        let channel = Channel::of_header(header);
+        if channel == (Channel::Commentary { to_tool: true }) {
+            self.call = Some((recipient(header), String::new()));
+        }
+        State::Body(channel)
+    }
+
+    /// Hands over the tool call being written, if any (its message ended).
+    fn end_call(&mut self, out: &mut ReasoningDelta) {
+        if let Some((name, arguments)) = self.call.take() {
+            out.tool_calls.push(ToolCall {
+                id: String::new(),
+                name,
+                arguments: arguments.trim().to_string(),
+            });
         }
     }
 

@@ -7,6 +7,9 @@
 //! - **Llama 3.x**: the whole reply is `{"name": …, "parameters": {…}}` (optionally after
 //!   `<|python_tag|>`), several calls separated by `;`.
 //! - **Mistral**: `[TOOL_CALLS]` then a JSON array of `{"name": …, "arguments": {…}}`.
+//! - **Harmony** (gpt-oss): a `commentary` message to `functions.NAME` whose text is the
+//!   arguments; the [`ReasoningParser`](super::ReasoningParser) that follows the channels
+//!   hands these calls over, so the parser here leaves harmony text alone.
 
 use serde_json::Value;
 
@@ -25,6 +28,23 @@ pub enum ToolCallFormat {
     Hermes,
     Llama3,
     Mistral,
+    Harmony,
+}
+
+/// The whitespace allowed between JSON tokens in constrained output, as llama.cpp's schema
+/// grammars allow it: none, one space, or a line break and an indent of up to 20 (unbounded
+/// whitespace lets a model pad its output instead of finishing it). A regular expression, as
+/// llguidance's `x-guidance.whitespace_pattern` takes it.
+pub const JSON_WHITESPACE: &str = "( |\n[ \t]{0,20})?";
+
+/// `schema` with [`JSON_WHITESPACE`] as its layout, unless it sets its own (`x-guidance`).
+pub fn with_json_layout(mut schema: Value) -> Value {
+    if let Some(object) = schema.as_object_mut()
+        && !object.contains_key("x-guidance")
+    {
+        object.insert("x-guidance".into(), serde_json::json!({ "whitespace_pattern": JSON_WHITESPACE }));
+    }
+    schema
 }
 
 const HERMES_OPEN: &str = "<tool_call>";
@@ -39,6 +59,8 @@ impl ToolCallFormat {
             Some(ToolCallFormat::Hermes)
         } else if template_source.contains(MISTRAL_TAG) {
             Some(ToolCallFormat::Mistral)
+        } else if template_source.contains("<|channel|>") && template_source.contains("to=") {
+            Some(ToolCallFormat::Harmony)
         } else if template_source.contains("<|start_header_id|>") && template_source.contains("tools") {
             Some(ToolCallFormat::Llama3)
         } else {
@@ -50,7 +72,7 @@ impl ToolCallFormat {
     fn arguments_key(self) -> &'static str {
         match self {
             ToolCallFormat::Llama3 => "parameters",
-            ToolCallFormat::Hermes | ToolCallFormat::Mistral => "arguments",
+            ToolCallFormat::Hermes | ToolCallFormat::Mistral | ToolCallFormat::Harmony => "arguments",
         }
     }
 
@@ -74,7 +96,7 @@ impl ToolCallFormat {
                 }))
             })
             .collect();
-        let call = serde_json::json!({ "anyOf": alternatives });
+        let call = with_json_layout(serde_json::json!({ "anyOf": alternatives }));
         // Further calls, each after the format's separator.
         let more =
             |sep: &str, item: &str| if parallel { format!(" (\"{sep}\" {item})*") } else { String::new() };
@@ -85,9 +107,31 @@ impl ToolCallFormat {
             ),
             ToolCallFormat::Llama3 => format!("start: obj{}", more("; ", "obj")),
             ToolCallFormat::Mistral => format!("start: \"{MISTRAL_TAG}[\" obj{} \"]\"", more(", ", "obj")),
+            // One call per message, its arguments the message text.
+            ToolCallFormat::Harmony => return harmony_grammar(tools),
         };
         format!("{calls}\nobj: %json {call}\n")
     }
+}
+
+/// Harmony's call, one per message: the header after the generation prompt's `assistant`,
+/// then the arguments as the message text, for one of `tools`.
+fn harmony_grammar(tools: &[Value]) -> String {
+    let mut rules = Vec::new();
+    let mut names = Vec::new();
+    for (i, t) in tools.iter().enumerate() {
+        let Some(f) = t.get("function") else { continue };
+        let Some(name) = f.get("name").and_then(Value::as_str) else { continue };
+        let params = with_json_layout(
+            f.get("parameters").cloned().unwrap_or_else(|| serde_json::json!({"type": "object"})),
+        );
+        let header =
+            serde_json::to_string(&format!(" to=functions.{name}<|channel|>commentary json<|message|>"))
+                .unwrap_or_default();
+        rules.push(format!("call_{i}: {header} args_{i}\nargs_{i}: %json {params}"));
+        names.push(format!("call_{i}"));
+    }
+    format!("start: {}\n{}\n", names.join(" | "), rules.join("\n"))
 }
 
 /// A reply split into its text and its tool calls.
@@ -106,6 +150,7 @@ pub fn parse_tool_calls(format: ToolCallFormat, reply: &str, id_prefix: &str) ->
         ToolCallFormat::Hermes => parse_hermes(reply, &mut calls),
         ToolCallFormat::Llama3 => parse_llama3(reply, &mut calls),
         ToolCallFormat::Mistral => parse_mistral(reply, &mut calls),
+        ToolCallFormat::Harmony => reply.to_string(),
     };
     for (i, c) in calls.iter_mut().enumerate() {
         c.id = format!("{id_prefix}call_{i}");
@@ -187,6 +232,7 @@ fn parse_mistral(reply: &str, calls: &mut Vec<ToolCall>) -> String {
 /// the rest is held until the reply ends (and then parsed whole).
 pub fn call_start(format: ToolCallFormat, text: &str) -> Option<usize> {
     let marker = match format {
+        ToolCallFormat::Harmony => return None,
         ToolCallFormat::Hermes => HERMES_OPEN,
         ToolCallFormat::Mistral => MISTRAL_TAG,
         // A Llama 3 call is the whole reply: hold it while it could be one.
@@ -260,6 +306,18 @@ mod tests {
         assert_eq!(ToolCallFormat::detect("{{ '<tool_call>' }}"), Some(ToolCallFormat::Hermes));
         assert_eq!(ToolCallFormat::detect("[TOOL_CALLS]"), Some(ToolCallFormat::Mistral));
         assert_eq!(ToolCallFormat::detect("<|im_start|>{{ m.content }}"), None);
+        assert_eq!(
+            ToolCallFormat::detect("{{- \"<|start|>assistant to=\" }}{{ \"<|channel|>commentary \" }}"),
+            Some(ToolCallFormat::Harmony)
+        );
+        let tools = [serde_json::json!({"type": "function", "function": {"name": "f"}})];
+        let g = ToolCallFormat::Harmony.calls_grammar(&tools, true);
+        assert!(
+            g.starts_with(
+                "start: call_0\ncall_0: \" to=functions.f<|channel|>commentary json<|message|>\" args_0"
+            ),
+            "{g}"
+        );
     }
 
     #[test]

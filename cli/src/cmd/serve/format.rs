@@ -192,13 +192,14 @@ impl ReplyText {
 
 impl From<ReasoningDelta> for ReplyText {
     fn from(d: ReasoningDelta) -> ReplyText {
-        ReplyText { content: d.content, reasoning: d.reasoning, tool_calls: Vec::new() }
+        ReplyText { content: d.content, reasoning: d.reasoning, tool_calls: d.tool_calls }
     }
 }
 
-/// The `finish_reason` of a reply: `tool_calls` when it made any.
+/// The `finish_reason` of a reply: `tool_calls` when it ended (not at the token limit) after
+/// making calls.
 pub fn reply_finish<'a>(reply: &ReplyText, reason: &'a str) -> &'a str {
-    if reply.tool_calls.is_empty() { reason } else { "tool_calls" }
+    if reply.tool_calls.is_empty() || reason != "stop" { reason } else { "tool_calls" }
 }
 
 /// OpenAI's `tool_calls` array; streamed deltas carry each call whole, with its `index`.
@@ -225,8 +226,9 @@ pub struct ReplySplitter {
     reasoning: Option<ReasoningParser>,
     /// The model's call format and the answer text held back so far.
     tools: Option<(ToolCallFormat, String)>,
-    /// Prefix of the calls' ids (the completion's id).
+    /// Prefix of the calls' ids (the completion's id), and calls numbered so far.
     call_ids: String,
+    calls: usize,
 }
 
 impl ReplySplitter {
@@ -251,7 +253,20 @@ impl ReplySplitter {
             let safe = call_start(*format, held).unwrap_or(held.len());
             reply.content = held.drain(..safe).collect();
         }
+        self.number(&mut reply);
         reply
+    }
+
+    /// Gives the reply's calls their ids, counting on from the calls sent before; calls the
+    /// reasoning parser found (harmony) go only where tools were offered.
+    fn number(&mut self, reply: &mut ReplyText) {
+        if self.tools.is_none() {
+            reply.tool_calls.clear();
+        }
+        for call in &mut reply.tool_calls {
+            call.id = format!("{}call_{}", self.call_ids, self.calls);
+            self.calls += 1;
+        }
     }
 
     /// The last of the text, then whatever the parsers still held.
@@ -266,10 +281,11 @@ impl ReplySplitter {
         };
         if let Some((format, held)) = &mut self.tools {
             held.push_str(&reply.content);
-            let parsed = parse_tool_calls(*format, &std::mem::take(held), &self.call_ids);
+            let parsed = parse_tool_calls(*format, &std::mem::take(held), "");
             reply.content = parsed.content;
-            reply.tool_calls = parsed.calls;
+            reply.tool_calls.extend(parsed.calls);
         }
+        self.number(&mut reply);
         reply
     }
 }
