@@ -33,9 +33,11 @@ pub enum ContextOverflow {
 }
 
 #[derive(Clone, Debug, Default)]
+/// How a [`Chat`] behaves.
 pub struct ChatOptions {
     /// The system message, kept first through `clear` and truncation.
     pub system: Option<String>,
+    /// What a turn that does not fit the context does.
     pub overflow: ContextOverflow,
     /// How much to reason, for templates that take it (gpt-oss); `None`: the template's default.
     pub reasoning_effort: Option<ReasoningEffort>,
@@ -45,6 +47,7 @@ pub struct ChatOptions {
 /// the model will write after them.
 #[derive(Clone, Debug)]
 pub struct ChatPrompt {
+    /// The templated conversation, generation prompt included.
     pub tokens: Vec<u32>,
     /// Set to the model's [`ReasoningFormat`], starting where the prompt leaves the reply
     /// (inside `<think>` when the template opened it). Pass it as
@@ -148,12 +151,14 @@ pub struct Chat {
 }
 
 impl Chat {
+    /// A conversation on `session` (whose cache it takes over); errors if the model has no chat template.
     pub fn new(session: Session, options: ChatOptions) -> Result<Chat> {
         session.model().template()?;
         let end_of_turn = session.model().chat_end_of_turn();
         Ok(Chat { session, options, turns: Vec::new(), end_of_turn })
     }
 
+    /// The session holding the conversation's cache.
     pub fn session(&self) -> &Session {
         &self.session
     }
@@ -195,7 +200,7 @@ impl Chat {
                     dropped_turns += 1;
                 }
                 _ => {
-                    return Err(Error::ContextOverflow { prompt: prompt.tokens.len(), reserve, n_ctx });
+                    return Err(Error::ContextOverflow { needed: prompt.tokens.len() + reserve, n_ctx });
                 }
             }
         };
@@ -233,7 +238,7 @@ impl Chat {
         };
         let prompt = self.session.model().chat_prompt(&messages, &options)?;
         if prompt.tokens.is_empty() {
-            return Err(Error::InvalidArgument("the chat template rendered no tokens".into()));
+            return Err(Error::EmptyPrompt);
         }
         Ok(prompt)
     }
@@ -250,12 +255,15 @@ pub struct Reply<'c> {
 }
 
 impl Reply<'_> {
+    /// How this turn used the cache.
     pub fn info(&self) -> TurnInfo {
         self.info
     }
+    /// Speed figures of the reply so far.
     pub fn stats(&self) -> &GenerationStats {
         self.generation.stats()
     }
+    /// Why the reply ended; `None` while it goes on.
     pub fn stop_reason(&self) -> Option<&StopReason> {
         self.generation.stop_reason()
     }

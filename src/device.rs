@@ -63,10 +63,11 @@ impl Engine {
         // Saying so here beats a shader error on the first load.
         const STORAGE_BUFFERS: u32 = wllm_engine::device::STORAGE_BUFFERS_NEEDED;
         if limits.max_storage_buffers_per_shader_stage < STORAGE_BUFFERS {
-            return Err(Error::InvalidArgument(format!(
-                "the device allows {} storage buffers per shader stage; wllm needs {STORAGE_BUFFERS} (request the adapter's limits, see Engine::recommended_limits)",
-                limits.max_storage_buffers_per_shader_stage
-            )));
+            return Err(Error::DeviceUnsuitable {
+                limit: "storage buffers per shader stage",
+                have: limits.max_storage_buffers_per_shader_stage.into(),
+                need: STORAGE_BUFFERS.into(),
+            });
         }
         Ok(Engine { gpu: Gpu::from_device(device, queue, info) })
     }

@@ -6,7 +6,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use wllm_engine::sampling::{Sampler, SamplerConfig, SamplingError, StopMatcher, argmax, argmax_masked};
-use wllm_engine::{Logits, PendingStep, StepOutput};
+use wllm_engine::{EngineError, Logits, PendingStep, StepOutput};
 use wllm_loaders::Utf8Stream;
 use wllm_loaders::chat::ReasoningParser;
 
@@ -19,15 +19,19 @@ use crate::session::Session;
 pub struct CancelToken(Arc<AtomicBool>);
 
 impl CancelToken {
+    /// A token not yet cancelled.
     pub fn new() -> CancelToken {
         CancelToken::default()
     }
+    /// Cancels every generation holding a clone of this token (checked before each step).
     pub fn cancel(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
+    /// Whether [`cancel`](Self::cancel) was called since the last [`reset`](Self::reset).
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
+    /// Makes the token usable again for the next generation.
     pub fn reset(&self) {
         self.0.store(false, Ordering::Relaxed);
     }
@@ -59,11 +63,13 @@ impl CancelToken {
 pub struct GenerateOptions {
     /// Most tokens to generate (`-n`).
     pub max_tokens: usize,
+    /// How to choose each token (greedy, or llama.cpp's sampler chain).
     pub sampling: SamplerConfig,
     /// Stop when one of these strings appears in the output (it is not emitted).
     pub stop: Vec<String>,
     /// Stop at the model's end-of-generation tokens (EOS, EOT, ...).
     pub stop_at_eog: bool,
+    /// Stops the generation when cancelled, from any thread.
     pub cancel: Option<CancelToken>,
     /// Keep the logits of every row: each prompt position, then each generated token that was
     /// fed back (`--dump-logits`). Costs a logits download per step.
@@ -98,11 +104,13 @@ impl Default for GenerateOptions {
 /// output (`wllm run --json` prints it as `stop_reason`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StopReason {
+    /// `max_tokens` tokens were generated.
     MaxTokens,
     /// The model produced an end-of-generation token (not emitted).
     EndOfGeneration(u32),
     /// Index of the stop string that matched.
     StopString(usize),
+    /// The [`CancelToken`] fired.
     Cancelled,
     /// The context is full.
     ContextFull,
@@ -137,6 +145,7 @@ impl std::fmt::Display for StopReason {
 /// that may be one) and the last chunk may carry only held-back text (`token: None`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chunk {
+    /// The token this step produced; `None` for a last chunk of held-back text.
     pub token: Option<u32>,
     /// The answer's text (everything generated, without [`GenerateOptions::reasoning`]).
     pub text: String,
@@ -158,17 +167,24 @@ impl Chunk {
 /// Figures in the form `ollama run --verbose` prints them.
 #[derive(Clone, Debug, Default)]
 pub struct GenerationStats {
+    /// Tokens evaluated before the first generated one.
     pub prompt_tokens: usize,
+    /// Time from the call to the first token's logits.
     pub prompt_time: Duration,
+    /// Tokens generated so far.
     pub generated_tokens: usize,
+    /// Time spent generating after the prompt.
     pub generation_time: Duration,
+    /// Time from the call to the first generated token.
     pub time_to_first_token: Duration,
 }
 
 impl GenerationStats {
+    /// Prompt tokens per second.
     pub fn prompt_tps(&self) -> f64 {
         self.prompt_tokens as f64 / self.prompt_time.as_secs_f64().max(1e-9)
     }
+    /// Generated tokens per second.
     pub fn generation_tps(&self) -> f64 {
         self.generated_tokens as f64 / self.generation_time.as_secs_f64().max(1e-9)
     }
@@ -255,7 +271,7 @@ impl<'s> Generation<'s> {
         drive: Drive,
     ) -> Result<Self> {
         if prompt.is_empty() {
-            return Err(Error::InvalidArgument("the prompt has no tokens".into()));
+            return Err(Error::EmptyPrompt);
         }
         let mut sampler =
             if opts.sampling.is_greedy() { None } else { Some(Sampler::new(opts.sampling.clone())?) };
@@ -302,13 +318,16 @@ impl<'s> Generation<'s> {
         }
     }
 
+    /// The session generating.
     pub fn session(&self) -> &Session {
         self.session.get()
     }
 
+    /// Why generation ended; `None` while it goes on.
     pub fn stop_reason(&self) -> Option<&StopReason> {
         self.finished.as_ref()
     }
+    /// Speed figures so far.
     pub fn stats(&self) -> &GenerationStats {
         &self.stats
     }
@@ -375,7 +394,7 @@ impl<'s> Generation<'s> {
             out.token
         } else {
             let Some(last) = out.logits.len().checked_sub(n_vocab).map(|at| &out.logits[at..]) else {
-                return Err(Error::InvalidArgument("the device returned no logits".into()));
+                return Err(EngineError::gpu("step", "the device returned no logits").into());
             };
             let t = choose(self.sampler.as_mut(), self.constraint.as_mut(), last)?;
             if self.opts.collect_logits {

@@ -25,6 +25,8 @@
 //!
 //! The library never prints; it reports through typed errors ([`Error`]) and the `log` facade.
 
+#![warn(missing_docs)]
+
 pub mod batch;
 mod chat;
 mod constraint;
@@ -42,12 +44,25 @@ pub use error::{Error, Result};
 pub use generate::{CancelToken, Chunk, GenerateOptions, Generation, GenerationStats, StopReason};
 pub use model::{LoadOptions, Model, ModelInfo};
 pub use session::{MAX_BATCH, Session, SessionOptions};
+/// The engine crate: device, kernels, layer plans, sampling.
 pub use wllm_engine as engine;
-pub use wllm_engine::sampling::SamplerConfig;
+// Every type a signature or a public field of this crate uses, so that programs need no
+// `use` of the inner crates.
+pub use wllm_engine::cpu::Profile as CpuProfile;
+pub use wllm_engine::plan::{GpuFacts, Usage as PlanUsage};
+pub use wllm_engine::profile::{KernelEvent, Phase, Profiler, TimingMode};
+pub use wllm_engine::sampling::{LogitBias, SamplerConfig, SamplingError};
 /// The wgpu wllm is built against; a host passing its own device must use this version.
 pub use wllm_engine::wgpu;
-pub use wllm_engine::{Logits, PendingStep, StepOutput};
-pub use wllm_loaders as loaders;
-pub use wllm_loaders::chat::{
-    ChatMessage, ReasoningDelta, ReasoningEffort, ReasoningFormat, ReasoningParser,
+pub use wllm_engine::{
+    Backend, DeviceOptions, EngineError, Gpu, GpuLayers, Logits, PendingStep, Plan, StepOutput, StepTimings,
 };
+/// The loaders crate: GGUF and safetensors files, tokenizers, chat templates.
+pub use wllm_loaders as loaders;
+/// Why a model file could not be read.
+pub use wllm_loaders::Error as LoadError;
+pub use wllm_loaders::chat::{
+    ChatError, ChatMessage, ChatTemplate, ReasoningDelta, ReasoningEffort, ReasoningFormat, ReasoningParser,
+    RenderOptions, TemplateOrigin,
+};
+pub use wllm_loaders::{Arch, GgmlType, ModelConfig, ModelError, Tokenizer, TokenizerError};

@@ -83,11 +83,17 @@ impl std::fmt::Debug for LoadOptions {
 /// What was loaded and how long it took.
 #[derive(Clone, Debug)]
 pub struct ModelInfo {
+    /// The file or directory loaded.
     pub path: PathBuf,
+    /// The architecture's name (`llama`, `qwen3`, `gemma3`, ...).
     pub architecture: String,
+    /// The model's own name, when its metadata gives one.
     pub name: Option<String>,
+    /// Bytes of the weights in the file.
     pub weight_bytes: u64,
+    /// Time the load took, warm-up included.
     pub load_time: Duration,
+    /// The device the GPU layers run on (or the CPU, with its threads).
     pub adapter: String,
     /// `vulkan`, `metal`, `dx12`, `gl`, `cpu`, or `cpu+vulkan` (etc.) for a split.
     pub backend: &'static str,
@@ -350,6 +356,7 @@ impl Model {
         Ok(plan(&i.cfg, &i.weights, &request, i.gpu_facts.as_ref(), &HostFacts::probe())?)
     }
 
+    /// The model's tokenizer.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.inner.tokenizer
     }
@@ -362,12 +369,15 @@ impl Model {
     ) -> Result<crate::constraint::ActiveConstraint> {
         Ok(self.inner.grammars.start(&self.inner.tokenizer, constraint)?)
     }
+    /// The model's hyperparameters.
     pub fn config(&self) -> &ModelConfig {
         &self.inner.cfg
     }
+    /// What was loaded, where, and how long it took.
     pub fn info(&self) -> &ModelInfo {
         &self.inner.info
     }
+    /// The chat template (the override, the model's own, or ChatML); `None` when there is none.
     pub fn chat_template(&self) -> Option<&ChatTemplate> {
         self.inner.chat_template.as_ref()
     }
@@ -378,6 +388,7 @@ impl Model {
         self.inner.tokenizer.encode(text, true, false)
     }
 
+    /// The text of `ids` (special tokens rendered as their text).
     pub fn detokenize(&self, ids: &[u32]) -> String {
         self.inner.tokenizer.decode(ids)
     }
@@ -391,10 +402,10 @@ impl Model {
 /// The source as `opts.quantize` asks: float matrices quantized while they are read.
 fn quantized(source: Arc<dyn TensorSource>, opts: &LoadOptions) -> Result<Arc<dyn TensorSource>> {
     Ok(match opts.quantize {
-        Some(ty) => Arc::new(
-            QuantizingSource::new(source, ty)
-                .map_err(|e| Error::InvalidArgument(format!("quantize on load: {e} (Q8_0 and Q4_K are)")))?,
-        ),
+        Some(ty) => Arc::new(QuantizingSource::new(source, ty).map_err(|e| Error::InvalidOption {
+            option: "quantize",
+            message: format!("{e} (Q8_0 and Q4_K are)"),
+        })?),
         None => source,
     })
 }
@@ -421,8 +432,9 @@ fn placement_inputs(cfg: &ModelConfig, opts: &LoadOptions) -> Result<PlacementIn
         match opts.memory_budget {
             Some(b) => Some(b),
             None => match std::env::var("WLLM_GPU_MEMORY") {
-                Ok(s) if !s.trim().is_empty() => Some(parse_size(&s).map_err(|e| {
-                    Error::InvalidArgument(format!("environment variable WLLM_GPU_MEMORY: {e}"))
+                Ok(s) if !s.trim().is_empty() => Some(parse_size(&s).map_err(|e| Error::InvalidOption {
+                    option: "WLLM_GPU_MEMORY",
+                    message: e.to_string(),
                 })?),
                 _ => None,
             },
@@ -445,12 +457,18 @@ fn seq_context(cfg: &ModelConfig, opts: &LoadOptions) -> u32 {
     opts.n_ctx.unwrap_or_else(|| cfg.context_length.min(4096)).max(1)
 }
 
+/// The error for a context of no positions.
+pub(crate) fn zero_context() -> Error {
+    Error::InvalidOption {
+        option: "n_ctx",
+        message: "a context of 0 tokens holds nothing (at least 1)".into(),
+    }
+}
+
 /// Refuses options no load can honour, before anything is opened.
 fn check_load_options(opts: &LoadOptions) -> Result<()> {
     if opts.n_ctx == Some(0) {
-        return Err(Error::InvalidArgument(
-            "a context of 0 tokens holds nothing (n_ctx must be at least 1)".into(),
-        ));
+        return Err(zero_context());
     }
     Ok(())
 }
@@ -474,7 +492,7 @@ fn hf_chat_template(dir: &Path, tok_cfg: Option<&Path>) -> Result<Option<ChatTem
         |p: &Path| std::fs::read_to_string(p).map_err(|source| Error::Io { path: p.to_path_buf(), source });
     let mut config = match tok_cfg {
         Some(p) => serde_json::from_str(&read(p)?)
-            .map_err(|e| Error::InvalidArgument(format!("{}: {e}", p.display())))?,
+            .map_err(|e| Error::Config { path: p.to_path_buf(), message: e.to_string() })?,
         None => serde_json::json!({}),
     };
     let jinja = dir.join("chat_template.jinja");

@@ -3,9 +3,9 @@
 use std::time::Instant;
 
 use wllm_engine::cpu::{CpuExperts, CpuOptions, CpuStack};
-use wllm_engine::{ContextOptions, Executor, Logits, StepTimings};
+use wllm_engine::{ContextOptions, EngineError, Executor, Logits, StepTimings};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::generate::{GenerateOptions, Generation};
 use crate::model::Model;
 
@@ -81,9 +81,7 @@ impl Session {
         let inner = &model.inner;
         let planned = inner.info.plan.n_ctx;
         if opts.n_ctx == Some(0) {
-            return Err(Error::InvalidArgument(
-                "a context of 0 tokens holds nothing (n_ctx must be at least 1)".into(),
-            ));
+            return Err(crate::model::zero_context());
         }
         let n_ctx = opts.n_ctx.unwrap_or(inner.seq_ctx.min(planned)).max(1);
         if n_ctx > planned {
@@ -94,9 +92,11 @@ impl Session {
         Ok(Session { model, exec, history: Vec::new() })
     }
 
+    /// The model this session runs.
     pub fn model(&self) -> &Model {
         &self.model
     }
+    /// Positions the cache holds.
     pub fn n_ctx(&self) -> usize {
         self.exec.n_ctx() as usize
     }
@@ -104,9 +104,11 @@ impl Session {
     pub fn tokens(&self) -> &[u32] {
         &self.history
     }
+    /// Where the steps run: `vulkan`, `cpu`, `cpu+vulkan`, ...
     pub fn backend_name(&self) -> &'static str {
         self.exec.backend_name()
     }
+    /// Wall-clock time spent in blocking steps, split into prompt and decode.
     pub fn timings(&self) -> StepTimings {
         self.exec.timings()
     }
@@ -116,6 +118,7 @@ impl Session {
         self.exec.enable_profiling();
     }
 
+    /// Per-dispatch GPU timings recorded since profiling was enabled (the raw events; see `take_profile` for a summary).
     pub fn profiler(&self) -> Option<&wllm_engine::profile::Profiler> {
         self.exec.profiler()
     }
@@ -161,7 +164,7 @@ impl Session {
         self.history.extend_from_slice(tokens);
         // A read of a file truncated during the step gave zeros: its output must not be used.
         self.check_files()?;
-        out.token.ok_or_else(|| Error::InvalidArgument("the device returned no token".into()))
+        out.token.ok_or_else(|| EngineError::gpu("greedy step", "the device returned no token").into())
     }
 
     pub(crate) fn step(

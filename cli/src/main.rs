@@ -75,8 +75,19 @@ fn main() {
             // line-oriented tools do.
             std::process::exit(0);
         }
-        eprintln!("error: {}", one_line(&e));
+        eprintln!("error: {}{}", one_line(&e), flag_hint(&e));
         std::process::exit(1);
+    }
+}
+
+/// The flags that change what a library error complains about: library messages speak of
+/// options in words and leave the spelling to the tool.
+fn flag_hint(e: &anyhow::Error) -> &'static str {
+    match e.chain().find_map(|c| c.downcast_ref::<wllm::Error>()) {
+        Some(wllm::Error::ContextOverflow { .. }) => " (raise --ctx)",
+        Some(wllm::Error::OverBudget { .. }) => " (see --gpu-layers, --ctx and --memory-budget)",
+        Some(wllm::Error::NoAdapter(_)) => " (--gpu-layers 0 runs on the CPU)",
+        _ => "",
     }
 }
 

@@ -29,7 +29,7 @@ pub enum EngineError {
     #[error("unsupported: {0}")]
     Unsupported(String),
 
-    #[error("{n_tokens} tokens do not fit in the context of {n_ctx} (raise --ctx)")]
+    #[error("{n_tokens} tokens do not fit in the context of {n_ctx}")]
     ContextOverflow { n_tokens: usize, n_ctx: usize },
 
     #[error("the model does not fit: {advice}\n{plan}")]

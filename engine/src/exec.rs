@@ -146,9 +146,7 @@ impl Executor {
     pub fn submit(&mut self, tokens: &[u32], logits: Logits, argmax: bool) -> Result<PendingStep> {
         match &mut self.parts {
             Parts::Gpu(c) => c.submit(tokens, logits, argmax),
-            _ => Err(EngineError::Unsupported(
-                "non-blocking steps need every layer on the GPU (--gpu-layers all)".into(),
-            )),
+            _ => Err(EngineError::Unsupported("non-blocking steps need every layer on the GPU".into())),
         }
     }
 

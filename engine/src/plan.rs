@@ -36,9 +36,7 @@ impl std::str::FromStr for GpuLayers {
             "auto" => Ok(GpuLayers::Auto),
             "all" | "max" => Ok(GpuLayers::All),
             n => n.parse().map(GpuLayers::Count).map_err(|_| {
-                EngineError::InvalidArgument(format!(
-                    "--gpu-layers takes a number, `all` or `auto`, not {s:?}"
-                ))
+                EngineError::InvalidArgument(format!("GPU layers are a number, `all` or `auto`, not {s:?}"))
             }),
         }
     }
@@ -89,7 +87,7 @@ impl GpuFacts {
             (Some(b), _) => (Some(b), "set by the user".to_string()),
             (None, _) if unified => (host.available, "host memory (unified)".to_string()),
             (None, Some(m)) => (Some(m), "device-local heap".to_string()),
-            (None, None) => (None, "unknown: set --memory-budget or WLLM_GPU_MEMORY".to_string()),
+            (None, None) => (None, "unknown: set a memory budget or WLLM_GPU_MEMORY".to_string()),
         };
         GpuFacts {
             name: gpu.adapter_name().to_string(),
@@ -198,7 +196,7 @@ pub fn plan(
         (None, GpuLayers::Count(0) | GpuLayers::Auto) => make(0),
         (None, _) => {
             return Err(EngineError::InvalidArgument(
-                "GPU layers were requested but no GPU adapter is available; use --gpu-layers 0".into(),
+                "GPU layers were requested but no GPU adapter is available; ask for 0 GPU layers".into(),
             ));
         }
         (Some(_), GpuLayers::All) => make(n),
@@ -224,16 +222,16 @@ fn advice(p: &Plan, req: &PlanRequest) -> String {
     let over_host = !host_fits(p);
     let mut tips = Vec::new();
     if over_gpu && p.gpu_layers > 0 {
-        tips.push("fewer --gpu-layers (or auto)".to_string());
+        tips.push("fewer GPU layers (or auto)".to_string());
     }
     if over_host || p.kv_exceeds_binding {
-        tips.push(format!("a smaller --ctx than {}", req.n_ctx));
+        tips.push(format!("a smaller context than {}", req.n_ctx));
     }
     if over_gpu || over_host {
-        tips.push("a larger --memory-budget if more memory is really free".to_string());
+        tips.push("a larger memory budget if more memory is really free".to_string());
     }
     if tips.is_empty() {
-        tips.push(format!("a smaller --ctx than {}", req.n_ctx));
+        tips.push(format!("a smaller context than {}", req.n_ctx));
     }
     format!("try {}", tips.join(", or "))
 }

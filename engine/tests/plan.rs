@@ -81,7 +81,7 @@ fn auto_takes_the_most_layers_that_fit_and_explicit_requests_over_budget_are_ref
             if k == n {
                 let e = plan(&cfg, &w, &req(GpuLayers::All, 256), Some(&f), &PLENTY).unwrap_err();
                 let EngineError::OverBudget { plan, advice } = &e else { panic!("{name}: {e}") };
-                assert!(plan.contains("does NOT fit") && advice.contains("--gpu-layers"), "{e}");
+                assert!(plan.contains("does NOT fit") && advice.contains("fewer GPU layers"), "{e}");
             }
         }
         // The CPU side holds what the GPU does not: every layer's weights sum to the file's.
@@ -91,14 +91,14 @@ fn auto_takes_the_most_layers_that_fit_and_explicit_requests_over_budget_are_ref
         // No GPU at all: auto and 0 run on the CPU; asking for GPU layers is an error.
         assert_eq!(plan(&cfg, &w, &req(GpuLayers::Auto, 256), None, &PLENTY).unwrap().gpu_layers, 0);
         assert!(plan(&cfg, &w, &req(GpuLayers::All, 256), None, &PLENTY).is_err());
-        // A context whose KV cache fits nowhere is refused, with --ctx in the advice.
+        // A context whose KV cache fits nowhere is refused, with the context in the advice.
         let small_host = HostFacts { available: Some(none.cpu.weights + 1) };
         let e = plan(&cfg, &w, &req(GpuLayers::Count(0), 4096), None, &small_host).unwrap_err();
-        assert!(e.to_string().contains("--ctx"), "{e}");
+        assert!(e.to_string().contains("a smaller context"), "{e}");
         // One layer's cache larger than a binding: the GPU cannot take that context.
         let tiny_binding = facts(None, 1 << 10);
         let e = plan(&cfg, &w, &req(GpuLayers::All, 4096), Some(&tiny_binding), &PLENTY).unwrap_err();
-        assert!(e.to_string().contains("--ctx"), "{e}");
+        assert!(e.to_string().contains("a smaller context"), "{e}");
     }
 }
 

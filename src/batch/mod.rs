@@ -68,9 +68,11 @@ impl Default for BatcherOptions {
 /// One completion request: a tokenized prompt and how to continue it.
 #[derive(Clone, Debug)]
 pub struct BatchRequest {
+    /// The prompt's token ids.
     pub prompt: Vec<u32>,
     /// Most tokens to generate; `None`: until the context is full.
     pub max_tokens: Option<usize>,
+    /// How to choose each token.
     pub sampling: SamplerConfig,
     /// Stop when one of these strings appears in the output (it is not emitted).
     pub stop: Vec<String>,
@@ -103,15 +105,18 @@ impl Default for BatchRequest {
 /// A token and its log-probability under the model (before sampling filters).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TokenLogprob {
+    /// The token id.
     pub token: u32,
     /// The token's text as raw bytes (a token may end mid-character).
     pub bytes: Vec<u8>,
+    /// Natural log of its probability.
     pub logprob: f32,
 }
 
 /// One generated token.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TokenEvent {
+    /// The token id.
     pub token: u32,
     /// Text released by this token: may be empty (mid-character, or held back while it could
     /// be the start of a stop string) or carry earlier held-back text.
@@ -123,7 +128,9 @@ pub struct TokenEvent {
 /// Token counts of a finished request.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
+    /// Tokens of the prompt.
     pub prompt_tokens: usize,
+    /// Tokens generated.
     pub completion_tokens: usize,
     /// Prompt tokens whose keys and values were already in the sequence's cache (prefix reuse).
     pub cached_tokens: usize,
@@ -132,9 +139,11 @@ pub struct Usage {
 /// The end of a request.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Done {
+    /// Why generation ended.
     pub reason: StopReason,
     /// Held-back text released at the end (empty when there was none).
     pub text: String,
+    /// Token counts.
     pub usage: Usage,
 }
 
@@ -145,44 +154,79 @@ pub struct Done {
 /// `logit_bias` that bans every token).
 #[derive(Debug)]
 pub enum Event {
-    Started { cached_tokens: usize },
+    /// The request got a sequence and its prompt is being evaluated.
+    Started {
+        /// Prompt tokens found in the sequence's cache and not evaluated again.
+        cached_tokens: usize,
+    },
+    /// One generated token.
     Token(TokenEvent),
+    /// The request finished; no event follows.
     Done(Done),
+    /// The request failed; no event follows.
     Error(Error),
 }
 
 /// Why [`Batcher::submit`] refused a request. Nothing was queued.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SubmitError {
     #[error("the queue is full ({0} requests waiting); retry later")]
+    /// As many requests as allowed are waiting (the number waiting).
     QueueFull(usize),
     #[error("the prompt has {prompt} tokens; a sequence holds {n_ctx} (prompt and reply)")]
-    PromptTooLong { prompt: usize, n_ctx: usize },
+    /// The prompt leaves no room for a reply in a sequence.
+    PromptTooLong {
+        /// Tokens of the prompt.
+        prompt: usize,
+        /// Positions of a sequence.
+        n_ctx: usize,
+    },
     #[error("the prompt has no tokens")]
+    /// The prompt has no tokens.
     EmptyPrompt,
     #[error("prompt token {index} is {token}, outside the vocabulary of {n_vocab}")]
-    TokenOutOfVocab { index: usize, token: u32, n_vocab: u32 },
+    /// A prompt token is not in the vocabulary.
+    TokenOutOfVocab {
+        /// Where in the prompt.
+        index: usize,
+        /// The id.
+        token: u32,
+        /// Vocabulary size.
+        n_vocab: u32,
+    },
     #[error("the server is shutting down")]
+    /// The batcher is stopping.
     ShuttingDown,
     #[error(transparent)]
+    /// A setting of the request is invalid (a sampler value, a logit bias).
     Invalid(Box<Error>),
 }
 
 /// Counters for monitoring (`/metrics`).
 #[derive(Copy, Clone, Debug, Default)]
 pub struct BatcherStats {
+    /// Requests accepted.
     pub requests_total: u64,
+    /// Requests refused by `submit`.
     pub requests_rejected: u64,
+    /// Prompt tokens of accepted requests.
     pub prompt_tokens_total: u64,
+    /// Of those, tokens found in a sequence's cache.
     pub cached_tokens_total: u64,
+    /// Tokens generated.
     pub generated_tokens_total: u64,
     /// Seconds the step loop spent in steps.
     pub busy_seconds: f64,
+    /// Requests waiting for a free sequence.
     pub queue_len: usize,
+    /// Sequences generating.
     pub busy_sequences: usize,
+    /// Sequences in all.
     pub parallel: usize,
     /// Positions in use across all sequences, and their total.
     pub kv_used: usize,
+    /// Positions of all sequences together.
     pub kv_capacity: usize,
 }
 
@@ -237,7 +281,7 @@ impl Batcher {
     /// (nothing allocated) when the memory plan cannot hold them.
     pub fn start(model: Model, opts: BatcherOptions) -> Result<Batcher> {
         if opts.parallel == 0 {
-            return Err(Error::InvalidArgument("parallel must be at least 1".into()));
+            return Err(Error::InvalidOption { option: "parallel", message: "must be at least 1".into() });
         }
         let (runner, n_ctx) = scheduler::Runner::new(&model, &opts)?;
         let shared = Arc::new(Shared::default());
@@ -246,7 +290,7 @@ impl Batcher {
         let thread = std::thread::Builder::new()
             .name("wllm-batcher".into())
             .spawn(move || runner.run(rx, loop_shared))
-            .map_err(|e| Error::InvalidArgument(format!("cannot start the batcher thread: {e}")))?;
+            .map_err(Error::Thread)?;
         Ok(Batcher {
             model,
             tx: Some(tx),
@@ -258,6 +302,7 @@ impl Batcher {
         })
     }
 
+    /// The model the batcher runs.
     pub fn model(&self) -> &Model {
         &self.model
     }
@@ -265,6 +310,7 @@ impl Batcher {
     pub fn n_ctx(&self) -> u32 {
         self.n_ctx
     }
+    /// Sequences generated at once.
     pub fn parallel(&self) -> u32 {
         self.parallel
     }
@@ -302,10 +348,10 @@ impl Batcher {
             return refuse(SubmitError::Invalid(Box::new(e.into())));
         }
         if let Some(b) = request.sampling.logit_bias.iter().find(|b| b.token >= n_vocab) {
-            return refuse(SubmitError::Invalid(Box::new(Error::InvalidArgument(format!(
-                "logit_bias names token {}, outside the vocabulary of {n_vocab}",
-                b.token
-            )))));
+            return refuse(SubmitError::Invalid(Box::new(Error::TokenOutOfVocab {
+                token: b.token,
+                n_vocab,
+            })));
         }
         // Compiled here, on the caller's thread: a schema takes milliseconds, which the step
         // loop would make every running request wait.
@@ -328,6 +374,7 @@ impl Batcher {
             .map_err(|_| SubmitError::ShuttingDown)
     }
 
+    /// The counters so far.
     pub fn stats(&self) -> BatcherStats {
         let s = &self.shared;
         BatcherStats {

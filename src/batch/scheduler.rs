@@ -41,8 +41,9 @@ impl Runner {
     pub fn new(model: &Model, opts: &BatcherOptions) -> Result<(Runner, u32)> {
         let planned = model.inner.info.plan.n_ctx;
         let n_ctx = opts.n_ctx.unwrap_or(model.inner.seq_ctx).max(1);
-        let total = n_ctx.checked_mul(opts.parallel).ok_or_else(|| {
-            Error::InvalidArgument(format!("{} sequences of {n_ctx} positions overflow", opts.parallel))
+        let total = n_ctx.checked_mul(opts.parallel).ok_or_else(|| Error::InvalidOption {
+            option: "parallel",
+            message: format!("{} sequences of {n_ctx} positions overflow", opts.parallel),
         })?;
         if total > planned {
             // The load-time plan covered fewer positions; refuse now rather than fail under load.
@@ -249,7 +250,7 @@ impl Runner {
             slot.history.clear();
             if let Some(mut seq) = slot.seq.take() {
                 seq.ended = true;
-                let err = first.take().unwrap_or_else(|| Error::InvalidArgument(msg.clone()));
+                let err = first.take().unwrap_or_else(|| Error::StepFailed(msg.clone()));
                 seq.send(Event::Error(err));
             }
         }

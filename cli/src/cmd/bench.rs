@@ -67,7 +67,7 @@ pub fn run(a: Args) -> Result<()> {
         Ok(m) => m,
         // The plan's advice names --ctx, which bench sizes from -p and -n.
         Err(e) => match e.downcast_ref::<wllm::Error>() {
-            Some(wllm::Error::Engine(wllm::engine::EngineError::OverBudget { plan, .. })) => bail!(
+            Some(wllm::Error::OverBudget { plan, .. }) => bail!(
                 "-p {} and -n {} need a context of {n_ctx} tokens, which does not fit: try a smaller -p or -n\n{plan}",
                 a.n_prompt,
                 a.n_gen

@@ -115,6 +115,8 @@ impl ApiError {
                 }
                 inner => ApiError::bad_request(inner.to_string()),
             },
+            // A refusal added later is still the request's fault.
+            e => ApiError::bad_request(e.to_string()),
         }
     }
 
