@@ -23,6 +23,11 @@
 //!   [`Session::start_generation`] and [`Generation::poll_next`] the application advances
 //!   generation from its own frame loop without ever waiting for the GPU.
 //!
+//! - [`Session::enable_profiling`] times every GPU dispatch; [`Session::take_profile`] sums
+//!   them per kernel ([`ProfileSummary`]) and clears them, [`Session::disable_profiling`]
+//!   stops. While profiling is on, **every step blocks** until the GPU is done (polled steps
+//!   included), so profile a run apart from one that must not wait.
+//!
 //! The library never prints; it reports through typed errors ([`Error`]) and the `log` facade.
 
 #![warn(missing_docs)]
@@ -50,7 +55,7 @@ pub use wllm_engine as engine;
 // `use` of the inner crates.
 pub use wllm_engine::cpu::Profile as CpuProfile;
 pub use wllm_engine::plan::{GpuFacts, Usage as PlanUsage};
-pub use wllm_engine::profile::{KernelEvent, Phase, Profiler, TimingMode};
+pub use wllm_engine::profile::{KernelEvent, KernelStats, Phase, ProfileSummary, Profiler, TimingMode};
 pub use wllm_engine::sampling::{LogitBias, SamplerConfig, SamplingError};
 /// The wgpu wllm is built against; a host passing its own device must use this version.
 pub use wllm_engine::wgpu;

@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use wllm_engine::cpu::{CpuExperts, CpuOptions, CpuStack};
+use wllm_engine::profile::ProfileSummary;
 use wllm_engine::{ContextOptions, EngineError, Executor, Logits, StepTimings};
 
 use crate::error::Result;
@@ -113,9 +114,40 @@ impl Session {
         self.exec.timings()
     }
 
-    /// Times every following step per GPU dispatch (see `wllm profile`).
+    /// Times every following step per GPU dispatch (see `wllm profile`), and the CPU layers'
+    /// ops per kind. **While profiling is on every step blocks** until the GPU is done, polled
+    /// ones included ([`Session::submit`], [`Generation::poll_next`](crate::Generation::poll_next)):
+    /// timestamps are read back after each step, and on adapters without timestamp queries each
+    /// dispatch is submitted and waited for alone. Turn it off with
+    /// [`disable_profiling`](Self::disable_profiling).
     pub fn enable_profiling(&mut self) {
         self.exec.enable_profiling();
+    }
+
+    /// Stops timing: later steps are submitted without waiting again. Events not taken with
+    /// [`take_profile`](Self::take_profile) are dropped.
+    pub fn disable_profiling(&mut self) {
+        self.exec.disable_profiling();
+    }
+
+    /// Count, total and mean GPU time per kernel since profiling was enabled or the last
+    /// summary was taken, whose events are then cleared; `None` when profiling is off or no
+    /// layer runs on the GPU.
+    ///
+    /// ```no_run
+    /// # fn f(model: &wllm::Model, session: &mut wllm::Session) -> wllm::Result<()> {
+    /// session.enable_profiling();
+    /// session.eval(&model.tokenize("The capital of France is"), wllm::Logits::Last)?;
+    /// if let Some(summary) = session.take_profile() {
+    ///     for k in &summary.kernels {
+    ///         println!("{:>8.1?} {:>4}x {:>8.1?}  {}", k.total, k.count, k.mean(), k.label);
+    ///     }
+    /// }
+    /// session.disable_profiling();
+    /// # Ok(()) }
+    /// ```
+    pub fn take_profile(&mut self) -> Option<ProfileSummary> {
+        self.exec.take_profile()
     }
 
     /// Per-dispatch GPU timings recorded since profiling was enabled (the raw events; see `take_profile` for a summary).

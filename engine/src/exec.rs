@@ -199,6 +199,27 @@ impl Executor {
         }
     }
 
+    /// Stops timing; steps no longer wait for the profiler's readbacks.
+    pub fn disable_profiling(&mut self) {
+        match &mut self.parts {
+            Parts::Gpu(c) => c.disable_profiling(),
+            Parts::Cpu(s) => s.disable_profile(),
+            Parts::Split { cpu, gpu, .. } => {
+                cpu.disable_profile();
+                gpu.disable_profiling();
+            }
+        }
+    }
+
+    /// The GPU part's per-kernel summary since the last one, clearing its events; `None` when
+    /// profiling is off or nothing runs on the GPU.
+    pub fn take_profile(&mut self) -> Option<crate::gpu::profile::ProfileSummary> {
+        match &mut self.parts {
+            Parts::Gpu(c) | Parts::Split { gpu: c, .. } => c.profiler_mut().map(|p| p.take_summary()),
+            Parts::Cpu(_) => None,
+        }
+    }
+
     pub fn profiler(&self) -> Option<&crate::gpu::profile::Profiler> {
         match &self.parts {
             Parts::Gpu(c) | Parts::Split { gpu: c, .. } => c.profiler(),

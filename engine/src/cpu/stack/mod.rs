@@ -213,6 +213,10 @@ impl CpuStack {
     pub fn enable_profile(&mut self) {
         self.profile = Some(Profile::default());
     }
+    /// Stops timing ops and forgets the times.
+    pub fn disable_profile(&mut self) {
+        self.profile = None;
+    }
     /// Time per op kind since [`enable_profile`](Self::enable_profile).
     pub fn profile(&self) -> Option<&Profile> {
         self.profile.as_ref()

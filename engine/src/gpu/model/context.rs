@@ -394,6 +394,16 @@ impl Context {
         self.profiler = Some(Profiler::new(&self.model.gpu));
     }
 
+    /// Stops timing: later steps run without the profiler's waits again.
+    pub fn disable_profiling(&mut self) {
+        self.profiler = None;
+    }
+
+    /// The profiler, to take its summary.
+    pub fn profiler_mut(&mut self) -> Option<&mut Profiler> {
+        self.profiler.as_mut()
+    }
+
     pub fn profiler(&self) -> Option<&Profiler> {
         self.profiler.as_ref()
     }

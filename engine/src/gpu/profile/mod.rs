@@ -5,7 +5,11 @@
 //! with begin/end timestamps. Without timestamps every dispatch is submitted and waited for on
 //! its own and timed on the CPU, which includes submission overhead (the report says so).
 
+mod summary;
+
 use std::time::Instant;
+
+pub use summary::{KernelStats, ProfileSummary};
 
 use crate::error::{EngineError, Result};
 use crate::gpu::device::Gpu;
@@ -101,6 +105,12 @@ impl Profiler {
 
     pub fn mode(&self) -> TimingMode {
         self.mode
+    }
+
+    /// Per-kernel totals of the events recorded so far, which are then forgotten: a caller
+    /// that profiles a long run takes a summary now and then instead of letting events pile up.
+    pub fn take_summary(&mut self) -> ProfileSummary {
+        ProfileSummary::of(self.mode, &std::mem::take(&mut self.events))
     }
 
     /// Records, submits and times `ops` for a batch of `n` tokens; then runs `tail` (readback
