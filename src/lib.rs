@@ -41,6 +41,7 @@ mod generate;
 mod model;
 mod session;
 mod stepping;
+mod warm_up;
 
 pub use chat::{Chat, ChatOptions, ChatPrompt, ContextOverflow, Reply, TurnInfo};
 pub use constraint::{Constraint, ConstraintError, ConstraintReport, GbnfError, gbnf_to_lark};

@@ -21,8 +21,8 @@ use crate::session::{Session, SessionOptions};
 /// use wllm::{LoadOptions, Model};
 ///
 /// let opts = LoadOptions {
-///     backend: Some(wllm::engine::Backend::Vulkan),
-///     warm_up: true,
+///     backend: Some(wllm::Backend::Vulkan),
+///     warm_up: false, // a tool that measures its first step itself
 ///     ..LoadOptions::default()
 /// };
 /// let model = Model::load_with("model.gguf", &opts, &mut |done, total| {
@@ -33,7 +33,7 @@ use crate::session::{Session, SessionOptions};
 ///
 /// To run on a device the application already has, set `gpu` from
 /// [`Engine::gpu`](crate::Engine::gpu), or load through [`Engine::load_with`](crate::Engine::load_with).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct LoadOptions {
     /// Restrict the adapter search to one backend (`None`: `WLLM_BACKEND`, else any).
     pub backend: Option<Backend>,
@@ -44,8 +44,9 @@ pub struct LoadOptions {
     /// Override the chat template with this Jinja source (takes precedence over
     /// `chat_template`).
     pub chat_template_source: Option<String>,
-    /// Run a tiny prompt and a decode step while loading, so shader compilation (which some
-    /// drivers do on first use) is part of the load rather than of the first request.
+    /// Run a tiny prompt and a decode step on the GPU while loading (on by default), so that
+    /// building the kernels (0.5 to 2 s on some drivers, which compile on first use) is part of
+    /// the load rather than of the first request or frame. Off, the first steps pay it.
     pub warm_up: bool,
     /// Which layers run on the GPU (the last ones, with the head); the rest run on the CPU.
     /// `Auto` (the default) takes as many as the memory budget allows, and falls back to the
@@ -69,6 +70,25 @@ pub struct LoadOptions {
     /// Quantize float weight matrices to this type (Q8_0 or Q4_K) while loading; tensors
     /// already quantized are kept as they are.
     pub quantize: Option<GgmlType>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            backend: None,
+            gpu: None,
+            chat_template: None,
+            chat_template_source: None,
+            warm_up: true,
+            gpu_layers: GpuLayers::default(),
+            threads: 0,
+            memory_budget: None,
+            n_ctx: None,
+            n_seq: 0,
+            n_cpu_moe: 0,
+            quantize: None,
+        }
+    }
 }
 
 /// Most prompt tokens a step processes unless a session asks otherwise.
@@ -101,6 +121,11 @@ pub struct ModelInfo {
     pub plan: Plan,
     /// CPU threads for the CPU layers.
     pub threads: usize,
+    /// Time spent building GPU kernels during the load (warm-up included): with
+    /// [`LoadOptions::warm_up`] off, most of it comes with the first steps instead.
+    pub shader_build_time: Duration,
+    /// Time the warm-up steps took (`None`: no warm-up, or nothing runs on the GPU).
+    pub warm_up_time: Option<Duration>,
     /// The process's peak resident memory when loading finished (Linux). Sessions allocate
     /// their KV caches later; [`wllm_engine::plan::peak_rss`] gives the figure at any time.
     pub peak_rss: Option<u64>,
@@ -178,6 +203,7 @@ impl Model {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Model> {
         let start = Instant::now();
+        let built_before = opts.gpu.as_ref().map_or(Duration::ZERO, |g| g.pipelines.build_time());
         let path = path.as_ref();
         let meta =
             std::fs::metadata(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
@@ -269,6 +295,8 @@ impl Model {
             backend,
             plan,
             threads,
+            shader_build_time: Duration::ZERO,
+            warm_up_time: None,
             peak_rss: None,
         };
         let cfg_for_seq = cfg.clone();
@@ -295,14 +323,15 @@ impl Model {
         // The weights were read while loading: a file truncated or rewritten meanwhile gave
         // zeros or mixed data, whatever the placement.
         model.check_files()?;
-        if opts.warm_up {
-            let mut s = model.session(&SessionOptions { n_ctx: Some(8), n_batch: 4 })?;
-            s.eval(&[0, 0], wllm_engine::Logits::Last)?;
-            s.eval_greedy(&[0])?;
-            s.eval(&[0], wllm_engine::Logits::All)?;
-            drop(s);
-        }
+        let warm_up_time = match (opts.warm_up, model.gpu()) {
+            (true, Some(_)) => Some(crate::warm_up::run(&model)?),
+            _ => None,
+        };
+        let shader_build_time =
+            model.gpu().map_or(Duration::ZERO, |g| g.pipelines.build_time() - built_before);
         if let Some(inner) = Arc::get_mut(&mut model.inner) {
+            inner.info.warm_up_time = warm_up_time;
+            inner.info.shader_build_time = shader_build_time;
             inner.info.load_time = start.elapsed();
             inner.info.peak_rss = peak_rss();
         }

@@ -198,7 +198,7 @@ pub fn load_model_for(
     n_ctx: Option<u32>,
     n_seq: u32,
 ) -> Result<Model> {
-    let mut opts = LoadOptions { warm_up: true, n_seq, ..dev.load_options(n_ctx)? };
+    let mut opts = LoadOptions { n_seq, ..dev.load_options(n_ctx)? };
     if let Some(t) = chat_template {
         t.apply(&mut opts);
     }

@@ -97,3 +97,19 @@ fn plan_prints_without_loading_and_over_budget_requests_are_refused() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("backend:              cpu"), "{err}");
 }
+
+/// `--verbose` says how long building the GPU kernels took, and that the load's warm-up did it.
+#[test]
+fn verbose_run_reports_the_shader_build() {
+    let m = tiny();
+    let args = ["run", m.to_str().unwrap(), "--prompt-tokens", "1,2", "-n", "2", "--temp", "0", "--verbose"];
+    let out = wllm(&args);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    if err.contains("backend:              cpu") {
+        eprintln!("no GPU; skipped");
+        return;
+    }
+    let line = err.lines().find(|l| l.starts_with("shader build:")).unwrap_or_else(|| panic!("{err}"));
+    assert!(line.contains("warm-up steps"), "{line}");
+}

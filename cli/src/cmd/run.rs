@@ -252,6 +252,7 @@ pub fn run(a: Args) -> Result<()> {
             info.threads
         );
         eprintln!("load duration:        {:.2?}", info.load_time);
+        eprintln!("shader build:         {:.2?}{}", info.shader_build_time, warm_up_note(info));
         if let Some(c) = constrained {
             eprintln!(
                 "constraint:           {} ({} masks, {:.1?} each)",
@@ -273,4 +274,12 @@ pub fn run(a: Args) -> Result<()> {
         eprintln!("time to first token:  {:.2?}", stats.time_to_first_token);
     }
     Ok(())
+}
+
+/// The warm-up's share of the load, for `--verbose`.
+pub fn warm_up_note(info: &wllm::ModelInfo) -> String {
+    match info.warm_up_time {
+        Some(t) => format!(" (during the load; warm-up steps {t:.2?})"),
+        None => String::new(),
+    }
 }

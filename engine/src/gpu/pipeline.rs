@@ -89,6 +89,8 @@ pub struct Pipeline {
 #[derive(Default)]
 pub struct PipelineCache {
     map: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
+    /// Time spent building pipelines (preprocessing, naga, the driver's compile), in ns.
+    build_ns: std::sync::atomic::AtomicU64,
 }
 
 impl PipelineCache {
@@ -97,6 +99,10 @@ impl PipelineCache {
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// Time spent building the pipelines so far: what a first use of each kernel costs.
+    pub fn build_time(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.build_ns.load(std::sync::atomic::Ordering::Relaxed))
     }
     /// Every key built so far (the portability test translates them all).
     pub fn keys(&self) -> Vec<PipelineKey> {
@@ -166,6 +172,7 @@ impl Gpu {
         if let Some(p) = self.pipelines.map.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(p);
         }
+        let start = std::time::Instant::now();
         let label = key.label();
         let (src, spec) = wgsl_for(&self.caps, &key)?;
         if let Ok(dir) = std::env::var("WLLM_DUMP_WGSL")
@@ -201,6 +208,8 @@ impl Gpu {
         if let Some(err) = pollster::block_on(scope.pop()) {
             return Err(EngineError::Shader { name: label, message: err.to_string() });
         }
+        let spent = start.elapsed().as_nanos() as u64;
+        self.pipelines.build_ns.fetch_add(spent, std::sync::atomic::Ordering::Relaxed);
         let p = Arc::new(Pipeline { label, pipeline, layout });
         if let Ok(mut m) = self.pipelines.map.lock() {
             m.insert(key, p.clone());
