@@ -67,6 +67,14 @@ pub enum Error {
     /// Chat needs a template and the model has none (give one through [`LoadOptions`](crate::LoadOptions)).
     #[error("the model has no chat template (give one as a Jinja file or tokenizer_config.json)")]
     NoChatTemplate,
+    /// The model needs a part of wllm this build left out (a cargo feature).
+    #[error("{what} needs wllm built with the `{feature}` feature")]
+    FeatureDisabled {
+        /// The cargo feature.
+        feature: &'static str,
+        /// What needs it.
+        what: &'static str,
+    },
     /// No GPU adapter was found (with the reason, when there is one).
     #[error("no usable GPU adapter{0}")]
     NoAdapter(String),

@@ -236,7 +236,7 @@ impl Model {
             };
             let tok_cfg_path = dir.join("tokenizer_config.json");
             let tok_cfg = tok_cfg_path.exists().then_some(tok_cfg_path.as_path());
-            let tok = Tokenizer::from_hf_files(dir.join("tokenizer.json"), tok_cfg)?;
+            let tok = hf_tokenizer(&dir, tok_cfg)?;
             let tpl = match (&opts.chat_template_source, &opts.chat_template) {
                 (Some(src), _) => Some(ChatTemplate::new(src.as_str(), "", "")?),
                 (None, Some(p)) => Some(ChatTemplate::from_file(p)?),
@@ -513,6 +513,18 @@ fn split_name(gpu: &str) -> &'static str {
     }
 }
 
+/// A Hugging Face directory's tokenizer (`tokenizer.json`).
+#[cfg(feature = "safetensors")]
+fn hf_tokenizer(dir: &Path, tok_cfg: Option<&Path>) -> Result<Tokenizer> {
+    Ok(Tokenizer::from_hf_files(dir.join("tokenizer.json"), tok_cfg)?)
+}
+
+/// Without the `tokenizers` crate a Hugging Face directory cannot be tokenized.
+#[cfg(not(feature = "safetensors"))]
+fn hf_tokenizer(_dir: &Path, _tok_cfg: Option<&Path>) -> Result<Tokenizer> {
+    Err(Error::FeatureDisabled { feature: "safetensors", what: "a Hugging Face directory's tokenizer.json" })
+}
+
 /// A Hugging Face directory's chat template: `chat_template` in `tokenizer_config.json`, or
 /// (transformers 4.43 and later save it apart, as gpt-oss ships it) `chat_template.jinja`
 /// beside it, with the config's special tokens either way.
@@ -534,6 +546,18 @@ fn hf_chat_template(dir: &Path, tok_cfg: Option<&Path>) -> Result<Option<ChatTem
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Hugging Face directory's tokenizer is read with the `safetensors` feature and refused
+    /// by name without it.
+    #[test]
+    fn hf_tokenizer_needs_the_safetensors_feature() {
+        let e = hf_tokenizer(Path::new("/nonexistent-wllm-dir"), None).unwrap_err();
+        if cfg!(feature = "safetensors") {
+            assert!(matches!(e, Error::Tokenizer(_)), "{e:?}");
+        } else {
+            assert!(matches!(e, Error::FeatureDisabled { feature: "safetensors", .. }), "{e:?}");
+        }
+    }
 
     /// A directory whose template sits in `chat_template.jinja` (gpt-oss's layout) gets it, with
     /// the config's special tokens; a template in the config wins over the file.

@@ -410,6 +410,7 @@ fn bad_metadata_is_an_error() {
     ));
 }
 
+#[cfg(feature = "hf-tokenizer")]
 #[test]
 fn hugging_face_tokenizer_json() {
     // There is no tokenizer.json among the test data, so write SmolLM2's from its GGUF: the
@@ -475,6 +476,7 @@ fn hugging_face_tokenizer_json() {
     }
 }
 
+#[cfg(feature = "hf-tokenizer")]
 #[test]
 fn harmony_markers_reach_the_text_from_tokenizer_json() {
     // gpt-oss's tokenizer.json marks every harmony marker special; without the GGUF loader's

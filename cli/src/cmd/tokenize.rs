@@ -23,8 +23,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let tok = if a.model.is_dir() {
-        let cfg = a.model.join("tokenizer_config.json");
-        Tokenizer::from_hf_files(a.model.join("tokenizer.json"), cfg.exists().then_some(cfg.as_path()))?
+        hf_tokenizer(&a.model)?
     } else {
         let f = GgufFile::open(&a.model)?;
         Tokenizer::from_gguf(&f)
@@ -41,4 +40,15 @@ pub fn run(a: Args) -> Result<()> {
     }
     outln!("{} tokens", ids.len());
     Ok(())
+}
+
+#[cfg(feature = "safetensors")]
+fn hf_tokenizer(dir: &std::path::Path) -> Result<Tokenizer> {
+    let cfg = dir.join("tokenizer_config.json");
+    Ok(Tokenizer::from_hf_files(dir.join("tokenizer.json"), cfg.exists().then_some(cfg.as_path()))?)
+}
+
+#[cfg(not(feature = "safetensors"))]
+fn hf_tokenizer(dir: &std::path::Path) -> Result<Tokenizer> {
+    anyhow::bail!("{}: this wllm was built without the `safetensors` feature", dir.display())
 }

@@ -25,12 +25,14 @@
 mod attr;
 mod byte_level;
 mod error;
+#[cfg(feature = "hf-tokenizer")]
 mod hf;
 mod llama;
 mod pretokenize;
 mod stream;
 mod unicode;
 
+#[cfg(feature = "hf-tokenizer")]
 use std::path::Path;
 
 pub use attr::{TokenAttr, TokenType};
@@ -38,6 +40,7 @@ pub use error::TokenizerError;
 pub use stream::{StreamDecoder, Utf8Stream};
 
 use crate::gguf::GgufFile;
+#[cfg(feature = "hf-tokenizer")]
 use hf::HfTokenizer;
 use llama::LlamaTokenizer;
 
@@ -49,6 +52,7 @@ pub struct Tokenizer {
 
 enum Backend {
     Llama(Box<LlamaTokenizer>),
+    #[cfg(feature = "hf-tokenizer")]
     Hf(Box<HfTokenizer>),
 }
 
@@ -57,6 +61,7 @@ macro_rules! dispatch {
     ($self:ident, $t:ident => $e:expr) => {
         match &$self.backend {
             Backend::Llama($t) => $e,
+            #[cfg(feature = "hf-tokenizer")]
             Backend::Hf($t) => $e,
         }
     };
@@ -68,8 +73,10 @@ impl Tokenizer {
         Ok(Tokenizer { backend: Backend::Llama(Box::new(llama::from_gguf(gguf)?)) })
     }
 
-    /// A Hugging Face tokenizer. `tokenizer_config.json`, if given, names the BOS/EOS/UNK/PAD
+    /// A Hugging Face tokenizer (with the `hf-tokenizer` feature, which brings the
+    /// `tokenizers` crate and its C regex library). `tokenizer_config.json`, if given, names the BOS/EOS/UNK/PAD
     /// tokens and whether BOS and EOS are added.
+    #[cfg(feature = "hf-tokenizer")]
     pub fn from_hf_files(
         tokenizer_json: impl AsRef<Path>,
         tokenizer_config_json: Option<&Path>,
@@ -84,6 +91,7 @@ impl Tokenizer {
     pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
         match &self.backend {
             Backend::Llama(t) => t.encode(text.as_bytes(), add_special, parse_special),
+            #[cfg(feature = "hf-tokenizer")]
             Backend::Hf(t) => t.encode(text, add_special, parse_special),
         }
     }
@@ -114,6 +122,7 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[u32]) -> String {
         match &self.backend {
             Backend::Llama(t) => String::from_utf8_lossy(&t.detokenize(ids, false, false)).into_owned(),
+            #[cfg(feature = "hf-tokenizer")]
             Backend::Hf(t) => t.decode(ids, true),
         }
     }
@@ -123,6 +132,7 @@ impl Tokenizer {
     pub fn detokenize(&self, ids: &[u32], remove_special: bool, unparse_special: bool) -> Vec<u8> {
         match &self.backend {
             Backend::Llama(t) => t.detokenize(ids, remove_special, unparse_special),
+            #[cfg(feature = "hf-tokenizer")]
             Backend::Hf(t) => {
                 let ids = match (remove_special, ids.first(), ids.last()) {
                     (true, Some(&first), _) if t.add_bos() && Some(first) == t.bos() => &ids[1..],
@@ -152,6 +162,7 @@ impl Tokenizer {
     pub fn eot(&self) -> Option<u32> {
         match &self.backend {
             Backend::Llama(t) => t.eot(),
+            #[cfg(feature = "hf-tokenizer")]
             Backend::Hf(_) => None,
         }
     }
@@ -193,6 +204,7 @@ impl Tokenizer {
     pub fn score(&self, id: u32) -> Option<f32> {
         match &self.backend {
             Backend::Llama(t) => t.score(id),
+            #[cfg(feature = "hf-tokenizer")]
             Backend::Hf(_) => None,
         }
     }
@@ -210,6 +222,7 @@ impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.backend {
             Backend::Llama(_) => "gguf",
+            #[cfg(feature = "hf-tokenizer")]
             Backend::Hf(_) => "tokenizer.json",
         };
         f.debug_struct("Tokenizer").field("source", &kind).field("n_vocab", &self.n_vocab()).finish()

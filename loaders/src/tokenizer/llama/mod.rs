@@ -17,6 +17,8 @@ use crate::tokenizer::pretokenize::PreTokenizer;
 pub(crate) use load::from_gguf;
 use partition::{Fragment, Specials};
 use specials::SpecialIds;
+// The tokenizer.json backend recognises llama.cpp's special tokens by the same names.
+#[cfg(feature = "hf-tokenizer")]
 pub(crate) use specials::{ALWAYS_RENDERED, EOG_NAMES};
 use vocab::{Merges, Vocab};
 
