@@ -52,6 +52,8 @@ pub struct Session {
     pub(crate) exec: Executor,
     /// The tokens whose keys and values are in the cache, in order.
     pub(crate) history: Vec<u32>,
+    /// Most tokens one step feeds: a generation's prompt goes in batches of this many.
+    n_batch: usize,
 }
 
 /// The executor for `n_seq` sequences of `n_ctx` positions each with the model's placement:
@@ -89,8 +91,9 @@ impl Session {
             // The load-time plan covered `planned` positions; check the larger cache fits.
             model.plan_for_context(n_ctx)?;
         }
-        let exec = build_executor(&model, n_ctx, opts.n_batch.clamp(1, n_ctx.min(MAX_BATCH)), 1)?;
-        Ok(Session { model, exec, history: Vec::new() })
+        let n_batch = opts.n_batch.clamp(1, n_ctx.min(MAX_BATCH));
+        let exec = build_executor(&model, n_ctx, n_batch, 1)?;
+        Ok(Session { model, exec, history: Vec::new(), n_batch: n_batch as usize })
     }
 
     /// The model this session runs.
@@ -100,6 +103,12 @@ impl Session {
     /// Positions the cache holds.
     pub fn n_ctx(&self) -> usize {
         self.exec.n_ctx() as usize
+    }
+    /// Most tokens one step feeds ([`SessionOptions::n_batch`], lowered to the context and
+    /// [`MAX_BATCH`]). A generation evaluates its prompt in batches of this many, checking its
+    /// [`CancelToken`](crate::CancelToken) between them.
+    pub fn n_batch(&self) -> usize {
+        self.n_batch
     }
     /// Tokens currently in the cache.
     pub fn tokens(&self) -> &[u32] {
@@ -219,8 +228,12 @@ impl Session {
         if self.model.inner.reads_map { self.model.check_files() } else { Ok(()) }
     }
 
-    /// Starts generating after `prompt` (which is evaluated first). The returned iterator runs
-    /// one decode step per `next()`, so a host can drive it one token per frame.
+    /// Starts generating after `prompt`, which is evaluated first in batches of
+    /// [`n_batch`](Self::n_batch) tokens; a [`CancelToken`](crate::CancelToken) that fires
+    /// meanwhile is seen between two batches, so this returns within one batch's time. After
+    /// such a cancel the cache holds the batches evaluated before it ([`tokens`](Self::tokens)
+    /// lists them) and the generation yields nothing. The returned iterator runs one decode
+    /// step per `next()`, so a host can drive it one token per frame.
     pub fn generate(&mut self, prompt: &[u32], opts: GenerateOptions) -> Result<Generation<'_>> {
         Generation::start(self, prompt, opts, Instant::now())
     }

@@ -19,9 +19,12 @@ impl Session {
         Ok(pending)
     }
 
-    /// Starts generating after `prompt` without waiting for anything: the prompt is only queued.
-    /// The generation owns the session (take it back with [`Generation::into_session`]), so a
-    /// host can keep it in its own state and call [`Generation::poll_next`] once per frame.
+    /// Starts generating after `prompt` without waiting for anything: only the prompt's first
+    /// batch ([`Session::n_batch`] tokens) is queued, and each [`Generation::poll_next`] queues
+    /// at most one more, so neither this call nor a frame waits for a whole prompt, and a
+    /// cancel leaves at most one batch running. The generation owns the session (take it back
+    /// with [`Generation::into_session`]), so a host can keep it in its own state and call
+    /// [`Generation::poll_next`] once per frame. Needs every layer on the GPU.
     pub fn start_generation(self, prompt: &[u32], opts: GenerateOptions) -> Result<Generation<'static>> {
         Generation::start_owned(self, prompt, opts)
     }

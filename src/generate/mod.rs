@@ -1,5 +1,7 @@
 //! Token generation: sampling, streaming detokenization, stop conditions, cancellation.
 
+mod prompt;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
@@ -194,7 +196,13 @@ impl GenerationStats {
 ///
 /// [`Iterator::next`] blocks until the GPU has produced the token. A host that must not block
 /// (a game advancing one token per frame) calls [`Generation::poll_next`] instead, which
-/// returns [`Poll::Pending`] while the GPU is still working. Both may be mixed freely.
+/// returns [`Poll::Pending`] while the GPU is still working and queues at most one batch of
+/// the prompt per call. Both may be mixed freely.
+///
+/// A [`CancelToken`] is checked before every step, prompt batches included. After a cancel the
+/// session's cache holds what was fed before it: whole prompt batches (a batch queued by
+/// `poll_next` counts, as it runs to its end on the GPU) and the tokens generated so far but
+/// the last; [`Session::tokens`] lists them.
 ///
 /// ```no_run
 /// use std::task::Poll;
@@ -226,6 +234,8 @@ pub struct Generation<'s> {
     pending: Option<PendingStep>,
     /// The pending step is the prompt's (stats are taken when it resolves).
     prompt_pending: bool,
+    /// Prompt tokens not fed yet: the prompt goes in batches of the session's `n_batch`.
+    prompt_rest: Vec<u32>,
     produced: usize,
     utf8: Utf8Stream,
     stop: StopMatcher,
@@ -270,9 +280,7 @@ impl<'s> Generation<'s> {
         start: Instant,
         drive: Drive,
     ) -> Result<Self> {
-        if prompt.is_empty() {
-            return Err(Error::EmptyPrompt);
-        }
+        prompt::check(session.get(), prompt)?;
         let mut sampler =
             if opts.sampling.is_greedy() { None } else { Some(Sampler::new(opts.sampling.clone())?) };
         if let Some(s) = sampler.as_mut() {
@@ -292,6 +300,7 @@ impl<'s> Generation<'s> {
             next: None,
             pending: None,
             prompt_pending: true,
+            prompt_rest: prompt.to_vec(),
             produced: 0,
             utf8: Utf8Stream::new(),
             stop,
@@ -305,8 +314,7 @@ impl<'s> Generation<'s> {
             gen_start: start,
             opts,
         };
-        let mode = if g.opts.collect_logits { Logits::All } else { g.step_logits() };
-        g.run_step(prompt, mode, drive)?;
+        g.start_prompt(drive)?;
         Ok(g)
     }
 
@@ -371,17 +379,17 @@ impl<'s> Generation<'s> {
         if self.on_device() { Logits::None } else { Logits::Last }
     }
 
-    /// Feeds `tokens`, either finishing the step now or leaving it in flight.
-    fn run_step(&mut self, tokens: &[u32], mode: Logits, drive: Drive) -> Result<()> {
-        let on_device = self.on_device();
+    /// Feeds `tokens`, either finishing the step now or leaving it in flight; `argmax` picks
+    /// the next token on the device.
+    fn run_step(&mut self, tokens: &[u32], mode: Logits, argmax: bool, drive: Drive) -> Result<()> {
         let session = self.session.get_mut();
         match drive {
             Drive::Block => {
-                let out = session.step(tokens, mode, on_device)?;
-                self.resolve(out)
+                let out = session.step(tokens, mode, argmax)?;
+                self.take_output(out)
             }
             Drive::Poll => {
-                self.pending = Some(session.submit(tokens, mode, on_device)?);
+                self.pending = Some(session.submit(tokens, mode, argmax)?);
                 Ok(())
             }
         }
@@ -442,7 +450,10 @@ impl<'s> Generation<'s> {
                     }
                 },
             };
-            self.resolve(out)?;
+            self.take_output(out)?;
+        }
+        if !self.prompt_rest.is_empty() && self.feed_prompt(drive)?.is_pending() {
+            return Ok(Poll::Pending);
         }
         let Some(tok) = self.next.take() else { return Ok(Poll::Ready(None)) };
         let tokenizer = &self.session.get().model.inner.tokenizer;
@@ -473,7 +484,7 @@ impl<'s> Generation<'s> {
             if session.history.len() >= session.n_ctx() {
                 self.finished = Some(StopReason::ContextFull);
             } else {
-                self.run_step(&[tok], self.step_logits(), drive)?;
+                self.run_step(&[tok], self.step_logits(), self.on_device(), drive)?;
             }
         } else {
             self.finished = Some(StopReason::MaxTokens);
@@ -482,11 +493,15 @@ impl<'s> Generation<'s> {
         Ok(Poll::Ready(Some(Chunk::new(Some(tok), step.text, &mut self.reasoning, false))))
     }
 
+    fn cancelled(&self) -> bool {
+        self.opts.cancel.as_ref().is_some_and(|c| c.is_cancelled())
+    }
+
     fn drive(&mut self, drive: Drive) -> Poll<Option<Result<Chunk>>> {
         if self.finished.is_some() {
             return Poll::Ready(self.flush());
         }
-        if self.opts.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+        if self.cancelled() {
             return Poll::Ready(self.finish(StopReason::Cancelled));
         }
         if self.produced >= self.opts.max_tokens {
