@@ -135,6 +135,10 @@ pub enum Error {
         /// What is wrong with the value.
         message: String,
     },
+    /// A chat turn from [`Chat::start`](crate::Chat::start) is open: commit or discard it
+    /// before the next turn or an edit of the history.
+    #[error("a reply is still open: commit or discard it first")]
+    ReplyOpen,
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(#[source] std::io::Error),

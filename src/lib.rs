@@ -16,8 +16,9 @@
 //!   and any number of [`Session`]s (each its own KV cache) share its weights.
 //! - [`Session::generate`] returns a [`Generation`]: an iterator of text [`Chunk`]s with sampling,
 //!   stop strings and a [`CancelToken`] ([`GenerateOptions`]). [`Session::eval`] returns logits.
-//! - [`Chat`] holds a conversation through the model's chat template; [`Model::chat_prompt`]
-//!   renders one turn. Replies of reasoning models come split into reasoning and answer
+//! - [`Chat`] holds a conversation through the model's chat template, blocking
+//!   ([`Chat::send`]) or polled from a frame loop ([`Chat::start`], [`ChatTurn::poll_next`],
+//!   then [`Chat::commit`] or [`Chat::discard`]); [`Model::chat_prompt`] renders one turn. Replies of reasoning models come split into reasoning and answer
 //!   ([`ReasoningParser`], [`Chunk::reasoning`]).
 //! - [`Engine::from_device`] runs on a wgpu device the application created; with
 //!   [`Session::start_generation`] and [`Generation::poll_next`] the application advances
@@ -43,7 +44,7 @@ mod session;
 mod stepping;
 mod warm_up;
 
-pub use chat::{Chat, ChatOptions, ChatPrompt, ContextOverflow, Reply, TurnInfo};
+pub use chat::{Chat, ChatOptions, ChatPrompt, ChatTurn, ContextOverflow, Reply, TurnInfo};
 pub use constraint::{Constraint, ConstraintError, ConstraintReport, GbnfError, gbnf_to_lark};
 pub use device::Engine;
 pub use error::{Error, Result};

@@ -24,8 +24,10 @@ impl Session {
     /// at most one more, so neither this call nor a frame waits for a whole prompt, and a
     /// cancel leaves at most one batch running. The generation owns the session (take it back
     /// with [`Generation::into_session`]), so a host can keep it in its own state and call
-    /// [`Generation::poll_next`] once per frame. Needs every layer on the GPU.
+    /// [`Generation::poll_next`] once per frame. With layers on the CPU, which cannot run behind
+    /// the caller's back, each `poll_next` runs its step (one prompt batch, or one token)
+    /// blocking.
     pub fn start_generation(self, prompt: &[u32], opts: GenerateOptions) -> Result<Generation<'static>> {
-        Generation::start_owned(self, prompt, opts)
+        Generation::start_owned(self, prompt, opts).map_err(|(e, _)| e)
     }
 }

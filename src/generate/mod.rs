@@ -270,7 +270,7 @@ impl<'s> Generation<'s> {
         opts: GenerateOptions,
         start: Instant,
     ) -> Result<Self> {
-        Self::begin(SessionSlot::Borrowed(session), prompt, opts, start, Drive::Block)
+        Self::begin(SessionSlot::Borrowed(session), prompt, opts, start, Drive::Block).map_err(|(e, _)| e)
     }
 
     fn begin(
@@ -279,17 +279,25 @@ impl<'s> Generation<'s> {
         opts: GenerateOptions,
         start: Instant,
         drive: Drive,
-    ) -> Result<Self> {
-        prompt::check(session.get(), prompt)?;
-        let mut sampler =
-            if opts.sampling.is_greedy() { None } else { Some(Sampler::new(opts.sampling.clone())?) };
+    ) -> Result<Self, (Error, SessionSlot<'s>)> {
+        if let Err(e) = prompt::check(session.get(), prompt) {
+            return Err((e, session));
+        }
+        let mut sampler = match opts.sampling.is_greedy() {
+            true => None,
+            false => match Sampler::new(opts.sampling.clone()) {
+                Ok(s) => Some(s),
+                Err(e) => return Err((e.into(), session)),
+            },
+        };
         if let Some(s) = sampler.as_mut() {
             for &t in session.get().history.iter().chain(prompt) {
                 s.accept(t);
             }
         }
-        let constraint = match &opts.constraint {
-            Some(c) => Some(session.get().model.start_constraint(c)?),
+        let constraint = match opts.constraint.as_ref().map(|c| session.get().model.start_constraint(c)) {
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => return Err((e, session)),
             None => None,
         };
         let stop = StopMatcher::new(opts.stop.clone());
@@ -314,8 +322,10 @@ impl<'s> Generation<'s> {
             gen_start: start,
             opts,
         };
-        g.start_prompt(drive)?;
-        Ok(g)
+        match g.start_prompt(drive) {
+            Ok(()) => Ok(g),
+            Err(e) => Err((e, g.session)),
+        }
     }
 
     /// Returns the session (for an owned generation, see [`Session::start_generation`]).
@@ -383,6 +393,8 @@ impl<'s> Generation<'s> {
     /// the next token on the device.
     fn run_step(&mut self, tokens: &[u32], mode: Logits, argmax: bool, drive: Drive) -> Result<()> {
         let session = self.session.get_mut();
+        // Layers on the CPU cannot run behind the caller's back: their steps block.
+        let drive = if session.layer_split().0 > 0 { Drive::Block } else { drive };
         match drive {
             Drive::Block => {
                 let out = session.step(tokens, mode, argmax)?;
@@ -528,8 +540,18 @@ impl<'s> Generation<'s> {
 
 impl Generation<'static> {
     /// Takes ownership of `session` and queues `prompt` without waiting for it.
-    pub(crate) fn start_owned(session: Session, prompt: &[u32], opts: GenerateOptions) -> Result<Self> {
-        Self::begin(SessionSlot::Owned(Box::new(session)), prompt, opts, Instant::now(), Drive::Poll)
+    /// Takes ownership of `session` and queues the prompt's first batch without waiting for it;
+    /// on an error the session comes back with it.
+    pub(crate) fn start_owned(
+        session: Session,
+        prompt: &[u32],
+        opts: GenerateOptions,
+    ) -> Result<Self, (Error, Box<Session>)> {
+        let slot = SessionSlot::Owned(Box::new(session));
+        Self::begin(slot, prompt, opts, Instant::now(), Drive::Poll).map_err(|(e, slot)| match slot {
+            SessionSlot::Owned(s) => (e, s),
+            SessionSlot::Borrowed(_) => unreachable!("an owned start keeps its session owned"),
+        })
     }
 }
 

@@ -7,6 +7,9 @@
 //! and for replies whose text tokenizes differently from the ids the model sampled: the cache
 //! is cut back to where they part.
 //!
+//! A turn is blocking ([`Chat::send`]) or polled from a frame loop ([`Chat::start`], in
+//! `turn.rs`); the history can be seeded, popped and edited (`history.rs`).
+//!
 //! Models that reason before answering (gpt-oss's harmony channels, Qwen3's `<think>`) have
 //! their replies split into [`Reply::reasoning`] and [`Reply::text`]; only the answer joins the
 //! conversation, as these templates drop the reasoning of past turns anyway.
@@ -20,6 +23,11 @@ use crate::error::{Error, Result};
 use crate::generate::{Chunk, GenerateOptions, Generation, GenerationStats, StopReason};
 use crate::model::Model;
 use crate::session::Session;
+
+mod history;
+mod turn;
+
+pub use turn::ChatTurn;
 
 /// What to do when the conversation plus room for the reply no longer fits the context.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -142,12 +150,30 @@ impl Model {
 }
 
 /// A multi-turn conversation that owns its session.
+///
+/// Two ways to run a turn: [`Chat::send`] returns a [`Reply`] to iterate (blocking, borrowing
+/// the chat), and [`Chat::start`] opens a [`ChatTurn`] the chat keeps, advanced with
+/// [`ChatTurn::poll_next`] from a frame loop and ended with [`Chat::commit`] or
+/// [`Chat::discard`]. Either way the whole conversation is rendered and only what the cache
+/// does not already hold is evaluated, so history seeded, popped or edited
+/// ([`Chat::with_history`], [`Chat::pop`], [`Chat::history_mut`]) stays exact.
 pub struct Chat {
-    session: Session,
+    /// The conversation's cache; `None` while an open turn holds it.
+    session: Option<Session>,
+    /// The reply [`Chat::start`] opened, until committed or discarded.
+    turn: Option<ChatTurn>,
     options: ChatOptions,
     /// User and assistant messages in order, without the system message.
     turns: Vec<ChatMessage>,
     end_of_turn: Option<String>,
+}
+
+/// A turn ready to generate: its messages, the prompt tokens the cache lacks, and options.
+struct Prepared {
+    turns: Vec<ChatMessage>,
+    prompt: Vec<u32>,
+    opts: GenerateOptions,
+    info: TurnInfo,
 }
 
 impl Chat {
@@ -155,12 +181,21 @@ impl Chat {
     pub fn new(session: Session, options: ChatOptions) -> Result<Chat> {
         session.model().template()?;
         let end_of_turn = session.model().chat_end_of_turn();
-        Ok(Chat { session, options, turns: Vec::new(), end_of_turn })
+        Ok(Chat { session: Some(session), turn: None, options, turns: Vec::new(), end_of_turn })
     }
 
     /// The session holding the conversation's cache.
     pub fn session(&self) -> &Session {
-        &self.session
+        match (&self.session, &self.turn) {
+            (Some(s), _) => s,
+            (None, Some(t)) => t.generation.session(),
+            (None, None) => unreachable!("a chat's session is in the chat or in its open turn"),
+        }
+    }
+
+    /// The session, when no turn holds it.
+    fn idle_session(&mut self) -> Result<&mut Session> {
+        self.session.as_mut().ok_or(Error::ReplyOpen)
     }
 
     /// The conversation so far, system message first.
@@ -168,21 +203,49 @@ impl Chat {
         self.options.system.iter().map(ChatMessage::system).chain(self.turns.iter().cloned()).collect()
     }
 
-    /// Forgets every turn (and the cache); the system message stays.
+    /// Forgets every turn (and the cache), an open one included; the system message stays.
     pub fn clear(&mut self) {
+        self.discard();
         self.turns.clear();
-        self.session.clear();
+        if let Some(s) = self.session.as_mut() {
+            s.clear();
+        }
     }
 
     /// Adds a user message and starts the reply. Iterate the returned [`Reply`] to stream it;
     /// when it is dropped, what it produced (all of it, or as far as a cancel or an error let
-    /// it get) joins the conversation as the assistant's message.
+    /// it get) joins the conversation as the assistant's message, unless
+    /// [`Reply::discard`] dropped the turn.
     ///
     /// Room for the reply is `opts.max_tokens`, at most a quarter of the context: the
     /// conversation must fit with that much to spare, else the overflow policy applies. A reply
-    /// that still fills the context stops with [`StopReason::ContextFull`].
-    pub fn send(&mut self, user: &str, mut opts: GenerateOptions) -> Result<Reply<'_>> {
-        let n_ctx = self.session.n_ctx();
+    /// that still fills the context stops with [`StopReason::ContextFull`]. Refused with
+    /// [`Error::ReplyOpen`] while a turn from [`Chat::start`] is open.
+    pub fn send(&mut self, user: &str, opts: GenerateOptions) -> Result<Reply<'_>> {
+        let Prepared { turns, prompt, opts, info } = self.prepare(user, opts)?;
+        let previous = std::mem::replace(&mut self.turns, turns);
+        let session = self.session.as_mut().ok_or(Error::ReplyOpen)?;
+        let generation = match session.generate(&prompt, opts) {
+            Ok(g) => g,
+            Err(e) => {
+                self.turns = previous;
+                return Err(e);
+            }
+        };
+        Ok(Reply {
+            generation,
+            turns: &mut self.turns,
+            previous: Some(previous),
+            text: String::new(),
+            reasoning: String::new(),
+            info,
+        })
+    }
+
+    /// Renders the conversation with `user` added, applies the overflow policy, and cuts the
+    /// cache back to what it shares with the new prompt.
+    fn prepare(&mut self, user: &str, mut opts: GenerateOptions) -> Result<Prepared> {
+        let n_ctx = self.idle_session()?.n_ctx();
         let reserve = opts.max_tokens.min(n_ctx / 4);
         let mut turns = self.turns.clone();
         turns.push(ChatMessage::user(user));
@@ -204,11 +267,12 @@ impl Chat {
                 }
             }
         };
-        let cached = self.session.tokens();
+        let session = self.idle_session()?;
+        let cached = session.tokens();
         let mut reused = cached.iter().zip(&prompt).take_while(|(a, b)| a == b).count();
         // The last prompt token is always evaluated: its logits choose the first reply token.
         reused = reused.min(prompt.len() - 1);
-        self.session.truncate(reused);
+        session.truncate(reused);
         if let Some(eot) = &self.end_of_turn
             && !opts.stop.contains(eot)
         {
@@ -223,9 +287,7 @@ impl Chat {
             evaluated_tokens: prompt.len() - reused,
             dropped_turns,
         };
-        let generation = self.session.generate(&prompt[reused..], opts)?;
-        self.turns = turns;
-        Ok(Reply { generation, turns: &mut self.turns, text: String::new(), reasoning: String::new(), info })
+        Ok(Prepared { turns, prompt: prompt[reused..].to_vec(), opts, info })
     }
 
     fn prompt(&self, turns: &[ChatMessage]) -> Result<ChatPrompt> {
@@ -236,7 +298,7 @@ impl Chat {
             reasoning_effort: self.options.reasoning_effort,
             ..Default::default()
         };
-        let prompt = self.session.model().chat_prompt(&messages, &options)?;
+        let prompt = self.session().model().chat_prompt(&messages, &options)?;
         if prompt.tokens.is_empty() {
             return Err(Error::EmptyPrompt);
         }
@@ -249,6 +311,8 @@ impl Chat {
 pub struct Reply<'c> {
     generation: Generation<'c>,
     turns: &'c mut Vec<ChatMessage>,
+    /// The conversation before this turn, to put back if the turn is discarded.
+    previous: Option<Vec<ChatMessage>>,
     text: String,
     reasoning: String,
     info: TurnInfo,
@@ -280,6 +344,13 @@ impl Reply<'_> {
     pub fn raw_text(&self) -> Option<&str> {
         self.generation.raw_text()
     }
+    /// Drops the turn: the conversation is again as it was before [`Chat::send`] (the user
+    /// message goes too), and the next turn cuts the cache back to where it parts from it.
+    pub fn discard(mut self) {
+        if let Some(previous) = self.previous.take() {
+            *self.turns = previous;
+        }
+    }
 }
 
 impl Iterator for Reply<'_> {
@@ -297,6 +368,8 @@ impl Iterator for Reply<'_> {
 
 impl Drop for Reply<'_> {
     fn drop(&mut self) {
-        self.turns.push(ChatMessage::assistant(std::mem::take(&mut self.text)));
+        if self.previous.is_some() {
+            self.turns.push(ChatMessage::assistant(std::mem::take(&mut self.text)));
+        }
     }
 }
