@@ -152,3 +152,29 @@ fn a_host_device_without_optional_features_runs_the_fallback_kernels() {
     let n = s.generate(&model.tokenize("Hi"), greedy(3)).unwrap().count();
     assert_eq!(n, 3);
 }
+
+/// With every layer on the CPU nothing runs behind the caller's back: `poll_next` runs each
+/// step blocking, and the tokens are the blocking generation's.
+#[test]
+fn polled_generation_on_the_cpu_steps_blocking_and_matches() {
+    let opts = wllm::LoadOptions { gpu_layers: wllm::GpuLayers::Count(0), ..Default::default() };
+    let model = Model::load_with(tiny(), &opts, &mut |_, _| {}).unwrap();
+    let prompt = model.tokenize("Hello there, how are you today?");
+    let session_opts = SessionOptions { n_ctx: Some(64), n_batch: 4 };
+    let mut blocking = model.session(&session_opts).unwrap();
+    let expected: Vec<u32> =
+        blocking.generate(&prompt, greedy(6)).unwrap().map(|c| c.unwrap().token.unwrap()).collect();
+    let mut generation = model.session(&session_opts).unwrap().start_generation(&prompt, greedy(6)).unwrap();
+    let mut got = Vec::new();
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        match generation.poll_next() {
+            Poll::Pending => continue,
+            Poll::Ready(Some(chunk)) => got.extend(chunk.unwrap().token),
+            Poll::Ready(None) => break,
+        }
+    }
+    assert_eq!(got, expected);
+    assert!(polls > prompt.len().div_ceil(4), "one prompt batch per poll");
+}
