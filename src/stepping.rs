@@ -28,6 +28,6 @@ impl Session {
     /// the caller's back, each `poll_next` runs its step (one prompt batch, or one token)
     /// blocking.
     pub fn start_generation(self, prompt: &[u32], opts: GenerateOptions) -> Result<Generation<'static>> {
-        Generation::start_owned(self, prompt, opts).map_err(|(e, _)| e)
+        Generation::start_owned(self, prompt, opts).map_err(|refused| refused.0)
     }
 }

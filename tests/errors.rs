@@ -75,7 +75,7 @@ fn a_device_with_too_few_storage_buffers_is_unsuitable() {
         wgpu::DeviceDescriptor { required_limits: wgpu::Limits::downlevel_defaults(), ..Default::default() };
     let (device, queue) = pollster::block_on(adapter.request_device(&desc)).unwrap();
     let have = device.limits().max_storage_buffers_per_shader_stage as u64;
-    let e = Engine::from_device(&adapter, device, queue).err().expect("refused");
+    let e = Engine::from_device(&adapter, device, queue).expect_err("refused");
     match e {
         Error::DeviceUnsuitable { limit, have: h, need } => {
             assert_eq!((limit, h), ("storage buffers per shader stage", have));

@@ -105,8 +105,9 @@ impl Chat {
         let session = self.session.take().ok_or(Error::ReplyOpen)?;
         let generation = match Generation::start_owned(session, &prompt, opts) {
             Ok(g) => g,
-            Err((e, session)) => {
-                self.session = Some(*session);
+            Err(refused) => {
+                let (e, session) = *refused;
+                self.session = Some(session);
                 return Err(e);
             }
         };

@@ -270,7 +270,7 @@ impl<'s> Generation<'s> {
         opts: GenerateOptions,
         start: Instant,
     ) -> Result<Self> {
-        Self::begin(SessionSlot::Borrowed(session), prompt, opts, start, Drive::Block).map_err(|(e, _)| e)
+        Self::begin(SessionSlot::Borrowed(session), prompt, opts, start, Drive::Block).map_err(|r| r.0)
     }
 
     fn begin(
@@ -279,15 +279,15 @@ impl<'s> Generation<'s> {
         opts: GenerateOptions,
         start: Instant,
         drive: Drive,
-    ) -> Result<Self, (Error, SessionSlot<'s>)> {
+    ) -> Result<Self, Box<(Error, SessionSlot<'s>)>> {
         if let Err(e) = prompt::check(session.get(), prompt) {
-            return Err((e, session));
+            return Err(Box::new((e, session)));
         }
         let mut sampler = match opts.sampling.is_greedy() {
             true => None,
             false => match Sampler::new(opts.sampling.clone()) {
                 Ok(s) => Some(s),
-                Err(e) => return Err((e.into(), session)),
+                Err(e) => return Err(Box::new((e.into(), session))),
             },
         };
         if let Some(s) = sampler.as_mut() {
@@ -324,7 +324,7 @@ impl<'s> Generation<'s> {
         };
         match g.start_prompt(drive) {
             Ok(()) => Ok(g),
-            Err(e) => Err((e, g.session)),
+            Err(e) => Err(Box::new((e, g.session))),
         }
     }
 
@@ -546,11 +546,11 @@ impl Generation<'static> {
         session: Session,
         prompt: &[u32],
         opts: GenerateOptions,
-    ) -> Result<Self, (Error, Box<Session>)> {
+    ) -> Result<Self, Box<(Error, Session)>> {
         let slot = SessionSlot::Owned(Box::new(session));
-        Self::begin(slot, prompt, opts, Instant::now(), Drive::Poll).map_err(|(e, slot)| match slot {
-            SessionSlot::Owned(s) => (e, s),
-            SessionSlot::Borrowed(_) => unreachable!("an owned start keeps its session owned"),
+        Self::begin(slot, prompt, opts, Instant::now(), Drive::Poll).map_err(|refused| match *refused {
+            (e, SessionSlot::Owned(s)) => Box::new((e, *s)),
+            (_, SessionSlot::Borrowed(_)) => unreachable!("an owned start keeps its session owned"),
         })
     }
 }
