@@ -11,7 +11,9 @@ use std::fmt::Write;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("GBNF line {line}: {message}")]
 pub struct GbnfError {
+    /// The line, from 1.
     pub line: usize,
+    /// What is wrong there.
     pub message: String,
 }
 

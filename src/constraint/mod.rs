@@ -36,11 +36,17 @@ pub enum Constraint {
 /// A constraint that cannot be compiled, or the grammar engine failing mid-generation.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ConstraintError {
+    /// A GBNF grammar cannot be read.
     #[error(transparent)]
     Gbnf(#[from] GbnfError),
     /// The schema, regex or grammar does not compile; the message says where.
     #[error("invalid {kind}: {message}")]
-    Invalid { kind: &'static str, message: String },
+    Invalid {
+        /// What kind of constraint (`JSON schema`, `regex`, ...).
+        kind: &'static str,
+        /// Where and why it does not compile.
+        message: String,
+    },
     /// The vocabulary has no token to end a constrained reply with.
     #[error("the model's vocabulary has neither an end-of-turn nor an end-of-sequence token")]
     NoStopToken,
@@ -115,8 +121,9 @@ impl Grammars {
 pub struct ConstraintReport {
     /// The output is a complete match (the grammar could end where the output ends).
     pub complete: bool,
-    /// Masks computed, and their mean cost.
+    /// Masks computed.
     pub masks: usize,
+    /// Their mean cost.
     pub mean_mask_time: Duration,
 }
 

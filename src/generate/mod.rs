@@ -297,7 +297,7 @@ impl<'s> Generation<'s> {
         }
         let constraint = match opts.constraint.as_ref().map(|c| session.get().model.start_constraint(c)) {
             Some(Ok(c)) => Some(c),
-            Some(Err(e)) => return Err((e, session)),
+            Some(Err(e)) => return Err(Box::new((e, session))),
             None => None,
         };
         let stop = StopMatcher::new(opts.stop.clone());

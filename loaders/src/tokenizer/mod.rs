@@ -102,6 +102,7 @@ impl Tokenizer {
     pub fn encode_continuation(&self, text: &str) -> Vec<u32> {
         match &self.backend {
             Backend::Llama(t) => t.encode_continuation(text.as_bytes()),
+            #[cfg(feature = "hf-tokenizer")]
             Backend::Hf(t) => t.encode(text, false, false),
         }
     }
