@@ -257,14 +257,7 @@ fn constrained_requests_share_steps_with_free_ones() {
     let constrained = |prompt: &[u32], constraint: wllm::Constraint, seed: u64| BatchRequest {
         prompt: prompt.to_vec(),
         max_tokens: Some(40),
-        sampling: SamplerConfig {
-            temp: 1.5,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: 0.0,
-            seed: Some(seed),
-            ..Default::default()
-        },
+        sampling: support::hot_sampling(seed),
         constraint: Some(constraint),
         ..BatchRequest::default()
     };

@@ -3,9 +3,7 @@
 
 mod support;
 
-use wllm::{
-    Constraint, ConstraintError, Error, GenerateOptions, Model, SamplerConfig, SessionOptions, StopReason,
-};
+use wllm::{Constraint, ConstraintError, Error, GenerateOptions, Model, SessionOptions, StopReason};
 
 fn tiny(name: &str) -> Model {
     Model::load(support::data_dir().join(format!("models/{name}.gguf"))).unwrap()
@@ -22,14 +20,7 @@ fn generate(
     let mut session = model.session(&SessionOptions { n_ctx: Some(256), n_batch: 16 }).unwrap();
     let opts = GenerateOptions {
         max_tokens,
-        sampling: SamplerConfig {
-            temp: 1.5,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: 0.0,
-            seed: Some(seed),
-            ..Default::default()
-        },
+        sampling: support::hot_sampling(seed),
         constraint: Some(constraint),
         ..Default::default()
     };

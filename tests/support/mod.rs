@@ -156,3 +156,16 @@ pub fn llama_vs_exact(case: &Case, rows: usize) -> Option<(f64, f64)> {
     }
     Some((sum / n.max(1) as f64, max))
 }
+
+/// A hot sampler with no truncation, seeded: tokens a constraint did not force would almost
+/// never fit it by chance.
+pub fn hot_sampling(seed: u64) -> wllm::SamplerConfig {
+    wllm::SamplerConfig {
+        temp: 1.5,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+        seed: Some(seed),
+        ..Default::default()
+    }
+}

@@ -81,6 +81,19 @@ impl ToolCallFormat {
     /// required` (or a named function, given alone) constrains the reply to. `parallel`
     /// allows several calls.
     pub fn calls_grammar(self, tools: &[Value], parallel: bool) -> String {
+        // Further calls, each after the format's separator.
+        let more =
+            |sep: &str, item: &str| if parallel { format!(" (\"{sep}\" {item})*") } else { String::new() };
+        let calls = match self {
+            ToolCallFormat::Hermes => format!(
+                "start: call{}\ncall: \"{HERMES_OPEN}\\n\" obj \"\\n{HERMES_CLOSE}\"",
+                more("\\n", "call")
+            ),
+            ToolCallFormat::Llama3 => format!("start: obj{}", more("; ", "obj")),
+            ToolCallFormat::Mistral => format!("start: \"{MISTRAL_TAG}[\" obj{} \"]\"", more(", ", "obj")),
+            // One call per message, its arguments the message text.
+            ToolCallFormat::Harmony => return harmony_grammar(tools),
+        };
         let key = self.arguments_key();
         let alternatives: Vec<Value> = tools
             .iter()
@@ -97,19 +110,6 @@ impl ToolCallFormat {
             })
             .collect();
         let call = with_json_layout(serde_json::json!({ "anyOf": alternatives }));
-        // Further calls, each after the format's separator.
-        let more =
-            |sep: &str, item: &str| if parallel { format!(" (\"{sep}\" {item})*") } else { String::new() };
-        let calls = match self {
-            ToolCallFormat::Hermes => format!(
-                "start: call{}\ncall: \"{HERMES_OPEN}\\n\" obj \"\\n{HERMES_CLOSE}\"",
-                more("\\n", "call")
-            ),
-            ToolCallFormat::Llama3 => format!("start: obj{}", more("; ", "obj")),
-            ToolCallFormat::Mistral => format!("start: \"{MISTRAL_TAG}[\" obj{} \"]\"", more(", ", "obj")),
-            // One call per message, its arguments the message text.
-            ToolCallFormat::Harmony => return harmony_grammar(tools),
-        };
         format!("{calls}\nobj: %json {call}\n")
     }
 }
