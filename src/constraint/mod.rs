@@ -165,3 +165,6 @@ impl ActiveConstraint {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -21,6 +21,7 @@
 
 mod env;
 mod error;
+mod gemma_calls;
 mod reasoning;
 mod render;
 mod strftime;

@@ -10,8 +10,12 @@
 //! - **Harmony** (gpt-oss): a `commentary` message to `functions.NAME` whose text is the
 //!   arguments; the [`ReasoningParser`](super::ReasoningParser) that follows the channels
 //!   hands these calls over, so the parser here leaves harmony text alone.
+//! - **Gemma 4**: `<|tool_call>call:NAME{key:value,…}<tool_call|>` in Gemma's own value syntax
+//!   (see `gemma_calls`), then `<|tool_response>` where the caller's answer goes.
 
 use serde_json::Value;
+
+use super::gemma_calls;
 
 /// One call of a tool: its id, the function's name and its arguments as a JSON text (as the
 /// OpenAI API carries them).
@@ -29,6 +33,7 @@ pub enum ToolCallFormat {
     Llama3,
     Mistral,
     Harmony,
+    Gemma4,
 }
 
 /// The whitespace allowed between JSON tokens in constrained output, as llama.cpp's schema
@@ -55,7 +60,9 @@ const MISTRAL_TAG: &str = "[TOOL_CALLS]";
 impl ToolCallFormat {
     /// The format a chat template teaches, from its source; `None` when it shows no tools.
     pub fn detect(template_source: &str) -> Option<ToolCallFormat> {
-        if template_source.contains(HERMES_OPEN) {
+        if template_source.contains(gemma_calls::CALL_OPEN) {
+            Some(ToolCallFormat::Gemma4)
+        } else if template_source.contains(HERMES_OPEN) {
             Some(ToolCallFormat::Hermes)
         } else if template_source.contains(MISTRAL_TAG) {
             Some(ToolCallFormat::Mistral)
@@ -68,11 +75,23 @@ impl ToolCallFormat {
         }
     }
 
+    /// Text after which a reply in this format is over although the model may not end its
+    /// turn: Gemma 4 writes the opening of the tool's response after its calls.
+    pub fn stop_markers(self) -> &'static [&'static str] {
+        match self {
+            ToolCallFormat::Gemma4 => &[gemma_calls::RESPONSE_OPEN],
+            _ => &[],
+        }
+    }
+
     /// The key the call's arguments go under.
     fn arguments_key(self) -> &'static str {
         match self {
             ToolCallFormat::Llama3 => "parameters",
-            ToolCallFormat::Hermes | ToolCallFormat::Mistral | ToolCallFormat::Harmony => "arguments",
+            ToolCallFormat::Hermes
+            | ToolCallFormat::Mistral
+            | ToolCallFormat::Harmony
+            | ToolCallFormat::Gemma4 => "arguments",
         }
     }
 
@@ -93,6 +112,7 @@ impl ToolCallFormat {
             ToolCallFormat::Mistral => format!("start: \"{MISTRAL_TAG}[\" obj{} \"]\"", more(", ", "obj")),
             // One call per message, its arguments the message text.
             ToolCallFormat::Harmony => return harmony_grammar(tools),
+            ToolCallFormat::Gemma4 => return gemma_calls::calls_grammar(tools, parallel),
         };
         let key = self.arguments_key();
         let alternatives: Vec<Value> = tools
@@ -151,6 +171,7 @@ pub fn parse_tool_calls(format: ToolCallFormat, reply: &str, id_prefix: &str) ->
         ToolCallFormat::Llama3 => parse_llama3(reply, &mut calls),
         ToolCallFormat::Mistral => parse_mistral(reply, &mut calls),
         ToolCallFormat::Harmony => reply.to_string(),
+        ToolCallFormat::Gemma4 => gemma_calls::parse(reply, &mut calls),
     };
     for (i, c) in calls.iter_mut().enumerate() {
         c.id = format!("{id_prefix}call_{i}");
@@ -235,6 +256,7 @@ pub fn call_start(format: ToolCallFormat, text: &str) -> Option<usize> {
         ToolCallFormat::Harmony => return None,
         ToolCallFormat::Hermes => HERMES_OPEN,
         ToolCallFormat::Mistral => MISTRAL_TAG,
+        ToolCallFormat::Gemma4 => gemma_calls::CALL_OPEN,
         // A Llama 3 call is the whole reply: hold it while it could be one.
         ToolCallFormat::Llama3 => {
             let lead = text.len() - text.trim_start().len();

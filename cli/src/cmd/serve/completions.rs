@@ -57,7 +57,8 @@ async fn complete(
     let id = new_id(if kind == Kind::Chat { "chatcmpl-" } else { "cmpl-" });
     let mut splitter = ReplySplitter::default();
     let mut constraint = p.constraint.clone();
-    let (prompt, mut stop, prompt_param) = match kind {
+    let mut stop = p.stop.clone();
+    let (prompt, prompt_param) = match kind {
         Kind::Chat => {
             let messages = req.chat_messages()?;
             let mut render = RenderOptions {
@@ -74,6 +75,7 @@ async fn complete(
                 })?;
                 render.tools = tools.list.clone();
                 splitter = splitter.with_tools(format, &format!("{id}-"));
+                stop.extend(format.stop_markers().iter().map(|m| m.to_string()));
                 if let Some(grammar) = tools.grammar(format) {
                     if constraint.is_some() {
                         return Err(ApiError::field(
@@ -94,14 +96,14 @@ async fn complete(
             if chat.reasoning.format() != ReasoningFormat::None {
                 splitter = splitter.with_reasoning(chat.reasoning);
             }
-            (chat.tokens, p.stop.clone(), "messages")
+            (chat.tokens, "messages")
         }
         Kind::Text => {
             let ids = match req.completion_prompt()? {
                 Prompt::Text(s) => model.tokenize(&s),
                 Prompt::Tokens(ids) => ids,
             };
-            (ids, p.stop.clone(), "prompt")
+            (ids, "prompt")
         }
     };
     if kind == Kind::Chat {
