@@ -497,6 +497,19 @@ fn openai_client_tool_calls() {
     run_openai_checks(&s, &["--only", "tool_calls"]);
 }
 
+/// Tool calls through the model's own template, which shows no tools: the generic JSON format
+/// (tools in a system message, replies constrained to `{"tool_call": …}` or `{"response": …}`).
+#[test]
+fn openai_client_tool_calls_without_a_tool_template() {
+    let Some(model) = real(MODEL) else { return };
+    if !have_openai() {
+        return;
+    }
+    let _one = serial();
+    let s = Server::start(&model, &["--parallel", "2", "--ctx", "2048"]);
+    run_openai_checks(&s, &["--only", "tool_calls_generic"]);
+}
+
 /// gpt-oss's harmony tool calls with the model family's own template: a required call comes
 /// back as `tool_calls` (arguments fitting the tool's schema, none of it in the content or
 /// the reasoning), streamed as one indexed delta; `tool_choice: "none"` keeps tools out.

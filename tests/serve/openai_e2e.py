@@ -312,6 +312,29 @@ class Checks:
         except openai.BadRequestError as e:
             expect("tool_choice" in str(e), e)
 
+    def tool_calls_generic(self):
+        """Through a template that shows no tools (the generic JSON format): the same checks,
+        and with `auto` the JSON reply comes back as calls or as plain content, never as the
+        raw JSON envelope."""
+        self.tool_calls()
+        tools = [{"type": "function", "function": {
+            "name": "get_weather", "description": "The weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}},
+                           "required": ["city"]}}}]
+        for seed in range(4):
+            r = self.c.chat.completions.create(
+                model=self.model, messages=[{"role": "user", "content": "Say hello to Anna."}], tools=tools,
+                max_tokens=200, temperature=1.0, seed=seed,
+            )
+            choice = r.choices[0]
+            if choice.finish_reason == "tool_calls":
+                for call in choice.message.tool_calls:
+                    expect(call.function.name == "get_weather", r)
+                    expect(isinstance(json.loads(call.function.arguments)["city"], str), r)
+            elif choice.finish_reason == "stop":
+                content = choice.message.content or ""
+                expect(choice.message.tool_calls is None and not content.lstrip().startswith('{"response"'), r)
+
     def equivalence(self, threads):
         """Greedy streams at once give each the text it gets alone."""
         subjects = ["cats", "the sea", "bread", "winter", "music", "trains", "gardens", "the moon",

@@ -22,6 +22,7 @@
 mod env;
 mod error;
 mod gemma_calls;
+mod generic_tools;
 mod reasoning;
 mod render;
 mod strftime;
@@ -30,6 +31,7 @@ mod tojson;
 mod tools;
 
 pub use error::{ChatError, TemplateFailure};
+pub use generic_tools::{generic_messages, generic_schema};
 pub use reasoning::{ParseEffortError, ReasoningDelta, ReasoningEffort, ReasoningFormat, ReasoningParser};
 pub use render::{RenderDelta, RenderOptions};
 pub use template::{CHATML_TEMPLATE, ChatTemplate, SpecialTokens, TemplateOrigin};

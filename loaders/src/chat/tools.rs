@@ -10,12 +10,16 @@
 //! - **Harmony** (gpt-oss): a `commentary` message to `functions.NAME` whose text is the
 //!   arguments; the [`ReasoningParser`](super::ReasoningParser) that follows the channels
 //!   hands these calls over, so the parser here leaves harmony text alone.
+//! - **Generic** (templates that show no tools): one JSON object, `{"tool_call": …}`,
+//!   `{"tool_calls": […]}` or `{"response": …}`, always grammar-constrained (see
+//!   `generic_tools`).
 //! - **Gemma 4**: `<|tool_call>call:NAME{key:value,…}<tool_call|>` in Gemma's own value syntax
 //!   (see `gemma_calls`), then `<|tool_response>` where the caller's answer goes.
 
 use serde_json::Value;
 
 use super::gemma_calls;
+use super::generic_tools::{self, generic_schema};
 
 /// One call of a tool: its id, the function's name and its arguments as a JSON text (as the
 /// OpenAI API carries them).
@@ -34,6 +38,10 @@ pub enum ToolCallFormat {
     Mistral,
     Harmony,
     Gemma4,
+    /// For templates that show no tools: the tools described in a system message and the
+    /// reply constrained to JSON ([`generic_schema`](super::generic_schema)). Never detected;
+    /// chosen where [`detect`](Self::detect) finds nothing.
+    Generic,
 }
 
 /// The whitespace allowed between JSON tokens in constrained output, as llama.cpp's schema
@@ -84,6 +92,12 @@ impl ToolCallFormat {
         }
     }
 
+    /// The grammar for `tool_choice: auto`: `None` for the formats whose calls the model
+    /// writes freely among its text; the generic format always answers in JSON.
+    pub fn auto_grammar(self, tools: &[Value], parallel: bool) -> Option<String> {
+        (self == ToolCallFormat::Generic).then(|| json_grammar(generic_schema(tools, parallel, true)))
+    }
+
     /// The key the call's arguments go under.
     fn arguments_key(self) -> &'static str {
         match self {
@@ -91,7 +105,8 @@ impl ToolCallFormat {
             ToolCallFormat::Hermes
             | ToolCallFormat::Mistral
             | ToolCallFormat::Harmony
-            | ToolCallFormat::Gemma4 => "arguments",
+            | ToolCallFormat::Gemma4
+            | ToolCallFormat::Generic => "arguments",
         }
     }
 
@@ -113,6 +128,7 @@ impl ToolCallFormat {
             // One call per message, its arguments the message text.
             ToolCallFormat::Harmony => return harmony_grammar(tools),
             ToolCallFormat::Gemma4 => return gemma_calls::calls_grammar(tools, parallel),
+            ToolCallFormat::Generic => return json_grammar(generic_schema(tools, parallel, false)),
         };
         let key = self.arguments_key();
         let alternatives: Vec<Value> = tools
@@ -132,6 +148,11 @@ impl ToolCallFormat {
         let call = with_json_layout(serde_json::json!({ "anyOf": alternatives }));
         format!("{calls}\nobj: %json {call}\n")
     }
+}
+
+/// A Lark grammar for one JSON value under `schema`, in the constrained-output layout.
+fn json_grammar(schema: Value) -> String {
+    format!("start: %json {}\n", with_json_layout(schema))
 }
 
 /// Harmony's call, one per message: the header after the generation prompt's `assistant`,
@@ -172,6 +193,7 @@ pub fn parse_tool_calls(format: ToolCallFormat, reply: &str, id_prefix: &str) ->
         ToolCallFormat::Mistral => parse_mistral(reply, &mut calls),
         ToolCallFormat::Harmony => reply.to_string(),
         ToolCallFormat::Gemma4 => gemma_calls::parse(reply, &mut calls),
+        ToolCallFormat::Generic => generic_tools::parse(reply, &mut calls),
     };
     for (i, c) in calls.iter_mut().enumerate() {
         c.id = format!("{id_prefix}call_{i}");
@@ -189,6 +211,11 @@ fn call_of(v: &Value, key: &str) -> Option<ToolCall> {
         other => other.to_string(),
     };
     Some(ToolCall { id: String::new(), name, arguments })
+}
+
+/// A call object with its arguments under `arguments`.
+pub(super) fn call_of_arguments(v: &Value) -> Option<ToolCall> {
+    call_of(v, "arguments")
 }
 
 fn parse_hermes(reply: &str, calls: &mut Vec<ToolCall>) -> String {
@@ -257,6 +284,8 @@ pub fn call_start(format: ToolCallFormat, text: &str) -> Option<usize> {
         ToolCallFormat::Hermes => HERMES_OPEN,
         ToolCallFormat::Mistral => MISTRAL_TAG,
         ToolCallFormat::Gemma4 => gemma_calls::CALL_OPEN,
+        // The whole reply is one JSON object, an answer included: held until it is complete.
+        ToolCallFormat::Generic => return Some(0),
         // A Llama 3 call is the whole reply: hold it while it could be one.
         ToolCallFormat::Llama3 => {
             let lead = text.len() - text.trim_start().len();

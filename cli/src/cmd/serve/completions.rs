@@ -11,7 +11,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use wllm::ReasoningFormat;
 use wllm::batch::{BatchRequest, Event, Usage};
-use wllm::loaders::chat::RenderOptions;
+use wllm::loaders::chat::{ChatMessage, RenderOptions, ToolCallFormat, generic_messages};
 
 use super::access_log::RequestLog;
 use super::errors::ApiError;
@@ -20,6 +20,7 @@ use super::job::{self, Job};
 use super::openai::{self, Prompt};
 use super::sse;
 use super::state::{AppState, new_id, unix_now};
+use super::tools::Tools;
 
 pub async fn chat(
     State(st): State<Arc<AppState>>,
@@ -35,6 +36,36 @@ pub async fn text(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     complete(&st, Kind::Text, log, body).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Why tool constraints and `response_format`/`grammar` cannot go together.
+fn conflict_message(format: ToolCallFormat) -> &'static str {
+    match format {
+        ToolCallFormat::Generic => {
+            "this model's chat template shows no tool-call format, so tool replies are constrained to JSON, which cannot be combined with response_format or grammar"
+        }
+        _ => "a required tool call cannot be combined with response_format or grammar",
+    }
+}
+
+/// A chat prompt through a template that shows no tools: calls and tool answers rewritten as
+/// JSON turns and the tools described in a system message, folded into the first user turn
+/// when the template refuses a system role.
+fn generic_chat_prompt(
+    model: &wllm::Model,
+    messages: &[ChatMessage],
+    tools: Option<&Tools>,
+    render: &RenderOptions,
+) -> wllm::Result<wllm::ChatPrompt> {
+    let (list, parallel) = tools.map_or((&[][..], false), |t| (t.list.as_slice(), t.parallel));
+    let render = RenderOptions { tools: Vec::new(), ..render.clone() };
+    let plain = generic_messages(messages, list, parallel, false);
+    model.chat_prompt(&plain, &render).or_else(|first| {
+        if list.is_empty() {
+            return Err(first);
+        }
+        model.chat_prompt(&generic_messages(messages, list, parallel, true), &render)
+    })
 }
 
 /// A body that could not be read (too large, cut off) as an OpenAI error with its status.
@@ -66,27 +97,24 @@ async fn complete(
                 reasoning_effort: p.reasoning_effort,
                 ..Default::default()
             };
+            let format = model.chat_template().and_then(|t| t.tool_call_format());
             if let Some(tools) = &p.tools {
-                let format = model.chat_template().and_then(|t| t.tool_call_format()).ok_or_else(|| {
-                    ApiError::field(
-                        "tools",
-                        "the model's chat template shows no tool-call format (give one with --chat-template)",
-                    )
-                })?;
+                let format = format.unwrap_or(ToolCallFormat::Generic);
                 render.tools = tools.list.clone();
                 splitter = splitter.with_tools(format, &format!("{id}-"));
                 stop.extend(format.stop_markers().iter().map(|m| m.to_string()));
                 if let Some(grammar) = tools.grammar(format) {
                     if constraint.is_some() {
-                        return Err(ApiError::field(
-                            "tool_choice",
-                            "a required tool call cannot be combined with response_format or grammar",
-                        ));
+                        return Err(ApiError::field("tool_choice", conflict_message(format)));
                     }
                     constraint = Some((wllm::Constraint::Lark(grammar), "tool_choice"));
                 }
             }
-            let chat = model.chat_prompt(&messages, &render).map_err(|e| match e {
+            let chat = match format {
+                Some(_) => model.chat_prompt(&messages, &render),
+                None => generic_chat_prompt(model, &messages, p.tools.as_ref(), &render),
+            }
+            .map_err(|e| match e {
                 wllm::Error::NoChatTemplate => ApiError::field(
                     "messages",
                     "the model has no chat template: use /v1/completions, or start the server with --chat-template",

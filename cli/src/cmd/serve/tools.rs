@@ -29,10 +29,10 @@ pub struct Tools {
 
 impl Tools {
     /// The grammar a `required` or named choice puts on the reply, in the model's format;
-    /// `None` for `auto`.
+    /// for `auto`, only the generic format's (its replies are always JSON).
     pub fn grammar(&self, format: ToolCallFormat) -> Option<String> {
         match &self.choice {
-            ToolChoice::Auto => None,
+            ToolChoice::Auto => format.auto_grammar(&self.list, self.parallel),
             ToolChoice::Required => Some(format.calls_grammar(&self.list, self.parallel)),
             ToolChoice::Named(name) => {
                 let chosen: Vec<Value> =
