@@ -50,14 +50,46 @@ pub enum ToolCallFormat {
 /// llguidance's `x-guidance.whitespace_pattern` takes it.
 pub const JSON_WHITESPACE: &str = "( |\n[ \t]{0,20})?";
 
-/// `schema` with [`JSON_WHITESPACE`] as its layout, unless it sets its own (`x-guidance`).
+/// `schema` as constrained output reads it, the way llama.cpp's schema grammars read it:
+/// [`JSON_WHITESPACE`] as its layout unless it sets its own (`x-guidance`), and objects that list
+/// `properties` without saying `additionalProperties` closed to those properties (the JSON
+/// Schema default would let a model pad a tool's arguments or an answer with keys nobody asked
+/// for).
 pub fn with_json_layout(mut schema: Value) -> Value {
+    close_objects(&mut schema);
     if let Some(object) = schema.as_object_mut()
         && !object.contains_key("x-guidance")
     {
         object.insert("x-guidance".into(), serde_json::json!({ "whitespace_pattern": JSON_WHITESPACE }));
     }
     schema
+}
+
+/// Sets `additionalProperties: false` on every object schema with `properties` and no word on
+/// extra keys, through the places subschemas live.
+fn close_objects(schema: &mut Value) {
+    let Some(object) = schema.as_object_mut() else { return };
+    if object.contains_key("properties")
+        && !object.contains_key("additionalProperties")
+        && !object.contains_key("patternProperties")
+        && !object.contains_key("unevaluatedProperties")
+    {
+        object.insert("additionalProperties".into(), Value::Bool(false));
+    }
+    for (key, child) in object.iter_mut() {
+        match key.as_str() {
+            "properties" | "$defs" | "definitions" | "patternProperties" => {
+                child.as_object_mut().into_iter().flat_map(|m| m.values_mut()).for_each(close_objects)
+            }
+            "anyOf" | "oneOf" | "allOf" | "prefixItems" => {
+                child.as_array_mut().into_iter().flatten().for_each(close_objects)
+            }
+            "items" | "additionalProperties" | "not" | "if" | "then" | "else" | "contains" => {
+                close_objects(child)
+            }
+            _ => {}
+        }
+    }
 }
 
 const HERMES_OPEN: &str = "<tool_call>";
@@ -368,6 +400,27 @@ mod tests {
                 "start: call_0\ncall_0: \" to=functions.f<|channel|>commentary json<|message|>\" args_0"
             ),
             "{g}"
+        );
+    }
+
+    #[test]
+    fn objects_with_properties_are_closed_unless_the_schema_says_otherwise() {
+        let schema = with_json_layout(serde_json::json!({
+            "type": "object",
+            "properties": {"inner": {"type": "object", "properties": {"x": {}}},
+                           "open": {"type": "object", "properties": {}, "additionalProperties": true},
+                           "list": {"type": "array", "items": {"properties": {"y": {}}}}},
+            "$defs": {"d": {"anyOf": [{"properties": {"z": {}}}, {"type": "string"}]}},
+        }));
+        assert_eq!(schema["additionalProperties"], false);
+        assert_eq!(schema["properties"]["inner"]["additionalProperties"], false);
+        assert_eq!(schema["properties"]["open"]["additionalProperties"], true);
+        assert_eq!(schema["properties"]["list"]["items"]["additionalProperties"], false);
+        assert_eq!(schema["$defs"]["d"]["anyOf"][0]["additionalProperties"], false);
+        assert!(schema["$defs"]["d"]["anyOf"][1].get("additionalProperties").is_none());
+        // A bare object stays open.
+        assert!(
+            with_json_layout(serde_json::json!({"type": "object"})).get("additionalProperties").is_none()
         );
     }
 
