@@ -151,11 +151,66 @@ fn calls_text(calls: &[ToolCall]) -> String {
     }
 }
 
+/// The answer of a reply in the generic format as far as it has arrived: `Some` once the reply
+/// is visibly `{"response": "…`, with the JSON string decoded up to its last complete
+/// character (so a streamed answer is shown as it is written, not only when it ends).
+pub fn answer_so_far(reply: &str) -> Option<String> {
+    let rest = reply.trim_start().strip_prefix('{')?.trim_start();
+    let rest = rest.strip_prefix("\"response\"")?.trim_start();
+    let rest = rest.strip_prefix(':')?.trim_start();
+    let body = rest.strip_prefix('"')?;
+    let mut answer = String::new();
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => break,
+            '\\' => {
+                let escaped = match chars.next() {
+                    Some('n') => '\n',
+                    Some('t') => '\t',
+                    Some('r') => '\r',
+                    Some('b') => '\u{8}',
+                    Some('f') => '\u{c}',
+                    Some('u') => match unicode_escape(&mut chars) {
+                        Some(c) => c,
+                        None => break,
+                    },
+                    Some(other) => other,
+                    None => break,
+                };
+                answer.push(escaped);
+            }
+            c => answer.push(c),
+        }
+    }
+    Some(answer)
+}
+
+/// The four hex digits of a `\u` escape (and the low half of a surrogate pair after a high
+/// one); `None` while they have not all arrived.
+fn unicode_escape(chars: &mut std::str::Chars<'_>) -> Option<char> {
+    let mut hex = |chars: &mut std::str::Chars<'_>| {
+        let digits: String = chars.by_ref().take(4).collect();
+        (digits.len() == 4).then(|| u32::from_str_radix(&digits, 16).ok()).flatten()
+    };
+    let high = hex(chars)?;
+    if !(0xD800..0xDC00).contains(&high) {
+        return Some(char::from_u32(high).unwrap_or(char::REPLACEMENT_CHARACTER));
+    }
+    if chars.next()? != '\\' || chars.next()? != 'u' {
+        return Some(char::REPLACEMENT_CHARACTER);
+    }
+    let low = hex(chars)?;
+    let code = 0x10000 + ((high - 0xD800) << 10) + (low.wrapping_sub(0xDC00) & 0x3FF);
+    Some(char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER))
+}
+
 /// Reads a reply in the JSON shape of [`generic_schema`]: its calls, or its answer as the
 /// content. A reply that is not that shape (cut off by the token limit) stays text.
 pub(super) fn parse(reply: &str, calls: &mut Vec<ToolCall>) -> String {
     let Ok(Value::Object(object)) = serde_json::from_str::<Value>(reply.trim()) else {
-        return reply.to_string();
+        // Cut off inside an answer: the answer so far, as it was streamed.
+        return answer_so_far(reply).unwrap_or_else(|| reply.to_string());
     };
     let listed: Vec<&Value> =
         match (object.get("tool_calls"), object.get("tool_call"), object.get("response")) {
@@ -200,6 +255,26 @@ mod tests {
             assert_eq!(parse(raw, &mut calls), raw);
         }
         assert_eq!(calls.len(), 3);
+    }
+
+    #[test]
+    fn answers_are_decoded_as_they_arrive() {
+        let reply = r#"{"response": "Hi \"Anna\",\nsee \u00e9 and \ud83d\ude00."}"#;
+        let mut shown = String::new();
+        for cut in 0..=reply.len() {
+            if let Some(so_far) = answer_so_far(&reply[..cut]) {
+                assert!(
+                    so_far.starts_with(&shown) || shown.ends_with('\u{fffd}'),
+                    "cut {cut}: {so_far:?} after {shown:?}"
+                );
+                shown = so_far;
+            }
+        }
+        assert_eq!(shown, "Hi \"Anna\",\nsee é and 😀.");
+        assert_eq!(answer_so_far(r#"{"tool_call": {"#), None);
+        assert_eq!(answer_so_far(r#"{"resp"#), None);
+        // Cut off by the token limit: the answer so far, not the envelope.
+        assert_eq!(parse(r#"{"response": "Hello, wor"#, &mut Vec::new()), "Hello, wor");
     }
 
     #[test]

@@ -31,7 +31,7 @@ mod tojson;
 mod tools;
 
 pub use error::{ChatError, TemplateFailure};
-pub use generic_tools::{generic_messages, generic_schema};
+pub use generic_tools::{answer_so_far, generic_messages, generic_schema};
 pub use reasoning::{ParseEffortError, ReasoningDelta, ReasoningEffort, ReasoningFormat, ReasoningParser};
 pub use render::{RenderDelta, RenderOptions};
 pub use template::{CHATML_TEMPLATE, ChatTemplate, SpecialTokens, TemplateOrigin};

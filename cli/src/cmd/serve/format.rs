@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value, json};
 use wllm::batch::{TokenLogprob, Usage};
-use wllm::loaders::chat::{ToolCall, ToolCallFormat, call_start, parse_tool_calls};
+use wllm::loaders::chat::{ToolCall, ToolCallFormat, answer_so_far, call_start, parse_tool_calls};
 use wllm::{ReasoningDelta, ReasoningParser, StopReason};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -229,6 +229,8 @@ pub struct ReplySplitter {
     /// Prefix of the calls' ids (the completion's id), and calls numbered so far.
     call_ids: String,
     calls: usize,
+    /// Generic format: bytes of the decoded `response` answer sent so far.
+    answer_sent: usize,
 }
 
 impl ReplySplitter {
@@ -250,8 +252,15 @@ impl ReplySplitter {
         };
         if let Some((format, held)) = &mut self.tools {
             held.push_str(&reply.content);
-            let safe = call_start(*format, held).unwrap_or(held.len());
-            reply.content = held.drain(..safe).collect();
+            if *format == ToolCallFormat::Generic {
+                // The whole reply is held (it may be calls), but an answer is shown as it comes.
+                let answer = answer_so_far(held).unwrap_or_default();
+                reply.content = answer.get(self.answer_sent..).unwrap_or_default().to_string();
+                self.answer_sent = self.answer_sent.max(answer.len());
+            } else {
+                let safe = call_start(*format, held).unwrap_or(held.len());
+                reply.content = held.drain(..safe).collect();
+            }
         }
         self.number(&mut reply);
         reply
@@ -282,7 +291,8 @@ impl ReplySplitter {
         if let Some((format, held)) = &mut self.tools {
             held.push_str(&reply.content);
             let parsed = parse_tool_calls(*format, &std::mem::take(held), "");
-            reply.content = parsed.content;
+            // What a streamed generic answer already showed is not sent again.
+            reply.content = parsed.content.get(self.answer_sent..).unwrap_or_default().to_string();
             reply.tool_calls.extend(parsed.calls);
         }
         self.number(&mut reply);
@@ -424,6 +434,24 @@ mod tests {
         // Without a parser (a model that does not reason) the markers stay text.
         let plain = ReplySplitter::default().finish("<|channel|>x");
         assert_eq!(plain, ReplyText::plain("<|channel|>x"));
+    }
+
+    #[test]
+    fn generic_answers_stream_and_generic_calls_come_whole() {
+        let answer = ["{\"resp", "onse\": \"Hel", "lo, \\\"A", "nna\\\"!\"}"];
+        let mut splitter = ReplySplitter::default().with_tools(ToolCallFormat::Generic, "c-");
+        let mut shown: Vec<String> = answer.iter().map(|p| splitter.push(p).content).collect();
+        shown.push(splitter.finish("").content);
+        assert_eq!(shown, ["", "Hel", "lo, \"A", "nna\"!", ""]);
+        let whole =
+            ReplySplitter::default().with_tools(ToolCallFormat::Generic, "c-").finish(&answer.concat());
+        assert_eq!(whole.content, "Hello, \"Anna\"!");
+        let call = ["{\"tool_call\": {\"name\": \"f\", ", "\"arguments\": {}}}"];
+        let mut splitter = ReplySplitter::default().with_tools(ToolCallFormat::Generic, "c-");
+        assert_eq!(splitter.push(call[0]).content, "");
+        assert_eq!(splitter.push(call[1]).content, "");
+        let rest = splitter.finish("");
+        assert_eq!((rest.content.as_str(), rest.tool_calls.len()), ("", 1));
     }
 
     #[test]
