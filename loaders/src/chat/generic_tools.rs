@@ -189,7 +189,7 @@ pub fn answer_so_far(reply: &str) -> Option<String> {
 /// The four hex digits of a `\u` escape (and the low half of a surrogate pair after a high
 /// one); `None` while they have not all arrived.
 fn unicode_escape(chars: &mut std::str::Chars<'_>) -> Option<char> {
-    let mut hex = |chars: &mut std::str::Chars<'_>| {
+    let hex = |chars: &mut std::str::Chars<'_>| {
         let digits: String = chars.by_ref().take(4).collect();
         (digits.len() == 4).then(|| u32::from_str_radix(&digits, 16).ok()).flatten()
     };

@@ -56,16 +56,27 @@ fn generic_chat_prompt(
     messages: &[ChatMessage],
     tools: Option<&Tools>,
     render: &RenderOptions,
-) -> wllm::Result<wllm::ChatPrompt> {
+) -> Result<wllm::ChatPrompt, ApiError> {
     let (list, parallel) = tools.map_or((&[][..], false), |t| (t.list.as_slice(), t.parallel));
     let render = RenderOptions { tools: Vec::new(), ..render.clone() };
-    let plain = generic_messages(messages, list, parallel, false);
-    model.chat_prompt(&plain, &render).or_else(|first| {
-        if list.is_empty() {
-            return Err(first);
+    match model.chat_prompt(&generic_messages(messages, list, parallel, false), &render) {
+        Ok(chat) => Ok(chat),
+        Err(first) if list.is_empty() => Err(chat_error(first)),
+        Err(_) => {
+            model.chat_prompt(&generic_messages(messages, list, parallel, true), &render).map_err(chat_error)
         }
-        model.chat_prompt(&generic_messages(messages, list, parallel, true), &render)
-    })
+    }
+}
+
+/// A chat template that could not make the prompt, as the request's fault.
+fn chat_error(e: wllm::Error) -> ApiError {
+    match e {
+        wllm::Error::NoChatTemplate => ApiError::field(
+            "messages",
+            "the model has no chat template: use /v1/completions, or start the server with --chat-template",
+        ),
+        e => ApiError::field("messages", format!("the chat template refused the messages: {e}")),
+    }
 }
 
 /// A body that could not be read (too large, cut off) as an OpenAI error with its status.
@@ -111,16 +122,9 @@ async fn complete(
                 }
             }
             let chat = match format {
-                Some(_) => model.chat_prompt(&messages, &render),
-                None => generic_chat_prompt(model, &messages, p.tools.as_ref(), &render),
-            }
-            .map_err(|e| match e {
-                wllm::Error::NoChatTemplate => ApiError::field(
-                    "messages",
-                    "the model has no chat template: use /v1/completions, or start the server with --chat-template",
-                ),
-                e => ApiError::field("messages", format!("the chat template refused the messages: {e}")),
-            })?;
+                Some(_) => model.chat_prompt(&messages, &render).map_err(chat_error)?,
+                None => generic_chat_prompt(model, &messages, p.tools.as_ref(), &render)?,
+            };
             if chat.reasoning.format() != ReasoningFormat::None {
                 splitter = splitter.with_reasoning(chat.reasoning);
             }
