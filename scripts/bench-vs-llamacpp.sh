@@ -33,6 +33,8 @@
 #                          weights, written once by `cargo run --release --example synthetic_gguf`.
 #     --only gpu|cpu       run only the GPU or only the CPU comparison
 #     -p N / -n N          prompt / generated tokens (default 128 / 64)
+#     -d LIST              comma list of depths: tokens already in the context before each
+#                          test (llama-bench's -d; default 0); rows are named pp128@d4096
 #     -r N                 repetitions per run (default 5)
 #     --rounds N           interleaved rounds (default 1)
 #     --threads N          CPU threads for both engines (default 2)
@@ -57,6 +59,7 @@ models="smollm2,gemma3"
 only=""
 pp=128
 tg=64
+depths=0
 reps=5
 rounds=1
 threads=2
@@ -76,6 +79,7 @@ while [ $# -gt 0 ]; do
       case "$only" in gpu|cpu) ;; *) die "--only takes gpu or cpu, not '$only'" ;; esac ;;
     -p) need_arg "$@"; pp="$2"; shift ;;
     -n) need_arg "$@"; tg="$2"; shift ;;
+    -d) need_arg "$@"; depths="$2"; shift ;;
     -r) need_arg "$@"; reps="$2"; shift ;;
     --rounds) need_arg "$@"; rounds="$2"; shift ;;
     --threads) need_arg "$@"; threads="$2"; shift ;;
@@ -93,6 +97,8 @@ done
 for v in pp tg reps rounds threads; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a number, got '${!v}'"
 done
+[[ "$depths" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "-d takes a comma list of numbers, got '$depths'"
+IFS=, read -r -a depth_list <<< "$depths"
 [ "$pp" -gt 0 ] || [ "$tg" -gt 0 ] || die "-p and -n are both 0: nothing to measure"
 [ "$reps" -ge 1 ] && [ "$rounds" -ge 1 ] || die "-r and --rounds must be at least 1"
 command -v python3 >/dev/null || die "python3 is required (JSON handling)"
@@ -186,18 +192,19 @@ if python3 -c "import sys; sys.exit(0 if float('${load_before%% *}') > $ncpu / 2
 fi
 
 # Parses one run's raw output into a JSON line on stdout, checking where it ran.
-# args: engine(wllm|llama) path(gpu|cpu) test(pp|tg) n stdout-file stderr-file model round
+# args: engine(wllm|llama) path(gpu|cpu) test(pp|tg) n depth stdout-file stderr-file model round
 parse_run() {
   python3 - "$@" <<'PY'
 import json, re, statistics, sys
-engine, path, test, n, out, err, model, rnd = sys.argv[1:]
-n = int(n)
+engine, path, test, n, depth, out, err, model, rnd = sys.argv[1:]
+n, depth = int(n), int(depth)
 text = open(out, errors="replace").read()
 errtext = open(err, errors="replace").read()
 def fail(msg):
     sys.exit(f"bench-vs-llamacpp: CHECK FAILED ({engine} {path} {test}{n} on {model}): {msg}\n"
              f"  raw output: {out}\n  stderr: {err}")
-rec = {"model": model, "path": path, "test": f"{test}{n}", "engine": engine, "round": int(rnd)}
+name = f"{test}{n}" + (f"@d{depth}" if depth else "")
+rec = {"model": model, "path": path, "test": name, "engine": engine, "round": int(rnd)}
 if engine == "wllm":
     lines = [l for l in text.strip().splitlines() if l.startswith("{")]
     if not lines:
@@ -215,7 +222,8 @@ else:
         arr = json.loads(text)
     except json.JSONDecodeError as e:
         fail(f"llama-bench output is not JSON ({e})")
-    rows = [r for r in arr if (r["n_prompt"], r["n_gen"]) == ((n, 0) if test == "pp" else (0, n))]
+    rows = [r for r in arr if (r["n_prompt"], r["n_gen"]) == ((n, 0) if test == "pp" else (0, n))
+            and r.get("n_depth", 0) == depth]
     if len(rows) != 1:
         fail(f"expected one {test}{n} row in llama-bench's JSON, found {len(rows)}")
     r = rows[0]
@@ -243,14 +251,15 @@ print(json.dumps(rec))
 PY
 }
 
-run_one() { # engine path test model round
-  local engine="$1" path="$2" test="$3" model="$4" rnd="$5"
+run_one() { # engine path test model round depth
+  local engine="$1" path="$2" test="$3" model="$4" rnd="$5" depth="$6"
   local n; if [ "$test" = pp ]; then n="$pp"; else n="$tg"; fi
   local -a pn
   if [ "$test" = pp ]; then pn=(-p "$pp" -n 0); else pn=(-p 0 -n "$tg"); fi
+  if [ "$depth" -gt 0 ]; then pn+=(-d "$depth"); fi
   local base tag
   base="$(basename "$model" .gguf)"
-  tag="$results/raw/$base.$path.$test$n.$engine.r$rnd"
+  tag="$results/raw/$base.$path.$test$n.d$depth.$engine.r$rnd"
   local -a cmd env=()
   if [ "$engine" = wllm ]; then
     cmd=("$wllm" bench "$model" "${pn[@]}" -r "$reps" --json)
@@ -262,12 +271,12 @@ run_one() { # engine path test model round
     cmd=("$cache/cpu/bin/llama-bench" -m "$model" "${pn[@]}" -r "$reps" -ngl 0 -t "$threads" -o json)
   fi
   echo "${env[*]} ${cmd[*]}" > "$tag.cmd"
-  note "round $rnd  $path  $test$n  $base  $engine"
+  note "round $rnd  $path  $test$n @ d$depth  $base  $engine"
   if ! env "${env[@]}" "${cmd[@]}" > "$tag.out" 2> "$tag.err"; then
     tail -n 20 "$tag.err" >&2
     die "$engine failed: ${cmd[*]} (stderr in $tag.err)"
   fi
-  parse_run "$engine" "$path" "$test" "$n" "$tag.out" "$tag.err" "$base" "$rnd" >> "$samples" \
+  parse_run "$engine" "$path" "$test" "$n" "$depth" "$tag.out" "$tag.err" "$base" "$rnd" >> "$samples" \
     || exit 1
 }
 
@@ -282,12 +291,14 @@ flip=0
 for ((rnd = 1; rnd <= rounds; rnd++)); do
   for path in "${paths[@]}"; do
     for model in "${model_paths[@]}"; do
-      for test in "${tests[@]}"; do
-        # alternate which engine goes first, so slow drifts in machine load hit both sides
-        if [ "$flip" = 0 ]; then order=(wllm llama); else order=(llama wllm); fi
-        flip=$((1 - flip))
-        for engine in "${order[@]}"; do
-          run_one "$engine" "$path" "$test" "$model" "$rnd"
+      for depth in "${depth_list[@]}"; do
+        for test in "${tests[@]}"; do
+          # alternate which engine goes first, so slow drifts in machine load hit both sides
+          if [ "$flip" = 0 ]; then order=(wllm llama); else order=(llama wllm); fi
+          flip=$((1 - flip))
+          for engine in "${order[@]}"; do
+            run_one "$engine" "$path" "$test" "$model" "$rnd" "$depth"
+          done
         done
       done
     done
