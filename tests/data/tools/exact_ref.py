@@ -184,8 +184,235 @@ def moe_gptoss(W, p, h, n_used):
     return f
 
 
+# --- Qwen3.5 / Qwen3.5-MoE / Qwen3-Next (llama.cpp src/models/qwen35.cpp, qwen35moe.cpp,
+# qwen3next.cpp, delta-net-base.cpp, ggml-cpu ops.cpp ggml_compute_forward_gated_delta_net) ---
+HYBRID_ARCHS = ("qwen35", "qwen35moe", "qwen3next")
+
+
+def silu(x):
+    return x / (1.0 + np.exp(-x))
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def l2norm(x, eps):
+    """llama.cpp build_gdn_l2_norm: rms_norm(x, eps / n) / sqrt(n) = x / sqrt(sum(x^2) + eps)."""
+    return x / np.sqrt((x * x).sum(-1, keepdims=True) + eps)
+
+
+def hybrid_recurrent_flags(kv, arch, n_layer):
+    """attention.recurrent_layers when present, else (il + 1) % full_attention_interval != 0
+    (interval 4 when the key is absent), as load_arch_hparams does."""
+    flags = kv.get(f"{arch}.attention.recurrent_layers")
+    if flags is not None:
+        flags = [bool(f) for f in flags]
+        assert len(flags) >= n_layer, flags
+        return flags[:n_layer]
+    interval = int(kv.get(f"{arch}.full_attention_interval", 4))
+    return [(il + 1) % interval != 0 for il in range(n_layer)]
+
+
+def rope_partial(x, pos, base, n_rot, sections=None):
+    """NEOX rotation of the first n_rot dims of each head (pairs (i, i + n_rot/2),
+    theta_i = p * base^(-2i/n_rot)); dims n_rot.. pass through. With sections (qwen35's
+    interleaved M-RoPE, ggml_mrope_cache_init with is_imrope): pair i takes its position from
+    sector = i % sum(sections): sector % 3 == 1 and sector < 3*s[1] -> h, % 3 == 2 and
+    < 3*s[2] -> w, % 3 == 0 and < 3*s[0] -> t, else the 4th ("e") position. For text llama.cpp
+    sets t = h = w = the token position and e = 0 (llm_graph_input_pos::set_input)."""
+    T, H, D = x.shape
+    half = n_rot // 2
+    i = np.arange(half, dtype=np.float64)
+    inv = base ** (-2.0 * i / n_rot)
+    p = np.repeat(pos[:, None], half, axis=1)
+    if sections is not None:
+        s = [int(v) for v in sections]
+        sector = np.arange(half) % sum(s)
+        use_e = ~(((sector % 3 == 1) & (sector < 3 * s[1])) |
+                  ((sector % 3 == 2) & (sector < 3 * s[2])) |
+                  ((sector % 3 == 0) & (sector < 3 * s[0])))
+        p = np.where(use_e[None, :], 0.0, p)
+    ang = p * inv[None, :]
+    c = np.cos(ang)[:, None, :]
+    sn = np.sin(ang)[:, None, :]
+    y = x.copy()
+    x0, x1 = x[..., :half], x[..., half:n_rot]
+    y[..., :half] = x0 * c - x1 * sn
+    y[..., half:n_rot] = x0 * sn + x1 * c
+    return y
+
+
+def gated_delta_net(W, kv, arch, p, h, state=None):
+    """One Gated DeltaNet layer on the normed input h [T, n_embd], recurrent form, float64.
+    state: None (zeros) or (conv_state [K-1, conv_dim], S [n_v, d_k, d_v]); returns
+    (output [T, n_embd], new state)."""
+    g_ = lambda k: kv[f"{arch}.{k}"]
+    eps = g_("attention.layer_norm_rms_epsilon")
+    d_k = int(g_("ssm.state_size"))
+    n_k = int(g_("ssm.group_count"))
+    n_v = int(g_("ssm.time_step_rank"))
+    d_inner = int(g_("ssm.inner_size"))
+    d_v = d_inner // n_v
+    assert d_v == d_k, (d_v, d_k)
+    r = n_v // n_k
+    T = h.shape[0]
+    key_dim = n_k * d_k
+    qkv = h @ W[p + "attn_qkv.weight"].T            # [T, 2 key_dim + n_v d_v]
+    z = h @ W[p + "attn_gate.weight"].T              # [T, n_v d_v]
+    if p + "ssm_ba.weight" in W:
+        # qwen3next: per key head g, [beta of its r value heads, alpha of its r value heads]
+        ba = (h @ W[p + "ssm_ba.weight"].T).reshape(T, n_k, 2 * r)
+        b = ba[:, :, :r].reshape(T, n_v)
+        a = ba[:, :, r:].reshape(T, n_v)
+    else:
+        b = h @ W[p + "ssm_beta.weight"].T
+        a = h @ W[p + "ssm_alpha.weight"].T
+    beta = sigmoid(b)                                # [T, n_v]
+    # ssm_a holds -exp(A_log); softplus(x) = log(1 + e^x) (llama.cpp returns x for x > 20, a
+    # difference below 2e-9)
+    g = W[p + "ssm_a"][None, :] * np.logaddexp(0.0, a + W[p + "ssm_dt.bias"][None, :])
+    conv_w = W[p + "ssm_conv1d.weight"]              # [conv_dim, K]
+    K = conv_w.shape[1]
+    conv_dim = conv_w.shape[0]
+    if state is None:
+        conv_state = np.zeros((K - 1, conv_dim))
+        S = np.zeros((n_v, d_k, d_v))
+    else:
+        conv_state, S = state[0].copy(), state[1].copy()
+    xin = np.concatenate([conv_state, qkv], axis=0)  # [K - 1 + T, conv_dim]
+    # causal depthwise conv: output t sees inputs t-K+1 .. t, tap K-1 on the current token
+    c = np.zeros((T, conv_dim))
+    for tap in range(K):
+        c += xin[tap:tap + T] * conv_w[:, tap][None, :]
+    new_conv_state = xin[T:]                          # the last K-1 inputs
+    c = silu(c)
+    q = l2norm(c[:, :key_dim].reshape(T, n_k, d_k), eps)
+    k = l2norm(c[:, key_dim:2 * key_dim].reshape(T, n_k, d_k), eps)
+    v = c[:, 2 * key_dim:].reshape(T, n_v, d_v)
+    # key head of each value head: qwen35/qwen35moe tiled (j % n_k, the converter reorders the
+    # value heads for ggml's broadcast), qwen3next grouped (j // r, ggml_repeat_4d interleave)
+    kh = np.arange(n_v) % n_k if arch in ("qwen35", "qwen35moe") else np.arange(n_v) // r
+    scale = 1.0 / np.sqrt(d_k)
+    o = np.zeros((T, n_v, d_v))
+    for t in range(T):
+        kt = k[t, kh]                                 # [n_v, d_k]
+        qt = q[t, kh] * scale
+        S *= np.exp(g[t])[:, None, None]              # decay
+        pred = np.einsum("hij,hi->hj", S, kt)         # S^T k
+        delta = (v[t] - pred) * beta[t][:, None]      # [n_v, d_v]
+        S += kt[:, :, None] * delta[:, None, :]       # S += k (x) delta
+        o[t] = np.einsum("hij,hi->hj", S, qt)         # S^T (q / sqrt(d_k))
+    # gated RMSNorm per value head: rmsnorm(o) * ssm_norm * silu(z)
+    o = rmsnorm(o, W[p + "ssm_norm.weight"], eps) * silu(z.reshape(T, n_v, d_v))
+    out = o.reshape(T, n_v * d_v) @ W[p + "ssm_out.weight"].T
+    return out, (new_conv_state, S)
+
+
+def gated_attention(W, kv, arch, p, h, pos, k_cache=None, v_cache=None):
+    """Full-attention layer with the sigmoid output gate; causal over k_cache ++ new keys."""
+    g_ = lambda k, d=None: kv.get(f"{arch}.{k}", d)
+    eps = g_("attention.layer_norm_rms_epsilon")
+    n_head = int(g_("attention.head_count"))
+    n_kv = int(g_("attention.head_count_kv"))
+    hd = int(g_("attention.key_length"))
+    n_rot = int(g_("rope.dimension_count", hd))
+    base = float(g_("rope.freq_base", 10000.0))
+    sections = g_("rope.dimension_sections") if arch in ("qwen35", "qwen35moe") else None
+    T = h.shape[0]
+    qg = (h @ W[p + "attn_q.weight"].T).reshape(T, n_head, 2 * hd)
+    q, gate = qg[..., :hd], qg[..., hd:]
+    k = (h @ W[p + "attn_k.weight"].T).reshape(T, n_kv, hd)
+    v = (h @ W[p + "attn_v.weight"].T).reshape(T, n_kv, hd)
+    q = rmsnorm(q, W[p + "attn_q_norm.weight"], eps)
+    k = rmsnorm(k, W[p + "attn_k_norm.weight"], eps)
+    q = rope_partial(q, pos, base, n_rot, sections)
+    k = rope_partial(k, pos, base, n_rot, sections)
+    if k_cache is not None:
+        k = np.concatenate([k_cache, k], axis=0)
+        v = np.concatenate([v_cache, v], axis=0)
+    n_past = k.shape[0] - T
+    mask = (np.arange(k.shape[0])[None, :] <= (n_past + np.arange(T))[:, None])
+    grp = n_head // n_kv
+    out = np.zeros((T, n_head, hd))
+    for hh in range(n_head):
+        s = (q[:, hh] @ k[:, hh // grp].T) / np.sqrt(hd)
+        s = np.where(mask, s, -np.inf)
+        s = s - s.max(1, keepdims=True)
+        e = np.exp(s)
+        e /= e.sum(1, keepdims=True)
+        out[:, hh] = e @ v[:, hh // grp]
+    out = out.reshape(T, n_head * hd) * sigmoid(gate.reshape(T, n_head * hd))
+    return out @ W[p + "attn_output.weight"].T, k, v
+
+
+def hybrid_ffn(W, kv, arch, p, h):
+    """Dense SwiGLU, or softmax-routed top-k MoE (weights renormalised over the k chosen) plus
+    the shared expert scaled by sigmoid(ffn_gate_inp_shexp . h)."""
+    if p + "ffn_gate_inp.weight" not in W:
+        gt = h @ W[p + "ffn_gate.weight"].T
+        return (silu(gt) * (h @ W[p + "ffn_up.weight"].T)) @ W[p + "ffn_down.weight"].T
+    n_used = int(kv[f"{arch}.expert_used_count"])
+    lg = h @ W[p + "ffn_gate_inp.weight"].T
+    pr = np.exp(lg - lg.max(1, keepdims=True))
+    pr /= pr.sum(1, keepdims=True)
+    f = np.zeros_like(h)
+    for t in range(h.shape[0]):
+        top = np.argsort(-pr[t], kind="stable")[:n_used]
+        w = pr[t, top] / pr[t, top].sum()
+        for e_, ww in zip(top, w):
+            gt = W[p + "ffn_gate_exps.weight"][e_] @ h[t]
+            up = W[p + "ffn_up_exps.weight"][e_] @ h[t]
+            f[t] += ww * (W[p + "ffn_down_exps.weight"][e_] @ (silu(gt) * up))
+    if p + "ffn_up_shexp.weight" in W:
+        sh = (silu(h @ W[p + "ffn_gate_shexp.weight"].T) * (h @ W[p + "ffn_up_shexp.weight"].T)) \
+            @ W[p + "ffn_down_shexp.weight"].T
+        f += sh * sigmoid(h @ W[p + "ffn_gate_inp_shexp.weight"])[:, None]
+    return f
+
+
+class HybridState:
+    """Per-sequence memory of a hybrid model: (conv state, delta-rule state) per recurrent
+    layer, the K/V so far per attention layer, and the number of tokens seen."""
+
+    def __init__(self):
+        self.rec = {}
+        self.kv = {}
+        self.n_past = 0
+
+
+def forward_hybrid(W, kv, ids, state=None):
+    """Logits [len(ids), n_vocab] for ids placed after whatever `state` has seen (a fresh
+    sequence when None). The state is updated in place when given."""
+    arch = kv["general.architecture"]
+    n_layer = int(kv[f"{arch}.block_count"])
+    eps = kv[f"{arch}.attention.layer_norm_rms_epsilon"]
+    flags = hybrid_recurrent_flags(kv, arch, n_layer)
+    st = state if state is not None else HybridState()
+    T = len(ids)
+    pos = np.arange(st.n_past, st.n_past + T, dtype=np.float64)
+    x = W["token_embd.weight"][ids].astype(np.float64)
+    for il in range(n_layer):
+        p = f"blk.{il}."
+        h = rmsnorm(x, W[p + "attn_norm.weight"], eps)
+        if flags[il]:
+            a, st.rec[il] = gated_delta_net(W, kv, arch, p, h, st.rec.get(il))
+        else:
+            kc, vc = st.kv.get(il, (None, None))
+            a, kc, vc = gated_attention(W, kv, arch, p, h, pos, kc, vc)
+            st.kv[il] = (kc, vc)
+        x = x + a
+        x = x + hybrid_ffn(W, kv, arch, p, rmsnorm(x, W[p + "post_attention_norm.weight"], eps))
+    st.n_past += T
+    x = rmsnorm(x, W["output_norm.weight"], eps)
+    wout = W.get("output.weight", W["token_embd.weight"])
+    return x @ wout.astype(np.float64).T
+
+
 def forward(W, kv, ids):
     arch = kv["general.architecture"]
+    if arch in HYBRID_ARCHS:
+        return forward_hybrid(W, kv, ids)
 
     def g(k, d=None):
         return kv.get(f"{arch}.{k}", d)

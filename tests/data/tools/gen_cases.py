@@ -48,7 +48,20 @@ TINY_MODELS = [
     "tiny-llama-iq2_s.gguf",
     "tiny-llama-iq1_m.gguf",
     "tiny-llama-iq1_s.gguf",
+    # hybrid Gated DeltaNet + gated attention models (model indices 20 to 24; gen_qwen35.sh),
+    # with the prompts of HYBRID_PROMPTS instead of tiny_prompt's 12..40 tokens
+    "tiny-qwen35-f32.gguf",
+    "tiny-qwen35-q8_0.gguf",
+    "tiny-qwen35moe-f32.gguf",
+    "tiny-qwen35moe-q8_0.gguf",
+    "tiny-qwen3next-q8_0.gguf",
 ]
+HYBRID_MODELS = {m for m in TINY_MODELS if m.startswith(("tiny-qwen35", "tiny-qwen3next"))}
+# Prompt lengths of the hybrid models' cases. An engine prefills in chunks (wllm: 64 tokens), so
+# two prompts are longer than a chunk and not a multiple of it, one is shorter than a chunk, and
+# the last case has two turns: a 70-token prompt and its greedy run, then 45 more ids evaluated
+# as one batch on top of the recurrent state and the KV of the first turn, then greedy again.
+HYBRID_PROMPTS = [100, 150, 37, (70, 45)]
 TINY_N_VOCAB = 512
 TINY_N_GEN = 16
 TINY_CASES_PER_SET = 2
@@ -110,6 +123,17 @@ def tiny_prompt(set_name, model_idx, case_idx):
     return ids
 
 
+def hybrid_prompt(set_name, model_idx, case_idx, spec, attempt=0):
+    """(ids, then_ids): a BOS-led prompt of spec tokens, or for spec = (n1, n2) a BOS-led first
+    turn of n1 tokens and a second turn of n2 ids (no BOS). attempt > 0 redraws (see main)."""
+    seed = [SET_SEED[set_name], model_idx, case_idx] + ([attempt] if attempt else [])
+    rng = np.random.default_rng(seed)
+    n1, n2 = spec if isinstance(spec, tuple) else (spec, 0)
+    ids = [1] + [int(x) for x in rng.integers(3, TINY_N_VOCAB, size=n1 - 1)]
+    then_ids = [int(x) for x in rng.integers(3, TINY_N_VOCAB, size=n2)]
+    return ids, then_ids
+
+
 def sha256(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -140,6 +164,35 @@ def main():
             if only is not None and mf not in only:
                 continue
             mpath = os.path.join(models_dir, mf)
+            if mf in HYBRID_MODELS:
+                for ci, spec in enumerate(HYBRID_PROMPTS):
+                    case = f"{stem(mf)}_c{ci}"
+                    entry = {"case": case, "model": mf, "model_dir": "models", "input": "ids",
+                             "json": case + ".json"}
+                    # a greedy run that begins with a piece with a leading space ("\u2581x")
+                    # breaks check.py's "pieces concatenate to greedy_text_hex" (llama_detokenize
+                    # drops that space): such a prompt is redrawn with the next attempt number
+                    for attempt in range(8):
+                        ids, then_ids = hybrid_prompt(set_name, mi, ci, spec, attempt)
+                        cmd = [DUMP, "eval", "-m", mpath, "-o", out, "-c", case, "-n", str(TINY_N_GEN),
+                               "--ids", ",".join(map(str, ids))]
+                        if then_ids:
+                            cmd += ["--then-ids", ",".join(map(str, then_ids)), "--then-n", str(TINY_N_GEN)]
+                        run(cmd)
+                        with open(os.path.join(out, case + ".json"), encoding="utf-8") as f:
+                            pieces_hex = json.load(f)["greedy_pieces_hex"]
+                        if not pieces_hex[0].startswith("20"):
+                            break
+                        print(set_name, case, "attempt", attempt, "begins with a space piece; redrawn", flush=True)
+                    else:
+                        raise SystemExit(f"{case}: no prompt without a leading-space first piece")
+                    if then_ids:
+                        entry["turns"] = 2
+                    if attempt:
+                        entry["prompt_attempt"] = attempt
+                    index["cases"].append(entry)
+                    print(set_name, case, flush=True)
+                continue
             for ci in range(TINY_CASES_PER_SET):
                 ids = tiny_prompt(set_name, mi, ci)
                 case = f"{stem(mf)}_c{ci}"

@@ -468,6 +468,177 @@ def build_gptoss(out):
     write(out, "gpt-oss", "tiny-gptoss", kv, b.tensors)
 
 
+
+# --- Qwen3.5 / Qwen3.5-MoE / Qwen3-Next: hybrid Gated DeltaNet + gated attention ----------------
+# llama.cpp src/models/qwen35.cpp, qwen35moe.cpp, qwen3next.cpp, delta-net-base.cpp (tensor
+# shapes from their load_arch_tensors; keys from load_arch_hparams). Layers whose
+# is_recr flag is set are Gated DeltaNet ("linear attention") layers, the others full attention
+# with a sigmoid output gate. Without the per-layer flag array, layer il is recurrent iff
+# (il + 1) % full_attention_interval != 0. The tensors are written directly in GGUF layout,
+# i.e. as convert_hf_to_gguf.py leaves them:
+#   * ssm_a = -exp(A_log) (the converter negates and exponentiates A_log); ssm_dt.bias = dt_bias
+#   * every RMSNorm weight except ssm_norm already includes the +1 of Qwen3-Next's zero-centred
+#     RMSNorm (the converter adds it), so llama.cpp multiplies by the stored weight
+#   * ssm_conv1d is [d_conv, conv_dim] (ne order), F32 (llama.cpp's ssm_conv reads it as f32)
+#   * qwen35/qwen35moe: value heads in "tiled" order (value head j uses key head j % n_k_heads;
+#     the converter's _LinearAttentionVReorderBase reorders HF's grouped order); qwen3next:
+#     grouped order (value head j uses key head j // (n_v_heads / n_k_heads))
+#   * qwen3next stores beta and alpha in one ssm_ba [n_embd, 2 n_v_heads] with, per key head g,
+#     [beta of its r value heads, alpha of its r value heads] (r = n_v_heads / n_k_heads);
+#     qwen35/qwen35moe have separate ssm_beta / ssm_alpha [n_embd, n_v_heads]
+#   * the attention q projection is [n_embd, 2 * n_head * head_dim]: per head, head_dim query
+#     values then head_dim gate values
+# Geometry: every row length (ne0) is a multiple of 32 so Q8_0 applies to all 2-D weights.
+# Scales (std of N(0, std^2)) beyond STDS: conv 0.3 (HF's default conv init for a depthwise
+# kernel of 4 taps is about that), A = -ssm_a uniform in [0.5, 6] and dt_bias N(-2, 0.5), so
+# that with alpha ~ N(0, 0.6) the per-token decay exp(g) = exp(-A softplus(alpha + dt_bias))
+# lies mostly in 0.4..0.95 (some heads remember across the whole prompt, some forget fast);
+# beta/alpha projections 0.1 / 0.05; z gate 0.1; router 0.3 (logit std ~3.4, as gpt-oss: fewer
+# near-tied top-k choices under Q8_0); shared-expert gate 0.1.
+QWEN35 = dict(
+    qwen35=dict(arch="qwen35", seed=1020, n_layer=8, n_embd=128, n_head=4, n_head_kv=2, head_dim=64,
+                n_rot=16, sections=[3, 3, 2, 0], rope_base=10000000.0, eps=1e-6, n_ff=256,
+                conv=4, n_k_heads=2, n_v_heads=4, d_state=32, interval=4, recurrent_array=False,
+                tiled_v=True, fused_ba=False, moe=None),
+    qwen35moe=dict(arch="qwen35moe", seed=1021, n_layer=4, n_embd=128, n_head=4, n_head_kv=2, head_dim=64,
+                   n_rot=16, sections=[3, 3, 2, 0], rope_base=10000000.0, eps=1e-6, n_ff=None,
+                   conv=4, n_k_heads=2, n_v_heads=6, d_state=32, interval=4, recurrent_array=True,
+                   tiled_v=True, fused_ba=False,
+                   moe=dict(n_expert=8, n_used=2, n_ff_exp=64, n_ff_shexp=128)),
+    qwen3next=dict(arch="qwen3next", seed=1022, n_layer=4, n_embd=128, n_head=4, n_head_kv=2, head_dim=64,
+                   n_rot=16, sections=None, rope_base=10000000.0, eps=1e-6, n_ff=512,
+                   conv=4, n_k_heads=2, n_v_heads=4, d_state=32, interval=4, recurrent_array=False,
+                   tiled_v=False, fused_ba=True,
+                   moe=dict(n_expert=8, n_used=2, n_ff_exp=64, n_ff_shexp=128)),
+)
+STDS["qwen35"] = dict(embd=0.25, out=0.35, qk=0.1, std=0.05)
+QWEN35_SCALES = dict(qkv=0.1, qk_corr=0.8, z=0.1, beta=0.1, alpha=0.05, conv=0.3, ssm_out=0.05,
+                     A_range=(0.5, 6.0), dt_bias_mean=-2.0, dt_bias_std=0.5,
+                     router=0.3, shexp_gate=0.1)
+
+
+def qwen35_recurrent(G):
+    return [(il + 1) % G["interval"] != 0 for il in range(G["n_layer"])]
+
+
+def build_qwen35_family(out, name):
+    G = QWEN35[name]
+    S = STDS["qwen35"]
+    C = QWEN35_SCALES
+    n_embd, std = G["n_embd"], S["std"]
+    hd, n_head, n_kv = G["head_dim"], G["n_head"], G["n_head_kv"]
+    n_k, n_v, dk = G["n_k_heads"], G["n_v_heads"], G["d_state"]
+    key_dim, value_dim = n_k * dk, n_v * dk
+    conv_dim = 2 * key_dim + value_dim
+    b = Builder(G["seed"])
+    rng = b.rng
+    embed_out(b, S, n_embd=n_embd)
+    for il, recurrent in enumerate(qwen35_recurrent(G)):
+        p = f"blk.{il}."
+        b.norm(p + "attn_norm.weight", n_embd)
+        if recurrent:
+            b.w(p + "attn_qkv.weight", (conv_dim, n_embd), C["qkv"])
+            # k rows = qk_corr * q rows + sqrt(1 - qk_corr^2) * fresh rows (same std): a token's
+            # own key then points roughly along its query, as in trained models. With independent
+            # q/k rows, q.k of L2-normed 32-dim vectors is ~N(0, 1/32), the delta-rule output
+            # often cancels to a small vector, and the gated RMSNorm (which keeps only its
+            # direction) amplified llama.cpp's Q8_0 activation noise to a mean |logit error| of
+            # 0.35 on the 8-layer Q8_0 model (0.13-0.16 on the others)
+            name_qkv, qkv = b.tensors[-1]
+            c = C["qk_corr"]
+            qkv[key_dim:2 * key_dim] = c * qkv[:key_dim] + np.sqrt(1 - c * c) * qkv[key_dim:2 * key_dim]
+            b.w(p + "attn_gate.weight", (value_dim, n_embd), C["z"])
+            b.w(p + "ssm_conv1d.weight", (conv_dim, G["conv"]), C["conv"])
+            dt_bias = C["dt_bias_mean"] + C["dt_bias_std"] * rng.standard_normal(n_v)
+            b.tensors.append((p + "ssm_dt.bias", dt_bias.astype(np.float32)))
+            lo, hi = C["A_range"]
+            b.tensors.append((p + "ssm_a", -rng.uniform(lo, hi, n_v).astype(np.float32)))
+            if G["fused_ba"]:
+                b.w(p + "ssm_ba.weight", (2 * n_v, n_embd), 1.0)
+                # beta rows get the beta scale, alpha rows the alpha scale (layout in the header)
+                name_ba, ba = b.tensors[-1]
+                r = n_v // n_k
+                scale = np.concatenate([np.r_[np.full(r, C["beta"]), np.full(r, C["alpha"])]] * n_k)
+                b.tensors[-1] = (name_ba, (ba * scale[:, None]).astype(np.float32))
+            else:
+                b.w(p + "ssm_beta.weight", (n_v, n_embd), C["beta"])
+                b.w(p + "ssm_alpha.weight", (n_v, n_embd), C["alpha"])
+            b.norm(p + "ssm_norm.weight", dk)
+            b.w(p + "ssm_out.weight", (n_embd, value_dim), C["ssm_out"])
+        else:
+            b.w(p + "attn_q.weight", (2 * n_head * hd, n_embd), S["qk"])
+            b.w(p + "attn_k.weight", (n_kv * hd, n_embd), S["qk"])
+            b.w(p + "attn_v.weight", (n_kv * hd, n_embd), std)
+            b.w(p + "attn_output.weight", (n_embd, n_head * hd), std)
+            b.norm(p + "attn_q_norm.weight", hd)
+            b.norm(p + "attn_k_norm.weight", hd)
+        b.norm(p + "post_attention_norm.weight", n_embd)
+        M = G["moe"]
+        if M is None:
+            dense_ffn(b, il, G["n_ff"], std, n_embd=n_embd)
+        else:
+            n_exp, n_ff_exp, n_sh = M["n_expert"], M["n_ff_exp"], M["n_ff_shexp"]
+            b.w(p + "ffn_gate_inp.weight", (n_exp, n_embd), C["router"])
+            b.w(p + "ffn_gate_exps.weight", (n_exp, n_ff_exp, n_embd), std)
+            b.w(p + "ffn_up_exps.weight", (n_exp, n_ff_exp, n_embd), std)
+            b.w(p + "ffn_down_exps.weight", (n_exp, n_embd, n_ff_exp), std)
+            b.w(p + "ffn_gate_inp_shexp.weight", (n_embd,), C["shexp_gate"])
+            b.w(p + "ffn_gate_shexp.weight", (n_sh, n_embd), std)
+            b.w(p + "ffn_up_shexp.weight", (n_sh, n_embd), std)
+            b.w(p + "ffn_down_shexp.weight", (n_embd, n_sh), std)
+    arch = G["arch"]
+    kv = [
+        ("add_context_length", (N_CTX_TRAIN,)),
+        ("add_embedding_length", (n_embd,)),
+        ("add_block_count", (G["n_layer"],)),
+        ("add_head_count", (n_head,)),
+        ("add_head_count_kv", (n_kv,)),
+        ("add_key_length", (hd,)),
+        ("add_value_length", (hd,)),
+        ("add_rope_freq_base", (G["rope_base"],)),
+        ("add_rope_dimension_count", (G["n_rot"],)),
+        ("add_layer_norm_rms_eps", (G["eps"],)),
+        ("add_ssm_conv_kernel", (G["conv"],)),
+        ("add_ssm_state_size", (dk,)),
+        ("add_ssm_group_count", (n_k,)),
+        ("add_ssm_time_step_rank", (n_v,)),
+        ("add_ssm_inner_size", (value_dim,)),
+        ("add_full_attention_interval", (G["interval"],)),
+        ("add_vocab_size", (N_VOCAB,)),
+    ]
+    if G["n_ff"] is not None:
+        # qwen3next: the converter writes HF's intermediate_size; llama.cpp does not use it when
+        # the layers are MoE. The qwen35moe file has none (Qwen3.5-MoE configs carry no
+        # intermediate_size), so a reader must not need it.
+        kv.append(("add_feed_forward_length", (G["n_ff"],)))
+    if G["sections"] is not None:
+        kv.append(("add_rope_dimension_sections", (G["sections"],)))
+    if G["moe"] is not None:
+        kv += [
+            ("add_expert_count", (G["moe"]["n_expert"],)),
+            ("add_expert_used_count", (G["moe"]["n_used"],)),
+            ("add_expert_feed_forward_length", (G["moe"]["n_ff_exp"],)),
+            ("add_expert_shared_feed_forward_length", (G["moe"]["n_ff_shexp"],)),
+        ]
+    if G["recurrent_array"]:
+        # what convert_hf_to_gguf.py writes when the HF config has layer_types (gguf-py 0.19.0
+        # has no add_recurrent_layers; the key and a bool array are written by hand)
+        kv.append(("add_array", (f"{arch}.attention.recurrent_layers", qwen35_recurrent(G))))
+    write(out, arch, f"tiny-{name}", kv, b.tensors)
+
+
+def build_qwen35(out):
+    build_qwen35_family(out, "qwen35")
+
+
+def build_qwen35moe(out):
+    build_qwen35_family(out, "qwen35moe")
+
+
+def build_qwen3next(out):
+    build_qwen35_family(out, "qwen3next")
+
+
 MODELS = {
     "llama": build_llama,
     "qwen2": build_qwen2,
@@ -478,6 +649,9 @@ MODELS = {
     "llama-ropefreqs": build_llama_ropefreqs,
     "gemma3-62l": build_gemma3_62l,
     "gptoss": build_gptoss,
+    "qwen35": build_qwen35,
+    "qwen35moe": build_qwen35moe,
+    "qwen3next": build_qwen3next,
 }
 # not shipped: same weights as tiny-llama-ropefreqs without the factors (for the comparison)
 EXTRA_MODELS = {
