@@ -8,6 +8,8 @@ cache llama.cpp and exact_ref.py should agree to float32 precision; Q8_0 models 
 F32 copy of their gguf-py-dequantized weights, so the exact pass on the quantized file is checked
 against llama.cpp's own math on exactly those weights. Also: the same rows with the whole
 sequence teacher-forced in one batch, and the fixture's own distance (F16 KV, Q8 activations).
+First, exact_ref.delta_rule_chunked (the chunked form a parallel prefill uses) is checked
+against the recurrent definition on random data, for chunk sizes that do not divide the length.
 Usage: python3 check_qwen35.py SET   (SET/index.json from gen_cases.py + exact_ref.py)
 """
 import json
@@ -18,6 +20,7 @@ import sys
 import numpy as np
 
 from check_gptoss import dequant_copy
+import exact_ref
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -32,7 +35,26 @@ def dump(model, out, case, n, ids, then_ids=None):
     return j, np.fromfile(os.path.join(out, case + ".f32"), "<f4").reshape(j["n_rows"], -1)
 
 
+def check_chunked_form():
+    rng = np.random.default_rng(18)
+    T, d_k, d_v = 150, 32, 32
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
+    q = unit(rng.standard_normal((T, d_k))) / np.sqrt(d_k)
+    k = unit(rng.standard_normal((T, d_k)))
+    v = rng.standard_normal((T, d_v))
+    g = -rng.uniform(0.01, 1.0, T)
+    beta = rng.uniform(0.0, 1.0, T)
+    S0 = 0.1 * rng.standard_normal((d_k, d_v))
+    o_ref, S_ref = exact_ref.delta_rule_recurrent(q, k, v, g, beta, S0)
+    for chunk in (1, 7, 64, 100, 256):
+        o, S = exact_ref.delta_rule_chunked(q, k, v, g, beta, S0, chunk)
+        err = max(np.abs(o - o_ref).max(), np.abs(S - S_ref).max())
+        assert err < 1e-12, (chunk, err)
+        print(f"chunked delta rule, chunk {chunk}, T {T}: max |chunked - recurrent| {err:.1e}")
+
+
 def main():
+    check_chunked_form()
     set_dir = os.path.join(HERE, sys.argv[1])
     out = os.path.join(HERE, "build", "qwen35-diag")
     os.makedirs(out, exist_ok=True)

@@ -309,6 +309,46 @@ def gated_delta_net(W, kv, arch, p, h, state=None):
     return out, (new_conv_state, S)
 
 
+def delta_rule_recurrent(q, k, v, g, beta, S0):
+    """The gated delta rule token by token for one head (the definition; q already scaled):
+    q, k [T, d_k], v [T, d_v], g, beta [T], S0 [d_k, d_v] -> (o [T, d_v], S_T)."""
+    S = S0.copy()
+    o = np.zeros((len(g), v.shape[1]))
+    for t in range(len(g)):
+        S *= np.exp(g[t])
+        S += np.outer(k[t], beta[t] * (v[t] - S.T @ k[t]))
+        o[t] = S.T @ q[t]
+    return o, S
+
+
+def delta_rule_chunked(q, k, v, g, beta, S0, chunk):
+    """The same recurrence evaluated chunk by chunk, as a parallel prefill does (a float64
+    reference for such kernels; equal to delta_rule_recurrent to rounding for any chunk size,
+    including sizes that do not divide T). Within a chunk of C tokens, with G_t = sum of g over
+    the chunk up to t and D_ts = exp(G_t - G_s):
+      delta = (I + A)^-1 beta * (V - exp(G) * (K S0)),  A_ts = beta_t D_ts (k_t . k_s) for s < t
+      o_t   = exp(G_t) S0^T q_t + sum_{s <= t} D_ts (q_t . k_s) delta_s
+      S_C   = exp(G_C) S0 + sum_s D_Cs k_s delta_s^T
+    (delta_t is beta_t (v_t - S_{t-1}'^T k_t) with S_{t-1}' the state after token t's decay.)"""
+    T = len(g)
+    S = S0.copy()
+    o = np.zeros((T, v.shape[1]))
+    for c0 in range(0, T, chunk):
+        sl = slice(c0, min(c0 + chunk, T))
+        qc, kc, vc, gc, bc = q[sl], k[sl], v[sl], g[sl], beta[sl]
+        C = len(gc)
+        G = np.cumsum(gc)
+        D = np.exp(G[:, None] - G[None, :])
+        lower = np.tril(np.ones((C, C), bool), -1)
+        A = np.where(lower, bc[:, None] * D * (kc @ kc.T), 0.0)
+        rhs = bc[:, None] * (vc - np.exp(G)[:, None] * (kc @ S))
+        delta = np.linalg.solve(np.eye(C) + A, rhs)
+        att = np.where(np.tril(np.ones((C, C), bool)), D * (qc @ kc.T), 0.0)
+        o[sl] = np.exp(G)[:, None] * (qc @ S) + att @ delta
+        S = np.exp(G[-1]) * S + (D[-1][:, None] * kc).T @ delta
+    return o, S
+
+
 def gated_attention(W, kv, arch, p, h, pos, k_cache=None, v_cache=None):
     """Full-attention layer with the sigmoid output gate; causal over k_cache ++ new keys."""
     g_ = lambda k, d=None: kv.get(f"{arch}.{k}", d)
