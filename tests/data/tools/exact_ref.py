@@ -50,6 +50,8 @@ Semantics implemented (= llama.cpp at the pinned commit):
     (ggml rope_yarn). Other rope scaling types are not implemented (a warning is printed).
 
 Usage: python3 exact_ref.py [--real-models-dir REAL_MODELS_DIR] [--sets public,hidden]
+       python3 exact_ref.py --trace MODEL.gguf --ids 1,2,3 [--trace-out DIR]   (hybrid archs:
+       intermediate tensors for debugging an engine layer by layer; see write_trace)
 For every case in SET/index.json, teacher-forces the sequence prompt_ids + greedy_ids (the
 llama.cpp greedy tokens) and writes SET/<case>.exact.json (per-row argmax, margin, logsumexp,
 top-64) and, for the tiny models, SET/<case>.exact.f32 (all rows, same layout as <case>.f32).
@@ -187,6 +189,13 @@ def moe_gptoss(W, p, h, n_used):
 # --- Qwen3.5 / Qwen3.5-MoE / Qwen3-Next (llama.cpp src/models/qwen35.cpp, qwen35moe.cpp,
 # qwen3next.cpp, delta-net-base.cpp, ggml-cpu ops.cpp ggml_compute_forward_gated_delta_net) ---
 HYBRID_ARCHS = ("qwen35", "qwen35moe", "qwen3next")
+# intermediate tensors of the hybrid pass, recorded when a dict is put here (--trace)
+TRACE = None
+
+
+def trace(name, value):
+    if TRACE is not None:
+        TRACE[name] = np.array(value, dtype=np.float64)
 
 
 def silu(x):
@@ -287,12 +296,19 @@ def gated_delta_net(W, kv, arch, p, h, state=None):
         c += xin[tap:tap + T] * conv_w[:, tap][None, :]
     new_conv_state = xin[T:]                          # the last K-1 inputs
     c = silu(c)
+    trace(p + "gdn.qkv", qkv)
+    trace(p + "gdn.z", z)
+    trace(p + "gdn.beta", beta)
+    trace(p + "gdn.g", g)
+    trace(p + "gdn.conv_silu", c)
     q = l2norm(c[:, :key_dim].reshape(T, n_k, d_k), eps)
     k = l2norm(c[:, key_dim:2 * key_dim].reshape(T, n_k, d_k), eps)
     v = c[:, 2 * key_dim:].reshape(T, n_v, d_v)
     # key head of each value head: qwen35/qwen35moe tiled (j % n_k, the converter reorders the
     # value heads for ggml's broadcast), qwen3next grouped (j // r, ggml_repeat_4d interleave)
     kh = np.arange(n_v) % n_k if arch in ("qwen35", "qwen35moe") else np.arange(n_v) // r
+    trace(p + "gdn.q_l2", q)
+    trace(p + "gdn.k_l2", k)
     scale = 1.0 / np.sqrt(d_k)
     o = np.zeros((T, n_v, d_v))
     for t in range(T):
@@ -303,8 +319,12 @@ def gated_delta_net(W, kv, arch, p, h, state=None):
         delta = (v[t] - pred) * beta[t][:, None]      # [n_v, d_v]
         S += kt[:, :, None] * delta[:, None, :]       # S += k (x) delta
         o[t] = np.einsum("hij,hi->hj", S, qt)         # S^T (q / sqrt(d_k))
+    trace(p + "gdn.core_out", o)
+    trace(p + "gdn.state", S)
+    trace(p + "gdn.conv_state", new_conv_state)
     # gated RMSNorm per value head: rmsnorm(o) * ssm_norm * silu(z)
     o = rmsnorm(o, W[p + "ssm_norm.weight"], eps) * silu(z.reshape(T, n_v, d_v))
+    trace(p + "gdn.gated_norm", o)
     out = o.reshape(T, n_v * d_v) @ W[p + "ssm_out.weight"].T
     return out, (new_conv_state, S)
 
@@ -368,6 +388,10 @@ def gated_attention(W, kv, arch, p, h, pos, k_cache=None, v_cache=None):
     k = rmsnorm(k, W[p + "attn_k_norm.weight"], eps)
     q = rope_partial(q, pos, base, n_rot, sections)
     k = rope_partial(k, pos, base, n_rot, sections)
+    trace(p + "attn.q_roped", q)
+    trace(p + "attn.k_roped", k)
+    trace(p + "attn.v", v)
+    trace(p + "attn.gate", gate)
     if k_cache is not None:
         k = np.concatenate([k_cache, k], axis=0)
         v = np.concatenate([v_cache, v], axis=0)
@@ -382,6 +406,7 @@ def gated_attention(W, kv, arch, p, h, pos, k_cache=None, v_cache=None):
         e = np.exp(s)
         e /= e.sum(1, keepdims=True)
         out[:, hh] = e @ v[:, hh // grp]
+    trace(p + "attn.pregate", out)
     out = out.reshape(T, n_head * hd) * sigmoid(gate.reshape(T, n_head * hd))
     return out @ W[p + "attn_output.weight"].T, k, v
 
@@ -434,6 +459,7 @@ def forward_hybrid(W, kv, ids, state=None):
     x = W["token_embd.weight"][ids].astype(np.float64)
     for il in range(n_layer):
         p = f"blk.{il}."
+        trace(p + "l_in", x)
         h = rmsnorm(x, W[p + "attn_norm.weight"], eps)
         if flags[il]:
             a, st.rec[il] = gated_delta_net(W, kv, arch, p, h, st.rec.get(il))
@@ -441,10 +467,14 @@ def forward_hybrid(W, kv, ids, state=None):
             kc, vc = st.kv.get(il, (None, None))
             a, kc, vc = gated_attention(W, kv, arch, p, h, pos, kc, vc)
             st.kv[il] = (kc, vc)
+        trace(p + "mixer_out", a)
         x = x + a
-        x = x + hybrid_ffn(W, kv, arch, p, rmsnorm(x, W[p + "post_attention_norm.weight"], eps))
+        f = hybrid_ffn(W, kv, arch, p, rmsnorm(x, W[p + "post_attention_norm.weight"], eps))
+        trace(p + "ffn_out", f)
+        x = x + f
     st.n_past += T
     x = rmsnorm(x, W["output_norm.weight"], eps)
+    trace("result_norm", x)
     wout = W.get("output.weight", W["token_embd.weight"])
     return x @ wout.astype(np.float64).T
 
@@ -589,11 +619,42 @@ def row_stats(L):
     return am, margin, lse, top
 
 
+def write_trace(model, ids, out_dir):
+    """--trace: the hybrid pass's intermediate tensors for one id sequence, each as
+    OUT/<name>.f32 (f32le, C order) with OUT/trace.json giving every name's shape. Names:
+    blk.N.{l_in, mixer_out, ffn_out}; DeltaNet layers blk.N.gdn.{qkv, z, beta, g, conv_silu,
+    q_l2, k_l2 ([T, n_k_heads, d], before the 1/sqrt(d) scale), core_out ([T, n_v_heads, d],
+    before the gated norm), gated_norm, state ([n_v_heads, d_k, d_v], S[i][c] after the last
+    token), conv_state ([K-1, conv_dim])}; attention layers blk.N.attn.{q_roped, k_roped, v,
+    gate, pregate}; result_norm; logits."""
+    global TRACE
+    W, kv = load(model)
+    assert kv["general.architecture"] in HYBRID_ARCHS, "--trace covers the hybrid archs"
+    TRACE = {}
+    TRACE["logits"] = forward_hybrid(W, kv, ids)
+    os.makedirs(out_dir, exist_ok=True)
+    shapes = {}
+    for name, value in TRACE.items():
+        value.astype("<f4").tofile(os.path.join(out_dir, name + ".f32"))
+        shapes[name] = list(value.shape)
+    with open(os.path.join(out_dir, "trace.json"), "w") as f:
+        json.dump({"model": os.path.basename(model), "ids": ids, "shapes": shapes}, f, indent=1)
+    TRACE = None
+    print(f"wrote {len(shapes)} tensors to {out_dir}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--real-models-dir", default="REAL_MODELS_DIR")
     ap.add_argument("--sets", default="public,hidden")
+    ap.add_argument("--trace", metavar="MODEL", help="write the intermediate tensors of the hybrid "
+                    "pass on --ids to --trace-out instead of processing sets")
+    ap.add_argument("--ids", default="")
+    ap.add_argument("--trace-out", default="trace")
     a = ap.parse_args()
+    if a.trace:
+        write_trace(a.trace, [int(x) for x in a.ids.split(",") if x], a.trace_out)
+        return
     cache = {}
     for set_name in a.sets.split(","):
         set_dir = os.path.join(HERE, set_name)
