@@ -239,7 +239,7 @@ def main():
         manifest[mf] = {"path": p, "size": os.path.getsize(p), "sha256": sha256(p)}
     # unquantized tiny models: not shipped (regenerate with make_tiny.py), hashes for verification
     for name in ("llama", "qwen2", "qwen3", "qwen3moe", "llama-moe", "gemma3", "llama-ropefreqs",
-                 "gemma3-62l"):
+                 "gemma3-62l", "qwen3next"):
         mf = f"tiny-{name}-f32.gguf"
         p = os.path.join(HERE, "build", mf)
         if os.path.exists(p):

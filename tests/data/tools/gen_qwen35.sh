@@ -40,6 +40,25 @@ $PY gen_cases.py --sets public --out-dir hybrid \
 # 4) exact float64 reference, teacher-forced on the llama.cpp ids
 $PY exact_ref.py --sets hybrid
 
+# 4b) tokenizer goldens of the tiny vocab (the same in every tiny model) through one of them,
+#     the public strings of gen_cases.TOKENIZE_STRINGS, listed in hybrid/index.json
+$PY - <<'PYEOF'
+import json, gen_cases
+with open("build/tokenize-strings-public.json", "w", encoding="utf-8") as f:
+    json.dump(gen_cases.TOKENIZE_STRINGS["public"], f, ensure_ascii=False, indent=1)
+PYEOF
+./dump tokenize -m models/tiny-qwen35-f32.gguf -i build/tokenize-strings-public.json \
+    -o hybrid/tokenize-tiny-qwen35-f32.json
+$PY - <<'PYEOF'
+import json
+with open("hybrid/index.json", encoding="utf-8") as f:
+    index = json.load(f)
+index["tokenize"] = [{"model": "tiny-qwen35-f32.gguf", "model_dir": "models",
+                      "json": "tokenize-tiny-qwen35-f32.json"}]
+with open("hybrid/index.json", "w", encoding="utf-8") as f:
+    json.dump(index, f, ensure_ascii=False, indent=1)
+PYEOF
+
 # 5) self-check of the new cases
 $PY check.py hybrid
 
