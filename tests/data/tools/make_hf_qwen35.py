@@ -271,11 +271,119 @@ def check_forward(name, out_dir):
           f"except {off_by_ulp} of the {n_a} ssm_a values, 1 ulp away")
 
 
+def expected_entry(values):
+    """What the GGUF view must hold (the pattern of scripts/make-tiny-safetensors.py): ggml dims
+    (the numpy shape reversed), the element sum and a few sampled elements."""
+    flat = np.asarray(values, dtype=np.float32).reshape(-1)
+    n = flat.size
+    picks = sorted({0, 1, n // 3, n // 2, n - 2, n - 1})
+    return {"type": "F32", "dims": list(reversed(np.shape(values))),
+            "sum": float(flat.astype(np.float64).sum()),
+            "samples": [[i, float(flat[i])] for i in picks]}
+
+
+def qwen3next_small(out_dir):
+    """A small random Qwen3NextForCausalLM checkpoint (F32, HF's own layout: in_proj_qkvz and
+    in_proj_ba interleaved per key head, per-expert tensors) and expected.json, the GGUF view
+    computed by a numpy port of the converter's Qwen3NextModel.modify_tensors (no fixtures:
+    it checks a loader's tensor mapping only)."""
+    rng = np.random.default_rng(1023)
+    E, L, H, KV, HD, V = 64, 4, 2, 1, 32, 64
+    n_k, n_v, d, K = 2, 4, 16, 4
+    X, FF, FS = 4, 32, 32
+    r = n_v // n_k
+    key_dim, value_dim = n_k * d, n_v * d
+    hf, exp = {}, {}
+    w = lambda shape, scale=0.1, offset=0.0: (rng.standard_normal(shape) * scale + offset).astype(np.float32)
+    hf["model.embed_tokens.weight"] = w((V, E))
+    hf["lm_head.weight"] = w((V, E))
+    hf["model.norm.weight"] = w((E,))
+    exp["token_embd.weight"] = expected_entry(hf["model.embed_tokens.weight"])
+    exp["output.weight"] = expected_entry(hf["lm_head.weight"])
+    exp["output_norm.weight"] = expected_entry(hf["model.norm.weight"] + np.float32(1))
+    layer_types = ["linear_attention", "linear_attention", "linear_attention", "full_attention"]
+    for il, kind in enumerate(layer_types):
+        p, b = f"model.layers.{il}.", f"blk.{il}."
+        for hname, gname in (("input_layernorm", "attn_norm"), ("post_attention_layernorm", "post_attention_norm")):
+            hf[p + hname + ".weight"] = w((E,))
+            exp[b + gname + ".weight"] = expected_entry(hf[p + hname + ".weight"] + np.float32(1))
+        if kind == "linear_attention":
+            la = p + "linear_attn."
+            qkvz = w((n_k * (2 * d + 2 * r * d), E))
+            hf[la + "in_proj_qkvz.weight"] = qkvz
+            # converter: view [n_embd, n_k, q|k|v|z] of the transposed weight, split, flatten
+            t = qkvz.T.reshape(E, n_k, 2 * d + 2 * r * d)
+            q, k, v, z = np.split(t, [d, 2 * d, 2 * d + r * d], axis=-1)
+            flat = lambda a: a.reshape(E, -1)
+            exp[b + "attn_qkv.weight"] = expected_entry(np.concatenate([flat(q), flat(k), flat(v)], axis=-1).T)
+            exp[b + "attn_gate.weight"] = expected_entry(flat(z).T)
+            hf[la + "in_proj_ba.weight"] = w((2 * n_v, E))
+            exp[b + "ssm_ba.weight"] = expected_entry(hf[la + "in_proj_ba.weight"])
+            hf[la + "conv1d.weight"] = w((2 * key_dim + value_dim, 1, K), 0.3)
+            exp[b + "ssm_conv1d.weight"] = expected_entry(hf[la + "conv1d.weight"][:, 0, :])
+            hf[la + "dt_bias"] = w((n_v,), 0.5, -2.0)
+            exp[b + "ssm_dt.bias"] = expected_entry(hf[la + "dt_bias"])
+            hf[la + "A_log"] = np.log(rng.uniform(0.5, 6.0, n_v)).astype(np.float32)
+            exp[b + "ssm_a"] = expected_entry(np.float32(-np.exp(hf[la + "A_log"].astype(np.float64))))
+            hf[la + "norm.weight"] = w((d,), 0.1, 1.0)
+            exp[b + "ssm_norm.weight"] = expected_entry(hf[la + "norm.weight"])
+            hf[la + "out_proj.weight"] = w((E, value_dim))
+            exp[b + "ssm_out.weight"] = expected_entry(hf[la + "out_proj.weight"])
+        else:
+            sa = p + "self_attn."
+            for hname, gname, shape in (("q_proj", "attn_q", (2 * H * HD, E)), ("k_proj", "attn_k", (KV * HD, E)),
+                                        ("v_proj", "attn_v", (KV * HD, E)), ("o_proj", "attn_output", (E, H * HD))):
+                hf[sa + hname + ".weight"] = w(shape)
+                exp[b + gname + ".weight"] = expected_entry(hf[sa + hname + ".weight"])
+            for hname, gname in (("q_norm", "attn_q_norm"), ("k_norm", "attn_k_norm")):
+                hf[sa + hname + ".weight"] = w((HD,))
+                exp[b + gname + ".weight"] = expected_entry(hf[sa + hname + ".weight"] + np.float32(1))
+        m = p + "mlp."
+        hf[m + "gate.weight"] = w((X, E))
+        exp[b + "ffn_gate_inp.weight"] = expected_entry(hf[m + "gate.weight"])
+        for part, shape in (("gate", (FF, E)), ("up", (FF, E)), ("down", (E, FF))):
+            stack = []
+            for x in range(X):
+                hf[f"{m}experts.{x}.{part}_proj.weight"] = w(shape)
+                stack.append(hf[f"{m}experts.{x}.{part}_proj.weight"])
+            exp[f"{b}ffn_{part}_exps.weight"] = expected_entry(np.stack(stack))
+        for part, shape in (("gate", (FS, E)), ("up", (FS, E)), ("down", (E, FS))):
+            hf[f"{m}shared_expert.{part}_proj.weight"] = w(shape)
+            exp[f"{b}ffn_{part}_shexp.weight"] = expected_entry(hf[f"{m}shared_expert.{part}_proj.weight"])
+        hf[m + "shared_expert_gate.weight"] = w((1, E))
+        exp[b + "ffn_gate_inp_shexp.weight"] = expected_entry(hf[m + "shared_expert_gate.weight"])
+    os.makedirs(out_dir, exist_ok=True)
+    hf = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in hf.items()}
+    specs = {k: TensorSpec(dtype="float32", shape=list(v.shape), data_ptr=v.ctypes.data, data_len=v.nbytes)
+             for k, v in sorted(hf.items())}
+    serialize_file(specs, os.path.join(out_dir, "model.safetensors"), {"format": "pt"})
+    config = {
+        "architectures": ["Qwen3NextForCausalLM"], "model_type": "qwen3_next",
+        "vocab_size": V, "hidden_size": E, "num_hidden_layers": L, "num_attention_heads": H,
+        "num_key_value_heads": KV, "head_dim": HD, "hidden_act": "silu", "max_position_embeddings": 512,
+        "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "attention_bias": False,
+        "rope_theta": 10000000.0, "partial_rotary_factor": 0.25, "rope_scaling": None,
+        "linear_conv_kernel_dim": K, "linear_key_head_dim": d, "linear_value_head_dim": d,
+        "linear_num_key_heads": n_k, "linear_num_value_heads": n_v, "full_attention_interval": 4,
+        "layer_types": layer_types, "intermediate_size": 128, "num_experts": X,
+        "num_experts_per_tok": 2, "moe_intermediate_size": FF, "shared_expert_intermediate_size": FS,
+        "norm_topk_prob": True, "decoder_sparse_step": 1, "mlp_only_layers": [], "torch_dtype": "float32",
+    }
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(config, f, indent=1, sort_keys=True)
+        f.write("\n")
+    with open(os.path.join(out_dir, "expected.json"), "w") as f:
+        json.dump(exp, f, indent=1, sort_keys=True)
+        f.write("\n")
+    print("wrote", out_dir, len(hf), "tensors,", len(exp), "expected GGUF tensors")
+
+
 def main():
     root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "..", "hybrid", "safetensors")
     for name in ("qwen35", "qwen35moe"):
         convert(name, os.path.join(root, f"tiny-{name}"))
         check_forward(name, os.path.join(root, f"tiny-{name}"))
+    qwen3next_small(os.path.join(root, "tiny-qwen3next"))
 
 
 if __name__ == "__main__":
