@@ -540,11 +540,12 @@ def build_qwen35_family(out, name):
             b.w(p + "attn_qkv.weight", (conv_dim, n_embd), C["qkv"])
             # k rows = qk_corr * q rows + sqrt(1 - qk_corr^2) * fresh rows (same std): a token's
             # own key then points roughly along its query, as in trained models. With independent
-            # q/k rows, q.k of L2-normed 32-dim vectors is ~N(0, 1/32), the delta-rule output
-            # often cancels to a small vector, and the gated RMSNorm (which keeps only its
-            # direction) amplified llama.cpp's Q8_0 activation noise to a mean |logit error| of
-            # 0.35 on the 8-layer Q8_0 model (0.13-0.16 on the others)
-            name_qkv, qkv = b.tensors[-1]
+            # rows q.k of L2-normed 32-dim vectors is ~N(0, 1/32) and the delta-rule output often
+            # cancels to a small vector whose direction alone the gated RMSNorm keeps, which
+            # makes the output more sensitive to noise (llama.cpp's Q8_0 activations). The gain
+            # was modest: on the 8-layer Q8_0 model the mean |llama.cpp - exact| went from 0.35
+            # to about 0.3; the rest comes with depth (QWEN35.md, "Measured")
+            _, qkv = b.tensors[-1]  # the array just drawn, changed in place
             c = C["qk_corr"]
             qkv[key_dim:2 * key_dim] = c * qkv[:key_dim] + np.sqrt(1 - c * c) * qkv[key_dim:2 * key_dim]
             b.w(p + "attn_gate.weight", (value_dim, n_embd), C["z"])
