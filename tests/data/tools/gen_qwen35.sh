@@ -65,3 +65,7 @@ $PY check.py hybrid
 # 6) diagnostics: llama.cpp with an F32 KV cache (F32 models, and F32 copies of the dequantized
 #    Q8_0 models) vs the exact pass
 $PY check_qwen35.py hybrid
+
+# 7) diagnostics: the exact pass against llama.cpp on geometry variants the shipped models do not
+#    cover (tied head, full RoPE, Hv == Hk, conv 3, top-3, ratio 3, an M-RoPE pair on position e)
+$PY check_qwen35_variants.py
