@@ -1,6 +1,8 @@
 //! Shared support for whole-model tests: the llama.cpp fixtures and the exact reference.
 #![allow(dead_code)]
 
+pub mod json_schema;
+
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;

@@ -51,10 +51,11 @@ pub enum ToolCallFormat {
 pub const JSON_WHITESPACE: &str = "( |\n[ \t]{0,20})?";
 
 /// `schema` as constrained output reads it, the way llama.cpp's schema grammars read it:
-/// [`JSON_WHITESPACE`] as its layout unless it sets its own (`x-guidance`), and objects that list
+/// [`JSON_WHITESPACE`] as its layout unless it sets its own (`x-guidance`), objects that list
 /// `properties` without saying `additionalProperties` closed to those properties (the JSON
 /// Schema default would let a model pad a tool's arguments or an answer with keys nobody asked
-/// for).
+/// for), and numbers held to 16 digits before the point and 10 after it (an unbounded number
+/// lets a hot sampler write digits until the token limit, and the output never completes).
 pub fn with_json_layout(mut schema: Value) -> Value {
     close_objects(&mut schema);
     if let Some(object) = schema.as_object_mut()
@@ -65,10 +66,35 @@ pub fn with_json_layout(mut schema: Value) -> Value {
     schema
 }
 
+/// The largest magnitude with 16 digits, llama.cpp's bound on a number's integral part.
+const NUMBER_LIMIT: i64 = 9_999_999_999_999_999;
+
+/// Bounds an `integer` or `number` schema that leaves a side open to 16 integral digits (as
+/// llama.cpp's number rules do), and a `number` without `multipleOf` to 10 decimals (llama.cpp
+/// allows 16, but llguidance reads `multipleOf` through repeated f64 scaling, which is exact
+/// only to 1e-10): a subset of what the schema allows.
+fn bound_number(object: &mut serde_json::Map<String, Value>) {
+    let is_number = match object.get("type").and_then(Value::as_str) {
+        Some("integer") => false,
+        Some("number") => true,
+        _ => return,
+    };
+    if !object.contains_key("minimum") && !object.contains_key("exclusiveMinimum") {
+        object.insert("minimum".into(), Value::from(-NUMBER_LIMIT));
+    }
+    if !object.contains_key("maximum") && !object.contains_key("exclusiveMaximum") {
+        object.insert("maximum".into(), Value::from(NUMBER_LIMIT));
+    }
+    if is_number && !object.contains_key("multipleOf") {
+        object.insert("multipleOf".into(), serde_json::json!(1e-10));
+    }
+}
+
 /// Sets `additionalProperties: false` on every object schema with `properties` and no word on
 /// extra keys, through the places subschemas live.
 fn close_objects(schema: &mut Value) {
     let Some(object) = schema.as_object_mut() else { return };
+    bound_number(object);
     if object.contains_key("properties")
         && !object.contains_key("additionalProperties")
         && !object.contains_key("patternProperties")
@@ -418,6 +444,12 @@ mod tests {
         assert_eq!(schema["properties"]["list"]["items"]["additionalProperties"], false);
         assert_eq!(schema["$defs"]["d"]["anyOf"][0]["additionalProperties"], false);
         assert!(schema["$defs"]["d"]["anyOf"][1].get("additionalProperties").is_none());
+        let bounded = with_json_layout(serde_json::json!({"properties": {
+            "n": {"type": "integer", "minimum": 0}, "x": {"type": "number", "multipleOf": 0.5}}}));
+        assert_eq!(bounded["properties"]["n"]["maximum"], 9_999_999_999_999_999_i64);
+        assert_eq!(bounded["properties"]["n"]["minimum"], 0);
+        assert_eq!(bounded["properties"]["x"]["minimum"], -9_999_999_999_999_999_i64);
+        assert_eq!(bounded["properties"]["x"]["multipleOf"], 0.5);
         // A bare object stays open.
         assert!(
             with_json_layout(serde_json::json!({"type": "object"})).get("additionalProperties").is_none()
