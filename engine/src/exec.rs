@@ -11,6 +11,7 @@ use std::time::Instant;
 use crate::cpu::{CpuExperts, CpuStack, LogitRows};
 use crate::error::{EngineError, Result};
 use crate::gpu::model::{Context, ContextOptions, GpuModel, Logits, PendingStep, StepOutput, StepTimings};
+pub use crate::gpu::ops::logprob::NO_TARGET;
 pub use crate::layers::SeqSpan;
 
 enum Parts {
@@ -97,6 +98,49 @@ impl Executor {
             self.timings.prompt_tokens += tokens.len() as u64;
             self.timings.prompt_time += dt;
         }
+        Ok(out)
+    }
+
+    /// Feeds `tokens` and returns, per token, the log-probability of `targets[i]` as the next
+    /// token (`NO_TARGET`: 0). The log-softmax and the gather run where the head runs (a WGSL
+    /// kernel on the GPU, the CPU kernel otherwise); only these values come back.
+    pub fn score(&mut self, tokens: &[u32], targets: &[u32]) -> Result<Vec<f32>> {
+        let start = Instant::now();
+        let out = match &mut self.parts {
+            Parts::Gpu(c) => c.score(tokens, targets)?,
+            Parts::Split { cpu, gpu, hidden } => {
+                let pos = gpu.n_past();
+                cpu.forward(tokens, pos, hidden)?;
+                gpu.score_hidden(hidden, targets)?
+            }
+            Parts::Cpu(s) => {
+                let pos = s.n_filled() as u32;
+                s.score(tokens, pos, targets)?
+            }
+        };
+        self.timings.prompt_tokens += tokens.len() as u64;
+        self.timings.prompt_time += start.elapsed();
+        Ok(out)
+    }
+
+    /// Feeds `tokens` and returns the final-norm hidden state of each (what the output head
+    /// reads), `n_embd` values per token, from the same layer plan as every other step.
+    pub fn final_hidden(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let start = Instant::now();
+        let out = match &mut self.parts {
+            Parts::Gpu(c) => c.final_hidden(tokens)?,
+            Parts::Split { cpu, gpu, hidden } => {
+                let pos = gpu.n_past();
+                cpu.forward(tokens, pos, hidden)?;
+                gpu.final_hidden_from(hidden)?
+            }
+            Parts::Cpu(s) => {
+                let pos = s.n_filled() as u32;
+                s.final_hidden(tokens, pos)?
+            }
+        };
+        self.timings.prompt_tokens += tokens.len() as u64;
+        self.timings.prompt_time += start.elapsed();
         Ok(out)
     }
 

@@ -55,6 +55,7 @@ pub enum PipelineKey {
     Attention(crate::gpu::ops::attention::AttentionKey),
     Elementwise(crate::gpu::ops::elementwise::ElementwiseKey),
     Argmax(crate::gpu::ops::argmax::ArgmaxKey),
+    Logprob(crate::gpu::ops::logprob::LogprobKey),
     Moe(crate::gpu::ops::moe::MoeKey),
 }
 
@@ -70,6 +71,7 @@ impl PipelineKey {
             PipelineKey::Attention(k) => k,
             PipelineKey::Elementwise(k) => k,
             PipelineKey::Argmax(k) => k,
+            PipelineKey::Logprob(k) => k,
             PipelineKey::Moe(k) => k,
         }
     }

@@ -24,6 +24,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("attention.wgsl", include_str!("../../../shaders/attention.wgsl")),
     ("elementwise.wgsl", include_str!("../../../shaders/elementwise.wgsl")),
     ("argmax.wgsl", include_str!("../../../shaders/argmax.wgsl")),
+    ("logprob.wgsl", include_str!("../../../shaders/logprob.wgsl")),
     ("activation.wgsl", include_str!("../../../shaders/activation.wgsl")),
     ("moe.wgsl", include_str!("../../../shaders/moe.wgsl")),
 ];

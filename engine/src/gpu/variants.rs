@@ -9,6 +9,7 @@ use crate::gpu::ops::elementwise::ElementwiseKey;
 use crate::gpu::ops::get_rows::GetRowsKey;
 use crate::gpu::ops::lane::{LaneIds, LaneKey};
 use crate::gpu::ops::linear::Epilogue;
+use crate::gpu::ops::logprob::LogprobKey;
 use crate::gpu::ops::matmul::{MatmulKey, TILE_ROWS, TILE_TOKENS};
 use crate::gpu::ops::matvec::MatvecKey;
 use crate::gpu::ops::moe::MoeKey;
@@ -41,6 +42,7 @@ pub fn constants(key: &PipelineKey) -> Vec<(String, f64)> {
         PipelineKey::Attention(k) => k.spec(),
         PipelineKey::Elementwise(k) => k.spec(),
         PipelineKey::Argmax(k) => k.spec(),
+        PipelineKey::Logprob(k) => k.spec(),
         PipelineKey::Moe(k) => k.spec(),
     };
     spec.constants
@@ -170,6 +172,7 @@ pub fn all(caps: &Caps) -> Vec<PipelineKey> {
     for stage2 in [false, true] {
         out.push(PipelineKey::Argmax(ArgmaxKey { stage2 }));
     }
+    out.push(PipelineKey::Logprob(LogprobKey));
     for e in [ElementwiseKey::Add, ElementwiseKey::GluSilu, ElementwiseKey::GluGelu, ElementwiseKey::Softcap]
     {
         out.push(PipelineKey::Elementwise(e));

@@ -225,3 +225,10 @@ pub fn argmax(v: &[f32]) -> usize {
     }
     best
 }
+
+/// `log_softmax(row)[target]` in f64.
+pub fn log_softmax_at(row: &[f32], target: usize) -> f64 {
+    let max = row.iter().map(|&v| v as f64).fold(f64::NEG_INFINITY, f64::max);
+    let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+    row[target] as f64 - max - sum.ln()
+}

@@ -2,6 +2,7 @@
 
 mod act;
 mod attention;
+mod logprob;
 mod moe;
 mod norm;
 mod rope;
@@ -10,6 +11,7 @@ pub(crate) use act::glu_on;
 pub use act::{Activation, add_in_place, glu};
 pub(crate) use attention::attention_at;
 pub use attention::{Attention, KvLayer, attention};
+pub use logprob::{log_softmax_at, log_softmax_gather};
 pub use moe::{Route, route};
 pub use norm::{add_rms_normed, rms_norm, rms_norm_in_place};
 pub use rope::{Rope, rope_in_place};

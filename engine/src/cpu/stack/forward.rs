@@ -92,16 +92,8 @@ impl CpuStack {
             ));
         };
         let t0 = std::time::Instant::now();
-        let e = self.cfg.n_embd as usize;
         let m = rows.len();
-        let x = &self.scratch.x;
-        let picked: Vec<f32> = match rows.windows(2).all(|w| w[1] == w[0] + 1) {
-            // Consecutive rows (a whole chunk, or its last row) need no copy.
-            true if m > 0 => x[rows[0] * e..(rows[0] + m) * e].to_vec(),
-            _ => rows.iter().flat_map(|&r| x[r * e..(r + 1) * e].iter().copied()).collect(),
-        };
-        let mut h = vec![0f32; m * e];
-        rms_norm(self.isa, &picked, norm, self.cfg.rms_eps, &mut h)?;
+        let h = self.final_norm(rows, norm)?;
         let w = head.as_ref().unwrap_or(&self.w.token_embd).view();
         let start = out.len();
         out.resize(start + m * w.rows, 0.0);
@@ -112,6 +104,36 @@ impl CpuStack {
         if let Some(p) = &mut self.profile {
             p.head += t0.elapsed();
         }
+        Ok(())
+    }
+}
+
+impl CpuStack {
+    /// The final norm of `rows` of the chunk in `scratch.x`: what the head reads.
+    fn final_norm(&self, rows: &[usize], norm: &[f32]) -> Result<Vec<f32>> {
+        let e = self.cfg.n_embd as usize;
+        let m = rows.len();
+        let x = &self.scratch.x;
+        let picked: Vec<f32> = match rows.windows(2).all(|w| w[1] == w[0] + 1) {
+            // Consecutive rows (a whole chunk, or its last row) need no copy.
+            true if m > 0 => x[rows[0] * e..(rows[0] + m) * e].to_vec(),
+            _ => rows.iter().flat_map(|&r| x[r * e..(r + 1) * e].iter().copied()).collect(),
+        };
+        let mut h = vec![0f32; m * e];
+        rms_norm(self.isa, &picked, norm, self.cfg.rms_eps, &mut h)?;
+        Ok(h)
+    }
+
+    /// The final-norm hidden state of every row of the chunk in `scratch.x`, appended to `out`.
+    pub(super) fn normed_rows(&mut self, out: &mut Vec<f32>) -> Result<()> {
+        let Some((norm, _)) = &self.w.head else {
+            return Err(EngineError::InvalidArgument(
+                "this CPU stack was built without the output norm".into(),
+            ));
+        };
+        let n = self.scratch.x.len() / self.cfg.n_embd as usize;
+        let rows: Vec<usize> = (0..n).collect();
+        out.extend(self.final_norm(&rows, norm)?);
         Ok(())
     }
 }

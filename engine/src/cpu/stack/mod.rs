@@ -263,6 +263,57 @@ impl CpuStack {
         Ok(out)
     }
 
+    /// Runs every layer and the head and returns, per token, the log-probability of
+    /// `targets[i]` after it ([`NO_TARGET`](crate::cpu::ops::log_softmax_at): 0). The head
+    /// runs on a few rows at a time, so no more than those rows' logits exist at once.
+    pub fn score(&mut self, tokens: &[u32], pos0: u32, targets: &[u32]) -> Result<Vec<f32>> {
+        if self.w.head.is_none() {
+            return Err(EngineError::InvalidArgument(
+                "this CPU stack was built without the output head".into(),
+            ));
+        }
+        if targets.len() != tokens.len() {
+            return Err(EngineError::InvalidArgument(format!(
+                "{} score targets for {} tokens",
+                targets.len(),
+                tokens.len()
+            )));
+        }
+        // Rows per head call: enough to read the head's weights rarely, few enough that a
+        // 262k vocabulary's logits stay small.
+        const HEAD_ROWS: usize = 16;
+        let v = self.cfg.n_vocab as usize;
+        let mut out = Vec::with_capacity(tokens.len());
+        let mut logits = Vec::new();
+        self.run(tokens, pos0 as usize, |st, done| {
+            let n_chunk = st.scratch.x.len() / st.cfg.n_embd as usize;
+            let first = done - n_chunk;
+            for r0 in (0..n_chunk).step_by(HEAD_ROWS) {
+                let rows = r0..(r0 + HEAD_ROWS).min(n_chunk);
+                logits.clear();
+                st.head(rows.clone(), &mut logits)?;
+                let at = first + rows.start;
+                let ts = &targets[at..first + rows.end];
+                let start = out.len();
+                crate::cpu::ops::log_softmax_gather(&logits, v, ts, &mut out)?;
+                if let Some(r) = out[start..].iter().position(|x| !x.is_finite()) {
+                    let what = if out[start + r].is_nan() { "NaN" } else { "inf" };
+                    return Err(EngineError::NonFiniteLogits { what, position: (pos0 as usize + at + r) as u64 });
+                }
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Runs every layer and the final norm (the stack must have been built `with_head`) and
+    /// returns each token's final-norm hidden state, `n_embd` values per token.
+    pub fn final_hidden(&mut self, tokens: &[u32], pos0: u32) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        self.run(tokens, pos0 as usize, |st, _| st.normed_rows(&mut out))?;
+        Ok(out)
+    }
+
     /// One step over several sequences (continuous batching): `tokens` holds each span's
     /// tokens in span order. Leaves the hidden state of every token in `out_hidden`.
     pub fn forward_seqs(

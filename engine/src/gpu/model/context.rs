@@ -12,6 +12,7 @@ use super::graph::{self, Graph, logit_bytes};
 use crate::cpu::CpuExperts;
 use crate::error::{EngineError, Result};
 use crate::gpu::ops::Op;
+pub use crate::gpu::ops::logprob::NO_TARGET;
 use crate::gpu::ops::moe::MoeBuffers;
 use crate::gpu::profile::{Phase, Profiler};
 use crate::layers::{RopeTable, SeqSpan, logit_rows, token_positions};
@@ -69,6 +70,9 @@ pub(crate) struct Buffers {
     pub u: wgpu::Buffer,
     pub a: wgpu::Buffer,
     pub logits: wgpu::Buffer,
+    /// Per logits row: the token whose log-probability a scoring step reads, and that value.
+    pub targets: wgpu::Buffer,
+    pub scores: wgpu::Buffer,
     pub k_cache: Vec<wgpu::Buffer>,
     pub v_cache: Vec<wgpu::Buffer>,
     /// RoPE (cos, sin) tables, indexed by [`RopeTable`].
@@ -119,6 +123,16 @@ enum Input<'a> {
     Tokens(&'a [u32]),
     /// Rows of `n_embd`: the residual stream after the layers that ran elsewhere.
     Hidden(&'a [f32]),
+}
+
+/// What a step reads back: logits (and the device's greedy pick), per-row log-probabilities
+/// of given targets, or the final-norm hidden state.
+#[derive(Copy, Clone)]
+enum Readout<'a> {
+    Logits(Logits, bool),
+    /// One id per row of the step ([`NO_TARGET`] where there is none).
+    Scores(&'a [u32]),
+    Hidden,
 }
 
 /// What a step produced.
@@ -196,6 +210,7 @@ pub fn context_bytes(
         + nb * (c.n_head * c.head_dim_v) as u64 * f
         + 2 * nb * s.n_ff * f
         + 2 * s.logit_rows * c.n_vocab as u64 * f // logits + readback
+        + 2 * s.logit_rows * f // score targets and values
         + 16
         + 2 * n_ctx as u64 * (c.rope_dim as u64 / 2) * 8; // two RoPE tables
     if cpu_moe {
@@ -282,6 +297,8 @@ impl Context {
             u: gpu.storage("ffn.up", nb * n_ff * f),
             a: gpu.storage("block_out", nb * e * f),
             logits: gpu.storage("logits", logit_rows * vocab_bytes),
+            targets: gpu.storage("score.targets", logit_rows * 4),
+            scores: gpu.storage("scores", logit_rows * 4),
             k_cache: model.layers.iter().map(|_| gpu.storage("k_cache", k_bytes)).collect(),
             v_cache: model.layers.iter().map(|_| gpu.storage("v_cache", v_bytes)).collect(),
             rope_tables: tables,
@@ -360,6 +377,8 @@ impl Context {
             &b.u,
             &b.a,
             &b.logits,
+            &b.targets,
+            &b.scores,
             &b.read_tokens,
             &b.read_logits,
         ]
@@ -443,6 +462,53 @@ impl Context {
     /// Like [`eval`](Self::eval), from the hidden state (`n` rows of `n_embd`) that the layers
     /// before `first_layer` left, for a model whose first layers run elsewhere.
     pub fn eval_hidden(&mut self, hidden: &[f32], logits: Logits, argmax: bool) -> Result<StepOutput> {
+        self.check_hidden_input(hidden)?;
+        self.eval_input(Input::Hidden(hidden), logits, argmax)
+    }
+
+    fn eval_input(&mut self, input: Input<'_>, logits: Logits, argmax: bool) -> Result<StepOutput> {
+        let mut values = Vec::new();
+        self.run_input(input, Readout::Logits(logits, argmax), &mut values)
+    }
+
+    /// Feeds `tokens` and returns, per token, the log-probability of `targets[i]` after it
+    /// (the log-softmax and the gather run on the device; one float per token comes back).
+    /// A target of [`NO_TARGET`] gives 0.
+    pub fn score(&mut self, tokens: &[u32], targets: &[u32]) -> Result<Vec<f32>> {
+        self.check_token_input(tokens)?;
+        self.check_targets(tokens.len(), targets)?;
+        let mut values = Vec::new();
+        self.run_input(Input::Tokens(tokens), Readout::Scores(targets), &mut values)?;
+        Ok(values)
+    }
+
+    /// Like [`score`](Self::score), from the hidden state the layers before `first_layer` left.
+    pub fn score_hidden(&mut self, hidden: &[f32], targets: &[u32]) -> Result<Vec<f32>> {
+        self.check_hidden_input(hidden)?;
+        self.check_targets(hidden.len() / self.model.cfg.n_embd as usize, targets)?;
+        let mut values = Vec::new();
+        self.run_input(Input::Hidden(hidden), Readout::Scores(targets), &mut values)?;
+        Ok(values)
+    }
+
+    /// Feeds `tokens` and returns the final-norm hidden state of each (what the output head
+    /// reads), `n_embd` values per token, row-major.
+    pub fn final_hidden(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.check_token_input(tokens)?;
+        let mut values = Vec::new();
+        self.run_input(Input::Tokens(tokens), Readout::Hidden, &mut values)?;
+        Ok(values)
+    }
+
+    /// Like [`final_hidden`](Self::final_hidden), from the hidden state the CPU layers left.
+    pub fn final_hidden_from(&mut self, hidden: &[f32]) -> Result<Vec<f32>> {
+        self.check_hidden_input(hidden)?;
+        let mut values = Vec::new();
+        self.run_input(Input::Hidden(hidden), Readout::Hidden, &mut values)?;
+        Ok(values)
+    }
+
+    fn check_hidden_input(&self, hidden: &[f32]) -> Result<()> {
         let e = self.model.cfg.n_embd as usize;
         if self.model.first_layer == 0 || !hidden.len().is_multiple_of(e) {
             return Err(EngineError::InvalidArgument(format!(
@@ -451,10 +517,28 @@ impl Context {
                 self.model.first_layer
             )));
         }
-        self.eval_input(Input::Hidden(hidden), logits, argmax)
+        Ok(())
     }
 
-    fn eval_input(&mut self, input: Input<'_>, logits: Logits, argmax: bool) -> Result<StepOutput> {
+    fn check_targets(&self, n_tokens: usize, targets: &[u32]) -> Result<()> {
+        let n_vocab = self.model.cfg.n_vocab;
+        if targets.len() != n_tokens {
+            return Err(EngineError::InvalidArgument(format!(
+                "{} score targets for {n_tokens} tokens",
+                targets.len()
+            )));
+        }
+        match targets.iter().find(|&&t| t >= n_vocab && t != NO_TARGET) {
+            Some(bad) => Err(EngineError::InvalidArgument(format!(
+                "target id {bad} is outside the vocabulary of {n_vocab}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `input` in steps no larger than the readout allows, appending score or hidden
+    /// values to `values`; logits and the greedy pick come back in the output.
+    fn run_input(&mut self, input: Input<'_>, readout: Readout<'_>, values: &mut Vec<f32>) -> Result<StepOutput> {
         let e = self.model.cfg.n_embd as usize;
         let n_tokens = match input {
             Input::Tokens(t) => t.len(),
@@ -468,28 +552,43 @@ impl Context {
             return Err(EngineError::ContextOverflow { n_tokens: total, n_ctx: self.bufs.n_ctx as usize });
         }
         let mut out = StepOutput::default();
-        let chunk = if logits == Logits::All { self.bufs.logit_rows } else { self.bufs.n_batch } as usize;
+        let chunk = match readout {
+            Readout::Logits(Logits::All, _) | Readout::Scores(_) => self.bufs.logit_rows,
+            // Hidden rows come back through the logits' readback buffer.
+            Readout::Hidden => {
+                let fit = self.bufs.read_logits.size() / (e as u64 * 4);
+                (fit.min(self.bufs.n_batch as u64) as u32).max(1)
+            }
+            Readout::Logits(..) => self.bufs.n_batch,
+        } as usize;
         let n_chunks = n_tokens.div_ceil(chunk);
         for i in 0..n_chunks {
             let last = i + 1 == n_chunks;
-            let want = match logits {
-                Logits::All => Logits::All,
-                Logits::Last if last => Logits::Last,
-                _ => Logits::None,
-            };
             let rows = i * chunk..((i + 1) * chunk).min(n_tokens);
+            let want = match readout {
+                Readout::Logits(Logits::All, argmax) => Readout::Logits(Logits::All, argmax && last),
+                Readout::Logits(Logits::Last, argmax) if last => Readout::Logits(Logits::Last, argmax),
+                Readout::Logits(_, argmax) => Readout::Logits(Logits::None, argmax && last),
+                Readout::Scores(t) => Readout::Scores(&t[rows.clone()]),
+                Readout::Hidden => Readout::Hidden,
+            };
             let part = match input {
                 Input::Tokens(t) => Input::Tokens(&t[rows]),
                 Input::Hidden(h) => Input::Hidden(&h[rows.start * e..rows.end * e]),
             };
-            let r = self.step(part, want, argmax && last)?;
+            let r = self.step(part, want, values)?;
             out.logits.extend_from_slice(&r.logits);
             out.token = r.token;
         }
         Ok(out)
     }
 
-    fn step(&mut self, input: Input<'_>, logits: Logits, argmax: bool) -> Result<StepOutput> {
+    fn step(&mut self, input: Input<'_>, readout: Readout<'_>, values: &mut Vec<f32>) -> Result<StepOutput> {
+        let (logits, argmax) = match readout {
+            Readout::Logits(l, a) => (l, a),
+            Readout::Scores(_) => (Logits::All, false),
+            Readout::Hidden => (Logits::None, false),
+        };
         let start = Instant::now();
         let gpu = self.model.gpu.clone();
         let n = match input {
@@ -514,12 +613,30 @@ impl Context {
         let body = if n == 1 { &self.graph.body_decode } else { &self.graph.body_prefill };
         let body = &body[n_segments - 1].ops;
         let mut ops: Vec<&Op> = body.iter().collect();
-        ops.extend(self.graph.tail(logits, argmax));
-        let logit_bytes = logit_bytes(logits, n, self.model.cfg.n_vocab);
+        // What comes back: the logits, or one value per row (a score, or a hidden row).
+        let (logit_bytes, value_src, value_bytes) = match readout {
+            Readout::Logits(..) => {
+                ops.extend(self.graph.tail(logits, argmax));
+                (logit_bytes(logits, n, self.model.cfg.n_vocab), None, 0)
+            }
+            Readout::Scores(targets) => {
+                gpu.queue.write_buffer(&self.bufs.targets, 0, bytemuck::cast_slice(targets));
+                ops.extend(self.graph.tail(Logits::All, false));
+                ops.push(&self.graph.score);
+                (0, Some(&self.bufs.scores), n as u64 * 4)
+            }
+            Readout::Hidden => {
+                ops.extend(&self.graph.hidden_all);
+                (0, Some(&self.bufs.h), n as u64 * self.model.cfg.n_embd as u64 * 4)
+            }
+        };
         let bufs = &self.bufs;
         let copies = |enc: &mut wgpu::CommandEncoder| {
             if logit_bytes > 0 {
                 enc.copy_buffer_to_buffer(&bufs.logits, 0, &bufs.read_logits, 0, logit_bytes);
+            }
+            if let Some(src) = value_src {
+                enc.copy_buffer_to_buffer(src, 0, &bufs.read_logits, 0, value_bytes);
             }
             if argmax {
                 enc.copy_buffer_to_buffer(&bufs.tokens, 0, &bufs.read_tokens, 0, 4);
@@ -559,7 +676,18 @@ impl Context {
             let v = read_f32(&gpu, &self.bufs.read_tokens, 4)?;
             out.token = Some(crate::finite::check_token(v[0].to_bits(), n_vocab, last_pos)?);
         }
-        if logit_bytes == 0 && !argmax {
+        if value_bytes > 0 {
+            let v = read_f32(&gpu, &self.bufs.read_logits, value_bytes)?;
+            if let Readout::Scores(_) = readout {
+                // A non-finite score means a non-finite logit in its row.
+                if let Some(r) = v.iter().position(|x| !x.is_finite()) {
+                    let what = if v[r].is_nan() { "NaN" } else { "inf" };
+                    return Err(EngineError::NonFiniteLogits { what, position: (self.n_past as usize + r) as u64 });
+                }
+            }
+            values.extend_from_slice(&v);
+        }
+        if logit_bytes == 0 && !argmax && value_bytes == 0 {
             gpu.wait()?;
         }
         self.n_past += n;

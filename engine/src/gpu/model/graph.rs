@@ -12,6 +12,7 @@ use crate::gpu::ops::argmax::{ArgmaxOps, argmax};
 use crate::gpu::ops::attention::{AttentionArgs, attention};
 use crate::gpu::ops::elementwise::{ElementwiseKey, elementwise, softcap};
 use crate::gpu::ops::get_rows::get_rows;
+use crate::gpu::ops::logprob::logprob;
 use crate::gpu::ops::linear::{
     Epilogue, ExpertIds, Grouped, LinearIo, grouped_shape, linear as linear_op, linear_grouped, linear_ids,
 };
@@ -44,6 +45,10 @@ pub(crate) struct Graph {
     pub head_listed: Vec<Op>,
     /// argmax(logits row 0) into tokens[0].
     pub argmax: ArgmaxOps,
+    /// After `head_all`: each row's log-probability of its target into `scores`.
+    pub score: Op,
+    /// The final norm of every row into `h`, without the head (`head_all`'s first op).
+    pub hidden_all: Vec<Op>,
 }
 
 impl Graph {
@@ -70,13 +75,18 @@ pub(crate) fn logit_bytes(logits: Logits, n: u32, n_vocab: u32) -> u64 {
 }
 
 pub(crate) fn build(m: &GpuModel, b: &Buffers) -> Result<Graph> {
+    let head_all = head(m, b, HeadRows::All)?;
+    // `head` starts with the final norm: embeddings read its output and skip the head.
+    let hidden_all = head_all[..1].to_vec();
     Ok(Graph {
         body_decode: body(m, b, false)?,
         body_prefill: body(m, b, true)?,
         head_last: head(m, b, HeadRows::Last)?,
-        head_all: head(m, b, HeadRows::All)?,
+        head_all,
         head_listed: head(m, b, HeadRows::Listed)?,
         argmax: argmax(&m.gpu, &b.logits, 0, m.cfg.n_vocab, &b.tokens, 0)?,
+        score: logprob(&m.gpu, &b.logits, m.cfg.n_vocab, b.logit_rows, &b.targets, &b.scores)?,
+        hidden_all,
     })
 }
 

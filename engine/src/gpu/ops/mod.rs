@@ -24,6 +24,7 @@ pub mod elementwise;
 pub mod get_rows;
 pub mod lane;
 pub mod linear;
+pub mod logprob;
 pub mod matmul;
 pub mod matvec;
 pub mod moe;
@@ -56,6 +57,7 @@ pub struct ParamsLayout {
 pub fn param_layouts() -> Vec<(&'static str, &'static str, ParamsLayout)> {
     vec![
         ("argmax.wgsl", "Params", argmax::PARAMS_LAYOUT),
+        ("logprob.wgsl", "Params", logprob::PARAMS_LAYOUT),
         ("attention.wgsl", "Params", attention::PARAMS_LAYOUT),
         ("elementwise.wgsl", "Params", elementwise::PARAMS_LAYOUT),
         ("get_rows.wgsl", "Params", get_rows::PARAMS_LAYOUT),
