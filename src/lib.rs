@@ -40,6 +40,7 @@ mod device;
 mod error;
 mod generate;
 mod model;
+mod research;
 mod session;
 mod stepping;
 mod warm_up;
@@ -50,6 +51,7 @@ pub use device::Engine;
 pub use error::{Error, Result};
 pub use generate::{CancelToken, Chunk, GenerateOptions, Generation, GenerationStats, StopReason};
 pub use model::{LoadOptions, Model, ModelInfo};
+pub use research::{Perplexity, Pooling, l2_normalize, perplexity};
 pub use session::{MAX_BATCH, Session, SessionOptions};
 /// The engine crate: device, kernels, layer plans, sampling.
 pub use wllm_engine as engine;

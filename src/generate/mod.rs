@@ -1,6 +1,6 @@
 //! Token generation: sampling, streaming detokenization, stop conditions, cancellation.
 
-mod prompt;
+pub(crate) mod prompt;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

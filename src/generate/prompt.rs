@@ -15,7 +15,7 @@ use crate::session::Session;
 
 /// Refuses a prompt no batch of it could complete: empty, outside the vocabulary, or longer
 /// than the context has room for. Checked up front so a refusal leaves the cache as it was.
-pub(super) fn check(session: &Session, prompt: &[u32]) -> Result<()> {
+pub(crate) fn check(session: &Session, prompt: &[u32]) -> Result<()> {
     if prompt.is_empty() {
         return Err(Error::EmptyPrompt);
     }

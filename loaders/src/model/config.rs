@@ -60,6 +60,10 @@ pub struct ModelConfig {
     pub attn_scale: f32,
     /// `cap * tanh(logits / cap)` on the output (gemma2-style), when present in the metadata.
     pub final_logit_softcap: Option<f32>,
+    /// How the model's converter says to pool its hidden states into an embedding, in
+    /// llama.cpp's codes (`<arch>.pooling_type`: 0 none, 1 mean, 2 cls, 3 last, 4 rank);
+    /// `None` when the file does not say.
+    pub pooling_type: Option<u32>,
     pub moe: Option<MoeConfig>,
     /// Architecture traits that select optional tensors and ops.
     pub has_qk_norm: bool,
@@ -156,6 +160,7 @@ impl ModelConfig {
         h.sliding_window = f.opt_u32(&k("attention.sliding_window"))?;
         h.swa_layers = swa_layers(f, &k("attention.sliding_window_pattern"))?;
         h.final_logit_softcap = f.opt_f32(&k("final_logit_softcapping"))?;
+        h.pooling_type = f.opt_u32(&k("pooling_type"))?;
         if let Some(n_expert) = f.opt_u32(&k("expert_count"))? {
             h.moe = Some(MoeHyper {
                 n_expert,

@@ -112,6 +112,8 @@ pub struct Hyperparams {
     pub swa_layers: SwaLayers,
     pub query_pre_attn_scalar: Option<f32>,
     pub final_logit_softcap: Option<f32>,
+    /// llama.cpp's pooling code for embedding models (`<arch>.pooling_type`), unchecked.
+    pub pooling_type: Option<u32>,
     pub moe: Option<MoeHyper>,
 }
 
@@ -143,6 +145,7 @@ impl Hyperparams {
             swa_layers: SwaLayers::Default,
             query_pre_attn_scalar: None,
             final_logit_softcap: None,
+            pooling_type: None,
             moe: None,
         }
     }
@@ -219,6 +222,7 @@ impl Hyperparams {
             embed_scale: t.embed_scale_sqrt.then(|| (n_embd as f32).sqrt()),
             attn_scale,
             final_logit_softcap,
+            pooling_type: self.pooling_type,
             moe,
             has_qk_norm: t.qk_norm,
             has_post_norms: t.post_norms,

@@ -52,6 +52,8 @@ Semantics implemented (= llama.cpp at the pinned commit):
 Usage: python3 exact_ref.py [--real-models-dir REAL_MODELS_DIR] [--sets public,hidden]
        python3 exact_ref.py --trace MODEL.gguf --ids 1,2,3 [--trace-out DIR]   (hybrid archs:
        intermediate tensors for debugging an engine layer by layer; see write_trace)
+   or: python3 exact_ref.py --embed MODEL.gguf --ids 1,2,3 --out embed-NAME.json
+       (the final-norm hidden state of the ids, pooled mean / last / first, in float64)
 For every case in SET/index.json, teacher-forces the sequence prompt_ids + greedy_ids (the
 llama.cpp greedy tokens) and writes SET/<case>.exact.json (per-row argmax, margin, logsumexp,
 top-64) and, for the tiny models, SET/<case>.exact.f32 (all rows, same layout as <case>.f32).
@@ -479,9 +481,10 @@ def forward_hybrid(W, kv, ids, state=None):
     return x @ wout.astype(np.float64).T
 
 
-def forward(W, kv, ids):
+def forward(W, kv, ids, hidden=False):
     arch = kv["general.architecture"]
     if arch in HYBRID_ARCHS:
+        assert not hidden, "--embed does not cover the hybrid archs"
         return forward_hybrid(W, kv, ids)
 
     def g(k, d=None):
@@ -598,6 +601,8 @@ def forward(W, kv, ids):
             f = rmsnorm(f, W[p + "post_ffw_norm.weight"], eps)
         x = x + f
     x = rmsnorm(x, W["output_norm.weight"], eps)
+    if hidden:
+        return x  # the final-norm hidden state, what the head reads (embeddings)
     wout = W.get("output.weight", W["token_embd.weight"])
     # token_embd/output are kept as float32 (dequantized values are exactly representable in f32)
     logits = x @ wout.astype(np.float64).T
@@ -643,17 +648,37 @@ def write_trace(model, ids, out_dir):
     print(f"wrote {len(shapes)} tensors to {out_dir}")
 
 
+def embed_ref(model, ids, out):
+    """Writes the final-norm hidden state of `ids` pooled three ways (mean, last token, first
+    token) in float64, for the embedding tests (tests/embed.rs)."""
+    W, kv = load(model)
+    x = forward(W, kv, ids, hidden=True)
+    ref = {
+        "what": "float64 numpy forward on dequantized weights: final-norm hidden state, pooled",
+        "model": os.path.basename(model), "ids": ids, "n_embd": int(x.shape[1]),
+        "mean": x.mean(0).tolist(), "last": x[-1].tolist(), "cls": x[0].tolist(),
+    }
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(ref, f, separators=(",", ":"))
+    print(f"{out}: {len(ids)} tokens, n_embd {x.shape[1]}, |mean| {np.linalg.norm(x.mean(0)):.4f}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--real-models-dir", default="REAL_MODELS_DIR")
     ap.add_argument("--sets", default="public,hidden")
     ap.add_argument("--trace", metavar="MODEL", help="write the intermediate tensors of the hybrid "
                     "pass on --ids to --trace-out instead of processing sets")
-    ap.add_argument("--ids", default="")
+    ap.add_argument("--embed", metavar="MODEL", help="write pooled final hidden states of --ids to --out")
+    ap.add_argument("--ids", default="", help="comma-separated token ids (with --trace or --embed)")
     ap.add_argument("--trace-out", default="trace")
+    ap.add_argument("--out", help="output JSON (with --embed)")
     a = ap.parse_args()
     if a.trace:
         write_trace(a.trace, [int(x) for x in a.ids.split(",") if x], a.trace_out)
+        return
+    if a.embed:
+        embed_ref(a.embed, [int(t) for t in a.ids.split(",") if t], a.out)
         return
     cache = {}
     for set_name in a.sets.split(","):
