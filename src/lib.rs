@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+pub use batch::TokenLogprob;
 mod chat;
 mod constraint;
 mod device;

@@ -7,7 +7,7 @@
 mod support;
 
 use wllm::engine::GpuLayers;
-use wllm::{Error, LoadOptions, Logits, Model, Pooling, SessionOptions};
+use wllm::{Error, GenerateOptions, LoadOptions, Logits, Model, Pooling, SamplerConfig, SessionOptions};
 
 const MODELS: [&str; 3] = ["tiny-llama-q8_0", "tiny-gemma3-q4_k_m", "tiny-qwen3-q4_k_m"];
 
@@ -168,4 +168,48 @@ fn pooling_names_and_gguf_codes() {
     assert_eq!(Pooling::from_llama_code(3), Some(Pooling::Last));
     assert_eq!(Pooling::from_llama_code(0), None);
     assert!((wllm::perplexity(&[-1.0, -3.0]) - 2f64.exp()).abs() < 1e-12);
+}
+
+/// `GenerateOptions::logprobs`: each chunk carries its token's log-probability, which equals
+/// `score` over the prompt and the generated tokens, and the top alternatives, most likely
+/// first (greedy: the chosen token leads them). Asking for them does not change the tokens.
+#[test]
+fn generated_chunks_carry_logprobs_that_score_agrees_with() {
+    for name in MODELS {
+        for g in placements(n_layer(name)) {
+            let model = load(name, g);
+            let prompt = ids(20, model.config().n_vocab);
+            let opts = |logprobs| GenerateOptions {
+                max_tokens: 12,
+                sampling: SamplerConfig::greedy(),
+                stop_at_eog: false,
+                logprobs,
+                ..Default::default()
+            };
+            let mut s = model.session(&SessionOptions { n_ctx: Some(128), n_batch: 8 }).unwrap();
+            let plain: Vec<u32> = s.generate(&prompt, opts(None)).unwrap().filter_map(|c| c.unwrap().token).collect();
+            s.clear();
+            let chunks: Vec<wllm::Chunk> = s.generate(&prompt, opts(Some(3))).unwrap().map(|c| c.unwrap()).collect();
+            let tokens: Vec<u32> = chunks.iter().filter_map(|c| c.token).collect();
+            assert_eq!(tokens, plain, "{name} gpu_layers={g}: logprobs changed the greedy tokens");
+            let mut text = prompt.clone();
+            text.extend(&tokens);
+            s.clear();
+            let scores = s.score(&text).unwrap();
+            for (i, c) in chunks.iter().filter(|c| c.token.is_some()).enumerate() {
+                let (chosen, top) = c.logprobs.as_ref().unwrap_or_else(|| panic!("{name}: chunk {i} without logprobs"));
+                assert_eq!(Some(chosen.token), c.token);
+                assert_eq!(top.len(), 3);
+                assert_eq!(top[0].token, chosen.token, "{name}: greedy picks the most likely token");
+                assert!(top.windows(2).all(|w| w[0].logprob >= w[1].logprob), "{name}: top not sorted");
+                let want = scores[prompt.len() - 1 + i];
+                // Decode steps against a batched forward pass: the CPU's kernel shapes differ.
+                assert!(
+                    (chosen.logprob - want).abs() <= 2e-3 * want.abs().max(1.0),
+                    "{name} gpu_layers={g}: token {i}: chunk logprob {} vs score {want}",
+                    chosen.logprob
+                );
+            }
+        }
+    }
 }

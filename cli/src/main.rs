@@ -38,6 +38,8 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Per-kernel GPU time of a prompt and some decode steps.
     Profile(cmd::profile::Args),
+    /// Perplexity of a text file, by llama-perplexity's method (comparable figures).
+    Perplexity(cmd::perplexity::Args),
     /// Where the layers would go and the memory each device would need, without loading.
     Plan(cmd::plan::Args),
     /// Serve the model over an OpenAI-compatible HTTP API, batching concurrent requests.
@@ -66,6 +68,7 @@ fn main() {
         Command::Chat(a) => cmd::chat::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Profile(a) => cmd::profile::run(a),
+        Command::Perplexity(a) => cmd::perplexity::run(a),
         Command::Plan(a) => cmd::plan::run(a),
         Command::Serve(a) => cmd::serve::run(a),
     };

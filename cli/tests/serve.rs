@@ -572,3 +572,81 @@ fn harmony_tool_calls_on_tiny_gpt_oss() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.json()["choices"][0]["message"].get("tool_calls").is_none(), "{}", r.body);
 }
+
+/// Decodes standard base64 (what `encoding_format: "base64"` sends) into little-endian f32s.
+fn base64_f32(s: &str) -> Vec<f32> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("{c:?} is not base64"),
+    } as u32;
+    let mut bytes = Vec::new();
+    for quad in s.as_bytes().chunks(4) {
+        let data: Vec<u8> = quad.iter().copied().filter(|&c| c != b'=').collect();
+        let n = data.iter().fold(0u32, |acc, &c| acc << 6 | val(c)) << (6 * (4 - data.len()));
+        bytes.extend(&n.to_be_bytes()[1..data.len()]);
+    }
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+/// `/v1/embeddings` on the CPU path: the vector equals the library's
+/// `Session::embed_normalized` with the default pooling (`last`: SmolLM2's file names none),
+/// `--pooling mean` changes it, base64 carries the same floats, and bad requests are 400s
+/// naming the field.
+#[test]
+fn embeddings_endpoint_matches_the_library() {
+    let Some(model) = real(MODEL) else { return };
+    let text = "The lighthouse on the northern point was built from stone.";
+    let lib = wllm::Model::load_with(
+        &model,
+        &wllm::LoadOptions { gpu_layers: wllm::GpuLayers::Count(0), n_ctx: Some(256), ..Default::default() },
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let ids = lib.tokenize(text);
+    let mut session = lib.session(&wllm::SessionOptions { n_ctx: Some(256), n_batch: 256 }).unwrap();
+    let want_last = session.embed_normalized(&ids, wllm::Pooling::Last).unwrap();
+    let want_mean = session.embed_normalized(&ids, wllm::Pooling::Mean).unwrap();
+    drop((session, lib));
+    let floats = |v: &Value| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect::<Vec<f32>>();
+    let close = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
+    let _one = serial();
+    for (args, want) in [(vec![], &want_last), (vec!["--pooling", "mean"], &want_mean)] {
+        let mut all = vec!["--gpu-layers", "0", "--parallel", "1", "--ctx", "256"];
+        all.extend(args.iter().copied());
+        let s = Server::start(&model, &all);
+        let r = s.post("/v1/embeddings", &json!({ "input": text, "model": ALIAS }).to_string());
+        assert_eq!(r.status, 200, "{}", r.body);
+        let j = r.json();
+        assert_eq!(j["object"], "list");
+        assert_eq!(j["usage"], json!({ "prompt_tokens": ids.len(), "total_tokens": ids.len() }));
+        let got = floats(&j["data"][0]["embedding"]);
+        assert!(close(&got, want), "{args:?}: the server's vector is not the library's");
+        let r = s.post("/v1/embeddings", &json!({ "input": [ids, [1, 2, 3]], "encoding_format": "base64" }).to_string());
+        assert_eq!(r.status, 200, "{}", r.body);
+        let j = r.json();
+        let got = base64_f32(j["data"][0]["embedding"].as_str().unwrap());
+        assert!(close(&got, want), "{args:?}: base64 of token ids is not the text's vector");
+        assert_eq!(j["data"][1]["index"], 1);
+        if args.is_empty() {
+            for (body, param) in [
+                (json!({ "input": [] }), "input"),
+                (json!({ "input": "x", "encoding_format": "int8" }), "encoding_format"),
+                (json!({ "input": "x", "dimensions": 7 }), "dimensions"),
+                (json!({ "input": [[1, 2], "x"] }), "input[1]"),
+                (json!({ "input": [1, 99999999] }), "input[0]"),
+                (json!({ "input": vec![1; 300] }), "input[0]"),
+                (json!({ "model": "other" }), "input"),
+            ] {
+                let r = s.post("/v1/embeddings", &body.to_string());
+                assert_eq!(r.status, 400, "{body}: {}", r.body);
+                assert_eq!(r.json()["error"]["param"], param, "{body}: {}", r.body);
+            }
+            let r = s.post("/v1/embeddings", &json!({ "input": vec![1; 300] }).to_string());
+            assert_eq!(r.json()["error"]["code"], "context_length_exceeded", "{}", r.body);
+        }
+    }
+}

@@ -29,6 +29,7 @@
 
 mod scheduler;
 mod sequence;
+pub(crate) use sequence::token_logprobs;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

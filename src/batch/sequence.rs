@@ -10,6 +10,7 @@ use super::{BatchRequest, Callback, Done, Event, Ticket, TokenEvent, TokenLogpro
 use crate::constraint::ActiveConstraint;
 use crate::error::{Error, Result};
 use crate::generate::{StopReason, choose};
+pub(crate) use self::logprobs as token_logprobs;
 
 pub(crate) struct Sequence {
     pub request: BatchRequest,
@@ -141,8 +142,9 @@ impl Sequence {
     }
 }
 
-/// The chosen token's log-probability and the `n` most likely tokens', from the raw logits.
-fn logprobs(row: &[f32], chosen: u32, n: usize, tokenizer: &Tokenizer) -> (TokenLogprob, Vec<TokenLogprob>) {
+/// The chosen token's log-probability and the `n` most likely tokens', from the raw logits:
+/// what a batched request's [`TokenEvent`] and a generation's [`Chunk`](crate::Chunk) carry.
+pub(crate) fn logprobs(row: &[f32], chosen: u32, n: usize, tokenizer: &Tokenizer) -> (TokenLogprob, Vec<TokenLogprob>) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f64 = row.iter().map(|&x| f64::from(x - max).exp()).sum();
     let log_z = f64::from(max) + sum.ln();

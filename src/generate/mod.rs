@@ -13,6 +13,7 @@ use wllm_loaders::Utf8Stream;
 use wllm_loaders::chat::ReasoningParser;
 
 use crate::constraint::{ActiveConstraint, Constraint, ConstraintReport};
+use crate::batch::TokenLogprob;
 use crate::error::{Error, Result};
 use crate::session::Session;
 
@@ -85,6 +86,10 @@ pub struct GenerateOptions {
     /// ([`StopReason::Constraint`]). An invalid constraint fails the call that starts the
     /// generation.
     pub constraint: Option<Constraint>,
+    /// Log-probabilities on each chunk ([`Chunk::logprobs`]): the chosen token's and those of
+    /// this many most likely tokens (0: the chosen one alone), from the raw logits before
+    /// sampling filters. Costs a logits download per step, as sampling does.
+    pub logprobs: Option<usize>,
 }
 
 impl Default for GenerateOptions {
@@ -98,6 +103,7 @@ impl Default for GenerateOptions {
             collect_logits: false,
             reasoning: None,
             constraint: None,
+            logprobs: None,
         }
     }
 }
@@ -145,7 +151,7 @@ impl std::fmt::Display for StopReason {
 
 /// One step's output. `text` can be empty (a token that ends mid-character, a marker, text
 /// that may be one) and the last chunk may carry only held-back text (`token: None`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Chunk {
     /// The token this step produced; `None` for a last chunk of held-back text.
     pub token: Option<u32>,
@@ -153,16 +159,22 @@ pub struct Chunk {
     pub text: String,
     /// Reasoning text, with [`GenerateOptions::reasoning`]; else always empty.
     pub reasoning: String,
+    /// With [`GenerateOptions::logprobs`]: the chosen token's log-probability, then the most
+    /// likely tokens', most likely first (the same shape as a batched request's
+    /// [`TokenEvent::logprobs`](crate::batch::TokenEvent::logprobs)).
+    pub logprobs: Option<(TokenLogprob, Vec<TokenLogprob>)>,
 }
 
 impl Chunk {
     fn new(token: Option<u32>, text: String, reasoning: &mut Option<ReasoningParser>, end: bool) -> Chunk {
-        let Some(parser) = reasoning else { return Chunk { token, text, reasoning: String::new() } };
+        let Some(parser) = reasoning else {
+            return Chunk { token, text, reasoning: String::new(), logprobs: None };
+        };
         let mut delta = parser.push(&text);
         if end {
             delta.extend(parser.finish());
         }
-        Chunk { token, text: delta.content, reasoning: delta.reasoning }
+        Chunk { token, text: delta.content, reasoning: delta.reasoning, logprobs: None }
     }
 }
 
@@ -230,6 +242,8 @@ pub struct Generation<'s> {
     sampler: Option<Sampler>,
     constraint: Option<ActiveConstraint>,
     next: Option<u32>,
+    /// `next`'s log-probabilities, with [`GenerateOptions::logprobs`].
+    next_logprobs: Option<(TokenLogprob, Vec<TokenLogprob>)>,
     /// The step in flight whose output gives `next`.
     pending: Option<PendingStep>,
     /// The pending step is the prompt's (stats are taken when it resolves).
@@ -306,6 +320,7 @@ impl<'s> Generation<'s> {
             sampler,
             constraint,
             next: None,
+            next_logprobs: None,
             pending: None,
             prompt_pending: true,
             prompt_rest: prompt.to_vec(),
@@ -382,7 +397,10 @@ impl<'s> Generation<'s> {
     /// Greedy decoding without collected logits picks the token on the device and reads back
     /// only that; anything else needs the last row's logits.
     fn on_device(&self) -> bool {
-        self.sampler.is_none() && !self.opts.collect_logits && self.constraint.is_none()
+        self.sampler.is_none()
+            && !self.opts.collect_logits
+            && self.constraint.is_none()
+            && self.opts.logprobs.is_none()
     }
 
     fn step_logits(&self) -> Logits {
@@ -417,6 +435,10 @@ impl<'s> Generation<'s> {
                 return Err(EngineError::gpu("step", "the device returned no logits").into());
             };
             let t = choose(self.sampler.as_mut(), self.constraint.as_mut(), last)?;
+            if let Some(n) = self.opts.logprobs {
+                let tokenizer = &self.session.get().model.inner.tokenizer;
+                self.next_logprobs = Some(crate::batch::token_logprobs(last, t, n, tokenizer));
+            }
             if self.opts.collect_logits {
                 self.logits.extend_from_slice(&out.logits);
             }
@@ -468,6 +490,7 @@ impl<'s> Generation<'s> {
             return Ok(Poll::Pending);
         }
         let Some(tok) = self.next.take() else { return Ok(Poll::Ready(None)) };
+        let logprobs = self.next_logprobs.take();
         let tokenizer = &self.session.get().model.inner.tokenizer;
         if self.opts.stop_at_eog && tokenizer.is_eog(tok) {
             self.finished = Some(StopReason::EndOfGeneration(tok));
@@ -484,7 +507,9 @@ impl<'s> Generation<'s> {
         self.stats.generated_tokens = self.produced;
         if let Some(i) = step.stop {
             self.finished = Some(StopReason::StopString(i));
-            return Ok(Poll::Ready(Some(Chunk::new(Some(tok), step.text, &mut self.reasoning, false))));
+            let mut chunk = Chunk::new(Some(tok), step.text, &mut self.reasoning, false);
+            chunk.logprobs = logprobs;
+            return Ok(Poll::Ready(Some(chunk)));
         }
         if let Some(s) = self.sampler.as_mut() {
             s.accept(tok);
@@ -502,7 +527,9 @@ impl<'s> Generation<'s> {
             self.finished = Some(StopReason::MaxTokens);
         }
         self.stats.generation_time = self.gen_start.elapsed();
-        Ok(Poll::Ready(Some(Chunk::new(Some(tok), step.text, &mut self.reasoning, false))))
+        let mut chunk = Chunk::new(Some(tok), step.text, &mut self.reasoning, false);
+        chunk.logprobs = logprobs;
+        Ok(Poll::Ready(Some(chunk)))
     }
 
     fn cancelled(&self) -> bool {

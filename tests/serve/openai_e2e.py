@@ -115,6 +115,35 @@ class Checks:
         r2 = self.c.completions.create(model=self.model, prompt=ids, max_tokens=8, temperature=0)
         expect(r2.choices[0].text == whole, f"{r2.choices[0].text!r} != {whole!r}")
 
+    def embeddings(self):
+        text = "The capital of France is Paris."
+        # The client asks for base64 unless told otherwise, and decodes it.
+        r = self.c.embeddings.create(model=self.model, input=text)
+        expect(r.object == "list" and r.model == self.model, r)
+        expect(len(r.data) == 1 and r.data[0].index == 0 and r.data[0].object == "embedding", r.data)
+        v = r.data[0].embedding
+        norm = sum(x * x for x in v) ** 0.5
+        expect(len(v) > 0 and abs(norm - 1) < 1e-4, f"{len(v)} values of length {norm}")
+        ids = self.tokenize(text)
+        expect(r.usage.prompt_tokens == len(ids) and r.usage.total_tokens == len(ids), r.usage)
+        as_float = self.c.embeddings.create(model=self.model, input=text, encoding_format="float")
+        close = lambda a, b: max(abs(x - y) for x, y in zip(a, b)) < 1e-6 and len(a) == len(b)
+        expect(close(as_float.data[0].embedding, v), "float and base64 differ")
+        # Arrays of strings, token ids, and arrays of token ids: one vector per input, in order.
+        many = self.c.embeddings.create(model=self.model, input=[text, "Snow is cold.", text])
+        expect([d.index for d in many.data] == [0, 1, 2], many.data)
+        expect(close(many.data[0].embedding, v) and close(many.data[2].embedding, v), "batch vs alone")
+        expect(not close(many.data[1].embedding, v), "different texts, the same vector")
+        by_ids = self.c.embeddings.create(model=self.model, input=ids)
+        expect(close(by_ids.data[0].embedding, v), "token ids vs text")
+        nested = self.c.embeddings.create(model=self.model, input=[ids, ids[:3]])
+        expect(len(nested.data) == 2 and close(nested.data[0].embedding, v), "arrays of token ids")
+        try:
+            self.c.embeddings.create(model=self.model, input=[])
+            raise AssertionError("an empty input was accepted")
+        except openai.BadRequestError as e:
+            expect(e.status_code == 400 and "input" in str(e), e)
+
     def max_tokens_is_length(self):
         for stream in (False, True):
             if stream:
@@ -366,6 +395,7 @@ def main():
     names = a.only or [
         "models", "chat_whole", "chat_streamed", "completions", "max_tokens_is_length", "stop_strings",
         "cached_tokens", "logprobs", "sampling_fields", "errors", "structured_output", "equivalence",
+        "embeddings",
     ]
     failed = []
     print(f"openai {openai.__version__}", flush=True)

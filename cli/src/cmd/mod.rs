@@ -2,6 +2,7 @@ pub mod bench;
 pub mod chat;
 pub mod constraint;
 pub mod info;
+pub mod perplexity;
 pub mod plan;
 pub mod profile;
 pub mod run;

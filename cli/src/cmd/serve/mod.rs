@@ -7,6 +7,7 @@
 
 mod access_log;
 mod completions;
+mod embeddings;
 mod errors;
 mod format;
 mod job;
@@ -57,6 +58,10 @@ pub struct Args {
     /// The model id reported by /v1/models and in responses (default: the file's stem).
     #[arg(long)]
     pub alias: Option<String>,
+    /// How /v1/embeddings pools the final hidden states: mean, last or cls (default: what the
+    /// model file says in `<arch>.pooling_type`, else last).
+    #[arg(long)]
+    pub pooling: Option<wllm::Pooling>,
     #[command(flatten)]
     pub context: ContextArgs,
     #[command(flatten)]
@@ -95,7 +100,7 @@ pub fn run(a: Args) -> Result<()> {
         n_batch: a.context.batch,
         max_queue: a.max_queue,
     };
-    let load = Load { path: a.model.clone(), device: a.device.clone(), template, opts };
+    let load = Load { path: a.model.clone(), device: a.device.clone(), template, opts, pooling: a.pooling };
     rt.block_on(serve(st, &a.host, a.port, load))
 }
 
@@ -105,12 +110,13 @@ struct Load {
     device: DeviceArgs,
     template: Option<TemplateArg>,
     opts: BatcherOptions,
+    pooling: Option<wllm::Pooling>,
 }
 
 impl Load {
     fn run(self) -> Result<Ready> {
         // The memory plan (and the placement of layers) counts every sequence.
-        let (parallel, ctx) = (self.opts.parallel, self.opts.n_ctx);
+        let (parallel, ctx, n_batch) = (self.opts.parallel, self.opts.n_ctx, self.opts.n_batch);
         let model = load_model_for(&self.path, &self.device, self.template.as_ref(), ctx, parallel)?;
         let batcher = Batcher::start(model.clone(), self.opts)
             .with_context(|| format!("{parallel} sequences (lower --parallel or --ctx)"))?;
@@ -124,7 +130,18 @@ impl Load {
             batcher.n_ctx()
         );
         let end_of_turn = model.chat_end_of_turn();
-        Ok(Ready { model, batcher, end_of_turn })
+        let pooling = self
+            .pooling
+            .or_else(|| model.config().pooling_type.and_then(wllm::Pooling::from_llama_code))
+            .unwrap_or(wllm::Pooling::Last);
+        Ok(Ready {
+            model,
+            batcher,
+            end_of_turn,
+            pooling,
+            embedder: Mutex::new(None),
+            n_batch,
+        })
     }
 }
 

@@ -36,6 +36,8 @@ pub fn router(st: Arc<AppState>) -> Router {
         .route("/chat/completions", post(completions::chat))
         .route("/v1/completions", post(completions::text))
         .route("/completions", post(completions::text))
+        .route("/v1/embeddings", post(super::embeddings::embeddings))
+        .route("/embeddings", post(super::embeddings::embeddings))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
         .fallback(not_found)

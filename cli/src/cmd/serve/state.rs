@@ -30,6 +30,12 @@ pub struct Ready {
     /// Text a template writes after a reply, a stop string for chat requests (a model whose
     /// vocabulary lacks it as one token spells it out).
     pub end_of_turn: Option<String>,
+    /// How `/v1/embeddings` pools hidden states (`--pooling`, else the model's own, else last).
+    pub pooling: wllm::Pooling,
+    /// `/v1/embeddings`' own session, made at its first request.
+    pub embedder: Mutex<Option<wllm::Session>>,
+    /// Tokens per step, for the embedding session.
+    pub n_batch: u32,
 }
 
 impl AppState {
