@@ -74,10 +74,12 @@ fn perplexity_matches_llama_perplexity_within_one_percent() {
         // llama-perplexity scores them.
         assert_eq!(got["scored_tokens"].as_u64(), Some(4 * 127), "{name}: scored tokens");
         assert!(rel < 0.01, "{name}: PPL {ppl} is {:.2} % from llama-perplexity's {llama}", 100.0 * rel);
-        // The running figure after each chunk follows llama-perplexity's too.
+        // The running figure after each chunk follows llama-perplexity's too, more loosely: one
+        // chunk's 127 tokens carry llama.cpp's own rounding (1.4 % on SmolLM2's first chunk,
+        // where wllm is within 0.01 % of the float64 exact pass; see the fixture's note).
         for (i, (g, w)) in got["chunk_ppl"].as_array().unwrap().iter().zip(want["chunk_ppl"].as_array().unwrap()).enumerate() {
             let (g, w) = (g.as_f64().unwrap(), w.as_f64().unwrap());
-            assert!((g - w).abs() / w < 0.01, "{name}: after chunk {}: {g} vs {w}", i + 1);
+            assert!((g - w).abs() / w < 0.03, "{name}: after chunk {}: {g} vs {w}", i + 1);
         }
     }
 }

@@ -467,7 +467,7 @@ fn openai_client_end_to_end() {
     run_openai_checks(&s, &["--threads", "8"]);
 }
 
-/// The CPU path (no GPU layers): streaming, completions, and the same answers alone and
+/// The CPU path (no GPU layers): streaming, completions, embeddings, and the same answers alone and
 /// batched.
 #[test]
 fn openai_client_on_the_cpu_path() {
@@ -477,7 +477,7 @@ fn openai_client_on_the_cpu_path() {
     }
     let _one = serial();
     let s = Server::start(&model, &["--gpu-layers", "0", "--parallel", "4", "--ctx", "512"]);
-    run_openai_checks(&s, &["--threads", "4", "--only", "chat_streamed", "completions", "equivalence"]);
+    run_openai_checks(&s, &["--threads", "4", "--only", "chat_streamed", "completions", "equivalence", "embeddings"]);
 }
 
 /// Tool calls through a template that shows tools in the Hermes format (the test models'
