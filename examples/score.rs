@@ -18,7 +18,9 @@ fn main() -> anyhow::Result<()> {
     }
     println!("perplexity {:.2}", wllm::perplexity(&logprobs));
     // Unit-length embeddings, so a dot product is a cosine similarity.
-    let mut embed = |t: &str| session.embed_normalized(&model.tokenize(t), Pooling::Last);
+    let mut embed = |t: &str| -> anyhow::Result<Vec<f32>> {
+        Ok(session.embed_normalized(&model.tokenize(t), Pooling::Last)?)
+    };
     let here = embed(&text)?;
     for other in ["Paris is the capital of France.", "Bananas are rich in potassium."] {
         let cos: f32 = here.iter().zip(embed(other)?).map(|(a, b)| a * b).sum();

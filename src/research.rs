@@ -144,7 +144,9 @@ impl Session {
                 }
                 Pooling::Cls if b == 0 => pooled.iter_mut().zip(row(0)).for_each(|(p, &x)| *p = x as f64),
                 Pooling::Cls => {}
-                Pooling::Last => pooled.iter_mut().zip(row(batch.len() - 1)).for_each(|(p, &x)| *p = x as f64),
+                Pooling::Last => {
+                    pooled.iter_mut().zip(row(batch.len() - 1)).for_each(|(p, &x)| *p = x as f64)
+                }
             }
         }
         if pooling == Pooling::Mean {
@@ -195,9 +197,17 @@ impl Session {
     ///
     /// The text must hold at least two chunks' worth of tokens, as llama-perplexity requires;
     /// `n_ctx` must be at least 2 and fit the session's context.
-    pub fn perplexity(&mut self, tokens: &[u32], n_ctx: usize, max_chunks: Option<usize>) -> Result<Perplexity> {
+    pub fn perplexity(
+        &mut self,
+        tokens: &[u32],
+        n_ctx: usize,
+        max_chunks: Option<usize>,
+    ) -> Result<Perplexity> {
         if n_ctx < 2 {
-            return Err(Error::InvalidOption { option: "n_ctx", message: format!("{n_ctx}: a chunk needs at least 2 tokens") });
+            return Err(Error::InvalidOption {
+                option: "n_ctx",
+                message: format!("{n_ctx}: a chunk needs at least 2 tokens"),
+            });
         }
         if n_ctx > self.n_ctx() {
             return Err(Error::ContextOverflow { needed: n_ctx, n_ctx: self.n_ctx() });

@@ -24,7 +24,8 @@ fn placements(n_layer: u32) -> Vec<u32> {
 
 fn load(name: &str, gpu_layers: u32) -> Model {
     let path = support::data_dir().join("models").join(format!("{name}.gguf"));
-    let opts = LoadOptions { gpu_layers: GpuLayers::Count(gpu_layers), n_ctx: Some(256), ..Default::default() };
+    let opts =
+        LoadOptions { gpu_layers: GpuLayers::Count(gpu_layers), n_ctx: Some(256), ..Default::default() };
     let model = Model::load_with(&path, &opts, &mut |_, _| {}).unwrap();
     assert_eq!(model.info().plan.gpu_layers, gpu_layers);
     model
@@ -145,7 +146,10 @@ fn embed_matches_the_exact_pass_for_each_pooling() {
                 assert_eq!(s.tokens(), &r.ids[..], "{name}: embed starts from an empty cache");
                 let e = rel_err(&got, want);
                 eprintln!("{name} gpu_layers={g} [{}] {pooling}: relative error {e:.2e}", s.backend_name());
-                assert!(e < EMBED_BUDGET, "{name} gpu_layers={g} {pooling}: relative error {e} against the exact pass");
+                assert!(
+                    e < EMBED_BUDGET,
+                    "{name} gpu_layers={g} {pooling}: relative error {e} against the exact pass"
+                );
                 let unit = s.embed_normalized(&r.ids, *pooling).unwrap();
                 let norm = unit.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
                 assert!((norm - 1.0).abs() < 1e-5, "{name} {pooling}: normalized length {norm}");
@@ -187,9 +191,11 @@ fn generated_chunks_carry_logprobs_that_score_agrees_with() {
                 ..Default::default()
             };
             let mut s = model.session(&SessionOptions { n_ctx: Some(128), n_batch: 8 }).unwrap();
-            let plain: Vec<u32> = s.generate(&prompt, opts(None)).unwrap().filter_map(|c| c.unwrap().token).collect();
+            let plain: Vec<u32> =
+                s.generate(&prompt, opts(None)).unwrap().filter_map(|c| c.unwrap().token).collect();
             s.clear();
-            let chunks: Vec<wllm::Chunk> = s.generate(&prompt, opts(Some(3))).unwrap().map(|c| c.unwrap()).collect();
+            let chunks: Vec<wllm::Chunk> =
+                s.generate(&prompt, opts(Some(3))).unwrap().map(|c| c.unwrap()).collect();
             let tokens: Vec<u32> = chunks.iter().filter_map(|c| c.token).collect();
             assert_eq!(tokens, plain, "{name} gpu_layers={g}: logprobs changed the greedy tokens");
             let mut text = prompt.clone();
@@ -197,7 +203,8 @@ fn generated_chunks_carry_logprobs_that_score_agrees_with() {
             s.clear();
             let scores = s.score(&text).unwrap();
             for (i, c) in chunks.iter().filter(|c| c.token.is_some()).enumerate() {
-                let (chosen, top) = c.logprobs.as_ref().unwrap_or_else(|| panic!("{name}: chunk {i} without logprobs"));
+                let (chosen, top) =
+                    c.logprobs.as_ref().unwrap_or_else(|| panic!("{name}: chunk {i} without logprobs"));
                 assert_eq!(Some(chosen.token), c.token);
                 assert_eq!(top.len(), 3);
                 assert_eq!(top[0].token, chosen.token, "{name}: greedy picks the most likely token");

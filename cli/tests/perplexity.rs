@@ -39,7 +39,8 @@ fn wllm(args: &[&str]) -> std::process::Output {
 #[test]
 fn perplexity_matches_llama_perplexity_within_one_percent() {
     let fixture: Value =
-        serde_json::from_str(&std::fs::read_to_string(data().join("llama-perplexity.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(data().join("llama-perplexity.json")).unwrap())
+            .unwrap();
     let text = data().join(fixture["file"].as_str().unwrap());
     let (ctx, chunks) = (fixture["ctx"].to_string(), fixture["chunks"].to_string());
     for (name, want) in fixture["models"].as_object().unwrap() {
@@ -77,7 +78,9 @@ fn perplexity_matches_llama_perplexity_within_one_percent() {
         // The running figure after each chunk follows llama-perplexity's too, more loosely: one
         // chunk's 127 tokens carry llama.cpp's own rounding (1.4 % on SmolLM2's first chunk,
         // where wllm is within 0.01 % of the float64 exact pass; see the fixture's note).
-        for (i, (g, w)) in got["chunk_ppl"].as_array().unwrap().iter().zip(want["chunk_ppl"].as_array().unwrap()).enumerate() {
+        for (i, (g, w)) in
+            got["chunk_ppl"].as_array().unwrap().iter().zip(want["chunk_ppl"].as_array().unwrap()).enumerate()
+        {
             let (g, w) = (g.as_f64().unwrap(), w.as_f64().unwrap());
             assert!((g - w).abs() / w < 0.03, "{name}: after chunk {}: {g} vs {w}", i + 1);
         }

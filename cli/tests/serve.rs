@@ -477,7 +477,10 @@ fn openai_client_on_the_cpu_path() {
     }
     let _one = serial();
     let s = Server::start(&model, &["--gpu-layers", "0", "--parallel", "4", "--ctx", "512"]);
-    run_openai_checks(&s, &["--threads", "4", "--only", "chat_streamed", "completions", "equivalence", "embeddings"]);
+    run_openai_checks(
+        &s,
+        &["--threads", "4", "--only", "chat_streamed", "completions", "equivalence", "embeddings"],
+    );
 }
 
 /// Tool calls through a template that shows tools in the Hermes format (the test models'
@@ -611,8 +614,10 @@ fn embeddings_endpoint_matches_the_library() {
     let want_last = session.embed_normalized(&ids, wllm::Pooling::Last).unwrap();
     let want_mean = session.embed_normalized(&ids, wllm::Pooling::Mean).unwrap();
     drop((session, lib));
-    let floats = |v: &Value| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect::<Vec<f32>>();
-    let close = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
+    let floats =
+        |v: &Value| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect::<Vec<f32>>();
+    let close =
+        |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
     let _one = serial();
     for (args, want) in [(vec![], &want_last), (vec!["--pooling", "mean"], &want_mean)] {
         let mut all = vec!["--gpu-layers", "0", "--parallel", "1", "--ctx", "256"];
@@ -625,7 +630,10 @@ fn embeddings_endpoint_matches_the_library() {
         assert_eq!(j["usage"], json!({ "prompt_tokens": ids.len(), "total_tokens": ids.len() }));
         let got = floats(&j["data"][0]["embedding"]);
         assert!(close(&got, want), "{args:?}: the server's vector is not the library's");
-        let r = s.post("/v1/embeddings", &json!({ "input": [ids, [1, 2, 3]], "encoding_format": "base64" }).to_string());
+        let r = s.post(
+            "/v1/embeddings",
+            &json!({ "input": [ids, [1, 2, 3]], "encoding_format": "base64" }).to_string(),
+        );
         assert_eq!(r.status, 200, "{}", r.body);
         let j = r.json();
         let got = base64_f32(j["data"][0]["embedding"].as_str().unwrap());

@@ -60,7 +60,10 @@ fn gpu_logprob_matches_reference() {
             // ln of a sum of up to 262k terms in f32: a few ulps of the magnitudes involved.
             let scale: Vec<f64> = w.iter().map(|x| x.abs().max(1.0)).collect();
             check_close(&format!("{name}: logprob v={v}"), &got[..launched], &w, &scale, 1e-5, 1e-5);
-            assert!(got[launched..].iter().all(|&x| x == 7.0), "{name}: v={v}: rows past the launch were written");
+            assert!(
+                got[launched..].iter().all(|&x| x == 7.0),
+                "{name}: v={v}: rows past the launch were written"
+            );
         }
     }
 }

@@ -10,7 +10,6 @@ use super::{BatchRequest, Callback, Done, Event, Ticket, TokenEvent, TokenLogpro
 use crate::constraint::ActiveConstraint;
 use crate::error::{Error, Result};
 use crate::generate::{StopReason, choose};
-pub(crate) use self::logprobs as token_logprobs;
 
 pub(crate) struct Sequence {
     pub request: BatchRequest,
@@ -102,7 +101,7 @@ impl Sequence {
         if let Some(c) = self.constraint.as_mut() {
             c.commit(token)?;
         }
-        let logprobs = self.request.logprobs.map(|n| logprobs(row, token, n, tokenizer));
+        let logprobs = self.request.logprobs.map(|n| token_logprobs(row, token, n, tokenizer));
         let piece = tokenizer.token_to_piece(token);
         let step = self.stop.push(&self.utf8.push_bytes(&piece));
         self.usage.completion_tokens += 1;
@@ -144,7 +143,12 @@ impl Sequence {
 
 /// The chosen token's log-probability and the `n` most likely tokens', from the raw logits:
 /// what a batched request's [`TokenEvent`] and a generation's [`Chunk`](crate::Chunk) carry.
-pub(crate) fn logprobs(row: &[f32], chosen: u32, n: usize, tokenizer: &Tokenizer) -> (TokenLogprob, Vec<TokenLogprob>) {
+pub(crate) fn token_logprobs(
+    row: &[f32],
+    chosen: u32,
+    n: usize,
+    tokenizer: &Tokenizer,
+) -> (TokenLogprob, Vec<TokenLogprob>) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f64 = row.iter().map(|&x| f64::from(x - max).exp()).sum();
     let log_z = f64::from(max) + sum.ln();

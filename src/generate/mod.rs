@@ -12,8 +12,8 @@ use wllm_engine::{EngineError, Logits, PendingStep, StepOutput};
 use wllm_loaders::Utf8Stream;
 use wllm_loaders::chat::ReasoningParser;
 
-use crate::constraint::{ActiveConstraint, Constraint, ConstraintReport};
 use crate::batch::TokenLogprob;
+use crate::constraint::{ActiveConstraint, Constraint, ConstraintReport};
 use crate::error::{Error, Result};
 use crate::session::Session;
 

@@ -74,7 +74,8 @@ pub fn run(a: Args) -> Result<()> {
         secs,
         evaluated as f64 / secs
     );
-    let running: Vec<String> = p.chunk_ppl.iter().enumerate().map(|(i, x)| format!("[{}]{x:.4}", i + 1)).collect();
+    let running: Vec<String> =
+        p.chunk_ppl.iter().enumerate().map(|(i, x)| format!("[{}]{x:.4}", i + 1)).collect();
     outln!("{},", running.join(","));
     outln!("Final estimate: PPL = {:.4} +/- {:.5}", p.ppl, p.ppl_stderr);
     Ok(())

@@ -59,13 +59,18 @@ fn inputs(ready: &Ready, input: &Value) -> Result<Vec<Vec<u32>>, ApiError> {
                 .enumerate()
                 .map(|(i, s)| {
                     s.as_str().map(text).ok_or_else(|| {
-                        ApiError::field(format!("input[{i}]"), format!("input[{i}] must be a string like input[0]"))
+                        ApiError::field(
+                            format!("input[{i}]"),
+                            format!("input[{i}] must be a string like input[0]"),
+                        )
                     })
                 })
                 .collect::<Result<_, _>>()?,
-            Value::Array(_) => {
-                items.iter().enumerate().map(|(i, v)| ids(v, &format!("input[{i}]"))).collect::<Result<_, _>>()?
-            }
+            Value::Array(_) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| ids(v, &format!("input[{i}]")))
+                .collect::<Result<_, _>>()?,
             _ => return Err(ApiError::field("input[0]", "input[0] must be a string or token ids")),
         },
         _ => return Err(ApiError::field("input", "input must be a string, strings, or token ids")),
@@ -126,7 +131,11 @@ pub async fn embeddings(State(st): State<Arc<AppState>>, body: Result<Bytes, Byt
             if ids.len() > ready.batcher.n_ctx() as usize {
                 return Err(ApiError::field(
                     format!("input[{i}]"),
-                    format!("input[{i}] has {} tokens; the context holds {}", ids.len(), ready.batcher.n_ctx()),
+                    format!(
+                        "input[{i}] has {} tokens; the context holds {}",
+                        ids.len(),
+                        ready.batcher.n_ctx()
+                    ),
                 )
                 .with_code("context_length_exceeded"));
             }
@@ -141,14 +150,17 @@ pub async fn embeddings(State(st): State<Arc<AppState>>, body: Result<Bytes, Byt
     let st2 = st.clone();
     let work = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<f32>>, ApiError> {
         let ready = st2.ready()?;
-        let mut slot = ready.embedder.lock().map_err(|_| ApiError::internal("the embedding session failed"))?;
+        let mut slot =
+            ready.embedder.lock().map_err(|_| ApiError::internal("the embedding session failed"))?;
         if slot.is_none() {
             let opts = wllm::SessionOptions { n_ctx: Some(ready.batcher.n_ctx()), n_batch: ready.n_batch };
             *slot = Some(ready.model.session(&opts).map_err(|e| ApiError::internal(e.to_string()))?);
         }
         let Some(session) = slot.as_mut() else { return Err(ApiError::internal("no embedding session")) };
         all.iter()
-            .map(|ids| session.embed_normalized(ids, ready.pooling).map_err(|e| ApiError::internal(e.to_string())))
+            .map(|ids| {
+                session.embed_normalized(ids, ready.pooling).map_err(|e| ApiError::internal(e.to_string()))
+            })
             .collect()
     });
     let vectors = match work.await {

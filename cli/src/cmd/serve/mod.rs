@@ -134,14 +134,7 @@ impl Load {
             .pooling
             .or_else(|| model.config().pooling_type.and_then(wllm::Pooling::from_llama_code))
             .unwrap_or(wllm::Pooling::Last);
-        Ok(Ready {
-            model,
-            batcher,
-            end_of_turn,
-            pooling,
-            embedder: Mutex::new(None),
-            n_batch,
-        })
+        Ok(Ready { model, batcher, end_of_turn, pooling, embedder: Mutex::new(None), n_batch })
     }
 }
 

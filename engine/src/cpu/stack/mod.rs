@@ -298,7 +298,10 @@ impl CpuStack {
                 crate::cpu::ops::log_softmax_gather(&logits, v, ts, &mut out)?;
                 if let Some(r) = out[start..].iter().position(|x| !x.is_finite()) {
                     let what = if out[start + r].is_nan() { "NaN" } else { "inf" };
-                    return Err(EngineError::NonFiniteLogits { what, position: (pos0 as usize + at + r) as u64 });
+                    return Err(EngineError::NonFiniteLogits {
+                        what,
+                        position: (pos0 as usize + at + r) as u64,
+                    });
                 }
             }
             Ok(())

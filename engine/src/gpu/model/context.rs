@@ -538,7 +538,12 @@ impl Context {
 
     /// Runs `input` in steps no larger than the readout allows, appending score or hidden
     /// values to `values`; logits and the greedy pick come back in the output.
-    fn run_input(&mut self, input: Input<'_>, readout: Readout<'_>, values: &mut Vec<f32>) -> Result<StepOutput> {
+    fn run_input(
+        &mut self,
+        input: Input<'_>,
+        readout: Readout<'_>,
+        values: &mut Vec<f32>,
+    ) -> Result<StepOutput> {
         let e = self.model.cfg.n_embd as usize;
         let n_tokens = match input {
             Input::Tokens(t) => t.len(),
@@ -682,7 +687,10 @@ impl Context {
                 // A non-finite score means a non-finite logit in its row.
                 if let Some(r) = v.iter().position(|x| !x.is_finite()) {
                     let what = if v[r].is_nan() { "NaN" } else { "inf" };
-                    return Err(EngineError::NonFiniteLogits { what, position: (self.n_past as usize + r) as u64 });
+                    return Err(EngineError::NonFiniteLogits {
+                        what,
+                        position: (self.n_past as usize + r) as u64,
+                    });
                 }
             }
             values.extend_from_slice(&v);

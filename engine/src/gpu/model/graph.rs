@@ -12,10 +12,10 @@ use crate::gpu::ops::argmax::{ArgmaxOps, argmax};
 use crate::gpu::ops::attention::{AttentionArgs, attention};
 use crate::gpu::ops::elementwise::{ElementwiseKey, elementwise, softcap};
 use crate::gpu::ops::get_rows::get_rows;
-use crate::gpu::ops::logprob::logprob;
 use crate::gpu::ops::linear::{
     Epilogue, ExpertIds, Grouped, LinearIo, grouped_shape, linear as linear_op, linear_grouped, linear_ids,
 };
+use crate::gpu::ops::logprob::logprob;
 use crate::gpu::ops::moe::{self, MoeShape};
 use crate::gpu::ops::norm::{NormArgs, rms_norm};
 use crate::gpu::ops::rope::{RopeArgs, rope_kv};
