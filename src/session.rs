@@ -180,11 +180,16 @@ impl Session {
         self.history.clear();
     }
 
-    /// Keeps the first `n` tokens of the cache (later steps overwrite the rest).
-    pub fn truncate(&mut self, n: usize) {
+    /// Keeps the first `n` tokens of the cache (later steps overwrite the rest) and returns
+    /// how many it kept. That is `n` (or the whole cache, if shorter) except with models whose
+    /// layers carry recurrent states (Qwen3.5, Qwen3-Next): those cannot be cut back, so the
+    /// cache goes back to the end of the last evaluated prompt if that is not past `n`, or
+    /// else to nothing, and [`tokens`](Self::tokens) says what is left.
+    pub fn truncate(&mut self, n: usize) -> usize {
         let n = n.min(self.history.len());
-        self.exec.truncate(n as u32);
-        self.history.truncate(n);
+        let kept = self.exec.truncate(n as u32) as usize;
+        self.history.truncate(kept);
+        kept
     }
 
     /// Feeds `tokens` after what is in the cache and returns the logits asked for

@@ -219,13 +219,20 @@ impl Executor {
         }
     }
 
-    pub fn truncate(&mut self, n: u32) {
+    /// Keeps the first `n` positions at most and returns how many were kept: fewer where
+    /// recurrent states cannot be cut back that far (see [`CpuStack::truncate`]); the caller
+    /// evaluates the rest again.
+    pub fn truncate(&mut self, n: u32) -> u32 {
         match &mut self.parts {
-            Parts::Gpu(c) => c.truncate(n),
-            Parts::Cpu(s) => s.truncate(n as usize),
+            Parts::Gpu(c) => {
+                c.truncate(n);
+                n
+            }
+            Parts::Cpu(s) => s.truncate(n as usize) as u32,
             Parts::Split { cpu, gpu, .. } => {
-                cpu.truncate(n as usize);
-                gpu.truncate(n);
+                let kept = cpu.truncate(n as usize) as u32;
+                gpu.truncate(kept);
+                kept
             }
         }
     }

@@ -7,7 +7,7 @@
 
 use wllm_loaders::ModelConfig;
 use wllm_loaders::model::{
-    ExpertGating, FfnActivation, ModelWeights, MoeConfig, RopeLayout, TensorSource, Yarn,
+    DeltaNetConfig, ExpertGating, FfnActivation, ModelWeights, MoeConfig, RopeLayout, TensorSource, Yarn,
 };
 
 use crate::error::{EngineError, Result};
@@ -84,6 +84,23 @@ fn yarn_ramp(low: f32, high: f32, i: usize) -> f64 {
     1.0 - y.clamp(0.0, 1.0)
 }
 
+/// What the GPU backend cannot run yet for `cfg`, if anything: such models run on the CPU.
+pub fn gpu_lacks(cfg: &ModelConfig) -> Option<String> {
+    let arch = cfg.arch.name();
+    if cfg.delta_net.is_some() {
+        return Some(format!(
+            "{arch}: the GPU backend has no Gated DeltaNet kernels yet; run it on the CPU (0 GPU layers)"
+        ));
+    }
+    if cfg.attn_output_gate {
+        return Some(format!("{arch}: the GPU backend has no gated attention yet; run it on the CPU"));
+    }
+    if cfg.moe.as_ref().is_some_and(|m| m.shared_expert_ff.is_some()) {
+        return Some(format!("{arch}: the GPU backend has no shared experts yet; run it on the CPU"));
+    }
+    None
+}
+
 /// A layer's feed-forward block.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FfnPlan {
@@ -106,16 +123,25 @@ impl FfnPlan {
 pub enum Step {
     /// h = rms_norm(x) · attn_norm.
     AttnNorm,
-    /// [q | k | v] = h · [Wq | Wk | Wv] (+ biases).
-    Qkv { bias: bool },
+    /// [q | k | v] = h · [Wq | Wk | Wv] (+ biases). With `gate`, Wq yields per head the query
+    /// and then as many output-gate logits, which are set aside for [`Step::AttnOut`].
+    Qkv { bias: bool, gate: bool },
     /// Per-head RMS norms of q and k (when `qk_norm`), RoPE on q and k from `table`, then k and
     /// v into the KV cache at the step's positions.
     RopeKv { qk_norm: bool, table: RopeTable },
     /// Causal softmax(q·kᵀ·scale)·v over the cache, within `window` positions when non-zero;
     /// with `sinks`, each head's learned logit joins the softmax's denominator.
     Attention { scale: f32, window: u32, sinks: bool },
-    /// x += attn · Wo (+ bias), through post_attention_norm first when `post_norm`.
-    AttnOut { post_norm: bool, bias: bool },
+    /// x += attn · Wo (+ bias), through post_attention_norm first when `post_norm`; with
+    /// `gate`, attn is first multiplied by the sigmoid of the gate logits from [`Step::Qkv`].
+    AttnOut { post_norm: bool, bias: bool, gate: bool },
+    /// A Gated DeltaNet block in place of attention, from h to x += out:
+    /// `[q|k|v] = h · W_qkv` through the causal depthwise convolution (state: the sequence's
+    /// last `conv_kernel - 1` inputs) and SiLU; q, k L2-normalised per head;
+    /// `beta = sigmoid(h · W_beta)`, `g = softplus(h · W_alpha + dt_bias) · a` per value head;
+    /// per token and value head `S ← exp(g)·S`, `S += k ⊗ beta·(v − Sᵀk)`, `o = Sᵀq / √d`;
+    /// `o = rms_norm(o) · norm · silu(h · W_z)` per head; x += o · W_out.
+    DeltaNet { dims: DeltaNetConfig },
     /// h = rms_norm(x) · ffn_norm.
     FfnNorm,
     /// x += FFN(h), through post_ffw_norm first when `post_norm`.
@@ -202,19 +228,26 @@ fn layer_plan(c: &ModelConfig, il: usize) -> LayerPlan {
         None => FfnPlan::Dense { act: c.ffn_act, n_ff: c.n_ff },
         Some(moe) => FfnPlan::Moe { act: c.ffn_act, moe: moe.clone() },
     };
-    let steps = vec![
-        Step::AttnNorm,
-        Step::Qkv { bias: c.has_qkv_bias },
-        Step::RopeKv { qk_norm: c.has_qk_norm, table },
-        Step::Attention {
-            scale: c.attn_scale,
-            window: if swa { c.sliding_window } else { 0 },
-            sinks: c.has_attn_sinks,
-        },
-        Step::AttnOut { post_norm: c.has_post_norms, bias: c.has_attn_out_bias },
-        Step::FfnNorm,
-        Step::Ffn { ffn, post_norm: c.has_post_norms },
-    ];
+    let mixer = match (&c.delta_net, c.is_recurrent(il)) {
+        (Some(dims), true) => vec![Step::DeltaNet { dims: dims.clone() }],
+        _ => vec![
+            Step::Qkv { bias: c.has_qkv_bias, gate: c.attn_output_gate },
+            Step::RopeKv { qk_norm: c.has_qk_norm, table },
+            Step::Attention {
+                scale: c.attn_scale,
+                window: if swa { c.sliding_window } else { 0 },
+                sinks: c.has_attn_sinks,
+            },
+            Step::AttnOut {
+                post_norm: c.has_post_norms,
+                bias: c.has_attn_out_bias,
+                gate: c.attn_output_gate,
+            },
+        ],
+    };
+    let mut steps = vec![Step::AttnNorm];
+    steps.extend(mixer);
+    steps.extend([Step::FfnNorm, Step::Ffn { ffn, post_norm: c.has_post_norms }]);
     LayerPlan { index: il, steps }
 }
 
@@ -262,7 +295,7 @@ mod tests {
     #[test]
     fn steps_follow_the_traits() {
         let qwen2 = ModelPlan::with_factors(&config(Arch::Qwen2), None);
-        assert_eq!(qwen2.layers[0].steps[1], Step::Qkv { bias: true });
+        assert_eq!(qwen2.layers[0].steps[1], Step::Qkv { bias: true, gate: false });
         assert_eq!(qwen2.layers[0].steps[2], Step::RopeKv { qk_norm: false, table: RopeTable::Global });
         let gemma = ModelPlan::with_factors(&config(Arch::Gemma3), None);
         assert_eq!(gemma.embed_scale, 8.0);
@@ -277,6 +310,29 @@ mod tests {
         assert_eq!(gemma.layers[5].steps[3], Step::Attention { scale: 0.25, window: 0, sinks: false });
         assert!(matches!(gemma.layers[0].steps[6], Step::Ffn { post_norm: true, .. }));
         assert!(gemma.uses_table(RopeTable::Sliding) && !qwen2.uses_table(RopeTable::Sliding));
+    }
+
+    #[test]
+    fn hybrid_layers_get_delta_net_or_gated_attention() {
+        let mut h = Hyperparams::new(Arch::Qwen35, KeyFormat::Gguf { prefix: "qwen35".into() });
+        (h.n_layer, h.n_embd, h.n_head, h.n_ff, h.n_vocab, h.rms_eps) = (4, 64, 4, Some(128), 32, 1e-6);
+        h.head_dim = Some(16);
+        h.delta_net = Some(wllm_loaders::model::DeltaNetHyper {
+            conv_kernel: 4,
+            inner_size: 64,
+            state_size: 16,
+            time_step_rank: 4,
+            group_count: 2,
+            ..Default::default()
+        });
+        let cfg = h.build().unwrap();
+        let plan = ModelPlan::with_factors(&cfg, None);
+        assert!(matches!(plan.layers[0].steps[1], Step::DeltaNet { .. }));
+        assert_eq!(plan.layers[0].steps.len(), 4);
+        assert_eq!(plan.layers[3].steps[1], Step::Qkv { bias: false, gate: true });
+        assert!(matches!(plan.layers[3].steps[4], Step::AttnOut { gate: true, .. }));
+        assert!(gpu_lacks(&cfg).is_some_and(|m| m.contains("qwen35")));
+        assert!(gpu_lacks(&config(Arch::Qwen3)).is_none());
     }
 
     #[test]

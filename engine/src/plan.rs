@@ -192,6 +192,12 @@ pub fn plan(
 ) -> Result<Plan> {
     let n = cfg.n_layer;
     let make = |g: u32| plan_for(cfg, w, req, gpu, host, g);
+    // A model the GPU backend cannot run stays on the CPU: `auto` says so by choosing 0.
+    let gpu = match (crate::layers::gpu_lacks(cfg), req.gpu_layers) {
+        (Some(_), GpuLayers::Auto | GpuLayers::Count(0)) => None,
+        (Some(why), _) => return Err(EngineError::Unsupported(why)),
+        (None, _) => gpu,
+    };
     let chosen = match (gpu, req.gpu_layers) {
         (None, GpuLayers::Count(0) | GpuLayers::Auto) => make(0),
         (None, _) => {
@@ -284,7 +290,13 @@ fn plan_for(
         cpu.weights += w.token_embd.n_bytes();
         cpu.weights += w.layers[..first_gpu].iter().flat_map(|l| l.iter()).map(|m| m.n_bytes()).sum::<u64>();
         let (hd, hdv) = (cfg.head_dim as u64, cfg.head_dim_v as u64);
-        cpu.kv = first_gpu as u64 * req.n_ctx as u64 * cfg.n_head_kv as u64 * (hd + hdv) * 4
+        // Attention layers keep K and V per position; DeltaNet layers a fixed state instead
+        // (one sequence's: the plan is made for one).
+        let recurrent = (0..first_gpu).filter(|&il| cfg.is_recurrent(il)).count() as u64;
+        let attention = first_gpu as u64 - recurrent;
+        let state = cfg.delta_net.as_ref().map_or(0, |d| 4 * (d.state_len() + d.conv_state_len()) as u64);
+        cpu.kv = attention * req.n_ctx as u64 * cfg.n_head_kv as u64 * (hd + hdv) * 4
+            + recurrent * state
             + 2 * req.n_ctx as u64 * (cfg.rope_dim as u64 / 2) * 8;
         let b = req.cpu_batch.min(req.n_ctx).max(1) as u64;
         let e = cfg.n_embd as u64;

@@ -103,7 +103,12 @@ impl Runner {
             let Some(Submitted { request, callback, ticket, constraint }) = queue.pop_front() else { return };
             let slot = &mut self.slots[at];
             // At least the last prompt token is fed: its logits give the first token.
-            let cached = common_prefix(&slot.history, &request.prompt).min(request.prompt.len() - 1);
+            let mut cached = common_prefix(&slot.history, &request.prompt).min(request.prompt.len() - 1);
+            // Recurrent states cannot be cut back: a slot's state serves a prompt that
+            // continues its whole history, and otherwise the prompt starts over.
+            if self.model.inner.cfg.has_recurrent_layers() && cached < slot.history.len() {
+                cached = 0;
+            }
             slot.history.truncate(cached);
             slot.last_used = Instant::now();
             shared.prompt_tokens.fetch_add(request.prompt.len() as u64, Ordering::Relaxed);

@@ -272,7 +272,8 @@ impl Chat {
         let mut reused = cached.iter().zip(&prompt).take_while(|(a, b)| a == b).count();
         // The last prompt token is always evaluated: its logits choose the first reply token.
         reused = reused.min(prompt.len() - 1);
-        session.truncate(reused);
+        // A model with recurrent states may keep less than asked (back to a checkpoint).
+        reused = session.truncate(reused);
         if let Some(eot) = &self.end_of_turn
             && !opts.stop.contains(eot)
         {

@@ -49,6 +49,9 @@ pub struct Case {
     /// Exact reference: full rows (tiny) and top-64 (all).
     pub exact_logits: Option<Vec<f32>>,
     pub exact_top: Vec<Vec<(u32, f32)>>,
+    /// Two-turn cases (hybrid fixtures): each turn's (prompt ids, greedy ids); `prompt_ids`
+    /// and `greedy_ids` then describe the whole conversation evaluated afresh.
+    pub turns: Option<Vec<(Vec<u32>, Vec<u32>)>>,
 }
 
 fn ids(v: &Value) -> Vec<u32> {
@@ -78,7 +81,16 @@ fn read_f32(path: &Path) -> Vec<f32> {
 
 /// Every public case, in index order.
 pub fn cases() -> Vec<Case> {
-    let dir = data_dir().join("reference");
+    cases_in("reference", "models")
+}
+
+/// The hybrid (Qwen3.5 / Qwen3-Next) cases, in index order.
+pub fn hybrid_cases() -> Vec<Case> {
+    cases_in("hybrid/reference", "hybrid/models")
+}
+
+fn cases_in(set: &str, models: &str) -> Vec<Case> {
+    let dir = data_dir().join(set);
     let index: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
     let mut out = Vec::new();
@@ -94,7 +106,7 @@ pub fn cases() -> Vec<Case> {
         let model = c["model"].as_str().unwrap();
         out.push(Case {
             name: c["case"].as_str().unwrap().to_string(),
-            model_path: if real { real_model_path(model) } else { data_dir().join("models").join(model) },
+            model_path: if real { real_model_path(model) } else { data_dir().join(models).join(model) },
             real,
             prompt_text: j["prompt_text"].as_str().map(str::to_string),
             prompt_ids: ids(&j["prompt_ids"]),
@@ -105,6 +117,9 @@ pub fn cases() -> Vec<Case> {
             llama_top: j.get("top_logits").map(top),
             exact_logits: ex["logits_file"].as_str().map(|f| read_f32(&dir.join(f))),
             exact_top: top(&ex["top_logits"]),
+            turns: j["turns"]
+                .as_array()
+                .map(|ts| ts.iter().map(|t| (ids(&t["prompt_ids"]), ids(&t["greedy_ids"]))).collect()),
         })
     }
     out

@@ -88,15 +88,15 @@ enum Store {
 pub(crate) struct KvCache {
     layers: Vec<Store>,
     pub n_ctx: usize,
-    pub n_kv: usize,
     pub head_dim: usize,
     pub head_dim_v: usize,
-    pub f16: bool,
 }
 
 impl KvCache {
+    /// A cache for each layer where `attends(layer)`; the others (recurrent layers) get none.
     pub fn new(
         n_layer: usize,
+        attends: impl Fn(usize) -> bool,
         n_ctx: usize,
         n_kv: usize,
         head_dim: usize,
@@ -105,7 +105,8 @@ impl KvCache {
     ) -> Self {
         let (nk, nv) = (n_kv * n_ctx * head_dim, n_kv * n_ctx * head_dim_v);
         let layers = (0..n_layer)
-            .map(|_| {
+            .map(|il| {
+                let (nk, nv) = if attends(il) { (nk, nv) } else { (0, 0) };
                 if f16 {
                     Store::F16 { k: vec![0; nk], v: vec![0; nv] }
                 } else {
@@ -113,16 +114,15 @@ impl KvCache {
                 }
             })
             .collect();
-        KvCache { layers, n_ctx, n_kv, head_dim, head_dim_v, f16 }
+        KvCache { layers, n_ctx, head_dim, head_dim_v }
     }
 
     pub fn bytes(&self) -> u64 {
-        let per: u64 = if self.f16 { 2 } else { 4 };
-        self.layers.len() as u64
-            * self.n_ctx as u64
-            * self.n_kv as u64
-            * (self.head_dim + self.head_dim_v) as u64
-            * per
+        let elems = |l: &Store| match l {
+            Store::F32 { k, v } => 4 * (k.len() + v.len()) as u64,
+            Store::F16 { k, v } => 2 * (k.len() + v.len()) as u64,
+        };
+        self.layers.iter().map(elems).sum()
     }
 
     pub fn layer(&self, il: usize) -> KvLayer<'_> {

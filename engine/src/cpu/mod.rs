@@ -11,6 +11,7 @@ mod kv;
 pub mod linear;
 pub mod ops;
 pub(crate) mod quant;
+mod recurrent;
 pub(crate) mod simd;
 mod stack;
 

@@ -14,6 +14,33 @@ pub enum Arch {
     /// OpenAI's gpt-oss (20b, 120b): attention sinks, alternating sliding-window layers, YaRN,
     /// biased experts with a clamped SwiGLU. llama.cpp calls it `openai-moe` inside.
     GptOss,
+    /// Qwen3.5 (dense): Gated DeltaNet layers with every `full_attention_interval`-th layer
+    /// a gated full-attention one.
+    Qwen35,
+    /// Qwen3.5/3.6 MoE: the same layers with routed experts plus a gated shared expert.
+    Qwen35Moe,
+    /// Qwen3-Next: Qwen3.5 MoE's layers with the older tensor layout (fused beta/alpha
+    /// projection, key heads repeated head by head).
+    Qwen3Next,
+}
+
+/// Which key head a DeltaNet value head reads when there are fewer key heads than value heads.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum KeyHeadMap {
+    /// Value head `h` reads key head `h % n_k_heads` (llama.cpp's `ggml_repeat` for qwen35).
+    Tiled,
+    /// Value head `h` reads key head `h / (n_v_heads / n_k_heads)` (qwen3next's
+    /// repeat-interleave).
+    Grouped,
+}
+
+/// How a Gated DeltaNet layer's tensors are stored.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DeltaNetTraits {
+    pub key_heads: KeyHeadMap,
+    /// One `ssm_ba` projection holding beta and alpha grouped per key head (qwen3next), instead
+    /// of separate `ssm_beta` and `ssm_alpha`.
+    pub fused_beta_alpha: bool,
 }
 
 /// How the two halves of a RoPE pair are laid out inside a head.
@@ -113,6 +140,13 @@ pub struct ArchTraits {
     pub moe_biases: bool,
     /// GGUF name of the norm before the FFN (gpt-oss calls it `post_attention_norm`).
     pub ffn_norm_name: &'static str,
+    /// The q projection yields, per head, the query and then as many gate logits; the
+    /// attention output is multiplied by their sigmoid before `attn_output`.
+    pub attn_output_gate: bool,
+    /// Gated DeltaNet layers beside the attention ones (which layers: metadata).
+    pub delta_net: Option<DeltaNetTraits>,
+    /// MoE layers add a shared expert scaled by `sigmoid(h · ffn_gate_inp_shexp)`.
+    pub shared_expert: bool,
 }
 
 const LLAMA: ArchTraits = ArchTraits {
@@ -133,6 +167,9 @@ const LLAMA: ArchTraits = ArchTraits {
     attn_sinks: false,
     moe_biases: false,
     ffn_norm_name: "ffn_norm",
+    attn_output_gate: false,
+    delta_net: None,
+    shared_expert: false,
 };
 
 const QWEN2: ArchTraits = ArchTraits {
@@ -179,10 +216,37 @@ const GPT_OSS: ArchTraits = ArchTraits {
     ..LLAMA
 };
 
+const QWEN35: ArchTraits = ArchTraits {
+    name: "qwen35",
+    ffn_norm_name: "post_attention_norm",
+    attn_output_gate: true,
+    delta_net: Some(DeltaNetTraits { key_heads: KeyHeadMap::Tiled, fused_beta_alpha: false }),
+    ..QWEN3
+};
+
+const QWEN35MOE: ArchTraits =
+    ArchTraits { name: "qwen35moe", ffn: FfnKind::Moe, shared_expert: true, ..QWEN35 };
+
+const QWEN3NEXT: ArchTraits = ArchTraits {
+    name: "qwen3next",
+    delta_net: Some(DeltaNetTraits { key_heads: KeyHeadMap::Grouped, fused_beta_alpha: true }),
+    ..QWEN35MOE
+};
+
 impl Arch {
-    pub const ALL: [Arch; 6] =
-        [Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Qwen3Moe, Arch::Gemma3, Arch::GptOss];
-    pub const SUPPORTED: &'static str = "llama, qwen2, qwen3, qwen3moe, gemma3, gpt-oss";
+    pub const ALL: [Arch; 9] = [
+        Arch::Llama,
+        Arch::Qwen2,
+        Arch::Qwen3,
+        Arch::Qwen3Moe,
+        Arch::Gemma3,
+        Arch::GptOss,
+        Arch::Qwen35,
+        Arch::Qwen35Moe,
+        Arch::Qwen3Next,
+    ];
+    pub const SUPPORTED: &'static str =
+        "llama, qwen2, qwen3, qwen3moe, gemma3, gpt-oss, qwen35, qwen35moe, qwen3next";
 
     pub fn traits(self) -> &'static ArchTraits {
         match self {
@@ -192,6 +256,9 @@ impl Arch {
             Arch::Qwen3Moe => &QWEN3MOE,
             Arch::Gemma3 => &GEMMA3,
             Arch::GptOss => &GPT_OSS,
+            Arch::Qwen35 => &QWEN35,
+            Arch::Qwen35Moe => &QWEN35MOE,
+            Arch::Qwen3Next => &QWEN3NEXT,
         }
     }
 

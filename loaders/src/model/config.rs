@@ -5,10 +5,10 @@
 //! single layer plan.
 
 use super::ModelError;
-use super::hyper::{Hyperparams, KeyFormat, MoeHyper, SwaLayers, YarnHyper};
+use super::hyper::{DeltaNetHyper, Hyperparams, KeyFormat, MoeHyper, SwaLayers, YarnHyper};
 use crate::gguf::GgufFile;
 
-pub use super::arch::{Arch, ExpertGating, FfnActivation, RopeLayout};
+pub use super::arch::{Arch, ExpertGating, FfnActivation, KeyHeadMap, RopeLayout};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct MoeConfig {
@@ -19,6 +19,54 @@ pub struct MoeConfig {
     pub gating: ExpertGating,
     /// Multiplier on the final expert weights (llama.cpp `expert_weights_scale`, 1.0 if absent).
     pub weights_scale: f32,
+    /// Hidden size of the shared expert every token also runs, scaled by
+    /// `sigmoid(h · ffn_gate_inp_shexp)` (Qwen3.5 MoE, Qwen3-Next); `None` without one.
+    pub shared_expert_ff: Option<u32>,
+}
+
+/// A Gated DeltaNet layer's sizes (llama.cpp's `ssm_*` hyperparameters).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeltaNetConfig {
+    /// Taps of the causal depthwise convolution (`ssm.conv_kernel`); the state keeps the last
+    /// `conv_kernel - 1` inputs.
+    pub conv_kernel: u32,
+    /// Key (and query) heads (`ssm.group_count`).
+    pub n_k_heads: u32,
+    /// Value heads (`ssm.time_step_rank`), a multiple of the key heads.
+    pub n_v_heads: u32,
+    /// Size of a key head and of a value head (`ssm.state_size`; llama.cpp requires them equal).
+    pub head_dim: u32,
+    pub key_heads: KeyHeadMap,
+    pub fused_beta_alpha: bool,
+}
+
+impl DeltaNetConfig {
+    pub fn key_dim(&self) -> u32 {
+        self.n_k_heads * self.head_dim
+    }
+    pub fn value_dim(&self) -> u32 {
+        self.n_v_heads * self.head_dim
+    }
+    /// Channels of the convolution: q, k and v side by side.
+    pub fn conv_channels(&self) -> u32 {
+        2 * self.key_dim() + self.value_dim()
+    }
+    /// Floats of one sequence's recurrent state in one layer: one `head_dim²` matrix per
+    /// value head.
+    pub fn state_len(&self) -> usize {
+        self.n_v_heads as usize * (self.head_dim as usize).pow(2)
+    }
+    /// Floats of one sequence's convolution state in one layer.
+    pub fn conv_state_len(&self) -> usize {
+        (self.conv_kernel as usize - 1) * self.conv_channels() as usize
+    }
+    /// The key head value head `h` reads.
+    pub fn key_head(&self, h: usize) -> usize {
+        match self.key_heads {
+            KeyHeadMap::Tiled => h % self.n_k_heads as usize,
+            KeyHeadMap::Grouped => h / (self.n_v_heads / self.n_k_heads) as usize,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -74,6 +122,12 @@ pub struct ModelConfig {
     pub has_moe_biases: bool,
     /// GGUF name (without `blk.N.` and `.weight`) of the norm before the FFN.
     pub ffn_norm_name: &'static str,
+    /// Attention output times the sigmoid of a per-head gate from the doubled q projection.
+    pub attn_output_gate: bool,
+    /// The Gated DeltaNet layers' sizes, in hybrid architectures.
+    pub delta_net: Option<DeltaNetConfig>,
+    /// Per layer: a Gated DeltaNet (recurrent) layer rather than an attention one.
+    pub recurrent_layers: Vec<bool>,
 }
 
 /// YaRN RoPE scaling as llama.cpp applies it (`ggml_rope_yarn_corr_dims`, `rope_yarn`): pairs
@@ -168,9 +222,34 @@ impl ModelConfig {
                 n_ff_expert: f.opt_u32(&k("expert_feed_forward_length"))?,
                 renormalize: f.opt_bool(&k("expert_weights_norm"))?,
                 weights_scale: f.opt_f32(&k("expert_weights_scale"))?,
+                shared_ff: f.opt_u32(&k("expert_shared_feed_forward_length"))?,
             });
         }
+        if arch.traits().delta_net.is_some() {
+            h.delta_net = Some(DeltaNetHyper {
+                conv_kernel: f.get_u32(&k("ssm.conv_kernel"))?,
+                inner_size: f.get_u32(&k("ssm.inner_size"))?,
+                state_size: f.get_u32(&k("ssm.state_size"))?,
+                time_step_rank: f.get_u32(&k("ssm.time_step_rank"))?,
+                group_count: f.get_u32(&k("ssm.group_count"))?,
+                full_attention_interval: f.opt_u32(&k("full_attention_interval"))?,
+                recurrent_layers: bool_array(f, &k("attention.recurrent_layers"))?,
+            });
+            h.nextn_layers = f.opt_u32(&k("nextn_predict_layers"))?.unwrap_or(0);
+            h.rope_sections = u32_array(f, &k("rope.dimension_sections"))?;
+        }
         h.build()
+    }
+
+    /// Whether layer `layer` is a Gated DeltaNet layer.
+    pub fn is_recurrent(&self, layer: usize) -> bool {
+        self.recurrent_layers.get(layer).copied().unwrap_or(false)
+    }
+
+    /// Whether any layer carries a recurrent state (which, unlike a KV cache, cannot be cut
+    /// back to an earlier position).
+    pub fn has_recurrent_layers(&self) -> bool {
+        self.recurrent_layers.contains(&true)
     }
 
     pub fn is_swa(&self, layer: usize) -> bool {
@@ -207,6 +286,35 @@ fn vocab_from_tokens(f: &GgufFile) -> Result<u32, ModelError> {
             tokens.len()
         ))
     })
+}
+
+/// A bool array, when the key holds one.
+fn bool_array(f: &GgufFile, key: &str) -> Result<Option<Vec<bool>>, ModelError> {
+    use crate::gguf::{Scalar, Value};
+    let Some(arr) = f.opt_array(key)? else { return Ok(None) };
+    arr.iter()
+        .map(|v| match v {
+            Value::Scalar(Scalar::Bool(b)) => Ok(b),
+            other => Err(ModelError::BadHyperparameter(format!("{key} holds {other:?}, not booleans"))),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// An integer array, when the key holds one.
+fn u32_array(f: &GgufFile, key: &str) -> Result<Option<Vec<u32>>, ModelError> {
+    use crate::gguf::{Scalar, Value};
+    let Some(arr) = f.opt_array(key)? else { return Ok(None) };
+    arr.iter()
+        .map(|v| match v {
+            Value::Scalar(Scalar::I32(x)) if x >= 0 => Ok(x as u32),
+            Value::Scalar(Scalar::U32(x)) => Ok(x),
+            other => Err(ModelError::BadHyperparameter(format!(
+                "{key} holds {other:?}, not non-negative integers"
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// llama.cpp accepts either a per-layer bool array or a period `n` (every n-th layer global).

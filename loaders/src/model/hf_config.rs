@@ -439,6 +439,7 @@ fn moe(k: &Keys, family: Family, n_layer: u32) -> Result<Option<MoeHyper>, Model
         n_ff_expert: Some(k.u32(ff_key)?),
         renormalize: Some(renormalize),
         weights_scale: None,
+        shared_ff: None,
     }))
 }
 

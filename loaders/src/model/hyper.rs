@@ -5,7 +5,7 @@
 
 use super::ModelError;
 use super::arch::{Arch, AttnScaleRule, ExpertGating, FfnKind, RopeLayout, SwaRule};
-use super::config::{MAX_LAYERS, ModelConfig, MoeConfig, Yarn};
+use super::config::{DeltaNetConfig, MAX_LAYERS, ModelConfig, MoeConfig, Yarn};
 
 /// The largest released MoE models have a few hundred experts.
 pub const MAX_EXPERTS: u32 = 1 << 12;
@@ -78,8 +78,30 @@ pub struct MoeHyper {
     pub n_ff_expert: Option<u32>,
     pub renormalize: Option<bool>,
     pub weights_scale: Option<f32>,
+    /// The shared expert's hidden size (`expert_shared_feed_forward_length`).
+    pub shared_ff: Option<u32>,
 }
 
+/// A hybrid model's Gated DeltaNet numbers, in llama.cpp's `ssm.*` terms.
+#[derive(Clone, Debug, Default)]
+pub struct DeltaNetHyper {
+    pub conv_kernel: u32,
+    /// All value heads together (`ssm.inner_size`).
+    pub inner_size: u32,
+    /// Size of one key (and value) head (`ssm.state_size`).
+    pub state_size: u32,
+    /// Value heads (`ssm.time_step_rank`).
+    pub time_step_rank: u32,
+    /// Key heads (`ssm.group_count`).
+    pub group_count: u32,
+    /// Every n-th layer is full attention, when no per-layer list is given (default 4).
+    pub full_attention_interval: Option<u32>,
+    /// Per layer: recurrent (`attention.recurrent_layers`).
+    pub recurrent_layers: Option<Vec<bool>>,
+}
+
+/// The largest convolution a DeltaNet layer may have: released models use 4 taps.
+const MAX_CONV_KERNEL: u32 = 64;
 /// The numbers a reader found; `None` where the file does not say.
 #[derive(Clone, Debug)]
 pub struct Hyperparams {
@@ -115,6 +137,13 @@ pub struct Hyperparams {
     /// llama.cpp's pooling code for embedding models (`<arch>.pooling_type`), unchecked.
     pub pooling_type: Option<u32>,
     pub moe: Option<MoeHyper>,
+    pub delta_net: Option<DeltaNetHyper>,
+    /// Multi-token-prediction layers stored after the trunk's and counted in `block_count`;
+    /// the main pass does not run them.
+    pub nextn_layers: u32,
+    /// Multi-section RoPE (`rope.dimension_sections`): which position component each rotated
+    /// pair reads.
+    pub rope_sections: Option<Vec<u32>>,
 }
 
 impl Hyperparams {
@@ -147,6 +176,9 @@ impl Hyperparams {
             final_logit_softcap: None,
             pooling_type: None,
             moe: None,
+            delta_net: None,
+            nextn_layers: 0,
+            rope_sections: None,
         }
     }
 
@@ -171,6 +203,13 @@ impl Hyperparams {
     pub fn build(self) -> Result<ModelConfig, ModelError> {
         let t = self.arch.traits();
         let n_layer = self.nonzero("block_count", self.n_layer)?;
+        if self.nextn_layers >= n_layer {
+            return Err(self.bad(
+                "nextn_predict_layers",
+                format!("{} leaves no trunk layers of the {n_layer} blocks", self.nextn_layers),
+            ));
+        }
+        let n_layer = n_layer - self.nextn_layers;
         // Per-layer vectors are sized by this count, so it must be bounded before anything is.
         if n_layer > MAX_LAYERS {
             return Err(self.bad(
@@ -197,6 +236,16 @@ impl Hyperparams {
             Some(c) => Some(self.positive("final_logit_softcapping", c)?),
         };
         let attn_scale = self.attn_scale(n_layer, n_embd, n_head, head_dim)?;
+        let (delta_net, recurrent_layers) = self.delta_net(n_layer)?;
+        if t.attn_output_gate && head_dim != head_dim_v {
+            return Err(self.bad(
+                "attention.value_length",
+                format!(
+                    "{head_dim_v} differs from the key size {head_dim}; gated attention needs them equal"
+                ),
+            ));
+        }
+        self.check_rope_sections(rope_dim)?;
         Ok(ModelConfig {
             arch: self.arch,
             name: self.name.clone(),
@@ -231,7 +280,111 @@ impl Hyperparams {
             has_attn_sinks: t.attn_sinks,
             has_moe_biases: t.moe_biases,
             ffn_norm_name: t.ffn_norm_name,
+            attn_output_gate: t.attn_output_gate,
+            delta_net,
+            recurrent_layers,
         })
+    }
+
+    /// The DeltaNet sizes and the per-layer recurrent flags (all `false` without DeltaNet).
+    fn delta_net(&self, n_layer: u32) -> Result<(Option<DeltaNetConfig>, Vec<bool>), ModelError> {
+        let Some(traits) = self.arch.traits().delta_net else {
+            return Ok((None, vec![false; n_layer as usize]));
+        };
+        let Some(d) = &self.delta_net else {
+            return Err(self.bad("ssm.conv_kernel", "is missing: a hybrid architecture needs it".into()));
+        };
+        if d.conv_kernel == 0 || d.conv_kernel > MAX_CONV_KERNEL {
+            return Err(
+                self.bad("ssm.conv_kernel", format!("{}: it must be 1 to {MAX_CONV_KERNEL}", d.conv_kernel))
+            );
+        }
+        let head_dim = self.nonzero("ssm.state_size", d.state_size)?;
+        let n_v_heads = self.nonzero("ssm.time_step_rank", d.time_step_rank)?;
+        let n_k_heads = self.nonzero("ssm.group_count", d.group_count)?;
+        if !n_v_heads.is_multiple_of(n_k_heads) {
+            return Err(self.bad(
+                "ssm.time_step_rank",
+                format!("{n_v_heads} value heads are not a multiple of the {n_k_heads} key heads (ssm.group_count)"),
+            ));
+        }
+        // llama.cpp derives the value head size from the inner size and requires it to equal
+        // the key head size (its delta-rule op takes square states).
+        if n_v_heads.checked_mul(head_dim) != Some(d.inner_size) {
+            return Err(self.bad(
+                "ssm.inner_size",
+                format!(
+                    "{} is not ssm.time_step_rank {n_v_heads} × ssm.state_size {head_dim}: value heads the \
+                     size of key heads are the only layout supported",
+                    d.inner_size
+                ),
+            ));
+        }
+        // The states and the convolution channels are sized in u32 and usize from these.
+        if (2 * n_k_heads as u64 + n_v_heads as u64) * head_dim as u64 * head_dim as u64 > u32::MAX as u64 {
+            return Err(self.bad("ssm.state_size", format!("{head_dim} makes the recurrent state too large")));
+        }
+        let flags = match (&d.recurrent_layers, d.full_attention_interval) {
+            (Some(flags), _) => {
+                // The list may cover the multi-token-prediction layers too; those are not run.
+                if flags.len() < n_layer as usize {
+                    return Err(self.bad(
+                        "attention.recurrent_layers",
+                        format!("has {} entries for {n_layer} layers", flags.len()),
+                    ));
+                }
+                flags[..n_layer as usize].to_vec()
+            }
+            (None, interval) => {
+                let every = self.nonzero("full_attention_interval", interval.unwrap_or(4))?;
+                (0..n_layer).map(|il| (il + 1) % every != 0).collect()
+            }
+        };
+        let config = DeltaNetConfig {
+            conv_kernel: d.conv_kernel,
+            n_k_heads,
+            n_v_heads,
+            head_dim,
+            key_heads: traits.key_heads,
+            fused_beta_alpha: traits.fused_beta_alpha,
+        };
+        Ok((Some(config), flags))
+    }
+
+    /// Multi-section RoPE gives each rotated pair one of four position components. Text tokens
+    /// have the same position in the first three and 0 in the fourth, so the rotation is plain
+    /// NeoX RoPE as long as no pair reads the fourth; a layout where one does is refused.
+    fn check_rope_sections(&self, rope_dim: u32) -> Result<(), ModelError> {
+        let Some(s) = &self.rope_sections else { return Ok(()) };
+        let mut sections = [0u32; 4];
+        for (dst, src) in sections.iter_mut().zip(s) {
+            *dst = *src;
+        }
+        let total: u32 = sections.iter().sum();
+        if total == 0 {
+            return Ok(());
+        }
+        if total > rope_dim / 2 {
+            return Err(self.bad(
+                "rope.dimension_sections",
+                format!("{s:?} covers more than the {} rotated pairs", rope_dim / 2),
+            ));
+        }
+        // llama.cpp's interleaved multi-section rule (`ggml_mrope_cache_init`, imrope).
+        let reads_fourth = (0..rope_dim / 2).any(|pair| {
+            let sector = pair % total;
+            let first_three = (sector % 3 == 1 && sector < 3 * sections[1])
+                || (sector % 3 == 2 && sector < 3 * sections[2])
+                || (sector % 3 == 0 && sector < 3 * sections[0]);
+            !first_three
+        });
+        if reads_fourth {
+            return Err(ModelError::Unsupported(format!(
+                "{} {s:?}: a rotated pair reads the fourth (vision) position component",
+                self.keys.key("rope.dimension_sections")
+            )));
+        }
+        Ok(())
     }
 
     fn heads(&self) -> Result<(u32, u32), ModelError> {
@@ -380,6 +533,16 @@ impl Hyperparams {
             n_ff_expert,
             gating: ExpertGating::SoftmaxTopK { renormalize: m.renormalize.unwrap_or(t.default_renormalize) },
             weights_scale,
+            shared_expert_ff: match t.shared_expert {
+                false => None,
+                // llama.cpp: the dense FFN size when the key is absent.
+                true => {
+                    Some(self.nonzero(
+                        "expert_shared_feed_forward_length",
+                        m.shared_ff.or(self.n_ff).unwrap_or(0),
+                    )?)
+                }
+            },
         }))
     }
 
@@ -471,5 +634,71 @@ mod tests {
         assert!(h.clone().build().unwrap_err().to_string().contains("expert_count"));
         h.moe = Some(MoeHyper { n_expert: 4, n_expert_used: 5, ..Default::default() });
         assert!(h.build().unwrap_err().to_string().contains("expert_used_count"));
+    }
+
+    fn qwen35() -> Hyperparams {
+        let mut h = llama();
+        h.arch = Arch::Qwen35;
+        h.keys = KeyFormat::Gguf { prefix: "qwen35".into() };
+        h.n_layer = 8;
+        h.head_dim = Some(32);
+        h.rope_dim = Some(16);
+        h.delta_net = Some(DeltaNetHyper {
+            conv_kernel: 4,
+            inner_size: 128,
+            state_size: 32,
+            time_step_rank: 4,
+            group_count: 2,
+            ..Default::default()
+        });
+        h
+    }
+
+    #[test]
+    fn hybrid_layers_follow_the_interval_or_the_list() {
+        let c = qwen35().build().unwrap();
+        assert_eq!(c.recurrent_layers, [true, true, true, false, true, true, true, false]);
+        let d = c.delta_net.as_ref().unwrap();
+        assert_eq!((d.conv_channels(), d.state_len(), d.conv_state_len()), (256, 4 * 32 * 32, 3 * 256));
+        assert_eq!((d.key_head(3), c.attn_output_gate), (1, true));
+        let mut h = qwen35();
+        h.delta_net.as_mut().unwrap().full_attention_interval = Some(2);
+        assert_eq!(h.build().unwrap().recurrent_layers, [true, false, true, false, true, false, true, false]);
+        let mut h = qwen35();
+        h.delta_net.as_mut().unwrap().recurrent_layers = Some(vec![false; 3]);
+        assert!(h.build().unwrap_err().to_string().contains("qwen35.attention.recurrent_layers"));
+        // Multi-token-prediction blocks are counted in block_count but not run.
+        let mut h = qwen35();
+        h.nextn_layers = 1;
+        assert_eq!(h.build().unwrap().n_layer, 7);
+    }
+
+    #[test]
+    fn bad_delta_net_sizes_are_refused_with_their_key() {
+        for (key, set) in [
+            ("qwen35.ssm.time_step_rank", (|d: &mut DeltaNetHyper| d.time_step_rank = 3) as fn(&mut _)),
+            ("qwen35.ssm.inner_size", |d| d.inner_size = 100),
+            ("qwen35.ssm.conv_kernel", |d| d.conv_kernel = 0),
+            ("qwen35.ssm.group_count", |d| d.group_count = 0),
+        ] {
+            let mut h = qwen35();
+            set(h.delta_net.as_mut().unwrap());
+            let err = h.build().unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        let mut h = qwen35();
+        h.delta_net = None;
+        assert!(h.build().unwrap_err().to_string().contains("ssm.conv_kernel"));
+    }
+
+    #[test]
+    fn rope_sections_that_read_the_fourth_position_are_refused() {
+        let mut h = qwen35();
+        h.rope_sections = Some(vec![3, 3, 2, 0]);
+        assert!(h.build().is_ok());
+        h.rope_sections = Some(vec![2, 2, 2, 2]);
+        assert!(h.clone().build().unwrap_err().to_string().contains("fourth"));
+        h.rope_sections = Some(vec![8, 8, 8, 0]);
+        assert!(h.build().unwrap_err().to_string().contains("rope.dimension_sections"));
     }
 }

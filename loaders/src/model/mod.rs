@@ -9,14 +9,15 @@ pub mod quantizing;
 pub mod weights;
 
 pub use arch::{
-    Arch, ArchTraits, AttnScaleRule, ExpertGating, FfnActivation, FfnKind, RopeLayout, SWIGLU_OAI_ALPHA,
-    SWIGLU_OAI_LIMIT, SwaRule,
+    Arch, ArchTraits, AttnScaleRule, DeltaNetTraits, ExpertGating, FfnActivation, FfnKind, KeyHeadMap,
+    RopeLayout, SWIGLU_OAI_ALPHA, SWIGLU_OAI_LIMIT, SwaRule,
 };
-pub use config::{ModelConfig, MoeConfig, Yarn};
-pub use hyper::{Hyperparams, KeyFormat};
+pub use config::{DeltaNetConfig, ModelConfig, MoeConfig, Yarn};
+pub use hyper::{DeltaNetHyper, Hyperparams, KeyFormat};
 pub use quantizing::QuantizingSource;
 pub use weights::{
-    FfnWeights, LayerMetas, LayerWeights, ModelWeights, MoeBiases, TensorBytes, TensorMeta, TensorSource,
+    BetaAlpha, DeltaNetWeights, FfnWeights, LayerMetas, LayerWeights, ModelWeights, MoeBiases, SharedExpert,
+    TensorBytes, TensorMeta, TensorSource,
 };
 
 use crate::gguf::GgufError;

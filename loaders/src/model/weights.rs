@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use super::ModelError;
-use super::config::ModelConfig;
+use super::config::{DeltaNetConfig, ModelConfig};
 use crate::ggml_type::GgmlType;
 
 /// Name, element type and ggml-order dims of a stored tensor.
@@ -71,10 +71,14 @@ impl TensorSource for crate::gguf::GgufFile {
 #[derive(Clone, Debug)]
 pub struct LayerWeights<M, V = M> {
     pub attn_norm: V,
-    pub attn_q: M,
-    pub attn_k: M,
-    pub attn_v: M,
-    pub attn_output: M,
+    /// The attention projections; `None` in Gated DeltaNet layers. With an output gate
+    /// (Qwen3.5), `attn_q` yields per head the query and then the gate logits.
+    pub attn_q: Option<M>,
+    pub attn_k: Option<M>,
+    pub attn_v: Option<M>,
+    pub attn_output: Option<M>,
+    /// A Gated DeltaNet layer's tensors, in place of attention.
+    pub delta_net: Option<DeltaNetWeights<M, V>>,
     pub attn_q_bias: Option<V>,
     pub attn_k_bias: Option<V>,
     pub attn_v_bias: Option<V>,
@@ -114,6 +118,101 @@ impl<V> MoeBiases<V> {
     }
 }
 
+/// A Gated DeltaNet layer (llama.cpp names).
+#[derive(Clone, Debug)]
+pub struct DeltaNetWeights<M, V> {
+    /// `attn_qkv`: [n_embd, 2·key_dim + value_dim], the convolution's input channels.
+    pub qkv: M,
+    /// `attn_gate`: [n_embd, value_dim], the z gate of the output norm.
+    pub z: M,
+    pub beta_alpha: BetaAlpha<M>,
+    /// `ssm_conv1d`: [conv_kernel, channels], each channel's taps, oldest first.
+    pub conv: V,
+    /// `ssm_dt.bias`: [n_v_heads], added to alpha before the softplus.
+    pub dt_bias: V,
+    /// `ssm_a`: [n_v_heads], the (negative) decay rate, `-exp(A_log)`.
+    pub a: V,
+    /// `ssm_norm`: [head_dim], the gated RMS norm's weight.
+    pub norm: V,
+    /// `ssm_out`: [value_dim, n_embd].
+    pub out: M,
+}
+
+/// The beta (write strength) and alpha (decay) projections, [n_embd, n_v_heads] each.
+#[derive(Clone, Debug)]
+pub enum BetaAlpha<M> {
+    Separate {
+        beta: M,
+        alpha: M,
+    },
+    /// `ssm_ba`: [n_embd, 2·n_v_heads], per key head its group's betas then its alphas.
+    Fused(M),
+}
+
+impl<M> BetaAlpha<M> {
+    fn try_map<N, E>(&self, mut f: impl FnMut(&M) -> Result<N, E>) -> Result<BetaAlpha<N>, E> {
+        Ok(match self {
+            BetaAlpha::Separate { beta, alpha } => BetaAlpha::Separate { beta: f(beta)?, alpha: f(alpha)? },
+            BetaAlpha::Fused(m) => BetaAlpha::Fused(f(m)?),
+        })
+    }
+    fn iter(&self) -> Vec<&M> {
+        match self {
+            BetaAlpha::Separate { beta, alpha } => vec![beta, alpha],
+            BetaAlpha::Fused(m) => vec![m],
+        }
+    }
+}
+
+impl<M, V> DeltaNetWeights<M, V> {
+    fn try_map<N, W, E>(
+        &self,
+        mut mat: impl FnMut(&M) -> Result<N, E>,
+        mut vec: impl FnMut(&V) -> Result<W, E>,
+    ) -> Result<DeltaNetWeights<N, W>, E> {
+        Ok(DeltaNetWeights {
+            qkv: mat(&self.qkv)?,
+            z: mat(&self.z)?,
+            beta_alpha: self.beta_alpha.try_map(&mut mat)?,
+            conv: vec(&self.conv)?,
+            dt_bias: vec(&self.dt_bias)?,
+            a: vec(&self.a)?,
+            norm: vec(&self.norm)?,
+            out: mat(&self.out)?,
+        })
+    }
+    pub fn matrices(&self) -> impl Iterator<Item = &M> {
+        let mut v = vec![&self.qkv, &self.z];
+        v.extend(self.beta_alpha.iter());
+        v.push(&self.out);
+        v.into_iter()
+    }
+    pub fn vectors(&self) -> impl Iterator<Item = &V> {
+        [&self.conv, &self.dt_bias, &self.a, &self.norm].into_iter()
+    }
+}
+
+/// The shared expert every token runs beside the routed ones (Qwen3.5 MoE, Qwen3-Next).
+#[derive(Clone, Debug)]
+pub struct SharedExpert<M> {
+    /// `ffn_gate_inp_shexp`: [n_embd], one logit per token; the output is scaled by its sigmoid.
+    pub gate_inp: M,
+    pub gate: M,
+    pub up: M,
+    pub down: M,
+}
+
+impl<M> SharedExpert<M> {
+    fn try_map<N, E>(&self, mut f: impl FnMut(&M) -> Result<N, E>) -> Result<SharedExpert<N>, E> {
+        Ok(SharedExpert {
+            gate_inp: f(&self.gate_inp)?,
+            gate: f(&self.gate)?,
+            up: f(&self.up)?,
+            down: f(&self.down)?,
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum FfnWeights<M, V = M> {
     Dense {
@@ -128,6 +227,7 @@ pub enum FfnWeights<M, V = M> {
         up_exps: M,
         down_exps: M,
         biases: Option<MoeBiases<V>>,
+        shared: Option<SharedExpert<M>>,
     },
     /// A MoE block whose router and experts another backend holds (`--cpu-moe`: the GPU runs
     /// the layer's attention, the CPU its experts). [`ModelWeights::resolve`] never makes it.
@@ -145,12 +245,13 @@ impl<M, V> FfnWeights<M, V> {
             FfnWeights::Dense { gate, up, down } => {
                 FfnWeights::Dense { gate: f(gate)?, up: f(up)?, down: f(down)? }
             }
-            FfnWeights::Moe { router, gate_exps, up_exps, down_exps, biases } => FfnWeights::Moe {
+            FfnWeights::Moe { router, gate_exps, up_exps, down_exps, biases, shared } => FfnWeights::Moe {
                 router: f(router)?,
                 gate_exps: f(gate_exps)?,
                 up_exps: f(up_exps)?,
                 down_exps: f(down_exps)?,
                 biases: biases.as_ref().map(|b| b.try_map(vec)).transpose()?,
+                shared: shared.as_ref().map(|s| s.try_map(&mut f)).transpose()?,
             },
             FfnWeights::Elsewhere => FfnWeights::Elsewhere,
         })
@@ -160,8 +261,12 @@ impl<M, V> FfnWeights<M, V> {
     pub fn iter(&self) -> impl Iterator<Item = &M> {
         let mats: Vec<&M> = match self {
             FfnWeights::Dense { gate, up, down } => vec![gate, up, down],
-            FfnWeights::Moe { router, gate_exps, up_exps, down_exps, .. } => {
-                vec![router, gate_exps, up_exps, down_exps]
+            FfnWeights::Moe { router, gate_exps, up_exps, down_exps, shared, .. } => {
+                let mut v = vec![router, gate_exps, up_exps, down_exps];
+                if let Some(s) = shared {
+                    v.extend([&s.gate_inp, &s.gate, &s.up, &s.down]);
+                }
+                v
             }
             FfnWeights::Elsewhere => Vec::new(),
         };
@@ -229,14 +334,29 @@ impl ModelWeights<TensorMeta> {
         let vd = cfg.head_dim_v as u64 * cfg.n_head_kv as u64;
         // Grows as layers resolve: a bogus n_layer fails at the first missing tensor instead.
         let mut layers = Vec::with_capacity((cfg.n_layer as usize).min(256));
+        // With an output gate the q projection yields the gate logits after each head's query.
+        let q_rows = if cfg.attn_output_gate { 2 * q } else { q };
         for il in 0..cfg.n_layer {
             let n = |s: &str| format!("blk.{il}.{s}");
-            let (q_norm, k_norm) = if cfg.has_qk_norm {
+            let recurrent = cfg.is_recurrent(il as usize);
+            let delta_net = match (&cfg.delta_net, recurrent) {
+                (Some(d), true) => Some(resolve_delta_net(d, e, il, &req, src)?),
+                (None, true) => {
+                    return Err(ModelError::BadHyperparameter(format!(
+                        "layer {il} is recurrent but the model has no DeltaNet sizes"
+                    )));
+                }
+                (_, false) => None,
+            };
+            let attn = |s: &str, shape: &[u64]| -> Result<Option<TensorMeta>, ModelError> {
+                if recurrent { Ok(None) } else { req(n(s), shape).map(Some) }
+            };
+            let (q_norm, k_norm) = if cfg.has_qk_norm && !recurrent {
                 (Some(req(n("attn_q_norm.weight"), &[hd])?), Some(req(n("attn_k_norm.weight"), &[hd])?))
             } else {
                 (None, None)
             };
-            let (qb, kb, vb) = if cfg.has_qkv_bias {
+            let (qb, kb, vb) = if cfg.has_qkv_bias && !recurrent {
                 (
                     Some(req(n("attn_q.bias"), &[q])?),
                     Some(req(n("attn_k.bias"), &[kd])?),
@@ -265,12 +385,25 @@ impl ModelWeights<TensorMeta> {
                             down: req(n("ffn_down_exps.bias"), &[e, x])?,
                         }),
                     };
+                    let shared = match m.shared_expert_ff {
+                        None => None,
+                        Some(s) => {
+                            let s = s as u64;
+                            Some(SharedExpert {
+                                gate_inp: req(n("ffn_gate_inp_shexp.weight"), &[e])?,
+                                gate: req(n("ffn_gate_shexp.weight"), &[e, s])?,
+                                up: req(n("ffn_up_shexp.weight"), &[e, s])?,
+                                down: req(n("ffn_down_shexp.weight"), &[s, e])?,
+                            })
+                        }
+                    };
                     FfnWeights::Moe {
                         router: req(n("ffn_gate_inp.weight"), &[e, x])?,
                         gate_exps: req(n("ffn_gate_exps.weight"), &[e, f, x])?,
                         up_exps: req(n("ffn_up_exps.weight"), &[e, f, x])?,
                         down_exps: req(n("ffn_down_exps.weight"), &[f, e, x])?,
                         biases,
+                        shared,
                     }
                 }
             };
@@ -282,19 +415,23 @@ impl ModelWeights<TensorMeta> {
             } else {
                 (None, None)
             };
-            let attn_output_bias =
-                if cfg.has_attn_out_bias { Some(req(n("attn_output.bias"), &[e])?) } else { None };
-            let attn_sinks = if cfg.has_attn_sinks {
+            let attn_output_bias = if cfg.has_attn_out_bias && !recurrent {
+                Some(req(n("attn_output.bias"), &[e])?)
+            } else {
+                None
+            };
+            let attn_sinks = if cfg.has_attn_sinks && !recurrent {
                 Some(req(n("attn_sinks.weight"), &[cfg.n_head as u64])?)
             } else {
                 None
             };
             layers.push(LayerWeights {
                 attn_norm: req(n("attn_norm.weight"), &[e])?,
-                attn_q: req(n("attn_q.weight"), &[e, q])?,
-                attn_k: req(n("attn_k.weight"), &[e, kd])?,
-                attn_v: req(n("attn_v.weight"), &[e, vd])?,
-                attn_output: req(n("attn_output.weight"), &[cfg.head_dim_v as u64 * cfg.n_head as u64, e])?,
+                attn_q: attn("attn_q.weight", &[e, q_rows])?,
+                attn_k: attn("attn_k.weight", &[e, kd])?,
+                attn_v: attn("attn_v.weight", &[e, vd])?,
+                attn_output: attn("attn_output.weight", &[cfg.head_dim_v as u64 * cfg.n_head as u64, e])?,
+                delta_net,
                 attn_q_bias: qb,
                 attn_k_bias: kb,
                 attn_v_bias: vb,
@@ -323,6 +460,42 @@ impl ModelWeights<TensorMeta> {
     }
 }
 
+/// A DeltaNet layer's tensors, shapes from `d`.
+fn resolve_delta_net(
+    d: &DeltaNetConfig,
+    e: u64,
+    il: u32,
+    req: &dyn Fn(String, &[u64]) -> Result<TensorMeta, ModelError>,
+    src: &dyn TensorSource,
+) -> Result<DeltaNetWeights<TensorMeta, TensorMeta>, ModelError> {
+    let n = |s: &str| format!("blk.{il}.{s}");
+    let (nv, vd, ch) = (d.n_v_heads as u64, d.value_dim() as u64, d.conv_channels() as u64);
+    if src.meta(&n("attn_qkv.weight")).is_none() && src.meta(&n("ssm_in.weight")).is_some() {
+        return Err(ModelError::Unsupported(format!(
+            "{}: the legacy fused qkvz projection of early Qwen3-Next conversions; reconvert the model \
+             with a current llama.cpp",
+            n("ssm_in.weight")
+        )));
+    }
+    let beta_alpha = match d.fused_beta_alpha {
+        true => BetaAlpha::Fused(req(n("ssm_ba.weight"), &[e, 2 * nv])?),
+        false => BetaAlpha::Separate {
+            beta: req(n("ssm_beta.weight"), &[e, nv])?,
+            alpha: req(n("ssm_alpha.weight"), &[e, nv])?,
+        },
+    };
+    Ok(DeltaNetWeights {
+        qkv: req(n("attn_qkv.weight"), &[e, ch])?,
+        z: req(n("attn_gate.weight"), &[e, vd])?,
+        beta_alpha,
+        conv: req(n("ssm_conv1d.weight"), &[d.conv_kernel as u64, ch])?,
+        dt_bias: req(n("ssm_dt.bias"), &[nv])?,
+        a: req(n("ssm_a"), &[nv])?,
+        norm: req(n("ssm_norm.weight"), &[d.head_dim as u64])?,
+        out: req(n("ssm_out.weight"), &[vd, e])?,
+    })
+}
+
 impl<M, V> LayerWeights<M, V> {
     /// The same layer with each matrix converted by `mat` and each vector by `vec`.
     pub fn try_map<N, W, E>(
@@ -343,17 +516,22 @@ impl<M, V> LayerWeights<M, V> {
             post_ffw_norm: opt(&self.post_ffw_norm)?,
             attn_norm: vec(&self.attn_norm)?,
             ffn_norm: vec(&self.ffn_norm)?,
-            attn_q: mat(&self.attn_q)?,
-            attn_k: mat(&self.attn_k)?,
-            attn_v: mat(&self.attn_v)?,
-            attn_output: mat(&self.attn_output)?,
+            attn_q: self.attn_q.as_ref().map(&mut mat).transpose()?,
+            attn_k: self.attn_k.as_ref().map(&mut mat).transpose()?,
+            attn_v: self.attn_v.as_ref().map(&mut mat).transpose()?,
+            attn_output: self.attn_output.as_ref().map(&mut mat).transpose()?,
+            delta_net: self.delta_net.as_ref().map(|d| d.try_map(&mut mat, &mut vec)).transpose()?,
             ffn: self.ffn.try_map(mat, vec)?,
         })
     }
 
     /// The matrices, attention first.
     pub fn matrices(&self) -> impl Iterator<Item = &M> {
-        [&self.attn_q, &self.attn_k, &self.attn_v, &self.attn_output].into_iter().chain(self.ffn.iter())
+        [&self.attn_q, &self.attn_k, &self.attn_v, &self.attn_output]
+            .into_iter()
+            .flatten()
+            .chain(self.delta_net.iter().flat_map(|d| d.matrices()))
+            .chain(self.ffn.iter())
     }
 
     /// The vectors that exist: norm weights and biases.
@@ -372,6 +550,7 @@ impl<M, V> LayerWeights<M, V> {
             ]
             .into_iter()
             .flatten()
+            .chain(self.delta_net.iter().flat_map(|d| d.vectors()))
             .chain(self.ffn.vectors()),
         )
     }

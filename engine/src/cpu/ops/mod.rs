@@ -2,6 +2,7 @@
 
 mod act;
 mod attention;
+mod delta_net;
 mod logprob;
 mod moe;
 mod norm;
@@ -11,6 +12,8 @@ pub(crate) use act::glu_on;
 pub use act::{Activation, add_in_place, glu};
 pub(crate) use attention::attention_at;
 pub use attention::{Attention, KvLayer, attention};
+pub(crate) use delta_net::delta_rule_on;
+pub use delta_net::{conv_silu, delta_rule, gated_rms_norm, gates, l2_norm_heads};
 pub use logprob::{log_softmax_at, log_softmax_gather};
 pub use moe::{Route, route};
 pub use norm::{add_rms_normed, rms_norm, rms_norm_in_place};

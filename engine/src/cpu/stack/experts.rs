@@ -62,8 +62,10 @@ impl CpuExperts {
     /// `out` (n rows of `n_embd`) = layer `il`'s routed, weighted expert outputs for `h`.
     pub fn run(&self, il: usize, h: &[f32], out: &mut Vec<f32>) -> Result<()> {
         let e = self.cfg.n_embd as usize;
-        let (Some(Some(FfnWeights::Moe { router, gate_exps, up_exps, down_exps, biases })), Some(moe)) =
-            (self.layers.get(il), &self.cfg.moe)
+        let (
+            Some(Some(FfnWeights::Moe { router, gate_exps, up_exps, down_exps, biases, shared })),
+            Some(moe),
+        ) = (self.layers.get(il), &self.cfg.moe)
         else {
             return Err(EngineError::InvalidArgument(format!("layer {il} has no experts on the CPU")));
         };
@@ -73,7 +75,14 @@ impl CpuExperts {
         let n = h.len() / e;
         out.clear();
         out.resize(n * e, 0.0);
-        let x = Experts { router, gate: gate_exps, up: up_exps, down: down_exps, biases: biases.as_ref() };
+        let x = Experts {
+            router,
+            gate: gate_exps,
+            up: up_exps,
+            down: down_exps,
+            biases: biases.as_ref(),
+            shared: shared.as_ref(),
+        };
         x.run(&self.team, self.isa, moe, activation(self.cfg.ffn_act), e, h, n, out)
     }
 }

@@ -3,7 +3,10 @@
 use std::ops::Range;
 
 use wllm_loaders::ModelConfig;
-use wllm_loaders::model::{FfnActivation, FfnWeights, MoeBiases, MoeConfig, RopeLayout};
+use wllm_loaders::model::{
+    BetaAlpha, DeltaNetConfig, DeltaNetWeights, FfnActivation, FfnWeights, MoeBiases, MoeConfig, RopeLayout,
+    SharedExpert,
+};
 
 use super::profile::{Clock, Profile};
 use super::weights::{Layer, Weight};
@@ -13,9 +16,10 @@ use crate::cpu::exec::Exec;
 use crate::cpu::kv::KvCache;
 use crate::cpu::linear::{LinearJob, WeightView, dequantize_rows, linear_multi_on};
 use crate::cpu::ops::{
-    Activation, Attention, Rope, add_in_place, add_rms_normed, attention_at, glu_on, rms_norm,
-    rms_norm_in_place, rope_in_place, route,
+    Activation, Attention, Rope, add_in_place, add_rms_normed, attention_at, conv_silu, delta_rule_on,
+    gated_rms_norm, gates, glu_on, l2_norm_heads, rms_norm, rms_norm_in_place, rope_in_place, route,
 };
+use crate::cpu::recurrent::RecurrentStates;
 use crate::error::{EngineError, Result};
 use crate::layers::{FfnPlan, LayerBackend, LayerPlan, Step, required};
 
@@ -48,7 +52,9 @@ impl CpuStack {
                 layout: self.plan.rope.layout,
                 positions,
                 n: tokens.len(),
+                seq_ctx: self.seq_ctx,
                 kv: &mut self.kv,
+                states: &mut self.states,
                 sc: &mut self.scratch,
                 clock: &mut clock,
                 profile: &mut profile,
@@ -156,7 +162,10 @@ struct CpuLayers<'a> {
     /// Per token: (position, cache row of its sequence's position 0).
     positions: &'a [[u32; 2]],
     n: usize,
+    /// Positions per sequence: a token's sequence is its cache row over this.
+    seq_ctx: usize,
     kv: &'a mut KvCache,
+    states: &'a mut RecurrentStates,
     sc: &'a mut Scratch,
     clock: &'a mut Clock,
     profile: &'a mut Profile,
@@ -181,21 +190,27 @@ impl LayerBackend for CpuLayers<'_> {
                 rms_norm(isa, &sc.x, w, c.rms_eps, &mut sc.h)?;
                 self.clock.mark(&mut self.profile.norms);
             }
-            Step::Qkv { bias } => {
-                resize(&mut sc.q, n * c.n_embd_q() as usize);
+            Step::Qkv { bias, gate } => {
+                let nq = c.n_embd_q() as usize;
+                // With a gate, q's rows hold each head's query then its gate logits.
+                let q_rows = if *gate { 2 * nq } else { nq };
+                resize(&mut sc.q, n * q_rows);
                 resize(&mut sc.k, n * c.n_embd_k() as usize);
                 resize(&mut sc.v, n * c.n_embd_v() as usize);
                 linear_multi_on(
                     exec,
                     isa,
                     &mut [
-                        LinearJob { w: l.attn_q.view(), out: &mut sc.q },
-                        LinearJob { w: l.attn_k.view(), out: &mut sc.k },
-                        LinearJob { w: l.attn_v.view(), out: &mut sc.v },
+                        LinearJob { w: required(&l.attn_q, il, "q projection")?.view(), out: &mut sc.q },
+                        LinearJob { w: required(&l.attn_k, il, "k projection")?.view(), out: &mut sc.k },
+                        LinearJob { w: required(&l.attn_v, il, "v projection")?.view(), out: &mut sc.v },
                     ],
                     &sc.h,
                     n,
                 )?;
+                if *gate {
+                    split_query_gate(&mut sc.q, &mut sc.gate, c.head_dim as usize);
+                }
                 if *bias {
                     for (b, y, what) in [
                         (&l.attn_q_bias, &mut sc.q, "q bias"),
@@ -247,9 +262,22 @@ impl LayerBackend for CpuLayers<'_> {
                 attention_at(exec, isa, &att, &sc.q, self.positions, kv, sinks, &mut sc.attn)?;
                 self.clock.mark(&mut self.profile.attention);
             }
-            Step::AttnOut { post_norm, bias } => {
+            Step::AttnOut { post_norm, bias, gate } => {
                 resize(&mut sc.a, n * e);
-                linear(exec, isa, l.attn_output.view(), &sc.attn, n, &mut sc.a)?;
+                if *gate {
+                    if sc.gate.len() != sc.attn.len() {
+                        return Err(EngineError::InvalidArgument(format!(
+                            "layer {il}: {} gate logits for {} attention outputs",
+                            sc.gate.len(),
+                            sc.attn.len()
+                        )));
+                    }
+                    for (o, g) in sc.attn.iter_mut().zip(&sc.gate) {
+                        *o *= 1.0 / (1.0 + (-g).exp());
+                    }
+                }
+                let wo = required(&l.attn_output, il, "output projection")?;
+                linear(exec, isa, wo.view(), &sc.attn, n, &mut sc.a)?;
                 if *bias {
                     add_rows(&mut sc.a, required(&l.attn_output_bias, il, "attention output bias")?)?;
                 }
@@ -285,7 +313,7 @@ impl LayerBackend for CpuLayers<'_> {
                     }
                     (
                         FfnPlan::Moe { moe, .. },
-                        FfnWeights::Moe { router, gate_exps, up_exps, down_exps, biases },
+                        FfnWeights::Moe { router, gate_exps, up_exps, down_exps, biases, shared },
                     ) => {
                         let experts = Experts {
                             router,
@@ -293,6 +321,7 @@ impl LayerBackend for CpuLayers<'_> {
                             up: up_exps,
                             down: down_exps,
                             biases: biases.as_ref(),
+                            shared: shared.as_ref(),
                         };
                         experts.run(exec, isa, moe, act, e, &sc.h, n, &mut sc.a)?;
                     }
@@ -308,9 +337,138 @@ impl LayerBackend for CpuLayers<'_> {
                 add_residual(isa, sc, post, c.rms_eps)?;
                 self.clock.mark(&mut self.profile.norms);
             }
+            Step::DeltaNet { dims } => {
+                let w = required(&l.delta_net, il, "DeltaNet tensors")?;
+                let seqs = self.positions.iter().map(|&[pos, row0]| (row0 as usize / self.seq_ctx, pos));
+                let seqs: Vec<(usize, u32)> = seqs.collect();
+                delta_net_block(exec, isa, c, dims, w, il, &seqs, self.states, sc)?;
+                self.clock.mark(&mut self.profile.attention);
+                add_in_place(&mut sc.x, &sc.a)?;
+            }
         }
         Ok(())
     }
+}
+
+/// Moves each head's gate logits (the second half of its rows in `q`) into `gate`, leaving
+/// `q` the plain queries.
+fn split_query_gate(q: &mut Vec<f32>, gate: &mut Vec<f32>, hd: usize) {
+    let mut queries = Vec::with_capacity(q.len() / 2);
+    gate.clear();
+    for pair in q.chunks_exact(2 * hd) {
+        queries.extend_from_slice(&pair[..hd]);
+        gate.extend_from_slice(&pair[hd..]);
+    }
+    *q = queries;
+}
+
+/// A Gated DeltaNet block (see [`Step::DeltaNet`]) from `sc.h` into `sc.a`. `seqs` gives each
+/// token's (sequence, position); a sequence's tokens are consecutive and in order, and one
+/// at position 0 starts the sequence's states afresh.
+#[allow(clippy::too_many_arguments)]
+fn delta_net_block(
+    exec: &dyn Exec,
+    isa: Isa,
+    c: &ModelConfig,
+    d: &DeltaNetConfig,
+    w: &DeltaNetWeights<Weight, Vec<f32>>,
+    il: usize,
+    seqs: &[(usize, u32)],
+    states: &mut RecurrentStates,
+    sc: &mut Scratch,
+) -> Result<()> {
+    let n = seqs.len();
+    let (ch, vd, nv, hd) =
+        (d.conv_channels() as usize, d.value_dim() as usize, d.n_v_heads as usize, d.head_dim as usize);
+    let kd = d.key_dim() as usize;
+    resize(&mut sc.q, n * ch);
+    resize(&mut sc.gate, n * vd);
+    match &w.beta_alpha {
+        BetaAlpha::Separate { beta, alpha } => {
+            resize(&mut sc.g, n * nv);
+            resize(&mut sc.u, n * nv);
+            linear_multi_on(
+                exec,
+                isa,
+                &mut [
+                    LinearJob { w: w.qkv.view(), out: &mut sc.q },
+                    LinearJob { w: w.z.view(), out: &mut sc.gate },
+                    LinearJob { w: beta.view(), out: &mut sc.g },
+                    LinearJob { w: alpha.view(), out: &mut sc.u },
+                ],
+                &sc.h,
+                n,
+            )?;
+        }
+        BetaAlpha::Fused(ba) => {
+            resize(&mut sc.k, n * 2 * nv);
+            linear_multi_on(
+                exec,
+                isa,
+                &mut [
+                    LinearJob { w: w.qkv.view(), out: &mut sc.q },
+                    LinearJob { w: w.z.view(), out: &mut sc.gate },
+                    LinearJob { w: ba.view(), out: &mut sc.k },
+                ],
+                &sc.h,
+                n,
+            )?;
+            // Per key head: its group's betas, then its alphas.
+            let r = (d.n_v_heads / d.n_k_heads) as usize;
+            sc.g.clear();
+            sc.u.clear();
+            for group in sc.k.chunks_exact(2 * r) {
+                sc.g.extend_from_slice(&group[..r]);
+                sc.u.extend_from_slice(&group[r..]);
+            }
+        }
+    }
+    gates(&mut sc.g, &mut sc.u, &w.dt_bias, &w.a)?;
+    let (beta, g) = (&sc.g, &sc.u);
+    // The convolution output, then q, k, v split out of it per token.
+    resize(&mut sc.v, n * ch);
+    resize(&mut sc.attn, n * vd);
+    let mut t0 = 0;
+    while t0 < n {
+        let seq = seqs[t0].0;
+        let t1 = t0 + seqs[t0..].iter().take_while(|s| s.0 == seq).count();
+        let (conv_state, ssm_state) = states.get(il, seq).ok_or_else(|| {
+            EngineError::InvalidArgument(format!("layer {il} has no recurrent state for sequence {seq}"))
+        })?;
+        if seqs[t0].1 == 0 {
+            conv_state.fill(0.0);
+            ssm_state.fill(0.0);
+        }
+        let conv_out = &mut sc.v[t0 * ch..t1 * ch];
+        conv_silu(d, &w.conv, conv_state, &sc.q[t0 * ch..t1 * ch], conv_out)?;
+        let m = t1 - t0;
+        let (mut q, mut k, mut v) =
+            (Vec::with_capacity(m * kd), Vec::with_capacity(m * kd), Vec::with_capacity(m * vd));
+        for row in conv_out.chunks_exact(ch) {
+            q.extend_from_slice(&row[..kd]);
+            k.extend_from_slice(&row[kd..2 * kd]);
+            v.extend_from_slice(&row[2 * kd..]);
+        }
+        l2_norm_heads(isa, &mut q, hd, c.rms_eps)?;
+        l2_norm_heads(isa, &mut k, hd, c.rms_eps)?;
+        let out = &mut sc.attn[t0 * vd..t1 * vd];
+        delta_rule_on(
+            exec,
+            isa,
+            d,
+            ssm_state,
+            &q,
+            &k,
+            &v,
+            &g[t0 * nv..t1 * nv],
+            &beta[t0 * nv..t1 * nv],
+            out,
+        )?;
+        t0 = t1;
+    }
+    gated_rms_norm(isa, &mut sc.attn, &sc.gate, &w.norm, c.rms_eps)?;
+    resize(&mut sc.a, n * c.n_embd as usize);
+    linear(exec, isa, w.out.view(), &sc.attn, n, &mut sc.a)
 }
 
 pub(crate) fn activation(act: FfnActivation) -> Activation {
@@ -382,6 +540,7 @@ pub(crate) struct Experts<'a> {
     pub up: &'a Weight,
     pub down: &'a Weight,
     pub biases: Option<&'a MoeBiases<Vec<f32>>>,
+    pub shared: Option<&'a SharedExpert<Weight>>,
 }
 
 impl Experts<'_> {
@@ -443,6 +602,32 @@ impl Experts<'_> {
             }
             for (&(t, wt), row) in toks.iter().zip(o.chunks_exact(e)) {
                 for (y, v) in out[t * e..(t + 1) * e].iter_mut().zip(row) {
+                    *y += wt * v;
+                }
+            }
+        }
+        if let Some(sh) = self.shared {
+            let s_ff = sh.gate.view().rows;
+            resize(&mut g, n * s_ff);
+            resize(&mut u, n * s_ff);
+            let mut logit = vec![0f32; n];
+            linear_multi_on(
+                exec,
+                isa,
+                &mut [
+                    LinearJob { w: sh.gate.view(), out: &mut g },
+                    LinearJob { w: sh.up.view(), out: &mut u },
+                    LinearJob { w: sh.gate_inp.view(), out: &mut logit },
+                ],
+                h,
+                n,
+            )?;
+            glu_on(exec, isa, act, &mut g, &mut u)?;
+            resize(&mut o, n * e);
+            linear(exec, isa, sh.down.view(), &u, n, &mut o)?;
+            for ((row, y), l) in o.chunks_exact(e).zip(out.chunks_exact_mut(e)).zip(&logit) {
+                let wt = 1.0 / (1.0 + (-l).exp());
+                for (y, v) in y.iter_mut().zip(row) {
                     *y += wt * v;
                 }
             }

@@ -19,6 +19,7 @@ use self::weights::{Loader, StackWeights};
 use super::Isa;
 use super::exec::{Exec, Team};
 use super::kv::KvCache;
+use super::recurrent::RecurrentStates;
 use crate::error::{EngineError, Result};
 use crate::layers::{ModelPlan, RopeTable, SeqSpan, logit_rows, token_positions};
 
@@ -62,6 +63,8 @@ pub(crate) struct Scratch {
     pub g: Vec<f32>,
     pub u: Vec<f32>,
     pub a: Vec<f32>,
+    /// Gated attention's gate logits; a DeltaNet block's z gate.
+    pub gate: Vec<f32>,
 }
 
 pub struct CpuStack {
@@ -71,6 +74,14 @@ pub struct CpuStack {
     team: Team,
     w: StackWeights,
     kv: KvCache,
+    /// The DeltaNet layers' states per sequence (empty without such layers).
+    states: RecurrentStates,
+    /// Per sequence: how many tokens its recurrent states have taken in.
+    state_pos: Vec<usize>,
+    /// Sequence 0's recurrent states after its first `.0` tokens, taken at the end of the last
+    /// evaluation of more than one token (a prompt, a chat turn): where a truncation that the
+    /// states cannot follow goes back to instead of to nothing.
+    checkpoint: Option<(usize, Vec<(Vec<f32>, Vec<f32>)>)>,
     /// (cos, sin) per position, indexed by [`RopeTable`]; empty where no layer reads it.
     rope: [Vec<[f32; 2]>; 2],
     /// Positions `0..n_filled` of the KV cache hold the current sequence.
@@ -148,12 +159,14 @@ impl CpuStack {
         let n_seq = opts.n_seq.max(1) as usize;
         let kv = KvCache::new(
             n_cpu_layers as usize,
+            |il| !cfg.is_recurrent(il),
             n_ctx * n_seq,
             cfg.n_head_kv as usize,
             cfg.head_dim as usize,
             cfg.head_dim_v as usize,
             opts.kv_f16,
         );
+        let states = RecurrentStates::new(cfg, n_cpu_layers as usize, n_seq);
         let plan = ModelPlan::new(cfg, src.as_ref())?;
         let rope = [RopeTable::Global, RopeTable::Sliding]
             .map(|t| if plan.uses_table(t) { plan.rope.table(t, n_ctx as u32) } else { Vec::new() });
@@ -163,6 +176,9 @@ impl CpuStack {
             team,
             w,
             kv,
+            states,
+            state_pos: vec![0; n_seq],
+            checkpoint: None,
             rope,
             plan,
             n_filled: 0,
@@ -203,10 +219,53 @@ impl CpuStack {
     /// Forgets the sequence.
     pub fn clear(&mut self) {
         self.n_filled = 0;
+        self.state_pos[0] = 0;
+        self.checkpoint = None;
     }
-    /// Keeps positions `0..n` only.
-    pub fn truncate(&mut self, n: usize) {
-        self.n_filled = self.n_filled.min(n);
+    /// Keeps positions `0..n` at most and returns how many it kept. Recurrent states hold every
+    /// token so far and cannot be cut: with them it keeps the whole sequence, or goes back to
+    /// the checkpoint when that lies at or before `n`, or else to nothing; the caller
+    /// evaluates the tokens between what was kept and `n` again.
+    pub fn truncate(&mut self, n: usize) -> usize {
+        if !self.states.any() || n >= self.n_filled {
+            self.n_filled = self.n_filled.min(n);
+            return self.n_filled;
+        }
+        let kept = match &self.checkpoint {
+            Some((at, snap)) if *at <= n && *at <= self.n_filled => {
+                self.states.restore(0, snap);
+                *at
+            }
+            _ => {
+                self.checkpoint = None;
+                0
+            }
+        };
+        self.n_filled = kept;
+        self.state_pos[0] = kept;
+        kept
+    }
+
+    /// Whether this stack's layers carry recurrent states, which cannot be truncated.
+    pub fn has_recurrent_state(&self) -> bool {
+        self.states.any()
+    }
+
+    /// Checks that `seq`'s recurrent states hold exactly the tokens before `pos0` (or that the
+    /// step starts the sequence over at 0), so a state never meets tokens it does not match.
+    fn check_state_pos(&self, seq: usize, pos0: usize) -> Result<()> {
+        if !self.states.any() || pos0 == 0 || self.state_pos.get(seq) == Some(&pos0) {
+            return Ok(());
+        }
+        let held = match self.state_pos.get(seq) {
+            Some(&usize::MAX) => "is left over from a step that failed".to_string(),
+            Some(n) => format!("holds {n} tokens"),
+            None => "does not exist".to_string(),
+        };
+        Err(EngineError::InvalidArgument(format!(
+            "sequence {seq} continues at position {pos0}, but its recurrent state {held}; a recurrent \
+             model cannot rewind, so evaluate the sequence again from position 0"
+        )))
     }
 
     /// Starts (or restarts) timing every op kind; off by default.
@@ -228,7 +287,7 @@ impl CpuStack {
     }
     /// Bytes that grow with the context: the KV cache and the RoPE tables.
     pub fn kv_bytes(&self) -> u64 {
-        self.kv.bytes() + 8 * (self.rope[0].len() + self.rope[1].len()) as u64
+        self.kv.bytes() + self.states.bytes() + 8 * (self.rope[0].len() + self.rope[1].len()) as u64
     }
 
     /// Embeds `tokens` at positions `pos0..`, runs them through this stack's layers, and
@@ -376,9 +435,20 @@ impl CpuStack {
                 "token id {bad} is outside the vocabulary of {n_vocab}"
             )));
         }
+        for s in spans {
+            self.check_state_pos(s.seq as usize, s.pos0 as usize)?;
+        }
         let mut done = 0;
         for (chunk, pos) in tokens.chunks(self.max_batch).zip(positions.chunks(self.max_batch)) {
+            // A chunk that fails part way leaves states that match no token count.
+            let seq_ctx = self.seq_ctx;
+            for &[_, row0] in pos {
+                self.state_pos[row0 as usize / seq_ctx] = usize::MAX;
+            }
             self.chunk(chunk, pos)?;
+            for &[p, row0] in pos {
+                self.state_pos[row0 as usize / seq_ctx] = p as usize + 1;
+            }
             each(self, done..done + chunk.len())?;
             done += chunk.len();
         }
@@ -411,16 +481,27 @@ impl CpuStack {
         if pos0 + tokens.len() > self.seq_ctx {
             return Err(EngineError::ContextOverflow { n_tokens: pos0 + tokens.len(), n_ctx: self.seq_ctx });
         }
+        self.check_state_pos(0, pos0)?;
         let mut done = 0;
         for chunk in tokens.chunks(self.max_batch) {
             let pos = pos0 + done;
             // The cache is rewritten from `pos` on, so later positions no longer belong.
             self.n_filled = pos;
             let positions: Vec<[u32; 2]> = (pos..pos + chunk.len()).map(|p| [p as u32, 0]).collect();
+            if pos == 0 {
+                self.checkpoint = None;
+            }
+            self.state_pos[0] = usize::MAX;
             self.chunk(chunk, &positions)?;
             self.n_filled = pos + chunk.len();
+            self.state_pos[0] = self.n_filled;
             done += chunk.len();
             each(self, done)?;
+        }
+        // Decode steps (one token) take none: copying every state per token would cost more
+        // than the step.
+        if tokens.len() > 1 && self.states.any() {
+            self.checkpoint = Some((self.n_filled, self.states.snapshot(0)));
         }
         Ok(())
     }

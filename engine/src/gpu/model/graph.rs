@@ -171,9 +171,9 @@ impl<'a> GraphBuilder<'a> {
         let c = &self.m.cfg;
         let (e, stride) = (c.n_embd, c.n_embd_q() + c.n_embd_k() + c.n_embd_v());
         let projs = [
-            (&l.attn_q, &l.attn_q_bias, 0),
-            (&l.attn_k, &l.attn_k_bias, c.n_embd_q()),
-            (&l.attn_v, &l.attn_v_bias, c.n_embd_q() + c.n_embd_k()),
+            (required(&l.attn_q, il, "q projection")?, &l.attn_q_bias, 0),
+            (required(&l.attn_k, il, "k projection")?, &l.attn_k_bias, c.n_embd_q()),
+            (required(&l.attn_v, il, "v projection")?, &l.attn_v_bias, c.n_embd_q() + c.n_embd_k()),
         ];
         // Neighbours stacked in one weight take one dispatch over the whole weight.
         let mut i = 0;
@@ -355,17 +355,23 @@ impl LayerBackend for GraphBuilder<'_> {
         match step {
             Step::AttnNorm => self.norm(&l.attn_norm)?,
             Step::FfnNorm => self.norm(&l.ffn_norm)?,
-            Step::Qkv { bias } => self.qkv(l, *bias, il)?,
+            // `GpuModel::load_layers` refuses these models first (`layers::gpu_lacks`).
+            Step::Qkv { gate: true, .. } | Step::AttnOut { gate: true, .. } | Step::DeltaNet { .. } => {
+                return Err(EngineError::Unsupported(format!(
+                    "layer {il}: the GPU backend has no gated attention or Gated DeltaNet kernels yet"
+                )));
+            }
+            Step::Qkv { bias, gate: false } => self.qkv(l, *bias, il)?,
             Step::RopeKv { qk_norm, table } => self.rope_kv(l, *qk_norm, *table, il)?,
             Step::Attention { scale, window, sinks } => self.attention(l, *scale, *window, *sinks, il)?,
-            Step::AttnOut { post_norm, bias } => {
+            Step::AttnOut { post_norm, bias, gate: false } => {
                 let (dst, epi) = self.block_out(*post_norm);
                 let attn_w = c.n_head * c.head_dim_v;
                 let mut o = io(&b.attn, attn_w, dst, 0, c.n_embd);
                 if *bias {
                     o.bias = Some(whole(required(&l.attn_output_bias, il, "attention output bias")?)?);
                 }
-                self.linear(&l.attn_output.weight, o, epi)?;
+                self.linear(&required(&l.attn_output, il, "output projection")?.weight, o, epi)?;
                 self.post_norm(&l.post_attention_norm, *post_norm, il, "post-attention norm")?;
             }
             Step::Ffn { ffn, post_norm } => {
@@ -376,8 +382,11 @@ impl LayerBackend for GraphBuilder<'_> {
                     }
                     (
                         FfnPlan::Moe { act, moe },
-                        FfnWeights::Moe { router, gate_exps, up_exps, down_exps, biases },
+                        FfnWeights::Moe { router, gate_exps, up_exps, down_exps, biases, shared },
                     ) => {
+                        if shared.is_some() {
+                            return Err(EngineError::Unsupported("shared experts on the GPU".into()));
+                        }
                         if *post_norm {
                             return Err(EngineError::Unsupported("post-norms around MoE layers".into()));
                         }

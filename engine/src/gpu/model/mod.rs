@@ -18,7 +18,7 @@ use wllm_loaders::{ModelConfig, ModelError};
 use crate::error::{EngineError, Result};
 use crate::gpu::device::Gpu;
 use crate::gpu::tensor::GpuWeight;
-use crate::layers::ModelPlan;
+use crate::layers::{ModelPlan, required};
 
 /// A matrix on the GPU: rows `row0..row0 + rows` of a weight that may hold neighbours
 /// stacked with it (q, k and v; gate and up), so that neighbours of one type take one dispatch.
@@ -194,9 +194,9 @@ impl Uploader<'_> {
         let [(attn_q, attn_q_bias), (attn_k, attn_k_bias), (attn_v, attn_v_bias)] = self.stacked_run(
             &format!("blk.{il}.attn_qkv"),
             [
-                (&l.attn_q, l.attn_q_bias.as_ref()),
-                (&l.attn_k, l.attn_k_bias.as_ref()),
-                (&l.attn_v, l.attn_v_bias.as_ref()),
+                (required(&l.attn_q, il, "q projection")?, l.attn_q_bias.as_ref()),
+                (required(&l.attn_k, il, "k projection")?, l.attn_k_bias.as_ref()),
+                (required(&l.attn_v, il, "v projection")?, l.attn_v_bias.as_ref()),
             ],
         )?;
         // The RoPE kernel reads the q norm and then the k norm from one buffer.
@@ -230,10 +230,11 @@ impl Uploader<'_> {
             post_ffw_norm,
             attn_norm: self.vec(&l.attn_norm)?,
             ffn_norm: self.vec(&l.ffn_norm)?,
-            attn_output: GpuMat::whole(self.mat(&l.attn_output)?),
-            attn_q,
-            attn_k,
-            attn_v,
+            attn_output: Some(GpuMat::whole(self.mat(required(&l.attn_output, il, "output projection")?)?)),
+            attn_q: Some(attn_q),
+            attn_k: Some(attn_k),
+            attn_v: Some(attn_v),
+            delta_net: None,
             attn_q_bias,
             attn_k_bias,
             attn_v_bias,
@@ -281,6 +282,9 @@ impl GpuModel {
                 "the GPU part must hold at least one layer (first layer {first_layer} of {})",
                 cfg.n_layer
             )));
+        }
+        if let Some(missing) = crate::layers::gpu_lacks(&cfg) {
+            return Err(EngineError::Unsupported(missing));
         }
         let metas = ModelWeights::resolve(&cfg, src)?;
         let plan = ModelPlan::new(&cfg, src)?;
