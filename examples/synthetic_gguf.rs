@@ -2,7 +2,8 @@
 //! memory measurements of models that cannot be downloaded here (their text is noise).
 //!
 //! `synthetic_gguf PRESET OUT.gguf [--sparse] [--seed N]`: PRESET is one of
-//! `wllm::loaders::synthetic::SyntheticModel::PRESETS` (`gpt-oss-20b`, `gpt-oss-120b`);
+//! `wllm::loaders::synthetic::SyntheticModel::PRESETS` (`gpt-oss-20b`, `gpt-oss-120b`,
+//! `qwen35-9b`);
 //! `--sparse` writes zeros as holes (no disk; plans and load paths only), otherwise seeded
 //! random blocks with small finite scales.
 

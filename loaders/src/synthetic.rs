@@ -39,12 +39,82 @@ impl SyntheticModel {
         match name {
             "gpt-oss-20b" => Some(Self::gpt_oss(name, GptOss { n_layer: 24, n_expert: 32 })),
             "gpt-oss-120b" => Some(Self::gpt_oss(name, GptOss { n_layer: 36, n_expert: 128 })),
+            "qwen35-9b" => Some(Self::qwen35_9b(name)),
             _ => None,
         }
     }
 
     /// The names [`preset`](Self::preset) knows.
-    pub const PRESETS: &'static [&'static str] = &["gpt-oss-20b", "gpt-oss-120b"];
+    pub const PRESETS: &'static [&'static str] = &["gpt-oss-20b", "gpt-oss-120b", "qwen35-9b"];
+
+    /// Qwen3.5-9B's shapes as its Hugging Face config gives them (32 layers, every fourth full
+    /// attention; hidden 4096, FFN 12288; attention 16 heads of 256 over 4 KV heads, a quarter
+    /// of each head rotated; DeltaNet 16 key and 32 value heads of 128, 4 convolution taps;
+    /// vocabulary 248320), every matrix Q4_K with random blocks; norms, gates' vectors and the
+    /// convolution F32. llama.cpp's own check only names the depth (32 layers: 4B or 9B).
+    fn qwen35_9b(name: &str) -> SyntheticModel {
+        let (e, ff, vocab, n_layer) = (4096u64, 12288u64, 248_320u64, 32u64);
+        let (n_head, n_kv, head) = (16u64, 4u64, 256u64);
+        let (nk, nv, d, taps) = (16u64, 32u64, 128u64, 4u64);
+        let a = |k: &str| format!("qwen35.{k}");
+        let mut metadata: Vec<(String, MetaValue)> = vec![
+            ("general.architecture".into(), "qwen35".into()),
+            ("general.name".into(), format!("{name} (synthetic weights)").into()),
+            (a("block_count"), (n_layer as u32).into()),
+            (a("context_length"), 262_144u32.into()),
+            (a("embedding_length"), (e as u32).into()),
+            (a("feed_forward_length"), (ff as u32).into()),
+            (a("attention.head_count"), (n_head as u32).into()),
+            (a("attention.head_count_kv"), (n_kv as u32).into()),
+            (a("attention.key_length"), (head as u32).into()),
+            (a("attention.value_length"), (head as u32).into()),
+            (a("attention.layer_norm_rms_epsilon"), 1e-6f32.into()),
+            (a("rope.freq_base"), 10_000_000f32.into()),
+            (a("rope.dimension_count"), 64u32.into()),
+            (a("ssm.conv_kernel"), (taps as u32).into()),
+            (a("ssm.inner_size"), ((nv * d) as u32).into()),
+            (a("ssm.state_size"), (d as u32).into()),
+            (a("ssm.time_step_rank"), (nv as u32).into()),
+            (a("ssm.group_count"), (nk as u32).into()),
+            (a("full_attention_interval"), 4u32.into()),
+        ];
+        metadata.extend(placeholder_vocab(vocab as usize));
+        let (q4, f32_) = (GgmlType::Q4_K, GgmlType::F32);
+        let mut tensors = vec![
+            ("token_embd.weight".to_string(), q4, vec![e, vocab]),
+            ("output_norm.weight".to_string(), f32_, vec![e]),
+            ("output.weight".to_string(), q4, vec![e, vocab]),
+        ];
+        let (kd, vd) = (nk * d, nv * d);
+        for il in 0..n_layer {
+            let mut t =
+                |n: &str, ty, dims: &[u64]| tensors.push((format!("blk.{il}.{n}"), ty, dims.to_vec()));
+            t("attn_norm.weight", f32_, &[e]);
+            t("post_attention_norm.weight", f32_, &[e]);
+            if (il + 1) % 4 == 0 {
+                t("attn_q.weight", q4, &[e, 2 * n_head * head]);
+                t("attn_k.weight", q4, &[e, n_kv * head]);
+                t("attn_v.weight", q4, &[e, n_kv * head]);
+                t("attn_q_norm.weight", f32_, &[head]);
+                t("attn_k_norm.weight", f32_, &[head]);
+                t("attn_output.weight", q4, &[n_head * head, e]);
+            } else {
+                t("attn_qkv.weight", q4, &[e, 2 * kd + vd]);
+                t("attn_gate.weight", q4, &[e, vd]);
+                t("ssm_beta.weight", q4, &[e, nv]);
+                t("ssm_alpha.weight", q4, &[e, nv]);
+                t("ssm_conv1d.weight", f32_, &[taps, 2 * kd + vd]);
+                t("ssm_dt.bias", f32_, &[nv]);
+                t("ssm_a", f32_, &[nv]);
+                t("ssm_norm.weight", f32_, &[d]);
+                t("ssm_out.weight", q4, &[vd, e]);
+            }
+            t("ffn_gate.weight", q4, &[e, ff]);
+            t("ffn_up.weight", q4, &[e, ff]);
+            t("ffn_down.weight", q4, &[ff, e]);
+        }
+        SyntheticModel { name: name.to_string(), metadata, tensors }
+    }
 
     fn gpt_oss(name: &str, g: GptOss) -> SyntheticModel {
         // Shapes and hyperparameters of the released checkpoints' GGUF conversion.
@@ -293,5 +363,8 @@ mod tests {
         assert!((gib(&small) - 11.3).abs() < 0.3, "{}", gib(&small));
         assert!((gib(&big) - 59.0).abs() < 0.8, "{}", gib(&big));
         assert!(SyntheticModel::preset("gpt-oss-7b").is_none());
+        // Q4_K at 4.5 bits a weight over 8.95 billion weights (the vision tower left out).
+        let q = SyntheticModel::preset("qwen35-9b").unwrap();
+        assert!((gib(&q) - 4.69).abs() < 0.05, "{}", gib(&q));
     }
 }

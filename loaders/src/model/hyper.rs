@@ -695,7 +695,7 @@ mod tests {
     fn rope_sections_that_read_the_fourth_position_are_refused() {
         let mut h = qwen35();
         h.rope_sections = Some(vec![3, 3, 2, 0]);
-        assert!(h.build().is_ok());
+        assert!(h.clone().build().is_ok());
         h.rope_sections = Some(vec![2, 2, 2, 2]);
         assert!(h.clone().build().unwrap_err().to_string().contains("fourth"));
         h.rope_sections = Some(vec![8, 8, 8, 0]);
