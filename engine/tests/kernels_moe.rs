@@ -144,6 +144,7 @@ fn cpu_router_top_k_and_weights() {
                 n_ff_expert: 1,
                 gating: ExpertGating::SoftmaxTopK { renormalize },
                 weights_scale: scale,
+                shared_expert_ff: None,
             };
             let (mut ids, mut weights) = (Vec::new(), Vec::new());
             for row in c.logits.chunks(c.n_expert) {
@@ -169,6 +170,7 @@ fn cpu_router_top_k_and_weights() {
         n_ff_expert: 1,
         gating: ExpertGating::SoftmaxTopK { renormalize: true },
         weights_scale: 1.0,
+        shared_expert_ff: None,
     };
     assert!(wllm_engine::cpu::ops::route(&cfg, &[0.0; 4]).is_err(), "k=5 of 4 accepted");
     assert!(wllm_engine::cpu::ops::route(&MoeConfig { n_expert_used: 2, ..cfg }, &[0.0; 3]).is_err());
@@ -460,7 +462,9 @@ fn cpu_experts_match_the_reference(model: &str) {
     let mut rng = Rng::new(15);
     let (mut checked, mut skipped) = (0, 0);
     for (il, layer) in metas.layers.iter().enumerate() {
-        let FfnWeights::Moe { router, gate_exps, up_exps, down_exps, biases } = &layer.ffn else { continue };
+        let FfnWeights::Moe { router, gate_exps, up_exps, down_exps, biases, .. } = &layer.ffn else {
+            continue;
+        };
         let router = dequantized(&file, router);
         let bias = |pick: fn(&MoeBiases<TensorMeta>) -> &TensorMeta| match biases {
             Some(b) => dequantized(&file, pick(b)),

@@ -6,6 +6,9 @@
 
 use wllm_loaders::ModelConfig;
 
+/// Every recurrent layer's (convolution, delta-rule) state of one sequence.
+pub(crate) type Snapshot = Vec<(Vec<f32>, Vec<f32>)>;
+
 struct LayerState {
     /// `n_seq` blocks of `conv_len` floats.
     conv: Vec<f32>,
@@ -54,7 +57,7 @@ impl RecurrentStates {
     }
 
     /// A copy of sequence `seq`'s states in every layer.
-    pub fn snapshot(&self, seq: usize) -> Vec<(Vec<f32>, Vec<f32>)> {
+    pub fn snapshot(&self, seq: usize) -> Snapshot {
         let (c, s) = (self.conv_len, self.state_len);
         self.layers
             .iter()

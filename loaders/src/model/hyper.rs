@@ -375,7 +375,7 @@ impl Hyperparams {
             let sector = pair % total;
             let first_three = (sector % 3 == 1 && sector < 3 * sections[1])
                 || (sector % 3 == 2 && sector < 3 * sections[2])
-                || (sector % 3 == 0 && sector < 3 * sections[0]);
+                || (sector.is_multiple_of(3) && sector < 3 * sections[0]);
             !first_three
         });
         if reads_fourth {

@@ -460,12 +460,15 @@ impl ModelWeights<TensorMeta> {
     }
 }
 
+/// Finds a required tensor and checks its shape.
+type Require<'a> = dyn Fn(String, &[u64]) -> Result<TensorMeta, ModelError> + 'a;
+
 /// A DeltaNet layer's tensors, shapes from `d`.
 fn resolve_delta_net(
     d: &DeltaNetConfig,
     e: u64,
     il: u32,
-    req: &dyn Fn(String, &[u64]) -> Result<TensorMeta, ModelError>,
+    req: &Require<'_>,
     src: &dyn TensorSource,
 ) -> Result<DeltaNetWeights<TensorMeta, TensorMeta>, ModelError> {
     let n = |s: &str| format!("blk.{il}.{s}");

@@ -19,7 +19,7 @@ use self::weights::{Loader, StackWeights};
 use super::Isa;
 use super::exec::{Exec, Team};
 use super::kv::KvCache;
-use super::recurrent::RecurrentStates;
+use super::recurrent::{RecurrentStates, Snapshot};
 use crate::error::{EngineError, Result};
 use crate::layers::{ModelPlan, RopeTable, SeqSpan, logit_rows, token_positions};
 
@@ -81,7 +81,7 @@ pub struct CpuStack {
     /// Sequence 0's recurrent states after its first `.0` tokens, taken at the end of the last
     /// evaluation of more than one token (a prompt, a chat turn): where a truncation that the
     /// states cannot follow goes back to instead of to nothing.
-    checkpoint: Option<(usize, Vec<(Vec<f32>, Vec<f32>)>)>,
+    checkpoint: Option<(usize, Snapshot)>,
     /// (cos, sin) per position, indexed by [`RopeTable`]; empty where no layer reads it.
     rope: [Vec<[f32; 2]>; 2],
     /// Positions `0..n_filled` of the KV cache hold the current sequence.
