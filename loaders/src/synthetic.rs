@@ -71,6 +71,8 @@ impl SyntheticModel {
             (a("attention.layer_norm_rms_epsilon"), 1e-6f32.into()),
             (a("rope.freq_base"), 10_000_000f32.into()),
             (a("rope.dimension_count"), 64u32.into()),
+            // llama.cpp requires the sections for qwen35 (text positions make them plain NeoX).
+            (a("rope.dimension_sections"), vec![11i32, 11, 10, 0].into()),
             (a("ssm.conv_kernel"), (taps as u32).into()),
             (a("ssm.inner_size"), ((nv * d) as u32).into()),
             (a("ssm.state_size"), (d as u32).into()),
