@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Number, Value};
 
-use super::tools::ToolCall;
+use super::tools::{ToolCall, take_blocks};
 
 pub(super) const CALL_OPEN: &str = "<|tool_call>";
 pub(super) const CALL_CLOSE: &str = "<tool_call|>";
@@ -18,30 +18,12 @@ const QUOTE: &str = "<|\"|>";
 
 /// Takes the calls out of a reply; a block that does not parse stays text.
 pub(super) fn parse(reply: &str, calls: &mut Vec<ToolCall>) -> String {
-    let mut content = String::new();
-    let mut rest = reply;
-    while let Some(open) = rest.find(CALL_OPEN) {
-        let after = &rest[open + CALL_OPEN.len()..];
-        let (body, next) = match after.find(CALL_CLOSE) {
-            Some(close) => (&after[..close], &after[close + CALL_CLOSE.len()..]),
-            None => (after, ""),
-        };
-        match parse_call(body) {
-            Some(call) => {
-                content.push_str(&rest[..open]);
-                calls.push(call);
-            }
-            None => content.push_str(&rest[..rest.len() - next.len()]),
-        }
-        rest = next;
-    }
-    content.push_str(rest);
+    let content = take_blocks(reply, CALL_OPEN, CALL_CLOSE, calls, parse_call);
     if calls.is_empty() {
         return content;
     }
     // The response marker the model wrote after its calls is not part of its answer.
-    let content = content.trim();
-    content.strip_suffix(RESPONSE_OPEN).unwrap_or(content).trim().to_string()
+    content.strip_suffix(RESPONSE_OPEN).unwrap_or(&content).trim().to_string()
 }
 
 /// `call:NAME{…}` into a call with JSON arguments.

@@ -277,15 +277,30 @@ pub(super) fn call_of_arguments(v: &Value) -> Option<ToolCall> {
 }
 
 fn parse_hermes(reply: &str, calls: &mut Vec<ToolCall>) -> String {
+    take_blocks(reply, HERMES_OPEN, HERMES_CLOSE, calls, |body| {
+        serde_json::from_str::<Value>(body.trim()).ok().and_then(|v| call_of(&v, "arguments"))
+    })
+}
+
+/// Takes the calls out of a reply that writes each as `open … close` among its text: `read`
+/// turns a block's body into a call, and a block it refuses (or one cut off before `close`)
+/// stays text. With calls found, the text around them is trimmed.
+pub(super) fn take_blocks(
+    reply: &str,
+    open_marker: &str,
+    close_marker: &str,
+    calls: &mut Vec<ToolCall>,
+    read: impl Fn(&str) -> Option<ToolCall>,
+) -> String {
     let mut content = String::new();
     let mut rest = reply;
-    while let Some(open) = rest.find(HERMES_OPEN) {
-        let after = &rest[open + HERMES_OPEN.len()..];
-        let (body, next) = match after.find(HERMES_CLOSE) {
-            Some(close) => (&after[..close], &after[close + HERMES_CLOSE.len()..]),
+    while let Some(open) = rest.find(open_marker) {
+        let after = &rest[open + open_marker.len()..];
+        let (body, next) = match after.find(close_marker) {
+            Some(close) => (&after[..close], &after[close + close_marker.len()..]),
             None => (after, ""),
         };
-        match serde_json::from_str::<Value>(body.trim()).ok().and_then(|v| call_of(&v, "arguments")) {
+        match read(body) {
             Some(call) => {
                 content.push_str(&rest[..open]);
                 calls.push(call);
