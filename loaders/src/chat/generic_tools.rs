@@ -301,7 +301,9 @@ mod tests {
         let roles: Vec<&str> = out.iter().map(|m| m.role.as_str()).collect();
         assert_eq!(roles, ["system", "user", "assistant", "user"]);
         assert!(out[0].content.contains(r#""name":"weather""#), "{}", out[0].content);
-        assert_eq!(out[2].content, r#"{"tool_call":{"arguments":{"city":"Oslo"},"name":"weather"}}"#);
+        // Compared as JSON: serde_json's key order depends on the features a build unifies.
+        let past: Value = serde_json::from_str(&out[2].content).unwrap();
+        assert_eq!(past, json!({"tool_call": {"name": "weather", "arguments": {"city": "Oslo"}}}));
         assert!(
             out[3].content.contains(r#""name":"weather""#) && out[3].content.contains("windy"),
             "{}",
