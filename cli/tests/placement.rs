@@ -1,5 +1,6 @@
 //! Placement from the command line: the CPU alone says so, `wllm plan` prints a plan without
-//! loading, and a request over the memory budget is refused before anything is allocated.
+//! loading, and a request over the memory budget is refused before anything is allocated;
+//! `wllm bench` sizes its context from its depths and lists and measures each.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -112,4 +113,35 @@ fn verbose_run_reports_the_shader_build() {
     }
     let line = err.lines().find(|l| l.starts_with("shader build:")).unwrap_or_else(|| panic!("{err}"));
     assert!(line.contains("warm-up steps"), "{line}");
+}
+
+/// `bench` with llama-bench's comma lists and depths: one row per depth and test, named as
+/// llama-bench names them, each with a speed; the context filled to each depth.
+#[test]
+fn bench_runs_every_listed_test_at_every_depth() {
+    let model = tiny();
+    let out = wllm(&[
+        "bench",
+        model.to_str().unwrap(),
+        "-p",
+        "8,12",
+        "-n",
+        "4",
+        "-d",
+        "0,40",
+        "-r",
+        "1",
+        "--json",
+        "--gpu-layers",
+        "0",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let names: Vec<&str> =
+        json["results"].as_array().unwrap().iter().map(|r| r["test"].as_str().unwrap()).collect();
+    assert_eq!(names, ["pp8", "pp12", "tg4", "pp8 @ d40", "pp12 @ d40", "tg4 @ d40"]);
+    assert!(json["results"].as_array().unwrap().iter().all(|r| r["tps"].as_f64().unwrap() > 0.0), "{json}");
+    assert!(stdout.contains("| tg4 @ d40 |"), "{stdout}");
+    assert_eq!(json["pp_tps"], json["results"][0]["tps"]);
 }

@@ -14,7 +14,7 @@ use llguidance::toktrie::SimpleVob;
 use llguidance::{Matcher, ParserFactory};
 use wllm_engine::sampling::TokenMask;
 use wllm_loaders::Tokenizer;
-use wllm_loaders::chat::with_json_layout;
+use wllm_loaders::chat::constrained_schema;
 
 pub use gbnf::{GbnfError, gbnf_to_lark};
 
@@ -67,10 +67,10 @@ impl Constraint {
     fn grammar(&self) -> Result<TopLevelGrammar, ConstraintError> {
         Ok(match self {
             Constraint::JsonSchema(schema) => {
-                TopLevelGrammar::from_json_schema(with_json_layout(schema.clone()))
+                TopLevelGrammar::from_json_schema(constrained_schema(schema.clone()))
             }
             Constraint::JsonObject => {
-                TopLevelGrammar::from_json_schema(with_json_layout(serde_json::json!({"type": "object"})))
+                TopLevelGrammar::from_json_schema(constrained_schema(serde_json::json!({"type": "object"})))
             }
             Constraint::Regex(rx) => TopLevelGrammar::from_regex(rx),
             Constraint::Lark(lark) => TopLevelGrammar::from_lark(lark.clone()),

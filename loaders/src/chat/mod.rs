@@ -36,7 +36,7 @@ pub use reasoning::{ParseEffortError, ReasoningDelta, ReasoningEffort, Reasoning
 pub use render::{RenderDelta, RenderOptions};
 pub use template::{CHATML_TEMPLATE, ChatTemplate, SpecialTokens, TemplateOrigin};
 pub use tools::{
-    JSON_WHITESPACE, ParsedReply, ToolCall, ToolCallFormat, call_start, parse_tool_calls, with_json_layout,
+    JSON_WHITESPACE, ParsedReply, ToolCall, ToolCallFormat, call_start, constrained_schema, parse_tool_calls,
 };
 
 /// One turn of a conversation. `role` is free text (`system`, `user`, `assistant`, `tool`,

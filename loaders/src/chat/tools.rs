@@ -56,7 +56,7 @@ pub const JSON_WHITESPACE: &str = "( |\n[ \t]{0,20})?";
 /// Schema default would let a model pad a tool's arguments or an answer with keys nobody asked
 /// for), and numbers held to 16 digits before the point and 10 after it (an unbounded number
 /// lets a hot sampler write digits until the token limit, and the output never completes).
-pub fn with_json_layout(mut schema: Value) -> Value {
+pub fn constrained_schema(mut schema: Value) -> Value {
     close_objects(&mut schema);
     if let Some(object) = schema.as_object_mut()
         && !object.contains_key("x-guidance")
@@ -203,14 +203,14 @@ impl ToolCallFormat {
                 }))
             })
             .collect();
-        let call = with_json_layout(serde_json::json!({ "anyOf": alternatives }));
+        let call = constrained_schema(serde_json::json!({ "anyOf": alternatives }));
         format!("{calls}\nobj: %json {call}\n")
     }
 }
 
 /// A Lark grammar for one JSON value under `schema`, in the constrained-output layout.
 fn json_grammar(schema: Value) -> String {
-    format!("start: %json {}\n", with_json_layout(schema))
+    format!("start: %json {}\n", constrained_schema(schema))
 }
 
 /// Harmony's call, one per message: the header after the generation prompt's `assistant`,
@@ -221,7 +221,7 @@ fn harmony_grammar(tools: &[Value]) -> String {
     for (i, t) in tools.iter().enumerate() {
         let Some(f) = t.get("function") else { continue };
         let Some(name) = f.get("name").and_then(Value::as_str) else { continue };
-        let params = with_json_layout(
+        let params = constrained_schema(
             f.get("parameters").cloned().unwrap_or_else(|| serde_json::json!({"type": "object"})),
         );
         let header =
@@ -446,7 +446,7 @@ mod tests {
 
     #[test]
     fn objects_with_properties_are_closed_unless_the_schema_says_otherwise() {
-        let schema = with_json_layout(serde_json::json!({
+        let schema = constrained_schema(serde_json::json!({
             "type": "object",
             "properties": {"inner": {"type": "object", "properties": {"x": {}}},
                            "open": {"type": "object", "properties": {}, "additionalProperties": true},
@@ -459,7 +459,7 @@ mod tests {
         assert_eq!(schema["properties"]["list"]["items"]["additionalProperties"], false);
         assert_eq!(schema["$defs"]["d"]["anyOf"][0]["additionalProperties"], false);
         assert!(schema["$defs"]["d"]["anyOf"][1].get("additionalProperties").is_none());
-        let bounded = with_json_layout(serde_json::json!({"properties": {
+        let bounded = constrained_schema(serde_json::json!({"properties": {
             "n": {"type": "integer", "minimum": 0}, "x": {"type": "number", "multipleOf": 0.5}}}));
         assert_eq!(bounded["properties"]["n"]["maximum"], 9_999_999_999_999_999_i64);
         assert_eq!(bounded["properties"]["n"]["minimum"], 0);
@@ -467,7 +467,7 @@ mod tests {
         assert_eq!(bounded["properties"]["x"]["multipleOf"], 0.5);
         // A bare object stays open.
         assert!(
-            with_json_layout(serde_json::json!({"type": "object"})).get("additionalProperties").is_none()
+            constrained_schema(serde_json::json!({"type": "object"})).get("additionalProperties").is_none()
         );
     }
 
