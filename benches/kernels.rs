@@ -173,6 +173,7 @@ fn attention_decode(c: &mut Criterion) {
             step: &step,
             positions: &positions,
             sinks: None,
+            gated: false,
         };
         let ops = [attention(&gpu, &args).expect("attention op")];
         let kv_read = (past as u64 + 1) * (n_kv * 2 * hd) as u64 * elem;

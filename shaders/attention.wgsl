@@ -45,6 +45,13 @@ struct Step {
 #endif
 
 const HD4: u32 = HEAD_DIM / 4u;
+// vec4s between q heads: with an output gate (Qwen3.5) each query is followed by its head's
+// gate logits, and the output is multiplied by their sigmoid.
+#ifdef GATED
+const Q_SPAN4: u32 = 2u * HD4;
+#else
+const Q_SPAN4: u32 = HD4;
+#endif
 const HDV4: u32 = HEAD_DIM_V / 4u;
 // vec4 chunks of q/k and of v per invocation.
 const CK: u32 = HD4 / TEAM;
@@ -111,7 +118,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
 
     var q: array<vec4<f32>, CK>;
-    let qb = t * P.qkv_stride / 4u + h * HD4;
+    let qb = t * P.qkv_stride / 4u + h * Q_SPAN4;
     for (var c = 0u; c < CK; c++) {
         q[c] = QKV[qb + lane + c * TEAM] * P.scale;
     }
@@ -166,6 +173,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let ob = t * P.o_stride / 4u + h * HDV4;
     let inv = 1.0 / l;
     for (var c = 0u; c < CV; c++) {
+#ifdef GATED
+        let gate = QKV[qb + HD4 + lane + c * TEAM];
+        O[ob + lane + c * TEAM] = acc[c] * inv / (vec4<f32>(1.0) + exp(-gate));
+#else
         O[ob + lane + c * TEAM] = acc[c] * inv;
+#endif
     }
 }

@@ -1,4 +1,4 @@
-// Per token and head of the packed QKV rows: optional per-head RMS norm of q and k (qwen3,
+// Per token and head of the packed QKV rows (q heads optionally followed by gate logits): optional per-head RMS norm of q and k (qwen3,
 // gemma3), rotary position embedding of q and k, then k and v written into the KV cache.
 // One workgroup per (head slot, token); slots are the q heads, then the k heads, then the v
 // heads. Each invocation owns two elements of the head. The cos/sin table was computed on the
@@ -39,6 +39,14 @@ struct Params {
 
 override WG: u32 = 32u;
 
+// Elements between q heads: with an output gate (Qwen3.5) each head's query is followed by as many
+// gate logits, which stay where they are for the attention kernel.
+#ifdef GATED
+fn q_span() -> u32 { return 2u * P.hd; }
+#else
+fn q_span() -> u32 { return P.hd; }
+#endif
+
 fn store_kv(is_v: bool, idx: u32, v: f32) {
 #ifdef KV_F16
     if (is_v) { Vc[idx] = f16(v); } else { Kc[idx] = f16(v); }
@@ -68,7 +76,7 @@ fn main(
     if (slot >= P.n_head + P.n_kv) {
         // v head: copy into the cache.
         let h = slot - P.n_head - P.n_kv;
-        let src = row + P.n_head * P.hd + P.n_kv * P.hd + h * P.hd_v;
+        let src = row + P.n_head * q_span() + P.n_kv * P.hd + h * P.hd_v;
         let dst = (h * P.ctx + crow) * P.hd_v;
         for (var e = lid; e < P.hd_v; e += WG) {
             store_kv(true, dst + e, QKV[src + e]);
@@ -78,9 +86,9 @@ fn main(
     let is_k = slot >= P.n_head;
     var base: u32;
     if (is_k) {
-        base = row + P.n_head * P.hd + (slot - P.n_head) * P.hd;
+        base = row + P.n_head * q_span() + (slot - P.n_head) * P.hd;
     } else {
-        base = row + slot * P.hd;
+        base = row + slot * q_span();
     }
     // Element pair owned by this invocation (WG * 2 >= hd).
     let i = lid;

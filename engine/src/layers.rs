@@ -92,12 +92,6 @@ pub fn gpu_lacks(cfg: &ModelConfig) -> Option<String> {
             "{arch}: the GPU backend has no Gated DeltaNet kernels yet; run it on the CPU (0 GPU layers)"
         ));
     }
-    if cfg.attn_output_gate {
-        return Some(format!("{arch}: the GPU backend has no gated attention yet; run it on the CPU"));
-    }
-    if cfg.moe.as_ref().is_some_and(|m| m.shared_expert_ff.is_some()) {
-        return Some(format!("{arch}: the GPU backend has no shared experts yet; run it on the CPU"));
-    }
     None
 }
 

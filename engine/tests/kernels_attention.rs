@@ -38,6 +38,9 @@ struct Attn {
     /// gpt-oss: YaRN scaling (factor 4 from a 16-position training context) and attention sinks.
     yarn: bool,
     sinks: bool,
+    /// Qwen3.5: each q head is followed by its output-gate logits, and the output is multiplied
+    /// by their sigmoid (GPU only: the CPU splits the gate out before its attention kernel).
+    gated: bool,
 }
 
 impl Attn {
@@ -47,8 +50,12 @@ impl Attn {
     fn nk(&self) -> usize {
         (self.n_kv * self.hd) as usize
     }
+    /// Floats of the q rows (with their gate logits when gated).
+    fn q_width(&self) -> usize {
+        if self.gated { 2 * self.nq() } else { self.nq() }
+    }
     fn stride(&self) -> usize {
-        self.nq() + 2 * self.nk()
+        self.q_width() + 2 * self.nk()
     }
     fn total(&self) -> usize {
         self.steps.iter().sum::<u32>() as usize
@@ -89,9 +96,10 @@ const SHORT: Attn = Attn {
     factors: false,
     yarn: false,
     sinks: false,
+    gated: false,
 };
 
-const CONFIGS: [Attn; 7] = [
+const CONFIGS: [Attn; 8] = [
     SHORT,
     Attn { n_head: 4, n_kv: 1, neox: true, qk_norm: true, ..SHORT },
     Attn { n_head: 4, n_kv: 2, hd: 32, n_rot: 16, neox: true, window: 5, ..SHORT },
@@ -112,6 +120,8 @@ const CONFIGS: [Attn; 7] = [
     },
     // gpt-oss's layer: NeoX YaRN RoPE, sinks, a window shorter than the prompt.
     Attn { n_head: 8, n_kv: 2, neox: true, window: 6, yarn: true, sinks: true, ..SHORT },
+    // Qwen3.5's gated attention: q/k norms, partial NeoX rotation, an output gate.
+    Attn { n_head: 4, n_kv: 2, hd: 64, n_rot: 16, neox: true, qk_norm: true, gated: true, ..SHORT },
 ];
 
 /// Random packed q|k|v rows for every token of every step, and q-norm then k-norm weights.
@@ -135,7 +145,8 @@ fn sinks(c: &Attn) -> Option<Vec<f32>> {
 /// The reference output rows of every step: q and k normed (with `qk_norm`) and rotated, each
 /// query attending to the keys its position sees.
 fn reference_steps(c: &Attn, qkv: &[f32], norms: &[f32]) -> Vec<Vec<f64>> {
-    let (hd, stride, nq, nk) = (c.hd as usize, c.stride(), c.nq(), c.nk());
+    let (hd, stride, nq, nk) = (c.hd as usize, c.stride(), c.q_width(), c.nk());
+    let q_span = if c.gated { 2 * hd } else { hd };
     let spec = c.rope();
     let norm = |x: &[f32], w: &[f32]| -> Vec<f64> {
         if c.qk_norm { reference::rms_norm(x, w, EPS) } else { x.iter().map(|&v| v as f64).collect() }
@@ -163,12 +174,19 @@ fn reference_steps(c: &Attn, qkv: &[f32], norms: &[f32]) -> Vec<Vec<f64>> {
             );
             let seen = reference::visible(pos, c.window as usize);
             for h in 0..c.n_head as usize {
-                let q = rotated(&row[h * hd..(h + 1) * hd], &norms[..hd], pos);
+                let q = rotated(&row[h * q_span..][..hd], &norms[..hd], pos);
                 let g = h / (c.n_head / c.n_kv) as usize;
                 let ks: Vec<&[f64]> = seen.clone().map(|p| &keys[p][g][..]).collect();
                 let vs: Vec<&[f64]> = seen.clone().map(|p| &values[p][g][..]).collect();
                 let sink = sinks.as_ref().map(|s| s[h] as f64);
-                want.extend(reference::attention_sink(&q, &ks, &vs, c.scale() as f64, sink));
+                let o = reference::attention_sink(&q, &ks, &vs, c.scale() as f64, sink);
+                match c.gated {
+                    false => want.extend(o),
+                    true => {
+                        let gate = &row[h * q_span + hd..][..hd];
+                        want.extend(o.iter().zip(gate).map(|(o, &g)| o / (1.0 + (-(g as f64)).exp())));
+                    }
+                }
             }
         }
         out.push(want);
@@ -237,6 +255,7 @@ fn run_gpu_case(
             table: &table,
             positions: &positions,
             qk_norm: c.qk_norm.then_some(&nb),
+            gated: c.gated,
         },
     )
     .unwrap();
@@ -258,6 +277,7 @@ fn run_gpu_case(
             step: &step,
             positions: &positions,
             sinks: sink_buf.as_ref(),
+            gated: c.gated,
         },
     )
     .unwrap();
@@ -352,6 +372,7 @@ fn run_gpu_multi(
             table: &table,
             positions: &positions,
             qk_norm: c.qk_norm.then_some(&nb),
+            gated: c.gated,
         },
     )
     .unwrap();
@@ -373,6 +394,7 @@ fn run_gpu_multi(
             step: &step,
             positions: &positions,
             sinks: sink_buf.as_ref(),
+            gated: c.gated,
         },
     )
     .unwrap();
@@ -449,7 +471,7 @@ impl Cache {
 
 #[test]
 fn cpu_rope_and_attention_prefill_then_decode() {
-    for c in CONFIGS {
+    for c in CONFIGS.into_iter().filter(|c| !c.gated) {
         let (qkv, norms) = inputs(&c);
         let want = reference_steps(&c, &qkv, &norms);
         let (hd, stride, nq, nk) = (c.hd as usize, c.stride(), c.nq(), c.nk());

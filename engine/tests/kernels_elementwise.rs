@@ -9,7 +9,7 @@ mod common;
 use common::{Rng, check_close, gpus, reference};
 use wllm_engine::cpu::Isa;
 use wllm_engine::cpu::ops::{Activation, add_in_place, glu};
-use wllm_engine::ops::elementwise::{ElementwiseKey, elementwise, softcap};
+use wllm_engine::ops::elementwise::{ElementwiseKey, add_gated, elementwise, softcap};
 
 /// Elements the GPU tests write: all but the last few of [`N`].
 const N: usize = 1000;
@@ -55,13 +55,42 @@ fn gpu_elementwise_add_and_glu() {
                         ElementwiseKey::Add => a + b,
                         ElementwiseKey::GluSilu => reference::glu(Activation::Silu, a, b),
                         ElementwiseKey::GluGelu => reference::glu(Activation::GeluTanh, a, b),
-                        ElementwiseKey::Softcap => unreachable!("softcap has its own test"),
+                        ElementwiseKey::Softcap | ElementwiseKey::AddGated => unreachable!("their own tests"),
                     }
                 })
                 .collect();
             let got = gpu.read_f32(&yb).unwrap();
             check_close(&format!("[{name}] {op:?}"), &got, &want, &magnitudes(&want), 1e-5, 1e-6);
         }
+    }
+}
+
+/// A shared expert's output added through its per-token gate: the step's rows only (7 of 9
+/// rows of 96, so the grid's last workgroup is partial), the rest of the residual untouched.
+#[test]
+fn gpu_gated_add_scales_each_row_by_its_gate() {
+    const ROW: usize = 96;
+    const ROWS: usize = 9;
+    const STEP: u32 = 7;
+    for (name, gpu) in gpus() {
+        let mut rng = Rng::new(12);
+        let (x, y, gate) = (rng.vec(ROWS * ROW, 2.0), rng.vec(ROWS * ROW, 2.0), rng.vec(ROWS, 6.0));
+        let xb = gpu.storage_init("x", bytemuck::cast_slice(&x));
+        let yb = gpu.storage_init("y", bytemuck::cast_slice(&y));
+        let gb = gpu.storage_init("gate", bytemuck::cast_slice(&gate));
+        let step = gpu.uniform("step", &[0u32, STEP, 0, 0]);
+        let o = add_gated(&gpu, &xb, &gb, &yb, ROW as u32, &step).unwrap();
+        gpu.run(&[o], STEP).unwrap();
+        let want: Vec<f64> = (0..ROWS * ROW)
+            .map(|i| {
+                let t = i / ROW;
+                let kept = y[i] as f64;
+                if t >= STEP as usize { kept } else { kept + x[i] as f64 / (1.0 + (-(gate[t] as f64)).exp()) }
+            })
+            .collect();
+        let got = gpu.read_f32(&yb).unwrap();
+        check_close(&format!("[{name}] add_gated"), &got, &want, &magnitudes(&want), 1e-6, 1e-6);
+        assert!(add_gated(&gpu, &xb, &gb, &yb, 0, &step).is_err());
     }
 }
 

@@ -229,6 +229,7 @@ fn run_gpu_case(
             table: &table,
             positions: &positions,
             qk_norm: h.qk_norm.then_some(&nb),
+            gated: false,
         },
     )
     .unwrap();

@@ -143,7 +143,7 @@ pub fn all(caps: &Caps) -> Vec<PipelineKey> {
         }
         for neox in [false, true] {
             for qk_norm in [false, true] {
-                out.push(PipelineKey::Rope(RopeKey { neox, qk_norm, kv_f16, wg: 64 }));
+                out.push(PipelineKey::Rope(RopeKey { neox, qk_norm, kv_f16, gated: false, wg: 64 }));
             }
         }
         for (hd, hd_v) in [(64, 64), (128, 128), (256, 256), (192, 128)] {
@@ -164,6 +164,7 @@ pub fn all(caps: &Caps) -> Vec<PipelineKey> {
                         team_is_subgroup,
                         wg: 64,
                         sinks,
+                        gated: false,
                     }));
                 }
             }
@@ -173,8 +174,13 @@ pub fn all(caps: &Caps) -> Vec<PipelineKey> {
         out.push(PipelineKey::Argmax(ArgmaxKey { stage2 }));
     }
     out.push(PipelineKey::Logprob(LogprobKey));
-    for e in [ElementwiseKey::Add, ElementwiseKey::GluSilu, ElementwiseKey::GluGelu, ElementwiseKey::Softcap]
-    {
+    for e in [
+        ElementwiseKey::Add,
+        ElementwiseKey::GluSilu,
+        ElementwiseKey::GluGelu,
+        ElementwiseKey::Softcap,
+        ElementwiseKey::AddGated,
+    ] {
         out.push(PipelineKey::Elementwise(e));
     }
     for renormalize in [false, true] {

@@ -165,7 +165,8 @@ impl<M> BetaAlpha<M> {
 }
 
 impl<M, V> DeltaNetWeights<M, V> {
-    fn try_map<N, W, E>(
+    /// The same layer with each matrix converted by `mat` and each vector by `vec`.
+    pub fn try_map<N, W, E>(
         &self,
         mut mat: impl FnMut(&M) -> Result<N, E>,
         mut vec: impl FnMut(&V) -> Result<W, E>,

@@ -84,6 +84,8 @@ pub(crate) struct Buffers {
     /// Routing state and expert activations, for models with MoE layers.
     pub moe: Option<MoeBuffers>,
     pub moe_bufs: Option<MoeScratch>,
+    /// Per token, the shared expert's gate logit (models with shared experts).
+    pub shared_gate: Option<wgpu::Buffer>,
 }
 
 pub(crate) struct MoeScratch {
@@ -182,8 +184,10 @@ impl Sizes {
             logit_rows: nb.min((64u64 << 20) / vocab_bytes.max(1)).max(1),
             k_bytes: c.n_head_kv as u64 * kv_rows * c.head_dim as u64 * kv_elem,
             v_bytes: c.n_head_kv as u64 * kv_rows * c.head_dim_v as u64 * kv_elem,
-            n_ff: c.n_ff.max(c.moe.as_ref().map(|m| m.n_ff_expert).unwrap_or(0)) as u64,
-            qkv: (c.n_embd_q() + c.n_embd_k() + c.n_embd_v()) as u64,
+            // Dense layers, and a MoE layer's shared expert, use the FFN scratch.
+            n_ff: c.n_ff.max(c.moe.as_ref().map_or(0, |m| m.n_ff_expert.max(m.shared_expert_ff.unwrap_or(0))))
+                as u64,
+            qkv: graph::packed_qkv(c) as u64,
         }
     }
 }
@@ -221,6 +225,9 @@ pub fn context_bytes(
         scratch += nb * m.n_expert as u64 * f + 2 * pairs * m.n_ff_expert as u64 * f + pairs * e * f;
         // Routing state: ids and weights per pair, per-expert counts and tile lists.
         scratch += pairs * 8 * 2 + m.n_expert as u64 * 64 + 4096;
+        if m.shared_expert_ff.is_some() {
+            scratch += nb * f;
+        }
     }
     ContextBytes {
         kv: n_layers as u64 * (s.k_bytes + s.v_bytes),
@@ -324,6 +331,11 @@ impl Context {
             }),
             moe: None,
             moe_bufs: None,
+            shared_gate: c
+                .moe
+                .as_ref()
+                .and_then(|m| m.shared_expert_ff)
+                .map(|_| gpu.storage("moe.shared_gate", nb * f)),
         };
         let mut bufs = bufs;
         if let Some(m) = &c.moe {
@@ -387,6 +399,7 @@ impl Context {
         .sum();
         scratch += b.rope_tables.iter().map(|x| x.size()).sum::<u64>();
         scratch += b.read_hidden.as_ref().map_or(0, |x| x.size());
+        scratch += b.shared_gate.as_ref().map_or(0, |x| x.size());
         if let Some(m) = &b.moe {
             scratch +=
                 [&m.ids, &m.weights, &m.pairs, &m.tiles, &m.args].iter().map(|x| x.size()).sum::<u64>();

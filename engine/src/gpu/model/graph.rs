@@ -3,14 +3,15 @@
 
 use std::sync::Arc;
 
-use wllm_loaders::model::{FfnActivation, FfnWeights, MoeBiases, MoeConfig, RopeLayout};
+use wllm_loaders::ModelConfig;
+use wllm_loaders::model::{FfnActivation, FfnWeights, MoeBiases, MoeConfig, RopeLayout, SharedExpert};
 
 use super::context::{Buffers, Logits};
 use super::{GpuLayer, GpuMat, GpuModel, GpuVec};
 use crate::error::{EngineError, Result};
 use crate::gpu::ops::argmax::{ArgmaxOps, argmax};
 use crate::gpu::ops::attention::{AttentionArgs, attention};
-use crate::gpu::ops::elementwise::{ElementwiseKey, elementwise, softcap};
+use crate::gpu::ops::elementwise::{ElementwiseKey, add_gated, elementwise, softcap};
 use crate::gpu::ops::get_rows::get_rows;
 use crate::gpu::ops::linear::{
     Epilogue, ExpertIds, Grouped, LinearIo, grouped_shape, linear as linear_op, linear_grouped, linear_ids,
@@ -100,6 +101,11 @@ fn io<'a>(
     LinearIo { x, x_offset: 0, x_stride, y, y_offset, y_stride, bias: None, gate: None }
 }
 
+/// Floats per token of the packed [q (+ gate) | k | v] rows of the model's attention layers.
+pub(crate) fn packed_qkv(c: &ModelConfig) -> u32 {
+    crate::gpu::ops::rope::qkv_stride(c.n_head, c.n_head_kv, c.head_dim, c.head_dim_v, c.attn_output_gate)
+}
+
 /// Reads a vector from its first element: norm weights and the first bias of a stack.
 fn whole(v: &GpuVec) -> Result<&wgpu::Buffer> {
     match v.offset {
@@ -167,13 +173,16 @@ impl<'a> GraphBuilder<'a> {
         Ok(())
     }
 
-    fn qkv(&mut self, l: &'a GpuLayer, bias: bool, il: usize) -> Result<()> {
+    /// With `gate`, Wq's rows give each head's query then its gate logits, so the q part of a
+    /// packed row is twice as wide (see `rope::qkv_stride`).
+    fn qkv(&mut self, l: &'a GpuLayer, bias: bool, gate: bool, il: usize) -> Result<()> {
         let c = &self.m.cfg;
-        let (e, stride) = (c.n_embd, c.n_embd_q() + c.n_embd_k() + c.n_embd_v());
+        let q_width = if gate { 2 * c.n_embd_q() } else { c.n_embd_q() };
+        let (e, stride) = (c.n_embd, packed_qkv(c));
         let projs = [
             (required(&l.attn_q, il, "q projection")?, &l.attn_q_bias, 0),
-            (required(&l.attn_k, il, "k projection")?, &l.attn_k_bias, c.n_embd_q()),
-            (required(&l.attn_v, il, "v projection")?, &l.attn_v_bias, c.n_embd_q() + c.n_embd_k()),
+            (required(&l.attn_k, il, "k projection")?, &l.attn_k_bias, q_width),
+            (required(&l.attn_v, il, "v projection")?, &l.attn_v_bias, q_width + c.n_embd_k()),
         ];
         // Neighbours stacked in one weight take one dispatch over the whole weight.
         let mut i = 0;
@@ -228,6 +237,7 @@ impl<'a> GraphBuilder<'a> {
             table: &b.rope_tables[table as usize],
             positions: &b.positions,
             qk_norm,
+            gated: c.attn_output_gate,
         };
         self.ops.push(rope_kv(&self.m.gpu, &args)?);
         Ok(())
@@ -253,6 +263,7 @@ impl<'a> GraphBuilder<'a> {
             step: &b.step,
             positions: &b.positions,
             sinks,
+            gated: c.attn_output_gate,
         };
         self.ops.push(attention(&self.m.gpu, &args)?);
         Ok(())
@@ -333,6 +344,25 @@ impl<'a> GraphBuilder<'a> {
         Ok(())
     }
 
+    /// The shared expert every token runs beside the routed ones (Qwen3.5 MoE, Qwen3-Next):
+    /// its FFN of `h` into `a`, scaled by the sigmoid of its per-token gate logit, added to `dst`.
+    fn shared_expert(
+        &mut self,
+        s: &'a SharedExpert<GpuMat>,
+        act: FfnActivation,
+        dst: &wgpu::Buffer,
+    ) -> Result<()> {
+        let (gpu, b, e) = (&self.m.gpu, self.b, self.m.cfg.n_embd);
+        let gate_logit = b
+            .shared_gate
+            .as_ref()
+            .ok_or_else(|| EngineError::InvalidArgument("a shared expert without its gate buffer".into()))?;
+        self.dense_ffn(&s.gate, &s.up, &s.down, act, (&b.a, Epilogue::Store))?;
+        self.linear(&s.gate_inp.weight, io(&b.h, e, gate_logit, 0, 1), Epilogue::Store)?;
+        self.ops.push(add_gated(gpu, &b.a, gate_logit, dst, e, &b.step)?);
+        Ok(())
+    }
+
     /// A layer whose experts run on the CPU: the segment ends here; the CPU reads `h` and
     /// writes the experts' sum to `a`, which the next segment adds to the residual.
     fn experts_elsewhere(&mut self, il: usize, post_norm: bool) -> Result<()> {
@@ -355,16 +385,21 @@ impl LayerBackend for GraphBuilder<'_> {
         match step {
             Step::AttnNorm => self.norm(&l.attn_norm)?,
             Step::FfnNorm => self.norm(&l.ffn_norm)?,
-            // `GpuModel::load_layers` refuses these models first (`layers::gpu_lacks`).
-            Step::Qkv { gate: true, .. } | Step::AttnOut { gate: true, .. } | Step::DeltaNet { .. } => {
-                return Err(EngineError::Unsupported(format!(
-                    "layer {il}: the GPU backend has no gated attention or Gated DeltaNet kernels yet"
-                )));
+            Step::DeltaNet { .. } => {
+                return Err(EngineError::Unsupported(format!("layer {il}: no GPU DeltaNet yet")));
             }
-            Step::Qkv { bias, gate: false } => self.qkv(l, *bias, il)?,
+            Step::Qkv { bias, gate } => {
+                if *gate != c.attn_output_gate {
+                    return Err(EngineError::InvalidArgument(format!(
+                        "layer {il}: the plan's attention gate and the model's disagree"
+                    )));
+                }
+                self.qkv(l, *bias, *gate, il)?
+            }
             Step::RopeKv { qk_norm, table } => self.rope_kv(l, *qk_norm, *table, il)?,
             Step::Attention { scale, window, sinks } => self.attention(l, *scale, *window, *sinks, il)?,
-            Step::AttnOut { post_norm, bias, gate: false } => {
+            // The attention kernel has applied the output gate already (`AttentionArgs::gated`).
+            Step::AttnOut { post_norm, bias, gate: _ } => {
                 let (dst, epi) = self.block_out(*post_norm);
                 let attn_w = c.n_head * c.head_dim_v;
                 let mut o = io(&b.attn, attn_w, dst, 0, c.n_embd);
@@ -384,14 +419,14 @@ impl LayerBackend for GraphBuilder<'_> {
                         FfnPlan::Moe { act, moe },
                         FfnWeights::Moe { router, gate_exps, up_exps, down_exps, biases, shared },
                     ) => {
-                        if shared.is_some() {
-                            return Err(EngineError::Unsupported("shared experts on the GPU".into()));
-                        }
                         if *post_norm {
                             return Err(EngineError::Unsupported("post-norms around MoE layers".into()));
                         }
                         let experts = [router, gate_exps, up_exps, down_exps];
-                        self.moe_ffn(experts, biases.as_ref(), moe, *act, dst.0)?
+                        self.moe_ffn(experts, biases.as_ref(), moe, *act, dst.0)?;
+                        if let Some(shared) = shared {
+                            self.shared_expert(shared, *act, dst.0)?;
+                        }
                     }
                     (FfnPlan::Moe { .. }, FfnWeights::Elsewhere) => {
                         return self.experts_elsewhere(il, *post_norm);

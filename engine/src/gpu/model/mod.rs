@@ -191,14 +191,31 @@ impl Uploader<'_> {
 
     /// One layer, with the attention projections and the gate/up pair stacked where they can.
     fn layer(&mut self, il: usize, l: &LayerMetas, experts_elsewhere: bool) -> Result<GpuLayer> {
-        let [(attn_q, attn_q_bias), (attn_k, attn_k_bias), (attn_v, attn_v_bias)] = self.stacked_run(
-            &format!("blk.{il}.attn_qkv"),
-            [
-                (required(&l.attn_q, il, "q projection")?, l.attn_q_bias.as_ref()),
-                (required(&l.attn_k, il, "k projection")?, l.attn_k_bias.as_ref()),
-                (required(&l.attn_v, il, "v projection")?, l.attn_v_bias.as_ref()),
-            ],
-        )?;
+        // A Gated DeltaNet layer has its own projections in place of attention's.
+        let delta_net = match &l.delta_net {
+            // Matrices first, then vectors: each pass's closure borrows the uploader alone.
+            Some(d) => {
+                let mats =
+                    d.try_map(|m| self.mat(m).map(GpuMat::whole), |v| Ok::<_, EngineError>(v.clone()))?;
+                Some(mats.try_map(|m| Ok::<_, EngineError>(m.clone()), |v| self.vec(v))?)
+            }
+            None => None,
+        };
+        let attention = match delta_net {
+            Some(_) => None,
+            None => Some(self.stacked_run(
+                &format!("blk.{il}.attn_qkv"),
+                [
+                    (required(&l.attn_q, il, "q projection")?, l.attn_q_bias.as_ref()),
+                    (required(&l.attn_k, il, "k projection")?, l.attn_k_bias.as_ref()),
+                    (required(&l.attn_v, il, "v projection")?, l.attn_v_bias.as_ref()),
+                ],
+            )?),
+        };
+        let ([attn_q, attn_k, attn_v], [attn_q_bias, attn_k_bias, attn_v_bias]) = match attention {
+            Some([(q, qb), (k, kb), (v, vb)]) => ([Some(q), Some(k), Some(v)], [qb, kb, vb]),
+            None => ([None, None, None], [None, None, None]),
+        };
         // The RoPE kernel reads the q norm and then the k norm from one buffer.
         let (attn_q_norm, attn_k_norm) = match (&l.attn_q_norm, &l.attn_k_norm) {
             (Some(q), Some(k)) => match <[GpuVec; 2]>::try_from(self.vecs("qk_norm", &[q, k])?) {
@@ -221,6 +238,11 @@ impl Uploader<'_> {
                 other.try_map(|m| self.mat(m).map(GpuMat::whole), |_| biases.next().ok_or_else(missing))?
             }
         };
+        let attn_output = match &l.attn_output {
+            Some(m) => Some(GpuMat::whole(self.mat(m)?)),
+            None if l.delta_net.is_some() => None,
+            None => return Err(EngineError::InvalidArgument(format!("layer {il} has no output projection"))),
+        };
         let mut vec = |m: &Option<TensorMeta>| m.as_ref().map(|m| self.vec(m)).transpose();
         let (attn_output_bias, attn_sinks) = (vec(&l.attn_output_bias)?, vec(&l.attn_sinks)?);
         let post_attention_norm = l.post_attention_norm.as_ref().map(|m| self.vec(m)).transpose()?;
@@ -230,11 +252,11 @@ impl Uploader<'_> {
             post_ffw_norm,
             attn_norm: self.vec(&l.attn_norm)?,
             ffn_norm: self.vec(&l.ffn_norm)?,
-            attn_output: Some(GpuMat::whole(self.mat(required(&l.attn_output, il, "output projection")?)?)),
-            attn_q: Some(attn_q),
-            attn_k: Some(attn_k),
-            attn_v: Some(attn_v),
-            delta_net: None,
+            attn_output,
+            attn_q,
+            attn_k,
+            attn_v,
+            delta_net,
             attn_q_bias,
             attn_k_bias,
             attn_v_bias,

@@ -19,6 +19,9 @@ pub struct AttentionKey {
     pub wg: u32,
     /// Per-head logits join the softmax denominator (gpt-oss).
     pub sinks: bool,
+    /// Each q head is followed by its output-gate logits; the output is multiplied by their
+    /// sigmoid (Qwen3.5).
+    pub gated: bool,
 }
 
 impl Kernel for AttentionKey {
@@ -32,12 +35,14 @@ impl Kernel for AttentionKey {
             if self.team_is_subgroup { "sg" } else { "" },
             self.wg
         ) + if self.sinks { ".sinks" } else { "" }
+            + if self.gated { ".gated" } else { "" }
     }
     fn spec(&self) -> KernelSpec {
         KernelSpec::new("attention.wgsl")
             .define_if(self.kv_f16, "KV_F16")
             .define_if(self.team_is_subgroup, "TEAM_SUBGROUP")
             .define_if(self.sinks, "SINKS")
+            .define_if(self.gated, "GATED")
             .define_value("HEAD_DIM", format!("{}u", self.head_dim))
             .define_value("HEAD_DIM_V", format!("{}u", self.head_dim_v))
             .define_value("TEAM", format!("{}u", self.team))
@@ -81,11 +86,19 @@ pub struct AttentionArgs<'a> {
     pub positions: &'a wgpu::Buffer,
     /// One logit per q head that joins its softmax denominator (gpt-oss).
     pub sinks: Option<&'a wgpu::Buffer>,
+    /// Each q head is followed by its output-gate logits (see [`AttentionKey::gated`]).
+    pub gated: bool,
 }
 
 pub fn attention(gpu: &Gpu, a: &AttentionArgs<'_>) -> Result<Op> {
     if !a.head_dim.is_multiple_of(4) || !a.head_dim_v.is_multiple_of(4) {
         return Err(EngineError::Unsupported(format!("head size {} is not a multiple of 4", a.head_dim)));
+    }
+    if a.gated && a.head_dim != a.head_dim_v {
+        return Err(EngineError::Unsupported(format!(
+            "an output gate of {} logits per head for values of {}",
+            a.head_dim, a.head_dim_v
+        )));
     }
     // The team splits a head into vec4 chunks; it must divide both head sizes.
     let chunks = (a.head_dim / 4).min(a.head_dim_v / 4);
@@ -115,13 +128,14 @@ pub fn attention(gpu: &Gpu, a: &AttentionArgs<'_>) -> Result<Op> {
         team_is_subgroup,
         wg,
         sinks: a.sinks.is_some(),
+        gated: a.gated,
     };
     let pipeline = gpu.pipeline(PipelineKey::Attention(key))?;
     let p = Params {
         n_head: a.n_head,
         n_kv: a.n_kv,
         ctx: a.ctx,
-        qkv_stride: a.n_head * a.head_dim + a.n_kv * (a.head_dim + a.head_dim_v),
+        qkv_stride: super::rope::qkv_stride(a.n_head, a.n_kv, a.head_dim, a.head_dim_v, a.gated),
         o_stride: a.n_head * a.head_dim_v,
         window: a.window,
         scale: a.scale,

@@ -12,6 +12,8 @@ pub struct RopeKey {
     pub neox: bool,
     pub qk_norm: bool,
     pub kv_f16: bool,
+    /// Each q head is followed by its output-gate logits (Qwen3.5), skipped here.
+    pub gated: bool,
     pub wg: u32,
 }
 
@@ -23,13 +25,14 @@ impl Kernel for RopeKey {
             if self.qk_norm { ".qknorm" } else { "" },
             if self.kv_f16 { ".f16" } else { ".f32" },
             self.wg
-        )
+        ) + if self.gated { ".gated" } else { "" }
     }
     fn spec(&self) -> KernelSpec {
         KernelSpec::new("rope.wgsl")
             .define_if(self.neox, "NEOX")
             .define_if(self.qk_norm, "QK_NORM")
             .define_if(self.kv_f16, "KV_F16")
+            .define_if(self.gated, "GATED")
             .constant("WG", self.wg as f64)
     }
 }
@@ -62,6 +65,8 @@ pub struct RopeArgs<'a> {
     pub ctx: u32,
     pub eps: f32,
     pub kv_f16: bool,
+    /// Each q head is followed by as many output-gate logits (Qwen3.5).
+    pub gated: bool,
     /// Packed rows [q | k | v] per token.
     pub qkv: &'a wgpu::Buffer,
     pub k_cache: &'a wgpu::Buffer,
@@ -76,7 +81,7 @@ pub struct RopeArgs<'a> {
 
 pub fn rope_kv(gpu: &Gpu, a: &RopeArgs<'_>) -> Result<Op> {
     let wg = pow2_clamp(a.head_dim.max(a.head_dim_v).div_ceil(2), 16, 256);
-    let key = RopeKey { neox: a.neox, qk_norm: a.qk_norm.is_some(), kv_f16: a.kv_f16, wg };
+    let key = RopeKey { neox: a.neox, qk_norm: a.qk_norm.is_some(), kv_f16: a.kv_f16, gated: a.gated, wg };
     let pipeline = gpu.pipeline(PipelineKey::Rope(key))?;
     let p = Params {
         n_head: a.n_head,
@@ -85,7 +90,7 @@ pub fn rope_kv(gpu: &Gpu, a: &RopeArgs<'_>) -> Result<Op> {
         hd_v: a.head_dim_v,
         n_rot: a.n_rot,
         ctx: a.ctx,
-        qkv_stride: a.n_head * a.head_dim + a.n_kv * (a.head_dim + a.head_dim_v),
+        qkv_stride: qkv_stride(a.n_head, a.n_kv, a.head_dim, a.head_dim_v, a.gated),
         eps: a.eps,
     };
     let ubuf = gpu.uniform("rope.params", &p);
@@ -112,4 +117,10 @@ pub fn rope_kv(gpu: &Gpu, a: &RopeArgs<'_>) -> Result<Op> {
             + (a.n_rot / 2) as u64 * 8,
     );
     Ok(op)
+}
+
+/// Floats per token of the packed [q (+ gate) | k | v] rows.
+pub fn qkv_stride(n_head: u32, n_kv: u32, head_dim: u32, head_dim_v: u32, gated: bool) -> u32 {
+    let q = if gated { 2 * head_dim } else { head_dim };
+    n_head * q + n_kv * (head_dim + head_dim_v)
 }
