@@ -57,6 +57,7 @@ pub enum PipelineKey {
     Argmax(crate::gpu::ops::argmax::ArgmaxKey),
     Logprob(crate::gpu::ops::logprob::LogprobKey),
     Moe(crate::gpu::ops::moe::MoeKey),
+    DeltaNet(crate::gpu::ops::delta_net::DeltaNetKey),
 }
 
 impl PipelineKey {
@@ -73,6 +74,7 @@ impl PipelineKey {
             PipelineKey::Argmax(k) => k,
             PipelineKey::Logprob(k) => k,
             PipelineKey::Moe(k) => k,
+            PipelineKey::DeltaNet(k) => k,
         }
     }
     pub fn label(&self) -> String {

@@ -27,6 +27,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("logprob.wgsl", include_str!("../../../shaders/logprob.wgsl")),
     ("activation.wgsl", include_str!("../../../shaders/activation.wgsl")),
     ("moe.wgsl", include_str!("../../../shaders/moe.wgsl")),
+    ("delta_net.wgsl", include_str!("../../../shaders/delta_net.wgsl")),
 ];
 
 pub fn source(name: &str) -> Option<&'static str> {

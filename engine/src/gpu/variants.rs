@@ -5,6 +5,7 @@
 use crate::gpu::device::Caps;
 use crate::gpu::ops::argmax::ArgmaxKey;
 use crate::gpu::ops::attention::AttentionKey;
+use crate::gpu::ops::delta_net::DeltaNetKey;
 use crate::gpu::ops::elementwise::ElementwiseKey;
 use crate::gpu::ops::get_rows::GetRowsKey;
 use crate::gpu::ops::lane::{LaneIds, LaneKey};
@@ -44,6 +45,7 @@ pub fn constants(key: &PipelineKey) -> Vec<(String, f64)> {
         PipelineKey::Argmax(k) => k.spec(),
         PipelineKey::Logprob(k) => k.spec(),
         PipelineKey::Moe(k) => k.spec(),
+        PipelineKey::DeltaNet(k) => k.spec(),
     };
     spec.constants
 }
@@ -190,5 +192,12 @@ pub fn all(caps: &Caps) -> Vec<PipelineKey> {
         out.push(PipelineKey::Moe(MoeKey::Plan { tile }));
     }
     out.push(PipelineKey::Moe(MoeKey::Combine));
+    out.push(PipelineKey::DeltaNet(DeltaNetKey::Conv { wg: 256 }));
+    out.push(PipelineKey::DeltaNet(DeltaNetKey::ConvState { wg: 256 }));
+    // Head sizes 128 (real models) and the 32 of the tiny fixtures.
+    for wg in [64, 32] {
+        out.push(PipelineKey::DeltaNet(DeltaNetKey::QkNormGates { wg }));
+        out.push(PipelineKey::DeltaNet(DeltaNetKey::GatedNorm { wg }));
+    }
     out
 }
