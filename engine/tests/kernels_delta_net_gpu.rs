@@ -389,7 +389,7 @@ fn bad_shapes_are_refused_with_a_message() {
         step: &step,
         positions: &pos,
     };
-    let err = conv(&gpu, &args).err().expect("a short state must be refused").to_string();
+    let err = conv(&gpu, &args).expect_err("a short state must be refused").to_string();
     assert!(err.contains("state"), "{err}");
     let state = buf(2 * 3 * ch);
     assert!(conv(&gpu, &ConvArgs { state: &state, ..args }).is_ok());
@@ -412,7 +412,7 @@ fn bad_shapes_are_refused_with_a_message() {
         gates: &gates,
         step: &step,
     };
-    let err = qk_norm_gates(&gpu, &gate_args).err().expect("groups of 3 over 4 heads").to_string();
+    let err = qk_norm_gates(&gpu, &gate_args).expect_err("groups of 3 over 4 heads").to_string();
     assert!(err.contains("groups of 3"), "{err}");
     assert!(qk_norm_gates(&gpu, &GateArgs { group: 2, ..gate_args }).is_ok());
     let short = buf(3);
