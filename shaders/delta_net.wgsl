@@ -144,6 +144,8 @@ fn main(
     let hist = P.taps - 1u;
     let me = Pos[t];
     let slot = me.y / P.n_ctx;
+    // A slot past the buffer (bad positions) reads as zeros and is never written: clamped
+    // accesses would land in another sequence's state.
     let has_slot = slot < P.n_seq;
     let base = slot * hist * P.channels;
     let m = earlier_in_run(t, hist);
