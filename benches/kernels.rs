@@ -1,7 +1,8 @@
 //! Kernel throughput on whatever adapter wllm picks (`WLLM_BACKEND` to choose one):
 //! linear layers per weight type as matrix-vector products (GB/s of weight bytes) and as
 //! 64-token matrix products (FLOP/s, shown by criterion as elem/s), decode attention (GB/s of
-//! KV cache read), MoE routing (tokens/s), and the device's buffer-copy bandwidth as the
+//! KV cache read), MoE routing (tokens/s), the Gated DeltaNet's elementwise ops (GB/s of the
+//! bytes they move), and the device's buffer-copy bandwidth as the
 //! yardstick for the GB/s figures, with the load ceiling of a row-per-lane kernel (experiment 1)
 //! between the two.
 //!
@@ -14,12 +15,13 @@ use wllm::engine::tensor::GPU_TYPES;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use wllm::engine::ops::Op;
 use wllm::engine::ops::attention::{AttentionArgs, attention};
+use wllm::engine::ops::delta_net::{ConvArgs, GateArgs, conv, gated_norm, qk_norm_gates};
 use wllm::engine::ops::linear::{Epilogue, LinearIo, linear};
 use wllm::engine::ops::moe::{MoeBuffers, MoeShape, plan, route};
 use wllm::engine::tensor::GpuWeight;
 use wllm::engine::{DeviceOptions, Gpu};
 use wllm::loaders::GgmlType;
-use wllm::loaders::model::{TensorBytes, TensorMeta};
+use wllm::loaders::model::{DeltaNetConfig, KeyHeadMap, TensorBytes, TensorMeta};
 
 /// Dispatches recorded into one pass per submission: enough to hide submission overhead,
 /// few enough that one submission stays short.
@@ -295,5 +297,82 @@ fn load_ceiling(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(kernels, copy_bandwidth, load_ceiling, matvec, matmul, attention_decode, moe_routing);
+fn delta_net_elementwise(c: &mut Criterion) {
+    let Some(gpu) = gpu() else { return };
+    // A Qwen3-Next / Qwen3.5 DeltaNet layer: 16 key heads, 32 value heads of 128, 4 taps.
+    let d = DeltaNetConfig {
+        conv_kernel: 4,
+        n_k_heads: 16,
+        n_v_heads: 32,
+        head_dim: 128,
+        key_heads: KeyHeadMap::Tiled,
+        fused_beta_alpha: false,
+    };
+    let (ch, nv, vd) = (d.conv_channels() as u64, d.n_v_heads as u64, d.value_dim() as u64);
+    let max_tok = 64u32;
+    let rows = |label, width: u64| gpu.storage(label, width * max_tok as u64 * 4);
+    let (conv_in, conv_out, o, z) = (rows("conv_in", ch), rows("conv_out", ch), rows("o", vd), rows("z", vd));
+    let (beta_alpha, gates) = (rows("beta_alpha", 2 * nv), rows("gates", 2 * nv));
+    let weight = gpu.storage("conv.weight", ch * 4 * 4);
+    let state = gpu.storage("conv.state", ch * 3 * 4);
+    let (dt_bias, a) = (gpu.storage("dt_bias", nv * 4), gpu.storage("a", nv * 4));
+    let norm_w = gpu.storage("ssm_norm", 128 * 4);
+    let mut g = configure(c, "delta_net_16k32v_d128");
+    for n_tok in [1u32, max_tok] {
+        // One prompt run at position 100 of sequence 0.
+        let positions: Vec<u32> = (0..n_tok).flat_map(|t| [100 + t, 0]).collect();
+        let positions = gpu.storage_init("positions", bytemuck::cast_slice(&positions));
+        let step = gpu.uniform("step", &[0u32, n_tok, 0, 0]);
+        let conv_ops = conv(
+            &gpu,
+            &ConvArgs {
+                dims: &d,
+                n_ctx: 4096,
+                n_seq: 1,
+                input: &conv_in,
+                weight: &weight,
+                state: &state,
+                out: &conv_out,
+                step: &step,
+                positions: &positions,
+            },
+        )
+        .expect("conv ops");
+        let gate_ops = qk_norm_gates(
+            &gpu,
+            &GateArgs {
+                dims: &d,
+                eps: 1e-6,
+                conv_out: &conv_out,
+                beta_alpha: &beta_alpha,
+                group: d.n_v_heads,
+                dt_bias: &dt_bias,
+                a: &a,
+                gates: &gates,
+                step: &step,
+            },
+        )
+        .expect("gate op");
+        let norm_ops = vec![gated_norm(&gpu, &d, 1e-6, &o, &z, &norm_w, &step).expect("gated norm op")];
+        for (name, ops) in [("conv", conv_ops), ("qk_norm_gates", gate_ops), ("gated_norm", norm_ops)] {
+            let bytes: u64 = ops.iter().map(|op| op.traffic.0 + op.traffic.1 * n_tok as u64).sum();
+            g.throughput(Throughput::BytesDecimal(bytes));
+            g.bench_function(BenchmarkId::new(name, format!("t{n_tok}")), |b| {
+                b.iter_custom(|iters| time_ops(&gpu, &ops, n_tok, iters))
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(
+    kernels,
+    copy_bandwidth,
+    load_ceiling,
+    matvec,
+    matmul,
+    attention_decode,
+    moe_routing,
+    delta_net_elementwise
+);
 criterion_main!(kernels);
