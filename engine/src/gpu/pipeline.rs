@@ -58,6 +58,7 @@ pub enum PipelineKey {
     Logprob(crate::gpu::ops::logprob::LogprobKey),
     Moe(crate::gpu::ops::moe::MoeKey),
     DeltaNet(crate::gpu::ops::delta_net::DeltaNetKey),
+    DeltaRule(crate::gpu::ops::delta_rule::DeltaRuleKey),
 }
 
 impl PipelineKey {
@@ -75,6 +76,7 @@ impl PipelineKey {
             PipelineKey::Logprob(k) => k,
             PipelineKey::Moe(k) => k,
             PipelineKey::DeltaNet(k) => k,
+            PipelineKey::DeltaRule(k) => k,
         }
     }
     pub fn label(&self) -> String {

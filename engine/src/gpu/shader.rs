@@ -28,6 +28,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("activation.wgsl", include_str!("../../../shaders/activation.wgsl")),
     ("moe.wgsl", include_str!("../../../shaders/moe.wgsl")),
     ("delta_net.wgsl", include_str!("../../../shaders/delta_net.wgsl")),
+    ("delta_rule.wgsl", include_str!("../../../shaders/delta_rule.wgsl")),
 ];
 
 pub fn source(name: &str) -> Option<&'static str> {

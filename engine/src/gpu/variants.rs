@@ -6,6 +6,7 @@ use crate::gpu::device::Caps;
 use crate::gpu::ops::argmax::ArgmaxKey;
 use crate::gpu::ops::attention::AttentionKey;
 use crate::gpu::ops::delta_net::DeltaNetKey;
+use crate::gpu::ops::delta_rule::{DeltaRuleKey, DeltaRulePass};
 use crate::gpu::ops::elementwise::ElementwiseKey;
 use crate::gpu::ops::get_rows::GetRowsKey;
 use crate::gpu::ops::lane::{LaneIds, LaneKey};
@@ -46,6 +47,7 @@ pub fn constants(key: &PipelineKey) -> Vec<(String, f64)> {
         PipelineKey::Logprob(k) => k.spec(),
         PipelineKey::Moe(k) => k.spec(),
         PipelineKey::DeltaNet(k) => k.spec(),
+        PipelineKey::DeltaRule(k) => k.spec(),
     };
     spec.constants
 }
@@ -198,6 +200,21 @@ pub fn all(caps: &Caps) -> Vec<PipelineKey> {
     for wg in [64, 32] {
         out.push(PipelineKey::DeltaNet(DeltaNetKey::QkNormGates { wg }));
         out.push(PipelineKey::DeltaNet(DeltaNetKey::GatedNorm { wg }));
+    }
+    // Gated DeltaNet head sizes: Qwen3.5 and Qwen3-Next use 128.
+    for head_dim in [64, 128, 256] {
+        let mut passes = vec![
+            DeltaRulePass::Recurrent { team: 32, team_is_subgroup: false, wg: 128 },
+            DeltaRulePass::ChunkPrepare,
+            DeltaRulePass::ChunkState { cols: 8, wg: 256 },
+            DeltaRulePass::ChunkOutput { wg: 128 },
+        ];
+        if caps.subgroups {
+            passes.push(DeltaRulePass::Recurrent { team: 32, team_is_subgroup: true, wg: 128 });
+        }
+        for pass in passes {
+            out.push(PipelineKey::DeltaRule(DeltaRuleKey { head_dim, pass }));
+        }
     }
     out
 }

@@ -21,6 +21,7 @@ macro_rules! params_layout {
 pub mod argmax;
 pub mod attention;
 pub mod delta_net;
+pub mod delta_rule;
 pub mod elementwise;
 pub mod get_rows;
 pub mod lane;
@@ -61,6 +62,7 @@ pub fn param_layouts() -> Vec<(&'static str, &'static str, ParamsLayout)> {
         ("logprob.wgsl", "Params", logprob::PARAMS_LAYOUT),
         ("attention.wgsl", "Params", attention::PARAMS_LAYOUT),
         ("delta_net.wgsl", "Params", delta_net::PARAMS_LAYOUT),
+        ("delta_rule.wgsl", "Params", delta_rule::PARAMS_LAYOUT),
         ("elementwise.wgsl", "Params", elementwise::PARAMS_LAYOUT),
         ("get_rows.wgsl", "Params", get_rows::PARAMS_LAYOUT),
         ("matvec.wgsl", "Params", linear::PARAMS_LAYOUT),
