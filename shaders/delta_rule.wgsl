@@ -333,10 +333,12 @@ fn main(
 #endif
 
 #ifdef CHUNK_STATE
-// The state block S[·][j] of COLS value columns lives in workgroup memory for the whole run.
-// Per chunk: every (token, column) pair takes W_t·S[·][j] and q_t·S[·][j] against the chunk's
-// starting state; then each (key dim, column) element is rewritten from its own old value and
-// the chunk's deltas, so no element is read by one invocation and written by another.
+// The state block S[·][j] of COLS value columns lives in workgroup memory for the whole run,
+// key dim major (s_blk[i·COLS + jj]), so neighbouring invocations, which own neighbouring
+// columns, read neighbouring words. Per chunk: every (token, column) pair takes W_t·S[·][j] and
+// q_t·S[·][j] against the chunk's starting state; then each (key dim, column) element is
+// rewritten from its own old value and the chunk's deltas, so no element is read by one
+// invocation and written by another.
 
 @group(0) @binding(0) var<storage, read> Conv: array<f32>;
 @group(0) @binding(2) var<storage, read_write> State: array<f32>;
@@ -374,9 +376,11 @@ fn main(
     let base = (slot * nv + h) * HEAD_DIM * HEAD_DIM;
     let fresh = Pos[t0].x == 0u;
     for (var e = lid; e < HEAD_DIM * COLS; e += WG) {
-        let j = j0 + e / HEAD_DIM;
+        // Read in rows of the stored state (neighbouring key dims), written across s_blk.
+        let jj = e / HEAD_DIM;
         let i = e % HEAD_DIM;
-        s_blk[e] = select(0.0, State[base + min(j, HEAD_DIM - 1u) * HEAD_DIM + i], j < HEAD_DIM && !fresh);
+        let j = j0 + jj;
+        s_blk[i * COLS + jj] = select(0.0, State[base + min(j, HEAD_DIM - 1u) * HEAD_DIM + i], j < HEAD_DIM && !fresh);
     }
     workgroupBarrier();
 
@@ -394,7 +398,7 @@ fn main(
             var ws = 0.0;
             var qs = 0.0;
             for (var i = 0u; i < HEAD_DIM; i++) {
-                let sv = s_blk[jj * HEAD_DIM + i];
+                let sv = s_blk[i * COLS + jj];
                 ws += Solved[row + HEAD_DIM + i] * sv;
                 qs += Conv[qb + i] * sv;
             }
@@ -412,8 +416,8 @@ fn main(
         workgroupBarrier();
         let g_last = exp(Gcum[last]);
         for (var e = lid; e < HEAD_DIM * COLS; e += WG) {
-            let jj = e / HEAD_DIM;
-            let i = e % HEAD_DIM;
+            let i = e / COLS;
+            let jj = e % COLS;
             var acc = g_last * s_blk[e];
             for (var s = 0u; s < len; s++) {
                 acc += decay_w[s] * Conv[k_at(tc + s, kh) + i] * d_blk[s * COLS + jj];
@@ -427,9 +431,10 @@ fn main(
         }
     }
     for (var e = lid; e < HEAD_DIM * COLS; e += WG) {
-        let j = j0 + e / HEAD_DIM;
-        if (j < HEAD_DIM) {
-            State[base + j * HEAD_DIM + e % HEAD_DIM] = s_blk[e];
+        let jj = e / HEAD_DIM;
+        let i = e % HEAD_DIM;
+        if (j0 + jj < HEAD_DIM) {
+            State[base + (j0 + jj) * HEAD_DIM + i] = s_blk[i * COLS + jj];
         }
     }
 }

@@ -19,7 +19,14 @@ use wllm_loaders::model::{DeltaNetConfig, KeyHeadMap};
 const N_CTX: u32 = 4096;
 
 fn dims(n_k: u32, n_v: u32, head_dim: u32, key_heads: KeyHeadMap) -> DeltaNetConfig {
-    DeltaNetConfig { conv_kernel: 4, n_k_heads: n_k, n_v_heads: n_v, head_dim, key_heads, fused_beta_alpha: false }
+    DeltaNetConfig {
+        conv_kernel: 4,
+        n_k_heads: n_k,
+        n_v_heads: n_v,
+        head_dim,
+        key_heads,
+        fused_beta_alpha: false,
+    }
 }
 
 /// (key heads, value heads, head size, map).
@@ -210,9 +217,10 @@ fn abs_scale(v: &[f64]) -> Vec<f64> {
 }
 
 /// Budgets against the f64 reference (relative to max(|x|, 1)): the recurrent form rounds like
-/// the CPU's; the chunked one adds the triangular solve and longer sums.
-const RECURRENT_BUDGET: f64 = 2e-5;
-const CHUNKED_BUDGET: f64 = 5e-5;
+/// the CPU's; the chunked one adds the triangular solve and longer sums. On lavapipe the worst
+/// errors seen were 1.5e-7 (recurrent) and 7.8e-7 (chunked).
+const RECURRENT_BUDGET: f64 = 1e-6;
+const CHUNKED_BUDGET: f64 = 4e-6;
 
 fn budget(chunked: bool) -> f64 {
     if chunked { CHUNKED_BUDGET } else { RECURRENT_BUDGET }
@@ -223,9 +231,23 @@ fn check_run(what: &str, d: &DeltaNetConfig, seqs: &[Seq], run: &Run, rel: f64) 
     let sl = d.state_len();
     for (i, s) in seqs.iter().enumerate() {
         let (want, want_state) = delta_ref(d, s);
-        check_close(&format!("{what} seq {i} output"), &run.outs[i], &want, &abs_scale(&want), rel, rel / 10.0);
+        check_close(
+            &format!("{what} seq {i} output"),
+            &run.outs[i],
+            &want,
+            &abs_scale(&want),
+            rel,
+            rel / 10.0,
+        );
         let got_state = &run.state[s.slot as usize * sl..][..sl];
-        check_close(&format!("{what} seq {i} state"), got_state, &want_state, &abs_scale(&want_state), rel, rel / 10.0);
+        check_close(
+            &format!("{what} seq {i} state"),
+            got_state,
+            &want_state,
+            &abs_scale(&want_state),
+            rel,
+            rel / 10.0,
+        );
     }
 }
 
@@ -254,7 +276,8 @@ fn single_runs_match_the_reference_in_both_forms() {
                     let spare = rng.vec(d.state_len(), 1.0);
                     let mut runs = Vec::new();
                     for chunked in [false, true] {
-                        let what = format!("{name} {nk}/{nv}/{hd} {map:?} len {len} from {pos0} chunked {chunked}");
+                        let what =
+                            format!("{name} {nk}/{nv}/{hd} {map:?} len {len} from {pos0} chunked {chunked}");
                         let run = run_gpu(&gpu, &d, &seqs, 2, &steps, &|_| chunked, &spare);
                         check_run(&what, &d, &seqs, &run, budget(chunked));
                         // Slot 0 is no sequence's: untouched.
@@ -299,7 +322,11 @@ fn several_sequences_in_one_step_then_decode_steps() {
                 let what = format!("{name} {nk}/{nv}/{hd} {label}");
                 let run = run_gpu(&gpu, &d, &seqs, 5, &steps, chunked, &spare);
                 check_run(&what, &d, &seqs, &run, CHUNKED_BUDGET);
-                assert_eq!(&run.state[3 * d.state_len()..4 * d.state_len()], &spare[..], "{what}: slot 3 changed");
+                assert_eq!(
+                    &run.state[3 * d.state_len()..4 * d.state_len()],
+                    &spare[..],
+                    "{what}: slot 3 changed"
+                );
             }
         }
     }
@@ -382,7 +409,9 @@ fn prefill_of_512_tokens_chunked_vs_recurrent() {
         let ch = d.conv_channels() as usize;
         let conv = gpu.storage_init("conv", bytemuck::cast_slice(&seqs[0].conv));
         let gates: Vec<f32> = (0..n)
-            .flat_map(|t| seqs[0].beta[t * 32..(t + 1) * 32].iter().chain(&seqs[0].g[t * 32..(t + 1) * 32]).copied())
+            .flat_map(|t| {
+                seqs[0].beta[t * 32..(t + 1) * 32].iter().chain(&seqs[0].g[t * 32..(t + 1) * 32]).copied()
+            })
             .collect();
         let gates = gpu.storage_init("gates", bytemuck::cast_slice(&gates));
         let out = gpu.storage("out", (n * d.value_dim() as usize * 4) as u64);
@@ -405,7 +434,7 @@ fn prefill_of_512_tokens_chunked_vs_recurrent() {
             scratch: Some(&scratch),
         };
         let ops = delta_rule(&gpu, &args, chunked).unwrap();
-        let reps = 3;
+        let reps = 1;
         let start = Instant::now();
         for _ in 0..reps {
             gpu.run(&ops, n as u32).unwrap();

@@ -206,7 +206,7 @@ pub fn all(caps: &Caps) -> Vec<PipelineKey> {
         let mut passes = vec![
             DeltaRulePass::Recurrent { team: 32, team_is_subgroup: false, wg: 128 },
             DeltaRulePass::ChunkPrepare,
-            DeltaRulePass::ChunkState { cols: 8, wg: 256 },
+            DeltaRulePass::ChunkState { cols: if head_dim <= 128 { 16 } else { 8 }, wg: 256 },
             DeltaRulePass::ChunkOutput { wg: 128 },
         ];
         if caps.subgroups {

@@ -14,12 +14,15 @@ use crate::gpu::pipeline::{Kernel, KernelSpec, PipelineKey};
 /// Most tokens of one chunk of the chunked form (`CHUNK` in the shader).
 pub const CHUNK: u32 = 64;
 
-/// Largest head size the kernels take: the chunked form keeps a `head_dim × COLS` state block
-/// and `CHUNK × COLS` deltas in workgroup memory, which must stay under WebGPU's 16 KiB.
+/// Largest head size the kernels take: the chunked form keeps a `head_dim × cols` state block
+/// and `CHUNK × cols` deltas in workgroup memory, which must stay under WebGPU's 16 KiB.
 pub const MAX_HEAD_DIM: u32 = 256;
 
-/// Value columns per workgroup of the chunked state pass.
-const STATE_COLS: u32 = 8;
+/// Value columns per workgroup of the chunked state pass: 16 while the state block and deltas
+/// fit in 16 KiB of workgroup memory (head sizes up to 128), else 8.
+fn state_cols(hd: u32) -> u32 {
+    if hd <= 128 { 16 } else { 8 }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum DeltaRulePass {
@@ -50,7 +53,9 @@ impl Kernel for DeltaRuleKey {
                 if team_is_subgroup { "sg" } else { "" }
             ),
             DeltaRulePass::ChunkPrepare => format!("delta_rule.chunk_prepare.hd{hd}"),
-            DeltaRulePass::ChunkState { cols, wg } => format!("delta_rule.chunk_state.hd{hd}.cols{cols}.wg{wg}"),
+            DeltaRulePass::ChunkState { cols, wg } => {
+                format!("delta_rule.chunk_state.hd{hd}.cols{cols}.wg{wg}")
+            }
             DeltaRulePass::ChunkOutput { wg } => format!("delta_rule.chunk_output.hd{hd}.wg{wg}"),
         }
     }
@@ -63,10 +68,9 @@ impl Kernel for DeltaRuleKey {
                 .define_value("TEAM", format!("{team}u"))
                 .constant("WG", wg as f64),
             DeltaRulePass::ChunkPrepare => spec.define("CHUNK_PREPARE"),
-            DeltaRulePass::ChunkState { cols, wg } => spec
-                .define("CHUNK_STATE")
-                .define_value("COLS", format!("{cols}u"))
-                .constant("WG", wg as f64),
+            DeltaRulePass::ChunkState { cols, wg } => {
+                spec.define("CHUNK_STATE").define_value("COLS", format!("{cols}u")).constant("WG", wg as f64)
+            }
             DeltaRulePass::ChunkOutput { wg } => spec.define("CHUNK_OUTPUT").constant("WG", wg as f64),
         }
     }
@@ -275,11 +279,12 @@ pub fn delta_rule(gpu: &Gpu, a: &DeltaRuleArgs<'_>, chunked: bool) -> Result<Vec
         (10, Res::Buf(&s.chunk_start)),
     ];
     prepare_entries.extend(shared);
-    let mut prepare = gpu.op(pipeline(DeltaRulePass::ChunkPrepare)?, &prepare_entries, Grid::PerToken { groups: nv });
+    let mut prepare =
+        gpu.op(pipeline(DeltaRulePass::ChunkPrepare)?, &prepare_entries, Grid::PerToken { groups: nv });
     let solved_row = 2 * hd as u64 * 4;
     prepare.traffic = (0, (ch + 2 * nv as u64) * 4 + nv as u64 * (solved_row + (CHUNK as u64 + 1) * 4));
 
-    let cols = STATE_COLS;
+    let cols = state_cols(hd);
     let mut state_entries = vec![
         (0, Res::Buf(a.conv_out)),
         (2, Res::Buf(a.state)),
