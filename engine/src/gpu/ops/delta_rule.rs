@@ -6,7 +6,7 @@
 use bytemuck::{Pod, Zeroable};
 use wllm_loaders::model::{DeltaNetConfig, KeyHeadMap};
 
-use super::{Grid, Op, Res, pow2_clamp};
+use super::{Grid, MAX_GRID, Op, Res, pow2_clamp};
 use crate::error::{EngineError, Result};
 use crate::gpu::device::Gpu;
 use crate::gpu::pipeline::{Kernel, KernelSpec, PipelineKey};
@@ -226,6 +226,9 @@ pub fn delta_rule(gpu: &Gpu, a: &DeltaRuleArgs<'_>, chunked: bool) -> Result<Vec
                 "scratch made for {} value heads of {}, used with {nv} of {hd}",
                 s.n_v_heads, s.head_dim
             )));
+        }
+        (true, Some(s)) if s.n_batch > MAX_GRID => {
+            return Err(invalid(format!("a batch of {} tokens (at most {MAX_GRID})", s.n_batch)));
         }
         (true, Some(s)) => Some(s),
     };
