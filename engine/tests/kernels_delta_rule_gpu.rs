@@ -445,4 +445,39 @@ fn prefill_of_512_tokens_chunked_vs_recurrent() {
         "{name} ({}): delta rule over 512 tokens, 16/32 heads of 128: recurrent {t_rec:.1} ms, chunked {t_chunk:.1} ms",
         gpu.info.name
     );
+
+    // One decode token on the prompt's state: the step every generated token takes per layer.
+    let ch = d.conv_channels() as usize;
+    let conv = gpu.storage_init("conv", bytemuck::cast_slice(&seqs[0].conv[..ch]));
+    let gates: Vec<f32> = seqs[0].beta[..32].iter().chain(&seqs[0].g[..32]).copied().collect();
+    let gates = gpu.storage_init("gates", bytemuck::cast_slice(&gates));
+    let out = gpu.storage("out", d.value_dim() as u64 * 4);
+    let positions = gpu.storage_init("positions", bytemuck::cast_slice(&[n as u32, 0]));
+    let step = gpu.uniform("step", &[0u32, 1, 0, 0]);
+    let state = gpu.storage_init("state", bytemuck::cast_slice(&chunked.state));
+    let args = DeltaRuleArgs {
+        dims: &d,
+        n_ctx: N_CTX,
+        n_seq: 1,
+        conv_out: &conv,
+        gates: &gates,
+        state: &state,
+        out: &out,
+        step: &step,
+        positions: &positions,
+        scratch: None,
+    };
+    let ops = delta_rule(&gpu, &args, false).unwrap();
+    gpu.run(&ops, 1).unwrap();
+    let reps = 10;
+    let start = Instant::now();
+    for _ in 0..reps {
+        gpu.run(&ops, 1).unwrap();
+    }
+    let ms = start.elapsed().as_secs_f64() * 1e3 / reps as f64;
+    let state_bytes = 2.0 * (d.state_len() * 4) as f64;
+    eprintln!(
+        "{name}: one decode token, recurrent: {ms:.2} ms per step (submit and wait included), state read and written at {:.2} GB/s",
+        state_bytes / ms / 1e6
+    );
 }
