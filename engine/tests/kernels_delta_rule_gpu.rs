@@ -3,7 +3,8 @@
 //! 100 and 150 tokens (one chunk exactly, shorter, longer and not a multiple) from a fresh and a
 //! carried state, head sizes 128, 24, 19 and 7 with more value heads than key heads under both
 //! key-head maps, several sequences in one step (fresh ones over a NaN-filled slot), decode steps
-//! after a prompt, and a run split over two steps. Each form is also held to the other.
+//! after a prompt, a run split over two steps, and a run whose slot is past the state buffer.
+//! Each form is also held to the other.
 
 mod common;
 
@@ -154,7 +155,7 @@ fn run_gpu(
     for slot in 0..n_seq as usize {
         state0[slot * sl..(slot + 1) * sl].copy_from_slice(spare);
     }
-    for s in seqs {
+    for s in seqs.iter().filter(|s| s.slot < n_seq) {
         let block = &mut state0[s.slot as usize * sl..][..sl];
         match &s.state0 {
             Some(x) => block.copy_from_slice(x),
@@ -348,6 +349,25 @@ fn a_state_carried_over_two_steps_equals_one_step() {
                 check_run(&format!("{what} two steps"), &d, &seqs, &two, budget(chunked));
                 check_same(&format!("{what} two steps vs one"), &two, &one, budget(chunked));
             }
+        }
+    }
+}
+
+/// A run whose slot is past the state buffer (positions are written on the GPU, so the op
+/// cannot refuse them) is skipped; the other runs of the step and the buffer are unaffected.
+#[test]
+fn a_run_past_the_state_buffer_is_skipped() {
+    for (name, gpu) in devices() {
+        let (nk, nv, hd, map) = SHAPES[1];
+        let d = dims(nk, nv, hd, map);
+        let mut rng = Rng::new(41);
+        let seqs = [Seq::new(&d, &mut rng, 0, 5, 9), Seq::new(&d, &mut rng, 2, 0, 4)];
+        let spare = rng.vec(d.state_len(), 1.0);
+        for chunked in [false, true] {
+            let what = format!("{name} chunked {chunked}");
+            let run = run_gpu(&gpu, &d, &seqs, 2, &[vec![(1, 4), (0, 9)]], &|_| chunked, &spare);
+            check_run(&what, &d, &seqs[..1], &run, budget(chunked));
+            assert_eq!(&run.state[d.state_len()..], &spare[..], "{what}: slot 1 changed");
         }
     }
 }
