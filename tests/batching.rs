@@ -19,8 +19,10 @@ const N_CTX: u32 = 96;
 /// the matvec kernel and more the matmul. Measured differences reach 2.2e-3 (tiny llama, split).
 const LOGPROB_BUDGET: f32 = 5e-3;
 
+/// `name`: a file of tests/data/models, or a path under tests/data.
 fn load(name: &str, gpu_layers: GpuLayers) -> Model {
-    let path = support::data_dir().join("models").join(name);
+    let data = support::data_dir();
+    let path = if name.contains('/') { data.join(name) } else { data.join("models").join(name) };
     let opts = LoadOptions { gpu_layers, n_ctx: Some(4 * N_CTX), ..LoadOptions::default() };
     Model::load_with(&path, &opts, &mut |_, _| {}).unwrap()
 }
@@ -163,12 +165,23 @@ fn batched_qwen3_moe_and_qwen2_match_each_request_alone() {
     check_model("tiny-qwen2-q4_k_m.gguf", 2);
 }
 
+#[test]
+fn batched_hybrid_qwen35_matches_each_request_alone() {
+    // Gated DeltaNet layers: each sequence's recurrent states are its own, a prompt cut into
+    // chunks carries its states from one step to the next, and a sequence that takes a new
+    // request starts its states afresh.
+    check_model("hybrid/models/tiny-qwen35-f32.gguf", 8);
+}
+
 /// A follow-up turn evaluates only what its sequence does not already hold, and continues as
-/// the whole conversation would alone.
+/// the whole conversation would alone; with recurrent layers too, whose states hold exactly
+/// the earlier turn.
 #[test]
 fn a_follow_up_reuses_the_cached_prefix() {
-    for (place, layers) in placements(2) {
-        let model = load("tiny-llama-q4_k_m.gguf", layers);
+    let models = [("tiny-llama-q4_k_m.gguf", 2), ("hybrid/models/tiny-qwen35-f32.gguf", 8)];
+    for (place, layers, name) in models.iter().flat_map(|&(name, n)| placements(n).map(|(p, l)| (p, l, name)))
+    {
+        let model = load(name, layers);
         let opts = BatcherOptions { parallel: 2, n_ctx: Some(N_CTX), n_batch: 16, max_queue: 4 };
         let batcher = Batcher::start(model.clone(), opts).unwrap();
         let first = model.tokenize("The history of the city begins with");
@@ -184,7 +197,7 @@ fn a_follow_up_reuses_the_cached_prefix() {
         assert_eq!(turn2.started_cached, Some(held), "[{place}]");
         assert_eq!(turn2.tokens, alone(&model, &follow, 8), "[{place}] reused prefix changed the output");
         let stats = batcher.stats();
-        assert_eq!(stats.cached_tokens_total, held as u64, "[{place}]");
+        assert_eq!(stats.cached_tokens_total, held as u64, "[{place}] {name}");
         assert_eq!(stats.requests_total, 2);
     }
 }

@@ -224,15 +224,20 @@ impl Executor {
     /// evaluates the rest again.
     pub fn truncate(&mut self, n: u32) -> u32 {
         match &mut self.parts {
-            Parts::Gpu(c) => {
-                c.truncate(n);
-                n
-            }
+            Parts::Gpu(c) => c.truncate(n),
             Parts::Cpu(s) => s.truncate(n as usize) as u32,
+            // Both sides checkpoint at the same steps, so they normally agree at once; where the
+            // GPU keeps less, the CPU goes back again (each round asks for strictly less).
             Parts::Split { cpu, gpu, .. } => {
-                let kept = cpu.truncate(n as usize) as u32;
-                gpu.truncate(kept);
-                kept
+                let mut want = n;
+                loop {
+                    let cpu_kept = cpu.truncate(want as usize) as u32;
+                    let kept = gpu.truncate(cpu_kept);
+                    if kept == cpu_kept {
+                        return kept;
+                    }
+                    want = kept;
+                }
             }
         }
     }

@@ -84,17 +84,6 @@ fn yarn_ramp(low: f32, high: f32, i: usize) -> f64 {
     1.0 - y.clamp(0.0, 1.0)
 }
 
-/// What the GPU backend cannot run yet for `cfg`, if anything: such models run on the CPU.
-pub fn gpu_lacks(cfg: &ModelConfig) -> Option<String> {
-    let arch = cfg.arch.name();
-    if cfg.delta_net.is_some() {
-        return Some(format!(
-            "{arch}: the GPU backend has no Gated DeltaNet kernels yet; run it on the CPU (0 GPU layers)"
-        ));
-    }
-    None
-}
-
 /// A layer's feed-forward block.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FfnPlan {
@@ -325,8 +314,6 @@ mod tests {
         assert_eq!(plan.layers[0].steps.len(), 4);
         assert_eq!(plan.layers[3].steps[1], Step::Qkv { bias: false, gate: true });
         assert!(matches!(plan.layers[3].steps[4], Step::AttnOut { gate: true, .. }));
-        assert!(gpu_lacks(&cfg).is_some_and(|m| m.contains("qwen35")));
-        assert!(gpu_lacks(&config(Arch::Qwen3)).is_none());
     }
 
     #[test]

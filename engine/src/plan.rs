@@ -192,12 +192,6 @@ pub fn plan(
 ) -> Result<Plan> {
     let n = cfg.n_layer;
     let make = |g: u32| plan_for(cfg, w, req, gpu, host, g);
-    // A model the GPU backend cannot run stays on the CPU: `auto` says so by choosing 0.
-    let gpu = match (crate::layers::gpu_lacks(cfg), req.gpu_layers) {
-        (Some(_), GpuLayers::Auto | GpuLayers::Count(0)) => None,
-        (Some(why), _) => return Err(EngineError::Unsupported(why)),
-        (None, _) => gpu,
-    };
     let chosen = match (gpu, req.gpu_layers) {
         (None, GpuLayers::Count(0) | GpuLayers::Auto) => make(0),
         (None, _) => {

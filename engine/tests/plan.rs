@@ -11,8 +11,10 @@ use wllm_engine::{
 use wllm_loaders::model::{FfnWeights, ModelWeights};
 use wllm_loaders::{GgufFile, ModelConfig};
 
+/// A file of tests/data/models, or a path under tests/data.
 fn tiny(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/models").join(name)
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data");
+    if name.contains('/') { data.join(name) } else { data.join("models").join(name) }
 }
 
 fn facts(budget: Option<u64>, max_binding: u64) -> GpuFacts {
@@ -118,6 +120,10 @@ fn the_plan_predicts_what_loading_allocates() {
         "tiny-gemma3-q4_k_m.gguf",
         "tiny-qwen3moe-q4_k_m.gguf",
         "tiny-gptoss-mxfp4.gguf",
+        // DeltaNet layers keep states (and a checkpoint of them) instead of K and V; a shared
+        // expert beside the routed ones.
+        "hybrid/models/tiny-qwen35-q8_0.gguf",
+        "hybrid/models/tiny-qwen35moe-q8_0.gguf",
     ] {
         let file = GgufFile::open(tiny(name)).unwrap();
         let cfg = ModelConfig::from_gguf(&file).unwrap();

@@ -110,16 +110,27 @@ pub struct Tuning {
     /// reduction and tiled kernels: right where a subgroup is a SIMD register of one CPU core
     /// (software adapters). `WLLM_LINEAR=lane|reduce` overrides it.
     pub row_per_lane: bool,
+    /// Prefill steps run the Gated DeltaNet delta rule in its chunked form (64-token chunks
+    /// solved in parallel) rather than token by token. The chunked form does as much arithmetic
+    /// as the recurrent one and more passes, so it only wins where many workgroups run at once:
+    /// not on software adapters. `WLLM_DELTA_RULE=chunked|recurrent` overrides it.
+    pub chunked_delta_rule: bool,
 }
 
 impl Tuning {
     fn for_adapter(info: &wgpu::AdapterInfo) -> Tuning {
+        let software = info.device_type == wgpu::DeviceType::Cpu;
         let row_per_lane = match std::env::var("WLLM_LINEAR").as_deref() {
             Ok("lane") => true,
             Ok("reduce") => false,
-            _ => info.device_type == wgpu::DeviceType::Cpu,
+            _ => software,
         };
-        Tuning { row_per_lane }
+        let chunked_delta_rule = match std::env::var("WLLM_DELTA_RULE").as_deref() {
+            Ok("chunked") => true,
+            Ok("recurrent") => false,
+            _ => !software,
+        };
+        Tuning { row_per_lane, chunked_delta_rule }
     }
 }
 

@@ -18,7 +18,9 @@ use crate::gpu::profile::{Phase, Profiler};
 use crate::layers::{RopeTable, SeqSpan, logit_rows, token_positions};
 
 mod pending;
+mod recurrent;
 pub use pending::PendingStep;
+use recurrent::{DeltaNetBuffers, delta_net_bytes};
 
 #[derive(Clone, Debug)]
 pub struct ContextOptions {
@@ -73,8 +75,9 @@ pub(crate) struct Buffers {
     /// Per logits row: the token whose log-probability a scoring step reads, and that value.
     pub targets: wgpu::Buffer,
     pub scores: wgpu::Buffer,
-    pub k_cache: Vec<wgpu::Buffer>,
-    pub v_cache: Vec<wgpu::Buffer>,
+    /// Per GPU layer; `None` for Gated DeltaNet layers, which keep states instead.
+    pub k_cache: Vec<Option<wgpu::Buffer>>,
+    pub v_cache: Vec<Option<wgpu::Buffer>>,
     /// RoPE (cos, sin) tables, indexed by [`RopeTable`].
     pub rope_tables: Vec<wgpu::Buffer>,
     pub read_tokens: wgpu::Buffer,
@@ -86,6 +89,18 @@ pub(crate) struct Buffers {
     pub moe_bufs: Option<MoeScratch>,
     /// Per token, the shared expert's gate logit (models with shared experts).
     pub shared_gate: Option<wgpu::Buffer>,
+    /// States and activations of the GPU's Gated DeltaNet layers, if any.
+    pub delta_net: Option<DeltaNetBuffers>,
+}
+
+impl Buffers {
+    /// GPU layer `i`'s K and V caches.
+    pub fn kv(&self, i: usize) -> Result<(&wgpu::Buffer, &wgpu::Buffer)> {
+        match (self.k_cache.get(i), self.v_cache.get(i)) {
+            (Some(Some(k)), Some(Some(v))) => Ok((k, v)),
+            _ => Err(EngineError::InvalidArgument(format!("GPU layer {i} has no KV cache"))),
+        }
+    }
 }
 
 pub(crate) struct MoeScratch {
@@ -117,6 +132,14 @@ pub struct Context {
     cpu_experts: Option<CpuExperts>,
     /// The experts' output, reused between steps.
     expert_out: Vec<f32>,
+    /// Per sequence: how many tokens its recurrent states hold (models with DeltaNet layers;
+    /// sequence 0 is also the single-sequence API's). `u32::MAX` after a failed step.
+    state_pos: Vec<u32>,
+}
+
+/// Whether a GPU layer keeps a KV cache (DeltaNet layers keep states instead).
+fn attends(l: &super::GpuLayer) -> bool {
+    l.delta_net.is_none()
 }
 
 /// What a step starts from.
@@ -229,10 +252,15 @@ pub fn context_bytes(
             scratch += nb * f;
         }
     }
+    // The GPU holds the last `n_layers` layers; DeltaNet layers keep one sequence's states
+    // (and a checkpoint of them) instead of K and V.
+    let layers = (c.n_layer - n_layers.min(c.n_layer)) as usize..c.n_layer as usize;
+    let attention = layers.clone().filter(|&il| !c.is_recurrent(il)).count() as u64;
+    let (states, delta_scratch) = delta_net_bytes(c, layers, n_batch, 1);
     ContextBytes {
-        kv: n_layers as u64 * (s.k_bytes + s.v_bytes),
-        scratch,
-        kv_binding: s.k_bytes.max(s.v_bytes),
+        kv: attention * (s.k_bytes + s.v_bytes) + states,
+        scratch: scratch + delta_scratch,
+        kv_binding: if attention > 0 { s.k_bytes.max(s.v_bytes) } else { 0 },
     }
 }
 
@@ -306,8 +334,16 @@ impl Context {
             logits: gpu.storage("logits", logit_rows * vocab_bytes),
             targets: gpu.storage("score.targets", logit_rows * 4),
             scores: gpu.storage("scores", logit_rows * 4),
-            k_cache: model.layers.iter().map(|_| gpu.storage("k_cache", k_bytes)).collect(),
-            v_cache: model.layers.iter().map(|_| gpu.storage("v_cache", v_bytes)).collect(),
+            k_cache: model
+                .layers
+                .iter()
+                .map(|l| attends(l).then(|| gpu.storage("k_cache", k_bytes)))
+                .collect(),
+            v_cache: model
+                .layers
+                .iter()
+                .map(|l| attends(l).then(|| gpu.storage("v_cache", v_bytes)))
+                .collect(),
             rope_tables: tables,
             read_tokens: gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("read.tokens"),
@@ -336,6 +372,7 @@ impl Context {
                 .as_ref()
                 .and_then(|m| m.shared_expert_ff)
                 .map(|_| gpu.storage("moe.shared_gate", nb * f)),
+            delta_net: DeltaNetBuffers::new(gpu, c, model.first_layer, n_batch, n_seq),
         };
         let mut bufs = bufs;
         if let Some(m) = &c.moe {
@@ -354,6 +391,16 @@ impl Context {
                 y: gpu.storage("moe.out", pairs * e * f),
             });
         }
+        if let Some(d) = &bufs.delta_net {
+            let state = d.dims.state_len() as u64 * 4 * n_seq as u64;
+            if state > gpu.max_binding() {
+                return Err(EngineError::Unsupported(format!(
+                    "{n_seq} sequence(s) need {} MiB of DeltaNet state per layer, more than one {} MiB binding on this adapter; use fewer parallel sequences",
+                    state >> 20,
+                    gpu.max_binding() >> 20
+                )));
+            }
+        }
         let graph = graph::build(&model, &bufs)?;
         Ok(Context {
             model,
@@ -364,6 +411,7 @@ impl Context {
             profiler: None,
             cpu_experts: experts,
             expert_out: Vec::new(),
+            state_pos: vec![0; n_seq as usize],
         })
     }
 
@@ -374,7 +422,8 @@ impl Context {
     /// Bytes of every buffer this context allocated, as [`context_bytes`] predicts them.
     pub fn device_bytes(&self) -> ContextBytes {
         let b = &self.bufs;
-        let kv: u64 = b.k_cache.iter().chain(&b.v_cache).map(|x| x.size()).sum();
+        let (states, delta_scratch) = b.delta_net.as_ref().map_or((0, 0), |d| d.bytes());
+        let kv: u64 = b.k_cache.iter().chain(&b.v_cache).flatten().map(|x| x.size()).sum::<u64>() + states;
         let mut scratch: u64 = [
             &b.tokens,
             &b.step,
@@ -399,7 +448,7 @@ impl Context {
         .sum();
         scratch += b.rope_tables.iter().map(|x| x.size()).sum::<u64>();
         scratch += b.read_hidden.as_ref().map_or(0, |x| x.size());
-        scratch += b.shared_gate.as_ref().map_or(0, |x| x.size());
+        scratch += b.shared_gate.as_ref().map_or(0, |x| x.size()) + delta_scratch;
         if let Some(m) = &b.moe {
             scratch +=
                 [&m.ids, &m.weights, &m.pairs, &m.tiles, &m.args].iter().map(|x| x.size()).sum::<u64>();
@@ -407,7 +456,7 @@ impl Context {
         if let Some(m) = &b.moe_bufs {
             scratch += [&m.router_logits, &m.g, &m.u, &m.y].iter().map(|x| x.size()).sum::<u64>();
         }
-        let kv_binding = b.k_cache.iter().chain(&b.v_cache).map(|x| x.size()).max().unwrap_or(0);
+        let kv_binding = b.k_cache.iter().chain(&b.v_cache).flatten().map(|x| x.size()).max().unwrap_or(0);
         ContextBytes { kv, scratch, kv_binding }
     }
     pub fn n_past(&self) -> u32 {
@@ -440,13 +489,80 @@ impl Context {
         self.profiler.as_ref()
     }
 
-    /// Forgets the sequence (the KV cache is simply overwritten from position 0).
+    /// Forgets the sequence (the KV cache is simply overwritten from position 0, and a step at
+    /// position 0 starts recurrent states afresh).
     pub fn clear(&mut self) {
         self.n_past = 0;
+        self.state_pos[0] = 0;
+        if let Some(d) = &mut self.bufs.delta_net {
+            d.checkpoint_at = None;
+        }
     }
-    /// Drops positions from `n` on, so the next step continues from position `n`.
-    pub fn truncate(&mut self, n: u32) {
-        self.n_past = self.n_past.min(n);
+
+    /// Keeps positions `0..n` at most, so the next step continues from there, and returns how
+    /// many it kept. Recurrent states (DeltaNet layers) cannot be cut back: with them it keeps
+    /// the whole sequence, or goes back to the checkpoint when that lies at or before `n`, or
+    /// else to nothing; the caller evaluates the tokens between what was kept and `n` again.
+    pub fn truncate(&mut self, n: u32) -> u32 {
+        let Some(d) = &mut self.bufs.delta_net else {
+            self.n_past = self.n_past.min(n);
+            return self.n_past;
+        };
+        if n >= self.n_past && self.state_pos[0] == self.n_past {
+            return self.n_past;
+        }
+        let kept = match d.checkpoint_at {
+            Some(at) if at <= n && at <= self.n_past => {
+                let gpu = &self.model.gpu;
+                let mut enc = gpu
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("state.restore") });
+                d.copy_checkpoint(&mut enc, false);
+                gpu.queue.submit([enc.finish()]);
+                at
+            }
+            _ => {
+                d.checkpoint_at = None;
+                0
+            }
+        };
+        self.n_past = kept;
+        self.state_pos[0] = kept;
+        kept
+    }
+
+    /// Whether this context's layers carry recurrent states, which cannot be truncated.
+    pub fn has_recurrent_state(&self) -> bool {
+        self.bufs.delta_net.is_some()
+    }
+
+    /// Checks that `seq`'s recurrent states hold exactly the tokens before `pos0` (or that the
+    /// step starts the sequence over at 0), so a state never meets tokens it does not match.
+    fn check_state_pos(&self, seq: u32, pos0: u32) -> Result<()> {
+        let held = self.state_pos.get(seq as usize).copied();
+        if self.bufs.delta_net.is_none() || pos0 == 0 || held == Some(pos0) {
+            return Ok(());
+        }
+        let held = match held {
+            Some(u32::MAX) => "is left over from a step that failed".to_string(),
+            Some(n) => format!("holds {n} tokens"),
+            None => "does not exist".to_string(),
+        };
+        Err(EngineError::InvalidArgument(format!(
+            "sequence {seq} continues at position {pos0}, but its recurrent state {held}; a recurrent \
+             model cannot rewind, so evaluate the sequence again from position 0"
+        )))
+    }
+
+    /// Saves sequence 0's recurrent states as the checkpoint a later truncation may return to.
+    fn take_checkpoint(&mut self) {
+        let Some(d) = &mut self.bufs.delta_net else { return };
+        let gpu = &self.model.gpu;
+        let mut enc =
+            gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("state.save") });
+        d.copy_checkpoint(&mut enc, true);
+        gpu.queue.submit([enc.finish()]);
+        d.checkpoint_at = Some(self.n_past);
     }
 
     /// Token input needs the embedding (no CPU layers in front) and ids inside the vocabulary.
@@ -598,6 +714,11 @@ impl Context {
             out.logits.extend_from_slice(&r.logits);
             out.token = r.token;
         }
+        // Decode steps (one token) take none: copying every state per token would cost more
+        // than the step.
+        if n_tokens > 1 {
+            self.take_checkpoint();
+        }
         Ok(out)
     }
 
@@ -619,7 +740,7 @@ impl Context {
                 (h.len() / self.model.cfg.n_embd as usize) as u32
             }
         };
-        self.write_step(n);
+        self.write_step(n)?;
         if argmax && logits == Logits::All {
             return Err(EngineError::InvalidArgument("argmax with all-row logits".into()));
         }
@@ -727,11 +848,20 @@ impl Context {
 impl Context {
     /// The step uniform and the per-token positions of `n` tokens of this context's own
     /// sequence, from its current position.
-    pub(crate) fn write_step(&self, n: u32) {
+    /// Refused when this sequence's recurrent states do not hold exactly the tokens so far.
+    pub(crate) fn write_step(&mut self, n: u32) -> Result<()> {
+        self.check_state_pos(0, self.n_past)?;
+        if self.n_past == 0
+            && let Some(d) = &mut self.bufs.delta_net
+        {
+            d.checkpoint_at = None;
+        }
+        self.state_pos[0] = self.n_past + n;
         let queue = &self.model.gpu.queue;
         queue.write_buffer(&self.bufs.step, 0, bytemuck::cast_slice(&[self.n_past, n, 0, 0]));
         let positions: Vec<[u32; 2]> = (self.n_past..self.n_past + n).map(|p| [p, 0]).collect();
         queue.write_buffer(&self.bufs.positions, 0, bytemuck::cast_slice(&positions));
+        Ok(())
     }
 
     /// One step over several sequences (continuous batching): `tokens` holds each span's
@@ -771,6 +901,13 @@ impl Context {
                 b.n_batch
             )));
         }
+        for s in spans {
+            self.check_state_pos(s.seq, s.pos0)?;
+        }
+        for s in spans {
+            self.state_pos[s.seq as usize] = s.pos0 + s.len;
+        }
+        let b = &self.bufs;
         let rows = logit_rows(spans);
         let k = rows.len() as u32;
         if k > b.logit_rows {

@@ -4,13 +4,17 @@
 use std::sync::Arc;
 
 use wllm_loaders::ModelConfig;
-use wllm_loaders::model::{FfnActivation, FfnWeights, MoeBiases, MoeConfig, RopeLayout, SharedExpert};
+use wllm_loaders::model::{
+    BetaAlpha, DeltaNetConfig, FfnActivation, FfnWeights, MoeBiases, MoeConfig, RopeLayout, SharedExpert,
+};
 
 use super::context::{Buffers, Logits};
 use super::{GpuLayer, GpuMat, GpuModel, GpuVec};
 use crate::error::{EngineError, Result};
 use crate::gpu::ops::argmax::{ArgmaxOps, argmax};
 use crate::gpu::ops::attention::{AttentionArgs, attention};
+use crate::gpu::ops::delta_net::{self, ConvArgs, GateArgs};
+use crate::gpu::ops::delta_rule::{DeltaRuleArgs, delta_rule};
 use crate::gpu::ops::elementwise::{ElementwiseKey, add_gated, elementwise, softcap};
 use crate::gpu::ops::get_rows::get_rows;
 use crate::gpu::ops::linear::{
@@ -232,8 +236,8 @@ impl<'a> GraphBuilder<'a> {
             eps: c.rms_eps,
             kv_f16: b.kv_f16,
             qkv: &b.qkv,
-            k_cache: &b.k_cache[i],
-            v_cache: &b.v_cache[i],
+            k_cache: b.kv(i)?.0,
+            v_cache: b.kv(i)?.1,
             table: &b.rope_tables[table as usize],
             positions: &b.positions,
             qk_norm,
@@ -257,8 +261,8 @@ impl<'a> GraphBuilder<'a> {
             scale,
             kv_f16: b.kv_f16,
             qkv: &b.qkv,
-            k_cache: &b.k_cache[i],
-            v_cache: &b.v_cache[i],
+            k_cache: b.kv(i)?.0,
+            v_cache: b.kv(i)?.1,
             out: &b.attn,
             step: &b.step,
             positions: &b.positions,
@@ -344,6 +348,77 @@ impl<'a> GraphBuilder<'a> {
         Ok(())
     }
 
+    /// A Gated DeltaNet block from `h` onto `x` (see [`Step::DeltaNet`]): the four
+    /// projections, the convolution with its state, the q/k norms and gates, the delta rule
+    /// (recurrent for decode, chunked for prefill), the gated norm and the output projection.
+    fn delta_net(&mut self, l: &'a GpuLayer, d: &DeltaNetConfig, il: usize) -> Result<()> {
+        let (gpu, b, c) = (&self.m.gpu, self.b, &self.m.cfg);
+        let w = required(&l.delta_net, il, "DeltaNet tensors")?;
+        let dn = b.delta_net.as_ref().ok_or_else(|| {
+            EngineError::InvalidArgument(format!("layer {il} is recurrent but the context has no states"))
+        })?;
+        let i = il - self.m.first_layer as usize;
+        let state = dn.states.get(i).and_then(Option::as_ref).ok_or_else(|| {
+            EngineError::InvalidArgument(format!("layer {il} has no recurrent state buffers"))
+        })?;
+        let (e, ch, vd, nv) = (c.n_embd, d.conv_channels(), d.value_dim(), d.n_v_heads);
+        let store = Epilogue::Store;
+        self.linear(&w.qkv.weight, io(&b.h, e, &dn.conv_in, 0, ch), store)?;
+        self.linear(&w.z.weight, io(&b.h, e, &dn.z, 0, vd), store)?;
+        // Betas then alphas per group of value heads: the fused weight's own layout (a group
+        // per key head), or the separate ones written side by side (one group).
+        let group = match &w.beta_alpha {
+            BetaAlpha::Separate { beta, alpha } => {
+                self.linear(&beta.weight, io(&b.h, e, &dn.beta_alpha, 0, 2 * nv), store)?;
+                self.linear(&alpha.weight, io(&b.h, e, &dn.beta_alpha, nv, 2 * nv), store)?;
+                nv
+            }
+            BetaAlpha::Fused(ba) => {
+                self.linear(&ba.weight, io(&b.h, e, &dn.beta_alpha, 0, 2 * nv), store)?;
+                nv / d.n_k_heads
+            }
+        };
+        let conv = ConvArgs {
+            dims: d,
+            n_ctx: b.n_ctx,
+            n_seq: b.n_seq,
+            input: &dn.conv_in,
+            weight: whole(&w.conv)?,
+            state: &state.conv,
+            out: &dn.conv_out,
+            step: &b.step,
+            positions: &b.positions,
+        };
+        self.ops.extend(delta_net::conv(gpu, &conv)?);
+        let gates = GateArgs {
+            dims: d,
+            eps: c.rms_eps,
+            conv_out: &dn.conv_out,
+            beta_alpha: &dn.beta_alpha,
+            group,
+            dt_bias: whole(&w.dt_bias)?,
+            a: whole(&w.a)?,
+            gates: &dn.gates,
+            step: &b.step,
+        };
+        self.ops.extend(delta_net::qk_norm_gates(gpu, &gates)?);
+        let rule = DeltaRuleArgs {
+            dims: d,
+            n_ctx: b.n_ctx,
+            n_seq: b.n_seq,
+            conv_out: &dn.conv_out,
+            gates: &dn.gates,
+            state: &state.ssm,
+            out: &dn.out,
+            step: &b.step,
+            positions: &b.positions,
+            scratch: Some(&dn.rule),
+        };
+        self.ops.extend(delta_rule(gpu, &rule, self.batched && gpu.tuning.chunked_delta_rule)?);
+        self.ops.push(delta_net::gated_norm(gpu, d, c.rms_eps, &dn.out, &dn.z, whole(&w.norm)?, &b.step)?);
+        self.linear(&w.out.weight, io(&dn.out, vd, &b.x, 0, e), Epilogue::Add)
+    }
+
     /// The shared expert every token runs beside the routed ones (Qwen3.5 MoE, Qwen3-Next):
     /// its FFN of `h` into `a`, scaled by the sigmoid of its per-token gate logit, added to `dst`.
     fn shared_expert(
@@ -385,9 +460,7 @@ impl LayerBackend for GraphBuilder<'_> {
         match step {
             Step::AttnNorm => self.norm(&l.attn_norm)?,
             Step::FfnNorm => self.norm(&l.ffn_norm)?,
-            Step::DeltaNet { .. } => {
-                return Err(EngineError::Unsupported(format!("layer {il}: no GPU DeltaNet yet")));
-            }
+            Step::DeltaNet { dims } => self.delta_net(l, dims, il)?,
             Step::Qkv { bias, gate } => {
                 if *gate != c.attn_output_gate {
                     return Err(EngineError::InvalidArgument(format!(

@@ -305,9 +305,6 @@ impl GpuModel {
                 cfg.n_layer
             )));
         }
-        if let Some(missing) = crate::layers::gpu_lacks(&cfg) {
-            return Err(EngineError::Unsupported(missing));
-        }
         let metas = ModelWeights::resolve(&cfg, src)?;
         let plan = ModelPlan::new(&cfg, src)?;
         let first = first_layer as usize;

@@ -179,7 +179,7 @@ impl Context {
     fn submit_one(&mut self, gpu: &Gpu, tokens: &[u32], logits: Logits, argmax: bool) -> Result<Readback> {
         let n = tokens.len() as u32;
         gpu.queue.write_buffer(&self.bufs.tokens, 0, bytemuck::cast_slice(tokens));
-        self.write_step(n);
+        self.write_step(n)?;
         let body = if n == 1 { &self.graph.body_decode } else { &self.graph.body_prefill };
         // One segment: `submit` runs steps with CPU hand-overs through `eval`.
         let mut ops: Vec<&Op> = body.iter().flat_map(|s| s.ops.iter()).collect();
