@@ -219,6 +219,7 @@ const GPT_OSS: ArchTraits = ArchTraits {
 const QWEN35: ArchTraits = ArchTraits {
     name: "qwen35",
     ffn_norm_name: "post_attention_norm",
+    norm_plus_one: true,
     attn_output_gate: true,
     delta_net: Some(DeltaNetTraits { key_heads: KeyHeadMap::Tiled, fused_beta_alpha: false }),
     ..QWEN3

@@ -11,7 +11,8 @@ use serde_json::{Map, Value};
 use super::ModelError;
 use super::arch::{Arch, FfnActivation, RopeLayout, SWIGLU_OAI_ALPHA, SWIGLU_OAI_LIMIT};
 use super::config::ModelConfig;
-use super::hyper::{Hyperparams, KeyFormat, MoeHyper, SwaLayers, YarnHyper};
+use super::arch::KeyHeadMap;
+use super::hyper::{DeltaNetHyper, Hyperparams, KeyFormat, MoeHyper, SwaLayers, YarnHyper};
 
 /// The transformers model classes wllm reads, as families that share key semantics.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -24,6 +25,9 @@ enum Family {
     Qwen3Moe,
     Gemma3,
     GptOss,
+    Qwen35,
+    Qwen35Moe,
+    Qwen3Next,
 }
 
 impl Family {
@@ -37,6 +41,9 @@ impl Family {
             "Qwen3MoeForCausalLM" => Family::Qwen3Moe,
             "Gemma3ForCausalLM" | "Gemma3ForConditionalGeneration" => Family::Gemma3,
             "GptOssForCausalLM" => Family::GptOss,
+            "Qwen3_5ForConditionalGeneration" | "Qwen3_5ForCausalLM" => Family::Qwen35,
+            "Qwen3_5MoeForConditionalGeneration" | "Qwen3_5MoeForCausalLM" => Family::Qwen35Moe,
+            "Qwen3NextForCausalLM" => Family::Qwen3Next,
             _ => return None,
         })
     }
@@ -52,6 +59,9 @@ impl Family {
             "qwen3_moe" => Family::Qwen3Moe,
             "gemma3" | "gemma3_text" => Family::Gemma3,
             "gpt_oss" => Family::GptOss,
+            "qwen3_5" | "qwen3_5_text" => Family::Qwen35,
+            "qwen3_5_moe" | "qwen3_5_moe_text" => Family::Qwen35Moe,
+            "qwen3_next" => Family::Qwen3Next,
             _ => return None,
         })
     }
@@ -64,7 +74,15 @@ impl Family {
             Family::Qwen3Moe => Arch::Qwen3Moe,
             Family::Gemma3 => Arch::Gemma3,
             Family::GptOss => Arch::GptOss,
+            Family::Qwen35 => Arch::Qwen35,
+            Family::Qwen35Moe => Arch::Qwen35Moe,
+            Family::Qwen3Next => Arch::Qwen3Next,
         }
+    }
+
+    /// Qwen3.5 and Qwen3-Next: Gated DeltaNet layers between the attention ones.
+    fn hybrid(self) -> bool {
+        matches!(self, Family::Qwen35 | Family::Qwen35Moe | Family::Qwen3Next)
     }
 
     /// The config-class default of a numeric key, where configs are known to omit it.
@@ -96,11 +114,16 @@ impl Family {
             (GptOss, "max_position_embeddings") => 131_072.0,
             (GptOss, "sliding_window") => 128.0,
             (GptOss, "rms_norm_eps") => 1e-5,
-            (Llama | Mistral | Qwen2 | Qwen3 | Qwen3Moe | Gemma3, "rms_norm_eps") => 1e-6,
+            (Qwen3Next | Qwen35 | Qwen35Moe, "full_attention_interval") => 4.0,
+            // The converter's default when neither the top level nor the RoPE parameters say.
+            (Qwen3Next | Qwen35 | Qwen35Moe, "partial_rotary_factor") => 0.25,
+            (Llama | Mistral | Qwen2 | Qwen3 | Qwen3Moe | Gemma3 | Qwen35 | Qwen35Moe | Qwen3Next, "rms_norm_eps") => {
+                1e-6
+            }
             (_, "rope_theta") => 10_000.0,
             (Llama, "max_position_embeddings") => 2048.0,
             (Mistral | Mixtral, "max_position_embeddings") => 131_072.0,
-            (Qwen2 | Qwen3 | Qwen3Moe, "max_position_embeddings") => 32_768.0,
+            (Qwen2 | Qwen3 | Qwen3Moe | Qwen35 | Qwen35Moe | Qwen3Next, "max_position_embeddings") => 32_768.0,
             _ => return None,
         })
     }
@@ -169,8 +192,10 @@ impl<'a> Keys<'a> {
 impl ModelConfig {
     /// Reads a transformers `config.json` of one of the classes `LlamaForCausalLM`,
     /// `MistralForCausalLM`, `MixtralForCausalLM`, `Qwen2ForCausalLM`, `Qwen3ForCausalLM`,
-    /// `Qwen3MoeForCausalLM`, `Gemma3ForCausalLM`, `Gemma3ForConditionalGeneration` (whose
-    /// `text_config` is read) and `GptOssForCausalLM`.
+    /// `Qwen3MoeForCausalLM`, `Gemma3ForCausalLM`, `GptOssForCausalLM`, `Qwen3NextForCausalLM`,
+    /// `Qwen3_5ForCausalLM`, `Qwen3_5MoeForCausalLM`, and the multimodal
+    /// `Gemma3ForConditionalGeneration`, `Qwen3_5ForConditionalGeneration` and
+    /// `Qwen3_5MoeForConditionalGeneration`, whose `text_config` is read.
     ///
     /// Hugging Face checkpoints keep Q and K in the order the model computes with, so RoPE is
     /// [`RopeLayout::Neox`] for every family, llama included: convert_hf_to_gguf.py's `permute`
@@ -216,7 +241,30 @@ impl ModelConfig {
             h.query_pre_attn_scalar = k.opt_f32("query_pre_attn_scalar")?;
         }
         h.final_logit_softcap = k.opt_f32("final_logit_softcapping")?;
-        h.build()
+        if family.hybrid() {
+            h.delta_net = Some(delta_net(&k, h.n_layer)?);
+            // The converter writes Qwen3.5's default sections when the checkpoint omits them,
+            // and llama.cpp requires them for qwen35 and qwen35moe.
+            h.rope_sections = match (rope.sections, family) {
+                (Some(s), _) => Some(s),
+                (None, Family::Qwen3Next) => None,
+                (None, _) => Some(QWEN35_MROPE_SECTIONS.to_vec()),
+            };
+            if k.opt_bool("attn_output_gate")? == Some(false) {
+                return Err(ModelError::Unsupported(format!(
+                    "config.json: attn_output_gate = false in a {} model",
+                    family.arch().name()
+                )));
+            }
+        }
+        let mut config = h.build()?;
+        // Checkpoints keep each key head's value heads together; llama.cpp's converter reorders
+        // them for qwen35 and qwen35moe GGUFs, which the engine reads tiled. Reading the stored
+        // order instead keeps those tensors zero-copy and computes the same model.
+        if let Some(d) = config.delta_net.as_mut() {
+            d.key_heads = KeyHeadMap::Grouped;
+        }
+        Ok(config)
     }
 }
 
@@ -303,6 +351,8 @@ fn family_of(root: &Map<String, Value>) -> Result<Family, ModelError> {
 }
 
 struct Rope {
+    /// Multi-section RoPE (`mrope_section`), padded to four sections.
+    sections: Option<Vec<u32>>,
     base: f32,
     base_swa: f32,
     freq_scale: f32,
@@ -363,7 +413,20 @@ fn rope(k: &Keys) -> Result<Rope, ModelError> {
     if let Some(p) = partial.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
         return Err(bad(format!("partial_rotary_factor {p} must be in (0, 1]")));
     }
-    Ok(Rope { base, base_swa, freq_scale, yarn, partial })
+    let sections = match full.and_then(|m| m.get("mrope_section")).filter(|v| !v.is_null()) {
+        None => None,
+        Some(Value::Array(list)) if list.len() <= 4 => {
+            let mut s = list
+                .iter()
+                .enumerate()
+                .map(|(i, v)| as_u32(&format!("mrope_section[{i}]"), v))
+                .collect::<Result<Vec<u32>, _>>()?;
+            s.resize(4, 0);
+            Some(s)
+        }
+        Some(v) => return Err(wrong("mrope_section", "a list of at most four section sizes", v)),
+    };
+    Ok(Rope { sections, base, base_swa, freq_scale, yarn, partial })
 }
 
 /// YaRN as convert_hf_to_gguf.py writes it: `factor` (as 1 / freq_scale),
@@ -412,6 +475,16 @@ fn moe(k: &Keys, family: Family, n_layer: u32) -> Result<Option<MoeHyper>, Model
         // A softmax over the chosen experts' logits, which is top-k renormalised (see
         // ExpertGating).
         Family::GptOss => ("num_local_experts", "intermediate_size", true),
+        // llama.cpp always renormalises these (its qwen35moe and qwen3next graphs fix the flag).
+        Family::Qwen35Moe | Family::Qwen3Next => {
+            if k.opt_bool("norm_topk_prob")? == Some(false) {
+                return Err(ModelError::Unsupported(format!(
+                    "config.json: norm_topk_prob = false in a {} model",
+                    family.arch().name()
+                )));
+            }
+            ("num_experts", "moe_intermediate_size", true)
+        }
         _ => return Ok(None),
     };
     // gpt-oss-20b's config.json states both spellings; the original checkpoint's only the second.
@@ -419,7 +492,7 @@ fn moe(k: &Keys, family: Family, n_layer: u32) -> Result<Option<MoeHyper>, Model
         None if family == Family::GptOss && k.get("experts_per_token").is_some() => "experts_per_token",
         _ => "num_experts_per_tok",
     };
-    if family == Family::Qwen3Moe {
+    if matches!(family, Family::Qwen3Moe | Family::Qwen35Moe | Family::Qwen3Next) {
         // Dense layers between MoE layers would need a per-layer FFN kind.
         let step = k.opt_u32("decoder_sparse_step")?.unwrap_or(1);
         let dense_layers = match k.get("mlp_only_layers") {
@@ -428,9 +501,10 @@ fn moe(k: &Keys, family: Family, n_layer: u32) -> Result<Option<MoeHyper>, Model
             Some(v) => return Err(wrong("mlp_only_layers", "a list of layer indices", v)),
         };
         if (step != 1 && n_layer > 1) || dense_layers {
-            return Err(ModelError::Unsupported(
-                "qwen3moe with dense layers (decoder_sparse_step != 1 or mlp_only_layers)".into(),
-            ));
+            return Err(ModelError::Unsupported(format!(
+                "{} with dense layers (decoder_sparse_step != 1 or mlp_only_layers)",
+                family.arch().name()
+            )));
         }
     }
     Ok(Some(MoeHyper {
@@ -439,8 +513,53 @@ fn moe(k: &Keys, family: Family, n_layer: u32) -> Result<Option<MoeHyper>, Model
         n_ff_expert: Some(k.u32(ff_key)?),
         renormalize: Some(renormalize),
         weights_scale: None,
-        shared_ff: None,
+        shared_ff: k.opt_u32("shared_expert_intermediate_size")?,
     }))
+}
+
+/// Qwen3.5's `mrope_section` when a checkpoint leaves it out (transformers' and the
+/// converter's default), padded to four.
+const QWEN35_MROPE_SECTIONS: [u32; 4] = [11, 11, 10, 0];
+
+/// The Gated DeltaNet sizes (`linear_*`) and which layers are recurrent: `layer_types`, or
+/// else every `full_attention_interval`-th layer is full attention.
+fn delta_net(k: &Keys, n_layer: u32) -> Result<DeltaNetHyper, ModelError> {
+    let key_dim = k.u32("linear_key_head_dim")?;
+    let value_dim = k.u32("linear_value_head_dim")?;
+    let n_v = k.u32("linear_num_value_heads")?;
+    // llama.cpp's delta-rule op takes square states.
+    if key_dim != value_dim {
+        return Err(ModelError::Unsupported(format!(
+            "config.json: linear_value_head_dim {value_dim} differs from linear_key_head_dim {key_dim}"
+        )));
+    }
+    let inner_size = value_dim
+        .checked_mul(n_v)
+        .ok_or_else(|| bad(format!("linear_num_value_heads {n_v} × linear_value_head_dim {value_dim} overflows")))?;
+    let recurrent_layers = match k.get("layer_types") {
+        None => None,
+        Some(Value::Array(types)) => {
+            if types.len() != n_layer as usize {
+                return Err(bad(format!("layer_types has {} entries for {n_layer} layers", types.len())));
+            }
+            let flags = types.iter().enumerate().map(|(il, t)| match t.as_str() {
+                Some("linear_attention") => Ok(true),
+                Some("full_attention") => Ok(false),
+                _ => Err(wrong(&format!("layer_types[{il}]"), "\"linear_attention\" or \"full_attention\"", t)),
+            });
+            Some(flags.collect::<Result<Vec<bool>, _>>()?)
+        }
+        Some(v) => return Err(wrong("layer_types", "a list", v)),
+    };
+    Ok(DeltaNetHyper {
+        conv_kernel: k.u32("linear_conv_kernel_dim")?,
+        inner_size,
+        state_size: key_dim,
+        time_step_rank: n_v,
+        group_count: k.u32("linear_num_key_heads")?,
+        full_attention_interval: k.opt_u32("full_attention_interval")?,
+        recurrent_layers,
+    })
 }
 
 /// Gemma 3 and gpt-oss alternate sliding-window and global layers, given either as

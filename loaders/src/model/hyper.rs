@@ -43,6 +43,14 @@ impl KeyFormat {
                     "expert_count" => "num_experts",
                     "expert_used_count" => "num_experts_per_tok",
                     "expert_feed_forward_length" => "moe_intermediate_size",
+                    "expert_shared_feed_forward_length" => "shared_expert_intermediate_size",
+                    "ssm.conv_kernel" => "linear_conv_kernel_dim",
+                    "ssm.state_size" => "linear_key_head_dim",
+                    "ssm.group_count" => "linear_num_key_heads",
+                    "ssm.time_step_rank" => "linear_num_value_heads",
+                    "ssm.inner_size" => "linear_value_head_dim",
+                    "attention.recurrent_layers" => "layer_types",
+                    "rope.dimension_sections" => "mrope_section",
                     other => other,
                 };
                 format!("config.json {hf}")

@@ -17,6 +17,25 @@ pub(super) fn to_f32(dtype: Dtype, bytes: &[u8], shift: f32) -> Vec<u8> {
     out
 }
 
+/// `-exp(x)` of F32/F16/BF16 elements as little-endian f32: the converter's `ssm_a` from
+/// `A_log`. Evaluated in f64 so that the f32 result is the correctly rounded one.
+pub(super) fn neg_exp_f32(dtype: Dtype, bytes: &[u8]) -> Vec<u8> {
+    to_f32(dtype, bytes, 0.0)
+        .chunks_exact(4)
+        .flat_map(|c| (-f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).exp() as f32).to_le_bytes())
+        .collect()
+}
+
+/// The `(first row, count)` ranges of `row_bytes`-byte rows, one after another.
+pub(super) fn gather_rows(bytes: &[u8], row_bytes: usize, ranges: &[(u64, u64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ranges.iter().map(|&(_, n)| n as usize * row_bytes).sum());
+    for &(first, count) in ranges {
+        let start = first as usize * row_bytes;
+        out.extend_from_slice(&bytes[start..start + count as usize * row_bytes]);
+    }
+    out
+}
+
 pub(super) fn elem_size(dtype: Dtype) -> usize {
     (dtype.bits() / 8).max(1) as usize
 }
@@ -158,6 +177,18 @@ mod tests {
         assert_eq!(fused_half(&bytes, 2, 2, false), vec![1, 2, 5, 6]);
         assert_eq!(fused_half(&bytes, 2, 2, true), vec![3, 4, 7, 8]);
         assert_eq!(stack(&[&[1, 2], &[3, 4]]), vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn negates_exponentials_and_gathers_rows() {
+        let a: Vec<u8> = [0.0f32, 1.0, -2.5].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let want: Vec<f32> = [0.0f64, 1.0, -2.5].iter().map(|&x| -x.exp() as f32).collect();
+        assert_eq!(floats(&neg_exp_f32(Dtype::F32, &a)), want);
+        let b: Vec<u8> = [1.0f32, -0.5].iter().flat_map(|v| bf16::from_f32(*v).to_le_bytes()).collect();
+        assert_eq!(floats(&neg_exp_f32(Dtype::BF16, &b)), vec![-(1f64.exp() as f32), -((-0.5f64).exp() as f32)]);
+        // Five rows of two one-byte elements: rows 3, 4, then 0.
+        let rows = [0, 1, 10, 11, 20, 21, 30, 31, 40, 41];
+        assert_eq!(gather_rows(&rows, 2, &[(3, 2), (0, 1)]), vec![30, 31, 40, 41, 0, 1]);
     }
 
     #[test]

@@ -22,9 +22,10 @@ const MAX_CONFIG_LEN: u64 = 4 << 20;
 /// A safetensors model: its files, its `config.json`, and the GGUF view of its tensors.
 ///
 /// Most tensors are borrowed from the memory maps. Those whose GGUF form differs (1-D tensors
-/// and routers widened to F32, Gemma norms shifted by one, experts stacked, fused experts
-/// split, gpt-oss's experts repacked or transposed) are converted each time [`TensorSource::bytes`] is asked for them, so ask once per
-/// upload.
+/// and routers widened to F32, Gemma and Qwen3.5 norms shifted by one, experts stacked, fused
+/// experts split, gpt-oss's experts repacked or transposed, DeltaNet decay rates exponentiated
+/// and Qwen3-Next's `in_proj_qkvz` split) are converted each time [`TensorSource::bytes`] is
+/// asked for them, so ask once per upload.
 pub struct SafetensorsModel {
     files: SafetensorsFiles,
     hf_config: Value,
@@ -151,6 +152,15 @@ impl SafetensorsModel {
                 let [n, a, b] = t.shape[..] else { unreachable!("planned as 3-D") };
                 let elem = convert::elem_size(t.dtype);
                 Cow::Owned(convert::transpose_pick(bytes, elem, n as usize, a as usize, b as usize, *pick))
+            }
+            Recipe::NegExpF32 { src } => {
+                let (t, bytes) = raw(*src);
+                Cow::Owned(convert::neg_exp_f32(t.dtype, bytes))
+            }
+            Recipe::Rows { src, ranges } => {
+                let (t, bytes) = raw(*src);
+                let row_bytes = bytes.len() / t.shape.first().copied().unwrap_or(1).max(1) as usize;
+                Cow::Owned(convert::gather_rows(bytes, row_bytes, ranges))
             }
             Recipe::BiasF32 { src, pick } => {
                 let (t, bytes) = raw(*src);

@@ -7,8 +7,8 @@ use crate::model::Arch;
 /// Where a Hugging Face tensor goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Slot {
-    /// One tensor to one tensor. `norm_shift`: Gemma stores RMSNorm weights as `w` and
-    /// multiplies by `1 + w`; GGUF stores `1 + w`.
+    /// One tensor to one tensor. `norm_shift`: Gemma, Qwen3.5 and Qwen3-Next store RMSNorm
+    /// weights as `w` and multiply by `1 + w`; GGUF stores `1 + w`.
     Single { gguf: String, norm_shift: bool },
     /// One expert's matrix, stacked with its siblings into `blk.{layer}.ffn_{part}_exps.weight`.
     Expert { layer: u32, part: ExpertPart, expert: u64 },
@@ -17,6 +17,20 @@ pub(super) enum Slot {
     /// One of gpt-oss's stacked expert tensors (`mlp.experts.{gate_up,down}_proj*`), which
     /// become GGUF tensors only together (see `plan::gpt_oss_experts`).
     OssExperts { layer: u32, proj: OssProj, part: OssPart },
+    /// A Gated DeltaNet tensor whose GGUF form is computed from it.
+    DeltaNet { layer: u32, part: DeltaNetPart },
+}
+
+/// The DeltaNet tensors that the converter changes beyond a rename.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(super) enum DeltaNetPart {
+    /// `conv1d.weight` `[channels, 1, taps]`, squeezed to `ssm_conv1d` `[channels, taps]`.
+    Conv,
+    /// `A_log`, stored as `ssm_a = -exp(A_log)`.
+    ALog,
+    /// Qwen3-Next's `in_proj_qkvz`: per key head q, k, its value heads' v and z rows; split
+    /// into `attn_qkv` (all q, all k, all v) and `attn_gate` (all z).
+    Qkvz,
 }
 
 /// gpt-oss's two expert projections. `GateUp` holds gate and up interleaved: gate is every
@@ -68,9 +82,9 @@ pub(super) fn classify(hf_name: &str, arch: Arch, n_layer: u32) -> Option<Slot> 
     // drops the component wherever it appears.
     let name = hf_name.replace("language_model.", "");
     let traits = arch.traits();
-    let single = |gguf: String| {
-        Some(Slot::Single { gguf, norm_shift: traits.norm_plus_one && name.ends_with("norm.weight") })
-    };
+    // The DeltaNet's gated norm is a plain weight even where the other norms are `1 + w`.
+    let shifted = traits.norm_plus_one && name.ends_with("norm.weight") && !name.ends_with("linear_attn.norm.weight");
+    let single = |gguf: String| Some(Slot::Single { gguf, norm_shift: shifted });
 
     match name.as_str() {
         "model.embed_tokens.weight" => return single("token_embd.weight".into()),
@@ -82,6 +96,8 @@ pub(super) fn classify(hf_name: &str, arch: Arch, n_layer: u32) -> Option<Slot> 
     let (index, rest) = rest.split_once('.')?;
     let layer = parse_index(index).filter(|&il| il < n_layer as u64)? as u32;
     let blk = |s: &str| single(format!("blk.{layer}.{s}"));
+    let delta_net = |part| Some(Slot::DeltaNet { layer, part });
+    let hybrid = traits.delta_net.is_some();
 
     let mapped = match rest {
         "input_layernorm.weight" => "attn_norm.weight",
@@ -108,6 +124,21 @@ pub(super) fn classify(hf_name: &str, arch: Arch, n_layer: u32) -> Option<Slot> 
         "mlp.down_proj.weight" => "ffn_down.weight",
         "mlp.gate.weight" | "block_sparse_moe.gate.weight" | "mlp.router.weight" => "ffn_gate_inp.weight",
         "mlp.router.bias" => "ffn_gate_inp.bias",
+        "linear_attn.in_proj_qkv.weight" if hybrid => "attn_qkv.weight",
+        "linear_attn.in_proj_z.weight" if hybrid => "attn_gate.weight",
+        "linear_attn.in_proj_b.weight" if hybrid => "ssm_beta.weight",
+        "linear_attn.in_proj_a.weight" if hybrid => "ssm_alpha.weight",
+        "linear_attn.in_proj_ba.weight" if hybrid => "ssm_ba.weight",
+        "linear_attn.dt_bias" if hybrid => "ssm_dt.bias",
+        "linear_attn.norm.weight" if hybrid => "ssm_norm.weight",
+        "linear_attn.out_proj.weight" if hybrid => "ssm_out.weight",
+        "linear_attn.conv1d.weight" if hybrid => return delta_net(DeltaNetPart::Conv),
+        "linear_attn.A_log" if hybrid => return delta_net(DeltaNetPart::ALog),
+        "linear_attn.in_proj_qkvz.weight" if hybrid => return delta_net(DeltaNetPart::Qkvz),
+        "mlp.shared_expert.gate_proj.weight" if traits.shared_expert => "ffn_gate_shexp.weight",
+        "mlp.shared_expert.up_proj.weight" if traits.shared_expert => "ffn_up_shexp.weight",
+        "mlp.shared_expert.down_proj.weight" if traits.shared_expert => "ffn_down_shexp.weight",
+        "mlp.shared_expert_gate.weight" if traits.shared_expert => "ffn_gate_inp_shexp.weight",
         _ if arch == Arch::GptOss && rest.starts_with("mlp.experts.") => {
             return oss_experts(layer, rest);
         }

@@ -3,8 +3,9 @@
 //!
 //! GGUF semantics the plan reproduces (convert_hf_to_gguf.py at llama.cpp 0c1e570):
 //! dims in ggml order (the reverse of PyTorch's); 1-D tensors and the MoE router in F32, as
-//! the converter writes them and kernels expect; Gemma norm weights as `1 + w`; per-expert
-//! matrices stacked into one 3-D tensor per layer and projection.
+//! the converter writes them and kernels expect; Gemma, Qwen3.5 and Qwen3-Next norm weights
+//! as `1 + w`; per-expert matrices stacked into one 3-D tensor per layer and projection; the
+//! Gated DeltaNet's `ssm_a = -exp(A_log)`, squeezed convolution and split `in_proj_qkvz`.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -12,7 +13,7 @@ use super::convert::Pick;
 use super::dtype::Dtype;
 use super::error::SafetensorsError;
 use super::files::{RawTensor, SafetensorsFiles};
-use super::names::{ExpertPart, OssPart, OssProj, Slot, classify};
+use super::names::{DeltaNetPart, ExpertPart, OssPart, OssProj, Slot, classify};
 use crate::ggml_type::GgmlType;
 use crate::model::{ModelConfig, TensorMeta};
 
@@ -37,6 +38,11 @@ pub(super) enum Recipe {
     Transpose { src: usize, pick: Pick },
     /// gpt-oss expert biases `[n_expert, rows]`: the rows `pick` keeps, widened to F32.
     BiasF32 { src: usize, pick: Pick },
+    /// `-exp(x)` of every element, as F32.
+    NegExpF32 { src: usize },
+    /// The rows of a matrix `[rows, cols]` in the order the ranges list them
+    /// (`(first row, count)`), in the stored dtype.
+    Rows { src: usize, ranges: Vec<(u64, u64)> },
 }
 
 #[derive(Clone, Debug)]
@@ -67,6 +73,11 @@ pub(super) fn plan(files: &SafetensorsFiles, cfg: &ModelConfig) -> Result<Plan, 
             (None, _)
             | (Some(Slot::Expert { .. } | Slot::FusedGateUp { .. } | Slot::OssExperts { .. }), None) => {
                 out.unmapped.push(t.name.clone());
+            }
+            (Some(Slot::DeltaNet { layer, part }), _) => {
+                for (gguf, planned) in delta_net(id, t, cfg, layer, part)? {
+                    insert(&mut out.tensors, gguf, planned)?;
+                }
             }
             (Some(Slot::Single { gguf, norm_shift }), _) => {
                 let planned = single(id, t, &gguf, norm_shift)?;
@@ -153,7 +164,11 @@ fn bad_shape(t: &RawTensor, expected: &'static str) -> SafetensorsError {
 fn single(id: usize, t: &RawTensor, gguf: &str, norm_shift: bool) -> Result<Planned, SafetensorsError> {
     let ggml_type = ggml_type(t)?;
     let dims = ggml_dims(t)?;
-    let wants_f32 = norm_shift || t.shape.len() <= 1 || gguf.ends_with(".ffn_gate_inp.weight");
+    // The converter writes routers in F32 (the shared expert's one-row gate too).
+    let wants_f32 = norm_shift
+        || t.shape.len() <= 1
+        || gguf.ends_with(".ffn_gate_inp.weight")
+        || gguf.ends_with(".ffn_gate_inp_shexp.weight");
     let (ggml_type, recipe) = if !wants_f32 || (t.dtype == Dtype::F32 && !norm_shift) {
         (ggml_type, Recipe::Borrow(id))
     } else {
@@ -314,6 +329,66 @@ fn gpt_oss_experts(
         }
     }
     Ok(out)
+}
+
+/// The GGUF tensors made from one DeltaNet tensor that is more than renamed
+/// (`Qwen3NextModel.modify_tensors` in the converter). Value heads stay in the stored order:
+/// the config reads them grouped by key head (see `ModelConfig::from_hf_config`).
+fn delta_net(
+    id: usize,
+    t: &RawTensor,
+    cfg: &ModelConfig,
+    layer: u32,
+    part: DeltaNetPart,
+) -> Result<Vec<(String, Planned)>, SafetensorsError> {
+    let ggml_type = ggml_type(t)?;
+    // The config of a model with DeltaNet tensors names has DeltaNet sizes (see `classify`).
+    let Some(d) = cfg.delta_net.as_ref() else { return Ok(Vec::new()) };
+    let name = |s: &str| format!("blk.{layer}.{s}");
+    let planned = |dims: Vec<u64>, ggml_type, recipe| Planned {
+        meta: TensorMeta { name: String::new(), ggml_type, dims },
+        recipe,
+        source: t.name.clone(),
+    };
+    let widened = |t: &RawTensor| match t.dtype {
+        Dtype::F32 => Recipe::Borrow(id),
+        _ => Recipe::F32 { src: id, shift: 0.0 },
+    };
+    Ok(match part {
+        DeltaNetPart::Conv => {
+            // transformers' depthwise Conv1d: one input channel per group.
+            let [channels, 1, taps] = t.shape[..] else {
+                return Err(bad_shape(t, "a depthwise convolution [channels, 1, taps]"));
+            };
+            vec![(name("ssm_conv1d.weight"), planned(vec![taps, channels], GgmlType::F32, widened(t)))]
+        }
+        DeltaNetPart::ALog => {
+            let [n] = t.shape[..] else { return Err(bad_shape(t, "one value per value head [n_v_heads]")) };
+            vec![(name("ssm_a"), planned(vec![n], GgmlType::F32, Recipe::NegExpF32 { src: id }))]
+        }
+        DeltaNetPart::Qkvz => {
+            let (n_k, hd) = (d.n_k_heads as u64, d.head_dim as u64);
+            let vz = (d.n_v_heads / d.n_k_heads) as u64 * hd;
+            let per_head = 2 * hd + 2 * vz;
+            const EXPECTED: &str = "[n_k_heads * (2 * key_head_dim + 2 * value heads per key head * value_head_dim), n_embd]";
+            let [rows, cols] = t.shape[..] else { return Err(bad_shape(t, EXPECTED)) };
+            if rows != n_k * per_head {
+                return Err(bad_shape(t, EXPECTED));
+            }
+            // Each key head's block holds q (hd rows), k (hd), v (vz) and z (vz).
+            let gather = |offset: u64, len: u64| -> Vec<(u64, u64)> {
+                (0..n_k).map(|g| (g * per_head + offset, len)).collect()
+            };
+            let mut qkv = gather(0, hd);
+            qkv.extend(gather(hd, hd));
+            qkv.extend(gather(2 * hd, vz));
+            let z = gather(2 * hd + vz, vz);
+            vec![
+                (name("attn_qkv.weight"), planned(vec![cols, n_k * (2 * hd + vz)], ggml_type, Recipe::Rows { src: id, ranges: qkv })),
+                (name("attn_gate.weight"), planned(vec![cols, n_k * vz], ggml_type, Recipe::Rows { src: id, ranges: z })),
+            ]
+        }
+    })
 }
 
 /// An MXFP4 `_blocks` tensor without its `_scales`, or the reverse.
