@@ -6,7 +6,10 @@
 //! converter gives: every tensor of the loaded directory is checked against it.
 //! `tiny-qwen35` and `tiny-qwen35moe` are the F32 hybrid GGUFs converted backwards: loading them
 //! must give the GGUF's tensors (with value heads in the checkpoint's grouped order, which the
-//! config says) and the GGUF's logits on the CPU.
+//! config says), the GGUF's logits on the CPU, and logits as close to the float64 exact pass
+//! as the GGUF's on every F32 hybrid fixture case.
+
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -204,6 +207,39 @@ fn qwen35_directories_match_their_f32_ggufs_on_cpu() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// On every case of the F32 tiny models, the directory's teacher-forced logits sit as close to
+/// the float64 exact pass as the GGUF's do (`hybrid_cpu.rs` holds the GGUF to its budget).
+#[test]
+fn qwen35_directories_meet_the_exact_pass_like_their_ggufs() {
+    let mut checked = 0;
+    for case in support::hybrid_cases() {
+        let file = case.model_path.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(name) = file.strip_prefix("tiny-").and_then(|f| f.strip_suffix("-f32.gguf")) else { continue };
+        let st = SafetensorsModel::open(data(&format!("safetensors/tiny-{name}"))).unwrap();
+        let gguf = GgufFile::open(&case.model_path).unwrap();
+        let gguf_cfg = ModelConfig::from_gguf(&gguf).unwrap();
+        let rows = case.prompt_ids.len() + case.greedy_ids.len();
+        let mut distances = Vec::new();
+        for (cfg, src) in [(st.config().clone(), Arc::new(st) as Arc<dyn TensorSource>), (gguf_cfg, Arc::new(gguf))] {
+            let mut stack = CpuStack::new(&cfg, src, cfg.n_layer, true, 512, 1).unwrap();
+            let mut got = stack.logits(&case.prompt_ids, 0, LogitRows::All).unwrap();
+            for (pos, &t) in (case.prompt_ids.len() as u32..).zip(&case.greedy_ids) {
+                got.extend(stack.logits(&[t], pos, LogitRows::Last).unwrap());
+            }
+            distances.push(support::compare(&case, &got, rows));
+        }
+        let [(mean, max), (gguf_mean, gguf_max)] = distances[..] else { unreachable!() };
+        eprintln!(
+            "{}: |directory - exact| mean {mean:.2e} max {max:.2e}; |GGUF - exact| mean {gguf_mean:.2e} max {gguf_max:.2e}",
+            case.name
+        );
+        // Rounding differences of the order of the engine's own F32 error, not a model's.
+        assert!(mean <= 2.0 * gguf_mean + 1e-6 && max <= 2.0 * gguf_max + 1e-5, "{}", case.name);
+        checked += 1;
+    }
+    assert!(checked >= 4, "only {checked} F32 qwen35 / qwen35moe cases found");
 }
 
 /// The directories hold the GGUF's values with value heads in another order, so `ssm_out`
