@@ -600,6 +600,83 @@ fn hf_config_errors_name_the_key() {
     assert!(msg(gemma).contains("layer_types"));
 }
 
+fn qwen35_config() -> Value {
+    json!({
+        "architectures": ["Qwen3_5ForConditionalGeneration"], "model_type": "qwen3_5",
+        "text_config": {
+            "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2,
+            "num_key_value_heads": 1, "head_dim": 32, "num_hidden_layers": 4, "vocab_size": 100,
+            "linear_conv_kernel_dim": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16,
+            "linear_num_key_heads": 2, "linear_num_value_heads": 6, "attn_output_gate": true,
+            "layer_types": ["linear_attention", "full_attention", "linear_attention", "full_attention"],
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e7, "partial_rotary_factor": 0.5,
+                                "mrope_section": [3, 3, 2], "mrope_interleaved": true}
+        }
+    })
+}
+
+fn with_text(mut v: Value, key: &str, value: Value) -> Value {
+    v["text_config"][key] = value;
+    v
+}
+
+#[test]
+fn hf_config_hybrid_families() {
+    let c = ModelConfig::from_hf_config(&qwen35_config()).unwrap();
+    assert_eq!(c.arch, Arch::Qwen35);
+    assert_eq!(c.recurrent_layers, [true, false, true, false]);
+    assert_eq!((c.rope_dim, c.rope_base, c.attn_output_gate), (16, 1e7, true));
+    let d = c.delta_net.as_ref().unwrap();
+    assert_eq!((d.conv_kernel, d.n_k_heads, d.n_v_heads, d.head_dim), (4, 2, 6, 16));
+    // The checkpoint's grouped value heads, which the converter would reorder.
+    assert_eq!((d.key_heads, d.key_head(1), d.key_head(3)), (wllm_loaders::model::KeyHeadMap::Grouped, 0, 1));
+
+    // Without layer_types: every full_attention_interval-th layer attends.
+    let mut v = qwen35_config();
+    v["text_config"].as_object_mut().unwrap().remove("layer_types");
+    let c = ModelConfig::from_hf_config(&with_text(v.clone(), "full_attention_interval", json!(2))).unwrap();
+    assert_eq!(c.recurrent_layers, [true, false, true, false]);
+    assert_eq!(ModelConfig::from_hf_config(&v).unwrap().recurrent_layers, [true, true, true, false]);
+
+    let next = json!({
+        "architectures": ["Qwen3NextForCausalLM"], "hidden_size": 64, "num_attention_heads": 2,
+        "num_key_value_heads": 1, "head_dim": 32, "num_hidden_layers": 4, "vocab_size": 100,
+        "linear_conv_kernel_dim": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16,
+        "linear_num_key_heads": 2, "linear_num_value_heads": 4, "num_experts": 8,
+        "num_experts_per_tok": 2, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48,
+        "norm_topk_prob": true, "decoder_sparse_step": 1, "mlp_only_layers": []
+    });
+    let c = ModelConfig::from_hf_config(&next).unwrap();
+    assert_eq!(c.arch, Arch::Qwen3Next);
+    // The converter's default partial_rotary_factor (0.25) and full_attention_interval (4).
+    assert_eq!((c.rope_dim, c.recurrent_layers.clone()), (8, vec![true, true, true, false]));
+    let m = c.moe.as_ref().unwrap();
+    assert_eq!((m.n_expert, m.n_ff_expert, m.shared_expert_ff), (8, 32, Some(48)));
+    assert_eq!(m.gating, ExpertGating::SoftmaxTopK { renormalize: true });
+
+    let err = |v: Value| ModelConfig::from_hf_config(&v).unwrap_err();
+    let msg = |v: Value| err(v).to_string();
+    let unsupported = |v: Value| matches!(err(v), ModelError::Unsupported(_));
+    assert!(unsupported(with_text(qwen35_config(), "linear_value_head_dim", json!(32))));
+    assert!(unsupported(with_text(qwen35_config(), "attn_output_gate", json!(false))));
+    assert!(unsupported(with(next.clone(), "norm_topk_prob", json!(false))));
+    assert!(unsupported(with(next.clone(), "mlp_only_layers", json!([1]))));
+    assert!(msg(with_text(qwen35_config(), "layer_types", json!(["linear_attention"]))).contains("layer_types"));
+    assert!(msg(with_text(qwen35_config(), "layer_types", json!(["linear_attention", "x", "y", "z"])))
+        .contains("layer_types[1]"));
+    assert!(msg(with_text(qwen35_config(), "linear_conv_kernel_dim", Value::Null)).contains("linear_conv_kernel_dim"));
+    assert!(msg(with_text(qwen35_config(), "linear_num_value_heads", json!(5))).contains("linear_num_value_heads"));
+    assert!(msg(with(next, "linear_conv_kernel_dim", json!(0))).contains("linear_conv_kernel_dim"));
+    // Qwen3.5's default sections [11, 11, 10] need 32 rotated pairs; these heads rotate 8.
+    let mut v = qwen35_config();
+    v["text_config"]["rope_parameters"].as_object_mut().unwrap().remove("mrope_section");
+    assert!(ModelConfig::from_hf_config(&v).is_err_and(|e| e.to_string().contains("mrope_section")));
+    v["text_config"]["rope_parameters"]["mrope_section"] = json!([3, 3, 2]);
+    assert!(ModelConfig::from_hf_config(&v).is_ok());
+    v["text_config"]["rope_parameters"]["mrope_section"] = json!([3, 3, 2, 1, 1]);
+    assert!(msg(v).contains("mrope_section"));
+}
+
 #[derive(serde::Deserialize)]
 struct Manifest {
     cases: Vec<Case>,

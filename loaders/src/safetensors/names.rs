@@ -295,6 +295,38 @@ mod tests {
     }
 
     #[test]
+    fn maps_hybrid_names() {
+        let q = Arch::Qwen35Moe;
+        let p = "model.language_model.layers.1.";
+        let g = |rest: &str| gguf(&format!("{p}{rest}"), q);
+        assert_eq!(g("input_layernorm.weight"), Some(("blk.1.attn_norm.weight".into(), true)));
+        assert_eq!(g("post_attention_layernorm.weight"), Some(("blk.1.post_attention_norm.weight".into(), true)));
+        assert_eq!(g("self_attn.q_norm.weight"), Some(("blk.1.attn_q_norm.weight".into(), true)));
+        // The gated norm inside the DeltaNet is not zero-centred.
+        assert_eq!(g("linear_attn.norm.weight"), Some(("blk.1.ssm_norm.weight".into(), false)));
+        assert_eq!(g("linear_attn.in_proj_qkv.weight"), Some(("blk.1.attn_qkv.weight".into(), false)));
+        assert_eq!(g("linear_attn.in_proj_z.weight"), Some(("blk.1.attn_gate.weight".into(), false)));
+        assert_eq!(g("linear_attn.in_proj_a.weight"), Some(("blk.1.ssm_alpha.weight".into(), false)));
+        assert_eq!(g("linear_attn.dt_bias"), Some(("blk.1.ssm_dt.bias".into(), false)));
+        assert_eq!(g("mlp.shared_expert_gate.weight"), Some(("blk.1.ffn_gate_inp_shexp.weight".into(), false)));
+        assert_eq!(g("mlp.shared_expert.down_proj.weight"), Some(("blk.1.ffn_down_shexp.weight".into(), false)));
+        assert_eq!(
+            classify(&format!("{p}linear_attn.A_log"), q, 4),
+            Some(Slot::DeltaNet { layer: 1, part: DeltaNetPart::ALog })
+        );
+        assert_eq!(
+            classify("model.layers.0.linear_attn.in_proj_qkvz.weight", Arch::Qwen3Next, 4),
+            Some(Slot::DeltaNet { layer: 0, part: DeltaNetPart::Qkvz })
+        );
+        // Multi-token prediction and vision weights are not the text model's.
+        assert_eq!(classify("mtp.layers.0.input_layernorm.weight", q, 4), None);
+        assert_eq!(classify("model.visual.blocks.0.norm1.weight", q, 4), None);
+        // Other architectures have no DeltaNet or shared expert to map them to.
+        assert_eq!(classify("model.layers.0.linear_attn.A_log", Arch::Qwen3Moe, 4), None);
+        assert_eq!(classify("model.layers.0.mlp.shared_expert_gate.weight", Arch::Qwen3Moe, 4), None);
+    }
+
+    #[test]
     fn maps_experts() {
         assert_eq!(
             classify("model.layers.1.mlp.experts.17.down_proj.weight", Arch::Qwen3Moe, 4),
