@@ -677,6 +677,74 @@ fn hf_config_hybrid_families() {
     assert!(msg(v).contains("mrope_section"));
 }
 
+/// Qwen3-Next's converted DeltaNet tensors from BF16: `ssm_a` and the convolution as F32 (as
+/// the converter writes them), `in_proj_qkvz` split in its stored dtype; shapes that do not fit
+/// are refused with the tensor's name.
+#[test]
+fn qwen3next_bf16_delta_net_tensors() {
+    let (e, n_k, n_v, hd, taps) = (8u64, 2u64, 4u64, 2u64, 3u64);
+    let (r, ch) = (n_v / n_k, 2 * n_k * hd + n_v * hd);
+    let config = json!({
+        "architectures": ["Qwen3NextForCausalLM"], "hidden_size": e, "num_attention_heads": 2,
+        "num_key_value_heads": 1, "head_dim": 8, "num_hidden_layers": 1, "vocab_size": 16,
+        "linear_conv_kernel_dim": taps, "linear_key_head_dim": hd, "linear_value_head_dim": hd,
+        "linear_num_key_heads": n_k, "linear_num_value_heads": n_v, "num_experts": 2,
+        "num_experts_per_tok": 1, "moe_intermediate_size": 4, "shared_expert_intermediate_size": 4
+    });
+    let p = "model.layers.0.";
+    let bf = Dtype::BF16;
+    let qkvz_rows = n_k * (2 * hd + 2 * r * hd);
+    let tensors = |conv_shape: Vec<u64>, qkvz_rows: u64| {
+        vec![
+            (format!("{p}linear_attn.conv1d.weight"), bf, conv_shape, ramp(bf, ch * taps, 0.0)),
+            (format!("{p}linear_attn.A_log"), bf, vec![n_v], ramp(bf, n_v, -1.0)),
+            (format!("{p}linear_attn.in_proj_qkvz.weight"), bf, vec![qkvz_rows, e], ramp(bf, qkvz_rows * e, 0.0)),
+            (format!("{p}mlp.shared_expert_gate.weight"), bf, vec![1, e], ramp(bf, e, 0.5)),
+        ]
+    };
+    let dir = temp_dir("qwen3next-bf16");
+    let m = write_model(&dir, config.clone(), tensors(vec![ch, 1, taps], qkvz_rows));
+    let f32s = |name: &str| {
+        let t = m.bytes(name).unwrap_or_else(|| panic!("{name} missing"));
+        (t.meta.ggml_type, t.meta.dims.clone(), decode(t.meta.ggml_type, &t.bytes))
+    };
+    let (ty, dims, conv) = f32s("blk.0.ssm_conv1d.weight");
+    assert_eq!((ty, dims), (GgmlType::F32, vec![taps, ch]));
+    assert_eq!(conv, (0..ch * taps).map(|i| i as f32 * 0.5).collect::<Vec<_>>());
+    let (ty, _, a) = f32s("blk.0.ssm_a");
+    assert_eq!(ty, GgmlType::F32);
+    assert_eq!(a, (0..n_v).map(|i| -(f64::from(-1.0 + i as f32 * 0.5).exp()) as f32).collect::<Vec<_>>());
+    let (ty, dims, _) = f32s("blk.0.ffn_gate_inp_shexp.weight");
+    assert_eq!((ty, dims), (GgmlType::F32, vec![e, 1]));
+    // Per key head: q (2 rows), k (2), v (4), z (4); qkv takes q, q, k, k, v, v of the heads.
+    let (ty, dims, qkv) = f32s("blk.0.attn_qkv.weight");
+    assert_eq!((ty, dims), (GgmlType::BF16, vec![e, 2 * n_k * hd + n_v * hd]));
+    let per_head = 2 * hd + 2 * r * hd;
+    let first_col = |rows: &[f32]| rows.chunks(e as usize).map(|row| row[0] / 0.5 / e as f32).collect::<Vec<_>>();
+    let want: Vec<f32> =
+        [(0, 2), (per_head, 2), (2, 2), (per_head + 2, 2), (4, 4), (per_head + 4, 4)]
+            .iter()
+            .flat_map(|&(first, n)| (first..first + n).map(|row| row as f32))
+            .collect();
+    assert_eq!(first_col(&qkv), want);
+    let (_, _, z) = f32s("blk.0.attn_gate.weight");
+    let want: Vec<f32> = [8, per_head + 8].iter().flat_map(|&f| (f..f + 4).map(|row| row as f32)).collect();
+    assert_eq!(first_col(&z), want);
+    drop(m);
+
+    for (conv_shape, rows, bad) in [
+        (vec![ch, taps], qkvz_rows, "conv1d.weight"),
+        (vec![ch, 1, taps], qkvz_rows - 1, "in_proj_qkvz.weight"),
+    ] {
+        std::fs::write(dir.join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+        write_st(&dir.join("model.safetensors"), &tensors(conv_shape, rows));
+        let e = SafetensorsModel::open(&dir).unwrap_err();
+        assert!(matches!(e, Error::Safetensors { source: SafetensorsError::BadShape { .. }, .. }), "{e:?}");
+        assert!(e.to_string().contains(bad), "{e}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[derive(serde::Deserialize)]
 struct Manifest {
     cases: Vec<Case>,
