@@ -71,7 +71,8 @@ fn qwen3next_directory_gives_the_converters_gguf_view() {
     for (name, want) in &expected {
         assert_eq!(want["type"], "F32", "{name}: expected.json holds F32 tensors only");
         let (dims, values) = f32_tensor(&st, name);
-        let want_dims: Vec<u64> = want["dims"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect();
+        let want_dims: Vec<u64> =
+            want["dims"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect();
         assert_eq!(dims, want_dims, "{name}: dims");
         assert_eq!(values.len() as u64, dims.iter().product::<u64>(), "{name}: element count");
         for s in want["samples"].as_array().unwrap() {
@@ -92,7 +93,10 @@ fn qwen3next_directory_gives_the_converters_gguf_view() {
     assert_eq!((d.n_k_heads, d.n_v_heads, d.head_dim, d.conv_kernel), (2, 4, 16, 4));
     assert_eq!((d.key_heads, d.fused_beta_alpha), (KeyHeadMap::Grouped, true));
     let moe = cfg.moe.as_ref().unwrap();
-    assert_eq!((moe.n_expert, moe.n_expert_used, moe.n_ff_expert, moe.shared_expert_ff), (4, 2, 32, Some(32)));
+    assert_eq!(
+        (moe.n_expert, moe.n_expert_used, moe.n_ff_expert, moe.shared_expert_ff),
+        (4, 2, 32, Some(32))
+    );
 
     // The view is a whole model: every tensor the layer plan asks for is there, and it runs.
     ModelWeights::resolve(cfg, &st).unwrap();
@@ -105,7 +109,15 @@ fn qwen3next_directory_gives_the_converters_gguf_view() {
 /// `x` viewed as `[outer][axis][inner]`, where the `axis` entries from `start` on are value
 /// heads of `block` entries each: llama.cpp's tiled head order (value head `m * n_k + g`)
 /// rearranged into the checkpoints' grouped order (`g * r + m`).
-fn grouped(x: &[f32], axis: usize, inner: usize, start: usize, n_k: usize, r: usize, block: usize) -> Vec<f32> {
+fn grouped(
+    x: &[f32],
+    axis: usize,
+    inner: usize,
+    start: usize,
+    n_k: usize,
+    r: usize,
+    block: usize,
+) -> Vec<f32> {
     let mut out = x.to_vec();
     for o in 0..x.len() / (axis * inner) {
         for g in 0..n_k {
@@ -130,7 +142,8 @@ fn expected_from_gguf(cfg: &ModelConfig, name: &str, dims: &[u64], x: &[f32]) ->
     let r = (d.n_v_heads / d.n_k_heads) as usize;
     let rows = dims.get(1).copied().unwrap_or(1) as usize;
     let cols = dims[0] as usize;
-    let kind = name.rsplit_once("blk.").map_or(name, |(_, rest)| rest.split_once('.').map_or(rest, |(_, t)| t));
+    let kind =
+        name.rsplit_once("blk.").map_or(name, |(_, rest)| rest.split_once('.').map_or(rest, |(_, t)| t));
     match kind {
         // [ch, n_embd] in ggml dims [n_embd, ch]: rows are channels.
         "attn_qkv.weight" => grouped(x, rows, cols, 2 * n_k * hd, n_k, r, hd),
@@ -216,13 +229,17 @@ fn qwen35_directories_meet_the_exact_pass_like_their_ggufs() {
     let mut checked = 0;
     for case in support::hybrid_cases() {
         let file = case.model_path.file_name().unwrap().to_string_lossy().into_owned();
-        let Some(name) = file.strip_prefix("tiny-").and_then(|f| f.strip_suffix("-f32.gguf")) else { continue };
+        let Some(name) = file.strip_prefix("tiny-").and_then(|f| f.strip_suffix("-f32.gguf")) else {
+            continue;
+        };
         let st = SafetensorsModel::open(data(&format!("safetensors/tiny-{name}"))).unwrap();
         let gguf = GgufFile::open(&case.model_path).unwrap();
         let gguf_cfg = ModelConfig::from_gguf(&gguf).unwrap();
         let rows = case.prompt_ids.len() + case.greedy_ids.len();
         let mut distances = Vec::new();
-        for (cfg, src) in [(st.config().clone(), Arc::new(st) as Arc<dyn TensorSource>), (gguf_cfg, Arc::new(gguf))] {
+        for (cfg, src) in
+            [(st.config().clone(), Arc::new(st) as Arc<dyn TensorSource>), (gguf_cfg, Arc::new(gguf))]
+        {
             let mut stack = CpuStack::new(&cfg, src, cfg.n_layer, true, 512, 1).unwrap();
             let mut got = stack.logits(&case.prompt_ids, 0, LogitRows::All).unwrap();
             for (pos, &t) in (case.prompt_ids.len() as u32..).zip(&case.greedy_ids) {

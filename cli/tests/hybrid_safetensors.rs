@@ -72,7 +72,12 @@ fn run(model: &Path, prompt: &[&str], dump: &Path) -> (Value, Vec<f32>) {
 }
 
 fn ids(j: &Value, key: &str) -> Vec<u32> {
-    j[key].as_array().unwrap_or_else(|| panic!("no {key} in {j}")).iter().map(|v| v.as_u64().unwrap() as u32).collect()
+    j[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {key} in {j}"))
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect()
 }
 
 #[test]

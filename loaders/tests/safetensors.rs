@@ -661,11 +661,21 @@ fn hf_config_hybrid_families() {
     assert!(unsupported(with_text(qwen35_config(), "attn_output_gate", json!(false))));
     assert!(unsupported(with(next.clone(), "norm_topk_prob", json!(false))));
     assert!(unsupported(with(next.clone(), "mlp_only_layers", json!([1]))));
-    assert!(msg(with_text(qwen35_config(), "layer_types", json!(["linear_attention"]))).contains("layer_types"));
-    assert!(msg(with_text(qwen35_config(), "layer_types", json!(["linear_attention", "x", "y", "z"])))
-        .contains("layer_types[1]"));
-    assert!(msg(with_text(qwen35_config(), "linear_conv_kernel_dim", Value::Null)).contains("linear_conv_kernel_dim"));
-    assert!(msg(with_text(qwen35_config(), "linear_num_value_heads", json!(5))).contains("linear_num_value_heads"));
+    assert!(
+        msg(with_text(qwen35_config(), "layer_types", json!(["linear_attention"]))).contains("layer_types")
+    );
+    assert!(
+        msg(with_text(qwen35_config(), "layer_types", json!(["linear_attention", "x", "y", "z"])))
+            .contains("layer_types[1]")
+    );
+    assert!(
+        msg(with_text(qwen35_config(), "linear_conv_kernel_dim", Value::Null))
+            .contains("linear_conv_kernel_dim")
+    );
+    assert!(
+        msg(with_text(qwen35_config(), "linear_num_value_heads", json!(5)))
+            .contains("linear_num_value_heads")
+    );
     assert!(msg(with(next, "linear_conv_kernel_dim", json!(0))).contains("linear_conv_kernel_dim"));
     // Qwen3.5's default sections [11, 11, 10] need 32 rotated pairs; these heads rotate 8.
     let mut v = qwen35_config();
@@ -698,7 +708,12 @@ fn qwen3next_bf16_delta_net_tensors() {
         vec![
             (format!("{p}linear_attn.conv1d.weight"), bf, conv_shape, ramp(bf, ch * taps, 0.0)),
             (format!("{p}linear_attn.A_log"), bf, vec![n_v], ramp(bf, n_v, -1.0)),
-            (format!("{p}linear_attn.in_proj_qkvz.weight"), bf, vec![qkvz_rows, e], ramp(bf, qkvz_rows * e, 0.0)),
+            (
+                format!("{p}linear_attn.in_proj_qkvz.weight"),
+                bf,
+                vec![qkvz_rows, e],
+                ramp(bf, qkvz_rows * e, 0.0),
+            ),
             (format!("{p}mlp.shared_expert_gate.weight"), bf, vec![1, e], ramp(bf, e, 0.5)),
         ]
     };
@@ -720,12 +735,12 @@ fn qwen3next_bf16_delta_net_tensors() {
     let (ty, dims, qkv) = f32s("blk.0.attn_qkv.weight");
     assert_eq!((ty, dims), (GgmlType::BF16, vec![e, 2 * n_k * hd + n_v * hd]));
     let per_head = 2 * hd + 2 * r * hd;
-    let first_col = |rows: &[f32]| rows.chunks(e as usize).map(|row| row[0] / 0.5 / e as f32).collect::<Vec<_>>();
-    let want: Vec<f32> =
-        [(0, 2), (per_head, 2), (2, 2), (per_head + 2, 2), (4, 4), (per_head + 4, 4)]
-            .iter()
-            .flat_map(|&(first, n)| (first..first + n).map(|row| row as f32))
-            .collect();
+    let first_col =
+        |rows: &[f32]| rows.chunks(e as usize).map(|row| row[0] / 0.5 / e as f32).collect::<Vec<_>>();
+    let want: Vec<f32> = [(0, 2), (per_head, 2), (2, 2), (per_head + 2, 2), (4, 4), (per_head + 4, 4)]
+        .iter()
+        .flat_map(|&(first, n)| (first..first + n).map(|row| row as f32))
+        .collect();
     assert_eq!(first_col(&qkv), want);
     let (_, _, z) = f32s("blk.0.attn_gate.weight");
     let want: Vec<f32> = [8, per_head + 8].iter().flat_map(|&f| (f..f + 4).map(|row| row as f32)).collect();

@@ -9,9 +9,9 @@
 use serde_json::{Map, Value};
 
 use super::ModelError;
+use super::arch::KeyHeadMap;
 use super::arch::{Arch, FfnActivation, RopeLayout, SWIGLU_OAI_ALPHA, SWIGLU_OAI_LIMIT};
 use super::config::ModelConfig;
-use super::arch::KeyHeadMap;
 use super::hyper::{DeltaNetHyper, Hyperparams, KeyFormat, MoeHyper, SwaLayers, YarnHyper};
 
 /// The transformers model classes wllm reads, as families that share key semantics.
@@ -117,13 +117,16 @@ impl Family {
             (Qwen3Next | Qwen35 | Qwen35Moe, "full_attention_interval") => 4.0,
             // The converter's default when neither the top level nor the RoPE parameters say.
             (Qwen3Next | Qwen35 | Qwen35Moe, "partial_rotary_factor") => 0.25,
-            (Llama | Mistral | Qwen2 | Qwen3 | Qwen3Moe | Gemma3 | Qwen35 | Qwen35Moe | Qwen3Next, "rms_norm_eps") => {
-                1e-6
-            }
+            (
+                Llama | Mistral | Qwen2 | Qwen3 | Qwen3Moe | Gemma3 | Qwen35 | Qwen35Moe | Qwen3Next,
+                "rms_norm_eps",
+            ) => 1e-6,
             (_, "rope_theta") => 10_000.0,
             (Llama, "max_position_embeddings") => 2048.0,
             (Mistral | Mixtral, "max_position_embeddings") => 131_072.0,
-            (Qwen2 | Qwen3 | Qwen3Moe | Qwen35 | Qwen35Moe | Qwen3Next, "max_position_embeddings") => 32_768.0,
+            (Qwen2 | Qwen3 | Qwen3Moe | Qwen35 | Qwen35Moe | Qwen3Next, "max_position_embeddings") => {
+                32_768.0
+            }
             _ => return None,
         })
     }
@@ -533,9 +536,9 @@ fn delta_net(k: &Keys, n_layer: u32) -> Result<DeltaNetHyper, ModelError> {
             "config.json: linear_value_head_dim {value_dim} differs from linear_key_head_dim {key_dim}"
         )));
     }
-    let inner_size = value_dim
-        .checked_mul(n_v)
-        .ok_or_else(|| bad(format!("linear_num_value_heads {n_v} × linear_value_head_dim {value_dim} overflows")))?;
+    let inner_size = value_dim.checked_mul(n_v).ok_or_else(|| {
+        bad(format!("linear_num_value_heads {n_v} × linear_value_head_dim {value_dim} overflows"))
+    })?;
     let recurrent_layers = match k.get("layer_types") {
         None => None,
         Some(Value::Array(types)) => {
@@ -545,7 +548,9 @@ fn delta_net(k: &Keys, n_layer: u32) -> Result<DeltaNetHyper, ModelError> {
             let flags = types.iter().enumerate().map(|(il, t)| match t.as_str() {
                 Some("linear_attention") => Ok(true),
                 Some("full_attention") => Ok(false),
-                _ => Err(wrong(&format!("layer_types[{il}]"), "\"linear_attention\" or \"full_attention\"", t)),
+                _ => {
+                    Err(wrong(&format!("layer_types[{il}]"), "\"linear_attention\" or \"full_attention\"", t))
+                }
             });
             Some(flags.collect::<Result<Vec<bool>, _>>()?)
         }

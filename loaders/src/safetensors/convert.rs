@@ -185,7 +185,10 @@ mod tests {
         let want: Vec<f32> = [0.0f64, 1.0, -2.5].iter().map(|&x| -x.exp() as f32).collect();
         assert_eq!(floats(&neg_exp_f32(Dtype::F32, &a)), want);
         let b: Vec<u8> = [1.0f32, -0.5].iter().flat_map(|v| bf16::from_f32(*v).to_le_bytes()).collect();
-        assert_eq!(floats(&neg_exp_f32(Dtype::BF16, &b)), vec![-(1f64.exp() as f32), -((-0.5f64).exp() as f32)]);
+        assert_eq!(
+            floats(&neg_exp_f32(Dtype::BF16, &b)),
+            vec![-(1f64.exp() as f32), -((-0.5f64).exp() as f32)]
+        );
         // Five rows of two one-byte elements: rows 3, 4, then 0.
         let rows = [0, 1, 10, 11, 20, 21, 30, 31, 40, 41];
         assert_eq!(gather_rows(&rows, 2, &[(3, 2), (0, 1)]), vec![30, 31, 40, 41, 0, 1]);

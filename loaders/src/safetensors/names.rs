@@ -83,7 +83,8 @@ pub(super) fn classify(hf_name: &str, arch: Arch, n_layer: u32) -> Option<Slot> 
     let name = hf_name.replace("language_model.", "");
     let traits = arch.traits();
     // The DeltaNet's gated norm is a plain weight even where the other norms are `1 + w`.
-    let shifted = traits.norm_plus_one && name.ends_with("norm.weight") && !name.ends_with("linear_attn.norm.weight");
+    let shifted =
+        traits.norm_plus_one && name.ends_with("norm.weight") && !name.ends_with("linear_attn.norm.weight");
     let single = |gguf: String| Some(Slot::Single { gguf, norm_shift: shifted });
 
     match name.as_str() {
@@ -300,7 +301,10 @@ mod tests {
         let p = "model.language_model.layers.1.";
         let g = |rest: &str| gguf(&format!("{p}{rest}"), q);
         assert_eq!(g("input_layernorm.weight"), Some(("blk.1.attn_norm.weight".into(), true)));
-        assert_eq!(g("post_attention_layernorm.weight"), Some(("blk.1.post_attention_norm.weight".into(), true)));
+        assert_eq!(
+            g("post_attention_layernorm.weight"),
+            Some(("blk.1.post_attention_norm.weight".into(), true))
+        );
         assert_eq!(g("self_attn.q_norm.weight"), Some(("blk.1.attn_q_norm.weight".into(), true)));
         // The gated norm inside the DeltaNet is not zero-centred.
         assert_eq!(g("linear_attn.norm.weight"), Some(("blk.1.ssm_norm.weight".into(), false)));
@@ -308,8 +312,14 @@ mod tests {
         assert_eq!(g("linear_attn.in_proj_z.weight"), Some(("blk.1.attn_gate.weight".into(), false)));
         assert_eq!(g("linear_attn.in_proj_a.weight"), Some(("blk.1.ssm_alpha.weight".into(), false)));
         assert_eq!(g("linear_attn.dt_bias"), Some(("blk.1.ssm_dt.bias".into(), false)));
-        assert_eq!(g("mlp.shared_expert_gate.weight"), Some(("blk.1.ffn_gate_inp_shexp.weight".into(), false)));
-        assert_eq!(g("mlp.shared_expert.down_proj.weight"), Some(("blk.1.ffn_down_shexp.weight".into(), false)));
+        assert_eq!(
+            g("mlp.shared_expert_gate.weight"),
+            Some(("blk.1.ffn_gate_inp_shexp.weight".into(), false))
+        );
+        assert_eq!(
+            g("mlp.shared_expert.down_proj.weight"),
+            Some(("blk.1.ffn_down_shexp.weight".into(), false))
+        );
         assert_eq!(
             classify(&format!("{p}linear_attn.A_log"), q, 4),
             Some(Slot::DeltaNet { layer: 1, part: DeltaNetPart::ALog })

@@ -370,7 +370,8 @@ fn delta_net(
             let (n_k, hd) = (d.n_k_heads as u64, d.head_dim as u64);
             let vz = (d.n_v_heads / d.n_k_heads) as u64 * hd;
             let per_head = 2 * hd + 2 * vz;
-            const EXPECTED: &str = "[n_k_heads * (2 * key_head_dim + 2 * value heads per key head * value_head_dim), n_embd]";
+            const EXPECTED: &str =
+                "[n_k_heads * (2 * key_head_dim + 2 * value heads per key head * value_head_dim), n_embd]";
             let [rows, cols] = t.shape[..] else { return Err(bad_shape(t, EXPECTED)) };
             if rows != n_k * per_head {
                 return Err(bad_shape(t, EXPECTED));
@@ -384,8 +385,18 @@ fn delta_net(
             qkv.extend(gather(2 * hd, vz));
             let z = gather(2 * hd + vz, vz);
             vec![
-                (name("attn_qkv.weight"), planned(vec![cols, n_k * (2 * hd + vz)], ggml_type, Recipe::Rows { src: id, ranges: qkv })),
-                (name("attn_gate.weight"), planned(vec![cols, n_k * vz], ggml_type, Recipe::Rows { src: id, ranges: z })),
+                (
+                    name("attn_qkv.weight"),
+                    planned(
+                        vec![cols, n_k * (2 * hd + vz)],
+                        ggml_type,
+                        Recipe::Rows { src: id, ranges: qkv },
+                    ),
+                ),
+                (
+                    name("attn_gate.weight"),
+                    planned(vec![cols, n_k * vz], ggml_type, Recipe::Rows { src: id, ranges: z }),
+                ),
             ]
         }
     })
