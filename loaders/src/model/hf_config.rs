@@ -9,8 +9,7 @@
 use serde_json::{Map, Value};
 
 use super::ModelError;
-use super::arch::KeyHeadMap;
-use super::arch::{Arch, FfnActivation, RopeLayout, SWIGLU_OAI_ALPHA, SWIGLU_OAI_LIMIT};
+use super::arch::{Arch, FfnActivation, KeyHeadMap, RopeLayout, SWIGLU_OAI_ALPHA, SWIGLU_OAI_LIMIT};
 use super::config::ModelConfig;
 use super::hyper::{DeltaNetHyper, Hyperparams, KeyFormat, MoeHyper, SwaLayers, YarnHyper};
 

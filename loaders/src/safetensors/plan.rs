@@ -342,7 +342,7 @@ fn delta_net(
     part: DeltaNetPart,
 ) -> Result<Vec<(String, Planned)>, SafetensorsError> {
     let ggml_type = ggml_type(t)?;
-    // The config of a model with DeltaNet tensors names has DeltaNet sizes (see `classify`).
+    // `classify` maps DeltaNet tensors only for architectures whose configs have these sizes.
     let Some(d) = cfg.delta_net.as_ref() else { return Ok(Vec::new()) };
     let name = |s: &str| format!("blk.{layer}.{s}");
     let planned = |dims: Vec<u64>, ggml_type, recipe| Planned {
@@ -350,17 +350,18 @@ fn delta_net(
         recipe,
         source: t.name.clone(),
     };
-    let widened = |t: &RawTensor| match t.dtype {
-        Dtype::F32 => Recipe::Borrow(id),
-        _ => Recipe::F32 { src: id, shift: 0.0 },
-    };
     Ok(match part {
         DeltaNetPart::Conv => {
             // transformers' depthwise Conv1d: one input channel per group.
             let [channels, 1, taps] = t.shape[..] else {
                 return Err(bad_shape(t, "a depthwise convolution [channels, 1, taps]"));
             };
-            vec![(name("ssm_conv1d.weight"), planned(vec![taps, channels], GgmlType::F32, widened(t)))]
+            // The converter writes the taps in F32.
+            let recipe = match t.dtype {
+                Dtype::F32 => Recipe::Borrow(id),
+                _ => Recipe::F32 { src: id, shift: 0.0 },
+            };
+            vec![(name("ssm_conv1d.weight"), planned(vec![taps, channels], GgmlType::F32, recipe))]
         }
         DeltaNetPart::ALog => {
             let [n] = t.shape[..] else { return Err(bad_shape(t, "one value per value head [n_v_heads]")) };
