@@ -32,7 +32,7 @@
 #                          model's shapes and types (MXFP4 experts, 11.3 GiB) with seeded random
 #                          weights, written once by `cargo run --release --example synthetic_gguf`;
 #                          qwen35-9b likewise Qwen3.5-9B's shapes with random Q4_K weights
-#                          (4.7 GiB; wllm runs it on the CPU only so far: use --only cpu).
+#                          (4.7 GiB).
 #     --only gpu|cpu       run only the GPU or only the CPU comparison
 #     -p N / -n N          prompt / generated tokens (default 128 / 64)
 #     -d LIST              comma list of depths: tokens already in the context before each

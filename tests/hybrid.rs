@@ -91,6 +91,11 @@ fn hybrid_tiny_models_match_llama_cpp_and_the_exact_pass_everywhere() {
     assert!(cases.len() >= 12, "the hybrid fixtures are missing");
     for case in &cases {
         for (place, gpu_layers, chunked) in placements(n_layer(case)) {
+            // Every case on the CPU and the GPU; the chunked form and the split on each model's
+            // 150-token case (more than two chunks), to keep the suite's time in bounds.
+            if (chunked || place == "split") && !case.name.ends_with("_c1") {
+                continue;
+            }
             let model = load(case, gpu_layers, chunked);
             let got = teacher_forced(&model, case);
             let rows = case.prompt_ids.len() + case.greedy_ids.len();
