@@ -7,23 +7,14 @@
 
 mod common;
 
+use common::delta_net::{abs_scale, conv_ref, dims};
+use common::reference::silu;
 use common::{Rng, check_close};
 use wllm_engine::cpu::Isa;
 use wllm_engine::cpu::ops::{conv_silu, delta_rule, gated_rms_norm, gates, l2_norm_heads};
 use wllm_loaders::model::{DeltaNetConfig, KeyHeadMap};
 
 const EPS: f32 = 1e-6;
-
-fn dims(n_k: u32, n_v: u32, head_dim: u32, conv_kernel: u32, key_heads: KeyHeadMap) -> DeltaNetConfig {
-    DeltaNetConfig {
-        conv_kernel,
-        n_k_heads: n_k,
-        n_v_heads: n_v,
-        head_dim,
-        key_heads,
-        fused_beta_alpha: false,
-    }
-}
 
 /// (key heads, value heads, head size, taps, map).
 const SHAPES: [(u32, u32, u32, u32, KeyHeadMap); 4] = [
@@ -32,26 +23,6 @@ const SHAPES: [(u32, u32, u32, u32, KeyHeadMap); 4] = [
     (1, 1, 64, 3, KeyHeadMap::Tiled),
     (3, 3, 7, 1, KeyHeadMap::Grouped),
 ];
-
-fn silu(x: f64) -> f64 {
-    x / (1.0 + (-x).exp())
-}
-
-/// The convolution over `state ++ x` and SiLU; returns (outputs, new state).
-fn conv_ref(d: &DeltaNetConfig, w: &[f32], state: &[f32], x: &[f32]) -> (Vec<f64>, Vec<f64>) {
-    let ch = d.conv_channels() as usize;
-    let taps = d.conv_kernel as usize;
-    let all: Vec<f64> = state.iter().chain(x).map(|&v| v as f64).collect();
-    let n = x.len() / ch;
-    let mut out = vec![0f64; n * ch];
-    for t in 0..n {
-        for c in 0..ch {
-            let s: f64 = (0..taps).map(|j| w[c * taps + j] as f64 * all[(t + j) * ch + c]).sum();
-            out[t * ch + c] = silu(s);
-        }
-    }
-    (out, all[n * ch..].to_vec())
-}
 
 /// The delta rule in f64 with S[i][j] (key i, value j); returns (outputs, final state in the
 /// engine's layout, row j holding S[·][j]).
@@ -107,10 +78,6 @@ fn l2_ref(x: &[f32], hd: usize, eps: f32) -> Vec<f32> {
             r.iter().map(move |&v| (v as f64 * inv) as f32).collect::<Vec<_>>()
         })
         .collect()
-}
-
-fn abs_scale(v: &[f64]) -> Vec<f64> {
-    v.iter().map(|x| x.abs().max(1.0)).collect()
 }
 
 #[test]

@@ -8,23 +8,14 @@
 
 mod common;
 
+use common::delta_net::{abs_scale, conv_ref, dims};
+use common::reference::silu;
 use common::{Rng, check_close, gpus};
 use wllm_engine::Gpu;
 use wllm_engine::ops::delta_net::{ConvArgs, GateArgs, conv, gated_norm, qk_norm_gates};
 use wllm_loaders::model::{DeltaNetConfig, KeyHeadMap};
 
 const EPS: f32 = 1e-6;
-
-fn dims(n_k: u32, n_v: u32, head_dim: u32, conv_kernel: u32, key_heads: KeyHeadMap) -> DeltaNetConfig {
-    DeltaNetConfig {
-        conv_kernel,
-        n_k_heads: n_k,
-        n_v_heads: n_v,
-        head_dim,
-        key_heads,
-        fused_beta_alpha: false,
-    }
-}
 
 /// (key heads, value heads, head size, taps, map), as the CPU test's.
 const SHAPES: [(u32, u32, u32, u32, KeyHeadMap); 5] = [
@@ -35,30 +26,6 @@ const SHAPES: [(u32, u32, u32, u32, KeyHeadMap); 5] = [
     // Real-model head size (Qwen3.5), more channels than a workgroup.
     (2, 4, 128, 4, KeyHeadMap::Tiled),
 ];
-
-fn silu(x: f64) -> f64 {
-    x / (1.0 + (-x).exp())
-}
-
-/// The convolution over `state ++ x` and SiLU; returns (outputs, new state).
-fn conv_ref(d: &DeltaNetConfig, w: &[f32], state: &[f32], x: &[f32]) -> (Vec<f64>, Vec<f64>) {
-    let ch = d.conv_channels() as usize;
-    let taps = d.conv_kernel as usize;
-    let all: Vec<f64> = state.iter().chain(x).map(|&v| v as f64).collect();
-    let n = x.len() / ch;
-    let mut out = vec![0f64; n * ch];
-    for t in 0..n {
-        for c in 0..ch {
-            let s: f64 = (0..taps).map(|j| w[c * taps + j] as f64 * all[(t + j) * ch + c]).sum();
-            out[t * ch + c] = silu(s);
-        }
-    }
-    (out, all[n * ch..].to_vec())
-}
-
-fn abs_scale(v: &[f64]) -> Vec<f64> {
-    v.iter().map(|x| x.abs().max(1.0)).collect()
-}
 
 fn f32s(gpu: &Gpu, label: &str, v: &[f32]) -> wgpu::Buffer {
     gpu.storage_init(label, bytemuck::cast_slice(v))

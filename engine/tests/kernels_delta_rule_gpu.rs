@@ -11,6 +11,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Instant;
 
+use common::delta_net::{abs_scale, dims};
 use common::{Rng, check_close, gpus};
 use wllm_engine::Gpu;
 use wllm_engine::ops::delta_rule::{DeltaRuleArgs, DeltaRuleScratch, delta_rule, scratch_bytes};
@@ -18,17 +19,6 @@ use wllm_loaders::model::{DeltaNetConfig, KeyHeadMap};
 
 /// Cache rows per sequence: slot s owns positions from s · N_CTX.
 const N_CTX: u32 = 4096;
-
-fn dims(n_k: u32, n_v: u32, head_dim: u32, key_heads: KeyHeadMap) -> DeltaNetConfig {
-    DeltaNetConfig {
-        conv_kernel: 4,
-        n_k_heads: n_k,
-        n_v_heads: n_v,
-        head_dim,
-        key_heads,
-        fused_beta_alpha: false,
-    }
-}
 
 /// (key heads, value heads, head size, map).
 const SHAPES: [(u32, u32, u32, KeyHeadMap); 4] = [
@@ -213,10 +203,6 @@ fn run_gpu(
     Run { outs, state: gpu.read_f32(&state).unwrap() }
 }
 
-fn abs_scale(v: &[f64]) -> Vec<f64> {
-    v.iter().map(|x| x.abs().max(1.0)).collect()
-}
-
 /// Budgets against the f64 reference (relative to max(|x|, 1)): the recurrent form rounds like
 /// the CPU's; the chunked one adds the triangular solve and longer sums. On lavapipe the worst
 /// errors seen were 1.5e-7 (recurrent) and 7.8e-7 (chunked).
@@ -266,7 +252,7 @@ fn check_same(what: &str, got: &Run, want: &Run, rel: f64) {
 fn single_runs_match_the_reference_in_both_forms() {
     for (name, gpu) in devices() {
         for (nk, nv, hd, map) in SHAPES {
-            let d = dims(nk, nv, hd, map);
+            let d = dims(nk, nv, hd, 4, map);
             let mut rng = Rng::new(3 + hd as u64);
             for len in [1usize, 37, 64, 100, 150] {
                 // Fresh from position 0, and continuing a state from position 70 (its first
@@ -297,7 +283,7 @@ fn single_runs_match_the_reference_in_both_forms() {
 fn several_sequences_in_one_step_then_decode_steps() {
     for (name, gpu) in devices() {
         for (nk, nv, hd, map) in [SHAPES[0], SHAPES[2]] {
-            let d = dims(nk, nv, hd, map);
+            let d = dims(nk, nv, hd, 4, map);
             let mut rng = Rng::new(17 + hd as u64);
             // A fresh 70-token prompt over a NaN slot, a continuation crossing a chunk border
             // (positions 62..66), a one-token continuation, and a fresh single token.
@@ -337,7 +323,7 @@ fn several_sequences_in_one_step_then_decode_steps() {
 fn a_state_carried_over_two_steps_equals_one_step() {
     for (name, gpu) in devices() {
         for (nk, nv, hd, map) in [SHAPES[0], SHAPES[3]] {
-            let d = dims(nk, nv, hd, map);
+            let d = dims(nk, nv, hd, 4, map);
             let mut rng = Rng::new(29 + hd as u64);
             let seqs = [Seq::new(&d, &mut rng, 0, 10, 100)];
             let spare = rng.vec(d.state_len(), 1.0);
@@ -359,7 +345,7 @@ fn a_state_carried_over_two_steps_equals_one_step() {
 fn a_run_past_the_state_buffer_is_skipped() {
     for (name, gpu) in devices() {
         let (nk, nv, hd, map) = SHAPES[1];
-        let d = dims(nk, nv, hd, map);
+        let d = dims(nk, nv, hd, 4, map);
         let mut rng = Rng::new(41);
         let seqs = [Seq::new(&d, &mut rng, 0, 5, 9), Seq::new(&d, &mut rng, 2, 0, 4)];
         let spare = rng.vec(d.state_len(), 1.0);
@@ -375,7 +361,7 @@ fn a_run_past_the_state_buffer_is_skipped() {
 #[test]
 fn bad_arguments_are_refused() {
     let Some((_, gpu)) = devices().into_iter().next() else { return };
-    let d = dims(2, 4, 16, KeyHeadMap::Tiled);
+    let d = dims(2, 4, 16, 4, KeyHeadMap::Tiled);
     let buf = |bytes: usize| gpu.storage("buf", bytes as u64);
     let (conv, gates, out, pos) = (buf(8 * 128 * 4), buf(8 * 8 * 4), buf(8 * 64 * 4), buf(8 * 8));
     let state = buf(2 * d.state_len() * 4);
@@ -404,11 +390,11 @@ fn bad_arguments_are_refused() {
     refused(&DeltaRuleArgs { n_ctx: 0, ..args }, false, "n_ctx 0");
     let short = buf(4 * 128 * 4);
     refused(&DeltaRuleArgs { conv_out: &short, ..args }, true, "a conv output shorter than the batch");
-    let odd = dims(3, 4, 16, KeyHeadMap::Tiled);
+    let odd = dims(3, 4, 16, 4, KeyHeadMap::Tiled);
     refused(&DeltaRuleArgs { dims: &odd, ..args }, false, "4 value heads over 3 key heads");
-    let wide = dims(2, 4, 512, KeyHeadMap::Tiled);
+    let wide = dims(2, 4, 512, 4, KeyHeadMap::Tiled);
     refused(&DeltaRuleArgs { dims: &wide, ..args }, false, "head size 512");
-    let other = dims(2, 4, 32, KeyHeadMap::Tiled);
+    let other = dims(2, 4, 32, 4, KeyHeadMap::Tiled);
     let big_state = buf(2 * other.state_len() * 4);
     refused(&DeltaRuleArgs { dims: &other, state: &big_state, ..args }, true, "a scratch for another shape");
 }
@@ -418,7 +404,7 @@ fn bad_arguments_are_refused() {
 #[test]
 fn prefill_of_512_tokens_chunked_vs_recurrent() {
     let Some((name, gpu)) = devices().into_iter().next() else { return };
-    let d = dims(16, 32, 128, KeyHeadMap::Tiled);
+    let d = dims(16, 32, 128, 4, KeyHeadMap::Tiled);
     let n = 512;
     let mut rng = Rng::new(99);
     let seqs = [Seq::new(&d, &mut rng, 0, 0, n)];

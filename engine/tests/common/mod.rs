@@ -3,6 +3,7 @@
 //! ([`reference`]) that the GPU and the CPU kernels are both held to.
 #![allow(dead_code)]
 
+pub mod delta_net;
 pub mod reference;
 
 use std::sync::Arc;
