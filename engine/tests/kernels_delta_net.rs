@@ -7,8 +7,7 @@
 
 mod common;
 
-use common::delta_net::{abs_scale, conv_ref, dims};
-use common::reference::silu;
+use common::delta_net::{abs_scale, conv_ref, dims, gated_norm_ref};
 use common::{Rng, check_close};
 use wllm_engine::cpu::Isa;
 use wllm_engine::cpu::ops::{conv_silu, delta_rule, gated_rms_norm, gates, l2_norm_heads};
@@ -174,19 +173,7 @@ fn norms_and_gates_match_the_reference() {
             let o = rng.vec(rows * hd, 2.0);
             let z = rng.vec(rows * hd, 3.0);
             let w = rng.vec(hd, 1.0);
-            let want: Vec<f64> = o
-                .chunks(hd)
-                .zip(z.chunks(hd))
-                .flat_map(|(or, zr)| {
-                    let ms: f64 = or.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / hd as f64;
-                    let r = 1.0 / (ms + EPS as f64).sqrt();
-                    let w = &w;
-                    or.iter()
-                        .zip(zr)
-                        .enumerate()
-                        .map(move |(i, (&v, &zv))| v as f64 * r * w[i] as f64 * silu(zv as f64))
-                })
-                .collect();
+            let want = gated_norm_ref(&o, &z, &w, EPS);
             let mut got = o.clone();
             gated_rms_norm(isa, &mut got, &z, &w, EPS).unwrap();
             check_close(&format!("gated norm {isa:?} {hd}"), &got, &want, &abs_scale(&want), 2e-6, 1e-7);

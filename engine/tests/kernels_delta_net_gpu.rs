@@ -8,8 +8,7 @@
 
 mod common;
 
-use common::delta_net::{abs_scale, conv_ref, dims};
-use common::reference::silu;
+use common::delta_net::{abs_scale, conv_ref, dims, gated_norm_ref};
 use common::{Rng, check_close, gpus};
 use wllm_engine::Gpu;
 use wllm_engine::ops::delta_net::{ConvArgs, GateArgs, conv, gated_norm, qk_norm_gates};
@@ -311,19 +310,7 @@ fn gated_norm_matches_the_reference() {
             let o = rng.vec(rows * hdu, 2.0);
             let z = rng.vec(rows * hdu, 3.0);
             let w = rng.vec(hdu, 1.0);
-            let want: Vec<f64> = o
-                .chunks(hdu)
-                .zip(z.chunks(hdu))
-                .flat_map(|(or, zr)| {
-                    let ms: f64 = or.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / hdu as f64;
-                    let r = 1.0 / (ms + EPS as f64).sqrt();
-                    let w = &w;
-                    or.iter()
-                        .zip(zr)
-                        .enumerate()
-                        .map(move |(i, (&v, &zv))| v as f64 * r * w[i] as f64 * silu(zv as f64))
-                })
-                .collect();
+            let want = gated_norm_ref(&o, &z, &w, EPS);
             let ob = f32s(&gpu, "o", &o);
             let zb = f32s(&gpu, "z", &z);
             let wb = f32s(&gpu, "w", &w);

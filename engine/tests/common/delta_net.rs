@@ -36,3 +36,16 @@ pub fn conv_ref(d: &DeltaNetConfig, w: &[f32], state: &[f32], x: &[f32]) -> (Vec
 pub fn abs_scale(v: &[f64]) -> Vec<f64> {
     v.iter().map(|x| x.abs().max(1.0)).collect()
 }
+
+/// `rms_norm(o) · w · silu(z)` per `w.len()`-wide head row.
+pub fn gated_norm_ref(o: &[f32], z: &[f32], w: &[f32], eps: f32) -> Vec<f64> {
+    let hd = w.len();
+    o.chunks(hd)
+        .zip(z.chunks(hd))
+        .flat_map(|(or, zr)| {
+            let ms: f64 = or.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / hd as f64;
+            let r = 1.0 / (ms + eps as f64).sqrt();
+            or.iter().zip(zr).zip(w).map(move |((&v, &zv), &wi)| v as f64 * r * wi as f64 * silu(zv as f64))
+        })
+        .collect()
+}
