@@ -316,9 +316,14 @@ fn plan_for(
         let mut weights = 0;
         for il in first_gpu..n as usize {
             let on_cpu = cpu_experts(il);
+            // Vectors (norms, biases, a DeltaNet layer's convolution taps) go up as f32 arrays,
+            // whatever their shape in the file.
+            let vectors: Vec<&str> = w.layers[il].vectors().map(|v| v.name.as_str()).collect();
             for m in w.layers[il].iter() {
                 if on_cpu.iter().any(|c| c.name == m.name) {
                     cpu.weights += m.n_bytes();
+                } else if vectors.contains(&m.name.as_str()) {
+                    weights += m.n_elements() * 4;
                 } else {
                     weights += device_bytes(m, f);
                 }
