@@ -19,7 +19,7 @@ use wllm::engine::ops::delta_net::{ConvArgs, GateArgs, conv, gated_norm, qk_norm
 use wllm::engine::ops::linear::{Epilogue, LinearIo, linear};
 use wllm::engine::ops::moe::{MoeBuffers, MoeShape, plan, route};
 use wllm::engine::tensor::GpuWeight;
-use wllm::engine::{DeviceOptions, Gpu};
+use wllm::engine::{CacheTypes, DeviceOptions, Gpu, KvType};
 use wllm::loaders::GgmlType;
 use wllm::loaders::model::{DeltaNetConfig, KeyHeadMap, TensorBytes, TensorMeta};
 
@@ -149,14 +149,17 @@ fn attention_decode(c: &mut Criterion) {
     let Some(gpu) = gpu() else { return };
     // A Llama-3-8B layer: 32 query heads sharing 8 KV heads of 128.
     let (n_head, n_kv, hd, n_ctx) = (32u32, 8u32, 128u32, 4096u32);
-    let kv_f16 = gpu.caps.f16;
-    let elem = if kv_f16 { 2 } else { 4 };
-    let cache = (n_kv * n_ctx * hd) as u64 * elem;
     let qkv = gpu.storage("qkv", ((n_head + 2 * n_kv) * hd) as u64 * 4);
-    let (k, v) = (gpu.storage("k", cache), gpu.storage("v", cache));
     let out = gpu.storage("out", (n_head * hd) as u64 * 4);
     let mut g = configure(c, "attention_decode_32q8kv_d128");
-    for past in [512u32, 4095] {
+    let f16 = if gpu.caps.f16 { KvType::F16 } else { KvType::F32 };
+    for (ty, past) in
+        [f16, KvType::Q8_0, KvType::Q4_0].into_iter().flat_map(|t| [512u32, 4095].map(|p| (t, p)))
+    {
+        let cache = CacheTypes { k: ty, v: ty };
+        let row = ty.gpu_row_bytes(hd);
+        let (k, v) =
+            (gpu.storage("k", (n_kv * n_ctx) as u64 * row), gpu.storage("v", (n_kv * n_ctx) as u64 * row));
         let step = gpu.uniform("step", &[past, 1u32, 0, 0]);
         let positions = gpu.storage_init("positions", bytemuck::cast_slice(&[past, 0u32]));
         let args = AttentionArgs {
@@ -167,7 +170,7 @@ fn attention_decode(c: &mut Criterion) {
             ctx: n_ctx,
             window: 0,
             scale: 1.0 / (hd as f32).sqrt(),
-            kv_f16,
+            cache,
             qkv: &qkv,
             k_cache: &k,
             v_cache: &v,
@@ -178,9 +181,9 @@ fn attention_decode(c: &mut Criterion) {
             gated: false,
         };
         let ops = [attention(&gpu, &args).expect("attention op")];
-        let kv_read = (past as u64 + 1) * (n_kv * 2 * hd) as u64 * elem;
+        let kv_read = (past as u64 + 1) * n_kv as u64 * 2 * row;
         g.throughput(Throughput::BytesDecimal(kv_read));
-        g.bench_function(BenchmarkId::new(if kv_f16 { "f16_kv" } else { "f32_kv" }, past + 1), |b| {
+        g.bench_function(BenchmarkId::new(format!("{ty}_kv"), past + 1), |b| {
             b.iter_custom(|iters| time_ops(&gpu, &ops, 1, iters))
         });
     }

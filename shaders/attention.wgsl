@@ -27,12 +27,26 @@ struct Step {
 }
 
 @group(0) @binding(0) var<storage, read> QKV: array<vec4<f32>>;
-#ifdef KV_F16
+// Each side of the cache: f32, f16 (K_F16/V_F16), or quantized (K_QUANT/V_QUANT: Q8_0, or Q4_0
+// with K_Q4/V_Q4) as rows of u32 words, the quants then the f16 block scales two per word (as
+// rope.wgsl writes them).
+#ifdef K_QUANT
+@group(0) @binding(1) var<storage, read> Kc: array<u32>;
+#else
+#ifdef K_F16
 @group(0) @binding(1) var<storage, read> Kc: array<vec4<f16>>;
-@group(0) @binding(2) var<storage, read> Vc: array<vec4<f16>>;
 #else
 @group(0) @binding(1) var<storage, read> Kc: array<vec4<f32>>;
+#endif
+#endif
+#ifdef V_QUANT
+@group(0) @binding(2) var<storage, read> Vc: array<u32>;
+#else
+#ifdef V_F16
+@group(0) @binding(2) var<storage, read> Vc: array<vec4<f16>>;
+#else
 @group(0) @binding(2) var<storage, read> Vc: array<vec4<f32>>;
+#endif
 #endif
 @group(0) @binding(3) var<storage, read_write> O: array<vec4<f32>>;
 @group(0) @binding(4) var<uniform> P: Params;
@@ -79,11 +93,59 @@ fn team_sum4(v: vec4<f32>, lid: u32) -> vec4<f32> {
 }
 #endif
 
-fn load_k(i: u32) -> vec4<f32> {
-    return vec4<f32>(Kc[i]);
+// Quant words of a row of `dim` elements, and all its words (quants, then scales two per word).
+fn quant_words(dim: u32, q4: bool) -> u32 {
+    return select(dim / 4u, dim / 8u, q4);
 }
-fn load_v(i: u32) -> vec4<f32> {
-    return vec4<f32>(Vc[i]);
+fn row_words(dim: u32, q4: bool) -> u32 {
+    return quant_words(dim, q4) + (dim / 32u + 1u) / 2u;
+}
+
+// Elements 4c..4c+3 of a quantized row whose words start at `quants`, scales at `scales`:
+// `word` holds them (Q8_0: the whole word; Q4_0: its half `c % 2`).
+fn dequant4(word: u32, scale_word: u32, c: u32, q4: bool) -> vec4<f32> {
+    let block = c / 8u;
+    let d = unpack2x16float(scale_word)[block % 2u];
+    if (q4) {
+        let n = word >> (16u * (c % 2u));
+        let q = (vec4<u32>(n) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u);
+        return (vec4<f32>(q) - vec4<f32>(8.0)) * d;
+    }
+    let q = bitcast<vec4<i32>>(vec4<u32>(word) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u);
+    return vec4<f32>(q) * d;
+}
+
+#ifdef K_Q4
+const K_IS_Q4: bool = true;
+#else
+const K_IS_Q4: bool = false;
+#endif
+#ifdef V_Q4
+const V_IS_Q4: bool = true;
+#else
+const V_IS_Q4: bool = false;
+#endif
+
+// vec4 `c` of cache row `row` (row = kv head · ctx + position).
+fn load_k(row: u32, c: u32) -> vec4<f32> {
+#ifdef K_QUANT
+    let base = row * row_words(HEAD_DIM, K_IS_Q4);
+    let word = Kc[base + select(c, c / 2u, K_IS_Q4)];
+    let scales = Kc[base + quant_words(HEAD_DIM, K_IS_Q4) + c / 16u];
+    return dequant4(word, scales, c, K_IS_Q4);
+#else
+    return vec4<f32>(Kc[row * HD4 + c]);
+#endif
+}
+fn load_v(row: u32, c: u32) -> vec4<f32> {
+#ifdef V_QUANT
+    let base = row * row_words(HEAD_DIM_V, V_IS_Q4);
+    let word = Vc[base + select(c, c / 2u, V_IS_Q4)];
+    let scales = Vc[base + quant_words(HEAD_DIM_V, V_IS_Q4) + c / 16u];
+    return dequant4(word, scales, c, V_IS_Q4);
+#else
+    return vec4<f32>(Vc[row * HDV4 + c]);
+#endif
 }
 
 // First key a query at `pos` sees.
@@ -139,10 +201,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var s4 = vec4<f32>(0.0);
         for (var k = 0u; k < 4u; k++) {
             let j = min(lo + o + k, pos);
-            let kb = (kbase + j) * HD4;
             var s = 0.0;
             for (var c = 0u; c < CK; c++) {
-                s += dot(q[c], load_k(kb + lane + c * TEAM));
+                s += dot(q[c], load_k(kbase + j, lane + c * TEAM));
             }
             s4[k] = s;
         }
@@ -161,7 +222,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             var a = acc[c] * corr;
             for (var k = 0u; k < 4u; k++) {
                 let j = min(lo + o + k, pos);
-                a += p[k] * load_v((kbase + j) * HDV4 + lane + c * TEAM);
+                a += p[k] * load_v(kbase + j, lane + c * TEAM);
             }
             acc[c] = a;
         }
@@ -173,9 +234,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let ob = t * P.o_stride / 4u + h * HDV4;
     let inv = 1.0 / l;
     for (var c = 0u; c < CV; c++) {
+// GATE_AFTER: the output is still rotated (a rotated V cache); the kernel that turns it back
+// applies the gate.
 #ifdef GATED
+#ifndef GATE_AFTER
         let gate = QKV[qb + HD4 + lane + c * TEAM];
         O[ob + lane + c * TEAM] = acc[c] * inv / (vec4<f32>(1.0) + exp(-gate));
+#else
+        O[ob + lane + c * TEAM] = acc[c] * inv;
+#endif
 #else
         O[ob + lane + c * TEAM] = acc[c] * inv;
 #endif

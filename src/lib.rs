@@ -65,7 +65,8 @@ pub use wllm_engine::sampling::{LogitBias, SamplerConfig, SamplingError};
 /// The wgpu wllm is built against; a host passing its own device must use this version.
 pub use wllm_engine::wgpu;
 pub use wllm_engine::{
-    Backend, DeviceOptions, EngineError, Gpu, GpuLayers, Logits, PendingStep, Plan, StepOutput, StepTimings,
+    Backend, CacheRequest, CacheTypes, DeviceOptions, EngineError, Gpu, GpuLayers, KvType, Logits,
+    PendingStep, Plan, StepOutput, StepTimings,
 };
 /// The loaders crate: GGUF and safetensors files, tokenizers, chat templates.
 pub use wllm_loaders as loaders;

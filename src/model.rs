@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wllm_engine::plan::{GpuFacts, HostFacts, PlanRequest, parse_size, peak_rss, plan};
-use wllm_engine::{Backend, DeviceOptions, EngineError, Gpu, GpuLayers, GpuModel, Plan};
+use wllm_engine::{
+    Backend, CacheRequest, CacheTypes, DeviceOptions, EngineError, Gpu, GpuLayers, GpuModel, KvType, Plan,
+};
 use wllm_loaders::chat::{ChatTemplate, SpecialTokens};
 use wllm_loaders::mapped::FileStamp;
 use wllm_loaders::model::ModelWeights;
@@ -70,6 +72,9 @@ pub struct LoadOptions {
     /// Quantize float weight matrices to this type (Q8_0 or Q4_K) while loading; tensors
     /// already quantized are kept as they are.
     pub quantize: Option<GgmlType>,
+    /// Element types of the KV cache's K and V (llama.cpp's `-ctk`/`-ctv`): `None` for a side
+    /// leaves it f16 on a GPU that has f16 (else f32) and f32 on the CPU.
+    pub cache: CacheRequest,
 }
 
 impl Default for LoadOptions {
@@ -87,6 +92,7 @@ impl Default for LoadOptions {
             n_seq: 0,
             n_cpu_moe: 0,
             quantize: None,
+            cache: CacheRequest::default(),
         }
     }
 }
@@ -144,6 +150,7 @@ pub(crate) struct ModelInner {
     pub weights: ModelWeights<wllm_loaders::model::TensorMeta>,
     pub gpu_facts: Option<GpuFacts>,
     pub n_cpu_moe: u32,
+    pub cache: CacheRequest,
     /// Positions per sequence the load was asked for (sessions' and batched sequences'
     /// default); the plan covers `n_seq` times as many.
     pub seq_ctx: u32,
@@ -313,6 +320,7 @@ impl Model {
                 weights,
                 gpu_facts,
                 n_cpu_moe: opts.n_cpu_moe,
+                cache: opts.cache,
                 seq_ctx: seq_context(&cfg_for_seq, opts),
                 source,
                 stamps,
@@ -381,6 +389,7 @@ impl Model {
             n_batch: DEFAULT_BATCH,
             cpu_batch: DEFAULT_BATCH,
             cpu_moe_below: i.n_cpu_moe,
+            cache: i.cache,
         };
         Ok(plan(&i.cfg, &i.weights, &request, i.gpu_facts.as_ref(), &HostFacts::probe())?)
     }
@@ -476,7 +485,14 @@ fn placement_inputs(cfg: &ModelConfig, opts: &LoadOptions) -> Result<PlacementIn
         n_batch: DEFAULT_BATCH,
         cpu_batch: DEFAULT_BATCH,
         cpu_moe_below: opts.n_cpu_moe,
+        cache: opts.cache,
     };
+    if cfg.n_layer as usize > (0..cfg.n_layer as usize).filter(|&il| cfg.is_recurrent(il)).count() {
+        // Quantized types need whole blocks per head; f16 and f32 take any size.
+        let asked =
+            CacheTypes { k: opts.cache.k.unwrap_or(KvType::F32), v: opts.cache.v.unwrap_or(KvType::F32) };
+        asked.check_dims(cfg.head_dim, cfg.head_dim_v)?;
+    }
     Ok((gpu, gpu_facts, host, request))
 }
 

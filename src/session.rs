@@ -60,10 +60,15 @@ pub struct Session {
 /// all on the GPU, all on the CPU, or split.
 pub(crate) fn build_executor(model: &Model, n_ctx: u32, n_batch: u32, n_seq: u32) -> Result<Executor> {
     let inner = &model.inner;
-    let ctx = ContextOptions { n_ctx, n_batch, n_seq };
+    let ctx = ContextOptions { n_ctx, n_batch, n_seq, cache: inner.cache };
     let n_cpu = inner.info.plan.cpu_layers();
     let cpu = |with_head| {
-        let opts = CpuOptions { threads: inner.info.threads, n_seq, ..CpuOptions::default() };
+        let opts = CpuOptions {
+            threads: inner.info.threads,
+            n_seq,
+            cache: inner.cache.for_cpu(),
+            ..CpuOptions::default()
+        };
         CpuStack::with_options(&inner.cfg, inner.source.clone(), n_cpu, with_head, n_ctx, &opts)
     };
     let experts = match &inner.gpu_model {

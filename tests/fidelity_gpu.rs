@@ -48,7 +48,8 @@ fn check_cases(filter: &dyn Fn(&support::Case) -> bool) {
         let v = case.n_vocab;
         // Teacher-forced: the prompt as one batch, then each greedy token on its own.
         let mut ctx =
-            Context::new(model.clone(), &ContextOptions { n_ctx: 512, n_batch: 64, n_seq: 1 }).unwrap();
+            Context::new(model.clone(), &ContextOptions { n_ctx: 512, n_batch: 64, ..Default::default() })
+                .unwrap();
         let mut got = ctx.eval(&case.prompt_ids, Logits::All, false).unwrap().logits;
         for &t in &case.greedy_ids {
             got.extend(ctx.eval(&[t], Logits::Last, false).unwrap().logits);
@@ -60,7 +61,8 @@ fn check_cases(filter: &dyn Fn(&support::Case) -> bool) {
         // Free-running greedy on the GPU (argmax there, only the id comes back).
         let p = case.greedy_prefix_agree_exact;
         let mut ctx =
-            Context::new(model.clone(), &ContextOptions { n_ctx: 512, n_batch: 64, n_seq: 1 }).unwrap();
+            Context::new(model.clone(), &ContextOptions { n_ctx: 512, n_batch: 64, ..Default::default() })
+                .unwrap();
         let mut tok = ctx.eval(&case.prompt_ids, Logits::None, true).unwrap().token.unwrap();
         let mut greedy = vec![tok];
         while greedy.len() < p {

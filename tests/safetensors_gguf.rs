@@ -322,7 +322,8 @@ fn make_pair(fx: &Fixture, dtype: Dtype) -> (PathBuf, PathBuf, ModelConfig) {
 /// Prompt logits as one batch, then each decode token's row.
 fn logits(gpu: &Arc<Gpu>, cfg: ModelConfig, src: &dyn TensorSource) -> Vec<f32> {
     let model = Arc::new(GpuModel::load(gpu.clone(), cfg, src, &mut |_, _| {}).unwrap());
-    let mut ctx = Context::new(model, &ContextOptions { n_ctx: 64, n_batch: 16, n_seq: 1 }).unwrap();
+    let mut ctx =
+        Context::new(model, &ContextOptions { n_ctx: 64, n_batch: 16, ..Default::default() }).unwrap();
     let mut out = ctx.eval(PROMPT, Logits::All, false).unwrap().logits;
     for &t in DECODE {
         out.extend(ctx.eval(&[t], Logits::Last, false).unwrap().logits);

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use wllm::engine::plan::parse_size;
-use wllm::engine::{Backend, GpuLayers};
+use wllm::engine::{Backend, CacheRequest, GpuLayers, KvType};
 use wllm::loaders::GgmlType;
 use wllm::{LoadOptions, Model, SessionOptions};
 
@@ -36,6 +36,16 @@ pub struct DeviceArgs {
     /// Quantize F32/F16/BF16 weight matrices while loading: q8_0 or q4_k.
     #[arg(long, value_parser = parse_quantize)]
     pub quantize: Option<GgmlType>,
+    /// KV cache type of K: f16, q8_0 or q4_0 (or f32). Default: f16 on the GPU, f32 on the CPU.
+    #[arg(long = "cache-type-k", visible_alias = "ctk", value_parser = parse_kv_type)]
+    pub cache_type_k: Option<KvType>,
+    /// KV cache type of V: f16, q8_0 or q4_0 (or f32). Default as for K.
+    #[arg(long = "cache-type-v", visible_alias = "ctv", value_parser = parse_kv_type)]
+    pub cache_type_v: Option<KvType>,
+}
+
+fn parse_kv_type(s: &str) -> std::result::Result<KvType, String> {
+    KvType::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_quantize(s: &str) -> std::result::Result<GgmlType, String> {
@@ -64,6 +74,7 @@ impl DeviceArgs {
             n_ctx,
             n_cpu_moe: if self.cpu_moe { u32::MAX } else { self.n_cpu_moe.unwrap_or(0) },
             quantize: self.quantize,
+            cache: CacheRequest { k: self.cache_type_k, v: self.cache_type_v },
             ..Default::default()
         })
     }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod exec;
 pub mod finite;
 pub mod gpu;
+pub mod kv_type;
 pub mod layers;
 pub mod plan;
 pub mod sampling;
@@ -18,6 +19,7 @@ pub use gpu::{device, model, ops, pipeline, profile, repack, shader, tensor, var
 pub use device::{Backend, Caps, DeviceOptions, Gpu, Tuning};
 pub use error::{EngineError, Result};
 pub use exec::{Executor, SeqSpan};
+pub use kv_type::{CacheRequest, CacheTypes, KvType};
 pub use model::{
     Context, ContextBytes, ContextOptions, GpuModel, Logits, PendingStep, StepOutput, StepTimings,
     context_bytes,

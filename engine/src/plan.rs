@@ -16,6 +16,7 @@ use crate::error::{EngineError, Result};
 use crate::gpu::model::context_bytes;
 use crate::gpu::repack::{gpu_bytes, layout};
 use crate::gpu::tensor::rows_per_part;
+use crate::kv_type::{CacheRequest, CacheTypes};
 
 /// How many layers to put on the GPU.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -141,6 +142,8 @@ pub struct PlanRequest {
     /// MoE layers below this index keep their experts (router included) on the CPU
     /// (`--n-cpu-moe`; `u32::MAX` for `--cpu-moe`).
     pub cpu_moe_below: u32,
+    /// Element types of K and V asked for (`--cache-type-k/-v`).
+    pub cache: CacheRequest,
 }
 
 /// Bytes one device holds.
@@ -169,6 +172,8 @@ pub struct Plan {
     pub host_available: Option<u64>,
     /// One layer's K or V cache at this context is larger than one GPU binding.
     pub kv_exceeds_binding: bool,
+    /// The KV cache's element types asked for (each device resolves what was left open).
+    pub cache: CacheRequest,
     /// Whether it fits every budget.
     pub fits: bool,
 }
@@ -283,13 +288,14 @@ fn plan_for(
     if first_gpu > 0 {
         cpu.weights += w.token_embd.n_bytes();
         cpu.weights += w.layers[..first_gpu].iter().flat_map(|l| l.iter()).map(|m| m.n_bytes()).sum::<u64>();
-        let (hd, hdv) = (cfg.head_dim as u64, cfg.head_dim_v as u64);
         // Attention layers keep K and V per position; DeltaNet layers a fixed state instead
         // (one sequence's: the plan is made for one).
         let recurrent = (0..first_gpu).filter(|&il| cfg.is_recurrent(il)).count() as u64;
         let attention = first_gpu as u64 - recurrent;
         let state = cfg.delta_net.as_ref().map_or(0, |d| 4 * (d.state_len() + d.conv_state_len()) as u64);
-        cpu.kv = attention * req.n_ctx as u64 * cfg.n_head_kv as u64 * (hd + hdv) * 4
+        let types = req.cache.for_cpu();
+        let row = types.k.cpu_row_bytes(cfg.head_dim) + types.v.cpu_row_bytes(cfg.head_dim_v);
+        cpu.kv = attention * req.n_ctx as u64 * cfg.n_head_kv as u64 * row
             + recurrent * state
             + 2 * req.n_ctx as u64 * (cfg.rope_dim as u64 / 2) * 8;
         let b = req.cpu_batch.min(req.n_ctx).max(1) as u64;
@@ -341,7 +347,7 @@ fn plan_for(
         if first_gpu == 0 || w.output.is_none() {
             weights += device_bytes(&w.token_embd, f);
         }
-        let c = context_bytes(cfg, g, req.n_ctx, req.n_batch, f.kv_f16, any_cpu_experts);
+        let c = context_bytes(cfg, g, req.n_ctx, req.n_batch, req.cache.for_gpu(f.kv_f16), any_cpu_experts);
         gpu_use = Usage { weights, kv: c.kv, scratch: c.scratch };
         if c.kv_binding > f.max_binding {
             kv_exceeds_binding = true;
@@ -361,6 +367,7 @@ fn plan_for(
         cpu,
         host_available: host.available,
         kv_exceeds_binding,
+        cache: req.cache,
         fits,
     };
     // Unified memory: the GPU's buffers come out of the same RAM as the CPU's.
@@ -399,6 +406,17 @@ impl fmt::Display for Plan {
             "memory plan: {} of {} layers on the GPU (the last ones, with the head), context {}",
             self.gpu_layers, self.n_layer, self.n_ctx
         )?;
+        let types = |c: CacheTypes| format!("K {} V {}", c.k, c.v);
+        match &self.gpu {
+            Some((g, _)) if self.cpu_layers() > 0 => writeln!(
+                f,
+                "  KV cache: {} on the GPU, {} on the CPU",
+                types(self.cache.for_gpu(g.kv_f16)),
+                types(self.cache.for_cpu())
+            )?,
+            Some((g, _)) => writeln!(f, "  KV cache: {}", types(self.cache.for_gpu(g.kv_f16)))?,
+            None => writeln!(f, "  KV cache: {}", types(self.cache.for_cpu()))?,
+        }
         if let Some((g, _)) = &self.gpu {
             writeln!(f, "  GPU: {}{}", g.name, if g.unified { " (shares host memory)" } else { "" })?;
         }

@@ -1,6 +1,6 @@
 //! Attention as a layer runs it, against the float64 reference: per-head q/k norms and RoPE,
 //! K and V into the cache, then causal attention over the cache (sliding window, grouped-query
-//! heads, f16 and f32 caches), for a prompt followed by decode steps and a second batch. The
+//! heads, f32, f16, Q8_0 and Q4_0 caches), for a prompt followed by decode steps and a second batch. The
 //! GPU runs `rope_kv` then `attention` on every device configuration; the CPU runs
 //! `rms_norm_in_place`, `rope_in_place` and `attention` on every instruction set. Both are given
 //! the same packed q|k|v rows and held to the same reference outputs.
@@ -8,13 +8,18 @@
 mod common;
 
 use common::{Rng, check_close, gpus, reference};
-use wllm_engine::Gpu;
 use wllm_engine::cpu::Isa;
-use wllm_engine::cpu::ops::{Attention, KvLayer, Rope, rms_norm_in_place, rope_in_place};
+use wllm_engine::cpu::ops::{Attention, KvLayer, KvRows, Rope, rms_norm_in_place, rope_in_place};
+use wllm_engine::kv_type::{hadamard_in_place, k_rotation, quantize_cpu_row, v_rotation};
 use wllm_engine::layers::{RopeSpec, RopeTable};
 use wllm_engine::ops::attention::{AttentionArgs, attention};
+use wllm_engine::ops::hadamard::{Gate, hadamard64};
 use wllm_engine::ops::rope::{RopeArgs, rope_kv};
+use wllm_engine::wgpu;
+use wllm_engine::{CacheRequest, CacheTypes, Gpu, KvType};
+use wllm_loaders::GgmlType;
 use wllm_loaders::model::{RopeLayout, Yarn};
+use wllm_loaders::quant::dequantize;
 
 const EPS: f32 = 1e-6;
 const BASE: f32 = 10000.0;
@@ -143,8 +148,46 @@ fn sinks(c: &Attn) -> Option<Vec<f32>> {
 }
 
 /// The reference output rows of every step: q and k normed (with `qk_norm`) and rotated, each
-/// query attending to the keys its position sees.
+/// query attending to the keys its position sees, K and V held exactly.
 fn reference_steps(c: &Attn, qkv: &[f32], norms: &[f32]) -> Vec<Vec<f64>> {
+    reference_steps_in(c, qkv, norms, CacheTypes::F32, false)
+}
+
+/// What a cache of type `ty` gives back for a row: quantized types through the cache's
+/// quantizer (as f32, the way the kernels compute them), float ones exactly (their rounding
+/// is in the tolerance). With `rotation`, the row is stored turned by the Walsh-Hadamard
+/// transform of that block and turned back when read (what rotating q, or the output, with
+/// it amounts to).
+fn stored(ty: KvType, row: Vec<f64>, rotation: Option<u32>) -> Vec<f64> {
+    let ggml = match ty {
+        KvType::Q8_0 => GgmlType::Q8_0,
+        KvType::Q4_0 => GgmlType::Q4_0,
+        KvType::F32 | KvType::F16 => return row,
+    };
+    let mut x: Vec<f32> = row.iter().map(|&v| v as f32).collect();
+    if let Some(b) = rotation {
+        hadamard_in_place(&mut x, b as usize);
+    }
+    let mut q = vec![0u8; ty.cpu_row_bytes(x.len() as u32) as usize];
+    quantize_cpu_row(ty, &x, &mut q);
+    let mut back = dequantize(ggml, &q, x.len()).unwrap();
+    if let Some(b) = rotation {
+        hadamard_in_place(&mut back, b as usize);
+    }
+    back.into_iter().map(f64::from).collect()
+}
+
+/// [`reference_steps`] with K and V as a cache of `cache` holds them, rotated as the GPU's
+/// layer steps store a quantized side when `rotated`.
+fn reference_steps_in(
+    c: &Attn,
+    qkv: &[f32],
+    norms: &[f32],
+    cache: CacheTypes,
+    rotated: bool,
+) -> Vec<Vec<f64>> {
+    let k_rot = k_rotation(cache.k, c.hd).filter(|_| rotated);
+    let v_rot = v_rotation(cache.v, c.hd).filter(|_| rotated);
     let (hd, stride, nq, nk) = (c.hd as usize, c.stride(), c.q_width(), c.nk());
     let q_span = if c.gated { 2 * hd } else { hd };
     let spec = c.rope();
@@ -165,11 +208,19 @@ fn reference_steps(c: &Attn, qkv: &[f32], norms: &[f32]) -> Vec<Vec<f64>> {
             let pos = pos0 + t;
             let row = &qkv[pos * stride..(pos + 1) * stride];
             keys.push(
-                (0..c.n_kv as usize).map(|g| rotated(&row[nq + g * hd..][..hd], &norms[hd..], pos)).collect(),
+                (0..c.n_kv as usize)
+                    .map(|g| stored(cache.k, rotated(&row[nq + g * hd..][..hd], &norms[hd..], pos), k_rot))
+                    .collect(),
             );
             values.push(
                 (0..c.n_kv as usize)
-                    .map(|g| row[nq + nk + g * hd..][..hd].iter().map(|&v| v as f64).collect())
+                    .map(|g| {
+                        stored(
+                            cache.v,
+                            row[nq + nk + g * hd..][..hd].iter().map(|&v| v as f64).collect(),
+                            v_rot,
+                        )
+                    })
                     .collect(),
             );
             let seen = reference::visible(pos, c.window as usize);
@@ -195,9 +246,30 @@ fn reference_steps(c: &Attn, qkv: &[f32], norms: &[f32]) -> Vec<Vec<f64>> {
     out
 }
 
-/// The budget of a cache type: f16 rounds K and V to 11 bits.
-fn tolerance(kv_f16: bool) -> f64 {
-    if kv_f16 { 4e-3 } else { 2e-4 }
+/// The budget of a cache: f16 rounds K and V to 11 bits, which the reference does not model.
+/// Quantized sides are in the reference as stored; Q4_0's grid search may still pick another
+/// of two near-equal grids for a block when the f32 sums of the GPU and the CPU round apart
+/// (one in a few thousand blocks), which moves an output by up to about 1e-3.
+fn tolerance(cache: CacheTypes) -> f64 {
+    if cache.k == KvType::F16 || cache.v == KvType::F16 {
+        4e-3
+    } else if cache.k == KvType::Q4_0 || cache.v == KvType::Q4_0 {
+        2e-3
+    } else {
+        2e-4
+    }
+}
+
+/// Every type on both sides, and two mixes (the f16 ones only where the adapter has f16).
+fn cache_types(has_f16: bool) -> Vec<CacheTypes> {
+    let same = |t| CacheTypes { k: t, v: t };
+    let mut out = vec![same(KvType::F32), same(KvType::Q8_0), same(KvType::Q4_0)];
+    out.push(CacheTypes { k: KvType::Q4_0, v: KvType::Q8_0 });
+    if has_f16 {
+        out.insert(1, same(KvType::F16));
+        out.push(CacheTypes { k: KvType::Q8_0, v: KvType::F16 });
+    }
+    out
 }
 
 #[test]
@@ -205,12 +277,9 @@ fn gpu_rope_and_attention_prefill_then_decode() {
     for (name, gpu) in gpus() {
         for c in CONFIGS {
             let (qkv, norms) = inputs(&c);
-            let want = reference_steps(&c, &qkv, &norms);
-            for kv_f16 in [false, gpu.caps.f16] {
-                run_gpu_case(name, &gpu, &c, kv_f16, &qkv, &norms, &want);
-                if !gpu.caps.f16 {
-                    break;
-                }
+            for cache in cache_types(gpu.caps.f16) {
+                let want = reference_steps_in(&c, &qkv, &norms, cache, true);
+                run_gpu_case(name, &gpu, &c, cache, &qkv, &norms, &want);
             }
         }
     }
@@ -220,15 +289,15 @@ fn run_gpu_case(
     name: &str,
     gpu: &Gpu,
     c: &Attn,
-    kv_f16: bool,
+    cache: CacheTypes,
     qkv_all: &[f32],
     norms: &[f32],
     want: &[Vec<f64>],
 ) {
     let stride = c.stride();
-    let elem = if kv_f16 { 2 } else { 4 };
-    let k_cache = gpu.storage("k", (c.n_kv * c.ctx * c.hd) as u64 * elem);
-    let v_cache = gpu.storage("v", (c.n_kv * c.ctx * c.hd) as u64 * elem);
+    let rows = (c.n_kv * c.ctx) as u64;
+    let k_cache = gpu.storage("k", rows * cache.k.gpu_row_bytes(c.hd));
+    let v_cache = gpu.storage("v", rows * cache.v.gpu_row_bytes(c.hd));
     let table = gpu.storage_init("table", bytemuck::cast_slice(&c.rope().table(RopeTable::Global, c.ctx)));
     let nb = gpu.storage_init("qk_norm", bytemuck::cast_slice(norms));
     let max_n = *c.steps.iter().max().unwrap() as usize;
@@ -248,7 +317,7 @@ fn run_gpu_case(
             neox: c.neox,
             ctx: c.ctx,
             eps: EPS,
-            kv_f16,
+            cache,
             qkv: &qkv,
             k_cache: &k_cache,
             v_cache: &v_cache,
@@ -269,7 +338,7 @@ fn run_gpu_case(
             ctx: c.ctx,
             window: c.window,
             scale: c.scale(),
-            kv_f16,
+            cache,
             qkv: &qkv,
             k_cache: &k_cache,
             v_cache: &v_cache,
@@ -281,7 +350,7 @@ fn run_gpu_case(
         },
     )
     .unwrap();
-    let ops = [rope, attn];
+    let ops = with_turn_back(gpu, c, cache, &qkv, &out, vec![rope, attn]);
     let mut pos0 = 0u32;
     for (&n, want) in c.steps.iter().zip(want) {
         let rows = &qkv_all[pos0 as usize * stride..(pos0 + n) as usize * stride];
@@ -291,11 +360,28 @@ fn run_gpu_case(
         gpu.queue.write_buffer(&positions, 0, bytemuck::cast_slice(&pos));
         gpu.run(&ops, n).unwrap();
         let got = gpu.read_f32(&out).unwrap();
-        let tol = tolerance(kv_f16);
-        let what = format!("[{name}] attention {c:?} kv_f16={kv_f16} step pos0={pos0} n={n}");
+        let tol = tolerance(cache);
+        let what = format!("[{name}] attention {c:?} cache {cache:?} step pos0={pos0} n={n}");
         check_close(&what, &got[..want.len()], want, &vec![1.0; want.len()], tol, tol);
         pos0 += n;
     }
+}
+
+/// `ops` followed by what a layer runs after attention over a rotated V cache: the output
+/// turned back (and gated).
+fn with_turn_back(
+    gpu: &Gpu,
+    c: &Attn,
+    cache: CacheTypes,
+    qkv: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    mut ops: Vec<wllm_engine::ops::Op>,
+) -> Vec<wllm_engine::ops::Op> {
+    if v_rotation(cache.v, c.hd).is_some() {
+        let gate = c.gated.then(|| Gate { qkv, qkv_stride: c.stride() as u32, head_dim: c.hd });
+        ops.push(hadamard64(gpu, out, c.n_head * c.hd, gate).unwrap());
+    }
+    ops
 }
 
 /// Continuous batching: three sequences share one cache (rows `s · ctx ..`), and each step
@@ -341,11 +427,10 @@ fn run_gpu_multi(
     wants: &[Vec<Vec<f64>>],
 ) {
     let stride = c.stride();
-    let kv_f16 = gpu.caps.f16;
-    let elem = if kv_f16 { 2 } else { 4 };
+    let cache = CacheRequest::default().for_gpu(gpu.caps.f16);
     let rows = n_seq * c.ctx;
-    let k_cache = gpu.storage("k", (c.n_kv * rows * c.hd) as u64 * elem);
-    let v_cache = gpu.storage("v", (c.n_kv * rows * c.hd) as u64 * elem);
+    let k_cache = gpu.storage("k", (c.n_kv * rows) as u64 * cache.k.gpu_row_bytes(c.hd));
+    let v_cache = gpu.storage("v", (c.n_kv * rows) as u64 * cache.v.gpu_row_bytes(c.hd));
     let table = gpu.storage_init("table", bytemuck::cast_slice(&c.rope().table(RopeTable::Global, c.ctx)));
     let nb = gpu.storage_init("qk_norm", bytemuck::cast_slice(norms));
     let max_n = n_seq as usize * *c.steps.iter().max().unwrap() as usize;
@@ -365,7 +450,7 @@ fn run_gpu_multi(
             neox: c.neox,
             ctx: rows,
             eps: EPS,
-            kv_f16,
+            cache,
             qkv: &qkv,
             k_cache: &k_cache,
             v_cache: &v_cache,
@@ -386,7 +471,7 @@ fn run_gpu_multi(
             ctx: rows,
             window: c.window,
             scale: c.scale(),
-            kv_f16,
+            cache,
             qkv: &qkv,
             k_cache: &k_cache,
             v_cache: &v_cache,
@@ -398,7 +483,7 @@ fn run_gpu_multi(
         },
     )
     .unwrap();
-    let ops = [rope, attn];
+    let ops = with_turn_back(gpu, c, cache, &qkv, &out, vec![rope, attn]);
     // Sequence s runs its step (k - lag(s)) in dispatch k.
     let lag = |s: u32| u32::from(s == 1);
     let n_steps = c.steps.len() as u32 + 1;
@@ -426,7 +511,7 @@ fn run_gpu_multi(
         let mut at = 0;
         for (s, i) in parts {
             let want = &wants[s as usize][i as usize];
-            let tol = tolerance(kv_f16);
+            let tol = tolerance(cache);
             let what = format!("[{name}] {c:?} sequence {s} of {n_seq}, its step {i} in dispatch {k}");
             check_close(&what, &got[at..at + want.len()], want, &vec![1.0; want.len()], tol, tol);
             at += want.len();
@@ -434,37 +519,56 @@ fn run_gpu_multi(
     }
 }
 
-/// The CPU's KV cache of one layer, `[kv head][position][dim]`, as f32 or as f16 bits.
-enum Cache {
-    F32 { k: Vec<f32>, v: Vec<f32> },
-    F16 { k: Vec<u16>, v: Vec<u16> },
+/// One side of the CPU's KV cache of one layer, `[kv head][position]` rows.
+enum Side {
+    F32(Vec<f32>),
+    F16(Vec<u16>),
+    Q8_0(Vec<u8>),
+    Q4_0(Vec<u8>),
 }
 
-impl Cache {
-    fn new(len: usize, f16: bool) -> Cache {
-        if f16 {
-            Cache::F16 { k: vec![0; len], v: vec![0; len] }
-        } else {
-            Cache::F32 { k: vec![0.0; len], v: vec![0.0; len] }
+fn q8_len(x: &[f32]) -> usize {
+    KvType::Q8_0.cpu_row_bytes(x.len() as u32) as usize
+}
+
+fn q4_len(x: &[f32]) -> usize {
+    KvType::Q4_0.cpu_row_bytes(x.len() as u32) as usize
+}
+
+impl Side {
+    fn new(ty: KvType, rows: usize, dim: usize) -> Side {
+        let bytes = rows * ty.cpu_row_bytes(dim as u32) as usize;
+        match ty {
+            KvType::F32 => Side::F32(vec![0.0; rows * dim]),
+            KvType::F16 => Side::F16(vec![0; rows * dim]),
+            KvType::Q8_0 => Side::Q8_0(vec![0; bytes]),
+            KvType::Q4_0 => Side::Q4_0(vec![0; bytes]),
         }
     }
-    fn store(&mut self, at: usize, k: &[f32], v: &[f32]) {
-        let bits = |x: &[f32]| x.iter().map(|&a| half::f16::from_f32(a).to_bits()).collect::<Vec<u16>>();
+    /// Stores `x` as row `row`.
+    fn store(&mut self, row: usize, x: &[f32]) {
+        let quantized = |ty: KvType| {
+            let mut q = vec![0u8; ty.cpu_row_bytes(x.len() as u32) as usize];
+            quantize_cpu_row(ty, x, &mut q);
+            q
+        };
         match self {
-            Cache::F32 { k: kc, v: vc } => {
-                kc[at..at + k.len()].copy_from_slice(k);
-                vc[at..at + v.len()].copy_from_slice(v);
+            Side::F32(c) => c[row * x.len()..][..x.len()].copy_from_slice(x),
+            Side::F16(c) => {
+                for (d, &v) in c[row * x.len()..][..x.len()].iter_mut().zip(x) {
+                    *d = half::f16::from_f32(v).to_bits();
+                }
             }
-            Cache::F16 { k: kc, v: vc } => {
-                kc[at..at + k.len()].copy_from_slice(&bits(k));
-                vc[at..at + v.len()].copy_from_slice(&bits(v));
-            }
+            Side::Q8_0(c) => c[row * q8_len(x)..][..q8_len(x)].copy_from_slice(&quantized(KvType::Q8_0)),
+            Side::Q4_0(c) => c[row * q4_len(x)..][..q4_len(x)].copy_from_slice(&quantized(KvType::Q4_0)),
         }
     }
-    fn layer(&self) -> KvLayer<'_> {
+    fn rows(&self) -> KvRows<'_> {
         match self {
-            Cache::F32 { k, v } => KvLayer::F32 { k, v },
-            Cache::F16 { k, v } => KvLayer::F16 { k, v },
+            Side::F32(c) => KvRows::F32(c),
+            Side::F16(c) => KvRows::F16(c),
+            Side::Q8_0(c) => KvRows::Q8_0(c),
+            Side::Q4_0(c) => KvRows::Q4_0(c),
         }
     }
 }
@@ -473,15 +577,16 @@ impl Cache {
 fn cpu_rope_and_attention_prefill_then_decode() {
     for c in CONFIGS.into_iter().filter(|c| !c.gated) {
         let (qkv, norms) = inputs(&c);
-        let want = reference_steps(&c, &qkv, &norms);
         let (hd, stride, nq, nk) = (c.hd as usize, c.stride(), c.nq(), c.nk());
         let spec = c.rope();
         let table = spec.table(RopeTable::Global, c.ctx);
         let half = c.n_rot as usize / 2;
         let rope = Rope { n_rot: c.n_rot as usize, layout: spec.layout };
         for isa in Isa::available() {
-            for kv_f16 in [false, true] {
-                let mut cache = Cache::new(c.n_kv as usize * c.ctx as usize * hd, kv_f16);
+            for cache in cache_types(true) {
+                let want = reference_steps_in(&c, &qkv, &norms, cache, false);
+                let rows = c.n_kv as usize * c.ctx as usize;
+                let (mut k_side, mut v_side) = (Side::new(cache.k, rows, hd), Side::new(cache.v, rows, hd));
                 let mut pos0 = 0usize;
                 for (&n, want) in c.steps.iter().zip(&want) {
                     // What the CPU layers do between the QKV projection and attention.
@@ -500,8 +605,9 @@ fn cpu_rope_and_attention_prefill_then_decode() {
                         }
                         q.extend_from_slice(&heads[..nq]);
                         for g in 0..c.n_kv as usize {
-                            let at = (g * c.ctx as usize + pos) * hd;
-                            cache.store(at, &heads[nq + g * hd..][..hd], &row[nq + nk + g * hd..][..hd]);
+                            let at = g * c.ctx as usize + pos;
+                            k_side.store(at, &heads[nq + g * hd..][..hd]);
+                            v_side.store(at, &row[nq + nk + g * hd..][..hd]);
                         }
                     }
                     let a = Attention {
@@ -516,10 +622,10 @@ fn cpu_rope_and_attention_prefill_then_decode() {
                     };
                     let mut got = vec![f32::NAN; n as usize * nq];
                     let sinks = sinks(&c);
-                    wllm_engine::cpu::ops::attention(isa, &a, &q, cache.layer(), sinks.as_deref(), &mut got)
-                        .unwrap();
-                    let tol = tolerance(kv_f16);
-                    let what = format!("[{isa}] attention {c:?} kv_f16={kv_f16} step pos0={pos0} n={n}");
+                    let kv = KvLayer { k: k_side.rows(), v: v_side.rows() };
+                    wllm_engine::cpu::ops::attention(isa, &a, &q, kv, sinks.as_deref(), &mut got).unwrap();
+                    let tol = tolerance(cache);
+                    let what = format!("[{isa}] attention {c:?} cache {cache:?} step pos0={pos0} n={n}");
                     check_close(&what, &got, want, &vec![1.0; want.len()], tol, tol);
                     pos0 += n as usize;
                 }
@@ -542,7 +648,7 @@ fn cpu_attention_refuses_bad_shapes() {
         pos0: 0,
     };
     let (k, v) = (vec![0f32; 2 * 4 * 8], vec![0f32; 2 * 4 * 8]);
-    let kv = KvLayer::F32 { k: &k, v: &v };
+    let kv = KvLayer { k: KvRows::F32(&k), v: KvRows::F32(&v) };
     let mut out = vec![0f32; 32];
     assert!(wllm_engine::cpu::ops::attention(isa, &a, &[0.0; 32], kv, None, &mut out).is_ok());
     // Heads that do not group, a ragged q, a short output, past the context, a short cache.
@@ -552,6 +658,17 @@ fn cpu_attention_refuses_bad_shapes() {
     assert!(wllm_engine::cpu::ops::attention(isa, &a, &[0.0; 32], kv, None, &mut out[..31]).is_err());
     let late = Attention { pos0: 4, ..a };
     assert!(wllm_engine::cpu::ops::attention(isa, &late, &[0.0; 32], kv, None, &mut out).is_err());
-    let short = KvLayer::F32 { k: &k[1..], v: &v };
+    let short = KvLayer { k: KvRows::F32(&k[8..]), v: KvRows::F32(&v) };
     assert!(wllm_engine::cpu::ops::attention(isa, &a, &[0.0; 32], short, None, &mut out).is_err());
+    // A quantized cache needs heads of whole 32-element blocks, and whole rows.
+    let blocks = vec![0u8; 2 * 4 * 34];
+    let q8 = KvLayer { k: KvRows::Q8_0(&blocks), v: KvRows::F32(&v) };
+    assert!(wllm_engine::cpu::ops::attention(isa, &a, &[0.0; 32], q8, None, &mut out).is_err());
+    let wide = Attention { n_head: 2, n_kv: 1, head_dim: 32, head_dim_v: 32, n_ctx: 2, ..a };
+    let (kq, vq) = (vec![0u8; 2 * 34], vec![0u8; 2 * 18]);
+    let ok = KvLayer { k: KvRows::Q8_0(&kq), v: KvRows::Q4_0(&vq) };
+    let mut out64 = vec![0f32; 64];
+    assert!(wllm_engine::cpu::ops::attention(isa, &wide, &[0.0; 64], ok, None, &mut out64).is_ok());
+    let short_q = KvLayer { k: KvRows::Q8_0(&kq[..67]), v: KvRows::Q4_0(&vq) };
+    assert!(wllm_engine::cpu::ops::attention(isa, &wide, &[0.0; 64], short_q, None, &mut out64).is_err());
 }

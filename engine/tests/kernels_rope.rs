@@ -222,7 +222,7 @@ fn run_gpu_case(
             neox: h.layout == RopeLayout::Neox,
             ctx: CTX,
             eps: EPS,
-            kv_f16: false,
+            cache: wllm_engine::CacheTypes::F32,
             qkv: &qkv,
             k_cache: &k_cache,
             v_cache: &v_cache,

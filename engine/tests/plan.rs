@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use wllm_engine::plan::{GpuFacts, HostFacts, PlanRequest, parse_size, plan};
 use wllm_engine::{
-    Context, ContextOptions, DeviceOptions, EngineError, Gpu, GpuLayers, GpuModel, context_bytes,
+    CacheRequest, Context, ContextOptions, DeviceOptions, EngineError, Gpu, GpuLayers, GpuModel, KvType,
+    context_bytes,
 };
 use wllm_loaders::model::{FfnWeights, ModelWeights};
 use wllm_loaders::{GgufFile, ModelConfig};
@@ -31,7 +32,14 @@ fn facts(budget: Option<u64>, max_binding: u64) -> GpuFacts {
 const PLENTY: HostFacts = HostFacts { available: Some(1 << 40) };
 
 fn req(g: GpuLayers, n_ctx: u32) -> PlanRequest {
-    PlanRequest { gpu_layers: g, n_ctx, n_batch: 64, cpu_batch: 64, cpu_moe_below: 0 }
+    PlanRequest {
+        gpu_layers: g,
+        n_ctx,
+        n_batch: 64,
+        cpu_batch: 64,
+        cpu_moe_below: 0,
+        cache: CacheRequest::default(),
+    }
 }
 
 #[test]
@@ -128,18 +136,25 @@ fn the_plan_predicts_what_loading_allocates() {
         let file = GgufFile::open(tiny(name)).unwrap();
         let cfg = ModelConfig::from_gguf(&file).unwrap();
         let w = ModelWeights::resolve(&cfg, &file).unwrap();
-        for g in [cfg.n_layer, 1, cfg.n_layer / 2] {
-            let p = plan(&cfg, &w, &req(GpuLayers::Count(g), 200), Some(&f), &host).unwrap();
+        // The default cache, and a quantized one (on models whose heads are whole blocks).
+        let quantized = CacheRequest { k: Some(KvType::Q8_0), v: Some(KvType::Q4_0) };
+        let caches = [CacheRequest::default(), quantized]
+            .into_iter()
+            .filter(|c| c.for_gpu(f.kv_f16).check_dims(cfg.head_dim, cfg.head_dim_v).is_ok());
+        for (cache, g) in caches.flat_map(|c| [cfg.n_layer, 1, cfg.n_layer / 2].map(|g| (c, g))) {
+            let p = plan(&cfg, &w, &PlanRequest { cache, ..req(GpuLayers::Count(g), 200) }, Some(&f), &host)
+                .unwrap();
             let (_, predicted) = p.gpu.clone().unwrap();
             let m = Arc::new(
                 GpuModel::load_layers(gpu.clone(), cfg.clone(), &file, cfg.n_layer - g, 0, &mut |_, _| {})
                     .unwrap(),
             );
             assert_eq!(predicted.weights, m.device_bytes(), "{name} with {g} GPU layers: weights");
-            let ctx = Context::new(m.clone(), &ContextOptions { n_ctx: 200, n_batch: 64, n_seq: 1 }).unwrap();
+            let ctx = Context::new(m.clone(), &ContextOptions { n_ctx: 200, n_batch: 64, n_seq: 1, cache })
+                .unwrap();
             let got = ctx.device_bytes();
-            let want = context_bytes(&cfg, g, 200, 64, gpu.caps.f16, false);
-            assert_eq!(want.kv, got.kv, "{name} with {g} GPU layers: KV cache");
+            let want = context_bytes(&cfg, g, 200, 64, cache.for_gpu(gpu.caps.f16), false);
+            assert_eq!(want.kv, got.kv, "{name} with {g} GPU layers, {cache:?}: KV cache");
             assert_eq!(predicted.kv, got.kv);
             // Scratch is predicted from above, within a few KiB of routing bookkeeping.
             assert!(

@@ -33,6 +33,7 @@ pub fn real_model_path(fixture_name: &str) -> PathBuf {
     models_dir().join(file)
 }
 
+#[derive(Clone)]
 pub struct Case {
     pub name: String,
     pub model_path: PathBuf,
@@ -172,6 +173,26 @@ pub fn llama_vs_exact(case: &Case, rows: usize) -> Option<(f64, f64)> {
         }
     }
     Some((sum / n.max(1) as f64, max))
+}
+
+/// [`compare`] on the ids [`llama_vs_exact`] can compare when llama.cpp kept only its top-64
+/// per row (the exact top-64 ids that are also in llama.cpp's), so that both figures are over
+/// the same ids; plain [`compare`] when it kept full rows.
+pub fn compare_like_llama(case: &Case, got: &[f32], rows: usize) -> (f64, f64) {
+    let Some(top) = case.llama_logits.is_none().then_some(case.llama_top.as_ref()).flatten() else {
+        return compare(case, got, rows);
+    };
+    let v = case.n_vocab;
+    let (mut sum, mut n, mut max) = (0f64, 0usize, 0f64);
+    for (r, (ex_row, top_row)) in case.exact_top.iter().zip(top).take(rows).enumerate() {
+        for &(id, ex) in ex_row.iter().filter(|(id, _)| top_row.iter().any(|(i, _)| i == id)) {
+            let d = (got[r * v + id as usize] as f64 - ex as f64).abs();
+            sum += d;
+            n += 1;
+            max = max.max(d);
+        }
+    }
+    (sum / n.max(1) as f64, max)
 }
 
 /// A hot sampler with no truncation, seeded: tokens a constraint did not force would almost

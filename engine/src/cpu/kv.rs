@@ -1,19 +1,33 @@
-//! The KV cache of the CPU layers, in RAM: per layer `[kv_head][position][dim]` for K and V,
-//! f32 (exact) or f16 (half the memory, the GPU's choice when it has f16).
+//! The KV cache of the CPU layers, in RAM: per layer `[kv_head][position]` rows for K and V,
+//! each side f32 (exact, the default), f16, or Q8_0/Q4_0 blocks as llama.cpp stores them
+//! (`--cache-type-k/-v`).
 
 use crate::cpu::Isa;
-use crate::cpu::ops::KvLayer;
+use crate::cpu::quant::{Blocks, Q4_0, Q8_0};
 use crate::cpu::simd::{Simd, axpy, dispatch, dot};
+use crate::kv_type::{CacheTypes, KvType, hadamard_in_place, k_rotation, quantize_cpu_row, v_rotation};
 
-/// Element type of a cache.
-pub(crate) trait KvElem: Copy + Send + Sync + 'static {
-    fn dot<S: Simd>(s: S, q: &[f32], k: &[Self]) -> f32;
-    /// `out += a * v`.
-    fn axpy<S: Simd>(s: S, a: f32, v: &[Self], out: &mut [f32]);
-    fn store<S: Simd>(s: S, src: &[f32], dst: &mut [Self]);
+/// How a cache row of one element type is read and written.
+pub(crate) trait KvFormat: 'static {
+    type Unit: Copy + Send + Sync + 'static;
+    /// Units of one row of `dim` elements.
+    fn units(dim: usize) -> usize;
+    fn dot<S: Simd>(s: S, q: &[f32], row: &[Self::Unit]) -> f32;
+    /// `out += a * row`.
+    fn axpy<S: Simd>(s: S, a: f32, row: &[Self::Unit], out: &mut [f32]);
+    fn store<S: Simd>(s: S, src: &[f32], row: &mut [Self::Unit]);
 }
 
-impl KvElem for f32 {
+pub(crate) struct F32Rows;
+pub(crate) struct F16Rows;
+pub(crate) struct Q8Rows;
+pub(crate) struct Q4Rows;
+
+impl KvFormat for F32Rows {
+    type Unit = f32;
+    fn units(dim: usize) -> usize {
+        dim
+    }
     #[inline(always)]
     fn dot<S: Simd>(s: S, q: &[f32], k: &[f32]) -> f32 {
         dot(s, q, k)
@@ -29,7 +43,11 @@ impl KvElem for f32 {
 }
 
 /// IEEE halves as raw bits.
-impl KvElem for u16 {
+impl KvFormat for F16Rows {
+    type Unit = u16;
+    fn units(dim: usize) -> usize {
+        dim
+    }
     #[inline(always)]
     fn dot<S: Simd>(s: S, q: &[f32], k: &[u16]) -> f32 {
         let n = q.len().min(k.len());
@@ -79,21 +97,211 @@ impl KvElem for u16 {
     }
 }
 
-enum Store {
-    F32 { k: Vec<f32>, v: Vec<f32> },
-    F16 { k: Vec<u16>, v: Vec<u16> },
+/// Rows of 32-element blocks, unpacked a vector at a time by the weight kernels' decoder.
+macro_rules! block_rows {
+    ($rows:ty, $blocks:ty, $ty:expr) => {
+        impl KvFormat for $rows {
+            type Unit = u8;
+            fn units(dim: usize) -> usize {
+                dim / <$blocks as Blocks>::ELEMS * <$blocks as Blocks>::BYTES
+            }
+            #[inline(always)]
+            fn dot<S: Simd>(s: S, q: &[f32], row: &[u8]) -> f32 {
+                const E: usize = <$blocks as Blocks>::ELEMS;
+                let mut acc = s.zero();
+                for (b, q) in row.chunks_exact(<$blocks as Blocks>::BYTES).zip(q.chunks_exact(E)) {
+                    <$blocks as Blocks>::decode(s, b, &mut |off, v| acc = s.fma(v, s.ld(&q[off..]), acc));
+                }
+                s.sum(acc)
+            }
+            #[inline(always)]
+            fn axpy<S: Simd>(s: S, a: f32, row: &[u8], out: &mut [f32]) {
+                const E: usize = <$blocks as Blocks>::ELEMS;
+                let va = s.splat(a);
+                for (b, o) in row.chunks_exact(<$blocks as Blocks>::BYTES).zip(out.chunks_exact_mut(E)) {
+                    <$blocks as Blocks>::decode(s, b, &mut |off, v| {
+                        let y = s.fma(va, v, s.ld(&o[off..]));
+                        s.st(&mut o[off..], y);
+                    });
+                }
+            }
+            fn store<S: Simd>(_s: S, src: &[f32], row: &mut [u8]) {
+                // The sizes come from `units`, and head sizes were checked to be whole blocks.
+                quantize_cpu_row($ty, src, row);
+            }
+        }
+    };
+}
+block_rows!(Q8Rows, Q8_0, KvType::Q8_0);
+block_rows!(Q4Rows, Q4_0, KvType::Q4_0);
+
+/// One side (K or V) of a layer's cache, `[kv_head][position]` rows.
+#[derive(Copy, Clone, Debug)]
+pub enum KvRows<'a> {
+    F32(&'a [f32]),
+    F16(&'a [u16]),
+    Q8_0(&'a [u8]),
+    Q4_0(&'a [u8]),
+}
+
+/// Runs `$body` with `$f` the [`KvFormat`] of `$rows` and `$x` its slice.
+macro_rules! with_format {
+    ($rows:expr, |$x:ident, $f:ident| $body:expr) => {
+        match $rows {
+            KvRows::F32($x) => {
+                type $f = F32Rows;
+                $body
+            }
+            KvRows::F16($x) => {
+                type $f = F16Rows;
+                $body
+            }
+            KvRows::Q8_0($x) => {
+                type $f = Q8Rows;
+                $body
+            }
+            KvRows::Q4_0($x) => {
+                type $f = Q4Rows;
+                $body
+            }
+        }
+    };
+}
+
+impl<'a> KvRows<'a> {
+    pub fn ty(&self) -> KvType {
+        match self {
+            KvRows::F32(_) => KvType::F32,
+            KvRows::F16(_) => KvType::F16,
+            KvRows::Q8_0(_) => KvType::Q8_0,
+            KvRows::Q4_0(_) => KvType::Q4_0,
+        }
+    }
+
+    /// Whole rows of `dim` elements held.
+    pub fn n_rows(&self, dim: usize) -> usize {
+        with_format!(*self, |x, F| x.len() / F::units(dim).max(1))
+    }
+
+    /// The rows from `first` on.
+    pub fn from_row(self, first: usize, dim: usize) -> KvRows<'a> {
+        match self {
+            KvRows::F32(x) => KvRows::F32(&x[first * F32Rows::units(dim)..]),
+            KvRows::F16(x) => KvRows::F16(&x[first * F16Rows::units(dim)..]),
+            KvRows::Q8_0(x) => KvRows::Q8_0(&x[first * Q8Rows::units(dim)..]),
+            KvRows::Q4_0(x) => KvRows::Q4_0(&x[first * Q4Rows::units(dim)..]),
+        }
+    }
+
+    /// `out[i] = q · row(first + i) * scale`.
+    #[inline(always)]
+    pub(crate) fn scores<S: Simd>(self, s: S, q: &[f32], first: usize, scale: f32, out: &mut [f32]) {
+        let dim = q.len();
+        with_format!(self, |x, F| {
+            let u = F::units(dim);
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = F::dot(s, q, &x[(first + i) * u..][..u]) * scale;
+            }
+        })
+    }
+
+    /// `out += Σ p[i] · row(first + i)`.
+    #[inline(always)]
+    pub(crate) fn accumulate<S: Simd>(self, s: S, p: &[f32], first: usize, out: &mut [f32]) {
+        let dim = out.len();
+        with_format!(self, |x, F| {
+            let u = F::units(dim);
+            for (i, &a) in p.iter().enumerate() {
+                F::axpy(s, a, &x[(first + i) * u..][..u], out);
+            }
+        })
+    }
+}
+
+/// One layer's cache.
+#[derive(Copy, Clone, Debug)]
+pub struct KvLayer<'a> {
+    pub k: KvRows<'a>,
+    pub v: KvRows<'a>,
+}
+
+/// An owned side of a layer's cache.
+enum Plane {
+    F32(Vec<f32>),
+    F16(Vec<u16>),
+    Q8_0(Vec<u8>),
+    Q4_0(Vec<u8>),
+}
+
+impl Plane {
+    fn new(ty: KvType, rows: usize, dim: usize) -> Plane {
+        match ty {
+            KvType::F32 => Plane::F32(vec![0.0; rows * F32Rows::units(dim)]),
+            KvType::F16 => Plane::F16(vec![0; rows * F16Rows::units(dim)]),
+            KvType::Q8_0 => Plane::Q8_0(vec![0; rows * Q8Rows::units(dim)]),
+            KvType::Q4_0 => Plane::Q4_0(vec![0; rows * Q4Rows::units(dim)]),
+        }
+    }
+
+    fn rows(&self) -> KvRows<'_> {
+        match self {
+            Plane::F32(x) => KvRows::F32(x),
+            Plane::F16(x) => KvRows::F16(x),
+            Plane::Q8_0(x) => KvRows::Q8_0(x),
+            Plane::Q4_0(x) => KvRows::Q4_0(x),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        (match self {
+            Plane::F32(x) => 4 * x.len(),
+            Plane::F16(x) => 2 * x.len(),
+            Plane::Q8_0(x) | Plane::Q4_0(x) => x.len(),
+        }) as u64
+    }
+
+    /// Stores each `dim`-element head of `src` at row `h · n_ctx + pos`.
+    fn write(&mut self, isa: Isa, src: &[f32], dim: usize, n_ctx: usize, pos: usize) {
+        #[inline(always)]
+        fn heads<S: Simd, F: KvFormat>(
+            s: S,
+            x: &mut [F::Unit],
+            src: &[f32],
+            dim: usize,
+            n_ctx: usize,
+            pos: usize,
+        ) {
+            let u = F::units(dim);
+            for (h, head) in src.chunks_exact(dim).enumerate() {
+                F::store(s, head, &mut x[(h * n_ctx + pos) * u..][..u]);
+            }
+        }
+        match self {
+            Plane::F32(x) => dispatch!(isa, |s| heads::<_, F32Rows>(s, x, src, dim, n_ctx, pos)),
+            Plane::F16(x) => dispatch!(isa, |s| heads::<_, F16Rows>(s, x, src, dim, n_ctx, pos)),
+            Plane::Q8_0(x) => dispatch!(isa, |s| heads::<_, Q8Rows>(s, x, src, dim, n_ctx, pos)),
+            Plane::Q4_0(x) => dispatch!(isa, |s| heads::<_, Q4Rows>(s, x, src, dim, n_ctx, pos)),
+        }
+    }
 }
 
 /// K and V of every CPU layer for `n_ctx` positions.
 pub(crate) struct KvCache {
-    layers: Vec<Store>,
+    /// Per layer (K, V); empty planes for recurrent layers.
+    layers: Vec<(Plane, Plane)>,
     pub n_ctx: usize,
     pub head_dim: usize,
     pub head_dim_v: usize,
+    /// Rotation blocks of a quantized K (q rotates with it) and V (the output rotates back).
+    pub k_rotation: Option<usize>,
+    pub v_rotation: Option<usize>,
+    /// A token's K or V rotated before it is stored.
+    rotated: Vec<f32>,
 }
 
 impl KvCache {
     /// A cache for each layer where `attends(layer)`; the others (recurrent layers) get none.
+    /// Quantized types need head sizes of whole blocks (checked by the caller).
     pub fn new(
         n_layer: usize,
         attends: impl Fn(usize) -> bool,
@@ -101,68 +309,50 @@ impl KvCache {
         n_kv: usize,
         head_dim: usize,
         head_dim_v: usize,
-        f16: bool,
+        types: CacheTypes,
     ) -> Self {
-        let (nk, nv) = (n_kv * n_ctx * head_dim, n_kv * n_ctx * head_dim_v);
         let layers = (0..n_layer)
             .map(|il| {
-                let (nk, nv) = if attends(il) { (nk, nv) } else { (0, 0) };
-                if f16 {
-                    Store::F16 { k: vec![0; nk], v: vec![0; nv] }
-                } else {
-                    Store::F32 { k: vec![0.0; nk], v: vec![0.0; nv] }
-                }
+                let rows = if attends(il) { n_kv * n_ctx } else { 0 };
+                (Plane::new(types.k, rows, head_dim), Plane::new(types.v, rows, head_dim_v))
             })
             .collect();
-        KvCache { layers, n_ctx, head_dim, head_dim_v }
+        KvCache {
+            layers,
+            n_ctx,
+            head_dim,
+            head_dim_v,
+            k_rotation: k_rotation(types.k, head_dim as u32).map(|b| b as usize),
+            v_rotation: v_rotation(types.v, head_dim_v as u32).map(|b| b as usize),
+            rotated: Vec::new(),
+        }
     }
 
     pub fn bytes(&self) -> u64 {
-        let elems = |l: &Store| match l {
-            Store::F32 { k, v } => 4 * (k.len() + v.len()) as u64,
-            Store::F16 { k, v } => 2 * (k.len() + v.len()) as u64,
-        };
-        self.layers.iter().map(elems).sum()
+        self.layers.iter().map(|(k, v)| k.bytes() + v.bytes()).sum()
     }
 
     pub fn layer(&self, il: usize) -> KvLayer<'_> {
-        match &self.layers[il] {
-            Store::F32 { k, v } => KvLayer::F32 { k, v },
-            Store::F16 { k, v } => KvLayer::F16 { k, v },
-        }
+        let (k, v) = &self.layers[il];
+        KvLayer { k: k.rows(), v: v.rows() }
     }
 
-    /// Writes K (`n_kv · head_dim`) and V (`n_kv · head_dim_v`) of one token at `pos`.
+    /// Writes K (`n_kv · head_dim`) and V (`n_kv · head_dim_v`) of one token at `pos`,
+    /// rotated first where the side is quantized (see [`k_rotation`]).
     pub fn write(&mut self, isa: Isa, il: usize, pos: usize, k_tok: &[f32], v_tok: &[f32]) {
         let (n_ctx, hd, hdv) = (self.n_ctx, self.head_dim, self.head_dim_v);
-        match &mut self.layers[il] {
-            Store::F32 { k, v } => {
-                dispatch!(isa, |s| write_heads(s, k, v, k_tok, v_tok, n_ctx, pos, hd, hdv))
-            }
-            Store::F16 { k, v } => {
-                dispatch!(isa, |s| write_heads(s, k, v, k_tok, v_tok, n_ctx, pos, hd, hdv))
+        let (k, v) = &mut self.layers[il];
+        for (plane, src, dim, rotation) in [(k, k_tok, hd, self.k_rotation), (v, v_tok, hdv, self.v_rotation)]
+        {
+            match rotation {
+                Some(block) => {
+                    self.rotated.clear();
+                    self.rotated.extend_from_slice(src);
+                    hadamard_in_place(&mut self.rotated, block);
+                    plane.write(isa, &self.rotated, dim, n_ctx, pos);
+                }
+                None => plane.write(isa, src, dim, n_ctx, pos),
             }
         }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn write_heads<S: Simd, E: KvElem>(
-    s: S,
-    k: &mut [E],
-    v: &mut [E],
-    k_tok: &[f32],
-    v_tok: &[f32],
-    n_ctx: usize,
-    pos: usize,
-    hd: usize,
-    hdv: usize,
-) {
-    for (h, src) in k_tok.chunks_exact(hd).enumerate() {
-        E::store(s, src, &mut k[(h * n_ctx + pos) * hd..][..hd]);
-    }
-    for (h, src) in v_tok.chunks_exact(hdv).enumerate() {
-        E::store(s, src, &mut v[(h * n_ctx + pos) * hdv..][..hdv]);
     }
 }

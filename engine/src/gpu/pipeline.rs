@@ -27,6 +27,17 @@ impl KernelSpec {
     pub fn define_if(self, cond: bool, name: &str) -> Self {
         if cond { self.define(name) } else { self }
     }
+    /// The defines of one side (`K` or `V`) of the KV cache: `{side}_F16`, or `{side}_QUANT`
+    /// with `{side}_Q4` for Q4_0; none for f32.
+    pub fn kv_side(self, side: &str, ty: crate::kv_type::KvType) -> Self {
+        use crate::kv_type::KvType;
+        match ty {
+            KvType::F32 => self,
+            KvType::F16 => self.define(&format!("{side}_F16")),
+            KvType::Q8_0 => self.define(&format!("{side}_QUANT")),
+            KvType::Q4_0 => self.define(&format!("{side}_QUANT")).define(&format!("{side}_Q4")),
+        }
+    }
     pub fn define_value(mut self, name: &str, value: impl ToString) -> Self {
         self.defines.push((name.to_string(), value.to_string()));
         self
@@ -59,6 +70,7 @@ pub enum PipelineKey {
     Moe(crate::gpu::ops::moe::MoeKey),
     DeltaNet(crate::gpu::ops::delta_net::DeltaNetKey),
     DeltaRule(crate::gpu::ops::delta_rule::DeltaRuleKey),
+    Hadamard(crate::gpu::ops::hadamard::HadamardKey),
 }
 
 impl PipelineKey {
@@ -77,6 +89,7 @@ impl PipelineKey {
             PipelineKey::Moe(k) => k,
             PipelineKey::DeltaNet(k) => k,
             PipelineKey::DeltaRule(k) => k,
+            PipelineKey::Hadamard(k) => k,
         }
     }
     pub fn label(&self) -> String {

@@ -29,6 +29,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("moe.wgsl", include_str!("../../../shaders/moe.wgsl")),
     ("delta_net.wgsl", include_str!("../../../shaders/delta_net.wgsl")),
     ("delta_rule.wgsl", include_str!("../../../shaders/delta_rule.wgsl")),
+    ("hadamard.wgsl", include_str!("../../../shaders/hadamard.wgsl")),
 ];
 
 pub fn source(name: &str) -> Option<&'static str> {

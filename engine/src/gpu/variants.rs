@@ -19,6 +19,7 @@ use crate::gpu::ops::norm::NormKey;
 use crate::gpu::ops::rope::RopeKey;
 use crate::gpu::pipeline::PipelineKey;
 use crate::gpu::tensor::GPU_TYPES;
+use crate::kv_type::{CacheTypes, KvType};
 
 const EPILOGUES: [Epilogue; 8] = [
     Epilogue::Store,
@@ -48,6 +49,7 @@ pub fn constants(key: &PipelineKey) -> Vec<(String, f64)> {
         PipelineKey::Moe(k) => k.spec(),
         PipelineKey::DeltaNet(k) => k.spec(),
         PipelineKey::DeltaRule(k) => k.spec(),
+        PipelineKey::Hadamard(k) => k.spec(),
     };
     spec.constants
 }
@@ -141,16 +143,32 @@ pub fn all(caps: &Caps) -> Vec<PipelineKey> {
             out.push(PipelineKey::Norm(NormKey { post_add, last_row, listed, wg: 256 }));
         }
     }
-    for kv_f16 in [false, true] {
-        if kv_f16 && !caps.f16 {
-            continue;
-        }
+    // Every cache type with the common head sizes; mixed K/V types with one.
+    let f16 = if caps.f16 { KvType::F16 } else { KvType::F32 };
+    let mut caches: Vec<CacheTypes> =
+        [KvType::F32, f16, KvType::Q8_0, KvType::Q4_0].iter().map(|&t| CacheTypes { k: t, v: t }).collect();
+    caches.dedup();
+    let mixed = CacheTypes { k: KvType::Q8_0, v: f16 };
+    for &cache in caches.iter().chain([&mixed]) {
         for neox in [false, true] {
             for qk_norm in [false, true] {
-                out.push(PipelineKey::Rope(RopeKey { neox, qk_norm, kv_f16, gated: false, wg: 64 }));
+                // Quantized sides rotate (head size 128: K by 128, V by 64).
+                let k_rot = if cache.k.is_quantized() { 128 } else { 0 };
+                let v_rot = if cache.v.is_quantized() { 64 } else { 0 };
+                out.push(PipelineKey::Rope(RopeKey {
+                    neox,
+                    qk_norm,
+                    cache,
+                    k_rot,
+                    v_rot,
+                    gated: false,
+                    wg: 64,
+                }));
             }
         }
-        for (hd, hd_v) in [(64, 64), (128, 128), (256, 256), (192, 128)] {
+        let sizes: &[(u32, u32)] =
+            if cache == mixed { &[(128, 128)] } else { &[(64, 64), (128, 128), (256, 256), (192, 128)] };
+        for &(hd, hd_v) in sizes {
             for team_is_subgroup in [false, true] {
                 if team_is_subgroup && !caps.subgroups {
                     continue;
@@ -161,7 +179,7 @@ pub fn all(caps: &Caps) -> Vec<PipelineKey> {
                         continue;
                     }
                     out.push(PipelineKey::Attention(AttentionKey {
-                        kv_f16,
+                        cache,
                         head_dim: hd,
                         head_dim_v: hd_v,
                         team: 8,
@@ -169,10 +187,14 @@ pub fn all(caps: &Caps) -> Vec<PipelineKey> {
                         wg: 64,
                         sinks,
                         gated: false,
+                        gate_after: false,
                     }));
                 }
             }
         }
+    }
+    for gated in [false, true] {
+        out.push(PipelineKey::Hadamard(crate::gpu::ops::hadamard::HadamardKey { gated }));
     }
     for stage2 in [false, true] {
         out.push(PipelineKey::Argmax(ArgmaxKey { stage2 }));

@@ -33,7 +33,7 @@ pub use kquants::{
 };
 pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 pub use mxfp4::{BlockMxfp4, KVALUES_MXFP4, QK_MXFP4, e8m0_to_fp32_half};
-pub use quantize::{nearest_int, quantize_row};
+pub use quantize::{nearest_int, quantize_row, quantize_row_into};
 
 use crate::ggml_type::GgmlType;
 
@@ -236,5 +236,24 @@ mod tests {
         let want: f32 = w[..256].iter().zip(&x).fold(0.0, |s, (a, b)| s + a * b)
             + w[256..].iter().zip(&x[256..]).fold(0.0, |s, (a, b)| s + a * b);
         assert_eq!(dot_row(GgmlType::Q4_K, &q, &x).unwrap(), want);
+    }
+
+    #[test]
+    fn q4_0_and_q8_0_round_trip_within_half_a_step() {
+        let x: Vec<f32> = (0..96).map(|i| ((i * 53 % 97) as f32 - 40.0) / 17.0).collect();
+        for (ty, steps) in [(GgmlType::Q4_0, 8.0f32), (GgmlType::Q8_0, 127.0)] {
+            let mut q = vec![0u8; 3 * ty.type_size() as usize];
+            quantize_row_into(ty, &x, &mut q).unwrap();
+            let back = dequantize(ty, &q, x.len()).unwrap();
+            for (b, (xs, ys)) in x.chunks(32).zip(back.chunks(32)).enumerate() {
+                let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+                // Half a step, plus the f16 rounding of the scale carried to the block maximum.
+                let budget = amax / steps * 0.5 + amax * 1e-3;
+                for (i, (a, b2)) in xs.iter().zip(ys).enumerate() {
+                    assert!((a - b2).abs() <= budget, "{ty} block {b} element {i}: {a} came back as {b2}");
+                }
+            }
+            assert!(quantize_row_into(ty, &x, &mut q[1..]).is_err());
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! Reference quantizers for Q8_0 and Q4_K, following `quantize_row_q8_0_ref` and
-//! `quantize_row_q4_K_ref` (with `make_qkx2_quants`) in `ggml/src/ggml-quants.c` at llama.cpp
+//! Reference quantizers for Q8_0, Q4_0 and Q4_K, following `quantize_row_q8_0_ref`,
+//! `quantize_row_q4_0_ref` and `quantize_row_q4_K_ref` (with `make_qkx2_quants`) in `ggml/src/ggml-quants.c` at llama.cpp
 //! commit 0c1e57098bba43ac29e6e3b677cdceebdd22334f operation for operation, so that without
 //! fused multiply-adds the bytes match llama.cpp's. Used to build test weights and to
 //! quantize activations; model files come already quantized.
@@ -8,27 +8,46 @@ use half::f16;
 
 use super::error::{Op, QuantError};
 use super::kquants::{BlockQ4K, K_SCALE_SIZE, QK_K, get_scale_min_k4};
-use super::legacy::{BlockQ8_0, QK};
+use super::legacy::{BlockQ4_0, BlockQ8_0, QK};
 use crate::ggml_type::GgmlType;
 
 /// Quantizes `x` (a whole number of blocks) to `ty` and appends the blocks to `out`.
 pub fn quantize_row(ty: GgmlType, x: &[f32], out: &mut Vec<u8>) -> Result<(), QuantError> {
-    let block_size = match ty {
-        GgmlType::Q8_0 => QK,
-        GgmlType::Q4_K => QK_K,
-        _ => return Err(QuantError::Unsupported { ty, op: Op::Quantization }),
-    };
-    if !x.len().is_multiple_of(block_size) {
-        return Err(QuantError::PartialBlock { ty, n_elements: x.len(), block_size });
+    let start = out.len();
+    let n_bytes = row_bytes(ty, x.len())?;
+    out.resize(start + n_bytes, 0);
+    quantize_row_into(ty, x, &mut out[start..])
+}
+
+/// Quantizes `x` (a whole number of blocks) to `ty` into `out`, which holds exactly its blocks.
+pub fn quantize_row_into(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), QuantError> {
+    let n_bytes = row_bytes(ty, x.len())?;
+    if out.len() != n_bytes {
+        return Err(QuantError::ByteLength { ty, n_elements: x.len(), expected: n_bytes, actual: out.len() });
     }
-    out.reserve(x.len() / block_size * ty.type_size() as usize);
-    for chunk in x.chunks_exact(block_size) {
+    let block_size = ty.block_size() as usize;
+    let block_bytes = ty.type_size() as usize;
+    for (chunk, dst) in x.chunks_exact(block_size).zip(out.chunks_exact_mut(block_bytes)) {
         match ty {
-            GgmlType::Q8_0 => out.extend_from_slice(bytemuck::bytes_of(&quantize_q8_0(chunk))),
-            _ => out.extend_from_slice(bytemuck::bytes_of(&quantize_q4_k(chunk))),
+            GgmlType::Q8_0 => dst.copy_from_slice(bytemuck::bytes_of(&quantize_q8_0(chunk))),
+            GgmlType::Q4_0 => dst.copy_from_slice(bytemuck::bytes_of(&quantize_q4_0(chunk))),
+            _ => dst.copy_from_slice(bytemuck::bytes_of(&quantize_q4_k(chunk))),
         }
     }
     Ok(())
+}
+
+/// Bytes of `n` elements quantized to `ty`, for the types with a quantizer.
+fn row_bytes(ty: GgmlType, n: usize) -> Result<usize, QuantError> {
+    let block_size = match ty {
+        GgmlType::Q8_0 | GgmlType::Q4_0 => QK,
+        GgmlType::Q4_K => QK_K,
+        _ => return Err(QuantError::Unsupported { ty, op: Op::Quantization }),
+    };
+    if !n.is_multiple_of(block_size) {
+        return Err(QuantError::PartialBlock { ty, n_elements: n, block_size });
+    }
+    Ok(n / block_size * ty.type_size() as usize)
 }
 
 /// Round to nearest, ties to even: what ggml's `nearest_int` float trick computes for the
@@ -45,6 +64,22 @@ fn quantize_q8_0(x: &[f32]) -> BlockQ8_0 {
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     BlockQ8_0 { d: f16::from_f32(d), qs: std::array::from_fn(|j| (x[j] * id).round() as i8) }
+}
+
+/// One Q4_0 block: `d = m / -8` for the value `m` of largest magnitude (sign kept), so that
+/// `m` lands on quant 0; `q = min(15, trunc(x / d + 8.5))`.
+fn quantize_q4_0(x: &[f32]) -> BlockQ4_0 {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    let d = max / -8.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let q = |v: f32| ((v * id + 8.5) as i8).min(15) as u8;
+    BlockQ4_0 { d: f16::from_f32(d), qs: std::array::from_fn(|j| q(x[j]) | (q(x[j + QK / 2]) << 4)) }
 }
 
 /// One Q4_K super-block: a weighted min/scale search per 32-element sub-block, then the

@@ -25,6 +25,10 @@
 //       greedy_ids = the second greedy run, and "turns" lists both turns' prompt and greedy ids.
 //       Row r is still the output at position r of prompt_ids ++ greedy_ids.
 //
+//   dump eval ... --kv-type q8_0|q4_0
+//       (wllm addition, for the quantized-KV fixtures) K and V of that type, with flash
+//       attention on (llama.cpp needs it for a quantized V).
+//
 //   dump tokenize -m MODEL -i STRINGS.json -o OUT.json
 //       STRINGS.json is a JSON list of strings. OUT.json is a list of {"text", "ids"} with ids
 //       from llama_tokenize(add_special=true, parse_special=false).
@@ -139,6 +143,7 @@ static std::string piece(const llama_vocab * vocab, llama_token id) {
 }
 
 static bool g_kv_f32 = false; // diagnostics only: F32 KV cache instead of the default F16
+static ggml_type g_kv_type = GGML_TYPE_COUNT; // --kv-type: quantized K and V (flash attention on)
 
 struct model_ctx {
     llama_model   * model = nullptr;
@@ -168,6 +173,11 @@ static model_ctx load(const std::string & path, bool need_ctx) {
         cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
         cp.type_k          = g_kv_f32 ? GGML_TYPE_F32 : GGML_TYPE_F16;
         cp.type_v          = g_kv_f32 ? GGML_TYPE_F32 : GGML_TYPE_F16;
+        if (g_kv_type != GGML_TYPE_COUNT) {
+            cp.type_k          = g_kv_type;
+            cp.type_v          = g_kv_type;
+            cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
+        }
         cp.no_perf         = true;
         m.ctx = llama_init_from_model(m.model, cp);
         if (!m.ctx) {
@@ -255,6 +265,12 @@ static int cmd_eval(int argc, char ** argv) {
         else if (a == "--then-n") n_then = std::stoi(next());
         else if (a == "--serial-prompt") serial_prompt = true;
         else if (a == "--kv-f32") g_kv_f32 = true;
+        else if (a == "--kv-type") {
+            const std::string t = next();
+            if (t == "q8_0") g_kv_type = GGML_TYPE_Q8_0;
+            else if (t == "q4_0") g_kv_type = GGML_TYPE_Q4_0;
+            else { fprintf(stderr, "--kv-type: q8_0 or q4_0, not %s\n", t.c_str()); return 1; }
+        }
         else { fprintf(stderr, "unknown arg %s\n", a.c_str()); return 1; }
     }
     if (model_path.empty() || have_text == have_ids) {

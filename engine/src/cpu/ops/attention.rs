@@ -6,7 +6,7 @@
 use super::check_len;
 use crate::cpu::Isa;
 use crate::cpu::exec::{Exec, Rayon};
-use crate::cpu::kv::KvElem;
+pub use crate::cpu::kv::{KvLayer, KvRows};
 use crate::cpu::linear::OutPtr;
 use crate::cpu::simd::math::exp;
 use crate::cpu::simd::{Scalar, Simd, dispatch, scale};
@@ -27,13 +27,6 @@ pub struct Attention {
     pub window: usize,
     /// Position of the first query row.
     pub pos0: usize,
-}
-
-/// One layer's cache, `[kv_head][position][dim]`.
-#[derive(Copy, Clone, Debug)]
-pub enum KvLayer<'a> {
-    F32 { k: &'a [f32], v: &'a [f32] },
-    F16 { k: &'a [u16], v: &'a [u16] },
 }
 
 const BLOCK: usize = 64;
@@ -95,12 +88,10 @@ pub fn attention_at(
     if let Some(&[pos, row0]) = positions.iter().find(|&&[p, r]| (p + r) as usize >= a.n_ctx) {
         return Err(EngineError::ContextOverflow { n_tokens: (pos + row0) as usize + 1, n_ctx: a.n_ctx });
     }
-    let (kl, vl) = match kv {
-        KvLayer::F32 { k, v } => (k.len(), v.len()),
-        KvLayer::F16 { k, v } => (k.len(), v.len()),
-    };
-    check_len("attention k cache", kl, a.n_kv * a.n_ctx * a.head_dim)?;
-    check_len("attention v cache", vl, a.n_kv * a.n_ctx * a.head_dim_v)?;
+    for (side, rows, dim) in [("k", kv.k, a.head_dim), ("v", kv.v, a.head_dim_v)] {
+        rows.ty().check_dim(dim as u32)?;
+        check_len(&format!("attention {side} cache rows"), rows.n_rows(dim), a.n_kv * a.n_ctx)?;
+    }
     let n_rows = n_tok * a.n_head;
     let out = OutPtr::new(out);
     exec.run(n_rows, &|i| {
@@ -110,12 +101,10 @@ pub fn attention_at(
         let g = h / (a.n_head / a.n_kv);
         let qh = &q[t * q_row + h * a.head_dim..][..a.head_dim];
         let [pos, row0] = positions[t].map(|v| v as usize);
-        let (ks, vs) = ((g * a.n_ctx + row0) * a.head_dim, (g * a.n_ctx + row0) * a.head_dim_v);
+        let first = g * a.n_ctx + row0;
+        let head = KvLayer { k: kv.k.from_row(first, a.head_dim), v: kv.v.from_row(first, a.head_dim_v) };
         let sink = sinks.map(|s| s[h]);
-        match kv {
-            KvLayer::F32 { k, v } => dispatch!(isa, |s| row(s, a, qh, &k[ks..], &v[vs..], pos, sink, o)),
-            KvLayer::F16 { k, v } => dispatch!(isa, |s| row(s, a, qh, &k[ks..], &v[vs..], pos, sink, o)),
-        }
+        dispatch!(isa, |s| row(s, a, qh, head, pos, sink, o))
     });
     Ok(())
 }
@@ -124,17 +113,15 @@ pub fn attention_at(
 /// value is zero: it adds `exp(sink - max)` to the denominator and nothing to the output.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn row<S: Simd, E: KvElem>(
+fn row<S: Simd>(
     s: S,
     a: &Attention,
     q: &[f32],
-    k: &[E],
-    v: &[E],
+    kv: KvLayer<'_>,
     pos: usize,
     sink: Option<f32>,
     out: &mut [f32],
 ) {
-    let (hd, hdv) = (a.head_dim, a.head_dim_v);
     let lo = if a.window > 0 && pos + 1 > a.window { pos + 1 - a.window } else { 0 };
     let mut sc = [0f32; BLOCK];
     let (mut m, mut l) = match sink {
@@ -145,10 +132,7 @@ fn row<S: Simd, E: KvElem>(
     let mut j0 = lo;
     while j0 <= pos {
         let n = BLOCK.min(pos + 1 - j0);
-        for (jj, sc) in sc[..n].iter_mut().enumerate() {
-            let j = j0 + jj;
-            *sc = E::dot(s, q, &k[j * hd..(j + 1) * hd]) * a.scale;
-        }
+        kv.k.scores(s, q, j0, a.scale, &mut sc[..n]);
         let m_new = sc[..n].iter().copied().fold(m, f32::max);
         // The first block finds m = -inf and nothing to rescale.
         let corr = if m == f32::NEG_INFINITY { 0.0 } else { (m - m_new).exp() };
@@ -157,10 +141,7 @@ fn row<S: Simd, E: KvElem>(
         if corr != 1.0 {
             scale(s, corr, out);
         }
-        for (jj, &p) in sc[..n].iter().enumerate() {
-            let j = j0 + jj;
-            E::axpy(s, p, &v[j * hdv..(j + 1) * hdv], out);
-        }
+        kv.v.accumulate(s, &sc[..n], j0, out);
         m = m_new;
         j0 += n;
     }

@@ -11,7 +11,7 @@ mod rope;
 pub(crate) use act::glu_on;
 pub use act::{Activation, add_in_place, glu};
 pub(crate) use attention::attention_at;
-pub use attention::{Attention, KvLayer, attention};
+pub use attention::{Attention, KvLayer, KvRows, attention};
 pub(crate) use delta_net::delta_rule_on;
 pub use delta_net::{conv_silu, delta_rule, gated_rms_norm, gates, l2_norm_heads};
 pub use logprob::{log_softmax_at, log_softmax_gather};

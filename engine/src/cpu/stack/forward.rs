@@ -21,6 +21,7 @@ use crate::cpu::ops::{
 };
 use crate::cpu::recurrent::RecurrentStates;
 use crate::error::{EngineError, Result};
+use crate::kv_type::hadamard_in_place;
 use crate::layers::{FfnPlan, LayerBackend, LayerPlan, Step, required};
 
 fn linear(exec: &dyn Exec, isa: Isa, w: WeightView<'_>, x: &[f32], n: usize, y: &mut [f32]) -> Result<()> {
@@ -260,6 +261,10 @@ impl LayerBackend for CpuLayers<'_> {
                     if *sinks { Some(&required(&l.attn_sinks, il, "attention sinks")?[..]) } else { None };
                 let kv = self.kv.layer(il);
                 attention_at(exec, isa, &att, &sc.q, self.positions, kv, sinks, &mut sc.attn)?;
+                // A rotated V gave a rotated output; the rotation is its own inverse.
+                if let Some(block) = self.kv.v_rotation {
+                    hadamard_in_place(&mut sc.attn, block);
+                }
                 self.clock.mark(&mut self.profile.attention);
             }
             Step::AttnOut { post_norm, bias, gate } => {
@@ -524,6 +529,10 @@ fn rope_and_cache(
                 }
                 rope_in_place(rope, head, cs)?;
             }
+        }
+        // q turns with a rotated K, so that scores stay what they were.
+        if let Some(block) = kv.k_rotation {
+            hadamard_in_place(&mut sc.q[t * nq..(t + 1) * nq], block);
         }
         let row = row0 as usize + pos;
         kv.write(isa, il, row, &sc.k[t * nk..(t + 1) * nk], &sc.v[t * nv..(t + 1) * nv]);

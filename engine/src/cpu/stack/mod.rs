@@ -21,6 +21,7 @@ use super::exec::{Exec, Team};
 use super::kv::KvCache;
 use super::recurrent::{RecurrentStates, Snapshot};
 use crate::error::{EngineError, Result};
+use crate::kv_type::CacheTypes;
 use crate::layers::{ModelPlan, RopeTable, SeqSpan, logit_rows, token_positions};
 
 /// Which rows of a batch [`CpuStack::logits`] returns.
@@ -35,8 +36,8 @@ pub enum LogitRows {
 pub struct CpuOptions {
     /// Threads, the caller's included (0: one per core).
     pub threads: usize,
-    /// Store K and V as f16 (half the memory) instead of f32.
-    pub kv_f16: bool,
+    /// Element types of K and V (default f32: exact).
+    pub cache: CacheTypes,
     /// Most tokens run through the layers at once; longer inputs go in chunks of this size.
     pub max_batch: usize,
     /// Instruction set (default: the best this CPU has).
@@ -47,7 +48,7 @@ pub struct CpuOptions {
 
 impl Default for CpuOptions {
     fn default() -> Self {
-        CpuOptions { threads: 0, kv_f16: false, max_batch: 256, isa: None, n_seq: 1 }
+        CpuOptions { threads: 0, cache: CacheTypes::F32, max_batch: 256, isa: None, n_seq: 1 }
     }
 }
 
@@ -157,6 +158,7 @@ impl CpuStack {
         }
         let n_ctx = n_ctx as usize;
         let n_seq = opts.n_seq.max(1) as usize;
+        opts.cache.check_dims(cfg.head_dim, cfg.head_dim_v)?;
         let kv = KvCache::new(
             n_cpu_layers as usize,
             |il| !cfg.is_recurrent(il),
@@ -164,7 +166,7 @@ impl CpuStack {
             cfg.n_head_kv as usize,
             cfg.head_dim as usize,
             cfg.head_dim_v as usize,
-            opts.kv_f16,
+            opts.cache,
         );
         let states = RecurrentStates::new(cfg, n_cpu_layers as usize, n_seq);
         let plan = ModelPlan::new(cfg, src.as_ref())?;

@@ -15,6 +15,7 @@ use crate::gpu::ops::Op;
 pub use crate::gpu::ops::logprob::NO_TARGET;
 use crate::gpu::ops::moe::MoeBuffers;
 use crate::gpu::profile::{Phase, Profiler};
+use crate::kv_type::{CacheRequest, CacheTypes};
 use crate::layers::{RopeTable, SeqSpan, logit_rows, token_positions};
 
 mod pending;
@@ -30,11 +31,13 @@ pub struct ContextOptions {
     pub n_batch: u32,
     /// Sequences the KV cache holds, `n_ctx` positions each (continuous batching).
     pub n_seq: u32,
+    /// Element types of K and V (default: f16 where the adapter has it, else f32).
+    pub cache: CacheRequest,
 }
 
 impl Default for ContextOptions {
     fn default() -> Self {
-        ContextOptions { n_ctx: 4096, n_batch: 256, n_seq: 1 }
+        ContextOptions { n_ctx: 4096, n_batch: 256, n_seq: 1, cache: CacheRequest::default() }
     }
 }
 
@@ -56,7 +59,7 @@ pub(crate) struct Buffers {
     pub n_batch: u32,
     /// Rows the logits buffer holds; batches that want every row's logits are cut to this.
     pub logit_rows: u32,
-    pub kv_f16: bool,
+    pub cache: CacheTypes,
     pub tokens: wgpu::Buffer,
     pub step: wgpu::Buffer,
     /// Per token: (position, cache row of its sequence's position 0).
@@ -198,15 +201,14 @@ struct Sizes {
 
 impl Sizes {
     /// `kv_rows`: cache positions per kv head, over every sequence.
-    fn new(c: &ModelConfig, kv_rows: u64, n_batch: u32, kv_f16: bool) -> Sizes {
+    fn new(c: &ModelConfig, kv_rows: u64, n_batch: u32, cache: CacheTypes) -> Sizes {
         let nb = n_batch as u64;
         let vocab_bytes = c.n_vocab as u64 * 4;
-        let kv_elem = if kv_f16 { 2 } else { 4 };
         Sizes {
             // Logits for every row of a full batch, but no more than 64 MiB at once.
             logit_rows: nb.min((64u64 << 20) / vocab_bytes.max(1)).max(1),
-            k_bytes: c.n_head_kv as u64 * kv_rows * c.head_dim as u64 * kv_elem,
-            v_bytes: c.n_head_kv as u64 * kv_rows * c.head_dim_v as u64 * kv_elem,
+            k_bytes: c.n_head_kv as u64 * kv_rows * cache.k.gpu_row_bytes(c.head_dim),
+            v_bytes: c.n_head_kv as u64 * kv_rows * cache.v.gpu_row_bytes(c.head_dim_v),
             // Dense layers, and a MoE layer's shared expert, use the FFN scratch.
             n_ff: c.n_ff.max(c.moe.as_ref().map_or(0, |m| m.n_ff_expert.max(m.shared_expert_ff.unwrap_or(0))))
                 as u64,
@@ -223,11 +225,11 @@ pub fn context_bytes(
     n_layers: u32,
     n_ctx: u32,
     n_batch: u32,
-    kv_f16: bool,
+    cache: CacheTypes,
     cpu_moe: bool,
 ) -> ContextBytes {
     let n_batch = n_batch.min(n_ctx).max(1);
-    let s = Sizes::new(c, n_ctx as u64, n_batch, kv_f16);
+    let s = Sizes::new(c, n_ctx as u64, n_batch, cache);
     let (nb, e, f) = (n_batch as u64, c.n_embd as u64, 4u64);
     let mut scratch = nb * 4 // tokens
         + 16 // step
@@ -295,11 +297,14 @@ impl Context {
         }
         // One sequence's steps never exceed its context; several sequences' may.
         let n_batch = if n_seq == 1 { opts.n_batch.min(n_ctx) } else { opts.n_batch };
-        let kv_f16 = gpu.caps.f16;
+        let cache = opts.cache.for_gpu(gpu.caps.f16);
+        if model.layers.iter().any(attends) {
+            cache.check_dims(c.head_dim, c.head_dim_v)?;
+        }
         let f = 4u64;
         let nb = n_batch as u64;
         let e = c.n_embd as u64;
-        let Sizes { logit_rows, k_bytes, v_bytes, n_ff, qkv } = Sizes::new(c, kv_rows, n_batch, kv_f16);
+        let Sizes { logit_rows, k_bytes, v_bytes, n_ff, qkv } = Sizes::new(c, kv_rows, n_batch, cache);
         let vocab_bytes = c.n_vocab as u64 * f;
         if k_bytes.max(v_bytes) > gpu.max_binding() {
             return Err(EngineError::Unsupported(format!(
@@ -318,7 +323,7 @@ impl Context {
             n_seq,
             n_batch,
             logit_rows: logit_rows as u32,
-            kv_f16,
+            cache,
             tokens: gpu.storage("tokens", nb * 4),
             step: gpu.uniform("step", &[0u32; 4]),
             positions: gpu.storage("positions", nb * 8),

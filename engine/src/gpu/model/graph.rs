@@ -17,15 +17,17 @@ use crate::gpu::ops::delta_net::{self, ConvArgs, GateArgs};
 use crate::gpu::ops::delta_rule::{DeltaRuleArgs, delta_rule};
 use crate::gpu::ops::elementwise::{ElementwiseKey, add_gated, elementwise, softcap};
 use crate::gpu::ops::get_rows::get_rows;
+use crate::gpu::ops::hadamard::{Gate, hadamard64};
 use crate::gpu::ops::linear::{
     Epilogue, ExpertIds, Grouped, LinearIo, grouped_shape, linear as linear_op, linear_grouped, linear_ids,
 };
 use crate::gpu::ops::logprob::logprob;
 use crate::gpu::ops::moe::{self, MoeShape};
 use crate::gpu::ops::norm::{NormArgs, rms_norm};
-use crate::gpu::ops::rope::{RopeArgs, rope_kv};
+use crate::gpu::ops::rope::{RopeArgs, qkv_stride, rope_kv};
 use crate::gpu::ops::{Grid, Op};
 use crate::gpu::tensor::GpuWeight;
+use crate::kv_type::v_rotation;
 use crate::layers::{FfnPlan, LayerBackend, LayerPlan, RopeTable, Step, renormalizes, required};
 
 /// A run of ops, then possibly a hand-over to the CPU.
@@ -234,7 +236,7 @@ impl<'a> GraphBuilder<'a> {
             neox: self.m.plan.rope.layout == RopeLayout::Neox,
             ctx: b.n_ctx * b.n_seq,
             eps: c.rms_eps,
-            kv_f16: b.kv_f16,
+            cache: b.cache,
             qkv: &b.qkv,
             k_cache: b.kv(i)?.0,
             v_cache: b.kv(i)?.1,
@@ -259,7 +261,7 @@ impl<'a> GraphBuilder<'a> {
             ctx: b.n_ctx * b.n_seq,
             window,
             scale,
-            kv_f16: b.kv_f16,
+            cache: b.cache,
             qkv: &b.qkv,
             k_cache: b.kv(i)?.0,
             v_cache: b.kv(i)?.1,
@@ -270,6 +272,15 @@ impl<'a> GraphBuilder<'a> {
             gated: c.attn_output_gate,
         };
         self.ops.push(attention(&self.m.gpu, &args)?);
+        // A rotated V cache gives a rotated output: turn it back (and gate it, when gated).
+        if v_rotation(b.cache.v, c.head_dim_v).is_some() {
+            let gate = c.attn_output_gate.then(|| Gate {
+                qkv: &b.qkv,
+                qkv_stride: qkv_stride(c.n_head, c.n_head_kv, c.head_dim, c.head_dim_v, true),
+                head_dim: c.head_dim,
+            });
+            self.ops.push(hadamard64(&self.m.gpu, &b.attn, c.n_head * c.head_dim_v, gate)?);
+        }
         Ok(())
     }
 

@@ -6,10 +6,11 @@ use super::{Grid, Op, Res};
 use crate::error::{EngineError, Result};
 use crate::gpu::device::Gpu;
 use crate::gpu::pipeline::{Kernel, KernelSpec, PipelineKey};
+use crate::kv_type::{CacheTypes, v_rotation};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct AttentionKey {
-    pub kv_f16: bool,
+    pub cache: CacheTypes,
     pub head_dim: u32,
     pub head_dim_v: u32,
     /// Invocations per (token, head) row.
@@ -22,6 +23,9 @@ pub struct AttentionKey {
     /// Each q head is followed by its output-gate logits; the output is multiplied by their
     /// sigmoid (Qwen3.5).
     pub gated: bool,
+    /// With `gated`: the output is left rotated (a rotated V cache) and ungated, for
+    /// [`super::hadamard::hadamard64`] to turn back and gate.
+    pub gate_after: bool,
 }
 
 impl Kernel for AttentionKey {
@@ -30,24 +34,32 @@ impl Kernel for AttentionKey {
             "attention.hd{}{}{}.team{}{}.wg{}",
             self.head_dim,
             if self.head_dim_v != self.head_dim { format!("v{}", self.head_dim_v) } else { String::new() },
-            if self.kv_f16 { ".f16" } else { ".f32" },
+            kv_label(self.cache),
             self.team,
             if self.team_is_subgroup { "sg" } else { "" },
             self.wg
         ) + if self.sinks { ".sinks" } else { "" }
             + if self.gated { ".gated" } else { "" }
+            + if self.gate_after { ".gate_after" } else { "" }
     }
     fn spec(&self) -> KernelSpec {
         KernelSpec::new("attention.wgsl")
-            .define_if(self.kv_f16, "KV_F16")
+            .kv_side("K", self.cache.k)
+            .kv_side("V", self.cache.v)
             .define_if(self.team_is_subgroup, "TEAM_SUBGROUP")
             .define_if(self.sinks, "SINKS")
             .define_if(self.gated, "GATED")
+            .define_if(self.gate_after, "GATE_AFTER")
             .define_value("HEAD_DIM", format!("{}u", self.head_dim))
             .define_value("HEAD_DIM_V", format!("{}u", self.head_dim_v))
             .define_value("TEAM", format!("{}u", self.team))
             .constant("WG", self.wg as f64)
     }
+}
+
+/// `.f16`, or `.q8_0.f16` when K and V differ.
+pub(crate) fn kv_label(c: CacheTypes) -> String {
+    if c.k == c.v { format!(".{}", c.k) } else { format!(".{}.{}", c.k, c.v) }
 }
 
 #[repr(C)]
@@ -76,7 +88,7 @@ pub struct AttentionArgs<'a> {
     pub ctx: u32,
     pub window: u32,
     pub scale: f32,
-    pub kv_f16: bool,
+    pub cache: CacheTypes,
     pub qkv: &'a wgpu::Buffer,
     pub k_cache: &'a wgpu::Buffer,
     pub v_cache: &'a wgpu::Buffer,
@@ -87,6 +99,8 @@ pub struct AttentionArgs<'a> {
     /// One logit per q head that joins its softmax denominator (gpt-oss).
     pub sinks: Option<&'a wgpu::Buffer>,
     /// Each q head is followed by its output-gate logits (see [`AttentionKey::gated`]).
+    /// With a quantized V (stored rotated, see [`crate::kv_type::v_rotation`]) the output is
+    /// left rotated and ungated: [`super::hadamard::hadamard64`] must follow.
     pub gated: bool,
 }
 
@@ -94,6 +108,7 @@ pub fn attention(gpu: &Gpu, a: &AttentionArgs<'_>) -> Result<Op> {
     if !a.head_dim.is_multiple_of(4) || !a.head_dim_v.is_multiple_of(4) {
         return Err(EngineError::Unsupported(format!("head size {} is not a multiple of 4", a.head_dim)));
     }
+    a.cache.check_dims(a.head_dim, a.head_dim_v)?;
     if a.gated && a.head_dim != a.head_dim_v {
         return Err(EngineError::Unsupported(format!(
             "an output gate of {} logits per head for values of {}",
@@ -121,7 +136,7 @@ pub fn attention(gpu: &Gpu, a: &AttentionArgs<'_>) -> Result<Op> {
     };
     let wg = (team * 8).clamp(32, 256).max(team);
     let key = AttentionKey {
-        kv_f16: a.kv_f16,
+        cache: a.cache,
         head_dim: a.head_dim,
         head_dim_v: a.head_dim_v,
         team,
@@ -129,6 +144,7 @@ pub fn attention(gpu: &Gpu, a: &AttentionArgs<'_>) -> Result<Op> {
         wg,
         sinks: a.sinks.is_some(),
         gated: a.gated,
+        gate_after: a.gated && v_rotation(a.cache.v, a.head_dim_v).is_some(),
     };
     let pipeline = gpu.pipeline(PipelineKey::Attention(key))?;
     let p = Params {

@@ -24,6 +24,7 @@ pub mod delta_net;
 pub mod delta_rule;
 pub mod elementwise;
 pub mod get_rows;
+pub mod hadamard;
 pub mod lane;
 pub mod linear;
 pub mod logprob;
@@ -65,6 +66,7 @@ pub fn param_layouts() -> Vec<(&'static str, &'static str, ParamsLayout)> {
         ("delta_rule.wgsl", "Params", delta_rule::PARAMS_LAYOUT),
         ("elementwise.wgsl", "Params", elementwise::PARAMS_LAYOUT),
         ("get_rows.wgsl", "Params", get_rows::PARAMS_LAYOUT),
+        ("hadamard.wgsl", "Params", hadamard::PARAMS_LAYOUT),
         ("matvec.wgsl", "Params", linear::PARAMS_LAYOUT),
         ("matmul.wgsl", "Params", linear::PARAMS_LAYOUT),
         ("linear_lane.wgsl", "Params", linear::PARAMS_LAYOUT),

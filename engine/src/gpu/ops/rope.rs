@@ -6,12 +6,16 @@ use super::{Grid, Op, Res, pow2_clamp};
 use crate::error::Result;
 use crate::gpu::device::Gpu;
 use crate::gpu::pipeline::{Kernel, KernelSpec, PipelineKey};
+use crate::kv_type::{CacheTypes, k_rotation, v_rotation};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RopeKey {
     pub neox: bool,
     pub qk_norm: bool,
-    pub kv_f16: bool,
+    pub cache: CacheTypes,
+    /// Walsh-Hadamard blocks of q and K, and of V (0: none), see [`crate::kv_type::k_rotation`].
+    pub k_rot: u32,
+    pub v_rot: u32,
     /// Each q head is followed by its output-gate logits (Qwen3.5), skipped here.
     pub gated: bool,
     pub wg: u32,
@@ -23,15 +27,23 @@ impl Kernel for RopeKey {
             "rope_kv{}{}{}.wg{}",
             if self.neox { ".neox" } else { ".normal" },
             if self.qk_norm { ".qknorm" } else { "" },
-            if self.kv_f16 { ".f16" } else { ".f32" },
+            super::attention::kv_label(self.cache),
             self.wg
         ) + if self.gated { ".gated" } else { "" }
+            + &if self.k_rot + self.v_rot > 0 {
+                format!(".rot{}.{}", self.k_rot, self.v_rot)
+            } else {
+                String::new()
+            }
     }
     fn spec(&self) -> KernelSpec {
         KernelSpec::new("rope.wgsl")
             .define_if(self.neox, "NEOX")
             .define_if(self.qk_norm, "QK_NORM")
-            .define_if(self.kv_f16, "KV_F16")
+            .kv_side("K", self.cache.k)
+            .kv_side("V", self.cache.v)
+            .define_value("K_ROT", format!("{}u", self.k_rot))
+            .define_value("V_ROT", format!("{}u", self.v_rot))
             .define_if(self.gated, "GATED")
             .constant("WG", self.wg as f64)
     }
@@ -64,7 +76,7 @@ pub struct RopeArgs<'a> {
     /// Cache rows per kv head: positions of every sequence.
     pub ctx: u32,
     pub eps: f32,
-    pub kv_f16: bool,
+    pub cache: CacheTypes,
     /// Each q head is followed by as many output-gate logits (Qwen3.5).
     pub gated: bool,
     /// Packed rows [q | k | v] per token.
@@ -81,7 +93,16 @@ pub struct RopeArgs<'a> {
 
 pub fn rope_kv(gpu: &Gpu, a: &RopeArgs<'_>) -> Result<Op> {
     let wg = pow2_clamp(a.head_dim.max(a.head_dim_v).div_ceil(2), 16, 256);
-    let key = RopeKey { neox: a.neox, qk_norm: a.qk_norm.is_some(), kv_f16: a.kv_f16, gated: a.gated, wg };
+    a.cache.check_dims(a.head_dim, a.head_dim_v)?;
+    let key = RopeKey {
+        neox: a.neox,
+        qk_norm: a.qk_norm.is_some(),
+        cache: a.cache,
+        k_rot: k_rotation(a.cache.k, a.head_dim).unwrap_or(0),
+        v_rot: v_rotation(a.cache.v, a.head_dim_v).unwrap_or(0),
+        gated: a.gated,
+        wg,
+    };
     let pipeline = gpu.pipeline(PipelineKey::Rope(key))?;
     let p = Params {
         n_head: a.n_head,
@@ -108,12 +129,11 @@ pub fn rope_kv(gpu: &Gpu, a: &RopeArgs<'_>) -> Result<Op> {
     let mut op = gpu.op(pipeline, &e, Grid::TokensY { x: a.n_head + 2 * a.n_kv });
     // Per token: the packed q|k|v row read, rotated q written back, k and v stored in the cache,
     // and a (cos, sin) pair per rotated pair.
-    let elem = if a.kv_f16 { 2 } else { 4 };
     op.traffic = (
         0,
         p.qkv_stride as u64 * 4
             + (a.n_head * a.head_dim) as u64 * 4
-            + (a.n_kv * (a.head_dim + a.head_dim_v)) as u64 * elem
+            + a.n_kv as u64 * (a.cache.k.gpu_row_bytes(a.head_dim) + a.cache.v.gpu_row_bytes(a.head_dim_v))
             + (a.n_rot / 2) as u64 * 8,
     );
     Ok(op)
