@@ -145,3 +145,27 @@ fn bench_runs_every_listed_test_at_every_depth() {
     assert!(stdout.contains("| tg4 @ d40 |"), "{stdout}");
     assert_eq!(json["pp_tps"], json["results"][0]["tps"]);
 }
+
+/// `--cache-type-k/-v` (and llama.cpp's `--ctk/--ctv` names) set the KV cache's types, which the
+/// plan names; an unknown type is refused with the accepted ones.
+#[test]
+fn cache_types_are_taken_by_name_and_shown_in_the_plan() {
+    let m = tiny();
+    let m = m.to_str().unwrap();
+    let args =
+        ["run", m, "--prompt-tokens", "1,2,3", "-n", "3", "--temp", "0", "--gpu-layers", "0", "--verbose"];
+    let out = wllm(&[&args[..], &["--ctk", "q8_0", "--ctv", "q4_0"]].concat());
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("KV cache:             K q8_0 V q4_0"), "{err}");
+
+    let out = wllm(&["plan", m, "--ctx", "128", "--gpu-layers", "0", "--cache-type-k", "q4_0"]);
+    let plan = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(plan.contains("KV cache: K q4_0 V f32"), "{plan}");
+
+    let out = wllm(&[&args[..], &["--cache-type-v", "q5_1"]].concat());
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("unknown KV cache type") && err.contains("q8_0"), "{err}");
+}

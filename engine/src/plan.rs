@@ -183,6 +183,24 @@ impl Plan {
     pub fn cpu_layers(&self) -> u32 {
         self.n_layer - self.gpu_layers
     }
+
+    /// The KV cache's types where they are used: `K q8_0 V q8_0`, with the device when the
+    /// GPU and the CPU differ.
+    pub fn kv_types(&self) -> String {
+        let types = |c: CacheTypes| format!("K {} V {}", c.k, c.v);
+        let cpu = types(self.cache.for_cpu());
+        match &self.gpu {
+            Some((g, _)) => {
+                let gpu = types(self.cache.for_gpu(g.kv_f16));
+                if self.cpu_layers() == 0 || gpu == cpu {
+                    gpu
+                } else {
+                    format!("{gpu} on the GPU, {cpu} on the CPU")
+                }
+            }
+            None => cpu,
+        }
+    }
 }
 
 /// Makes the plan for `req`. `gpu` is `None` when there is no adapter (everything on the CPU).
@@ -406,17 +424,7 @@ impl fmt::Display for Plan {
             "memory plan: {} of {} layers on the GPU (the last ones, with the head), context {}",
             self.gpu_layers, self.n_layer, self.n_ctx
         )?;
-        let types = |c: CacheTypes| format!("K {} V {}", c.k, c.v);
-        match &self.gpu {
-            Some((g, _)) if self.cpu_layers() > 0 => writeln!(
-                f,
-                "  KV cache: {} on the GPU, {} on the CPU",
-                types(self.cache.for_gpu(g.kv_f16)),
-                types(self.cache.for_cpu())
-            )?,
-            Some((g, _)) => writeln!(f, "  KV cache: {}", types(self.cache.for_gpu(g.kv_f16)))?,
-            None => writeln!(f, "  KV cache: {}", types(self.cache.for_cpu()))?,
-        }
+        writeln!(f, "  KV cache: {}", self.kv_types())?;
         if let Some((g, _)) = &self.gpu {
             writeln!(f, "  GPU: {}{}", g.name, if g.unified { " (shares host memory)" } else { "" })?;
         }

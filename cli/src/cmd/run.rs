@@ -251,6 +251,7 @@ pub fn run(a: Args) -> Result<()> {
             info.plan.cpu_layers(),
             info.threads
         );
+        eprintln!("KV cache:             {}", info.plan.kv_types());
         eprintln!("load duration:        {:.2?}", info.load_time);
         eprintln!("shader build:         {:.2?}{}", info.shader_build_time, warm_up_note(info));
         if let Some(c) = constrained {
