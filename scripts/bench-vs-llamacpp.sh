@@ -37,6 +37,9 @@
 #     -p N / -n N          prompt / generated tokens (default 128 / 64)
 #     -d LIST              comma list of depths: tokens already in the context before each
 #                          test (llama-bench's -d; default 0); rows are named pp128@d4096
+#     --cache-type T       KV cache type for both engines: f16 (default), q8_0 or q4_0
+#                          (wllm --cache-type-k/-v T; llama-bench -ctk T -ctv T -fa on, as a
+#                          quantized V needs flash attention there)
 #     -r N                 repetitions per run (default 5)
 #     --rounds N           interleaved rounds (default 1)
 #     --threads N          CPU threads for both engines (default 2)
@@ -71,6 +74,7 @@ llama_src=""
 wllm=""
 results=""
 strict=0
+cache_type=f16
 
 need_arg() { [ $# -ge 2 ] && [ -n "$2" ] || die "option $1 needs a value"; }
 while [ $# -gt 0 ]; do
@@ -83,6 +87,8 @@ while [ $# -gt 0 ]; do
     -n) need_arg "$@"; tg="$2"; shift ;;
     -d) need_arg "$@"; depths="$2"; shift ;;
     -r) need_arg "$@"; reps="$2"; shift ;;
+    --cache-type) need_arg "$@"; cache_type="$2"; shift
+      case "$cache_type" in f16|q8_0|q4_0) ;; *) die "--cache-type takes f16, q8_0 or q4_0, not '$cache_type'" ;; esac ;;
     --rounds) need_arg "$@"; rounds="$2"; shift ;;
     --threads) need_arg "$@"; threads="$2"; shift ;;
     --skip-build) skip_build=1 ;;
@@ -260,18 +266,23 @@ run_one() { # engine path test model round depth
   local -a pn
   if [ "$test" = pp ]; then pn=(-p "$pp" -n 0); else pn=(-p 0 -n "$tg"); fi
   if [ "$depth" -gt 0 ]; then pn+=(-d "$depth"); fi
+  local -a wkv=() lkv=()
+  if [ "$cache_type" != f16 ]; then
+    wkv=(--cache-type-k "$cache_type" --cache-type-v "$cache_type")
+    lkv=(-ctk "$cache_type" -ctv "$cache_type" -fa on)
+  fi
   local base tag
   base="$(basename "$model" .gguf)"
   tag="$results/raw/$base.$path.$test$n.d$depth.$engine.r$rnd"
   local -a cmd env=()
   if [ "$engine" = wllm ]; then
-    cmd=("$wllm" bench "$model" "${pn[@]}" -r "$reps" --json)
+    cmd=("$wllm" bench "$model" "${pn[@]}" "${wkv[@]}" -r "$reps" --json)
     [ "$path" = cpu ] && cmd+=(--gpu-layers 0 --threads "$threads")
   elif [ "$path" = gpu ]; then
     env=(GGML_VK_VISIBLE_DEVICES=0)
-    cmd=("$cache/vulkan/bin/llama-bench" -m "$model" "${pn[@]}" -r "$reps" -ngl 99 -t "$threads" -o json)
+    cmd=("$cache/vulkan/bin/llama-bench" -m "$model" "${pn[@]}" "${lkv[@]}" -r "$reps" -ngl 99 -t "$threads" -o json)
   else
-    cmd=("$cache/cpu/bin/llama-bench" -m "$model" "${pn[@]}" -r "$reps" -ngl 0 -t "$threads" -o json)
+    cmd=("$cache/cpu/bin/llama-bench" -m "$model" "${pn[@]}" "${lkv[@]}" -r "$reps" -ngl 0 -t "$threads" -o json)
   fi
   echo "${env[*]} ${cmd[*]}" > "$tag.cmd"
   note "round $rnd  $path  $test$n @ d$depth  $base  $engine"

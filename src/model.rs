@@ -61,7 +61,8 @@ pub struct LoadOptions {
     /// on unified memory, the host's available memory).
     pub memory_budget: Option<u64>,
     /// The context sessions get by default, and that the memory plan is made for (`None`: the
-    /// model's training context, capped at 4096).
+    /// largest that fits the memory plan with the placement asked for, up to the model's
+    /// training context; at least that context capped at 4096).
     pub n_ctx: Option<u32>,
     /// Sequences of `n_ctx` positions the memory plan makes room for (a server's `--parallel`;
     /// 0 and 1 both mean one). Each session or batched sequence still has `n_ctx` positions.
@@ -73,7 +74,7 @@ pub struct LoadOptions {
     /// already quantized are kept as they are.
     pub quantize: Option<GgmlType>,
     /// Element types of the KV cache's K and V (llama.cpp's `-ctk`/`-ctv`): `None` for a side
-    /// leaves it f16 on a GPU that has f16 (else f32) and f32 on the CPU.
+    /// leaves it f16 (f32 on a GPU without f16 storage).
     pub cache: CacheRequest,
 }
 
@@ -253,7 +254,7 @@ impl Model {
         };
         let source = quantized(source, opts)?;
         let weights = ModelWeights::resolve(&cfg, source.as_ref())?;
-        let (gpu, gpu_facts, host, request) = placement_inputs(&cfg, opts)?;
+        let (gpu, gpu_facts, host, request) = placement_inputs(&cfg, &weights, opts)?;
         let plan = plan(&cfg, &weights, &request, gpu_facts.as_ref(), &host)?;
         let first_gpu = plan.cpu_layers();
         let gpu_model = match (&gpu, plan.gpu_layers) {
@@ -306,7 +307,6 @@ impl Model {
             warm_up_time: None,
             peak_rss: None,
         };
-        let cfg_for_seq = cfg.clone();
         let reads_map =
             info.plan.cpu_layers() > 0 || gpu_model.as_ref().is_some_and(|g| !g.cpu_moe_layers.is_empty());
         let mut model = Model {
@@ -321,7 +321,7 @@ impl Model {
                 gpu_facts,
                 n_cpu_moe: opts.n_cpu_moe,
                 cache: opts.cache,
-                seq_ctx: seq_context(&cfg_for_seq, opts),
+                seq_ctx: request.n_ctx / opts.n_seq.max(1),
                 source,
                 stamps,
                 reads_map,
@@ -375,7 +375,7 @@ impl Model {
             };
         let source = quantized(source, opts)?;
         let weights = ModelWeights::resolve(&cfg, source.as_ref())?;
-        let (_, gpu_facts, host, request) = placement_inputs(&cfg, opts)?;
+        let (_, gpu_facts, host, request) = placement_inputs(&cfg, &weights, opts)?;
         Ok(plan(&cfg, &weights, &request, gpu_facts.as_ref(), &host)?)
     }
 
@@ -452,7 +452,11 @@ fn quantized(source: Arc<dyn TensorSource>, opts: &LoadOptions) -> Result<Arc<dy
 /// the placement is `auto`), its facts and budget, the host's, and the request.
 type PlacementInputs = (Option<Arc<Gpu>>, Option<GpuFacts>, HostFacts, PlanRequest);
 
-fn placement_inputs(cfg: &ModelConfig, opts: &LoadOptions) -> Result<PlacementInputs> {
+fn placement_inputs(
+    cfg: &ModelConfig,
+    weights: &ModelWeights<wllm_loaders::model::TensorMeta>,
+    opts: &LoadOptions,
+) -> Result<PlacementInputs> {
     let gpu = match (&opts.gpu, opts.gpu_layers) {
         (_, GpuLayers::Count(0)) => None,
         (Some(g), _) => Some(g.clone()),
@@ -479,14 +483,20 @@ fn placement_inputs(cfg: &ModelConfig, opts: &LoadOptions) -> Result<PlacementIn
         };
     let host = HostFacts::probe();
     let gpu_facts = gpu.as_ref().map(|g| GpuFacts::of(g, budget, &host));
-    let request = PlanRequest {
+    let mut request = PlanRequest {
         gpu_layers: opts.gpu_layers,
-        n_ctx: seq_context(cfg, opts).saturating_mul(opts.n_seq.max(1)),
+        n_ctx: 0,
         n_batch: DEFAULT_BATCH,
         cpu_batch: DEFAULT_BATCH,
         cpu_moe_below: opts.n_cpu_moe,
         cache: opts.cache,
     };
+    let n_seq = opts.n_seq.max(1);
+    let seq_ctx = match opts.n_ctx {
+        Some(n) => n.max(1),
+        None => auto_context(cfg, weights, &request, gpu_facts.as_ref(), &host, n_seq),
+    };
+    request.n_ctx = seq_ctx.saturating_mul(n_seq);
     if cfg.n_layer as usize > (0..cfg.n_layer as usize).filter(|&il| cfg.is_recurrent(il)).count() {
         // Quantized types need whole blocks per head; f16 and f32 take any size.
         let asked =
@@ -496,10 +506,46 @@ fn placement_inputs(cfg: &ModelConfig, opts: &LoadOptions) -> Result<PlacementIn
     Ok((gpu, gpu_facts, host, request))
 }
 
-/// Positions per sequence that `opts` asks for (the model's training context, capped at 4096,
-/// when it names none).
-fn seq_context(cfg: &ModelConfig, opts: &LoadOptions) -> u32 {
-    opts.n_ctx.unwrap_or_else(|| cfg.context_length.min(4096)).max(1)
+/// Positions per sequence when the load names none: the largest context, up to the one the
+/// model was trained for (in steps of 256), whose memory plan keeps the placement asked for
+/// (with `auto` and a GPU, every layer on the GPU), and never less than the trained context
+/// capped at 4096 (with which the plan then does what it would: fewer GPU layers, or a
+/// refusal that names the sizes).
+fn auto_context(
+    cfg: &ModelConfig,
+    weights: &ModelWeights<wllm_loaders::model::TensorMeta>,
+    req: &PlanRequest,
+    gpu: Option<&GpuFacts>,
+    host: &HostFacts,
+    n_seq: u32,
+) -> u32 {
+    const STEP: u32 = 256;
+    let trained = cfg.context_length.max(1);
+    let floor = trained.min(4096);
+    let holds = |n: u32| {
+        let r = PlanRequest { n_ctx: n.saturating_mul(n_seq), ..req.clone() };
+        plan(cfg, weights, &r, gpu, host).is_ok_and(|p| {
+            p.fits && (req.gpu_layers != GpuLayers::Auto || gpu.is_none() || p.gpu_layers == cfg.n_layer)
+        })
+    };
+    if trained == floor || !holds(floor) {
+        return floor;
+    }
+    if holds(trained) {
+        return trained;
+    }
+    // holds(lo), !holds(hi): halve on multiples of STEP.
+    let (mut lo, mut hi) = (floor, trained);
+    while hi - lo > STEP {
+        let mid = (lo + (hi - lo) / 2) / STEP * STEP;
+        let mid = if mid <= lo { lo + STEP } else { mid };
+        if holds(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 /// The error for a context of no positions.

@@ -13,7 +13,8 @@ use crate::model::Model;
 /// Per-session settings.
 #[derive(Clone, Debug)]
 pub struct SessionOptions {
-    /// Context size in tokens; `None`: the model's training context, capped at 4096.
+    /// Context size in tokens; `None`: the one the model was loaded for (see
+    /// [`crate::LoadOptions::n_ctx`]).
     pub n_ctx: Option<u32>,
     /// Most prompt tokens processed in one step (at most the context, and at most
     /// [`MAX_BATCH`]; larger values are lowered to that).

@@ -173,7 +173,10 @@ fn the_plan_counts_a_quantized_cache_and_names_its_types() {
             LoadOptions { gpu_layers: GpuLayers::Count(0), n_ctx: Some(256), cache, ..Default::default() };
         Model::plan(&path, &opts).unwrap()
     };
-    let f32_kv = plan(CacheRequest::default());
+    let f32_kv = plan(CacheRequest { k: Some(KvType::F32), v: Some(KvType::F32) });
+    let f16 = plan(CacheRequest::default());
+    assert_eq!(f16.cpu.kv, plan(CacheRequest { k: Some(KvType::F16), v: Some(KvType::F16) }).cpu.kv);
+    assert!(f16.cpu.kv < f32_kv.cpu.kv);
     let q8 = plan(CacheRequest { k: Some(KvType::Q8_0), v: Some(KvType::Q8_0) });
     let q4 = plan(CacheRequest { k: Some(KvType::Q4_0), v: Some(KvType::Q4_0) });
     // Bytes per element: f32 4, Q8_0 34/32, Q4_0 18/32; the RoPE tables the CPU's figure also

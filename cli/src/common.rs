@@ -36,7 +36,7 @@ pub struct DeviceArgs {
     /// Quantize F32/F16/BF16 weight matrices while loading: q8_0 or q4_k.
     #[arg(long, value_parser = parse_quantize)]
     pub quantize: Option<GgmlType>,
-    /// KV cache type of K: f16, q8_0 or q4_0 (or f32). Default: f16 on the GPU, f32 on the CPU.
+    /// KV cache type of K: f16 (default), q8_0 or q4_0 (or f32, exact at twice f16's memory).
     #[arg(long = "cache-type-k", visible_alias = "ctk", value_parser = parse_kv_type)]
     pub cache_type_k: Option<KvType>,
     /// KV cache type of V: f16, q8_0 or q4_0 (or f32). Default as for K.
@@ -87,7 +87,7 @@ pub struct ContextArgs {
     /// or the Jinja text itself (anything with `{{` or `{%` that is not a file's name).
     #[arg(long)]
     pub chat_template: Option<String>,
-    /// Context size in tokens, at least 1 (default: the model's, capped at 4096).
+    /// Context size in tokens, at least 1 (default: the largest the memory plan fits, up to the model's trained context).
     #[arg(long = "ctx", short = 'c', allow_negative_numbers = true, value_parser = whole_in::<u32>(1, u32::MAX as u64))]
     pub ctx: Option<u32>,
     /// Prompt tokens processed per step.
@@ -190,7 +190,7 @@ impl ContextArgs {
 }
 
 /// Loads a model, drawing a progress bar when stderr is a terminal. `n_ctx` is the context the
-/// memory plan is made for (`None`: the model's, capped at 4096).
+/// memory plan is made for (`None`: the largest that fits, up to the model's trained context).
 pub fn load_model(
     path: &Path,
     dev: &DeviceArgs,

@@ -162,7 +162,7 @@ fn cache_types_are_taken_by_name_and_shown_in_the_plan() {
     let out = wllm(&["plan", m, "--ctx", "128", "--gpu-layers", "0", "--cache-type-k", "q4_0"]);
     let plan = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(plan.contains("KV cache: K q4_0 V f32"), "{plan}");
+    assert!(plan.contains("KV cache: K q4_0 V f16"), "{plan}");
 
     let out = wllm(&[&args[..], &["--cache-type-v", "q5_1"]].concat());
     let err = text(&out.stderr);

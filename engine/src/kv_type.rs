@@ -213,8 +213,8 @@ impl CacheTypes {
     }
 }
 
-/// What a user asked for: `None` leaves a side to the backend (f16 on a GPU that has it, f32
-/// on the CPU, whose kernels then compute exactly).
+/// What a user asked for: `None` leaves a side at f16 (f32 on a GPU without f16 storage), as
+/// llama.cpp's default; f32 keeps K and V exactly, at twice the memory and attention traffic.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
 pub struct CacheRequest {
     pub k: Option<KvType>,
@@ -239,7 +239,7 @@ impl CacheRequest {
 
     /// What the CPU layers use.
     pub fn for_cpu(self) -> CacheTypes {
-        self.resolve(KvType::F32, true)
+        self.resolve(KvType::F16, true)
     }
 }
 
@@ -320,11 +320,11 @@ mod tests {
     }
 
     #[test]
-    fn the_default_is_f16_on_the_gpu_and_f32_on_the_cpu() {
+    fn the_default_is_f16_where_there_is_f16() {
         let none = CacheRequest::default();
         assert_eq!(none.for_gpu(true), CacheTypes { k: KvType::F16, v: KvType::F16 });
         assert_eq!(none.for_gpu(false), CacheTypes::F32);
-        assert_eq!(none.for_cpu(), CacheTypes::F32);
+        assert_eq!(none.for_cpu(), CacheTypes { k: KvType::F16, v: KvType::F16 });
         let q = CacheRequest { k: Some(KvType::Q8_0), v: Some(KvType::F16) };
         assert_eq!(q.for_gpu(false), CacheTypes { k: KvType::Q8_0, v: KvType::F32 });
         assert_eq!(q.for_cpu(), CacheTypes { k: KvType::Q8_0, v: KvType::F16 });

@@ -12,7 +12,7 @@ use crate::common::DeviceArgs;
 pub struct Args {
     /// A .gguf file or a Hugging Face safetensors directory.
     pub model: PathBuf,
-    /// Context size to plan for (default: the model's, capped at 4096).
+    /// Context size to plan for (default: the largest the memory plan fits, up to the model's trained context).
     #[arg(long = "ctx", short = 'c')]
     pub ctx: Option<u32>,
     #[command(flatten)]

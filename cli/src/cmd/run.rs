@@ -252,6 +252,9 @@ pub fn run(a: Args) -> Result<()> {
             info.threads
         );
         eprintln!("KV cache:             {}", info.plan.kv_types());
+        let trained = model.config().context_length;
+        let how = if a.context.ctx.is_some() { "asked for" } else { "the largest that fits" };
+        eprintln!("context:              {n_ctx} tokens ({how}; the model was trained for {trained})");
         eprintln!("load duration:        {:.2?}", info.load_time);
         eprintln!("shader build:         {:.2?}{}", info.shader_build_time, warm_up_note(info));
         if let Some(c) = constrained {

@@ -1,5 +1,5 @@
 //! The KV cache of the CPU layers, in RAM: per layer `[kv_head][position]` rows for K and V,
-//! each side f32 (exact, the default), f16, or Q8_0/Q4_0 blocks as llama.cpp stores them
+//! each side f16 (the default), f32 (exact), or Q8_0/Q4_0 blocks as llama.cpp stores them
 //! (`--cache-type-k/-v`).
 
 use crate::cpu::Isa;

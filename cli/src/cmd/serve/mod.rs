@@ -30,7 +30,7 @@ use state::{AppState, Ready, unix_now};
 
 #[derive(clap::Args)]
 #[command(mut_arg("ctx", |a| a.help(
-    "Context of each sequence in tokens, prompt and reply (default: the model's, capped at 4096); \
+    "Context of each sequence in tokens, prompt and reply (default: the largest the memory plan fits, up to the model's trained context); \
      the KV cache holds --parallel times this"
 )))]
 #[command(mut_arg("batch", |a| a.help(

@@ -36,7 +36,7 @@ pub enum LogitRows {
 pub struct CpuOptions {
     /// Threads, the caller's included (0: one per core).
     pub threads: usize,
-    /// Element types of K and V (default f32: exact).
+    /// Element types of K and V (default f32, exact; sessions ask for f16 unless told).
     pub cache: CacheTypes,
     /// Most tokens run through the layers at once; longer inputs go in chunks of this size.
     pub max_batch: usize,
