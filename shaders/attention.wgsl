@@ -6,6 +6,11 @@
 // lines together. Masks: causal, plus a sliding window when P.window > 0. Each token carries
 // its position and the cache row of its sequence's position 0, so rows of one dispatch may
 // belong to different sequences (continuous batching); each row walks its own keys.
+//
+// SPLIT (decode, flash-decoding): the keys are split along y over num_workgroups.y workgroups,
+// each writing its rows' partial softmax (unnormalised output, running max and sum) to Part;
+// REDUCE then combines a row's splits (and its sink) into O. A deep decode so runs on
+// (row groups x splits) workgroups instead of one per row group.
 
 struct Params {
     n_head: u32,
@@ -15,7 +20,8 @@ struct Params {
     o_stride: u32,
     window: u32,
     scale: f32,
-    _pad: u32,
+    // SPLIT and REDUCE: the splits (num_workgroups.y of the SPLIT pass).
+    splits: u32,
 }
 
 // pos0 is unused: each token's position comes from Pos.
@@ -56,6 +62,13 @@ struct Step {
 #ifdef SINKS
 // One logit per q head that joins the softmax denominator with no value (gpt-oss).
 @group(0) @binding(7) var<storage, read> Sinks: array<f32>;
+#endif
+// Per (row, split): HDV4 vec4s of unnormalised output, then (max, sum, 0, 0).
+#ifdef SPLIT
+@group(0) @binding(8) var<storage, read_write> Part: array<vec4<f32>>;
+#endif
+#ifdef REDUCE
+@group(0) @binding(8) var<storage, read> Part: array<vec4<f32>>;
 #endif
 
 const HD4: u32 = HEAD_DIM / 4u;
@@ -156,8 +169,66 @@ fn key_lo(pos: u32) -> u32 {
     return 0u;
 }
 
+// Stores row `row`'s output `acc / l`, times the sigmoid of its gate logits when gated.
+fn store_row(t: u32, h: u32, c: u32, acc: vec4<f32>, inv: f32) {
+    let ob = t * P.o_stride / 4u + h * HDV4;
+#ifdef GATED
+#ifndef GATE_AFTER
+    // GATE_AFTER: the output is still rotated (a rotated V cache); the kernel that turns it
+    // back applies the gate.
+    let gate = QKV[t * P.qkv_stride / 4u + h * Q_SPAN4 + HD4 + c];
+    O[ob + c] = acc * inv / (vec4<f32>(1.0) + exp(-gate));
+    return;
+#endif
+#endif
+    O[ob + c] = acc * inv;
+}
+
+#ifdef REDUCE
+// One workgroup per row (token, q head): the splits' partial softmaxes, rescaled to their
+// common maximum and summed.
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x;
+    if (row >= S.n_tokens * P.n_head) {
+        return;
+    }
+    let t = row / P.n_head;
+    let h = row % P.n_head;
+    let stride = HDV4 + 1u;
+    let first = row * P.splits * stride;
+    var big = NEG;
+#ifdef SINKS
+    big = Sinks[h];
+#endif
+    for (var s = 0u; s < P.splits; s++) {
+        big = max(big, Part[first + s * stride + HDV4].x);
+    }
+    var total = 0.0;
+#ifdef SINKS
+    total = exp(Sinks[h] - big);
+#endif
+    for (var s = 0u; s < P.splits; s++) {
+        let ml = Part[first + s * stride + HDV4];
+        total += ml.y * exp(ml.x - big);
+    }
+    let inv = 1.0 / total;
+    for (var c = lid; c < HDV4; c += WG) {
+        var acc = vec4<f32>(0.0);
+        for (var s = 0u; s < P.splits; s++) {
+            let at = first + s * stride;
+            acc += Part[at + c] * exp(Part[at + HDV4].x - big);
+        }
+        store_row(t, h, c, acc, inv);
+    }
+}
+#else
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
     let rows_per_wg = WG / TEAM;
     let n_rows = S.n_tokens * P.n_head;
     let first_row = wid.x * rows_per_wg;
@@ -179,6 +250,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         n_keys = max(n_keys, p + 1u - key_lo(p));
     }
 
+#ifdef SPLIT
+    // This split's share of the keys, in whole groups of four.
+    let chunk = ((n_keys + nwg.y - 1u) / nwg.y + 3u) / 4u * 4u;
+    let o_begin = min(wid.y * chunk, n_keys);
+    let o_end = min(o_begin + chunk, n_keys);
+#else
+    let o_begin = 0u;
+    let o_end = n_keys;
+#endif
+
     var q: array<vec4<f32>, CK>;
     let qb = t * P.qkv_stride / 4u + h * Q_SPAN4;
     for (var c = 0u; c < CK; c++) {
@@ -188,16 +269,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var c = 0u; c < CV; c++) {
         acc[c] = vec4<f32>(0.0);
     }
-    // A sink starts the online softmax as a key of score Sinks[h] whose value is zero.
-#ifdef SINKS
-    var m = Sinks[h];
-    var l = 1.0;
-#else
+    // A sink starts the online softmax as a key of score Sinks[h] whose value is zero (split:
+    // the reduction adds it).
     var m = NEG;
     var l = 0.0;
+#ifdef SINKS
+#ifndef SPLIT
+    m = Sinks[h];
+    l = 1.0;
+#endif
 #endif
     let kbase = g * P.ctx + Pos[t].y;
-    for (var o = 0u; o < n_keys; o += 4u) {
+    for (var o = o_begin; o < o_end; o += 4u) {
         var s4 = vec4<f32>(0.0);
         for (var k = 0u; k < 4u; k++) {
             let j = min(lo + o + k, pos);
@@ -231,20 +314,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (first_row + lid / TEAM > last_row) {
         return;
     }
-    let ob = t * P.o_stride / 4u + h * HDV4;
+#ifdef SPLIT
+    let at = ((t * P.n_head + h) * nwg.y + wid.y) * (HDV4 + 1u);
+    for (var c = 0u; c < CV; c++) {
+        Part[at + lane + c * TEAM] = acc[c];
+    }
+    if (lane == 0u) {
+        Part[at + HDV4] = vec4<f32>(m, l, 0.0, 0.0);
+    }
+#else
     let inv = 1.0 / l;
     for (var c = 0u; c < CV; c++) {
-// GATE_AFTER: the output is still rotated (a rotated V cache); the kernel that turns it back
-// applies the gate.
-#ifdef GATED
-#ifndef GATE_AFTER
-        let gate = QKV[qb + HD4 + lane + c * TEAM];
-        O[ob + lane + c * TEAM] = acc[c] * inv / (vec4<f32>(1.0) + exp(-gate));
-#else
-        O[ob + lane + c * TEAM] = acc[c] * inv;
-#endif
-#else
-        O[ob + lane + c * TEAM] = acc[c] * inv;
-#endif
+        store_row(t, h, lane + c * TEAM, acc[c], inv);
     }
+#endif
 }
+#endif

@@ -12,7 +12,7 @@ use wllm_engine::cpu::Isa;
 use wllm_engine::cpu::ops::{Attention, KvLayer, KvRows, Rope, rms_norm_in_place, rope_in_place};
 use wllm_engine::kv_type::{hadamard_in_place, k_rotation, quantize_cpu_row, v_rotation};
 use wllm_engine::layers::{RopeSpec, RopeTable};
-use wllm_engine::ops::attention::{AttentionArgs, attention};
+use wllm_engine::ops::attention::{AttentionArgs, attention, attention_split, partials_bytes};
 use wllm_engine::ops::hadamard::{Gate, hadamard64};
 use wllm_engine::ops::rope::{RopeArgs, rope_kv};
 use wllm_engine::wgpu;
@@ -671,4 +671,104 @@ fn cpu_attention_refuses_bad_shapes() {
     assert!(wllm_engine::cpu::ops::attention(isa, &wide, &[0.0; 64], ok, None, &mut out64).is_ok());
     let short_q = KvLayer { k: KvRows::Q8_0(&kq[..67]), v: KvRows::Q4_0(&vq) };
     assert!(wllm_engine::cpu::ops::attention(isa, &wide, &[0.0; 64], short_q, None, &mut out64).is_err());
+}
+
+/// One-token steps at depths 1, 4097 and 32768 over a cache of random keys and values, the
+/// keys split across workgroups (flash-decoding: partial softmaxes, then a reduction) and
+/// whole, against the float64 reference: grouped heads, a sliding window, sinks, f32 and f16
+/// caches, and more splits than a shallow step has key groups.
+#[test]
+fn gpu_decode_attention_split_along_the_keys_at_depth() {
+    let (n_head, n_kv, hd) = (8u32, 2u32, 64u32);
+    let cases: [(u32, u32, bool, u32); 5] = [
+        (1, 0, false, 8),
+        (4097, 0, true, 4),
+        (4097, 300, false, 32),
+        (32768, 0, false, 32),
+        (32768, 5000, true, 7),
+    ];
+    for (name, gpu) in gpus() {
+        for (depth, window, with_sinks, splits) in cases {
+            let mut rng = Rng::new(depth as u64 + window as u64);
+            let rows = (n_kv * depth) as usize;
+            let keys = rng.vec(rows * hd as usize, 1.0);
+            let values = rng.vec(rows * hd as usize, 1.0);
+            let q = rng.vec((n_head * hd) as usize, 1.0);
+            let sink_logits = with_sinks.then(|| rng.vec(n_head as usize, 2.0));
+            let scale = 1.0 / (hd as f32).sqrt();
+            let pos = depth as usize - 1;
+            let seen = reference::visible(pos, window as usize);
+            let mut want = Vec::new();
+            for h in 0..n_head as usize {
+                let g = h / (n_head / n_kv) as usize;
+                let row = |x: &[f32], p: usize| -> Vec<f64> {
+                    x[(g * depth as usize + p) * hd as usize..][..hd as usize]
+                        .iter()
+                        .map(|&v| v as f64)
+                        .collect()
+                };
+                let ks: Vec<Vec<f64>> = seen.clone().map(|p| row(&keys, p)).collect();
+                let vs: Vec<Vec<f64>> = seen.clone().map(|p| row(&values, p)).collect();
+                let qh: Vec<f64> = q[h * hd as usize..][..hd as usize].iter().map(|&v| v as f64).collect();
+                let ks: Vec<&[f64]> = ks.iter().map(|k| &k[..]).collect();
+                let vs: Vec<&[f64]> = vs.iter().map(|v| &v[..]).collect();
+                let sink = sink_logits.as_ref().map(|s| s[h] as f64);
+                want.extend(reference::attention_sink(&qh, &ks, &vs, scale as f64, sink));
+            }
+            let f16 = if gpu.caps.f16 { KvType::F16 } else { KvType::F32 };
+            for ty in [KvType::F32, f16] {
+                let upload = |x: &[f32]| match ty {
+                    KvType::F16 => {
+                        let h: Vec<u16> = x.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
+                        gpu.storage_init("cache", bytemuck::cast_slice(&h))
+                    }
+                    _ => gpu.storage_init("cache", bytemuck::cast_slice(x)),
+                };
+                let (k_cache, v_cache) = (upload(&keys), upload(&values));
+                let stride = rope_qkv_stride(n_head, n_kv, hd);
+                let mut row = vec![0f32; stride];
+                row[..q.len()].copy_from_slice(&q);
+                let qkv = gpu.storage_init("qkv", bytemuck::cast_slice(&row));
+                let out = gpu.storage("out", (n_head * hd) as u64 * 4);
+                let step = gpu.uniform("step", &[pos as u32, 1u32, 0, 0]);
+                let positions = gpu.storage_init("positions", bytemuck::cast_slice(&[pos as u32, 0u32]));
+                let sinks = sink_logits.as_ref().map(|s| gpu.storage_init("sinks", bytemuck::cast_slice(s)));
+                let args = AttentionArgs {
+                    n_head,
+                    n_kv,
+                    head_dim: hd,
+                    head_dim_v: hd,
+                    ctx: depth,
+                    window,
+                    scale,
+                    cache: CacheTypes { k: ty, v: ty },
+                    qkv: &qkv,
+                    k_cache: &k_cache,
+                    v_cache: &v_cache,
+                    out: &out,
+                    step: &step,
+                    positions: &positions,
+                    sinks: sinks.as_ref(),
+                    gated: false,
+                };
+                let partials = gpu.storage("partials", partials_bytes(n_head, hd, splits, 1));
+                let tol = if ty == KvType::F16 { 4e-3 } else { 2e-4 };
+                let split_ops = attention_split(&gpu, &args, splits, &partials, 1).unwrap();
+                for (form, ops) in
+                    [("split", split_ops.to_vec()), ("whole", vec![attention(&gpu, &args).unwrap()])]
+                {
+                    gpu.run(&ops, 1).unwrap();
+                    let got = gpu.read_f32(&out).unwrap();
+                    let what = format!(
+                        "[{name}] {form} decode at depth {depth} (window {window}, sinks {with_sinks}, {splits} splits, {ty})"
+                    );
+                    check_close(&what, &got, &want, &vec![1.0; want.len()], tol, tol);
+                }
+            }
+        }
+    }
+}
+
+fn rope_qkv_stride(n_head: u32, n_kv: u32, hd: u32) -> usize {
+    wllm_engine::ops::rope::qkv_stride(n_head, n_kv, hd, hd, false) as usize
 }

@@ -4,7 +4,7 @@
 
 use crate::gpu::device::Caps;
 use crate::gpu::ops::argmax::ArgmaxKey;
-use crate::gpu::ops::attention::AttentionKey;
+use crate::gpu::ops::attention::{AttentionKey, AttentionPass};
 use crate::gpu::ops::delta_net::DeltaNetKey;
 use crate::gpu::ops::delta_rule::{DeltaRuleKey, DeltaRulePass};
 use crate::gpu::ops::elementwise::ElementwiseKey;
@@ -174,21 +174,30 @@ pub fn all(caps: &Caps) -> Vec<PipelineKey> {
                     continue;
                 }
                 for sinks in [false, true] {
-                    // Sinks only with gpt-oss's head size.
+                    // Sinks only with gpt-oss's head size; flash-decoding's passes with the
+                    // common size and with sinks.
                     if sinks && hd != 64 {
                         continue;
                     }
-                    out.push(PipelineKey::Attention(AttentionKey {
-                        cache,
-                        head_dim: hd,
-                        head_dim_v: hd_v,
-                        team: 8,
-                        team_is_subgroup,
-                        wg: 64,
-                        sinks,
-                        gated: false,
-                        gate_after: false,
-                    }));
+                    let passes: &[AttentionPass] = if hd == 128 || sinks {
+                        &[AttentionPass::Whole, AttentionPass::Split, AttentionPass::Reduce]
+                    } else {
+                        &[AttentionPass::Whole]
+                    };
+                    for &pass in passes {
+                        out.push(PipelineKey::Attention(AttentionKey {
+                            cache,
+                            head_dim: hd,
+                            head_dim_v: hd_v,
+                            team: 8,
+                            team_is_subgroup,
+                            wg: 64,
+                            sinks,
+                            gated: false,
+                            gate_after: false,
+                            pass,
+                        }));
+                    }
                 }
             }
         }

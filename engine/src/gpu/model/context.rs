@@ -12,6 +12,7 @@ use super::graph::{self, Graph, logit_bytes};
 use crate::cpu::CpuExperts;
 use crate::error::{EngineError, Result};
 use crate::gpu::ops::Op;
+use crate::gpu::ops::attention::partials_bytes;
 pub use crate::gpu::ops::logprob::NO_TARGET;
 use crate::gpu::ops::moe::MoeBuffers;
 use crate::gpu::profile::{Phase, Profiler};
@@ -94,6 +95,16 @@ pub(crate) struct Buffers {
     pub shared_gate: Option<wgpu::Buffer>,
     /// States and activations of the GPU's Gated DeltaNet layers, if any.
     pub delta_net: Option<DeltaNetBuffers>,
+    /// Partial softmaxes of split decode attention, and the splits (contexts deep enough to
+    /// split; see [`decode_splits`]).
+    pub attn_partials: Option<(wgpu::Buffer, u32)>,
+}
+
+/// Splits of a one-token step's attention over a context of `n_ctx` positions per sequence:
+/// one per 1024 positions, at most 32 (1: not split). Each split's share is computed from the
+/// step's own depth, so a shallow step spreads its few keys the same way.
+pub fn decode_splits(n_ctx: u32) -> u32 {
+    (n_ctx / 1024).clamp(1, 32)
 }
 
 impl Buffers {
@@ -259,6 +270,10 @@ pub fn context_bytes(
     let layers = (c.n_layer - n_layers.min(c.n_layer)) as usize..c.n_layer as usize;
     let attention = layers.clone().filter(|&il| !c.is_recurrent(il)).count() as u64;
     let (states, delta_scratch) = delta_net_bytes(c, layers, n_batch, 1);
+    let splits = decode_splits(n_ctx);
+    if attention > 0 && splits > 1 {
+        scratch += partials_bytes(c.n_head, c.head_dim_v, splits, 1);
+    }
     ContextBytes {
         kv: attention * (s.k_bytes + s.v_bytes) + states,
         scratch: scratch + delta_scratch,
@@ -378,6 +393,16 @@ impl Context {
                 .and_then(|m| m.shared_expert_ff)
                 .map(|_| gpu.storage("moe.shared_gate", nb * f)),
             delta_net: DeltaNetBuffers::new(gpu, c, model.first_layer, n_batch, n_seq),
+            attn_partials: (gpu.tuning.split_decode_attention
+                && model.layers.iter().any(attends)
+                && decode_splits(n_ctx) > 1)
+                .then(|| {
+                    let splits = decode_splits(n_ctx);
+                    (
+                        gpu.storage("attention.partials", partials_bytes(c.n_head, c.head_dim_v, splits, 1)),
+                        splits,
+                    )
+                }),
         };
         let mut bufs = bufs;
         if let Some(m) = &c.moe {
@@ -454,6 +479,7 @@ impl Context {
         scratch += b.rope_tables.iter().map(|x| x.size()).sum::<u64>();
         scratch += b.read_hidden.as_ref().map_or(0, |x| x.size());
         scratch += b.shared_gate.as_ref().map_or(0, |x| x.size()) + delta_scratch;
+        scratch += b.attn_partials.as_ref().map_or(0, |(x, _)| x.size());
         if let Some(m) = &b.moe {
             scratch +=
                 [&m.ids, &m.weights, &m.pairs, &m.tiles, &m.args].iter().map(|x| x.size()).sum::<u64>();

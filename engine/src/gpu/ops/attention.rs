@@ -26,6 +26,19 @@ pub struct AttentionKey {
     /// With `gated`: the output is left rotated (a rotated V cache) and ungated, for
     /// [`super::hadamard::hadamard64`] to turn back and gate.
     pub gate_after: bool,
+    pub pass: AttentionPass,
+}
+
+/// Which kernel of the family: the whole attention, or flash-decoding's two passes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub enum AttentionPass {
+    #[default]
+    Whole,
+    /// Each of `splits` workgroups per row group takes a share of the keys and writes partial
+    /// softmaxes.
+    Split,
+    /// Combines a row's partials into its output.
+    Reduce,
 }
 
 impl Kernel for AttentionKey {
@@ -41,6 +54,11 @@ impl Kernel for AttentionKey {
         ) + if self.sinks { ".sinks" } else { "" }
             + if self.gated { ".gated" } else { "" }
             + if self.gate_after { ".gate_after" } else { "" }
+            + match self.pass {
+                AttentionPass::Whole => "",
+                AttentionPass::Split => ".split",
+                AttentionPass::Reduce => ".reduce",
+            }
     }
     fn spec(&self) -> KernelSpec {
         KernelSpec::new("attention.wgsl")
@@ -50,6 +68,8 @@ impl Kernel for AttentionKey {
             .define_if(self.sinks, "SINKS")
             .define_if(self.gated, "GATED")
             .define_if(self.gate_after, "GATE_AFTER")
+            .define_if(self.pass == AttentionPass::Split, "SPLIT")
+            .define_if(self.pass == AttentionPass::Reduce, "REDUCE")
             .define_value("HEAD_DIM", format!("{}u", self.head_dim))
             .define_value("HEAD_DIM_V", format!("{}u", self.head_dim_v))
             .define_value("TEAM", format!("{}u", self.team))
@@ -72,12 +92,12 @@ struct Params {
     o_stride: u32,
     window: u32,
     scale: f32,
-    _pad: u32,
+    splits: u32,
 }
 
 #[doc(hidden)]
 pub const PARAMS_LAYOUT: super::ParamsLayout =
-    params_layout!(Params { n_head, n_kv, ctx, qkv_stride, o_stride, window, scale, _pad });
+    params_layout!(Params { n_head, n_kv, ctx, qkv_stride, o_stride, window, scale, splits });
 
 pub struct AttentionArgs<'a> {
     pub n_head: u32,
@@ -105,6 +125,60 @@ pub struct AttentionArgs<'a> {
 }
 
 pub fn attention(gpu: &Gpu, a: &AttentionArgs<'_>) -> Result<Op> {
+    let (key, p) = shape(gpu, a, AttentionPass::Whole, 1)?;
+    let ubuf = gpu.uniform("attention.params", &p);
+    let entries = entries(a, &ubuf, None)?;
+    let rows_per_group = key.wg / key.team;
+    let pipeline = gpu.pipeline(PipelineKey::Attention(key))?;
+    Ok(gpu.op(pipeline, &entries, Grid::Rows { rows_per_token: a.n_head, rows_per_group }))
+}
+
+/// Attention for one-token steps over a deep cache, flash-decoding style: `splits`
+/// workgroups per group of rows each take a share of the keys and write partial softmaxes to
+/// `partials` (at least [`partials_bytes`]), then a reduction writes the output.
+pub fn attention_split(
+    gpu: &Gpu,
+    a: &AttentionArgs<'_>,
+    splits: u32,
+    partials: &wgpu::Buffer,
+    max_tokens: u32,
+) -> Result<[Op; 2]> {
+    let need = partials_bytes(a.n_head, a.head_dim_v, splits, max_tokens);
+    if splits == 0 || partials.size() < need {
+        return Err(EngineError::InvalidArgument(format!(
+            "{splits} attention splits need {need} bytes of partials, got {}",
+            partials.size()
+        )));
+    }
+    let (split_key, p) = shape(gpu, a, AttentionPass::Split, splits)?;
+    let ubuf = gpu.uniform("attention.params", &p);
+    let rows_per_group = split_key.wg / split_key.team;
+    let split = gpu.op(
+        gpu.pipeline(PipelineKey::Attention(split_key.clone()))?,
+        &entries(a, &ubuf, Some(partials))?,
+        Grid::RowsSplit { rows_per_token: a.n_head, rows_per_group, splits },
+    );
+    let reduce_key = AttentionKey { pass: AttentionPass::Reduce, wg: 64, ..split_key };
+    let reduce = gpu.op(
+        gpu.pipeline(PipelineKey::Attention(reduce_key))?,
+        &entries(a, &ubuf, Some(partials))?,
+        Grid::Rows { rows_per_token: a.n_head, rows_per_group: 1 },
+    );
+    Ok([split, reduce])
+}
+
+/// Bytes of the partials of `splits` splits for steps of up to `max_tokens` tokens.
+pub fn partials_bytes(n_head: u32, head_dim_v: u32, splits: u32, max_tokens: u32) -> u64 {
+    (max_tokens * n_head) as u64 * splits as u64 * (head_dim_v as u64 / 4 + 1) * 16
+}
+
+/// The kernel for `a` and `pass`, and its parameters.
+fn shape(
+    gpu: &Gpu,
+    a: &AttentionArgs<'_>,
+    pass: AttentionPass,
+    splits: u32,
+) -> Result<(AttentionKey, Params)> {
     if !a.head_dim.is_multiple_of(4) || !a.head_dim_v.is_multiple_of(4) {
         return Err(EngineError::Unsupported(format!("head size {} is not a multiple of 4", a.head_dim)));
     }
@@ -145,8 +219,8 @@ pub fn attention(gpu: &Gpu, a: &AttentionArgs<'_>) -> Result<Op> {
         sinks: a.sinks.is_some(),
         gated: a.gated,
         gate_after: a.gated && v_rotation(a.cache.v, a.head_dim_v).is_some(),
+        pass,
     };
-    let pipeline = gpu.pipeline(PipelineKey::Attention(key))?;
     let p = Params {
         n_head: a.n_head,
         n_kv: a.n_kv,
@@ -155,15 +229,23 @@ pub fn attention(gpu: &Gpu, a: &AttentionArgs<'_>) -> Result<Op> {
         o_stride: a.n_head * a.head_dim_v,
         window: a.window,
         scale: a.scale,
-        _pad: 0,
+        splits,
     };
-    let ubuf = gpu.uniform("attention.params", &p);
+    Ok((key, p))
+}
+
+/// The bindings of a pass (each declares them all), with the partials of the split ones.
+fn entries<'a>(
+    a: &AttentionArgs<'a>,
+    ubuf: &'a wgpu::Buffer,
+    partials: Option<&'a wgpu::Buffer>,
+) -> Result<Vec<(u32, Res<'a>)>> {
     let mut entries = vec![
         (0, Res::Buf(a.qkv)),
         (1, Res::Buf(a.k_cache)),
         (2, Res::Buf(a.v_cache)),
         (3, Res::Buf(a.out)),
-        (4, Res::Buf(&ubuf)),
+        (4, Res::Buf(ubuf)),
         (5, Res::Buf(a.step)),
         (6, Res::Buf(a.positions)),
     ];
@@ -177,5 +259,8 @@ pub fn attention(gpu: &Gpu, a: &AttentionArgs<'_>) -> Result<Op> {
         }
         entries.push((7, Res::Buf(sinks)));
     }
-    Ok(gpu.op(pipeline, &entries, Grid::Rows { rows_per_token: a.n_head, rows_per_group: wg / team }))
+    if let Some(p) = partials {
+        entries.push((8, Res::Buf(p)));
+    }
+    Ok(entries)
 }

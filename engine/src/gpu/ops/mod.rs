@@ -119,6 +119,12 @@ pub enum Grid {
         rows_per_token: u32,
         rows_per_group: u32,
     },
+    /// As `Rows`, times `splits` along y.
+    RowsSplit {
+        rows_per_token: u32,
+        rows_per_group: u32,
+        splits: u32,
+    },
 }
 
 impl Grid {
@@ -143,6 +149,9 @@ impl Grid {
             Grid::TokenTilesX { tile } => [n_tokens.div_ceil(tile), 1, 1],
             Grid::Rows { rows_per_token, rows_per_group } => {
                 [(n_tokens * rows_per_token).div_ceil(rows_per_group), 1, 1]
+            }
+            Grid::RowsSplit { rows_per_token, rows_per_group, splits } => {
+                [(n_tokens * rows_per_token).div_ceil(rows_per_group), splits, 1]
             }
         }
     }
