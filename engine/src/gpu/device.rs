@@ -137,8 +137,11 @@ impl Tuning {
             Ok("recurrent") => false,
             _ => !software,
         };
-        let split_decode_attention =
-            !matches!(std::env::var("WLLM_DECODE_ATTENTION").as_deref(), Ok("whole"));
+        let split_decode_attention = match std::env::var("WLLM_DECODE_ATTENTION").as_deref() {
+            Ok("split") => true,
+            Ok("whole") => false,
+            _ => !software,
+        };
         Tuning { row_per_lane, chunked_delta_rule, split_decode_attention }
     }
 }

@@ -51,18 +51,48 @@ impl<T: TensorSource + ?Sized> TensorSource for std::sync::Arc<T> {
     }
 }
 
+/// A GGUF presents the halves of a fused `ffn_gate_up_exps` ([n_embd, 2·n_ff, n_expert]:
+/// per expert its n_ff gate rows, then its n_ff up rows, as llama.cpp's converter writes with
+/// `--fuse-gate-up-exps`) as the `ffn_gate_exps` and `ffn_up_exps` every backend reads: each
+/// half is gathered into its own bytes when asked for.
 impl TensorSource for crate::gguf::GgufFile {
     fn meta(&self, name: &str) -> Option<TensorMeta> {
-        self.tensor(name).map(|t| TensorMeta {
-            name: t.name.clone(),
-            ggml_type: t.ggml_type,
-            dims: t.dims.clone(),
-        })
+        if let Some(t) = self.tensor(name) {
+            return Some(TensorMeta { name: t.name.clone(), ggml_type: t.ggml_type, dims: t.dims.clone() });
+        }
+        let (fused, _) = fused_half(self, name)?;
+        let mut dims = fused.dims.clone();
+        dims[1] /= 2;
+        Some(TensorMeta { name: name.to_string(), ggml_type: fused.ggml_type, dims })
     }
     fn bytes(&self, name: &str) -> Option<TensorBytes<'_>> {
-        let t = self.tensor(name)?;
-        Some(TensorBytes { meta: self.meta(name)?, bytes: Cow::Borrowed(self.tensor_data(t)) })
+        if let Some(t) = self.tensor(name) {
+            return Some(TensorBytes { meta: self.meta(name)?, bytes: Cow::Borrowed(self.tensor_data(t)) });
+        }
+        let (fused, second) = fused_half(self, name)?;
+        let meta = self.meta(name)?;
+        let row = fused.ggml_type.bytes_for(fused.dims[0])? as usize;
+        let half = row * meta.dims[1] as usize;
+        let data = self.tensor_data(fused);
+        let mut out = Vec::with_capacity(half * meta.dims[2] as usize);
+        for expert in data.chunks_exact(2 * half) {
+            out.extend_from_slice(if second { &expert[half..] } else { &expert[..half] });
+        }
+        Some(TensorBytes { meta, bytes: Cow::Owned(out) })
     }
+}
+
+/// The fused tensor `name` (a `ffn_gate_exps` or `ffn_up_exps` the file lacks) is half of, and
+/// whether it is the second (up) half.
+fn fused_half<'a>(f: &'a crate::gguf::GgufFile, name: &str) -> Option<(&'a crate::gguf::TensorInfo, bool)> {
+    let (stem, second) = match name.strip_suffix(".ffn_gate_exps.weight") {
+        Some(stem) => (stem, false),
+        None => (name.strip_suffix(".ffn_up_exps.weight")?, true),
+    };
+    let fused = f.tensor(&format!("{stem}.ffn_gate_up_exps.weight"))?;
+    // A 3-D tensor of an even number of rows per expert; anything else is left unresolved,
+    // so that the missing tensor is reported by its own name.
+    (fused.dims.len() == 3 && fused.dims[1] % 2 == 0).then_some((fused, second))
 }
 
 /// The per-layer tensors: the one per-layer weights type of every backend. `M` is how a
