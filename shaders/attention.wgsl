@@ -71,6 +71,8 @@ struct Step {
 @group(0) @binding(8) var<storage, read> Part: array<vec4<f32>>;
 #endif
 
+#include "kv_layout.wgsl"
+
 const HD4: u32 = HEAD_DIM / 4u;
 // vec4s between q heads: with an output gate (Qwen3.5) each query is followed by its head's
 // gate logits, and the output is multiplied by their sigmoid.
@@ -106,14 +108,6 @@ fn team_sum4(v: vec4<f32>, lid: u32) -> vec4<f32> {
 }
 #endif
 
-// Quant words of a row of `dim` elements, and all its words (quants, then scales two per word).
-fn quant_words(dim: u32, q4: bool) -> u32 {
-    return select(dim / 4u, dim / 8u, q4);
-}
-fn row_words(dim: u32, q4: bool) -> u32 {
-    return quant_words(dim, q4) + (dim / 32u + 1u) / 2u;
-}
-
 // Elements 4c..4c+3 of a quantized row whose words start at `quants`, scales at `scales`:
 // `word` holds them (Q8_0: the whole word; Q4_0: its half `c % 2`).
 fn dequant4(word: u32, scale_word: u32, c: u32, q4: bool) -> vec4<f32> {
@@ -127,17 +121,6 @@ fn dequant4(word: u32, scale_word: u32, c: u32, q4: bool) -> vec4<f32> {
     let q = bitcast<vec4<i32>>(vec4<u32>(word) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u);
     return vec4<f32>(q) * d;
 }
-
-#ifdef K_Q4
-const K_IS_Q4: bool = true;
-#else
-const K_IS_Q4: bool = false;
-#endif
-#ifdef V_Q4
-const V_IS_Q4: bool = true;
-#else
-const V_IS_Q4: bool = false;
-#endif
 
 // vec4 `c` of cache row `row` (row = kv head · ctx + position).
 fn load_k(row: u32, c: u32) -> vec4<f32> {

@@ -7,6 +7,7 @@
 // dispatch serves tokens of many sequences (continuous batching).
 
 #include "reduce.wgsl"
+#include "kv_layout.wgsl"
 
 struct Params {
     n_head: u32,
@@ -59,32 +60,6 @@ fn q_span() -> u32 { return 2u * P.hd; }
 #else
 fn q_span() -> u32 { return P.hd; }
 #endif
-
-#ifdef K_QUANT
-const K_QUANTIZED: bool = true;
-#else
-const K_QUANTIZED: bool = false;
-#endif
-#ifdef K_Q4
-const K_IS_Q4: bool = true;
-#else
-const K_IS_Q4: bool = false;
-#endif
-#ifdef V_Q4
-const V_IS_Q4: bool = true;
-#else
-const V_IS_Q4: bool = false;
-#endif
-
-// Quant words of one 32-element block.
-fn block_words(q4: bool) -> u32 {
-    return select(8u, 4u, q4);
-}
-
-// u32 words of a quantized row of `dim` elements: quants, then one word per two block scales.
-fn row_words(dim: u32, q4: bool) -> u32 {
-    return dim / 32u * block_words(q4) + (dim / 32u + 1u) / 2u;
-}
 
 struct QuantPair {
     words: array<u32, 16>,

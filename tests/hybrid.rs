@@ -10,21 +10,12 @@ mod support;
 
 use std::sync::{Arc, OnceLock};
 
+use support::argmax;
 use wllm::engine::{DeviceOptions, Gpu, Tuning};
 use wllm::{GpuLayers, LoadOptions, Logits, Model, SessionOptions};
 
 const MEAN_BUDGET: f64 = 0.05;
 const MAX_BUDGET: f64 = 0.5;
-
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
 
 /// Where the layers run: every layer on the CPU, every layer on the GPU (with the delta rule's
 /// prefill form the adapter prefers, and with the chunked form, which software adapters do not
@@ -62,28 +53,6 @@ fn load(case: &support::Case, gpu_layers: GpuLayers, chunked: bool) -> Model {
 /// step's run is not a multiple of the delta rule's chunk.
 const SESSION: SessionOptions = SessionOptions { n_ctx: Some(512), n_batch: 48 };
 
-/// Prompt as one evaluation (in steps of 48), then each greedy token on its own.
-fn teacher_forced(model: &Model, case: &support::Case) -> Vec<f32> {
-    let mut s = model.session(&SESSION).unwrap();
-    let mut got = s.eval(&case.prompt_ids, Logits::All).unwrap();
-    for &t in &case.greedy_ids {
-        got.extend(s.eval(&[t], Logits::Last).unwrap());
-    }
-    got
-}
-
-/// Greedy decoding from the prompt for `n` tokens.
-fn greedy(model: &Model, case: &support::Case, n: usize) -> Vec<u32> {
-    let mut s = model.session(&SESSION).unwrap();
-    let mut tok = argmax(&s.eval(&case.prompt_ids, Logits::Last).unwrap());
-    let mut out = vec![tok];
-    while out.len() < n {
-        tok = argmax(&s.eval(&[tok], Logits::Last).unwrap());
-        out.push(tok);
-    }
-    out
-}
-
 #[test]
 fn hybrid_tiny_models_match_llama_cpp_and_the_exact_pass_everywhere() {
     let mut failures = Vec::new();
@@ -97,7 +66,7 @@ fn hybrid_tiny_models_match_llama_cpp_and_the_exact_pass_everywhere() {
                 continue;
             }
             let model = load(case, gpu_layers, chunked);
-            let got = teacher_forced(&model, case);
+            let got = support::teacher_forced(&model, case, &SESSION);
             let rows = case.prompt_ids.len() + case.greedy_ids.len();
             assert_eq!(got.len(), rows * case.n_vocab);
             let (mean, max) = support::compare(case, &got, rows);
@@ -107,7 +76,7 @@ fn hybrid_tiny_models_match_llama_cpp_and_the_exact_pass_everywhere() {
             // such a row may reach llama.cpp's largest difference, the mean stays in budget.
             let max_budget = MAX_BUDGET.max(if lx.is_nan() { 0.0 } else { lx });
             let p = case.greedy_prefix_agree_exact;
-            let tokens = greedy(&model, case, p.max(1));
+            let tokens = support::greedy(&model, case, p.max(1), &SESSION);
             let greedy_ok = tokens[..p] == case.greedy_ids[..p];
             eprintln!(
                 "{:<30} {place:<5} exact |d| mean {mean:.2e} max {max:.2e} (llama.cpp: mean {lm:.2e} max {lx:.2e})  greedy {p} {}",

@@ -11,11 +11,10 @@
 
 mod support;
 
-use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
-use wllm::{CacheRequest, DeviceOptions, Gpu, GpuLayers, KvType, LoadOptions, Logits, Model, SessionOptions};
+use wllm::{CacheRequest, DeviceOptions, Gpu, GpuLayers, KvType, LoadOptions, Model, SessionOptions};
 
 /// The floor of the budgets, as the f16-cache fidelity tests use.
 const MEAN_BUDGET: f64 = 0.05;
@@ -34,10 +33,6 @@ fn device() -> Arc<Gpu> {
     GPU.get_or_init(|| Gpu::new(&DeviceOptions::default()).expect("a GPU adapter (lavapipe in CI)")).clone()
 }
 
-fn argmax(v: &[f32]) -> u32 {
-    (0..v.len()).fold(0, |best, i| if v[i] > v[best] { i } else { best }) as u32
-}
-
 /// llama.cpp's rows with a cache of `ty` in place of the case's own (f16-cache) rows.
 fn with_llama_cache(case: &support::Case, ty: KvType) -> support::Case {
     let dir = support::data_dir().join("kv_quant");
@@ -45,48 +40,12 @@ fn with_llama_cache(case: &support::Case, ty: KvType) -> support::Case {
     let j: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap()).unwrap();
     let mut c = case.clone();
-    c.llama_logits = j["logits_file"].as_str().map(|f| read_f32(&dir.join(f)));
-    c.llama_top = j.get("top_logits").map(|rows| {
-        rows.as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                r.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|p| (p[0].as_u64().unwrap() as u32, p[1].as_f64().unwrap() as f32))
-                    .collect()
-            })
-            .collect()
-    });
+    c.llama_logits = j["logits_file"].as_str().map(|f| support::read_f32(&dir.join(f)));
+    c.llama_top = j.get("top_logits").map(support::top);
     c
 }
 
-fn read_f32(path: &Path) -> Vec<f32> {
-    bytemuck::pod_collect_to_vec(&std::fs::read(path).unwrap())
-}
-
 const SESSION: SessionOptions = SessionOptions { n_ctx: Some(256), n_batch: 64 };
-
-fn teacher_forced(model: &Model, case: &support::Case) -> Vec<f32> {
-    let mut s = model.session(&SESSION).unwrap();
-    let mut got = s.eval(&case.prompt_ids, Logits::All).unwrap();
-    for &t in &case.greedy_ids {
-        got.extend(s.eval(&[t], Logits::Last).unwrap());
-    }
-    got
-}
-
-fn greedy(model: &Model, case: &support::Case, n: usize) -> Vec<u32> {
-    let mut s = model.session(&SESSION).unwrap();
-    let mut tok = argmax(&s.eval(&case.prompt_ids, Logits::Last).unwrap());
-    let mut out = vec![tok];
-    while out.len() < n {
-        tok = argmax(&s.eval(&[tok], Logits::Last).unwrap());
-        out.push(tok);
-    }
-    out
-}
 
 #[test]
 fn quantized_kv_caches_stay_within_llama_cpps_own_distance_from_exact_math() {
@@ -125,7 +84,7 @@ fn quantized_kv_caches_stay_within_llama_cpps_own_distance_from_exact_math() {
                     ..Default::default()
                 };
                 let model = Model::load_with(&case.model_path, &opts, &mut |_, _| {}).unwrap();
-                let got = teacher_forced(&model, case);
+                let got = support::teacher_forced(&model, case, &SESSION);
                 assert_eq!(got.len(), rows * case.n_vocab);
                 let (mean, max) = support::compare_like_llama(&llama, &got, rows);
                 let (mean_budget, max_budget) = match ty {
@@ -138,7 +97,7 @@ fn quantized_kv_caches_stay_within_llama_cpps_own_distance_from_exact_math() {
                     _ => (MEAN_BUDGET.max(lm), MAX_BUDGET.max(lx)),
                 };
                 let p = if ty == KvType::Q8_0 { case.greedy_prefix_agree_exact } else { 0 };
-                let tokens = greedy(&model, case, p.max(1));
+                let tokens = support::greedy(&model, case, p.max(1), &SESSION);
                 let greedy_ok = tokens[..p] == case.greedy_ids[..p];
                 eprintln!(
                     "{name:<32} {ty} {place:<5} exact |d| mean {mean:.2e} max {max:.2e} (llama.cpp {ty}: mean {lm:.2e} max {lx:.2e})  greedy {p} {}",

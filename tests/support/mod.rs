@@ -59,7 +59,8 @@ fn ids(v: &Value) -> Vec<u32> {
     v.as_array().map(|a| a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect()).unwrap_or_default()
 }
 
-fn top(v: &Value) -> Vec<Vec<(u32, f32)>> {
+/// `[[id, logit], ...]` rows of a fixture's top-k logits.
+pub fn top(v: &Value) -> Vec<Vec<(u32, f32)>> {
     v.as_array()
         .map(|rows| {
             rows.iter()
@@ -75,7 +76,7 @@ fn top(v: &Value) -> Vec<Vec<(u32, f32)>> {
         .unwrap_or_default()
 }
 
-fn read_f32(path: &Path) -> Vec<f32> {
+pub fn read_f32(path: &Path) -> Vec<f32> {
     let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     bytemuck::pod_collect_to_vec(&b)
 }
@@ -193,6 +194,34 @@ pub fn compare_like_llama(case: &Case, got: &[f32], rows: usize) -> (f64, f64) {
         }
     }
     (sum / n.max(1) as f64, max)
+}
+
+/// The first index of the largest value.
+pub fn argmax(v: &[f32]) -> u32 {
+    (0..v.len()).fold(0, |best, i| if v[i] > v[best] { i } else { best }) as u32
+}
+
+/// A case's logits through a session: its prompt as one evaluation (in `opts.n_batch` steps),
+/// then each of its greedy tokens on its own.
+pub fn teacher_forced(model: &wllm::Model, case: &Case, opts: &wllm::SessionOptions) -> Vec<f32> {
+    let mut s = model.session(opts).unwrap();
+    let mut got = s.eval(&case.prompt_ids, wllm::Logits::All).unwrap();
+    for &t in &case.greedy_ids {
+        got.extend(s.eval(&[t], wllm::Logits::Last).unwrap());
+    }
+    got
+}
+
+/// Greedy decoding from a case's prompt for `n` tokens through a session.
+pub fn greedy(model: &wllm::Model, case: &Case, n: usize, opts: &wllm::SessionOptions) -> Vec<u32> {
+    let mut s = model.session(opts).unwrap();
+    let mut tok = argmax(&s.eval(&case.prompt_ids, wllm::Logits::Last).unwrap());
+    let mut out = vec![tok];
+    while out.len() < n {
+        tok = argmax(&s.eval(&[tok], wllm::Logits::Last).unwrap());
+        out.push(tok);
+    }
+    out
 }
 
 /// A hot sampler with no truncation, seeded: tokens a constraint did not force would almost

@@ -30,6 +30,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("delta_net.wgsl", include_str!("../../../shaders/delta_net.wgsl")),
     ("delta_rule.wgsl", include_str!("../../../shaders/delta_rule.wgsl")),
     ("hadamard.wgsl", include_str!("../../../shaders/hadamard.wgsl")),
+    ("kv_layout.wgsl", include_str!("../../../shaders/kv_layout.wgsl")),
 ];
 
 pub fn source(name: &str) -> Option<&'static str> {
