@@ -292,13 +292,14 @@ mod tests {
             if b % 2 == 0 {
                 x[b % 32] *= 6.0;
             }
-            let max = x.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
-            let d = max / -8.0;
-            let err = |d: f32, q: &dyn Fn(f32) -> f32| {
-                x.iter().map(|&v| ((v - d * q(v)) as f64).powi(2)).sum::<f64>()
-            };
-            let g = err(d, &|v| (v / d).round().clamp(-8.0, 7.0));
+            // llama.cpp's grid, through the loaders' reference quantizer.
+            let mut blocks = [0u8; 18];
+            wllm_loaders::quant::quantize_row_into(wllm_loaders::GgmlType::Q4_0, &x, &mut blocks).unwrap();
+            let back = wllm_loaders::quant::dequantize(wllm_loaders::GgmlType::Q4_0, &blocks, 32).unwrap();
+            let g: f64 = x.iter().zip(&back).map(|(&v, &b)| ((v - b) as f64).powi(2)).sum();
             let (ds, qs) = quantize_q4_0_block(&x);
+            // Both as stored: the scale rounded to f16.
+            let ds = half::f16::from_f32(ds).to_f32();
             let o: f64 = x.iter().zip(qs).map(|(&v, q)| ((v - ds * q as f32) as f64).powi(2)).sum();
             assert!(o <= g * (1.0 + 1e-6), "block {b}: {o} > {g}");
             ours += o;
