@@ -55,6 +55,8 @@ fn kernels(threads: usize, only: Option<&str>, toks: &[usize]) {
         (GgmlType::Q6_K, 640, 2048),
         // The 4-bit formats on one 4096 x 4096 weight, for GB/s side by side.
         (GgmlType::Q4_K, 4096, 4096),
+        // A 7B model's FFN matrix: 33 MB, streamed from memory rather than the last-level cache.
+        (GgmlType::Q4_K, 14336, 4096),
         (GgmlType::MXFP4, 4096, 4096),
         (GgmlType::IQ4_NL, 4096, 4096),
         (GgmlType::IQ4_XS, 4096, 4096),

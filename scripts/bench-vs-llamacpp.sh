@@ -27,12 +27,14 @@
 # Usage
 #   scripts/bench-vs-llamacpp.sh [options]
 #     --quick              smoke test: -p 32 -n 16 -r 2, one round
-#     --models LIST        comma list of smollm2, gemma3, gpt-oss-20b, qwen35-9b or .gguf paths
-#                          (default: smollm2,gemma3). gpt-oss-20b is a file of the released
-#                          model's shapes and types (MXFP4 experts, 11.3 GiB) with seeded random
-#                          weights, written once by `cargo run --release --example synthetic_gguf`;
+#     --models LIST        comma list of smollm2, gemma3, gpt-oss-20b, qwen35-9b, mistral-7b,
+#                          llama2-7b or .gguf paths (default: smollm2,gemma3). gpt-oss-20b is
+#                          a file of the released model's shapes and types (MXFP4 experts,
+#                          11.3 GiB) with seeded random weights, written once by
+#                          `cargo run --release --example synthetic_gguf`;
 #                          qwen35-9b likewise Qwen3.5-9B's shapes with random Q4_K weights
-#                          (4.7 GiB).
+#                          (4.7 GiB); mistral-7b and llama2-7b the 7B-class Llama shapes, every
+#                          matrix Q4_K (3.8 and 3.5 GiB).
 #     --only gpu|cpu       run only the GPU or only the CPU comparison
 #     -p N / -n N          prompt / generated tokens (default 128 / 64)
 #     -d LIST              comma list of depths: tokens already in the context before each
@@ -125,6 +127,8 @@ resolve_model() {
     gemma3|gemma) echo "$models_dir/gemma-3-270m-q4_k_m.gguf" ;;
     gpt-oss-20b) echo "$models_dir/gpt-oss-20b-synthetic.gguf" ;;
     qwen35-9b) echo "$models_dir/qwen35-9b-synthetic-q4_k.gguf" ;;
+    mistral-7b) echo "$models_dir/mistral-7b-synthetic-q4_k.gguf" ;;
+    llama2-7b) echo "$models_dir/llama2-7b-synthetic-q4_k.gguf" ;;
     *) echo "$1" ;;
   esac
 }
@@ -161,7 +165,7 @@ model_paths=()
 IFS=',' read -r -a model_names <<< "$models"
 for m in "${model_names[@]}"; do
   p="$(resolve_model "$m")"
-  if [ ! -f "$p" ] && { [ "$m" = gpt-oss-20b ] || [ "$m" = qwen35-9b ]; }; then
+  if [ ! -f "$p" ] && { [ "$m" = gpt-oss-20b ] || [ "$m" = qwen35-9b ] || [ "$m" = mistral-7b ] || [ "$m" = llama2-7b ]; }; then
     make_synthetic "$m" "$p"
   elif [ ! -f "$p" ] && [ "$p" != "$m" ]; then
     note "$p is missing; running scripts/fetch-models.sh"

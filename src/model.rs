@@ -118,6 +118,9 @@ pub struct ModelInfo {
     pub name: Option<String>,
     /// Bytes of the weights in the file.
     pub weight_bytes: u64,
+    /// Bytes of weights one decode token reads (the embedding table's one row and the
+    /// experts it is not routed to left out): a decode step's floor on memory traffic.
+    pub decode_weight_bytes: u64,
     /// Time the load took, warm-up included.
     pub load_time: Duration,
     /// The device the GPU layers run on (or the CPU, with its threads).
@@ -298,6 +301,10 @@ impl Model {
             architecture: cfg.arch.name().to_string(),
             name: cfg.name.clone(),
             weight_bytes: weights.all().iter().map(|m| m.n_bytes()).sum(),
+            decode_weight_bytes: cfg
+                .moe
+                .as_ref()
+                .map_or(weights.decode_bytes(0, 0), |m| weights.decode_bytes(m.n_expert, m.n_expert_used)),
             load_time: start.elapsed(),
             adapter,
             backend,

@@ -144,6 +144,12 @@ fn bench_runs_every_listed_test_at_every_depth() {
     assert!(json["results"].as_array().unwrap().iter().all(|r| r["tps"].as_f64().unwrap() > 0.0), "{json}");
     assert!(stdout.contains("| tg4 @ d40 |"), "{stdout}");
     assert_eq!(json["pp_tps"], json["results"][0]["tps"]);
+    // The CPU path's generation rows come with the host's read bandwidth and the rate each
+    // read the weights at, the figures of the bandwidth target.
+    assert!(json["read_bandwidth_gbs"].as_f64().unwrap() > 0.1, "{json}");
+    assert!(json["decode_weight_bytes"].as_u64().unwrap() > 0, "{json}");
+    assert!(stdout.contains("host memory read bandwidth:"), "{stdout}");
+    assert!(stdout.contains("tg4 @ d40: weights read at"), "{stdout}");
 }
 
 /// `--cache-type-k/-v` (and llama.cpp's `--ctk/--ctv` names) set the KV cache's types, which the

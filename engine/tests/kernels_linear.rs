@@ -9,7 +9,10 @@ mod common;
 
 use common::{Rng, check_close, dequant, gpus, random_weights, reference};
 use wllm_engine::cpu::ops::Activation;
-use wllm_engine::cpu::{self, Isa, LinearJob, WeightView, dequantize_rows, int_dot_applies, linear_multi};
+use wllm_engine::cpu::{
+    self, Isa, LinearJob, WeightView, dequantize_rows, int_dot_activation_block, int_dot_applies,
+    linear_multi,
+};
 use wllm_engine::ops::get_rows::get_rows;
 use wllm_engine::ops::linear::{Epilogue, LinearIo, linear};
 use wllm_engine::tensor::GPU_TYPES;
@@ -267,8 +270,9 @@ fn gpu_get_rows_dequantizes_and_scales() {
 }
 
 /// Adds, where the decode matvec runs on i16 activations, the most their rounding can move
-/// each output: half a quantization step (1/65534 of the 32-element block's largest |x|) times
-/// sum |w| over the block, expressed in units of `rel` so `check_close` can add it to `scale`.
+/// each output: half a quantization step (1/65534 of the largest |x| of the block sharing a
+/// scale: 32 elements, or 256 for the K-quants that sum sub-blocks as integers) times sum |w|
+/// over the block, expressed in units of `rel` so `check_close` can add it to `scale`.
 #[allow(clippy::too_many_arguments)]
 fn add_activation_rounding(
     isa: Isa,
@@ -284,12 +288,13 @@ fn add_activation_rounding(
     if !int_dot_applies(isa, t, n_tok) {
         return;
     }
+    let block = int_dot_activation_block(t);
     for tok in 0..n_tok {
         let xt = &x[tok * cols..(tok + 1) * cols];
         let half_step: Vec<f64> =
-            xt.chunks(32).map(|b| b.iter().fold(0f64, |m, v| m.max(v.abs() as f64)) / 65534.0).collect();
+            xt.chunks(block).map(|b| b.iter().fold(0f64, |m, v| m.max(v.abs() as f64)) / 65534.0).collect();
         for r in 0..rows {
-            let e: f64 = (0..cols).map(|c| (w[r * cols + c] as f64).abs() * half_step[c / 32]).sum();
+            let e: f64 = (0..cols).map(|c| (w[r * cols + c] as f64).abs() * half_step[c / block]).sum();
             scale[tok * rows + r] += e * 1.001 / rel;
         }
     }

@@ -25,6 +25,14 @@ pub enum Fill {
     Random { seed: u64 },
 }
 
+/// What tells the 7B-class dense presets apart.
+struct Dense {
+    ff: u64,
+    n_kv: u64,
+    ctx: u32,
+    theta: f32,
+}
+
 /// The numbers of a gpt-oss model (`gpt-oss-20b` and `gpt-oss-120b` differ in depth and
 /// expert count only).
 struct GptOss {
@@ -40,12 +48,63 @@ impl SyntheticModel {
             "gpt-oss-20b" => Some(Self::gpt_oss(name, GptOss { n_layer: 24, n_expert: 32 })),
             "gpt-oss-120b" => Some(Self::gpt_oss(name, GptOss { n_layer: 36, n_expert: 128 })),
             "qwen35-9b" => Some(Self::qwen35_9b(name)),
+            "mistral-7b" => {
+                Some(Self::llama_dense(name, Dense { ff: 14336, n_kv: 8, ctx: 32_768, theta: 1e6 }))
+            }
+            "llama2-7b" => {
+                Some(Self::llama_dense(name, Dense { ff: 11008, n_kv: 32, ctx: 4096, theta: 1e4 }))
+            }
             _ => None,
         }
     }
 
     /// The names [`preset`](Self::preset) knows.
-    pub const PRESETS: &'static [&'static str] = &["gpt-oss-20b", "gpt-oss-120b", "qwen35-9b"];
+    pub const PRESETS: &'static [&'static str] =
+        &["gpt-oss-20b", "gpt-oss-120b", "qwen35-9b", "mistral-7b", "llama2-7b"];
+
+    /// A 7B-class Llama-architecture model (Mistral-7B and Llama-2-7B share 32 layers, hidden
+    /// 4096, 32 heads of 128 and a 32000-piece vocabulary; they differ in FFN width, KV heads,
+    /// trained context and RoPE base), every matrix Q4_K with random blocks (the embeddings
+    /// and the output too, as the "all-Q4_K" file), norms F32.
+    fn llama_dense(name: &str, m: Dense) -> SyntheticModel {
+        let (e, vocab, n_layer, n_head, head) = (4096u64, 32_000u64, 32u64, 32u64, 128u64);
+        let a = |k: &str| format!("llama.{k}");
+        let mut metadata: Vec<(String, MetaValue)> = vec![
+            ("general.architecture".into(), "llama".into()),
+            ("general.name".into(), format!("{name} (synthetic weights)").into()),
+            (a("block_count"), (n_layer as u32).into()),
+            (a("context_length"), m.ctx.into()),
+            (a("embedding_length"), (e as u32).into()),
+            (a("feed_forward_length"), (m.ff as u32).into()),
+            (a("attention.head_count"), (n_head as u32).into()),
+            (a("attention.head_count_kv"), (m.n_kv as u32).into()),
+            (a("attention.layer_norm_rms_epsilon"), 1e-5f32.into()),
+            (a("rope.freq_base"), m.theta.into()),
+            (a("rope.dimension_count"), (head as u32).into()),
+        ];
+        metadata.extend(placeholder_vocab(vocab as usize));
+        let (q4, f32_) = (GgmlType::Q4_K, GgmlType::F32);
+        let mut tensors = vec![
+            ("token_embd.weight".to_string(), q4, vec![e, vocab]),
+            ("output_norm.weight".to_string(), f32_, vec![e]),
+            ("output.weight".to_string(), q4, vec![e, vocab]),
+        ];
+        let kv = m.n_kv * head;
+        for il in 0..n_layer {
+            let mut t =
+                |n: &str, ty, dims: &[u64]| tensors.push((format!("blk.{il}.{n}"), ty, dims.to_vec()));
+            t("attn_norm.weight", f32_, &[e]);
+            t("attn_q.weight", q4, &[e, n_head * head]);
+            t("attn_k.weight", q4, &[e, kv]);
+            t("attn_v.weight", q4, &[e, kv]);
+            t("attn_output.weight", q4, &[n_head * head, e]);
+            t("ffn_norm.weight", f32_, &[e]);
+            t("ffn_gate.weight", q4, &[e, m.ff]);
+            t("ffn_up.weight", q4, &[e, m.ff]);
+            t("ffn_down.weight", q4, &[m.ff, e]);
+        }
+        SyntheticModel { name: name.to_string(), metadata, tensors }
+    }
 
     /// Qwen3.5-9B's shapes as its Hugging Face config gives them (32 layers, every fourth full
     /// attention; hidden 4096, FFN 12288; attention 16 heads of 256 over 4 KV heads, a quarter
@@ -368,5 +427,10 @@ mod tests {
         // Q4_K at 4.5 bits a weight over 8.95 billion weights (the vision tower left out).
         let q = SyntheticModel::preset("qwen35-9b").unwrap();
         assert!((gib(&q) - 4.69).abs() < 0.05, "{}", gib(&q));
+        // 7.24 and 6.74 billion weights at 4.5 bits (norms aside).
+        let (mistral, llama2) =
+            (SyntheticModel::preset("mistral-7b").unwrap(), SyntheticModel::preset("llama2-7b").unwrap());
+        assert!((gib(&mistral) - 3.79).abs() < 0.05, "{}", gib(&mistral));
+        assert!((gib(&llama2) - 3.53).abs() < 0.05, "{}", gib(&llama2));
     }
 }

@@ -166,6 +166,7 @@ fn report(a: &Args, model: &wllm::Model, session: &wllm::Session, results: &[(Te
             test.name()
         );
     }
+    let bandwidth = stream_report(model, backend, results)?;
     if a.json {
         // pp_tps / tg_tps: the first prompt and generation tests (what one -p, -n reports).
         let first = |prompt: bool| {
@@ -180,8 +181,35 @@ fn report(a: &Args, model: &wllm::Model, session: &wllm::Session, results: &[(Te
             json!({"model": name, "backend": backend, "adapter": info.adapter,
                    "n_prompt": a.n_prompt.first(), "n_gen": a.n_gen.first(), "n_depth": a.n_depth.first(),
                    "gpu_layers": info.plan.gpu_layers, "cpu_layers": info.plan.cpu_layers(), "threads": info.threads,
-                   "repetitions": a.reps, "pp_tps": first(true), "tg_tps": first(false), "results": rows})
+                   "repetitions": a.reps, "pp_tps": first(true), "tg_tps": first(false), "results": rows,
+                   "decode_weight_bytes": info.decode_weight_bytes, "read_bandwidth_gbs": bandwidth.map(|b| b / 1e9)})
         );
     }
     Ok(())
+}
+
+/// On the CPU backend with generation tests: how fast this machine's threads stream memory,
+/// and how fast each generation test read the weights (every decode token reads them once),
+/// as the figures of the bandwidth target. Returns the read bandwidth in bytes per second.
+fn stream_report(model: &wllm::Model, backend: &str, results: &[(Test, f64)]) -> Result<Option<f64>> {
+    let info = model.info();
+    if backend != "cpu" || !results.iter().any(|(t, _)| t.n_gen > 0) {
+        return Ok(None);
+    }
+    let Some(read) = wllm::engine::cpu::read_bandwidth(info.threads) else {
+        outln!("host memory read bandwidth: not measured (no 1 GiB buffer)");
+        return Ok(None);
+    };
+    outln!("\nhost memory read bandwidth: {:.2} GB/s ({} threads streaming 1 GiB)", read / 1e9, info.threads);
+    for (test, tps) in results.iter().filter(|(t, _)| t.n_gen > 0) {
+        let weights = info.decode_weight_bytes as f64 * tps;
+        outln!(
+            "{}: weights read at {:.2} GB/s, {:.0}% of it ({} per token)",
+            test.name(),
+            weights / 1e9,
+            100.0 * weights / read,
+            human_bytes(info.decode_weight_bytes)
+        );
+    }
+    Ok(Some(read))
 }

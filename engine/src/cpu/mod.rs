@@ -5,6 +5,7 @@
 //! instruction set (AVX-512, AVX2+FMA, NEON, scalar), chosen at run time ([`Isa`]). The
 //! scalar oracle `wllm_loaders::quant` is what the tests hold them to. Activations stay f32.
 
+mod bandwidth;
 mod exec;
 mod isa;
 mod kv;
@@ -15,7 +16,10 @@ mod recurrent;
 pub(crate) mod simd;
 mod stack;
 
+pub use bandwidth::read_bandwidth;
 pub use isa::Isa;
-pub use linear::{LinearJob, WeightView, dequantize_rows, int_dot_applies, linear, linear_multi};
+pub use linear::{
+    LinearJob, WeightView, dequantize_rows, int_dot_activation_block, int_dot_applies, linear, linear_multi,
+};
 pub use quant::is_supported;
 pub use stack::{CpuExperts, CpuOptions, CpuStack, LogitRows, Profile, softcap};

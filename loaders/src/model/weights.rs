@@ -489,6 +489,22 @@ impl ModelWeights<TensorMeta> {
         }
         out
     }
+
+    /// Bytes one decode token reads: every tensor once, except the embedding table when the
+    /// output head is its own matrix (the token's row only), and of each expert tensor the
+    /// `n_used` of `n_expert` experts a token is routed to.
+    pub fn decode_bytes(&self, n_expert: u32, n_used: u32) -> u64 {
+        let all = self.all();
+        let skip_embd = usize::from(self.output.is_some());
+        all.iter()
+            .skip(skip_embd)
+            .map(|t| {
+                let bytes = t.n_bytes();
+                let routed = n_expert > 0 && t.name.contains("_exps");
+                if routed { bytes / u64::from(n_expert) * u64::from(n_used.min(n_expert)) } else { bytes }
+            })
+            .sum()
+    }
 }
 
 /// Finds a required tensor and checks its shape.

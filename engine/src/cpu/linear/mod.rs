@@ -9,6 +9,7 @@ mod out;
 
 use wllm_loaders::GgmlType;
 
+pub use crate::cpu::quant::int::activation_block as int_dot_activation_block;
 pub use matvec::int_dot_applies;
 pub(crate) use out::OutPtr;
 

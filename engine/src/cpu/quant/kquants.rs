@@ -25,6 +25,20 @@ pub(super) fn scale_min(j: usize, sc: &[u8]) -> (u8, u8) {
     }
 }
 
+/// All eight [`scale_min`] pairs at once, scale (or minimum) `j` in byte `j` of the first (or
+/// second) word: the 6-bit fields gathered with word-wide masks rather than byte by byte.
+#[inline(always)]
+pub(super) fn scales_mins(sc: &[u8; 12]) -> (u64, u64) {
+    let word = |i: usize| u32::from_le_bytes([sc[4 * i], sc[4 * i + 1], sc[4 * i + 2], sc[4 * i + 3]]);
+    let (low_scales, low_mins, high) = (word(0), word(1), word(2));
+    let top = |w: u32| ((w >> 6) & 0x0303_0303) << 4;
+    let scales =
+        (low_scales & 0x3F3F_3F3F) as u64 | ((((high & 0x0F0F_0F0F) | top(low_scales)) as u64) << 32);
+    let mins =
+        (low_mins & 0x3F3F_3F3F) as u64 | (((((high >> 4) & 0x0F0F_0F0F) | top(low_mins)) as u64) << 32);
+    (scales, mins)
+}
+
 /// Signed scale `k` of Q3_K (6 bits biased by 32; the packing of `q3k_scale`).
 #[inline(always)]
 fn q3_scale(k: usize, sc: &[u8]) -> i8 {
@@ -165,6 +179,25 @@ impl Blocks for Iq4Xs {
             // The run scale rounded to f32 first, as the oracle does.
             let dl = s.splat(d * iq4xs_scale(scales_h, scales_l, r) as f32);
             table_codes(s, &KVALUES_IQ4NL, &b[8 + 16 * r..], 32 * r, sink, |v| s.mul(v, dl));
+        }
+    }
+}
+
+#[cfg(test)]
+mod scale_tests {
+    #[test]
+    fn scales_mins_unpacks_like_scale_min() {
+        let mut state = 0x1234_5678u32;
+        for _ in 0..200 {
+            let sc: [u8; 12] = std::array::from_fn(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 24) as u8
+            });
+            let (scales, mins) = super::scales_mins(&sc);
+            for j in 0..8 {
+                let got = ((scales >> (8 * j)) as u8, (mins >> (8 * j)) as u8);
+                assert_eq!(got, super::scale_min(j, &sc), "sub-block {j} of {sc:?}");
+            }
         }
     }
 }

@@ -42,4 +42,14 @@ pub(crate) trait IDot: Simd {
     fn madd(self, w: Self::W, x: &[i16; 32]) -> Self::I;
     /// `acc + f32(i) * scale`, lane-wise.
     fn acc(self, i: Self::I, scale: f32, acc: Self::F) -> Self::F;
+
+    /// Zero i32 lanes.
+    fn i_zero(self) -> Self::I;
+    /// Every lane times `v`; the products must fit in i16.
+    fn w_mul(self, w: Self::W, v: i16) -> Self::W;
+    /// `acc` plus [`IDot::madd`]: for sums of blocks that share one activation scale.
+    fn madd_acc(self, acc: Self::I, w: Self::W, x: &[i16; 32]) -> Self::I;
+    /// i32 lanes whose total is `Σ_j bytes[j] · sums[j]` over the eight bytes of `bytes`
+    /// (little-endian) and the eight `sums`; each product must fit in i32.
+    fn bytes_dot8(self, bytes: u64, sums: &[i32; 8]) -> Self::I;
 }

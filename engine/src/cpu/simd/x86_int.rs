@@ -76,6 +76,31 @@ impl IDot for Avx512 {
     fn acc(self, i: __m512i, scale: f32, acc: __m512) -> __m512 {
         unsafe { _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_set1_ps(scale), acc) }
     }
+    #[inline(always)]
+    fn i_zero(self) -> __m512i {
+        unsafe { _mm512_setzero_si512() }
+    }
+    #[inline(always)]
+    fn w_mul(self, w: __m512i, v: i16) -> __m512i {
+        unsafe { _mm512_mullo_epi16(w, _mm512_set1_epi16(v)) }
+    }
+    #[inline(always)]
+    fn madd_acc(self, acc: __m512i, w: __m512i, x: &[i16; 32]) -> __m512i {
+        unsafe { _mm512_add_epi32(acc, self.madd(w, x)) }
+    }
+    #[inline(always)]
+    fn bytes_dot8(self, bytes: u64, sums: &[i32; 8]) -> __m512i {
+        unsafe { _mm512_zextsi256_si512(bytes_dot8(bytes, sums)) }
+    }
+}
+
+/// Eight bytes times eight i32s, lane-wise.
+#[inline(always)]
+fn bytes_dot8(bytes: u64, sums: &[i32; 8]) -> __m256i {
+    unsafe {
+        let b = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(bytes as i64));
+        _mm256_mullo_epi32(b, _mm256_loadu_si256(sums.as_ptr().cast()))
+    }
 }
 
 /// The table values of the low and of the high nibbles of `b`, as signed bytes.
@@ -202,5 +227,21 @@ impl IDot for Avx2 {
     #[inline(always)]
     fn acc(self, i: __m256i, scale: f32, acc: __m256) -> __m256 {
         unsafe { _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_set1_ps(scale), acc) }
+    }
+    #[inline(always)]
+    fn i_zero(self) -> __m256i {
+        unsafe { _mm256_setzero_si256() }
+    }
+    #[inline(always)]
+    fn w_mul(self, w: [__m256i; 2], v: i16) -> [__m256i; 2] {
+        both(w, |h| unsafe { _mm256_mullo_epi16(h, _mm256_set1_epi16(v)) })
+    }
+    #[inline(always)]
+    fn madd_acc(self, acc: __m256i, w: [__m256i; 2], x: &[i16; 32]) -> __m256i {
+        unsafe { _mm256_add_epi32(acc, self.madd(w, x)) }
+    }
+    #[inline(always)]
+    fn bytes_dot8(self, bytes: u64, sums: &[i32; 8]) -> __m256i {
+        bytes_dot8(bytes, sums)
     }
 }
