@@ -286,20 +286,27 @@ legacy!(Mxfp4, 17, min: false, d: e8m0_to_fp32_half(b[0]), |s, b| s.w_table(&KVA
 legacy!(Iq4Nl, 18, min: false, |s, b| s.w_table(&KVALUES_IQ4NL, at(b, 2)));
 
 impl IntFmt for Iq4Xs {
-    /// Eight IQ4_NL runs per super-block, each with its 6-bit scale times the block's f16.
+    /// Eight IQ4_NL runs per super-block, each with its 6-bit signed scale (folded into the
+    /// i16 weights: |value · scale| <= 127 · 32, so eight runs' products against the wide
+    /// activations sum inside i32), times the block's f16 once per super-block.
     #[inline(always)]
     fn row<S: IDot, const T: usize>(s: S, bytes: &[u8], x: &[XBlocks<'_>; T]) -> [f32; T] {
         let (blocks, _) = bytes.as_chunks::<136>();
-        assert!(x.iter().all(|x| x.q.len() >= 8 * blocks.len()), "activations shorter than the row");
+        assert!(x.iter().all(|x| x.wide.d.len() >= blocks.len()), "activations shorter than the row");
         let mut acc = Acc::<S, T>::new(s);
         for (i, b) in blocks.iter().enumerate() {
             let d = half(s, b, 0);
             let (scales_h, scales_l) = (u16::from_le_bytes(*at(b, 2)), at::<4>(b, 4));
-            let dl = |r: usize| d * iq4xs_scale(scales_h, scales_l, r) as f32;
-            let w = |r: usize| s.w_table(&KVALUES_IQ4NL, at(b, 8 + 16 * r));
-            for r in (0..8).step_by(2) {
-                acc.block_d::<0>(s, x, 8 * i + r, w(r), dl(r));
-                acc.block_d::<1>(s, x, 8 * i + r + 1, w(r + 1), dl(r + 1));
+            let mut dots = [s.i_zero(); T];
+            for r in 0..8 {
+                let scale = iq4xs_scale(scales_h, scales_l, r) as i16;
+                let w = s.w_mul(s.w_table(&KVALUES_IQ4NL, at(b, 8 + 16 * r)), scale);
+                for (dot, x) in dots.iter_mut().zip(x) {
+                    *dot = s.madd_acc(*dot, w, &x.wide.q[8 * i + r]);
+                }
+            }
+            for (t, x) in x.iter().enumerate() {
+                acc.v[t][i % 2] = s.acc(dots[t], d * x.wide.d[i], acc.v[t][i % 2]);
             }
         }
         acc.finish(s)
@@ -467,7 +474,7 @@ pub(crate) use with_int_fmt;
 pub fn activation_block(ty: wllm_loaders::GgmlType) -> usize {
     use wllm_loaders::GgmlType::*;
     match ty {
-        Q4_K | Q5_K | Q6_K => QK,
+        Q4_K | Q5_K | Q6_K | IQ4_XS => QK,
         _ => QX,
     }
 }
