@@ -84,11 +84,7 @@ impl SyntheticModel {
         ];
         metadata.extend(placeholder_vocab(vocab as usize));
         let (q4, f32_) = (GgmlType::Q4_K, GgmlType::F32);
-        let mut tensors = vec![
-            ("token_embd.weight".to_string(), q4, vec![e, vocab]),
-            ("output_norm.weight".to_string(), f32_, vec![e]),
-            ("output.weight".to_string(), q4, vec![e, vocab]),
-        ];
+        let mut tensors = ends(q4, e, vocab);
         let kv = m.n_kv * head;
         for il in 0..n_layer {
             let mut t =
@@ -141,11 +137,7 @@ impl SyntheticModel {
         ];
         metadata.extend(placeholder_vocab(vocab as usize));
         let (q4, f32_) = (GgmlType::Q4_K, GgmlType::F32);
-        let mut tensors = vec![
-            ("token_embd.weight".to_string(), q4, vec![e, vocab]),
-            ("output_norm.weight".to_string(), f32_, vec![e]),
-            ("output.weight".to_string(), q4, vec![e, vocab]),
-        ];
+        let mut tensors = ends(q4, e, vocab);
         let (kd, vd) = (nk * d, nv * d);
         for il in 0..n_layer {
             let mut t =
@@ -204,11 +196,7 @@ impl SyntheticModel {
         ];
         metadata.extend(placeholder_vocab(vocab as usize));
         let (q8, f32_, mx) = (GgmlType::Q8_0, GgmlType::F32, GgmlType::MXFP4);
-        let mut tensors = vec![
-            ("token_embd.weight".to_string(), q8, vec![e, vocab]),
-            ("output_norm.weight".to_string(), f32_, vec![e]),
-            ("output.weight".to_string(), q8, vec![e, vocab]),
-        ];
+        let mut tensors = ends(q8, e, vocab);
         let (q, kv, x) = (n_head * head, n_kv * head, g.n_expert);
         for il in 0..g.n_layer {
             let mut t =
@@ -258,6 +246,16 @@ impl SyntheticModel {
         }
         w.write_file(path)
     }
+}
+
+/// The tensors outside the layers: the embedding table and the output head in `ty`, the final
+/// norm F32.
+fn ends(ty: GgmlType, e: u64, vocab: u64) -> Vec<(String, GgmlType, Vec<u64>)> {
+    vec![
+        ("token_embd.weight".to_string(), ty, vec![e, vocab]),
+        ("output_norm.weight".to_string(), GgmlType::F32, vec![e]),
+        ("output.weight".to_string(), ty, vec![e, vocab]),
+    ]
 }
 
 /// A SentencePiece-style vocabulary of `n` pieces (specials, the 256 byte pieces, then
