@@ -413,6 +413,40 @@ mod tests {
         }
     }
 
+    /// A decode token reads every tensor but the untied embedding table, and of the expert
+    /// tensors only the routed share.
+    #[test]
+    fn decode_bytes_leave_out_the_embedding_table_and_unrouted_experts() {
+        use crate::model::{ModelConfig, ModelWeights};
+        let dir = std::env::temp_dir().join(format!("wllm-decode-bytes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["mistral-7b", "gpt-oss-20b"] {
+            let model = SyntheticModel::preset(name).unwrap();
+            let path = dir.join(format!("{name}.gguf"));
+            model.write(&path, Fill::Zeros).unwrap();
+            let file = crate::gguf::GgufFile::open(&path).unwrap();
+            let cfg = ModelConfig::from_gguf(&file).unwrap();
+            let w = ModelWeights::resolve(&cfg, &file).unwrap();
+            let bytes = |pick: &dyn Fn(&str) -> bool| -> u64 {
+                model
+                    .tensors
+                    .iter()
+                    .filter(|t| pick(&t.0))
+                    .map(|(_, ty, d)| ty.bytes_for(d.iter().product()).unwrap())
+                    .sum()
+            };
+            let embd = bytes(&|n| n == "token_embd.weight");
+            let experts = bytes(&|n| n.contains("_exps"));
+            let rest = model.weight_bytes() - embd - experts;
+            let (n_expert, n_used) = cfg.moe.as_ref().map_or((0, 0), |m| (m.n_expert, m.n_expert_used));
+            let routed = if n_expert > 0 { experts / u64::from(n_expert) * u64::from(n_used) } else { 0 };
+            let got = w.decode_bytes(n_expert, n_used);
+            assert_eq!(got, rest + routed, "{name}");
+            assert!(got < model.weight_bytes());
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     #[test]
     fn presets_have_the_released_sizes() {
         let gib = |m: &SyntheticModel| m.weight_bytes() as f64 / (1u64 << 30) as f64;
