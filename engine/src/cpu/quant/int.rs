@@ -29,12 +29,12 @@ fn round_even(v: f32) -> f32 {
 pub(crate) struct QuantX {
     /// Blocks per token.
     blocks: usize,
-    q: Vec<[i16; QX]>,
-    d: Vec<f32>,
+    /// One scale per block.
+    fine: Quantized,
     /// `d · Σ q` of each block: what a per-block offset or minimum multiplies.
     sum: Vec<f32>,
-    /// Every token's activations by super-block, when `k` is a multiple of [`QK`].
-    wide: Option<Wide>,
+    /// One scale per super-block, when `k` is a multiple of [`QK`].
+    wide: Option<Quantized>,
 }
 
 /// One token's blocks.
@@ -51,14 +51,14 @@ pub(crate) struct XBlocks<'a> {
 /// Elements per activation super-block.
 pub(crate) const QK: usize = 256;
 
-/// Activations quantized to i16 with one scale per [`QK`] elements: a super-block's sub-block
-/// products share it, so they add up as integers and meet the floats once per super-block.
-/// A step is 1/32767 of the super-block's largest magnitude, still over 100 times finer than
+/// Activations quantized to i16 with one scale per `group` elements, kept in 32-element
+/// blocks. With [`QK`] (the "wide" activations) a super-block's sub-block products share
+/// one scale, so they add up as integers and meet the floats once per super-block; a step
+/// is then 1/32767 of the super-block's largest magnitude, still over 100 times finer than
 /// the 8-bit `Q8_K` activations llama.cpp multiplies K-quants with.
-#[derive(Default)]
-struct Wide {
+struct Quantized {
     q: Vec<[i16; QX]>,
-    /// Per super-block.
+    /// Per group.
     d: Vec<f32>,
     /// `Σ q` of each 32-element block.
     sum: Vec<i32>,
@@ -71,27 +71,30 @@ pub(crate) struct WideBlocks<'a> {
     sum: &'a [i32],
 }
 
-impl Wide {
-    /// `None` where `x` holds a value that is not finite.
-    fn new(x: &[f32]) -> Option<Wide> {
-        let mut out = Wide::default();
-        for xs in x.chunks_exact(QK) {
-            if !xs.iter().all(|v| v.is_finite()) {
-                return None;
-            }
+impl Quantized {
+    /// `x` (finite, whole groups) in groups of `group` elements, a multiple of [`QX`].
+    fn new(x: &[f32], group: usize) -> Quantized {
+        let blocks = x.len() / QX;
+        let mut out = Quantized {
+            q: Vec::with_capacity(blocks),
+            d: Vec::with_capacity(x.len() / group),
+            sum: Vec::with_capacity(blocks),
+        };
+        for xs in x.chunks_exact(group) {
             let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
             let inv = if amax > 0.0 { 32767.0 / amax } else { 0.0 };
             out.d.push(amax / 32767.0);
             for xb in xs.chunks_exact(QX) {
                 let mut q = [0i16; QX];
                 for (q, v) in q.iter_mut().zip(xb) {
+                    // |v · inv| <= 32767 up to one rounding; the cast saturates past it.
                     *q = round_even(v * inv) as i16;
                 }
                 out.sum.push(q.iter().map(|&v| i32::from(v)).sum());
                 out.q.push(q);
             }
         }
-        Some(out)
+        out
     }
 }
 
@@ -100,28 +103,15 @@ impl QuantX {
     /// activation is not finite: the f32 path then carries the NaN or infinity through.
     pub(crate) fn new(x: &[f32], n_tok: usize, k: usize) -> Option<QuantX> {
         debug_assert!(k.is_multiple_of(QX) && x.len() >= n_tok * k);
-        let blocks = k / QX;
-        let n = n_tok * blocks;
-        let wide = if k.is_multiple_of(QK) { Some(Wide::new(&x[..n_tok * k])?) } else { None };
-        let mut out = QuantX { blocks, q: vec![[0; QX]; n], d: vec![0.0; n], sum: vec![0.0; n], wide };
-        for (i, xb) in x[..n_tok * k].chunks_exact(QX).enumerate() {
-            // `f32::max` skips NaN, so finiteness is checked on its own.
-            if !xb.iter().all(|v| v.is_finite()) {
-                return None;
-            }
-            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let d = amax / 32767.0;
-            let inv = if amax > 0.0 { 32767.0 / amax } else { 0.0 };
-            let mut total = 0i32;
-            for (q, v) in out.q[i].iter_mut().zip(xb) {
-                // |v · inv| <= 32767 up to one rounding; the cast saturates past it.
-                *q = round_even(v * inv) as i16;
-                total += i32::from(*q);
-            }
-            out.d[i] = d;
-            out.sum[i] = d * total as f32;
+        let x = &x[..n_tok * k];
+        // `f32::max` skips NaN, so finiteness is checked on its own.
+        if !x.iter().all(|v| v.is_finite()) {
+            return None;
         }
-        Some(out)
+        let fine = Quantized::new(x, QX);
+        let sum = fine.d.iter().zip(&fine.sum).map(|(d, &s)| d * s as f32).collect();
+        let wide = k.is_multiple_of(QK).then(|| Quantized::new(x, QK));
+        Some(QuantX { blocks: k / QX, fine, sum, wide })
     }
 
     pub(crate) fn token(&self, t: usize) -> XBlocks<'_> {
@@ -133,7 +123,7 @@ impl QuantX {
             }
             None => WideBlocks { q: &[], d: &[], sum: &[] },
         };
-        XBlocks { q: &self.q[r.clone()], d: &self.d[r.clone()], sum: &self.sum[r], wide }
+        XBlocks { q: &self.fine.q[r.clone()], d: &self.fine.d[r.clone()], sum: &self.sum[r], wide }
     }
 }
 
