@@ -4,7 +4,8 @@
 //! batch of `p` random tokens at position 0, logits of the last) and generation (`n` tokens
 //! one at a time from an empty cache) the way `llama-bench -p 128 -n 64` does, and prints the
 //! median tokens per second of `r` runs after a warm-up. `cpu_bench kernels [-t 2] [--type
-//! Q4_1,Q4_K] [--tokens 1,128]` times the linear kernels on synthetic weights.
+//! Q4_1,Q4_K] [--tokens 1,128] [--shape 4096x14336]` times the linear kernels on synthetic
+//! weights (one shape of the list with `--shape`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,7 +34,7 @@ fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {
     best
 }
 
-fn kernels(threads: usize, only: Option<&str>, toks: &[usize]) {
+fn kernels(threads: usize, only: Option<&str>, toks: &[usize], shape: Option<(usize, usize)>) {
     let listed = |ty: GgmlType| only.is_none_or(|o| o.split(',').any(|o| ty.name().eq_ignore_ascii_case(o)));
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     let isa = Isa::best();
@@ -57,6 +58,10 @@ fn kernels(threads: usize, only: Option<&str>, toks: &[usize]) {
         (GgmlType::Q4_K, 4096, 4096),
         // A 7B model's FFN matrix: 33 MB, streamed from memory rather than the last-level cache.
         (GgmlType::Q4_K, 14336, 4096),
+        // Its down projection (Q6_K in a Q4_K_M file): rows of 14336, whose activations
+        // outgrow the L1 cache.
+        (GgmlType::Q4_K, 4096, 14336),
+        (GgmlType::Q6_K, 4096, 14336),
         (GgmlType::MXFP4, 4096, 4096),
         (GgmlType::IQ4_NL, 4096, 4096),
         (GgmlType::IQ4_XS, 4096, 4096),
@@ -69,7 +74,7 @@ fn kernels(threads: usize, only: Option<&str>, toks: &[usize]) {
         (GgmlType::IQ1_S, 4096, 4096),
         (GgmlType::IQ1_M, 4096, 4096),
     ] {
-        if !listed(ty) {
+        if !listed(ty) || shape.is_some_and(|s| s != (rows, cols)) {
             continue;
         }
         let wb = weights(ty, rows, cols);
@@ -196,14 +201,18 @@ fn main() {
                     Some(t) => t.split(',').filter_map(|v| v.parse().ok()).collect(),
                     None => vec![1, 128],
                 };
-            kernels(threads, only, &toks)
+            let shape = args.iter().position(|a| a == "--shape").and_then(|i| {
+                let (rows, cols) = args.get(i + 1)?.split_once('x')?;
+                Some((rows.parse().ok()?, cols.parse().ok()?))
+            });
+            kernels(threads, only, &toks, shape)
         }
         Some("model") => match args.get(2) {
             Some(path) => model(path, threads, opt("-p", 128), opt("-n", 64), opt("-r", 5).max(1)),
             None => eprintln!("usage: cpu_bench model FILE.gguf [-t N] [-p N] [-n N] [-r N]"),
         },
         _ => eprintln!(
-            "usage: cpu_bench model FILE.gguf [-t N] [-p N] [-n N] [-r N] | kernels [-t N] [--type T,T] [--tokens 1,128]"
+            "usage: cpu_bench model FILE.gguf [-t N] [-p N] [-n N] [-r N] | kernels [-t N] [--type T,T] [--tokens 1,128] [--shape ROWSxCOLS]"
         ),
     }
 }

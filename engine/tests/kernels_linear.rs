@@ -366,6 +366,29 @@ fn cpu_linear_matches_reference_for_every_type_and_batch() {
     }
 }
 
+/// Rows past 8192 elements, which one-token decode multiplies four at a time (tasks of 8
+/// rows: two groups, then a group and a single row).
+#[test]
+fn cpu_long_rows_side_by_side_match_reference() {
+    let mut rng = Rng::new(11);
+    let (rows, cols) = (13usize, 8192usize + 256);
+    for isa in Isa::available() {
+        for t in cpu_types().into_iter().filter(|t| cols.is_multiple_of(t.block_size() as usize)) {
+            let wb = random_weights(t, rows, cols, &mut rng);
+            let wf = dequant(t, &wb, rows * cols);
+            let w = WeightView::new(t, rows, cols, &wb).unwrap();
+            for n_tok in [1usize, 2] {
+                let x = rng.vec(cols * n_tok, 1.0);
+                let mut got = vec![f32::NAN; rows * n_tok];
+                cpu::linear(isa, w, &x, n_tok, &mut got).unwrap();
+                let (want, mut scale) = reference::linear(&wf, &x, rows, cols, n_tok);
+                add_activation_rounding(isa, t, &wf, &x, rows, cols, n_tok, &mut scale, 1e-5);
+                check_close(&format!("[{isa}] {t} {rows}x{cols} T={n_tok}"), &got, &want, &scale, 1e-5, 1e-6);
+            }
+        }
+    }
+}
+
 /// The CPU kernels on the very inputs of the GPU's matvec and matmul tests.
 #[test]
 fn cpu_linear_matches_reference_on_the_gpu_cases() {

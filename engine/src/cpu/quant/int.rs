@@ -216,9 +216,20 @@ fn half<S: IDot>(_: S, b: &[u8], i: usize) -> f32 {
 
 /// A weight format with an integer row dot product.
 pub(crate) trait IntFmt: 'static {
+    /// Whether [`IntFmt::rows`] multiplies its rows together rather than one by one.
+    const ROW_BLOCKS: bool = false;
+
     /// `w · x[t]` for the row in `bytes` (whole blocks) and every token; each `x[t]` covers
     /// at least the row's elements.
     fn row<S: IDot, const T: usize>(s: S, bytes: &[u8], x: &[XBlocks<'_>; T]) -> [f32; T];
+
+    /// `w_r · x` for `R` rows of the same length and one token. Formats with
+    /// [`IntFmt::ROW_BLOCKS`] walk the rows side by side, so each activation block comes from
+    /// memory once for all of them.
+    #[inline(always)]
+    fn rows<S: IDot, const R: usize>(s: S, rows: [&[u8]; R], x: &XBlocks<'_>) -> [f32; R] {
+        rows.map(|row| Self::row::<S, 1>(s, row, &[*x])[0])
+    }
 }
 
 /// The 32-element formats: one block per activation block, its integers from `ints`, scaled
@@ -309,78 +320,104 @@ impl IntFmt for Iq4Xs {
 /// products, each scaled by its integer scale (|q · scale| <= 31 · 63, so eight of them stay
 /// inside i32), add up as integers and meet the floats once per super-block:
 /// `d · Σ_j scale_j (q_j · x_j) - dmin · Σ_j min_j Σ x_j`, in the activations' units.
+/// `R` rows against `T` tokens: each row's weights are unpacked once for all tokens, and each
+/// token's activations loaded once for all rows.
 #[inline(always)]
-fn k4_row<S: IDot, const T: usize, const BYTES: usize, const HIGH_BITS: bool>(
+fn k4_rows<S: IDot, const R: usize, const T: usize, const BYTES: usize, const HIGH_BITS: bool>(
     s: S,
-    bytes: &[u8],
+    rows: [&[u8]; R],
     x: &[XBlocks<'_>; T],
-) -> [f32; T] {
-    let (blocks, _) = bytes.as_chunks::<BYTES>();
-    assert!(x.iter().all(|x| x.wide.d.len() >= blocks.len()), "activations shorter than the row");
+) -> [[f32; T]; R] {
+    let blocks = rows.map(|bytes| bytes.as_chunks::<BYTES>().0);
+    let n = blocks[0].len();
+    assert!(blocks.iter().all(|b| b.len() == n), "rows of one length");
+    assert!(x.iter().all(|x| x.wide.d.len() >= n), "activations shorter than the row");
     let qs_at = if HIGH_BITS { 48 } else { 16 };
-    let mut acc = Acc::<S, T>::new(s);
-    for (i, b) in blocks.iter().enumerate() {
-        let (d, dmin) = (half(s, b, 0), half(s, b, 2));
-        let (scales, mins) = super::kquants::scales_mins(at(b, 4));
-        let scale = |j: usize| i16::from((scales >> (8 * j)) as u8);
-        let qh = s.w_u8(at(b, 16));
-        let mut dots = [s.i_zero(); T];
+    let mut acc: [Acc<S, T>; R] = std::array::from_fn(|_| Acc::new(s));
+    for i in 0..n {
+        let b = blocks.map(|blocks| &blocks[i]);
+        let scales = b.map(|b| super::kquants::scales_mins(at(b, 4)));
+        let mut dots = [[s.i_zero(); T]; R];
         for c in 0..4 {
-            let q = s.w_u8(at(b, qs_at + 32 * c));
-            let (mut lo, mut hi) = (s.w_and(q, 0x0F), s.w_shr(q, 4));
-            if HIGH_BITS {
-                let bit = |n: u32| s.w_shl(s.w_and(s.w_shr(qh, n), 1), 4);
-                lo = s.w_or(lo, bit(2 * c as u32));
-                hi = s.w_or(hi, bit(2 * c as u32 + 1));
-            }
-            let (lo, hi) = (s.w_mul(lo, scale(2 * c)), s.w_mul(hi, scale(2 * c + 1)));
-            for (dot, x) in dots.iter_mut().zip(x) {
-                *dot = s.madd_acc(*dot, lo, &x.wide.q[8 * i + 2 * c]);
-                *dot = s.madd_acc(*dot, hi, &x.wide.q[8 * i + 2 * c + 1]);
+            for r in 0..R {
+                let scale = |j: usize| i16::from((scales[r].0 >> (8 * j)) as u8);
+                let q = s.w_u8(at(b[r], qs_at + 32 * c));
+                let (mut lo, mut hi) = (s.w_and(q, 0x0F), s.w_shr(q, 4));
+                if HIGH_BITS {
+                    let qh = s.w_u8(at(b[r], 16));
+                    let bit = |n: u32| s.w_shl(s.w_and(s.w_shr(qh, n), 1), 4);
+                    lo = s.w_or(lo, bit(2 * c as u32));
+                    hi = s.w_or(hi, bit(2 * c as u32 + 1));
+                }
+                let (lo, hi) = (s.w_mul(lo, scale(2 * c)), s.w_mul(hi, scale(2 * c + 1)));
+                for (dot, x) in dots[r].iter_mut().zip(x) {
+                    *dot = s.madd_acc(*dot, lo, &x.wide.q[8 * i + 2 * c]);
+                    *dot = s.madd_acc(*dot, hi, &x.wide.q[8 * i + 2 * c + 1]);
+                }
             }
         }
-        for (t, x) in x.iter().enumerate() {
-            let xd = x.wide.d[i];
-            let sums = x.wide.sum[8 * i..8 * i + 8].try_into().expect("eight sub-blocks");
-            acc.v[t][0] = s.acc(dots[t], d * xd, acc.v[t][0]);
-            acc.v[t][1] = s.acc(s.bytes_dot8(mins, sums), -dmin * xd, acc.v[t][1]);
+        for r in 0..R {
+            let (d, dmin) = (half(s, b[r], 0), half(s, b[r], 2));
+            for (t, x) in x.iter().enumerate() {
+                let xd = x.wide.d[i];
+                let sums = x.wide.sum[8 * i..8 * i + 8].try_into().expect("eight sub-blocks");
+                acc[r].v[t][0] = s.acc(dots[r][t], d * xd, acc[r].v[t][0]);
+                acc[r].v[t][1] = s.acc(s.bytes_dot8(scales[r].1, sums), -dmin * xd, acc[r].v[t][1]);
+            }
         }
     }
-    acc.finish(s)
+    acc.map(|acc| acc.finish(s))
 }
 
 impl IntFmt for Q4K {
+    const ROW_BLOCKS: bool = true;
     #[inline(always)]
     fn row<S: IDot, const T: usize>(s: S, bytes: &[u8], x: &[XBlocks<'_>; T]) -> [f32; T] {
-        k4_row::<S, T, 144, false>(s, bytes, x)
+        k4_rows::<S, 1, T, 144, false>(s, [bytes], x)[0]
+    }
+    #[inline(always)]
+    fn rows<S: IDot, const R: usize>(s: S, rows: [&[u8]; R], x: &XBlocks<'_>) -> [f32; R] {
+        k4_rows::<S, R, 1, 144, false>(s, rows, &[*x]).map(|[y]| y)
     }
 }
 
 impl IntFmt for Q5K {
+    const ROW_BLOCKS: bool = true;
     #[inline(always)]
     fn row<S: IDot, const T: usize>(s: S, bytes: &[u8], x: &[XBlocks<'_>; T]) -> [f32; T] {
-        k4_row::<S, T, 176, true>(s, bytes, x)
+        k4_rows::<S, 1, T, 176, true>(s, [bytes], x)[0]
+    }
+    #[inline(always)]
+    fn rows<S: IDot, const R: usize>(s: S, rows: [&[u8]; R], x: &XBlocks<'_>) -> [f32; R] {
+        k4_rows::<S, R, 1, 176, true>(s, rows, &[*x]).map(|[y]| y)
     }
 }
 
-impl IntFmt for Q6K {
-    /// Two 128-element halves; quarter `g` of a half takes the low (g < 2) or high nibbles of
-    /// 32 `ql` bytes and bits `2g, 2g + 1` of the half's 32 `qh` bytes, with one signed 8-bit
-    /// scale per 16 elements (folded into the i16 weights: |(q - 32) · scale| <= 4096, so the
-    /// eight sub-blocks' products against the wide activations, 2 · 4096 · 32767 a lane each,
-    /// sum inside i32 and meet the floats once per super-block).
-    #[inline(always)]
-    fn row<S: IDot, const T: usize>(s: S, bytes: &[u8], x: &[XBlocks<'_>; T]) -> [f32; T] {
-        let (blocks, _) = bytes.as_chunks::<210>();
-        assert!(x.iter().all(|x| x.wide.d.len() >= blocks.len()), "activations shorter than the row");
-        let mut acc = Acc::<S, T>::new(s);
-        for (i, b) in blocks.iter().enumerate() {
-            let d = half(s, b, 208);
-            let sc = |k: usize| i16::from(b[192 + k] as i8);
-            let mut dots = [s.i_zero(); T];
-            for n in 0..2 {
-                let (ql_a, ql_b) = (s.w_u8(at(b, 64 * n)), s.w_u8(at(b, 64 * n + 32)));
-                let qh = s.w_u8(at(b, 128 + 32 * n));
+/// Q6_K: two 128-element halves; quarter `g` of a half takes the low (g < 2) or high nibbles
+/// of 32 `ql` bytes and bits `2g, 2g + 1` of the half's 32 `qh` bytes, with one signed 8-bit
+/// scale per 16 elements (folded into the i16 weights: |(q - 32) · scale| <= 4096, so the
+/// eight sub-blocks' products against the wide activations, 2 · 4096 · 32767 a lane each,
+/// sum inside i32 and meet the floats once per super-block). `R` rows against `T` tokens, as
+/// [`k4_rows`].
+#[inline(always)]
+fn q6k_rows<S: IDot, const R: usize, const T: usize>(
+    s: S,
+    rows: [&[u8]; R],
+    x: &[XBlocks<'_>; T],
+) -> [[f32; T]; R] {
+    let blocks = rows.map(|bytes| bytes.as_chunks::<210>().0);
+    let n = blocks[0].len();
+    assert!(blocks.iter().all(|b| b.len() == n), "rows of one length");
+    assert!(x.iter().all(|x| x.wide.d.len() >= n), "activations shorter than the row");
+    let mut acc: [Acc<S, T>; R] = std::array::from_fn(|_| Acc::new(s));
+    for i in 0..n {
+        let b = blocks.map(|blocks| &blocks[i]);
+        let mut dots = [[s.i_zero(); T]; R];
+        for n in 0..2 {
+            for r in 0..R {
+                let sc = |k: usize| i16::from(b[r][192 + k] as i8);
+                let (ql_a, ql_b) = (s.w_u8(at(b[r], 64 * n)), s.w_u8(at(b[r], 64 * n + 32)));
+                let qh = s.w_u8(at(b[r], 128 + 32 * n));
                 let quarters = [
                     s.w_or(s.w_and(ql_a, 0x0F), s.w_and(s.w_shl(qh, 4), 0x30)),
                     s.w_or(s.w_and(ql_b, 0x0F), s.w_and(s.w_shl(qh, 2), 0x30)),
@@ -390,16 +427,31 @@ impl IntFmt for Q6K {
                 for (g, q) in quarters.into_iter().enumerate() {
                     let k = 8 * n + 2 * g;
                     let w = s.w_mul2(s.w_sub(q, 32), sc(k), sc(k + 1));
-                    for (dot, x) in dots.iter_mut().zip(x) {
+                    for (dot, x) in dots[r].iter_mut().zip(x) {
                         *dot = s.madd_acc(*dot, w, &x.wide.q[8 * i + 4 * n + g]);
                     }
                 }
             }
+        }
+        for r in 0..R {
+            let d = half(s, b[r], 208);
             for (t, x) in x.iter().enumerate() {
-                acc.v[t][i % 2] = s.acc(dots[t], d * x.wide.d[i], acc.v[t][i % 2]);
+                acc[r].v[t][i % 2] = s.acc(dots[r][t], d * x.wide.d[i], acc[r].v[t][i % 2]);
             }
         }
-        acc.finish(s)
+    }
+    acc.map(|acc| acc.finish(s))
+}
+
+impl IntFmt for Q6K {
+    const ROW_BLOCKS: bool = true;
+    #[inline(always)]
+    fn row<S: IDot, const T: usize>(s: S, bytes: &[u8], x: &[XBlocks<'_>; T]) -> [f32; T] {
+        q6k_rows::<S, 1, T>(s, [bytes], x)[0]
+    }
+    #[inline(always)]
+    fn rows<S: IDot, const R: usize>(s: S, rows: [&[u8]; R], x: &XBlocks<'_>) -> [f32; R] {
+        q6k_rows::<S, R, 1>(s, rows, &[*x]).map(|[y]| y)
     }
 }
 
