@@ -13,6 +13,9 @@ enum Kind {
     Avx2,
     #[cfg(target_arch = "x86_64")]
     Avx512,
+    /// AVX-512 with VNNI's byte dot products.
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
     #[cfg(target_arch = "aarch64")]
     Neon,
 }
@@ -55,6 +58,9 @@ impl Isa {
                     && is_x86_feature_detected!("avx512dq")
                 {
                     out.push(Isa(Kind::Avx512));
+                    if crate::cpu::quant::vnni::available() {
+                        out.push(Isa(Kind::Avx512Vnni));
+                    }
                 }
             }
         }
@@ -72,6 +78,8 @@ impl Isa {
             Kind::Avx2 => "avx2",
             #[cfg(target_arch = "x86_64")]
             Kind::Avx512 => "avx512",
+            #[cfg(target_arch = "x86_64")]
+            Kind::Avx512Vnni => "avx512vnni",
             #[cfg(target_arch = "aarch64")]
             Kind::Neon => "neon",
         }
@@ -79,7 +87,11 @@ impl Isa {
 
     #[cfg(target_arch = "x86_64")]
     pub(crate) fn is_avx512(self) -> bool {
-        self.0 == Kind::Avx512
+        matches!(self.0, Kind::Avx512 | Kind::Avx512Vnni)
+    }
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn is_avx512_vnni(self) -> bool {
+        self.0 == Kind::Avx512Vnni
     }
     #[cfg(target_arch = "x86_64")]
     pub(crate) fn is_avx2(self) -> bool {
@@ -105,7 +117,7 @@ impl Isa {
             #[cfg(target_arch = "x86_64")]
             Kind::Avx2 => 8,
             #[cfg(target_arch = "x86_64")]
-            Kind::Avx512 => 16,
+            Kind::Avx512 | Kind::Avx512Vnni => 16,
             #[cfg(target_arch = "aarch64")]
             Kind::Neon => 4,
         }

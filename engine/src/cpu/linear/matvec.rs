@@ -105,6 +105,12 @@ pub(super) fn run(exec: &dyn Exec, isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>
         .any(|(w, _)| int_dot_applies(isa, w.ty, n_tok))
         .then(|| QuantX::new(x, n_tok, k))
         .flatten();
+    // One token's Q4_K rows on VNNI byte dot products.
+    #[cfg(target_arch = "x86_64")]
+    let split = xq
+        .as_ref()
+        .filter(|_| isa.is_avx512_vnni() && n_tok == 1 && jobs.iter().any(|(w, _)| w.ty == GgmlType::Q4_K))
+        .and_then(crate::cpu::quant::vnni::SplitX::new);
     let tasks: Vec<(usize, usize)> = jobs
         .iter()
         .enumerate()
@@ -114,6 +120,12 @@ pub(super) fn run(exec: &dyn Exec, isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>
         let (i, r0) = tasks[ti];
         let (w, out) = jobs[i];
         let r1 = (r0 + ch).min(w.rows);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(split) = split.as_ref().filter(|_| w.ty == GgmlType::Q4_K) {
+            // SAFETY: `split` exists only on an AVX-512 VNNI `Isa`, which proves the features.
+            unsafe { crate::cpu::quant::vnni::rows(w, r0, r1, split, out) };
+            return;
+        }
         if let Some(xq) = xq.as_ref().filter(|_| int_dot_applies(isa, w.ty, n_tok)) {
             int::rows(isa, w, r0, r1, xq, n_tok, out);
             return;

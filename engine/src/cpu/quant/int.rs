@@ -66,9 +66,10 @@ struct Quantized {
 
 #[derive(Clone, Copy)]
 pub(crate) struct WideBlocks<'a> {
-    q: &'a [[i16; QX]],
-    d: &'a [f32],
-    sum: &'a [i32],
+    pub(crate) q: &'a [[i16; QX]],
+    /// Per super-block.
+    pub(crate) d: &'a [f32],
+    pub(crate) sum: &'a [i32],
 }
 
 impl Quantized {
@@ -124,6 +125,14 @@ impl QuantX {
             None => WideBlocks { q: &[], d: &[], sum: &[] },
         };
         XBlocks { q: &self.fine.q[r.clone()], d: &self.fine.d[r.clone()], sum: &self.sum[r], wide }
+    }
+}
+
+impl<'a> XBlocks<'a> {
+    /// The wide activations, when the rows are whole super-blocks.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn wide(self) -> Option<WideBlocks<'a>> {
+        (!self.wide.d.is_empty()).then_some(self.wide)
     }
 }
 
@@ -211,6 +220,12 @@ const fn f16_bits_to_f32(h: u16) -> f32 {
 
 #[inline(always)]
 fn half<S: IDot>(_: S, b: &[u8], i: usize) -> f32 {
+    f16_at(b, i)
+}
+
+/// The f16 at byte `i` of `b`.
+#[inline(always)]
+pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
     F16_TO_F32[usize::from(u16::from_le_bytes([b[i], b[i + 1]]))]
 }
 

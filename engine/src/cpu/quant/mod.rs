@@ -10,6 +10,8 @@ pub(crate) mod int;
 mod iq;
 mod kquants;
 mod legacy;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod vnni;
 
 pub(crate) use float::{Bf16, F16, F32};
 pub(crate) use iq::{Iq1M, Iq1S, Iq2S, Iq2Xs, Iq2Xxs, Iq3S, Iq3Xxs};
