@@ -366,8 +366,8 @@ fn cpu_linear_matches_reference_for_every_type_and_batch() {
     }
 }
 
-/// Rows past 8192 elements, which one-token decode multiplies four at a time (tasks of 8
-/// rows: two groups, then a group and a single row).
+/// Rows past 8192 elements, which one-token decode multiplies several at a time (tasks of 8
+/// rows, then 5: groups of four or eight, and rows left over).
 #[test]
 fn cpu_long_rows_side_by_side_match_reference() {
     let mut rng = Rng::new(11);

@@ -62,8 +62,13 @@ pub(crate) fn available() -> bool {
         && is_x86_feature_detected!("avx2")
 }
 
-/// Rows from which four are multiplied side by side (see `matvec::BLOCKED_FROM`).
+/// Row length from which rows are multiplied [`BLOCKED_ROWS`] at a time (see
+/// `matvec::BLOCKED_FROM`).
 const BLOCKED_FROM: usize = 8193;
+
+/// Eight rows per pass: a 7B model's down projections (4096 x 14336) took 47 ms per token
+/// with four, 40 ms with eight (2 threads; one thread 17.3 vs 14.1 GB/s, row by row 8.5).
+const BLOCKED_ROWS: usize = 8;
 
 /// Rows `r0..r1` of the Q4_K weight `w` against `x`, into `out`.
 ///
@@ -75,13 +80,13 @@ pub(crate) unsafe fn rows(w: WeightView<'_>, r0: usize, r1: usize, x: &SplitX, o
     let row = |r: usize| &w.bytes[r * rb..(r + 1) * rb];
     let mut r = r0;
     if w.cols >= BLOCKED_FROM {
-        while r + 4 <= r1 {
+        while r + BLOCKED_ROWS <= r1 {
             // SAFETY: the caller's guarantee.
-            let ys = unsafe { group::<4>(std::array::from_fn(|i| row(r + i)), x) };
+            let ys = unsafe { group::<BLOCKED_ROWS>(std::array::from_fn(|i| row(r + i)), x) };
             for (i, y) in ys.into_iter().enumerate() {
                 out.write(r + i, y);
             }
-            r += 4;
+            r += BLOCKED_ROWS;
         }
     }
     for r in r..r1 {
