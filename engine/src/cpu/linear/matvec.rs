@@ -107,10 +107,15 @@ pub(super) fn run(exec: &dyn Exec, isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>
         .flatten();
     // One token's Q4_K rows on VNNI byte dot products.
     #[cfg(target_arch = "x86_64")]
-    let split = xq
-        .as_ref()
-        .filter(|_| isa.is_avx512_vnni() && n_tok == 1 && jobs.iter().any(|(w, _)| w.ty == GgmlType::Q4_K))
-        .and_then(crate::cpu::quant::vnni::SplitX::new);
+    #[cfg(target_arch = "x86_64")]
+    let split = |ty: GgmlType| {
+        xq.as_ref()
+            .filter(|_| isa.is_avx512_vnni() && n_tok == 1 && jobs.iter().any(|(w, _)| w.ty == ty))
+            .and_then(|xq| crate::cpu::quant::vnni::SplitX::new(xq, ty))
+    };
+    // The two formats take their activation bytes in different orders.
+    #[cfg(target_arch = "x86_64")]
+    let splits = [(GgmlType::Q4_K, split(GgmlType::Q4_K)), (GgmlType::Q6_K, split(GgmlType::Q6_K))];
     let tasks: Vec<(usize, usize)> = jobs
         .iter()
         .enumerate()
@@ -121,7 +126,7 @@ pub(super) fn run(exec: &dyn Exec, isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>
         let (w, out) = jobs[i];
         let r1 = (r0 + ch).min(w.rows);
         #[cfg(target_arch = "x86_64")]
-        if let Some(split) = split.as_ref().filter(|_| w.ty == GgmlType::Q4_K) {
+        if let Some(split) = splits.iter().find(|(ty, _)| *ty == w.ty).and_then(|(_, x)| x.as_ref()) {
             // SAFETY: `split` exists only on an AVX-512 VNNI `Isa`, which proves the features.
             unsafe { crate::cpu::quant::vnni::rows(w, r0, r1, split, out) };
             return;

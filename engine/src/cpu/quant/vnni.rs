@@ -1,46 +1,53 @@
-//! One-token Q4_K decode on AVX-512 VNNI: the weights' nibbles stay bytes, and the i16
-//! activations are split into a signed high byte and an unsigned low byte
+//! One-token Q4_K and Q6_K decode on AVX-512 VNNI: the weights' quants stay bytes, and the
+//! i16 activations are split into a signed high byte and an unsigned low byte
 //! (`x = 256 · hi + lo`), so `vpdpbusd` multiplies 64 of them per instruction at full i16
 //! precision: the integers summed are exactly those of the i16 path.
 //!
-//! The i16 kernel spends, per 32 weights, a widening to i16, a multiply by the sub-block scale
+//! The i16 kernels spend, per 32 weights, a widening to i16, a multiply by the sub-block scale
 //! (broadcast from a general register) and a multiply-add; here 64 weights take two
 //! `vpdpbusd` and a shift, and the scales meet the sums once per 16 lanes (`vpmulld`), so a
 //! super-block needs about half the instructions.
 
 use std::arch::x86_64::*;
 
+use wllm_loaders::GgmlType;
+
 use super::int::{QuantX, f16_at};
 use crate::cpu::linear::{OutPtr, WeightView};
 
-/// Q4_K bytes per super-block and where its quants start.
-const BLOCK: usize = 144;
-const QS: usize = 16;
-
 /// One token's activations in the byte form: per super-block the 256 high bytes then the 256
-/// low bytes, each in the order the Q4_K nibble vectors take them (sub-blocks 0, 2, 1, 3,
-/// 4, 6, 5, 7: a 64-byte load holds two 32-byte runs, whose low nibbles are sub-blocks `2c`
-/// of runs `c` and `c + 1`, and whose high nibbles are the odd ones).
+/// low bytes, in the element order of the format's 64-byte quant vectors.
 pub(crate) struct SplitX {
     bytes: Vec<[u8; 512]>,
     /// The i16 scale of each super-block.
     d: Vec<f32>,
-    /// `Σ q` of each 32-element sub-block, for the minimums.
+    /// `Σ q` of each 32-element sub-block (Q4_K's minimums).
     sums: Vec<i32>,
+    /// `Σ q` of each 16-element sub-block (Q6_K's offset of 32).
+    sums16: Vec<[i32; 16]>,
 }
 
-const ORDER: [usize; 8] = [0, 2, 1, 3, 4, 6, 5, 7];
+/// The 32-element sub-blocks of a super-block in the order a format's quant vectors hold them.
+/// Q4_K: a 64-byte load holds two 32-byte runs, whose low nibbles are sub-blocks `2c` of runs
+/// `c` and `c + 1`, and whose high nibbles are the odd ones. Q6_K: in order.
+fn order(ty: GgmlType) -> [usize; 8] {
+    match ty {
+        GgmlType::Q4_K => [0, 2, 1, 3, 4, 6, 5, 7],
+        _ => [0, 1, 2, 3, 4, 5, 6, 7],
+    }
+}
 
 impl SplitX {
-    /// Token 0 of `xq`, when its rows are whole super-blocks.
-    pub(crate) fn new(xq: &QuantX) -> Option<SplitX> {
+    /// Token 0 of `xq` for rows of `ty`, when they are whole super-blocks.
+    pub(crate) fn new(xq: &QuantX, ty: GgmlType) -> Option<SplitX> {
         let wide = xq.token(0).wide()?;
+        let order = order(ty);
         let bytes = wide
             .q
             .chunks_exact(8)
             .map(|sub| {
                 let mut out = [0u8; 512];
-                for (p, &j) in ORDER.iter().enumerate() {
+                for (p, &j) in order.iter().enumerate() {
                     for (e, &v) in sub[j].iter().enumerate() {
                         let [lo, hi] = v.to_le_bytes();
                         out[32 * p + e] = hi;
@@ -50,7 +57,14 @@ impl SplitX {
                 out
             })
             .collect();
-        Some(SplitX { bytes, d: wide.d.to_vec(), sums: wide.sum.to_vec() })
+        let sums16 = wide
+            .q
+            .chunks_exact(8)
+            .map(|sub| {
+                std::array::from_fn(|k| sub[k / 2][16 * (k % 2)..][..16].iter().map(|&v| i32::from(v)).sum())
+            })
+            .collect();
+        Some(SplitX { bytes, d: wide.d.to_vec(), sums: wide.sum.to_vec(), sums16 })
     }
 }
 
@@ -62,6 +76,10 @@ pub(crate) fn available() -> bool {
         && is_x86_feature_detected!("avx2")
 }
 
+/// Bytes of a Q4_K and of a Q6_K super-block.
+const Q4K_BYTES: usize = 144;
+const Q6K_BYTES: usize = 210;
+
 /// Row length from which rows are multiplied [`BLOCKED_ROWS`] at a time (see
 /// `matvec::BLOCKED_FROM`).
 const BLOCKED_FROM: usize = 8193;
@@ -70,19 +88,38 @@ const BLOCKED_FROM: usize = 8193;
 /// with four, 40 ms with eight (2 threads; one thread 17.3 vs 14.1 GB/s, row by row 8.5).
 const BLOCKED_ROWS: usize = 8;
 
-/// Rows `r0..r1` of the Q4_K weight `w` against `x`, into `out`.
+/// Rows `r0..r1` of `w` (Q4_K or Q6_K) against `x`, built for that type, into `out`.
 ///
 /// # Safety
 /// The CPU must have the features [`available`] checks.
 pub(crate) unsafe fn rows(w: WeightView<'_>, r0: usize, r1: usize, x: &SplitX, out: OutPtr<'_>) {
+    match w.ty {
+        // SAFETY: the caller's guarantee.
+        GgmlType::Q4_K => unsafe { rows_of(w, r0, r1, x, out, q4k_group::<1>, q4k_group::<BLOCKED_ROWS>) },
+        GgmlType::Q6_K => unsafe { rows_of(w, r0, r1, x, out, q6k_group::<1>, q6k_group::<BLOCKED_ROWS>) },
+        ty => unreachable!("{ty} has no VNNI kernel"),
+    }
+}
+
+/// [`rows`] with `one` and `group` the format's kernel for one row and for [`BLOCKED_ROWS`].
+#[inline(always)]
+unsafe fn rows_of(
+    w: WeightView<'_>,
+    r0: usize,
+    r1: usize,
+    x: &SplitX,
+    out: OutPtr<'_>,
+    one: unsafe fn([&[u8]; 1], &SplitX) -> [f32; 1],
+    group: unsafe fn([&[u8]; BLOCKED_ROWS], &SplitX) -> [f32; BLOCKED_ROWS],
+) {
     let rb = w.row_bytes();
-    assert!(x.d.len() * BLOCK >= rb, "activations shorter than the row");
+    assert!(x.d.len() * w.ty.type_size() as usize >= rb, "activations shorter than the row");
     let row = |r: usize| &w.bytes[r * rb..(r + 1) * rb];
     let mut r = r0;
     if w.cols >= BLOCKED_FROM {
         while r + BLOCKED_ROWS <= r1 {
             // SAFETY: the caller's guarantee.
-            let ys = unsafe { group::<BLOCKED_ROWS>(std::array::from_fn(|i| row(r + i)), x) };
+            let ys = unsafe { group(std::array::from_fn(|i| row(r + i)), x) };
             for (i, y) in ys.into_iter().enumerate() {
                 out.write(r + i, y);
             }
@@ -91,7 +128,7 @@ pub(crate) unsafe fn rows(w: WeightView<'_>, r0: usize, r1: usize, x: &SplitX, o
     }
     for r in r..r1 {
         // SAFETY: as above.
-        out.write(r, unsafe { group::<1>([row(r)], x) }[0]);
+        out.write(r, unsafe { one([row(r)], x) }[0]);
     }
 }
 
@@ -100,9 +137,9 @@ const fn pair(a: i32, b: i32) -> [i32; 16] {
     [a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b]
 }
 
-/// `R` rows of whole super-blocks against `x`.
+/// `R` rows of whole Q4_K super-blocks against `x`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-fn group<const R: usize>(rows: [&[u8]; R], x: &SplitX) -> [f32; R] {
+fn q4k_group<const R: usize>(rows: [&[u8]; R], x: &SplitX) -> [f32; R] {
     // Sub-blocks of the four nibble vectors, in the lanes `vpdpbusd` sums them into.
     let pairs = [pair(0, 2), pair(1, 3), pair(4, 6), pair(5, 7)];
     // SAFETY: every load reads inside a slice bounds-checked just before (64 bytes of a
@@ -112,18 +149,19 @@ fn group<const R: usize>(rows: [&[u8]; R], x: &SplitX) -> [f32; R] {
         let nibble = _mm512_set1_epi8(0x0F);
         let mut acc = [_mm512_setzero_ps(); R];
         let mut acc_min = [_mm256_setzero_ps(); R];
-        for (i, xb) in x.bytes.iter().enumerate().take(rows[0].len() / BLOCK) {
+        for (i, xb) in x.bytes.iter().enumerate().take(rows[0].len() / Q4K_BYTES) {
             let load = |at: usize| _mm512_loadu_si512(xb[at..at + 64].as_ptr().cast());
             let hi = [load(0), load(64), load(128), load(192)];
             let lo = [load(256), load(320), load(384), load(448)];
             let sums = _mm256_loadu_si256(x.sums[8 * i..8 * i + 8].as_ptr().cast());
             let xd = x.d[i];
             for r in 0..R {
-                let b: &[u8; BLOCK] = rows[r][BLOCK * i..BLOCK * (i + 1)].try_into().expect("one block");
+                let b: &[u8; Q4K_BYTES] =
+                    rows[r][Q4K_BYTES * i..Q4K_BYTES * (i + 1)].try_into().expect("one block");
                 let (scales, mins) = super::kquants::scales_mins(b[4..16].try_into().expect("12 bytes"));
                 let scales = _mm512_cvtepu8_epi32(_mm_cvtsi64_si128(scales as i64));
-                let q0 = _mm512_loadu_si512(b[QS..QS + 64].as_ptr().cast());
-                let q1 = _mm512_loadu_si512(b[QS + 64..QS + 128].as_ptr().cast());
+                let q0 = _mm512_loadu_si512(b[16..16 + 64].as_ptr().cast());
+                let q1 = _mm512_loadu_si512(b[80..144].as_ptr().cast());
                 let w = [
                     _mm512_and_si512(q0, nibble),
                     _mm512_and_si512(_mm512_srli_epi16::<4>(q0), nibble),
@@ -149,5 +187,84 @@ fn group<const R: usize>(rows: [&[u8]; R], x: &SplitX) -> [f32; R] {
         std::array::from_fn(|r| {
             _mm512_reduce_add_ps(acc[r]) + _mm512_reduce_add_ps(_mm512_zextps256_ps512(acc_min[r]))
         })
+    }
+}
+
+/// The lanes of 16-element sub-blocks `4m..4m + 4` (four lanes each) in a 16-lane i32 vector.
+const fn quad(m: i32) -> [i32; 16] {
+    let mut out = [0; 16];
+    let mut l = 0;
+    while l < 16 {
+        out[l] = 4 * m + l as i32 / 4;
+        l += 1;
+    }
+    out
+}
+
+/// `R` rows of whole Q6_K super-blocks against `x`. Half `n` of a block is one 64-byte load of
+/// `ql` (its low nibbles are elements `128n..128n + 64`, its high nibbles the next 64) and 32
+/// bytes of `qh` (two bits per element, shifted into place per 32-byte half). The quants are
+/// taken unsigned (0..64) and the offset of 32 comes off once per block, through the
+/// activations' 16-element sums; a lane of one vector holds at most 4 · 63 · 32767 · 128
+/// (scales are i8), so two vectors share an i32 accumulator.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+fn q6k_group<const R: usize>(rows: [&[u8]; R], x: &SplitX) -> [f32; R] {
+    let quads = [quad(0), quad(1), quad(2), quad(3)];
+    // Per 16-bit lane: the first 256 bits (the first 32-byte half) and the second.
+    let halves = |a: i16, b: i16| [[a; 16], [b; 16]];
+    let (low_shift, high_shift) = (halves(4, 2), halves(0, 2));
+    // SAFETY: every load reads inside a slice bounds-checked just before (64 or 32 bytes of a
+    // 210-byte block, 16 of its scales, 64 bytes of a 512-byte activation block).
+    unsafe {
+        let quads = quads.map(|q| _mm512_loadu_si512(q.as_ptr().cast()));
+        let low_shift = _mm512_loadu_si512(low_shift.as_ptr().cast());
+        let high_shift = _mm512_loadu_si512(high_shift.as_ptr().cast());
+        let (nibble, top) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
+        let mut acc = [_mm512_setzero_ps(); R];
+        for (i, xb) in x.bytes.iter().enumerate().take(rows[0].len() / Q6K_BYTES) {
+            let load = |at: usize| _mm512_loadu_si512(xb[at..at + 64].as_ptr().cast());
+            let hi = [load(0), load(64), load(128), load(192)];
+            let lo = [load(256), load(320), load(384), load(448)];
+            let sums16 = _mm512_loadu_si512(x.sums16[i].as_ptr().cast());
+            let xd = x.d[i];
+            for r in 0..R {
+                let b: &[u8; Q6K_BYTES] =
+                    rows[r][Q6K_BYTES * i..Q6K_BYTES * (i + 1)].try_into().expect("one block");
+                let scales = _mm512_cvtepi8_epi32(_mm_loadu_si128(b[192..208].as_ptr().cast()));
+                let mut dots = [_mm512_setzero_si512(); 2];
+                for n in 0..2 {
+                    let ql = _mm512_loadu_si512(b[64 * n..64 * n + 64].as_ptr().cast());
+                    let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                        b[128 + 32 * n..160 + 32 * n].as_ptr().cast(),
+                    ));
+                    let w = [
+                        _mm512_or_si512(
+                            _mm512_and_si512(ql, nibble),
+                            _mm512_and_si512(_mm512_sllv_epi16(qh, low_shift), top),
+                        ),
+                        _mm512_or_si512(
+                            _mm512_and_si512(_mm512_srli_epi16::<4>(ql), nibble),
+                            _mm512_and_si512(_mm512_srlv_epi16(qh, high_shift), top),
+                        ),
+                    ];
+                    for (h, w) in w.into_iter().enumerate() {
+                        let m = 2 * n + h;
+                        let high = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, hi[m]);
+                        let whole = _mm512_dpbusd_epi32(_mm512_slli_epi32::<8>(high), lo[m], w);
+                        let scale = _mm512_permutexvar_epi32(quads[m], scales);
+                        dots[h] = _mm512_add_epi32(dots[h], _mm512_mullo_epi32(whole, scale));
+                    }
+                }
+                let d = f16_at(b, 208) * xd;
+                let offset = _mm512_cvtepi32_ps(_mm512_mullo_epi32(scales, sums16));
+                let sum = _mm512_add_ps(_mm512_cvtepi32_ps(dots[0]), _mm512_cvtepi32_ps(dots[1]));
+                acc[r] = _mm512_fmadd_ps(
+                    _mm512_fnmadd_ps(offset, _mm512_set1_ps(32.0), sum),
+                    _mm512_set1_ps(d),
+                    acc[r],
+                );
+            }
+        }
+        acc.map(|acc| _mm512_reduce_add_ps(acc))
     }
 }
