@@ -4,6 +4,8 @@
 //! over all tokens (prefill is compute bound). Activations stay f32 throughout.
 
 mod gemm;
+#[cfg(target_arch = "x86_64")]
+mod gemm_int;
 mod matvec;
 mod out;
 

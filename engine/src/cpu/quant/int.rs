@@ -40,9 +40,10 @@ pub(crate) struct QuantX {
 /// One token's blocks.
 #[derive(Clone, Copy)]
 pub(crate) struct XBlocks<'a> {
-    q: &'a [[i16; QX]],
-    d: &'a [f32],
-    sum: &'a [f32],
+    pub(crate) q: &'a [[i16; QX]],
+    pub(crate) d: &'a [f32],
+    /// `d · Σ q` of each block.
+    pub(crate) sum: &'a [f32],
     /// The same activations with one scale per 256 elements, for the super-block formats
     /// (empty when the row is not whole super-blocks).
     wide: WideBlocks<'a>,

@@ -28,7 +28,7 @@ pub(super) fn scale_min(j: usize, sc: &[u8]) -> (u8, u8) {
 /// All eight [`scale_min`] pairs at once, scale (or minimum) `j` in byte `j` of the first (or
 /// second) word: the 6-bit fields gathered with word-wide masks rather than byte by byte.
 #[inline(always)]
-pub(super) fn scales_mins(sc: &[u8; 12]) -> (u64, u64) {
+pub(crate) fn scales_mins(sc: &[u8; 12]) -> (u64, u64) {
     let word = |i: usize| u32::from_le_bytes([sc[4 * i], sc[4 * i + 1], sc[4 * i + 2], sc[4 * i + 3]]);
     let (low_scales, low_mins, high) = (word(0), word(1), word(2));
     let top = |w: u32| ((w >> 6) & 0x0303_0303) << 4;

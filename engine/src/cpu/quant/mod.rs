@@ -13,6 +13,8 @@ mod legacy;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod vnni;
 
+pub(crate) use kquants::scales_mins as kquants_scales_mins;
+
 pub(crate) use float::{Bf16, F16, F32};
 pub(crate) use iq::{Iq1M, Iq1S, Iq2S, Iq2Xs, Iq2Xxs, Iq3S, Iq3Xxs};
 pub(crate) use kquants::{Iq4Xs, Q2K, Q3K, Q4K, Q5K, Q6K};
