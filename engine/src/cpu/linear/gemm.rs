@@ -45,16 +45,17 @@ thread_local! {
 pub(super) fn run(exec: &dyn Exec, isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>)], x: &[f32], n_tok: usize) {
     let Some(k) = jobs.first().map(|(w, _)| w.cols) else { return };
     #[cfg(target_arch = "x86_64")]
-    if isa.is_avx512_vnni() && jobs.iter().any(|(w, _)| super::gemm_int::reads(w.ty)) {
-        if let Some(xi) = super::gemm_int::PackedX::new(exec, x, n_tok, k) {
-            // SAFETY: an AVX-512 VNNI `Isa` exists only on a CPU with these features.
-            unsafe { super::gemm_int::run(exec, jobs, &xi, n_tok) };
-            let rest: Vec<_> = jobs.iter().copied().filter(|(w, _)| !super::gemm_int::reads(w.ty)).collect();
-            if !rest.is_empty() {
-                run_f32(exec, isa, &rest, x, n_tok);
-            }
-            return;
+    if isa.is_avx512_vnni()
+        && jobs.iter().any(|(w, _)| super::gemm_int::reads(w.ty))
+        && let Some(xi) = super::gemm_int::PackedX::new(exec, x, n_tok, k)
+    {
+        // SAFETY: an AVX-512 VNNI `Isa` exists only on a CPU with these features.
+        unsafe { super::gemm_int::run(exec, jobs, &xi, n_tok) };
+        let rest: Vec<_> = jobs.iter().copied().filter(|(w, _)| !super::gemm_int::reads(w.ty)).collect();
+        if !rest.is_empty() {
+            run_f32(exec, isa, &rest, x, n_tok);
         }
+        return;
     }
     run_f32(exec, isa, jobs, x, n_tok);
 }
