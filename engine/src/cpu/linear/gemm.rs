@@ -5,7 +5,8 @@
 //! panel of MR weight rows to f32 (`[row][k]`, read back by broadcast) and multiplies it with
 //! every token block: an MR × NR tile of accumulators stays in registers over the whole `k`.
 //! Tiles are MR = 12 rows × 32 tokens on AVX-512 (24 of its 32 registers), 6 × 16 on AVX2
-//! (12 of 16), 8 × 8 on NEON; half as many tokens when the batch is that small.
+//! (12 of 16), 8 × 8 on NEON; half as many tokens when the batch is that small. On AVX-512
+//! VNNI, Q4_K and Q6_K weights take the integer kernel of `gemm_int` instead.
 
 use std::cell::RefCell;
 

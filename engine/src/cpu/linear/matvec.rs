@@ -4,6 +4,7 @@
 //!
 //! On AVX2 and AVX-512 the integer formats multiply their integers with the activations
 //! quantized to i16 ([`int_dot_applies`]); other formats and instruction sets dequantize to f32.
+//! With AVX-512 VNNI, one token's Q4_K and Q6_K rows go to `quant::vnni`.
 
 use wllm_loaders::GgmlType;
 
