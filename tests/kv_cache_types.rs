@@ -2,7 +2,8 @@
 //! and a split, against the exact reference: teacher-forced logits must stay within what
 //! llama.cpp itself reaches with the same cache type on the same ids (its logits with that
 //! cache are in `tests/data/kv_quant/`, made by `tests/data/tools/gen_kv_quant.sh`), and with
-//! Q8_0 the free-running greedy tokens must match on the prefix exact math vouches for.
+//! Q8_0 the free-running greedy tokens must match on the prefix exact math vouches for (its
+//! margins wider than what the cache moved the two tokens' logits by, [`vouched_prefix`]).
 //!
 //! Q8_0: each case within llama.cpp's mean and max. Q4_0 adds so much noise that two
 //! realizations of it differ by tens of percent (the same case's CPU, GPU and split rows,
@@ -43,6 +44,27 @@ fn with_llama_cache(case: &support::Case, ty: KvType) -> support::Case {
     c.llama_logits = j["logits_file"].as_str().map(|f| support::read_f32(&dir.join(f)));
     c.llama_top = j.get("top_logits").map(support::top);
     c
+}
+
+/// The greedy steps exact math vouches for with a quantized cache: the leading steps where exact
+/// math agrees with llama.cpp's greedy run and its top-two margin is wider than the most the
+/// cache moved any of that row's top logits (the exact pass's top ids) in our teacher-forced
+/// run (`got`). A narrower margin can flip between two realizations of the cache's rounding,
+/// and the free-running run is another one (its rows come from one-token steps, the
+/// teacher-forced ones from a batch): tiny-gemma3 c0's third step has a margin of 0.119 where
+/// Q8_0 moves logits by up to 0.17.
+fn vouched_prefix(case: &support::Case, got: &[f32]) -> usize {
+    let first = case.prompt_ids.len() - 1;
+    (0..case.greedy_prefix_agree_exact)
+        .take_while(|&i| {
+            let row = &got[(first + i) * case.n_vocab..(first + i + 1) * case.n_vocab];
+            let top = &case.exact_top[first + i];
+            let moved = top.iter().fold(0f32, |m, &(id, exact)| m.max((row[id as usize] - exact).abs()));
+            let mut best: Vec<f32> = top.iter().map(|&(_, v)| v).collect();
+            best.sort_by(|a, b| b.total_cmp(a));
+            best[0] - best[1] > moved
+        })
+        .count()
 }
 
 const SESSION: SessionOptions = SessionOptions { n_ctx: Some(256), n_batch: 64 };
@@ -96,7 +118,7 @@ fn quantized_kv_caches_stay_within_llama_cpps_own_distance_from_exact_math() {
                     }
                     _ => (MEAN_BUDGET.max(lm), MAX_BUDGET.max(lx)),
                 };
-                let p = if ty == KvType::Q8_0 { case.greedy_prefix_agree_exact } else { 0 };
+                let p = if ty == KvType::Q8_0 { vouched_prefix(case, &got) } else { 0 };
                 let tokens = support::greedy(&model, case, p.max(1), &SESSION);
                 let greedy_ok = tokens[..p] == case.greedy_ids[..p];
                 eprintln!(
