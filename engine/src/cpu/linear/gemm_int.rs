@@ -18,7 +18,7 @@ use wllm_loaders::GgmlType;
 
 use super::{OutPtr, WeightView};
 use crate::cpu::exec::Exec;
-use crate::cpu::quant::int::{QX, QuantX, f16_at};
+use crate::cpu::quant::int::{Groupings, QX, QuantX, f16_at};
 
 /// Rows per panel, tokens per block.
 const MR: usize = 6;
@@ -54,8 +54,13 @@ impl PackedX {
         let blocks: Vec<OnceLock<TokenBlock>> = (0..n_tok.div_ceil(NT)).map(|_| OnceLock::new()).collect();
         exec.run(blocks.len(), &|b| {
             let tokens = NT.min(n_tok - b * NT);
-            let xq =
-                QuantX::new(&x[b * NT * k..(b * NT + tokens) * k], tokens, k).expect("finite, checked above");
+            let xq = QuantX::new(
+                &x[b * NT * k..(b * NT + tokens) * k],
+                tokens,
+                k,
+                Groupings { fine: true, wide: false },
+            )
+            .expect("finite, checked above");
             let mut block = TokenBlock {
                 pairs: vec![0; k / 2 * NT],
                 d: vec![0.0; k / QX * NT],

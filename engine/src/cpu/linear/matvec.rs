@@ -11,7 +11,7 @@ use wllm_loaders::GgmlType;
 use super::{MAX_MATVEC_TOKENS, MAX_PASSED_TOKENS, OutPtr, WeightView};
 use crate::cpu::Isa;
 use crate::cpu::exec::Exec;
-use crate::cpu::quant::int::{QuantX, has_int_dot};
+use crate::cpu::quant::int::{Groupings, QuantX, has_int_dot};
 use crate::cpu::quant::{ACC, Fmt, with_fmt};
 use crate::cpu::simd::{Simd, dispatch};
 
@@ -101,13 +101,10 @@ pub(super) fn run(exec: &dyn Exec, isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>
     let total: usize = jobs.iter().map(|(w, _)| w.rows).sum();
     let ch = chunk_rows(total, exec.threads());
     let k = jobs.first().map_or(0, |(w, _)| w.cols);
-    let xq = jobs
-        .iter()
-        .any(|(w, _)| int_dot_applies(isa, w.ty, n_tok))
-        .then(|| QuantX::new(x, n_tok, k))
-        .flatten();
-    // One token's Q4_K rows on VNNI byte dot products.
-    #[cfg(target_arch = "x86_64")]
+    let int_types = jobs.iter().map(|(w, _)| w.ty).filter(|&ty| int_dot_applies(isa, ty, n_tok));
+    let groupings = int_types.clone().fold(Groupings::default(), Groupings::with);
+    let xq = int_types.clone().next().is_some().then(|| QuantX::new(x, n_tok, k, groupings)).flatten();
+    // One token's Q4_K and Q6_K rows on VNNI byte dot products, from the wide activations.
     #[cfg(target_arch = "x86_64")]
     let split = |ty: GgmlType| {
         xq.as_ref()

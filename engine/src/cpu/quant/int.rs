@@ -103,16 +103,21 @@ impl Quantized {
 impl QuantX {
     /// Quantizes `n_tok` rows of `k` elements (`k` a multiple of 32). `None` when an
     /// activation is not finite: the f32 path then carries the NaN or infinity through.
-    pub(crate) fn new(x: &[f32], n_tok: usize, k: usize) -> Option<QuantX> {
+    /// `groupings` says which of the two the caller's formats read (a K-quant-only call skips
+    /// the 32-element one; the wide one needs `k` a multiple of [`QK`]).
+    pub(crate) fn new(x: &[f32], n_tok: usize, k: usize, groupings: Groupings) -> Option<QuantX> {
         debug_assert!(k.is_multiple_of(QX) && x.len() >= n_tok * k);
         let x = &x[..n_tok * k];
         // `f32::max` skips NaN, so finiteness is checked on its own.
         if !x.iter().all(|v| v.is_finite()) {
             return None;
         }
-        let fine = Quantized::new(x, QX);
+        let fine = match groupings.fine {
+            true => Quantized::new(x, QX),
+            false => Quantized { q: Vec::new(), d: Vec::new(), sum: Vec::new() },
+        };
         let sum = fine.d.iter().zip(&fine.sum).map(|(d, &s)| d * s as f32).collect();
-        let wide = k.is_multiple_of(QK).then(|| Quantized::new(x, QK));
+        let wide = (groupings.wide && k.is_multiple_of(QK)).then(|| Quantized::new(x, QK));
         Some(QuantX { blocks: k / QX, fine, sum, wide })
     }
 
@@ -125,7 +130,28 @@ impl QuantX {
             }
             None => WideBlocks { q: &[], d: &[], sum: &[] },
         };
+        if self.fine.q.is_empty() {
+            return XBlocks { q: &[], d: &[], sum: &[], wide };
+        }
         XBlocks { q: &self.fine.q[r.clone()], d: &self.fine.d[r.clone()], sum: &self.sum[r], wide }
+    }
+}
+
+/// The activation groupings a call needs: per 32 elements (most formats) and per 256 (the
+/// K-quants that sum sub-blocks as integers, [`activation_block`]).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Groupings {
+    pub(crate) fine: bool,
+    pub(crate) wide: bool,
+}
+
+impl Groupings {
+    /// Adds what rows of `ty` read.
+    pub(crate) fn with(self, ty: wllm_loaders::GgmlType) -> Groupings {
+        match activation_block(ty) {
+            QK => Groupings { wide: true, ..self },
+            _ => Groupings { fine: true, ..self },
+        }
     }
 }
 
