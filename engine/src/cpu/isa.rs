@@ -28,8 +28,9 @@ impl Isa {
     /// Plain Rust, no explicit vectors: the path every other one is checked against.
     pub const SCALAR: Isa = Isa(Kind::Scalar);
 
-    /// The widest instruction set this CPU has. `WLLM_CPU_ISA=scalar|avx2|avx512|neon` asks
-    /// for a narrower one (an unavailable request falls back to the best available).
+    /// The widest instruction set this CPU has.
+    /// `WLLM_CPU_ISA=scalar|avx2|avx512|avx512vnni|neon` asks for a narrower one (an
+    /// unavailable request falls back to the best available).
     pub fn best() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
         *BEST.get_or_init(|| {
