@@ -189,7 +189,7 @@ fn rows_t<S: Simd, F: Fmt, const T: usize>(
 mod int {
     use super::{MAX_MATVEC_TOKENS, OutPtr, WeightView, each_row};
     use crate::cpu::Isa;
-    use crate::cpu::quant::int::{IntFmt, QuantX, XBlocks, with_int_fmt};
+    use crate::cpu::quant::int::{IntFmt, LONG_ROWS_FROM, QuantX, XBlocks, with_int_fmt};
     use crate::cpu::simd::int::IDot;
     use crate::cpu::simd::x86::{with_avx2, with_avx512};
 
@@ -235,15 +235,7 @@ mod int {
         with_int_fmt!(w.ty, |F| by_tokens!(n_tok, |T| rows_t::<_, F, T>(s, w, r0, r1, xq, out)), ())
     }
 
-    /// Row length (elements) from which one token's rows are multiplied [`BLOCKED_ROWS`] at
-    /// a time: its i16 activations (16 KiB at 8192) no longer stay in a 32 KiB L1 cache next
-    /// to the streaming weights, and reading them from L2 for every row halved the rate (7B
-    /// down projection, 4096 x 14336 Q4_K on 2 threads: 15.9 GB/s row by row, 22.4 blocked;
-    /// 4096 x 8192 was 28 vs 25, and 14336 x 4096 31 vs 15: interleaved runs of short rows
-    /// share their 4 KiB pages, where the hardware prefetcher loses track of them).
-    const BLOCKED_FROM: usize = 8193;
-
-    /// Rows multiplied side by side when they are long.
+    /// Rows multiplied side by side when they are long ([`LONG_ROWS_FROM`]).
     const BLOCKED_ROWS: usize = 4;
 
     #[inline(always)]
@@ -257,7 +249,7 @@ mod int {
     ) {
         let x: [XBlocks<'_>; T] = std::array::from_fn(|t| xq.token(t));
         let mut r = r0;
-        if T == 1 && F::ROW_BLOCKS && w.cols >= BLOCKED_FROM {
+        if T == 1 && F::ROW_BLOCKS && w.cols >= LONG_ROWS_FROM {
             let rb = w.row_bytes();
             while r + BLOCKED_ROWS <= r1 {
                 let rows = std::array::from_fn(|i| &w.bytes[(r + i) * rb..(r + i + 1) * rb]);

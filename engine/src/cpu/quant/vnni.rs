@@ -12,18 +12,16 @@ use std::arch::x86_64::*;
 
 use wllm_loaders::GgmlType;
 
-use super::int::{QuantX, f16_at};
+use super::int::{LONG_ROWS_FROM, QuantX, WideBlocks, f16_at};
 use crate::cpu::linear::{OutPtr, WeightView};
 
 /// One token's activations in the byte form: per super-block the 256 high bytes then the 256
 /// low bytes, in the element order of the format's 64-byte quant vectors.
-pub(crate) struct SplitX {
+pub(crate) struct SplitX<'a> {
     bytes: Vec<[u8; 512]>,
-    /// The i16 scale of each super-block.
-    d: Vec<f32>,
-    /// `Σ q` of each 32-element sub-block (Q4_K's minimums).
-    sums: Vec<i32>,
-    /// `Σ q` of each 16-element sub-block (Q6_K's offset of 32).
+    /// The i16 activations split: their scales, and sums for Q4_K's minimums.
+    wide: WideBlocks<'a>,
+    /// `Σ q` of each 16-element sub-block, for Q6_K's offset of 32 (empty for Q4_K).
     sums16: Vec<[i32; 16]>,
 }
 
@@ -37,9 +35,9 @@ fn order(ty: GgmlType) -> [usize; 8] {
     }
 }
 
-impl SplitX {
+impl<'a> SplitX<'a> {
     /// Token 0 of `xq` for rows of `ty`, when they are whole super-blocks.
-    pub(crate) fn new(xq: &QuantX, ty: GgmlType) -> Option<SplitX> {
+    pub(crate) fn new(xq: &'a QuantX, ty: GgmlType) -> Option<SplitX<'a>> {
         let wide = xq.token(0).wide()?;
         let order = order(ty);
         let bytes = wide
@@ -57,14 +55,14 @@ impl SplitX {
                 out
             })
             .collect();
-        let sums16 = wide
-            .q
-            .chunks_exact(8)
-            .map(|sub| {
-                std::array::from_fn(|k| sub[k / 2][16 * (k % 2)..][..16].iter().map(|&v| i32::from(v)).sum())
-            })
-            .collect();
-        Some(SplitX { bytes, d: wide.d.to_vec(), sums: wide.sum.to_vec(), sums16 })
+        let sum16 = |sub: &[[i16; 32]]| -> [i32; 16] {
+            std::array::from_fn(|k| sub[k / 2][16 * (k % 2)..][..16].iter().map(|&v| i32::from(v)).sum())
+        };
+        let sums16 = match ty {
+            GgmlType::Q6_K => wide.q.chunks_exact(8).map(sum16).collect(),
+            _ => Vec::new(),
+        };
+        Some(SplitX { bytes, wide, sums16 })
     }
 }
 
@@ -80,10 +78,6 @@ pub(crate) fn available() -> bool {
 const Q4K_BYTES: usize = 144;
 const Q6K_BYTES: usize = 210;
 
-/// Row length from which rows are multiplied [`BLOCKED_ROWS`] at a time (see
-/// `matvec::BLOCKED_FROM`).
-const BLOCKED_FROM: usize = 8193;
-
 /// Eight rows per pass: a 7B model's down projections (4096 x 14336) took 47 ms per token
 /// with four, 40 ms with eight (2 threads; one thread 17.3 vs 14.1 GB/s, row by row 8.5).
 const BLOCKED_ROWS: usize = 8;
@@ -92,7 +86,7 @@ const BLOCKED_ROWS: usize = 8;
 ///
 /// # Safety
 /// The CPU must have the features [`available`] checks.
-pub(crate) unsafe fn rows(w: WeightView<'_>, r0: usize, r1: usize, x: &SplitX, out: OutPtr<'_>) {
+pub(crate) unsafe fn rows(w: WeightView<'_>, r0: usize, r1: usize, x: &SplitX<'_>, out: OutPtr<'_>) {
     match w.ty {
         // SAFETY: the caller's guarantee.
         GgmlType::Q4_K => unsafe { rows_of(w, r0, r1, x, out, q4k_group::<1>, q4k_group::<BLOCKED_ROWS>) },
@@ -107,16 +101,16 @@ unsafe fn rows_of(
     w: WeightView<'_>,
     r0: usize,
     r1: usize,
-    x: &SplitX,
+    x: &SplitX<'_>,
     out: OutPtr<'_>,
-    one: unsafe fn([&[u8]; 1], &SplitX) -> [f32; 1],
-    group: unsafe fn([&[u8]; BLOCKED_ROWS], &SplitX) -> [f32; BLOCKED_ROWS],
+    one: unsafe fn([&[u8]; 1], &SplitX<'_>) -> [f32; 1],
+    group: unsafe fn([&[u8]; BLOCKED_ROWS], &SplitX<'_>) -> [f32; BLOCKED_ROWS],
 ) {
     let rb = w.row_bytes();
-    assert!(x.d.len() * w.ty.type_size() as usize >= rb, "activations shorter than the row");
+    assert!(x.wide.d.len() * w.ty.type_size() as usize >= rb, "activations shorter than the row");
     let row = |r: usize| &w.bytes[r * rb..(r + 1) * rb];
     let mut r = r0;
-    if w.cols >= BLOCKED_FROM {
+    if w.cols >= LONG_ROWS_FROM {
         while r + BLOCKED_ROWS <= r1 {
             // SAFETY: the caller's guarantee.
             let ys = unsafe { group(std::array::from_fn(|i| row(r + i)), x) };
@@ -139,7 +133,7 @@ const fn pair(a: i32, b: i32) -> [i32; 16] {
 
 /// `R` rows of whole Q4_K super-blocks against `x`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-fn q4k_group<const R: usize>(rows: [&[u8]; R], x: &SplitX) -> [f32; R] {
+fn q4k_group<const R: usize>(rows: [&[u8]; R], x: &SplitX<'_>) -> [f32; R] {
     // Sub-blocks of the four nibble vectors, in the lanes `vpdpbusd` sums them into.
     let pairs = [pair(0, 2), pair(1, 3), pair(4, 6), pair(5, 7)];
     // SAFETY: every load reads inside a slice bounds-checked just before (64 bytes of a
@@ -153,8 +147,8 @@ fn q4k_group<const R: usize>(rows: [&[u8]; R], x: &SplitX) -> [f32; R] {
             let load = |at: usize| _mm512_loadu_si512(xb[at..at + 64].as_ptr().cast());
             let hi = [load(0), load(64), load(128), load(192)];
             let lo = [load(256), load(320), load(384), load(448)];
-            let sums = _mm256_loadu_si256(x.sums[8 * i..8 * i + 8].as_ptr().cast());
-            let xd = x.d[i];
+            let sums = _mm256_loadu_si256(x.wide.sum[8 * i..8 * i + 8].as_ptr().cast());
+            let xd = x.wide.d[i];
             for r in 0..R {
                 let b: &[u8; Q4K_BYTES] =
                     rows[r][Q4K_BYTES * i..Q4K_BYTES * (i + 1)].try_into().expect("one block");
@@ -208,7 +202,7 @@ const fn quad(m: i32) -> [i32; 16] {
 /// activations' 16-element sums; a lane of one vector holds at most 4 · 63 · 32767 · 128
 /// (scales are i8), so two vectors share an i32 accumulator.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-fn q6k_group<const R: usize>(rows: [&[u8]; R], x: &SplitX) -> [f32; R] {
+fn q6k_group<const R: usize>(rows: [&[u8]; R], x: &SplitX<'_>) -> [f32; R] {
     let quads = [quad(0), quad(1), quad(2), quad(3)];
     // Per 16-bit lane: the first 256 bits (the first 32-byte half) and the second.
     let halves = |a: i16, b: i16| [[a; 16], [b; 16]];
@@ -226,7 +220,7 @@ fn q6k_group<const R: usize>(rows: [&[u8]; R], x: &SplitX) -> [f32; R] {
             let hi = [load(0), load(64), load(128), load(192)];
             let lo = [load(256), load(320), load(384), load(448)];
             let sums16 = _mm512_loadu_si512(x.sums16[i].as_ptr().cast());
-            let xd = x.d[i];
+            let xd = x.wide.d[i];
             for r in 0..R {
                 let b: &[u8; Q6K_BYTES] =
                     rows[r][Q6K_BYTES * i..Q6K_BYTES * (i + 1)].try_into().expect("one block");
