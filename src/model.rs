@@ -11,7 +11,7 @@ use wllm_engine::{
 use wllm_loaders::chat::{ChatTemplate, SpecialTokens};
 use wllm_loaders::mapped::FileStamp;
 use wllm_loaders::model::ModelWeights;
-use wllm_loaders::model::TensorSource;
+use wllm_loaders::model::{ResidentSource, TensorMeta, TensorSource};
 use wllm_loaders::{GgmlType, GgufFile, ModelConfig, QuantizingSource, SafetensorsModel, Tokenizer};
 
 use crate::error::{Error, Result};
@@ -76,6 +76,11 @@ pub struct LoadOptions {
     /// Element types of the KV cache's K and V (llama.cpp's `-ctk`/`-ctv`): `None` for a side
     /// leaves it f16 (f32 on a GPU without f16 storage).
     pub cache: CacheRequest,
+    /// Let the CPU read its layers' weights in place from the memory-mapped file (llama.cpp's
+    /// default). Off (the default), loading copies them into anonymous memory advised for
+    /// huge pages, which the CPU streams faster (7B decode: about 6% more tokens per
+    /// second); on, loading skips the copy and processes mapping the same file share pages.
+    pub map_cpu_weights: bool,
 }
 
 impl Default for LoadOptions {
@@ -94,6 +99,7 @@ impl Default for LoadOptions {
             n_cpu_moe: 0,
             quantize: None,
             cache: CacheRequest::default(),
+            map_cpu_weights: false,
         }
     }
 }
@@ -139,6 +145,9 @@ pub struct ModelInfo {
     /// The process's peak resident memory when loading finished (Linux). Sessions allocate
     /// their KV caches later; [`wllm_engine::plan::peak_rss`] gives the figure at any time.
     pub peak_rss: Option<u64>,
+    /// Bytes of CPU weights copied out of the file map at load, and the time it took
+    /// (`None`: nothing copied; see [`LoadOptions::map_cpu_weights`]).
+    pub cpu_weight_copy: Option<(u64, Duration)>,
 }
 
 pub(crate) struct ModelInner {
@@ -271,6 +280,13 @@ impl Model {
             )?)),
             _ => None,
         };
+        let (source, cpu_weight_copy) = match opts.map_cpu_weights {
+            true => (source, None),
+            false => {
+                let cpu_moe = gpu_model.as_ref().map_or(&[][..], |g| &g.cpu_moe_layers[..]);
+                resident(source, &weights, first_gpu, cpu_moe)?
+            }
+        };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = match opts.threads {
             0 => cores,
@@ -313,6 +329,7 @@ impl Model {
             shader_build_time: Duration::ZERO,
             warm_up_time: None,
             peak_rss: None,
+            cpu_weight_copy,
         };
         let reads_map =
             info.plan.cpu_layers() > 0 || gpu_model.as_ref().is_some_and(|g| !g.cpu_moe_layers.is_empty());
@@ -442,6 +459,41 @@ impl Model {
     pub fn session(&self, opts: &SessionOptions) -> Result<Session> {
         Session::new(self.clone(), opts)
     }
+}
+
+/// Bytes copied and the time it took.
+type CopyFigures = (u64, Duration);
+
+/// `source` with the matrices the CPU streams every token copied into anonymous memory (see
+/// [`ResidentSource`]): those of layers `0..cpu_layers`, the head when every layer is on the
+/// CPU, and the experts of `cpu_moe` layers. The embedding table stays mapped unless it is
+/// the head: a token reads one row of it.
+fn resident(
+    source: Arc<dyn TensorSource>,
+    weights: &ModelWeights<TensorMeta>,
+    cpu_layers: u32,
+    cpu_moe: &[u32],
+) -> Result<(Arc<dyn TensorSource>, Option<CopyFigures>)> {
+    let cpu_layers = cpu_layers as usize;
+    let mut names: Vec<String> = Vec::new();
+    for l in &weights.layers[..cpu_layers.min(weights.layers.len())] {
+        names.extend(l.matrices().map(|m| m.name.clone()));
+    }
+    if cpu_layers >= weights.layers.len() {
+        names.push(weights.output.as_ref().unwrap_or(&weights.token_embd).name.clone());
+    }
+    for &il in cpu_moe {
+        if let Some(l) = weights.layers.get(il as usize) {
+            names.extend(l.ffn.iter().map(|m| m.name.clone()));
+        }
+    }
+    if names.is_empty() {
+        return Ok((source, None));
+    }
+    let start = Instant::now();
+    let copy = ResidentSource::new(source, &names)?;
+    let done = (copy.resident_bytes(), start.elapsed());
+    Ok((Arc::new(copy), Some(done)))
 }
 
 /// The source as `opts.quantize` asks: float matrices quantized while they are read.

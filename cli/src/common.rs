@@ -42,6 +42,11 @@ pub struct DeviceArgs {
     /// KV cache type of V: f16, q8_0 or q4_0 (or f32). Default as for K.
     #[arg(long = "cache-type-v", visible_alias = "ctv", value_parser = parse_kv_type)]
     pub cache_type_v: Option<KvType>,
+    /// Let the CPU read its layers' weights from the memory-mapped file instead of copying
+    /// them into huge-page memory at load (faster load, pages shared with other processes
+    /// mapping the file, slower CPU decode).
+    #[arg(long)]
+    pub mmap: bool,
 }
 
 fn parse_kv_type(s: &str) -> std::result::Result<KvType, String> {
@@ -75,6 +80,7 @@ impl DeviceArgs {
             n_cpu_moe: if self.cpu_moe { u32::MAX } else { self.n_cpu_moe.unwrap_or(0) },
             quantize: self.quantize,
             cache: CacheRequest { k: self.cache_type_k, v: self.cache_type_v },
+            map_cpu_weights: self.mmap,
             ..Default::default()
         })
     }

@@ -34,6 +34,37 @@ impl GuardedMap {
         stamp.slot = slot;
         Ok(GuardedMap { map, slot })
     }
+
+    /// Drops the whole pages within bytes `start..end` from this process's page tables: for
+    /// a file map that costs nothing but a fault on the next read (the page cache keeps
+    /// them), and it stops a copy of those bytes from counting twice in the resident memory.
+    /// Pages shared with bytes outside the range are kept.
+    pub fn release(&self, start: u64, end: u64) {
+        #[cfg(unix)]
+        {
+            // SAFETY: sysconf has no preconditions.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+            let first = start.next_multiple_of(page);
+            let last = end.min(self.map.len() as u64) / page * page;
+            if last > first {
+                // SAFETY: the map is a shared, read-only file mapping; MADV_DONTNEED only
+                // unmaps its pages, and a later read faults the file's unchanged bytes back
+                // in, so no reference into the map sees different data.
+                let done = unsafe {
+                    self.map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        first as usize,
+                        (last - first) as usize,
+                    )
+                };
+                if let Err(e) = done {
+                    log::debug!("could not release mapped pages: {e}");
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (start, end);
+    }
 }
 
 impl std::ops::Deref for GuardedMap {

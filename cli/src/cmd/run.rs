@@ -256,6 +256,12 @@ pub fn run(a: Args) -> Result<()> {
         let how = if a.context.ctx.is_some() { "asked for" } else { "the largest that fits" };
         eprintln!("context:              {n_ctx} tokens ({how}; the model was trained for {trained})");
         eprintln!("load duration:        {:.2?}", info.load_time);
+        if let Some((bytes, time)) = info.cpu_weight_copy {
+            let bytes = crate::common::human_bytes(bytes);
+            eprintln!(
+                "CPU weights:          {bytes} copied to huge-page memory in {time:.2?} (--mmap reads the file in place)"
+            );
+        }
         eprintln!("shader build:         {:.2?}{}", info.shader_build_time, warm_up_note(info));
         if let Some(c) = constrained {
             eprintln!(

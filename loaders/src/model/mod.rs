@@ -6,6 +6,7 @@ pub mod config;
 pub mod hf_config;
 pub mod hyper;
 pub mod quantizing;
+pub mod resident;
 pub mod weights;
 
 pub use arch::{
@@ -15,6 +16,7 @@ pub use arch::{
 pub use config::{DeltaNetConfig, ModelConfig, MoeConfig, Yarn};
 pub use hyper::{DeltaNetHyper, Hyperparams, KeyFormat};
 pub use quantizing::QuantizingSource;
+pub use resident::ResidentSource;
 pub use weights::{
     BetaAlpha, DeltaNetWeights, FfnWeights, LayerMetas, LayerWeights, ModelWeights, MoeBiases, SharedExpert,
     TensorBytes, TensorMeta, TensorSource,
@@ -39,4 +41,6 @@ pub enum ModelError {
     Unsupported(String),
     #[error(transparent)]
     Metadata(#[from] GgufError),
+    #[error("cannot reserve {bytes} bytes of memory for the CPU's copy of the weights: {source}")]
+    Memory { bytes: u64, source: std::io::Error },
 }

@@ -70,6 +70,9 @@ impl<S: TensorSource> QuantizingSource<S> {
 }
 
 impl<S: TensorSource> TensorSource for QuantizingSource<S> {
+    fn release(&self, name: &str) {
+        self.inner.release(name)
+    }
     fn meta(&self, name: &str) -> Option<TensorMeta> {
         let mut m = self.inner.meta(name)?;
         m.ggml_type = self.plan(&m).0;

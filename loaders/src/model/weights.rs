@@ -39,6 +39,10 @@ pub struct TensorBytes<'a> {
 pub trait TensorSource: Send + Sync {
     fn meta(&self, name: &str) -> Option<TensorMeta>;
     fn bytes(&self, name: &str) -> Option<TensorBytes<'_>>;
+    /// Says the caller copied tensor `name` and will not read it here again soon: a source
+    /// that maps a file may drop the tensor's pages from this process (they stay in the page
+    /// cache; a later read faults them back in).
+    fn release(&self, _name: &str) {}
 }
 
 // Lets wrappers such as `QuantizingSource` hold a shared, type-erased source.
@@ -48,6 +52,9 @@ impl<T: TensorSource + ?Sized> TensorSource for std::sync::Arc<T> {
     }
     fn bytes(&self, name: &str) -> Option<TensorBytes<'_>> {
         (**self).bytes(name)
+    }
+    fn release(&self, name: &str) {
+        (**self).release(name)
     }
 }
 
@@ -79,6 +86,11 @@ impl TensorSource for crate::gguf::GgufFile {
             out.extend_from_slice(if second { &expert[half..] } else { &expert[..half] });
         }
         Some(TensorBytes { meta, bytes: Cow::Owned(out) })
+    }
+    fn release(&self, name: &str) {
+        if let (Some(t), crate::gguf::Backing::Mmap(map)) = (self.tensor(name), self.backing()) {
+            map.release(t.data.start, t.data.end);
+        }
     }
 }
 
