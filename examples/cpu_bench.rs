@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use wllm::engine::cpu::ops::{Activation, glu};
 use wllm::engine::cpu::{CpuStack, Isa, LogitRows, WeightView, linear};
-use wllm::loaders::model::TensorSource;
+use wllm::loaders::model::{ResidentSource, TensorSource};
 use wllm::loaders::{GgmlType, GgufFile, ModelConfig};
 
 /// Random blocks with small finite scales.
@@ -62,6 +62,8 @@ fn kernels(threads: usize, only: Option<&str>, toks: &[usize], shape: Option<(us
         // outgrow the L1 cache.
         (GgmlType::Q4_K, 4096, 14336),
         (GgmlType::Q6_K, 4096, 14336),
+        // Four FFN matrices' worth (151 MB): the stream a decode step reads from DRAM.
+        (GgmlType::Q4_K, 65536, 4096),
         (GgmlType::MXFP4, 4096, 4096),
         (GgmlType::IQ4_NL, 4096, 4096),
         (GgmlType::IQ4_XS, 4096, 4096),
@@ -131,7 +133,19 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn model(path: &str, threads: usize, n_prompt: usize, n_gen: usize, reps: usize) {
     let f = GgufFile::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let cfg = ModelConfig::from_gguf(&f).unwrap();
-    let src: Arc<dyn TensorSource> = Arc::new(f);
+    let mut src: Arc<dyn TensorSource> = Arc::new(f.clone());
+    if std::env::var_os("WLLM_MMAP").is_none() {
+        // As `wllm` loads by default: the weights in huge-page memory, the embedding table
+        // only where it is the head too (env WLLM_MMAP: read the file map in place).
+        let tied = f.tensor("output.weight").is_none();
+        let names: Vec<String> = f
+            .tensors()
+            .iter()
+            .filter(|t| tied || t.name != "token_embd.weight")
+            .map(|t| t.name.clone())
+            .collect();
+        src = Arc::new(ResidentSource::new(src, &names).unwrap());
+    }
     let n_ctx = (n_prompt.max(n_gen) + 16) as u32;
     let mut st = CpuStack::new(&cfg, src, cfg.n_layer, true, n_ctx, threads).unwrap();
     let mut seed = 12345u64;

@@ -13,7 +13,7 @@ use std::arch::x86_64::*;
 use wllm_loaders::GgmlType;
 
 use super::int::{LONG_ROWS_FROM, QuantX, WideBlocks, f16_at};
-use crate::cpu::linear::{OutPtr, WeightView};
+use crate::cpu::linear::{OutPtr, WeightView, prefetch_ahead};
 
 /// One token's activations in the byte form: per super-block the 256 high bytes then the 256
 /// low bytes, in the element order of the format's 64-byte quant vectors.
@@ -112,6 +112,9 @@ unsafe fn rows_of(
     let mut r = r0;
     if w.cols >= LONG_ROWS_FROM {
         while r + BLOCKED_ROWS <= r1 {
+            for i in 0..BLOCKED_ROWS {
+                prefetch_ahead(w.bytes, (r + i) * rb, rb, (r1 - r0) * rb);
+            }
             // SAFETY: the caller's guarantee.
             let ys = unsafe { group(std::array::from_fn(|i| row(r + i)), x) };
             for (i, y) in ys.into_iter().enumerate() {
@@ -121,6 +124,7 @@ unsafe fn rows_of(
         }
     }
     for r in r..r1 {
+        prefetch_ahead(w.bytes, r * rb, rb, (r1 - r0) * rb);
         // SAFETY: as above.
         out.write(r, unsafe { one([row(r)], x) }[0]);
     }
