@@ -62,8 +62,10 @@ fn kernels(threads: usize, only: Option<&str>, toks: &[usize], shape: Option<(us
         // outgrow the L1 cache.
         (GgmlType::Q4_K, 4096, 14336),
         (GgmlType::Q6_K, 4096, 14336),
-        // Four FFN matrices' worth (151 MB): the stream a decode step reads from DRAM.
+        // Four FFN matrices' worth (151 MB), short and long rows: the stream a decode step
+        // reads from DRAM.
         (GgmlType::Q4_K, 65536, 4096),
+        (GgmlType::Q4_K, 16384, 14336),
         (GgmlType::MXFP4, 4096, 4096),
         (GgmlType::IQ4_NL, 4096, 4096),
         (GgmlType::IQ4_XS, 4096, 4096),
