@@ -576,6 +576,28 @@ impl Side {
 #[test]
 fn cpu_rope_and_attention_prefill_then_decode() {
     for c in CONFIGS.into_iter().filter(|c| !c.gated) {
+        cpu_steps(c, &cache_types(true));
+    }
+}
+
+/// The CPU walks the query heads of a KV head together (2 to 8 of them, f32 or f16 caches):
+/// groups of 5 and 7, and head sizes that leave a tail past the last whole vector.
+#[test]
+fn cpu_grouped_heads_with_ragged_head_sizes() {
+    let plain = [KvType::F32, KvType::F16].map(|t| CacheTypes { k: t, v: t });
+    cpu_steps(Attn { n_head: 10, n_kv: 2, hd: 40, n_rot: 40, ..SHORT }, &plain);
+    let gpt_oss_like = Attn { n_head: 14, n_kv: 2, hd: 24, n_rot: 24, window: 9, sinks: true, ..SHORT };
+    cpu_steps(gpt_oss_like, &plain);
+    cpu_steps(
+        Attn { n_head: 7, n_kv: 1, hd: 36, n_rot: 20, ctx: 140, steps: &[70, 1, 64, 1], ..SHORT },
+        &plain,
+    );
+}
+
+/// Every step of `c` through the CPU's RoPE and attention, against the float64 reference,
+/// with each of `caches`, on every instruction set.
+fn cpu_steps(c: Attn, caches: &[CacheTypes]) {
+    {
         let (qkv, norms) = inputs(&c);
         let (hd, stride, nq, nk) = (c.hd as usize, c.stride(), c.nq(), c.nk());
         let spec = c.rope();
@@ -583,7 +605,7 @@ fn cpu_rope_and_attention_prefill_then_decode() {
         let half = c.n_rot as usize / 2;
         let rope = Rope { n_rot: c.n_rot as usize, layout: spec.layout };
         for isa in Isa::available() {
-            for cache in cache_types(true) {
+            for &cache in caches {
                 let want = reference_steps_in(&c, &qkv, &norms, cache, false);
                 let rows = c.n_kv as usize * c.ctx as usize;
                 let (mut k_side, mut v_side) = (Side::new(cache.k, rows, hd), Side::new(cache.v, rows, hd));

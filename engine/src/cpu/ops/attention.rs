@@ -92,8 +92,25 @@ pub fn attention_at(
         rows.ty().check_dim(dim as u32)?;
         check_len(&format!("attention {side} cache rows"), rows.n_rows(dim), a.n_kv * a.n_ctx)?;
     }
-    let n_rows = n_tok * a.n_head;
+    let group = a.n_head / a.n_kv;
     let out = OutPtr::new(out);
+    if let Some(ty) = grouped(kv, group) {
+        // One task per (token, KV head): the group's query heads walk its keys together.
+        exec.run(n_tok * a.n_kv, &|i| {
+            let (t, g) = (i / a.n_kv, i % a.n_kv);
+            let [pos, row0] = positions[t].map(|v| v as usize);
+            let first = g * a.n_ctx + row0;
+            let head = KvLayer { k: kv.k.from_row(first, a.head_dim), v: kv.v.from_row(first, a.head_dim_v) };
+            let heads = g * group..(g + 1) * group;
+            let qs = &q[t * q_row + heads.start * a.head_dim..][..group * a.head_dim];
+            // SAFETY: the group's output rows are this task's alone.
+            let o = unsafe { out.slice((t * a.n_head + heads.start) * a.head_dim_v, group * a.head_dim_v) };
+            let sinks = sinks.map(|s| &s[heads]);
+            dispatch!(isa, |s| run_group(ty, s, a, qs, head, pos, sinks, o))
+        });
+        return Ok(());
+    }
+    let n_rows = n_tok * a.n_head;
     exec.run(n_rows, &|i| {
         // SAFETY: output row `i` is this task's alone.
         let o = unsafe { out.slice(i * a.head_dim_v, a.head_dim_v) };
@@ -147,6 +164,194 @@ fn row<S: Simd>(
     }
     if l > 0.0 {
         scale(s, 1.0 / l, out);
+    }
+}
+
+/// The element type of a cache the grouped kernel reads: f32 or f16 on both sides (quantized
+/// caches decode a block at a time and keep the per-row walk), with 2 to 8 query heads per
+/// KV head.
+#[derive(Copy, Clone)]
+enum Grouped {
+    F16,
+    F32,
+}
+
+fn grouped(kv: KvLayer<'_>, group: usize) -> Option<Grouped> {
+    if !(2..=8).contains(&group) {
+        return None;
+    }
+    match (kv.k, kv.v) {
+        (KvRows::F16(_), KvRows::F16(_)) => Some(Grouped::F16),
+        (KvRows::F32(_), KvRows::F32(_)) => Some(Grouped::F32),
+        _ => None,
+    }
+}
+
+/// Plain cache elements, read a vector at a time.
+trait Plain: Copy + 'static {
+    fn slice<'a>(rows: KvRows<'a>) -> &'a [Self];
+    /// # Safety
+    /// `p` must be valid for reading `S::N` elements.
+    unsafe fn load<S: Simd>(s: S, p: *const Self) -> S::F;
+    fn one<S: Simd>(s: S, v: Self) -> f32;
+}
+
+impl Plain for f32 {
+    fn slice<'a>(rows: KvRows<'a>) -> &'a [f32] {
+        match rows {
+            KvRows::F32(x) => x,
+            _ => unreachable!("chosen by `grouped` for f32 rows"),
+        }
+    }
+    #[inline(always)]
+    unsafe fn load<S: Simd>(s: S, p: *const f32) -> S::F {
+        // SAFETY: the caller's guarantee.
+        unsafe { s.load(p) }
+    }
+    #[inline(always)]
+    fn one<S: Simd>(_s: S, v: f32) -> f32 {
+        v
+    }
+}
+
+impl Plain for u16 {
+    fn slice<'a>(rows: KvRows<'a>) -> &'a [u16] {
+        match rows {
+            KvRows::F16(x) => x,
+            _ => unreachable!("chosen by `grouped` for f16 rows"),
+        }
+    }
+    #[inline(always)]
+    unsafe fn load<S: Simd>(s: S, p: *const u16) -> S::F {
+        // SAFETY: the caller's guarantee.
+        unsafe { s.load_f16(p) }
+    }
+    #[inline(always)]
+    fn one<S: Simd>(s: S, v: u16) -> f32 {
+        s.f16(v)
+    }
+}
+
+/// [`group`] for the cache type `ty` and `out.len() / head_dim_v` heads (2..=8).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn run_group<S: Simd>(
+    ty: Grouped,
+    s: S,
+    a: &Attention,
+    q: &[f32],
+    kv: KvLayer<'_>,
+    pos: usize,
+    sinks: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    macro_rules! go {
+        ($k:ty) => {
+            match out.len() / a.head_dim_v {
+                2 => group::<S, $k, $k, 2>(s, a, q, kv, pos, sinks, out),
+                3 => group::<S, $k, $k, 3>(s, a, q, kv, pos, sinks, out),
+                4 => group::<S, $k, $k, 4>(s, a, q, kv, pos, sinks, out),
+                5 => group::<S, $k, $k, 5>(s, a, q, kv, pos, sinks, out),
+                6 => group::<S, $k, $k, 6>(s, a, q, kv, pos, sinks, out),
+                7 => group::<S, $k, $k, 7>(s, a, q, kv, pos, sinks, out),
+                _ => group::<S, $k, $k, 8>(s, a, q, kv, pos, sinks, out),
+            }
+        };
+    }
+    match ty {
+        Grouped::F16 => go!(u16),
+        Grouped::F32 => go!(f32),
+    }
+}
+
+/// `H` query heads of one KV head at one position (`q`: their rows back to back, `out` likewise),
+/// as `H` calls of [`row`] would compute them, but each key and value row is loaded (and
+/// converted from f16) once for all `H`, and a block's value sums stay in registers: per
+/// vector of a value row, `H` multiply-adds instead of `H` loads, multiply-adds and stores.
+// Indexed loops: each walks the scores by key and head at once.
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+#[inline(always)]
+fn group<S: Simd, K: Plain, V: Plain, const H: usize>(
+    s: S,
+    a: &Attention,
+    q: &[f32],
+    kv: KvLayer<'_>,
+    pos: usize,
+    sinks: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let (dk, dv) = (a.head_dim, a.head_dim_v);
+    let (keys, values) = (K::slice(kv.k), V::slice(kv.v));
+    let qs: [&[f32]; H] = std::array::from_fn(|h| &q[h * dk..(h + 1) * dk]);
+    let lo = if a.window > 0 && pos + 1 > a.window { pos + 1 - a.window } else { 0 };
+    let mut sc = [[0f32; BLOCK]; H];
+    let mut m = [f32::NEG_INFINITY; H];
+    let mut l = [0f32; H];
+    if let Some(sinks) = sinks {
+        for h in 0..H {
+            (m[h], l[h]) = (sinks[h], 1.0);
+        }
+    }
+    out.fill(0.0);
+    let mut j0 = lo;
+    while j0 <= pos {
+        let n = BLOCK.min(pos + 1 - j0);
+        for j in 0..n {
+            let key = &keys[(j0 + j) * dk..][..dk];
+            let mut acc = [s.zero(); H];
+            let mut i = 0;
+            while i + S::N <= dk {
+                // SAFETY: i + N <= dk = key.len().
+                let kx = unsafe { K::load(s, key.as_ptr().add(i)) };
+                for h in 0..H {
+                    acc[h] = s.fma(s.ld(&qs[h][i..]), kx, acc[h]);
+                }
+                i += S::N;
+            }
+            for h in 0..H {
+                let tail: f32 = (i..dk).map(|e| qs[h][e] * K::one(s, key[e])).sum();
+                sc[h][j] = (s.sum(acc[h]) + tail) * a.scale;
+            }
+        }
+        for h in 0..H {
+            let m_new = sc[h][..n].iter().copied().fold(m[h], f32::max);
+            let corr = if m[h] == f32::NEG_INFINITY { 0.0 } else { (m[h] - m_new).exp() };
+            exp_shifted(s, &mut sc[h][..n], m_new);
+            l[h] = l[h] * corr + sc[h][..n].iter().sum::<f32>();
+            if corr != 1.0 {
+                scale(s, corr, &mut out[h * dv..(h + 1) * dv]);
+            }
+            m[h] = m_new;
+        }
+        let mut i = 0;
+        while i + S::N <= dv {
+            let mut acc: [S::F; H] = std::array::from_fn(|h| s.ld(&out[h * dv + i..]));
+            for j in 0..n {
+                // SAFETY: i + N <= dv, inside row j0 + j of `values`.
+                let vx = unsafe { V::load(s, values.as_ptr().add((j0 + j) * dv + i)) };
+                for h in 0..H {
+                    acc[h] = s.fma(s.splat(sc[h][j]), vx, acc[h]);
+                }
+            }
+            for h in 0..H {
+                s.st(&mut out[h * dv + i..], acc[h]);
+            }
+            i += S::N;
+        }
+        for e in i..dv {
+            for j in 0..n {
+                let vx = V::one(s, values[(j0 + j) * dv + e]);
+                for h in 0..H {
+                    out[h * dv + e] = sc[h][j].mul_add(vx, out[h * dv + e]);
+                }
+            }
+        }
+        j0 += n;
+    }
+    for h in 0..H {
+        if l[h] > 0.0 {
+            scale(s, 1.0 / l[h], &mut out[h * dv..(h + 1) * dv]);
+        }
     }
 }
 
