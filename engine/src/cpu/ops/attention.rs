@@ -1,7 +1,8 @@
 //! Causal attention of a batch of query rows over a layer's KV cache, optionally limited to a
 //! sliding window, with grouped KV heads. Each (token, head) row walks its keys in blocks of
 //! 64 with an online softmax: block scores, then the running max, sum and output are rescaled
-//! when the max grows, so memory stays one block of scores whatever the context length.
+//! when the max grows, so memory stays one block of scores whatever the context length. With
+//! f32 or f16 caches the query heads sharing a KV head walk its keys together (`group`).
 
 use super::check_len;
 use crate::cpu::Isa;
