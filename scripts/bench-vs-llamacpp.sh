@@ -51,6 +51,12 @@
 #     --wllm PATH          wllm binary to use (implies no cargo build)
 #     --results DIR        where to write results
 #     --strict             exit 3 when a ratio misses its target
+#     --time-limit S       stop any llama-bench run after S seconds: the row then gives llama.cpp's
+#                          rate from the passes that finished (llama-bench --progress times
+#                          them), else as a bound (< tokens / seconds the killed pass ran) with
+#                          the ratio as "> R". Prompt tests then run after a pp16 test in the
+#                          same process, which builds the shader pipelines in place of the
+#                          warmup pass. A wllm run past S fails the script.
 # Environment: WLLM_MODELS (model dir), WLLM_LLAMACPP_CACHE, XDG_RUNTIME_DIR (defaults to /tmp).
 set -euo pipefail
 
@@ -77,6 +83,7 @@ wllm=""
 results=""
 strict=0
 cache_type=f16
+time_limit=0
 
 need_arg() { [ $# -ge 2 ] && [ -n "$2" ] || die "option $1 needs a value"; }
 while [ $# -gt 0 ]; do
@@ -99,12 +106,13 @@ while [ $# -gt 0 ]; do
     --wllm) need_arg "$@"; wllm="$2"; shift ;;
     --results) need_arg "$@"; results="$2"; shift ;;
     --strict) strict=1 ;;
+    --time-limit) need_arg "$@"; time_limit="$2"; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
   shift
 done
-for v in pp tg reps rounds threads; do
+for v in pp tg reps rounds threads time_limit; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a number, got '${!v}'"
 done
 [[ "$depths" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "-d takes a comma list of numbers, got '$depths'"
@@ -206,10 +214,11 @@ fi
 
 # Parses one run's raw output into a JSON line on stdout, checking where it ran.
 # args: engine(wllm|llama) path(gpu|cpu) test(pp|tg) n depth stdout-file stderr-file model round
+#       stamps-file killed(0|1)
 parse_run() {
   python3 - "$@" <<'PY'
 import json, re, statistics, sys
-engine, path, test, n, depth, out, err, model, rnd = sys.argv[1:]
+engine, path, test, n, depth, out, err, model, rnd, stamps, killed = sys.argv[1:]
 n, depth = int(n), int(depth)
 text = open(out, errors="replace").read()
 errtext = open(err, errors="replace").read()
@@ -218,6 +227,32 @@ def fail(msg):
              f"  raw output: {out}\n  stderr: {err}")
 name = f"{test}{n}" + (f"@d{depth}" if depth else "")
 rec = {"model": model, "path": path, "test": name, "engine": engine, "round": int(rnd)}
+if killed == "1":
+    # llama-bench --progress names each pass as it starts. A pass followed by another line
+    # finished (a warmup prompt pass evaluates the same tokens as a measured one); the one the
+    # kill interrupted had run for (kill time - its start), so its tokens took at least that.
+    lines = [l.split("\t", 1) for l in open(stamps, errors="replace").read().splitlines() if "\t" in l]
+    lines = [(float(t), l) for t, l in lines]
+    end = lines[-1][0]
+    want = "(warmup )?prompt run" if test == "pp" else "generation run"
+    progress = [(t, l) for t, l in lines if l.startswith("llama-bench: benchmark")]
+    passes = [i for i, (t, l) in enumerate(progress) if re.search(r"benchmark (\d+)/\1: " + want, l)]
+    if engine != "llama" or not passes:
+        fail(f"killed after {end:.0f} s before its {name} pass started")
+    finished = [n / (progress[i + 1][0] - progress[i][0]) for i in passes if i + 1 < len(progress)]
+    start, phase = progress[passes[-1]]
+    spent = end - start
+    dev = re.findall(r"^ggml_vulkan: \d+ = (.*)$", errtext, re.M)
+    if path == "gpu" and not dev:
+        fail("no 'ggml_vulkan: 0 = <device>' line on llama-bench's stderr")
+    rec.update(killed_in=phase.split(": ", 2)[-1], killed_after_s=round(spent, 1),
+               backend="Vulkan" if path == "gpu" else "CPU", device=dev[0] if dev else "", commit="")
+    if finished:
+        rec.update(tps=statistics.median(finished), samples=finished, partial=True)
+    else:
+        rec.update(tps=n / spent, bound="below", samples=[])
+    print(json.dumps(rec))
+    sys.exit(0)
 if engine == "wllm":
     lines = [l for l in text.strip().splitlines() if l.startswith("{")]
     if not lines:
@@ -288,14 +323,26 @@ run_one() { # engine path test model round depth
   else
     cmd=("$cache/cpu/bin/llama-bench" -m "$model" "${pn[@]}" "${lkv[@]}" -r "$reps" -ngl 0 -t "$threads" -o json)
   fi
+  if [ "$engine" = llama ] && [ "$time_limit" -gt 0 ]; then
+    cmd+=(--progress)
+    # first-use pipeline builds go to a pp16 test in the same process, which then stands in
+    # for the warmup pass (a whole extra evaluation of the prompt, hours on lavapipe)
+    if [ "$test" = pp ] && [ "$pp" -gt 16 ]; then cmd[4]="16,$pp"; cmd+=(--no-warmup); fi
+  fi
   echo "${env[*]} ${cmd[*]}" > "$tag.cmd"
   note "round $rnd  $path  $test$n @ d$depth  $base  $engine"
-  if ! env "${env[@]}" "${cmd[@]}" > "$tag.out" 2> "$tag.err"; then
+  local rc=0 killed=0
+  env "${env[@]}" python3 "$repo/scripts/run-limited.py" "$time_limit" "$tag.out" "$tag.err" \
+    "$tag.stamps" -- "${cmd[@]}" || rc=$?
+  if [ "$rc" = 124 ]; then
+    killed=1
+    note "  stopped after the --time-limit of $time_limit s"
+  elif [ "$rc" != 0 ]; then
     tail -n 20 "$tag.err" >&2
     die "$engine failed: ${cmd[*]} (stderr in $tag.err)"
   fi
-  parse_run "$engine" "$path" "$test" "$n" "$depth" "$tag.out" "$tag.err" "$base" "$rnd" >> "$samples" \
-    || exit 1
+  parse_run "$engine" "$path" "$test" "$n" "$depth" "$tag.out" "$tag.err" "$base" "$rnd" \
+    "$tag.stamps" "$killed" >> "$samples" || exit 1
 }
 
 paths=()
@@ -343,27 +390,42 @@ for model, path, test in keys:
     side = {}
     for eng in ("wllm", "llama"):
         rs = [r for r in recs if (r["model"], r["path"], r["test"], r["engine"]) == (model, path, test, eng)]
-        side[eng] = {"tps": statistics.median(r["tps"] for r in rs),
+        done = [r for r in rs if "bound" not in r]
+        # rounds stopped by --time-limit only bound the rate; finished rounds, where there are any,
+        # give the figure, else the loosest bound does
+        tps = statistics.median(r["tps"] for r in done) if done else max(r["tps"] for r in rs)
+        shown = done[0] if done else rs[0]
+        side[eng] = {"tps": tps, "bound": None if done else "below",
                      "per_round": [r["tps"] for r in rs],
                      "samples": [s for r in rs for s in r["samples"]],
-                     "backend": rs[0]["backend"], "device": rs[0]["device"],
-                     "commit": rs[0].get("commit", "")}
+                     "killed": [{k: r[k] for k in ("killed_in", "killed_after_s")} for r in rs if "bound" in r],
+                     "backend": shown["backend"], "device": shown["device"],
+                     "commit": shown.get("commit", "")}
     w, l = side["wllm"]["tps"], side["llama"]["tps"]
     ratio = w / l if l > 0 else float("inf")
     t = targets[path]
     rows.append({"model": model, "path": path, "test": test, "wllm_tps": w, "llamacpp_tps": l,
-                 "ratio": ratio, "target": t, "pass": ratio >= t,
-                 "wllm": side["wllm"], "llamacpp": side["llama"]})
+                 "llamacpp_bound": side["llama"]["bound"], "ratio": ratio, "target": t,
+                 "pass": ratio >= t, "wllm": side["wllm"], "llamacpp": side["llama"]})
 llama_commit = next((r["llamacpp"]["commit"] for r in rows if r["llamacpp"]["commit"] not in ("", "unknown")),
                     llama_src)
 now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 head = ["| model | path | test | wllm t/s | llama.cpp t/s | ratio | target | |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
-body = [f"| {r['model']} | {r['path']} | {r['test']} | {r['wllm_tps']:.2f} | {r['llamacpp_tps']:.2f} | "
-        f"{r['ratio']:.2f} | >= {r['target']:.1f} | {'pass' if r['pass'] else 'FAIL'} |" for r in rows]
+def llama_cell(r):
+    return f"< {r['llamacpp_tps']:.3f}" if r["llamacpp_bound"] else f"{r['llamacpp_tps']:.2f}"
+def ratio_cell(r):
+    return f"> {r['ratio']:.2f}" if r["llamacpp_bound"] else f"{r['ratio']:.2f}"
+body = [f"| {r['model']} | {r['path']} | {r['test']} | {r['wllm_tps']:.2f} | {llama_cell(r)} | "
+        f"{ratio_cell(r)} | >= {r['target']:.1f} | {'pass' if r['pass'] else 'FAIL'} |" for r in rows]
+stopped = [f"- {r['model']} {r['path']} {r['test']}: llama-bench stopped by --time-limit in its "
+           f"'{k['killed_in']}' pass after {k['killed_after_s']} s"
+           + ("" if r["llamacpp_bound"] else "; its figure is from the passes that finished")
+           for r in rows for k in r["llamacpp"]["killed"]]
 devs = []
 for path, label in (("gpu", "GPU"), ("cpu", "CPU")):
-    pr = [r for r in rows if r["path"] == path]
+    pr = [r for r in rows if r["path"] == path and not r["llamacpp_bound"]] or \
+         [r for r in rows if r["path"] == path]
     if pr:
         devs.append(f"- {label}: wllm `{pr[0]['wllm']['backend']}` on {pr[0]['wllm']['device']}; "
                     f"llama.cpp `{pr[0]['llamacpp']['backend']}` on {pr[0]['llamacpp']['device']}")
@@ -373,6 +435,8 @@ md = [f"# wllm vs llama.cpp ({now})", "",
       f"Load average (1/5/15 min) on {ncpu} cores before: {lb}, after: {la}."
       + (" **Busy machine: all rows are noisy, the CPU rows especially.**" if float(lb.split()[0]) > int(ncpu) / 2 else ""),
       ""] + devs + [""] + head + body
+if stopped:
+    md += ["", "Rates after '<' are bounds: tokens / time the pass the limit stopped had run.", ""] + stopped
 if cpu_note:
     md += ["", cpu_note]
 text = "\n".join(md) + "\n"
