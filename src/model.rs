@@ -414,6 +414,7 @@ impl Model {
             cpu_batch: DEFAULT_BATCH,
             cpu_moe_below: i.n_cpu_moe,
             cache: i.cache,
+            n_seq: 1,
         };
         Ok(plan(&i.cfg, &i.weights, &request, i.gpu_facts.as_ref(), &HostFacts::probe())?)
     }
@@ -549,8 +550,9 @@ fn placement_inputs(
         cpu_batch: DEFAULT_BATCH,
         cpu_moe_below: opts.n_cpu_moe,
         cache: opts.cache,
+        n_seq: opts.n_seq.max(1),
     };
-    let n_seq = opts.n_seq.max(1);
+    let n_seq = request.n_seq;
     let seq_ctx = match opts.n_ctx {
         Some(n) => n.max(1),
         None => auto_context(cfg, weights, &request, gpu_facts.as_ref(), &host, n_seq),

@@ -144,6 +144,9 @@ pub struct PlanRequest {
     pub cpu_moe_below: u32,
     /// Element types of K and V asked for (`--cache-type-k/-v`).
     pub cache: CacheRequest,
+    /// Sequences sharing the `n_ctx` positions (`--parallel`; 0 counts as 1). DeltaNet layers
+    /// keep a fixed-size state per sequence, which `n_ctx` does not cover.
+    pub n_seq: u32,
 }
 
 /// Bytes one device holds.
@@ -250,6 +253,9 @@ fn advice(p: &Plan, req: &PlanRequest) -> String {
     if over_host || p.kv_exceeds_binding {
         tips.push(format!("a smaller context than {}", req.n_ctx));
     }
+    if req.n_seq > 1 && (over_gpu || over_host) {
+        tips.push(format!("fewer parallel sequences than {}", req.n_seq));
+    }
     if over_gpu || over_host {
         tips.push("a larger memory budget if more memory is really free".to_string());
     }
@@ -306,16 +312,20 @@ fn plan_for(
     if first_gpu > 0 {
         cpu.weights += w.token_embd.n_bytes();
         cpu.weights += w.layers[..first_gpu].iter().flat_map(|l| l.iter()).map(|m| m.n_bytes()).sum::<u64>();
-        // Attention layers keep K and V per position; DeltaNet layers a fixed state instead
-        // (one sequence's: the plan is made for one).
+        // Attention layers keep K and V per position; DeltaNet layers a fixed state instead,
+        // one per sequence and a checkpoint of sequence 0's (taken after a prompt).
         let recurrent = (0..first_gpu).filter(|&il| cfg.is_recurrent(il)).count() as u64;
         let attention = first_gpu as u64 - recurrent;
-        let state = cfg.delta_net.as_ref().map_or(0, |d| 4 * (d.state_len() + d.conv_state_len()) as u64);
+        let n_seq = req.n_seq.max(1);
+        let states = u64::from(n_seq) + 1;
+        let state =
+            states * cfg.delta_net.as_ref().map_or(0, |d| 4 * (d.state_len() + d.conv_state_len()) as u64);
         let types = req.cache.for_cpu();
         let row = types.k.cpu_row_bytes(cfg.head_dim) + types.v.cpu_row_bytes(cfg.head_dim_v);
         cpu.kv = attention * req.n_ctx as u64 * cfg.n_head_kv as u64 * row
             + recurrent * state
-            + 2 * req.n_ctx as u64 * (cfg.rope_dim as u64 / 2) * 8;
+            // two RoPE tables, over one sequence's positions
+            + 2 * (req.n_ctx / n_seq) as u64 * (cfg.rope_dim as u64 / 2) * 8;
         let b = req.cpu_batch.min(req.n_ctx).max(1) as u64;
         let e = cfg.n_embd as u64;
         let qkv = (cfg.n_embd_q() + cfg.n_embd_k() + cfg.n_embd_v()) as u64;
@@ -365,7 +375,8 @@ fn plan_for(
         if first_gpu == 0 || w.output.is_none() {
             weights += device_bytes(&w.token_embd, f);
         }
-        let c = context_bytes(cfg, g, req.n_ctx, req.n_batch, req.cache.for_gpu(f.kv_f16), any_cpu_experts);
+        let cache = req.cache.for_gpu(f.kv_f16);
+        let c = context_bytes(cfg, g, req.n_ctx, req.n_batch, req.n_seq, cache, any_cpu_experts);
         gpu_use = Usage { weights, kv: c.kv, scratch: c.scratch };
         if c.kv_binding > f.max_binding {
             kv_exceeds_binding = true;

@@ -39,6 +39,7 @@ fn req(g: GpuLayers, n_ctx: u32) -> PlanRequest {
         cpu_batch: 64,
         cpu_moe_below: 0,
         cache: CacheRequest::default(),
+        n_seq: 1,
     }
 }
 
@@ -141,20 +142,23 @@ fn the_plan_predicts_what_loading_allocates() {
         let caches = [CacheRequest::default(), quantized]
             .into_iter()
             .filter(|c| c.for_gpu(f.kv_f16).check_dims(cfg.head_dim, cfg.head_dim_v).is_ok());
-        for (cache, g) in caches.flat_map(|c| [cfg.n_layer, 1, cfg.n_layer / 2].map(|g| (c, g))) {
-            let p = plan(&cfg, &w, &PlanRequest { cache, ..req(GpuLayers::Count(g), 200) }, Some(&f), &host)
-                .unwrap();
+        // One sequence, and three sharing the context as a server's do (a DeltaNet state each).
+        let shapes = [cfg.n_layer, 1, cfg.n_layer / 2].into_iter().flat_map(|g| [(g, 1), (g, 3)]);
+        for (cache, (g, n_seq)) in caches.flat_map(|c| shapes.clone().map(move |s| (c, s))) {
+            let n_ctx = 200 * n_seq;
+            let request = PlanRequest { cache, n_seq, ..req(GpuLayers::Count(g), n_ctx) };
+            let p = plan(&cfg, &w, &request, Some(&f), &host).unwrap();
             let (_, predicted) = p.gpu.clone().unwrap();
             let m = Arc::new(
                 GpuModel::load_layers(gpu.clone(), cfg.clone(), &file, cfg.n_layer - g, 0, &mut |_, _| {})
                     .unwrap(),
             );
             assert_eq!(predicted.weights, m.device_bytes(), "{name} with {g} GPU layers: weights");
-            let ctx = Context::new(m.clone(), &ContextOptions { n_ctx: 200, n_batch: 64, n_seq: 1, cache })
-                .unwrap();
+            let ctx =
+                Context::new(m.clone(), &ContextOptions { n_ctx: 200, n_batch: 64, n_seq, cache }).unwrap();
             let got = ctx.device_bytes();
-            let want = context_bytes(&cfg, g, 200, 64, cache.for_gpu(gpu.caps.f16), false);
-            assert_eq!(want.kv, got.kv, "{name} with {g} GPU layers, {cache:?}: KV cache");
+            let want = context_bytes(&cfg, g, n_ctx, 64, n_seq, cache.for_gpu(gpu.caps.f16), false);
+            assert_eq!(want.kv, got.kv, "{name} with {g} GPU layers, {n_seq} sequences, {cache:?}: KV cache");
             assert_eq!(predicted.kv, got.kv);
             // Scratch is predicted from above, within a few KiB of routing bookkeeping.
             assert!(
@@ -165,6 +169,28 @@ fn the_plan_predicts_what_loading_allocates() {
             );
         }
     }
+}
+
+/// DeltaNet layers on the CPU keep a state per sequence and a checkpoint of sequence 0's, so a
+/// context shared by three sequences needs two states more per recurrent layer than one holding
+/// the same positions for a single sequence (their K and V are the same either way), and RoPE
+/// tables for a third of the positions.
+#[test]
+fn recurrent_states_are_planned_per_sequence() {
+    let file = GgufFile::open(tiny("hybrid/models/tiny-qwen35-q8_0.gguf")).unwrap();
+    let cfg = ModelConfig::from_gguf(&file).unwrap();
+    let w = ModelWeights::resolve(&cfg, &file).unwrap();
+    let d = cfg.delta_net.as_ref().expect("a hybrid model");
+    let recurrent = (0..cfg.n_layer as usize).filter(|&il| cfg.is_recurrent(il)).count() as u64;
+    assert!(recurrent > 0);
+    let state = 4 * (d.state_len() + d.conv_state_len()) as u64;
+    let cpu_kv = |n_seq| {
+        let request = PlanRequest { n_seq, ..req(GpuLayers::Count(0), 600) };
+        plan(&cfg, &w, &request, None, &PLENTY).unwrap().cpu.kv
+    };
+    let rope = |positions: u64| 2 * positions * (cfg.rope_dim as u64 / 2) * 8;
+    assert_eq!(cpu_kv(3) + rope(600), cpu_kv(1) + rope(200) + 2 * recurrent * state);
+    assert_eq!(cpu_kv(0), cpu_kv(1), "0 sequences count as one");
 }
 
 /// A gpt-oss-120b-shaped file (59 GiB of MXFP4 experts and Q8_0 matrices, written sparse, so it

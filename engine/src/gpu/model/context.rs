@@ -228,14 +228,15 @@ impl Sizes {
     }
 }
 
-/// What a context of `n_ctx` positions (over all its sequences) and `n_batch`-token steps over
-/// `n_layers` GPU layers allocates on the device.
+/// What a context of `n_ctx` positions (over all its `n_seq` sequences) and `n_batch`-token
+/// steps over `n_layers` GPU layers allocates on the device.
 /// `cpu_moe`: some layers hand their hidden state to CPU experts (one more readback buffer).
 pub fn context_bytes(
     c: &ModelConfig,
     n_layers: u32,
     n_ctx: u32,
     n_batch: u32,
+    n_seq: u32,
     cache: CacheTypes,
     cpu_moe: bool,
 ) -> ContextBytes {
@@ -252,7 +253,8 @@ pub fn context_bytes(
         + 2 * s.logit_rows * c.n_vocab as u64 * f // logits + readback
         + 2 * s.logit_rows * f // score targets and values
         + 16
-        + 2 * n_ctx as u64 * (c.rope_dim as u64 / 2) * 8; // two RoPE tables
+        // two RoPE tables, over one sequence's positions
+        + 2 * (n_ctx / n_seq.max(1)) as u64 * (c.rope_dim as u64 / 2) * 8;
     if cpu_moe {
         scratch += nb * e * f;
     }
@@ -265,11 +267,11 @@ pub fn context_bytes(
             scratch += nb * f;
         }
     }
-    // The GPU holds the last `n_layers` layers; DeltaNet layers keep one sequence's states
-    // (and a checkpoint of them) instead of K and V.
+    // The GPU holds the last `n_layers` layers; DeltaNet layers keep each sequence's states
+    // (and a checkpoint of sequence 0's) instead of K and V.
     let layers = (c.n_layer - n_layers.min(c.n_layer)) as usize..c.n_layer as usize;
     let attention = layers.clone().filter(|&il| !c.is_recurrent(il)).count() as u64;
-    let (states, delta_scratch) = delta_net_bytes(c, layers, n_batch, 1);
+    let (states, delta_scratch) = delta_net_bytes(c, layers, n_batch, n_seq.max(1));
     let splits = decode_splits(n_ctx);
     if attention > 0 && splits > 1 {
         scratch += partials_bytes(c.n_head, c.head_dim_v, splits, 1);
