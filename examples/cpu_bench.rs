@@ -62,6 +62,8 @@ fn kernels(threads: usize, only: Option<&str>, toks: &[usize], shape: Option<(us
         // outgrow the L1 cache.
         (GgmlType::Q4_K, 4096, 14336),
         (GgmlType::Q6_K, 4096, 14336),
+        // A quarter of it, which the L3 cache holds: long rows without DRAM's latency.
+        (GgmlType::Q4_K, 1024, 14336),
         // Four FFN matrices' worth (151 MB), short and long rows: the stream a decode step
         // reads from DRAM.
         (GgmlType::Q4_K, 65536, 4096),
