@@ -170,11 +170,11 @@ pub struct DeltaNetWeights<M, V> {
     pub beta_alpha: BetaAlpha<M>,
     /// `ssm_conv1d`: [conv_kernel, channels], each channel's taps, oldest first.
     pub conv: V,
-    /// `ssm_dt.bias`: [n_v_heads], added to alpha before the softplus.
+    /// `ssm_dt.bias`: `[n_v_heads]`, added to alpha before the softplus.
     pub dt_bias: V,
-    /// `ssm_a`: [n_v_heads], the (negative) decay rate, `-exp(A_log)`.
+    /// `ssm_a`: `[n_v_heads]`, the (negative) decay rate, `-exp(A_log)`.
     pub a: V,
-    /// `ssm_norm`: [head_dim], the gated RMS norm's weight.
+    /// `ssm_norm`: `[head_dim]`, the gated RMS norm's weight.
     pub norm: V,
     /// `ssm_out`: [value_dim, n_embd].
     pub out: M,
@@ -238,7 +238,7 @@ impl<M, V> DeltaNetWeights<M, V> {
 /// The shared expert every token runs beside the routed ones (Qwen3.5 MoE, Qwen3-Next).
 #[derive(Clone, Debug)]
 pub struct SharedExpert<M> {
-    /// `ffn_gate_inp_shexp`: [n_embd], one logit per token; the output is scaled by its sigmoid.
+    /// `ffn_gate_inp_shexp`: `[n_embd]`, one logit per token; the output is scaled by its sigmoid.
     pub gate_inp: M,
     pub gate: M,
     pub up: M,

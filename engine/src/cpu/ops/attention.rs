@@ -34,7 +34,8 @@ const BLOCK: usize = 64;
 
 /// `out` (`n_tok` × `n_head·head_dim_v`) = softmax(q kᵀ · scale + mask) v for the `n_tok`
 /// query rows of `q` (`n_tok` × `n_head·head_dim`), query `t` at position `pos0 + t` seeing
-/// keys up to its own position; `sinks` as in [`attention_at`].
+/// keys up to its own position; `sinks`: one logit per head that joins each softmax's
+/// denominator with no value (gpt-oss).
 pub fn attention(
     isa: Isa,
     a: &Attention,

@@ -176,7 +176,7 @@ pub(crate) fn delta_rule_on(
     Ok(())
 }
 
-/// [`delta_rule_on`] on the caller's rayon pool.
+/// The delta rule of a Gated DeltaNet layer, on the caller's rayon pool.
 #[allow(clippy::too_many_arguments)]
 pub fn delta_rule(
     isa: Isa,

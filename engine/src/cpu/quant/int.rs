@@ -561,8 +561,8 @@ macro_rules! with_int_fmt {
 }
 pub(crate) use with_int_fmt;
 
-/// How many activations share one i16 scale in the integer dot product of `ty`: [`QK`] for
-/// the formats that sum their sub-blocks as integers, [`QX`] otherwise.
+/// How many activations share one i16 scale in the integer dot product of `ty`: 256 (a whole
+/// super-block) for the formats that sum their sub-blocks as integers, 32 otherwise.
 pub fn activation_block(ty: wllm_loaders::GgmlType) -> usize {
     use wllm_loaders::GgmlType::*;
     match ty {

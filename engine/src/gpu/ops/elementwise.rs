@@ -17,7 +17,7 @@ pub enum ElementwiseKey {
     GluGelu,
     /// y = cap * tanh(y / cap) (final logit softcapping; `x` is not read)
     Softcap,
-    /// y += sigmoid(gate[row]) * x, one gate logit per row (a shared expert's output)
+    /// y += sigmoid(gate\[row\]) * x, one gate logit per row (a shared expert's output)
     AddGated,
 }
 

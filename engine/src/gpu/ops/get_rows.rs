@@ -41,7 +41,7 @@ struct Params {
 pub const PARAMS_LAYOUT: super::ParamsLayout =
     params_layout!(Params { ncols, nb, meta_off, row0, nrows, out_stride, scale, _pad });
 
-/// out[t, :] = W[ids[t], :] * scale for every token of the batch.
+/// out\[t, :\] = W\[ids\[t\], :\] * scale for every token of the batch.
 pub fn get_rows(
     gpu: &Gpu,
     w: &GpuWeight,

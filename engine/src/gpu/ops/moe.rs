@@ -173,7 +173,7 @@ pub fn plan(
     ))
 }
 
-/// x[t] += sum over slots of weight * expert output.
+/// x\[t\] += sum over slots of weight * expert output.
 pub fn combine(
     gpu: &Gpu,
     s: &MoeShape,
