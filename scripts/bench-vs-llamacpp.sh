@@ -327,7 +327,10 @@ run_one() { # engine path test model round depth
     cmd+=(--progress)
     # first-use pipeline builds go to a pp16 test in the same process, which then stands in
     # for the warmup pass (a whole extra evaluation of the prompt, hours on lavapipe)
-    if [ "$test" = pp ] && [ "$pp" -gt 16 ]; then cmd[4]="16,$pp"; cmd+=(--no-warmup); fi
+    if [ "$test" = pp ] && [ "$pp" -gt 16 ]; then
+      for i in "${!cmd[@]}"; do [ "${cmd[$i]}" = -p ] && cmd[i + 1]="16,$pp"; done
+      cmd+=(--no-warmup)
+    fi
   fi
   echo "${env[*]} ${cmd[*]}" > "$tag.cmd"
   note "round $rnd  $path  $test$n @ d$depth  $base  $engine"
