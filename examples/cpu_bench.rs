@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use wllm::engine::cpu::ops::{Activation, glu};
-use wllm::engine::cpu::{CpuStack, Isa, LogitRows, WeightView, linear};
+use wllm::engine::cpu::{CpuPacker, CpuStack, Isa, LogitRows, WeightView, linear, pack, packs};
 use wllm::loaders::model::{ResidentSource, TensorSource};
 use wllm::loaders::{GgmlType, GgufFile, ModelConfig};
 
@@ -92,19 +92,28 @@ fn kernels(threads: usize, only: Option<&str>, toks: &[usize], shape: Option<(us
                 .fold(0u64, |a, c| a.wrapping_add(u64::from_le_bytes(c[..8].try_into().unwrap())));
             std::hint::black_box(s);
         });
-        for &n_tok in toks {
-            let x: Vec<f32> = (0..n_tok * cols).map(|i| ((i % 97) as f32 - 48.0) / 50.0).collect();
-            let mut y = vec![0f32; n_tok * rows];
-            let reps = if n_tok == 1 { 200 } else { 10 };
-            let dt = pool.install(|| time(reps, || linear(isa, w, &x, n_tok, &mut y).unwrap()));
-            let flops = 2.0 * (rows * cols * n_tok) as f64;
-            println!(
-                "{ty:>5} {rows:>6}x{cols:<5} T={n_tok:<4} {:>8.3} ms  {:>7.1} GFLOP/s  {:>6.2} GB/s  (1-thread read of the bytes {:.3} ms)",
-                dt * 1e3,
-                flops / dt / 1e9,
-                wb.len() as f64 / dt / 1e9,
-                dt_read * 1e3
-            );
+        // The layout the loader gives these weights on this CPU, when it is not the file's.
+        let packed = packs(isa, ty, rows).then(|| {
+            let mut pb = vec![0u8; wb.len()];
+            pack(ty, cols, &wb, &mut pb).unwrap();
+            pb
+        });
+        let views = [Some((w, "")), packed.as_ref().map(|pb| (WeightView::new_packed(ty, rows, cols, pb).unwrap(), " packed"))];
+        for (w, layout) in views.into_iter().flatten() {
+            for &n_tok in toks {
+                let x: Vec<f32> = (0..n_tok * cols).map(|i| ((i % 97) as f32 - 48.0) / 50.0).collect();
+                let mut y = vec![0f32; n_tok * rows];
+                let reps = if n_tok == 1 { 200 } else { 10 };
+                let dt = pool.install(|| time(reps, || linear(isa, w, &x, n_tok, &mut y).unwrap()));
+                let flops = 2.0 * (rows * cols * n_tok) as f64;
+                println!(
+                    "{ty:>5} {rows:>6}x{cols:<5} T={n_tok:<4} {:>8.3} ms  {:>7.1} GFLOP/s  {:>6.2} GB/s  (1-thread read of the bytes {:.3} ms){layout}",
+                    dt * 1e3,
+                    flops / dt / 1e9,
+                    wb.len() as f64 / dt / 1e9,
+                    dt_read * 1e3
+                );
+            }
         }
     }
 }
@@ -148,7 +157,9 @@ fn model(path: &str, threads: usize, n_prompt: usize, n_gen: usize, reps: usize)
             .filter(|t| tied || t.name != "token_embd.weight")
             .map(|t| t.name.clone())
             .collect();
-        src = Arc::new(ResidentSource::new(src, &names).unwrap());
+        // WLLM_UNPACKED: the file's layout on every CPU.
+        let packer = std::env::var_os("WLLM_UNPACKED").is_none().then_some(CpuPacker(Isa::best()));
+        src = Arc::new(ResidentSource::new(src, &names, packer.as_ref().map(|p| p as _)).unwrap());
     }
     let n_ctx = (n_prompt.max(n_gen) + 16) as u32;
     let mut st = CpuStack::new(&cfg, src, cfg.n_layer, true, n_ctx, threads).unwrap();

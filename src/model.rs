@@ -492,7 +492,10 @@ fn resident(
         return Ok((source, None));
     }
     let start = Instant::now();
-    let copy = ResidentSource::new(source, &names)?;
+    // `WLLM_CPU_PACKED=0` keeps the file's layout (to compare the kernels).
+    let packed = !std::env::var("WLLM_CPU_PACKED").is_ok_and(|v| v.trim() == "0");
+    let packer = wllm_engine::cpu::CpuPacker(wllm_engine::cpu::Isa::best());
+    let copy = ResidentSource::new(source, &names, packed.then_some(&packer as _))?;
     let done = (copy.resident_bytes(), start.elapsed());
     Ok((Arc::new(copy), Some(done)))
 }

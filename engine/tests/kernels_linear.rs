@@ -389,6 +389,54 @@ fn cpu_long_rows_side_by_side_match_reference() {
     }
 }
 
+/// Q4_K in the 16-row packed layout the loader gives the CPU kernels on AVX-512 VNNI: one
+/// token (the packed kernel there, the row kernels on unpacked groups elsewhere), several
+/// tokens, the GEMM, an expert's rows and the embedding rows, on every instruction set. Rows:
+/// one group, several tasks' worth, rows past 8192 elements.
+#[test]
+fn cpu_packed_rows_match_reference() {
+    let mut rng = Rng::new(12);
+    let t = GgmlType::Q4_K;
+    for (rows, cols) in [(16usize, 256usize), (144, 768), (48, 8192 + 256)] {
+        let wb = random_weights(t, rows, cols, &mut rng);
+        let wf = dequant(t, &wb, rows * cols);
+        let mut pb = vec![0u8; wb.len()];
+        cpu::pack(t, cols, &wb, &mut pb).unwrap();
+        let w = WeightView::new_packed(t, rows, cols, &pb).unwrap();
+        for isa in Isa::available() {
+            for n_tok in [1usize, 2, 5, 9, 40] {
+                let x = rng.vec(cols * n_tok, 1.0);
+                let mut got = vec![f32::NAN; rows * n_tok];
+                cpu::linear(isa, w, &x, n_tok, &mut got).unwrap();
+                let (want, mut scale) = reference::linear(&wf, &x, rows, cols, n_tok);
+                add_activation_rounding(isa, t, &wf, &x, rows, cols, n_tok, &mut scale, 1e-5);
+                let what = format!("[{isa}] packed {t} {rows}x{cols} T={n_tok}");
+                check_close(&what, &got, &want, &scale, 1e-5, 1e-6);
+            }
+            // The last group as an expert of its own.
+            let expert = w.rows(rows - 16, rows);
+            let x = rng.vec(cols, 1.0);
+            let mut got = vec![f32::NAN; 16];
+            cpu::linear(isa, expert, &x, 1, &mut got).unwrap();
+            let ewf = &wf[(rows - 16) * cols..];
+            let (want, mut scale) = reference::linear(ewf, &x, 16, cols, 1);
+            add_activation_rounding(isa, t, ewf, &x, 16, cols, 1, &mut scale, 1e-5);
+            check_close(&format!("[{isa}] packed {t} last 16 of {rows}"), &got, &want, &scale, 1e-5, 1e-6);
+            // Embedding rows across a group boundary.
+            let (r0, r1) = (3, rows.min(21));
+            let mut got = vec![f32::NAN; (r1 - r0) * cols];
+            dequantize_rows(isa, w, r0, r1, &mut got).unwrap();
+            if let Some(i) = got.iter().zip(&wf[r0 * cols..r1 * cols]).position(|(g, e)| g.to_bits() != e.to_bits()) {
+                panic!("[{isa}] packed {t} {rows}x{cols}: row {} column {} differs", r0 + i / cols, i % cols);
+            }
+        }
+    }
+    let b = vec![0u8; 15 * 144];
+    assert!(WeightView::new_packed(t, 15, 256, &b).is_err(), "15 rows are no whole group");
+    assert!(WeightView::new_packed(GgmlType::Q4_0, 16, 256, &vec![0u8; 16 * 8 * 18]).is_err());
+    assert!(cpu::pack(t, 256, &b, &mut b.clone()).is_err());
+}
+
 /// The CPU kernels on the very inputs of the GPU's matvec and matmul tests.
 #[test]
 fn cpu_linear_matches_reference_on_the_gpu_cases() {

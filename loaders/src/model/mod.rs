@@ -19,7 +19,7 @@ pub use quantizing::QuantizingSource;
 pub use resident::ResidentSource;
 pub use weights::{
     BetaAlpha, DeltaNetWeights, FfnWeights, LayerMetas, LayerWeights, ModelWeights, MoeBiases, SharedExpert,
-    TensorBytes, TensorMeta, TensorSource,
+    Packer, TensorBytes, TensorMeta, TensorSource,
 };
 
 use crate::gguf::GgufError;

@@ -8,7 +8,8 @@
 //! across a 2 MiB page where it stops at every 4 KiB one). So the loader copies those tensors
 //! once, into one anonymous region advised for huge pages, and shares it between every
 //! session of the model; the file's pages are then dropped from this process (they stay in
-//! the page cache), so the copy does not double the resident memory.
+//! the page cache), so the copy does not double the resident memory. A [`Packer`] may rewrite
+//! tensors into the layout their kernels read best on the way (same length).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use super::ModelError;
-use super::weights::{TensorBytes, TensorMeta, TensorSource};
+use super::weights::{Packer, TensorBytes, TensorMeta, TensorSource};
 
 /// Where each copied tensor's bytes start; rows stay 64-byte aligned, as in the file.
 const ALIGN: usize = 64;
@@ -27,14 +28,25 @@ pub struct ResidentSource {
     inner: Arc<dyn TensorSource>,
     /// `None` when nothing was copied.
     arena: Option<memmap2::Mmap>,
-    /// Offset and length in `arena` per copied tensor.
-    index: HashMap<String, (usize, usize)>,
+    /// Offset and length in `arena` per copied tensor, and whether it was packed.
+    index: HashMap<String, Place>,
+}
+
+#[derive(Clone, Copy)]
+struct Place {
+    at: usize,
+    len: usize,
+    packed: bool,
 }
 
 impl ResidentSource {
     /// Copies the tensors `names` of `inner` (those it has; the others are left to fail where
-    /// they are asked for) into one anonymous region.
-    pub fn new(inner: Arc<dyn TensorSource>, names: &[String]) -> Result<ResidentSource, ModelError> {
+    /// they are asked for) into one anonymous region, those `packer` packs in its layout.
+    pub fn new(
+        inner: Arc<dyn TensorSource>,
+        names: &[String],
+        packer: Option<&dyn Packer>,
+    ) -> Result<ResidentSource, ModelError> {
         let mut index = HashMap::new();
         let mut total = 0usize;
         for name in names {
@@ -43,7 +55,8 @@ impl ResidentSource {
                 continue;
             }
             let len = usize::try_from(meta.n_bytes()).unwrap_or(usize::MAX);
-            index.insert(name.clone(), (total, len));
+            let packed = packer.is_some_and(|p| p.packs(&meta));
+            index.insert(name.clone(), Place { at: total, len, packed });
             total = total.saturating_add(len).next_multiple_of(ALIGN);
         }
         if total == 0 {
@@ -52,7 +65,7 @@ impl ResidentSource {
         let mut arena = memmap2::MmapMut::map_anon(total)
             .map_err(|source| ModelError::Memory { bytes: total as u64, source })?;
         advise_huge_pages(&arena);
-        fill(&mut arena, &index, inner.as_ref())?;
+        fill(&mut arena, &index, inner.as_ref(), packer)?;
         let arena =
             arena.make_read_only().map_err(|source| ModelError::Memory { bytes: total as u64, source })?;
         Ok(ResidentSource { inner, arena: Some(arena), index })
@@ -60,30 +73,31 @@ impl ResidentSource {
 
     /// Bytes held in the copy.
     pub fn resident_bytes(&self) -> u64 {
-        self.index.values().map(|&(_, len)| len as u64).sum()
+        self.index.values().map(|p| p.len as u64).sum()
     }
 }
 
-/// Copies every indexed tensor into its place, in parallel (the copy also takes the page
-/// faults that zero the region), and lets `inner` drop each source's pages after its copy.
+/// Copies (or packs) every indexed tensor into its place, in parallel (the copy also takes
+/// the page faults that zero the region), and lets `inner` drop each source's pages after.
 fn fill(
     arena: &mut [u8],
-    index: &HashMap<String, (usize, usize)>,
+    index: &HashMap<String, Place>,
     inner: &dyn TensorSource,
+    packer: Option<&dyn Packer>,
 ) -> Result<(), ModelError> {
-    let mut places: Vec<(&String, usize, usize)> = index.iter().map(|(n, &(at, len))| (n, at, len)).collect();
-    places.sort_by_key(|&(_, at, _)| at);
+    let mut places: Vec<(&String, Place)> = index.iter().map(|(n, &p)| (n, p)).collect();
+    places.sort_by_key(|&(_, p)| p.at);
     let mut slots = Vec::with_capacity(places.len());
     let mut rest = arena;
     let mut consumed = 0;
-    for &(name, at, len) in &places {
-        let (_, tail) = std::mem::take(&mut rest).split_at_mut(at - consumed);
-        let (slot, tail) = tail.split_at_mut(len);
-        slots.push((name, slot));
+    for &(name, p) in &places {
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(p.at - consumed);
+        let (slot, tail) = tail.split_at_mut(p.len);
+        slots.push((name, p.packed, slot));
         rest = tail;
-        consumed = at + len;
+        consumed = p.at + p.len;
     }
-    slots.into_par_iter().try_for_each(|(name, slot)| {
+    slots.into_par_iter().try_for_each(|(name, packed, slot)| {
         let t = inner.bytes(name).ok_or_else(|| ModelError::MissingTensor(name.clone()))?;
         if t.bytes.len() != slot.len() {
             return Err(ModelError::Unsupported(format!(
@@ -92,7 +106,12 @@ fn fill(
                 slot.len()
             )));
         }
-        slot.copy_from_slice(&t.bytes);
+        match packer.filter(|_| packed) {
+            Some(p) => p.pack(&t.meta, &t.bytes, slot).map_err(|e| {
+                ModelError::Unsupported(format!("tensor {name:?} could not be packed for the CPU: {e}"))
+            })?,
+            None => slot.copy_from_slice(&t.bytes),
+        }
         drop(t);
         inner.release(name);
         Ok(())
@@ -117,8 +136,8 @@ impl TensorSource for ResidentSource {
 
     fn bytes(&self, name: &str) -> Option<TensorBytes<'_>> {
         match (self.index.get(name), &self.arena) {
-            (Some(&(at, len)), Some(arena)) => {
-                Some(TensorBytes { meta: self.inner.meta(name)?, bytes: Cow::Borrowed(&arena[at..at + len]) })
+            (Some(p), Some(arena)) => {
+                Some(TensorBytes { meta: self.inner.meta(name)?, bytes: Cow::Borrowed(&arena[p.at..p.at + p.len]) })
             }
             _ => self.inner.bytes(name),
         }
@@ -128,6 +147,10 @@ impl TensorSource for ResidentSource {
         if !self.index.contains_key(name) {
             self.inner.release(name);
         }
+    }
+
+    fn packed(&self, name: &str) -> bool {
+        self.arena.is_some() && self.index.get(name).is_some_and(|p| p.packed)
     }
 }
 
@@ -159,7 +182,7 @@ mod tests {
     #[test]
     fn copied_tensors_read_as_the_source_and_aligned() {
         let names = ["a", "b", "missing", "a"].map(String::from);
-        let r = ResidentSource::new(Arc::new(Pair), &names).unwrap();
+        let r = ResidentSource::new(Arc::new(Pair), &names, None).unwrap();
         assert_eq!(r.resident_bytes(), 4 * 305);
         for name in ["a", "b"] {
             let copy = r.bytes(name).unwrap();
@@ -173,7 +196,7 @@ mod tests {
 
     #[test]
     fn nothing_to_copy_reserves_nothing() {
-        let r = ResidentSource::new(Arc::new(Pair), &[]).unwrap();
+        let r = ResidentSource::new(Arc::new(Pair), &[], None).unwrap();
         assert_eq!(r.resident_bytes(), 0);
         assert!(matches!(r.bytes("a").unwrap().bytes, Cow::Owned(_)));
     }

@@ -43,6 +43,21 @@ pub trait TensorSource: Send + Sync {
     /// that maps a file may drop the tensor's pages from this process (they stay in the page
     /// cache; a later read faults them back in).
     fn release(&self, _name: &str) {}
+    /// Whether `bytes(name)` are not the file's layout but one a [`Packer`] wrote for the CPU
+    /// kernels.
+    fn packed(&self, _name: &str) -> bool {
+        false
+    }
+}
+
+/// Rewrites tensors into a layout their reader prefers as they are copied out of the file
+/// ([`crate::model::ResidentSource`]). The loaders know no layout but the file's; the engine
+/// says which tensors its kernels want rewritten, and how.
+pub trait Packer: Sync {
+    /// Whether `meta` is rewritten.
+    fn packs(&self, meta: &TensorMeta) -> bool;
+    /// Writes `src`, the bytes of `meta` as the file has them, into `dst` (as long).
+    fn pack(&self, meta: &TensorMeta, src: &[u8], dst: &mut [u8]) -> Result<(), String>;
 }
 
 // Lets wrappers such as `QuantizingSource` hold a shared, type-erased source.
@@ -55,6 +70,9 @@ impl<T: TensorSource + ?Sized> TensorSource for std::sync::Arc<T> {
     }
     fn release(&self, name: &str) {
         (**self).release(name)
+    }
+    fn packed(&self, name: &str) -> bool {
+        (**self).packed(name)
     }
 }
 

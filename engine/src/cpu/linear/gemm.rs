@@ -67,15 +67,16 @@ fn run_f32(exec: &dyn Exec, isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>)], x: 
     let (mr, nv) = shape(isa, n_tok);
     let nr = nv * isa.lanes();
     let xt = pack(exec, x, n_tok, k, nr);
-    let tasks: Vec<(usize, usize)> = jobs
-        .iter()
-        .enumerate()
-        .flat_map(|(i, (w, _))| (0..w.rows).step_by(mr).map(move |r| (i, r)))
-        .collect();
+    let tasks = super::packed::panel_tasks(jobs, mr);
     exec.run(tasks.len(), &|ti| {
-        let (i, r0) = tasks[ti];
+        let (i, r0, r1) = tasks[ti];
         let (w, out) = jobs[i];
-        PANEL.with_borrow_mut(|wp| dispatch!(isa, |s| panel(s, w, r0, &xt, n_tok, nv, out, wp)));
+        super::packed::in_row_layout(w, r0, r1, |v, first| {
+            let out = out.window(w.rows, first, v.rows);
+            for p in (r0..r1).step_by(mr) {
+                PANEL.with_borrow_mut(|wp| dispatch!(isa, |s| panel(s, v, p - first, &xt, n_tok, nv, out, wp)))
+            }
+        });
     });
 }
 

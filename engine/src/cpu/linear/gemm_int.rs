@@ -94,20 +94,21 @@ thread_local! {
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL/DQ and VNNI.
 pub(super) unsafe fn run(exec: &dyn Exec, jobs: &[(WeightView<'_>, OutPtr<'_>)], x: &PackedX, n_tok: usize) {
-    let tasks: Vec<(usize, usize)> = jobs
-        .iter()
-        .enumerate()
-        .filter(|(_, (w, _))| reads(w.ty))
-        .flat_map(|(i, (w, _))| (0..w.rows).step_by(MR).map(move |r| (i, r)))
-        .collect();
+    let jobs: Vec<_> = jobs.iter().copied().filter(|(w, _)| reads(w.ty)).collect();
+    let tasks = super::packed::panel_tasks(&jobs, MR);
     exec.run(tasks.len(), &|ti| {
-        let (i, r0) = tasks[ti];
+        let (i, r0, r1) = tasks[ti];
         let (w, out) = jobs[i];
-        PANEL.with_borrow_mut(|(q, scale, offset)| {
-            // SAFETY: the caller's guarantee.
-            unsafe {
-                unpack(w, r0, q, scale, offset);
-                panel(w, r0, q, scale, offset, x, n_tok, out);
+        super::packed::in_row_layout(w, r0, r1, |v, first| {
+            let out = out.window(w.rows, first, v.rows);
+            for p in (r0..r1).step_by(MR) {
+                PANEL.with_borrow_mut(|(q, scale, offset)| {
+                    // SAFETY: the caller's guarantee.
+                    unsafe {
+                        unpack(v, p - first, q, scale, offset);
+                        panel(v, p - first, q, scale, offset, x, n_tok, out);
+                    }
+                });
             }
         });
     });

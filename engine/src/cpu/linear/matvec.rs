@@ -8,7 +8,9 @@
 
 use wllm_loaders::GgmlType;
 
+use super::packed::in_row_layout;
 use super::{MAX_MATVEC_TOKENS, MAX_PASSED_TOKENS, OutPtr, WeightView};
+use crate::cpu::quant::packed::GROUP_ROWS;
 use crate::cpu::Isa;
 use crate::cpu::exec::Exec;
 use crate::cpu::quant::int::{Groupings, QuantX, has_int_dot};
@@ -111,7 +113,10 @@ fn chunk_rows(total: usize, threads: usize) -> usize {
 
 pub(super) fn run(exec: &dyn Exec, isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>)], x: &[f32], n_tok: usize) {
     let total: usize = jobs.iter().map(|(w, _)| w.rows).sum();
-    let ch = chunk_rows(total, exec.threads());
+    let mut ch = chunk_rows(total, exec.threads());
+    if jobs.iter().any(|(w, _)| w.packed) {
+        ch = ch.next_multiple_of(GROUP_ROWS);
+    }
     let k = jobs.first().map_or(0, |(w, _)| w.cols);
     let int_types = jobs.iter().map(|(w, _)| w.ty).filter(|&ty| int_dot_applies(isa, ty, n_tok));
     let groupings = int_types.clone().fold(Groupings::default(), Groupings::with);
@@ -126,15 +131,14 @@ pub(super) fn run(exec: &dyn Exec, isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>
     // The two formats take their activation bytes in different orders.
     #[cfg(target_arch = "x86_64")]
     let splits = [(GgmlType::Q4_K, split(GgmlType::Q4_K)), (GgmlType::Q6_K, split(GgmlType::Q6_K))];
-    let tasks: Vec<(usize, usize)> = jobs
-        .iter()
-        .enumerate()
-        .flat_map(|(i, (w, _))| (0..w.rows).step_by(ch).map(move |r| (i, r)))
-        .collect();
-    exec.run(tasks.len(), &|ti| {
-        let (i, r0) = tasks[ti];
-        let (w, out) = jobs[i];
-        let r1 = (r0 + ch).min(w.rows);
+    // Packed Q4_K rows take them in element order, every token.
+    #[cfg(target_arch = "x86_64")]
+    let natural: Option<Vec<_>> = xq
+        .as_ref()
+        .filter(|_| isa.is_avx512_vnni() && n_tok <= MAX_MATVEC_TOKENS && jobs.iter().any(|(w, _)| w.packed))
+        .and_then(|xq| (0..n_tok).map(|t| crate::cpu::quant::vnni::SplitX::natural(xq, t)).collect());
+    // Rows `r0..r1` of a matrix in the file's layout.
+    let row_layout = |w: WeightView<'_>, r0: usize, r1: usize, out: OutPtr<'_>| {
         #[cfg(target_arch = "x86_64")]
         if let Some(split) = splits.iter().find(|(ty, _)| *ty == w.ty).and_then(|(_, x)| x.as_ref()) {
             // SAFETY: `split` exists only on an AVX-512 VNNI `Isa`, which proves the features.
@@ -150,6 +154,32 @@ pub(super) fn run(exec: &dyn Exec, isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>
             |F| by_tokens!(n_tok, |T| rows_t::<_, F, T>(s, w, r0, r1, x, out)),
             ()
         ));
+    };
+    let tasks: Vec<(usize, usize)> = jobs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (w, _))| (0..w.rows).step_by(ch).map(move |r| (i, r)))
+        .collect();
+    exec.run(tasks.len(), &|ti| {
+        let (i, r0) = tasks[ti];
+        let (w, out) = jobs[i];
+        let r1 = (r0 + ch).min(w.rows);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(x) = natural.as_ref().filter(|_| w.packed && w.ty == GgmlType::Q4_K) {
+            use crate::cpu::quant::vnni_packed::rows;
+            // SAFETY: `natural` exists only on an AVX-512 VNNI `Isa`, which proves the features.
+            unsafe {
+                match x[..] {
+                    [ref a] => rows(w, r0, r1, [a], out),
+                    [ref a, ref b] => rows(w, r0, r1, [a, b], out),
+                    [ref a, ref b, ref c] => rows(w, r0, r1, [a, b, c], out),
+                    [ref a, ref b, ref c, ref d] => rows(w, r0, r1, [a, b, c, d], out),
+                    _ => unreachable!("{} tokens in one matvec pass", x.len()),
+                }
+            }
+            return;
+        }
+        in_row_layout(w, r0, r1, |v, first| row_layout(v, r0 - first, r1 - first, out.window(w.rows, first, v.rows)));
     });
 }
 

@@ -8,11 +8,13 @@ mod gemm;
 mod gemm_int;
 mod matvec;
 mod out;
+mod packed;
 
 use wllm_loaders::GgmlType;
 
 pub use crate::cpu::quant::int::activation_block as int_dot_activation_block;
 pub use matvec::int_dot_applies;
+pub use packed::{pack, packs};
 pub(crate) use matvec::prefetch_ahead;
 pub(crate) use out::OutPtr;
 
@@ -30,13 +32,16 @@ pub(crate) const MAX_MATVEC_TOKENS: usize = 4;
 /// 215-259, tiled 144).
 pub(crate) const MAX_PASSED_TOKENS: usize = 8;
 
-/// A row-major matrix of `rows` × `cols` weights of one ggml type; each row is whole blocks.
+/// A matrix of `rows` × `cols` weights of one ggml type; each row is whole blocks, stored one
+/// after another as in the file or, when `packed`, in groups of 16 interleaved rows
+/// ([`pack`]).
 #[derive(Clone, Copy, Debug)]
 pub struct WeightView<'a> {
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
     pub bytes: &'a [u8],
+    pub(crate) packed: bool,
 }
 
 impl<'a> WeightView<'a> {
@@ -62,18 +67,28 @@ impl<'a> WeightView<'a> {
                 bytes.len()
             )));
         }
-        Ok(WeightView { ty, rows, cols, bytes })
+        Ok(WeightView { ty, rows, cols, bytes, packed: false })
+    }
+
+    /// [`WeightView::new`] for bytes that [`pack`] rewrote.
+    pub fn new_packed(ty: GgmlType, rows: usize, cols: usize, bytes: &'a [u8]) -> Result<Self> {
+        if !packed::layout_fits(ty, rows) {
+            return Err(EngineError::InvalidArgument(format!("{rows} rows of {ty} have no packed layout")));
+        }
+        Ok(WeightView { packed: true, ..WeightView::new(ty, rows, cols, bytes)? })
     }
 
     pub fn row_bytes(&self) -> usize {
         self.cols / self.ty.block_size() as usize * self.ty.type_size() as usize
     }
 
-    /// Rows `r0..r1` (clamped) as a matrix of their own: one expert of a stacked tensor.
+    /// Rows `r0..r1` (clamped) as a matrix of their own: one expert of a stacked tensor. A
+    /// packed matrix is cut at whole groups only (the loader packs experts of whole groups).
     pub fn rows(&self, r0: usize, r1: usize) -> WeightView<'a> {
         let (r0, r1) = (r0.min(self.rows), r1.min(self.rows).max(r0.min(self.rows)));
+        assert!(!self.packed || packed::cuts_groups(r0, r1), "packed rows cut at {r0}..{r1}");
         let rb = self.row_bytes();
-        WeightView { ty: self.ty, rows: r1 - r0, cols: self.cols, bytes: &self.bytes[r0 * rb..r1 * rb] }
+        WeightView { rows: r1 - r0, bytes: &self.bytes[r0 * rb..r1 * rb], ..*self }
     }
 }
 
@@ -160,14 +175,16 @@ pub fn dequantize_rows(isa: Isa, w: WeightView<'_>, r0: usize, r1: usize, out: &
             out.len()
         )));
     }
-    let sub = w.rows(r0, r1);
-    let (rb, k) = (sub.row_bytes(), w.cols);
+    let (rb, k) = (w.row_bytes(), w.cols);
     let out = OutPtr::new(out);
-    Rayon.run(sub.rows, &|r| {
-        // SAFETY: row `r` of the output is this task's alone.
-        let o = unsafe { out.slice(r * k, k) };
-        let b = &sub.bytes[r * rb..(r + 1) * rb];
-        dispatch!(isa, |s| with_fmt!(w.ty, |F| F::dequant(s, b, o), ()))
+    Rayon.run(r1 - r0, &|i| {
+        // SAFETY: row `i` of the output is this task's alone.
+        let o = unsafe { out.slice(i * k, k) };
+        packed::in_row_layout(w, r0 + i, r0 + i + 1, |w, first| {
+            let r = r0 + i - first;
+            let b = &w.bytes[r * rb..(r + 1) * rb];
+            dispatch!(isa, |s| with_fmt!(w.ty, |F| F::dequant(s, b, o), ()))
+        });
     });
     Ok(())
 }

@@ -8,7 +8,17 @@ use std::marker::PhantomData;
 pub(crate) struct OutPtr<'a> {
     ptr: *mut f32,
     len: usize,
+    window: Option<Window>,
     _slice: PhantomData<&'a mut [f32]>,
+}
+
+/// Outputs `t · rows + r` of a kernel that sees `rows` rows of a matrix of `total` rows, from
+/// row `first`: they go to `t · total + first + r`.
+#[derive(Clone, Copy)]
+struct Window {
+    total: usize,
+    first: usize,
+    rows: usize,
 }
 
 // SAFETY: the pointer comes from a `&mut [f32]` borrowed for `'a`; tasks write disjoint
@@ -19,7 +29,18 @@ unsafe impl Sync for OutPtr<'_> {}
 
 impl<'a> OutPtr<'a> {
     pub(crate) fn new(s: &'a mut [f32]) -> Self {
-        OutPtr { ptr: s.as_mut_ptr(), len: s.len(), _slice: PhantomData }
+        OutPtr { ptr: s.as_mut_ptr(), len: s.len(), window: None, _slice: PhantomData }
+    }
+
+    /// This output (token-major, `total` values per token) as a kernel over rows
+    /// `first..first + rows` of the matrix writes it: its index `t · rows + r` is row
+    /// `first + r` of token `t`.
+    pub(crate) fn window(self, total: usize, first: usize, rows: usize) -> Self {
+        assert!(self.window.is_none() && first + rows <= total, "window {first}+{rows} of {total}");
+        if first == 0 && rows == total {
+            return self;
+        }
+        OutPtr { window: Some(Window { total, first, rows }), ..self }
     }
 
     /// `len` elements from `start`, for a task that owns that range.
@@ -28,6 +49,7 @@ impl<'a> OutPtr<'a> {
     /// No other task may access `start..start + len` while the slice lives.
     #[inline(always)]
     pub(crate) unsafe fn slice(self, start: usize, len: usize) -> &'a mut [f32] {
+        assert!(self.window.is_none(), "a window of rows has no contiguous slices");
         assert!(
             start <= self.len && len <= self.len - start,
             "output range {start}+{len} outside {}",
@@ -39,6 +61,10 @@ impl<'a> OutPtr<'a> {
 
     #[inline(always)]
     pub(crate) fn write(self, i: usize, v: f32) {
+        let i = match self.window {
+            Some(w) => i / w.rows * w.total + w.first + i % w.rows,
+            None => i,
+        };
         assert!(i < self.len, "output index {i} outside {}", self.len);
         // SAFETY: in bounds (checked), and no other task writes index `i`.
         unsafe { self.ptr.add(i).write(v) }

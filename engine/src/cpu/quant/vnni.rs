@@ -31,15 +31,32 @@ pub(crate) struct SplitX<'a> {
 fn order(ty: GgmlType) -> [usize; 8] {
     match ty {
         GgmlType::Q4_K => [0, 2, 1, 3, 4, 6, 5, 7],
-        _ => [0, 1, 2, 3, 4, 5, 6, 7],
+        _ => NATURAL,
     }
 }
+
+const NATURAL: [usize; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
 
 impl<'a> SplitX<'a> {
     /// Token 0 of `xq` for rows of `ty`, when they are whole super-blocks.
     pub(crate) fn new(xq: &'a QuantX, ty: GgmlType) -> Option<SplitX<'a>> {
-        let wide = xq.token(0).wide()?;
-        let order = order(ty);
+        let mut x = Self::in_order(xq, 0, order(ty))?;
+        if ty == GgmlType::Q6_K {
+            let sum16 = |sub: &[[i16; 32]]| -> [i32; 16] {
+                std::array::from_fn(|k| sub[k / 2][16 * (k % 2)..][..16].iter().map(|&v| i32::from(v)).sum())
+            };
+            x.sums16 = x.wide.q.chunks_exact(8).map(sum16).collect();
+        }
+        Some(x)
+    }
+
+    /// Token `t` of `xq` with the bytes in element order, for the packed layout's kernel.
+    pub(crate) fn natural(xq: &'a QuantX, t: usize) -> Option<SplitX<'a>> {
+        Self::in_order(xq, t, NATURAL)
+    }
+
+    fn in_order(xq: &'a QuantX, t: usize, order: [usize; 8]) -> Option<SplitX<'a>> {
+        let wide = xq.token(t).wide()?;
         let bytes = wide
             .q
             .chunks_exact(8)
@@ -55,14 +72,27 @@ impl<'a> SplitX<'a> {
                 out
             })
             .collect();
-        let sum16 = |sub: &[[i16; 32]]| -> [i32; 16] {
-            std::array::from_fn(|k| sub[k / 2][16 * (k % 2)..][..16].iter().map(|&v| i32::from(v)).sum())
-        };
-        let sums16 = match ty {
-            GgmlType::Q6_K => wide.q.chunks_exact(8).map(sum16).collect(),
-            _ => Vec::new(),
-        };
-        Some(SplitX { bytes, wide, sums16 })
+        Some(SplitX { bytes, wide, sums16: Vec::new() })
+    }
+
+    /// Super-blocks held.
+    pub(crate) fn blocks(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Super-block `i`: its 256 high bytes, then its 256 low bytes.
+    pub(crate) fn block(&self, i: usize) -> &[u8; 512] {
+        &self.bytes[i]
+    }
+
+    /// `Σ q` of each 32-element sub-block.
+    pub(crate) fn wide_sums(&self) -> &[i32] {
+        self.wide.sum
+    }
+
+    /// The scale of super-block `i`.
+    pub(crate) fn wide_d(&self, i: usize) -> f32 {
+        self.wide.d[i]
     }
 }
 

@@ -15,6 +15,7 @@ use wllm_loaders::model::TensorSource;
 pub use self::experts::CpuExperts;
 pub use self::forward::softcap;
 pub use self::profile::Profile;
+pub use self::weights::CpuPacker;
 use self::weights::{Loader, StackWeights};
 use super::Isa;
 use super::exec::{Exec, Team};

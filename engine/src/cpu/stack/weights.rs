@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use wllm_loaders::GgmlType;
-use wllm_loaders::model::{LayerMetas, LayerWeights, ModelWeights, TensorMeta, TensorSource};
+use wllm_loaders::model::{LayerMetas, LayerWeights, ModelWeights, Packer, TensorMeta, TensorSource};
 use wllm_loaders::{ModelConfig, ModelError};
 
 use crate::cpu::linear::WeightView;
@@ -23,6 +23,8 @@ pub(crate) struct Weight {
     rows: usize,
     cols: usize,
     bytes: Bytes,
+    /// In the CPU's packed layout (`linear::pack`) rather than the file's.
+    packed: bool,
 }
 
 impl Weight {
@@ -31,7 +33,7 @@ impl Weight {
             Bytes::Mapped(b) => b,
             Bytes::Owned(b) => &b[..],
         };
-        WeightView { ty: self.ty, rows: self.rows, cols: self.cols, bytes }
+        WeightView { ty: self.ty, rows: self.rows, cols: self.cols, bytes, packed: self.packed }
     }
     pub fn n_bytes(&self) -> u64 {
         self.view().bytes.len() as u64
@@ -75,10 +77,11 @@ impl Loader<'_> {
             Cow::Borrowed(b) => Bytes::Mapped(unsafe { std::slice::from_raw_parts(b.as_ptr(), b.len()) }),
             Cow::Owned(v) => Bytes::Owned(v.into_boxed_slice()),
         };
-        let w = Weight { ty: m.ggml_type, rows, cols, bytes };
+        let packed = self.src.packed(&m.name);
+        let w = Weight { ty: m.ggml_type, rows, cols, bytes, packed };
         let v = w.view();
-        WeightView::new(v.ty, v.rows, v.cols, v.bytes)
-            .map_err(|e| EngineError::InvalidArgument(format!("{}: {e}", m.name)))?;
+        let check = if packed { WeightView::new_packed } else { WeightView::new };
+        check(v.ty, v.rows, v.cols, v.bytes).map_err(|e| EngineError::InvalidArgument(format!("{}: {e}", m.name)))?;
         Ok(w)
     }
 
@@ -105,5 +108,20 @@ impl Loader<'_> {
             None
         };
         Ok(StackWeights { token_embd: self.matrix(&metas.token_embd)?, layers, head })
+    }
+}
+
+/// The loader's [`Packer`] for the CPU kernels of `isa`: rewrites the matrices they read
+/// faster in the packed layout ([`crate::cpu::pack`]) as the loader copies them.
+pub struct CpuPacker(pub crate::cpu::Isa);
+
+impl Packer for CpuPacker {
+    fn packs(&self, meta: &TensorMeta) -> bool {
+        // Matrices store `cols` first; a stack of experts has its rows per expert second.
+        meta.dims.len() >= 2 && crate::cpu::packs(self.0, meta.ggml_type, meta.dim(1) as usize)
+    }
+
+    fn pack(&self, meta: &TensorMeta, src: &[u8], dst: &mut [u8]) -> std::result::Result<(), String> {
+        crate::cpu::pack(meta.ggml_type, meta.dim(0) as usize, src, dst).map_err(|e| e.to_string())
     }
 }
