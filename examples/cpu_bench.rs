@@ -98,7 +98,10 @@ fn kernels(threads: usize, only: Option<&str>, toks: &[usize], shape: Option<(us
             pack(ty, cols, &wb, &mut pb).unwrap();
             pb
         });
-        let views = [Some((w, "")), packed.as_ref().map(|pb| (WeightView::new_packed(ty, rows, cols, pb).unwrap(), " packed"))];
+        let views = [
+            Some((w, "")),
+            packed.as_ref().map(|pb| (WeightView::new_packed(ty, rows, cols, pb).unwrap(), " packed")),
+        ];
         for (w, layout) in views.into_iter().flatten() {
             for &n_tok in toks {
                 let x: Vec<f32> = (0..n_tok * cols).map(|i| ((i % 97) as f32 - 48.0) / 50.0).collect();

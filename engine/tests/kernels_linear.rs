@@ -389,22 +389,24 @@ fn cpu_long_rows_side_by_side_match_reference() {
     }
 }
 
-/// Q4_K in the 16-row packed layout the loader gives the CPU kernels on AVX-512 VNNI: one
-/// token (the packed kernel there, the row kernels on unpacked groups elsewhere), several
-/// tokens, the GEMM, an expert's rows and the embedding rows, on every instruction set. Rows:
-/// one group, several tasks' worth, rows past 8192 elements.
+/// Q4_K and Q6_K in the 16-row packed layout the loader gives the CPU kernels on AVX-512
+/// VNNI: one to four tokens (the packed kernels there, the row kernels on unpacked groups
+/// elsewhere), more tokens, the GEMM, an expert's rows and the embedding rows, on every
+/// instruction set. Rows: one group, several tasks' worth, rows past 8192 elements.
 #[test]
 fn cpu_packed_rows_match_reference() {
     let mut rng = Rng::new(12);
-    let t = GgmlType::Q4_K;
-    for (rows, cols) in [(16usize, 256usize), (144, 768), (48, 8192 + 256)] {
+    for (t, rows, cols) in [GgmlType::Q4_K, GgmlType::Q6_K]
+        .into_iter()
+        .flat_map(|t| [(16usize, 256usize), (144, 768), (48, 8192 + 256)].map(|(r, c)| (t, r, c)))
+    {
         let wb = random_weights(t, rows, cols, &mut rng);
         let wf = dequant(t, &wb, rows * cols);
         let mut pb = vec![0u8; wb.len()];
         cpu::pack(t, cols, &wb, &mut pb).unwrap();
         let w = WeightView::new_packed(t, rows, cols, &pb).unwrap();
         for isa in Isa::available() {
-            for n_tok in [1usize, 2, 5, 9, 40] {
+            for n_tok in [1usize, 2, 3, 4, 5, 9, 40] {
                 let x = rng.vec(cols * n_tok, 1.0);
                 let mut got = vec![f32::NAN; rows * n_tok];
                 cpu::linear(isa, w, &x, n_tok, &mut got).unwrap();
@@ -426,12 +428,14 @@ fn cpu_packed_rows_match_reference() {
             let (r0, r1) = (3, rows.min(21));
             let mut got = vec![f32::NAN; (r1 - r0) * cols];
             dequantize_rows(isa, w, r0, r1, &mut got).unwrap();
-            if let Some(i) = got.iter().zip(&wf[r0 * cols..r1 * cols]).position(|(g, e)| g.to_bits() != e.to_bits()) {
+            if let Some(i) =
+                got.iter().zip(&wf[r0 * cols..r1 * cols]).position(|(g, e)| g.to_bits() != e.to_bits())
+            {
                 panic!("[{isa}] packed {t} {rows}x{cols}: row {} column {} differs", r0 + i / cols, i % cols);
             }
         }
     }
-    let b = vec![0u8; 15 * 144];
+    let (t, b) = (GgmlType::Q4_K, vec![0u8; 15 * 144]);
     assert!(WeightView::new_packed(t, 15, 256, &b).is_err(), "15 rows are no whole group");
     assert!(WeightView::new_packed(GgmlType::Q4_0, 16, 256, &vec![0u8; 16 * 8 * 18]).is_err());
     assert!(cpu::pack(t, 256, &b, &mut b.clone()).is_err());

@@ -45,7 +45,7 @@ fn the_copy_reads_as_the_file_and_releases_the_mapped_pages() {
 
     let names: Vec<String> = file.tensors().iter().map(|t| t.name.clone()).collect();
     let source: Arc<dyn TensorSource> = Arc::new(file.clone());
-    let copy = ResidentSource::new(source, &names).unwrap();
+    let copy = ResidentSource::new(source, &names, None).unwrap();
     let copied: u64 = file.tensors().iter().map(|t| t.data.end - t.data.start).sum();
     assert_eq!(copy.resident_bytes(), copied);
 

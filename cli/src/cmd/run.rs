@@ -258,8 +258,12 @@ pub fn run(a: Args) -> Result<()> {
         eprintln!("load duration:        {:.2?}", info.load_time);
         if let Some((bytes, time)) = info.cpu_weight_copy {
             let bytes = crate::common::human_bytes(bytes);
+            let packed = match info.cpu_weights_packed {
+                0 => String::new(),
+                p => format!(", {} of it packed for the CPU kernels", crate::common::human_bytes(p)),
+            };
             eprintln!(
-                "CPU weights:          {bytes} copied to huge-page memory in {time:.2?} (--mmap reads the file in place)"
+                "CPU weights:          {bytes} copied to huge-page memory in {time:.2?}{packed} (--mmap reads the file in place)"
             );
         }
         eprintln!("shader build:         {:.2?}{}", info.shader_build_time, warm_up_note(info));

@@ -18,8 +18,8 @@ pub use hyper::{DeltaNetHyper, Hyperparams, KeyFormat};
 pub use quantizing::QuantizingSource;
 pub use resident::ResidentSource;
 pub use weights::{
-    BetaAlpha, DeltaNetWeights, FfnWeights, LayerMetas, LayerWeights, ModelWeights, MoeBiases, SharedExpert,
-    Packer, TensorBytes, TensorMeta, TensorSource,
+    BetaAlpha, DeltaNetWeights, FfnWeights, LayerMetas, LayerWeights, ModelWeights, MoeBiases, Packer,
+    SharedExpert, TensorBytes, TensorMeta, TensorSource,
 };
 
 use crate::gguf::GgufError;

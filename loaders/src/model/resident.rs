@@ -75,6 +75,11 @@ impl ResidentSource {
     pub fn resident_bytes(&self) -> u64 {
         self.index.values().map(|p| p.len as u64).sum()
     }
+
+    /// Bytes of the copy a [`Packer`] rewrote.
+    pub fn packed_bytes(&self) -> u64 {
+        self.index.values().filter(|p| p.packed).map(|p| p.len as u64).sum()
+    }
 }
 
 /// Copies (or packs) every indexed tensor into its place, in parallel (the copy also takes
@@ -136,9 +141,10 @@ impl TensorSource for ResidentSource {
 
     fn bytes(&self, name: &str) -> Option<TensorBytes<'_>> {
         match (self.index.get(name), &self.arena) {
-            (Some(p), Some(arena)) => {
-                Some(TensorBytes { meta: self.inner.meta(name)?, bytes: Cow::Borrowed(&arena[p.at..p.at + p.len]) })
-            }
+            (Some(p), Some(arena)) => Some(TensorBytes {
+                meta: self.inner.meta(name)?,
+                bytes: Cow::Borrowed(&arena[p.at..p.at + p.len]),
+            }),
             _ => self.inner.bytes(name),
         }
     }
@@ -192,6 +198,37 @@ mod tests {
             assert_eq!(copy.meta, Pair.meta(name).unwrap());
         }
         assert!(r.bytes("missing").is_none());
+    }
+
+    /// Packs tensor "b" by reversing its bytes; fails on "a" when `fail`.
+    struct Reverse {
+        fail: bool,
+    }
+
+    impl Packer for Reverse {
+        fn packs(&self, meta: &TensorMeta) -> bool {
+            meta.name == "b" || self.fail
+        }
+        fn pack(&self, meta: &TensorMeta, src: &[u8], dst: &mut [u8]) -> Result<(), String> {
+            if meta.name == "a" {
+                return Err("no layout for a".into());
+            }
+            dst.iter_mut().zip(src.iter().rev()).for_each(|(d, s)| *d = *s);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_packer_rewrites_what_it_packs_and_says_so() {
+        let names = ["a", "b"].map(String::from);
+        let r = ResidentSource::new(Arc::new(Pair), &names, Some(&Reverse { fail: false })).unwrap();
+        assert_eq!(r.packed_bytes(), 4 * 300);
+        assert!(!r.packed("a") && r.packed("b") && !r.packed("missing"));
+        assert_eq!(r.bytes("a").unwrap().bytes, Pair.bytes("a").unwrap().bytes);
+        let reversed: Vec<u8> = Pair.bytes("b").unwrap().bytes.iter().rev().copied().collect();
+        assert_eq!(r.bytes("b").unwrap().bytes, &reversed[..]);
+        let err = ResidentSource::new(Arc::new(Pair), &names, Some(&Reverse { fail: true })).err().unwrap();
+        assert!(err.to_string().contains("\"a\" could not be packed"), "{err}");
     }
 
     #[test]

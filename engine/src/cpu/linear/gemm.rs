@@ -74,7 +74,8 @@ fn run_f32(exec: &dyn Exec, isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>)], x: 
         super::packed::in_row_layout(w, r0, r1, |v, first| {
             let out = out.window(w.rows, first, v.rows);
             for p in (r0..r1).step_by(mr) {
-                PANEL.with_borrow_mut(|wp| dispatch!(isa, |s| panel(s, v, p - first, &xt, n_tok, nv, out, wp)))
+                PANEL
+                    .with_borrow_mut(|wp| dispatch!(isa, |s| panel(s, v, p - first, &xt, n_tok, nv, out, wp)))
             }
         });
     });

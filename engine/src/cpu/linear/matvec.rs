@@ -10,10 +10,10 @@ use wllm_loaders::GgmlType;
 
 use super::packed::in_row_layout;
 use super::{MAX_MATVEC_TOKENS, MAX_PASSED_TOKENS, OutPtr, WeightView};
-use crate::cpu::quant::packed::GROUP_ROWS;
 use crate::cpu::Isa;
 use crate::cpu::exec::Exec;
 use crate::cpu::quant::int::{Groupings, QuantX, has_int_dot};
+use crate::cpu::quant::packed::GROUP_ROWS;
 use crate::cpu::quant::{ACC, Fmt, with_fmt};
 use crate::cpu::simd::{Simd, dispatch};
 
@@ -165,7 +165,7 @@ pub(super) fn run(exec: &dyn Exec, isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>
         let (w, out) = jobs[i];
         let r1 = (r0 + ch).min(w.rows);
         #[cfg(target_arch = "x86_64")]
-        if let Some(x) = natural.as_ref().filter(|_| w.packed && w.ty == GgmlType::Q4_K) {
+        if let Some(x) = natural.as_ref().filter(|_| w.packed) {
             use crate::cpu::quant::vnni_packed::rows;
             // SAFETY: `natural` exists only on an AVX-512 VNNI `Isa`, which proves the features.
             unsafe {
@@ -179,7 +179,9 @@ pub(super) fn run(exec: &dyn Exec, isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>
             }
             return;
         }
-        in_row_layout(w, r0, r1, |v, first| row_layout(v, r0 - first, r1 - first, out.window(w.rows, first, v.rows)));
+        in_row_layout(w, r0, r1, |v, first| {
+            row_layout(v, r0 - first, r1 - first, out.window(w.rows, first, v.rows))
+        });
     });
 }
 

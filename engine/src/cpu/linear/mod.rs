@@ -14,9 +14,9 @@ use wllm_loaders::GgmlType;
 
 pub use crate::cpu::quant::int::activation_block as int_dot_activation_block;
 pub use matvec::int_dot_applies;
-pub use packed::{pack, packs};
 pub(crate) use matvec::prefetch_ahead;
 pub(crate) use out::OutPtr;
+pub use packed::{pack, packs};
 
 use super::Isa;
 use super::exec::{Exec, Rayon};

@@ -13,14 +13,15 @@ use crate::cpu::quant::packed::{self as layout, GROUP_ROWS};
 use crate::error::{EngineError, Result};
 
 /// Whether the CPU kernels of `isa` read a `ty` matrix of `rows` rows per expert (all its rows
-/// when it is not a stack of experts) faster in the packed layout: Q4_K on AVX-512 VNNI.
+/// when it is not a stack of experts) faster in the packed layout: Q4_K and Q6_K on AVX-512
+/// VNNI.
 pub fn packs(isa: Isa, ty: GgmlType, rows: usize) -> bool {
     isa.is_avx512_vnni() && layout_fits(ty, rows)
 }
 
 /// Whether `rows` rows of `ty` have a packed layout.
 pub(crate) fn layout_fits(ty: GgmlType, rows: usize) -> bool {
-    ty == GgmlType::Q4_K && layout::fits(rows)
+    layout::has_layout(ty) && layout::fits(rows)
 }
 
 /// Whether rows `r0..r1` of a packed matrix are whole groups.
@@ -34,14 +35,15 @@ pub fn pack(ty: GgmlType, cols: usize, src: &[u8], dst: &mut [u8]) -> Result<()>
     let (bs, ts) = (ty.block_size() as usize, ty.type_size() as usize);
     let rb = if bs == 0 { 0 } else { cols / bs * ts };
     let rows = if rb == 0 { 0 } else { src.len() / rb };
-    if !layout_fits(ty, rows) || !cols.is_multiple_of(bs) || rows * rb != src.len() || src.len() != dst.len() {
+    if !layout_fits(ty, rows) || !cols.is_multiple_of(bs) || rows * rb != src.len() || src.len() != dst.len()
+    {
         return Err(EngineError::InvalidArgument(format!(
             "{} bytes of {ty} rows of {cols} (into {}) have no packed layout",
             src.len(),
             dst.len()
         )));
     }
-    layout::pack_q4k(src, dst, rb);
+    layout::pack(ty, src, dst, rb);
     Ok(())
 }
 
@@ -53,7 +55,12 @@ thread_local! {
 /// Calls `f(view, first)` with rows `r0..r1` of `w` readable in the file's layout in `view`,
 /// whose row 0 is row `first` of `w`: `w` itself (`first` = 0), or for a packed `w` the groups
 /// that hold those rows, unpacked. `f` must not call this again.
-pub(crate) fn in_row_layout<R>(w: WeightView<'_>, r0: usize, r1: usize, f: impl FnOnce(WeightView<'_>, usize) -> R) -> R {
+pub(crate) fn in_row_layout<R>(
+    w: WeightView<'_>,
+    r0: usize,
+    r1: usize,
+    f: impl FnOnce(WeightView<'_>, usize) -> R,
+) -> R {
     if !w.packed {
         return f(w, 0);
     }
@@ -62,7 +69,7 @@ pub(crate) fn in_row_layout<R>(w: WeightView<'_>, r0: usize, r1: usize, f: impl 
     let rb = w.row_bytes();
     ROWS.with_borrow_mut(|buf| {
         buf.resize((last - first) * rb, 0);
-        layout::unpack_q4k(w.bytes, first, buf, rb);
+        layout::unpack(w.ty, w.bytes, first, buf, rb);
         f(WeightView { rows: last - first, bytes: buf, packed: false, ..w }, first)
     })
 }

@@ -1,4 +1,5 @@
-//! Q4_K weights in the layout the one-token VNNI kernel reads best: sixteen rows interleaved.
+//! Q4_K and Q6_K weights in the layout the decode VNNI kernels read best: sixteen rows
+//! interleaved.
 //!
 //! In the file's layout a `vpdpbusd` over 64 quant bytes covers two 32-element sub-blocks of
 //! one row, so each product needs its sub-block scales spread across the lanes (a permute and
@@ -20,45 +21,117 @@
 //!   holding, per row `r`, bytes `32c + 4t..32c + 4t + 4` of its `qs` (low nibbles: elements
 //!   `64c + 4t..`, high nibbles: elements `64c + 32 + 4t..`).
 //!
+//! A Q6_K group's super-block (3360 bytes, the 16 rows' 210-byte blocks) holds:
+//! - `d` of each row (16 f16);
+//! - 256 scale bytes: byte `16j + r` is row `r`'s scale of 16-element sub-block `j`;
+//! - 2048 bytes of `ql`: for half `n` (elements `128n..`), run `h` and step `t` (0..8), 64
+//!   bytes holding per row bytes `64n + 32h + 4t..+4` of its `ql` (low nibbles: elements
+//!   `128n + 32h + 4t..`, high nibbles: `128n + 64 + 32h + 4t..`);
+//! - 1024 bytes of `qh`: for half `n` and step `t`, per row bytes `32n + 4t..+4` of its `qh`
+//!   (bits `2q..2q + 2` are the top bits of elements `128n + 32q + 4t..`).
+//!
 //! Groups follow each other as the rows did, so a run of whole groups sits where its rows did
-//! in the file, and the layout is lossless: [`unpack_q4k`] restores the file's bytes.
+//! in the file, and the layout is lossless: [`unpack`] restores the file's bytes.
+
+use wllm_loaders::GgmlType;
 
 /// Rows interleaved in a group.
 pub(crate) const GROUP_ROWS: usize = 16;
 
-/// Bytes of a Q4_K super-block.
-const BLOCK: usize = 144;
+/// Bytes of a Q4_K and of a Q6_K super-block.
+const Q4K_BLOCK: usize = 144;
+const Q6K_BLOCK: usize = 210;
 
-/// Bytes of one super-block of a group.
-pub(crate) const GROUP_BLOCK: usize = GROUP_ROWS * BLOCK;
+/// Bytes of one super-block of a Q4_K group.
+pub(crate) const GROUP_BLOCK: usize = GROUP_ROWS * Q4K_BLOCK;
+/// Bytes of one super-block of a Q6_K group.
+pub(crate) const Q6K_GROUP_BLOCK: usize = GROUP_ROWS * Q6K_BLOCK;
 
-/// Offsets in a group's super-block.
+/// Offsets in a Q4_K group's super-block.
 pub(crate) const AT_DMIN: usize = 32;
 pub(crate) const AT_LOW: usize = 64;
 pub(crate) const AT_HIGH: usize = 192;
 pub(crate) const AT_QS: usize = 256;
+
+/// Offsets in a Q6_K group's super-block.
+pub(crate) const Q6K_AT_SCALES: usize = 32;
+pub(crate) const Q6K_AT_QL: usize = 288;
+pub(crate) const Q6K_AT_QH: usize = 2336;
+
+/// Whether `ty` has a packed layout.
+pub(crate) fn has_layout(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K)
+}
 
 /// Whether a matrix of `rows` rows per expert (the rows of a plain matrix) can take the layout.
 pub(crate) fn fits(rows: usize) -> bool {
     rows > 0 && rows.is_multiple_of(GROUP_ROWS)
 }
 
-/// Rewrites whole groups of Q4_K rows (`row_bytes` each) from the file's layout in `src` into
+/// The super-block size of `ty`'s layout (panics for a type without one).
+fn block_bytes(ty: GgmlType) -> usize {
+    match ty {
+        GgmlType::Q4_K => Q4K_BLOCK,
+        GgmlType::Q6_K => Q6K_BLOCK,
+        _ => panic!("{ty} has no packed layout"),
+    }
+}
+
+/// Rewrites whole groups of `ty` rows (`row_bytes` each) from the file's layout in `src` into
 /// the packed layout in `dst` (the same length).
-pub(crate) fn pack_q4k(src: &[u8], dst: &mut [u8], row_bytes: usize) {
+pub(crate) fn pack(ty: GgmlType, src: &[u8], dst: &mut [u8], row_bytes: usize) {
     assert_eq!(src.len(), dst.len(), "packing changes no length");
+    let block = block_bytes(ty);
     let group_bytes = GROUP_ROWS * row_bytes;
-    assert!(src.len().is_multiple_of(group_bytes) && row_bytes.is_multiple_of(BLOCK));
+    assert!(src.len().is_multiple_of(group_bytes) && row_bytes.is_multiple_of(block));
     for (from, to) in src.chunks_exact(group_bytes).zip(dst.chunks_exact_mut(group_bytes)) {
-        for (i, out) in to.chunks_exact_mut(GROUP_BLOCK).enumerate() {
-            let block = |r: usize| -> &[u8] { &from[r * row_bytes + i * BLOCK..][..BLOCK] };
-            pack_block(block, out);
+        for (i, out) in to.chunks_exact_mut(GROUP_ROWS * block).enumerate() {
+            let rows = |r: usize| -> &[u8] { &from[r * row_bytes + i * block..][..block] };
+            match ty {
+                GgmlType::Q4_K => pack_q4k_block(rows, out),
+                _ => pack_q6k_block(rows, out),
+            }
         }
     }
 }
 
-/// One super-block of a group from the 16 rows' blocks.
-fn pack_block<'a>(block: impl Fn(usize) -> &'a [u8], out: &mut [u8]) {
+/// One super-block of a Q6_K group from the 16 rows' blocks.
+fn pack_q6k_block<'a>(block: impl Fn(usize) -> &'a [u8], out: &mut [u8]) {
+    for r in 0..GROUP_ROWS {
+        let b = block(r);
+        out[2 * r..2 * r + 2].copy_from_slice(&b[208..210]);
+        for j in 0..16 {
+            out[Q6K_AT_SCALES + 16 * j + r] = b[192 + j];
+        }
+        for (n, quad) in b[..128].chunks_exact(4).enumerate() {
+            let at = Q6K_AT_QL + (n * GROUP_ROWS + r) * 4;
+            out[at..at + 4].copy_from_slice(quad);
+        }
+        for (n, quad) in b[128..192].chunks_exact(4).enumerate() {
+            let at = Q6K_AT_QH + (n * GROUP_ROWS + r) * 4;
+            out[at..at + 4].copy_from_slice(quad);
+        }
+    }
+}
+
+/// Row `r`'s 210-byte block from one super-block of a Q6_K group.
+fn unpack_q6k_block(blk: &[u8], r: usize, out: &mut [u8]) {
+    out[208..210].copy_from_slice(&blk[2 * r..2 * r + 2]);
+    for j in 0..16 {
+        out[192 + j] = blk[Q6K_AT_SCALES + 16 * j + r];
+    }
+    for n in 0..32 {
+        let at = Q6K_AT_QL + (n * GROUP_ROWS + r) * 4;
+        out[4 * n..4 * n + 4].copy_from_slice(&blk[at..at + 4]);
+    }
+    for n in 0..16 {
+        let at = Q6K_AT_QH + (n * GROUP_ROWS + r) * 4;
+        out[128 + 4 * n..128 + 4 * n + 4].copy_from_slice(&blk[at..at + 4]);
+    }
+}
+
+/// One super-block of a Q4_K group from the 16 rows' blocks.
+fn pack_q4k_block<'a>(block: impl Fn(usize) -> &'a [u8], out: &mut [u8]) {
     out[AT_HIGH..AT_QS].fill(0);
     for r in 0..GROUP_ROWS {
         let b = block(r);
@@ -79,23 +152,28 @@ fn pack_block<'a>(block: impl Fn(usize) -> &'a [u8], out: &mut [u8]) {
     }
 }
 
-/// Restores the file's layout of rows `first..first + dst.len() / row_bytes` of the matrix
-/// whose packed bytes are `packed` (`first` and the count whole groups).
-pub(crate) fn unpack_q4k(packed: &[u8], first: usize, dst: &mut [u8], row_bytes: usize) {
+/// Restores the file's layout of rows `first..first + dst.len() / row_bytes` of the `ty`
+/// matrix whose packed bytes are `packed` (`first` and the count whole groups).
+pub(crate) fn unpack(ty: GgmlType, packed: &[u8], first: usize, dst: &mut [u8], row_bytes: usize) {
+    let block = block_bytes(ty);
     let group_bytes = GROUP_ROWS * row_bytes;
     assert!(first.is_multiple_of(GROUP_ROWS) && dst.len().is_multiple_of(group_bytes));
     let from = &packed[first * row_bytes..][..dst.len()];
     for (group, to) in from.chunks_exact(group_bytes).zip(dst.chunks_exact_mut(group_bytes)) {
-        for (i, blk) in group.chunks_exact(GROUP_BLOCK).enumerate() {
+        for (i, blk) in group.chunks_exact(GROUP_ROWS * block).enumerate() {
             for r in 0..GROUP_ROWS {
-                unpack_block(blk, r, &mut to[r * row_bytes + i * BLOCK..][..BLOCK]);
+                let out = &mut to[r * row_bytes + i * block..][..block];
+                match ty {
+                    GgmlType::Q4_K => unpack_q4k_block(blk, r, out),
+                    _ => unpack_q6k_block(blk, r, out),
+                }
             }
         }
     }
 }
 
-/// Row `r`'s 144-byte block from one super-block of a group.
-fn unpack_block(blk: &[u8], r: usize, out: &mut [u8]) {
+/// Row `r`'s 144-byte block from one super-block of a Q4_K group.
+fn unpack_q4k_block(blk: &[u8], r: usize, out: &mut [u8]) {
     out[0..2].copy_from_slice(&blk[2 * r..2 * r + 2]);
     out[2..4].copy_from_slice(&blk[AT_DMIN + 2 * r..AT_DMIN + 2 * r + 2]);
     let mut scales = [0u8; 8];
@@ -139,20 +217,22 @@ mod tests {
 
     #[test]
     fn packing_is_lossless() {
-        for (rows, blocks) in [(16, 1), (32, 3), (48, 2)] {
-            let rb = blocks * BLOCK;
-            let src = bytes(rows * rb, rows as u64);
-            let mut packed = vec![0u8; src.len()];
-            pack_q4k(&src, &mut packed, rb);
-            assert_ne!(packed, src);
-            let mut back = vec![0u8; src.len()];
-            unpack_q4k(&packed, 0, &mut back, rb);
-            if let Some(i) = back.iter().zip(&src).position(|(a, b)| a != b) {
-                panic!("{rows} rows of {blocks} blocks: byte {i} (row {}) differs", i / rb);
+        for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+            for (rows, blocks) in [(16, 1), (32, 3), (48, 2)] {
+                let rb = blocks * block_bytes(ty);
+                let src = bytes(rows * rb, rows as u64);
+                let mut packed = vec![0u8; src.len()];
+                pack(ty, &src, &mut packed, rb);
+                assert_ne!(packed, src);
+                let mut back = vec![0u8; src.len()];
+                unpack(ty, &packed, 0, &mut back, rb);
+                if let Some(i) = back.iter().zip(&src).position(|(a, b)| a != b) {
+                    panic!("{ty}: {rows} rows of {blocks} blocks: byte {i} (row {}) differs", i / rb);
+                }
+                let mut tail = vec![0u8; 16 * rb];
+                unpack(ty, &packed, rows - 16, &mut tail, rb);
+                assert_eq!(tail, src[(rows - 16) * rb..], "{ty}: {rows} rows: the last group alone");
             }
-            let mut tail = vec![0u8; 16 * rb];
-            unpack_q4k(&packed, rows - 16, &mut tail, rb);
-            assert_eq!(tail, src[(rows - 16) * rb..], "{rows} rows: the last group alone");
         }
     }
 }

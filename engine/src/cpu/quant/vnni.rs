@@ -40,19 +40,22 @@ const NATURAL: [usize; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
 impl<'a> SplitX<'a> {
     /// Token 0 of `xq` for rows of `ty`, when they are whole super-blocks.
     pub(crate) fn new(xq: &'a QuantX, ty: GgmlType) -> Option<SplitX<'a>> {
-        let mut x = Self::in_order(xq, 0, order(ty))?;
-        if ty == GgmlType::Q6_K {
-            let sum16 = |sub: &[[i16; 32]]| -> [i32; 16] {
-                std::array::from_fn(|k| sub[k / 2][16 * (k % 2)..][..16].iter().map(|&v| i32::from(v)).sum())
-            };
-            x.sums16 = x.wide.q.chunks_exact(8).map(sum16).collect();
-        }
-        Some(x)
+        let x = Self::in_order(xq, 0, order(ty))?;
+        Some(if ty == GgmlType::Q6_K { x.with_sums16() } else { x })
     }
 
-    /// Token `t` of `xq` with the bytes in element order, for the packed layout's kernel.
+    /// Token `t` of `xq` with the bytes in element order, for the packed layout's kernels.
     pub(crate) fn natural(xq: &'a QuantX, t: usize) -> Option<SplitX<'a>> {
-        Self::in_order(xq, t, NATURAL)
+        Some(Self::in_order(xq, t, NATURAL)?.with_sums16())
+    }
+
+    /// With the sums of each 16-element sub-block (Q6_K's).
+    fn with_sums16(mut self) -> Self {
+        let sum16 = |sub: &[[i16; 32]]| -> [i32; 16] {
+            std::array::from_fn(|k| sub[k / 2][16 * (k % 2)..][..16].iter().map(|&v| i32::from(v)).sum())
+        };
+        self.sums16 = self.wide.q.chunks_exact(8).map(sum16).collect();
+        self
     }
 
     fn in_order(xq: &'a QuantX, t: usize, order: [usize; 8]) -> Option<SplitX<'a>> {
@@ -88,6 +91,11 @@ impl<'a> SplitX<'a> {
     /// `Σ q` of each 32-element sub-block.
     pub(crate) fn wide_sums(&self) -> &[i32] {
         self.wide.sum
+    }
+
+    /// `Σ q` of each 16-element sub-block of super-block `i`.
+    pub(crate) fn sums16(&self, i: usize) -> &[i32; 16] {
+        &self.sums16[i]
     }
 
     /// The scale of super-block `i`.

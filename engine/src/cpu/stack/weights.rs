@@ -81,7 +81,8 @@ impl Loader<'_> {
         let w = Weight { ty: m.ggml_type, rows, cols, bytes, packed };
         let v = w.view();
         let check = if packed { WeightView::new_packed } else { WeightView::new };
-        check(v.ty, v.rows, v.cols, v.bytes).map_err(|e| EngineError::InvalidArgument(format!("{}: {e}", m.name)))?;
+        check(v.ty, v.rows, v.cols, v.bytes)
+            .map_err(|e| EngineError::InvalidArgument(format!("{}: {e}", m.name)))?;
         Ok(w)
     }
 
