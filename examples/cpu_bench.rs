@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use wllm::engine::cpu::ops::{Activation, glu};
-use wllm::engine::cpu::{CpuPacker, CpuStack, Isa, LogitRows, WeightView, linear, pack, packs};
-use wllm::loaders::model::{ResidentSource, TensorSource};
+use wllm::engine::cpu::{CpuPacker, CpuStack, Isa, LogitRows, WeightView, linear, packs};
+use wllm::loaders::model::{ResidentSource, TensorBytes, TensorMeta, TensorSource};
 use wllm::loaders::{GgmlType, GgufFile, ModelConfig};
 
 /// Random blocks with small finite scales.
@@ -21,6 +21,22 @@ fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
     let mut b = vec![0u8; n];
     wllm::loaders::synthetic::random_blocks(ty, 7, 0, &mut b);
     b
+}
+
+/// One `ty` matrix named "w", for a [`ResidentSource`] to copy as the loader does.
+struct OneTensor(GgmlType, usize, usize, Vec<u8>);
+
+impl TensorSource for OneTensor {
+    fn meta(&self, name: &str) -> Option<TensorMeta> {
+        (name == "w").then(|| TensorMeta {
+            name: name.into(),
+            ggml_type: self.0,
+            dims: vec![self.2 as u64, self.1 as u64],
+        })
+    }
+    fn bytes(&self, name: &str) -> Option<TensorBytes<'_>> {
+        Some(TensorBytes { meta: self.meta(name)?, bytes: std::borrow::Cow::Borrowed(&self.3) })
+    }
 }
 
 fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {
@@ -92,15 +108,27 @@ fn kernels(threads: usize, only: Option<&str>, toks: &[usize], shape: Option<(us
                 .fold(0u64, |a, c| a.wrapping_add(u64::from_le_bytes(c[..8].try_into().unwrap())));
             std::hint::black_box(s);
         });
-        // The layout the loader gives these weights on this CPU, when it is not the file's.
-        let packed = packs(isa, ty, rows).then(|| {
-            let mut pb = vec![0u8; wb.len()];
-            pack(ty, cols, &wb, &mut pb).unwrap();
-            pb
-        });
+        // As the loader holds them: copied into huge-page memory, in the file's layout and (where
+        // this CPU's kernels want it) packed.
+        let copied = |packer: Option<&CpuPacker>| {
+            let source = Arc::new(OneTensor(ty, rows, cols, wb.clone()));
+            ResidentSource::new(source, &["w".to_string()], packer.map(|p| p as _)).unwrap()
+        };
+        let huge = copied(None);
+        let packer = CpuPacker(isa);
+        let huge_packed = packs(isa, ty, rows).then(|| copied(Some(&packer)));
+        let bytes = |r: &ResidentSource| match r.bytes("w").unwrap().bytes {
+            std::borrow::Cow::Borrowed(b) => b.as_ptr() as usize,
+            _ => unreachable!("the copy lends its bytes"),
+        };
+        let (huge_at, packed_at) = (bytes(&huge), huge_packed.as_ref().map(bytes));
+        // SAFETY: the sources live to the end of this iteration and are never written again.
+        let view = |at: usize| unsafe { std::slice::from_raw_parts(at as *const u8, wb.len()) };
         let views = [
             Some((w, "")),
-            packed.as_ref().map(|pb| (WeightView::new_packed(ty, rows, cols, pb).unwrap(), " packed")),
+            Some((WeightView::new(ty, rows, cols, view(huge_at)).unwrap(), " huge pages")),
+            packed_at
+                .map(|at| (WeightView::new_packed(ty, rows, cols, view(at)).unwrap(), " huge pages, packed")),
         ];
         for (w, layout) in views.into_iter().flatten() {
             for &n_tok in toks {

@@ -33,8 +33,8 @@ pub(crate) fn cuts_groups(r0: usize, r1: usize) -> bool {
 /// layout in `dst` (as long as `src`).
 pub fn pack(ty: GgmlType, cols: usize, src: &[u8], dst: &mut [u8]) -> Result<()> {
     let (bs, ts) = (ty.block_size() as usize, ty.type_size() as usize);
-    let rb = if bs == 0 { 0 } else { cols / bs * ts };
-    let rows = if rb == 0 { 0 } else { src.len() / rb };
+    let rb = cols.checked_div(bs).unwrap_or(0) * ts;
+    let rows = src.len().checked_div(rb).unwrap_or(0);
     if !layout_fits(ty, rows) || !cols.is_multiple_of(bs) || rows * rb != src.len() || src.len() != dst.len()
     {
         return Err(EngineError::InvalidArgument(format!(
