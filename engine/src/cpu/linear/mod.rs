@@ -145,7 +145,9 @@ pub(crate) fn linear_multi_on(
     // (Passes of eight tokens on AVX-512 measured no faster than two of four: the integer
     // kernel is bound by its multiplies, not by reading the weights.)
     let pass = MAX_MATVEC_TOKENS;
-    if n_tok <= MAX_PASSED_TOKENS {
+    if n_tok <= MAX_PASSED_TOKENS
+        || (n_tok <= packed::PACKED_PASSED_TOKENS && jobs.iter().all(|j| packed::passes(isa, j.w)))
+    {
         let passes = n_tok.div_ceil(pass);
         let mut t0 = 0;
         for g in 0..passes {
