@@ -32,11 +32,14 @@ fn packs() -> bool {
     wllm::engine::cpu::packs(wllm::engine::cpu::Isa::best(), wllm::loaders::GgmlType::Q4_K, 16)
 }
 
-/// `copied` against `mapped`: equal, or when `packed` within f32 rounding of sums of ~1000
-/// products (logits of these models are below 30).
+/// `copied` against `mapped`: equal, or when `packed` within 1e-2 (logits of these models are
+/// below 30): the packed matrices' 16-token batches take passes of the packed kernels, whose
+/// activations are quantized per token in 256-element groups, where the file's layout takes
+/// the GEMM, which quantizes them per 32 elements; both stay within the i16 rounding bound of the
+/// kernel tests.
 fn same_logits(what: &str, copied: &[f32], mapped: &[f32], packed: bool) {
     assert_eq!(copied.len(), mapped.len());
-    let tol = if packed { 2e-3 } else { 0.0 };
+    let tol = if packed { 1e-2 } else { 0.0 };
     for (i, (c, m)) in copied.iter().zip(mapped).enumerate() {
         assert!((c - m).abs() <= tol, "{what}: logit {i}: {c} from the copy, {m} from the map");
     }
