@@ -1,14 +1,15 @@
 //! Whole-model fidelity on the CPU path (every layer and the head on the CPU) against the
 //! llama.cpp fixtures and the exact reference: teacher-forced logits (prompt as one batch,
 //! then one token per step) and free-running greedy tokens on the prefix exact math vouches
-//! for. The same checks and budgets as `fidelity_gpu.rs`.
+//! for. The same checks and budgets as `fidelity_gpu.rs`. The weights are held as loading holds
+//! them (copied, and on AVX-512 VNNI with Q4_K/Q6_K packed for the decode kernels).
 
 mod support;
 
 use std::sync::Arc;
 
-use wllm::engine::cpu::{CpuStack, LogitRows};
-use wllm::loaders::model::TensorSource;
+use wllm::engine::cpu::{CpuPacker, CpuStack, Isa, LogitRows};
+use wllm::loaders::model::{ResidentSource, TensorSource};
 use wllm::loaders::{GgufFile, ModelConfig};
 
 const MEAN_BUDGET: f64 = 0.05;
@@ -41,7 +42,12 @@ fn check_cases(filter: &dyn Fn(&support::Case) -> bool) {
             _ => {
                 let f = GgufFile::open(&case.model_path).unwrap();
                 let cfg = ModelConfig::from_gguf(&f).unwrap();
-                let src: Arc<dyn TensorSource> = Arc::new(f);
+                // As loading holds the weights: copied, Q4_K/Q6_K packed where this CPU's
+                // kernels read them so.
+                let names: Vec<String> = f.tensors().iter().map(|t| t.name.clone()).collect();
+                let packer = CpuPacker(Isa::best());
+                let src: Arc<dyn TensorSource> =
+                    Arc::new(ResidentSource::new(Arc::new(f), &names, Some(&packer)).unwrap());
                 cache = Some((case.model_path.clone(), cfg.clone(), src.clone()));
                 (cfg, src)
             }
