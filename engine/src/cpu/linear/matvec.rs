@@ -125,7 +125,9 @@ pub(super) fn run(exec: &dyn Exec, isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>
     #[cfg(target_arch = "x86_64")]
     let split = |ty: GgmlType| {
         xq.as_ref()
-            .filter(|_| isa.is_avx512_vnni() && n_tok == 1 && jobs.iter().any(|(w, _)| w.ty == ty))
+            .filter(|_| {
+                isa.is_avx512_vnni() && n_tok == 1 && jobs.iter().any(|(w, _)| w.ty == ty && !w.packed)
+            })
             .and_then(|xq| crate::cpu::quant::vnni::SplitX::new(xq, ty))
     };
     // The two formats take their activation bytes in different orders.
@@ -136,7 +138,11 @@ pub(super) fn run(exec: &dyn Exec, isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>
     let natural: Option<Vec<_>> = xq
         .as_ref()
         .filter(|_| isa.is_avx512_vnni() && n_tok <= MAX_MATVEC_TOKENS && jobs.iter().any(|(w, _)| w.packed))
-        .and_then(|xq| (0..n_tok).map(|t| crate::cpu::quant::vnni::SplitX::natural(xq, t)).collect());
+        .and_then(|xq| {
+            // Only Q6_K reads the 16-element sums.
+            let sums16 = jobs.iter().any(|(w, _)| w.packed && w.ty == GgmlType::Q6_K);
+            (0..n_tok).map(|t| crate::cpu::quant::vnni::SplitX::natural(xq, t, sums16)).collect()
+        });
     // Rows `r0..r1` of a matrix in the file's layout.
     let row_layout = |w: WeightView<'_>, r0: usize, r1: usize, out: OutPtr<'_>| {
         #[cfg(target_arch = "x86_64")]

@@ -44,9 +44,11 @@ impl<'a> SplitX<'a> {
         Some(if ty == GgmlType::Q6_K { x.with_sums16() } else { x })
     }
 
-    /// Token `t` of `xq` with the bytes in element order, for the packed layout's kernels.
-    pub(crate) fn natural(xq: &'a QuantX, t: usize) -> Option<SplitX<'a>> {
-        Some(Self::in_order(xq, t, NATURAL)?.with_sums16())
+    /// Token `t` of `xq` with the bytes in element order, for the packed layout's kernels, and
+    /// with the 16-element sums when `sums16` (the Q6_K kernel's).
+    pub(crate) fn natural(xq: &'a QuantX, t: usize, sums16: bool) -> Option<SplitX<'a>> {
+        let x = Self::in_order(xq, t, NATURAL)?;
+        Some(if sums16 { x.with_sums16() } else { x })
     }
 
     /// With the sums of each 16-element sub-block (Q6_K's).
