@@ -288,7 +288,7 @@ fn add_activation_rounding(
     if !int_dot_applies(isa, t, n_tok) {
         return;
     }
-    let block = int_dot_activation_block(t);
+    let block = int_dot_activation_block(isa, t);
     for tok in 0..n_tok {
         let xt = &x[tok * cols..(tok + 1) * cols];
         let half_step: Vec<f64> =

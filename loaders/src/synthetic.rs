@@ -222,6 +222,19 @@ impl SyntheticModel {
         SyntheticModel { name: name.to_string(), metadata, tensors }
     }
 
+    /// The same model with every `Q4_K` matrix in `ty` instead (the dense presets then give a
+    /// 7B-class file in another quant type, for speed comparisons across types). `None` when
+    /// a `Q4_K` matrix's rows are not whole blocks of `ty`.
+    pub fn with_matrix_type(mut self, ty: GgmlType) -> Option<SyntheticModel> {
+        for (_, t, dims) in self.tensors.iter_mut().filter(|(_, t, _)| *t == GgmlType::Q4_K) {
+            if !dims[0].is_multiple_of(ty.block_size()) {
+                return None;
+            }
+            *t = ty;
+        }
+        Some(self)
+    }
+
     /// Bytes of all tensors (without the header).
     pub fn weight_bytes(&self) -> u64 {
         self.tensors.iter().map(|(_, ty, dims)| ty.bytes_for(dims.iter().product()).unwrap_or(0)).sum()
@@ -397,6 +410,20 @@ mod tests {
         assert_eq!(whole, pieces);
         let values = crate::quant::dequantize(ty, &whole, 320).unwrap();
         assert!(values.iter().all(|v| v.is_finite() && v.abs() < 0.1), "{values:?}");
+    }
+
+    #[test]
+    fn matrix_type_replaces_every_q4_k_matrix() {
+        let q4 = SyntheticModel::preset("mistral-7b").unwrap();
+        let iq = SyntheticModel::preset("mistral-7b").unwrap().with_matrix_type(GgmlType::IQ2_XXS).unwrap();
+        assert_eq!(q4.tensors.len(), iq.tensors.len());
+        for ((name, a, dims), (_, b, _)) in q4.tensors.iter().zip(&iq.tensors) {
+            let want = if *a == GgmlType::Q4_K { GgmlType::IQ2_XXS } else { *a };
+            assert_eq!(*b, want, "{name} {dims:?}");
+        }
+        // 2.0625 of Q4_K's 4.5 bits per weight, less the F32 norms.
+        let ratio = iq.weight_bytes() as f64 / q4.weight_bytes() as f64;
+        assert!((0.45..0.47).contains(&ratio), "{ratio}");
     }
 
     #[test]

@@ -14,6 +14,10 @@ use crate::cpu::Isa;
 use crate::cpu::exec::Exec;
 use crate::cpu::quant::int::{Groupings, QuantX, has_int_dot};
 use crate::cpu::quant::packed::GROUP_ROWS;
+#[cfg(target_arch = "x86_64")]
+use crate::cpu::quant::vnni::{SplitX, Sums};
+#[cfg(target_arch = "x86_64")]
+use crate::cpu::quant::vnni_iq;
 use crate::cpu::quant::{ACC, Fmt, with_fmt};
 use crate::cpu::simd::{Simd, dispatch};
 
@@ -119,7 +123,7 @@ pub(super) fn run(exec: &dyn Exec, isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>
     }
     let k = jobs.first().map_or(0, |(w, _)| w.cols);
     let int_types = jobs.iter().map(|(w, _)| w.ty).filter(|&ty| int_dot_applies(isa, ty, n_tok));
-    let groupings = int_types.clone().fold(Groupings::default(), Groupings::with);
+    let groupings = int_types.clone().fold(Groupings::default(), |g, ty| g.with(isa, ty));
     let xq = int_types.clone().next().is_some().then(|| QuantX::new(x, n_tok, k, groupings)).flatten();
     // One token's Q4_K and Q6_K rows on VNNI byte dot products, from the wide activations.
     #[cfg(target_arch = "x86_64")]
@@ -133,16 +137,8 @@ pub(super) fn run(exec: &dyn Exec, isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>
     // The two formats take their activation bytes in different orders.
     #[cfg(target_arch = "x86_64")]
     let splits = [(GgmlType::Q4_K, split(GgmlType::Q4_K)), (GgmlType::Q6_K, split(GgmlType::Q6_K))];
-    // Packed Q4_K rows take them in element order, every token.
     #[cfg(target_arch = "x86_64")]
-    let natural: Option<Vec<_>> = xq
-        .as_ref()
-        .filter(|_| isa.is_avx512_vnni() && n_tok <= MAX_MATVEC_TOKENS && jobs.iter().any(|(w, _)| w.packed))
-        .and_then(|xq| {
-            // Only Q6_K reads the 16-element sums.
-            let sums16 = jobs.iter().any(|(w, _)| w.packed && w.ty == GgmlType::Q6_K);
-            (0..n_tok).map(|t| crate::cpu::quant::vnni::SplitX::natural(xq, t, sums16)).collect()
-        });
+    let forms = ByteForms::new(isa, jobs, xq.as_ref(), n_tok);
     // Rows `r0..r1` of a matrix in the file's layout.
     let row_layout = |w: WeightView<'_>, r0: usize, r1: usize, out: OutPtr<'_>| {
         #[cfg(target_arch = "x86_64")]
@@ -171,24 +167,77 @@ pub(super) fn run(exec: &dyn Exec, isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>
         let (w, out) = jobs[i];
         let r1 = (r0 + ch).min(w.rows);
         #[cfg(target_arch = "x86_64")]
-        if let Some(x) = natural.as_ref().filter(|_| w.packed) {
-            use crate::cpu::quant::vnni_packed::rows;
-            // SAFETY: `natural` exists only on an AVX-512 VNNI `Isa`, which proves the features.
-            unsafe {
-                match x[..] {
-                    [ref a] => rows(w, r0, r1, [a], out),
-                    [ref a, ref b] => rows(w, r0, r1, [a, b], out),
-                    [ref a, ref b, ref c] => rows(w, r0, r1, [a, b, c], out),
-                    [ref a, ref b, ref c, ref d] => rows(w, r0, r1, [a, b, c, d], out),
-                    _ => unreachable!("{} tokens in one matvec pass", x.len()),
-                }
-            }
+        if forms.run(w, r0, r1, out) {
             return;
         }
         in_row_layout(w, r0, r1, |v, first| {
             row_layout(v, r0 - first, r1 - first, out.window(w.rows, first, v.rows))
         });
     });
+}
+
+/// The byte forms of the activations ([`SplitX`]) that kernels over whole 64-weight vectors
+/// read on AVX-512 VNNI, each built once per call when some matrix of it reads that form.
+#[cfg(target_arch = "x86_64")]
+struct ByteForms<'a> {
+    isa: Isa,
+    /// In element order: packed Q4_K/Q6_K rows and the gathered codebook kernels.
+    natural: Option<Vec<SplitX<'a>>>,
+    /// In plane order: IQ2_XXS's table kernel.
+    planes: Option<Vec<SplitX<'a>>>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<'a> ByteForms<'a> {
+    fn new(isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>)], xq: Option<&'a QuantX>, n_tok: usize) -> Self {
+        let none = ByteForms { isa, natural: None, planes: None };
+        let Some(xq) = xq.filter(|_| isa.is_avx512_vnni() && n_tok <= MAX_MATVEC_TOKENS) else { return none };
+        let any = |f: &dyn Fn(&WeightView<'_>) -> bool| jobs.iter().any(|(w, _)| f(w));
+        let natural = any(&|w| w.packed || none.gathered(w)).then(|| {
+            let sums = Sums {
+                // Only packed Q6_K reads the 16-element sums.
+                of16: any(&|w| w.packed && w.ty == GgmlType::Q6_K),
+                of4: any(&|w| none.gathered(w)),
+            };
+            (0..n_tok).map(|t| SplitX::natural(xq, t, sums)).collect()
+        });
+        let planes = any(&|w| none.planar(w)).then(|| (0..n_tok).map(|t| SplitX::planes(xq, t)).collect());
+        ByteForms { isa, natural: natural.flatten(), planes: planes.flatten() }
+    }
+
+    fn planar(&self, w: &WeightView<'_>) -> bool {
+        self.isa.is_avx512_vnni() && w.ty == GgmlType::IQ2_XXS && vnni_iq::planes_available()
+    }
+
+    fn gathered(&self, w: &WeightView<'_>) -> bool {
+        self.isa.is_avx512_vnni() && vnni_iq::covers(w.ty) && !self.planar(w)
+    }
+
+    /// Rows `r0..r1` of `w` into `out` when a kernel of these forms takes them.
+    fn run(&self, w: WeightView<'_>, r0: usize, r1: usize, out: OutPtr<'_>) -> bool {
+        macro_rules! each_pass {
+            ($x:expr, $rows:path) => {
+                match $x[..] {
+                    [ref a] => $rows(w, r0, r1, [a], out),
+                    [ref a, ref b] => $rows(w, r0, r1, [a, b], out),
+                    [ref a, ref b, ref c] => $rows(w, r0, r1, [a, b, c], out),
+                    [ref a, ref b, ref c, ref d] => $rows(w, r0, r1, [a, b, c, d], out),
+                    ref x => unreachable!("{} tokens in one matvec pass", x.len()),
+                }
+            };
+        }
+        // SAFETY: the forms exist only on an AVX-512 VNNI `Isa`, which proves the features
+        // (and `planar` checks VBMI).
+        unsafe {
+            match (&self.natural, &self.planes) {
+                (Some(x), _) if w.packed => each_pass!(x, crate::cpu::quant::vnni_packed::rows),
+                (_, Some(x)) if self.planar(&w) => each_pass!(x, vnni_iq::iq2xxs_rows),
+                (Some(x), _) if self.gathered(&w) => each_pass!(x, vnni_iq::rows),
+                _ => return false,
+            }
+        }
+        true
+    }
 }
 
 /// Writes row `r`'s outputs for every token, for `r` in `r0..r1`, from `dot` over the row's bytes,

@@ -10,6 +10,7 @@ use wllm_loaders::quant::{KVALUES_IQ4NL, KVALUES_MXFP4, e8m0_to_fp32_half, iq4xs
 
 use super::iq::Codebook;
 use super::{Iq4Nl, Iq4Xs, Mxfp4, Q4_0, Q4_1, Q4K, Q5_0, Q5_1, Q5K, Q6K, Q8_0};
+use crate::cpu::isa::Isa;
 use crate::cpu::simd::int::IDot;
 
 /// Elements per activation block.
@@ -155,8 +156,8 @@ pub(crate) struct Groupings {
 
 impl Groupings {
     /// Adds what rows of `ty` read.
-    pub(crate) fn with(self, ty: wllm_loaders::GgmlType) -> Groupings {
-        match activation_block(ty) {
+    pub(crate) fn with(self, isa: Isa, ty: wllm_loaders::GgmlType) -> Groupings {
+        match activation_block(isa, ty) {
             QK => Groupings { wide: true, ..self },
             _ => Groupings { fine: true, ..self },
         }
@@ -256,6 +257,12 @@ const fn f16_bits_to_f32(h: u16) -> f32 {
 #[inline(always)]
 fn half<S: IDot>(_: S, b: &[u8], i: usize) -> f32 {
     f16_at(b, i)
+}
+
+/// The f16 with these bits.
+#[inline(always)]
+pub(crate) fn f16_from_bits(bits: u16) -> f32 {
+    F16_TO_F32[usize::from(bits)]
 }
 
 /// The f16 at byte `i` of `b`.
@@ -561,12 +568,15 @@ macro_rules! with_int_fmt {
 }
 pub(crate) use with_int_fmt;
 
-/// How many activations share one i16 scale in the integer dot product of `ty`: 256 (a whole
-/// super-block) for the formats that sum their sub-blocks as integers, 32 otherwise.
-pub fn activation_block(ty: wllm_loaders::GgmlType) -> usize {
+/// How many activations share one i16 scale in the integer dot product of `ty` on `isa`: 256
+/// (a whole super-block) for the formats that sum their sub-blocks as integers (the codebook
+/// types where their gathered VNNI kernels run), 32 otherwise.
+pub fn activation_block(isa: Isa, ty: wllm_loaders::GgmlType) -> usize {
     use wllm_loaders::GgmlType::*;
     match ty {
         Q4_K | Q5_K | Q6_K | IQ4_XS => QK,
+        #[cfg(target_arch = "x86_64")]
+        _ if isa.is_avx512_vnni() && super::vnni_iq::covers(ty) => QK,
         _ => QX,
     }
 }

@@ -78,7 +78,7 @@ static SIGN_MASK: [u64; 256] = {
 
 /// The negation masks of the 7-bit sign fields of IQ2_XXS, IQ2_XS and IQ3_XXS, whose eighth
 /// sign is their parity ([`wllm_loaders::quant::iq_signs`]): one load instead of two.
-static SIGN_MASK7: [u64; 128] = {
+pub(crate) static SIGN_MASK7: [u64; 128] = {
     let mut t = [0u64; 128];
     let mut s = 0;
     while s < 128 {
@@ -113,7 +113,7 @@ fn pair(lo: u32, hi: u32) -> u64 {
 
 /// The IQ1 grid with every byte `g` (-1..=1) as `8 · (g + 2)`: at least 8, so that adding
 /// the offset ±1 to eight of them at once cannot carry or borrow across bytes.
-static IQ1_GRID_X8: [u64; 2048] = {
+pub(crate) static IQ1_GRID_X8: [u64; 2048] = {
     let mut t = [0u64; 2048];
     let mut i = 0;
     while i < 2048 {

@@ -14,6 +14,8 @@ pub(crate) mod packed;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod vnni;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod vnni_iq;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod vnni_packed;
 
 pub(crate) use kquants::scales_mins as kquants_scales_mins;

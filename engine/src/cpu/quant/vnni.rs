@@ -23,6 +23,20 @@ pub(crate) struct SplitX<'a> {
     wide: WideBlocks<'a>,
     /// `Σ q` of each 16-element sub-block, for Q6_K's offset of 32 (empty for Q4_K).
     sums16: Vec<[i32; 16]>,
+    /// `Σ q` of each four elements, for the codebook types' byte bias (empty unless asked).
+    sums4: Vec<[i32; 64]>,
+    /// In the plane order ([`SplitX::planes`]): per super-block, `Σ q` over the even elements
+    /// of each 32-element run, then over the odd ones.
+    parity_sums: Vec<[i32; 16]>,
+}
+
+/// The sums an activation's byte form carries besides the bytes.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Sums {
+    /// Of each 16 elements (the packed Q6_K kernel's).
+    pub(crate) of16: bool,
+    /// Of each 4 elements (the codebook kernels').
+    pub(crate) of4: bool,
 }
 
 /// The 32-element sub-blocks of a super-block in the order a format's quant vectors hold them.
@@ -44,11 +58,20 @@ impl<'a> SplitX<'a> {
         Some(if ty == GgmlType::Q6_K { x.with_sums16() } else { x })
     }
 
-    /// Token `t` of `xq` with the bytes in element order, for the packed layout's kernels, and
-    /// with the 16-element sums when `sums16` (the Q6_K kernel's).
-    pub(crate) fn natural(xq: &'a QuantX, t: usize, sums16: bool) -> Option<SplitX<'a>> {
-        let x = Self::in_order(xq, t, NATURAL)?;
-        Some(if sums16 { x.with_sums16() } else { x })
+    /// Token `t` of `xq` with the bytes in element order, for the packed layout's kernels and
+    /// the codebook ones, with the `sums` they read.
+    pub(crate) fn natural(xq: &'a QuantX, t: usize, sums: Sums) -> Option<SplitX<'a>> {
+        let mut x = Self::in_order(xq, t, NATURAL)?;
+        if sums.of16 {
+            x = x.with_sums16();
+        }
+        if sums.of4 {
+            let sum4 = |sub: &[[i16; 32]]| -> [i32; 64] {
+                std::array::from_fn(|k| sub[k / 8][4 * (k % 8)..][..4].iter().map(|&v| i32::from(v)).sum())
+            };
+            x.sums4 = x.wide.q.chunks_exact(8).map(sum4).collect();
+        }
+        Some(x)
     }
 
     /// With the sums of each 16-element sub-block (Q6_K's).
@@ -58,6 +81,44 @@ impl<'a> SplitX<'a> {
         };
         self.sums16 = self.wide.q.chunks_exact(8).map(sum16).collect();
         self
+    }
+
+    /// Token `t` of `xq` in plane order, for IQ2_XXS's table kernel: 64-byte vector `q` of a
+    /// super-block holds elements `8 g + 2 q` (bytes `g` < 32), then `8 g + 2 q + 1`, so that
+    /// byte `g` of a plane meets value `2 q` (or `2 q + 1`) of eight-weight group `g`.
+    pub(crate) fn planes(xq: &'a QuantX, t: usize) -> Option<SplitX<'a>> {
+        let wide = xq.token(t).wide()?;
+        let mut parity_sums = Vec::with_capacity(wide.q.len() / 8);
+        let bytes = wide
+            .q
+            .chunks_exact(8)
+            .map(|sub| {
+                let element = |e: usize| sub[e / 32][e % 32];
+                let mut out = [0u8; 512];
+                let mut sums = [0i32; 16];
+                for p in 0..256 {
+                    let (q, half, g) = (p / 64, (p % 64) / 32, p % 32);
+                    let v = element(8 * g + 2 * q + half);
+                    let [lo, hi] = v.to_le_bytes();
+                    out[p] = hi;
+                    out[256 + p] = lo;
+                    sums[8 * half + g / 4] += i32::from(v);
+                }
+                parity_sums.push(sums);
+                out
+            })
+            .collect();
+        Some(SplitX { bytes, wide, sums16: Vec::new(), sums4: Vec::new(), parity_sums })
+    }
+
+    /// The even-then-odd run sums of super-block `i` ([`SplitX::planes`]).
+    pub(crate) fn parity_sums(&self, i: usize) -> &[i32; 16] {
+        &self.parity_sums[i]
+    }
+
+    /// Whether this is the plane order.
+    pub(crate) fn is_planes(&self) -> bool {
+        self.parity_sums.len() == self.bytes.len()
     }
 
     fn in_order(xq: &'a QuantX, t: usize, order: [usize; 8]) -> Option<SplitX<'a>> {
@@ -77,7 +138,7 @@ impl<'a> SplitX<'a> {
                 out
             })
             .collect();
-        Some(SplitX { bytes, wide, sums16: Vec::new() })
+        Some(SplitX { bytes, wide, sums16: Vec::new(), sums4: Vec::new(), parity_sums: Vec::new() })
     }
 
     /// Super-blocks held.
@@ -98,6 +159,16 @@ impl<'a> SplitX<'a> {
     /// `Σ q` of each 16-element sub-block of super-block `i`.
     pub(crate) fn sums16(&self, i: usize) -> &[i32; 16] {
         &self.sums16[i]
+    }
+
+    /// `Σ q` of each four elements of super-block `i`.
+    pub(crate) fn sums4(&self, i: usize) -> &[i32; 64] {
+        &self.sums4[i]
+    }
+
+    /// Whether the four-element sums are held.
+    pub(crate) fn has_sums4(&self) -> bool {
+        self.sums4.len() == self.bytes.len()
     }
 
     /// The scale of super-block `i`.
