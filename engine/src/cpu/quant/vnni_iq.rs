@@ -557,7 +557,7 @@ mod tests {
         let x: Vec<f32> = (0..cols * tokens)
             .map(|_| {
                 state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * if state % 7 == 0 { 9.0 } else { 1.0 }
+                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * if state.is_multiple_of(7) { 9.0 } else { 1.0 }
             })
             .collect();
         let xq = QuantX::new(&x, tokens, cols, Groupings { fine: false, wide: true }).unwrap();
