@@ -15,7 +15,7 @@ use crate::cpu::exec::Exec;
 use crate::cpu::quant::int::{Groupings, QuantX, has_int_dot};
 use crate::cpu::quant::packed::GROUP_ROWS;
 #[cfg(target_arch = "x86_64")]
-use crate::cpu::quant::vnni::{SplitX, Sums};
+use crate::cpu::quant::vnni::{Planes, SplitX, Sums};
 #[cfg(target_arch = "x86_64")]
 use crate::cpu::quant::vnni_iq;
 use crate::cpu::quant::{ACC, Fmt, with_fmt};
@@ -183,14 +183,17 @@ struct ByteForms<'a> {
     isa: Isa,
     /// In element order: packed Q4_K/Q6_K rows and the gathered codebook kernels.
     natural: Option<Vec<SplitX<'a>>>,
-    /// In plane order: IQ2_XXS's table kernel.
-    planes: Option<Vec<SplitX<'a>>>,
+    /// In the plane orders of the table kernels (IQ2_XXS's, then the IQ3 types').
+    planes: [Option<Vec<SplitX<'a>>>; 2],
 }
+
+#[cfg(target_arch = "x86_64")]
+const PLANE_ORDERS: [Planes; 2] = [Planes::Eight, Planes::Four];
 
 #[cfg(target_arch = "x86_64")]
 impl<'a> ByteForms<'a> {
     fn new(isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>)], xq: Option<&'a QuantX>, n_tok: usize) -> Self {
-        let none = ByteForms { isa, natural: None, planes: None };
+        let none = ByteForms { isa, natural: None, planes: [None, None] };
         let Some(xq) = xq.filter(|_| isa.is_avx512_vnni() && n_tok <= MAX_MATVEC_TOKENS) else { return none };
         let any = |f: &dyn Fn(&WeightView<'_>) -> bool| jobs.iter().any(|(w, _)| f(w));
         let natural = any(&|w| w.packed || none.gathered(w)).then(|| {
@@ -201,16 +204,21 @@ impl<'a> ByteForms<'a> {
             };
             (0..n_tok).map(|t| SplitX::natural(xq, t, sums)).collect()
         });
-        let planes = any(&|w| none.planar(w)).then(|| (0..n_tok).map(|t| SplitX::planes(xq, t)).collect());
-        ByteForms { isa, natural: natural.flatten(), planes: planes.flatten() }
+        let planes = PLANE_ORDERS.map(|order| {
+            any(&|w| none.planes(w) == Some(order))
+                .then(|| (0..n_tok).map(|t| SplitX::planes(xq, t, order)).collect())
+                .flatten()
+        });
+        ByteForms { isa, natural: natural.flatten(), planes }
     }
 
-    fn planar(&self, w: &WeightView<'_>) -> bool {
-        self.isa.is_avx512_vnni() && w.ty == GgmlType::IQ2_XXS && vnni_iq::planes_available()
+    /// The plane order of `w`'s table kernel, where it runs here.
+    fn planes(&self, w: &WeightView<'_>) -> Option<Planes> {
+        vnni_iq::plane_order(w.ty).filter(|_| self.isa.is_avx512_vnni() && vnni_iq::planes_available())
     }
 
     fn gathered(&self, w: &WeightView<'_>) -> bool {
-        self.isa.is_avx512_vnni() && vnni_iq::covers(w.ty) && !self.planar(w)
+        self.isa.is_avx512_vnni() && vnni_iq::covers(w.ty) && self.planes(w).is_none()
     }
 
     /// Rows `r0..r1` of `w` into `out` when a kernel of these forms takes them.
@@ -226,12 +234,16 @@ impl<'a> ByteForms<'a> {
                 }
             };
         }
+        let planes = self.planes(&w).and_then(|order| {
+            let at = PLANE_ORDERS.iter().position(|&o| o == order)?;
+            self.planes[at].as_ref()
+        });
         // SAFETY: the forms exist only on an AVX-512 VNNI `Isa`, which proves the features
-        // (and `planar` checks VBMI).
+        // (and `planes` checks VBMI).
         unsafe {
-            match (&self.natural, &self.planes) {
+            match (&self.natural, planes) {
                 (Some(x), _) if w.packed => each_pass!(x, crate::cpu::quant::vnni_packed::rows),
-                (_, Some(x)) if self.planar(&w) => each_pass!(x, vnni_iq::iq2xxs_rows),
+                (_, Some(x)) => each_pass!(x, vnni_iq::planes_rows),
                 (Some(x), _) if self.gathered(&w) => each_pass!(x, vnni_iq::rows),
                 _ => return false,
             }

@@ -25,9 +25,34 @@ pub(crate) struct SplitX<'a> {
     sums16: Vec<[i32; 16]>,
     /// `Σ q` of each four elements, for the codebook types' byte bias (empty unless asked).
     sums4: Vec<[i32; 64]>,
-    /// In the plane order ([`SplitX::planes`]): per super-block, `Σ q` over the even elements
-    /// of each 32-element run, then over the odd ones.
-    parity_sums: Vec<[i32; 16]>,
+    /// In a plane order ([`SplitX::planes`]): which, and per super-block `Σ q` over the
+    /// elements that meet each 32-bit lane of the four vectors.
+    planes: Option<(Planes, Vec<[i32; 16]>)>,
+}
+
+/// How a plane order lays out a super-block's elements for the table kernels, whose weight
+/// vectors hold one value position of many grid entries (a plane).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Planes {
+    /// IQ2_XXS's eight-value entries: vector `q` holds elements `8 g + 2 q` (bytes `g` < 32),
+    /// then `8 g + 2 q + 1`: byte `g` meets value `2 q` (or `2 q + 1`) of group `g`.
+    Eight,
+    /// The IQ3 types' four-value entries: vector `j` holds elements `4 e + j`: byte `e` meets
+    /// value `j` of entry `e`.
+    Four,
+}
+
+impl Planes {
+    /// The element at byte `p` (0..256) of a super-block.
+    fn element(self, p: usize) -> usize {
+        match self {
+            Planes::Eight => {
+                let (q, half, g) = (p / 64, (p % 64) / 32, p % 32);
+                8 * g + 2 * q + half
+            }
+            Planes::Four => 4 * (p % 64) + p / 64,
+        }
+    }
 }
 
 /// The sums an activation's byte form carries besides the bytes.
@@ -83,62 +108,59 @@ impl<'a> SplitX<'a> {
         self
     }
 
-    /// Token `t` of `xq` in plane order, for IQ2_XXS's table kernel: 64-byte vector `q` of a
-    /// super-block holds elements `8 g + 2 q` (bytes `g` < 32), then `8 g + 2 q + 1`, so that
-    /// byte `g` of a plane meets value `2 q` (or `2 q + 1`) of eight-weight group `g`.
-    pub(crate) fn planes(xq: &'a QuantX, t: usize) -> Option<SplitX<'a>> {
-        let wide = xq.token(t).wide()?;
-        let mut parity_sums = Vec::with_capacity(wide.q.len() / 8);
-        let bytes = wide
+    /// Token `t` of `xq` in the plane order `planes`, with its lane sums.
+    pub(crate) fn planes(xq: &'a QuantX, t: usize, planes: Planes) -> Option<SplitX<'a>> {
+        let mut x = Self::with_elements(xq, t, |p| planes.element(p))?;
+        let lane_sums = x
+            .wide
             .q
             .chunks_exact(8)
             .map(|sub| {
-                let element = |e: usize| sub[e / 32][e % 32];
-                let mut out = [0u8; 512];
                 let mut sums = [0i32; 16];
                 for p in 0..256 {
-                    let (q, half, g) = (p / 64, (p % 64) / 32, p % 32);
-                    let v = element(8 * g + 2 * q + half);
-                    let [lo, hi] = v.to_le_bytes();
-                    out[p] = hi;
-                    out[256 + p] = lo;
-                    sums[8 * half + g / 4] += i32::from(v);
+                    let e = planes.element(p);
+                    sums[(p % 64) / 4] += i32::from(sub[e / 32][e % 32]);
                 }
-                parity_sums.push(sums);
-                out
+                sums
             })
             .collect();
-        Some(SplitX { bytes, wide, sums16: Vec::new(), sums4: Vec::new(), parity_sums })
+        x.planes = Some((planes, lane_sums));
+        Some(x)
     }
 
-    /// The even-then-odd run sums of super-block `i` ([`SplitX::planes`]).
-    pub(crate) fn parity_sums(&self, i: usize) -> &[i32; 16] {
-        &self.parity_sums[i]
+    /// Per lane of the four vectors of super-block `i`, `Σ q` of the elements it meets
+    /// ([`SplitX::planes`]).
+    pub(crate) fn lane_sums(&self, i: usize) -> &[i32; 16] {
+        &self.planes.as_ref().expect("a plane order").1[i]
     }
 
-    /// Whether this is the plane order.
-    pub(crate) fn is_planes(&self) -> bool {
-        self.parity_sums.len() == self.bytes.len()
+    /// Whether this is the plane order `planes`.
+    pub(crate) fn is_planes(&self, planes: Planes) -> bool {
+        self.planes.as_ref().is_some_and(|(p, _)| *p == planes)
     }
 
     fn in_order(xq: &'a QuantX, t: usize, order: [usize; 8]) -> Option<SplitX<'a>> {
+        Self::with_elements(xq, t, |p| 32 * order[p / 32] + p % 32)
+    }
+
+    /// Token `t` of `xq` with byte `p` of each super-block holding element `element(p)`.
+    fn with_elements(xq: &'a QuantX, t: usize, element: impl Fn(usize) -> usize) -> Option<SplitX<'a>> {
         let wide = xq.token(t).wide()?;
         let bytes = wide
             .q
             .chunks_exact(8)
             .map(|sub| {
                 let mut out = [0u8; 512];
-                for (p, &j) in order.iter().enumerate() {
-                    for (e, &v) in sub[j].iter().enumerate() {
-                        let [lo, hi] = v.to_le_bytes();
-                        out[32 * p + e] = hi;
-                        out[256 + 32 * p + e] = lo;
-                    }
+                for p in 0..256 {
+                    let e = element(p);
+                    let [lo, hi] = sub[e / 32][e % 32].to_le_bytes();
+                    out[p] = hi;
+                    out[256 + p] = lo;
                 }
                 out
             })
             .collect();
-        Some(SplitX { bytes, wide, sums16: Vec::new(), sums4: Vec::new(), parity_sums: Vec::new() })
+        Some(SplitX { bytes, wide, sums16: Vec::new(), sums4: Vec::new(), planes: None })
     }
 
     /// Super-blocks held.

@@ -20,7 +20,7 @@ use wllm_loaders::quant::iq_grids::{IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRI
 
 use super::int::f16_from_bits;
 use super::iq::{Codebook, IQ1_GRID_X8, Iq1M, Iq2S, Iq2Xs, Iq2Xxs, Iq3S, Iq3Xxs};
-use super::vnni::SplitX;
+use super::vnni::{Planes, SplitX};
 use crate::cpu::linear::{OutPtr, WeightView, prefetch_ahead};
 
 /// Whether `ty` has a kernel here.
@@ -401,42 +401,89 @@ impl Gathered for Iq1M {
     }
 }
 
-/// IQ2_XXS's grid as eight byte tables, one per position in an entry: plane `j` of entry `i`
-/// is value `j` of grid entry `i`, so 64 groups' value `j` is one two-level `vpermi2b` lookup.
+/// A grid as byte tables, one per value position in an entry: byte `i` of table `j` is
+/// value `j` of entry `i`, so one value of 64 entries is a few `vpermi2b` lookups.
 #[repr(align(64))]
-struct Planes([[u8; 256]; 8]);
+struct ByteTables<const J: usize, const N: usize>([[u8; N]; J]);
 
-static IQ2XXS_PLANES: Planes = {
-    let mut planes = [[0u8; 256]; 8];
-    let mut i = 0;
-    while i < 256 {
-        let mut j = 0;
-        while j < 8 {
-            planes[j][i] = (IQ2XXS_GRID[i] >> (8 * j)) as u8;
-            j += 1;
+/// The byte tables of a grid whose entries hold their `J` values in bytes.
+macro_rules! byte_tables {
+    ($grid:expr, $j:literal, $n:literal) => {{
+        let mut tables = [[0u8; $n]; $j];
+        let mut i = 0;
+        while i < $n {
+            let mut j = 0;
+            while j < $j {
+                tables[j][i] = ($grid[i] as u64 >> (8 * j)) as u8;
+                j += 1;
+            }
+            i += 1;
         }
-        i += 1;
-    }
-    Planes(planes)
-};
+        ByteTables(tables)
+    }};
+}
 
-/// Whether this CPU runs [`iq2xxs_rows`] (byte permutes, AVX-512 VBMI, besides the features
+static IQ2XXS_TABLES: ByteTables<8, 256> = byte_tables!(IQ2XXS_GRID, 8, 256);
+static IQ3XXS_TABLES: ByteTables<4, 256> = byte_tables!(IQ3XXS_GRID, 4, 256);
+static IQ3S_TABLES: ByteTables<4, 512> = byte_tables!(IQ3S_GRID, 4, 512);
+
+/// Whether this CPU runs [`planes_rows`] (byte permutes, AVX-512 VBMI, besides the features
 /// `quant::vnni::available` checks).
 pub(crate) fn planes_available() -> bool {
     is_x86_feature_detected!("avx512vbmi")
 }
 
-/// Rows `r0..r1` of the IQ2_XXS matrix `w` against the `T` tokens `x`, each built in plane
-/// order ([`SplitX::planes`]), into `out` (token-major).
+/// The plane order `ty`'s table kernel reads its activations in, where it has one.
+pub(crate) fn plane_order(ty: GgmlType) -> Option<Planes> {
+    match ty {
+        GgmlType::IQ2_XXS => Some(Planes::Eight),
+        GgmlType::IQ3_XXS | GgmlType::IQ3_S => Some(Planes::Four),
+        _ => None,
+    }
+}
+
+/// A super-block as four vectors of biased weight bytes in a plane order ([`Planes`]), and
+/// the multipliers of their lanes (the same for all four: a lane holds one run's weights).
+type PlaneWeights = ([__m512i; 4], __m512i);
+
+/// How a codebook type's super-block becomes [`PlaneWeights`] through byte tables.
+trait Planed: Codebook {
+    const ORDER: Planes;
+    /// # Safety
+    /// The CPU must have the features [`planes_rows`] enables; `b` is one whole block.
+    unsafe fn planes(b: &[u8]) -> PlaneWeights;
+}
+
+/// Rows `r0..r1` of `w` (a type [`plane_order`] names) against the `T` tokens `x`, each built
+/// in that plane order ([`SplitX::planes`]), into `out` (token-major).
 ///
-/// No gathers: a super-block's 32 grid indices look up each of the eight values of their
-/// entries in a byte table ([`IQ2XXS_PLANES`]), so the weights come out in planes (value
-/// `j` of every group) and the activations were laid out to match. A run's four groups then
-/// share a `vpdpbusd` lane, as they share the run's multiplier.
+/// No gathers: the grid indices look up each value position of their entries in a byte table
+/// ([`ByteTables`]), so the weights come out in planes (one value of many entries) and the
+/// activations were laid out to match. The lanes of `vpdpbusd` then each sum one run's
+/// weights, so the run multipliers and the bias meet the sums once per super-block.
 ///
 /// # Safety
 /// The CPU must have the features `quant::vnni::available` and [`planes_available`] check.
-pub(crate) unsafe fn iq2xxs_rows<const T: usize>(
+pub(crate) unsafe fn planes_rows<const T: usize>(
+    w: WeightView<'_>,
+    r0: usize,
+    r1: usize,
+    x: [&SplitX<'_>; T],
+    out: OutPtr<'_>,
+) {
+    // SAFETY (every arm): the caller's guarantee.
+    unsafe {
+        match w.ty {
+            GgmlType::IQ2_XXS => planes_rows_of::<Iq2Xxs, T>(w, r0, r1, x, out),
+            GgmlType::IQ3_XXS => planes_rows_of::<Iq3Xxs, T>(w, r0, r1, x, out),
+            GgmlType::IQ3_S => planes_rows_of::<Iq3S, T>(w, r0, r1, x, out),
+            ty => unreachable!("{ty} has no table kernel"),
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn planes_rows_of<C: Planed, const T: usize>(
     w: WeightView<'_>,
     r0: usize,
     r1: usize,
@@ -445,32 +492,74 @@ pub(crate) unsafe fn iq2xxs_rows<const T: usize>(
 ) {
     let rb = w.row_bytes();
     assert!(
-        x.iter().all(|x| x.blocks() * Iq2Xxs::BYTES >= rb && x.is_planes()),
+        x.iter().all(|x| x.blocks() * C::BYTES >= rb && x.is_planes(C::ORDER)),
         "activations shorter than the row"
     );
     for r in r0..r1 {
         prefetch_ahead(w.bytes, r * rb, rb, (r1 - r0) * rb);
         // SAFETY: the caller's guarantee.
-        let ys = unsafe { iq2xxs_row(&w.bytes[r * rb..(r + 1) * rb], x) };
+        let ys = unsafe { planes_row::<C, T>(&w.bytes[r * rb..(r + 1) * rb], x) };
         for (t, y) in ys.into_iter().enumerate() {
             out.write(t * w.rows + r, y);
         }
     }
 }
 
-/// The 32 groups' sign bytes (bit `j`: value `j` negative) from a super-block's eight run
-/// words: four 7-bit fields each, the eighth sign their parity.
+/// One row of whole blocks against each token of `x`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+fn planes_row<C: Planed, const T: usize>(row: &[u8], x: [&SplitX<'_>; T]) -> [f32; T] {
+    let mut acc = [_mm512_setzero_ps(); T];
+    for (i, b) in row.chunks_exact(C::BYTES).enumerate() {
+        // SAFETY: the features are this function's; `b` is one block.
+        let (weights, muls) = unsafe { C::planes(b) };
+        let d = f16_from_bits(C::d_bits(b)) * C::UNIT;
+        for t in 0..T {
+            let xb = x[t].block(i);
+            let (mut hi, mut lo) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+            for (q, &u) in weights.iter().enumerate() {
+                hi = _mm512_dpbusd_epi32(hi, u, load512(xb, 64 * q));
+                lo = _mm512_dpbusd_epi32(lo, load512(xb, 256 + 64 * q), u);
+            }
+            // A lane: 16 products of |value| <= 62 with |x| <= 32767 (3.3e7), times a
+            // multiplier <= 31: 1.0e9 < 2^31 (the biased high sums: 16 · 126 · 128 · 256).
+            // SAFETY: 16 i32 of a 16-element array.
+            let sums = unsafe { _mm512_loadu_si512(x[t].lane_sums(i).as_ptr().cast()) };
+            let value = _mm512_sub_epi32(
+                _mm512_add_epi32(_mm512_slli_epi32::<8>(hi), lo),
+                _mm512_slli_epi32::<6>(sums),
+            );
+            let sum = _mm512_mullo_epi32(value, muls);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(d * x[t].wide_d(i)), acc[t]);
+        }
+    }
+    acc.map(|a| _mm512_reduce_add_ps(a))
+}
+
+/// Byte `k` of the result: byte `idx[k]` of a 256-byte table (`upper`: bit 7 of each index).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-fn iq2xxs_signs(aux: __m256i) -> __m256i {
+fn lookup256(table: &[u8], idx: __m512i, upper: __mmask64) -> __m512i {
+    let part = |at: usize| load512(table, at);
+    let low = _mm512_permutex2var_epi8(part(0), idx, part(64));
+    let high = _mm512_permutex2var_epi8(part(128), idx, part(192));
+    _mm512_mask_blend_epi8(upper, low, high)
+}
+
+/// The 32 groups' sign bytes (bit `j`: value `j` negative) from a super-block's eight run
+/// words of IQ2_XXS and IQ3_XXS: four 7-bit fields each, the eighth sign their parity.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+fn signs7(aux: __m256i) -> __m256i {
     let field = |shift: i32, mask: i32| {
         _mm256_and_si256(_mm256_sllv_epi32(aux, _mm256_set1_epi32(shift)), _mm256_set1_epi32(mask))
     };
-    // Field `l` of a run word moved to byte `l`: bits 7l.. to 8l...
+    // Field `l` of a run word moved to byte `l` (from bit 7 l to bit 8 l).
     let bytes = _mm256_or_si256(
         _mm256_or_si256(field(0, 0x7F), field(1, 0x7F00)),
         _mm256_or_si256(field(2, 0x7F_0000), field(3, 0x7F00_0000)),
     );
+    // Bit 0 of each byte becomes its parity: the shifts pull in the next byte's bits only
+    // above the bits each step keeps.
     let mut parity = _mm256_xor_si256(bytes, _mm256_srli_epi32::<4>(bytes));
     parity = _mm256_xor_si256(parity, _mm256_srli_epi32::<2>(parity));
     parity = _mm256_xor_si256(parity, _mm256_srli_epi32::<1>(parity));
@@ -478,61 +567,98 @@ fn iq2xxs_signs(aux: __m256i) -> __m256i {
     _mm256_or_si256(bytes, top)
 }
 
-/// One IQ2_XXS row against each token of `x`.
+/// Per four-value entry (byte `e`), the four signs of its values: the low or the high half of
+/// group `e / 2`'s sign byte.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-fn iq2xxs_row<const T: usize>(row: &[u8], x: [&SplitX<'_>; T]) -> [f32; T] {
-    // SAFETY: loads read inside bounds-checked slices (a 66-byte block from 2, a 512-byte
-    // activation block, 64 bytes of the 256-byte tables).
-    unsafe {
-        let table = |j: usize, at: usize| _mm512_loadu_si512(IQ2XXS_PLANES.0[j][at..at + 64].as_ptr().cast());
-        let bias = _mm512_set1_epi8(64);
+fn entry_signs(groups: __m256i) -> __m512i {
+    let words = _mm512_cvtepu8_epi16(groups);
+    _mm512_or_si512(
+        _mm512_and_si512(words, _mm512_set1_epi16(0x0F)),
+        _mm512_and_si512(_mm512_slli_epi16::<4>(words), _mm512_set1_epi16(0x0F00)),
+    )
+}
+
+/// Four planes of 64 four-value entries, the signs of plane `j` in bit `j` of `signs`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+fn signed_planes(plane: impl Fn(usize) -> __m512i, signs: __m512i) -> [__m512i; 4] {
+    std::array::from_fn(|j| signed_bits(plane(j), _mm512_test_epi8_mask(signs, _mm512_set1_epi8(1 << j))))
+}
+
+/// Lane `l` of four-value planes holds entries `4 l..4 l + 4`: run `l / 2`'s, of the eight
+/// per-run multipliers in lanes `0..8` of `per_run`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+fn entry_lanes(per_run: __m512i) -> __m512i {
+    _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7), per_run)
+}
+
+impl Planed for Iq2Xxs {
+    const ORDER: Planes = Planes::Eight;
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+    unsafe fn planes(b: &[u8]) -> PlaneWeights {
         // The 32 index bytes to the low half, the eight run words to the high one.
         let split = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
-        let runs = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7);
-        let mut acc = [_mm512_setzero_ps(); T];
-        for (i, b) in row.chunks_exact(Iq2Xxs::BYTES).enumerate() {
-            let words = _mm512_permutexvar_epi32(split, _mm512_loadu_si512(b[2..66].as_ptr().cast()));
-            let aux = _mm512_extracti64x4_epi64::<1>(words);
-            let upper = _mm512_movepi8_mask(words);
-            let plane = |j: usize| {
-                let low = _mm512_permutex2var_epi8(table(j, 0), words, table(j, 64));
-                let high = _mm512_permutex2var_epi8(table(j, 128), words, table(j, 192));
-                _mm512_mask_blend_epi8(upper, low, high)
-            };
-            let signs = iq2xxs_signs(aux);
-            let signs = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(signs), signs);
-            let muls = _mm512_permutexvar_epi32(
-                runs,
-                _mm512_castsi256_si512(_mm256_or_si256(
-                    _mm256_slli_epi32::<1>(_mm256_srli_epi32::<28>(aux)),
-                    _mm256_set1_epi32(1),
-                )),
-            );
-            let weights: [__m512i; 4] = std::array::from_fn(|q| {
-                let pair = _mm512_inserti64x4::<1>(plane(2 * q), _mm512_castsi512_si256(plane(2 * q + 1)));
-                let bit = |j: usize| _mm512_set1_epi8(1 << j);
-                let which = _mm512_mask_blend_epi8(0xFFFF_FFFF_0000_0000, bit(2 * q), bit(2 * q + 1));
-                let negative = _mm512_test_epi8_mask(signs, which);
-                _mm512_mask_sub_epi8(_mm512_add_epi8(pair, bias), negative, bias, pair)
-            });
-            let d = f16_from_bits(Iq2Xxs::d_bits(b)) * Iq2Xxs::UNIT;
-            for t in 0..T {
-                let xb = x[t].block(i);
-                let load = |at: usize| _mm512_loadu_si512(xb[at..at + 64].as_ptr().cast());
-                let (mut hi, mut lo) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-                for (q, &u) in weights.iter().enumerate() {
-                    hi = _mm512_dpbusd_epi32(hi, u, load(64 * q));
-                    lo = _mm512_dpbusd_epi32(lo, load(256 + 64 * q), u);
-                }
-                // A lane: 16 products of |value| <= 43 with |x| <= 32767 (2.3e7), times a
-                // multiplier <= 31: 7.0e8 < 2^31 (the biased high sums: 16 · 107 · 128 · 256).
-                let sums = _mm512_slli_epi32::<6>(_mm512_loadu_si512(x[t].parity_sums(i).as_ptr().cast()));
-                let value = _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32::<8>(hi), lo), sums);
-                let sum = _mm512_mullo_epi32(value, muls);
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(d * x[t].wide_d(i)), acc[t]);
-            }
-        }
-        acc.map(|a| _mm512_reduce_add_ps(a))
+        let words = _mm512_permutexvar_epi32(split, load512(b, 2));
+        let aux = _mm512_extracti64x4_epi64::<1>(words);
+        let upper = _mm512_movepi8_mask(words);
+        let signs = signs7(aux);
+        let signs = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(signs), signs);
+        // Lane `l` holds groups `4 (l % 8)..`: run `l % 8`.
+        let muls = _mm512_permutexvar_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7),
+            odd(_mm512_castsi256_si512(_mm256_srli_epi32::<28>(aux))),
+        );
+        let weights = std::array::from_fn(|q| {
+            let plane = |j: usize| lookup256(&IQ2XXS_TABLES.0[j], words, upper);
+            let pair = _mm512_inserti64x4::<1>(plane(2 * q), _mm512_castsi512_si256(plane(2 * q + 1)));
+            let bit = |j: usize| _mm512_set1_epi8(1 << j);
+            let which = _mm512_mask_blend_epi8(0xFFFF_FFFF_0000_0000, bit(2 * q), bit(2 * q + 1));
+            signed_bits(pair, _mm512_test_epi8_mask(signs, which))
+        });
+        (weights, muls)
+    }
+}
+
+impl Planed for Iq3Xxs {
+    const ORDER: Planes = Planes::Four;
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+    unsafe fn planes(b: &[u8]) -> PlaneWeights {
+        let idx = load512(b, 2);
+        let upper = _mm512_movepi8_mask(idx);
+        // SAFETY: 32 bytes of the block.
+        let aux = unsafe { _mm256_loadu_si256(b[66..98].as_ptr().cast()) };
+        let muls = entry_lanes(odd(_mm512_castsi256_si512(_mm256_srli_epi32::<28>(aux))));
+        let plane = |j: usize| lookup256(&IQ3XXS_TABLES.0[j], idx, upper);
+        (signed_planes(plane, entry_signs(signs7(aux))), muls)
+    }
+}
+
+impl Planed for Iq3S {
+    const ORDER: Planes = Planes::Four;
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+    unsafe fn planes(b: &[u8]) -> PlaneWeights {
+        let idx = load512(b, 2);
+        let (upper, ninth) = (_mm512_movepi8_mask(idx), u64_at(b, 66));
+        let scales = _mm512_srlv_epi32(
+            _mm512_set1_epi32(u32_at(b, 106) as i32),
+            _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 0, 0, 0, 0, 0, 0, 0),
+        );
+        let plane = |j: usize| {
+            let table = &IQ3S_TABLES.0[j];
+            _mm512_mask_blend_epi8(
+                ninth,
+                lookup256(&table[..256], idx, upper),
+                lookup256(&table[256..], idx, upper),
+            )
+        };
+        // SAFETY: 32 bytes of the block.
+        let signs = unsafe { _mm256_loadu_si256(b[74..106].as_ptr().cast()) };
+        (signed_planes(plane, entry_signs(signs)), entry_lanes(odd(scales)))
     }
 }
 
@@ -542,8 +668,8 @@ mod tests {
     use crate::cpu::quant::int::{Groupings, QuantX};
     use crate::cpu::quant::vnni::Sums;
 
-    /// Every kernel here, the gathered IQ2_XXS one too (which `linear` only takes on CPUs
-    /// without VBMI), against the float64 sum of the dequantized weights times the wide
+    /// Every kernel here, the gathered ones of the table types too (which `linear` only takes
+    /// on CPUs without VBMI), against the float64 sum of the dequantized weights times the wide
     /// activations: the integers are exact, so only f32 rounding of the per-super-block
     /// terms separates them.
     #[test]
@@ -557,13 +683,16 @@ mod tests {
         let x: Vec<f32> = (0..cols * tokens)
             .map(|_| {
                 state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * if state.is_multiple_of(7) { 9.0 } else { 1.0 }
+                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
+                    * if state.is_multiple_of(7) { 9.0 } else { 1.0 }
             })
             .collect();
         let xq = QuantX::new(&x, tokens, cols, Groupings { fine: false, wide: true }).unwrap();
         let sums = Sums { of16: false, of4: true };
         let natural: Vec<SplitX<'_>> = (0..tokens).map(|t| SplitX::natural(&xq, t, sums).unwrap()).collect();
-        let planes: Vec<SplitX<'_>> = (0..tokens).map(|t| SplitX::planes(&xq, t).unwrap()).collect();
+        let planes = |order| -> Vec<SplitX<'_>> {
+            (0..tokens).map(|t| SplitX::planes(&xq, t, order).unwrap()).collect()
+        };
         use GgmlType::*;
         for ty in [IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S] {
             let mut bytes = vec![0u8; ty.bytes_for((rows * cols) as u64).unwrap() as usize];
@@ -592,13 +721,12 @@ mod tests {
             };
             let [a, b, c] = [&natural[0], &natural[1], &natural[2]];
             // SAFETY: the features were checked above.
-            match ty {
-                IQ2_XXS => {
-                    run("gathered", &|out| unsafe { rows_of::<Iq2Xxs, 3>(w, 0, rows, [a, b, c], out) });
-                    let [a, b, c] = [&planes[0], &planes[1], &planes[2]];
-                    run("planes", &|out| unsafe { iq2xxs_rows(w, 0, rows, [a, b, c], out) });
-                }
-                _ => run("gathered", &|out| unsafe { super::rows(w, 0, rows, [a, b, c], out) }),
+            run("gathered", &|out| unsafe { super::rows(w, 0, rows, [a, b, c], out) });
+            if let Some(order) = plane_order(ty) {
+                let x = planes(order);
+                let [a, b, c] = [&x[0], &x[1], &x[2]];
+                // SAFETY: as above.
+                run("planes", &|out| unsafe { planes_rows(w, 0, rows, [a, b, c], out) });
             }
             for (name, got) in kernels {
                 for (i, (&g, &e)) in got.iter().zip(&want).enumerate() {
