@@ -243,7 +243,7 @@ impl<'a> ByteForms<'a> {
         unsafe {
             match (&self.natural, planes) {
                 (Some(x), _) if w.packed => each_pass!(x, crate::cpu::quant::vnni_packed::rows),
-                (_, Some(x)) => each_pass!(x, vnni_iq::planes_rows),
+                (_, Some(x)) => each_pass!(x, vnni_iq::rows),
                 (Some(x), _) if self.gathered(&w) => each_pass!(x, vnni_iq::rows),
                 _ => return false,
             }
@@ -255,7 +255,7 @@ impl<'a> ByteForms<'a> {
 /// Writes row `r`'s outputs for every token, for `r` in `r0..r1`, from `dot` over the row's bytes,
 /// streaming the rows ahead into the cache.
 #[inline(always)]
-fn each_row<const T: usize>(
+pub(crate) fn each_row<const T: usize>(
     w: WeightView<'_>,
     r0: usize,
     r1: usize,

@@ -14,7 +14,7 @@ use wllm_loaders::GgmlType;
 
 pub use crate::cpu::quant::int::activation_block as int_dot_activation_block;
 pub use matvec::int_dot_applies;
-pub(crate) use matvec::prefetch_ahead;
+pub(crate) use matvec::{each_row, prefetch_ahead};
 pub(crate) use out::OutPtr;
 pub use packed::{pack, packs};
 

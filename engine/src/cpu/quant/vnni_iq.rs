@@ -21,7 +21,7 @@ use wllm_loaders::quant::iq_grids::{IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRI
 use super::int::f16_from_bits;
 use super::iq::{Codebook, IQ1_GRID_X8, Iq1M, Iq2S, Iq2Xs, Iq2Xxs, Iq3S, Iq3Xxs};
 use super::vnni::{Planes, SplitX};
-use crate::cpu::linear::{OutPtr, WeightView, prefetch_ahead};
+use crate::cpu::linear::{OutPtr, WeightView, each_row};
 
 /// Whether `ty` has a kernel here.
 pub(crate) fn covers(ty: GgmlType) -> bool {
@@ -44,11 +44,14 @@ trait Gathered: Codebook {
     unsafe fn weights(b: &[u8]) -> Weights;
 }
 
-/// Rows `r0..r1` of `w` (a type [`covers`] names) against the `T` tokens `x`, each built in
-/// element order with the four-element sums ([`SplitX::natural`]), into `out` (token-major).
+/// Rows `r0..r1` of `w` (a type [`covers`] names) against the `T` tokens `x`, into `out`
+/// (token-major): by the table kernel when `x` is in the type's plane order
+/// ([`SplitX::planes`]), otherwise by gathers, `x` then in element order with the
+/// four-element sums ([`SplitX::natural`]).
 ///
 /// # Safety
-/// The CPU must have the features `quant::vnni::available` checks.
+/// The CPU must have the features `quant::vnni::available` checks, and AVX-512 VBMI
+/// ([`planes_available`]) for a plane order.
 pub(crate) unsafe fn rows<const T: usize>(
     w: WeightView<'_>,
     r0: usize,
@@ -56,16 +59,21 @@ pub(crate) unsafe fn rows<const T: usize>(
     x: [&SplitX<'_>; T],
     out: OutPtr<'_>,
 ) {
+    use GgmlType::*;
+    let planes = x.iter().all(|x| plane_order(w.ty).is_some_and(|order| x.is_planes(order)));
     // SAFETY (every arm): the caller's guarantee.
     unsafe {
         match w.ty {
-            GgmlType::IQ2_XXS => rows_of::<Iq2Xxs, T>(w, r0, r1, x, out),
-            GgmlType::IQ2_XS => rows_of::<Iq2Xs, T>(w, r0, r1, x, out),
-            GgmlType::IQ2_S => rows_of::<Iq2S, T>(w, r0, r1, x, out),
-            GgmlType::IQ3_XXS => rows_of::<Iq3Xxs, T>(w, r0, r1, x, out),
-            GgmlType::IQ3_S => rows_of::<Iq3S, T>(w, r0, r1, x, out),
-            GgmlType::IQ1_M => rows_of::<Iq1M, T>(w, r0, r1, x, out),
-            ty => unreachable!("{ty} has no gathered VNNI kernel"),
+            IQ2_XXS if planes => planes_rows_of::<Iq2Xxs, T>(w, r0, r1, x, out),
+            IQ3_XXS if planes => planes_rows_of::<Iq3Xxs, T>(w, r0, r1, x, out),
+            IQ3_S if planes => planes_rows_of::<Iq3S, T>(w, r0, r1, x, out),
+            IQ2_XXS => rows_of::<Iq2Xxs, T>(w, r0, r1, x, out),
+            IQ2_XS => rows_of::<Iq2Xs, T>(w, r0, r1, x, out),
+            IQ2_S => rows_of::<Iq2S, T>(w, r0, r1, x, out),
+            IQ3_XXS => rows_of::<Iq3Xxs, T>(w, r0, r1, x, out),
+            IQ3_S => rows_of::<Iq3S, T>(w, r0, r1, x, out),
+            IQ1_M => rows_of::<Iq1M, T>(w, r0, r1, x, out),
+            ty => unreachable!("{ty} has no VNNI codebook kernel"),
         }
     }
 }
@@ -78,17 +86,10 @@ unsafe fn rows_of<C: Gathered, const T: usize>(
     x: [&SplitX<'_>; T],
     out: OutPtr<'_>,
 ) {
-    let rb = w.row_bytes();
-    let blocks = rb / C::BYTES;
+    let blocks = w.row_bytes() / C::BYTES;
     assert!(x.iter().all(|x| x.blocks() >= blocks && x.has_sums4()), "activations shorter than the row");
-    for r in r0..r1 {
-        prefetch_ahead(w.bytes, r * rb, rb, (r1 - r0) * rb);
-        // SAFETY: the caller's guarantee.
-        let ys = unsafe { row_dot::<C, T>(&w.bytes[r * rb..(r + 1) * rb], x) };
-        for (t, y) in ys.into_iter().enumerate() {
-            out.write(t * w.rows + r, y);
-        }
-    }
+    // SAFETY: the caller's guarantee.
+    each_row(w, r0, r1, out, |row| unsafe { row_dot::<C, T>(row, x) });
 }
 
 /// One row of whole blocks against each token of `x`.
@@ -427,7 +428,7 @@ static IQ2XXS_TABLES: ByteTables<8, 256> = byte_tables!(IQ2XXS_GRID, 8, 256);
 static IQ3XXS_TABLES: ByteTables<4, 256> = byte_tables!(IQ3XXS_GRID, 4, 256);
 static IQ3S_TABLES: ByteTables<4, 512> = byte_tables!(IQ3S_GRID, 4, 512);
 
-/// Whether this CPU runs [`planes_rows`] (byte permutes, AVX-512 VBMI, besides the features
+/// Whether this CPU runs the table kernels (byte permutes, AVX-512 VBMI, besides the features
 /// `quant::vnni::available` checks).
 pub(crate) fn planes_available() -> bool {
     is_x86_feature_detected!("avx512vbmi")
@@ -450,12 +451,11 @@ type PlaneWeights = ([__m512i; 4], __m512i);
 trait Planed: Codebook {
     const ORDER: Planes;
     /// # Safety
-    /// The CPU must have the features [`planes_rows`] enables; `b` is one whole block.
+    /// The CPU must have the features [`planes_row`] enables; `b` is one whole block.
     unsafe fn planes(b: &[u8]) -> PlaneWeights;
 }
 
-/// Rows `r0..r1` of `w` (a type [`plane_order`] names) against the `T` tokens `x`, each built
-/// in that plane order ([`SplitX::planes`]), into `out` (token-major).
+/// Rows `r0..r1` of a type [`plane_order`] names, in that plane order.
 ///
 /// No gathers: the grid indices look up each value position of their entries in a byte table
 /// ([`ByteTables`]), so the weights come out in planes (one value of many entries) and the
@@ -463,25 +463,7 @@ trait Planed: Codebook {
 /// weights, so the run multipliers and the bias meet the sums once per super-block.
 ///
 /// # Safety
-/// The CPU must have the features `quant::vnni::available` and [`planes_available`] check.
-pub(crate) unsafe fn planes_rows<const T: usize>(
-    w: WeightView<'_>,
-    r0: usize,
-    r1: usize,
-    x: [&SplitX<'_>; T],
-    out: OutPtr<'_>,
-) {
-    // SAFETY (every arm): the caller's guarantee.
-    unsafe {
-        match w.ty {
-            GgmlType::IQ2_XXS => planes_rows_of::<Iq2Xxs, T>(w, r0, r1, x, out),
-            GgmlType::IQ3_XXS => planes_rows_of::<Iq3Xxs, T>(w, r0, r1, x, out),
-            GgmlType::IQ3_S => planes_rows_of::<Iq3S, T>(w, r0, r1, x, out),
-            ty => unreachable!("{ty} has no table kernel"),
-        }
-    }
-}
-
+/// As [`rows`], and the CPU must have AVX-512 VBMI ([`planes_available`]).
 #[inline(always)]
 unsafe fn planes_rows_of<C: Planed, const T: usize>(
     w: WeightView<'_>,
@@ -490,19 +472,13 @@ unsafe fn planes_rows_of<C: Planed, const T: usize>(
     x: [&SplitX<'_>; T],
     out: OutPtr<'_>,
 ) {
-    let rb = w.row_bytes();
+    let blocks = w.row_bytes() / C::BYTES;
     assert!(
-        x.iter().all(|x| x.blocks() * C::BYTES >= rb && x.is_planes(C::ORDER)),
+        x.iter().all(|x| x.blocks() >= blocks && x.is_planes(C::ORDER)),
         "activations shorter than the row"
     );
-    for r in r0..r1 {
-        prefetch_ahead(w.bytes, r * rb, rb, (r1 - r0) * rb);
-        // SAFETY: the caller's guarantee.
-        let ys = unsafe { planes_row::<C, T>(&w.bytes[r * rb..(r + 1) * rb], x) };
-        for (t, y) in ys.into_iter().enumerate() {
-            out.write(t * w.rows + r, y);
-        }
-    }
+    // SAFETY: the caller's guarantee.
+    each_row(w, r0, r1, out, |row| unsafe { planes_row::<C, T>(row, x) });
 }
 
 /// One row of whole blocks against each token of `x`.
@@ -726,7 +702,7 @@ mod tests {
                 let x = planes(order);
                 let [a, b, c] = [&x[0], &x[1], &x[2]];
                 // SAFETY: as above.
-                run("planes", &|out| unsafe { planes_rows(w, 0, rows, [a, b, c], out) });
+                run("planes", &|out| unsafe { super::rows(w, 0, rows, [a, b, c], out) });
             }
             for (name, got) in kernels {
                 for (i, (&g, &e)) in got.iter().zip(&want).enumerate() {
