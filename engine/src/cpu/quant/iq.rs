@@ -113,7 +113,7 @@ fn pair(lo: u32, hi: u32) -> u64 {
 
 /// The IQ1 grid with every byte `g` (-1..=1) as `8 · (g + 2)`: at least 8, so that adding
 /// the offset ±1 to eight of them at once cannot carry or borrow across bytes.
-pub(crate) static IQ1_GRID_X8: [u64; 2048] = {
+static IQ1_GRID_X8: [u64; 2048] = {
     let mut t = [0u64; 2048];
     let mut i = 0;
     while i < 2048 {

@@ -1,17 +1,16 @@
-//! Decode (one to four tokens) of the codebook types IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS
-//! and IQ3_S on AVX-512 VNNI.
+//! Decode (one to four tokens) of the codebook types IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS and
+//! IQ3_S on AVX-512 VNNI.
 //!
 //! The i16 path builds a run's 32 weights with scalar table reads (four grid entries, four
-//! sign masks) and spent about 15 cycles per run on that, four times the bytes' worth of
-//! multiply-adds: a 7B-shaped IQ2_XXS file decoded at half of llama.cpp's speed. Here a whole
-//! super-block's grid entries and sign masks come in with vector gathers, indexed by vector
-//! shifts of the block's index fields, and the weights stay bytes: each holds its value plus a
-//! bias (64 for the signed grid values, at most 62 in magnitude; IQ1's 16, which its bytes
-//! already carry), so it is a valid operand on either side of `vpdpbusd`. The i16 activations
-//! are split into a signed high and an unsigned low byte as in `quant::vnni`, and the bias
-//! comes off through the sums of four activations ([`SplitX::sums4`]): the integers summed are
-//! exactly `Σ value · x` of the i16 path. A run's (or half-run's) odd multiplier meets the sums
-//! once per lane, and the super-block meets the floats once.
+//! sign masks), about 15 cycles per run, four times the multiply-adds' worth: a 7B-shaped
+//! IQ2_XXS file decoded at half of llama.cpp's speed. Here the weights stay bytes, each its
+//! signed grid value (at most 62 in magnitude) plus 64, a valid operand on either side of
+//! `vpdpbusd`; the i16 activations are split into a signed high and an unsigned low byte as in
+//! `quant::vnni`, and the bias comes off through sums of the activations, so the integers
+//! summed are exactly `Σ value · x` of the i16 path. A super-block's grid values come from byte
+//! tables (`vpermi2b`, with AVX-512 VBMI: IQ2_XXS, IQ3_XXS, IQ3_S) or from gathers of whole
+//! entries (the others), its signs from computed masks. A run's (or half-run's) odd multiplier
+//! meets the integer sums once per lane, and the super-block meets the floats once.
 
 use std::arch::x86_64::*;
 
@@ -19,16 +18,17 @@ use wllm_loaders::GgmlType;
 use wllm_loaders::quant::iq_grids::{IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID};
 
 use super::int::f16_from_bits;
-use super::iq::{Codebook, IQ1_GRID_X8, Iq1M, Iq2S, Iq2Xs, Iq2Xxs, Iq3S, Iq3Xxs};
+use super::iq::{Codebook, Iq2S, Iq2Xs, Iq2Xxs, Iq3S, Iq3Xxs};
 use super::vnni::{Planes, SplitX};
 use crate::cpu::linear::{OutPtr, WeightView, each_row};
 
 /// Whether `ty` has a kernel here.
 pub(crate) fn covers(ty: GgmlType) -> bool {
     use GgmlType::*;
-    // IQ1_S's one gather per 64 weights costs more than its scalar reads on the i16 path
-    // (4096 x 4096 on 2 threads: 0.89 vs 0.72 ms), so it stays there.
-    matches!(ty, IQ1_M | IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S)
+    // The IQ1 types' one gather per 64 weights costs as much as their scalar reads on the
+    // i16 path, or more (4096 x 4096 on 2 threads: IQ1_S 0.89 vs 0.72 ms, IQ1_M 1.05-1.19 vs
+    // 1.21-1.30 for one token and no better for four), so they stay there.
+    matches!(ty, IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S)
 }
 
 /// A super-block as four vectors of 64 biased weight bytes (element order) and, for each, the
@@ -37,8 +37,6 @@ type Weights = [(__m512i, __m512i); 4];
 
 /// How a codebook type's super-block becomes [`Weights`].
 trait Gathered: Codebook {
-    /// log2 of the bias every weight byte carries.
-    const BIAS_SHIFT: i64;
     /// # Safety
     /// The CPU must have the features [`rows`] enables; `b` is one whole block.
     unsafe fn weights(b: &[u8]) -> Weights;
@@ -72,7 +70,6 @@ pub(crate) unsafe fn rows<const T: usize>(
             IQ2_S => rows_of::<Iq2S, T>(w, r0, r1, x, out),
             IQ3_XXS => rows_of::<Iq3Xxs, T>(w, r0, r1, x, out),
             IQ3_S => rows_of::<Iq3S, T>(w, r0, r1, x, out),
-            IQ1_M => rows_of::<Iq1M, T>(w, r0, r1, x, out),
             ty => unreachable!("{ty} has no VNNI codebook kernel"),
         }
     }
@@ -98,7 +95,6 @@ fn row_dot<C: Gathered, const T: usize>(row: &[u8], x: [&SplitX<'_>; T]) -> [f32
     // SAFETY: the loads read 64 bytes at `64 k` and `256 + 64 k` (k < 4) of a 512-byte
     // activation block and 16 sums at `16 k` of a block's 64; `weights` gets one whole block.
     unsafe {
-        let shift = _mm_cvtsi64_si128(C::BIAS_SHIFT);
         let mut acc = [_mm512_setzero_ps(); T];
         for (i, b) in row.chunks_exact(C::BYTES).enumerate() {
             let weights = C::weights(b);
@@ -113,7 +109,7 @@ fn row_dot<C: Gathered, const T: usize>(row: &[u8], x: [&SplitX<'_>; T]) -> [f32
                     let hi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), bytes, load(64 * k));
                     let lo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), load(256 + 64 * k), bytes);
                     let bias =
-                        _mm512_sll_epi32(_mm512_loadu_si512(x4[16 * k..16 * k + 16].as_ptr().cast()), shift);
+                        _mm512_slli_epi32::<6>(_mm512_loadu_si512(x4[16 * k..16 * k + 16].as_ptr().cast()));
                     let value = _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32::<8>(hi), lo), bias);
                     sum = _mm512_add_epi32(sum, _mm512_mullo_epi32(value, mul));
                 }
@@ -247,7 +243,6 @@ fn run_words(words: __m512i, k: usize) -> __m512i {
 }
 
 impl Gathered for Iq2Xxs {
-    const BIAS_SHIFT: i64 = 6;
     /// Per run at `2 + 8 r`: four grid index bytes, then four 7-bit sign fields and the scale.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
@@ -271,7 +266,6 @@ impl Gathered for Iq2Xxs {
 }
 
 impl Gathered for Iq3Xxs {
-    const BIAS_SHIFT: i64 = 6;
     /// Eight index bytes per run at 2 (four-value entries), and at 66 a u32 per run: four
     /// 7-bit sign fields and the scale.
     #[inline]
@@ -293,7 +287,6 @@ impl Gathered for Iq3Xxs {
 }
 
 impl Gathered for Iq2Xs {
-    const BIAS_SHIFT: i64 = 6;
     /// A u16 per group at 2 (9-bit grid index, 7-bit sign field), a scale byte per run at 66.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
@@ -311,7 +304,6 @@ impl Gathered for Iq2Xs {
 }
 
 impl Gathered for Iq2S {
-    const BIAS_SHIFT: i64 = 6;
     /// Low index bytes at 2, sign bytes at 34, two high index bits per group at 66 (a byte
     /// per run), a scale byte per run at 74.
     #[inline]
@@ -334,7 +326,6 @@ impl Gathered for Iq2S {
 }
 
 impl Gathered for Iq3S {
-    const BIAS_SHIFT: i64 = 6;
     /// Low index bytes at 2 (four-value entries), one high bit per entry at 66, sign bytes at
     /// 74, a scale nibble per run at 106.
     #[inline]
@@ -354,49 +345,6 @@ impl Gathered for Iq3S {
                     _mm512_maskz_set1_epi32(high, 256),
                 );
                 (signed_bits(gather32(&IQ3S_GRID, idx), u64_at(b, 74 + 8 * k)), muls[k])
-            })
-        }
-    }
-}
-
-/// IQ1 bytes `8 g + 16 ± 1` from grid entries `8 (g + 2)`: plus one, or minus one in the
-/// 64-bit lanes `negative` names.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-fn iq1_bytes(grid: __m512i, negative: __mmask8) -> __m512i {
-    let one = _mm512_set1_epi8(1);
-    _mm512_mask_blend_epi64(negative, _mm512_add_epi8(grid, one), _mm512_sub_epi8(grid, one))
-}
-
-impl Gathered for Iq1M {
-    const BIAS_SHIFT: i64 = 4;
-    /// Low index bytes at 0; at 32 a nibble per group (three high index bits, the offset's
-    /// sign); 3-bit scales per half-run in the four u16 words at 48.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-    unsafe fn weights(b: &[u8]) -> Weights {
-        // SAFETY: the caller's features; indices are 11 bits (2048 entries).
-        unsafe {
-            // Half-run j = 2r + h: word j / 4, shifted by 6 (r % 2) + 3 h = 3 (j % 4).
-            let words =
-                _mm512_cvtepu16_epi32(_mm256_zextsi128_si256(_mm_cvtsi64_si128(u64_at(b, 48) as i64)));
-            let each = _mm512_permutexvar_epi32(
-                _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
-                words,
-            );
-            let scales =
-                _mm512_srlv_epi32(each, _mm512_setr_epi32(0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9));
-            let muls = spread_halves(odd(_mm512_and_si512(scales, _mm512_set1_epi32(7))));
-            std::array::from_fn(|k| {
-                let qh = _mm512_set1_epi64(i64::from(u32_at(b, 32 + 4 * k)));
-                let high = _mm512_and_si512(
-                    _mm512_srlv_epi64(qh, _mm512_setr_epi64(0, 4, 8, 12, 16, 20, 24, 28)),
-                    _mm512_set1_epi64(7),
-                );
-                let idx = _mm512_or_si512(bytes_to_lanes64(b, 8 * k), _mm512_slli_epi64::<8>(high));
-                let sign = _mm512_setr_epi64(8, 8 << 4, 8 << 8, 8 << 12, 8 << 16, 8 << 20, 8 << 24, 8 << 28);
-                let negative = _mm512_test_epi64_mask(qh, sign);
-                (iq1_bytes(gather64(&IQ1_GRID_X8, idx), negative), muls[k])
             })
         }
     }
@@ -670,7 +618,7 @@ mod tests {
             (0..tokens).map(|t| SplitX::planes(&xq, t, order).unwrap()).collect()
         };
         use GgmlType::*;
-        for ty in [IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S] {
+        for ty in [IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S] {
             let mut bytes = vec![0u8; ty.bytes_for((rows * cols) as u64).unwrap() as usize];
             wllm_loaders::synthetic::random_blocks(ty, 5, 0, &mut bytes);
             let weights = wllm_loaders::quant::dequantize(ty, &bytes, rows * cols).unwrap();
