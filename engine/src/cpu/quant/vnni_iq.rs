@@ -59,34 +59,23 @@ pub(crate) unsafe fn rows<const T: usize>(
 ) {
     use GgmlType::*;
     let planes = x.iter().all(|x| plane_order(w.ty).is_some_and(|order| x.is_planes(order)));
+    let blocks = w.row_bytes() / w.ty.type_size() as usize;
+    assert!(
+        x.iter().all(|x| x.blocks() >= blocks && (planes || x.has_sums4())),
+        "activations shorter than the row, or without their sums"
+    );
     // SAFETY (every arm): the caller's guarantee.
-    unsafe {
-        match w.ty {
-            IQ2_XXS if planes => planes_rows_of::<Iq2Xxs, T>(w, r0, r1, x, out),
-            IQ3_XXS if planes => planes_rows_of::<Iq3Xxs, T>(w, r0, r1, x, out),
-            IQ3_S if planes => planes_rows_of::<Iq3S, T>(w, r0, r1, x, out),
-            IQ2_XXS => rows_of::<Iq2Xxs, T>(w, r0, r1, x, out),
-            IQ2_XS => rows_of::<Iq2Xs, T>(w, r0, r1, x, out),
-            IQ2_S => rows_of::<Iq2S, T>(w, r0, r1, x, out),
-            IQ3_XXS => rows_of::<Iq3Xxs, T>(w, r0, r1, x, out),
-            IQ3_S => rows_of::<Iq3S, T>(w, r0, r1, x, out),
-            ty => unreachable!("{ty} has no VNNI codebook kernel"),
-        }
+    match w.ty {
+        IQ2_XXS if planes => each_row(w, r0, r1, out, |row| unsafe { planes_row::<Iq2Xxs, T>(row, x) }),
+        IQ3_XXS if planes => each_row(w, r0, r1, out, |row| unsafe { planes_row::<Iq3Xxs, T>(row, x) }),
+        IQ3_S if planes => each_row(w, r0, r1, out, |row| unsafe { planes_row::<Iq3S, T>(row, x) }),
+        IQ2_XXS => each_row(w, r0, r1, out, |row| unsafe { row_dot::<Iq2Xxs, T>(row, x) }),
+        IQ2_XS => each_row(w, r0, r1, out, |row| unsafe { row_dot::<Iq2Xs, T>(row, x) }),
+        IQ2_S => each_row(w, r0, r1, out, |row| unsafe { row_dot::<Iq2S, T>(row, x) }),
+        IQ3_XXS => each_row(w, r0, r1, out, |row| unsafe { row_dot::<Iq3Xxs, T>(row, x) }),
+        IQ3_S => each_row(w, r0, r1, out, |row| unsafe { row_dot::<Iq3S, T>(row, x) }),
+        ty => unreachable!("{ty} has no VNNI codebook kernel"),
     }
-}
-
-#[inline(always)]
-unsafe fn rows_of<C: Gathered, const T: usize>(
-    w: WeightView<'_>,
-    r0: usize,
-    r1: usize,
-    x: [&SplitX<'_>; T],
-    out: OutPtr<'_>,
-) {
-    let blocks = w.row_bytes() / C::BYTES;
-    assert!(x.iter().all(|x| x.blocks() >= blocks && x.has_sums4()), "activations shorter than the row");
-    // SAFETY: the caller's guarantee.
-    each_row(w, r0, r1, out, |row| unsafe { row_dot::<C, T>(row, x) });
 }
 
 /// One row of whole blocks against each token of `x`.
@@ -397,39 +386,17 @@ type PlaneWeights = ([__m512i; 4], __m512i);
 
 /// How a codebook type's super-block becomes [`PlaneWeights`] through byte tables.
 trait Planed: Codebook {
-    const ORDER: Planes;
     /// # Safety
     /// The CPU must have the features [`planes_row`] enables; `b` is one whole block.
     unsafe fn planes(b: &[u8]) -> PlaneWeights;
 }
 
-/// Rows `r0..r1` of a type [`plane_order`] names, in that plane order.
+/// One row of a type [`plane_order`] names against each token of `x`, in that plane order.
 ///
 /// No gathers: the grid indices look up each value position of their entries in a byte table
 /// ([`ByteTables`]), so the weights come out in planes (one value of many entries) and the
 /// activations were laid out to match. The lanes of `vpdpbusd` then each sum one run's
 /// weights, so the run multipliers and the bias meet the sums once per super-block.
-///
-/// # Safety
-/// As [`rows`], and the CPU must have AVX-512 VBMI ([`planes_available`]).
-#[inline(always)]
-unsafe fn planes_rows_of<C: Planed, const T: usize>(
-    w: WeightView<'_>,
-    r0: usize,
-    r1: usize,
-    x: [&SplitX<'_>; T],
-    out: OutPtr<'_>,
-) {
-    let blocks = w.row_bytes() / C::BYTES;
-    assert!(
-        x.iter().all(|x| x.blocks() >= blocks && x.is_planes(C::ORDER)),
-        "activations shorter than the row"
-    );
-    // SAFETY: the caller's guarantee.
-    each_row(w, r0, r1, out, |row| unsafe { planes_row::<C, T>(row, x) });
-}
-
-/// One row of whole blocks against each token of `x`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 fn planes_row<C: Planed, const T: usize>(row: &[u8], x: [&SplitX<'_>; T]) -> [f32; T] {
     let mut acc = [_mm512_setzero_ps(); T];
@@ -519,7 +486,6 @@ fn entry_lanes(per_run: __m512i) -> __m512i {
 }
 
 impl Planed for Iq2Xxs {
-    const ORDER: Planes = Planes::Eight;
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c")]
     unsafe fn planes(b: &[u8]) -> PlaneWeights {
@@ -547,7 +513,6 @@ impl Planed for Iq2Xxs {
 }
 
 impl Planed for Iq3Xxs {
-    const ORDER: Planes = Planes::Four;
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c")]
     unsafe fn planes(b: &[u8]) -> PlaneWeights {
@@ -562,7 +527,6 @@ impl Planed for Iq3Xxs {
 }
 
 impl Planed for Iq3S {
-    const ORDER: Planes = Planes::Four;
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c")]
     unsafe fn planes(b: &[u8]) -> PlaneWeights {
