@@ -1,7 +1,7 @@
 //! Kernel throughput on whatever adapter wllm picks (`WLLM_BACKEND` to choose one):
 //! linear layers per weight type as matrix-vector products (GB/s of weight bytes) and as
 //! 64-token matrix products (FLOP/s, shown by criterion as elem/s), decode attention (GB/s of
-//! KV cache read), MoE routing (tokens/s), the Gated DeltaNet's elementwise ops (GB/s of the
+//! KV cache read), prompt attention by rows and by tiles (query-key pairs/s), MoE routing (tokens/s), the Gated DeltaNet's elementwise ops (GB/s of the
 //! bytes they move), and the device's buffer-copy bandwidth as the
 //! yardstick for the GB/s figures, with the load ceiling of a row-per-lane kernel (experiment 1)
 //! between the two.
@@ -14,7 +14,7 @@ use wllm::engine::tensor::GPU_TYPES;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use wllm::engine::ops::Op;
-use wllm::engine::ops::attention::{AttentionArgs, attention};
+use wllm::engine::ops::attention::{AttentionArgs, attention, attention_tiled};
 use wllm::engine::ops::delta_net::{ConvArgs, GateArgs, conv, gated_norm, qk_norm_gates};
 use wllm::engine::ops::linear::{Epilogue, LinearIo, linear};
 use wllm::engine::ops::moe::{MoeBuffers, MoeShape, plan, route};
@@ -186,6 +186,57 @@ fn attention_decode(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new(format!("{ty}_kv"), past + 1), |b| {
             b.iter_custom(|iters| time_ops(&gpu, &ops, 1, iters))
         });
+    }
+    g.finish();
+}
+
+fn attention_prompt(c: &mut Criterion) {
+    let Some(gpu) = gpu() else { return };
+    // A SmolLM2-135M layer (9 query heads sharing 3 KV heads of 64) and a Llama-3-8B one, a
+    // 128-token chunk after `past` cached positions.
+    let n_tok = 128u32;
+    let mut g = configure(c, "attention_prompt_128");
+    for (n_head, n_kv, hd) in [(9u32, 3u32, 64u32), (32, 8, 128)] {
+        for past in [0u32, 2048] {
+            let n_ctx = past + n_tok;
+            let ty = if gpu.caps.f16 { KvType::F16 } else { KvType::F32 };
+            let row = ty.gpu_row_bytes(hd);
+            let (k, v) = (
+                gpu.storage("k", (n_kv * n_ctx) as u64 * row),
+                gpu.storage("v", (n_kv * n_ctx) as u64 * row),
+            );
+            let qkv = gpu.storage("qkv", ((n_head + 2 * n_kv) * hd * n_tok) as u64 * 4);
+            let out = gpu.storage("out", (n_head * hd * n_tok) as u64 * 4);
+            let step = gpu.uniform("step", &[past, n_tok, 0, 0]);
+            let pos: Vec<[u32; 2]> = (past..n_ctx).map(|p| [p, 0]).collect();
+            let positions = gpu.storage_init("positions", bytemuck::cast_slice(&pos));
+            let args = AttentionArgs {
+                n_head,
+                n_kv,
+                head_dim: hd,
+                head_dim_v: hd,
+                ctx: n_ctx,
+                window: 0,
+                scale: 1.0 / (hd as f32).sqrt(),
+                cache: CacheTypes { k: ty, v: ty },
+                qkv: &qkv,
+                k_cache: &k,
+                v_cache: &v,
+                out: &out,
+                step: &step,
+                positions: &positions,
+                sinks: None,
+                gated: false,
+            };
+            let pairs: u64 = (past as u64..n_ctx as u64).map(|p| p + 1).sum::<u64>() * n_head as u64;
+            g.throughput(Throughput::Elements(pairs));
+            for (form, op) in [("rows", attention(&gpu, &args)), ("tiled", attention_tiled(&gpu, &args))] {
+                let ops = [op.expect("attention op")];
+                g.bench_function(BenchmarkId::new(format!("{form}_{n_head}q{n_kv}kv_d{hd}"), past), |b| {
+                    b.iter_custom(|iters| time_ops(&gpu, &ops, n_tok, iters))
+                });
+            }
+        }
     }
     g.finish();
 }
@@ -375,6 +426,7 @@ criterion_group!(
     matvec,
     matmul,
     attention_decode,
+    attention_prompt,
     moe_routing,
     delta_net_elementwise
 );

@@ -94,6 +94,17 @@ fn team_sum4(v: vec4<f32>, lid: u32) -> vec4<f32> {
     return subgroupAdd(v);
 }
 #else
+#ifdef TEAM_SHUFFLE
+// The team is an aligned run of TEAM lanes inside a subgroup (invocations fill subgroups in
+// order of local index, as every driver we know does).
+fn team_sum4(v: vec4<f32>, lid: u32) -> vec4<f32> {
+    var s = v;
+    for (var o = 1u; o < TEAM; o <<= 1u) {
+        s += subgroupShuffleXor(s, o);
+    }
+    return s;
+}
+#else
 var<workgroup> tred: array<vec4<f32>, 256>;
 fn team_sum4(v: vec4<f32>, lid: u32) -> vec4<f32> {
     tred[lid] = v;
@@ -106,6 +117,7 @@ fn team_sum4(v: vec4<f32>, lid: u32) -> vec4<f32> {
     workgroupBarrier();
     return s;
 }
+#endif
 #endif
 
 // Elements 4c..4c+3 of a quantized row whose words start at `quants`, scales at `scales`:
@@ -167,6 +179,89 @@ fn store_row(t: u32, h: u32, c: u32, acc: vec4<f32>, inv: f32) {
     O[ob + c] = acc * inv;
 }
 
+// Lane `lane`'s share of row (t, h)'s query, scaled.
+fn load_q(t: u32, h: u32, lane: u32) -> array<vec4<f32>, CK> {
+    var q: array<vec4<f32>, CK>;
+    let qb = t * P.qkv_stride / 4u + h * Q_SPAN4;
+    for (var c = 0u; c < CK; c++) {
+        q[c] = QKV[qb + lane + c * TEAM] * P.scale;
+    }
+    return q;
+}
+
+// A row's online softmax: the largest score so far and the sum of exp(score - largest).
+struct Running {
+    m: f32,
+    l: f32,
+}
+
+// What folding four scores into a row's softmax asks of its output: the weights of the four
+// keys' values, and the factor that rescales what was accumulated before them.
+struct Folded {
+    p: vec4<f32>,
+    corr: f32,
+}
+
+// A sink starts the online softmax as a key of score Sinks[h] whose value is zero (split
+// passes leave it to the reduction).
+fn start_running(h: u32) -> Running {
+#ifdef SINKS
+#ifndef SPLIT
+    return Running(Sinks[h], 1.0);
+#endif
+#endif
+    return Running(NEG, 0.0);
+}
+
+// Folds four scores (NEG where masked) into `run`.
+fn fold(s4: vec4<f32>, run: ptr<function, Running>) -> Folded {
+    let m_new = max((*run).m, max(max(s4.x, s4.y), max(s4.z, s4.w)));
+    let corr = exp((*run).m - m_new);
+    // Masked keys contribute nothing, even while every key so far was masked.
+    let p = select(vec4<f32>(0.0), exp(s4 - vec4<f32>(m_new)), s4 > vec4<f32>(0.5 * NEG));
+    (*run).l = (*run).l * corr + p.x + p.y + p.z + p.w;
+    (*run).m = m_new;
+    return Folded(p, corr);
+}
+
+// Keys `lo + o .. lo + o + 3` of a row at `pos` whose cache rows start at `kbase`, read from
+// the cache, folded into its softmax and output (keys past `pos` masked).
+fn walk4(
+    q: ptr<function, array<vec4<f32>, CK>>,
+    acc: ptr<function, array<vec4<f32>, CV>>,
+    run: ptr<function, Running>,
+    kbase: u32,
+    lo: u32,
+    o: u32,
+    pos: u32,
+    lid: u32,
+) {
+    let lane = lid % TEAM;
+    var s4 = vec4<f32>(0.0);
+    for (var k = 0u; k < 4u; k++) {
+        let j = min(lo + o + k, pos);
+        var s = 0.0;
+        for (var c = 0u; c < CK; c++) {
+            s += dot((*q)[c], load_k(kbase + j, lane + c * TEAM));
+        }
+        s4[k] = s;
+    }
+    s4 = team_sum4(s4, lid);
+    for (var k = 0u; k < 4u; k++) {
+        if (lo + o + k > pos) {
+            s4[k] = NEG;
+        }
+    }
+    let f = fold(s4, run);
+    for (var c = 0u; c < CV; c++) {
+        var a = (*acc)[c] * f.corr;
+        for (var k = 0u; k < 4u; k++) {
+            a += f.p[k] * load_v(kbase + min(lo + o + k, pos), lane + c * TEAM);
+        }
+        (*acc)[c] = a;
+    }
+}
+
 #ifdef REDUCE
 // One workgroup per row (token, q head): the splits' partial softmaxes, rescaled to their
 // common maximum and summed.
@@ -203,6 +298,117 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             acc += Part[at + c] * exp(Part[at + HDV4].x - big);
         }
         store_row(t, h, c, acc, inv);
+    }
+}
+#else
+#ifdef TILED
+// Prompts: a workgroup takes ROWS consecutive tokens of one q head (a team of TEAM lanes per
+// token). When they belong to one sequence, it stages their keys and values in tiles of
+// TILE_KEYS in workgroup memory, so each cache row is read once per ROWS tokens instead of once
+// per token; a long prompt so reads its cache ROWS times less. A block that straddles
+// sequences (decode tokens of a batched step) walks each row's own keys from the cache.
+var<workgroup> Kt: array<vec4<f32>, TILE_KEYS * HD4>;
+var<workgroup> Vt: array<vec4<f32>, TILE_KEYS * HDV4>;
+
+// Tile keys `kk .. kk + 3` (cache positions `j0 + kk ..`), folded into a row at `pos` that sees
+// keys from `lo`.
+fn tile4(
+    q: ptr<function, array<vec4<f32>, CK>>,
+    acc: ptr<function, array<vec4<f32>, CV>>,
+    run: ptr<function, Running>,
+    j0: u32,
+    kk: u32,
+    lo: u32,
+    pos: u32,
+    lid: u32,
+) {
+    let lane = lid % TEAM;
+    var s4 = vec4<f32>(0.0);
+    for (var k = 0u; k < 4u; k++) {
+        var s = 0.0;
+        for (var c = 0u; c < CK; c++) {
+            s += dot((*q)[c], Kt[(kk + k) * HD4 + lane + c * TEAM]);
+        }
+        s4[k] = s;
+    }
+    s4 = team_sum4(s4, lid);
+    for (var k = 0u; k < 4u; k++) {
+        let j = j0 + kk + k;
+        if (j < lo || j > pos) {
+            s4[k] = NEG;
+        }
+    }
+    let f = fold(s4, run);
+    for (var c = 0u; c < CV; c++) {
+        var a = (*acc)[c] * f.corr;
+        for (var k = 0u; k < 4u; k++) {
+            a += f.p[k] * Vt[(kk + k) * HDV4 + lane + c * TEAM];
+        }
+        (*acc)[c] = a;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let h = wid.x;
+    let first_t = wid.y * ROWS;
+    if (first_t >= S.n_tokens) {
+        return;
+    }
+    let last_t = min(first_t + ROWS, S.n_tokens) - 1u;
+    let lane = lid % TEAM;
+    let t = min(first_t + lid / TEAM, last_t);
+    let g = h / (P.n_head / P.n_kv);
+    let pos = Pos[t].x;
+    let lo = key_lo(pos);
+    // The block's keys, and whether its tokens share one sequence (uniform: from Pos alone).
+    let base = Pos[first_t].y;
+    var one_sequence = true;
+    var k_first = 0xffffffffu;
+    var k_last = 0u;
+    var n_keys = 0u;
+    for (var r = first_t; r <= last_t; r++) {
+        let p = Pos[r];
+        one_sequence = one_sequence && p.y == base;
+        k_first = min(k_first, key_lo(p.x));
+        k_last = max(k_last, p.x);
+        n_keys = max(n_keys, p.x + 1u - key_lo(p.x));
+    }
+
+    var q = load_q(t, h, lane);
+    var acc: array<vec4<f32>, CV>;
+    for (var c = 0u; c < CV; c++) {
+        acc[c] = vec4<f32>(0.0);
+    }
+    var run = start_running(h);
+    if (one_sequence) {
+        let kbase = g * P.ctx + base;
+        for (var j0 = k_first; j0 <= k_last; j0 += TILE_KEYS) {
+            // The previous tile is spent before this one overwrites it.
+            workgroupBarrier();
+            for (var i = lid; i < TILE_KEYS * HD4; i += WG) {
+                Kt[i] = load_k(kbase + min(j0 + i / HD4, k_last), i % HD4);
+            }
+            for (var i = lid; i < TILE_KEYS * HDV4; i += WG) {
+                Vt[i] = load_v(kbase + min(j0 + i / HDV4, k_last), i % HDV4);
+            }
+            workgroupBarrier();
+            for (var kk = 0u; kk < TILE_KEYS; kk += 4u) {
+                tile4(&q, &acc, &run, j0, kk, lo, pos, lid);
+            }
+        }
+    } else {
+        let kbase = g * P.ctx + Pos[t].y;
+        for (var o = 0u; o < n_keys; o += 4u) {
+            walk4(&q, &acc, &run, kbase, lo, o, pos, lid);
+        }
+    }
+    if (first_t + lid / TEAM > last_t) {
+        return;
+    }
+    let inv = 1.0 / run.l;
+    for (var c = 0u; c < CV; c++) {
+        store_row(t, h, lane + c * TEAM, acc[c], inv);
     }
 }
 #else
@@ -243,56 +449,15 @@ fn main(
     let o_end = n_keys;
 #endif
 
-    var q: array<vec4<f32>, CK>;
-    let qb = t * P.qkv_stride / 4u + h * Q_SPAN4;
-    for (var c = 0u; c < CK; c++) {
-        q[c] = QKV[qb + lane + c * TEAM] * P.scale;
-    }
+    var q = load_q(t, h, lane);
     var acc: array<vec4<f32>, CV>;
     for (var c = 0u; c < CV; c++) {
         acc[c] = vec4<f32>(0.0);
     }
-    // A sink starts the online softmax as a key of score Sinks[h] whose value is zero (split:
-    // the reduction adds it).
-    var m = NEG;
-    var l = 0.0;
-#ifdef SINKS
-#ifndef SPLIT
-    m = Sinks[h];
-    l = 1.0;
-#endif
-#endif
+    var run = start_running(h);
     let kbase = g * P.ctx + Pos[t].y;
     for (var o = o_begin; o < o_end; o += 4u) {
-        var s4 = vec4<f32>(0.0);
-        for (var k = 0u; k < 4u; k++) {
-            let j = min(lo + o + k, pos);
-            var s = 0.0;
-            for (var c = 0u; c < CK; c++) {
-                s += dot(q[c], load_k(kbase + j, lane + c * TEAM));
-            }
-            s4[k] = s;
-        }
-        s4 = team_sum4(s4, lid);
-        for (var k = 0u; k < 4u; k++) {
-            if (lo + o + k > pos) {
-                s4[k] = NEG;
-            }
-        }
-        let m_new = max(m, max(max(s4.x, s4.y), max(s4.z, s4.w)));
-        let corr = exp(m - m_new);
-        // Masked keys contribute nothing, even while every key so far was masked.
-        let p = select(vec4<f32>(0.0), exp(s4 - vec4<f32>(m_new)), s4 > vec4<f32>(0.5 * NEG));
-        l = l * corr + p.x + p.y + p.z + p.w;
-        for (var c = 0u; c < CV; c++) {
-            var a = acc[c] * corr;
-            for (var k = 0u; k < 4u; k++) {
-                let j = min(lo + o + k, pos);
-                a += p[k] * load_v(kbase + j, lane + c * TEAM);
-            }
-            acc[c] = a;
-        }
-        m = m_new;
+        walk4(&q, &acc, &run, kbase, lo, o, pos, lid);
     }
     if (first_row + lid / TEAM > last_row) {
         return;
@@ -303,13 +468,14 @@ fn main(
         Part[at + lane + c * TEAM] = acc[c];
     }
     if (lane == 0u) {
-        Part[at + HDV4] = vec4<f32>(m, l, 0.0, 0.0);
+        Part[at + HDV4] = vec4<f32>(run.m, run.l, 0.0, 0.0);
     }
 #else
-    let inv = 1.0 / l;
+    let inv = 1.0 / run.l;
     for (var c = 0u; c < CV; c++) {
         store_row(t, h, lane + c * TEAM, acc[c], inv);
     }
 #endif
 }
+#endif
 #endif

@@ -12,7 +12,9 @@ use wllm_engine::cpu::Isa;
 use wllm_engine::cpu::ops::{Attention, KvLayer, KvRows, Rope, rms_norm_in_place, rope_in_place};
 use wllm_engine::kv_type::{hadamard_in_place, k_rotation, quantize_cpu_row, v_rotation};
 use wllm_engine::layers::{RopeSpec, RopeTable};
-use wllm_engine::ops::attention::{AttentionArgs, attention, attention_split, partials_bytes};
+use wllm_engine::ops::attention::{
+    AttentionArgs, attention, attention_split, attention_tiled, partials_bytes,
+};
 use wllm_engine::ops::hadamard::{Gate, hadamard64};
 use wllm_engine::ops::rope::{RopeArgs, rope_kv};
 use wllm_engine::wgpu;
@@ -328,29 +330,25 @@ fn run_gpu_case(
         },
     )
     .unwrap();
-    let attn = attention(
-        gpu,
-        &AttentionArgs {
-            n_head: c.n_head,
-            n_kv: c.n_kv,
-            head_dim: c.hd,
-            head_dim_v: c.hd,
-            ctx: c.ctx,
-            window: c.window,
-            scale: c.scale(),
-            cache,
-            qkv: &qkv,
-            k_cache: &k_cache,
-            v_cache: &v_cache,
-            out: &out,
-            step: &step,
-            positions: &positions,
-            sinks: sink_buf.as_ref(),
-            gated: c.gated,
-        },
-    )
-    .unwrap();
-    let ops = with_turn_back(gpu, c, cache, &qkv, &out, vec![rope, attn]);
+    let args = AttentionArgs {
+        n_head: c.n_head,
+        n_kv: c.n_kv,
+        head_dim: c.hd,
+        head_dim_v: c.hd,
+        ctx: c.ctx,
+        window: c.window,
+        scale: c.scale(),
+        cache,
+        qkv: &qkv,
+        k_cache: &k_cache,
+        v_cache: &v_cache,
+        out: &out,
+        step: &step,
+        positions: &positions,
+        sinks: sink_buf.as_ref(),
+        gated: c.gated,
+    };
+    let forms = attention_forms(gpu, c, cache, &args);
     let mut pos0 = 0u32;
     for (&n, want) in c.steps.iter().zip(want) {
         let rows = &qkv_all[pos0 as usize * stride..(pos0 + n) as usize * stride];
@@ -358,13 +356,33 @@ fn run_gpu_case(
         gpu.queue.write_buffer(&step, 0, bytemuck::cast_slice(&[pos0, n, 0, 0]));
         let pos: Vec<[u32; 2]> = (pos0..pos0 + n).map(|p| [p, 0]).collect();
         gpu.queue.write_buffer(&positions, 0, bytemuck::cast_slice(&pos));
-        gpu.run(&ops, n).unwrap();
-        let got = gpu.read_f32(&out).unwrap();
-        let tol = tolerance(cache);
-        let what = format!("[{name}] attention {c:?} cache {cache:?} step pos0={pos0} n={n}");
-        check_close(&what, &got[..want.len()], want, &vec![1.0; want.len()], tol, tol);
+        gpu.run(std::slice::from_ref(&rope), n).unwrap();
+        // RoPE rotated q in place and wrote the cache; every form reads them as they are.
+        for (form, ops) in &forms {
+            gpu.run(ops, n).unwrap();
+            let got = gpu.read_f32(&out).unwrap();
+            let tol = tolerance(cache);
+            let what = format!("[{name}] {form} attention {c:?} cache {cache:?} step pos0={pos0} n={n}");
+            check_close(&what, &got[..want.len()], want, &vec![1.0; want.len()], tol, tol);
+        }
         pos0 += n;
     }
+}
+
+/// The prompt-capable forms of attention over `args`, each with what follows it in a layer:
+/// rows walking the cache, and tiles shared by a block of tokens.
+fn attention_forms(
+    gpu: &Gpu,
+    c: &Attn,
+    cache: CacheTypes,
+    args: &AttentionArgs<'_>,
+) -> Vec<(&'static str, Vec<wllm_engine::ops::Op>)> {
+    let rows = attention(gpu, args).unwrap();
+    let tiled = attention_tiled(gpu, args).unwrap();
+    [("rows", rows), ("tiled", tiled)]
+        .into_iter()
+        .map(|(form, op)| (form, with_turn_back(gpu, c, cache, args.qkv, args.out, vec![op])))
+        .collect()
 }
 
 /// `ops` followed by what a layer runs after attention over a rotated V cache: the output
@@ -461,29 +479,25 @@ fn run_gpu_multi(
         },
     )
     .unwrap();
-    let attn = attention(
-        gpu,
-        &AttentionArgs {
-            n_head: c.n_head,
-            n_kv: c.n_kv,
-            head_dim: c.hd,
-            head_dim_v: c.hd,
-            ctx: rows,
-            window: c.window,
-            scale: c.scale(),
-            cache,
-            qkv: &qkv,
-            k_cache: &k_cache,
-            v_cache: &v_cache,
-            out: &out,
-            step: &step,
-            positions: &positions,
-            sinks: sink_buf.as_ref(),
-            gated: c.gated,
-        },
-    )
-    .unwrap();
-    let ops = with_turn_back(gpu, c, cache, &qkv, &out, vec![rope, attn]);
+    let args = AttentionArgs {
+        n_head: c.n_head,
+        n_kv: c.n_kv,
+        head_dim: c.hd,
+        head_dim_v: c.hd,
+        ctx: rows,
+        window: c.window,
+        scale: c.scale(),
+        cache,
+        qkv: &qkv,
+        k_cache: &k_cache,
+        v_cache: &v_cache,
+        out: &out,
+        step: &step,
+        positions: &positions,
+        sinks: sink_buf.as_ref(),
+        gated: c.gated,
+    };
+    let forms = attention_forms(gpu, c, cache, &args);
     // Sequence s runs its step (k - lag(s)) in dispatch k.
     let lag = |s: u32| u32::from(s == 1);
     let n_steps = c.steps.len() as u32 + 1;
@@ -506,15 +520,19 @@ fn run_gpu_multi(
         gpu.queue.write_buffer(&qkv, 0, bytemuck::cast_slice(&rows_in));
         gpu.queue.write_buffer(&step, 0, bytemuck::cast_slice(&[0, n, 0, 0]));
         gpu.queue.write_buffer(&positions, 0, bytemuck::cast_slice(&pos));
-        gpu.run(&ops, n).unwrap();
-        let got = gpu.read_f32(&out).unwrap();
-        let mut at = 0;
-        for (s, i) in parts {
-            let want = &wants[s as usize][i as usize];
-            let tol = tolerance(cache);
-            let what = format!("[{name}] {c:?} sequence {s} of {n_seq}, its step {i} in dispatch {k}");
-            check_close(&what, &got[at..at + want.len()], want, &vec![1.0; want.len()], tol, tol);
-            at += want.len();
+        gpu.run(std::slice::from_ref(&rope), n).unwrap();
+        for (form, ops) in &forms {
+            gpu.run(ops, n).unwrap();
+            let got = gpu.read_f32(&out).unwrap();
+            let mut at = 0;
+            for &(s, i) in &parts {
+                let want = &wants[s as usize][i as usize];
+                let tol = tolerance(cache);
+                let what =
+                    format!("[{name}] {form} {c:?} sequence {s} of {n_seq}, its step {i} in dispatch {k}");
+                check_close(&what, &got[at..at + want.len()], want, &vec![1.0; want.len()], tol, tol);
+                at += want.len();
+            }
         }
     }
 }
@@ -695,13 +713,140 @@ fn cpu_attention_refuses_bad_shapes() {
     assert!(wllm_engine::cpu::ops::attention(isa, &wide, &[0.0; 64], short_q, None, &mut out64).is_err());
 }
 
+/// A random cache of `rows` positions per kv head, the query rows of the last `n_tokens`
+/// positions, and per-head sinks.
+struct DeepCase {
+    n_head: u32,
+    n_kv: u32,
+    hd: u32,
+    rows: u32,
+    n_tokens: u32,
+    window: u32,
+    keys: Vec<f32>,
+    values: Vec<f32>,
+    /// Packed rows as the attention kernels read them (q, then unused k|v slots).
+    qkv: Vec<f32>,
+    sinks: Option<Vec<f32>>,
+}
+
+impl DeepCase {
+    fn new(rows: u32, n_tokens: u32, window: u32, with_sinks: bool) -> DeepCase {
+        let (n_head, n_kv, hd) = (8u32, 2u32, 64u32);
+        let mut rng = Rng::new(rows as u64 * 31 + n_tokens as u64 + window as u64);
+        let cells = (n_kv * rows * hd) as usize;
+        let keys = rng.vec(cells, 1.0);
+        let values = rng.vec(cells, 1.0);
+        let stride = rope_qkv_stride(n_head, n_kv, hd);
+        let mut qkv = vec![0f32; stride * n_tokens as usize];
+        for row in qkv.chunks_exact_mut(stride) {
+            row[..(n_head * hd) as usize].copy_from_slice(&rng.vec((n_head * hd) as usize, 1.0));
+        }
+        let sinks = with_sinks.then(|| rng.vec(n_head as usize, 2.0));
+        DeepCase { n_head, n_kv, hd, rows, n_tokens, window, keys, values, qkv, sinks }
+    }
+
+    fn scale(&self) -> f32 {
+        1.0 / (self.hd as f32).sqrt()
+    }
+
+    /// Positions of the query rows: the last `n_tokens` of the cache.
+    fn positions(&self) -> Vec<[u32; 2]> {
+        (self.rows - self.n_tokens..self.rows).map(|p| [p, 0]).collect()
+    }
+
+    /// The float64 outputs of every (token, head) row.
+    fn reference(&self) -> Vec<f64> {
+        let hd = self.hd as usize;
+        let stride = rope_qkv_stride(self.n_head, self.n_kv, self.hd);
+        let mut want = Vec::new();
+        for (t, [pos, _]) in self.positions().into_iter().enumerate() {
+            let seen = reference::visible(pos as usize, self.window as usize);
+            for h in 0..self.n_head as usize {
+                let g = h / (self.n_head / self.n_kv) as usize;
+                let row = |x: &[f32], p: usize| -> Vec<f64> {
+                    x[(g * self.rows as usize + p) * hd..][..hd].iter().map(|&v| v as f64).collect()
+                };
+                let ks: Vec<Vec<f64>> = seen.clone().map(|p| row(&self.keys, p)).collect();
+                let vs: Vec<Vec<f64>> = seen.clone().map(|p| row(&self.values, p)).collect();
+                let qh: Vec<f64> = self.qkv[t * stride + h * hd..][..hd].iter().map(|&v| v as f64).collect();
+                let ks: Vec<&[f64]> = ks.iter().map(|k| &k[..]).collect();
+                let vs: Vec<&[f64]> = vs.iter().map(|v| &v[..]).collect();
+                let sink = self.sinks.as_ref().map(|s| s[h] as f64);
+                want.extend(reference::attention_sink(&qh, &ks, &vs, self.scale() as f64, sink));
+            }
+        }
+        want
+    }
+
+    /// Runs the forms `make` builds over this case uploaded with a `ty` cache, and checks each
+    /// against `want`.
+    fn check(
+        &self,
+        name: &str,
+        gpu: &Gpu,
+        ty: KvType,
+        want: &[f64],
+        make: impl Fn(&AttentionArgs<'_>) -> Vec<(String, Vec<wllm_engine::ops::Op>)>,
+    ) {
+        let upload = |x: &[f32]| match ty {
+            KvType::F16 => {
+                let h: Vec<u16> = x.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
+                gpu.storage_init("cache", bytemuck::cast_slice(&h))
+            }
+            _ => gpu.storage_init("cache", bytemuck::cast_slice(x)),
+        };
+        let (k_cache, v_cache) = (upload(&self.keys), upload(&self.values));
+        let qkv = gpu.storage_init("qkv", bytemuck::cast_slice(&self.qkv));
+        let out = gpu.storage("out", (self.n_tokens * self.n_head * self.hd) as u64 * 4);
+        let first = self.rows - self.n_tokens;
+        let step = gpu.uniform("step", &[first, self.n_tokens, 0, 0]);
+        let positions = gpu.storage_init("positions", bytemuck::cast_slice(&self.positions()));
+        let sinks = self.sinks.as_ref().map(|s| gpu.storage_init("sinks", bytemuck::cast_slice(s)));
+        let args = AttentionArgs {
+            n_head: self.n_head,
+            n_kv: self.n_kv,
+            head_dim: self.hd,
+            head_dim_v: self.hd,
+            ctx: self.rows,
+            window: self.window,
+            scale: self.scale(),
+            cache: CacheTypes { k: ty, v: ty },
+            qkv: &qkv,
+            k_cache: &k_cache,
+            v_cache: &v_cache,
+            out: &out,
+            step: &step,
+            positions: &positions,
+            sinks: sinks.as_ref(),
+            gated: false,
+        };
+        let tol = if ty == KvType::F16 { 4e-3 } else { 2e-4 };
+        for (form, ops) in make(&args) {
+            gpu.run(&ops, self.n_tokens).unwrap();
+            let got = gpu.read_f32(&out).unwrap();
+            let what = format!(
+                "[{name}] {form}: {} tokens at depth {} (window {}, sinks {}, {ty})",
+                self.n_tokens,
+                first,
+                self.window,
+                self.sinks.is_some()
+            );
+            check_close(&what, &got, want, &vec![1.0; want.len()], tol, tol);
+        }
+    }
+}
+
+/// The cache types the deep cases run with: f32, and f16 where the adapter has it.
+fn deep_cache_types(gpu: &Gpu) -> Vec<KvType> {
+    if gpu.caps.f16 { vec![KvType::F32, KvType::F16] } else { vec![KvType::F32] }
+}
+
 /// One-token steps at depths 1, 4097 and 32768 over a cache of random keys and values, the
-/// keys split across workgroups (flash-decoding: partial softmaxes, then a reduction) and
-/// whole, against the float64 reference: grouped heads, a sliding window, sinks, f32 and f16
-/// caches, and more splits than a shallow step has key groups.
+/// split (flash-decoding) passes and the whole kernel against the float64 reference: grouped
+/// heads, a sliding window, sinks, f32 and f16 caches, and more splits than a shallow step has
+/// key groups.
 #[test]
 fn gpu_decode_attention_split_along_the_keys_at_depth() {
-    let (n_head, n_kv, hd) = (8u32, 2u32, 64u32);
     let cases: [(u32, u32, bool, u32); 5] = [
         (1, 0, false, 8),
         (4097, 0, true, 4),
@@ -711,81 +856,46 @@ fn gpu_decode_attention_split_along_the_keys_at_depth() {
     ];
     for (name, gpu) in gpus() {
         for (depth, window, with_sinks, splits) in cases {
-            let mut rng = Rng::new(depth as u64 + window as u64);
-            let rows = (n_kv * depth) as usize;
-            let keys = rng.vec(rows * hd as usize, 1.0);
-            let values = rng.vec(rows * hd as usize, 1.0);
-            let q = rng.vec((n_head * hd) as usize, 1.0);
-            let sink_logits = with_sinks.then(|| rng.vec(n_head as usize, 2.0));
-            let scale = 1.0 / (hd as f32).sqrt();
-            let pos = depth as usize - 1;
-            let seen = reference::visible(pos, window as usize);
-            let mut want = Vec::new();
-            for h in 0..n_head as usize {
-                let g = h / (n_head / n_kv) as usize;
-                let row = |x: &[f32], p: usize| -> Vec<f64> {
-                    x[(g * depth as usize + p) * hd as usize..][..hd as usize]
-                        .iter()
-                        .map(|&v| v as f64)
-                        .collect()
-                };
-                let ks: Vec<Vec<f64>> = seen.clone().map(|p| row(&keys, p)).collect();
-                let vs: Vec<Vec<f64>> = seen.clone().map(|p| row(&values, p)).collect();
-                let qh: Vec<f64> = q[h * hd as usize..][..hd as usize].iter().map(|&v| v as f64).collect();
-                let ks: Vec<&[f64]> = ks.iter().map(|k| &k[..]).collect();
-                let vs: Vec<&[f64]> = vs.iter().map(|v| &v[..]).collect();
-                let sink = sink_logits.as_ref().map(|s| s[h] as f64);
-                want.extend(reference::attention_sink(&qh, &ks, &vs, scale as f64, sink));
+            let case = DeepCase::new(depth, 1, window, with_sinks);
+            let want = case.reference();
+            for ty in deep_cache_types(&gpu) {
+                case.check(name, &gpu, ty, &want, |args| {
+                    let partials = gpu.storage("partials", partials_bytes(case.n_head, case.hd, splits, 1));
+                    let split = attention_split(&gpu, args, splits, &partials, 1).unwrap().to_vec();
+                    vec![
+                        (format!("{splits} splits"), split),
+                        ("whole".into(), vec![attention(&gpu, args).unwrap()]),
+                    ]
+                });
             }
-            let f16 = if gpu.caps.f16 { KvType::F16 } else { KvType::F32 };
-            for ty in [KvType::F32, f16] {
-                let upload = |x: &[f32]| match ty {
-                    KvType::F16 => {
-                        let h: Vec<u16> = x.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
-                        gpu.storage_init("cache", bytemuck::cast_slice(&h))
-                    }
-                    _ => gpu.storage_init("cache", bytemuck::cast_slice(x)),
-                };
-                let (k_cache, v_cache) = (upload(&keys), upload(&values));
-                let stride = rope_qkv_stride(n_head, n_kv, hd);
-                let mut row = vec![0f32; stride];
-                row[..q.len()].copy_from_slice(&q);
-                let qkv = gpu.storage_init("qkv", bytemuck::cast_slice(&row));
-                let out = gpu.storage("out", (n_head * hd) as u64 * 4);
-                let step = gpu.uniform("step", &[pos as u32, 1u32, 0, 0]);
-                let positions = gpu.storage_init("positions", bytemuck::cast_slice(&[pos as u32, 0u32]));
-                let sinks = sink_logits.as_ref().map(|s| gpu.storage_init("sinks", bytemuck::cast_slice(s)));
-                let args = AttentionArgs {
-                    n_head,
-                    n_kv,
-                    head_dim: hd,
-                    head_dim_v: hd,
-                    ctx: depth,
-                    window,
-                    scale,
-                    cache: CacheTypes { k: ty, v: ty },
-                    qkv: &qkv,
-                    k_cache: &k_cache,
-                    v_cache: &v_cache,
-                    out: &out,
-                    step: &step,
-                    positions: &positions,
-                    sinks: sinks.as_ref(),
-                    gated: false,
-                };
-                let partials = gpu.storage("partials", partials_bytes(n_head, hd, splits, 1));
-                let tol = if ty == KvType::F16 { 4e-3 } else { 2e-4 };
-                let split_ops = attention_split(&gpu, &args, splits, &partials, 1).unwrap();
-                for (form, ops) in
-                    [("split", split_ops.to_vec()), ("whole", vec![attention(&gpu, &args).unwrap()])]
-                {
-                    gpu.run(&ops, 1).unwrap();
-                    let got = gpu.read_f32(&out).unwrap();
-                    let what = format!(
-                        "[{name}] {form} decode at depth {depth} (window {window}, sinks {with_sinks}, {splits} splits, {ty})"
-                    );
-                    check_close(&what, &got, &want, &vec![1.0; want.len()], tol, tol);
-                }
+        }
+    }
+}
+
+/// Prompt chunks after 0, 4097 and 32768 cached positions, the tiled kernel (keys staged in
+/// workgroup memory, shared by 16 tokens) and the row walk against the float64 reference:
+/// chunks that end inside a block of 16, windows shorter and longer than a chunk, sinks.
+#[test]
+fn gpu_prompt_attention_tiled_at_depth() {
+    let cases: [(u32, u32, u32, bool); 6] = [
+        (0, 37, 0, false),
+        (0, 16, 5, true),
+        (4097, 20, 0, true),
+        (4097, 33, 300, false),
+        (32768, 17, 0, false),
+        (32768, 40, 5000, true),
+    ];
+    for (name, gpu) in gpus() {
+        for (depth, n_tokens, window, with_sinks) in cases {
+            let case = DeepCase::new(depth + n_tokens, n_tokens, window, with_sinks);
+            let want = case.reference();
+            for ty in deep_cache_types(&gpu) {
+                case.check(name, &gpu, ty, &want, |args| {
+                    vec![
+                        ("tiled".into(), vec![attention_tiled(&gpu, args).unwrap()]),
+                        ("rows".into(), vec![attention(&gpu, args).unwrap()]),
+                    ]
+                });
             }
         }
     }

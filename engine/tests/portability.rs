@@ -16,6 +16,7 @@ fn caps(f16: bool, subgroups: bool) -> Caps {
         f16,
         subgroups,
         fixed_subgroup_size: None,
+        min_subgroup_size: if subgroups { 4 } else { 0 },
         timestamps: false,
         timestamps_in_passes: false,
         unified_memory: false,

@@ -4,7 +4,7 @@
 
 use crate::gpu::device::Caps;
 use crate::gpu::ops::argmax::ArgmaxKey;
-use crate::gpu::ops::attention::{AttentionKey, AttentionPass};
+use crate::gpu::ops::attention::{AttentionKey, AttentionPass, tiled_shape};
 use crate::gpu::ops::delta_net::DeltaNetKey;
 use crate::gpu::ops::delta_rule::{DeltaRuleKey, DeltaRulePass};
 use crate::gpu::ops::elementwise::ElementwiseKey;
@@ -196,8 +196,35 @@ pub fn all(caps: &Caps) -> Vec<PipelineKey> {
                             gated: false,
                             gate_after: false,
                             pass,
+                            team_shuffle: false,
+                            tile_keys: 0,
                         }));
                     }
+                }
+            }
+            for team_shuffle in [false, true] {
+                if team_shuffle && !caps.subgroups {
+                    continue;
+                }
+                for sinks in [false, true] {
+                    if sinks && hd != 64 {
+                        continue;
+                    }
+                    let (team, wg, tile_keys) = tiled_shape(hd, hd_v);
+                    out.push(PipelineKey::Attention(AttentionKey {
+                        cache,
+                        head_dim: hd,
+                        head_dim_v: hd_v,
+                        team,
+                        team_is_subgroup: false,
+                        wg,
+                        sinks,
+                        gated: false,
+                        gate_after: false,
+                        pass: AttentionPass::Tiled,
+                        team_shuffle,
+                        tile_keys,
+                    }));
                 }
             }
         }

@@ -15,8 +15,18 @@ use wllm_loaders::GgmlType;
 /// each with both linear-kernel shapes. Empty (with a note) when no adapter exists.
 pub fn gpus() -> Vec<(&'static str, Arc<Gpu>)> {
     let mut out = Vec::new();
-    let lane = Tuning { row_per_lane: true, chunked_delta_rule: true, split_decode_attention: true };
-    let reduce = Tuning { row_per_lane: false, chunked_delta_rule: false, split_decode_attention: false };
+    let lane = Tuning {
+        row_per_lane: true,
+        chunked_delta_rule: true,
+        split_decode_attention: true,
+        tiled_prefill_attention: true,
+    };
+    let reduce = Tuning {
+        row_per_lane: false,
+        chunked_delta_rule: false,
+        split_decode_attention: false,
+        tiled_prefill_attention: false,
+    };
     let plain = DeviceOptions {
         disable_f16: true,
         disable_subgroups: true,

@@ -12,7 +12,7 @@ use super::context::{Buffers, Logits};
 use super::{GpuLayer, GpuMat, GpuModel, GpuVec};
 use crate::error::{EngineError, Result};
 use crate::gpu::ops::argmax::{ArgmaxOps, argmax};
-use crate::gpu::ops::attention::{AttentionArgs, attention, attention_split};
+use crate::gpu::ops::attention::{AttentionArgs, attention, attention_prefill, attention_split};
 use crate::gpu::ops::delta_net::{self, ConvArgs, GateArgs};
 use crate::gpu::ops::delta_rule::{DeltaRuleArgs, delta_rule};
 use crate::gpu::ops::elementwise::{ElementwiseKey, add_gated, elementwise, softcap};
@@ -271,12 +271,14 @@ impl<'a> GraphBuilder<'a> {
             sinks,
             gated: c.attn_output_gate,
         };
-        // One-token steps over a deep context split the keys (flash-decoding).
+        // One-token steps over a deep context split the keys (flash-decoding); prompt steps
+        // share staged tiles of them.
         match (&b.attn_partials, self.batched) {
             (Some((partials, splits)), false) => {
                 self.ops.extend(attention_split(&self.m.gpu, &args, *splits, partials, 1)?)
             }
-            _ => self.ops.push(attention(&self.m.gpu, &args)?),
+            (_, false) => self.ops.push(attention(&self.m.gpu, &args)?),
+            (_, true) => self.ops.push(attention_prefill(&self.m.gpu, &args)?),
         }
         // A rotated V cache gives a rotated output: turn it back (and gate it, when gated).
         if v_rotation(b.cache.v, c.head_dim_v).is_some() {

@@ -17,6 +17,8 @@ pub struct AttentionKey {
     pub team: u32,
     /// The team is exactly one subgroup: reduce with subgroupAdd, no barriers.
     pub team_is_subgroup: bool,
+    /// The team is an aligned part of a subgroup: reduce with subgroup shuffles.
+    pub team_shuffle: bool,
     pub wg: u32,
     /// Per-head logits join the softmax denominator (gpt-oss).
     pub sinks: bool,
@@ -27,6 +29,8 @@ pub struct AttentionKey {
     /// [`super::hadamard::hadamard64`] to turn back and gate.
     pub gate_after: bool,
     pub pass: AttentionPass,
+    /// Keys per tile staged in workgroup memory ([`AttentionPass::Tiled`]; 0 otherwise).
+    pub tile_keys: u32,
 }
 
 /// Which kernel of the family: the whole attention, or flash-decoding's two passes.
@@ -39,6 +43,9 @@ pub enum AttentionPass {
     Split,
     /// Combines a row's partials into its output.
     Reduce,
+    /// Prompts: consecutive tokens of one head share tiles of keys and values staged in
+    /// workgroup memory.
+    Tiled,
 }
 
 impl Kernel for AttentionKey {
@@ -49,7 +56,13 @@ impl Kernel for AttentionKey {
             if self.head_dim_v != self.head_dim { format!("v{}", self.head_dim_v) } else { String::new() },
             kv_label(self.cache),
             self.team,
-            if self.team_is_subgroup { "sg" } else { "" },
+            if self.team_is_subgroup {
+                "sg"
+            } else if self.team_shuffle {
+                "shuf"
+            } else {
+                ""
+            },
             self.wg
         ) + if self.sinks { ".sinks" } else { "" }
             + if self.gated { ".gated" } else { "" }
@@ -58,7 +71,9 @@ impl Kernel for AttentionKey {
                 AttentionPass::Whole => "",
                 AttentionPass::Split => ".split",
                 AttentionPass::Reduce => ".reduce",
+                AttentionPass::Tiled => ".tiled",
             }
+            + &if self.tile_keys > 0 { format!("{}", self.tile_keys) } else { String::new() }
     }
     fn spec(&self) -> KernelSpec {
         KernelSpec::new("attention.wgsl")
@@ -70,6 +85,10 @@ impl Kernel for AttentionKey {
             .define_if(self.gate_after, "GATE_AFTER")
             .define_if(self.pass == AttentionPass::Split, "SPLIT")
             .define_if(self.pass == AttentionPass::Reduce, "REDUCE")
+            .define_if(self.pass == AttentionPass::Tiled, "TILED")
+            .define_if(self.team_shuffle, "TEAM_SHUFFLE")
+            .define_value("ROWS", format!("{}u", self.wg / self.team))
+            .define_value("TILE_KEYS", format!("{}u", self.tile_keys.max(4)))
             .define_value("HEAD_DIM", format!("{}u", self.head_dim))
             .define_value("HEAD_DIM_V", format!("{}u", self.head_dim_v))
             .define_value("TEAM", format!("{}u", self.team))
@@ -133,6 +152,65 @@ pub fn attention(gpu: &Gpu, a: &AttentionArgs<'_>) -> Result<Op> {
     Ok(gpu.op(pipeline, &entries, Grid::Rows { rows_per_token: a.n_head, rows_per_group }))
 }
 
+/// Tokens per workgroup of the tiled pass: each staged key is read by this many query rows.
+const TILE_ROWS: u32 = 16;
+/// Workgroup memory of the tiled pass's key and value tiles, in f32: what WebGPU guarantees
+/// (16 KiB) less the 4 KiB the team reduction's fallback takes.
+const TILE_BYTES: u32 = 12 * 1024;
+
+/// Attention of a prompt step: [`attention_tiled`] where the device can hold its tiles and the
+/// tuning asks for it, otherwise [`attention`].
+pub fn attention_prefill(gpu: &Gpu, a: &AttentionArgs<'_>) -> Result<Op> {
+    let tiled = gpu.tuning.tiled_prefill_attention
+        && tiled_workgroup_bytes(a.head_dim, a.head_dim_v) <= gpu.limits.max_compute_workgroup_storage_size;
+    if tiled { attention_tiled(gpu, a) } else { attention(gpu, a) }
+}
+
+/// Attention with keys and values staged in tiles that [`TILE_ROWS`] consecutive tokens of a
+/// head share (flash attention's prompt form): one workgroup per (head, block of tokens).
+pub fn attention_tiled(gpu: &Gpu, a: &AttentionArgs<'_>) -> Result<Op> {
+    let (key, p) = shape(gpu, a, AttentionPass::Tiled, 1)?;
+    let need = tiled_workgroup_bytes(a.head_dim, a.head_dim_v);
+    if need > gpu.limits.max_compute_workgroup_storage_size {
+        return Err(EngineError::Unsupported(format!(
+            "tiled attention over heads of {} needs {need} bytes of workgroup memory; the adapter has {}",
+            a.head_dim, gpu.limits.max_compute_workgroup_storage_size
+        )));
+    }
+    let ubuf = gpu.uniform("attention.params", &p);
+    let entries = entries(a, &ubuf, None)?;
+    let pipeline = gpu.pipeline(PipelineKey::Attention(key))?;
+    Ok(gpu.op(pipeline, &entries, Grid::TokenTiles { x: a.n_head, tile: TILE_ROWS }))
+}
+
+/// Keys per tile of the tiled pass: as many whole groups of four as fit [`TILE_BYTES`].
+fn tile_keys(head_dim: u32, head_dim_v: u32) -> u32 {
+    let per_key = (head_dim + head_dim_v) * 4;
+    (TILE_BYTES / per_key / 4 * 4).clamp(4, 64)
+}
+
+/// Workgroup memory of the tiled pass: its tiles, and the team reduction's fallback.
+fn tiled_workgroup_bytes(head_dim: u32, head_dim_v: u32) -> u32 {
+    tile_keys(head_dim, head_dim_v) * (head_dim + head_dim_v) * 4 + 256 * 16
+}
+
+/// The tiled pass's team, workgroup size and keys per tile for heads of these sizes.
+pub(crate) fn tiled_shape(head_dim: u32, head_dim_v: u32) -> (u32, u32, u32) {
+    let team = tiled_team(head_dim, head_dim_v);
+    (team, TILE_ROWS * team, tile_keys(head_dim, head_dim_v))
+}
+
+/// The tiled pass's team: a power of two that divides both heads' vec4 counts, about four
+/// vec4s of q and of the output per lane (registers), at most 16 lanes.
+fn tiled_team(head_dim: u32, head_dim_v: u32) -> u32 {
+    let (c, cv) = (head_dim / 4, head_dim_v / 4);
+    let mut team = 16;
+    while team > 1 && (!c.is_multiple_of(team) || !cv.is_multiple_of(team) || team * 4 > c.min(cv)) {
+        team /= 2;
+    }
+    team
+}
+
 /// Attention for one-token steps over a deep cache, flash-decoding style: `splits`
 /// workgroups per group of rows each take a share of the keys and write partial softmaxes to
 /// `partials` (at least [`partials_bytes`]), then a reduction writes the output.
@@ -189,10 +267,54 @@ fn shape(
             a.head_dim, a.head_dim_v
         )));
     }
+    let (team, team_is_subgroup) = if pass == AttentionPass::Tiled {
+        (tiled_team(a.head_dim, a.head_dim_v), false)
+    } else {
+        row_team(gpu, a)
+    };
+    let team_shuffle =
+        pass == AttentionPass::Tiled && gpu.caps.subgroups && gpu.caps.min_subgroup_size >= team;
+    let (wg, tile_keys) = match pass {
+        AttentionPass::Tiled => {
+            let (_, wg, keys) = tiled_shape(a.head_dim, a.head_dim_v);
+            (wg, keys)
+        }
+        _ => ((team * 8).clamp(32, 256).max(team), 0),
+    };
+    let key = AttentionKey {
+        cache: a.cache,
+        head_dim: a.head_dim,
+        head_dim_v: a.head_dim_v,
+        team,
+        team_is_subgroup,
+        team_shuffle,
+        wg,
+        sinks: a.sinks.is_some(),
+        gated: a.gated,
+        gate_after: a.gated && v_rotation(a.cache.v, a.head_dim_v).is_some(),
+        pass,
+        tile_keys,
+    };
+    let p = Params {
+        n_head: a.n_head,
+        n_kv: a.n_kv,
+        ctx: a.ctx,
+        qkv_stride: super::rope::qkv_stride(a.n_head, a.n_kv, a.head_dim, a.head_dim_v, a.gated),
+        o_stride: a.n_head * a.head_dim_v,
+        window: a.window,
+        scale: a.scale,
+        splits,
+    };
+    Ok((key, p))
+}
+
+/// The team of the row-walking passes: a whole subgroup where one divides both head sizes'
+/// vec4 counts, otherwise up to 8 lanes reducing through workgroup memory.
+fn row_team(gpu: &Gpu, a: &AttentionArgs<'_>) -> (u32, bool) {
     // The team splits a head into vec4 chunks; it must divide both head sizes.
     let chunks = (a.head_dim / 4).min(a.head_dim_v / 4);
     let sg = if gpu.caps.subgroups { gpu.caps.fixed_subgroup_size } else { None };
-    let (team, team_is_subgroup) = match sg {
+    match sg {
         Some(s)
             if chunks.is_multiple_of(s)
                 && (a.head_dim_v / 4).is_multiple_of(s)
@@ -207,31 +329,7 @@ fn shape(
             }
             (t, false)
         }
-    };
-    let wg = (team * 8).clamp(32, 256).max(team);
-    let key = AttentionKey {
-        cache: a.cache,
-        head_dim: a.head_dim,
-        head_dim_v: a.head_dim_v,
-        team,
-        team_is_subgroup,
-        wg,
-        sinks: a.sinks.is_some(),
-        gated: a.gated,
-        gate_after: a.gated && v_rotation(a.cache.v, a.head_dim_v).is_some(),
-        pass,
-    };
-    let p = Params {
-        n_head: a.n_head,
-        n_kv: a.n_kv,
-        ctx: a.ctx,
-        qkv_stride: super::rope::qkv_stride(a.n_head, a.n_kv, a.head_dim, a.head_dim_v, a.gated),
-        o_stride: a.n_head * a.head_dim_v,
-        window: a.window,
-        scale: a.scale,
-        splits,
-    };
-    Ok((key, p))
+    }
 }
 
 /// The bindings of a pass (each declares them all), with the partials of the split ones.
