@@ -195,11 +195,12 @@ struct Running {
     l: f32,
 }
 
-// What folding four scores into a row's softmax asks of its output: the weights of the four
-// keys' values, and the factor that rescales what was accumulated before them.
+// Four scores folded into a row's softmax: the weights of the four keys' values, the factor
+// that rescales what was accumulated before them, and the softmax after them.
 struct Folded {
     p: vec4<f32>,
     corr: f32,
+    run: Running,
 }
 
 // A sink starts the online softmax as a key of score Sinks[h] whose value is zero (split
@@ -214,22 +215,27 @@ fn start_running(h: u32) -> Running {
 }
 
 // Folds four scores (NEG where masked) into `run`.
-fn fold(s4: vec4<f32>, run: ptr<function, Running>) -> Folded {
-    let m_new = max((*run).m, max(max(s4.x, s4.y), max(s4.z, s4.w)));
-    let corr = exp((*run).m - m_new);
+fn fold(s4: vec4<f32>, run: Running) -> Folded {
+    let m_new = max(run.m, max(max(s4.x, s4.y), max(s4.z, s4.w)));
+    let corr = exp(run.m - m_new);
     // Masked keys contribute nothing, even while every key so far was masked.
     let p = select(vec4<f32>(0.0), exp(s4 - vec4<f32>(m_new)), s4 > vec4<f32>(0.5 * NEG));
-    (*run).l = (*run).l * corr + p.x + p.y + p.z + p.w;
-    (*run).m = m_new;
-    return Folded(p, corr);
+    return Folded(p, corr, Running(m_new, run.l * corr + p.x + p.y + p.z + p.w));
 }
 
-// Keys `lo + o .. lo + o + 3` of a row at `pos` whose cache rows start at `kbase`, read from
-// the cache, folded into its softmax and output (keys past `pos` masked).
+// The RB q heads of one kv group that a team serves together: each key and value it loads
+// serves all of them (grouped-query attention).
+alias Queries = array<array<vec4<f32>, CK>, RB>;
+alias Outputs = array<array<vec4<f32>, CV>, RB>;
+alias Runs = array<Running, RB>;
+
+// Keys `lo + o .. lo + o + 3` of the rows of a token at `pos` whose cache rows start at
+// `kbase`, read from the cache, folded into each head's softmax and output (keys past `pos`
+// masked).
 fn walk4(
-    q: ptr<function, array<vec4<f32>, CK>>,
-    acc: ptr<function, array<vec4<f32>, CV>>,
-    run: ptr<function, Running>,
+    q: ptr<function, Queries>,
+    acc: ptr<function, Outputs>,
+    runs: ptr<function, Runs>,
     kbase: u32,
     lo: u32,
     o: u32,
@@ -237,28 +243,36 @@ fn walk4(
     lid: u32,
 ) {
     let lane = lid % TEAM;
-    var s4 = vec4<f32>(0.0);
+    var s: array<vec4<f32>, RB>;
     for (var k = 0u; k < 4u; k++) {
         let j = min(lo + o + k, pos);
-        var s = 0.0;
         for (var c = 0u; c < CK; c++) {
-            s += dot((*q)[c], load_k(kbase + j, lane + c * TEAM));
-        }
-        s4[k] = s;
-    }
-    s4 = team_sum4(s4, lid);
-    for (var k = 0u; k < 4u; k++) {
-        if (lo + o + k > pos) {
-            s4[k] = NEG;
+            let key = load_k(kbase + j, lane + c * TEAM);
+            for (var i = 0u; i < RB; i++) {
+                s[i][k] += dot((*q)[i][c], key);
+            }
         }
     }
-    let f = fold(s4, run);
-    for (var c = 0u; c < CV; c++) {
-        var a = (*acc)[c] * f.corr;
+    var folded: array<Folded, RB>;
+    for (var i = 0u; i < RB; i++) {
+        var s4 = team_sum4(s[i], lid);
         for (var k = 0u; k < 4u; k++) {
-            a += f.p[k] * load_v(kbase + min(lo + o + k, pos), lane + c * TEAM);
+            if (lo + o + k > pos) {
+                s4[k] = NEG;
+            }
         }
-        (*acc)[c] = a;
+        folded[i] = fold(s4, (*runs)[i]);
+        (*runs)[i] = folded[i].run;
+    }
+    for (var c = 0u; c < CV; c++) {
+        var v: array<vec4<f32>, 4>;
+        for (var k = 0u; k < 4u; k++) {
+            v[k] = load_v(kbase + min(lo + o + k, pos), lane + c * TEAM);
+        }
+        for (var i = 0u; i < RB; i++) {
+            let f = folded[i];
+            (*acc)[i][c] = (*acc)[i][c] * f.corr + f.p.x * v[0] + f.p.y * v[1] + f.p.z * v[2] + f.p.w * v[3];
+        }
     }
 }
 
@@ -313,9 +327,9 @@ var<workgroup> Vt: array<vec4<f32>, TILE_KEYS * HDV4>;
 // Tile keys `kk .. kk + 3` (cache positions `j0 + kk ..`), folded into a row at `pos` that sees
 // keys from `lo`.
 fn tile4(
-    q: ptr<function, array<vec4<f32>, CK>>,
-    acc: ptr<function, array<vec4<f32>, CV>>,
-    run: ptr<function, Running>,
+    q: ptr<function, Queries>,
+    acc: ptr<function, Outputs>,
+    runs: ptr<function, Runs>,
     j0: u32,
     kk: u32,
     lo: u32,
@@ -327,7 +341,7 @@ fn tile4(
     for (var k = 0u; k < 4u; k++) {
         var s = 0.0;
         for (var c = 0u; c < CK; c++) {
-            s += dot((*q)[c], Kt[(kk + k) * HD4 + lane + c * TEAM]);
+            s += dot((*q)[0][c], Kt[(kk + k) * HD4 + lane + c * TEAM]);
         }
         s4[k] = s;
     }
@@ -338,13 +352,14 @@ fn tile4(
             s4[k] = NEG;
         }
     }
-    let f = fold(s4, run);
+    let f = fold(s4, (*runs)[0]);
+    (*runs)[0] = f.run;
     for (var c = 0u; c < CV; c++) {
-        var a = (*acc)[c] * f.corr;
+        var a = (*acc)[0][c] * f.corr;
         for (var k = 0u; k < 4u; k++) {
             a += f.p[k] * Vt[(kk + k) * HDV4 + lane + c * TEAM];
         }
-        (*acc)[c] = a;
+        (*acc)[0][c] = a;
     }
 }
 
@@ -375,12 +390,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         n_keys = max(n_keys, p.x + 1u - key_lo(p.x));
     }
 
-    var q = load_q(t, h, lane);
-    var acc: array<vec4<f32>, CV>;
-    for (var c = 0u; c < CV; c++) {
-        acc[c] = vec4<f32>(0.0);
-    }
-    var run = start_running(h);
+    // One head per team (RB is 1): the tile already shares each key among ROWS tokens.
+    var q: Queries;
+    q[0] = load_q(t, h, lane);
+    var acc: Outputs;
+    var runs: Runs;
+    runs[0] = start_running(h);
     if (one_sequence) {
         let kbase = g * P.ctx + base;
         for (var j0 = k_first; j0 <= k_last; j0 += TILE_KEYS) {
@@ -394,24 +409,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             }
             workgroupBarrier();
             for (var kk = 0u; kk < TILE_KEYS; kk += 4u) {
-                tile4(&q, &acc, &run, j0, kk, lo, pos, lid);
+                tile4(&q, &acc, &runs, j0, kk, lo, pos, lid);
             }
         }
     } else {
         let kbase = g * P.ctx + Pos[t].y;
         for (var o = 0u; o < n_keys; o += 4u) {
-            walk4(&q, &acc, &run, kbase, lo, o, pos, lid);
+            walk4(&q, &acc, &runs, kbase, lo, o, pos, lid);
         }
     }
     if (first_t + lid / TEAM > last_t) {
         return;
     }
-    let inv = 1.0 / run.l;
+    let inv = 1.0 / runs[0].l;
     for (var c = 0u; c < CV; c++) {
-        store_row(t, h, lane + c * TEAM, acc[c], inv);
+        store_row(t, h, lane + c * TEAM, acc[0][c], inv);
     }
 }
 #else
+// A row is a token and RB q heads of one kv group, served by one team.
 @compute @workgroup_size(WG)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -419,7 +435,8 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let rows_per_wg = WG / TEAM;
-    let n_rows = S.n_tokens * P.n_head;
+    let rows_per_token = P.n_head / RB;
+    let n_rows = S.n_tokens * rows_per_token;
     let first_row = wid.x * rows_per_wg;
     if (first_row >= n_rows) {
         return;
@@ -427,15 +444,15 @@ fn main(
     let last_row = min(first_row + rows_per_wg, n_rows) - 1u;
     let lane = lid % TEAM;
     let row = min(first_row + lid / TEAM, last_row);
-    let t = row / P.n_head;
-    let h = row % P.n_head;
-    let g = h / (P.n_head / P.n_kv);
+    let t = row / rows_per_token;
+    let h0 = row % rows_per_token * RB;
+    let g = h0 / (P.n_head / P.n_kv);
     let pos = Pos[t].x;
     let lo = key_lo(pos);
     // The workgroup walks as many keys as its longest row (barriers need a uniform trip count).
     var n_keys = 0u;
     for (var r = first_row; r <= last_row; r++) {
-        let p = Pos[r / P.n_head].x;
+        let p = Pos[r / rows_per_token].x;
         n_keys = max(n_keys, p + 1u - key_lo(p));
     }
 
@@ -449,33 +466,36 @@ fn main(
     let o_end = n_keys;
 #endif
 
-    var q = load_q(t, h, lane);
-    var acc: array<vec4<f32>, CV>;
-    for (var c = 0u; c < CV; c++) {
-        acc[c] = vec4<f32>(0.0);
+    var q: Queries;
+    var acc: Outputs;
+    var runs: Runs;
+    for (var i = 0u; i < RB; i++) {
+        q[i] = load_q(t, h0 + i, lane);
+        runs[i] = start_running(h0 + i);
     }
-    var run = start_running(h);
     let kbase = g * P.ctx + Pos[t].y;
     for (var o = o_begin; o < o_end; o += 4u) {
-        walk4(&q, &acc, &run, kbase, lo, o, pos, lid);
+        walk4(&q, &acc, &runs, kbase, lo, o, pos, lid);
     }
     if (first_row + lid / TEAM > last_row) {
         return;
     }
+    for (var i = 0u; i < RB; i++) {
 #ifdef SPLIT
-    let at = ((t * P.n_head + h) * nwg.y + wid.y) * (HDV4 + 1u);
-    for (var c = 0u; c < CV; c++) {
-        Part[at + lane + c * TEAM] = acc[c];
-    }
-    if (lane == 0u) {
-        Part[at + HDV4] = vec4<f32>(run.m, run.l, 0.0, 0.0);
-    }
+        let at = ((t * P.n_head + h0 + i) * nwg.y + wid.y) * (HDV4 + 1u);
+        for (var c = 0u; c < CV; c++) {
+            Part[at + lane + c * TEAM] = acc[i][c];
+        }
+        if (lane == 0u) {
+            Part[at + HDV4] = vec4<f32>(runs[i].m, runs[i].l, 0.0, 0.0);
+        }
 #else
-    let inv = 1.0 / run.l;
-    for (var c = 0u; c < CV; c++) {
-        store_row(t, h, lane + c * TEAM, acc[c], inv);
-    }
+        let inv = 1.0 / runs[i].l;
+        for (var c = 0u; c < CV; c++) {
+            store_row(t, h0 + i, lane + c * TEAM, acc[i][c], inv);
+        }
 #endif
+    }
 }
 #endif
 #endif

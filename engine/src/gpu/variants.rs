@@ -184,7 +184,11 @@ pub fn all(caps: &Caps) -> Vec<PipelineKey> {
                     } else {
                         &[AttentionPass::Whole]
                     };
-                    for &pass in passes {
+                    for (&pass, heads) in passes.iter().flat_map(|p| [(p, 1), (p, 4)]) {
+                        // Reduce combines per head; the walking passes serve one or four heads.
+                        if heads > 1 && pass == AttentionPass::Reduce {
+                            continue;
+                        }
                         out.push(PipelineKey::Attention(AttentionKey {
                             cache,
                             head_dim: hd,
@@ -198,6 +202,7 @@ pub fn all(caps: &Caps) -> Vec<PipelineKey> {
                             pass,
                             team_shuffle: false,
                             tile_keys: 0,
+                            heads,
                         }));
                     }
                 }
@@ -224,6 +229,7 @@ pub fn all(caps: &Caps) -> Vec<PipelineKey> {
                         pass: AttentionPass::Tiled,
                         team_shuffle,
                         tile_keys,
+                        heads: 1,
                     }));
                 }
             }
