@@ -1,11 +1,14 @@
 // Fused attention, used for prefill and decode: O = softmax(Q K^T * scale + mask) V with an
-// online (flash-style) softmax, so the score matrix never exists. A row is one (token, q head);
-// a team of TEAM invocations owns a row, each holding HD / TEAM elements of q and of the output
-// accumulator. Keys are taken four at a time so one team reduction serves four scores. Rows of
-// a workgroup are consecutive, so the q heads that share a kv head (GQA) read the same cache
-// lines together. Masks: causal, plus a sliding window when P.window > 0. Each token carries
-// its position and the cache row of its sequence's position 0, so rows of one dispatch may
-// belong to different sequences (continuous batching); each row walks its own keys.
+// online (flash-style) softmax, so the score matrix never exists. A row is one token and RB q
+// heads of one kv group (GQA); a team of TEAM invocations owns a row, each holding HD / TEAM
+// elements of each head's q and output accumulator, so every key and value it loads serves
+// the RB heads. Keys are taken four at a time so one team reduction serves four scores. Masks:
+// causal, plus a sliding window when P.window > 0. Each token carries its position and the
+// cache row of its sequence's position 0, so rows of one dispatch may belong to different
+// sequences (continuous batching); each row walks its own keys.
+//
+// TILED (prompts): a workgroup takes ROWS tokens of one head and stages their keys and values
+// in workgroup memory, a tile at a time (see its main below).
 //
 // SPLIT (decode, flash-decoding): the keys are split along y over num_workgroups.y workgroups,
 // each writing its rows' partial softmax (unnormalised output, running max and sum) to Part;

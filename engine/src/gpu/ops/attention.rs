@@ -36,7 +36,8 @@ pub struct AttentionKey {
     pub heads: u32,
 }
 
-/// Which kernel of the family: the whole attention, or flash-decoding's two passes.
+/// Which kernel of the family: the whole attention walking each row's keys, flash-decoding's
+/// two passes, or the tiled prompt pass.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default)]
 pub enum AttentionPass {
     #[default]
