@@ -297,58 +297,8 @@ fn run_gpu_case(
     want: &[Vec<f64>],
 ) {
     let stride = c.stride();
-    let rows = (c.n_kv * c.ctx) as u64;
-    let k_cache = gpu.storage("k", rows * cache.k.gpu_row_bytes(c.hd));
-    let v_cache = gpu.storage("v", rows * cache.v.gpu_row_bytes(c.hd));
-    let table = gpu.storage_init("table", bytemuck::cast_slice(&c.rope().table(RopeTable::Global, c.ctx)));
-    let nb = gpu.storage_init("qk_norm", bytemuck::cast_slice(norms));
-    let max_n = *c.steps.iter().max().unwrap() as usize;
-    let qkv = gpu.storage("qkv", (max_n * stride * 4) as u64);
-    let out = gpu.storage("out", (max_n * c.nq() * 4) as u64);
-    let step = gpu.uniform("step", &[0u32; 4]);
-    let positions = gpu.storage("positions", (max_n * 8) as u64);
-    let sink_buf = sinks(c).map(|s| gpu.storage_init("sinks", bytemuck::cast_slice(&s)));
-    let rope = rope_kv(
-        gpu,
-        &RopeArgs {
-            n_head: c.n_head,
-            n_kv: c.n_kv,
-            head_dim: c.hd,
-            head_dim_v: c.hd,
-            n_rot: c.n_rot,
-            neox: c.neox,
-            ctx: c.ctx,
-            eps: EPS,
-            cache,
-            qkv: &qkv,
-            k_cache: &k_cache,
-            v_cache: &v_cache,
-            table: &table,
-            positions: &positions,
-            qk_norm: c.qk_norm.then_some(&nb),
-            gated: c.gated,
-        },
-    )
-    .unwrap();
-    let args = AttentionArgs {
-        n_head: c.n_head,
-        n_kv: c.n_kv,
-        head_dim: c.hd,
-        head_dim_v: c.hd,
-        ctx: c.ctx,
-        window: c.window,
-        scale: c.scale(),
-        cache,
-        qkv: &qkv,
-        k_cache: &k_cache,
-        v_cache: &v_cache,
-        out: &out,
-        step: &step,
-        positions: &positions,
-        sinks: sink_buf.as_ref(),
-        gated: c.gated,
-    };
-    let forms = attention_forms(gpu, c, cache, &args);
+    let max_n = *c.steps.iter().max().unwrap();
+    let GpuLayer { qkv, out, step, positions, rope, forms } = GpuLayer::new(gpu, c, cache, 1, max_n, norms);
     let mut pos0 = 0u32;
     for (&n, want) in c.steps.iter().zip(want) {
         let rows = &qkv_all[pos0 as usize * stride..(pos0 + n) as usize * stride];
@@ -369,20 +319,80 @@ fn run_gpu_case(
     }
 }
 
-/// The prompt-capable forms of attention over `args`, each with what follows it in a layer:
-/// rows walking the cache, and tiles shared by a block of tokens.
-fn attention_forms(
-    gpu: &Gpu,
-    c: &Attn,
-    cache: CacheTypes,
-    args: &AttentionArgs<'_>,
-) -> Vec<(&'static str, Vec<wllm_engine::ops::Op>)> {
-    let rows = attention(gpu, args).unwrap();
-    let tiled = attention_tiled(gpu, args).unwrap();
-    [("rows", rows), ("tiled", tiled)]
-        .into_iter()
-        .map(|(form, op)| (form, with_turn_back(gpu, c, cache, args.qkv, args.out, vec![op])))
-        .collect()
+/// A layer's attention on the GPU for configuration `c`: the buffers a step writes and reads,
+/// RoPE writing the cache (of `n_seq` sequences), and the prompt-capable forms of attention,
+/// each with what follows it in a layer: rows walking the cache, and tiles shared by a block of
+/// tokens.
+struct GpuLayer {
+    qkv: wgpu::Buffer,
+    out: wgpu::Buffer,
+    step: wgpu::Buffer,
+    positions: wgpu::Buffer,
+    rope: wllm_engine::ops::Op,
+    forms: Vec<(&'static str, Vec<wllm_engine::ops::Op>)>,
+}
+
+impl GpuLayer {
+    fn new(gpu: &Gpu, c: &Attn, cache: CacheTypes, n_seq: u32, max_n: u32, norms: &[f32]) -> GpuLayer {
+        let rows = n_seq * c.ctx;
+        let k_cache = gpu.storage("k", (c.n_kv * rows) as u64 * cache.k.gpu_row_bytes(c.hd));
+        let v_cache = gpu.storage("v", (c.n_kv * rows) as u64 * cache.v.gpu_row_bytes(c.hd));
+        let table =
+            gpu.storage_init("table", bytemuck::cast_slice(&c.rope().table(RopeTable::Global, c.ctx)));
+        let nb = gpu.storage_init("qk_norm", bytemuck::cast_slice(norms));
+        let max_n = max_n as usize;
+        let qkv = gpu.storage("qkv", (max_n * c.stride() * 4) as u64);
+        let out = gpu.storage("out", (max_n * c.nq() * 4) as u64);
+        let step = gpu.uniform("step", &[0u32; 4]);
+        let positions = gpu.storage("positions", (max_n * 8) as u64);
+        let sink_buf = sinks(c).map(|s| gpu.storage_init("sinks", bytemuck::cast_slice(&s)));
+        let rope = rope_kv(
+            gpu,
+            &RopeArgs {
+                n_head: c.n_head,
+                n_kv: c.n_kv,
+                head_dim: c.hd,
+                head_dim_v: c.hd,
+                n_rot: c.n_rot,
+                neox: c.neox,
+                ctx: rows,
+                eps: EPS,
+                cache,
+                qkv: &qkv,
+                k_cache: &k_cache,
+                v_cache: &v_cache,
+                table: &table,
+                positions: &positions,
+                qk_norm: c.qk_norm.then_some(&nb),
+                gated: c.gated,
+            },
+        )
+        .unwrap();
+        let args = AttentionArgs {
+            n_head: c.n_head,
+            n_kv: c.n_kv,
+            head_dim: c.hd,
+            head_dim_v: c.hd,
+            ctx: rows,
+            window: c.window,
+            scale: c.scale(),
+            cache,
+            qkv: &qkv,
+            k_cache: &k_cache,
+            v_cache: &v_cache,
+            out: &out,
+            step: &step,
+            positions: &positions,
+            sinks: sink_buf.as_ref(),
+            gated: c.gated,
+        };
+        let forms =
+            [("rows", attention(gpu, &args).unwrap()), ("tiled", attention_tiled(gpu, &args).unwrap())]
+                .into_iter()
+                .map(|(form, op)| (form, with_turn_back(gpu, c, cache, &qkv, &out, vec![op])))
+                .collect();
+        GpuLayer { qkv, out, step, positions, rope, forms }
+    }
 }
 
 /// `ops` followed by what a layer runs after attention over a rotated V cache: the output
@@ -446,58 +456,9 @@ fn run_gpu_multi(
 ) {
     let stride = c.stride();
     let cache = CacheRequest::default().for_gpu(gpu.caps.f16);
-    let rows = n_seq * c.ctx;
-    let k_cache = gpu.storage("k", (c.n_kv * rows) as u64 * cache.k.gpu_row_bytes(c.hd));
-    let v_cache = gpu.storage("v", (c.n_kv * rows) as u64 * cache.v.gpu_row_bytes(c.hd));
-    let table = gpu.storage_init("table", bytemuck::cast_slice(&c.rope().table(RopeTable::Global, c.ctx)));
-    let nb = gpu.storage_init("qk_norm", bytemuck::cast_slice(norms));
-    let max_n = n_seq as usize * *c.steps.iter().max().unwrap() as usize;
-    let qkv = gpu.storage("qkv", (max_n * stride * 4) as u64);
-    let out = gpu.storage("out", (max_n * c.nq() * 4) as u64);
-    let step = gpu.uniform("step", &[0u32; 4]);
-    let positions = gpu.storage("positions", (max_n * 8) as u64);
-    let sink_buf = sinks(c).map(|s| gpu.storage_init("sinks", bytemuck::cast_slice(&s)));
-    let rope = rope_kv(
-        gpu,
-        &RopeArgs {
-            n_head: c.n_head,
-            n_kv: c.n_kv,
-            head_dim: c.hd,
-            head_dim_v: c.hd,
-            n_rot: c.n_rot,
-            neox: c.neox,
-            ctx: rows,
-            eps: EPS,
-            cache,
-            qkv: &qkv,
-            k_cache: &k_cache,
-            v_cache: &v_cache,
-            table: &table,
-            positions: &positions,
-            qk_norm: c.qk_norm.then_some(&nb),
-            gated: c.gated,
-        },
-    )
-    .unwrap();
-    let args = AttentionArgs {
-        n_head: c.n_head,
-        n_kv: c.n_kv,
-        head_dim: c.hd,
-        head_dim_v: c.hd,
-        ctx: rows,
-        window: c.window,
-        scale: c.scale(),
-        cache,
-        qkv: &qkv,
-        k_cache: &k_cache,
-        v_cache: &v_cache,
-        out: &out,
-        step: &step,
-        positions: &positions,
-        sinks: sink_buf.as_ref(),
-        gated: c.gated,
-    };
-    let forms = attention_forms(gpu, c, cache, &args);
+    let max_n = n_seq * *c.steps.iter().max().unwrap();
+    let GpuLayer { qkv, out, step, positions, rope, forms } =
+        GpuLayer::new(gpu, c, cache, n_seq, max_n, norms);
     // Sequence s runs its step (k - lag(s)) in dispatch k.
     let lag = |s: u32| u32::from(s == 1);
     let n_steps = c.steps.len() as u32 + 1;
