@@ -275,25 +275,20 @@ fn shape(
             a.head_dim, a.head_dim_v
         )));
     }
-    let (team, team_is_subgroup) = if pass == AttentionPass::Tiled {
-        (tiled_team(a.head_dim, a.head_dim_v), false)
-    } else {
-        row_team(gpu, a)
+    // The team and how it reduces, the q heads it serves, the workgroup, the keys per tile.
+    let (team, team_is_subgroup, heads, wg, tile_keys) = match pass {
+        AttentionPass::Tiled => {
+            let (team, wg, keys) = tiled_shape(a.head_dim, a.head_dim_v);
+            (team, false, 1, wg, keys)
+        }
+        _ => {
+            let (team, team_is_subgroup) = row_team(gpu, a);
+            let heads = group_heads(a.n_head, a.n_kv);
+            (team, team_is_subgroup, heads, row_workgroup(team, heads), 0)
+        }
     };
     let team_shuffle =
         pass == AttentionPass::Tiled && gpu.caps.subgroups && gpu.caps.min_subgroup_size >= team;
-    let heads = if pass == AttentionPass::Tiled { 1 } else { group_heads(a.n_head, a.n_kv) };
-    let (wg, tile_keys) = match pass {
-        AttentionPass::Tiled => {
-            let (_, wg, keys) = tiled_shape(a.head_dim, a.head_dim_v);
-            (wg, keys)
-        }
-        // A team serves `heads` q heads, so a token has that many times fewer rows: fewer rows
-        // per workgroup keep a one-token step spread over as many workgroups (lavapipe,
-        // SmolLM2 at depth 2048: 8 rows of 3 heads decoded 7.8 tokens/s, 2 rows 15-16).
-        _ if heads == 1 => ((team * 8).clamp(32, 256).max(team), 0),
-        _ => ((team * (8 / heads)).min(256), 0),
-    };
     let key = AttentionKey {
         cache: a.cache,
         head_dim: a.head_dim,
@@ -320,6 +315,14 @@ fn shape(
         splits,
     };
     Ok((key, p))
+}
+
+/// The workgroup of a row-walking pass. A team serves `heads` q heads, so a token has that many
+/// times fewer rows: fewer rows per workgroup keep a one-token step spread over as many
+/// workgroups (lavapipe, SmolLM2 at depth 2048: 8 rows of 3 heads decoded 7.8 tokens/s, 2 rows
+/// 15-16).
+fn row_workgroup(team: u32, heads: u32) -> u32 {
+    if heads == 1 { (team * 8).clamp(32, 256).max(team) } else { (team * (8 / heads)).min(256) }
 }
 
 /// Q heads a row-walking team serves at once: the largest divisor of a kv group's heads up to
