@@ -865,3 +865,54 @@ fn gpu_prompt_attention_tiled_at_depth() {
 fn rope_qkv_stride(n_head: u32, n_kv: u32, hd: u32) -> usize {
     wllm_engine::ops::rope::qkv_stride(n_head, n_kv, hd, hd, false) as usize
 }
+
+/// Prompt chunks after 0, 4097 and 32768 cached positions through the CPU kernel (its
+/// tiles of sixteen query rows walking the keys together) against the float64 reference on
+/// every instruction set: chunks that end inside a tile, windows shorter and longer than a
+/// chunk, sinks, f32 and f16 caches.
+#[test]
+fn cpu_prompt_attention_tiled_at_depth() {
+    let cases: [(u32, u32, u32, bool); 6] = [
+        (0, 37, 0, false),
+        (0, 16, 5, true),
+        (4097, 20, 0, true),
+        (4097, 33, 300, false),
+        (32768, 3, 0, false),
+        (32768, 40, 5000, true),
+    ];
+    for (depth, n_tokens, window, with_sinks) in cases {
+        let case = DeepCase::new(depth + n_tokens, n_tokens, window, with_sinks);
+        let want = case.reference();
+        let (hd, nq) = (case.hd as usize, (case.n_head * case.hd) as usize);
+        let stride = rope_qkv_stride(case.n_head, case.n_kv, case.hd);
+        let q: Vec<f32> = case.qkv.chunks_exact(stride).flat_map(|row| row[..nq].iter().copied()).collect();
+        for ty in [KvType::F32, KvType::F16] {
+            let rows = (case.n_kv * case.rows) as usize;
+            let (mut k_side, mut v_side) = (Side::new(ty, rows, hd), Side::new(ty, rows, hd));
+            for row in 0..rows {
+                k_side.store(row, &case.keys[row * hd..][..hd]);
+                v_side.store(row, &case.values[row * hd..][..hd]);
+            }
+            let a = Attention {
+                n_head: case.n_head as usize,
+                n_kv: case.n_kv as usize,
+                head_dim: hd,
+                head_dim_v: hd,
+                n_ctx: case.rows as usize,
+                scale: case.scale(),
+                window: window as usize,
+                pos0: depth as usize,
+            };
+            let kv = KvLayer { k: k_side.rows(), v: v_side.rows() };
+            let tol = if ty == KvType::F16 { 4e-3 } else { 2e-4 };
+            for isa in Isa::available() {
+                let mut got = vec![f32::NAN; n_tokens as usize * nq];
+                wllm_engine::cpu::ops::attention(isa, &a, &q, kv, case.sinks.as_deref(), &mut got).unwrap();
+                let what = format!(
+                    "[{isa}] {n_tokens} tokens at depth {depth} (window {window}, sinks {with_sinks}, {ty})"
+                );
+                check_close(&what, &got, &want, &vec![1.0; want.len()], tol, tol);
+            }
+        }
+    }
+}

@@ -16,6 +16,8 @@ pub(crate) trait KvFormat: 'static {
     /// `out += a * row`.
     fn axpy<S: Simd>(s: S, a: f32, row: &[Self::Unit], out: &mut [f32]);
     fn store<S: Simd>(s: S, src: &[f32], row: &mut [Self::Unit]);
+    /// The row's elements as f32 (`out.len()` of them).
+    fn to_f32<S: Simd>(s: S, row: &[Self::Unit], out: &mut [f32]);
 }
 
 pub(crate) struct F32Rows;
@@ -39,6 +41,10 @@ impl KvFormat for F32Rows {
     #[inline(always)]
     fn store<S: Simd>(_s: S, src: &[f32], dst: &mut [f32]) {
         dst.copy_from_slice(src)
+    }
+    #[inline(always)]
+    fn to_f32<S: Simd>(_s: S, row: &[f32], out: &mut [f32]) {
+        out.copy_from_slice(&row[..out.len()])
     }
 }
 
@@ -95,6 +101,20 @@ impl KvFormat for F16Rows {
             dst[j] = half::f16::from_f32(src[j]).to_bits();
         }
     }
+    #[inline(always)]
+    fn to_f32<S: Simd>(s: S, row: &[u16], out: &mut [f32]) {
+        let n = out.len().min(row.len());
+        let mut i = 0;
+        while i + S::N <= n {
+            // SAFETY: i + N <= row.len().
+            let x = unsafe { s.load_f16(row.as_ptr().add(i)) };
+            s.st(&mut out[i..], x);
+            i += S::N;
+        }
+        for j in i..n {
+            out[j] = s.f16(row[j]);
+        }
+    }
 }
 
 /// Rows of 32-element blocks, unpacked a vector at a time by the weight kernels' decoder.
@@ -123,6 +143,13 @@ macro_rules! block_rows {
                         let y = s.fma(va, v, s.ld(&o[off..]));
                         s.st(&mut o[off..], y);
                     });
+                }
+            }
+            #[inline(always)]
+            fn to_f32<S: Simd>(s: S, row: &[u8], out: &mut [f32]) {
+                const E: usize = <$blocks as Blocks>::ELEMS;
+                for (b, o) in row.chunks_exact(<$blocks as Blocks>::BYTES).zip(out.chunks_exact_mut(E)) {
+                    <$blocks as Blocks>::decode(s, b, &mut |off, v| s.st(&mut o[off..], v));
                 }
             }
             fn store<S: Simd>(_s: S, src: &[f32], row: &mut [u8]) {

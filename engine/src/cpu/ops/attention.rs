@@ -3,7 +3,10 @@
 //! 64 with an online softmax: block scores, then the running max, sum and output are rescaled
 //! when the max grows, so memory stays one block of scores whatever the context length. With
 //! f32 or f16 caches the query heads sharing a KV head walk its keys together (`group`).
+//! Prompt runs (two or more tokens of one sequence) go by tiles of query rows instead
+//! ([`attention_tile`](super::attention_tile)).
 
+use super::attention_tile::{TILE, TileRow, TileScratch, tile};
 use super::check_len;
 use crate::cpu::Isa;
 use crate::cpu::exec::{Exec, Rayon};
@@ -96,10 +99,31 @@ pub fn attention_at(
     }
     let group = a.n_head / a.n_kv;
     let out = OutPtr::new(out);
-    if let Some(ty) = grouped(kv, group) {
-        // One task per (token, KV head): the group's query heads walk its keys together.
-        exec.run(n_tok * a.n_kv, &|i| {
-            let (t, g) = (i / a.n_kv, i % a.n_kv);
+    let grouped = grouped(kv, group);
+    let tasks = plan(a, positions, grouped.is_some());
+    exec.run(tasks.len(), &|i| match tasks[i] {
+        Task::Tile { g, t0, r0, n } => {
+            let (rows, mut outs): (Vec<TileRow<'_>>, Vec<&mut [f32]>) = (r0..r0 + n)
+                .map(|r| {
+                    let (t, h) = (t0 + r / group, g * group + r % group);
+                    let pos = positions[t][0] as usize;
+                    let row = TileRow {
+                        q: &q[t * q_row + h * a.head_dim..][..a.head_dim],
+                        pos,
+                        lo: first_visible(a, pos),
+                        sink: sinks.map(|s| s[h]),
+                    };
+                    // SAFETY: output row (t, h) is this task's alone.
+                    (row, unsafe { out.slice((t * a.n_head + h) * a.head_dim_v, a.head_dim_v) })
+                })
+                .unzip();
+            let first = g * a.n_ctx + positions[t0][1] as usize;
+            let head = KvLayer { k: kv.k.from_row(first, a.head_dim), v: kv.v.from_row(first, a.head_dim_v) };
+            TILE_SCRATCH
+                .with_borrow_mut(|scratch| dispatch!(isa, |s| tile(s, a, &rows, head, scratch, &mut outs)));
+        }
+        Task::Group { t, g } => {
+            let ty = grouped.expect("group tasks are planned for grouped caches only");
             let [pos, row0] = positions[t].map(|v| v as usize);
             let first = g * a.n_ctx + row0;
             let head = KvLayer { k: kv.k.from_row(first, a.head_dim), v: kv.v.from_row(first, a.head_dim_v) };
@@ -109,23 +133,76 @@ pub fn attention_at(
             let o = unsafe { out.slice((t * a.n_head + heads.start) * a.head_dim_v, group * a.head_dim_v) };
             let sinks = sinks.map(|s| &s[heads]);
             dispatch!(isa, |s| run_group(ty, s, a, qs, head, pos, sinks, o))
-        });
-        return Ok(());
-    }
-    let n_rows = n_tok * a.n_head;
-    exec.run(n_rows, &|i| {
-        // SAFETY: output row `i` is this task's alone.
-        let o = unsafe { out.slice(i * a.head_dim_v, a.head_dim_v) };
-        let (t, h) = (i / a.n_head, i % a.n_head);
-        let g = h / (a.n_head / a.n_kv);
-        let qh = &q[t * q_row + h * a.head_dim..][..a.head_dim];
-        let [pos, row0] = positions[t].map(|v| v as usize);
-        let first = g * a.n_ctx + row0;
-        let head = KvLayer { k: kv.k.from_row(first, a.head_dim), v: kv.v.from_row(first, a.head_dim_v) };
-        let sink = sinks.map(|s| s[h]);
-        dispatch!(isa, |s| row(s, a, qh, head, pos, sink, o))
+        }
+        Task::Row { t, h } => {
+            // SAFETY: output row (t, h) is this task's alone.
+            let o = unsafe { out.slice((t * a.n_head + h) * a.head_dim_v, a.head_dim_v) };
+            let g = h / group;
+            let qh = &q[t * q_row + h * a.head_dim..][..a.head_dim];
+            let [pos, row0] = positions[t].map(|v| v as usize);
+            let first = g * a.n_ctx + row0;
+            let head = KvLayer { k: kv.k.from_row(first, a.head_dim), v: kv.v.from_row(first, a.head_dim_v) };
+            let sink = sinks.map(|s| s[h]);
+            dispatch!(isa, |s| row(s, a, qh, head, pos, sink, o))
+        }
     });
     Ok(())
+}
+
+thread_local! {
+    static TILE_SCRATCH: std::cell::RefCell<TileScratch> = std::cell::RefCell::default();
+}
+
+/// One task of an attention call.
+#[derive(Copy, Clone, Debug, PartialEq)]
+enum Task {
+    /// Rows `r0..r0 + n` of the tokens from `t0` on (consecutive tokens of one sequence) for
+    /// KV head `g`: row `r` is token `t0 + r / group`, query head `g · group + r % group`.
+    Tile { g: usize, t0: usize, r0: usize, n: usize },
+    /// Token `t`'s query heads of KV head `g`, walked together.
+    Group { t: usize, g: usize },
+    /// Token `t`, query head `h`.
+    Row { t: usize, h: usize },
+}
+
+/// The tasks of an attention call: tiles for runs of at least two tokens of one sequence
+/// that fill half a tile or more (prompt chunks), per-token tasks for the rest (decode steps,
+/// where each sequence has one token). `WLLM_CPU_ATTENTION_TILES=0` turns tiles off.
+fn plan(a: &Attention, positions: &[[u32; 2]], grouped: bool) -> Vec<Task> {
+    let group = a.n_head / a.n_kv;
+    let mut tasks = Vec::new();
+    let mut t0 = 0;
+    while t0 < positions.len() {
+        let row0 = positions[t0][1];
+        let end = t0 + positions[t0..].iter().take_while(|p| p[1] == row0).count();
+        let rows = (end - t0) * group;
+        if tiles_enabled() && end - t0 >= 2 && rows >= TILE / 2 {
+            for g in 0..a.n_kv {
+                tasks.extend((0..rows).step_by(TILE).map(|r0| Task::Tile {
+                    g,
+                    t0,
+                    r0,
+                    n: TILE.min(rows - r0),
+                }));
+            }
+        } else if grouped {
+            tasks.extend((t0..end).flat_map(|t| (0..a.n_kv).map(move |g| Task::Group { t, g })));
+        } else {
+            tasks.extend((t0..end).flat_map(|t| (0..a.n_head).map(move |h| Task::Row { t, h })));
+        }
+        t0 = end;
+    }
+    tasks
+}
+
+fn tiles_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("WLLM_CPU_ATTENTION_TILES").map_or(true, |v| v.trim() != "0"))
+}
+
+/// The first key a query at `pos` sees.
+fn first_visible(a: &Attention, pos: usize) -> usize {
+    if a.window > 0 && pos + 1 > a.window { pos + 1 - a.window } else { 0 }
 }
 
 /// One (token, head) row. A sink starts the running softmax as a key of score `sink` whose
@@ -141,7 +218,7 @@ fn row<S: Simd>(
     sink: Option<f32>,
     out: &mut [f32],
 ) {
-    let lo = if a.window > 0 && pos + 1 > a.window { pos + 1 - a.window } else { 0 };
+    let lo = first_visible(a, pos);
     let mut sc = [0f32; BLOCK];
     let (mut m, mut l) = match sink {
         Some(sink) => (sink, 1f32),
@@ -285,7 +362,7 @@ fn group<S: Simd, K: Plain, V: Plain, const H: usize>(
     let (dk, dv) = (a.head_dim, a.head_dim_v);
     let (keys, values) = (K::slice(kv.k), V::slice(kv.v));
     let qs: [&[f32]; H] = std::array::from_fn(|h| &q[h * dk..(h + 1) * dk]);
-    let lo = if a.window > 0 && pos + 1 > a.window { pos + 1 - a.window } else { 0 };
+    let lo = first_visible(a, pos);
     let mut sc = [[0f32; BLOCK]; H];
     let mut m = [f32::NEG_INFINITY; H];
     let mut l = [0f32; H];
@@ -369,5 +446,75 @@ fn exp_shifted<S: Simd>(s: S, x: &mut [f32], m: f32) {
     let one = Scalar::token();
     for x in chunks.into_remainder() {
         *x = exp(one, *x - m);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(n_head: usize, n_kv: usize, n_ctx: usize) -> Attention {
+        let (head_dim, head_dim_v) = (32, 32);
+        Attention { n_head, n_kv, head_dim, head_dim_v, n_ctx, scale: 0.2, window: 0, pos0: 0 }
+    }
+
+    /// A chunk holding a prompt of 10 tokens (sequence A), one decode token (B) and a prompt of
+    /// 3 tokens (C), as the batched server steps them.
+    fn mixed_positions() -> Vec<[u32; 2]> {
+        let a = (20..30).map(|p| [p, 0]);
+        let b = std::iter::once([7, 64]);
+        let c = (0..3).map(|p| [p, 128]);
+        a.chain(b).chain(c).collect()
+    }
+
+    #[test]
+    fn prompt_runs_get_tiles_and_decode_tokens_per_token_tasks() {
+        let tasks = plan(&shape(8, 2, 192), &mixed_positions(), true);
+        let tile = |g, t0, r0, n| Task::Tile { g, t0, r0, n };
+        let want = vec![
+            tile(0, 0, 0, 16),
+            tile(0, 0, 16, 16),
+            tile(0, 0, 32, 8),
+            tile(1, 0, 0, 16),
+            tile(1, 0, 16, 16),
+            tile(1, 0, 32, 8),
+            Task::Group { t: 10, g: 0 },
+            Task::Group { t: 10, g: 1 },
+            tile(0, 11, 0, 12),
+            tile(1, 11, 0, 12),
+        ];
+        assert_eq!(tasks, want);
+        // One KV head per query head, too few rows for a tile, an uncommon cache type.
+        let tasks = plan(&shape(2, 2, 192), &[[3, 0], [4, 0]], false);
+        assert_eq!(tasks, [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(t, h)| Task::Row { t, h }));
+    }
+
+    /// Each sequence's tokens in one call, tiled where they form runs, give what each token
+    /// gives alone (the per-token kernels) to float rounding.
+    #[test]
+    fn a_mixed_chunk_matches_its_tokens_one_at_a_time() {
+        let a = shape(8, 2, 192);
+        let positions = mixed_positions();
+        let cells = a.n_kv * a.n_ctx * a.head_dim;
+        let wave = |i: usize, f: f32| (i as f32 * f).sin();
+        let keys: Vec<f32> = (0..cells).map(|i| wave(i, 0.37)).collect();
+        let values: Vec<f32> = (0..cells).map(|i| wave(i, 0.91)).collect();
+        let kv = KvLayer { k: KvRows::F32(&keys), v: KvRows::F32(&values) };
+        let q_row = a.n_head * a.head_dim;
+        let q: Vec<f32> = (0..positions.len() * q_row).map(|i| wave(i, 0.53)).collect();
+        let sinks: Vec<f32> = (0..a.n_head).map(|h| h as f32 * 0.3 - 1.0).collect();
+        for window in [0, 5] {
+            let a = Attention { window, ..a };
+            let mut together = vec![0f32; positions.len() * q_row];
+            attention_at(&Rayon, Isa::best(), &a, &q, &positions, kv, Some(&sinks), &mut together).unwrap();
+            for (t, &p) in positions.iter().enumerate() {
+                let mut alone = vec![0f32; q_row];
+                let q_t = &q[t * q_row..(t + 1) * q_row];
+                attention_at(&Rayon, Isa::best(), &a, q_t, &[p], kv, Some(&sinks), &mut alone).unwrap();
+                for (i, (x, y)) in together[t * q_row..].iter().zip(&alone).enumerate() {
+                    assert!((x - y).abs() < 1e-5, "window {window}, token {t}, element {i}: {x} vs {y}");
+                }
+            }
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 mod act;
 mod attention;
+mod attention_tile;
 mod delta_net;
 mod logprob;
 mod moe;
