@@ -173,7 +173,7 @@ pub fn attention_prefill(gpu: &Gpu, a: &AttentionArgs<'_>) -> Result<Op> {
     if tiled { attention_tiled(gpu, a) } else { attention(gpu, a) }
 }
 
-/// Attention with keys and values staged in tiles that [`TILE_ROWS`] consecutive tokens of a
+/// Attention with keys and values staged in tiles that 16 consecutive tokens of a
 /// head share (flash attention's prompt form): one workgroup per (head, block of tokens).
 pub fn attention_tiled(gpu: &Gpu, a: &AttentionArgs<'_>) -> Result<Op> {
     let (key, p) = shape(gpu, a, AttentionPass::Tiled, 1)?;
