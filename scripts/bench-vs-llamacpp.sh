@@ -36,7 +36,8 @@
 #                          (4.7 GiB); mistral-7b and llama2-7b the 7B-class Llama shapes, every
 #                          matrix Q4_K (3.8 and 3.5 GiB).
 #     --only gpu|cpu       run only the GPU or only the CPU comparison
-#     -p N / -n N          prompt / generated tokens (default 128 / 64)
+#     -p N / -n N          prompt / generated tokens (default 128 / 64); each takes a comma
+#                          list too (-p 512,4096), one test per entry, 0 for none
 #     -d LIST              comma list of depths: tokens already in the context before each
 #                          test (llama-bench's -d; default 0); rows are named pp128@d4096
 #     --cache-type T       KV cache type for both engines: f16 (default), q8_0 or q4_0
@@ -112,12 +113,20 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-for v in pp tg reps rounds threads time_limit; do
+for v in reps rounds threads time_limit; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a number, got '${!v}'"
 done
+[[ "$pp" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "-p takes a number or a comma list of numbers, got '$pp'"
+[[ "$tg" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "-n takes a number or a comma list of numbers, got '$tg'"
+# each test as kind:tokens (pp:512, tg:32); zeros are skipped
+tests=()
+IFS=, read -r -a pp_list <<< "$pp"
+IFS=, read -r -a tg_list <<< "$tg"
+for n in "${pp_list[@]}"; do [ "$n" -gt 0 ] && tests+=("pp:$n"); done
+for n in "${tg_list[@]}"; do [ "$n" -gt 0 ] && tests+=("tg:$n"); done
 [[ "$depths" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "-d takes a comma list of numbers, got '$depths'"
 IFS=, read -r -a depth_list <<< "$depths"
-[ "$pp" -gt 0 ] || [ "$tg" -gt 0 ] || die "-p and -n are both 0: nothing to measure"
+[ "${#tests[@]}" -gt 0 ] || die "-p and -n are both 0: nothing to measure"
 [ "$reps" -ge 1 ] && [ "$rounds" -ge 1 ] || die "-r and --rounds must be at least 1"
 command -v python3 >/dev/null || die "python3 is required (JSON handling)"
 
@@ -299,11 +308,10 @@ print(json.dumps(rec))
 PY
 }
 
-run_one() { # engine path test model round depth
-  local engine="$1" path="$2" test="$3" model="$4" rnd="$5" depth="$6"
-  local n; if [ "$test" = pp ]; then n="$pp"; else n="$tg"; fi
+run_one() { # engine path test(pp|tg) tokens model round depth
+  local engine="$1" path="$2" test="$3" n="$4" model="$5" rnd="$6" depth="$7"
   local -a pn
-  if [ "$test" = pp ]; then pn=(-p "$pp" -n 0); else pn=(-p 0 -n "$tg"); fi
+  if [ "$test" = pp ]; then pn=(-p "$n" -n 0); else pn=(-p 0 -n "$n"); fi
   if [ "$depth" -gt 0 ]; then pn+=(-d "$depth"); fi
   local -a wkv=() lkv=()
   if [ "$cache_type" != f16 ]; then
@@ -327,8 +335,8 @@ run_one() { # engine path test model round depth
     cmd+=(--progress)
     # first-use pipeline builds go to a pp16 test in the same process, which then stands in
     # for the warmup pass (a whole extra evaluation of the prompt, hours on lavapipe)
-    if [ "$test" = pp ] && [ "$pp" -gt 16 ]; then
-      for i in "${!cmd[@]}"; do [ "${cmd[$i]}" = -p ] && cmd[i + 1]="16,$pp"; done
+    if [ "$test" = pp ] && [ "$n" -gt 16 ]; then
+      for i in "${!cmd[@]}"; do [ "${cmd[$i]}" = -p ] && cmd[i + 1]="16,$n"; done
       cmd+=(--no-warmup)
     fi
   fi
@@ -351,9 +359,6 @@ run_one() { # engine path test model round depth
 paths=()
 [ "$want_gpu" = 1 ] && paths+=(gpu)
 [ "$want_cpu" = 1 ] && paths+=(cpu)
-tests=()
-[ "$pp" -gt 0 ] && tests+=(pp)
-[ "$tg" -gt 0 ] && tests+=(tg)
 
 flip=0
 for ((rnd = 1; rnd <= rounds; rnd++)); do
@@ -365,7 +370,7 @@ for ((rnd = 1; rnd <= rounds; rnd++)); do
           if [ "$flip" = 0 ]; then order=(wllm llama); else order=(llama wllm); fi
           flip=$((1 - flip))
           for engine in "${order[@]}"; do
-            run_one "$engine" "$path" "$test" "$model" "$rnd" "$depth"
+            run_one "$engine" "$path" "${test%%:*}" "${test#*:}" "$model" "$rnd" "$depth"
           done
         done
       done
