@@ -348,6 +348,15 @@ run_one() { # engine path test(pp|tg) tokens model round depth
   if [ "$rc" = 124 ]; then
     killed=1
     note "  stopped after the --time-limit of $time_limit s"
+  elif [ "$rc" != 0 ] && [ "$engine" = llama ]; then
+    # llama.cpp crashing (lavapipe has segfaulted under llama-bench) is its row's result,
+    # not the end of the sitting
+    tail -n 5 "$tag.err" >&2
+    note "  llama-bench exited with status $rc: recorded as crashed (stderr in $tag.err)"
+    local name="$test$n"; [ "$depth" -gt 0 ] && name+="@d$depth"
+    printf '{"model": "%s", "path": "%s", "test": "%s", "engine": "llama", "round": %s, "crashed": %s, "tps": 0, "samples": [], "backend": "", "device": ""}\n' \
+      "$base" "$path" "$name" "$rnd" "$rc" >> "$samples"
+    return 0
   elif [ "$rc" != 0 ]; then
     tail -n 20 "$tag.err" >&2
     die "$engine failed: ${cmd[*]} (stderr in $tag.err)"
@@ -398,41 +407,57 @@ for model, path, test in keys:
     side = {}
     for eng in ("wllm", "llama"):
         rs = [r for r in recs if (r["model"], r["path"], r["test"], r["engine"]) == (model, path, test, eng)]
+        crashed = [r for r in rs if "crashed" in r]
+        rs = [r for r in rs if "crashed" not in r]
         done = [r for r in rs if "bound" not in r]
+        if not rs:
+            # every run of this side crashed: no figure
+            side[eng] = {"tps": None, "bound": None, "per_round": [], "samples": [], "killed": [],
+                         "crashed": [r["crashed"] for r in crashed], "backend": "", "device": "", "commit": ""}
+            continue
         # rounds stopped by --time-limit only bound the rate; finished rounds, where there are any,
         # give the figure, else the loosest bound does
         tps = statistics.median(r["tps"] for r in done) if done else max(r["tps"] for r in rs)
         shown = done[0] if done else rs[0]
-        side[eng] = {"tps": tps, "bound": None if done else "below",
+        side[eng] = {"tps": tps, "bound": None if done else "below", "crashed": [r["crashed"] for r in crashed],
                      "per_round": [r["tps"] for r in rs],
                      "samples": [s for r in rs for s in r["samples"]],
                      "killed": [{k: r[k] for k in ("killed_in", "killed_after_s")} for r in rs if "bound" in r],
                      "backend": shown["backend"], "device": shown["device"],
                      "commit": shown.get("commit", "")}
     w, l = side["wllm"]["tps"], side["llama"]["tps"]
-    ratio = w / l if l > 0 else float("inf")
+    ratio = None if l is None else (w / l if l > 0 else float("inf"))
     t = targets[path]
     rows.append({"model": model, "path": path, "test": test, "wllm_tps": w, "llamacpp_tps": l,
                  "llamacpp_bound": side["llama"]["bound"], "ratio": ratio, "target": t,
-                 "pass": ratio >= t, "wllm": side["wllm"], "llamacpp": side["llama"]})
+                 "pass": ratio is not None and ratio >= t, "wllm": side["wllm"], "llamacpp": side["llama"]})
 llama_commit = next((r["llamacpp"]["commit"] for r in rows if r["llamacpp"]["commit"] not in ("", "unknown")),
                     llama_src)
 now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 head = ["| model | path | test | wllm t/s | llama.cpp t/s | ratio | target | |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
 def llama_cell(r):
+    if r["llamacpp_tps"] is None:
+        return "crashed (exit " + ", ".join(str(c) for c in r["llamacpp"]["crashed"]) + ")"
     return f"< {r['llamacpp_tps']:.3f}" if r["llamacpp_bound"] else f"{r['llamacpp_tps']:.2f}"
 def ratio_cell(r):
+    if r["ratio"] is None:
+        return "-"
     return f"> {r['ratio']:.2f}" if r["llamacpp_bound"] else f"{r['ratio']:.2f}"
+def verdict(r):
+    return "no comparison" if r["ratio"] is None else ("pass" if r["pass"] else "FAIL")
 body = [f"| {r['model']} | {r['path']} | {r['test']} | {r['wllm_tps']:.2f} | {llama_cell(r)} | "
-        f"{ratio_cell(r)} | >= {r['target']:.1f} | {'pass' if r['pass'] else 'FAIL'} |" for r in rows]
+        f"{ratio_cell(r)} | >= {r['target']:.1f} | {verdict(r)} |" for r in rows]
+crashes = [f"- {r['model']} {r['path']} {r['test']}: llama-bench crashed in {len(r['llamacpp']['crashed'])} "
+           f"run(s)" + ("" if r["llamacpp_tps"] is None else "; its figure is from the runs that finished")
+           for r in rows if r["llamacpp"]["crashed"]]
 stopped = [f"- {r['model']} {r['path']} {r['test']}: llama-bench stopped by --time-limit in its "
            f"'{k['killed_in']}' pass after {k['killed_after_s']} s"
            + ("" if r["llamacpp_bound"] else "; its figure is from the passes that finished")
            for r in rows for k in r["llamacpp"]["killed"]]
 devs = []
 for path, label in (("gpu", "GPU"), ("cpu", "CPU")):
-    pr = [r for r in rows if r["path"] == path and not r["llamacpp_bound"]] or \
+    pr = [r for r in rows if r["path"] == path and not r["llamacpp_bound"] and r["llamacpp_tps"] is not None] or \
          [r for r in rows if r["path"] == path]
     if pr:
         devs.append(f"- {label}: wllm `{pr[0]['wllm']['backend']}` on {pr[0]['wllm']['device']}; "
@@ -445,6 +470,8 @@ md = [f"# wllm vs llama.cpp ({now})", "",
       ""] + devs + [""] + head + body
 if stopped:
     md += ["", "Rates after '<' are bounds: tokens / time the pass the limit stopped had run.", ""] + stopped
+if crashes:
+    md += [""] + crashes
 if cpu_note:
     md += ["", cpu_note]
 text = "\n".join(md) + "\n"
