@@ -833,21 +833,26 @@ fn gpu_decode_attention_split_along_the_keys_at_depth() {
     }
 }
 
+/// The prompt chunks at depth both backends' prompt kernels are checked on: (cached positions,
+/// chunk tokens, window, sinks). Chunks end inside a block of 16 and one is shorter than a
+/// CPU tile; windows are shorter and longer than a chunk.
+const PROMPT_CASES: [(u32, u32, u32, bool); 7] = [
+    (0, 37, 0, false),
+    (0, 16, 5, true),
+    (4097, 20, 0, true),
+    (4097, 33, 300, false),
+    (32768, 3, 0, false),
+    (32768, 17, 0, false),
+    (32768, 40, 5000, true),
+];
+
 /// Prompt chunks after 0, 4097 and 32768 cached positions, the tiled kernel (keys staged in
 /// workgroup memory, shared by 16 tokens) and the row walk against the float64 reference:
 /// chunks that end inside a block of 16, windows shorter and longer than a chunk, sinks.
 #[test]
 fn gpu_prompt_attention_tiled_at_depth() {
-    let cases: [(u32, u32, u32, bool); 6] = [
-        (0, 37, 0, false),
-        (0, 16, 5, true),
-        (4097, 20, 0, true),
-        (4097, 33, 300, false),
-        (32768, 17, 0, false),
-        (32768, 40, 5000, true),
-    ];
     for (name, gpu) in gpus() {
-        for (depth, n_tokens, window, with_sinks) in cases {
+        for (depth, n_tokens, window, with_sinks) in PROMPT_CASES {
             let case = DeepCase::new(depth + n_tokens, n_tokens, window, with_sinks);
             let want = case.reference();
             for ty in deep_cache_types(&gpu) {
@@ -872,15 +877,7 @@ fn rope_qkv_stride(n_head: u32, n_kv: u32, hd: u32) -> usize {
 /// chunk, sinks, f32 and f16 caches.
 #[test]
 fn cpu_prompt_attention_tiled_at_depth() {
-    let cases: [(u32, u32, u32, bool); 6] = [
-        (0, 37, 0, false),
-        (0, 16, 5, true),
-        (4097, 20, 0, true),
-        (4097, 33, 300, false),
-        (32768, 3, 0, false),
-        (32768, 40, 5000, true),
-    ];
-    for (depth, n_tokens, window, with_sinks) in cases {
+    for (depth, n_tokens, window, with_sinks) in PROMPT_CASES {
         let case = DeepCase::new(depth + n_tokens, n_tokens, window, with_sinks);
         let want = case.reference();
         let (hd, nq) = (case.hd as usize, (case.n_head * case.hd) as usize);
