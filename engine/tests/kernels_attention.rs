@@ -559,8 +559,9 @@ fn cpu_rope_and_attention_prefill_then_decode() {
     }
 }
 
-/// The CPU walks the query heads of a KV head together (2 to 8 of them, f32 or f16 caches):
-/// groups of 5 and 7, and head sizes that leave a tail past the last whole vector.
+/// The CPU walks the query heads of a KV head together (2 to 8 of them; quantized caches a
+/// block converted at a time): groups of 5 and 7, and head sizes that leave a tail past the
+/// last whole vector.
 #[test]
 fn cpu_grouped_heads_with_ragged_head_sizes() {
     let plain = [KvType::F32, KvType::F16].map(|t| CacheTypes { k: t, v: t });
@@ -570,6 +571,12 @@ fn cpu_grouped_heads_with_ragged_head_sizes() {
     cpu_steps(
         Attn { n_head: 7, n_kv: 1, hd: 36, n_rot: 20, ctx: 140, steps: &[70, 1, 64, 1], ..SHORT },
         &plain,
+    );
+    let quantized =
+        [(KvType::Q8_0, KvType::Q8_0), (KvType::Q4_0, KvType::F16)].map(|(k, v)| CacheTypes { k, v });
+    cpu_steps(
+        Attn { n_head: 7, n_kv: 1, hd: 32, n_rot: 32, ctx: 140, steps: &[70, 1, 64, 1], ..SHORT },
+        &quantized,
     );
 }
 

@@ -232,6 +232,17 @@ impl<'a> KvRows<'a> {
         })
     }
 
+    /// Rows `first..first + out.len() / dim` as f32, back to back in `out`.
+    #[inline(always)]
+    pub(crate) fn rows_to_f32<S: Simd>(self, s: S, first: usize, dim: usize, out: &mut [f32]) {
+        with_format!(self, |x, F| {
+            let u = F::units(dim);
+            for (i, o) in out.chunks_exact_mut(dim).enumerate() {
+                F::to_f32(s, &x[(first + i) * u..][..u], o);
+            }
+        })
+    }
+
     /// `out += Σ p[i] · row(first + i)`.
     #[inline(always)]
     pub(crate) fn accumulate<S: Simd>(self, s: S, p: &[f32], first: usize, out: &mut [f32]) {

@@ -1,8 +1,9 @@
 //! Causal attention of a batch of query rows over a layer's KV cache, optionally limited to a
 //! sliding window, with grouped KV heads. Each (token, head) row walks its keys in blocks of
 //! 64 with an online softmax: block scores, then the running max, sum and output are rescaled
-//! when the max grows, so memory stays one block of scores whatever the context length. With
-//! f32 or f16 caches the query heads sharing a KV head walk its keys together (`group`).
+//! when the max grows, so memory stays one block of scores whatever the context length. Two to
+//! eight query heads sharing a KV head walk its keys together (`group`), each block of a
+//! quantized cache converted to f32 once for all of them.
 //! Prompt runs (two or more tokens of one sequence) go by tiles of query rows instead
 //! ([`attention_tile`](super::attention_tile)).
 
@@ -99,8 +100,7 @@ pub fn attention_at(
     }
     let group = a.n_head / a.n_kv;
     let out = OutPtr::new(out);
-    let grouped = grouped(kv, group);
-    let tasks = plan(a, positions, grouped.is_some());
+    let tasks = plan(a, positions, grouped(group));
     exec.run(tasks.len(), &|i| match tasks[i] {
         Task::Tile { g, t0, r0, n } => {
             let (rows, mut outs): (Vec<TileRow<'_>>, Vec<&mut [f32]>) = (r0..r0 + n)
@@ -123,7 +123,6 @@ pub fn attention_at(
                 .with_borrow_mut(|scratch| dispatch!(isa, |s| tile(s, a, &rows, head, scratch, &mut outs)));
         }
         Task::Group { t, g } => {
-            let ty = grouped.expect("group tasks are planned for grouped caches only");
             let [pos, row0] = positions[t].map(|v| v as usize);
             let first = g * a.n_ctx + row0;
             let head = KvLayer { k: kv.k.from_row(first, a.head_dim), v: kv.v.from_row(first, a.head_dim_v) };
@@ -132,7 +131,7 @@ pub fn attention_at(
             // SAFETY: the group's output rows are this task's alone.
             let o = unsafe { out.slice((t * a.n_head + heads.start) * a.head_dim_v, group * a.head_dim_v) };
             let sinks = sinks.map(|s| &s[heads]);
-            dispatch!(isa, |s| run_group(ty, s, a, qs, head, pos, sinks, o))
+            dispatch!(isa, |s| run_group(s, a, qs, head, pos, sinks, o))
         }
         Task::Row { t, h } => {
             // SAFETY: output row (t, h) is this task's alone.
@@ -246,29 +245,15 @@ fn row<S: Simd>(
     }
 }
 
-/// The element type of a cache the grouped kernel reads: f32 or f16 on both sides (quantized
-/// caches decode a block at a time and keep the per-row walk), with 2 to 8 query heads per
-/// KV head.
-#[derive(Copy, Clone)]
-enum Grouped {
-    F16,
-    F32,
-}
-
-fn grouped(kv: KvLayer<'_>, group: usize) -> Option<Grouped> {
-    if !(2..=8).contains(&group) {
-        return None;
-    }
-    match (kv.k, kv.v) {
-        (KvRows::F16(_), KvRows::F16(_)) => Some(Grouped::F16),
-        (KvRows::F32(_), KvRows::F32(_)) => Some(Grouped::F32),
-        _ => None,
-    }
+/// Whether the query heads of a KV head walk its keys together ([`group`]): with 2 to 8 of
+/// them. f32 and f16 caches are read in place, any other (quantized, or mixed) by converting
+/// each block of rows to f32 first.
+fn grouped(group: usize) -> bool {
+    (2..=8).contains(&group)
 }
 
 /// Plain cache elements, read a vector at a time.
 trait Plain: Copy + 'static {
-    fn slice<'a>(rows: KvRows<'a>) -> &'a [Self];
     /// # Safety
     /// `p` must be valid for reading `S::N` elements.
     unsafe fn load<S: Simd>(s: S, p: *const Self) -> S::F;
@@ -276,12 +261,6 @@ trait Plain: Copy + 'static {
 }
 
 impl Plain for f32 {
-    fn slice<'a>(rows: KvRows<'a>) -> &'a [f32] {
-        match rows {
-            KvRows::F32(x) => x,
-            _ => unreachable!("chosen by `grouped` for f32 rows"),
-        }
-    }
     #[inline(always)]
     unsafe fn load<S: Simd>(s: S, p: *const f32) -> S::F {
         // SAFETY: the caller's guarantee.
@@ -294,12 +273,6 @@ impl Plain for f32 {
 }
 
 impl Plain for u16 {
-    fn slice<'a>(rows: KvRows<'a>) -> &'a [u16] {
-        match rows {
-            KvRows::F16(x) => x,
-            _ => unreachable!("chosen by `grouped` for f16 rows"),
-        }
-    }
     #[inline(always)]
     unsafe fn load<S: Simd>(s: S, p: *const u16) -> S::F {
         // SAFETY: the caller's guarantee.
@@ -311,11 +284,68 @@ impl Plain for u16 {
     }
 }
 
-/// [`group`] for the cache type `ty` and `out.len() / head_dim_v` heads (2..=8).
+/// Where [`group`] gets each block of key and value rows: `n` rows from `j0` on, back to
+/// back.
+trait GroupRows {
+    type K: Plain;
+    type V: Plain;
+    fn block<S: Simd>(&mut self, s: S, j0: usize, n: usize) -> (&[Self::K], &[Self::V]);
+}
+
+/// A cache of plain elements, read in place.
+struct InPlace<'a, K, V> {
+    keys: &'a [K],
+    values: &'a [V],
+    dk: usize,
+    dv: usize,
+}
+
+impl<K: Plain, V: Plain> GroupRows for InPlace<'_, K, V> {
+    type K = K;
+    type V = V;
+    #[inline(always)]
+    fn block<S: Simd>(&mut self, _s: S, j0: usize, n: usize) -> (&[K], &[V]) {
+        (&self.keys[j0 * self.dk..(j0 + n) * self.dk], &self.values[j0 * self.dv..(j0 + n) * self.dv])
+    }
+}
+
+/// Any cache, each block converted to f32 once for all the group's heads (a quantized row
+/// is decoded once instead of once per head).
+struct Converted<'a> {
+    kv: KvLayer<'a>,
+    dk: usize,
+    dv: usize,
+    scratch: &'a mut GroupScratch,
+}
+
+/// Per-thread f32 copies of a block of key and value rows, kept between calls.
+#[derive(Default)]
+struct GroupScratch {
+    keys: Vec<f32>,
+    values: Vec<f32>,
+}
+
+impl GroupRows for Converted<'_> {
+    type K = f32;
+    type V = f32;
+    #[inline(always)]
+    fn block<S: Simd>(&mut self, s: S, j0: usize, n: usize) -> (&[f32], &[f32]) {
+        let (keys, values) = (&mut self.scratch.keys, &mut self.scratch.values);
+        keys.resize(n * self.dk, 0.0);
+        values.resize(n * self.dv, 0.0);
+        self.kv.k.rows_to_f32(s, j0, self.dk, keys);
+        self.kv.v.rows_to_f32(s, j0, self.dv, values);
+        (keys, values)
+    }
+}
+
+thread_local! {
+    static GROUP_SCRATCH: std::cell::RefCell<GroupScratch> = std::cell::RefCell::default();
+}
+
+/// [`group`] for the cache's types and `out.len() / head_dim_v` heads (2..=8).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn run_group<S: Simd>(
-    ty: Grouped,
     s: S,
     a: &Attention,
     q: &[f32],
@@ -325,42 +355,44 @@ fn run_group<S: Simd>(
     out: &mut [f32],
 ) {
     macro_rules! go {
-        ($k:ty) => {
+        ($rows:expr) => {{
+            let rows = &mut $rows;
             match out.len() / a.head_dim_v {
-                2 => group::<S, $k, $k, 2>(s, a, q, kv, pos, sinks, out),
-                3 => group::<S, $k, $k, 3>(s, a, q, kv, pos, sinks, out),
-                4 => group::<S, $k, $k, 4>(s, a, q, kv, pos, sinks, out),
-                5 => group::<S, $k, $k, 5>(s, a, q, kv, pos, sinks, out),
-                6 => group::<S, $k, $k, 6>(s, a, q, kv, pos, sinks, out),
-                7 => group::<S, $k, $k, 7>(s, a, q, kv, pos, sinks, out),
-                _ => group::<S, $k, $k, 8>(s, a, q, kv, pos, sinks, out),
+                2 => group::<S, _, 2>(s, a, q, rows, pos, sinks, out),
+                3 => group::<S, _, 3>(s, a, q, rows, pos, sinks, out),
+                4 => group::<S, _, 4>(s, a, q, rows, pos, sinks, out),
+                5 => group::<S, _, 5>(s, a, q, rows, pos, sinks, out),
+                6 => group::<S, _, 6>(s, a, q, rows, pos, sinks, out),
+                7 => group::<S, _, 7>(s, a, q, rows, pos, sinks, out),
+                _ => group::<S, _, 8>(s, a, q, rows, pos, sinks, out),
             }
-        };
+        }};
     }
-    match ty {
-        Grouped::F16 => go!(u16),
-        Grouped::F32 => go!(f32),
+    let (dk, dv) = (a.head_dim, a.head_dim_v);
+    match (kv.k, kv.v) {
+        (KvRows::F16(keys), KvRows::F16(values)) => go!(InPlace { keys, values, dk, dv }),
+        (KvRows::F32(keys), KvRows::F32(values)) => go!(InPlace { keys, values, dk, dv }),
+        _ => GROUP_SCRATCH.with_borrow_mut(|scratch| go!(Converted { kv, dk, dv, scratch })),
     }
 }
 
 /// `H` query heads of one KV head at one position (`q`: their rows back to back, `out` likewise),
 /// as `H` calls of [`row`] would compute them, but each key and value row is loaded (and
-/// converted from f16) once for all `H`, and a block's value sums stay in registers: per
-/// vector of a value row, `H` multiply-adds instead of `H` loads, multiply-adds and stores.
+/// converted) once for all `H`, and a block's value sums stay in registers: per vector of a
+/// value row, `H` multiply-adds instead of `H` loads, multiply-adds and stores.
 // Indexed loops: each walks the scores by key and head at once.
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 #[inline(always)]
-fn group<S: Simd, K: Plain, V: Plain, const H: usize>(
+fn group<S: Simd, R: GroupRows, const H: usize>(
     s: S,
     a: &Attention,
     q: &[f32],
-    kv: KvLayer<'_>,
+    rows: &mut R,
     pos: usize,
     sinks: Option<&[f32]>,
     out: &mut [f32],
 ) {
     let (dk, dv) = (a.head_dim, a.head_dim_v);
-    let (keys, values) = (K::slice(kv.k), V::slice(kv.v));
     let qs: [&[f32]; H] = std::array::from_fn(|h| &q[h * dk..(h + 1) * dk]);
     let lo = first_visible(a, pos);
     let mut sc = [[0f32; BLOCK]; H];
@@ -375,20 +407,21 @@ fn group<S: Simd, K: Plain, V: Plain, const H: usize>(
     let mut j0 = lo;
     while j0 <= pos {
         let n = BLOCK.min(pos + 1 - j0);
+        let (keys, values) = rows.block(s, j0, n);
         for j in 0..n {
-            let key = &keys[(j0 + j) * dk..][..dk];
+            let key = &keys[j * dk..][..dk];
             let mut acc = [s.zero(); H];
             let mut i = 0;
             while i + S::N <= dk {
                 // SAFETY: i + N <= dk = key.len().
-                let kx = unsafe { K::load(s, key.as_ptr().add(i)) };
+                let kx = unsafe { R::K::load(s, key.as_ptr().add(i)) };
                 for h in 0..H {
                     acc[h] = s.fma(s.ld(&qs[h][i..]), kx, acc[h]);
                 }
                 i += S::N;
             }
             for h in 0..H {
-                let tail: f32 = (i..dk).map(|e| qs[h][e] * K::one(s, key[e])).sum();
+                let tail: f32 = (i..dk).map(|e| qs[h][e] * R::K::one(s, key[e])).sum();
                 sc[h][j] = (s.sum(acc[h]) + tail) * a.scale;
             }
         }
@@ -406,8 +439,8 @@ fn group<S: Simd, K: Plain, V: Plain, const H: usize>(
         while i + S::N <= dv {
             let mut acc: [S::F; H] = std::array::from_fn(|h| s.ld(&out[h * dv + i..]));
             for j in 0..n {
-                // SAFETY: i + N <= dv, inside row j0 + j of `values`.
-                let vx = unsafe { V::load(s, values.as_ptr().add((j0 + j) * dv + i)) };
+                // SAFETY: i + N <= dv, inside row j of the block's `values` (n rows of dv).
+                let vx = unsafe { R::V::load(s, values.as_ptr().add(j * dv + i)) };
                 for h in 0..H {
                     acc[h] = s.fma(s.splat(sc[h][j]), vx, acc[h]);
                 }
@@ -419,7 +452,7 @@ fn group<S: Simd, K: Plain, V: Plain, const H: usize>(
         }
         for e in i..dv {
             for j in 0..n {
-                let vx = V::one(s, values[(j0 + j) * dv + e]);
+                let vx = R::V::one(s, values[j * dv + e]);
                 for h in 0..H {
                     out[h * dv + e] = sc[h][j].mul_add(vx, out[h * dv + e]);
                 }
