@@ -878,13 +878,19 @@ fn rope_qkv_stride(n_head: u32, n_kv: u32, hd: u32) -> usize {
     wllm_engine::ops::rope::qkv_stride(n_head, n_kv, hd, hd, false) as usize
 }
 
+/// One-token steps deep in the cache: with two or more threads the CPU splits each KV
+/// head's walk along the keys and merges the parts (windows, sinks).
+const DECODE_CASES: [(u32, u32, u32, bool); 4] =
+    [(4097, 1, 0, true), (4097, 1, 300, false), (32768, 1, 0, false), (32768, 1, 5000, true)];
+
 /// Prompt chunks after 0, 4097 and 32768 cached positions through the CPU kernel (its
-/// tiles of sixteen query rows walking the keys together) against the float64 reference on
-/// every instruction set: chunks that end inside a tile, windows shorter and longer than a
-/// chunk, sinks, f32 and f16 caches.
+/// tiles of sixteen query rows walking the keys together), and single decode tokens there
+/// (walks split along the keys), against the float64 reference on every instruction set:
+/// chunks that end inside a tile, windows shorter and longer than a chunk, sinks, f32 and f16
+/// caches.
 #[test]
 fn cpu_prompt_attention_tiled_at_depth() {
-    for (depth, n_tokens, window, with_sinks) in PROMPT_CASES {
+    for (depth, n_tokens, window, with_sinks) in PROMPT_CASES.into_iter().chain(DECODE_CASES) {
         let case = DeepCase::new(depth + n_tokens, n_tokens, window, with_sinks);
         let want = case.reference();
         let (hd, nq) = (case.hd as usize, (case.n_head * case.hd) as usize);

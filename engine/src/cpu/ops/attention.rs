@@ -16,6 +16,7 @@ use crate::cpu::linear::OutPtr;
 use crate::cpu::simd::math::exp;
 use crate::cpu::simd::{Scalar, Simd, dispatch, scale};
 use crate::error::{EngineError, Result};
+use std::ops::Range;
 
 /// Shapes and masking of one attention call.
 #[derive(Copy, Clone, Debug)]
@@ -100,7 +101,10 @@ pub fn attention_at(
     }
     let group = a.n_head / a.n_kv;
     let out = OutPtr::new(out);
-    let tasks = plan(a, positions, grouped(group));
+    let Plan { tasks, merges, slots } = plan(a, positions, grouped(group), exec.threads());
+    let slot_len = group * (a.head_dim_v + 2);
+    let mut partial_buf = vec![0f32; slots * slot_len];
+    let partials = OutPtr::new(&mut partial_buf);
     exec.run(tasks.len(), &|i| match tasks[i] {
         Task::Tile { g, t0, r0, n } => {
             let (rows, mut outs): (Vec<TileRow<'_>>, Vec<&mut [f32]>) = (r0..r0 + n)
@@ -122,16 +126,47 @@ pub fn attention_at(
             TILE_SCRATCH
                 .with_borrow_mut(|scratch| dispatch!(isa, |s| tile(s, a, &rows, head, scratch, &mut outs)));
         }
-        Task::Group { t, g } => {
+        Task::Group { t, g, part } => {
             let [pos, row0] = positions[t].map(|v| v as usize);
             let first = g * a.n_ctx + row0;
             let head = KvLayer { k: kv.k.from_row(first, a.head_dim), v: kv.v.from_row(first, a.head_dim_v) };
             let heads = g * group..(g + 1) * group;
             let qs = &q[t * q_row + heads.start * a.head_dim..][..group * a.head_dim];
-            // SAFETY: the group's output rows are this task's alone.
-            let o = unsafe { out.slice((t * a.n_head + heads.start) * a.head_dim_v, group * a.head_dim_v) };
-            let sinks = sinks.map(|s| &s[heads]);
-            dispatch!(isa, |s| run_group(s, a, qs, head, pos, sinks, o))
+            // The scratch is taken outside `dispatch!`: a closure inside the kernel would be
+            // compiled without its instruction set.
+            GROUP_SCRATCH.with_borrow_mut(|scratch| match part {
+                None => {
+                    // SAFETY: the group's output rows are this task's alone.
+                    let o = unsafe {
+                        out.slice((t * a.n_head + heads.start) * a.head_dim_v, group * a.head_dim_v)
+                    };
+                    let (mut max, mut sum) = ([f32::NEG_INFINITY; 8], [0f32; 8]);
+                    for (h, &sink) in sinks.map_or(&[][..], |s| &s[heads]).iter().enumerate() {
+                        (max[h], sum[h]) = (sink, 1.0);
+                    }
+                    o.fill(0.0);
+                    let mut run = Running { max: &mut max[..group], sum: &mut sum[..group] };
+                    let keys = first_visible(a, pos)..pos + 1;
+                    dispatch!(isa, |s| run_group(s, a, qs, head, keys, &mut run, scratch, o));
+                    for (row, &l) in o.chunks_exact_mut(a.head_dim_v).zip(&sum) {
+                        if l > 0.0 {
+                            let inv = 1.0 / l;
+                            row.iter_mut().for_each(|x| *x *= inv);
+                        }
+                    }
+                }
+                Some(Part { slot, keys }) => {
+                    // SAFETY: each slot is one task's alone.
+                    let slot = unsafe { partials.slice(slot * slot_len, slot_len) };
+                    let (o, stats) = slot.split_at_mut(group * a.head_dim_v);
+                    let (max, sum) = stats.split_at_mut(group);
+                    max.fill(f32::NEG_INFINITY);
+                    sum.fill(0.0);
+                    o.fill(0.0);
+                    let mut run = Running { max, sum };
+                    dispatch!(isa, |s| run_group(s, a, qs, head, keys.0..keys.1, &mut run, scratch, o));
+                }
+            })
         }
         Task::Row { t, h } => {
             // SAFETY: output row (t, h) is this task's alone.
@@ -145,7 +180,44 @@ pub fn attention_at(
             dispatch!(isa, |s| row(s, a, qh, head, pos, sink, o))
         }
     });
+    exec.run(merges.len(), &|i| {
+        let Merge { t, g, slots } = merges[i];
+        let heads = g * group..(g + 1) * group;
+        // SAFETY: the group's output rows are this merge's alone; the parts wrote their slots
+        // in the pass before.
+        let o = unsafe { out.slice((t * a.n_head + heads.start) * a.head_dim_v, group * a.head_dim_v) };
+        let parts = &partial_buf[slots.0 * slot_len..slots.1 * slot_len];
+        merge(parts, a.head_dim_v, sinks.map(|s| &s[heads]), o);
+    });
     Ok(())
+}
+
+/// Combines the partial walks of a group's heads over consecutive key ranges (`parts`: slots
+/// of `group · dv` value sums, then `group` maxima and `group` sums) and the heads' sinks
+/// into the normalized outputs: each part's sums are rescaled to the largest max.
+fn merge(parts: &[f32], dv: usize, sinks: Option<&[f32]>, out: &mut [f32]) {
+    let group = out.len() / dv;
+    let slot_len = group * (dv + 2);
+    for (h, row) in out.chunks_exact_mut(dv).enumerate() {
+        let stat = |slot: &[f32], k: usize| slot[group * dv + k * group + h];
+        let sink = sinks.map_or(f32::NEG_INFINITY, |s| s[h]);
+        let m = parts.chunks_exact(slot_len).map(|slot| stat(slot, 0)).fold(sink, f32::max);
+        let mut l = if sink == f32::NEG_INFINITY { 0.0 } else { (sink - m).exp() };
+        row.fill(0.0);
+        for slot in parts.chunks_exact(slot_len) {
+            let (m_p, l_p) = (stat(slot, 0), stat(slot, 1));
+            if l_p == 0.0 {
+                continue;
+            }
+            let w = (m_p - m).exp();
+            l += l_p * w;
+            row.iter_mut().zip(&slot[h * dv..(h + 1) * dv]).for_each(|(o, &p)| *o += p * w);
+        }
+        if l > 0.0 {
+            let inv = 1.0 / l;
+            row.iter_mut().for_each(|x| *x *= inv);
+        }
+    }
 }
 
 thread_local! {
@@ -158,16 +230,50 @@ enum Task {
     /// Rows `r0..r0 + n` of the tokens from `t0` on (consecutive tokens of one sequence) for
     /// KV head `g`: row `r` is token `t0 + r / group`, query head `g · group + r % group`.
     Tile { g: usize, t0: usize, r0: usize, n: usize },
-    /// Token `t`'s query heads of KV head `g`, walked together.
-    Group { t: usize, g: usize },
+    /// Token `t`'s query heads of KV head `g`, walked together: over all the token's keys
+    /// (`part` None), or over a part of them into a slot that a [`Merge`] reads.
+    Group { t: usize, g: usize, part: Option<Part> },
     /// Token `t`, query head `h`.
     Row { t: usize, h: usize },
 }
 
+/// A group walk over keys `keys.0..keys.1` only, its results in slot `slot`.
+#[derive(Copy, Clone, Debug, PartialEq)]
+struct Part {
+    slot: usize,
+    keys: (usize, usize),
+}
+
+/// The outputs of token `t`'s KV head `g` from the partial walks in `slots.0..slots.1`.
+#[derive(Copy, Clone, Debug, PartialEq)]
+struct Merge {
+    t: usize,
+    g: usize,
+    slots: (usize, usize),
+}
+
+/// The tasks of an attention call, the merges run after them, and the partial result slots
+/// they share.
+#[derive(Debug, PartialEq)]
+struct Plan {
+    tasks: Vec<Task>,
+    merges: Vec<Merge>,
+    slots: usize,
+}
+
+/// Tasks an attention call wants per thread before it splits group walks along the keys: a
+/// decode step of one sequence has only `n_kv` of them, fewer than the threads on many CPUs
+/// (SmolLM2's three on two threads left one thread idle a third of the time).
+const TASKS_PER_THREAD: usize = 4;
+
+/// The fewest keys a part of a split walk takes.
+const MIN_PART_KEYS: usize = 256;
+
 /// The tasks of an attention call: tiles for runs of at least two tokens of one sequence
 /// that fill half a tile or more (prompt chunks), per-token tasks for the rest (decode steps,
-/// where each sequence has one token). `WLLM_CPU_ATTENTION_TILES=0` turns tiles off.
-fn plan(a: &Attention, positions: &[[u32; 2]], grouped: bool) -> Vec<Task> {
+/// where each sequence has one token). When those are too few for `threads`, deep group walks
+/// are split along the keys and merged after. `WLLM_CPU_ATTENTION_TILES=0` turns tiles off.
+fn plan(a: &Attention, positions: &[[u32; 2]], grouped: bool, threads: usize) -> Plan {
     let group = a.n_head / a.n_kv;
     let mut tasks = Vec::new();
     let mut t0 = 0;
@@ -185,13 +291,47 @@ fn plan(a: &Attention, positions: &[[u32; 2]], grouped: bool) -> Vec<Task> {
                 }));
             }
         } else if grouped {
-            tasks.extend((t0..end).flat_map(|t| (0..a.n_kv).map(move |g| Task::Group { t, g })));
+            tasks.extend((t0..end).flat_map(|t| (0..a.n_kv).map(move |g| Task::Group { t, g, part: None })));
         } else {
             tasks.extend((t0..end).flat_map(|t| (0..a.n_head).map(move |h| Task::Row { t, h })));
         }
         t0 = end;
     }
-    tasks
+    split_groups(a, positions, tasks, threads)
+}
+
+/// Splits each group walk into parts of at least [`MIN_PART_KEYS`] keys (whole blocks) when
+/// the call has fewer than [`TASKS_PER_THREAD`] tasks per thread.
+fn split_groups(a: &Attention, positions: &[[u32; 2]], tasks: Vec<Task>, threads: usize) -> Plan {
+    let want = threads * TASKS_PER_THREAD;
+    let mut plan = Plan { tasks: Vec::with_capacity(want), merges: Vec::new(), slots: 0 };
+    if threads < 2 || tasks.len() >= want {
+        plan.tasks = tasks;
+        return plan;
+    }
+    let parts_each = want.div_ceil(tasks.len());
+    for task in tasks {
+        let Task::Group { t, g, part: None } = task else {
+            plan.tasks.push(task);
+            continue;
+        };
+        let pos = positions[t][0] as usize;
+        let (lo, end) = (first_visible(a, pos), pos + 1);
+        let parts = parts_each.min((end - lo) / MIN_PART_KEYS);
+        if parts < 2 {
+            plan.tasks.push(task);
+            continue;
+        }
+        let step = (end - lo).div_ceil(parts).next_multiple_of(BLOCK);
+        let first_slot = plan.slots;
+        for start in (lo..end).step_by(step) {
+            let keys = (start, (start + step).min(end));
+            plan.tasks.push(Task::Group { t, g, part: Some(Part { slot: plan.slots, keys }) });
+            plan.slots += 1;
+        }
+        plan.merges.push(Merge { t, g, slots: (first_slot, plan.slots) });
+    }
+    plan
 }
 
 fn tiles_enabled() -> bool {
@@ -228,11 +368,10 @@ fn row<S: Simd>(
     while j0 <= pos {
         let n = BLOCK.min(pos + 1 - j0);
         kv.k.scores(s, q, j0, a.scale, &mut sc[..n]);
-        let m_new = sc[..n].iter().copied().fold(m, f32::max);
+        let m_new = max_of(s, &sc[..n], m);
         // The first block finds m = -inf and nothing to rescale.
         let corr = if m == f32::NEG_INFINITY { 0.0 } else { (m - m_new).exp() };
-        exp_shifted(s, &mut sc[..n], m_new);
-        l = l * corr + sc[..n].iter().sum::<f32>();
+        l = l * corr + exp_shifted(s, &mut sc[..n], m_new);
         if corr != 1.0 {
             scale(s, corr, out);
         }
@@ -343,28 +482,30 @@ thread_local! {
     static GROUP_SCRATCH: std::cell::RefCell<GroupScratch> = std::cell::RefCell::default();
 }
 
-/// [`group`] for the cache's types and `out.len() / head_dim_v` heads (2..=8).
+/// [`group`] over `keys` for the cache's types and `out.len() / head_dim_v` heads (2..=8).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn run_group<S: Simd>(
     s: S,
     a: &Attention,
     q: &[f32],
     kv: KvLayer<'_>,
-    pos: usize,
-    sinks: Option<&[f32]>,
+    keys: Range<usize>,
+    run: &mut Running<'_>,
+    scratch: &mut GroupScratch,
     out: &mut [f32],
 ) {
     macro_rules! go {
         ($rows:expr) => {{
             let rows = &mut $rows;
             match out.len() / a.head_dim_v {
-                2 => group::<S, _, 2>(s, a, q, rows, pos, sinks, out),
-                3 => group::<S, _, 3>(s, a, q, rows, pos, sinks, out),
-                4 => group::<S, _, 4>(s, a, q, rows, pos, sinks, out),
-                5 => group::<S, _, 5>(s, a, q, rows, pos, sinks, out),
-                6 => group::<S, _, 6>(s, a, q, rows, pos, sinks, out),
-                7 => group::<S, _, 7>(s, a, q, rows, pos, sinks, out),
-                _ => group::<S, _, 8>(s, a, q, rows, pos, sinks, out),
+                2 => group::<S, _, 2>(s, a, q, rows, keys, run, out),
+                3 => group::<S, _, 3>(s, a, q, rows, keys, run, out),
+                4 => group::<S, _, 4>(s, a, q, rows, keys, run, out),
+                5 => group::<S, _, 5>(s, a, q, rows, keys, run, out),
+                6 => group::<S, _, 6>(s, a, q, rows, keys, run, out),
+                7 => group::<S, _, 7>(s, a, q, rows, keys, run, out),
+                _ => group::<S, _, 8>(s, a, q, rows, keys, run, out),
             }
         }};
     }
@@ -372,8 +513,16 @@ fn run_group<S: Simd>(
     match (kv.k, kv.v) {
         (KvRows::F16(keys), KvRows::F16(values)) => go!(InPlace { keys, values, dk, dv }),
         (KvRows::F32(keys), KvRows::F32(values)) => go!(InPlace { keys, values, dk, dv }),
-        _ => GROUP_SCRATCH.with_borrow_mut(|scratch| go!(Converted { kv, dk, dv, scratch })),
+        _ => go!(Converted { kv, dk, dv, scratch }),
     }
+}
+
+/// The running softmax of a group's heads over the keys walked so far: per head the largest
+/// score and the sum of `exp(score - max)`; the output rows beside it hold the matching
+/// unnormalized value sums.
+struct Running<'a> {
+    max: &'a mut [f32],
+    sum: &'a mut [f32],
 }
 
 /// `H` query heads of one KV head at one position (`q`: their rows back to back, `out` likewise),
@@ -388,28 +537,21 @@ fn group<S: Simd, R: GroupRows, const H: usize>(
     a: &Attention,
     q: &[f32],
     rows: &mut R,
-    pos: usize,
-    sinks: Option<&[f32]>,
+    keys: Range<usize>,
+    run: &mut Running<'_>,
     out: &mut [f32],
 ) {
     let (dk, dv) = (a.head_dim, a.head_dim_v);
     let qs: [&[f32]; H] = std::array::from_fn(|h| &q[h * dk..(h + 1) * dk]);
-    let lo = first_visible(a, pos);
     let mut sc = [[0f32; BLOCK]; H];
-    let mut m = [f32::NEG_INFINITY; H];
-    let mut l = [0f32; H];
-    if let Some(sinks) = sinks {
-        for h in 0..H {
-            (m[h], l[h]) = (sinks[h], 1.0);
-        }
-    }
-    out.fill(0.0);
-    let mut j0 = lo;
-    while j0 <= pos {
-        let n = BLOCK.min(pos + 1 - j0);
-        let (keys, values) = rows.block(s, j0, n);
+    let mut m: [f32; H] = std::array::from_fn(|h| run.max[h]);
+    let mut l: [f32; H] = std::array::from_fn(|h| run.sum[h]);
+    let mut j0 = keys.start;
+    while j0 < keys.end {
+        let n = BLOCK.min(keys.end - j0);
+        let (block_keys, values) = rows.block(s, j0, n);
         for j in 0..n {
-            let key = &keys[j * dk..][..dk];
+            let key = &block_keys[j * dk..][..dk];
             let mut acc = [s.zero(); H];
             let mut i = 0;
             while i + S::N <= dk {
@@ -426,10 +568,9 @@ fn group<S: Simd, R: GroupRows, const H: usize>(
             }
         }
         for h in 0..H {
-            let m_new = sc[h][..n].iter().copied().fold(m[h], f32::max);
+            let m_new = max_of(s, &sc[h][..n], m[h]);
             let corr = if m[h] == f32::NEG_INFINITY { 0.0 } else { (m[h] - m_new).exp() };
-            exp_shifted(s, &mut sc[h][..n], m_new);
-            l[h] = l[h] * corr + sc[h][..n].iter().sum::<f32>();
+            l[h] = l[h] * corr + exp_shifted(s, &mut sc[h][..n], m_new);
             if corr != 1.0 {
                 scale(s, corr, &mut out[h * dv..(h + 1) * dv]);
             }
@@ -460,26 +601,43 @@ fn group<S: Simd, R: GroupRows, const H: usize>(
         }
         j0 += n;
     }
-    for h in 0..H {
-        if l[h] > 0.0 {
-            scale(s, 1.0 / l[h], &mut out[h * dv..(h + 1) * dv]);
-        }
-    }
+    run.max.copy_from_slice(&m);
+    run.sum.copy_from_slice(&l);
 }
 
-/// `x[i] = exp(x[i] - m)`.
+/// `x[i] = exp(x[i] - m)`; returns their sum. The sum and [`max_of`] run on vectors: a
+/// scalar fold over a block is one chain of dependent adds (or maxes), which held decode at
+/// depth to about one instruction per cycle.
 #[inline(always)]
-fn exp_shifted<S: Simd>(s: S, x: &mut [f32], m: f32) {
+fn exp_shifted<S: Simd>(s: S, x: &mut [f32], m: f32) -> f32 {
     let vm = s.splat(m);
+    let mut sum = s.zero();
     let mut chunks = x.chunks_exact_mut(S::N);
     for c in &mut chunks {
         let e = exp(s, s.sub(s.ld(c), vm));
+        sum = s.add(sum, e);
         s.st(c, e);
     }
     let one = Scalar::token();
+    let mut tail = 0.0;
     for x in chunks.into_remainder() {
         *x = exp(one, *x - m);
+        tail += *x;
     }
+    s.sum(sum) + tail
+}
+
+/// The largest of `m` and the elements of `x`.
+#[inline(always)]
+fn max_of<S: Simd>(s: S, x: &[f32], m: f32) -> f32 {
+    let mut acc = s.splat(m);
+    let mut chunks = x.chunks_exact(S::N);
+    for c in &mut chunks {
+        acc = s.max(acc, s.ld(c));
+    }
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    s.st(&mut lanes, acc);
+    lanes[..S::N].iter().chain(chunks.remainder()).copied().fold(m, f32::max)
 }
 
 #[cfg(test)]
@@ -502,7 +660,7 @@ mod tests {
 
     #[test]
     fn prompt_runs_get_tiles_and_decode_tokens_per_token_tasks() {
-        let tasks = plan(&shape(8, 2, 192), &mixed_positions(), true);
+        let tasks = plan(&shape(8, 2, 192), &mixed_positions(), true, 1).tasks;
         let tile = |g, t0, r0, n| Task::Tile { g, t0, r0, n };
         let want = vec![
             tile(0, 0, 0, 16),
@@ -511,15 +669,95 @@ mod tests {
             tile(1, 0, 0, 16),
             tile(1, 0, 16, 16),
             tile(1, 0, 32, 8),
-            Task::Group { t: 10, g: 0 },
-            Task::Group { t: 10, g: 1 },
+            Task::Group { t: 10, g: 0, part: None },
+            Task::Group { t: 10, g: 1, part: None },
             tile(0, 11, 0, 12),
             tile(1, 11, 0, 12),
         ];
         assert_eq!(tasks, want);
         // One KV head per query head, too few rows for a tile, an uncommon cache type.
-        let tasks = plan(&shape(2, 2, 192), &[[3, 0], [4, 0]], false);
+        let tasks = plan(&shape(2, 2, 192), &[[3, 0], [4, 0]], false, 1).tasks;
         assert_eq!(tasks, [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(t, h)| Task::Row { t, h }));
+    }
+
+    #[test]
+    fn a_deep_decode_on_few_heads_is_split_along_the_keys() {
+        // Two group tasks for two threads: four parts each, whole blocks, the last one short.
+        let got = plan(&shape(8, 2, 4096), &[[2000, 0]], true, 2);
+        let part = |g, slot, keys| Task::Group { t: 0, g, part: Some(Part { slot, keys }) };
+        let want = Plan {
+            tasks: vec![
+                part(0, 0, (0, 512)),
+                part(0, 1, (512, 1024)),
+                part(0, 2, (1024, 1536)),
+                part(0, 3, (1536, 2001)),
+                part(1, 4, (0, 512)),
+                part(1, 5, (512, 1024)),
+                part(1, 6, (1024, 1536)),
+                part(1, 7, (1536, 2001)),
+            ],
+            merges: vec![Merge { t: 0, g: 0, slots: (0, 4) }, Merge { t: 0, g: 1, slots: (4, 8) }],
+            slots: 8,
+        };
+        assert_eq!(got, want);
+        // A window leaves 300 keys: one part; enough tasks already (four tokens): none split.
+        let windowed = Attention { window: 300, ..shape(8, 2, 4096) };
+        assert_eq!(plan(&windowed, &[[2000, 0]], true, 2).slots, 0);
+        let four = [[2000, 0], [900, 2048], [3000, 0], [1000, 2048]];
+        assert_eq!(plan(&shape(8, 2, 4096), &four, true, 2).slots, 0);
+    }
+
+    /// Runs tasks one after another but reports `.0` threads, so that plans split as they
+    /// would on that many.
+    struct Serial(usize);
+
+    impl Exec for Serial {
+        fn threads(&self) -> usize {
+            self.0
+        }
+        fn run(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+            (0..n).for_each(f);
+        }
+    }
+
+    /// A decode token deep in the cache gives the same output with its walks split and whole,
+    /// for plain and quantized caches, with and without a window and sinks.
+    #[test]
+    fn split_walks_match_whole_ones() {
+        let a = shape(8, 2, 3000);
+        let wave = |i: usize, f: f32| (i as f32 * f).sin();
+        let cells = a.n_kv * a.n_ctx * a.head_dim;
+        let keys: Vec<f32> = (0..cells).map(|i| wave(i, 0.37)).collect();
+        let values: Vec<f32> = (0..cells).map(|i| wave(i, 0.91)).collect();
+        let quantized = |x: &[f32]| {
+            let mut out = vec![0u8; x.len() / 32 * 34];
+            crate::kv_type::quantize_cpu_row(crate::KvType::Q8_0, x, &mut out);
+            out
+        };
+        let (k8, v8) = (quantized(&keys), quantized(&values));
+        let q: Vec<f32> = (0..a.n_head * a.head_dim).map(|i| wave(i, 0.53)).collect();
+        let sinks: Vec<f32> = (0..a.n_head).map(|h| h as f32 * 0.3 - 1.0).collect();
+        let caches = [
+            KvLayer { k: KvRows::F32(&keys), v: KvRows::F32(&values) },
+            KvLayer { k: KvRows::Q8_0(&k8), v: KvRows::Q8_0(&v8) },
+        ];
+        for (kv, (window, sinks)) in caches
+            .into_iter()
+            .flat_map(|kv| [(0, None), (700, Some(&sinks[..])), (0, Some(&sinks[..]))].map(move |c| (kv, c)))
+        {
+            let a = Attention { window, ..a };
+            let run = |threads| {
+                let mut out = vec![0f32; a.n_head * a.head_dim_v];
+                let exec = Serial(threads);
+                attention_at(&exec, Isa::best(), &a, &q, &[[2900, 50]], kv, sinks, &mut out).unwrap();
+                out
+            };
+            assert_eq!(plan(&a, &[[2900, 50]], true, 8).merges.len(), 2);
+            let (whole, split) = (run(1), run(8));
+            for (i, (x, y)) in split.iter().zip(&whole).enumerate() {
+                assert!((x - y).abs() < 1e-5, "window {window}, element {i}: split {x} vs whole {y}");
+            }
+        }
     }
 
     /// Each sequence's tokens in one call, tiled where they form runs, give what each token
