@@ -727,7 +727,9 @@ mod tests {
         let a = shape(8, 2, 3000);
         let wave = |i: usize, f: f32| (i as f32 * f).sin();
         let cells = a.n_kv * a.n_ctx * a.head_dim;
-        let keys: Vec<f32> = (0..cells).map(|i| wave(i, 0.37)).collect();
+        // Keys grow along the cache, so each part of a split walk has its own largest score.
+        let ramp = |i: usize| 1.0 + 3.0 * ((i / a.head_dim) % a.n_ctx) as f32 / a.n_ctx as f32;
+        let keys: Vec<f32> = (0..cells).map(|i| wave(i, 0.37) * ramp(i)).collect();
         let values: Vec<f32> = (0..cells).map(|i| wave(i, 0.91)).collect();
         let quantized = |x: &[f32]| {
             let mut out = vec![0u8; x.len() / 32 * 34];
@@ -736,7 +738,8 @@ mod tests {
         };
         let (k8, v8) = (quantized(&keys), quantized(&values));
         let q: Vec<f32> = (0..a.n_head * a.head_dim).map(|i| wave(i, 0.53)).collect();
-        let sinks: Vec<f32> = (0..a.n_head).map(|h| h as f32 * 0.3 - 1.0).collect();
+        // Sinks from small to larger than most scores, so that the merge must weigh them.
+        let sinks: Vec<f32> = (0..a.n_head).map(|h| h as f32 * 2.0 - 1.0).collect();
         let caches = [
             KvLayer { k: KvRows::F32(&keys), v: KvRows::F32(&values) },
             KvLayer { k: KvRows::Q8_0(&k8), v: KvRows::Q8_0(&v8) },
