@@ -147,13 +147,14 @@ pub fn attention_at(
                     o.fill(0.0);
                     let mut run = Running { max: &mut max[..group], sum: &mut sum[..group] };
                     let keys = first_visible(a, pos)..pos + 1;
-                    dispatch!(isa, |s| run_group(s, a, qs, head, keys, &mut run, scratch, o));
-                    for (row, &l) in o.chunks_exact_mut(a.head_dim_v).zip(&sum) {
-                        if l > 0.0 {
-                            let inv = 1.0 / l;
-                            row.iter_mut().for_each(|x| *x *= inv);
+                    dispatch!(isa, |s| {
+                        run_group(s, a, qs, head, keys, &mut run, scratch, o);
+                        for (row, &l) in o.chunks_exact_mut(a.head_dim_v).zip(run.sum.iter()) {
+                            if l > 0.0 {
+                                scale(s, 1.0 / l, row);
+                            }
                         }
-                    }
+                    });
                 }
                 Some(Part { slot, keys }) => {
                     // SAFETY: each slot is one task's alone.
