@@ -442,6 +442,60 @@ fn cpu_packed_rows_match_reference() {
     assert!(cpu::pack(t, 256, &b, &mut b.clone()).is_err());
 }
 
+/// The AMX tiles' prefill GEMM (where the CPU and OS offer them) gives the very floats of the
+/// AVX-512 VNNI integer GEMM: the same integer sums, split into high and low bytes, meet the
+/// same scales in the same order. Rows and tokens past whole tiles, several tasks, a packed
+/// matrix, long rows, and a multi-job call that mixes in an f32 job.
+#[test]
+fn cpu_amx_prefill_is_bit_exact_with_vnni() {
+    let (Some(amx), Some(vnni)) = (find_isa("avx512amx"), find_isa("avx512vnni")) else {
+        eprintln!("no AMX tiles on this machine: nothing to compare");
+        return;
+    };
+    let mut rng = Rng::new(21);
+    for t in [GgmlType::Q4_K, GgmlType::Q6_K] {
+        for (rows, cols, packed) in
+            [(13usize, 256usize, false), (67, 768, false), (144, 512, true), (80, 8448, false)]
+        {
+            let wb = random_weights(t, rows, cols, &mut rng);
+            let mut pb = wb.clone();
+            if packed {
+                cpu::pack(t, cols, &wb, &mut pb).unwrap();
+            }
+            let w = match packed {
+                true => WeightView::new_packed(t, rows, cols, &pb).unwrap(),
+                false => WeightView::new(t, rows, cols, &wb).unwrap(),
+            };
+            let f32_rows = 24;
+            let fb = random_weights(GgmlType::F32, f32_rows, cols, &mut rng);
+            let fw = WeightView::new(GgmlType::F32, f32_rows, cols, &fb).unwrap();
+            for n_tok in [9usize, 17, 70] {
+                let x = rng.vec(cols * n_tok, 1.0);
+                let run = |isa: Isa| {
+                    let (mut out, mut f32_out) =
+                        (vec![f32::NAN; rows * n_tok], vec![f32::NAN; f32_rows * n_tok]);
+                    let mut jobs = [LinearJob { w, out: &mut out }, LinearJob { w: fw, out: &mut f32_out }];
+                    linear_multi(isa, &mut jobs, &x, n_tok).unwrap();
+                    (out, f32_out)
+                };
+                let ((got, got_f32), (want, want_f32)) = (run(amx), run(vnni));
+                let what = format!("{t} {rows}x{cols} packed={packed} T={n_tok}");
+                if let Some(i) = got.iter().zip(&want).position(|(g, e)| g.to_bits() != e.to_bits()) {
+                    panic!("{what}: token {} row {}: AMX {} VNNI {}", i / rows, i % rows, got[i], want[i]);
+                }
+                assert!(
+                    got_f32.iter().zip(&want_f32).all(|(g, e)| g.to_bits() == e.to_bits()),
+                    "{what}: f32 job"
+                );
+            }
+        }
+    }
+}
+
+fn find_isa(name: &str) -> Option<Isa> {
+    Isa::available().into_iter().find(|i| i.name() == name)
+}
+
 /// The CPU kernels on the very inputs of the GPU's matvec and matmul tests.
 #[test]
 fn cpu_linear_matches_reference_on_the_gpu_cases() {

@@ -16,6 +16,9 @@ enum Kind {
     /// AVX-512 with VNNI's byte dot products.
     #[cfg(target_arch = "x86_64")]
     Avx512Vnni,
+    /// AVX-512 VNNI with AMX's int8 tiles, which the prefill GEMM of Q4_K and Q6_K takes.
+    #[cfg(target_arch = "x86_64")]
+    Avx512Amx,
     #[cfg(target_arch = "aarch64")]
     Neon,
 }
@@ -29,7 +32,7 @@ impl Isa {
     pub const SCALAR: Isa = Isa(Kind::Scalar);
 
     /// The widest instruction set this CPU has.
-    /// `WLLM_CPU_ISA=scalar|avx2|avx512|avx512vnni|neon` asks for a narrower one (an
+    /// `WLLM_CPU_ISA=scalar|avx2|avx512|avx512vnni|avx512amx|neon` asks for a narrower one (an
     /// unavailable request falls back to the best available).
     pub fn best() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
@@ -61,6 +64,9 @@ impl Isa {
                     out.push(Isa(Kind::Avx512));
                     if crate::cpu::quant::vnni::available() {
                         out.push(Isa(Kind::Avx512Vnni));
+                        if crate::cpu::amx::available() {
+                            out.push(Isa(Kind::Avx512Amx));
+                        }
                     }
                 }
             }
@@ -81,6 +87,8 @@ impl Isa {
             Kind::Avx512 => "avx512",
             #[cfg(target_arch = "x86_64")]
             Kind::Avx512Vnni => "avx512vnni",
+            #[cfg(target_arch = "x86_64")]
+            Kind::Avx512Amx => "avx512amx",
             #[cfg(target_arch = "aarch64")]
             Kind::Neon => "neon",
         }
@@ -88,11 +96,15 @@ impl Isa {
 
     #[cfg(target_arch = "x86_64")]
     pub(crate) fn is_avx512(self) -> bool {
-        matches!(self.0, Kind::Avx512 | Kind::Avx512Vnni)
+        matches!(self.0, Kind::Avx512 | Kind::Avx512Vnni | Kind::Avx512Amx)
     }
     #[cfg(target_arch = "x86_64")]
     pub(crate) fn is_avx512_vnni(self) -> bool {
-        self.0 == Kind::Avx512Vnni
+        matches!(self.0, Kind::Avx512Vnni | Kind::Avx512Amx)
+    }
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn is_amx(self) -> bool {
+        self.0 == Kind::Avx512Amx
     }
     #[cfg(target_arch = "x86_64")]
     pub(crate) fn is_avx2(self) -> bool {
@@ -118,7 +130,7 @@ impl Isa {
             #[cfg(target_arch = "x86_64")]
             Kind::Avx2 => 8,
             #[cfg(target_arch = "x86_64")]
-            Kind::Avx512 | Kind::Avx512Vnni => 16,
+            Kind::Avx512 | Kind::Avx512Vnni | Kind::Avx512Amx => 16,
             #[cfg(target_arch = "aarch64")]
             Kind::Neon => 4,
         }

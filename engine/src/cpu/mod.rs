@@ -5,6 +5,8 @@
 //! instruction set (AVX-512, AVX2+FMA, NEON, scalar), chosen at run time ([`Isa`]). The
 //! scalar oracle `wllm_loaders::quant` is what the tests hold them to. Activations stay f32.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod bandwidth;
 mod exec;
 mod isa;

@@ -6,7 +6,8 @@
 //! every token block: an MR × NR tile of accumulators stays in registers over the whole `k`.
 //! Tiles are MR = 12 rows × 32 tokens on AVX-512 (24 of its 32 registers), 6 × 16 on AVX2
 //! (12 of 16), 8 × 8 on NEON; half as many tokens when the batch is that small. On AVX-512
-//! VNNI, Q4_K and Q6_K weights take the integer kernel of `gemm_int` instead.
+//! VNNI, Q4_K and Q6_K weights take the integer kernel of `gemm_int` instead, or where the CPU
+//! has AMX tiles the one of `gemm_amx`.
 
 use std::cell::RefCell;
 
@@ -47,18 +48,39 @@ pub(super) fn run(exec: &dyn Exec, isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>
     let Some(k) = jobs.first().map(|(w, _)| w.cols) else { return };
     #[cfg(target_arch = "x86_64")]
     if isa.is_avx512_vnni()
-        && jobs.iter().any(|(w, _)| super::gemm_int::reads(w.ty))
-        && let Some(xi) = super::gemm_int::PackedX::new(exec, x, n_tok, k)
+        && jobs.iter().any(|(w, _)| super::kbytes::reads(w.ty))
+        && int_gemm(exec, isa, jobs, x, n_tok, k)
     {
-        // SAFETY: an AVX-512 VNNI `Isa` exists only on a CPU with these features.
-        unsafe { super::gemm_int::run(exec, jobs, &xi, n_tok) };
-        let rest: Vec<_> = jobs.iter().copied().filter(|(w, _)| !super::gemm_int::reads(w.ty)).collect();
+        let rest: Vec<_> = jobs.iter().copied().filter(|(w, _)| !super::kbytes::reads(w.ty)).collect();
         if !rest.is_empty() {
             run_f32(exec, isa, &rest, x, n_tok);
         }
         return;
     }
     run_f32(exec, isa, jobs, x, n_tok);
+}
+
+/// The Q4_K and Q6_K jobs on integers, AMX tiles where the CPU has them; false (nothing done)
+/// when an activation is not finite.
+#[cfg(target_arch = "x86_64")]
+fn int_gemm(
+    exec: &dyn Exec,
+    isa: Isa,
+    jobs: &[(WeightView<'_>, OutPtr<'_>)],
+    x: &[f32],
+    n_tok: usize,
+    k: usize,
+) -> bool {
+    if isa.is_amx() {
+        let Some(xt) = super::gemm_amx::TiledX::new(exec, x, n_tok, k) else { return false };
+        // SAFETY: an AMX `Isa` exists only where the CPU has AVX-512 and the OS granted tiles.
+        unsafe { super::gemm_amx::run(exec, jobs, &xt, n_tok) };
+        return true;
+    }
+    let Some(xi) = super::gemm_int::PackedX::new(exec, x, n_tok, k) else { return false };
+    // SAFETY: an AVX-512 VNNI `Isa` exists only on a CPU with these features.
+    unsafe { super::gemm_int::run(exec, jobs, &xi, n_tok) };
+    true
 }
 
 /// [`run`] on f32: every panel dequantized.

@@ -16,23 +16,14 @@ use std::sync::OnceLock;
 
 use wllm_loaders::GgmlType;
 
+use super::kbytes::{self, group, reads};
 use super::{OutPtr, WeightView};
 use crate::cpu::exec::Exec;
-use crate::cpu::quant::int::{Groupings, QX, QuantX, f16_at};
+use crate::cpu::quant::int::{Groupings, QX, QuantX};
 
 /// Rows per panel, tokens per block.
 const MR: usize = 6;
 const NT: usize = 32;
-
-/// Whether `ty` weights take this kernel.
-pub(super) fn reads(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K)
-}
-
-/// Weights sharing one scale.
-fn group(ty: GgmlType) -> usize {
-    if ty == GgmlType::Q6_K { 16 } else { 32 }
-}
 
 /// The tokens' activations in blocks of [`NT`] tokens: per pair of elements, the i16 pair of
 /// each token as one i32 (`[k / 2][NT]`); per 32 elements each token's scale and `d · Σq`
@@ -83,10 +74,19 @@ impl PackedX {
     }
 }
 
+/// An unpacked weight panel: `MR` rows of i16 and per group a scale and an offset per row
+/// (`bytes`: one row's bytes on the way).
+#[derive(Default)]
+struct Panel {
+    q: Vec<i16>,
+    scale: Vec<f32>,
+    offset: Vec<f32>,
+    bytes: Vec<u8>,
+}
+
 thread_local! {
-    /// The unpacked weight panel of the task running on this thread: `MR` rows of i16, and
-    /// per group a scale and an offset per row.
-    static PANEL: RefCell<(Vec<i16>, Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+    /// The panel of the task running on this thread.
+    static PANEL: RefCell<Panel> = RefCell::new(Panel::default());
 }
 
 /// `Y = X Wᵀ` for the jobs whose weights [`reads`] accepts.
@@ -102,11 +102,11 @@ pub(super) unsafe fn run(exec: &dyn Exec, jobs: &[(WeightView<'_>, OutPtr<'_>)],
         super::packed::in_row_layout(w, r0, r1, |v, first| {
             let out = out.window(w.rows, first, v.rows);
             for p in (r0..r1).step_by(MR) {
-                PANEL.with_borrow_mut(|(q, scale, offset)| {
+                PANEL.with_borrow_mut(|pn| {
                     // SAFETY: the caller's guarantee.
                     unsafe {
-                        unpack(v, p - first, q, scale, offset);
-                        panel(v, p - first, q, scale, offset, x, n_tok, out);
+                        unpack(v, p - first, pn);
+                        panel(v, p - first, &pn.q, &pn.scale, &pn.offset, x, n_tok, out);
                     }
                 });
             }
@@ -114,95 +114,28 @@ pub(super) unsafe fn run(exec: &dyn Exec, jobs: &[(WeightView<'_>, OutPtr<'_>)],
     });
 }
 
-/// Rows `r0..r0 + MR` of `w` (zero past the last) as integers, scales and offsets, so that
-/// weight `e` of row `r` is `q · scale[g][r] + offset[g][r]` with `g = e / group`. (Compiled
-/// for AVX-512, whose byte-to-word widenings the loops vectorize into.)
+/// Rows `r0..r0 + MR` of `w` (zero past the last) as i16, scales and offsets, so that
+/// weight `e` of row `r` is `q · scale[g][r] + offset[g][r]` with `g = e / group`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2")]
-fn unpack(w: WeightView<'_>, r0: usize, q: &mut Vec<i16>, scale: &mut Vec<f32>, offset: &mut Vec<f32>) {
+fn unpack(w: WeightView<'_>, r0: usize, panel: &mut Panel) {
     let (k, g) = (w.cols, group(w.ty));
+    let Panel { q, scale, offset, bytes } = panel;
     q.clear();
     q.resize(MR * k, 0);
     scale.clear();
     scale.resize(k / g * MR, 0.0);
     offset.clear();
     offset.resize(k / g * MR, 0.0);
-    let rb = w.row_bytes();
+    bytes.resize(k, 0);
     for r in 0..MR.min(w.rows - r0) {
-        let bytes = &w.bytes[(r0 + r) * rb..(r0 + r + 1) * rb];
-        let q = &mut q[r * k..(r + 1) * k];
-        if w.ty == GgmlType::Q4_K {
-            for (i, b) in bytes.chunks_exact(144).enumerate() {
-                let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-                let (scales, mins) =
-                    crate::cpu::quant::kquants_scales_mins(b[4..16].try_into().expect("12 bytes"));
-                for j in 0..8 {
-                    scale[(8 * i + j) * MR + r] = d * f32::from((scales >> (8 * j)) as u8);
-                    offset[(8 * i + j) * MR + r] = -dmin * f32::from((mins >> (8 * j)) as u8);
-                }
-                let out = &mut q[256 * i..256 * (i + 1)];
-                for c in 0..4 {
-                    let quants = load32(&b[16 + 32 * c..48 + 32 * c]);
-                    store32(&mut out[64 * c..64 * c + 32], low(quants), 0);
-                    store32(&mut out[64 * c + 32..64 * c + 64], high(quants), 0);
-                }
-            }
-        } else {
-            for (i, b) in bytes.chunks_exact(210).enumerate() {
-                let d = f16_at(b, 208);
-                for s in 0..16 {
-                    scale[(16 * i + s) * MR + r] = d * f32::from(b[192 + s] as i8);
-                }
-                let out = &mut q[256 * i..256 * (i + 1)];
-                for n in 0..2 {
-                    let (ql_a, ql_b) =
-                        (load32(&b[64 * n..64 * n + 32]), load32(&b[64 * n + 32..64 * n + 64]));
-                    let qh = load32(&b[128 + 32 * n..160 + 32 * n]);
-                    // SAFETY: AVX2 is enabled on this function.
-                    let top = |shifted: __m256i| _mm256_and_si256(shifted, _mm256_set1_epi8(0x30));
-                    let quarters = [
-                        (low(ql_a), top(_mm256_slli_epi16::<4>(qh))),
-                        (low(ql_b), top(_mm256_slli_epi16::<2>(qh))),
-                        (high(ql_a), top(qh)),
-                        (high(ql_b), top(_mm256_srli_epi16::<2>(qh))),
-                    ];
-                    for (g, (nibbles, bits)) in quarters.into_iter().enumerate() {
-                        let at = 128 * n + 32 * g;
-                        store32(&mut out[at..at + 32], _mm256_or_si256(nibbles, bits), 32);
-                    }
-                }
+        kbytes::row(w, r0 + r, bytes, scale, offset, (MR, r));
+        for (words, b) in q[r * k..(r + 1) * k].chunks_exact_mut(32).zip(bytes.chunks_exact(32)) {
+            // SAFETY: 32 bytes in, 32 i16 of room out; AVX-512 BW is enabled on this function.
+            unsafe {
+                let b = _mm256_loadu_si256(b.as_ptr().cast());
+                _mm512_storeu_si512(words.as_mut_ptr().cast(), _mm512_cvtepi8_epi16(b));
             }
         }
-    }
-}
-
-/// 32 bytes.
-#[inline(always)]
-fn load32(b: &[u8]) -> __m256i {
-    assert!(b.len() >= 32);
-    // SAFETY: 32 bytes, checked above; AVX is enabled wherever this inlines.
-    unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
-}
-
-/// The low and the high nibbles of 32 bytes.
-#[inline(always)]
-fn low(b: __m256i) -> __m256i {
-    // SAFETY: inlined into AVX2 code only.
-    unsafe { _mm256_and_si256(b, _mm256_set1_epi8(0x0F)) }
-}
-#[inline(always)]
-fn high(b: __m256i) -> __m256i {
-    // SAFETY: as above.
-    unsafe { _mm256_and_si256(_mm256_srli_epi16::<4>(b), _mm256_set1_epi8(0x0F)) }
-}
-
-/// 32 unsigned bytes less `bias` as i16.
-#[inline(always)]
-fn store32(out: &mut [i16], b: __m256i, bias: i16) {
-    assert!(out.len() >= 32);
-    // SAFETY: 32 i16 of room, checked above; inlined into AVX-512 BW code only.
-    unsafe {
-        let words = _mm512_sub_epi16(_mm512_cvtepu8_epi16(b), _mm512_set1_epi16(bias));
-        _mm512_storeu_si512(out.as_mut_ptr().cast(), words);
     }
 }
 

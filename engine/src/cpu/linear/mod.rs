@@ -5,7 +5,11 @@
 
 mod gemm;
 #[cfg(target_arch = "x86_64")]
+mod gemm_amx;
+#[cfg(target_arch = "x86_64")]
 mod gemm_int;
+#[cfg(target_arch = "x86_64")]
+mod kbytes;
 mod matvec;
 mod out;
 mod packed;
@@ -146,7 +150,7 @@ pub(crate) fn linear_multi_on(
     // kernel is bound by its multiplies, not by reading the weights.)
     let pass = MAX_MATVEC_TOKENS;
     if n_tok <= MAX_PASSED_TOKENS
-        || (n_tok <= packed::PACKED_PASSED_TOKENS && jobs.iter().all(|j| packed::passes(isa, j.w)))
+        || (n_tok <= packed::passed_tokens(isa) && jobs.iter().all(|j| packed::passes(isa, j.w)))
     {
         let passes = n_tok.div_ceil(pass);
         let mut t0 = 0;

@@ -94,8 +94,17 @@ pub(crate) fn panel_tasks(jobs: &[(WeightView<'_>, OutPtr<'_>)], mr: usize) -> V
 /// packed kernels rather than in the GEMM, whose tasks unpack the groups first: a pass reads
 /// the weights at about the rate the GEMM multiplies, and the unpacking costs the GEMM most at
 /// small batches (7B shape, 2 threads, tokens/s through passes vs the GEMM: 16 tokens 20.7
-/// vs 8.8, 64 tokens 21.9 vs 19.9, 256 tokens 19.8 vs 22.3).
-pub(crate) const PACKED_PASSED_TOKENS: usize = 64;
+/// vs 8.8, 64 tokens 21.9 vs 19.9, 256 tokens 19.8 vs 22.3). The AMX GEMM multiplies about
+/// twice as fast and overtakes the passes sooner (Xeon, 2 threads, passes vs AMX: 16 tokens
+/// 17.8 vs 13.8, 32 tokens 19.5 vs 19.7, 64 tokens 20.7 vs 23.4).
+pub(crate) fn passed_tokens(isa: Isa) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if isa.is_amx() {
+        return 32;
+    }
+    let _ = isa;
+    64
+}
 
 /// Whether `w` multiplies on the packed kernels of `isa`.
 pub(crate) fn passes(isa: Isa, w: WeightView<'_>) -> bool {

@@ -1,0 +1,300 @@
+//! Prefill on AMX tiles for Q4_K and Q6_K weights: the integer products of `gemm_int`, on a
+//! matrix unit that does 16 times the multiply-adds per instruction of `vpdpbusd`.
+//!
+//! The activations are `gemm_int`'s, i16 per 32 elements (the decode path's precision), but
+//! tiles multiply bytes. Each i16 is split into a signed high and an unsigned low byte,
+//! `x = 256 · hi + lo`, and a scale group's dot product is two tile products,
+//! `256 · (W · hi) + W · lo`: exactly the integer `vpdpwssd` sums. The scales then meet the
+//! sums as in `gemm_int`, so the two kernels agree bit for bit.
+//!
+//! One tile product covers a scale group (32 weights for Q4_K, 16 for Q6_K) of 16 weight rows
+//! × 16 tokens. The unit writes the i32 sums to memory and AVX-512 applies the scales there:
+//! with groups this short, that epilogue, not the unit, sets the pace. Each task unpacks up to
+//! [`PANELS`] panels of 16 rows to bytes and sweeps every token tile over them, so a token
+//! tile's activations come from memory once per [`PANELS`] panels.
+
+use std::arch::asm;
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+use super::kbytes::{self, group, reads, signed};
+use super::{OutPtr, WeightView};
+use crate::cpu::amx::{TileConfig, Tiles};
+use crate::cpu::exec::Exec;
+use crate::cpu::quant::int::{Groupings, QX, QuantX};
+
+/// Weight rows and tokens per tile.
+const ROWS: usize = 16;
+const TOK: usize = 16;
+/// Weight rows per panel: two tiles, which share each activation tile.
+const PANEL: usize = 2 * ROWS;
+/// Panels per task.
+const PANELS: usize = 2;
+/// Bytes between two i32 rows of a sum tile, and between two rows of an activation tile (16
+/// tokens × 4 bytes).
+const LINE: usize = 64;
+
+/// Tiles 0 to 3 hold the high and low sums of the two halves of a panel, 4 and 5 the halves'
+/// weights, 6 and 7 the high and low bytes of the activations, for scale groups of `group`
+/// weights.
+const fn config(group: usize) -> TileConfig {
+    let (sums, weights, activations) =
+        ((ROWS as u8, LINE as u16), (ROWS as u8, group as u16), ((group / 4) as u8, LINE as u16));
+    TileConfig::new()
+        .with(0, sums.0, sums.1)
+        .with(1, sums.0, sums.1)
+        .with(2, sums.0, sums.1)
+        .with(3, sums.0, sums.1)
+        .with(4, weights.0, weights.1)
+        .with(5, weights.0, weights.1)
+        .with(6, activations.0, activations.1)
+        .with(7, activations.0, activations.1)
+}
+
+/// 16 tokens' activations: per 4 elements, each token's 4 high bytes (`hi[k / 4][TOK][4]`,
+/// the tile unit's layout for the right operand) and the same of the low bytes; per 32
+/// elements each token's scale and `d · Σq` (`[k / 32][TOK]`). Tokens past the last are zero.
+struct TokenTile {
+    hi: Vec<u8>,
+    lo: Vec<u8>,
+    d: Vec<f32>,
+    sum: Vec<f32>,
+}
+
+pub(super) struct TiledX(Vec<TokenTile>);
+
+impl TiledX {
+    /// `None` when an activation is not finite (the f32 kernel then carries it through).
+    pub(super) fn new(exec: &dyn Exec, x: &[f32], n_tok: usize, k: usize) -> Option<TiledX> {
+        if !k.is_multiple_of(QX) || !x[..n_tok * k].iter().all(|v| v.is_finite()) {
+            return None;
+        }
+        let tiles: Vec<OnceLock<TokenTile>> = (0..n_tok.div_ceil(TOK)).map(|_| OnceLock::new()).collect();
+        exec.run(tiles.len(), &|b| {
+            let tokens = TOK.min(n_tok - b * TOK);
+            let xq = QuantX::new(
+                &x[b * TOK * k..(b * TOK + tokens) * k],
+                tokens,
+                k,
+                Groupings { fine: true, wide: false },
+            )
+            .expect("finite, checked above");
+            let mut tile = TokenTile {
+                hi: vec![0; k * TOK],
+                lo: vec![0; k * TOK],
+                d: vec![0.0; k / QX * TOK],
+                sum: vec![0.0; k / QX * TOK],
+            };
+            for j in 0..tokens {
+                let xt = xq.token(j);
+                for (g, q) in xt.q.iter().enumerate() {
+                    for (e, &v) in q.iter().enumerate() {
+                        let el = g * QX + e;
+                        let at = (el / 4 * TOK + j) * 4 + el % 4;
+                        tile.hi[at] = (v >> 8) as u8;
+                        tile.lo[at] = v as u8;
+                    }
+                    tile.d[g * TOK + j] = xt.d[g];
+                    tile.sum[g * TOK + j] = xt.sum[g];
+                }
+            }
+            let _ = tiles[b].set(tile);
+        });
+        Some(TiledX(tiles.into_iter().map(|t| t.into_inner().expect("every tile packed")).collect()))
+    }
+}
+
+/// The unpacked panels of a task: rows of bytes `stride` apart, and per panel, group and row
+/// a scale and an offset (`[panel][group][ROWS]`).
+#[derive(Default)]
+struct Panels {
+    bytes: Vec<u8>,
+    stride: usize,
+    scale: Vec<f32>,
+    offset: Vec<f32>,
+}
+
+thread_local! {
+    static PANELS_OF_TASK: RefCell<Panels> = RefCell::new(Panels::default());
+}
+
+/// `Y = X Wᵀ` for the jobs whose weights [`reads`] accepts.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL/DQ, and [`crate::cpu::amx::available`] must be true.
+pub(super) unsafe fn run(exec: &dyn Exec, jobs: &[(WeightView<'_>, OutPtr<'_>)], x: &TiledX, n_tok: usize) {
+    let jobs: Vec<_> = jobs.iter().copied().filter(|(w, _)| reads(w.ty)).collect();
+    let mut tasks = Vec::new();
+    for (i, (w, _)) in jobs.iter().enumerate() {
+        // Whole 16-row groups of a packed matrix's layout, each unpacked once.
+        let step = PANELS * PANEL;
+        tasks.extend((0..w.rows).step_by(step).map(|r| (i, r, (r + step).min(w.rows))));
+    }
+    exec.run(tasks.len(), &|ti| {
+        let (i, r0, r1) = tasks[ti];
+        let (w, out) = jobs[i];
+        super::packed::in_row_layout(w, r0, r1, |v, first| {
+            let out = out.window(w.rows, first, v.rows);
+            PANELS_OF_TASK.with_borrow_mut(|panels| {
+                // SAFETY: the caller's guarantee.
+                unsafe {
+                    unpack(v, r0 - first, r1 - first, panels);
+                    task(v, r0 - first, r1 - first, panels, x, n_tok, out);
+                }
+            });
+        });
+    });
+}
+
+/// Rows `r0..r1` of `w` in panels of [`PANEL`] rows (zero past `r1`).
+#[target_feature(enable = "avx2")]
+fn unpack(w: WeightView<'_>, r0: usize, r1: usize, panels: &mut Panels) {
+    let (k, g) = (w.cols, group(w.ty));
+    let n = (r1 - r0).div_ceil(PANEL);
+    // Rows 4 KiB apart would all fall in one set of the L1 cache, and a tile load reads 16.
+    panels.stride = k + 64;
+    panels.bytes.clear();
+    panels.bytes.resize(n * PANEL * panels.stride, 0);
+    panels.scale.clear();
+    panels.scale.resize(n * k / g * PANEL, 0.0);
+    panels.offset.clear();
+    panels.offset.resize(n * k / g * PANEL, 0.0);
+    let per_panel = k / g * PANEL;
+    for r in 0..r1 - r0 {
+        let (p, lane) = (r / PANEL, r % PANEL);
+        let q = &mut panels.bytes[r * panels.stride..r * panels.stride + k];
+        let (scale, offset) = (&mut panels.scale[p * per_panel..], &mut panels.offset[p * per_panel..]);
+        kbytes::row(w, r0 + r, q, scale, offset, (PANEL, lane));
+    }
+}
+
+/// Multiplies the task's panels with every token tile and writes their outputs.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+fn task(w: WeightView<'_>, r0: usize, r1: usize, panels: &Panels, x: &TiledX, n_tok: usize, out: OutPtr<'_>) {
+    let g = group(w.ty);
+    // SAFETY: the caller of `run` checked that tiles are available.
+    let _tiles = unsafe { Tiles::load(&config(g)) };
+    let mut sums = Box::new([Sums([[0; TOK]; 2 * PANEL]), Sums([[0; TOK]; 2 * PANEL])]);
+    for (t, xt) in x.0.iter().enumerate() {
+        for p in 0..(r1 - r0).div_ceil(PANEL) {
+            let tile = panel_tile(w, panels, p, xt, &mut sums);
+            for j in 0..TOK.min(n_tok - t * TOK) {
+                for (r, row) in tile.iter().enumerate().take(r1 - (r0 + p * PANEL)) {
+                    out.write((t * TOK + j) * w.rows + r0 + p * PANEL + r, row[j]);
+                }
+            }
+        }
+    }
+}
+
+/// The high and low sums of one scale group of a panel into `sums` (tiles 0 to 3 through
+/// memory): the weights of its two halves (tiles 4 and 5) against the activations' high
+/// bytes (tile 6, signed) with `$high`, and their low bytes (tile 7, unsigned) with `$low`.
+macro_rules! tile_product {
+    ($high:literal, $low:literal, $a:expr, $stride:expr, $hi:expr, $lo:expr, $sums:expr) => {
+        asm!(
+            "tileloadd tmm4, [{a} + {stride}]",
+            "tileloadd tmm5, [{a_half} + {stride}]",
+            "tileloadd tmm6, [{hi} + {line}]",
+            "tileloadd tmm7, [{lo} + {line}]",
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            concat!($high, " tmm0, tmm4, tmm6"),
+            concat!($low, " tmm1, tmm4, tmm7"),
+            concat!($high, " tmm2, tmm5, tmm6"),
+            concat!($low, " tmm3, tmm5, tmm7"),
+            "tilestored [{sums} + {line}], tmm0",
+            "tilestored [{sums} + {line} + 1024], tmm1",
+            "tilestored [{sums} + {line} + 2048], tmm2",
+            "tilestored [{sums} + {line} + 3072], tmm3",
+            a = in(reg) $a,
+            a_half = in(reg) $a.add(ROWS * $stride),
+            stride = in(reg) $stride,
+            hi = in(reg) $hi,
+            lo = in(reg) $lo,
+            line = in(reg) LINE,
+            sums = in(reg) $sums,
+            options(nostack),
+        )
+    };
+}
+
+/// The i32 sums of one tile product as the unit stores them: per half of the panel, the
+/// high bytes' then the low bytes'.
+#[repr(C, align(64))]
+struct Sums([[i32; TOK]; 2 * PANEL]);
+
+/// Panel `p` times token tile `xt`: `[row][token]`. The unit's products run one group ahead
+/// of the epilogue, into the other of the two `sums`, so the vector unit applies one group's
+/// scales while the matrix unit multiplies the next.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+fn panel_tile(
+    w: WeightView<'_>,
+    panels: &Panels,
+    p: usize,
+    xt: &TokenTile,
+    sums: &mut [Sums; 2],
+) -> [[f32; TOK]; PANEL] {
+    let (k, g) = (w.cols, group(w.ty));
+    let groups = k / g;
+    let per_panel = groups * PANEL;
+    let (scale, offset) = (&panels.scale[p * per_panel..], &panels.offset[p * per_panel..]);
+    let rows = &panels.bytes[p * PANEL * panels.stride..];
+    assert!(scale.len() >= per_panel && offset.len() >= per_panel);
+    assert!(rows.len() >= (PANEL - 1) * panels.stride + k);
+    assert!(xt.hi.len() >= k * TOK && xt.lo.len() >= k * TOK && xt.d.len() >= k / QX * TOK);
+    assert!(xt.sum.len() >= k / QX * TOK);
+    let with_offset = !signed(w.ty);
+    let product = |grp: usize, sums: &mut Sums| {
+        // SAFETY: tiles 4 and 5 read 16 rows each of `g` bytes from element `grp · g`,
+        // `stride` apart (inside `rows`, asserted above); tiles 6 and 7 read `g / 4` lines of
+        // 64 bytes from line `grp · g / 4` of the activations (`k / 4` lines, asserted);
+        // tiles 0 to 3 are stored to `sums`. The tiles were configured by `task`.
+        unsafe {
+            let a = rows.as_ptr().add(grp * g);
+            let (hi, lo) = (xt.hi.as_ptr().add(grp * g * TOK), xt.lo.as_ptr().add(grp * g * TOK));
+            let out = sums.0.as_mut_ptr();
+            if signed(w.ty) {
+                tile_product!("tdpbssd", "tdpbsud", a, panels.stride, hi, lo, out);
+            } else {
+                tile_product!("tdpbusd", "tdpbuud", a, panels.stride, hi, lo, out);
+            }
+        }
+    };
+    let mut acc = [_mm512_setzero_ps(); PANEL];
+    product(0, &mut sums[0]);
+    for grp in 0..groups {
+        let (now, next) = sums.split_at_mut(1);
+        let (now, next) = if grp % 2 == 0 { (&now[0], &mut next[0]) } else { (&next[0], &mut now[0]) };
+        if grp + 1 < groups {
+            product(grp + 1, next);
+        }
+        let g32 = grp * g / QX;
+        // SAFETY: group `grp < k / g` indexes inside the lengths asserted above.
+        unsafe {
+            let d = _mm512_loadu_ps(xt.d.as_ptr().add(g32 * TOK));
+            let s = _mm512_loadu_ps(xt.sum.as_ptr().add(g32 * TOK));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let at = r / ROWS * 2 * ROWS + r % ROWS;
+                let high = _mm512_load_si512(now.0[at].as_ptr().cast());
+                let low = _mm512_load_si512(now.0[at + ROWS].as_ptr().cast());
+                let dot = _mm512_add_epi32(_mm512_slli_epi32::<8>(high), low);
+                let sc = _mm512_set1_ps(*scale.get_unchecked(grp * PANEL + r));
+                *acc = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), sc), d, *acc);
+                if with_offset {
+                    *acc = _mm512_fmadd_ps(_mm512_set1_ps(*offset.get_unchecked(grp * PANEL + r)), s, *acc);
+                }
+            }
+        }
+    }
+    let mut tile = [[0f32; TOK]; PANEL];
+    for (row, acc) in tile.iter_mut().zip(acc) {
+        // SAFETY: 16 floats of room.
+        unsafe { _mm512_storeu_ps(row.as_mut_ptr(), acc) };
+    }
+    tile
+}
