@@ -27,17 +27,18 @@ use crate::cpu::quant::int::{Groupings, QX, QuantX};
 /// Weight rows and tokens per tile.
 const ROWS: usize = 16;
 const TOK: usize = 16;
-/// Weight rows per panel: two tiles, which share each activation tile.
-const PANEL: usize = 2 * ROWS;
+/// Weight rows per panel: one tile, whose 16 rows × 16 tokens of accumulators stay in
+/// registers (32 rows spilled them to memory: one more load and store per row and group).
+const PANEL: usize = ROWS;
 /// Panels per task.
-const PANELS: usize = 2;
+const PANELS: usize = 4;
 /// Bytes between two i32 rows of a sum tile, and between two rows of an activation tile (16
 /// tokens × 4 bytes).
 const LINE: usize = 64;
 
-/// Tiles 0 to 3 hold the high and low sums of the two halves of a panel, 4 and 5 the halves'
-/// weights, 6 and 7 the high and low bytes of the activations, for scale groups of `group`
-/// weights.
+/// Two sets of tiles take turns, one group each: tiles 0 and 1 (or 2 and 3) hold the high
+/// and low sums and tile 4 (or 5) the weights; tiles 6 and 7 hold the high and low bytes of
+/// the activations. For scale groups of `group` weights.
 const fn config(group: usize) -> TileConfig {
     let (sums, weights, activations) =
         ((ROWS as u8, LINE as u16), (ROWS as u8, group as u16), ((group / 4) as u8, LINE as u16));
@@ -52,12 +53,13 @@ const fn config(group: usize) -> TileConfig {
         .with(7, activations.0, activations.1)
 }
 
-/// 16 tokens' activations: per 4 elements, each token's 4 high bytes (`hi[k / 4][TOK][4]`,
-/// the tile unit's layout for the right operand) and the same of the low bytes; per 32
-/// elements each token's scale and `d · Σq` (`[k / 32][TOK]`). Tokens past the last are zero.
+/// 16 tokens' activations: per 4 elements, each token's 4 high bytes as one word
+/// (`hi[k / 4][TOK]`, the tile unit's layout for the right operand) and the same of the low
+/// bytes; per 32 elements each token's scale and `d · Σq` (`[k / 32][TOK]`). Tokens past the
+/// last are zero.
 struct TokenTile {
-    hi: Vec<u8>,
-    lo: Vec<u8>,
+    hi: Vec<u32>,
+    lo: Vec<u32>,
     d: Vec<f32>,
     sum: Vec<f32>,
 }
@@ -81,19 +83,18 @@ impl TiledX {
             )
             .expect("finite, checked above");
             let mut tile = TokenTile {
-                hi: vec![0; k * TOK],
-                lo: vec![0; k * TOK],
+                hi: vec![0; k / 4 * TOK],
+                lo: vec![0; k / 4 * TOK],
                 d: vec![0.0; k / QX * TOK],
                 sum: vec![0.0; k / QX * TOK],
             };
             for j in 0..tokens {
                 let xt = xq.token(j);
                 for (g, q) in xt.q.iter().enumerate() {
-                    for (e, &v) in q.iter().enumerate() {
-                        let el = g * QX + e;
-                        let at = (el / 4 * TOK + j) * 4 + el % 4;
-                        tile.hi[at] = (v >> 8) as u8;
-                        tile.lo[at] = v as u8;
+                    for (c, quad) in q.chunks_exact(4).enumerate() {
+                        let at = (g * QX / 4 + c) * TOK + j;
+                        tile.hi[at] = u32::from_le_bytes(std::array::from_fn(|e| (quad[e] >> 8) as u8));
+                        tile.lo[at] = u32::from_le_bytes(std::array::from_fn(|e| quad[e] as u8));
                     }
                     tile.d[g * TOK + j] = xt.d[g];
                     tile.sum[g * TOK + j] = xt.sum[g];
@@ -176,43 +177,40 @@ fn task(w: WeightView<'_>, r0: usize, r1: usize, panels: &Panels, x: &TiledX, n_
     let g = group(w.ty);
     // SAFETY: the caller of `run` checked that tiles are available.
     let _tiles = unsafe { Tiles::load(&config(g)) };
-    let mut sums = Box::new([Sums([[0; TOK]; 2 * PANEL]), Sums([[0; TOK]; 2 * PANEL])]);
+    let mut sums = Box::new([Sums([[0; TOK]; 2 * ROWS]), Sums([[0; TOK]; 2 * ROWS])]);
     for (t, xt) in x.0.iter().enumerate() {
         for p in 0..(r1 - r0).div_ceil(PANEL) {
             let tile = panel_tile(w, panels, p, xt, &mut sums);
+            let rows = PANEL.min(r1 - (r0 + p * PANEL));
             for j in 0..TOK.min(n_tok - t * TOK) {
-                for (r, row) in tile.iter().enumerate().take(r1 - (r0 + p * PANEL)) {
-                    out.write((t * TOK + j) * w.rows + r0 + p * PANEL + r, row[j]);
+                let token: [f32; PANEL] = std::array::from_fn(|r| tile[r][j]);
+                let at = (t * TOK + j) * w.rows + r0 + p * PANEL;
+                // A whole panel's run has a constant length, which copies without a call.
+                match rows {
+                    PANEL => out.write_run(at, &token),
+                    _ => out.write_run(at, &token[..rows]),
                 }
             }
         }
     }
 }
 
-/// The high and low sums of one scale group of a panel into `sums` (tiles 0 to 3 through
-/// memory): the weights of its two halves (tiles 4 and 5) against the activations' high
-/// bytes (tile 6, signed) with `$high`, and their low bytes (tile 7, unsigned) with `$low`.
+/// The high and low sums of one scale group of a panel into `sums` through one set of tiles:
+/// the weights (`$weights`) against the activations' high bytes (tile 6, signed) with `$high`
+/// into `$high_sums`, and their low bytes (tile 7, unsigned) with `$low` into `$low_sums`.
 macro_rules! tile_product {
-    ($high:literal, $low:literal, $a:expr, $stride:expr, $hi:expr, $lo:expr, $sums:expr) => {
+    ($high:literal, $low:literal, [$high_sums:literal, $low_sums:literal, $weights:literal], $a:expr, $stride:expr, $hi:expr, $lo:expr, $sums:expr) => {
         asm!(
-            "tileloadd tmm4, [{a} + {stride}]",
-            "tileloadd tmm5, [{a_half} + {stride}]",
+            concat!("tileloadd ", $weights, ", [{a} + {stride}]"),
             "tileloadd tmm6, [{hi} + {line}]",
             "tileloadd tmm7, [{lo} + {line}]",
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            concat!($high, " tmm0, tmm4, tmm6"),
-            concat!($low, " tmm1, tmm4, tmm7"),
-            concat!($high, " tmm2, tmm5, tmm6"),
-            concat!($low, " tmm3, tmm5, tmm7"),
-            "tilestored [{sums} + {line}], tmm0",
-            "tilestored [{sums} + {line} + 1024], tmm1",
-            "tilestored [{sums} + {line} + 2048], tmm2",
-            "tilestored [{sums} + {line} + 3072], tmm3",
+            concat!("tilezero ", $high_sums),
+            concat!("tilezero ", $low_sums),
+            concat!($high, " ", $high_sums, ", ", $weights, ", tmm6"),
+            concat!($low, " ", $low_sums, ", ", $weights, ", tmm7"),
+            concat!("tilestored [{sums} + {line}], ", $high_sums),
+            concat!("tilestored [{sums} + {line} + 1024], ", $low_sums),
             a = in(reg) $a,
-            a_half = in(reg) $a.add(ROWS * $stride),
             stride = in(reg) $stride,
             hi = in(reg) $hi,
             lo = in(reg) $lo,
@@ -223,14 +221,14 @@ macro_rules! tile_product {
     };
 }
 
-/// The i32 sums of one tile product as the unit stores them: per half of the panel, the
-/// high bytes' then the low bytes'.
+/// The i32 sums of one tile product as the unit stores them: the high bytes' rows, then the
+/// low bytes'.
 #[repr(C, align(64))]
-struct Sums([[i32; TOK]; 2 * PANEL]);
+struct Sums([[i32; TOK]; 2 * ROWS]);
 
 /// Panel `p` times token tile `xt`: `[row][token]`. The unit's products run one group ahead
-/// of the epilogue, into the other of the two `sums`, so the vector unit applies one group's
-/// scales while the matrix unit multiplies the next.
+/// of the epilogue, on the other set of tiles and into the other of the two `sums`, so the
+/// vector unit applies one group's scales while the matrix unit multiplies the next.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
 fn panel_tile(
     w: WeightView<'_>,
@@ -246,22 +244,31 @@ fn panel_tile(
     let rows = &panels.bytes[p * PANEL * panels.stride..];
     assert!(scale.len() >= per_panel && offset.len() >= per_panel);
     assert!(rows.len() >= (PANEL - 1) * panels.stride + k);
-    assert!(xt.hi.len() >= k * TOK && xt.lo.len() >= k * TOK && xt.d.len() >= k / QX * TOK);
+    assert!(xt.hi.len() >= k / 4 * TOK && xt.lo.len() >= k / 4 * TOK && xt.d.len() >= k / QX * TOK);
     assert!(xt.sum.len() >= k / QX * TOK);
-    let with_offset = !signed(w.ty);
+    let (signed, stride) = (signed(w.ty), panels.stride);
     let product = |grp: usize, sums: &mut Sums| {
-        // SAFETY: tiles 4 and 5 read 16 rows each of `g` bytes from element `grp · g`,
-        // `stride` apart (inside `rows`, asserted above); tiles 6 and 7 read `g / 4` lines of
-        // 64 bytes from line `grp · g / 4` of the activations (`k / 4` lines, asserted);
-        // tiles 0 to 3 are stored to `sums`. The tiles were configured by `task`.
+        // SAFETY: the weight tile reads 16 rows of `g` bytes from element `grp · g`, `stride`
+        // apart (inside `rows`, asserted above); tiles 6 and 7 read `g / 4` lines of 64 bytes
+        // from line `grp · g / 4` of the activations (`k / 4` lines, asserted); the sums are
+        // stored to `sums`. The tiles were configured by `task`.
         unsafe {
             let a = rows.as_ptr().add(grp * g);
-            let (hi, lo) = (xt.hi.as_ptr().add(grp * g * TOK), xt.lo.as_ptr().add(grp * g * TOK));
+            let (hi, lo) = (xt.hi.as_ptr().add(grp * g / 4 * TOK), xt.lo.as_ptr().add(grp * g / 4 * TOK));
             let out = sums.0.as_mut_ptr();
-            if signed(w.ty) {
-                tile_product!("tdpbssd", "tdpbsud", a, panels.stride, hi, lo, out);
-            } else {
-                tile_product!("tdpbusd", "tdpbuud", a, panels.stride, hi, lo, out);
+            match (signed, grp % 2) {
+                (true, 0) => {
+                    tile_product!("tdpbssd", "tdpbsud", ["tmm0", "tmm1", "tmm4"], a, stride, hi, lo, out)
+                }
+                (true, _) => {
+                    tile_product!("tdpbssd", "tdpbsud", ["tmm2", "tmm3", "tmm5"], a, stride, hi, lo, out)
+                }
+                (false, 0) => {
+                    tile_product!("tdpbusd", "tdpbuud", ["tmm0", "tmm1", "tmm4"], a, stride, hi, lo, out)
+                }
+                (false, _) => {
+                    tile_product!("tdpbusd", "tdpbuud", ["tmm2", "tmm3", "tmm5"], a, stride, hi, lo, out)
+                }
             }
         }
     };
@@ -278,17 +285,22 @@ fn panel_tile(
         unsafe {
             let d = _mm512_loadu_ps(xt.d.as_ptr().add(g32 * TOK));
             let s = _mm512_loadu_ps(xt.sum.as_ptr().add(g32 * TOK));
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let at = r / ROWS * 2 * ROWS + r % ROWS;
-                let high = _mm512_load_si512(now.0[at].as_ptr().cast());
-                let low = _mm512_load_si512(now.0[at + ROWS].as_ptr().cast());
-                let dot = _mm512_add_epi32(_mm512_slli_epi32::<8>(high), low);
-                let sc = _mm512_set1_ps(*scale.get_unchecked(grp * PANEL + r));
-                *acc = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), sc), d, *acc);
-                if with_offset {
-                    *acc = _mm512_fmadd_ps(_mm512_set1_ps(*offset.get_unchecked(grp * PANEL + r)), s, *acc);
-                }
+            let (scale, offset) = (scale.as_ptr().add(grp * PANEL), offset.as_ptr().add(grp * PANEL));
+            macro_rules! apply {
+                ($($r:literal)*) => {$(
+                    let dot = _mm512_add_epi32(
+                        _mm512_slli_epi32::<8>(_mm512_load_si512(now.0[$r].as_ptr().cast())),
+                        _mm512_load_si512(now.0[ROWS + $r].as_ptr().cast()),
+                    );
+                    let scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(*scale.add($r)));
+                    acc[$r] = _mm512_fmadd_ps(scaled, d, acc[$r]);
+                    if !signed {
+                        acc[$r] = _mm512_fmadd_ps(_mm512_set1_ps(*offset.add($r)), s, acc[$r]);
+                    }
+                )*};
             }
+            // Written out per row so the accumulators stay in registers.
+            apply!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
         }
     }
     let mut tile = [[0f32; TOK]; PANEL];

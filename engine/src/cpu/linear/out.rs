@@ -59,6 +59,26 @@ impl<'a> OutPtr<'a> {
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
     }
 
+    /// `values` to indices `i..i + values.len()`, all of them rows of one token.
+    #[inline(always)]
+    pub(crate) fn write_run(self, i: usize, values: &[f32]) {
+        let i = match self.window {
+            Some(w) => {
+                assert!(i % w.rows + values.len() <= w.rows, "run {i}+{} crosses a token", values.len());
+                i / w.rows * w.total + w.first + i % w.rows
+            }
+            None => i,
+        };
+        assert!(
+            i <= self.len && values.len() <= self.len - i,
+            "output run {i}+{} outside {}",
+            values.len(),
+            self.len
+        );
+        // SAFETY: in bounds (checked), and no other task writes these indices.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(i), values.len()) }
+    }
+
     #[inline(always)]
     pub(crate) fn write(self, i: usize, v: f32) {
         let i = match self.window {
