@@ -181,13 +181,13 @@ fn task(w: WeightView<'_>, r0: usize, r1: usize, panels: &Panels, x: &TiledX, n_
     for (t, xt) in x.0.iter().enumerate() {
         for p in 0..(r1 - r0).div_ceil(PANEL) {
             let tile = panel_tile(w, panels, p, xt, &mut sums);
+            let tokens: [[f32; PANEL]; TOK] = std::array::from_fn(|j| std::array::from_fn(|r| tile[r][j]));
             let rows = PANEL.min(r1 - (r0 + p * PANEL));
-            for j in 0..TOK.min(n_tok - t * TOK) {
-                let token: [f32; PANEL] = std::array::from_fn(|r| tile[r][j]);
+            for (j, token) in tokens.iter().enumerate().take(n_tok - t * TOK) {
                 let at = (t * TOK + j) * w.rows + r0 + p * PANEL;
                 // A whole panel's run has a constant length, which copies without a call.
                 match rows {
-                    PANEL => out.write_run(at, &token),
+                    PANEL => out.write_run(at, token),
                     _ => out.write_run(at, &token[..rows]),
                 }
             }
