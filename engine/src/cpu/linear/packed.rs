@@ -96,11 +96,11 @@ pub(crate) fn panel_tasks(jobs: &[(WeightView<'_>, OutPtr<'_>)], mr: usize) -> V
 /// small batches (7B shape, 2 threads, tokens/s through passes vs the GEMM: 16 tokens 20.7
 /// vs 8.8, 64 tokens 21.9 vs 19.9, 256 tokens 19.8 vs 22.3). The AMX GEMM multiplies about
 /// twice as fast and overtakes the passes sooner (Xeon, 2 threads, passes vs AMX: 16 tokens
-/// 17.8 vs 13.8, 32 tokens 19.5 vs 19.7, 64 tokens 20.7 vs 23.4).
+/// 17.6 vs 15.5, 24 tokens 18.7 vs 17.5, 32 tokens 19.4 vs 23.4).
 pub(crate) fn passed_tokens(isa: Isa) -> usize {
     #[cfg(target_arch = "x86_64")]
     if isa.is_amx() {
-        return 32;
+        return 24;
     }
     let _ = isa;
     64
