@@ -8,10 +8,11 @@
 //! sums as in `gemm_int`, so the two kernels agree bit for bit.
 //!
 //! One tile product covers a scale group (32 weights for Q4_K, 16 for Q6_K) of 16 weight rows
-//! × 16 tokens. The unit writes the i32 sums to memory and AVX-512 applies the scales there:
-//! with groups this short, that epilogue, not the unit, sets the pace. Each task unpacks up to
-//! [`PANELS`] panels of 16 rows to bytes and sweeps every token tile over them, so a token
-//! tile's activations come from memory once per [`PANELS`] panels.
+//! × 16 tokens. The unit writes the i32 sums to memory and AVX-512 applies the scales there.
+//! With groups this short the unit runs far below its peak: a profile spends most of the time
+//! on the tile loads and stores around each small product, then on that epilogue. Each task
+//! unpacks up to [`PANELS`] panels of 16 rows to bytes and sweeps every token tile over them,
+//! so a token tile's activations come from memory once per [`PANELS`] panels.
 
 use std::arch::asm;
 use std::arch::x86_64::*;
