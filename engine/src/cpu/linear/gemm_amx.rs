@@ -17,13 +17,12 @@
 use std::arch::asm;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
-use std::sync::OnceLock;
 
 use super::kbytes::{self, group, reads, signed};
 use super::{OutPtr, WeightView};
 use crate::cpu::amx::{TileConfig, Tiles};
 use crate::cpu::exec::Exec;
-use crate::cpu::quant::int::{Groupings, QX, QuantX};
+use crate::cpu::quant::int::QX;
 
 /// Weight rows and tokens per tile.
 const ROWS: usize = 16;
@@ -70,19 +69,7 @@ pub(super) struct TiledX(Vec<TokenTile>);
 impl TiledX {
     /// `None` when an activation is not finite (the f32 kernel then carries it through).
     pub(super) fn new(exec: &dyn Exec, x: &[f32], n_tok: usize, k: usize) -> Option<TiledX> {
-        if !k.is_multiple_of(QX) || !x[..n_tok * k].iter().all(|v| v.is_finite()) {
-            return None;
-        }
-        let tiles: Vec<OnceLock<TokenTile>> = (0..n_tok.div_ceil(TOK)).map(|_| OnceLock::new()).collect();
-        exec.run(tiles.len(), &|b| {
-            let tokens = TOK.min(n_tok - b * TOK);
-            let xq = QuantX::new(
-                &x[b * TOK * k..(b * TOK + tokens) * k],
-                tokens,
-                k,
-                Groupings { fine: true, wide: false },
-            )
-            .expect("finite, checked above");
+        let tiles = super::gemm_int::token_blocks(exec, x, n_tok, k, TOK, &|xq, tokens| {
             let mut tile = TokenTile {
                 hi: vec![0; k / 4 * TOK],
                 lo: vec![0; k / 4 * TOK],
@@ -101,9 +88,9 @@ impl TiledX {
                     tile.sum[g * TOK + j] = xt.sum[g];
                 }
             }
-            let _ = tiles[b].set(tile);
-        });
-        Some(TiledX(tiles.into_iter().map(|t| t.into_inner().expect("every tile packed")).collect()))
+            tile
+        })?;
+        Some(TiledX(tiles))
     }
 }
 

@@ -39,19 +39,7 @@ pub(super) struct PackedX(Vec<TokenBlock>);
 impl PackedX {
     /// `None` when an activation is not finite (the f32 kernel then carries it through).
     pub(super) fn new(exec: &dyn Exec, x: &[f32], n_tok: usize, k: usize) -> Option<PackedX> {
-        if !k.is_multiple_of(QX) || !x[..n_tok * k].iter().all(|v| v.is_finite()) {
-            return None;
-        }
-        let blocks: Vec<OnceLock<TokenBlock>> = (0..n_tok.div_ceil(NT)).map(|_| OnceLock::new()).collect();
-        exec.run(blocks.len(), &|b| {
-            let tokens = NT.min(n_tok - b * NT);
-            let xq = QuantX::new(
-                &x[b * NT * k..(b * NT + tokens) * k],
-                tokens,
-                k,
-                Groupings { fine: true, wide: false },
-            )
-            .expect("finite, checked above");
+        let blocks = token_blocks(exec, x, n_tok, k, NT, &|xq, tokens| {
             let mut block = TokenBlock {
                 pairs: vec![0; k / 2 * NT],
                 d: vec![0.0; k / QX * NT],
@@ -68,10 +56,39 @@ impl PackedX {
                     block.sum[g * NT + j] = xt.sum[g];
                 }
             }
-            let _ = blocks[b].set(block);
-        });
-        Some(PackedX(blocks.into_iter().map(|b| b.into_inner().expect("every block packed")).collect()))
+            block
+        })?;
+        Some(PackedX(blocks))
     }
+}
+
+/// `x` (`n_tok` × `k`) quantized to i16 per 32 elements in blocks of `per` tokens, each block
+/// laid out by `lay(quantized, tokens)`, in parallel. `None` when an activation is not finite
+/// (the f32 kernel then carries it through).
+pub(super) fn token_blocks<T: Send + Sync>(
+    exec: &dyn Exec,
+    x: &[f32],
+    n_tok: usize,
+    k: usize,
+    per: usize,
+    lay: &(dyn Fn(&QuantX, usize) -> T + Sync),
+) -> Option<Vec<T>> {
+    if !k.is_multiple_of(QX) || !x[..n_tok * k].iter().all(|v| v.is_finite()) {
+        return None;
+    }
+    let blocks: Vec<OnceLock<T>> = (0..n_tok.div_ceil(per)).map(|_| OnceLock::new()).collect();
+    exec.run(blocks.len(), &|b| {
+        let tokens = per.min(n_tok - b * per);
+        let xq = QuantX::new(
+            &x[b * per * k..(b * per + tokens) * k],
+            tokens,
+            k,
+            Groupings { fine: true, wide: false },
+        )
+        .expect("finite, checked above");
+        let _ = blocks[b].set(lay(&xq, tokens));
+    });
+    Some(blocks.into_iter().map(|b| b.into_inner().expect("every block laid out")).collect())
 }
 
 /// An unpacked weight panel: `MR` rows of i16 and per group a scale and an offset per row
