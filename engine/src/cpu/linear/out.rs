@@ -59,16 +59,22 @@ impl<'a> OutPtr<'a> {
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
     }
 
+    /// Where the kernel's index `i` lies in the slice.
+    #[inline(always)]
+    fn index(self, i: usize) -> usize {
+        match self.window {
+            Some(w) => i / w.rows * w.total + w.first + i % w.rows,
+            None => i,
+        }
+    }
+
     /// `values` to indices `i..i + values.len()`, all of them rows of one token.
     #[inline(always)]
     pub(crate) fn write_run(self, i: usize, values: &[f32]) {
-        let i = match self.window {
-            Some(w) => {
-                assert!(i % w.rows + values.len() <= w.rows, "run {i}+{} crosses a token", values.len());
-                i / w.rows * w.total + w.first + i % w.rows
-            }
-            None => i,
-        };
+        if let Some(w) = self.window {
+            assert!(i % w.rows + values.len() <= w.rows, "run {i}+{} crosses a token", values.len());
+        }
+        let i = self.index(i);
         assert!(
             i <= self.len && values.len() <= self.len - i,
             "output run {i}+{} outside {}",
@@ -81,10 +87,7 @@ impl<'a> OutPtr<'a> {
 
     #[inline(always)]
     pub(crate) fn write(self, i: usize, v: f32) {
-        let i = match self.window {
-            Some(w) => i / w.rows * w.total + w.first + i % w.rows,
-            None => i,
-        };
+        let i = self.index(i);
         assert!(i < self.len, "output index {i} outside {}", self.len);
         // SAFETY: in bounds (checked), and no other task writes index `i`.
         unsafe { self.ptr.add(i).write(v) }
