@@ -10,8 +10,7 @@ mod common;
 use common::{Rng, check_close, dequant, gpus, random_weights, reference};
 use wllm_engine::cpu::ops::Activation;
 use wllm_engine::cpu::{
-    self, Isa, LinearJob, WeightView, dequantize_rows, int_dot_activation_block, int_dot_applies,
-    linear_multi,
+    self, Isa, LinearJob, WeightView, dequantize_rows, int_activation_block, linear_multi,
 };
 use wllm_engine::ops::get_rows::get_rows;
 use wllm_engine::ops::linear::{Epilogue, LinearIo, linear};
@@ -269,14 +268,14 @@ fn gpu_get_rows_dequantizes_and_scales() {
     }
 }
 
-/// Adds, where the decode matvec runs on i16 activations, the most their rounding can move
-/// each output: half a quantization step (1/65534 of the largest |x| of the block sharing a
-/// scale: 32 elements, or 256 for the K-quants that sum sub-blocks as integers) times sum |w|
-/// over the block, expressed in units of `rel` so `check_close` can add it to `scale`.
+/// Adds, where `linear` multiplies `weights` with i16 activations, the most their rounding can
+/// move each output: half a quantization step (1/65534 of the largest |x| of the block sharing
+/// a scale: 32 elements, or 256 where the decode kernels sum sub-blocks as integers) times
+/// sum |w| over the block, expressed in units of `rel` so `check_close` can add it to `scale`.
 #[allow(clippy::too_many_arguments)]
 fn add_activation_rounding(
     isa: Isa,
-    t: GgmlType,
+    weights: WeightView<'_>,
     w: &[f32],
     x: &[f32],
     rows: usize,
@@ -285,10 +284,7 @@ fn add_activation_rounding(
     scale: &mut [f64],
     rel: f64,
 ) {
-    if !int_dot_applies(isa, t, n_tok) {
-        return;
-    }
-    let block = int_dot_activation_block(isa, t);
+    let Some(block) = int_activation_block(isa, weights, n_tok) else { return };
     for tok in 0..n_tok {
         let xt = &x[tok * cols..(tok + 1) * cols];
         let half_step: Vec<f64> =
@@ -350,7 +346,7 @@ fn cpu_linear_matches_reference_for_every_type_and_batch() {
                         let mut got = vec![f32::NAN; rows * n_tok];
                         cpu::linear(isa, w, &x, n_tok, &mut got).unwrap();
                         let (want, mut scale) = reference::linear(&wf, &x, rows, cols, n_tok);
-                        add_activation_rounding(isa, t, &wf, &x, rows, cols, n_tok, &mut scale, 1e-5);
+                        add_activation_rounding(isa, w, &wf, &x, rows, cols, n_tok, &mut scale, 1e-5);
                         check_close(
                             &format!("[{isa}] {t} {rows}x{cols} T={n_tok}"),
                             &got,
@@ -382,7 +378,7 @@ fn cpu_long_rows_side_by_side_match_reference() {
                 let mut got = vec![f32::NAN; rows * n_tok];
                 cpu::linear(isa, w, &x, n_tok, &mut got).unwrap();
                 let (want, mut scale) = reference::linear(&wf, &x, rows, cols, n_tok);
-                add_activation_rounding(isa, t, &wf, &x, rows, cols, n_tok, &mut scale, 1e-5);
+                add_activation_rounding(isa, w, &wf, &x, rows, cols, n_tok, &mut scale, 1e-5);
                 check_close(&format!("[{isa}] {t} {rows}x{cols} T={n_tok}"), &got, &want, &scale, 1e-5, 1e-6);
             }
         }
@@ -412,7 +408,7 @@ fn cpu_packed_rows_match_reference() {
                 let mut got = vec![f32::NAN; rows * n_tok];
                 cpu::linear(isa, w, &x, n_tok, &mut got).unwrap();
                 let (want, mut scale) = reference::linear(&wf, &x, rows, cols, n_tok);
-                add_activation_rounding(isa, t, &wf, &x, rows, cols, n_tok, &mut scale, 1e-5);
+                add_activation_rounding(isa, w, &wf, &x, rows, cols, n_tok, &mut scale, 1e-5);
                 let what = format!("[{isa}] packed {t} {rows}x{cols} T={n_tok}");
                 check_close(&what, &got, &want, &scale, 1e-5, 1e-6);
             }
@@ -423,7 +419,7 @@ fn cpu_packed_rows_match_reference() {
             cpu::linear(isa, expert, &x, 1, &mut got).unwrap();
             let ewf = &wf[(rows - 16) * cols..];
             let (want, mut scale) = reference::linear(ewf, &x, 16, cols, 1);
-            add_activation_rounding(isa, t, ewf, &x, 16, cols, 1, &mut scale, 1e-5);
+            add_activation_rounding(isa, expert, ewf, &x, 16, cols, 1, &mut scale, 1e-5);
             check_close(&format!("[{isa}] packed {t} last 16 of {rows}"), &got, &want, &scale, 1e-5, 1e-6);
             // Embedding rows across a group boundary.
             let (r0, r1) = (3, rows.min(21));
@@ -443,9 +439,9 @@ fn cpu_packed_rows_match_reference() {
 }
 
 /// The AMX tiles' prefill GEMM (where the CPU and OS offer them) gives the very floats of the
-/// AVX-512 VNNI integer GEMM: the same integer sums, split into high and low bytes, meet the
-/// same scales in the same order. Rows and tokens past whole tiles, several tasks, a packed
-/// matrix, long rows, and a multi-job call that mixes in an f32 job.
+/// AVX-512 VNNI integer GEMM, for every type they read: the same integer sums, split into high
+/// and low bytes, meet the same scales in the same order. Rows and tokens past whole tiles,
+/// several tasks, a packed matrix, long rows, and a multi-job call that mixes in an f32 job.
 #[test]
 fn cpu_amx_prefill_is_bit_exact_with_vnni() {
     let (Some(amx), Some(vnni)) = (find_isa("avx512amx"), find_isa("avx512vnni")) else {
@@ -453,10 +449,12 @@ fn cpu_amx_prefill_is_bit_exact_with_vnni() {
         return;
     };
     let mut rng = Rng::new(21);
-    for t in [GgmlType::Q4_K, GgmlType::Q6_K] {
+    use GgmlType::*;
+    for t in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, MXFP4, Q4_K, Q5_K, Q6_K, IQ4_XS] {
         for (rows, cols, packed) in
             [(13usize, 256usize, false), (67, 768, false), (144, 512, true), (80, 8448, false)]
         {
+            let packed = packed && matches!(t, Q4_K | Q6_K);
             let wb = random_weights(t, rows, cols, &mut rng);
             let mut pb = wb.clone();
             if packed {
@@ -507,7 +505,7 @@ fn cpu_linear_matches_reference_on_the_gpu_cases() {
             let mut got = vec![f32::NAN; rows * n_tok];
             cpu::linear(isa, w, &c.x, n_tok, &mut got).unwrap();
             let mut scale = scale.clone();
-            add_activation_rounding(isa, t, &c.wf, &c.x, rows, cols, n_tok, &mut scale, 1e-5);
+            add_activation_rounding(isa, w, &c.wf, &c.x, rows, cols, n_tok, &mut scale, 1e-5);
             check_close(&format!("[{isa}] {t} {rows}x{cols} T={n_tok}"), &got, &want, &scale, 1e-5, 1e-6);
         }
     }
@@ -538,11 +536,28 @@ fn cpu_linear_multi_shares_the_input() {
             for ((&(t, rows), wb), got) in shapes.iter().zip(&weights).zip(&outs) {
                 let wf = dequant(t, wb, rows * cols);
                 let (want, mut scale) = reference::linear(&wf, &x, rows, cols, n_tok);
-                add_activation_rounding(isa, t, &wf, &x, rows, cols, n_tok, &mut scale, 1e-5);
+                add_activation_rounding(
+                    isa,
+                    WeightView::new(t, rows, cols, wb).unwrap(),
+                    &wf,
+                    &x,
+                    rows,
+                    cols,
+                    n_tok,
+                    &mut scale,
+                    1e-5,
+                );
                 check_close(&format!("[{isa}] multi {t} T={n_tok}"), got, &want, &scale, 1e-5, 1e-6);
             }
         }
     }
+}
+
+/// Whether `linear` multiplies `n_tok` tokens of an unpacked `t` matrix on i16 activations.
+fn int_path(isa: Isa, t: GgmlType, n_tok: usize) -> bool {
+    let block = vec![0u8; t.type_size() as usize];
+    let w = WeightView::new(t, 1, t.block_size() as usize, &block).unwrap();
+    int_activation_block(isa, w, n_tok).is_some()
 }
 
 #[test]
@@ -553,25 +568,38 @@ fn cpu_decode_uses_integer_dots_on_x86_and_keeps_non_finite_inputs() {
         && std::env::var_os("WLLM_CPU_DOT").is_none()
     {
         for t in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0] {
-            assert!(int_dot_applies(isa, t, 1), "{t} should take the integer path on {isa}");
+            assert!(int_path(isa, t, 1), "{t} should take the integer path on {isa}");
         }
         for t in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ4_XS] {
-            assert!(int_dot_applies(isa, t, 4), "{t} should take the integer path on {isa}");
+            assert!(int_path(isa, t, 4), "{t} should take the integer path on {isa}");
         }
         // The codebook formats: grid values with their signs as bytes.
         for t in wllm_loaders::quant::CODEBOOK_TYPES {
-            assert!(int_dot_applies(isa, t, 1), "{t} should take the integer path on {isa}");
+            assert!(int_path(isa, t, 1), "{t} should take the integer path on {isa}");
         }
         // The table formats: their codes go through a byte shuffle, not f32.
         for t in [GgmlType::MXFP4, GgmlType::IQ4_NL] {
-            assert!(int_dot_applies(isa, t, 1), "{t} should take the integer path on {isa}");
+            assert!(int_path(isa, t, 1), "{t} should take the integer path on {isa}");
         }
-        // The decode tokens of several sequences run as integer passes of four.
-        assert!(int_dot_applies(isa, GgmlType::Q4_1, 8), "eight decode tokens take integer passes");
-        assert!(!int_dot_applies(isa, GgmlType::Q4_1, 9), "prefill batches take the f32 GEMM");
-        assert!(!int_dot_applies(isa, GgmlType::F16, 1));
+        // The decode tokens of several sequences run as integer passes of four, or on AMX in
+        // the integer GEMM.
+        assert!(int_path(isa, GgmlType::Q4_1, 8), "eight decode tokens take integers");
+        // Prefill batches: the integer GEMM on AVX-512 VNNI (and AMX), the f32 GEMM elsewhere.
+        let vnni = isa.name().starts_with("avx512vnni") || isa.name().starts_with("avx512amx");
+        for t in [
+            GgmlType::Q4_0,
+            GgmlType::Q5_1,
+            GgmlType::Q8_0,
+            GgmlType::Q5_K,
+            GgmlType::IQ4_XS,
+            GgmlType::MXFP4,
+        ] {
+            assert_eq!(int_path(isa, t, 9), vnni, "{t} prefill on {isa}");
+        }
+        assert!(!int_path(isa, GgmlType::IQ2_XS, 9), "the codebook types' prefill stays f32");
+        assert!(!int_path(isa, GgmlType::F16, 1));
     }
-    assert!(!int_dot_applies(Isa::SCALAR, GgmlType::Q8_0, 1), "the scalar oracle stays f32");
+    assert!(!int_path(Isa::SCALAR, GgmlType::Q8_0, 1), "the scalar oracle stays f32");
     // A NaN or infinity in the activations must reach the output, as on the f32 path.
     let mut rng = Rng::new(11);
     let (rows, cols) = (9, 64);

@@ -21,8 +21,7 @@ mod stack;
 pub use bandwidth::read_bandwidth;
 pub use isa::Isa;
 pub use linear::{
-    LinearJob, WeightView, dequantize_rows, int_dot_activation_block, int_dot_applies, linear, linear_multi,
-    pack, packs,
+    LinearJob, WeightView, dequantize_rows, int_activation_block, linear, linear_multi, pack, packs,
 };
 pub use quant::is_supported;
 pub use stack::{CpuExperts, CpuOptions, CpuPacker, CpuStack, LogitRows, Profile, softcap};

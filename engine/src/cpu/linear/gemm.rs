@@ -6,8 +6,9 @@
 //! every token block: an MR × NR tile of accumulators stays in registers over the whole `k`.
 //! Tiles are MR = 12 rows × 32 tokens on AVX-512 (24 of its 32 registers), 6 × 16 on AVX2
 //! (12 of 16), 8 × 8 on NEON; half as many tokens when the batch is that small. On AVX-512
-//! VNNI, Q4_K and Q6_K weights take the integer kernel of `gemm_int` instead, or where the CPU
-//! has AMX tiles the one of `gemm_amx`.
+//! VNNI, the types whose weights are small integers per scale group (`kbytes::reads`: the
+//! legacy types, Q4_K to Q6_K, IQ4_NL/IQ4_XS, MXFP4) take the integer kernel of `gemm_int`
+//! instead, or where the CPU has AMX tiles the one of `gemm_amx`.
 
 use std::cell::RefCell;
 
@@ -47,11 +48,8 @@ thread_local! {
 pub(super) fn run(exec: &dyn Exec, isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>)], x: &[f32], n_tok: usize) {
     let Some(k) = jobs.first().map(|(w, _)| w.cols) else { return };
     #[cfg(target_arch = "x86_64")]
-    if isa.is_avx512_vnni()
-        && jobs.iter().any(|(w, _)| super::kbytes::reads(w.ty))
-        && int_gemm(exec, isa, jobs, x, n_tok, k)
-    {
-        let rest: Vec<_> = jobs.iter().copied().filter(|(w, _)| !super::kbytes::reads(w.ty)).collect();
+    if jobs.iter().any(|(w, _)| int_reads(isa, w.ty)) && int_gemm(exec, isa, jobs, x, n_tok, k) {
+        let rest: Vec<_> = jobs.iter().copied().filter(|(w, _)| !int_reads(isa, w.ty)).collect();
         if !rest.is_empty() {
             run_f32(exec, isa, &rest, x, n_tok);
         }
@@ -60,7 +58,20 @@ pub(super) fn run(exec: &dyn Exec, isa: Isa, jobs: &[(WeightView<'_>, OutPtr<'_>
     run_f32(exec, isa, jobs, x, n_tok);
 }
 
-/// The Q4_K and Q6_K jobs on integers, AMX tiles where the CPU has them; false (nothing done)
+/// Whether `ty` weights multiply on integers in the GEMM of `isa` (AVX-512 VNNI or AMX).
+pub(super) fn int_reads(isa: Isa, ty: wllm_loaders::GgmlType) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        isa.is_avx512_vnni() && super::kbytes::reads(ty)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (isa, ty);
+        false
+    }
+}
+
+/// The jobs whose types `kbytes` reads on integers, AMX tiles where the CPU has them; false (nothing done)
 /// when an activation is not finite.
 #[cfg(target_arch = "x86_64")]
 fn int_gemm(

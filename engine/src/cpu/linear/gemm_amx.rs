@@ -1,5 +1,6 @@
-//! Prefill on AMX tiles for Q4_K and Q6_K weights: the integer products of `gemm_int`, on a
-//! matrix unit that does 16 times the multiply-adds per instruction of `vpdpbusd`.
+//! Prefill on AMX tiles for the weight types `kbytes` unpacks: the integer products of
+//! `gemm_int`, on a matrix unit that does 16 times the multiply-adds per instruction of
+//! `vpdpbusd`.
 //!
 //! The activations are `gemm_int`'s, i16 per 32 elements (the decode path's precision), but
 //! tiles multiply bytes. Each i16 is split into a signed high and an unsigned low byte,
@@ -7,7 +8,7 @@
 //! `256 · (W · hi) + W · lo`: exactly the integer `vpdpwssd` sums. The scales then meet the
 //! sums as in `gemm_int`, so the two kernels agree bit for bit.
 //!
-//! One tile product covers a scale group (32 weights for Q4_K, 16 for Q6_K) of 16 weight rows
+//! One tile product covers a scale group (32 weights, 16 for Q6_K) of 16 weight rows
 //! × 16 tokens. The unit writes the i32 sums to memory and AVX-512 applies the scales there.
 //! With groups this short the unit runs far below its peak: a profile spends most of the time
 //! on the tile loads and stores around each small product, then on that epilogue. Each task

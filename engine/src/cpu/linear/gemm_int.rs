@@ -1,4 +1,4 @@
-//! Prefill on AVX-512 VNNI integer dot products, for Q4_K and Q6_K weights.
+//! Prefill on AVX-512 VNNI integer dot products, for the weight types `kbytes` unpacks.
 //!
 //! The f32 tiled kernel spends one FMA per 16 multiply-adds. Here the weights of a panel are
 //! unpacked to their i16 integers (no scales), the tokens' activations quantized to i16 per
@@ -6,15 +6,13 @@
 //! instruction: a pair of weights broadcast against a pair of activations of 16 tokens. The
 //! i32 sums of each group of weights sharing a scale (32 elements for Q4_K, 16 for Q6_K) then
 //! meet the floats: `acc += sum · scale_row · d_token`, plus `offset_row · Σx_token` for
-//! Q4_K's minimums.
+//! the unsigned types' zero points.
 //!
 //! Tiles are 6 rows × 32 tokens: 12 i32 and 12 f32 accumulators.
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::sync::OnceLock;
-
-use wllm_loaders::GgmlType;
 
 use super::kbytes::{self, group, reads};
 use super::{OutPtr, WeightView};
@@ -171,7 +169,7 @@ fn panel(
 ) {
     let (k, g) = (w.cols, group(w.ty));
     let rows = MR.min(w.rows - r0);
-    let with_offset = w.ty == GgmlType::Q4_K;
+    let with_offset = !kbytes::signed(w.ty);
     assert!(q.len() >= MR * k && scale.len() >= k / g * MR && offset.len() >= k / g * MR);
     let pairs_per_row = k / 2;
     for (b, xb) in x.0.iter().enumerate() {

@@ -1,16 +1,21 @@
-//! Q4_K and Q6_K rows as one byte per weight plus a scale and an offset per group: what the
-//! integer prefill kernels (`gemm_int`, `gemm_amx`) multiply, unpacked once per panel of rows.
+//! Weight rows as one byte per weight plus a scale and an offset per group of 32 (16 for
+//! Q6_K): what the integer prefill kernels (`gemm_int`, `gemm_amx`) multiply, unpacked once
+//! per panel of rows. Every type whose values are small integers times a per-group scale
+//! (plus a per-group offset) fits: the legacy 32-element types, the 4- to 6-bit K-quants and
+//! the 16-entry tables (IQ4_NL, IQ4_XS, MXFP4), whose entries are integers.
 
 use std::arch::x86_64::*;
 
 use wllm_loaders::GgmlType;
+use wllm_loaders::quant::{KVALUES_IQ4NL, KVALUES_MXFP4, e8m0_to_fp32_half, iq4xs_scale};
 
 use super::WeightView;
 use crate::cpu::quant::int::f16_at;
 
 /// Whether the integer prefill kernels read `ty` weights.
 pub(super) fn reads(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K)
+    use GgmlType::*;
+    matches!(ty, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | IQ4_NL | MXFP4 | Q4_K | Q5_K | Q6_K | IQ4_XS)
 }
 
 /// Weights sharing one scale.
@@ -18,15 +23,18 @@ pub(super) fn group(ty: GgmlType) -> usize {
     if ty == GgmlType::Q6_K { 16 } else { 32 }
 }
 
-/// Whether the bytes are signed (Q6_K's values less 32) rather than unsigned (Q4_K's nibbles).
+/// Whether the bytes are signed values (offset 0) rather than unsigned ones with an offset.
 pub(super) fn signed(ty: GgmlType) -> bool {
-    ty == GgmlType::Q6_K
+    use GgmlType::*;
+    matches!(ty, Q6_K | Q8_0 | IQ4_NL | IQ4_XS | MXFP4)
 }
 
-/// Row `row` of `w` (Q4_K or Q6_K) as one byte per weight in `q` (`w.cols` bytes), so that
-/// weight `e` is `q[e] · scale + offset` with the scale and offset of group `g = e / group`,
-/// written to `scale[g · stride + lane]` and `offset[g · stride + lane]`. Q4_K's bytes are its
-/// nibbles (0..=15) and its offsets the minimums; Q6_K's are its values less 32 as i8, offset 0.
+/// Row `row` of `w` (a type [`reads`] accepts) as one byte per weight in `q` (`w.cols`
+/// bytes), so that weight `e` is `q[e] · scale + offset` with the scale and offset of group
+/// `g = e / group`, written to `scale[g · stride + lane]` and `offset[g · stride + lane]`.
+/// Unsigned types give their stored values (nibbles, five bits) with the zero point folded
+/// into the offset (Q4_0's `-8 d`, Q4_1's `m`, Q4_K's `-dmin · m`); signed ones give i8
+/// values (Q8_0's bytes, Q6_K's values less 32, the tables' entries) and offset 0.
 #[target_feature(enable = "avx2")]
 pub(super) fn row(
     w: WeightView<'_>,
@@ -39,35 +47,105 @@ pub(super) fn row(
     let rb = w.row_bytes();
     let bytes = &w.bytes[row * rb..(row + 1) * rb];
     let q = &mut q[..w.cols];
-    if w.ty == GgmlType::Q4_K {
-        for (i, b) in bytes.chunks_exact(144).enumerate() {
-            let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-            let (scales, mins) =
-                crate::cpu::quant::kquants_scales_mins(b[4..16].try_into().expect("12 bytes"));
-            for j in 0..8 {
-                scale[(8 * i + j) * stride + lane] = d * f32::from((scales >> (8 * j)) as u8);
-                offset[(8 * i + j) * stride + lane] = -dmin * f32::from((mins >> (8 * j)) as u8);
-            }
-            let out = &mut q[256 * i..256 * (i + 1)];
-            for c in 0..4 {
-                let quants = load32(&b[16 + 32 * c..48 + 32 * c]);
-                store32(&mut out[64 * c..64 * c + 32], low(quants));
-                store32(&mut out[64 * c + 32..64 * c + 64], high(quants));
+    let mut put = |g: usize, s: f32, o: f32| {
+        scale[g * stride + lane] = s;
+        offset[g * stride + lane] = o;
+    };
+    match w.ty {
+        GgmlType::Q4_K => q4_k(bytes, q, &mut put),
+        GgmlType::Q5_K => q5_k(bytes, q, &mut put),
+        GgmlType::Q6_K => q6_k(bytes, q, &mut put),
+        GgmlType::IQ4_XS => iq4_xs(bytes, q, &mut put),
+        ty => {
+            let size = ty.type_size() as usize;
+            for (g, (b, out)) in bytes.chunks_exact(size).zip(q.chunks_exact_mut(32)).enumerate() {
+                let (values, s, o) = legacy(ty, b);
+                store32(out, values);
+                put(g, s, o);
             }
         }
-        return;
     }
+}
+
+/// One 32-element block of the legacy types, IQ4_NL or MXFP4: its bytes, scale and offset.
+#[target_feature(enable = "avx2")]
+fn legacy(ty: GgmlType, b: &[u8]) -> (__m256i, f32, f32) {
+    let fifth = |at: usize| fifth_bits(u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes")));
+    match ty {
+        GgmlType::Q4_0 => {
+            let d = f16_at(b, 0);
+            (nibbles(&b[2..18]), d, -8.0 * d)
+        }
+        GgmlType::Q4_1 => (nibbles(&b[4..20]), f16_at(b, 0), f16_at(b, 2)),
+        GgmlType::Q5_0 => {
+            let d = f16_at(b, 0);
+            (_mm256_or_si256(nibbles(&b[6..22]), fifth(2)), d, -16.0 * d)
+        }
+        GgmlType::Q5_1 => (_mm256_or_si256(nibbles(&b[8..24]), fifth(4)), f16_at(b, 0), f16_at(b, 2)),
+        GgmlType::Q8_0 => (load32(&b[2..34]), f16_at(b, 0), 0.0),
+        GgmlType::IQ4_NL => (table(&KVALUES_IQ4NL, nibbles(&b[2..18])), f16_at(b, 0), 0.0),
+        GgmlType::MXFP4 => (table(&KVALUES_MXFP4, nibbles(&b[1..17])), e8m0_to_fp32_half(b[0]), 0.0),
+        _ => unreachable!("{ty} is not a 32-element type kbytes reads"),
+    }
+}
+
+#[target_feature(enable = "avx2")]
+fn q4_k(bytes: &[u8], q: &mut [u8], put: &mut impl FnMut(usize, f32, f32)) {
+    for (i, b) in bytes.chunks_exact(144).enumerate() {
+        let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+        let (scales, mins) = crate::cpu::quant::kquants_scales_mins(b[4..16].try_into().expect("12 bytes"));
+        for j in 0..8 {
+            put(
+                8 * i + j,
+                d * f32::from((scales >> (8 * j)) as u8),
+                -dmin * f32::from((mins >> (8 * j)) as u8),
+            );
+        }
+        let out = &mut q[256 * i..256 * (i + 1)];
+        for c in 0..4 {
+            let quants = load32(&b[16 + 32 * c..48 + 32 * c]);
+            store32(&mut out[64 * c..64 * c + 32], low(quants));
+            store32(&mut out[64 * c + 32..64 * c + 64], high(quants));
+        }
+    }
+}
+
+/// Q5_K: Q4_K's nibbles and scales, and a fifth bit per weight: bit `s` of `qh[l]` for
+/// element `l` of sub-block `s`.
+#[target_feature(enable = "avx2")]
+fn q5_k(bytes: &[u8], q: &mut [u8], put: &mut impl FnMut(usize, f32, f32)) {
+    for (i, b) in bytes.chunks_exact(176).enumerate() {
+        let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+        let (scales, mins) = crate::cpu::quant::kquants_scales_mins(b[4..16].try_into().expect("12 bytes"));
+        for j in 0..8 {
+            put(
+                8 * i + j,
+                d * f32::from((scales >> (8 * j)) as u8),
+                -dmin * f32::from((mins >> (8 * j)) as u8),
+            );
+        }
+        let qh = load32(&b[16..48]);
+        let out = &mut q[256 * i..256 * (i + 1)];
+        for c in 0..4 {
+            let quants = load32(&b[48 + 32 * c..80 + 32 * c]);
+            let (lo_bit, hi_bit) = (bit_of(qh, 2 * c as i64), bit_of(qh, 2 * c as i64 + 1));
+            store32(&mut out[64 * c..64 * c + 32], _mm256_or_si256(low(quants), lo_bit));
+            store32(&mut out[64 * c + 32..64 * c + 64], _mm256_or_si256(high(quants), hi_bit));
+        }
+    }
+}
+
+#[target_feature(enable = "avx2")]
+fn q6_k(bytes: &[u8], q: &mut [u8], put: &mut impl FnMut(usize, f32, f32)) {
     for (i, b) in bytes.chunks_exact(210).enumerate() {
         let d = f16_at(b, 208);
         for s in 0..16 {
-            scale[(16 * i + s) * stride + lane] = d * f32::from(b[192 + s] as i8);
-            offset[(16 * i + s) * stride + lane] = 0.0;
+            put(16 * i + s, d * f32::from(b[192 + s] as i8), 0.0);
         }
         let out = &mut q[256 * i..256 * (i + 1)];
         for n in 0..2 {
             let (ql_a, ql_b) = (load32(&b[64 * n..64 * n + 32]), load32(&b[64 * n + 32..64 * n + 64]));
             let qh = load32(&b[128 + 32 * n..160 + 32 * n]);
-            // SAFETY: AVX2 is enabled on this function.
             let top = |shifted: __m256i| _mm256_and_si256(shifted, _mm256_set1_epi8(0x30));
             let quarters = [
                 (low(ql_a), top(_mm256_slli_epi16::<4>(qh))),
@@ -84,29 +162,81 @@ pub(super) fn row(
     }
 }
 
+/// IQ4_XS: IQ4_NL's table per 32-element run, each run with its own 6-bit scale.
+#[target_feature(enable = "avx2")]
+fn iq4_xs(bytes: &[u8], q: &mut [u8], put: &mut impl FnMut(usize, f32, f32)) {
+    for (i, b) in bytes.chunks_exact(136).enumerate() {
+        let d = f16_at(b, 0);
+        let scales_h = u16::from_le_bytes([b[2], b[3]]);
+        let scales_l: &[u8; 4] = b[4..8].try_into().expect("4 bytes");
+        for r in 0..8 {
+            // ggml rounds the run scale to f32 before the table value multiplies it.
+            put(8 * i + r, d * iq4xs_scale(scales_h, scales_l, r) as f32, 0.0);
+            let values = table(&KVALUES_IQ4NL, nibbles(&b[8 + 16 * r..24 + 16 * r]));
+            store32(&mut q[256 * i + 32 * r..256 * i + 32 * (r + 1)], values);
+        }
+    }
+}
+
+/// 16 bytes of nibble pairs as 32 values: the low nibbles (elements 0..16), then the high.
+#[target_feature(enable = "avx2")]
+fn nibbles(b: &[u8]) -> __m256i {
+    assert!(b.len() >= 16);
+    // SAFETY: 16 bytes, checked above.
+    let v = unsafe { _mm_loadu_si128(b.as_ptr().cast()) };
+    let mask = _mm_set1_epi8(0x0F);
+    _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16::<4>(v), mask), _mm_and_si128(v, mask))
+}
+
+/// Each of 32 values (0..=15) replaced by its entry of a 16-entry table.
+#[target_feature(enable = "avx2")]
+fn table(entries: &[i8; 16], values: __m256i) -> __m256i {
+    // SAFETY: 16 bytes.
+    let t = unsafe { _mm_loadu_si128(entries.as_ptr().cast()) };
+    _mm256_shuffle_epi8(_mm256_set_m128i(t, t), values)
+}
+
+/// The bits of `qh` as 32 bytes: 0x10 in byte `j` where bit `j` is set (Q5_0/Q5_1's fifth bits).
+#[target_feature(enable = "avx2")]
+fn fifth_bits(qh: u32) -> __m256i {
+    // Byte j takes byte j / 8 of qh, then tests its bit j % 8.
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(qh as i32),
+        _mm256_setr_epi64x(0, 0x0101_0101_0101_0101, 0x0202_0202_0202_0202, 0x0303_0303_0303_0303),
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201_u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+}
+
+/// Bit `s` of each of 32 bytes, as 0x10.
+#[target_feature(enable = "avx2")]
+fn bit_of(bytes: __m256i, s: i64) -> __m256i {
+    let shifted = _mm256_srl_epi16(bytes, _mm_set_epi64x(0, s));
+    _mm256_slli_epi16::<4>(_mm256_and_si256(shifted, _mm256_set1_epi8(1)))
+}
+
 /// 32 bytes.
-#[inline(always)]
+#[target_feature(enable = "avx2")]
 fn load32(b: &[u8]) -> __m256i {
     assert!(b.len() >= 32);
-    // SAFETY: 32 bytes, checked above; AVX is enabled wherever this inlines.
+    // SAFETY: 32 bytes, checked above.
     unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
 }
 
-#[inline(always)]
+#[target_feature(enable = "avx2")]
 fn store32(out: &mut [u8], v: __m256i) {
     assert!(out.len() >= 32);
-    // SAFETY: 32 bytes of room, checked above; AVX is enabled wherever this inlines.
+    // SAFETY: 32 bytes of room, checked above.
     unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), v) }
 }
 
 /// The low and the high nibbles of 32 bytes.
-#[inline(always)]
+#[target_feature(enable = "avx2")]
 fn low(b: __m256i) -> __m256i {
-    // SAFETY: inlined into AVX2 code only.
-    unsafe { _mm256_and_si256(b, _mm256_set1_epi8(0x0F)) }
+    _mm256_and_si256(b, _mm256_set1_epi8(0x0F))
 }
-#[inline(always)]
+#[target_feature(enable = "avx2")]
 fn high(b: __m256i) -> __m256i {
-    // SAFETY: as above.
-    unsafe { _mm256_and_si256(_mm256_srli_epi16::<4>(b), _mm256_set1_epi8(0x0F)) }
+    _mm256_and_si256(_mm256_srli_epi16::<4>(b), _mm256_set1_epi8(0x0F))
 }

@@ -91,7 +91,7 @@ pub(crate) fn prefetch_ahead(bytes: &[u8], row_start: usize, rb: usize, run_byte
     let _ = (bytes, row_start, rb, run_bytes);
 }
 
-pub fn int_dot_applies(isa: Isa, ty: GgmlType, n_tok: usize) -> bool {
+pub(super) fn int_dot_applies(isa: Isa, ty: GgmlType, n_tok: usize) -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let enabled = *ENABLED.get_or_init(|| !std::env::var("WLLM_CPU_DOT").is_ok_and(|v| v.trim() == "f32"));
     // Up to MAX_PASSED_TOKENS tokens go through matvec passes (see `linear_multi_on`).

@@ -16,8 +16,6 @@ mod packed;
 
 use wllm_loaders::GgmlType;
 
-pub use crate::cpu::quant::int::activation_block as int_dot_activation_block;
-pub use matvec::int_dot_applies;
 pub(crate) use matvec::{each_row, prefetch_ahead};
 pub(crate) use out::OutPtr;
 pub use packed::{pack, packs};
@@ -143,15 +141,8 @@ pub(crate) fn linear_multi_on(
         }
         return Ok(());
     }
-    // A few tokens (the decode tokens of several sequences): matvec passes, each reading the
-    // weights once for its tokens, beat dequantizing panels for the tiled kernel (AVX-512,
-    // SmolLM2 Q4_1, 8 tokens: two 4-token passes 205 tokens/s, one tiled call 144).
-    // (Passes of eight tokens on AVX-512 measured no faster than two of four: the integer
-    // kernel is bound by its multiplies, not by reading the weights.)
     let pass = MAX_MATVEC_TOKENS;
-    if n_tok <= MAX_PASSED_TOKENS
-        || (n_tok <= packed::passed_tokens(isa) && jobs.iter().all(|j| packed::passes(isa, j.w)))
-    {
+    if takes_passes(isa, jobs.iter().map(|j| j.w), n_tok) {
         let passes = n_tok.div_ceil(pass);
         let mut t0 = 0;
         for g in 0..passes {
@@ -169,6 +160,37 @@ pub(crate) fn linear_multi_on(
         jobs.iter_mut().map(|j| (j.w, OutPtr::new(j.out))).collect();
     gemm::run(exec, isa, &outs, x, n_tok);
     Ok(())
+}
+
+/// Whether `n_tok` tokens multiply the matrices `ws` in matvec passes of [`MAX_MATVEC_TOKENS`]
+/// rather than in the GEMM. A few tokens (the decode tokens of several sequences) read the
+/// weights once per pass, which beats dequantizing panels for the f32 GEMM (AVX-512, SmolLM2
+/// Q4_1, 8 tokens: two 4-token passes 205 tokens/s, one f32 GEMM call 144); passes of eight
+/// measured no faster than two of four, the integer kernel being bound by its multiplies. The
+/// AMX GEMM multiplies rows in the file's layout faster than a second pass from five tokens on
+/// (Q4_1 1536×576, 2 threads: 8 tokens in passes 0.18 ms, 9 in the GEMM 0.12 ms).
+fn takes_passes<'a>(isa: Isa, ws: impl Iterator<Item = WeightView<'a>> + Clone, n_tok: usize) -> bool {
+    if n_tok <= MAX_MATVEC_TOKENS {
+        return true;
+    }
+    if ws.clone().all(|w| packed::passes(isa, w)) {
+        return n_tok <= packed::passed_tokens(isa);
+    }
+    if ws.clone().all(|w| !w.packed && gemm::int_reads(isa, w.ty) && isa.is_amx()) {
+        return false;
+    }
+    n_tok <= MAX_PASSED_TOKENS
+}
+
+/// How [`linear`] quantizes the activations of `n_tok` tokens for `w`: the elements of a row
+/// that share one i16 scale, or `None` where the activations stay f32 (for tests' rounding
+/// bounds).
+pub fn int_activation_block(isa: Isa, w: WeightView<'_>, n_tok: usize) -> Option<usize> {
+    if takes_passes(isa, std::iter::once(w), n_tok) {
+        matvec::int_dot_applies(isa, w.ty, n_tok).then(|| crate::cpu::quant::int::activation_block(isa, w.ty))
+    } else {
+        gemm::int_reads(isa, w.ty).then_some(crate::cpu::quant::int::QX)
+    }
 }
 
 /// Dequantizes rows `r0..r1` of `w` into `out` (`(r1 - r0)` × `w.cols`), the embedding
