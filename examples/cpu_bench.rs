@@ -5,13 +5,18 @@
 //! one at a time from an empty cache) the way `llama-bench -p 128 -n 64` does, and prints the
 //! median tokens per second of `r` runs after a warm-up. `cpu_bench kernels [-t 2] [--type
 //! Q4_1,Q4_K] [--tokens 1,128] [--shape 4096x14336]` times the linear kernels on synthetic
-//! weights (one shape of the list with `--shape`).
+//! weights (one shape of the list with `--shape`). `cpu_bench batch FILE.gguf [-t 2]
+//! [--seqs 8] [-d 128] [-n 32] [-r 3]` times the decode steps of continuous batching: `seqs`
+//! sequences, each first filled with `d` tokens, then `n` steps that carry one token of every
+//! sequence and return every sequence's logits (what `wllm serve` runs), in an f16 cache.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use wllm::engine::SeqSpan;
 use wllm::engine::cpu::ops::{Activation, glu};
-use wllm::engine::cpu::{CpuPacker, CpuStack, Isa, LogitRows, WeightView, linear, packs};
+use wllm::engine::cpu::{CpuOptions, CpuPacker, CpuStack, Isa, LogitRows, WeightView, linear, packs};
+use wllm::engine::kv_type::{CacheTypes, KvType};
 use wllm::loaders::model::{ResidentSource, TensorBytes, TensorMeta, TensorSource};
 use wllm::loaders::{GgmlType, GgufFile, ModelConfig};
 
@@ -174,7 +179,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn model(path: &str, threads: usize, n_prompt: usize, n_gen: usize, reps: usize) {
+/// The model in `path` on the CPU as `wllm` loads it, with a cache of `n_seq` sequences of
+/// `n_ctx` positions.
+fn load_stack(
+    path: &str,
+    threads: usize,
+    n_ctx: u32,
+    n_seq: u32,
+    cache: CacheTypes,
+) -> (ModelConfig, CpuStack) {
     let f = GgufFile::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let cfg = ModelConfig::from_gguf(&f).unwrap();
     let mut src: Arc<dyn TensorSource> = Arc::new(f.clone());
@@ -192,8 +205,57 @@ fn model(path: &str, threads: usize, n_prompt: usize, n_gen: usize, reps: usize)
         let packer = std::env::var_os("WLLM_UNPACKED").is_none().then_some(CpuPacker(Isa::best()));
         src = Arc::new(ResidentSource::new(src, &names, packer.as_ref().map(|p| p as _)).unwrap());
     }
+    let opts = CpuOptions { threads, cache, n_seq, ..CpuOptions::default() };
+    let st = CpuStack::with_options(&cfg, src, cfg.n_layer, true, n_ctx, &opts).unwrap();
+    (cfg, st)
+}
+
+/// Decode steps of `seqs` sequences at depth `depth`, as the server batches them.
+fn batch(path: &str, threads: usize, seqs: usize, depth: usize, n_gen: usize, reps: usize) {
+    let f16 = CacheTypes { k: KvType::F16, v: KvType::F16 };
+    let (cfg, mut st) = load_stack(path, threads, (depth + n_gen + 1) as u32, seqs as u32, f16);
+    let tok = |i: usize| ((i * 7919 + 13) % cfg.n_vocab as usize) as u32;
+    let mut steps = Vec::new();
+    for rep in 0..=reps {
+        st.clear();
+        for seq in 0..seqs {
+            let prompt: Vec<u32> = (0..depth).map(|i| tok(i + 1000 * seq)).collect();
+            let span = [SeqSpan { seq: seq as u32, pos0: 0, len: depth as u32, logits: true }];
+            if depth > 0 {
+                st.logits_seqs(&prompt, &span).unwrap();
+            }
+        }
+        if rep == reps && std::env::var_os("WLLM_CPU_PROFILE").is_some() {
+            st.enable_profile();
+        }
+        let t = Instant::now();
+        for i in 0..n_gen {
+            let tokens: Vec<u32> = (0..seqs).map(|seq| tok(i + 77 * seq)).collect();
+            let spans: Vec<SeqSpan> = (0..seqs)
+                .map(|seq| SeqSpan { seq: seq as u32, pos0: (depth + i) as u32, len: 1, logits: true })
+                .collect();
+            st.logits_seqs(&tokens, &spans).unwrap();
+        }
+        // The first run warms caches and the thread pool.
+        if rep > 0 {
+            steps.push(t.elapsed().as_secs_f64() / n_gen as f64);
+        }
+    }
+    print_profile(&format!("{n_gen} steps"), st.profile());
+    let name = std::path::Path::new(path).file_name().and_then(|n| n.to_str()).unwrap_or(path);
+    let step = median(steps);
+    println!(
+        "{name} [{} x{}]  {seqs} sequences at depth {depth}: {:.2} ms per step, {:.1} tokens/s",
+        st.isa(),
+        st.threads(),
+        step * 1e3,
+        seqs as f64 / step
+    );
+}
+
+fn model(path: &str, threads: usize, n_prompt: usize, n_gen: usize, reps: usize) {
     let n_ctx = (n_prompt.max(n_gen) + 16) as u32;
-    let mut st = CpuStack::new(&cfg, src, cfg.n_layer, true, n_ctx, threads).unwrap();
+    let (cfg, mut st) = load_stack(path, threads, n_ctx, 1, CacheTypes::F32);
     let mut seed = 12345u64;
     let mut rand_tok = || {
         seed ^= seed << 13;
@@ -271,8 +333,14 @@ fn main() {
             Some(path) => model(path, threads, opt("-p", 128), opt("-n", 64), opt("-r", 5).max(1)),
             None => eprintln!("usage: cpu_bench model FILE.gguf [-t N] [-p N] [-n N] [-r N]"),
         },
+        Some("batch") => match args.get(2) {
+            Some(path) => {
+                batch(path, threads, opt("--seqs", 8), opt("-d", 128), opt("-n", 32), opt("-r", 3).max(1))
+            }
+            None => eprintln!("usage: cpu_bench batch FILE.gguf [-t N] [--seqs N] [-d N] [-n N] [-r N]"),
+        },
         _ => eprintln!(
-            "usage: cpu_bench model FILE.gguf [-t N] [-p N] [-n N] [-r N] | kernels [-t N] [--type T,T] [--tokens 1,128] [--shape ROWSxCOLS]"
+            "usage: cpu_bench model FILE.gguf [-t N] [-p N] [-n N] [-r N] | batch FILE.gguf [--seqs N] [-d N] | kernels [-t N] [--type T,T] [--tokens 1,128] [--shape ROWSxCOLS]"
         ),
     }
 }
