@@ -94,21 +94,31 @@ impl Isa {
         }
     }
 
-    #[cfg(target_arch = "x86_64")]
+    // The x86 questions are asked on every target (false off x86-64), so that code choosing
+    // a kernel compiles for ARM too; the kernels themselves stay behind `cfg`.
     pub(crate) fn is_avx512(self) -> bool {
-        matches!(self.0, Kind::Avx512 | Kind::Avx512Vnni | Kind::Avx512Amx)
+        #[cfg(target_arch = "x86_64")]
+        return matches!(self.0, Kind::Avx512 | Kind::Avx512Vnni | Kind::Avx512Amx);
+        #[cfg(not(target_arch = "x86_64"))]
+        false
     }
-    #[cfg(target_arch = "x86_64")]
     pub(crate) fn is_avx512_vnni(self) -> bool {
-        matches!(self.0, Kind::Avx512Vnni | Kind::Avx512Amx)
+        #[cfg(target_arch = "x86_64")]
+        return matches!(self.0, Kind::Avx512Vnni | Kind::Avx512Amx);
+        #[cfg(not(target_arch = "x86_64"))]
+        false
     }
-    #[cfg(target_arch = "x86_64")]
     pub(crate) fn is_amx(self) -> bool {
-        self.0 == Kind::Avx512Amx
+        #[cfg(target_arch = "x86_64")]
+        return self.0 == Kind::Avx512Amx;
+        #[cfg(not(target_arch = "x86_64"))]
+        false
     }
-    #[cfg(target_arch = "x86_64")]
     pub(crate) fn is_avx2(self) -> bool {
-        self.0 == Kind::Avx2
+        #[cfg(target_arch = "x86_64")]
+        return self.0 == Kind::Avx2;
+        #[cfg(not(target_arch = "x86_64"))]
+        false
     }
     #[cfg(target_arch = "aarch64")]
     pub(crate) fn is_neon(self) -> bool {
