@@ -52,8 +52,8 @@ pub(super) fn row(
         offset[g * stride + lane] = o;
     };
     match w.ty {
-        GgmlType::Q4_K => q4_k(bytes, q, &mut put),
-        GgmlType::Q5_K => q5_k(bytes, q, &mut put),
+        GgmlType::Q4_K => q4_q5_k(bytes, q, &mut put, false),
+        GgmlType::Q5_K => q4_q5_k(bytes, q, &mut put, true),
         GgmlType::Q6_K => q6_k(bytes, q, &mut put),
         GgmlType::IQ4_XS => iq4_xs(bytes, q, &mut put),
         ty => {
@@ -89,9 +89,12 @@ fn legacy(ty: GgmlType, b: &[u8]) -> (__m256i, f32, f32) {
     }
 }
 
+/// Q4_K and Q5_K: 8 sub-blocks of 32 nibbles with 6-bit scales and minimums; Q5_K adds a
+/// fifth bit per weight, bit `s` of `qh[l]` for element `l` of sub-block `s`.
 #[target_feature(enable = "avx2")]
-fn q4_k(bytes: &[u8], q: &mut [u8], put: &mut impl FnMut(usize, f32, f32)) {
-    for (i, b) in bytes.chunks_exact(144).enumerate() {
+fn q4_q5_k(bytes: &[u8], q: &mut [u8], put: &mut impl FnMut(usize, f32, f32), five: bool) {
+    let (size, quants_at) = if five { (176, 48) } else { (144, 16) };
+    for (i, b) in bytes.chunks_exact(size).enumerate() {
         let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
         let (scales, mins) = crate::cpu::quant::kquants_scales_mins(b[4..16].try_into().expect("12 bytes"));
         for j in 0..8 {
@@ -101,33 +104,10 @@ fn q4_k(bytes: &[u8], q: &mut [u8], put: &mut impl FnMut(usize, f32, f32)) {
                 -dmin * f32::from((mins >> (8 * j)) as u8),
             );
         }
+        let qh = if five { load32(&b[16..48]) } else { _mm256_setzero_si256() };
         let out = &mut q[256 * i..256 * (i + 1)];
         for c in 0..4 {
-            let quants = load32(&b[16 + 32 * c..48 + 32 * c]);
-            store32(&mut out[64 * c..64 * c + 32], low(quants));
-            store32(&mut out[64 * c + 32..64 * c + 64], high(quants));
-        }
-    }
-}
-
-/// Q5_K: Q4_K's nibbles and scales, and a fifth bit per weight: bit `s` of `qh[l]` for
-/// element `l` of sub-block `s`.
-#[target_feature(enable = "avx2")]
-fn q5_k(bytes: &[u8], q: &mut [u8], put: &mut impl FnMut(usize, f32, f32)) {
-    for (i, b) in bytes.chunks_exact(176).enumerate() {
-        let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-        let (scales, mins) = crate::cpu::quant::kquants_scales_mins(b[4..16].try_into().expect("12 bytes"));
-        for j in 0..8 {
-            put(
-                8 * i + j,
-                d * f32::from((scales >> (8 * j)) as u8),
-                -dmin * f32::from((mins >> (8 * j)) as u8),
-            );
-        }
-        let qh = load32(&b[16..48]);
-        let out = &mut q[256 * i..256 * (i + 1)];
-        for c in 0..4 {
-            let quants = load32(&b[48 + 32 * c..80 + 32 * c]);
+            let quants = load32(&b[quants_at + 32 * c..quants_at + 32 * (c + 1)]);
             let (lo_bit, hi_bit) = (bit_of(qh, 2 * c as i64), bit_of(qh, 2 * c as i64 + 1));
             store32(&mut out[64 * c..64 * c + 32], _mm256_or_si256(low(quants), lo_bit));
             store32(&mut out[64 * c + 32..64 * c + 64], _mm256_or_si256(high(quants), hi_bit));
