@@ -441,7 +441,8 @@ fn cpu_packed_rows_match_reference() {
 /// The AMX tiles' prefill GEMM (where the CPU and OS offer them) gives the very floats of the
 /// AVX-512 VNNI integer GEMM, for every type they read: the same integer sums, split into high
 /// and low bytes, meet the same scales in the same order. Rows and tokens past whole tiles,
-/// several tasks, a packed matrix, long rows, and a multi-job call that mixes in an f32 job.
+/// several tasks, a packed matrix, long rows, a multi-job call that mixes in an f32 job, and
+/// decode steps of 5 and 8 tokens.
 #[test]
 fn cpu_amx_prefill_is_bit_exact_with_vnni() {
     let (Some(amx), Some(vnni)) = (find_isa("avx512amx"), find_isa("avx512vnni")) else {
@@ -485,6 +486,22 @@ fn cpu_amx_prefill_is_bit_exact_with_vnni() {
                     got_f32.iter().zip(&want_f32).all(|(g, e)| g.to_bits() == e.to_bits()),
                     "{what}: f32 job"
                 );
+                // Decode steps of a few tokens, which AMX takes in the GEMM too (VNNI takes
+                // matvec passes there): each token's outputs are those it gets in the bigger
+                // batch, which match VNNI's above.
+                for few in [5usize, 8].into_iter().filter(|_| n_tok == 17 && !packed) {
+                    let mut out = vec![f32::NAN; rows * few];
+                    cpu::linear(amx, w, &x[..few * cols], few, &mut out).unwrap();
+                    if let Some(i) = out.iter().zip(&want).position(|(g, e)| g.to_bits() != e.to_bits()) {
+                        panic!(
+                            "{what}, first {few}: token {} row {}: {} vs {}",
+                            i / rows,
+                            i % rows,
+                            out[i],
+                            want[i]
+                        );
+                    }
+                }
             }
         }
     }
