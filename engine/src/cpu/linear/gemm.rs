@@ -71,8 +71,8 @@ pub(super) fn int_reads(isa: Isa, ty: wllm_loaders::GgmlType) -> bool {
     }
 }
 
-/// The jobs whose types `kbytes` reads on integers, AMX tiles where the CPU has them; false (nothing done)
-/// when an activation is not finite.
+/// The jobs whose types `kbytes` reads on integers, AMX tiles where the CPU has them; false
+/// (nothing done) when an activation is not finite.
 #[cfg(target_arch = "x86_64")]
 fn int_gemm(
     exec: &dyn Exec,

@@ -176,7 +176,7 @@ fn takes_passes<'a>(isa: Isa, ws: impl Iterator<Item = WeightView<'a>> + Clone, 
     if ws.clone().all(|w| packed::passes(isa, w)) {
         return n_tok <= packed::passed_tokens(isa);
     }
-    if ws.clone().all(|w| !w.packed && gemm::int_reads(isa, w.ty) && isa.is_amx()) {
+    if isa.is_amx() && ws.clone().all(|w| !w.packed && gemm::int_reads(isa, w.ty)) {
         return false;
     }
     n_tok <= MAX_PASSED_TOKENS
