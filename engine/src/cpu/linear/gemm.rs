@@ -83,8 +83,12 @@ fn int_gemm(
     k: usize,
 ) -> bool {
     if isa.is_amx() {
-        let Some(xt) = super::gemm_amx::TiledX::new(exec, x, n_tok, k) else { return false };
+        let paired = super::gemm_amx::pairs(jobs, n_tok, k);
         // SAFETY: an AMX `Isa` exists only where the CPU has AVX-512 and the OS granted tiles.
+        let Some(xt) = (unsafe { super::gemm_amx::TiledX::new(exec, x, n_tok, k, paired) }) else {
+            return false;
+        };
+        // SAFETY: as above.
         unsafe { super::gemm_amx::run(exec, jobs, &xt, n_tok) };
         return true;
     }

@@ -73,11 +73,37 @@ struct TokenTile {
     sum: Vec<f32>,
 }
 
-pub(super) struct TiledX(Vec<TokenTile>);
+pub(super) struct TiledX {
+    tiles: Vec<TokenTile>,
+    /// Whether two scale groups share each product (see [`pairs`]): odd groups' tokens then
+    /// sit in columns 8..16 (their words, scales and sums), even groups' in 0..8.
+    paired: bool,
+}
+
+/// Whether a call of `n_tok` tokens over rows of `k` multiplies two scale groups at once.
+/// Up to 8 tokens fill half a tile's columns, and a group of 32 bytes half its depth, so one
+/// product of 64 bytes takes group `2p` for the tokens in columns 0..8 and group `2p + 1` for
+/// copies of them in columns 8..16 (each copy zero in the other group's half of the depth):
+/// half the products, sum tiles and epilogue rows of one group at a time.
+pub(super) fn pairs(jobs: &[(WeightView<'_>, OutPtr<'_>)], n_tok: usize, k: usize) -> bool {
+    n_tok <= TOK / 2
+        && k.is_multiple_of(2 * QX)
+        && jobs.iter().filter(|(w, _)| reads(w.ty)).all(|(w, _)| group(w.ty) == QX)
+}
 
 impl TiledX {
     /// `None` when an activation is not finite (the f32 kernel then carries it through).
-    pub(super) fn new(exec: &dyn Exec, x: &[f32], n_tok: usize, k: usize) -> Option<TiledX> {
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F, BW and VL.
+    pub(super) unsafe fn new(
+        exec: &dyn Exec,
+        x: &[f32],
+        n_tok: usize,
+        k: usize,
+        paired: bool,
+    ) -> Option<TiledX> {
+        let paired = paired && n_tok <= TOK / 2 && k.is_multiple_of(2 * QX);
         let tiles = super::gemm_int::token_blocks(exec, x, n_tok, k, TOK, &|xq, tokens| {
             let mut tile = TokenTile {
                 hi: vec![0; k / 4 * TOK],
@@ -88,18 +114,37 @@ impl TiledX {
             for j in 0..tokens {
                 let xt = xq.token(j);
                 for (g, q) in xt.q.iter().enumerate() {
-                    for (c, quad) in q.chunks_exact(4).enumerate() {
-                        let at = (g * QX / 4 + c) * TOK + j;
-                        tile.hi[at] = u32::from_le_bytes(std::array::from_fn(|e| (quad[e] >> 8) as u8));
-                        tile.lo[at] = u32::from_le_bytes(std::array::from_fn(|e| quad[e] as u8));
-                    }
+                    let j = j + if paired && g % 2 == 1 { TOK / 2 } else { 0 };
+                    let at = g * QX / 4 * TOK + j;
+                    // SAFETY: 8 lines of TOK words from `at` (line `g · 8`, word `j < TOK`) are
+                    // inside both (k / 4 lines); the CPU has AVX-512 (the caller's guarantee).
+                    unsafe { split_block(q, &mut tile.hi[at..], &mut tile.lo[at..]) };
                     tile.d[g * TOK + j] = xt.d[g];
                     tile.sum[g * TOK + j] = xt.sum[g];
                 }
             }
             tile
         })?;
-        Some(TiledX(tiles))
+        Some(TiledX { tiles, paired })
+    }
+}
+
+/// One token's block of 32 i16 as the high and low bytes of its 8 groups of 4, word `c` of
+/// each into `hi[c · TOK]` and `lo[c · TOK]` (word `j` of line `c` of a token tile).
+///
+/// # Safety
+/// `hi` and `lo` must hold `7 · TOK + 1` words; the CPU must have AVX-512 F, BW and VL.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn split_block(q: &[i16; QX], hi: &mut [u32], lo: &mut [u32]) {
+    debug_assert!(hi.len() > 7 * TOK && lo.len() > 7 * TOK);
+    // SAFETY: 32 i16 in; the caller's guarantee for the words out.
+    unsafe {
+        let words = _mm512_loadu_si512(q.as_ptr().cast());
+        let lines =
+            _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(TOK as i32));
+        let high = _mm512_cvtepi16_epi8(_mm512_srai_epi16::<8>(words));
+        _mm256_i32scatter_epi32::<4>(hi.as_mut_ptr().cast(), lines, high);
+        _mm256_i32scatter_epi32::<4>(lo.as_mut_ptr().cast(), lines, _mm512_cvtepi16_epi8(words));
     }
 }
 
@@ -108,6 +153,9 @@ impl TiledX {
 #[derive(Default)]
 struct Panels {
     bytes: Vec<u8>,
+    /// Where the first row starts: the first 64-byte boundary of `bytes`, so that each row's
+    /// 64-byte runs are whole cache lines for the tile loads.
+    base: usize,
     stride: usize,
     scale: Vec<f32>,
     offset: Vec<f32>,
@@ -146,7 +194,7 @@ pub(super) unsafe fn run(exec: &dyn Exec, jobs: &[(WeightView<'_>, OutPtr<'_>)],
 }
 
 /// Rows `r0..r1` of `w` in panels of [`PANEL`] rows.
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,f16c")]
 fn unpack(w: WeightView<'_>, r0: usize, r1: usize, panels: &mut Panels) {
     let (k, g) = (w.cols, group(w.ty));
     let n = (r1 - r0).div_ceil(PANEL);
@@ -154,7 +202,8 @@ fn unpack(w: WeightView<'_>, r0: usize, r1: usize, panels: &mut Panels) {
     panels.stride = k + 64;
     // Not cleared (that was 4% of a batched decode step): every row up to `r1` is written
     // below, and the last panel's rows past it are never written out, whatever they hold.
-    panels.bytes.resize(n * PANEL * panels.stride, 0);
+    panels.bytes.resize(n * PANEL * panels.stride + 64, 0);
+    panels.base = panels.bytes.as_ptr().align_offset(64);
     panels.scale.resize(n * k / g * PANEL, 0.0);
     panels.offset.resize(n * k / g * PANEL, 0.0);
     let per_panel = k / g * PANEL;
@@ -164,7 +213,8 @@ fn unpack(w: WeightView<'_>, r0: usize, r1: usize, panels: &mut Panels) {
         // The task's rows are one run of memory, read once per call: a decode step of a few
         // tokens waits on it (SmolLM2 Q4_1, 8 tokens: 429 -> 490 tokens/s).
         super::prefetch_ahead(w.bytes, (r0 + r) * rb, rb, (r1 - r0) * rb);
-        let q = &mut panels.bytes[r * panels.stride..r * panels.stride + k];
+        let at = panels.base + r * panels.stride;
+        let q = &mut panels.bytes[at..at + k];
         let (scale, offset) = (&mut panels.scale[p * per_panel..], &mut panels.offset[p * per_panel..]);
         kbytes::row(w, r0 + r, q, scale, offset, (PANEL, lane));
     }
@@ -174,13 +224,13 @@ fn unpack(w: WeightView<'_>, r0: usize, r1: usize, panels: &mut Panels) {
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
 fn task(w: WeightView<'_>, r0: usize, r1: usize, panels: &Panels, x: &TiledX, n_tok: usize, out: OutPtr<'_>) {
-    let g = group(w.ty);
+    let depth = if x.paired { 2 * group(w.ty) } else { group(w.ty) };
     // SAFETY: the caller of `run` checked that tiles are available.
-    let _tiles = unsafe { Tiles::load(&config(g)) };
+    let _tiles = unsafe { Tiles::load(&config(depth)) };
     let mut sums = Box::new([Sums([[0; TOK]; 2 * ROWS]), Sums([[0; TOK]; 2 * ROWS])]);
-    for (t, xt) in x.0.iter().enumerate() {
+    for (t, xt) in x.tiles.iter().enumerate() {
         for p in 0..(r1 - r0).div_ceil(PANEL) {
-            let tile = panel_tile(w, panels, p, xt, &mut sums);
+            let tile = panel_tile(w, panels, p, xt, x.paired, &mut sums);
             let tokens: [[f32; PANEL]; TOK] = std::array::from_fn(|j| std::array::from_fn(|r| tile[r][j]));
             let rows = PANEL.min(r1 - (r0 + p * PANEL));
             for (j, token) in tokens.iter().enumerate().take(n_tok - t * TOK) {
@@ -228,35 +278,41 @@ struct Sums([[i32; TOK]; 2 * ROWS]);
 
 /// Panel `p` times token tile `xt`: `[row][token]`. The unit's products are issued one group
 /// ahead of the epilogue, on the other set of tiles and into the other of the two `sums`
-/// (which measured no faster than one after the other; see the module's notes).
+/// (which measured no faster than one after the other; see the module's notes). `paired`: the
+/// tile's layout of [`pairs`], each product two groups.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
 fn panel_tile(
     w: WeightView<'_>,
     panels: &Panels,
     p: usize,
     xt: &TokenTile,
+    paired: bool,
     sums: &mut [Sums; 2],
 ) -> [[f32; TOK]; PANEL] {
     let (k, g) = (w.cols, group(w.ty));
     let groups = k / g;
     let per_panel = groups * PANEL;
     let (scale, offset) = (&panels.scale[p * per_panel..], &panels.offset[p * per_panel..]);
-    let rows = &panels.bytes[p * PANEL * panels.stride..];
+    let rows = &panels.bytes[panels.base + p * PANEL * panels.stride..];
     assert!(scale.len() >= per_panel && offset.len() >= per_panel);
     assert!(rows.len() >= (PANEL - 1) * panels.stride + k);
     assert!(xt.hi.len() >= k / 4 * TOK && xt.lo.len() >= k / 4 * TOK && xt.d.len() >= k / QX * TOK);
     assert!(xt.sum.len() >= k / QX * TOK);
+    assert!(!paired || (g == QX && groups.is_multiple_of(2)));
     let (signed, stride) = (signed(w.ty), panels.stride);
-    let product = |grp: usize, sums: &mut Sums| {
-        // SAFETY: the weight tile reads 16 rows of `g` bytes from element `grp · g`, `stride`
-        // apart (inside `rows`, asserted above); tiles 6 and 7 read `g / 4` lines of 64 bytes
-        // from line `grp · g / 4` of the activations (`k / 4` lines, asserted); the sums are
-        // stored to `sums`. The tiles were configured by `task`.
+    // Bytes of each row per product: one group, or two when paired.
+    let depth = if paired { 2 * g } else { g };
+    let product = |at: usize, sums: &mut Sums| {
+        // SAFETY: the weight tile reads 16 rows of `depth` bytes from element `at · depth`,
+        // `stride` apart (inside `rows`, asserted above); tiles 6 and 7 read `depth / 4` lines
+        // of 64 bytes from line `at · depth / 4` of the activations (`k / 4` lines, asserted);
+        // the sums are stored to `sums`. The tiles were configured by `task`.
         unsafe {
-            let a = rows.as_ptr().add(grp * g);
-            let (hi, lo) = (xt.hi.as_ptr().add(grp * g / 4 * TOK), xt.lo.as_ptr().add(grp * g / 4 * TOK));
+            let a = rows.as_ptr().add(at * depth);
+            let line = at * depth / 4 * TOK;
+            let (hi, lo) = (xt.hi.as_ptr().add(line), xt.lo.as_ptr().add(line));
             let out = sums.0.as_mut_ptr();
-            match (signed, grp % 2) {
+            match (signed, at % 2) {
                 (true, 0) => {
                     tile_product!("tdpbssd", "tdpbsud", ["tmm0", "tmm1", "tmm4"], a, stride, hi, lo, out)
                 }
@@ -272,41 +328,119 @@ fn panel_tile(
             }
         }
     };
+    let products = k / depth;
     let mut acc = [_mm512_setzero_ps(); PANEL];
     product(0, &mut sums[0]);
-    for grp in 0..groups {
+    for at in 0..products {
         let (now, next) = sums.split_at_mut(1);
-        let (now, next) = if grp % 2 == 0 { (&now[0], &mut next[0]) } else { (&next[0], &mut now[0]) };
-        if grp + 1 < groups {
-            product(grp + 1, next);
+        let (now, next) = if at % 2 == 0 { (&now[0], &mut next[0]) } else { (&next[0], &mut now[0]) };
+        if at + 1 < products {
+            product(at + 1, next);
         }
-        let g32 = grp * g / QX;
-        // SAFETY: group `grp < k / g` indexes inside the lengths asserted above.
+        // SAFETY: product `at < k / depth` covers groups inside the lengths asserted above.
         unsafe {
-            let d = _mm512_loadu_ps(xt.d.as_ptr().add(g32 * TOK));
-            let s = _mm512_loadu_ps(xt.sum.as_ptr().add(g32 * TOK));
-            let (scale, offset) = (scale.as_ptr().add(grp * PANEL), offset.as_ptr().add(grp * PANEL));
-            macro_rules! apply {
-                ($($r:literal)*) => {$(
-                    let dot = _mm512_add_epi32(
-                        _mm512_slli_epi32::<8>(_mm512_load_si512(now.0[$r].as_ptr().cast())),
-                        _mm512_load_si512(now.0[ROWS + $r].as_ptr().cast()),
-                    );
-                    let scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(*scale.add($r)));
-                    acc[$r] = _mm512_fmadd_ps(scaled, d, acc[$r]);
-                    if !signed {
-                        acc[$r] = _mm512_fmadd_ps(_mm512_set1_ps(*offset.add($r)), s, acc[$r]);
-                    }
-                )*};
+            match paired {
+                false => epilogue(now, xt, scale, offset, at, g, signed, &mut acc),
+                true => epilogue_paired(now, xt, scale, offset, at, signed, &mut acc),
             }
-            // Written out per row so the accumulators stay in registers.
-            apply!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
         }
     }
     let mut tile = [[0f32; TOK]; PANEL];
     for (row, acc) in tile.iter_mut().zip(acc) {
+        // Paired: each token's even groups summed in lanes 0..8, its odd ones in 8..16.
+        let acc =
+            if paired { _mm512_add_ps(acc, _mm512_shuffle_f32x4::<0b01_00_11_10>(acc, acc)) } else { acc };
         // SAFETY: 16 floats of room.
         unsafe { _mm512_storeu_ps(row.as_mut_ptr(), acc) };
     }
     tile
+}
+
+/// Adds group `grp`'s sums (`now`), scaled, to the rows' accumulators.
+///
+/// # Safety
+/// Group `grp` must be inside the panel's scales and offsets and the tile's scales and sums.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn epilogue(
+    now: &Sums,
+    xt: &TokenTile,
+    scale: &[f32],
+    offset: &[f32],
+    grp: usize,
+    g: usize,
+    signed: bool,
+    acc: &mut [__m512; PANEL],
+) {
+    let g32 = grp * g / QX;
+    // SAFETY: the caller's guarantee.
+    unsafe {
+        let d = _mm512_loadu_ps(xt.d.as_ptr().add(g32 * TOK));
+        let s = _mm512_loadu_ps(xt.sum.as_ptr().add(g32 * TOK));
+        let (scale, offset) = (scale.as_ptr().add(grp * PANEL), offset.as_ptr().add(grp * PANEL));
+        macro_rules! apply {
+            ($($r:literal)*) => {$(
+                let dot = _mm512_add_epi32(
+                    _mm512_slli_epi32::<8>(_mm512_load_si512(now.0[$r].as_ptr().cast())),
+                    _mm512_load_si512(now.0[ROWS + $r].as_ptr().cast()),
+                );
+                let scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(*scale.add($r)));
+                acc[$r] = _mm512_fmadd_ps(scaled, d, acc[$r]);
+                if !signed {
+                    acc[$r] = _mm512_fmadd_ps(_mm512_set1_ps(*offset.add($r)), s, acc[$r]);
+                }
+            )*};
+        }
+        // Written out per row so the accumulators stay in registers.
+        apply!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+    }
+}
+
+/// [`epilogue`] of a paired product `pair`: groups `2 · pair` (columns 0..8) and
+/// `2 · pair + 1` (columns 8..16), each row's two scales spread over their halves.
+///
+/// # Safety
+/// As [`epilogue`], for both groups.
+#[inline(always)]
+unsafe fn epilogue_paired(
+    now: &Sums,
+    xt: &TokenTile,
+    scale: &[f32],
+    offset: &[f32],
+    pair: usize,
+    signed: bool,
+    acc: &mut [__m512; PANEL],
+) {
+    let (even, odd) = (2 * pair * TOK, (2 * pair + 1) * TOK);
+    let halves = |v: &[f32]| {
+        // SAFETY: the caller's guarantee (both groups' 16 columns).
+        unsafe { _mm512_mask_loadu_ps(_mm512_loadu_ps(v.as_ptr().add(even)), 0xFF00, v.as_ptr().add(odd)) }
+    };
+    let (d, s) = (halves(&xt.d), halves(&xt.sum));
+    // SAFETY: the caller's guarantee (both groups' 16 rows).
+    unsafe {
+        let (even, odd) = (2 * pair * PANEL, (2 * pair + 1) * PANEL);
+        let (scale_even, scale_odd) =
+            (_mm512_loadu_ps(scale.as_ptr().add(even)), _mm512_loadu_ps(scale.as_ptr().add(odd)));
+        let (offset_even, offset_odd) =
+            (_mm512_loadu_ps(offset.as_ptr().add(even)), _mm512_loadu_ps(offset.as_ptr().add(odd)));
+        // Lane j of row r's spread: the even group's entry r for j < 8, the odd one's after.
+        let spread = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 16, 16, 16, 16, 16, 16, 16, 16);
+        macro_rules! apply {
+            ($($r:literal)*) => {$(
+                let dot = _mm512_add_epi32(
+                    _mm512_slli_epi32::<8>(_mm512_load_si512(now.0[$r].as_ptr().cast())),
+                    _mm512_load_si512(now.0[ROWS + $r].as_ptr().cast()),
+                );
+                let at = _mm512_add_epi32(spread, _mm512_set1_epi32($r));
+                let row_scale = _mm512_permutex2var_ps(scale_even, at, scale_odd);
+                acc[$r] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), row_scale), d, acc[$r]);
+                if !signed {
+                    let row_offset = _mm512_permutex2var_ps(offset_even, at, offset_odd);
+                    acc[$r] = _mm512_fmadd_ps(row_offset, s, acc[$r]);
+                }
+            )*};
+        }
+        apply!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+    }
 }

@@ -131,7 +131,7 @@ pub(super) unsafe fn run(exec: &dyn Exec, jobs: &[(WeightView<'_>, OutPtr<'_>)],
 
 /// Rows `r0..r0 + MR` of `w` (zero past the last) as i16, scales and offsets, so that
 /// weight `e` of row `r` is `q · scale[g][r] + offset[g][r]` with `g = e / group`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,f16c")]
 fn unpack(w: WeightView<'_>, r0: usize, panel: &mut Panel) {
     let (k, g) = (w.cols, group(w.ty));
     let Panel { q, scale, offset, bytes } = panel;
