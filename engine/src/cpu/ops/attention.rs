@@ -551,7 +551,33 @@ fn group<S: Simd, R: GroupRows, const H: usize>(
     while j0 < keys.end {
         let n = BLOCK.min(keys.end - j0);
         let (block_keys, values) = rows.block(s, j0, n);
-        for j in 0..n {
+        // Four keys at a time share their reductions (up to 4 heads: 16 accumulators).
+        let fours = if H <= 4 { n / 4 * 4 } else { 0 };
+        for j in (0..fours).step_by(4) {
+            let keys: [&[R::K]; 4] = std::array::from_fn(|u| &block_keys[(j + u) * dk..][..dk]);
+            let mut acc = [[s.zero(); H]; 4];
+            let mut i = 0;
+            while i + S::N <= dk {
+                // SAFETY: i + N <= dk = the length of each key.
+                let kx: [S::F; 4] =
+                    std::array::from_fn(|u| unsafe { R::K::load(s, keys[u].as_ptr().add(i)) });
+                for h in 0..H {
+                    let qx = s.ld(&qs[h][i..]);
+                    for u in 0..4 {
+                        acc[u][h] = s.fma(qx, kx[u], acc[u][h]);
+                    }
+                }
+                i += S::N;
+            }
+            for h in 0..H {
+                let sums = s.sum4(std::array::from_fn(|u| acc[u][h]));
+                for u in 0..4 {
+                    let tail: f32 = (i..dk).map(|e| qs[h][e] * R::K::one(s, keys[u][e])).sum();
+                    sc[h][j + u] = (sums[u] + tail) * a.scale;
+                }
+            }
+        }
+        for j in fours..n {
             let key = &block_keys[j * dk..][..dk];
             let mut acc = [s.zero(); H];
             let mut i = 0;
@@ -578,6 +604,31 @@ fn group<S: Simd, R: GroupRows, const H: usize>(
             m[h] = m_new;
         }
         let mut i = 0;
+        // Four vectors of each value row at a time where the heads are few: one vector gives
+        // only `H` chains of multiply-adds, each waiting on its last (SmolLM2's 3 heads ran at
+        // under one a cycle).
+        while H <= 4 && i + 4 * S::N <= dv {
+            let mut acc: [[S::F; H]; 4] =
+                std::array::from_fn(|c| std::array::from_fn(|h| s.ld(&out[h * dv + i + c * S::N..])));
+            for j in 0..n {
+                // SAFETY: i + 4N <= dv, inside row j of the block's `values` (n rows of dv).
+                let vx: [S::F; 4] = std::array::from_fn(|c| unsafe {
+                    R::V::load(s, values.as_ptr().add(j * dv + i + c * S::N))
+                });
+                for h in 0..H {
+                    let p = s.splat(sc[h][j]);
+                    for c in 0..4 {
+                        acc[c][h] = s.fma(p, vx[c], acc[c][h]);
+                    }
+                }
+            }
+            for (c, acc) in acc.iter().enumerate() {
+                for h in 0..H {
+                    s.st(&mut out[h * dv + i + c * S::N..], acc[h]);
+                }
+            }
+            i += 4 * S::N;
+        }
         while i + S::N <= dv {
             let mut acc: [S::F; H] = std::array::from_fn(|h| s.ld(&out[h * dv + i..]));
             for j in 0..n {
