@@ -430,6 +430,29 @@ trait GroupRows {
     type K: Plain;
     type V: Plain;
     fn block<S: Simd>(&mut self, s: S, j0: usize, n: usize) -> (&[Self::K], &[Self::V]);
+    /// Asks the cache for the key rows `keys` and the value rows `values`. A batched decode
+    /// step walks each sequence's rows once, after the weights and the other sequences' rows
+    /// pushed them out: SmolLM2, 8 sequences at depth 160, attention 4.5 -> 3.2 ms a step.
+    #[inline(always)]
+    fn prefetch(&self, _keys: Range<usize>, _values: Range<usize>) {}
+}
+
+/// Asks for the cache lines of `rows`, rows of `row` bytes from `start`, within `len` bytes.
+#[inline(always)]
+fn prefetch_rows(start: *const u8, len: usize, row: usize, rows: Range<usize>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let (lo, hi) = (rows.start * row, (rows.end * row).min(len));
+        let mut at = lo;
+        while at < hi {
+            // SAFETY: a prefetch never faults or writes; the address is inside the rows.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(at).cast()) };
+            at += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (start, len, row, rows);
 }
 
 /// A cache of plain elements, read in place.
@@ -446,6 +469,12 @@ impl<K: Plain, V: Plain> GroupRows for InPlace<'_, K, V> {
     #[inline(always)]
     fn block<S: Simd>(&mut self, _s: S, j0: usize, n: usize) -> (&[K], &[V]) {
         (&self.keys[j0 * self.dk..(j0 + n) * self.dk], &self.values[j0 * self.dv..(j0 + n) * self.dv])
+    }
+    #[inline(always)]
+    fn prefetch(&self, keys: Range<usize>, values: Range<usize>) {
+        let (k, v) = (self.keys, self.values);
+        prefetch_rows(k.as_ptr().cast(), size_of_val(k), self.dk * size_of::<K>(), keys);
+        prefetch_rows(v.as_ptr().cast(), size_of_val(v), self.dv * size_of::<V>(), values);
     }
 }
 
@@ -550,6 +579,8 @@ fn group<S: Simd, R: GroupRows, const H: usize>(
     let mut j0 = keys.start;
     while j0 < keys.end {
         let n = BLOCK.min(keys.end - j0);
+        // The next block's keys and this block's values (read after its scores).
+        rows.prefetch(j0 + n..(j0 + n + BLOCK).min(keys.end), j0..j0 + n);
         let (block_keys, values) = rows.block(s, j0, n);
         // Four keys at a time share their reductions (up to 4 heads: 16 accumulators).
         let fours = if H <= 4 { n / 4 * 4 } else { 0 };
