@@ -582,7 +582,8 @@ fn group<S: Simd, R: GroupRows, const H: usize>(
         // The next block's keys and this block's values (read after its scores).
         rows.prefetch(j0 + n..(j0 + n + BLOCK).min(keys.end), j0..j0 + n);
         let (block_keys, values) = rows.block(s, j0, n);
-        // Four keys at a time share their reductions (up to 4 heads: 16 accumulators).
+        // Four keys at a time share each load of the queries (up to 4 heads: 16 accumulators),
+        // each sum taken as one key at a time takes it, so the scores stay bit for bit.
         let fours = if H <= 4 { n / 4 * 4 } else { 0 };
         for j in (0..fours).step_by(4) {
             let keys: [&[R::K]; 4] = std::array::from_fn(|u| &block_keys[(j + u) * dk..][..dk]);
@@ -601,7 +602,7 @@ fn group<S: Simd, R: GroupRows, const H: usize>(
                 i += S::N;
             }
             for h in 0..H {
-                let sums = s.sum4(std::array::from_fn(|u| acc[u][h]));
+                let sums: [f32; 4] = std::array::from_fn(|u| s.sum(acc[u][h]));
                 for u in 0..4 {
                     let tail: f32 = (i..dk).map(|e| qs[h][e] * R::K::one(s, keys[u][e])).sum();
                     sc[h][j + u] = (sums[u] + tail) * a.scale;

@@ -52,12 +52,6 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     /// `2^n` for integer-valued `n` in -126..=127.
     fn pow2i(self, n: Self::F) -> Self::F;
     fn sum(self, v: Self::F) -> f32;
-    /// The sums of four vectors, sharing the shuffles where the instruction set can (a
-    /// reduction per vector was a tenth of a batched decode step's attention scores).
-    #[inline(always)]
-    fn sum4(self, v: [Self::F; 4]) -> [f32; 4] {
-        v.map(|v| self.sum(v))
-    }
     /// One IEEE half to f32.
     fn f16(self, h: u16) -> f32;
 

@@ -162,17 +162,6 @@ impl Simd for Avx2 {
         }
     }
     #[inline(always)]
-    fn sum4(self, [a, b, c, d]: [__m256; 4]) -> [f32; 4] {
-        unsafe {
-            // Per 128-bit half: [a, b, c, d] each summed over the half's four lanes.
-            let halves = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
-            let s = _mm_add_ps(_mm256_castps256_ps128(halves), _mm256_extractf128_ps::<1>(halves));
-            let mut out = [0f32; 4];
-            _mm_storeu_ps(out.as_mut_ptr(), s);
-            out
-        }
-    }
-    #[inline(always)]
     fn f16(self, h: u16) -> f32 {
         f16_scalar(h)
     }
@@ -264,25 +253,6 @@ impl Simd for Avx512 {
     #[inline(always)]
     fn sum(self, v: __m512) -> f32 {
         unsafe { _mm512_reduce_add_ps(v) }
-    }
-    #[inline(always)]
-    fn sum4(self, [a, b, c, d]: [__m512; 4]) -> [f32; 4] {
-        unsafe {
-            // Per 128-bit lane: [a0 + a2, b0 + b2, a1 + a3, b1 + b3], and the same of c and d.
-            let ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
-            let cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
-            // Per 128-bit lane: [a, b, c, d] summed over the lane's four elements.
-            let (ab, cd) = (_mm512_castps_pd(ab), _mm512_castps_pd(cd));
-            let lanes = _mm512_add_ps(
-                _mm512_castpd_ps(_mm512_unpacklo_pd(ab, cd)),
-                _mm512_castpd_ps(_mm512_unpackhi_pd(ab, cd)),
-            );
-            let halves = _mm512_add_ps(lanes, _mm512_shuffle_f32x4::<0b01_00_11_10>(lanes, lanes));
-            let whole = _mm512_add_ps(halves, _mm512_shuffle_f32x4::<0b10_11_00_01>(halves, halves));
-            let mut out = [0f32; 4];
-            _mm_storeu_ps(out.as_mut_ptr(), _mm512_castps512_ps128(whole));
-            out
-        }
     }
     #[inline(always)]
     fn f16(self, h: u16) -> f32 {
