@@ -58,8 +58,8 @@ pub(super) fn row(
             *offset.add(g * stride + lane) = o;
         }
     };
-    // One loop per type: a match per block, with its bounds checks on a block of unknown
-    // size, was half the unpacking time of a batched decode step (SmolLM2 Q4_1).
+    // One loop per type, each over blocks of a known size (no match or length checks per
+    // block); measured about even with the match per block it replaced.
     macro_rules! each_block {
         ($size:literal, |$b:ident| $block:expr) => {
             for (g, ($b, out)) in bytes.chunks_exact($size).zip(q.chunks_exact_mut(32)).enumerate() {
@@ -171,8 +171,8 @@ fn iq4_xs(bytes: &[u8], q: &mut [u8], put: &mut impl FnMut(usize, f32, f32)) {
     }
 }
 
-/// The f16 at byte `i` of `b`, converted by the instruction (a table lookup per block was a
-/// tenth of the unpacking).
+/// The f16 at byte `i` of `b`, converted by the instruction rather than the 256 KiB table
+/// (with the unchecked scale stores, Q4_1 1536×576 at 8 tokens on AMX: 0.169 -> 0.158 ms).
 #[target_feature(enable = "f16c")]
 fn f16_at(b: &[u8], i: usize) -> f32 {
     let bits = u16::from_le_bytes([b[i], b[i + 1]]);
