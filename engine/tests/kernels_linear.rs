@@ -639,8 +639,9 @@ fn cpu_decode_uses_integer_dots_on_x86_and_keeps_non_finite_inputs() {
             let wb = random_weights(t, rows, cols, &mut rng);
             let w = WeightView::new(t, rows, cols, &wb).unwrap();
             for bad in [f32::NAN, f32::INFINITY] {
-                // One token, and the sixth of seven (the second integer pass).
-                for (n_tok, at) in [(1, 5), (7, 5 * cols + 5)] {
+                // One token, the sixth of seven (the second integer pass), and the last of
+                // nine (a GEMM batch; past the first 256 values the finiteness test folds).
+                for (n_tok, at) in [(1, 5), (7, 5 * cols + 5), (9, 9 * cols - 1)] {
                     let mut x = rng.vec(cols * n_tok, 1.0);
                     x[at] = bad;
                     let mut y = vec![0f32; rows * n_tok];

@@ -202,12 +202,14 @@ fn unpack(w: WeightView<'_>, r0: usize, r1: usize, panels: &mut Panels) {
     let n = (r1 - r0).div_ceil(PANEL);
     // Rows 4 KiB apart would all fall in one set of the L1 cache, and a tile load reads 16.
     panels.stride = k + 64;
-    // Not cleared (that was 4% of a batched decode step): every row up to `r1` is written
-    // below, and the last panel's rows past it are never written out, whatever they hold.
-    panels.bytes.resize(n * PANEL * panels.stride + 64, 0);
+    // Not cleared (that was 4% of a batched decode step), and never shrunk: every row up to
+    // `r1` is written below, and the last panel's rows past it are never written out, whatever
+    // they hold. A resize to each call's length zeroed the growth whenever a step's matrices
+    // alternated between row lengths (SmolLM2: 576 and 1536).
+    grow(&mut panels.bytes, n * PANEL * panels.stride + 64);
     panels.base = panels.bytes.as_ptr().align_offset(64);
-    panels.scale.resize(n * k / g * PANEL, 0.0);
-    panels.offset.resize(n * k / g * PANEL, 0.0);
+    grow(&mut panels.scale, n * k / g * PANEL);
+    grow(&mut panels.offset, n * k / g * PANEL);
     let per_panel = k / g * PANEL;
     let rb = w.row_bytes();
     for r in 0..r1 - r0 {
@@ -219,6 +221,13 @@ fn unpack(w: WeightView<'_>, r0: usize, r1: usize, panels: &mut Panels) {
         let q = &mut panels.bytes[at..at + k];
         let (scale, offset) = (&mut panels.scale[p * per_panel..], &mut panels.offset[p * per_panel..]);
         kbytes::row(w, r0 + r, q, scale, offset, (PANEL, lane));
+    }
+}
+
+/// `v` with at least `len` elements.
+fn grow<T: Clone + Default>(v: &mut Vec<T>, len: usize) {
+    if v.len() < len {
+        v.resize(len, T::default());
     }
 }
 

@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use super::kbytes::{self, group, reads};
 use super::{OutPtr, WeightView};
 use crate::cpu::exec::Exec;
-use crate::cpu::quant::int::{Groupings, QX, QuantX};
+use crate::cpu::quant::int::{Groupings, QX, QuantX, all_finite};
 
 /// Rows per panel, tokens per block.
 const MR: usize = 6;
@@ -71,19 +71,17 @@ pub(super) fn token_blocks<T: Send + Sync>(
     per: usize,
     lay: &(dyn Fn(&QuantX, usize) -> T + Sync),
 ) -> Option<Vec<T>> {
-    if !k.is_multiple_of(QX) || !x[..n_tok * k].iter().all(|v| v.is_finite()) {
+    if !k.is_multiple_of(QX) || !all_finite(&x[..n_tok * k]) {
         return None;
     }
     let blocks: Vec<OnceLock<T>> = (0..n_tok.div_ceil(per)).map(|_| OnceLock::new()).collect();
     exec.run(blocks.len(), &|b| {
         let tokens = per.min(n_tok - b * per);
-        let xq = QuantX::new(
+        let xq = QuantX::of_finite(
             &x[b * per * k..(b * per + tokens) * k],
-            tokens,
             k,
             Groupings { fine: true, wide: false },
-        )
-        .expect("finite, checked above");
+        );
         let _ = blocks[b].set(lay(&xq, tokens));
     });
     Some(blocks.into_iter().map(|b| b.into_inner().expect("every block laid out")).collect())

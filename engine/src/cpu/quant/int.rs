@@ -26,6 +26,15 @@ fn round_even(v: f32) -> f32 {
     (v + MAGIC) - MAGIC
 }
 
+/// Whether every value of `x` is finite. Each chunk's test is a fold without an early exit,
+/// which compiles to vector compares; `Iterator::all` stays one element at a time, and that
+/// scalar loop was most of quantizing a batched decode step's activations.
+pub(crate) fn all_finite(x: &[f32]) -> bool {
+    const EXPONENT: u32 = 0x7f80_0000;
+    x.chunks(256)
+        .all(|c| c.iter().fold(0u32, |any, v| any | u32::from(v.to_bits() & EXPONENT == EXPONENT)) == 0)
+}
+
 /// Activations of one or more tokens quantized to i16, per 32-element block: `x ≈ d · q`.
 pub(crate) struct QuantX {
     /// Blocks per token.
@@ -170,16 +179,18 @@ impl QuantX {
         debug_assert!(k.is_multiple_of(QX) && x.len() >= n_tok * k);
         let x = &x[..n_tok * k];
         // `f32::max` skips NaN, so finiteness is checked on its own.
-        if !x.iter().all(|v| v.is_finite()) {
-            return None;
-        }
+        all_finite(x).then(|| QuantX::of_finite(x, k, groupings))
+    }
+
+    /// [`QuantX::new`] of activations known to be finite.
+    pub(crate) fn of_finite(x: &[f32], k: usize, groupings: Groupings) -> QuantX {
         let fine = match groupings.fine {
             true => Quantized::new(x, QX),
             false => Quantized { q: Vec::new(), d: Vec::new(), sum: Vec::new() },
         };
         let sum = fine.d.iter().zip(&fine.sum).map(|(d, &s)| d * s as f32).collect();
         let wide = (groupings.wide && k.is_multiple_of(QK)).then(|| Quantized::new(x, QK));
-        Some(QuantX { blocks: k / QX, fine, sum, wide })
+        QuantX { blocks: k / QX, fine, sum, wide }
     }
 
     pub(crate) fn token(&self, t: usize) -> XBlocks<'_> {
@@ -640,6 +651,23 @@ pub(crate) fn has_int_dot(ty: wllm_loaders::GgmlType) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn all_finite_finds_every_non_finite_value() {
+        use super::all_finite;
+        let finite = [0.0, -0.0, f32::MAX, f32::MIN, f32::MIN_POSITIVE, 1e-45, -3.5];
+        for len in [0, 1, 255, 256, 257, 1000] {
+            let x: Vec<f32> = (0..len).map(|i| finite[i % finite.len()]).collect();
+            assert!(all_finite(&x), "{len} finite values");
+            for at in [0, len / 2, len.saturating_sub(1)].into_iter().filter(|&at| at < len) {
+                for bad in [f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                    let mut y = x.clone();
+                    y[at] = bad;
+                    assert!(!all_finite(&y), "{bad} at {at} of {len}");
+                }
+            }
+        }
+    }
+
     /// The vector quantizer gives the scalar one's integers, scales and sums, ties and
     /// saturation included, for both groupings.
     #[cfg(target_arch = "x86_64")]
