@@ -6,9 +6,11 @@
 //! median tokens per second of `r` runs after a warm-up. `cpu_bench kernels [-t 2] [--type
 //! Q4_1,Q4_K] [--tokens 1,128] [--shape 4096x14336]` times the linear kernels on synthetic
 //! weights (one shape of the list with `--shape`). `cpu_bench batch FILE.gguf [-t 2]
-//! [--seqs 8] [-d 128] [-n 32] [-r 3]` times the decode steps of continuous batching: `seqs`
-//! sequences, each first filled with `d` tokens, then `n` steps that carry one token of every
-//! sequence and return every sequence's logits (what `wllm serve` runs), in an f16 cache.
+//! [--seqs 8] [-d 128] [-c CTX] [-n 32] [-r 3]` times the decode steps of continuous batching:
+//! `seqs` sequences, each first filled with `d` tokens, then `n` steps that carry one token of
+//! every sequence and return every sequence's logits (what `wllm serve` runs), in an f16 cache
+//! of `CTX` positions per sequence (default: just what the run needs; a server's is larger,
+//! and the cache's size decides whether it gets huge pages).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -211,9 +213,9 @@ fn load_stack(
 }
 
 /// Decode steps of `seqs` sequences at depth `depth`, as the server batches them.
-fn batch(path: &str, threads: usize, seqs: usize, depth: usize, n_gen: usize, reps: usize) {
+fn batch(path: &str, threads: usize, seqs: usize, (depth, ctx): (usize, usize), n_gen: usize, reps: usize) {
     let f16 = CacheTypes { k: KvType::F16, v: KvType::F16 };
-    let (cfg, mut st) = load_stack(path, threads, (depth + n_gen + 1) as u32, seqs as u32, f16);
+    let (cfg, mut st) = load_stack(path, threads, ctx as u32, seqs as u32, f16);
     let tok = |i: usize| ((i * 7919 + 13) % cfg.n_vocab as usize) as u32;
     let mut steps = Vec::new();
     for rep in 0..=reps {
@@ -335,9 +337,13 @@ fn main() {
         },
         Some("batch") => match args.get(2) {
             Some(path) => {
-                batch(path, threads, opt("--seqs", 8), opt("-d", 128), opt("-n", 32), opt("-r", 3).max(1))
+                let (depth, n_gen) = (opt("-d", 128), opt("-n", 32));
+                let ctx = opt("-c", depth + n_gen + 1).max(depth + n_gen + 1);
+                batch(path, threads, opt("--seqs", 8), (depth, ctx), n_gen, opt("-r", 3).max(1))
             }
-            None => eprintln!("usage: cpu_bench batch FILE.gguf [-t N] [--seqs N] [-d N] [-n N] [-r N]"),
+            None => {
+                eprintln!("usage: cpu_bench batch FILE.gguf [-t N] [--seqs N] [-d N] [-c N] [-n N] [-r N]")
+            }
         },
         _ => eprintln!(
             "usage: cpu_bench model FILE.gguf [-t N] [-p N] [-n N] [-r N] | batch FILE.gguf [--seqs N] [-d N] | kernels [-t N] [--type T,T] [--tokens 1,128] [--shape ROWSxCOLS]"

@@ -263,6 +263,28 @@ pub struct KvLayer<'a> {
     pub v: KvRows<'a>,
 }
 
+/// `n` zeros, in memory advised for transparent huge pages before anything touches it. A
+/// decode step walks every sequence's rows of every layer: in 4 KiB pages each walk crossed a
+/// page every 32 rows of 128 bytes, where the hardware prefetcher stops, and the step's pages
+/// outnumber the TLB's entries. SmolLM2 Q4_1, 8 sequences at depth 160 in caches of 4096
+/// positions (2 threads, three interleaved pairs): attention 4.0-4.3 -> 3.1-3.3 ms a step,
+/// the whole step 21.5-22.0 -> 20.7. Planes under 2 MiB keep small pages.
+fn huge_zeroed<T: Clone + Default>(n: usize) -> Vec<T> {
+    let v = vec![T::default(); n];
+    #[cfg(target_os = "linux")]
+    {
+        let (start, len) = (v.as_ptr() as usize, std::mem::size_of_val(&v[..]));
+        const HUGE: usize = 2 << 20;
+        let (lo, hi) = (start.next_multiple_of(HUGE), (start + len) / HUGE * HUGE);
+        if hi > lo {
+            // SAFETY: advice on whole pages inside the vector's own allocation; it changes how
+            // the kernel backs them, not their contents. Best effort: an error leaves 4 KiB pages.
+            unsafe { libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE) };
+        }
+    }
+    v
+}
+
 /// An owned side of a layer's cache.
 enum Plane {
     F32(Vec<f32>),
@@ -274,10 +296,10 @@ enum Plane {
 impl Plane {
     fn new(ty: KvType, rows: usize, dim: usize) -> Plane {
         match ty {
-            KvType::F32 => Plane::F32(vec![0.0; rows * F32Rows::units(dim)]),
-            KvType::F16 => Plane::F16(vec![0; rows * F16Rows::units(dim)]),
-            KvType::Q8_0 => Plane::Q8_0(vec![0; rows * Q8Rows::units(dim)]),
-            KvType::Q4_0 => Plane::Q4_0(vec![0; rows * Q4Rows::units(dim)]),
+            KvType::F32 => Plane::F32(huge_zeroed(rows * F32Rows::units(dim))),
+            KvType::F16 => Plane::F16(huge_zeroed(rows * F16Rows::units(dim))),
+            KvType::Q8_0 => Plane::Q8_0(huge_zeroed(rows * Q8Rows::units(dim))),
+            KvType::Q4_0 => Plane::Q4_0(huge_zeroed(rows * Q4Rows::units(dim))),
         }
     }
 
