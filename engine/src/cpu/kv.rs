@@ -264,11 +264,13 @@ pub struct KvLayer<'a> {
 }
 
 /// `n` zeros, in memory advised for transparent huge pages before anything touches it. A
-/// decode step walks every sequence's rows of every layer: in 4 KiB pages each walk crossed a
-/// page every 32 rows of 128 bytes, where the hardware prefetcher stops, and the step's pages
-/// outnumber the TLB's entries. SmolLM2 Q4_1, 8 sequences at depth 160 in caches of 4096
-/// positions (2 threads, three interleaved pairs): attention 4.0-4.3 -> 3.1-3.3 ms a step,
-/// the whole step 21.5-22.0 -> 20.7. Planes under 2 MiB keep small pages.
+/// decode step walks every sequence's rows of every layer, and in 4 KiB pages each walk
+/// crossed a page every 32 rows of 128 bytes, where the hardware prefetcher stops. SmolLM2
+/// Q4_1, 8 sequences at depth 160 in caches of 4096 positions (2 threads, three interleaved
+/// pairs): attention 4.0-4.3 -> 3.1-3.3 ms a step, the whole step 21.5-22.0 -> 20.7. Only
+/// whole 2 MiB pages inside the plane are advised. A touched huge page is resident whole, so
+/// the cache becomes resident sooner than its rows fill, but never beyond the size the memory
+/// plan counted for it.
 fn huge_zeroed<T: Clone + Default>(n: usize) -> Vec<T> {
     let v = vec![T::default(); n];
     #[cfg(target_os = "linux")]
