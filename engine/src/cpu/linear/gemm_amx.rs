@@ -188,11 +188,48 @@ pub(super) unsafe fn run(exec: &dyn Exec, jobs: &[(WeightView<'_>, OutPtr<'_>)],
                 // SAFETY: the caller's guarantee.
                 unsafe {
                     unpack(v, r0 - first, r1 - first, panels);
-                    task(v, r0 - first, r1 - first, panels, x, n_tok, out);
+                    let mut ahead = Ahead::new(tasks.get(ti + AHEAD_TASKS).map_or(&[], |&(i, r0, r1)| {
+                        let w = jobs[i].0;
+                        &w.bytes[r0 * w.row_bytes()..r1 * w.row_bytes()]
+                    }));
+                    task(v, r0 - first, r1 - first, panels, x, n_tok, out, &mut ahead);
                 }
             });
         });
     });
+}
+
+/// How many tasks past its own a thread prefetches: the other thread holds the next one.
+const AHEAD_TASKS: usize = 2;
+
+/// The weight bytes of a task a thread will likely take next, prefetched into L2 while its
+/// own tiles multiply (the unit's products leave the memory idle otherwise), a few lines per
+/// product so that no burst fills the miss buffers.
+struct Ahead<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    per_step: usize,
+}
+
+impl<'a> Ahead<'a> {
+    fn new(bytes: &'a [u8]) -> Ahead<'a> {
+        Ahead { bytes, at: 0, per_step: 0 }
+    }
+
+    /// Spreads what is left over `steps` calls of [`Ahead::step`].
+    fn spread(&mut self, steps: usize) {
+        self.per_step = (self.bytes.len() - self.at).div_ceil(steps.max(1)).next_multiple_of(64);
+    }
+
+    #[inline(always)]
+    fn step(&mut self) {
+        let end = (self.at + self.per_step).min(self.bytes.len());
+        while self.at < end {
+            // SAFETY: SSE is baseline on x86-64; a prefetch inside the slice never faults.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(self.bytes.as_ptr().add(self.at).cast()) };
+            self.at += 64;
+        }
+    }
 }
 
 /// Rows `r0..r1` of `w` in panels of [`PANEL`] rows.
@@ -212,6 +249,27 @@ fn unpack(w: WeightView<'_>, r0: usize, r1: usize, panels: &mut Panels) {
     grow(&mut panels.offset, n * k / g * PANEL);
     let per_panel = k / g * PANEL;
     let rb = w.row_bytes();
+    if kbytes::by_panel(w.ty) {
+        for p in 0..n {
+            let (first, rows) = (r0 + p * PANEL, PANEL.min(r1 - r0 - p * PANEL));
+            // The panel's bytes, a share before each group: a burst of the whole panel's
+            // prefetches filled the miss buffers and stalled on them.
+            let share = (rows * rb).div_ceil(k / g).next_multiple_of(64);
+            let prefetch = |grp: usize| {
+                let start = first * rb + grp * share;
+                if start < (first + rows) * rb {
+                    super::prefetch_ahead(w.bytes, start, share, (r1 - r0) * rb)
+                }
+            };
+            let at = panels.base + p * PANEL * panels.stride;
+            let (scale, offset) = (&mut panels.scale[p * per_panel..], &mut panels.offset[p * per_panel..]);
+            // SAFETY: an AMX `Isa` implies AVX-512 F/BW/VL (the caller's guarantee).
+            unsafe {
+                kbytes::panel(w, first, rows, &mut panels.bytes[at..], panels.stride, scale, offset, prefetch)
+            };
+        }
+        return;
+    }
     for r in 0..r1 - r0 {
         let (p, lane) = (r / PANEL, r % PANEL);
         // The task's rows are one run of memory, read once per call: a decode step of a few
@@ -234,14 +292,24 @@ fn grow<T: Clone + Default>(v: &mut Vec<T>, len: usize) {
 /// Multiplies the task's panels with every token tile and writes their outputs.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-fn task(w: WeightView<'_>, r0: usize, r1: usize, panels: &Panels, x: &TiledX, n_tok: usize, out: OutPtr<'_>) {
+fn task(
+    w: WeightView<'_>,
+    r0: usize,
+    r1: usize,
+    panels: &Panels,
+    x: &TiledX,
+    n_tok: usize,
+    out: OutPtr<'_>,
+    ahead: &mut Ahead<'_>,
+) {
     let depth = if x.paired { 2 * group(w.ty) } else { group(w.ty) };
+    ahead.spread(x.tiles.len() * (r1 - r0).div_ceil(PANEL) * (w.cols / depth));
     // SAFETY: the caller of `run` checked that tiles are available.
     let _tiles = unsafe { Tiles::load(&config(depth)) };
     let mut sums = Box::new([Sums([[0; TOK]; 2 * ROWS]), Sums([[0; TOK]; 2 * ROWS])]);
     for (t, xt) in x.tiles.iter().enumerate() {
         for p in 0..(r1 - r0).div_ceil(PANEL) {
-            let tokens = transpose(panel_tile(w, panels, p, xt, x.paired, &mut sums));
+            let tokens = transpose(panel_tile(w, panels, p, xt, x.paired, &mut sums, ahead));
             let rows = PANEL.min(r1 - (r0 + p * PANEL));
             for (j, &token) in tokens.iter().enumerate().take(n_tok - t * TOK) {
                 let at = (t * TOK + j) * w.rows + r0 + p * PANEL;
@@ -338,6 +406,7 @@ fn panel_tile(
     xt: &TokenTile,
     paired: bool,
     sums: &mut [Sums; 2],
+    ahead: &mut Ahead<'_>,
 ) -> [__m512; PANEL] {
     let (k, g) = (w.cols, group(w.ty));
     let groups = k / g;
@@ -384,6 +453,7 @@ fn panel_tile(
     for at in 0..products {
         let (now, next) = sums.split_at_mut(1);
         let (now, next) = if at % 2 == 0 { (&now[0], &mut next[0]) } else { (&next[0], &mut now[0]) };
+        ahead.step();
         if at + 1 < products {
             product(at + 1, next);
         }

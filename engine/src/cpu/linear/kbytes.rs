@@ -102,6 +102,121 @@ pub(super) fn row(
     }
 }
 
+/// Whether [`panel`] unpacks `ty`: the 32-weight block types that open each block with an f16
+/// scale (and, for Q4_1 and Q5_1, an f16 minimum after it).
+pub(super) fn by_panel(ty: GgmlType) -> bool {
+    use GgmlType::*;
+    matches!(ty, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | IQ4_NL)
+}
+
+/// Rows `first..first + n` (`n <= 16`) of `w`, a type [`by_panel`] accepts, as [`row`] unpacks
+/// them with `(stride, lane) = (16, r)` for row `first + r`, whose bytes go to
+/// `q[r · q_stride..]`. It walks the rows group by group: one gather and two conversions take
+/// a group's 16 scales and offsets, where `row` converted and stored each on its own, and
+/// the loop keeps no per-row state (Q4_1 1536×576 at 8 tokens on AMX, one thread: `row`
+/// was about half of the call). `before_group(g)` runs before group `g` (the caller's
+/// prefetches, spread over the panel).
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,f16c")]
+pub(super) fn panel(
+    w: WeightView<'_>,
+    first: usize,
+    n: usize,
+    q: &mut [u8],
+    q_stride: usize,
+    scale: &mut [f32],
+    offset: &mut [f32],
+    mut before_group: impl FnMut(usize),
+) {
+    let (rb, k) = (w.row_bytes(), w.cols);
+    let groups = k / 32;
+    assert!(by_panel(w.ty) && n <= 16 && k.is_multiple_of(32));
+    assert!(n == 0 || ((first + n) * rb <= w.bytes.len() && q.len() >= (n - 1) * q_stride + k));
+    assert!(scale.len() >= groups * 16 && offset.len() >= groups * 16 && 16 * rb < i32::MAX as usize);
+    let rows = w.bytes[first * rb..].as_ptr();
+    let lanes = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(rb as i32),
+    );
+    let mask = ((1u32 << n) - 1) as u16;
+    let fifth = |at: *const u8| {
+        // SAFETY: 4 bytes of a block (the caller of `each_group` points inside one).
+        fifth_bits(u32::from_le_bytes(unsafe { *at.cast::<[u8; 4]>() }))
+    };
+    let half = |v: __m512i| _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
+    // Per group: each row's values from its block at `b`, then the 16 rows' scale words
+    // (their first four bytes) gathered and turned into scales and offsets.
+    macro_rules! each_group {
+        ($size:literal, |$b:ident| $values:expr, |$words:ident| $scales:expr) => {
+            for g in 0..groups {
+                before_group(g);
+                for r in 0..n {
+                    // SAFETY: block g of row first + r lies inside the rows asserted above,
+                    // and its 32 values inside `q` (n - 1 rows of `q_stride`, then k).
+                    unsafe {
+                        let $b = rows.add(r * rb + g * $size);
+                        let values: __m256i = $values;
+                        _mm256_storeu_si256(q.as_mut_ptr().add(r * q_stride + 32 * g).cast(), values);
+                    }
+                }
+                // SAFETY: the lanes of the mask are rows inside the asserted range; scale and
+                // offset hold 16 lanes per group.
+                unsafe {
+                    let $words = _mm512_mask_i32gather_epi32::<1>(
+                        _mm512_setzero_si512(),
+                        mask,
+                        lanes,
+                        rows.add(g * $size).cast(),
+                    );
+                    let (s, o): (__m512, __m512) = $scales;
+                    _mm512_storeu_ps(scale.as_mut_ptr().add(16 * g), s);
+                    _mm512_storeu_ps(offset.as_mut_ptr().add(16 * g), o);
+                }
+            }
+        };
+    }
+    let low = |words: __m512i| half(words);
+    let high = |words: __m512i| half(_mm512_srli_epi32::<16>(words));
+    let times = |d: __m512, f: f32| _mm512_mul_ps(d, _mm512_set1_ps(f));
+    // SAFETY (each `values`): the block's bytes from `b` on are inside it.
+    match w.ty {
+        GgmlType::Q4_0 => each_group!(18, |b| nibbles_at(b.add(2)), |words| {
+            let d = low(words);
+            (d, times(d, -8.0))
+        }),
+        GgmlType::Q4_1 => each_group!(20, |b| nibbles_at(b.add(4)), |words| (low(words), high(words))),
+        GgmlType::Q5_0 => {
+            each_group!(22, |b| _mm256_or_si256(nibbles_at(b.add(6)), fifth(b.add(2))), |words| {
+                let d = low(words);
+                (d, times(d, -16.0))
+            })
+        }
+        GgmlType::Q5_1 => {
+            each_group!(24, |b| _mm256_or_si256(nibbles_at(b.add(8)), fifth(b.add(4))), |words| {
+                (low(words), high(words))
+            })
+        }
+        GgmlType::Q8_0 => each_group!(34, |b| _mm256_loadu_si256(b.add(2).cast()), |words| {
+            (low(words), _mm512_setzero_ps())
+        }),
+        GgmlType::IQ4_NL => each_group!(18, |b| table(&KVALUES_IQ4NL, nibbles_at(b.add(2))), |words| {
+            (low(words), _mm512_setzero_ps())
+        }),
+        ty => unreachable!("{ty} is not a type `panel` unpacks"),
+    }
+}
+
+/// [`nibbles`] of the 16 bytes at `p`.
+///
+/// # Safety
+/// `p` must be valid for reading 16 bytes.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn nibbles_at(p: *const u8) -> __m256i {
+    // SAFETY: the caller's guarantee.
+    nibbles(unsafe { std::slice::from_raw_parts(p, 16) })
+}
+
 /// Q4_K and Q5_K: 8 sub-blocks of 32 nibbles with 6-bit scales and minimums; Q5_K adds a
 /// fifth bit per weight, bit `s` of `qh[l]` for element `l` of sub-block `s`.
 #[target_feature(enable = "avx2,f16c")]
