@@ -12,8 +12,22 @@ pub const ARGMAX_NAN: u32 = 0xFFFF_FFFF;
 /// What it writes when the row holds an infinity but no NaN.
 pub const ARGMAX_INF: u32 = 0xFFFF_FFFE;
 
+/// Whether every value of `x` is finite. Each chunk's test is a fold without an early exit,
+/// which compiles to vector compares; `Iterator::all` stays one element at a time, and that
+/// scalar loop was most of quantizing a batched decode step's activations.
+pub(crate) fn all_finite(x: &[f32]) -> bool {
+    const EXPONENT: u32 = 0x7f80_0000;
+    x.chunks(256)
+        .all(|c| c.iter().fold(0u32, |any, v| any | u32::from(v.to_bits() & EXPONENT == EXPONENT)) == 0)
+}
+
 /// `NaN`, `+inf` or `-inf`: the first non-finite kind in `v`, if any (NaN wins over infinities).
 fn kind(v: &[f32]) -> Option<&'static str> {
+    // The vector test first: this scalar walk over every row of a batched step's logits
+    // (8 × 49152 values for SmolLM2) ran on the calling thread while the others waited.
+    if all_finite(v) {
+        return None;
+    }
     let mut inf = None;
     for &x in v {
         if x.is_nan() {
@@ -51,6 +65,22 @@ pub fn check_token(token: u32, n_vocab: u32, pos: u32) -> Result<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_finite_finds_every_non_finite_value() {
+        let finite = [0.0, -0.0, f32::MAX, f32::MIN, f32::MIN_POSITIVE, 1e-45, -3.5];
+        for len in [0, 1, 255, 256, 257, 1000] {
+            let x: Vec<f32> = (0..len).map(|i| finite[i % finite.len()]).collect();
+            assert!(all_finite(&x), "{len} finite values");
+            for at in [0, len / 2, len.saturating_sub(1)].into_iter().filter(|&at| at < len) {
+                for bad in [f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                    let mut y = x.clone();
+                    y[at] = bad;
+                    assert!(!all_finite(&y), "{bad} at {at} of {len}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn names_the_row_and_the_kind() {

@@ -17,7 +17,8 @@ use std::sync::OnceLock;
 use super::kbytes::{self, group, reads};
 use super::{OutPtr, WeightView};
 use crate::cpu::exec::Exec;
-use crate::cpu::quant::int::{Groupings, QX, QuantX, all_finite};
+use crate::cpu::quant::int::{Groupings, QX, QuantX};
+use crate::finite::all_finite;
 
 /// Rows per panel, tokens per block.
 const MR: usize = 6;

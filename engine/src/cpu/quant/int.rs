@@ -12,6 +12,7 @@ use super::iq::Codebook;
 use super::{Iq4Nl, Iq4Xs, Mxfp4, Q4_0, Q4_1, Q4K, Q5_0, Q5_1, Q5K, Q6K, Q8_0};
 use crate::cpu::isa::Isa;
 use crate::cpu::simd::int::IDot;
+use crate::finite::all_finite;
 
 /// Elements per activation block.
 pub(crate) const QX: usize = 32;
@@ -24,15 +25,6 @@ pub(crate) const QX: usize = 32;
 fn round_even(v: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0;
     (v + MAGIC) - MAGIC
-}
-
-/// Whether every value of `x` is finite. Each chunk's test is a fold without an early exit,
-/// which compiles to vector compares; `Iterator::all` stays one element at a time, and that
-/// scalar loop was most of quantizing a batched decode step's activations.
-pub(crate) fn all_finite(x: &[f32]) -> bool {
-    const EXPONENT: u32 = 0x7f80_0000;
-    x.chunks(256)
-        .all(|c| c.iter().fold(0u32, |any, v| any | u32::from(v.to_bits() & EXPONENT == EXPONENT)) == 0)
 }
 
 /// Activations of one or more tokens quantized to i16, per 32-element block: `x ≈ d · q`.
@@ -651,23 +643,6 @@ pub(crate) fn has_int_dot(ty: wllm_loaders::GgmlType) -> bool {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn all_finite_finds_every_non_finite_value() {
-        use super::all_finite;
-        let finite = [0.0, -0.0, f32::MAX, f32::MIN, f32::MIN_POSITIVE, 1e-45, -3.5];
-        for len in [0, 1, 255, 256, 257, 1000] {
-            let x: Vec<f32> = (0..len).map(|i| finite[i % finite.len()]).collect();
-            assert!(all_finite(&x), "{len} finite values");
-            for at in [0, len / 2, len.saturating_sub(1)].into_iter().filter(|&at| at < len) {
-                for bad in [f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-                    let mut y = x.clone();
-                    y[at] = bad;
-                    assert!(!all_finite(&y), "{bad} at {at} of {len}");
-                }
-            }
-        }
-    }
-
     /// The vector quantizer gives the scalar one's integers, scales and sums, ties and
     /// saturation included, for both groupings.
     #[cfg(target_arch = "x86_64")]
