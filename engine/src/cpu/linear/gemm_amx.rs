@@ -33,7 +33,8 @@ use super::kbytes::{self, group, reads, signed};
 use super::{OutPtr, WeightView};
 use crate::cpu::amx::{TileConfig, Tiles};
 use crate::cpu::exec::Exec;
-use crate::cpu::quant::int::QX;
+use crate::cpu::quant::int::{Groupings, QX, QuantX};
+use crate::finite::all_finite;
 
 /// Weight rows and tokens per tile.
 const ROWS: usize = 16;
@@ -93,6 +94,35 @@ pub(super) fn pairs(jobs: &[(WeightView<'_>, OutPtr<'_>)], n_tok: usize, k: usiz
         && jobs.iter().filter(|(w, _)| reads(w.ty)).all(|(w, _)| group(w.ty) == QX)
 }
 
+impl TokenTile {
+    fn zeroed(k: usize) -> TokenTile {
+        TokenTile {
+            hi: vec![0; k / 4 * TOK],
+            lo: vec![0; k / 4 * TOK],
+            d: vec![0.0; k / QX * TOK],
+            sum: vec![0.0; k / QX * TOK],
+        }
+    }
+}
+
+/// Where the tokens of one [`TokenTile`] are written from several threads, each token to its
+/// own column.
+#[derive(Clone, Copy)]
+struct TilePtrs {
+    hi: *mut u32,
+    lo: *mut u32,
+    d: *mut f32,
+    sum: *mut f32,
+}
+
+// SAFETY: the pointers are only written through, each column by one task (see `TiledX::new`).
+unsafe impl Send for TilePtrs {}
+unsafe impl Sync for TilePtrs {}
+
+/// Tasks that quantize a call's tokens: a few per thread, so that a decode step's single
+/// tile of 8 tokens is not one thread's work while the others wait.
+const QUANTIZE_TASKS_PER_THREAD: usize = 2;
+
 impl TiledX {
     /// `None` when an activation is not finite (the f32 kernel then carries it through).
     ///
@@ -106,27 +136,47 @@ impl TiledX {
         paired: bool,
     ) -> Option<TiledX> {
         let paired = paired && n_tok <= TOK / 2 && k.is_multiple_of(2 * QX);
-        let tiles = super::gemm_int::token_blocks(exec, x, n_tok, k, TOK, &|xq, tokens| {
-            let mut tile = TokenTile {
-                hi: vec![0; k / 4 * TOK],
-                lo: vec![0; k / 4 * TOK],
-                d: vec![0.0; k / QX * TOK],
-                sum: vec![0.0; k / QX * TOK],
-            };
-            for j in 0..tokens {
-                let xt = xq.token(j);
+        if !k.is_multiple_of(QX) || !all_finite(&x[..n_tok * k]) {
+            return None;
+        }
+        let mut tiles: Vec<TokenTile> = (0..n_tok.div_ceil(TOK)).map(|_| TokenTile::zeroed(k)).collect();
+        let ptrs: Vec<TilePtrs> = tiles
+            .iter_mut()
+            .map(|t| TilePtrs {
+                hi: t.hi.as_mut_ptr(),
+                lo: t.lo.as_mut_ptr(),
+                d: t.d.as_mut_ptr(),
+                sum: t.sum.as_mut_ptr(),
+            })
+            .collect();
+        let per_task = n_tok.div_ceil(exec.threads() * QUANTIZE_TASKS_PER_THREAD).max(1);
+        exec.run(n_tok.div_ceil(per_task), &|task| {
+            let first = task * per_task;
+            let tokens = per_task.min(n_tok - first);
+            let xq = QuantX::of_finite(
+                &x[first * k..(first + tokens) * k],
+                k,
+                Groupings { fine: true, wide: false },
+            );
+            for i in 0..tokens {
+                let (tile, j) = ((first + i) / TOK, (first + i) % TOK);
+                let xt = xq.token(i);
                 for (g, q) in xt.q.iter().enumerate() {
                     let j = j + if paired && g % 2 == 1 { TOK / 2 } else { 0 };
                     let at = g * QX / 4 * TOK + j;
-                    // SAFETY: 8 lines of TOK words from `at` (line `g · 8`, word `j < TOK`) are
-                    // inside both (k / 4 lines); the CPU has AVX-512 (the caller's guarantee).
-                    unsafe { split_block(q, &mut tile.hi[at..], &mut tile.lo[at..]) };
-                    tile.d[g * TOK + j] = xt.d[g];
-                    tile.sum[g * TOK + j] = xt.sum[g];
+                    let p = ptrs[tile];
+                    // SAFETY: column j of this tile is this task's alone (each token belongs to
+                    // one task, and a paired call's tokens fill columns 0..8 once each); 8
+                    // lines of TOK words from `at` are inside the tile's k / 4 lines, and
+                    // `g · TOK + j` inside its k / 32 scales; the caller's guarantee for AVX-512.
+                    unsafe {
+                        split_block(q, p.hi.add(at), p.lo.add(at));
+                        *p.d.add(g * TOK + j) = xt.d[g];
+                        *p.sum.add(g * TOK + j) = xt.sum[g];
+                    }
                 }
             }
-            tile
-        })?;
+        });
         Some(TiledX { tiles, paired })
     }
 }
@@ -135,18 +185,18 @@ impl TiledX {
 /// each into `hi[c · TOK]` and `lo[c · TOK]` (word `j` of line `c` of a token tile).
 ///
 /// # Safety
-/// `hi` and `lo` must hold `7 · TOK + 1` words; the CPU must have AVX-512 F, BW and VL.
+/// `hi` and `lo` must be valid for writing `7 · TOK + 1` words; the CPU must have AVX-512 F,
+/// BW and VL.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn split_block(q: &[i16; QX], hi: &mut [u32], lo: &mut [u32]) {
-    debug_assert!(hi.len() > 7 * TOK && lo.len() > 7 * TOK);
+unsafe fn split_block(q: &[i16; QX], hi: *mut u32, lo: *mut u32) {
     // SAFETY: 32 i16 in; the caller's guarantee for the words out.
     unsafe {
         let words = _mm512_loadu_si512(q.as_ptr().cast());
         let lines =
             _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(TOK as i32));
         let high = _mm512_cvtepi16_epi8(_mm512_srai_epi16::<8>(words));
-        _mm256_i32scatter_epi32::<4>(hi.as_mut_ptr().cast(), lines, high);
-        _mm256_i32scatter_epi32::<4>(lo.as_mut_ptr().cast(), lines, _mm512_cvtepi16_epi8(words));
+        _mm256_i32scatter_epi32::<4>(hi.cast(), lines, high);
+        _mm256_i32scatter_epi32::<4>(lo.cast(), lines, _mm512_cvtepi16_epi8(words));
     }
 }
 
