@@ -83,9 +83,9 @@ fn int_gemm(
     k: usize,
 ) -> bool {
     if isa.is_amx() {
-        let paired = super::gemm_amx::pairs(jobs, n_tok, k);
+        let paired = super::tiled_x::pairs(jobs, n_tok, k);
         // SAFETY: an AMX `Isa` exists only where the CPU has AVX-512 and the OS granted tiles.
-        let Some(xt) = (unsafe { super::gemm_amx::TiledX::new(exec, x, n_tok, k, paired) }) else {
+        let Some(xt) = (unsafe { super::tiled_x::TiledX::new(exec, x, n_tok, k, paired) }) else {
             return false;
         };
         // SAFETY: as above.

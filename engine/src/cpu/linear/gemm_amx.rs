@@ -34,15 +34,14 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use super::kbytes::{self, group, reads, signed};
+use super::tiled_x::{TOK, TiledX, TokenTile};
 use super::{OutPtr, WeightView};
 use crate::cpu::amx::{TileConfig, Tiles};
 use crate::cpu::exec::Exec;
-use crate::cpu::quant::int::{Groupings, QX, QuantX};
-use crate::finite::all_finite;
+use crate::cpu::quant::int::QX;
 
-/// Weight rows and tokens per tile.
+/// Weight rows per tile (tokens: `TOK`).
 const ROWS: usize = 16;
-const TOK: usize = 16;
 /// Weight rows per panel: one tile, whose 16 rows × 16 tokens of accumulators stay in
 /// registers (32 rows spilled them to memory: one more load and store per row and group).
 const PANEL: usize = ROWS;
@@ -67,141 +66,6 @@ const fn config(group: usize) -> TileConfig {
         .with(5, weights.0, weights.1)
         .with(6, activations.0, activations.1)
         .with(7, activations.0, activations.1)
-}
-
-/// 16 tokens' activations: per 4 elements, each token's 4 high bytes as one word
-/// (`hi[k / 4][TOK]`, the tile unit's layout for the right operand) and the same of the low
-/// bytes; per 32 elements each token's scale and `d · Σq` (`[k / 32][TOK]`). Tokens past the
-/// last are zero.
-struct TokenTile {
-    hi: Vec<u32>,
-    lo: Vec<u32>,
-    d: Vec<f32>,
-    sum: Vec<f32>,
-}
-
-pub(super) struct TiledX {
-    tiles: Vec<TokenTile>,
-    /// Whether two scale groups share each product (see [`pairs`]): odd groups' tokens then
-    /// sit in columns 8..16 (their words, scales and sums), even groups' in 0..8.
-    paired: bool,
-}
-
-/// Whether a call of `n_tok` tokens over rows of `k` multiplies two scale groups at once.
-/// Up to 8 tokens fill half a tile's columns, and a group of 32 bytes half its depth, so one
-/// product of 64 bytes takes group `2p` for the tokens in columns 0..8 and group `2p + 1` for
-/// copies of them in columns 8..16 (each copy zero in the other group's half of the depth):
-/// half the products, sum tiles and epilogue rows of one group at a time.
-pub(super) fn pairs(jobs: &[(WeightView<'_>, OutPtr<'_>)], n_tok: usize, k: usize) -> bool {
-    n_tok <= TOK / 2
-        && k.is_multiple_of(2 * QX)
-        && jobs.iter().filter(|(w, _)| reads(w.ty)).all(|(w, _)| group(w.ty) == QX)
-}
-
-impl TokenTile {
-    fn zeroed(k: usize) -> TokenTile {
-        TokenTile {
-            hi: vec![0; k / 4 * TOK],
-            lo: vec![0; k / 4 * TOK],
-            d: vec![0.0; k / QX * TOK],
-            sum: vec![0.0; k / QX * TOK],
-        }
-    }
-}
-
-/// Where the tokens of one [`TokenTile`] are written from several threads, each token to its
-/// own column.
-#[derive(Clone, Copy)]
-struct TilePtrs {
-    hi: *mut u32,
-    lo: *mut u32,
-    d: *mut f32,
-    sum: *mut f32,
-}
-
-// SAFETY: the pointers are only written through, each column by one task (see `TiledX::new`).
-unsafe impl Send for TilePtrs {}
-unsafe impl Sync for TilePtrs {}
-
-/// Tasks that quantize a call's tokens: a few per thread, so that a decode step's single
-/// tile of 8 tokens is not one thread's work while the others wait.
-const QUANTIZE_TASKS_PER_THREAD: usize = 2;
-
-impl TiledX {
-    /// `None` when an activation is not finite (the f32 kernel then carries it through).
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512 F, BW and VL.
-    pub(super) unsafe fn new(
-        exec: &dyn Exec,
-        x: &[f32],
-        n_tok: usize,
-        k: usize,
-        paired: bool,
-    ) -> Option<TiledX> {
-        let paired = paired && n_tok <= TOK / 2 && k.is_multiple_of(2 * QX);
-        if !k.is_multiple_of(QX) || !all_finite(&x[..n_tok * k]) {
-            return None;
-        }
-        let mut tiles: Vec<TokenTile> = (0..n_tok.div_ceil(TOK)).map(|_| TokenTile::zeroed(k)).collect();
-        let ptrs: Vec<TilePtrs> = tiles
-            .iter_mut()
-            .map(|t| TilePtrs {
-                hi: t.hi.as_mut_ptr(),
-                lo: t.lo.as_mut_ptr(),
-                d: t.d.as_mut_ptr(),
-                sum: t.sum.as_mut_ptr(),
-            })
-            .collect();
-        let per_task = n_tok.div_ceil(exec.threads() * QUANTIZE_TASKS_PER_THREAD).max(1);
-        exec.run(n_tok.div_ceil(per_task), &|task| {
-            let first = task * per_task;
-            let tokens = per_task.min(n_tok - first);
-            let xq = QuantX::of_finite(
-                &x[first * k..(first + tokens) * k],
-                k,
-                Groupings { fine: true, wide: false },
-            );
-            for i in 0..tokens {
-                let (tile, j) = ((first + i) / TOK, (first + i) % TOK);
-                let xt = xq.token(i);
-                for (g, q) in xt.q.iter().enumerate() {
-                    let j = j + if paired && g % 2 == 1 { TOK / 2 } else { 0 };
-                    let at = g * QX / 4 * TOK + j;
-                    let p = ptrs[tile];
-                    // SAFETY: column j of this tile is this task's alone (each token belongs to
-                    // one task, and a paired call's tokens fill columns 0..8 once each); 8
-                    // lines of TOK words from `at` are inside the tile's k / 4 lines, and
-                    // `g · TOK + j` inside its k / 32 scales; the caller's guarantee for AVX-512.
-                    unsafe {
-                        split_block(q, p.hi.add(at), p.lo.add(at));
-                        *p.d.add(g * TOK + j) = xt.d[g];
-                        *p.sum.add(g * TOK + j) = xt.sum[g];
-                    }
-                }
-            }
-        });
-        Some(TiledX { tiles, paired })
-    }
-}
-
-/// One token's block of 32 i16 as the high and low bytes of its 8 groups of 4, word `c` of
-/// each into `hi[c · TOK]` and `lo[c · TOK]` (word `j` of line `c` of a token tile).
-///
-/// # Safety
-/// `hi` and `lo` must be valid for writing `7 · TOK + 1` words; the CPU must have AVX-512 F,
-/// BW and VL.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn split_block(q: &[i16; QX], hi: *mut u32, lo: *mut u32) {
-    // SAFETY: 32 i16 in; the caller's guarantee for the words out.
-    unsafe {
-        let words = _mm512_loadu_si512(q.as_ptr().cast());
-        let lines =
-            _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(TOK as i32));
-        let high = _mm512_cvtepi16_epi8(_mm512_srai_epi16::<8>(words));
-        _mm256_i32scatter_epi32::<4>(hi.cast(), lines, high);
-        _mm256_i32scatter_epi32::<4>(lo.cast(), lines, _mm512_cvtepi16_epi8(words));
-    }
 }
 
 /// The unpacked panels of a task: rows of bytes `stride` apart, and per panel, group and row
@@ -385,7 +249,7 @@ fn task(
 /// memory: Q4_1 1536×576 on one thread, 128 tokens 1.05-1.10 -> 0.89-0.90 ms, 8 tokens
 /// 0.159-0.164 -> 0.148-0.161 ms (three interleaved pairs).
 #[target_feature(enable = "avx512f")]
-fn transpose(rows: [__m512; 16]) -> [__m512; 16] {
+pub(super) fn transpose(rows: [__m512; 16]) -> [__m512; 16] {
     // Pairs of rows interleaved by element, then by pairs of elements: `quads[4k + m]` holds,
     // in 128-bit lane L, element 4L + m of rows 4k..4k + 4.
     let mut pairs = [_mm512_setzero_ps(); 16];

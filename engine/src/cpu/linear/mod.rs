@@ -13,6 +13,8 @@ mod kbytes;
 mod matvec;
 mod out;
 mod packed;
+#[cfg(target_arch = "x86_64")]
+mod tiled_x;
 
 use wllm_loaders::GgmlType;
 

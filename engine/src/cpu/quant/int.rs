@@ -106,9 +106,8 @@ impl Quantized {
     fn extend(&mut self, x: &[f32], group: usize) {
         let out = self;
         for xs in x.chunks_exact(group) {
-            let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let inv = if amax > 0.0 { 32767.0 / amax } else { 0.0 };
-            out.d.push(amax / 32767.0);
+            let (d, inv) = i16_step(xs.iter().fold(0f32, |m, v| m.max(v.abs())));
+            out.d.push(d);
             for xb in xs.chunks_exact(QX) {
                 let mut q = [0i16; QX];
                 for (q, v) in q.iter_mut().zip(xb) {
@@ -139,27 +138,47 @@ impl Quantized {
                 // SAFETY: 16 floats.
                 amax = _mm512_max_ps(amax, _mm512_abs_ps(unsafe { _mm512_loadu_ps(v.as_ptr()) }));
             }
-            let amax = _mm512_reduce_max_ps(amax);
-            let inv = if amax > 0.0 { 32767.0 / amax } else { 0.0 };
-            self.d.push(amax / 32767.0);
-            let scale = _mm512_set1_ps(inv);
+            let (d, inv) = i16_step(_mm512_reduce_max_ps(amax));
+            self.d.push(d);
             for xb in xs.chunks_exact(QX) {
-                // SAFETY: 32 floats in, 32 i16 of room out.
-                unsafe {
-                    let lo = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xb.as_ptr()), scale));
-                    let hi = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xb.as_ptr().add(16)), scale));
-                    let (first, second) = (_mm512_cvtsepi32_epi16(lo), _mm512_cvtsepi32_epi16(hi));
-                    let mut q = [0i16; QX];
-                    _mm256_storeu_si256(q.as_mut_ptr().cast(), first);
-                    _mm256_storeu_si256(q.as_mut_ptr().add(16).cast(), second);
-                    // The saturated values, as the scalar sum sees them.
-                    let wide = _mm512_add_epi32(_mm512_cvtepi16_epi32(first), _mm512_cvtepi16_epi32(second));
-                    self.sum.push(_mm512_reduce_add_epi32(wide));
-                    self.q.push(q);
-                }
+                // SAFETY: the caller's guarantee.
+                let (words, sum) = unsafe { block_i16(xb.try_into().expect("32 floats"), inv) };
+                let mut q = [0i16; QX];
+                // SAFETY: 32 i16 of room.
+                unsafe { _mm512_storeu_si512(q.as_mut_ptr().cast(), words) };
+                self.sum.push(sum);
+                self.q.push(q);
             }
         }
     }
+}
+
+/// The step of a group whose largest magnitude is `amax`, and its inverse (0 for an all-zero
+/// group): `(d, inv)` with `x ≈ d · q` and `q = round(x · inv)`.
+#[inline(always)]
+pub(crate) fn i16_step(amax: f32) -> (f32, f32) {
+    (amax / 32767.0, if amax > 0.0 { 32767.0 / amax } else { 0.0 })
+}
+
+/// One block of 32 finite activations times `inv` (its group's [`i16_step`]), rounded to
+/// nearest even (the default rounding mode) and saturated, as the scalar cast does: the 32
+/// i16 and their sum.
+///
+/// # Safety
+/// The CPU must have AVX-512 F and BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub(crate) unsafe fn block_i16(xb: &[f32; QX], inv: f32) -> (std::arch::x86_64::__m512i, i32) {
+    use std::arch::x86_64::*;
+    let scale = _mm512_set1_ps(inv);
+    // SAFETY: 32 floats.
+    let (first, second) = unsafe { (_mm512_loadu_ps(xb.as_ptr()), _mm512_loadu_ps(xb.as_ptr().add(16))) };
+    let first = _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(first, scale)));
+    let second = _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(second, scale)));
+    // The saturated values, as the scalar sum sees them.
+    let wide = _mm512_add_epi32(_mm512_cvtepi16_epi32(first), _mm512_cvtepi16_epi32(second));
+    (_mm512_inserti64x4::<1>(_mm512_castsi256_si512(first), second), _mm512_reduce_add_epi32(wide))
 }
 
 impl QuantX {
