@@ -561,11 +561,16 @@ fn cpu_rope_and_attention_prefill_then_decode() {
 
 /// The CPU walks the query heads of a KV head together (2 to 8 of them; quantized caches a
 /// block converted at a time): groups of 5 and 7, and head sizes that leave a tail past the
-/// last whole vector.
+/// last whole vector. A 70-token prompt of 128-element heads takes the prompt tiles' scoring
+/// compiled for that size (64 is `SHORT`'s, any other the general one).
 #[test]
 fn cpu_grouped_heads_with_ragged_head_sizes() {
     let plain = [KvType::F32, KvType::F16].map(|t| CacheTypes { k: t, v: t });
     cpu_steps(Attn { n_head: 10, n_kv: 2, hd: 40, n_rot: 40, ..SHORT }, &plain);
+    cpu_steps(
+        Attn { n_head: 4, n_kv: 2, hd: 128, n_rot: 128, ctx: 140, steps: &[70, 1, 64, 1], ..SHORT },
+        &plain,
+    );
     let gpt_oss_like = Attn { n_head: 14, n_kv: 2, hd: 24, n_rot: 24, window: 9, sinks: true, ..SHORT };
     cpu_steps(gpt_oss_like, &plain);
     cpu_steps(
@@ -884,7 +889,7 @@ const DECODE_CASES: [(u32, u32, u32, bool); 4] =
     [(4097, 1, 0, true), (4097, 1, 300, false), (32768, 1, 0, false), (32768, 1, 5000, true)];
 
 /// Prompt chunks after 0, 4097 and 32768 cached positions through the CPU kernel (its
-/// tiles of sixteen query rows walking the keys together), and single decode tokens there
+/// tiles of query rows walking the keys together), and single decode tokens there
 /// (walks split along the keys), against the float64 reference on every instruction set:
 /// chunks that end inside a tile, windows shorter and longer than a chunk, sinks, f32 and f16
 /// caches.
