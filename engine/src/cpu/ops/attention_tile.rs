@@ -13,8 +13,9 @@ use crate::cpu::simd::math::exp;
 
 /// Query rows per tile.
 pub(super) const TILE: usize = 32;
-/// Keys per block of the online softmax.
-const BLOCK: usize = 16;
+/// Keys per block of the online softmax: each block rescales the tile's outputs once (16 keys
+/// had SmolLM2's pp4096 attention about 8% slower, pp128's 5% faster).
+const BLOCK: usize = 32;
 /// Keys scored at once (independent multiply-add chains per lane vector).
 const KEYS: usize = 8;
 /// Added to a hidden key's score, so that it never raises a row's running max.
