@@ -609,9 +609,6 @@ fn group<S: Simd, R: GroupRows, const H: usize>(
         // Four keys at a time share each load of the queries (up to 4 heads: 16 accumulators),
         // each sum taken as one key at a time takes it, so the scores stay bit for bit.
         let fours = if H <= 4 { n / 4 * 4 } else { 0 };
-        if fours < n {
-            ahead.prefetch(j0 + n..next, j0..j0 + n);
-        }
         for j in (0..fours).step_by(4) {
             // Four rows of each a step, spread over the block: a block's worth at once filled
             // the miss buffers and stalled on them.
@@ -639,6 +636,8 @@ fn group<S: Simd, R: GroupRows, const H: usize>(
                 }
             }
         }
+        // What the steps of four did not ask for (all of it when there were none).
+        ahead.prefetch((j0 + n + fours).min(next)..next, j0 + fours..j0 + n);
         for j in fours..n {
             let key = &block_keys[j * dk..][..dk];
             let mut acc = [s.zero(); H];
