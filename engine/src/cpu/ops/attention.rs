@@ -763,11 +763,11 @@ mod tests {
     }
 
     /// A chunk holding a prompt of 10 tokens (sequence A), one decode token (B) and a prompt of
-    /// 3 tokens (C), as the batched server steps them.
+    /// 4 tokens (C), as the batched server steps them.
     fn mixed_positions() -> Vec<[u32; 2]> {
         let a = (20..30).map(|p| [p, 0]);
         let b = std::iter::once([7, 64]);
-        let c = (0..3).map(|p| [p, 128]);
+        let c = (0..4).map(|p| [p, 128]);
         a.chain(b).chain(c).collect()
     }
 
@@ -775,17 +775,18 @@ mod tests {
     fn prompt_runs_get_tiles_and_decode_tokens_per_token_tasks() {
         let tasks = plan(&shape(8, 2, 192), &mixed_positions(), true, 1).tasks;
         let tile = |g, t0, r0, n| Task::Tile { g, t0, r0, n };
+        // A's 40 rows (4 query heads per KV head) in whole tiles and a rest; C's 16, half a
+        // tile, in one.
+        assert_eq!(TILE, 32);
         let want = vec![
-            tile(0, 0, 0, 16),
-            tile(0, 0, 16, 16),
+            tile(0, 0, 0, 32),
             tile(0, 0, 32, 8),
-            tile(1, 0, 0, 16),
-            tile(1, 0, 16, 16),
+            tile(1, 0, 0, 32),
             tile(1, 0, 32, 8),
             Task::Group { t: 10, g: 0, part: None },
             Task::Group { t: 10, g: 1, part: None },
-            tile(0, 11, 0, 12),
-            tile(1, 11, 0, 12),
+            tile(0, 11, 0, 16),
+            tile(1, 11, 0, 16),
         ];
         assert_eq!(tasks, want);
         // One KV head per query head, too few rows for a tile, an uncommon cache type.
